@@ -1,0 +1,538 @@
+package signaling
+
+import (
+	"context"
+	"slices"
+	"time"
+)
+
+// invitation is the engine's in-memory invitation. Guarded by Engine.mu.
+type invitation struct {
+	id         string
+	inviter    string
+	groupID    string
+	data       string
+	onlineOnly bool
+	createdAt  time.Time
+	deadline   time.Time // zero: no timeout
+	invitees   []inviteeEntry
+	timer      Timer
+}
+
+type inviteeEntry struct {
+	user  string
+	state InviteeState
+	at    time.Time
+}
+
+func (inv *invitation) stateOf(user string) InviteeState {
+	for _, v := range inv.invitees {
+		if v.user == user {
+			return v.state
+		}
+	}
+	return StateUnknown
+}
+
+func (inv *invitation) setState(user string, s InviteeState, at time.Time) {
+	for i := range inv.invitees {
+		if inv.invitees[i].user == user {
+			inv.invitees[i].state, inv.invitees[i].at = s, at
+			return
+		}
+	}
+}
+
+func (inv *invitation) inviteeList() []string {
+	out := make([]string, len(inv.invitees))
+	for i, v := range inv.invitees {
+		out[i] = v.user
+	}
+	return out
+}
+
+func (inv *invitation) allFinal() bool {
+	for _, v := range inv.invitees {
+		if !v.state.Final() {
+			return false
+		}
+	}
+	return true
+}
+
+func (inv *invitation) anyAnswered() bool {
+	for _, v := range inv.invitees {
+		if v.state != StatePending {
+			return true
+		}
+	}
+	return false
+}
+
+// parties is the inviter followed by every invitee: who hears the
+// invitation's events.
+func (inv *invitation) parties() []string {
+	return append([]string{inv.inviter}, inv.inviteeList()...)
+}
+
+func (inv *invitation) newInvitationEvent(now time.Time) NewInvitationEvent {
+	ev := NewInvitationEvent{
+		InviteID: inv.id, Inviter: inv.inviter, GroupID: inv.groupID,
+		InviteeList: inv.inviteeList(), Data: inv.data, OnlineUserOnly: inv.onlineOnly,
+	}
+	if !inv.deadline.IsZero() {
+		left := inv.deadline.Sub(now)
+		if left < time.Millisecond {
+			left = time.Millisecond
+		}
+		ev.TimeoutMs = left.Milliseconds()
+		ev.Timeout = int((left + time.Second - 1) / time.Second)
+	}
+	return ev
+}
+
+func (inv *invitation) record() InvitationRecord {
+	r := InvitationRecord{ID: inv.id, Inviter: inv.inviter, GroupID: inv.groupID, Data: inv.data,
+		CreatedAt: inv.createdAt, Deadline: inv.deadline}
+	for _, v := range inv.invitees {
+		r.Invitees = append(r.Invitees, InviteeRecord{UserID: v.user, State: v.state, UpdatedAt: v.at})
+	}
+	return r
+}
+
+func invitationFromRecord(r InvitationRecord) *invitation {
+	inv := &invitation{id: r.ID, inviter: r.Inviter, groupID: r.GroupID, data: r.Data,
+		createdAt: r.CreatedAt, deadline: r.Deadline}
+	for _, v := range r.Invitees {
+		inv.invitees = append(inv.invitees, inviteeEntry{user: v.UserID, state: v.State, at: v.UpdatedAt})
+	}
+	return inv
+}
+
+func sortedInvitations(m map[string]*invitation) []*invitation {
+	out := make([]*invitation, 0, len(m))
+	for _, inv := range m {
+		out = append(out, inv)
+	}
+	slices.SortFunc(out, func(a, b *invitation) int { return a.createdAt.Compare(b.createdAt) })
+	return out
+}
+
+// ---- indexes ----
+
+func (e *Engine) indexInviteesLocked(inv *invitation) {
+	if inv.onlineOnly {
+		return
+	}
+	for _, v := range inv.invitees {
+		if v.state != StatePending {
+			continue
+		}
+		m := e.byInvitee[v.user]
+		if m == nil {
+			m = make(map[string]*invitation)
+			e.byInvitee[v.user] = m
+		}
+		m[inv.id] = inv
+	}
+}
+
+func (e *Engine) unindexInviteeLocked(inv *invitation, user string) {
+	if m := e.byInvitee[user]; m != nil {
+		delete(m, inv.id)
+		if len(m) == 0 {
+			delete(e.byInvitee, user)
+		}
+	}
+}
+
+// removeLocked forgets an ended invitation.
+func (e *Engine) removeLocked(inv *invitation) {
+	delete(e.invitations, inv.id)
+	for _, v := range inv.invitees {
+		e.unindexInviteeLocked(inv, v.user)
+	}
+	if inv.timer != nil {
+		inv.timer.Stop()
+		inv.timer = nil
+	}
+}
+
+// restoreLocked puts back an invitation removed by an operation whose commit failed.
+func (e *Engine) restoreLocked(inv *invitation) {
+	if e.closed {
+		return
+	}
+	e.invitations[inv.id] = inv
+	e.indexInviteesLocked(inv)
+	if !inv.deadline.IsZero() && inv.timer == nil {
+		e.armTimerLocked(inv)
+	}
+}
+
+// ---- timers ----
+
+// storeRetry is how long a timeout waits before it tries again after the
+// store failed.
+const storeRetry = time.Second
+
+func (e *Engine) armTimerLocked(inv *invitation) {
+	e.armTimerAfterLocked(inv, inv.deadline.Sub(e.clock.Now()))
+}
+
+func (e *Engine) armTimerAfterLocked(inv *invitation, d time.Duration) {
+	if e.closed {
+		return
+	}
+	if d < 0 {
+		d = 0
+	}
+	inv.timer = e.afterLocked(d, func() { e.fireTimeout(inv) })
+}
+
+// fireTimeout times out every invitee who has not answered. The inviter and
+// those invitees get onInvitationTimeout listing them.
+func (e *Engine) fireTimeout(inv *invitation) {
+	e.mu.Lock()
+	if e.closed || e.invitations[inv.id] != inv {
+		e.mu.Unlock()
+		return
+	}
+	inv.timer = nil
+	now := e.clock.Now()
+	var timedOut []string
+	var muts []Mutation
+	for _, v := range inv.invitees {
+		if v.state != StatePending {
+			continue
+		}
+		timedOut = append(timedOut, v.user)
+		inv.setState(v.user, StateTimedOut, now)
+		if !inv.onlineOnly {
+			muts = append(muts, SetInviteeState{InviteID: inv.id, UserID: v.user, State: StateTimedOut, At: now})
+		}
+	}
+	e.removeLocked(inv)
+	if !inv.onlineOnly {
+		muts = append(muts, DeleteInvitation{InviteID: inv.id})
+	}
+	evs := []*outgoing{{
+		name:  EvInvitationTimeout,
+		data:  TimeoutEvent{InviteID: inv.id, InviteeList: timedOut},
+		users: append([]string{inv.inviter}, timedOut...),
+		keep:  !inv.onlineOnly,
+	}}
+	e.planLocked(evs)
+	e.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := e.finish(ctx, muts, evs, func() {
+		for _, u := range timedOut {
+			inv.setState(u, StatePending, now)
+		}
+		e.restoreLocked(inv)
+		if inv.timer != nil {
+			inv.timer.Stop()
+		}
+		e.armTimerAfterLocked(inv, storeRetry)
+	})
+	if err != nil {
+		e.log.Warn("invitation timeout not stored, will retry", "invite", inv.id, "err", err)
+	}
+}
+
+// ---- operations ----
+
+// resolveTimeout turns the request's timeout (seconds; nil → default) into
+// a duration, 0 meaning none.
+func (e *Engine) resolveTimeout(t *int) (time.Duration, error) {
+	if t == nil {
+		return e.cfg.DefaultTimeout, nil
+	}
+	if *t < 0 {
+		return 0, ErrInvalidParameter.WithMessage("timeout must be >= 0 seconds")
+	}
+	d := time.Duration(*t) * time.Second
+	if e.cfg.MaxTimeout > 0 && d > e.cfg.MaxTimeout {
+		return 0, ErrTimeoutTooLarge.WithMessage("timeout %ds is above the maximum of %ds", *t, int(e.cfg.MaxTimeout/time.Second))
+	}
+	return d, nil
+}
+
+func (e *Engine) checkData(data string) error {
+	if lim := e.cfg.Limits.MaxDataBytes; lim > 0 && len(data) > lim {
+		return ErrDataTooLarge.WithMessage("data is %d bytes; the limit is %d", len(data), lim)
+	}
+	return nil
+}
+
+// Invite sends a one-to-one invitation.
+func (e *Engine) Invite(ctx context.Context, a Actor, args InviteArgs) (string, error) {
+	if args.Invitee == "" {
+		return "", ErrInvalidParameter.WithMessage("invitee is required")
+	}
+	return e.createInvitation(ctx, a, "", []string{args.Invitee}, args.Data, args.OnlineUserOnly, args.Timeout)
+}
+
+// InviteInGroup sends an invitation to members of a group; the inviter and
+// every invitee must be members.
+func (e *Engine) InviteInGroup(ctx context.Context, a Actor, args InviteInGroupArgs) (string, error) {
+	if args.GroupID == "" {
+		return "", ErrInvalidParameter.WithMessage("groupID is required")
+	}
+	if len(args.InviteeList) == 0 {
+		return "", ErrInvalidParameter.WithMessage("inviteeList is empty")
+	}
+	return e.createInvitation(ctx, a, args.GroupID, args.InviteeList, args.Data, args.OnlineUserOnly, args.Timeout)
+}
+
+func (e *Engine) createInvitation(ctx context.Context, a Actor, groupID string, invitees []string, data string, onlineOnly bool, timeout *int) (string, error) {
+	if lim := e.cfg.Limits.MaxInvitees; lim > 0 && len(invitees) > lim {
+		return "", ErrListTooLarge.WithMessage("inviteeList has %d users; the limit is %d", len(invitees), lim)
+	}
+	seen := make(map[string]struct{}, len(invitees))
+	for _, u := range invitees {
+		if !ValidUserID(u) {
+			return "", ErrInvalidParameter.WithMessage("invalid user ID %q", u)
+		}
+		if u == a.UserID {
+			return "", ErrInvalidParameter.WithMessage("cannot invite yourself")
+		}
+		if _, dup := seen[u]; dup {
+			return "", ErrInvalidParameter.WithMessage("user %q is listed twice", u)
+		}
+		seen[u] = struct{}{}
+	}
+	if err := e.checkData(data); err != nil {
+		return "", err
+	}
+	d, err := e.resolveTimeout(timeout)
+	if err != nil {
+		return "", err
+	}
+
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return "", ErrShuttingDown
+	}
+	if groupID != "" {
+		g := e.groups[groupID]
+		if g == nil {
+			e.mu.Unlock()
+			return "", ErrGroupNotFound.WithMessage("group %q not found", groupID)
+		}
+		if !g.has(a.UserID) {
+			e.mu.Unlock()
+			return "", ErrNotGroupMember.WithMessage("you are not a member of group %q", groupID)
+		}
+		for _, u := range invitees {
+			if !g.has(u) {
+				e.mu.Unlock()
+				return "", ErrNotGroupMember.WithMessage("%q is not a member of group %q", u, groupID)
+			}
+		}
+	}
+	now := e.clock.Now()
+	inv := &invitation{id: e.newID("inv_"), inviter: a.UserID, groupID: groupID, data: data,
+		onlineOnly: onlineOnly, createdAt: now}
+	if d > 0 {
+		inv.deadline = now.Add(d)
+	}
+	for _, u := range invitees {
+		inv.invitees = append(inv.invitees, inviteeEntry{user: u, state: StatePending, at: now})
+	}
+	e.invitations[inv.id] = inv
+	e.indexInviteesLocked(inv)
+	evs := []*outgoing{{name: EvReceiveNewInvitation, data: inv.newInvitationEvent(now), users: inv.parties(), except: a.Session}}
+	e.mu.Unlock()
+
+	var muts []Mutation
+	if !onlineOnly {
+		muts = []Mutation{PutInvitation{Invitation: inv.record()}}
+	}
+	err = e.finish(ctx, muts, evs, func() { e.removeLocked(inv) })
+	if err != nil {
+		return "", err
+	}
+	if !inv.deadline.IsZero() {
+		e.mu.Lock()
+		if e.invitations[inv.id] == inv && inv.timer == nil {
+			e.armTimerLocked(inv)
+		}
+		e.mu.Unlock()
+	}
+	return inv.id, nil
+}
+
+// Accept is an invitee's acceptance.
+func (e *Engine) Accept(ctx context.Context, a Actor, args InviteIDArgs) error {
+	return e.answer(ctx, a, args, ActionAccept)
+}
+
+// Reject is an invitee's rejection.
+func (e *Engine) Reject(ctx context.Context, a Actor, args InviteIDArgs) error {
+	return e.answer(ctx, a, args, ActionReject)
+}
+
+func (e *Engine) answer(ctx context.Context, a Actor, args InviteIDArgs, action Action) error {
+	if err := e.checkData(args.Data); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	inv := e.invitations[args.InviteID]
+	if inv == nil {
+		e.mu.Unlock()
+		return ErrInvalidInviteID.WithMessage("unknown or ended invitation %q", args.InviteID)
+	}
+	prev := inv.stateOf(a.UserID)
+	if prev == StateUnknown {
+		e.mu.Unlock()
+		return ErrInvalidInviteID.WithMessage("you are not an invitee of %q", args.InviteID)
+	}
+	next, err := NextState(prev, action)
+	if err != nil {
+		e.mu.Unlock()
+		return err
+	}
+	now := e.clock.Now()
+	inv.setState(a.UserID, next, now)
+	e.unindexInviteeLocked(inv, a.UserID)
+	name := EvInviteeAccepted
+	if action == ActionReject {
+		name = EvInviteeRejected
+	}
+	evs := []*outgoing{{name: name, data: InviteeEvent{InviteID: inv.id, Invitee: a.UserID, Data: args.Data},
+		users: inv.parties(), except: a.Session, keep: !inv.onlineOnly}}
+	ended := inv.allFinal()
+	if ended {
+		e.removeLocked(inv)
+	}
+	e.planLocked(evs)
+	e.mu.Unlock()
+
+	var muts []Mutation
+	if !inv.onlineOnly {
+		muts = append(muts, SetInviteeState{InviteID: inv.id, UserID: a.UserID, State: next, At: now})
+		if ended {
+			muts = append(muts, DeleteInvitation{InviteID: inv.id})
+		}
+	}
+	return e.finish(ctx, muts, evs, func() {
+		inv.setState(a.UserID, StatePending, now)
+		if ended {
+			e.restoreLocked(inv)
+		} else {
+			e.indexInviteesLocked(inv)
+		}
+	})
+}
+
+// Cancel is the inviter's cancellation, allowed while no invitee has answered.
+func (e *Engine) Cancel(ctx context.Context, a Actor, args InviteIDArgs) error {
+	if err := e.checkData(args.Data); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	inv := e.invitations[args.InviteID]
+	if inv == nil {
+		e.mu.Unlock()
+		return ErrInvalidInviteID.WithMessage("unknown or ended invitation %q", args.InviteID)
+	}
+	if inv.inviter != a.UserID {
+		e.mu.Unlock()
+		return ErrNoPermission.WithMessage("only the inviter may cancel %q", args.InviteID)
+	}
+	if inv.anyAnswered() {
+		e.mu.Unlock()
+		return ErrInvalidInviteID.WithMessage("invitation %q was already answered; it can no longer be cancelled", args.InviteID)
+	}
+	now := e.clock.Now()
+	users := inv.inviteeList()
+	var muts []Mutation
+	for _, u := range users {
+		inv.setState(u, StateCancelled, now)
+		if !inv.onlineOnly {
+			muts = append(muts, SetInviteeState{InviteID: inv.id, UserID: u, State: StateCancelled, At: now})
+		}
+	}
+	e.removeLocked(inv)
+	if !inv.onlineOnly {
+		muts = append(muts, DeleteInvitation{InviteID: inv.id})
+	}
+	evs := []*outgoing{{name: EvInvitationCancelled, data: CancelledEvent{InviteID: inv.id, Inviter: inv.inviter, Data: args.Data},
+		users: inv.parties(), except: a.Session, keep: !inv.onlineOnly}}
+	e.planLocked(evs)
+	e.mu.Unlock()
+	return e.finish(ctx, muts, evs, func() {
+		for _, u := range users {
+			inv.setState(u, StatePending, now)
+		}
+		e.restoreLocked(inv)
+	})
+}
+
+// ModifyInvitation replaces an invitation's data; the inviter only, and not
+// for onlineUserOnly invitations.
+func (e *Engine) ModifyInvitation(ctx context.Context, a Actor, args InviteIDArgs) error {
+	if err := e.checkData(args.Data); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	inv := e.invitations[args.InviteID]
+	if inv == nil {
+		e.mu.Unlock()
+		return ErrInvalidInviteID.WithMessage("unknown or ended invitation %q", args.InviteID)
+	}
+	if inv.inviter != a.UserID {
+		e.mu.Unlock()
+		return ErrNoPermission.WithMessage("only the inviter may modify %q", args.InviteID)
+	}
+	if inv.onlineOnly {
+		e.mu.Unlock()
+		return ErrInvalidParameter.WithMessage("onlineUserOnly invitations cannot be modified")
+	}
+	prev := inv.data
+	inv.data = args.Data
+	evs := []*outgoing{{name: EvInvitationModified, data: ModifiedEvent{InviteID: inv.id, Data: args.Data},
+		users: inv.parties(), except: a.Session, keep: true}}
+	e.planLocked(evs)
+	e.mu.Unlock()
+	return e.finish(ctx, []Mutation{SetInvitationData{InviteID: inv.id, Data: args.Data}}, evs, func() {
+		if inv.data == args.Data {
+			inv.data = prev
+		}
+	})
+}
+
+// InvitationInfo is a read-only view of a live invitation, for the layers
+// built on signaling (calls) and for tests.
+type InvitationInfo struct {
+	ID             string
+	Inviter        string
+	GroupID        string
+	Data           string
+	OnlineUserOnly bool
+	CreatedAt      time.Time
+	Deadline       time.Time
+	States         map[string]InviteeState
+	Invitees       []string
+}
+
+// Invitation returns a live invitation's state, or false when it is unknown or ended.
+func (e *Engine) Invitation(id string) (InvitationInfo, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	inv := e.invitations[id]
+	if inv == nil {
+		return InvitationInfo{}, false
+	}
+	info := InvitationInfo{ID: inv.id, Inviter: inv.inviter, GroupID: inv.groupID, Data: inv.data,
+		OnlineUserOnly: inv.onlineOnly, CreatedAt: inv.createdAt, Deadline: inv.deadline,
+		States: make(map[string]InviteeState, len(inv.invitees)), Invitees: inv.inviteeList()}
+	for _, v := range inv.invitees {
+		info.States[v.user] = v.state
+	}
+	return info, true
+}

@@ -1,0 +1,253 @@
+package web
+
+import (
+	"context"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gorilla/websocket"
+	"golang.org/x/time/rate"
+
+	"github.com/switchboard-rtc/switchboard/signaling"
+)
+
+// WebSocket close codes the server uses (documented in PROTOCOL.md).
+const (
+	CloseGoingAway       = websocket.CloseGoingAway               // 1001: server shutting down
+	CloseUnsupportedData = websocket.CloseUnsupportedData         // 1003
+	CloseInvalidUTF8     = websocket.CloseInvalidFramePayloadData // 1007: text frame not UTF-8
+	ClosePolicyViolation = websocket.ClosePolicyViolation         // 1008: too many connections
+	CloseTooBig          = websocket.CloseMessageTooBig           // 1009: frame over limits.max_frame_bytes
+	CloseTokenExpired    = 4001                                   // the token's exp passed
+	CloseSlowConsumer    = 4002                                   // send queue full: the client did not read
+)
+
+// conn is one WebSocket connection. It has exactly one reader (the HTTP
+// handler's goroutine, running readLoop) and one writer (writeLoop) that
+// drains the bounded send queue; nothing else touches ws except
+// WriteControl and Close, which gorilla allows concurrently.
+type conn struct {
+	srv  *Server
+	ws   *websocket.Conn
+	user string
+	exp  time.Time
+
+	send chan []byte   // bounded by limits.send_queue
+	done chan struct{} // closed once, by stop
+
+	stopOnce  sync.Once
+	closeCode int    // set once by stop, read by writeLoop after done
+	closeText string // ditto
+	drain     bool   // ditto: flush queued frames before closing
+
+	limiter *rate.Limiter
+	dedup   *replyCache // used by the reader only
+}
+
+var _ signaling.Session = (*conn)(nil)
+
+func (c *conn) UserID() string { return c.user }
+
+// Deliver queues a frame without blocking; a full queue disconnects the
+// client, which never slows anyone else.
+func (c *conn) Deliver(frame []byte) {
+	select {
+	case <-c.done:
+		return
+	default:
+	}
+	select {
+	case c.send <- frame:
+	default:
+		c.srv.metrics.sendQueueOverflow()
+		c.stop(CloseSlowConsumer, "send queue full", false)
+	}
+}
+
+// stop asks the writer to close the connection with code; drain says
+// whether queued frames are written first.
+func (c *conn) stop(code int, text string, drain bool) {
+	c.stopOnce.Do(func() {
+		c.closeCode, c.closeText, c.drain = code, text, drain
+		close(c.done)
+	})
+}
+
+func (c *conn) writeLoop() {
+	cfg := c.srv.cfg
+	ping := time.NewTicker(cfg.PingInterval)
+	defer func() {
+		ping.Stop()
+		_ = c.ws.Close() // ends the reader's ReadMessage too
+	}()
+	write := func(frame []byte) bool {
+		_ = c.ws.SetWriteDeadline(time.Now().Add(cfg.WriteTimeout))
+		return c.ws.WriteMessage(websocket.TextMessage, frame) == nil
+	}
+	for {
+		select {
+		case frame := <-c.send:
+			if !write(frame) {
+				c.stop(websocket.CloseAbnormalClosure, "write failed", false)
+				return
+			}
+		case <-ping.C:
+			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteTimeout)); err != nil {
+				c.stop(websocket.CloseAbnormalClosure, "ping failed", false)
+				return
+			}
+		case <-c.done:
+			if c.drain {
+				for n := len(c.send); n > 0; n-- {
+					if !write(<-c.send) {
+						return
+					}
+				}
+			}
+			if c.closeCode != websocket.CloseAbnormalClosure {
+				msg := websocket.FormatCloseMessage(c.closeCode, c.closeText)
+				_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(cfg.WriteTimeout))
+			}
+			return
+		}
+	}
+}
+
+// readLoop reads and handles requests one at a time until the connection
+// ends. Requests of one connection are performed in order.
+func (c *conn) readLoop(ctx context.Context) {
+	cfg := c.srv.cfg
+	c.ws.SetReadLimit(cfg.MaxFrameBytes)
+	_ = c.ws.SetReadDeadline(time.Now().Add(cfg.PongTimeout))
+	c.ws.SetPongHandler(func(string) error {
+		return c.ws.SetReadDeadline(time.Now().Add(cfg.PongTimeout))
+	})
+	for {
+		mt, data, err := c.ws.ReadMessage()
+		if err != nil {
+			// A frame over the read limit makes gorilla send close 1009
+			// itself (websocket.ErrReadLimit); a client's close frame is
+			// answered by gorilla's close handler. Either way the writer
+			// now only has to close the socket.
+			c.stop(websocket.CloseAbnormalClosure, "", false)
+			return
+		}
+		_ = c.ws.SetReadDeadline(time.Now().Add(cfg.PongTimeout))
+		switch {
+		case mt != websocket.TextMessage:
+			c.reply("", nil, signaling.ErrMalformedRequest.WithMessage("only text frames carry requests"))
+			continue
+		case !utf8.Valid(data):
+			c.stop(CloseInvalidUTF8, "text frame is not valid UTF-8", true)
+			return
+		}
+		c.handle(ctx, data)
+	}
+}
+
+// handle performs one request and queues its reply.
+//
+// Repeated ids: the replies of the last limits.dedup_window requests of the
+// connection are kept by id; a request whose id is among them is not
+// performed again, and gets the same reply again. Replies of requests that
+// were not performed (malformed, rate_limited, store_unavailable,
+// shutting_down) are not kept, so the client may retry with the same id.
+func (c *conn) handle(ctx context.Context, data []byte) {
+	req, derr := signaling.DecodeRequest(data)
+	if derr != nil {
+		c.reply(req.ID, nil, derr)
+		return
+	}
+	op, known := c.srv.ops[req.Op]
+	opLabel := req.Op
+	if !known {
+		opLabel = "unknown"
+	}
+	if frame, ok := c.dedup.get(req.ID); ok {
+		c.srv.metrics.request(opLabel, "duplicate")
+		c.queue(frame)
+		return
+	}
+	if !c.limiter.Allow() {
+		c.srv.metrics.request(opLabel, signaling.ErrRateLimited.Reason)
+		c.reply(req.ID, nil, signaling.ErrRateLimited.WithMessage("more than %g requests per second", float64(c.limiter.Limit())))
+		return
+	}
+	if !known {
+		c.srv.metrics.request(opLabel, signaling.ErrUnknownOp.Reason)
+		c.reply(req.ID, nil, signaling.ErrUnknownOp.WithMessage("unknown op %q", req.Op))
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, c.srv.cfg.RequestTimeout)
+	result, err := op(rctx, signaling.Actor{UserID: c.user, Session: c}, req.Args)
+	cancel()
+	werr := signaling.AsError(err)
+	reason := "ok"
+	if werr != nil {
+		reason = werr.Reason
+		if werr.Code == 9599 {
+			c.srv.log.Error("op failed", "op", req.Op, "user", c.user, "err", err)
+		}
+	}
+	c.srv.metrics.request(req.Op, reason)
+	frame := c.reply(req.ID, result, werr)
+	if frame != nil && !transient(werr) {
+		c.dedup.put(req.ID, frame)
+	}
+}
+
+func transient(e *signaling.Error) bool {
+	if e == nil {
+		return false
+	}
+	switch e.Code {
+	case signaling.ErrStoreUnavailable.Code, signaling.ErrShuttingDown.Code, signaling.ErrRateLimited.Code, 9599:
+		return true
+	}
+	return false
+}
+
+func (c *conn) reply(id string, result any, e *signaling.Error) []byte {
+	frame, err := signaling.EncodeReply(id, result, e)
+	if err != nil {
+		c.srv.log.Error("encode reply", "err", err)
+		frame, _ = signaling.EncodeReply(id, nil, &signaling.Error{Code: 9599, Reason: "internal_error", Message: "could not encode the reply"})
+	}
+	c.queue(frame)
+	return frame
+}
+
+func (c *conn) queue(frame []byte) { c.Deliver(frame) }
+
+// replyCache keeps the replies of the last n request ids of a connection.
+type replyCache struct {
+	n     int
+	order []string
+	next  int
+	m     map[string][]byte
+}
+
+func newReplyCache(n int) *replyCache {
+	return &replyCache{n: n, order: make([]string, n), m: make(map[string][]byte, n)}
+}
+
+func (r *replyCache) get(id string) ([]byte, bool) {
+	if r.n == 0 {
+		return nil, false
+	}
+	f, ok := r.m[id]
+	return f, ok
+}
+
+func (r *replyCache) put(id string, frame []byte) {
+	if r.n == 0 {
+		return
+	}
+	if old := r.order[r.next]; old != "" {
+		delete(r.m, old)
+	}
+	r.order[r.next] = id
+	r.m[id] = frame
+	r.next = (r.next + 1) % r.n
+}

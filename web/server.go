@@ -1,0 +1,340 @@
+// Package web is Switchboard's HTTP and WebSocket transport: the /ws
+// endpoint that carries the protocol of signaling/PROTOCOL.md, the dev token
+// endpoint, health checks, and (later) the JS SDK and demo pages.
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+
+	"github.com/switchboard-rtc/switchboard/signaling"
+)
+
+// Config configures the transport. Every limit is a config key (README.md).
+type Config struct {
+	// AllowedOrigins lists the Origin values a browser may connect from;
+	// empty means the request's own host only; "*" allows any.
+	AllowedOrigins  []string
+	PingInterval    time.Duration // how often the server pings
+	PongTimeout     time.Duration // a connection silent this long is dead
+	WriteTimeout    time.Duration // one frame's write deadline
+	RequestTimeout  time.Duration // one request's processing deadline
+	MaxFrameBytes   int64         // larger frames close the connection with 1009
+	SendQueue       int           // frames queued per connection before it is dropped
+	RequestsPerSec  float64       // sustained requests per connection
+	RequestBurst    int           // burst of requests per connection
+	DedupWindow     int           // request ids remembered per connection
+	MaxConnsPerUser int           // checked before the upgrade (429); 0: no limit
+}
+
+// DefaultConfig returns the defaults of the embedded config file.
+func DefaultConfig() Config {
+	return Config{
+		PingInterval:   25 * time.Second,
+		PongTimeout:    60 * time.Second,
+		WriteTimeout:   10 * time.Second,
+		RequestTimeout: 10 * time.Second,
+		MaxFrameBytes:  64 << 10,
+		SendQueue:      256,
+		RequestsPerSec: 50,
+		RequestBurst:   100,
+		DedupWindow:    256,
+	}
+}
+
+// Params are the server's dependencies.
+type Params struct {
+	Config Config
+	Auth   *Authenticator
+	// DevTokens enables GET /api/dev/token.
+	DevTokens   bool
+	DevTokenTTL time.Duration
+	Engine      *signaling.Engine
+	// Ops are the protocol's ops by name: the engine's, merged with those of
+	// rooms and calls by the caller. Nil: Engine.Ops().
+	Ops      map[string]signaling.OpFunc
+	Logger   *slog.Logger
+	Registry prometheus.Registerer // nil: no metrics
+}
+
+// Server serves HTTP and WebSocket connections.
+type Server struct {
+	cfg      Config
+	auth     *Authenticator
+	dev      bool
+	devTTL   time.Duration
+	engine   *signaling.Engine
+	ops      map[string]signaling.OpFunc
+	log      *slog.Logger
+	metrics  *metrics
+	upgrader websocket.Upgrader
+	mux      *http.ServeMux
+
+	ctx    context.Context // cancelled when Shutdown's deadline passes
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // connection handlers
+
+	mu      sync.Mutex // guards conns and closing
+	conns   map[*conn]struct{}
+	closing bool
+}
+
+// New builds a Server.
+func New(p Params) (*Server, error) {
+	if p.Engine == nil || p.Auth == nil {
+		return nil, errors.New("web: New needs an Engine and an Authenticator")
+	}
+	s := &Server{
+		cfg: p.Config, auth: p.Auth, dev: p.DevTokens, devTTL: p.DevTokenTTL, engine: p.Engine,
+		ops: p.Ops, log: p.Logger, metrics: newMetrics(p.Registry), conns: make(map[*conn]struct{}),
+	}
+	if s.ops == nil {
+		s.ops = p.Engine.Ops()
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.devTTL <= 0 {
+		s.devTTL = 24 * time.Hour
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.upgrader = websocket.Upgrader{
+		HandshakeTimeout: 10 * time.Second,
+		ReadBufferSize:   4096,
+		WriteBufferSize:  4096,
+		CheckOrigin:      s.checkOrigin,
+	}
+	s.mux = http.NewServeMux()
+	s.mux.HandleFunc("GET /healthz", s.handleHealth)
+	s.mux.HandleFunc("GET /ws", s.handleWS)
+	if s.dev {
+		s.mux.HandleFunc("GET /api/dev/token", s.handleDevToken)
+	}
+	return s, nil
+}
+
+// Handler returns the HTTP handler.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// Mux returns the router so that other packages' handlers can be added.
+func (s *Server) Mux() *http.ServeMux { return s.mux }
+
+// MergeOps returns the union of op tables; a name defined twice is an error.
+func MergeOps(tables ...map[string]signaling.OpFunc) (map[string]signaling.OpFunc, error) {
+	out := make(map[string]signaling.OpFunc)
+	for _, t := range tables {
+		for name := range t {
+			if _, dup := out[name]; dup {
+				return nil, fmt.Errorf("web: op %q defined twice", name)
+			}
+		}
+		maps.Copy(out, t)
+	}
+	return out, nil
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, _ *http.Request) {
+	s.mu.Lock()
+	closing := s.closing
+	s.mu.Unlock()
+	if closing {
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+func (s *Server) handleDevToken(w http.ResponseWriter, r *http.Request) {
+	user := r.URL.Query().Get("user")
+	room := r.URL.Query().Get("room")
+	if !signaling.ValidUserID(user) {
+		writeJSONError(w, http.StatusBadRequest, signaling.ErrInvalidParameter.WithMessage("user must be 1-64 characters of [A-Za-z0-9_.@-]"))
+		return
+	}
+	if room != "" && !validRoomID(room) {
+		writeJSONError(w, http.StatusBadRequest, signaling.ErrInvalidParameter.WithMessage("room must be 1-64 characters of [A-Za-z0-9_-]"))
+		return
+	}
+	tok, exp, err := s.auth.Issue(user, room, s.devTTL)
+	if err != nil {
+		writeJSONError(w, http.StatusInternalServerError, &signaling.Error{Code: 9599, Reason: "internal_error", Message: "could not sign a token"})
+		return
+	}
+	out := map[string]any{"token": tok, "userID": user, "expiresAt": exp.UnixMilli()}
+	if room != "" {
+		out["roomID"] = room
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(out)
+}
+
+func validRoomID(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+func writeJSONError(w http.ResponseWriter, status int, e *signaling.Error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"error": e})
+}
+
+// checkOrigin allows requests without Origin (non-browser clients), the
+// request's own host, and the configured origins.
+func (s *Server) checkOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	for _, o := range s.cfg.AllowedOrigins {
+		if o == "*" || strings.EqualFold(o, origin) {
+			return true
+		}
+	}
+	u, err := url.Parse(origin)
+	return err == nil && strings.EqualFold(u.Host, r.Host)
+}
+
+func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
+	claims, err := s.auth.Verify(tokenFromRequest(r))
+	if err != nil {
+		reason := "invalid_token"
+		switch {
+		case errors.Is(err, ErrNoToken):
+			reason = "missing_token"
+		case errors.Is(err, ErrTokenExpired):
+			reason = "token_expired"
+		}
+		writeJSONError(w, http.StatusUnauthorized, signaling.ErrNotLoggedIn.WithMessage("%s", reason))
+		return
+	}
+	if claims.Room != "" {
+		writeJSONError(w, http.StatusUnauthorized, signaling.ErrNotLoggedIn.WithMessage("a room token cannot open a session"))
+		return
+	}
+	if lim := s.cfg.MaxConnsPerUser; lim > 0 && s.engine.Online(claims.Subject) >= lim {
+		writeJSONError(w, http.StatusTooManyRequests, signaling.ErrTooManyConnections.WithMessage("user already has %d connections", lim))
+		return
+	}
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer s.wg.Done()
+
+	ws, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader has replied
+	}
+	c := &conn{
+		srv: s, ws: ws, user: claims.Subject,
+		send:    make(chan []byte, s.cfg.SendQueue),
+		done:    make(chan struct{}),
+		limiter: rate.NewLimiter(rate.Limit(s.cfg.RequestsPerSec), s.cfg.RequestBurst),
+		dedup:   newReplyCache(s.cfg.DedupWindow),
+	}
+	if claims.ExpiresAt != nil {
+		c.exp = claims.ExpiresAt.Time
+	}
+	s.serve(c)
+}
+
+// serve runs a connection until it ends: the writer in its own goroutine,
+// the reader in this one.
+func (s *Server) serve(c *conn) {
+	s.mu.Lock()
+	s.conns[c] = struct{}{}
+	closing := s.closing
+	s.mu.Unlock()
+	s.metrics.connOpened()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		s.metrics.connClosed()
+	}()
+
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		c.writeLoop()
+	}()
+	defer func() { <-writerDone }()
+
+	if closing {
+		c.stop(CloseGoingAway, "server shutting down", false)
+		return
+	}
+	var expiry *time.Timer
+	if !c.exp.IsZero() {
+		expiry = time.AfterFunc(time.Until(c.exp), func() { c.stop(CloseTokenExpired, "token expired", true) })
+		defer expiry.Stop()
+	}
+	if err := s.engine.Attach(s.ctx, c); err != nil {
+		e := signaling.AsError(err)
+		c.stop(ClosePolicyViolation, e.Reason, false)
+		return
+	}
+	defer s.engine.Detach(c)
+	s.log.Debug("connected", "user", c.user, "remote", c.ws.RemoteAddr().String())
+	c.readLoop(s.ctx)
+	c.stop(websocket.CloseAbnormalClosure, "", false)
+	s.log.Debug("disconnected", "user", c.user)
+}
+
+// Shutdown stops accepting connections, closes every open one with 1001
+// (going away) after flushing what was queued for it, and waits for them
+// to end or ctx to expire.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.stop(CloseGoingAway, "server shutting down", true)
+	}
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		s.cancel()
+		return nil
+	case <-ctx.Done():
+		s.cancel()
+		<-done
+		return ctx.Err()
+	}
+}
