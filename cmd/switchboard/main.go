@@ -1,0 +1,177 @@
+// Command switchboard runs the Switchboard call-orchestration server.
+//
+//	go run ./cmd/switchboard                 # embedded defaults: 127.0.0.1:8080, ./data, dev auth
+//	go run ./cmd/switchboard --config my.yaml --server.addr :8443
+//
+// Exit codes: 0 after a clean shutdown (SIGINT/SIGTERM), 1 when the server
+// cannot start or fails, 2 for an invalid configuration.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/web"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr, nil)
+	stop()
+	os.Exit(code)
+}
+
+// run starts the server and serves until ctx is done. ready, when not nil,
+// is called with the listening address once the server serves.
+func run(ctx context.Context, args, env []string, stdout, stderr io.Writer, ready func(addr string)) int {
+	cfg, err := LoadConfig(args, env)
+	var help *HelpError
+	switch {
+	case errors.As(err, &help):
+		fmt.Fprint(stdout, help.Usage)
+		return 0
+	case errors.Is(err, ErrInvalidConfig):
+		fmt.Fprintln(stderr, "switchboard: invalid configuration:", err)
+		return 2
+	case err != nil:
+		fmt.Fprintln(stderr, "switchboard:", err)
+		return 1
+	}
+	log := slog.New(cfg.Log.NewHandler(stderr))
+	if err := serve(ctx, cfg, log, ready); err != nil {
+		log.Error("switchboard stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(string)) error {
+	key, err := cfg.Auth.SigningKey()
+	if err != nil {
+		return err
+	}
+	if cfg.Auth.Dev {
+		log.Warn("dev auth is on: anyone can get a token at /api/dev/token; set auth.dev=false in production")
+	}
+	auth, err := web.NewAuthenticator(web.AuthConfig{Secret: key, Dev: cfg.Auth.Dev, DevTokenTTL: cfg.Auth.DevTokenTTL})
+	if err != nil {
+		return err
+	}
+
+	store, err := signaling.OpenSQLite(ctx, cfg.Store.Path, log)
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	defer func() {
+		if err := store.Close(); err != nil {
+			log.Error("close store", "err", err)
+		}
+	}()
+
+	engine, err := signaling.NewEngine(ctx, signaling.Params{Config: signalingConfig(cfg), Store: store, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer engine.Close()
+
+	srv, err := web.New(web.Params{
+		Config:      webConfig(cfg),
+		Auth:        auth,
+		DevTokens:   cfg.Auth.Dev,
+		DevTokenTTL: cfg.Auth.DevTokenTTL,
+		Engine:      engine,
+		Logger:      log,
+	})
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", cfg.Server.Addr)
+	if err != nil {
+		return err
+	}
+	httpSrv := &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() {
+		if cfg.Server.TLSCert != "" {
+			errc <- httpSrv.ServeTLS(ln, cfg.Server.TLSCert, cfg.Server.TLSKey)
+		} else {
+			errc <- httpSrv.Serve(ln)
+		}
+	}()
+	scheme := "http"
+	if cfg.Server.TLSCert != "" {
+		scheme = "https"
+	}
+	log.Info("switchboard serving", "url", fmt.Sprintf("%s://%s", scheme, ln.Addr()), "store", cfg.Store.Path)
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down", "deadline", cfg.Server.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout)
+	defer cancel()
+	// WebSockets first (close 1001 after flushing), then the HTTP server.
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("connections did not all close in time", "err", err)
+	}
+	if err := httpSrv.Shutdown(sctx); err != nil {
+		log.Warn("http shutdown", "err", err)
+		_ = httpSrv.Close()
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func signalingConfig(cfg Config) signaling.Config {
+	return signaling.Config{
+		DefaultTimeout:  cfg.Signaling.DefaultTimeout,
+		MaxTimeout:      cfg.Signaling.MaxTimeout,
+		OfflineEventTTL: cfg.Signaling.OfflineEventTTL,
+		Limits: signaling.Limits{
+			MaxDataBytes:       cfg.Limits.MaxDataBytes,
+			MaxInvitees:        cfg.Limits.MaxInvitees,
+			MaxGroupMembers:    cfg.Limits.MaxGroupMembers,
+			MaxGroupsPerUser:   cfg.Limits.MaxGroupsPerUser,
+			MaxOfflineEvents:   cfg.Limits.MaxOfflineEvents,
+			ConnectionsPerUser: cfg.Limits.ConnectionsPerUser,
+		},
+	}
+}
+
+func webConfig(cfg Config) web.Config {
+	return web.Config{
+		AllowedOrigins:  cfg.Server.AllowedOrigins,
+		PingInterval:    cfg.Server.PingInterval,
+		PongTimeout:     cfg.Server.PongTimeout,
+		WriteTimeout:    cfg.Server.WriteTimeout,
+		RequestTimeout:  10 * time.Second,
+		MaxFrameBytes:   int64(cfg.Limits.MaxFrameBytes),
+		SendQueue:       cfg.Limits.SendQueue,
+		RequestsPerSec:  float64(cfg.Limits.RequestsPerSecond),
+		RequestBurst:    cfg.Limits.RequestBurst,
+		DedupWindow:     cfg.Limits.DedupWindow,
+		MaxConnsPerUser: cfg.Limits.ConnectionsPerUser,
+	}
+}
