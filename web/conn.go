@@ -23,6 +23,10 @@ const (
 	CloseSlowConsumer    = 4002                                   // send queue full: the client did not read
 )
 
+// slowCloseWait bounds the attempt to send a close frame to a client that
+// does not read.
+const slowCloseWait = 100 * time.Millisecond
+
 // conn is one WebSocket connection. It has exactly one reader (the HTTP
 // handler's goroutine, running readLoop) and one writer (writeLoop) that
 // drains the bounded send queue; nothing else touches ws except
@@ -71,6 +75,11 @@ func (c *conn) stop(code int, text string, drain bool) {
 	c.stopOnce.Do(func() {
 		c.closeCode, c.closeText, c.drain = code, text, drain
 		close(c.done)
+		if code == CloseSlowConsumer {
+			// The writer may be blocked writing to a client that does not
+			// read: abort that write now rather than at its deadline.
+			_ = c.ws.NetConn().SetWriteDeadline(time.Now())
+		}
 	})
 }
 
@@ -106,8 +115,12 @@ func (c *conn) writeLoop() {
 				}
 			}
 			if c.closeCode != websocket.CloseAbnormalClosure {
+				wait := cfg.WriteTimeout
+				if c.closeCode == CloseSlowConsumer {
+					wait = slowCloseWait
+				}
 				msg := websocket.FormatCloseMessage(c.closeCode, c.closeText)
-				_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(cfg.WriteTimeout))
+				_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(wait))
 			}
 			return
 		}

@@ -526,6 +526,7 @@ func TestRepeatedRequestIDIsPerformedOnce(t *testing.T) {
 func TestSlowReaderIsDropped(t *testing.T) {
 	ts := newTestServer(t, func(ts *testServer) {
 		ts.webCfg.SendQueue = 4
+		ts.sigCfg.Limits.MaxDataBytes = 60000
 		ts.webCfg.RequestsPerSec = 10000
 		ts.webCfg.RequestBurst = 10000
 	})
@@ -539,7 +540,7 @@ func TestSlowReaderIsDropped(t *testing.T) {
 	}
 	defer slow.Close()
 	alice, bob := ts.dial("alice"), ts.dial("bob")
-	big := strings.Repeat("z", 8000)
+	big := strings.Repeat("z", 60000)
 	deadline := time.Now().Add(15 * time.Second)
 	for ts.engine.Online("slow") > 0 {
 		if time.Now().After(deadline) {
