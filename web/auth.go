@@ -108,3 +108,16 @@ func tokenFromRequest(r *http.Request) string {
 	}
 	return r.URL.Query().Get("token")
 }
+
+// VerifyRoomToken checks a room token (a token with a room claim) and
+// returns its user and room; it satisfies rooms.TokenVerifier.
+func (a *Authenticator) VerifyRoomToken(token string) (userID, roomID string, err error) {
+	c, err := a.Verify(token)
+	if err != nil {
+		return "", "", err
+	}
+	if c.Room == "" {
+		return "", "", ErrInvalidToken
+	}
+	return c.Subject, c.Room, nil
+}

@@ -68,6 +68,9 @@ type Params struct {
 	Ops      map[string]signaling.OpFunc
 	Logger   *slog.Logger
 	Registry prometheus.Registerer // nil: no metrics
+	// OnSessionClosed are called, in order, when a connection has ended
+	// (after the engine forgot it): rooms use it to remove its members.
+	OnSessionClosed []func(signaling.Session)
 }
 
 // Server serves HTTP and WebSocket connections.
@@ -78,6 +81,7 @@ type Server struct {
 	devTTL   time.Duration
 	engine   *signaling.Engine
 	ops      map[string]signaling.OpFunc
+	onClosed []func(signaling.Session)
 	log      *slog.Logger
 	metrics  *metrics
 	upgrader websocket.Upgrader
@@ -99,7 +103,7 @@ func New(p Params) (*Server, error) {
 	}
 	s := &Server{
 		cfg: p.Config, auth: p.Auth, dev: p.DevTokens, devTTL: p.DevTokenTTL, engine: p.Engine,
-		ops: p.Ops, log: p.Logger, metrics: newMetrics(p.Registry), conns: make(map[*conn]struct{}),
+		ops: p.Ops, onClosed: p.OnSessionClosed, log: p.Logger, metrics: newMetrics(p.Registry), conns: make(map[*conn]struct{}),
 	}
 	if s.ops == nil {
 		s.ops = p.Engine.Ops()
@@ -302,7 +306,12 @@ func (s *Server) serve(c *conn) {
 		c.stop(ClosePolicyViolation, e.Reason, false)
 		return
 	}
-	defer s.engine.Detach(c)
+	defer func() {
+		s.engine.Detach(c)
+		for _, f := range s.onClosed {
+			f(c)
+		}
+	}()
 	s.log.Debug("connected", "user", c.user, "remote", c.ws.RemoteAddr().String())
 	c.readLoop(s.ctx)
 	c.stop(websocket.CloseAbnormalClosure, "", false)

@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/switchboard-rtc/switchboard/media"
+	"github.com/switchboard-rtc/switchboard/rooms"
 	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/web"
 )
@@ -84,13 +86,34 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(string)
 	}
 	defer engine.Close()
 
+	sfu, err := media.New(mediaConfig(cfg), log.With("component", "media"))
+	if err != nil {
+		return fmt.Errorf("media: %w", err)
+	}
+	defer func() {
+		if err := sfu.Close(); err != nil {
+			log.Warn("close media", "err", err)
+		}
+	}()
+	roomMgr := rooms.NewManager(rooms.Params{
+		Config: rooms.Config{MaxRoomsPerUser: cfg.Limits.MaxRoomsPerUser, MaxParticipants: cfg.Limits.MaxRoomParticipants},
+		SFU:    sfu, Tokens: auth, Logger: log.With("component", "rooms"),
+	})
+	defer roomMgr.Close()
+
+	ops, err := web.MergeOps(engine.Ops(), roomMgr.Ops())
+	if err != nil {
+		return err
+	}
 	srv, err := web.New(web.Params{
-		Config:      webConfig(cfg),
-		Auth:        auth,
-		DevTokens:   cfg.Auth.Dev,
-		DevTokenTTL: cfg.Auth.DevTokenTTL,
-		Engine:      engine,
-		Logger:      log,
+		Config:          webConfig(cfg),
+		Auth:            auth,
+		DevTokens:       cfg.Auth.Dev,
+		DevTokenTTL:     cfg.Auth.DevTokenTTL,
+		Engine:          engine,
+		Ops:             ops,
+		OnSessionClosed: []func(signaling.Session){roomMgr.SessionClosed},
+		Logger:          log,
 	})
 	if err != nil {
 		return err
@@ -117,7 +140,8 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(string)
 	if cfg.Server.TLSCert != "" {
 		scheme = "https"
 	}
-	log.Info("switchboard serving", "url", fmt.Sprintf("%s://%s", scheme, ln.Addr()), "store", cfg.Store.Path)
+	log.Info("switchboard serving", "url", fmt.Sprintf("%s://%s", scheme, ln.Addr()), "store", cfg.Store.Path,
+		"media_udp", sfu.UDPAddr().String())
 	if ready != nil {
 		ready(ln.Addr().String())
 	}
@@ -174,4 +198,21 @@ func webConfig(cfg Config) web.Config {
 		DedupWindow:     cfg.Limits.DedupWindow,
 		MaxConnsPerUser: cfg.Limits.ConnectionsPerUser,
 	}
+}
+
+func mediaConfig(cfg Config) media.Config {
+	mc := media.Config{
+		UDPPort:                 cfg.Media.UDPPort,
+		ListenIP:                cfg.Media.ListenIP,
+		NAT1To1IPs:              cfg.Media.NAT1To1IPs,
+		IncludeLoopback:         cfg.Media.IncludeLoopback,
+		ICEDisconnectedGrace:    cfg.Media.ICEDisconnectedGrace,
+		ICEFailedGrace:          cfg.Media.ICEFailedGrace,
+		PLIThrottle:             cfg.Media.PLIThrottle,
+		MaxTracksPerParticipant: cfg.Limits.MaxTracksPerParticipant,
+	}
+	if len(cfg.Media.ICEServers) > 0 {
+		mc.ICEServers = []media.ICEServer{{URLs: cfg.Media.ICEServers, Username: cfg.Media.ICEUsername, Credential: cfg.Media.ICECredential}}
+	}
+	return mc
 }

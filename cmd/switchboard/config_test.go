@@ -1,0 +1,821 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/switchboard-rtc/switchboard/configs"
+)
+
+// wantDefaults is written out by hand so that a changed default is a
+// deliberate, reviewed change of both the YAML and this test.
+var wantDefaults = Config{
+	Server: ServerConfig{
+		Addr:            "127.0.0.1:8080",
+		AllowedOrigins:  []string{},
+		TLSCert:         "",
+		TLSKey:          "",
+		ShutdownTimeout: 10 * time.Second,
+		PingInterval:    25 * time.Second,
+		PongTimeout:     60 * time.Second,
+		WriteTimeout:    10 * time.Second,
+	},
+	Store: StoreConfig{Path: "./data/switchboard.db"},
+	Auth:  AuthConfig{Secret: "", Dev: true, DevTokenTTL: 24 * time.Hour},
+	Signaling: SignalingConfig{
+		DefaultTimeout:  30 * time.Second,
+		MaxTimeout:      300 * time.Second,
+		OfflineEventTTL: 24 * time.Hour,
+	},
+	Limits: LimitsConfig{
+		MaxFrameBytes:           65536,
+		MaxDataBytes:            8192,
+		MaxInvitees:             100,
+		MaxGroupMembers:         1000,
+		MaxGroupsPerUser:        100,
+		MaxOfflineEvents:        200,
+		ConnectionsPerUser:      10,
+		RequestsPerSecond:       50,
+		RequestBurst:            100,
+		SendQueue:               256,
+		DedupWindow:             256,
+		MaxRoomsPerUser:         4,
+		MaxRoomParticipants:     50,
+		MaxTracksPerParticipant: 4,
+	},
+	Media: MediaConfig{
+		UDPPort: 7882, NAT1To1IPs: []string{}, IncludeLoopback: true, ICEServers: []string{},
+		ICEDisconnectedGrace: 10 * time.Second, PLIThrottle: 500 * time.Millisecond,
+	},
+	Log: LogConfig{Level: "info", Format: "text"},
+}
+
+// --- helpers, independent of the code under test where it matters ---
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// yamlLeaves flattens the embedded YAML with yaml.v3 (not viper) into
+// dotted key → raw value.
+func yamlLeaves(t *testing.T) map[string]any {
+	t.Helper()
+	var doc map[string]any
+	if err := yaml.Unmarshal(configs.Default(), &doc); err != nil {
+		t.Fatalf("embedded YAML: %v", err)
+	}
+	out := map[string]any{}
+	var walk func(m map[string]any, prefix string)
+	walk = func(m map[string]any, prefix string) {
+		for k, v := range m {
+			if sub, ok := v.(map[string]any); ok {
+				walk(sub, prefix+k+".")
+				continue
+			}
+			out[prefix+k] = v
+		}
+	}
+	walk(doc, "")
+	return out
+}
+
+// structTags lists the dotted mapstructure paths of every leaf field of t.
+func structTags(t reflect.Type, prefix string) []string {
+	var out []string
+	for f := range t.Fields() {
+		name := strings.Split(f.Tag.Get("mapstructure"), ",")[0]
+		if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeFor[time.Duration]() {
+			out = append(out, structTags(f.Type, prefix+name+".")...)
+			continue
+		}
+		out = append(out, prefix+name)
+	}
+	return out
+}
+
+// field returns the field of c holding key, by mapstructure tags.
+func field(t *testing.T, c *Config, key string) reflect.Value {
+	t.Helper()
+	v := reflect.ValueOf(c).Elem()
+next:
+	for part := range strings.SplitSeq(key, ".") {
+		for i := range v.NumField() {
+			if strings.Split(v.Type().Field(i).Tag.Get("mapstructure"), ",")[0] == part {
+				v = v.Field(i)
+				continue next
+			}
+		}
+		t.Fatalf("no Config field for key %q", key)
+	}
+	return v
+}
+
+// configErrors returns every *ConfigError in err's tree.
+func configErrors(err error) []*ConfigError {
+	var out []*ConfigError
+	var walk func(error)
+	walk = func(e error) {
+		if ce, ok := e.(*ConfigError); ok {
+			out = append(out, ce)
+		}
+		switch u := e.(type) {
+		case interface{ Unwrap() []error }:
+			for _, e := range u.Unwrap() {
+				walk(e)
+			}
+		case interface{ Unwrap() error }:
+			if e := u.Unwrap(); e != nil {
+				walk(e)
+			}
+		}
+	}
+	walk(err)
+	return out
+}
+
+// requireConfigError checks that err is a configuration error naming key,
+// with a *ConfigError for that key and a message containing every part.
+func requireConfigError(t *testing.T, err error, key string, parts ...string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("got no error, want one about %q", key)
+	}
+	if !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("error %q does not match ErrInvalidConfig", err)
+	}
+	if errors.Is(err, pflag.ErrHelp) {
+		t.Errorf("error %q matches pflag.ErrHelp", err)
+	}
+	for _, p := range append([]string{key}, parts...) {
+		if !strings.Contains(err.Error(), p) {
+			t.Errorf("error %q does not contain %q", err, p)
+		}
+	}
+	if !slices.ContainsFunc(configErrors(err), func(ce *ConfigError) bool { return ce.Key == key }) {
+		t.Errorf("error %q has no *ConfigError with Key %q", err, key)
+	}
+}
+
+// --- the embedded file and the struct agree ---
+
+func TestDefaults(t *testing.T) {
+	t.Parallel()
+	got, err := LoadConfig(nil, nil)
+	if err != nil {
+		t.Fatalf("LoadConfig(nil, nil): %v", err)
+	}
+	if !reflect.DeepEqual(got, wantDefaults) {
+		t.Errorf("defaults:\n got %+v\nwant %+v", got, wantDefaults)
+	}
+	if err := wantDefaults.Validate(); err != nil {
+		t.Errorf("defaults do not validate: %v", err)
+	}
+}
+
+// TestDefaultsEqualYAML reads every value of the embedded YAML with yaml.v3
+// and compares it with the loaded field.
+func TestDefaultsEqualYAML(t *testing.T) {
+	t.Parallel()
+	cfg, err := LoadConfig(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for key, raw := range yamlLeaves(t) {
+		got := field(t, &cfg, key).Interface()
+		var want any
+		switch got.(type) {
+		case time.Duration:
+			s, ok := raw.(string)
+			if !ok {
+				t.Errorf("%s: YAML default %v is not a duration string", key, raw)
+				continue
+			}
+			want, err = time.ParseDuration(s)
+			if err != nil {
+				t.Errorf("%s: %v", key, err)
+				continue
+			}
+		case []string:
+			list := []string{}
+			for _, e := range raw.([]any) {
+				list = append(list, e.(string))
+			}
+			want = list
+		default:
+			want = raw
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: loaded %#v, YAML says %#v", key, got, want)
+		}
+	}
+}
+
+func TestStructKeysMatchYAML(t *testing.T) {
+	t.Parallel()
+	tags := structTags(reflect.TypeFor[Config](), "")
+	leaves := yamlLeaves(t)
+	for _, key := range tags {
+		if _, ok := leaves[key]; !ok {
+			t.Errorf("Config field %q is missing from configs/switchboard.yaml", key)
+		}
+	}
+	for key := range leaves {
+		if !slices.Contains(tags, key) {
+			t.Errorf("YAML key %q has no Config field", key)
+		}
+	}
+	if len(tags) != len(leaves) {
+		t.Errorf("%d struct keys, %d YAML keys", len(tags), len(leaves))
+	}
+}
+
+// TestEveryKeyHasComment scans the YAML text line by line (independently of
+// keyComments): the line directly above every key is a non-empty comment at
+// the same indentation.
+func TestEveryKeyHasComment(t *testing.T) {
+	t.Parallel()
+	keyLine := regexp.MustCompile(`^( *)([a-z0-9_]+):(.*)$`)
+	lines := strings.Split(string(configs.Default()), "\n")
+	var stack []string // section names by indentation level (2 spaces)
+	seen := map[string]bool{}
+	for i, line := range lines {
+		m := keyLine.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		depth := len(m[1]) / 2
+		stack = append(stack[:depth], m[2])
+		key := strings.Join(stack, ".")
+		if strings.TrimSpace(strings.SplitN(m[3], "#", 2)[0]) == "" {
+			continue // a section
+		}
+		seen[key] = true
+		if i == 0 {
+			t.Errorf("key %q on the first line has no comment above it", key)
+			continue
+		}
+		above := lines[i-1]
+		if !strings.HasPrefix(above, m[1]+"# ") || len(strings.TrimSpace(strings.TrimPrefix(above, m[1]+"#"))) < 3 {
+			t.Errorf("key %q (line %d): line above is %q, want a comment", key, i+1, above)
+		}
+	}
+	for key := range yamlLeaves(t) {
+		if !seen[key] {
+			t.Errorf("key %q not found by the line scanner", key)
+		}
+	}
+}
+
+func TestNewSchemaRejectsMismatch(t *testing.T) {
+	t.Parallel()
+	good := string(configs.Default())
+	tests := []struct {
+		name, yaml, want string
+	}{
+		{"extra key", good + "  # Extra.\n  extra: 1\n", `"log.extra" has no field`},
+		{"missing key", strings.Replace(good, "  dedup_window: 256\n", "", 1), `"limits.dedup_window" of Config has no default`},
+		{"no comment", strings.Replace(good, "  # Log line format: text or json.\n", "", 1), `"log.format" has no one-line comment`},
+		{"wrong type", strings.Replace(good, "send_queue: 256", "send_queue: lots", 1), `"limits.send_queue": want an integer`},
+		{"bad duration", strings.Replace(good, "pong_timeout: 60s", "pong_timeout: 60", 1), `"server.pong_timeout": want a duration`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := newSchema([]byte(tt.yaml))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("newSchema: got %v, want an error containing %q", err, tt.want)
+			}
+			if errors.Is(err, ErrInvalidConfig) {
+				t.Errorf("a broken embedded file is a bug, not a user error: %v", err)
+			}
+		})
+	}
+	if _, err := newSchema([]byte(good)); err != nil {
+		t.Fatalf("newSchema(embedded): %v", err)
+	}
+}
+
+// --- sources and precedence ---
+
+func TestPrecedence(t *testing.T) {
+	t.Parallel()
+	const file = `
+server:
+  addr: "127.0.0.1:9001"
+  allowed_origins: ["https://file.example"]
+signaling:
+  default_timeout: 40s
+limits:
+  max_data_bytes: 1001
+log:
+  level: debug
+`
+	tests := []struct {
+		name     string
+		withFile bool
+		env      []string
+		args     []string
+		want     func(*Config)
+	}{
+		{
+			name: "defaults only",
+			want: func(*Config) {},
+		},
+		{
+			name:     "file overrides defaults",
+			withFile: true,
+			want: func(c *Config) {
+				c.Server.Addr = "127.0.0.1:9001"
+				c.Server.AllowedOrigins = []string{"https://file.example"}
+				c.Signaling.DefaultTimeout = 40 * time.Second
+				c.Limits.MaxDataBytes = 1001
+				c.Log.Level = "debug"
+			},
+		},
+		{
+			name: "env overrides defaults",
+			env: []string{
+				"SWITCHBOARD_SERVER_ADDR=:9002",
+				"SWITCHBOARD_AUTH_DEV=false",
+				"SWITCHBOARD_AUTH_SECRET=" + strings.Repeat("s", 32),
+				"SWITCHBOARD_LIMITS_MAX_DATA_BYTES=1002",
+			},
+			want: func(c *Config) {
+				c.Server.Addr = ":9002"
+				c.Auth.Dev = false
+				c.Auth.Secret = strings.Repeat("s", 32)
+				c.Limits.MaxDataBytes = 1002
+			},
+		},
+		{
+			name:     "env overrides file",
+			withFile: true,
+			env: []string{
+				"SWITCHBOARD_SERVER_ADDR=127.0.0.1:9002",
+				"SWITCHBOARD_SERVER_ALLOWED_ORIGINS=https://env1.example, https://env2.example",
+				"SWITCHBOARD_SIGNALING_DEFAULT_TIMEOUT=50s",
+			},
+			want: func(c *Config) {
+				c.Server.Addr = "127.0.0.1:9002"
+				c.Server.AllowedOrigins = []string{"https://env1.example", "https://env2.example"}
+				c.Signaling.DefaultTimeout = 50 * time.Second
+				c.Limits.MaxDataBytes = 1001
+				c.Log.Level = "debug"
+			},
+		},
+		{
+			name:     "flag overrides env and file",
+			withFile: true,
+			env: []string{
+				"SWITCHBOARD_SERVER_ADDR=127.0.0.1:9002",
+				"SWITCHBOARD_LIMITS_MAX_DATA_BYTES=1002",
+				"SWITCHBOARD_LOG_LEVEL=warn",
+			},
+			args: []string{
+				"--server.addr", "127.0.0.1:9003",
+				"--limits.max_data_bytes=1003",
+				"--server.allowed_origins=*",
+			},
+			want: func(c *Config) {
+				c.Server.Addr = "127.0.0.1:9003"
+				c.Server.AllowedOrigins = []string{"*"}
+				c.Signaling.DefaultTimeout = 40 * time.Second
+				c.Limits.MaxDataBytes = 1003
+				c.Log.Level = "warn"
+			},
+		},
+		{
+			name: "flag overrides env without file",
+			env:  []string{"SWITCHBOARD_AUTH_DEV=false", "SWITCHBOARD_AUTH_SECRET=" + strings.Repeat("e", 40)},
+			args: []string{"--auth.dev=true"},
+			want: func(c *Config) {
+				c.Auth.Secret = strings.Repeat("e", 40)
+			},
+		},
+		{
+			name: "last of repeated env entries wins, foreign variables ignored",
+			env: []string{
+				"SWITCHBOARD_LOG_LEVEL=error", "SWITCHBOARD_LOG_LEVEL=warn",
+				"SWITCHBOARD_PORT=tcp://10.0.0.1:80", "SWITCHBOARD_SERVICE_HOST=10.0.0.1",
+				"PATH=/bin", "server.addr=nope", "NOEQUALS",
+			},
+			want: func(c *Config) { c.Log.Level = "warn" },
+		},
+		{
+			name: "repeated list flag appends",
+			args: []string{"--server.allowed_origins=https://a.example", "--server.allowed_origins", "https://b.example"},
+			want: func(c *Config) { c.Server.AllowedOrigins = []string{"https://a.example", "https://b.example"} },
+		},
+		{
+			name:     "empty env list clears the file's list",
+			withFile: true, env: []string{"SWITCHBOARD_SERVER_ALLOWED_ORIGINS="},
+			want: func(c *Config) {
+				c.Server.Addr = "127.0.0.1:9001"
+				c.Server.AllowedOrigins = []string{}
+				c.Signaling.DefaultTimeout = 40 * time.Second
+				c.Limits.MaxDataBytes = 1001
+				c.Log.Level = "debug"
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			args := slices.Clone(tt.args)
+			if tt.withFile {
+				args = append([]string{"--config", writeFile(t, "switchboard.yaml", file)}, args...)
+			}
+			got, err := LoadConfig(args, tt.env)
+			if err != nil {
+				t.Fatalf("LoadConfig: %v", err)
+			}
+			want := wantDefaults
+			want.Server.AllowedOrigins = slices.Clone(want.Server.AllowedOrigins)
+			tt.want(&want)
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("\n got %+v\nwant %+v", got, want)
+			}
+		})
+	}
+}
+
+// TestEveryKeyFromEveryLayer sets each key alone, to a value other than its
+// default, through each layer, and checks it lands in its field.
+func TestEveryKeyFromEveryLayer(t *testing.T) {
+	t.Parallel()
+	for key, raw := range yamlLeaves(t) {
+		def := field(t, &Config{}, key) // for the type only
+		var (
+			text   string // env and flag spelling
+			inYAML string // file spelling
+			want   any
+		)
+		switch def.Interface().(type) {
+		case string:
+			want = "sample-" + key
+			text, inYAML = want.(string), strconv.Quote(want.(string))
+		case bool:
+			want = !raw.(bool)
+			text = strconv.FormatBool(want.(bool))
+			inYAML = text
+		case int:
+			want = raw.(int) + 7
+			text = strconv.Itoa(want.(int))
+			inYAML = text
+		case time.Duration:
+			d, _ := time.ParseDuration(raw.(string))
+			want = d + 3*time.Second
+			text = want.(time.Duration).String()
+			inYAML = text
+		case []string:
+			want = []string{"https://a.example", "https://b.example"}
+			text = "https://a.example,https://b.example"
+			inYAML = `["https://a.example", "https://b.example"]`
+		default:
+			t.Fatalf("%s: no sample for type %T", key, def.Interface())
+		}
+		section, leaf, _ := strings.Cut(key, ".")
+		layers := map[string]struct {
+			args, env []string
+		}{
+			"file": {args: []string{"--config", writeFile(t, "c.yaml", section+":\n  "+leaf+": "+inYAML+"\n")}},
+			"env":  {env: []string{"SWITCHBOARD_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_")) + "=" + text}},
+			"flag": {args: []string{"--" + key + "=" + text}},
+		}
+		for name, l := range layers {
+			t.Run(key+"/"+name, func(t *testing.T) {
+				t.Parallel()
+				cfg, err := loadConfig(l.args, l.env) // unvalidated: samples need not make sense
+				if err != nil {
+					t.Fatalf("loadConfig: %v", err)
+				}
+				if got := field(t, &cfg, key).Interface(); !reflect.DeepEqual(got, want) {
+					t.Errorf("got %#v, want %#v", got, want)
+				}
+			})
+		}
+	}
+}
+
+func TestConfigFileFormats(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ name, content string }{
+		{"c.yaml", "server:\n  addr: \":7000\"\nlimits:\n  send_queue: 7\n"},
+		{"c.yml", "server:\n  addr: \":7000\"\nlimits:\n  send_queue: 7\n"},
+		{"c.conf", "server:\n  addr: \":7000\"\nlimits:\n  send_queue: 7\n"}, // unknown extension: YAML
+		{"c.json", `{"server": {"addr": ":7000"}, "limits": {"send_queue": 7}}`},
+		{"c.toml", "[server]\naddr = \":7000\"\n[limits]\nsend_queue = 7\n"},
+		{"dotted.yaml", "server.addr: \":7000\"\nlimits.send_queue: 7\n"},
+		{"empty-section.yaml", "server:\n  addr: \":7000\"\nlimits:\n  send_queue: 7\nlog:\n"},
+		{"case.yaml", "Server:\n  Addr: \":7000\"\nLIMITS:\n  send_queue: 7\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			cfg, err := LoadConfig([]string{"--config=" + writeFile(t, tt.name, tt.content)}, nil)
+			if err != nil {
+				t.Fatalf("LoadConfig: %v", err)
+			}
+			if cfg.Server.Addr != ":7000" || cfg.Limits.SendQueue != 7 {
+				t.Errorf("addr %q send_queue %d, want \":7000\" 7", cfg.Server.Addr, cfg.Limits.SendQueue)
+			}
+			if cfg.Log != wantDefaults.Log {
+				t.Errorf("log %+v, want defaults %+v", cfg.Log, wantDefaults.Log)
+			}
+		})
+	}
+	t.Run("empty file", func(t *testing.T) {
+		t.Parallel()
+		cfg, err := LoadConfig([]string{"--config", writeFile(t, "empty.yaml", "")}, nil)
+		if err != nil || !reflect.DeepEqual(cfg, wantDefaults) {
+			t.Errorf("got %+v, %v; want defaults", cfg, err)
+		}
+	})
+}
+
+// --- errors ---
+
+func TestUnknownKeyInFile(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, content, key, suggestion string
+	}{
+		{"typo", "server:\n  adr: \":1\"\n", "server.adr", "server.addr"},
+		{"unknown section", "bogus:\n  x: 1\n", "bogus.x", ""},
+		{"top-level scalar", "verbose: true\n", "verbose", ""},
+		{"section given a value", "server: 8080\n", "server", ""},
+		{"key under a leaf", "limits:\n  max_data_bytes:\n    soft: 1\n", "limits.max_data_bytes.soft", "limits.max_data_bytes"},
+		{"wrong section", "server:\n  path: x.db\n", "server.path", "store.path"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			path := writeFile(t, "bad.yaml", tt.content)
+			_, err := LoadConfig([]string{"--config", path}, nil)
+			requireConfigError(t, err, tt.key, `unknown config key "`+tt.key+`" in `+path)
+			if tt.suggestion != "" && !strings.Contains(err.Error(), `did you mean "`+tt.suggestion+`"`) {
+				t.Errorf("error %q does not suggest %q", err, tt.suggestion)
+			}
+		})
+	}
+	t.Run("all unknown keys reported", func(t *testing.T) {
+		t.Parallel()
+		_, err := LoadConfig([]string{"--config", writeFile(t, "bad.yaml", "a: 1\nb: 2\n")}, nil)
+		requireConfigError(t, err, "a", `"a"`, `"b"`)
+	})
+}
+
+func TestInvalidValues(t *testing.T) {
+	t.Parallel()
+	longSecret := strings.Repeat("k", 32)
+	tests := []struct {
+		name string
+		file string // YAML for --config, if any
+		env  []string
+		args []string
+		key  string
+		msg  string // expected in the message besides the key
+	}{
+		// type errors, from each source
+		{name: "file duration", file: "server:\n  ping_interval: soon\n", key: "server.ping_interval", msg: `want a duration such as "30s", got "soon"`},
+		{name: "file bare number duration", file: "signaling:\n  default_timeout: 30\n", key: "signaling.default_timeout", msg: "want a duration"},
+		{name: "file int", file: "limits:\n  max_invitees: many\n", key: "limits.max_invitees", msg: "want an integer"},
+		{name: "file float int", file: "limits:\n  max_invitees: 1.5\n", key: "limits.max_invitees", msg: "want an integer"},
+		{name: "file bool", file: "auth:\n  dev: yes\n", key: "auth.dev", msg: "want true or false"},
+		{name: "file string", file: "server:\n  addr: 8080\n", key: "server.addr", msg: "want a string"},
+		{name: "file list", file: "server:\n  allowed_origins: [1]\n", key: "server.allowed_origins", msg: "want a list of strings"},
+		{name: "file null", file: "log:\n  level:\n", key: "log.level", msg: "got nothing"},
+		{name: "env duration", env: []string{"SWITCHBOARD_SERVER_PONG_TIMEOUT=1 minute"}, key: "server.pong_timeout", msg: "SWITCHBOARD_SERVER_PONG_TIMEOUT"},
+		{name: "env int", env: []string{"SWITCHBOARD_LIMITS_MAX_DATA_BYTES=8k"}, key: "limits.max_data_bytes", msg: "SWITCHBOARD_LIMITS_MAX_DATA_BYTES"},
+		{name: "env bool", env: []string{"SWITCHBOARD_AUTH_DEV=maybe"}, key: "auth.dev", msg: "want true or false"},
+		{name: "flag duration", args: []string{"--server.write_timeout=fast"}, key: "server.write_timeout", msg: "invalid argument"},
+		{name: "flag int", args: []string{"--limits.send_queue", "x"}, key: "limits.send_queue", msg: "invalid argument"},
+		{name: "flag without value", args: []string{"--store.path"}, key: "store.path", msg: "needs an argument"},
+
+		// value rules (Validate)
+		{name: "negative limit", file: "limits:\n  max_invitees: -1\n", key: "limits.max_invitees", msg: "must be a positive integer, got -1"},
+		{name: "zero limit", env: []string{"SWITCHBOARD_LIMITS_SEND_QUEUE=0"}, key: "limits.send_queue", msg: "positive"},
+		{name: "data above frame", args: []string{"--limits.max_data_bytes=70000"}, key: "limits.max_data_bytes", msg: "limits.max_frame_bytes"},
+		{name: "addr without port", args: []string{"--server.addr=localhost"}, key: "server.addr", msg: "host:port"},
+		{name: "addr bad port", args: []string{"--server.addr=:http"}, key: "server.addr", msg: "port"},
+		{name: "addr port too big", args: []string{"--server.addr=:70000"}, key: "server.addr", msg: "0 to 65535"},
+		{name: "origin with path", args: []string{"--server.allowed_origins=https://a.example/app"}, key: "server.allowed_origins", msg: "https://a.example/app"},
+		{name: "origin without scheme", args: []string{"--server.allowed_origins=a.example"}, key: "server.allowed_origins", msg: "scheme"},
+		{name: "tls cert without key", args: []string{"--server.tls_cert=c.pem"}, key: "server.tls_key", msg: "server.tls_cert"},
+		{name: "tls key without cert", args: []string{"--server.tls_key=k.pem"}, key: "server.tls_cert", msg: "server.tls_key"},
+		{name: "zero shutdown", args: []string{"--server.shutdown_timeout=0s"}, key: "server.shutdown_timeout", msg: "positive"},
+		{name: "negative write timeout", args: []string{"--server.write_timeout=-1s"}, key: "server.write_timeout", msg: "positive"},
+		{name: "ping not below pong", args: []string{"--server.ping_interval=60s"}, key: "server.ping_interval", msg: "server.pong_timeout"},
+		{name: "empty store path", env: []string{"SWITCHBOARD_STORE_PATH= "}, key: "store.path", msg: "empty"},
+		{name: "no secret outside dev", args: []string{"--auth.dev=false"}, key: "auth.secret", msg: "at least 32 bytes"},
+		{name: "short secret outside dev", args: []string{"--auth.dev=false", "--auth.secret=" + longSecret[:31]}, key: "auth.secret", msg: "got 31"},
+		{name: "zero dev token ttl", args: []string{"--auth.dev_token_ttl=0s"}, key: "auth.dev_token_ttl", msg: "positive"},
+		{name: "fractional default timeout", args: []string{"--signaling.default_timeout=1500ms"}, key: "signaling.default_timeout", msg: "whole number of seconds"},
+		{name: "sub-second max timeout", file: "signaling:\n  max_timeout: 500ms\n", key: "signaling.max_timeout", msg: "whole number of seconds"},
+		{name: "zero default timeout", args: []string{"--signaling.default_timeout=0s"}, key: "signaling.default_timeout", msg: "at least 1s"},
+		{name: "max below default", args: []string{"--signaling.max_timeout=20s"}, key: "signaling.max_timeout", msg: "signaling.default_timeout (30s)"},
+		{name: "zero offline ttl", args: []string{"--signaling.offline_event_ttl=0s"}, key: "signaling.offline_event_ttl", msg: "positive"},
+		{name: "unknown log level", env: []string{"SWITCHBOARD_LOG_LEVEL=verbose"}, key: "log.level", msg: `"verbose"`},
+		{name: "unknown log format", args: []string{"--log.format=xml"}, key: "log.format", msg: "text or json"},
+
+		// the config file itself
+		{name: "missing file", args: []string{"--config", "/nonexistent/switchboard.yaml"}, key: "config", msg: "/nonexistent/switchboard.yaml"},
+		{name: "malformed file", file: "server: [unclosed\n", key: "config", msg: "config file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			args := slices.Clone(tt.args)
+			if tt.file != "" {
+				args = append(args, "--config", writeFile(t, "bad.yaml", tt.file))
+			}
+			cfg, err := LoadConfig(args, tt.env)
+			requireConfigError(t, err, tt.key, tt.msg)
+			if !reflect.DeepEqual(cfg, Config{}) {
+				t.Errorf("config returned with an error: %+v", cfg)
+			}
+		})
+	}
+}
+
+// TestEveryLimitValidated makes sure a limit added later is checked too.
+func TestEveryLimitValidated(t *testing.T) {
+	t.Parallel()
+	for _, key := range structTags(reflect.TypeFor[LimitsConfig](), "limits.") {
+		for _, n := range []int64{0, -5} {
+			c := wantDefaults
+			field(t, &c, key).SetInt(n)
+			requireConfigError(t, c.Validate(), key, "must be a positive integer")
+		}
+	}
+}
+
+func TestValidateReportsAllProblems(t *testing.T) {
+	t.Parallel()
+	c := wantDefaults
+	c.Server.Addr = "nope"
+	c.Log.Level = "loud"
+	c.Limits.SendQueue = -1
+	err := c.Validate()
+	var keys []string
+	for _, ce := range configErrors(err) {
+		keys = append(keys, ce.Key)
+	}
+	slices.Sort(keys)
+	if want := []string{"limits.send_queue", "log.level", "server.addr"}; !slices.Equal(keys, want) {
+		t.Errorf("keys %v, want %v (error %q)", keys, want, err)
+	}
+}
+
+func TestValidValues(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		args []string
+	}{
+		{"any interface", []string{"--server.addr=:8080"}},
+		{"ipv6", []string{"--server.addr=[::1]:0"}},
+		{"origins", []string{"--server.allowed_origins=*,https://a.example:8443,http://localhost:3000/"}},
+		{"tls pair", []string{"--server.tls_cert=c.pem", "--server.tls_key=k.pem"}},
+		{"production secret", []string{"--auth.dev=false", "--auth.secret=" + strings.Repeat("x", 32)}},
+		{"max equals default", []string{"--signaling.max_timeout=30s"}},
+		{"upper-case level", []string{"--log.level=WARN", "--log.format=JSON"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if _, err := LoadConfig(tt.args, nil); err != nil {
+				t.Errorf("LoadConfig(%q): %v", tt.args, err)
+			}
+		})
+	}
+}
+
+// --- command line ---
+
+func TestHelp(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{{"--help"}, {"-h"}, {"--server.addr=:1", "--help"}} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			t.Parallel()
+			_, err := LoadConfig(args, nil)
+			if !errors.Is(err, pflag.ErrHelp) {
+				t.Fatalf("got %v, want pflag.ErrHelp", err)
+			}
+			if errors.Is(err, ErrInvalidConfig) {
+				t.Errorf("help matches ErrInvalidConfig")
+			}
+			var help *HelpError
+			if !errors.As(err, &help) {
+				t.Fatalf("got %T, want *HelpError", err)
+			}
+			for _, key := range append(structTags(reflect.TypeFor[Config](), ""), "config") {
+				if !strings.Contains(help.Usage, "--"+key+" ") && !strings.Contains(help.Usage, "--"+key+"[") {
+					t.Errorf("usage does not list --%s", key)
+				}
+			}
+			for _, s := range []string{"Usage: switchboard", "SWITCHBOARD_SERVER_ADDR", `(default "127.0.0.1:8080")`, "Listen address"} {
+				if !strings.Contains(help.Usage, s) {
+					t.Errorf("usage does not contain %q:\n%s", s, help.Usage)
+				}
+			}
+		})
+	}
+}
+
+func TestBadCommandLine(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		args []string
+		msg  string
+	}{
+		{"unknown flag", []string{"--server.adr=:1"}, "unknown flag: --server.adr"},
+		{"positional argument", []string{"serve"}, `unexpected argument "serve"`},
+		{"bool with space", []string{"--auth.dev", "false"}, "--auth.dev=false"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := LoadConfig(tt.args, nil)
+			if !errors.Is(err, ErrInvalidConfig) || errors.Is(err, pflag.ErrHelp) {
+				t.Fatalf("got %v, want an ErrInvalidConfig", err)
+			}
+			if !strings.Contains(err.Error(), tt.msg) {
+				t.Errorf("error %q does not contain %q", err, tt.msg)
+			}
+		})
+	}
+}
+
+// --- helpers for main ---
+
+func TestSigningKey(t *testing.T) {
+	t.Parallel()
+	k1, err := AuthConfig{Dev: true}.SigningKey()
+	if err != nil || len(k1) != 32 {
+		t.Fatalf("dev random key: %d bytes, %v", len(k1), err)
+	}
+	k2, _ := AuthConfig{Dev: true}.SigningKey()
+	if bytes.Equal(k1, k2) {
+		t.Error("two dev keys are equal")
+	}
+	secret := strings.Repeat("z", 32)
+	for _, dev := range []bool{true, false} {
+		if k, _ := (AuthConfig{Dev: dev, Secret: secret}).SigningKey(); string(k) != secret {
+			t.Errorf("dev=%v: got %q, want the secret", dev, k)
+		}
+	}
+}
+
+func TestLogConfig(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		cfg    LogConfig
+		level  slog.Level
+		prefix string
+	}{
+		{LogConfig{"debug", "text"}, slog.LevelDebug, "time="},
+		{LogConfig{"info", "json"}, slog.LevelInfo, "{"},
+		{LogConfig{"WARN", "JSON"}, slog.LevelWarn, "{"},
+		{LogConfig{"error", "text"}, slog.LevelError, "time="},
+	}
+	for _, tt := range tests {
+		if got := tt.cfg.SlogLevel(); got != tt.level {
+			t.Errorf("%+v: level %v, want %v", tt.cfg, got, tt.level)
+		}
+		var buf bytes.Buffer
+		slog.New(tt.cfg.NewHandler(&buf)).Error("hello", "k", "v")
+		if !strings.HasPrefix(buf.String(), tt.prefix) {
+			t.Errorf("%+v: output %q, want prefix %q", tt.cfg, buf.String(), tt.prefix)
+		}
+	}
+}
+
+func TestRedacted(t *testing.T) {
+	t.Parallel()
+	c := wantDefaults
+	c.Auth.Secret = "super-secret-value"
+	r := c.Redacted()
+	if strings.Contains(r.Auth.Secret, "super") || c.Auth.Secret != "super-secret-value" {
+		t.Errorf("Redacted: %q, original %q", r.Auth.Secret, c.Auth.Secret)
+	}
+}
