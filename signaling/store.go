@@ -12,20 +12,40 @@ import (
 // The engine keeps the authoritative copy in memory and writes through to the
 // store; it reads the store only once, at start (Load). Apply runs its
 // mutations atomically: all of them are applied or none. Implementations must
-// be safe for concurrent use and must pass storetest.Run, the contract test.
-// The SQLite implementation is SQLiteStore; later ones (Redis, PostgreSQL)
+// be safe for concurrent use and must pass storetest.Run, the contract test,
+// which enforces the rules stated here. The SQLite implementation is
+// SQLiteStore, the in-memory one MemoryStore; later ones (Redis, PostgreSQL)
 // go in their own store_*.go files.
+//
+// Times come back in UTC, within storetest.TimePrecision of what was stored
+// (a store may round); the zero time comes back as the zero time. Strings
+// and OutboxEntry.Data come back byte-identical, and a Snapshot shares no
+// memory with the store or with the records passed to Apply.
 type Store interface {
-	// Apply applies muts in order, atomically. A PutGroup whose ID exists
-	// fails with ErrGroupExists and applies nothing.
+	// Apply applies muts in order, atomically: if one fails, Apply returns
+	// an error and applies none of them. A PutGroup whose ID exists fails
+	// with ErrGroupExists; a PutInvitation whose ID exists fails with an
+	// error. Applying to a missing invitation, invitee or group
+	// (SetInviteeState, SetInvitationData, AddGroupMembers,
+	// RemoveGroupMembers, DeleteInvitation, DeleteGroup) is a no-op, not an
+	// error. Apply with no mutations succeeds and does nothing. Apply with a
+	// ctx that has already ended returns an error and applies nothing;
+	// Apply after Close returns an error. Concurrent calls do not affect
+	// each other: one failing does not make another fail.
 	Apply(ctx context.Context, muts ...Mutation) error
-	// Load returns everything stored.
+	// Load returns everything stored: invitations and groups in the order
+	// they were put, each invitation's invitees in the order given to
+	// PutInvitation, each group's members owner first, then by JoinedAt,
+	// then in the order they were added, and the outbox by Seq.
 	Load(ctx context.Context) (*Snapshot, error)
-	// Close flushes and releases the store.
+	// Close flushes and releases the store. It is idempotent: later calls
+	// return nil. Opening the store at the same location again gives back
+	// the same data.
 	Close() error
 }
 
-// Snapshot is the whole stored state.
+// Snapshot is the whole stored state, in the order Store.Load states:
+// invitations and groups in the order they were put, the outbox by Seq.
 type Snapshot struct {
 	Invitations []InvitationRecord
 	Groups      []GroupRecord
@@ -101,31 +121,40 @@ type OutboxEntry struct {
 type Mutation interface{ mutation() }
 
 type (
-	// PutInvitation stores a new invitation with its invitees.
+	// PutInvitation stores a new invitation with its invitees, keeping
+	// their order. An ID already in use is an error (the batch applies
+	// nothing).
 	PutInvitation struct{ Invitation InvitationRecord }
-	// SetInviteeState records an invitee's new state.
+	// SetInviteeState records an invitee's new state; a missing invitation
+	// or invitee is a no-op.
 	SetInviteeState struct {
 		InviteID, UserID string
 		State            InviteeState
 		At               time.Time
 	}
-	// SetInvitationData replaces an invitation's data (modifyInvitation).
+	// SetInvitationData replaces an invitation's data (modifyInvitation); a
+	// missing invitation is a no-op.
 	SetInvitationData struct{ InviteID, Data string }
-	// DeleteInvitation removes an ended invitation and its invitees.
+	// DeleteInvitation removes an ended invitation and its invitees; a
+	// missing invitation is a no-op.
 	DeleteInvitation struct{ InviteID string }
-	// PutGroup creates a group with its members; ErrGroupExists if the ID is taken.
+	// PutGroup creates a group with its members; ErrGroupExists if the ID
+	// is taken (the batch applies nothing).
 	PutGroup struct{ Group GroupRecord }
-	// AddGroupMembers adds members to a group (existing members are left as they are).
+	// AddGroupMembers adds members to a group (existing members are left as
+	// they are); a missing group is a no-op and creates no group.
 	AddGroupMembers struct {
 		GroupID string
 		Members []MemberRecord
 	}
-	// RemoveGroupMembers removes members from a group.
+	// RemoveGroupMembers removes members from a group; missing members or
+	// a missing group are a no-op.
 	RemoveGroupMembers struct {
 		GroupID string
 		UserIDs []string
 	}
-	// DeleteGroup removes a group and its members.
+	// DeleteGroup removes a group and its members; a missing group is a
+	// no-op.
 	DeleteGroup struct{ GroupID string }
 	// AppendOutbox keeps an event for an offline user.
 	AppendOutbox struct{ Entry OutboxEntry }
@@ -134,7 +163,8 @@ type (
 		UserID string
 		UpTo   int64
 	}
-	// PurgeOutbox removes every entry that expired at or before Before.
+	// PurgeOutbox removes every entry that expired at or before Before;
+	// entries with a zero ExpiresAt never expire.
 	PurgeOutbox struct{ Before time.Time }
 )
 
