@@ -1,0 +1,445 @@
+package rooms_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/switchboard-rtc/switchboard/media"
+	"github.com/switchboard-rtc/switchboard/media/peer"
+	"github.com/switchboard-rtc/switchboard/rooms"
+	"github.com/switchboard-rtc/switchboard/rooms/roomclient"
+	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/signaling/client"
+	"github.com/switchboard-rtc/switchboard/web"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type server struct {
+	t     *testing.T
+	auth  *web.Authenticator
+	rooms *rooms.Manager
+	http  *httptest.Server
+	url   string
+}
+
+type admitList struct {
+	mu sync.Mutex
+	ok map[string]bool // "user/room"
+}
+
+func (a *admitList) Admit(user, room string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.ok[user+"/"+room]
+}
+
+func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+func newServer(t *testing.T, mcfg media.Config, rcfg rooms.Config, admit rooms.Admitter) *server {
+	t.Helper()
+	auth, err := web.NewAuthenticator(web.AuthConfig{Secret: []byte("0123456789abcdef0123456789abcdef")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := signaling.NewEngine(context.Background(), signaling.Params{Config: signaling.DefaultConfig(), Store: signaling.NewMemoryStore(), Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mcfg.ListenIP, mcfg.IncludeLoopback = "127.0.0.1", true
+	sfu, err := media.New(mcfg, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mgr := rooms.NewManager(rooms.Params{Config: rcfg, SFU: sfu, Tokens: auth, Logger: quiet()})
+	if admit != nil {
+		mgr.AddAdmitter(admit)
+	}
+	ops, err := web.MergeOps(eng.Ops(), mgr.Ops())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := web.New(web.Params{Config: web.DefaultConfig(), Auth: auth, Engine: eng, Ops: ops,
+		OnSessionClosed: []func(signaling.Session){mgr.SessionClosed}, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	s := &server{t: t, auth: auth, rooms: mgr, http: hs, url: "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws"}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		hs.Close()
+		mgr.Close()
+		_ = sfu.Close()
+		eng.Close()
+	})
+	return s
+}
+
+func (s *server) dial(user string) *client.Client {
+	s.t.Helper()
+	tok, _, _ := s.auth.Issue(user, "", time.Hour)
+	c, err := client.Dial(ctx(s.t), s.url, tok, client.WithPingInterval(0))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func (s *server) roomToken(user, room string) string {
+	tok, _, _ := s.auth.Issue(user, room, time.Hour)
+	return tok
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+func peerCfg() peer.Config {
+	return peer.Config{ListenIP: "127.0.0.1", IncludeLoopback: true, Audio: true, Video: true,
+		VideoBitrate: 200_000, VideoFPS: 20, KeyframeInterval: 10 * time.Second}
+}
+
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func byUser(user string) func(client.Event) bool {
+	return func(ev client.Event) bool {
+		var v struct {
+			UserID string `json:"userID"`
+		}
+		return ev.Decode(&v) == nil && v.UserID == user
+	}
+}
+
+// receives reports whether r got at least n packets of both kinds from each of users.
+func receives(r *roomclient.Room, n uint64, users ...string) bool {
+	got := r.Received()
+	for _, u := range users {
+		for _, k := range []string{media.KindAudio, media.KindVideo} {
+			if got[peer.TrackKey{StreamID: u, Kind: k}].Packets < n {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// TestThreeParticipantsExchangeMedia: each of three Go clients receives the
+// other two's audio and video, with a keyframe within 1 s of subscribing,
+// and sees the TRTC events for the others.
+func TestThreeParticipantsExchangeMedia(t *testing.T) {
+	s := newServer(t, media.Config{}, rooms.Config{}, nil)
+	c := ctx(t)
+	users := []string{"alice", "bob", "carol"}
+	conns := map[string]*client.Client{}
+	rs := map[string]*roomclient.Room{}
+	for _, u := range users {
+		conns[u] = s.dial(u)
+		r, err := roomclient.Enter(c, conns[u], "room-1", roomclient.Options{RoomToken: s.roomToken(u, "room-1"), Peer: peerCfg()})
+		if err != nil {
+			t.Fatalf("%s enter: %v", u, err)
+		}
+		defer r.Close()
+		rs[u] = r
+	}
+	for _, u := range users {
+		var others []string
+		for _, o := range users {
+			if o != u {
+				others = append(others, o)
+			}
+		}
+		eventually(t, 15*time.Second, u+" receiving audio and video from "+strings.Join(others, ","), func() bool { return receives(rs[u], 20, others...) })
+		for _, o := range others {
+			st := rs[u].Received()[peer.TrackKey{StreamID: o, Kind: media.KindVideo}]
+			if st.Keyframes == 0 || st.FirstKeyframe.Sub(st.Started) > time.Second {
+				t.Errorf("%s from %s: first keyframe %v after the track started (keyframes %d), want within 1 s",
+					u, o, st.FirstKeyframe.Sub(st.Started), st.Keyframes)
+			}
+			t.Logf("%s <- %s: video %d packets, first keyframe %v after start", u, o, st.Packets, st.FirstKeyframe.Sub(st.Started))
+			if _, err := conns[u].WaitEvent(c, rooms.EvRemoteUserEnterRoom, byUser(o)); err != nil {
+				t.Fatalf("%s: enter of %s: %v", u, o, err)
+			}
+			if _, err := conns[u].WaitEvent(c, rooms.EvUserVideoAvailable, byUser(o)); err != nil {
+				t.Fatalf("%s: video of %s: %v", u, o, err)
+			}
+		}
+		if _, err := conns[u].WaitEvent(c, rooms.EvEnterRoom, nil); err != nil {
+			t.Fatalf("%s: onEnterRoom: %v", u, err)
+		}
+		for _, err := range rs[u].Errors() {
+			t.Errorf("%s negotiation error: %v", u, err)
+		}
+	}
+	// A late joiner is told who is there and sees video at once (keyframe on subscribe).
+	dave := s.dial("dave")
+	rd, err := roomclient.Enter(c, dave, "room-1", roomclient.Options{RoomToken: s.roomToken("dave", "room-1"), Peer: peerCfg()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	if n := len(rd.Result().Participants); n != 3 {
+		t.Fatalf("late joiner sees %d participants, want 3: %+v", n, rd.Result().Participants)
+	}
+	for _, p := range rd.Result().Participants {
+		if !p.Audio || !p.Video {
+			t.Errorf("participant %+v listed without audio or video", p)
+		}
+	}
+	eventually(t, 15*time.Second, "late joiner receiving", func() bool { return receives(rd, 5, users...) })
+	eventually(t, 3*time.Second, "late joiner's first keyframes", func() bool {
+		for _, u := range users {
+			if rd.Received()[peer.TrackKey{StreamID: u, Kind: media.KindVideo}].Keyframes == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	for _, u := range users {
+		st := rd.Received()[peer.TrackKey{StreamID: u, Kind: media.KindVideo}]
+		if st.Keyframes == 0 || st.FirstKeyframe.Sub(st.Started) > time.Second {
+			t.Errorf("late joiner from %s: first keyframe %v after start (keyframe interval is 10 s: only a PLI explains a fast one)", u, st.FirstKeyframe.Sub(st.Started))
+		}
+	}
+}
+
+// TestLeaveReasons: one leaves with exitRoom (reason 0), one vanishes
+// without a word (reason 1); the rest are told, and the tracks end.
+func TestLeaveReasons(t *testing.T) {
+	s := newServer(t, media.Config{}, rooms.Config{}, nil)
+	c := ctx(t)
+	conns := map[string]*client.Client{}
+	rs := map[string]*roomclient.Room{}
+	for _, u := range []string{"alice", "bob", "carol"} {
+		conns[u] = s.dial(u)
+		r, err := roomclient.Enter(c, conns[u], "r2", roomclient.Options{RoomToken: s.roomToken(u, "r2"), Peer: peerCfg()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs[u] = r
+	}
+	defer rs["alice"].Close()
+	eventually(t, 15*time.Second, "alice receiving", func() bool { return receives(rs["alice"], 10, "bob", "carol") })
+
+	if err := rs["bob"].Exit(c); err != nil {
+		t.Fatal(err)
+	}
+	ev, err := conns["alice"].WaitEvent(c, rooms.EvRemoteUserLeaveRoom, byUser("bob"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var leave rooms.RemoteLeaveEvent
+	_ = ev.Decode(&leave)
+	if leave.Reason != 0 {
+		t.Fatalf("bob left with exitRoom: reason %d, want 0", leave.Reason)
+	}
+	if _, err := conns["bob"].WaitEvent(c, rooms.EvExitRoom, nil); err != nil {
+		t.Fatalf("bob's onExitRoom: %v", err)
+	}
+
+	// carol vanishes: her media and WebSocket just stop.
+	rs["carol"].Peer().Cut()
+	rs["carol"].Close()
+	_ = conns["carol"].Close()
+	ev, err = conns["alice"].WaitEvent(c, rooms.EvRemoteUserLeaveRoom, byUser("carol"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = ev.Decode(&leave)
+	if leave.Reason != 1 {
+		t.Fatalf("carol vanished: reason %d, want 1", leave.Reason)
+	}
+	eventually(t, 10*time.Second, "the departed users' tracks to end at alice", func() bool {
+		got := rs["alice"].Received()
+		for _, u := range []string{"bob", "carol"} {
+			for _, k := range []string{media.KindAudio, media.KindVideo} {
+				if !got[peer.TrackKey{StreamID: u, Kind: k}].Ended {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	if err := rs["alice"].Exit(c); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the empty room to disappear", func() bool { return s.rooms.RoomCount() == 0 })
+}
+
+// TestMediaLossRemovesParticipant: media that stops (no WebSocket close)
+// removes the participant after the grace period with reason 1.
+func TestMediaLossRemovesParticipant(t *testing.T) {
+	s := newServer(t, media.Config{ICEDisconnectedTimeout: time.Second, ICEFailedTimeout: time.Second,
+		ICEKeepaliveInterval: 200 * time.Millisecond, ICEDisconnectedGrace: 500 * time.Millisecond}, rooms.Config{}, nil)
+	c := ctx(t)
+	a, b := s.dial("alice"), s.dial("bob")
+	ra, err := roomclient.Enter(c, a, "r3", roomclient.Options{RoomToken: s.roomToken("alice", "r3"), Peer: peerCfg()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ra.Close()
+	rb, err := roomclient.Enter(c, b, "r3", roomclient.Options{RoomToken: s.roomToken("bob", "r3"), Peer: peerCfg()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rb.Close()
+	eventually(t, 15*time.Second, "media flowing", func() bool { return receives(ra, 10, "bob") })
+	start := time.Now()
+	rb.Peer().Cut()
+	ev, err := a.WaitEvent(c, rooms.EvRemoteUserLeaveRoom, byUser("bob"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var leave rooms.RemoteLeaveEvent
+	_ = ev.Decode(&leave)
+	if leave.Reason != 1 {
+		t.Fatalf("reason %d, want 1", leave.Reason)
+	}
+	t.Logf("media loss detected and bob removed after %v", time.Since(start))
+}
+
+func TestAdmission(t *testing.T) {
+	admit := &admitList{ok: map[string]bool{"carol/call-room": true}}
+	s := newServer(t, media.Config{}, rooms.Config{MaxRoomsPerUser: 1}, admit)
+	c := ctx(t)
+	a := s.dial("alice")
+	cases := []struct {
+		name string
+		args rooms.EnterArgs
+		want *signaling.Error
+	}{
+		{"no token", rooms.EnterArgs{RoomID: "r"}, rooms.ErrNotAdmitted},
+		{"token for another room", rooms.EnterArgs{RoomID: "r", RoomToken: s.roomToken("alice", "other")}, rooms.ErrNotAdmitted},
+		{"token for another user", rooms.EnterArgs{RoomID: "r", RoomToken: s.roomToken("bob", "r")}, rooms.ErrNotAdmitted},
+		{"session token as room token", rooms.EnterArgs{RoomID: "r", RoomToken: func() string { t, _, _ := s.auth.Issue("alice", "", time.Hour); return t }()}, rooms.ErrNotAdmitted},
+		{"garbage token", rooms.EnterArgs{RoomID: "r", RoomToken: "x.y.z"}, rooms.ErrNotAdmitted},
+		{"bad room id", rooms.EnterArgs{RoomID: "a room"}, signaling.ErrInvalidParameter},
+		{"bad role", rooms.EnterArgs{RoomID: "r", Role: "king", RoomToken: s.roomToken("alice", "r")}, signaling.ErrInvalidParameter},
+		{"admitted by someone else's call", rooms.EnterArgs{RoomID: "call-room"}, rooms.ErrNotAdmitted},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := a.Do(c, rooms.OpEnterRoom, tc.args, nil)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("got %v, want %s", err, tc.want.Reason)
+			}
+		})
+	}
+	if n := s.rooms.RoomCount(); n != 0 {
+		t.Fatalf("refused entries created %d rooms", n)
+	}
+	// Not in the room: its ops are refused.
+	if err := a.Do(c, rooms.OpExitRoom, rooms.RoomArgs{RoomID: "r"}, nil); !errors.Is(err, rooms.ErrNotInRoom) {
+		t.Fatalf("exitRoom outside: %v", err)
+	}
+	if err := a.Do(c, rooms.OpMuteLocalVideo, rooms.MuteArgs{RoomID: "r", Mute: true}, nil); !errors.Is(err, rooms.ErrNotInRoom) {
+		t.Fatalf("mute outside: %v", err)
+	}
+	// The admitter lets carol in without a token.
+	carol := s.dial("carol")
+	rc, err := roomclient.Enter(c, carol, "call-room", roomclient.Options{Peer: peerCfg()})
+	if err != nil {
+		t.Fatalf("admitted user refused: %v", err)
+	}
+	defer rc.Close()
+	// Rooms per user: carol is at her limit of 1.
+	err = carol.Do(c, rooms.OpEnterRoom, rooms.EnterArgs{RoomID: "second", RoomToken: s.roomToken("carol", "second")}, nil)
+	if !errors.Is(err, rooms.ErrTooManyRooms) {
+		t.Fatalf("second room: %v", err)
+	}
+}
+
+// TestAudienceCannotPublish: an audience member receives but never
+// publishes, and is invisible to the others.
+func TestAudienceCannotPublish(t *testing.T) {
+	s := newServer(t, media.Config{}, rooms.Config{}, nil)
+	c := ctx(t)
+	a, v := s.dial("anchor"), s.dial("viewer")
+	ra, err := roomclient.Enter(c, a, "show", roomclient.Options{RoomToken: s.roomToken("anchor", "show"), Peer: peerCfg()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ra.Close()
+	rv, err := roomclient.Enter(c, v, "show", roomclient.Options{Role: rooms.RoleAudience, RoomToken: s.roomToken("viewer", "show"), Peer: peerCfg()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rv.Close()
+	eventually(t, 15*time.Second, "the audience receiving the anchor", func() bool { return receives(rv, 10, "anchor") })
+	err = v.Do(c, rooms.OpRtcSignal, rooms.SignalArgs{RoomID: "show", Signal: media.Signal{Target: media.TargetPublisher, Type: media.SignalOffer, SDP: "v=0\r\n"}}, nil)
+	if !errors.Is(err, rooms.ErrCannotPublish) && !errors.Is(err, rooms.ErrBadSignal) {
+		t.Fatalf("audience publisher offer: %v", err)
+	}
+	if err := v.Do(c, rooms.OpMuteLocalVideo, rooms.MuteArgs{RoomID: "show", Mute: false}, nil); !errors.Is(err, rooms.ErrCannotPublish) {
+		t.Fatalf("audience mute: %v", err)
+	}
+	if err := a.ExpectNoEvent(c, 300*time.Millisecond, rooms.EvRemoteUserEnterRoom); err != nil {
+		t.Fatalf("the audience member was announced: %v", err)
+	}
+	if got := ra.Received(); len(got) != 0 {
+		t.Fatalf("the anchor received tracks from the audience: %v", got)
+	}
+}
+
+func TestMuteEvents(t *testing.T) {
+	s := newServer(t, media.Config{}, rooms.Config{}, nil)
+	c := ctx(t)
+	a, b := s.dial("alice"), s.dial("bob")
+	ra, err := roomclient.Enter(c, a, "m", roomclient.Options{RoomToken: s.roomToken("alice", "m"), Peer: peerCfg()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ra.Close()
+	rb, err := roomclient.Enter(c, b, "m", roomclient.Options{RoomToken: s.roomToken("bob", "m"), Peer: peerCfg()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rb.Close()
+	if _, err := b.WaitEvent(c, rooms.EvUserVideoAvailable, byUser("alice")); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Do(c, rooms.OpMuteLocalVideo, rooms.MuteArgs{RoomID: "m", Mute: true}, nil); err != nil {
+		t.Fatal(err)
+	}
+	ev, err := b.WaitEvent(c, rooms.EvUserVideoAvailable, byUser("alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var av rooms.AvailableEvent
+	_ = ev.Decode(&av)
+	if av.Available {
+		t.Fatal("video still available after mute")
+	}
+	if err := a.Do(c, rooms.OpMuteLocalAudio, rooms.MuteArgs{RoomID: "m", Mute: true}, nil); err != nil {
+		t.Fatal(err)
+	}
+	ev, err = b.WaitEvent(c, rooms.EvUserAudioAvailable, func(ev client.Event) bool {
+		var v rooms.AvailableEvent
+		return ev.Decode(&v) == nil && v.UserID == "alice" && !v.Available
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
