@@ -26,6 +26,19 @@ type Session interface {
 type Actor struct {
 	UserID  string
 	Session Session
+	// Silent: none of the actor's own connections gets the event of this
+	// operation (the server acted for the user, e.g. a busy line, and tells
+	// them in its own way).
+	Silent bool
+}
+
+// except returns the connection that gets a reply rather than the event,
+// and the user none of whose connections gets it (Silent).
+func (a Actor) except() (Session, string) {
+	if a.Silent {
+		return a.Session, a.UserID
+	}
+	return a.Session, ""
 }
 
 // Params are the engine's dependencies.
@@ -67,6 +80,9 @@ type Engine struct {
 	outbox      map[string][]OutboxEntry // committed entries, ordered by Seq
 	outboxSeq   int64
 	purgeTimer  Timer
+	observers   []Observer
+
+	notes *noteQueue // observer calls, in decision order
 }
 
 // NewEngine loads the stored state, re-arms every invitation's timer from its
@@ -88,6 +104,7 @@ func NewEngine(ctx context.Context, p Params) (*Engine, error) {
 		userGroups:  make(map[string]map[string]struct{}),
 		sessions:    make(map[string]map[Session]struct{}),
 		outbox:      make(map[string][]OutboxEntry),
+		notes:       newNoteQueue(),
 	}
 	if e.clock == nil {
 		e.clock = SystemClock{}
@@ -100,6 +117,7 @@ func NewEngine(ctx context.Context, p Params) (*Engine, error) {
 	}
 	snap, err := e.store.Load(ctx)
 	if err != nil {
+		e.notes.close()
 		return nil, fmt.Errorf("signaling: load store: %w", err)
 	}
 	now := e.clock.Now()
@@ -163,6 +181,7 @@ func (e *Engine) Close() {
 	}
 	e.mu.Unlock()
 	e.wg.Wait()
+	e.notes.close()
 }
 
 func randomID(prefix string) string {
@@ -252,6 +271,7 @@ type outgoing struct {
 	data   any
 	users  []string // recipients (each user at most once)
 	except Session  // the actor's connection: it gets a reply instead
+	silent string   // a user none of whose connections gets the event (Actor.Silent)
 	keep   bool     // keep for recipients with no open connection (stored invitations)
 
 	frame   []byte
@@ -267,6 +287,9 @@ func (e *Engine) planLocked(evs []*outgoing) {
 			continue
 		}
 		for _, u := range ev.users {
+			if u == ev.silent {
+				continue
+			}
 			if len(e.sessions[u]) == 0 {
 				if ev.offline == nil {
 					ev.offline = make(map[string]int64)
@@ -309,6 +332,9 @@ func (e *Engine) outboxEntry(user string, seq int64, name string, data json.RawM
 func (e *Engine) deliverLocked(evs []*outgoing, now time.Time) {
 	for _, ev := range evs {
 		for _, u := range ev.users {
+			if u == ev.silent {
+				continue
+			}
 			set := e.sessions[u]
 			for s := range set {
 				if s != ev.except {
@@ -375,9 +401,15 @@ func (e *Engine) commit(ctx context.Context, muts []Mutation) error {
 	return nil
 }
 
-// finish commits an operation's mutations with its events' outbox entries,
-// then delivers the events. On failure it calls undo under mu.
+// finish is finishNote without a note.
 func (e *Engine) finish(ctx context.Context, muts []Mutation, evs []*outgoing, undo func()) error {
+	return e.finishNote(ctx, muts, evs, undo, nil)
+}
+
+// finishNote commits an operation's mutations with its events' outbox entries,
+// then delivers the events and queues note for the observers. On failure it
+// calls undo under mu.
+func (e *Engine) finishNote(ctx context.Context, muts []Mutation, evs []*outgoing, undo func(), note *InvitationNote) error {
 	now := e.clock.Now()
 	outMuts, err := e.encode(evs, now)
 	if err == nil {
@@ -392,6 +424,10 @@ func (e *Engine) finish(ctx context.Context, muts []Mutation, evs []*outgoing, u
 		return err
 	}
 	e.deliverLocked(evs, now)
+	if note != nil {
+		note.At = now
+		e.notifyLocked(*note)
+	}
 	return nil
 }
 

@@ -20,9 +20,10 @@ type invitation struct {
 }
 
 type inviteeEntry struct {
-	user  string
-	state InviteeState
-	at    time.Time
+	user   string
+	state  InviteeState
+	at     time.Time
+	noRing bool // never rung (CreateInvitation's NoRing); in memory only
 }
 
 func (inv *invitation) stateOf(user string) InviteeState {
@@ -125,7 +126,7 @@ func (e *Engine) indexInviteesLocked(inv *invitation) {
 		return
 	}
 	for _, v := range inv.invitees {
-		if v.state != StatePending {
+		if v.state != StatePending || v.noRing {
 			continue
 		}
 		m := e.byInvitee[v.user]
@@ -222,12 +223,17 @@ func (e *Engine) fireTimeout(inv *invitation) {
 		users: append([]string{inv.inviter}, timedOut...),
 		keep:  !inv.onlineOnly,
 	}}
+	note := &InvitationNote{InviteID: inv.id, Inviter: inv.inviter, GroupID: inv.groupID, Data: inv.data,
+		Invitees: inv.inviteeList(), Ended: true}
+	for _, u := range timedOut {
+		note.Changes = append(note.Changes, InviteeChange{UserID: u, State: StateTimedOut})
+	}
 	e.planLocked(evs)
 	e.mu.Unlock()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err := e.finish(ctx, muts, evs, func() {
+	err := e.finishNote(ctx, muts, evs, func() {
 		for _, u := range timedOut {
 			inv.setState(u, StatePending, now)
 		}
@@ -236,7 +242,7 @@ func (e *Engine) fireTimeout(inv *invitation) {
 			inv.timer.Stop()
 		}
 		e.armTimerAfterLocked(inv, storeRetry)
-	})
+	}, note)
 	if err != nil {
 		e.log.Warn("invitation timeout not stored, will retry", "invite", inv.id, "err", err)
 	}
@@ -267,12 +273,26 @@ func (e *Engine) checkData(data string) error {
 	return nil
 }
 
+// InvitationSpec describes a new invitation, for CreateInvitation.
+type InvitationSpec struct {
+	GroupID        string // "" for one-to-one
+	Invitees       []string
+	Data           string
+	OnlineUserOnly bool
+	Timeout        *int // seconds; nil: the default; 0: none
+	// NoRing lists invitees who are not rung (no onReceiveNewInvitation,
+	// now or when they connect): the calls layer answers for a busy
+	// invitee at once.
+	NoRing []string
+}
+
 // Invite sends a one-to-one invitation.
 func (e *Engine) Invite(ctx context.Context, a Actor, args InviteArgs) (string, error) {
 	if args.Invitee == "" {
 		return "", ErrInvalidParameter.WithMessage("invitee is required")
 	}
-	return e.createInvitation(ctx, a, "", []string{args.Invitee}, args.Data, args.OnlineUserOnly, args.Timeout)
+	return e.CreateInvitation(ctx, a, InvitationSpec{Invitees: []string{args.Invitee}, Data: args.Data,
+		OnlineUserOnly: args.OnlineUserOnly, Timeout: args.Timeout})
 }
 
 // InviteInGroup sends an invitation to members of a group; the inviter and
@@ -284,10 +304,17 @@ func (e *Engine) InviteInGroup(ctx context.Context, a Actor, args InviteInGroupA
 	if len(args.InviteeList) == 0 {
 		return "", ErrInvalidParameter.WithMessage("inviteeList is empty")
 	}
-	return e.createInvitation(ctx, a, args.GroupID, args.InviteeList, args.Data, args.OnlineUserOnly, args.Timeout)
+	return e.CreateInvitation(ctx, a, InvitationSpec{GroupID: args.GroupID, Invitees: args.InviteeList, Data: args.Data,
+		OnlineUserOnly: args.OnlineUserOnly, Timeout: args.Timeout})
 }
 
-func (e *Engine) createInvitation(ctx context.Context, a Actor, groupID string, invitees []string, data string, onlineOnly bool, timeout *int) (string, error) {
+// CreateInvitation creates an invitation: the common path of invite and
+// inviteInGroup, open to the layers built on signaling.
+func (e *Engine) CreateInvitation(ctx context.Context, a Actor, spec InvitationSpec) (string, error) {
+	groupID, invitees, data, onlineOnly, timeout := spec.GroupID, spec.Invitees, spec.Data, spec.OnlineUserOnly, spec.Timeout
+	if len(invitees) == 0 {
+		return "", ErrInvalidParameter.WithMessage("no invitee")
+	}
 	if lim := e.cfg.Limits.MaxInvitees; lim > 0 && len(invitees) > lim {
 		return "", ErrListTooLarge.WithMessage("inviteeList has %d users; the limit is %d", len(invitees), lim)
 	}
@@ -341,18 +368,23 @@ func (e *Engine) createInvitation(ctx context.Context, a Actor, groupID string, 
 		inv.deadline = now.Add(d)
 	}
 	for _, u := range invitees {
-		inv.invitees = append(inv.invitees, inviteeEntry{user: u, state: StatePending, at: now})
+		inv.invitees = append(inv.invitees, inviteeEntry{user: u, state: StatePending, at: now, noRing: slices.Contains(spec.NoRing, u)})
 	}
 	e.invitations[inv.id] = inv
 	e.indexInviteesLocked(inv)
-	evs := []*outgoing{{name: EvReceiveNewInvitation, data: inv.newInvitationEvent(now), users: inv.parties(), except: a.Session}}
+	exceptSess, silent := a.except()
+	evs := []*outgoing{{name: EvReceiveNewInvitation, data: inv.newInvitationEvent(now),
+		users:  slices.DeleteFunc(inv.parties(), func(u string) bool { return slices.Contains(spec.NoRing, u) }),
+		except: exceptSess, silent: silent}}
 	e.mu.Unlock()
 
 	var muts []Mutation
 	if !onlineOnly {
 		muts = []Mutation{PutInvitation{Invitation: inv.record()}}
 	}
-	err = e.finish(ctx, muts, evs, func() { e.removeLocked(inv) })
+	note := &InvitationNote{InviteID: inv.id, Inviter: inv.inviter, GroupID: groupID, Data: data,
+		Invitees: inv.inviteeList(), Created: true}
+	err = e.finishNote(ctx, muts, evs, func() { e.removeLocked(inv) }, note)
 	if err != nil {
 		return "", err
 	}
@@ -403,9 +435,12 @@ func (e *Engine) answer(ctx context.Context, a Actor, args InviteIDArgs, action 
 	if action == ActionReject {
 		name = EvInviteeRejected
 	}
+	exceptSess, silent := a.except()
 	evs := []*outgoing{{name: name, data: InviteeEvent{InviteID: inv.id, Invitee: a.UserID, Data: args.Data},
-		users: inv.parties(), except: a.Session, keep: !inv.onlineOnly}}
+		users: inv.parties(), except: exceptSess, silent: silent, keep: !inv.onlineOnly}}
 	ended := inv.allFinal()
+	note := &InvitationNote{InviteID: inv.id, Inviter: inv.inviter, GroupID: inv.groupID, Data: inv.data,
+		Invitees: inv.inviteeList(), Changes: []InviteeChange{{UserID: a.UserID, State: next, Data: args.Data}}, Ended: ended}
 	if ended {
 		e.removeLocked(inv)
 	}
@@ -419,14 +454,14 @@ func (e *Engine) answer(ctx context.Context, a Actor, args InviteIDArgs, action 
 			muts = append(muts, DeleteInvitation{InviteID: inv.id})
 		}
 	}
-	return e.finish(ctx, muts, evs, func() {
+	return e.finishNote(ctx, muts, evs, func() {
 		inv.setState(a.UserID, StatePending, now)
 		if ended {
 			e.restoreLocked(inv)
 		} else {
 			e.indexInviteesLocked(inv)
 		}
-	})
+	}, note)
 }
 
 // Cancel is the inviter's cancellation, allowed while no invitee has answered.
@@ -461,16 +496,22 @@ func (e *Engine) Cancel(ctx context.Context, a Actor, args InviteIDArgs) error {
 	if !inv.onlineOnly {
 		muts = append(muts, DeleteInvitation{InviteID: inv.id})
 	}
+	exceptSess, silent := a.except()
 	evs := []*outgoing{{name: EvInvitationCancelled, data: CancelledEvent{InviteID: inv.id, Inviter: inv.inviter, Data: args.Data},
-		users: inv.parties(), except: a.Session, keep: !inv.onlineOnly}}
+		users: inv.parties(), except: exceptSess, silent: silent, keep: !inv.onlineOnly}}
+	note := &InvitationNote{InviteID: inv.id, Inviter: inv.inviter, GroupID: inv.groupID, Data: inv.data,
+		Invitees: users, Ended: true}
+	for _, u := range users {
+		note.Changes = append(note.Changes, InviteeChange{UserID: u, State: StateCancelled, Data: args.Data})
+	}
 	e.planLocked(evs)
 	e.mu.Unlock()
-	return e.finish(ctx, muts, evs, func() {
+	return e.finishNote(ctx, muts, evs, func() {
 		for _, u := range users {
 			inv.setState(u, StatePending, now)
 		}
 		e.restoreLocked(inv)
-	})
+	}, note)
 }
 
 // ModifyInvitation replaces an invitation's data; the inviter only, and not
@@ -495,15 +536,17 @@ func (e *Engine) ModifyInvitation(ctx context.Context, a Actor, args InviteIDArg
 	}
 	prev := inv.data
 	inv.data = args.Data
+	exceptSess, silent := a.except()
 	evs := []*outgoing{{name: EvInvitationModified, data: ModifiedEvent{InviteID: inv.id, Data: args.Data},
-		users: inv.parties(), except: a.Session, keep: true}}
+		users: inv.parties(), except: exceptSess, silent: silent, keep: true}}
+	note := &InvitationNote{InviteID: inv.id, Inviter: inv.inviter, GroupID: inv.groupID, Data: args.Data, Invitees: inv.inviteeList()}
 	e.planLocked(evs)
 	e.mu.Unlock()
-	return e.finish(ctx, []Mutation{SetInvitationData{InviteID: inv.id, Data: args.Data}}, evs, func() {
+	return e.finishNote(ctx, []Mutation{SetInvitationData{InviteID: inv.id, Data: args.Data}}, evs, func() {
 		if inv.data == args.Data {
 			inv.data = prev
 		}
-	})
+	}, note)
 }
 
 // InvitationInfo is a read-only view of a live invitation, for the layers

@@ -208,6 +208,9 @@ func (c *conn) handle(ctx context.Context, data []byte) {
 	if frame != nil && !transient(werr) {
 		c.dedup.put(req.ID, frame)
 	}
+	if ar, ok := result.(signaling.AfterReplier); ok && werr == nil {
+		ar.AfterReply()
+	}
 }
 
 func transient(e *signaling.Error) bool {

@@ -1,0 +1,168 @@
+package signaling
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+)
+
+// InvitationNote tells observers what an operation did to an invitation,
+// after it was stored and its events delivered.
+type InvitationNote struct {
+	InviteID string
+	Inviter  string
+	GroupID  string
+	Data     string // the invitation's data (after a modify: the new data)
+	Invitees []string
+	// Created is set on the note of a new invitation.
+	Created bool
+	// Changes lists the invitees whose state this operation set, with the
+	// data of the answer (or of the cancel).
+	Changes []InviteeChange
+	// Ended is set when no invitee is pending any more.
+	Ended bool
+	At    time.Time
+}
+
+// InviteeChange is one invitee's new state in a note.
+type InviteeChange struct {
+	UserID string
+	State  InviteeState
+	Data   string
+}
+
+// Observer learns about invitations: the calls layer builds call sessions
+// from these notes. Notes are delivered one at a time, in the order the
+// engine decided them, on one goroutine, with no engine lock held; an
+// observer may call the engine.
+type Observer interface {
+	InvitationNote(InvitationNote)
+}
+
+// AddObserver adds an observer; call it before serving.
+func (e *Engine) AddObserver(o Observer) {
+	e.mu.Lock()
+	e.observers = append(e.observers, o)
+	e.mu.Unlock()
+}
+
+func (e *Engine) notifyLocked(n InvitationNote) {
+	if len(e.observers) == 0 {
+		return
+	}
+	obs := slices.Clone(e.observers)
+	e.notes.push(func() {
+		for _, o := range obs {
+			o.InvitationNote(n)
+		}
+	})
+}
+
+// noteQueue runs queued functions one at a time, in order, on one
+// goroutine; it never blocks the pusher.
+type noteQueue struct {
+	wake chan struct{}
+	stop chan struct{}
+	done chan struct{}
+	mu   sync.Mutex // guards fs; innermost lock
+	fs   []func()
+}
+
+func newNoteQueue() *noteQueue {
+	q := &noteQueue{wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	go q.run()
+	return q
+}
+
+func (q *noteQueue) push(f func()) {
+	q.mu.Lock()
+	q.fs = append(q.fs, f)
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (q *noteQueue) run() {
+	defer close(q.done)
+	for {
+		q.mu.Lock()
+		fs := q.fs
+		q.fs = nil
+		q.mu.Unlock()
+		for _, f := range fs {
+			f()
+		}
+		if len(fs) > 0 {
+			continue
+		}
+		select {
+		case <-q.wake:
+		case <-q.stop:
+			q.mu.Lock()
+			fs := q.fs
+			q.fs = nil
+			q.mu.Unlock()
+			for _, f := range fs {
+				f()
+			}
+			return
+		}
+	}
+}
+
+// close runs what is queued and ends the goroutine.
+func (q *noteQueue) close() {
+	select {
+	case <-q.stop:
+	default:
+		close(q.stop)
+	}
+	<-q.done
+}
+
+// Notify sends a one-shot invitation: to receives onReceiveNewInvitation
+// with timeout 0, from from, carrying data; it is not stored as a live
+// invitation (there is nothing to answer: accept or reject on it get 8010),
+// but recipients with no open connection get it when they connect, like
+// any kept event. The calls layer uses it for the call-end invitation of the
+// seed's step 5.
+func (e *Engine) Notify(ctx context.Context, from Actor, to []string, groupID, data string) (string, error) {
+	if err := e.checkData(data); err != nil {
+		return "", err
+	}
+	e.mu.Lock()
+	id := e.newID("inv_")
+	exceptSess, silent := from.except()
+	evs := []*outgoing{{name: EvReceiveNewInvitation,
+		data:   NewInvitationEvent{InviteID: id, Inviter: from.UserID, GroupID: groupID, InviteeList: slices.Clone(to), Data: data},
+		users:  append([]string{from.UserID}, to...),
+		except: exceptSess, silent: silent, keep: true}}
+	e.planLocked(evs)
+	e.mu.Unlock()
+	if err := e.finish(ctx, nil, evs, nil); err != nil {
+		return "", err
+	}
+	return id, nil
+}
+
+// SendEvent delivers an event of another layer (rooms, calls) to every open
+// connection of users; with keep, users with no open connection get it when
+// they connect (stored like the invitation events).
+func (e *Engine) SendEvent(ctx context.Context, users []string, name string, data any, keep bool) error {
+	e.mu.Lock()
+	evs := []*outgoing{{name: name, data: data, users: users, keep: keep}}
+	e.planLocked(evs)
+	e.mu.Unlock()
+	return e.finish(ctx, nil, evs, nil)
+}
+
+// AfterReplier is implemented by op results that have work to do once the
+// reply is queued on the connection (so that the events it causes reach
+// the client after the reply). The transport calls AfterReply after
+// queueing the reply.
+type AfterReplier interface {
+	AfterReply()
+}
