@@ -390,8 +390,18 @@ func (m *Manager) SessionClosed(s signaling.Session) {
 	}
 }
 
+// Leave takes a user out of a room as if they had called exitRoom (the
+// calls layer's hangup); it reports whether they were in it.
+func (m *Manager) Leave(roomID, userID string) bool {
+	return m.remove(roomID, userID, LeaveLeft, ExitLeft)
+}
+
 // Kick removes a user from a room (reason 2); it reports whether they were in it.
 func (m *Manager) Kick(roomID, userID string) bool {
+	return m.remove(roomID, userID, LeaveKicked, ExitKicked)
+}
+
+func (m *Manager) remove(roomID, userID string, why LeaveReason, exit ExitReason) bool {
 	m.mu.Lock()
 	r := m.rooms[roomID]
 	var mem *member
@@ -402,7 +412,7 @@ func (m *Manager) Kick(roomID, userID string) bool {
 		m.mu.Unlock()
 		return false
 	}
-	part := m.removeLocked(mem, LeaveKicked, ExitKicked, false)
+	part := m.removeLocked(mem, why, exit, false)
 	m.mu.Unlock()
 	if part != nil {
 		part.Close()

@@ -184,6 +184,9 @@ func (e *Engine) Close() {
 	e.notes.close()
 }
 
+// NewID returns a fresh random ID with prefix, like the engine's own.
+func (e *Engine) NewID(prefix string) string { return e.newID(prefix) }
+
 func randomID(prefix string) string {
 	var b [12]byte
 	if _, err := rand.Read(b[:]); err != nil {

@@ -275,6 +275,9 @@ func (e *Engine) checkData(data string) error {
 
 // InvitationSpec describes a new invitation, for CreateInvitation.
 type InvitationSpec struct {
+	// ID is the invitation's ID; empty: the engine makes one. The calls
+	// layer chooses it so that it can register the call first.
+	ID             string
 	GroupID        string // "" for one-to-one
 	Invitees       []string
 	Data           string
@@ -361,8 +364,15 @@ func (e *Engine) CreateInvitation(ctx context.Context, a Actor, spec InvitationS
 			}
 		}
 	}
+	id := spec.ID
+	if id == "" {
+		id = e.newID("inv_")
+	} else if e.invitations[id] != nil {
+		e.mu.Unlock()
+		return "", ErrAlreadyExists.WithMessage("invitation %q exists", id)
+	}
 	now := e.clock.Now()
-	inv := &invitation{id: e.newID("inv_"), inviter: a.UserID, groupID: groupID, data: data,
+	inv := &invitation{id: id, inviter: a.UserID, groupID: groupID, data: data,
 		onlineOnly: onlineOnly, createdAt: now}
 	if d > 0 {
 		inv.deadline = now.Add(d)

@@ -1,0 +1,182 @@
+package calls
+
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+	"strings"
+)
+
+// BusinessID marks an invitation's data as a call (the seed ecosystem's
+// TUICalling shape).
+const BusinessID = "av_call"
+
+// Call types of the call data.
+const (
+	CallTypeAudio = 1
+	CallTypeVideo = 2
+)
+
+// Media types of the call ops.
+const (
+	MediaAudio = "audio"
+	MediaVideo = "video"
+)
+
+// LineBusy is the reject data a busy line carries, as the ecosystem does.
+const LineBusy = `{"businessID":"av_call","version":4,"line_busy":"line_busy","data":{"message":"lineBusy"}}`
+
+// CallData is the parsed call data of an invitation:
+//
+//	{"version":4,"businessID":"av_call","call_type":1|2,"room_id":"…",
+//	 "data":{"cmd":"audioCall"|"videoCall","room_id":"…","userIDs":[…]}}
+//
+// room_id may be a string or a number (the ecosystem uses numbers).
+type CallData struct {
+	Version    int
+	CallType   int
+	RoomID     string
+	Cmd        string
+	CallEnd    *int64
+	LineBusy   bool
+	fields     map[string]json.RawMessage // the whole object, to rewrite it
+	dataFields map[string]json.RawMessage // its "data" object
+}
+
+// MediaType returns "audio" or "video".
+func (d CallData) MediaType() string {
+	if d.CallType == CallTypeAudio || d.Cmd == "audioCall" {
+		return MediaAudio
+	}
+	return MediaVideo
+}
+
+// IsCallStart reports whether the data starts a call (as opposed to a
+// hangup notice or another av_call command).
+func (d CallData) IsCallStart() bool {
+	switch d.Cmd {
+	case "videoCall", "audioCall":
+		return d.CallEnd == nil
+	case "":
+		return d.CallEnd == nil && (d.CallType == CallTypeAudio || d.CallType == CallTypeVideo)
+	}
+	return false
+}
+
+// ParseCallData parses an invitation's data. ok is false when the data is
+// not a call's (plain signaling); err is set when it claims to be a call
+// (businessID av_call) but is malformed.
+func ParseCallData(data string) (d CallData, ok bool, err error) {
+	if !strings.Contains(data, BusinessID) {
+		return d, false, nil
+	}
+	var top map[string]json.RawMessage
+	if json.Unmarshal([]byte(data), &top) != nil {
+		return d, false, nil // not an object: plain signaling
+	}
+	var bid string
+	if json.Unmarshal(top["businessID"], &bid) != nil || bid != BusinessID {
+		return d, false, nil
+	}
+	d.fields = top
+	if v, ok := top["version"]; ok && json.Unmarshal(v, &d.Version) != nil {
+		return d, true, ErrBadCallData.WithMessage("version must be a number")
+	}
+	if v, ok := top["call_type"]; ok && json.Unmarshal(v, &d.CallType) != nil {
+		return d, true, ErrBadCallData.WithMessage("call_type must be 1 (audio) or 2 (video)")
+	}
+	if v, ok := top["call_end"]; ok {
+		var n int64
+		if json.Unmarshal(v, &n) != nil {
+			return d, true, ErrBadCallData.WithMessage("call_end must be a number of seconds")
+		}
+		d.CallEnd = &n
+	}
+	if v, ok := top["line_busy"]; ok {
+		var s string
+		d.LineBusy = json.Unmarshal(v, &s) == nil && s != ""
+	}
+	if d.RoomID, err = roomIDOf(top["room_id"]); err != nil {
+		return d, true, err
+	}
+	if raw, ok := top["data"]; ok && !bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+		if json.Unmarshal(raw, &d.dataFields) != nil {
+			return d, true, ErrBadCallData.WithMessage("data must be an object")
+		}
+		if v, ok := d.dataFields["cmd"]; ok && json.Unmarshal(v, &d.Cmd) != nil {
+			return d, true, ErrBadCallData.WithMessage("data.cmd must be a string")
+		}
+		if d.RoomID == "" {
+			if d.RoomID, err = roomIDOf(d.dataFields["room_id"]); err != nil {
+				return d, true, err
+			}
+		}
+	}
+	if d.CallType != 0 && d.CallType != CallTypeAudio && d.CallType != CallTypeVideo {
+		return d, true, ErrBadCallData.WithMessage("call_type must be 1 (audio) or 2 (video)")
+	}
+	return d, true, nil
+}
+
+func roomIDOf(raw json.RawMessage) (string, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return "", nil
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s, nil
+	}
+	var n json.Number
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if dec.Decode(&n) == nil {
+		if i, err := strconv.ParseInt(n.String(), 10, 64); err == nil && i >= 0 {
+			return strconv.FormatInt(i, 10), nil
+		}
+	}
+	return "", ErrBadCallData.WithMessage("room_id must be a string or a non-negative integer")
+}
+
+// WithRoomID returns the data with room_id set at the top level and in
+// data, every other field kept as it was.
+func (d CallData) WithRoomID(roomID string) string {
+	top := make(map[string]json.RawMessage, len(d.fields)+1)
+	for k, v := range d.fields {
+		top[k] = v
+	}
+	rid, _ := json.Marshal(roomID)
+	top["room_id"] = rid
+	inner := make(map[string]json.RawMessage, len(d.dataFields)+1)
+	for k, v := range d.dataFields {
+		inner[k] = v
+	}
+	inner["room_id"] = rid
+	top["data"], _ = json.Marshal(inner)
+	out, _ := json.Marshal(top)
+	return string(out)
+}
+
+// NewCallData builds the data of a call the server places for the call ops.
+func NewCallData(mediaType, roomID string, invitees []string, userData string) string {
+	ct, cmd := CallTypeVideo, "videoCall"
+	if mediaType == MediaAudio {
+		ct, cmd = CallTypeAudio, "audioCall"
+	}
+	inner := map[string]any{"cmd": cmd, "room_id": roomID, "userIDs": invitees}
+	if userData != "" {
+		inner["userData"] = userData
+	}
+	out, _ := json.Marshal(map[string]any{"version": 4, "businessID": BusinessID, "call_type": ct, "room_id": roomID, "data": inner})
+	return string(out)
+}
+
+// hangupData is the data of the call-end invitation (the seed's step 5).
+func hangupData(callID, roomID, mediaType string, seconds int64) string {
+	ct := CallTypeVideo
+	if mediaType == MediaAudio {
+		ct = CallTypeAudio
+	}
+	out, _ := json.Marshal(map[string]any{"version": 4, "businessID": BusinessID, "call_type": ct, "room_id": roomID,
+		"call_end": seconds, "data": map[string]any{"cmd": "hangup", "room_id": roomID, "call_id": callID}})
+	return string(out)
+}

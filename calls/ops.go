@@ -1,0 +1,96 @@
+package calls
+
+import (
+	"context"
+
+	"github.com/switchboard-rtc/switchboard/signaling"
+)
+
+// Ops returns the call ops, and the signaling ops the calls layer takes
+// over (invite, inviteInGroup, accept, reject, cancel: a call's invitations
+// go through them); merge them over the engine's ops.
+func (m *Manager) Ops() map[string]signaling.OpFunc {
+	none := func(err error) (any, error) { return nil, err }
+	return map[string]signaling.OpFunc{
+		signaling.OpInvite: signaling.Op(func(ctx context.Context, a signaling.Actor, args signaling.InviteArgs) (any, error) {
+			if args.Invitee == "" {
+				return nil, signaling.ErrInvalidParameter.WithMessage("invitee is required")
+			}
+			return m.invite(ctx, a, signaling.InvitationSpec{Invitees: []string{args.Invitee}, Data: args.Data,
+				OnlineUserOnly: args.OnlineUserOnly, Timeout: args.Timeout})
+		}),
+		signaling.OpInviteInGroup: signaling.Op(func(ctx context.Context, a signaling.Actor, args signaling.InviteInGroupArgs) (any, error) {
+			if args.GroupID == "" {
+				return nil, signaling.ErrInvalidParameter.WithMessage("groupID is required")
+			}
+			if len(args.InviteeList) == 0 {
+				return nil, signaling.ErrInvalidParameter.WithMessage("inviteeList is empty")
+			}
+			return m.invite(ctx, a, signaling.InvitationSpec{GroupID: args.GroupID, Invitees: args.InviteeList, Data: args.Data,
+				OnlineUserOnly: args.OnlineUserOnly, Timeout: args.Timeout})
+		}),
+		signaling.OpAccept: signaling.Op(func(ctx context.Context, a signaling.Actor, args signaling.InviteIDArgs) (any, error) {
+			return none(m.answer(ctx, a, args, signaling.ActionAccept))
+		}),
+		signaling.OpReject: signaling.Op(func(ctx context.Context, a signaling.Actor, args signaling.InviteIDArgs) (any, error) {
+			return none(m.answer(ctx, a, args, signaling.ActionReject))
+		}),
+		signaling.OpCancel: signaling.Op(func(ctx context.Context, a signaling.Actor, args signaling.InviteIDArgs) (any, error) {
+			return none(m.cancel(ctx, a, args))
+		}),
+		OpCall: signaling.Op(func(ctx context.Context, a signaling.Actor, args CallArgs) (any, error) {
+			if args.Invitee == "" {
+				return nil, signaling.ErrInvalidParameter.WithMessage("invitee is required")
+			}
+			mt, err := mediaType(args.MediaType)
+			if err != nil {
+				return nil, err
+			}
+			data := NewCallData(mt, args.RoomID, []string{args.Invitee}, args.UserData)
+			return m.startCall(ctx, a, signaling.InvitationSpec{Invitees: []string{args.Invitee}, Timeout: args.Timeout,
+				Data: data}, mustParse(data))
+		}),
+		OpGroupCall: signaling.Op(func(ctx context.Context, a signaling.Actor, args GroupCallArgs) (any, error) {
+			if args.GroupID == "" || len(args.InviteeList) == 0 {
+				return nil, signaling.ErrInvalidParameter.WithMessage("groupID and inviteeList are required")
+			}
+			mt, err := mediaType(args.MediaType)
+			if err != nil {
+				return nil, err
+			}
+			data := NewCallData(mt, args.RoomID, args.InviteeList, args.UserData)
+			return m.startCall(ctx, a, signaling.InvitationSpec{GroupID: args.GroupID, Invitees: args.InviteeList, Timeout: args.Timeout,
+				Data: data}, mustParse(data))
+		}),
+		OpHangup: signaling.Op(func(ctx context.Context, a signaling.Actor, args CallIDArgs) (any, error) {
+			return none(m.hangup(ctx, a, args))
+		}),
+		OpInviteUser: signaling.Op(func(ctx context.Context, a signaling.Actor, args InviteUserArgs) (any, error) {
+			return m.inviteUser(ctx, a, args)
+		}),
+		OpJoinCall: signaling.Op(func(ctx context.Context, a signaling.Actor, args CallIDArgs) (any, error) {
+			return m.joinCall(ctx, a, args)
+		}),
+		OpSwitchCallMediaType: signaling.Op(func(ctx context.Context, a signaling.Actor, args SwitchArgs) (any, error) {
+			return none(m.switchMediaType(ctx, a, args))
+		}),
+		OpGetCallHistory: signaling.Op(func(ctx context.Context, a signaling.Actor, args HistoryArgs) (any, error) {
+			return m.history(ctx, a, args)
+		}),
+	}
+}
+
+func mediaType(s string) (string, error) {
+	switch s {
+	case "", MediaVideo:
+		return MediaVideo, nil
+	case MediaAudio:
+		return MediaAudio, nil
+	}
+	return "", signaling.ErrInvalidParameter.WithMessage("mediaType must be %q or %q", MediaAudio, MediaVideo)
+}
+
+func mustParse(data string) CallData {
+	d, _, _ := ParseCallData(data)
+	return d
+}
