@@ -383,6 +383,7 @@ func TestCancelAndNoAnswer(t *testing.T) {
 		t.Fatalf("end %+v", end)
 	}
 
+	s.clock.Advance(time.Second) // history is ordered by the server's clock
 	var res2 calls.CallResult
 	if err := alice.Do(ctx(t), calls.OpCall, calls.CallArgs{Invitee: "bob", Timeout: ptr(1)}, &res2); err != nil {
 		t.Fatal(err)

@@ -99,7 +99,7 @@ const (
 	sqlHistoryIncoming = `c.caller <> ? AND c.call_id IN (
 		SELECT call_id FROM call_participants WHERE user_id = ?)`
 	// sqlHistoryMissed lists the results of missedResults.
-	sqlHistoryMissed = `? <> "" AND c.call_id IN (
+	sqlHistoryMissed = `c.caller <> ? AND c.call_id IN (
 		SELECT call_id FROM call_participants
 		WHERE user_id = ? AND result IN ('missed', 'busy', 'no_answer'))`
 
@@ -168,7 +168,7 @@ func (s *SQLiteRecords) SaveCall(ctx context.Context, rec CallRecord) (err error
 	if err != nil {
 		return dbErr("put call", err)
 	}
-	if _, err = tx.ExecContext(ctx, sqlDeleteParticipants, rec.CallID); err != nil {
+	if _, err = s.db.ExecContext(ctx, sqlDeleteParticipants, rec.CallID); err != nil {
 		return dbErr("delete participants", err)
 	}
 	if err = insertParticipants(ctx, tx, rec.CallID, rec.Participants); err != nil {
