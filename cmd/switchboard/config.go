@@ -58,8 +58,17 @@ type Config struct {
 	Auth      AuthConfig      `mapstructure:"auth"`
 	Signaling SignalingConfig `mapstructure:"signaling"`
 	Limits    LimitsConfig    `mapstructure:"limits"`
+	Calls     CallsConfig     `mapstructure:"calls"`
 	Media     MediaConfig     `mapstructure:"media"`
 	Log       LogConfig       `mapstructure:"log"`
+}
+
+// CallsConfig configures call sessions.
+type CallsConfig struct {
+	BusyPolicy          string        `mapstructure:"busy_policy"`
+	BusyIncludesRinging bool          `mapstructure:"busy_includes_ringing"`
+	SetupTimeout        time.Duration `mapstructure:"setup_timeout"`
+	Heartbeat           time.Duration `mapstructure:"heartbeat"`
 }
 
 // MediaConfig configures the WebRTC SFU.
@@ -358,6 +367,13 @@ func (c Config) Validate() error {
 	if c.Limits.MaxDataBytes > c.Limits.MaxFrameBytes {
 		bad("limits.max_data_bytes", "must not exceed limits.max_frame_bytes (%d), got %d", c.Limits.MaxFrameBytes, c.Limits.MaxDataBytes)
 	}
+
+	// calls
+	if p := strings.ToLower(c.Calls.BusyPolicy); p != "reject" && p != "ring" {
+		bad("calls.busy_policy", "want reject or ring, got %q", c.Calls.BusyPolicy)
+	}
+	positive("calls.setup_timeout", c.Calls.SetupTimeout)
+	positive("calls.heartbeat", c.Calls.Heartbeat)
 
 	// media
 	if c.Media.UDPPort < 0 || c.Media.UDPPort > 65535 {

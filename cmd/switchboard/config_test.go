@@ -56,6 +56,7 @@ var wantDefaults = Config{
 		MaxRoomParticipants:     50,
 		MaxTracksPerParticipant: 4,
 	},
+	Calls: CallsConfig{BusyPolicy: "reject", SetupTimeout: 30 * time.Second, Heartbeat: 5 * time.Second},
 	Media: MediaConfig{
 		UDPPort: 7882, NAT1To1IPs: []string{}, IncludeLoopback: true, ICEServers: []string{},
 		ICEDisconnectedGrace: 10 * time.Second, PLIThrottle: 500 * time.Millisecond,

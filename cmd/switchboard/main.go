@@ -13,13 +13,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/switchboard-rtc/switchboard/calls"
 	"github.com/switchboard-rtc/switchboard/media"
 	"github.com/switchboard-rtc/switchboard/rooms"
 	"github.com/switchboard-rtc/switchboard/signaling"
@@ -101,7 +104,29 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(string)
 	})
 	defer roomMgr.Close()
 
-	ops, err := web.MergeOps(engine.Ops(), roomMgr.Ops())
+	records, err := calls.NewSQLiteRecords(ctx, store.DB())
+	if err != nil {
+		return fmt.Errorf("call records: %w", err)
+	}
+	callMgr, err := calls.NewManager(ctx, calls.Params{
+		Config: calls.Config{
+			BusyPolicy:          calls.BusyPolicy(strings.ToLower(cfg.Calls.BusyPolicy)),
+			BusyIncludesRinging: cfg.Calls.BusyIncludesRinging,
+			SetupTimeout:        cfg.Calls.SetupTimeout,
+			Heartbeat:           cfg.Calls.Heartbeat,
+		},
+		Engine: engine, Rooms: roomMgr, Records: records, Logger: log.With("component", "calls"),
+	})
+	if err != nil {
+		return err
+	}
+	defer callMgr.Close()
+
+	// The calls layer takes over invite, inviteInGroup, accept, reject and
+	// cancel (a call's invitations go through it); rooms add theirs.
+	ops := engine.Ops()
+	maps.Copy(ops, callMgr.Ops())
+	ops, err = web.MergeOps(ops, roomMgr.Ops())
 	if err != nil {
 		return err
 	}
@@ -154,7 +179,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(string)
 	log.Info("shutting down", "deadline", cfg.Server.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout)
 	defer cancel()
-	// WebSockets first (close 1001 after flushing), then the HTTP server.
+	// Calls first: a call running at shutdown is ended with reason
+	// server_restart at the next start (its record stops at the last
+	// heartbeat, written now), not by its participants' connections closing.
+	callMgr.Close()
+	// WebSockets next (close 1001 after flushing), then the HTTP server.
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("connections did not all close in time", "err", err)
 	}
