@@ -1,0 +1,248 @@
+package web_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/switchboard-rtc/switchboard/calls"
+	"github.com/switchboard-rtc/switchboard/media"
+	"github.com/switchboard-rtc/switchboard/media/peer"
+	"github.com/switchboard-rtc/switchboard/rooms"
+	"github.com/switchboard-rtc/switchboard/rooms/roomclient"
+	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/signaling/client"
+	"github.com/switchboard-rtc/switchboard/web/webtest"
+)
+
+func peerCfg() peer.Config {
+	return peer.Config{ListenIP: "127.0.0.1", IncludeLoopback: true, Audio: true, Video: true, VideoBitrate: 100_000, VideoFPS: 10}
+}
+
+func waitFor(t *testing.T, c *client.Client, name string, match func(client.Event) bool) client.Event {
+	t.Helper()
+	ev, err := c.WaitEvent(testCtx(t), name, match)
+	if err != nil {
+		t.Fatalf("waiting for %s: %v", name, err)
+	}
+	return ev
+}
+
+// TestAuthorizationMatrix runs every op that touches someone else's
+// invitation, group, room or call as each kind of outsider, and checks the
+// documented error and that nobody received anything because of it.
+func TestAuthorizationMatrix(t *testing.T) {
+	s := webtest.Start(t, webtest.Options{})
+	ctx := testCtx(t)
+	alice, bob, carol := s.Dial("alice"), s.Dial("bob"), s.Dial("carol")
+
+	// A group (invite-only) with alice (owner), bob and carol.
+	gid, err := alice.CreateGroup(ctx, signaling.CreateGroupArgs{GroupID: "team", Name: "Team", MemberList: []string{"bob", "carol"}, JoinOption: "invite"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A pending invitation alice → bob.
+	inv, err := alice.Invite(ctx, signaling.InviteArgs{Invitee: "bob", Data: "secret-data", Timeout: ptr(300)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A running one-to-one call alice ↔ bob with media, and a group call.
+	var call calls.CallResult
+	if err := alice.Do(ctx, calls.OpCall, calls.CallArgs{Invitee: "bob"}, &call); err != nil {
+		t.Fatal(err)
+	}
+	ra, err := roomclient.Enter(ctx, alice, call.RoomID, roomclient.Options{Peer: peerCfg()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ra.Close()
+	waitFor(t, bob, signaling.EvReceiveNewInvitation, byInvite(call.CallID))
+	if err := bob.Accept(ctx, call.CallID, ""); err != nil {
+		t.Fatal(err)
+	}
+	rb, err := roomclient.Enter(ctx, bob, call.RoomID, roomclient.Options{Peer: peerCfg()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rb.Close()
+	waitFor(t, alice, calls.EvCallBegin, nil)
+	var gcall calls.CallResult
+	if err := alice.Do(ctx, calls.OpGroupCall, calls.GroupCallArgs{GroupID: gid, InviteeList: []string{"carol"}}, &gcall); err != nil {
+		t.Fatal(err)
+	}
+	// Let the setup settle, then forget what everyone has received so far.
+	time.Sleep(300 * time.Millisecond)
+	drain := func(c *client.Client) []client.Event {
+		var out []client.Event
+		for {
+			wctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+			ev, err := c.Next(wctx)
+			cancel()
+			if err != nil {
+				return out
+			}
+			out = append(out, ev)
+		}
+	}
+	for _, c := range []*client.Client{alice, bob, carol} {
+		drain(c)
+	}
+
+	eve := s.Dial("eve") // an outsider: no invitation, group, room or call of hers
+	type tc struct {
+		who  *client.Client
+		name string
+		op   string
+		args any
+		want *signaling.Error
+	}
+	cases := []tc{
+		// not the inviter
+		{eve, "cancel someone's invitation", signaling.OpCancel, signaling.InviteIDArgs{InviteID: inv}, signaling.ErrNoPermission},
+		{eve, "modify someone's invitation", signaling.OpModifyInvitation, signaling.InviteIDArgs{InviteID: inv, Data: "x"}, signaling.ErrNoPermission},
+		{bob, "invitee cancels", signaling.OpCancel, signaling.InviteIDArgs{InviteID: inv}, signaling.ErrNoPermission},
+		// not an invitee
+		{eve, "accept someone's invitation", signaling.OpAccept, signaling.InviteIDArgs{InviteID: inv}, signaling.ErrInvalidInviteID},
+		{eve, "reject someone's invitation", signaling.OpReject, signaling.InviteIDArgs{InviteID: inv}, signaling.ErrInvalidInviteID},
+		{alice, "inviter accepts own invitation", signaling.OpAccept, signaling.InviteIDArgs{InviteID: inv}, signaling.ErrInvalidInviteID},
+		// not a group member
+		{eve, "inviteInGroup", signaling.OpInviteInGroup, signaling.InviteInGroupArgs{GroupID: gid, InviteeList: []string{"bob"}}, signaling.ErrNotGroupMember},
+		{eve, "inviteUserToGroup", signaling.OpInviteUserToGroup, signaling.GroupUsersArgs{GroupID: gid, UserList: []string{"eve"}}, signaling.ErrNotGroupMember},
+		{eve, "kickGroupMember", signaling.OpKickGroupMember, signaling.KickArgs{GroupID: gid, MemberList: []string{"bob"}}, signaling.ErrNotGroupMember},
+		{eve, "dismissGroup", signaling.OpDismissGroup, signaling.GroupIDArgs{GroupID: gid}, signaling.ErrNotGroupMember},
+		{eve, "quitGroup", signaling.OpQuitGroup, signaling.GroupIDArgs{GroupID: gid}, signaling.ErrNotGroupMember},
+		{eve, "getGroupMemberList", signaling.OpGetGroupMemberList, signaling.GroupIDArgs{GroupID: gid}, signaling.ErrNotGroupMember},
+		{eve, "joinGroup of an invite-only group", signaling.OpJoinGroup, signaling.GroupIDArgs{GroupID: gid}, signaling.ErrJoinForbidden},
+		{eve, "groupCall in someone's group", calls.OpGroupCall, calls.GroupCallArgs{GroupID: gid, InviteeList: []string{"bob"}}, signaling.ErrNotGroupMember},
+		{eve, "joinCall of someone's group call", calls.OpJoinCall, calls.CallIDArgs{CallID: gcall.CallID}, signaling.ErrNotGroupMember},
+		// a member who is not the owner
+		{bob, "member kicks", signaling.OpKickGroupMember, signaling.KickArgs{GroupID: gid, MemberList: []string{"carol"}}, signaling.ErrNotGroupOwner},
+		{bob, "member dismisses", signaling.OpDismissGroup, signaling.GroupIDArgs{GroupID: gid}, signaling.ErrNotGroupOwner},
+		// not admitted to the room
+		{eve, "enterRoom of a call", rooms.OpEnterRoom, rooms.EnterArgs{RoomID: call.RoomID}, rooms.ErrNotAdmitted},
+		{eve, "enterRoom with a token for another room", rooms.OpEnterRoom, rooms.EnterArgs{RoomID: call.RoomID, RoomToken: s.RoomToken("eve", "elsewhere")}, rooms.ErrNotAdmitted},
+		{eve, "enterRoom with someone else's room token", rooms.OpEnterRoom, rooms.EnterArgs{RoomID: call.RoomID, RoomToken: s.RoomToken("alice", call.RoomID)}, rooms.ErrNotAdmitted},
+		{carol, "enterRoom of a call she is not in", rooms.OpEnterRoom, rooms.EnterArgs{RoomID: call.RoomID}, rooms.ErrNotAdmitted},
+		{eve, "exitRoom", rooms.OpExitRoom, rooms.RoomArgs{RoomID: call.RoomID}, rooms.ErrNotInRoom},
+		{eve, "rtcSignal", rooms.OpRtcSignal, rooms.SignalArgs{RoomID: call.RoomID, Signal: media.Signal{Target: media.TargetSubscriber, Type: media.SignalAnswer, SDP: "v=0"}}, rooms.ErrNotInRoom},
+		{eve, "muteLocalAudio", rooms.OpMuteLocalAudio, rooms.MuteArgs{RoomID: call.RoomID, Mute: true}, rooms.ErrNotInRoom},
+		{eve, "muteLocalVideo", rooms.OpMuteLocalVideo, rooms.MuteArgs{RoomID: call.RoomID, Mute: true}, rooms.ErrNotInRoom},
+		// not a participant of the call
+		{eve, "hangup", calls.OpHangup, calls.CallIDArgs{CallID: call.CallID}, calls.ErrNotInCall},
+		{eve, "switchCallMediaType", calls.OpSwitchCallMediaType, calls.SwitchArgs{CallID: call.CallID, MediaType: "audio"}, calls.ErrNotInCall},
+		{carol, "inviteUser into a call she has not joined", calls.OpInviteUser, calls.InviteUserArgs{CallID: gcall.CallID, UserList: []string{"bob"}}, calls.ErrNotInCall},
+		{carol, "hangup of a call she is not in", calls.OpHangup, calls.CallIDArgs{CallID: call.CallID}, calls.ErrNotInCall},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := c.who.Do(ctx, c.op, c.args, nil)
+			if !errors.Is(err, c.want) {
+				t.Fatalf("%s: got %v, want %s (%d)", c.op, err, c.want.Reason, c.want.Code)
+			}
+		})
+	}
+	// Records: the outsider sees none of theirs.
+	var h calls.HistoryResult
+	if err := eve.Do(ctx, calls.OpGetCallHistory, calls.HistoryArgs{}, &h); err != nil || len(h.Calls) != 0 {
+		t.Fatalf("eve's history: %+v %v", h, err)
+	}
+	// Nobody received anything because of the refused requests.
+	time.Sleep(200 * time.Millisecond)
+	for name, c := range map[string]*client.Client{"alice": alice, "bob": bob, "carol": carol, "eve": eve} {
+		for _, ev := range drain(c) {
+			if ev.Name == rooms.EvRtcSignal {
+				continue // media renegotiation of the running call
+			}
+			t.Errorf("%s received %s after outsiders' requests", name, ev)
+		}
+	}
+	// The call and the invitation are untouched.
+	if info, ok := s.Engine.Invitation(inv); !ok || info.Data != "secret-data" || info.States["bob"] != signaling.StatePending {
+		t.Fatalf("invitation changed: %+v %v", info, ok)
+	}
+	if rec, ok := s.Calls.Call(call.CallID); !ok || !rec.EndedAt.IsZero() {
+		t.Fatalf("call changed: %+v", rec)
+	}
+	if got := ra.Received(); got[peer.TrackKey{StreamID: "eve", Kind: "video"}].Packets != 0 {
+		t.Fatal("eve's media reached the call")
+	}
+
+	// Outsiders without a valid session token never get a connection.
+	other := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "eve", "exp": time.Now().Add(time.Hour).Unix()})
+	otherTok, _ := other.SignedString([]byte("some-other-key-some-other-key-xx"))
+	expired := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "eve", "exp": time.Now().Add(-time.Second).Unix()})
+	expiredTok, _ := expired.SignedString(webtest.Secret)
+	for name, tok := range map[string]string{"no token": "", "expired token": expiredTok, "token signed with another key": otherTok} {
+		_, err := client.Dial(ctx, s.URL, tok)
+		var de *client.DialError
+		if !errors.As(err, &de) || de.Status != http.StatusUnauthorized {
+			t.Errorf("%s: %v, want HTTP 401", name, err)
+		}
+	}
+}
+
+// syncBuffer is a log sink safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestTokensNeverLogged: with debug logging, nothing the server logs holds
+// a token, whether it came in the header or the query string.
+func TestTokensNeverLogged(t *testing.T) {
+	var logs syncBuffer
+	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	s := webtest.Start(t, webtest.Options{Logger: log, DevTokens: true})
+	ctx := testCtx(t)
+	tok := s.Token("alice")
+	c, err := client.Dial(ctx, s.URL+"?token="+tok, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := s.Dial("bob")
+	id, _ := c.Invite(ctx, signaling.InviteArgs{Invitee: "bob"})
+	_ = b.Accept(ctx, id, "")
+	_ = c.Do(ctx, "nope", nil, nil)
+	res, err := http.Get(s.HTTP.URL + "/api/dev/token?user=carol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dev struct {
+		Token string `json:"token"`
+	}
+	_ = json.NewDecoder(res.Body).Decode(&dev)
+	res.Body.Close()
+	_, _ = client.Dial(ctx, s.URL, tok[:len(tok)-4]+"AAAA") // a bad token is refused, and not logged either
+	c.Close()
+	s.Stop()
+	out := logs.String()
+	if !strings.Contains(out, "connected") {
+		t.Fatalf("debug logs were not captured: %q", out)
+	}
+	for _, secret := range []string{tok, dev.Token, strings.Split(tok, ".")[2]} {
+		if strings.Contains(out, secret) {
+			t.Fatalf("a token appears in the logs")
+		}
+	}
+}

@@ -1,0 +1,159 @@
+// Package webtest starts the whole Switchboard stack in-process for tests:
+// signaling engine, SFU on loopback, rooms, calls, and the HTTP/WebSocket
+// transport on an httptest listener, wired as cmd/switchboard wires them.
+package webtest
+
+import (
+	"context"
+	"log/slog"
+	"maps"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/switchboard-rtc/switchboard/calls"
+	"github.com/switchboard-rtc/switchboard/media"
+	"github.com/switchboard-rtc/switchboard/rooms"
+	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/signaling/client"
+	"github.com/switchboard-rtc/switchboard/web"
+)
+
+// Secret is the HS256 key of every test stack.
+var Secret = []byte("webtest-secret-0123456789abcdef-0123456789")
+
+// Options change the stack's configuration; zero values take the defaults.
+type Options struct {
+	Signaling *signaling.Config
+	Web       *web.Config
+	Calls     *calls.Config
+	Rooms     rooms.Config
+	Media     media.Config // ListenIP and IncludeLoopback are forced to loopback
+	Store     signaling.Store
+	Records   calls.RecordStore
+	Clock     signaling.Clock // for calls; nil: the system clock
+	Logger    *slog.Logger
+	DevTokens bool
+}
+
+// Stack is a running server.
+type Stack struct {
+	T      testing.TB
+	Auth   *web.Authenticator
+	Engine *signaling.Engine
+	SFU    *media.SFU
+	Rooms  *rooms.Manager
+	Calls  *calls.Manager
+	Server *web.Server
+	HTTP   *httptest.Server
+	URL    string // ws://127.0.0.1:port/ws
+
+	stopped bool
+}
+
+// Start starts a stack that stops when the test ends.
+func Start(t testing.TB, o Options) *Stack {
+	t.Helper()
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	sigCfg := signaling.DefaultConfig()
+	if o.Signaling != nil {
+		sigCfg = *o.Signaling
+	}
+	webCfg := web.DefaultConfig()
+	webCfg.MaxConnsPerUser = sigCfg.Limits.ConnectionsPerUser
+	if o.Web != nil {
+		webCfg = *o.Web
+	}
+	callCfg := calls.DefaultConfig()
+	callCfg.Heartbeat = 0
+	if o.Calls != nil {
+		callCfg = *o.Calls
+	}
+	if o.Store == nil {
+		o.Store = signaling.NewMemoryStore()
+	}
+	if o.Records == nil {
+		o.Records = calls.NewMemoryRecords()
+	}
+	s := &Stack{T: t}
+	var err error
+	if s.Auth, err = web.NewAuthenticator(web.AuthConfig{Secret: Secret, Dev: o.DevTokens}); err != nil {
+		t.Fatal(err)
+	}
+	if s.Engine, err = signaling.NewEngine(context.Background(), signaling.Params{Config: sigCfg, Store: o.Store, Logger: log}); err != nil {
+		t.Fatal(err)
+	}
+	o.Media.ListenIP, o.Media.IncludeLoopback = "127.0.0.1", true
+	if s.SFU, err = media.New(o.Media, log); err != nil {
+		t.Fatal(err)
+	}
+	s.Rooms = rooms.NewManager(rooms.Params{Config: o.Rooms, SFU: s.SFU, Tokens: s.Auth, Logger: log})
+	if s.Calls, err = calls.NewManager(context.Background(), calls.Params{Config: callCfg, Engine: s.Engine, Rooms: s.Rooms,
+		Records: o.Records, Clock: o.Clock, Logger: log}); err != nil {
+		t.Fatal(err)
+	}
+	ops := s.Engine.Ops()
+	maps.Copy(ops, s.Calls.Ops())
+	if ops, err = web.MergeOps(ops, s.Rooms.Ops()); err != nil {
+		t.Fatal(err)
+	}
+	if s.Server, err = web.New(web.Params{Config: webCfg, Auth: s.Auth, DevTokens: o.DevTokens, Engine: s.Engine, Ops: ops,
+		OnSessionClosed: []func(signaling.Session){s.Rooms.SessionClosed}, Logger: log}); err != nil {
+		t.Fatal(err)
+	}
+	s.HTTP = httptest.NewServer(s.Server.Handler())
+	s.URL = "ws" + strings.TrimPrefix(s.HTTP.URL, "http") + "/ws"
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// Stop shuts the stack down in the order cmd/switchboard does.
+func (s *Stack) Stop() {
+	if s.stopped {
+		return
+	}
+	s.stopped = true
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s.Calls.Close()
+	_ = s.Server.Shutdown(ctx)
+	s.HTTP.Close()
+	s.Rooms.Close()
+	_ = s.SFU.Close()
+	s.Engine.Close()
+}
+
+// Token issues a session token for user.
+func (s *Stack) Token(user string) string {
+	tok, _, err := s.Auth.Issue(user, "", time.Hour)
+	if err != nil {
+		s.T.Fatal(err)
+	}
+	return tok
+}
+
+// RoomToken issues a room token.
+func (s *Stack) RoomToken(user, room string) string {
+	tok, _, err := s.Auth.Issue(user, room, time.Hour)
+	if err != nil {
+		s.T.Fatal(err)
+	}
+	return tok
+}
+
+// Dial connects user; the client closes when the test ends.
+func (s *Stack) Dial(user string, opts ...client.Option) *client.Client {
+	s.T.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, s.URL, s.Token(user), append([]client.Option{client.WithPingInterval(0)}, opts...)...)
+	if err != nil {
+		s.T.Fatalf("dial %s: %v", user, err)
+	}
+	s.T.Cleanup(func() { _ = c.Close() })
+	return c
+}
