@@ -1,0 +1,618 @@
+// Package peer is a Go WebRTC client for the media SFU, used by tests and
+// benchmarks. A Peer publishes synthetic VP8 video and Opus audio on its
+// publisher connection (it offers there) and receives other participants'
+// tracks on its subscriber connection (it answers the SFU's offers there),
+// counting what arrives per remote track.
+package peer
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
+	"github.com/pion/logging"
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+	pionmedia "github.com/pion/webrtc/v4/pkg/media"
+
+	"github.com/switchboard-rtc/switchboard/media"
+	"github.com/switchboard-rtc/switchboard/media/internal/pionlog"
+)
+
+// Defaults for zero Config fields.
+const (
+	DefaultListenIP         = "127.0.0.1"
+	DefaultVideoBitrate     = 300_000
+	DefaultVideoFPS         = 30
+	DefaultKeyframeInterval = 2 * time.Second
+	// DefaultKeyframeRequestInterval is how long a received video track may
+	// go without a keyframe before the peer asks for one.
+	DefaultKeyframeRequestInterval = 250 * time.Millisecond
+	// audioFrameBytes is the Opus payload per 20 ms frame (about 26 kbit/s).
+	audioFrameBytes = 64
+	audioFrameTime  = 20 * time.Millisecond
+)
+
+// Config configures a Peer.
+type Config struct {
+	// ListenIP is the address of the peer's one UDP socket; its only host
+	// candidate. Default DefaultListenIP.
+	ListenIP string
+	// IncludeLoopback must be true when ListenIP is a loopback address.
+	IncludeLoopback bool
+	// ICEServers are used for the peer's own gathering.
+	ICEServers []webrtc.ICEServer
+
+	// Audio and Video select the tracks published. With both false the peer
+	// has no publisher connection (an audience member).
+	Audio bool
+	Video bool
+	// VideoBitrate in bit/s, VideoFPS frames per second.
+	VideoBitrate int
+	VideoFPS     int
+	// KeyframeInterval is the period of unsolicited keyframes; a PLI or FIR
+	// from the SFU makes the next frame a keyframe at once.
+	KeyframeInterval time.Duration
+
+	// KeyframeRequestInterval: like a browser, the peer sends a PLI for a
+	// received video track that has delivered packets but no keyframe for
+	// this long, and repeats it at this interval until a keyframe arrives.
+	// Default DefaultKeyframeRequestInterval. NoKeyframeRequests turns this
+	// off, so that only the SFU's own keyframe requests remain (tests of the
+	// SFU's PLI on subscribe).
+	KeyframeRequestInterval time.Duration
+	NoKeyframeRequests      bool
+
+	Logger *slog.Logger
+}
+
+// TrackKey names a received track: StreamID is the publisher's participant
+// ID (the SFU sets the stream ID to it), Kind is "audio" or "video".
+type TrackKey struct {
+	StreamID string
+	Kind     string
+}
+
+// TrackStats counts what arrived on one received track. Counters sum over
+// every track received under the same key (a re-published track continues
+// them).
+type TrackStats struct {
+	TrackID   string
+	Packets   uint64
+	Bytes     uint64 // RTP payload bytes
+	Keyframes uint64 // VP8 keyframes started (video only)
+	// Started is when the track appeared (Pion reports a track with its
+	// first packet). FirstPacket and FirstKeyframe are zero until then.
+	Started       time.Time
+	FirstPacket   time.Time
+	FirstKeyframe time.Time
+	// Ended is true once the track ended (removed by the SFU or connection
+	// closed) and no newer track under this key is running.
+	Ended bool
+}
+
+// Peer is one client. Its methods are safe for concurrent use.
+type Peer struct {
+	cfg  Config
+	send func(media.Signal)
+	log  *slog.Logger
+
+	// Each connection has its own UDP socket, as in a browser: the SFU's
+	// shared port tells connections apart by the client's address.
+	conns []*cuttableConn
+	muxes []ice.UDPMux
+	pub   *webrtc.PeerConnection // nil when publishing nothing
+	sub   *webrtc.PeerConnection
+
+	video *webrtc.TrackLocalStaticSample
+	audio *webrtc.TrackLocalStaticSample
+
+	forceKeyframe atomic.Bool
+	plisReceived  atomic.Uint64
+	keyframesSent atomic.Uint64
+	plisSent      atomic.Uint64
+
+	// negMu serialises HandleSignal's negotiation steps.
+	negMu         sync.Mutex
+	pendingRemote map[media.Target][]webrtc.ICECandidateInit
+
+	// sigMu orders outgoing signals: candidates wait for their description.
+	sigMu     sync.Mutex
+	descSent  map[media.Target]bool
+	heldLocal map[media.Target][]media.Signal
+
+	statsMu  sync.Mutex
+	received map[TrackKey]*TrackStats
+	ssrcs    map[TrackKey]webrtc.SSRC // of the running track under each key
+
+	mu     sync.Mutex // guards closed, and wg.Add against Close's Wait
+	closed bool
+	wg     sync.WaitGroup
+	done   chan struct{}
+}
+
+// New creates the peer's connections and, when it publishes, sends the
+// publisher offer through send at once. send must not block and must deliver
+// signals in order; HandleSignal takes the SFU's replies.
+func New(cfg Config, send func(media.Signal)) (*Peer, error) {
+	if send == nil {
+		return nil, errors.New("peer: send is required")
+	}
+	if cfg.ListenIP == "" {
+		cfg.ListenIP = DefaultListenIP
+	}
+	if cfg.VideoBitrate <= 0 {
+		cfg.VideoBitrate = DefaultVideoBitrate
+	}
+	if cfg.VideoFPS <= 0 {
+		cfg.VideoFPS = DefaultVideoFPS
+	}
+	if cfg.KeyframeInterval <= 0 {
+		cfg.KeyframeInterval = DefaultKeyframeInterval
+	}
+	if cfg.KeyframeRequestInterval <= 0 {
+		cfg.KeyframeRequestInterval = DefaultKeyframeRequestInterval
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	ip := net.ParseIP(cfg.ListenIP)
+	if ip == nil {
+		return nil, fmt.Errorf("peer: ListenIP %q is not an IP address", cfg.ListenIP)
+	}
+
+	p := &Peer{
+		cfg:           cfg,
+		send:          send,
+		log:           cfg.Logger,
+		pendingRemote: make(map[media.Target][]webrtc.ICECandidateInit),
+		descSent:      make(map[media.Target]bool),
+		heldLocal:     make(map[media.Target][]media.Signal),
+		received:      make(map[TrackKey]*TrackStats),
+		ssrcs:         make(map[TrackKey]webrtc.SSRC),
+		done:          make(chan struct{}),
+	}
+	if err := p.setup(ip, pionlog.Factory(p.log, slog.LevelWarn)); err != nil {
+		_ = p.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+// newConnection creates a PeerConnection with a UDP socket of its own.
+func (p *Peer) newConnection(ip net.IP, logs logging.LoggerFactory) (*webrtc.PeerConnection, error) {
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: ip})
+	if err != nil {
+		return nil, fmt.Errorf("peer: listen udp: %w", err)
+	}
+	conn := &cuttableConn{PacketConn: udp}
+	mux := webrtc.NewICEUDPMux(logs.NewLogger("udpmux"), conn)
+	p.conns = append(p.conns, conn)
+	p.muxes = append(p.muxes, mux)
+
+	se := webrtc.SettingEngine{LoggerFactory: logs}
+	se.SetICEUDPMux(mux)
+	se.SetIncludeLoopbackCandidate(p.cfg.IncludeLoopback)
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
+	m := &webrtc.MediaEngine{}
+	if err := m.RegisterDefaultCodecs(); err != nil {
+		return nil, fmt.Errorf("peer: codecs: %w", err)
+	}
+	ir := &interceptor.Registry{}
+	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil {
+		return nil, fmt.Errorf("peer: interceptors: %w", err)
+	}
+	api := webrtc.NewAPI(webrtc.WithSettingEngine(se), webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir))
+	return api.NewPeerConnection(webrtc.Configuration{
+		ICEServers:   p.cfg.ICEServers,
+		BundlePolicy: webrtc.BundlePolicyMaxBundle,
+	})
+}
+
+func (p *Peer) setup(ip net.IP, logs logging.LoggerFactory) error {
+	var err error
+	p.sub, err = p.newConnection(ip, logs)
+	if err != nil {
+		return fmt.Errorf("peer: subscriber connection: %w", err)
+	}
+	p.onCandidates(p.sub, media.TargetSubscriber)
+	p.sub.OnTrack(p.receive)
+
+	if !p.cfg.Audio && !p.cfg.Video {
+		return nil
+	}
+	p.pub, err = p.newConnection(ip, logs)
+	if err != nil {
+		return fmt.Errorf("peer: publisher connection: %w", err)
+	}
+	p.onCandidates(p.pub, media.TargetPublisher)
+	if p.cfg.Video {
+		p.video, err = webrtc.NewTrackLocalStaticSample(
+			webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "video", "peer")
+		if err != nil {
+			return fmt.Errorf("peer: video track: %w", err)
+		}
+		if err := p.addSender(p.video); err != nil {
+			return err
+		}
+	}
+	if p.cfg.Audio {
+		p.audio, err = webrtc.NewTrackLocalStaticSample(
+			webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "peer")
+		if err != nil {
+			return fmt.Errorf("peer: audio track: %w", err)
+		}
+		if err := p.addSender(p.audio); err != nil {
+			return err
+		}
+	}
+
+	offer, err := p.pub.CreateOffer(nil)
+	if err == nil {
+		err = p.pub.SetLocalDescription(offer)
+	}
+	if err != nil {
+		return fmt.Errorf("peer: publisher offer: %w", err)
+	}
+	p.sendDescription(media.Signal{Target: media.TargetPublisher, Type: media.SignalOffer, SDP: offer.SDP})
+
+	if p.video != nil {
+		p.goTracked(p.sendVideo)
+	}
+	if p.audio != nil {
+		p.goTracked(p.sendAudio)
+	}
+	return nil
+}
+
+// goTracked runs f in a goroutine Close waits for; false after Close.
+func (p *Peer) goTracked(f func()) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return false
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// addSender publishes track and reads its RTCP: a PLI or FIR makes the next
+// video frame a keyframe.
+func (p *Peer) addSender(track *webrtc.TrackLocalStaticSample) error {
+	sender, err := p.pub.AddTrack(track)
+	if err != nil {
+		return fmt.Errorf("peer: add %s track: %w", track.Kind(), err)
+	}
+	p.goTracked(func() {
+		buf := make([]byte, 1500)
+		for {
+			n, _, err := sender.Read(buf)
+			if err != nil {
+				return
+			}
+			pkts, err := rtcp.Unmarshal(buf[:n])
+			if err != nil {
+				continue
+			}
+			for _, pkt := range pkts {
+				switch pkt.(type) {
+				case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+					p.plisReceived.Add(1)
+					p.forceKeyframe.Store(true)
+				}
+			}
+		}
+	})
+	return nil
+}
+
+// sendVideo writes one frame per 1/VideoFPS until Close.
+func (p *Peer) sendVideo() {
+	interval := time.Second / time.Duration(p.cfg.VideoFPS)
+	frameBytes := p.cfg.VideoBitrate / 8 / p.cfg.VideoFPS
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	var lastKeyframe time.Time
+	var seq uint32
+	for {
+		select {
+		case <-p.done:
+			return
+		case <-ticker.C:
+		}
+		now := time.Now()
+		key := p.forceKeyframe.Swap(false) || now.Sub(lastKeyframe) >= p.cfg.KeyframeInterval
+		size := frameBytes
+		if key {
+			lastKeyframe = now
+			size *= 3
+			p.keyframesSent.Add(1)
+		}
+		seq++
+		if err := p.video.WriteSample(pionmedia.Sample{Data: makeVP8Frame(size, key, seq), Duration: interval}); err != nil {
+			p.log.Debug("write video", "err", err)
+		}
+	}
+}
+
+// sendAudio writes one Opus-sized frame per 20 ms until Close.
+func (p *Peer) sendAudio() {
+	ticker := time.NewTicker(audioFrameTime)
+	defer ticker.Stop()
+	frame := make([]byte, audioFrameBytes)
+	for i := range frame {
+		frame[i] = byte(i)
+	}
+	for {
+		select {
+		case <-p.done:
+			return
+		case <-ticker.C:
+		}
+		if err := p.audio.WriteSample(pionmedia.Sample{Data: frame, Duration: audioFrameTime}); err != nil {
+			p.log.Debug("write audio", "err", err)
+		}
+	}
+}
+
+// receive counts one remote track until it ends. Runs in Pion's goroutine.
+func (p *Peer) receive(track *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.wg.Add(1)
+	p.mu.Unlock()
+	defer p.wg.Done()
+
+	key := TrackKey{StreamID: track.StreamID(), Kind: track.Kind().String()}
+	isVP8 := track.Codec().MimeType == webrtc.MimeTypeVP8
+	p.statsMu.Lock()
+	st := p.received[key]
+	if st == nil {
+		st = &TrackStats{}
+		p.received[key] = st
+	}
+	st.TrackID = track.ID()
+	st.Started = time.Now()
+	st.Ended = false
+	p.ssrcs[key] = track.SSRC()
+	p.statsMu.Unlock()
+
+	buf := make([]byte, 1500)
+	var pkt rtp.Packet
+	var gotKeyframe bool
+	var lastAsk time.Time // first packet time, then time of the last PLI
+	for {
+		n, _, err := track.Read(buf)
+		if err != nil {
+			break
+		}
+		if pkt.Unmarshal(buf[:n]) != nil {
+			continue
+		}
+		now := time.Now()
+		keyframe := isVP8 && isVP8KeyframeStart(pkt.Payload)
+		gotKeyframe = gotKeyframe || keyframe
+		if isVP8 && !gotKeyframe && !p.cfg.NoKeyframeRequests {
+			if lastAsk.IsZero() {
+				lastAsk = now
+			} else if now.Sub(lastAsk) >= p.cfg.KeyframeRequestInterval {
+				lastAsk = now
+				p.sendPLI(track.SSRC())
+			}
+		}
+		p.statsMu.Lock()
+		st.Packets++
+		st.Bytes += uint64(len(pkt.Payload))
+		if st.FirstPacket.IsZero() {
+			st.FirstPacket = now
+		}
+		if keyframe {
+			st.Keyframes++
+			if st.FirstKeyframe.IsZero() {
+				st.FirstKeyframe = now
+			}
+		}
+		p.statsMu.Unlock()
+	}
+	p.statsMu.Lock()
+	if st.TrackID == track.ID() {
+		st.Ended = true
+		delete(p.ssrcs, key)
+	}
+	p.statsMu.Unlock()
+}
+
+// Received returns a copy of the counters of every track received so far.
+func (p *Peer) Received() map[TrackKey]TrackStats {
+	p.statsMu.Lock()
+	defer p.statsMu.Unlock()
+	out := make(map[TrackKey]TrackStats, len(p.received))
+	for k, v := range p.received {
+		out[k] = *v
+	}
+	return out
+}
+
+func (p *Peer) sendPLI(ssrc webrtc.SSRC) {
+	if err := p.sub.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: uint32(ssrc)}}); err != nil {
+		p.log.Debug("send pli", "err", err)
+		return
+	}
+	p.plisSent.Add(1)
+}
+
+// RequestKeyframe sends a PLI for the running track under key, as a
+// browser does when it cannot decode.
+func (p *Peer) RequestKeyframe(key TrackKey) error {
+	p.statsMu.Lock()
+	ssrc, ok := p.ssrcs[key]
+	p.statsMu.Unlock()
+	if !ok {
+		return fmt.Errorf("peer: no track %v", key)
+	}
+	if err := p.sub.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: uint32(ssrc)}}); err != nil {
+		return fmt.Errorf("peer: send pli: %w", err)
+	}
+	p.plisSent.Add(1)
+	return nil
+}
+
+// PLIsSent counts the keyframe requests this peer sent for received tracks.
+func (p *Peer) PLIsSent() uint64 { return p.plisSent.Load() }
+
+// PLIsReceived counts keyframe requests (PLI, FIR) the SFU sent this peer.
+func (p *Peer) PLIsReceived() uint64 { return p.plisReceived.Load() }
+
+// KeyframesSent counts the keyframes this peer published.
+func (p *Peer) KeyframesSent() uint64 { return p.keyframesSent.Load() }
+
+// States returns the publisher and subscriber connection states; the
+// publisher state is Unknown when the peer publishes nothing.
+func (p *Peer) States() (publisher, subscriber webrtc.PeerConnectionState) {
+	if p.pub != nil {
+		publisher = p.pub.ConnectionState()
+	}
+	return publisher, p.sub.ConnectionState()
+}
+
+// Cut makes the peer vanish from the network without a word: from now on
+// every datagram in and out is dropped, and nothing is closed. Close still
+// has to be called to release the peer.
+func (p *Peer) Cut() {
+	for _, c := range p.conns {
+		c.cut.Store(true)
+	}
+}
+
+// HandleSignal applies a Signal from the SFU: a subscriber offer (answered
+// through send), a publisher answer, or a candidate of either connection.
+func (p *Peer) HandleSignal(s media.Signal) error {
+	p.negMu.Lock()
+	defer p.negMu.Unlock()
+	p.mu.Lock()
+	closed := p.closed
+	p.mu.Unlock()
+	if closed {
+		return errors.New("peer: closed")
+	}
+	pc := p.sub
+	if s.Target == media.TargetPublisher {
+		pc = p.pub
+	}
+	if pc == nil {
+		return fmt.Errorf("peer: signal for %s connection, which this peer does not have", s.Target)
+	}
+	switch {
+	case s.Target == media.TargetSubscriber && s.Type == media.SignalOffer:
+		if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: s.SDP}); err != nil {
+			return fmt.Errorf("peer: subscriber offer: %w", err)
+		}
+		answer, err := pc.CreateAnswer(nil)
+		if err == nil {
+			err = pc.SetLocalDescription(answer)
+		}
+		if err != nil {
+			return fmt.Errorf("peer: subscriber answer: %w", err)
+		}
+		p.sendDescription(media.Signal{Target: media.TargetSubscriber, Type: media.SignalAnswer, SDP: answer.SDP})
+		p.flushRemote(s.Target, pc)
+	case s.Target == media.TargetPublisher && s.Type == media.SignalAnswer:
+		if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: s.SDP}); err != nil {
+			return fmt.Errorf("peer: publisher answer: %w", err)
+		}
+		p.flushRemote(s.Target, pc)
+	case s.Type == media.SignalCandidate && s.Candidate != nil:
+		if pc.RemoteDescription() == nil {
+			p.pendingRemote[s.Target] = append(p.pendingRemote[s.Target], *s.Candidate)
+			return nil
+		}
+		if err := pc.AddICECandidate(*s.Candidate); err != nil {
+			return fmt.Errorf("peer: %s candidate: %w", s.Target, err)
+		}
+	default:
+		return fmt.Errorf("peer: unexpected %s signal for %s connection", s.Type, s.Target)
+	}
+	return nil
+}
+
+func (p *Peer) flushRemote(t media.Target, pc *webrtc.PeerConnection) {
+	for _, c := range p.pendingRemote[t] {
+		if err := pc.AddICECandidate(c); err != nil {
+			p.log.Debug("buffered candidate", "err", err)
+		}
+	}
+	delete(p.pendingRemote, t)
+}
+
+func (p *Peer) onCandidates(pc *webrtc.PeerConnection, t media.Target) {
+	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
+		if c == nil {
+			return
+		}
+		init := c.ToJSON()
+		s := media.Signal{Target: t, Type: media.SignalCandidate, Candidate: &init}
+		p.sigMu.Lock()
+		defer p.sigMu.Unlock()
+		if !p.descSent[t] {
+			p.heldLocal[t] = append(p.heldLocal[t], s)
+			return
+		}
+		p.send(s)
+	})
+}
+
+// sendDescription sends a local description, then the candidates gathered
+// before it.
+func (p *Peer) sendDescription(s media.Signal) {
+	p.sigMu.Lock()
+	defer p.sigMu.Unlock()
+	p.send(s)
+	p.descSent[s.Target] = true
+	for _, c := range p.heldLocal[s.Target] {
+		p.send(c)
+	}
+	delete(p.heldLocal, s.Target)
+}
+
+// Close closes both connections and the socket and waits for every
+// goroutine of the peer. Safe to call more than once.
+func (p *Peer) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	close(p.done)
+	p.mu.Unlock()
+
+	var errs []error
+	if p.pub != nil {
+		errs = append(errs, p.pub.GracefulClose())
+	}
+	if p.sub != nil {
+		errs = append(errs, p.sub.GracefulClose())
+	}
+	p.wg.Wait()
+	for _, mux := range p.muxes {
+		if err := mux.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

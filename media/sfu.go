@@ -1,0 +1,392 @@
+package media
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
+	"github.com/pion/logging"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/switchboard-rtc/switchboard/media/internal/pionlog"
+)
+
+// MaxIDLength bounds room and participant IDs.
+const MaxIDLength = 64
+
+// SFU forwards the audio and video published by each participant of a room
+// to every other participant of that room. All peers share one UDP port.
+//
+// Locks: SFU.mu guards rooms and closed. It is never held while calling into
+// Pion, a participant or a callback, and no other lock is taken while it is
+// held. Participant.mu and publishedTrack.mu are never held together; the
+// innermost lock is Participant.outMu (the outgoing event queue), which may
+// be taken under Participant.mu.
+type SFU struct {
+	cfg  Config
+	log  *slog.Logger
+	api  *webrtc.API
+	mux  ice.UDPMux
+	conn net.PacketConn
+	cert webrtc.Certificate
+
+	counters counters
+
+	mu     sync.Mutex
+	rooms  map[string]*room
+	closed bool
+
+	// events counts the participants' event goroutines; Close waits for it.
+	// Add is only called under mu while closed is false.
+	events sync.WaitGroup
+}
+
+// room is the set of participants sharing media, and the tracks they
+// publish. Guarded by SFU.mu.
+type room struct {
+	id           string
+	participants map[string]*Participant
+	tracks       map[*publishedTrack]struct{}
+}
+
+// New opens the shared UDP port and returns a running SFU. log receives the
+// SFU's own messages and Pion's warnings and errors.
+func New(cfg Config, log *slog.Logger) (*SFU, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("component", "media")
+
+	var ip net.IP
+	if cfg.ListenIP != "" {
+		ip = net.ParseIP(cfg.ListenIP)
+	}
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: ip, Port: cfg.UDPPort})
+	if err != nil {
+		return nil, fmt.Errorf("media: listen udp: %w", err)
+	}
+
+	pionLogs := pionlog.Factory(log, slog.LevelWarn)
+	mux := webrtc.NewICEUDPMux(pionLogs.NewLogger("udpmux"), conn)
+
+	api, err := newAPI(cfg, mux, pionLogs)
+	if err != nil {
+		_ = mux.Close()
+		return nil, err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		_ = mux.Close()
+		return nil, fmt.Errorf("media: dtls key: %w", err)
+	}
+	cert, err := webrtc.GenerateCertificate(key)
+	if err != nil {
+		_ = mux.Close()
+		return nil, fmt.Errorf("media: dtls certificate: %w", err)
+	}
+
+	s := &SFU{
+		cfg:   cfg,
+		log:   log,
+		api:   api,
+		mux:   mux,
+		conn:  conn,
+		cert:  *cert,
+		rooms: make(map[string]*room),
+	}
+	log.Info("sfu started", "udp", conn.LocalAddr().String())
+	return s, nil
+}
+
+// newAPI builds the one webrtc.API every PeerConnection of the SFU uses:
+// default codecs, default interceptors (NACK generator and responder, RTCP
+// reports, TWCC), the shared UDP mux, and no mDNS.
+func newAPI(cfg Config, mux ice.UDPMux, logs logging.LoggerFactory) (*webrtc.API, error) {
+	se := webrtc.SettingEngine{LoggerFactory: logs}
+	se.SetICEUDPMux(mux)
+	se.SetIncludeLoopbackCandidate(cfg.IncludeLoopback)
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
+	if len(cfg.NAT1To1IPs) > 0 {
+		err := se.SetICEAddressRewriteRules(webrtc.ICEAddressRewriteRule{
+			External:        cfg.NAT1To1IPs,
+			AsCandidateType: webrtc.ICECandidateTypeHost,
+			Mode:            webrtc.ICEAddressRewriteReplace,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("%w: NAT1To1IPs: %v", ErrInvalidConfig, err)
+		}
+	}
+	if cfg.ICEDisconnectedTimeout > 0 || cfg.ICEFailedTimeout > 0 || cfg.ICEKeepaliveInterval > 0 {
+		se.SetICETimeouts(
+			orDefault(cfg.ICEDisconnectedTimeout, pionICEDisconnectedTimeout),
+			orDefault(cfg.ICEFailedTimeout, pionICEFailedTimeout),
+			orDefault(cfg.ICEKeepaliveInterval, pionICEKeepaliveInterval),
+		)
+	}
+
+	m := &webrtc.MediaEngine{}
+	if err := m.RegisterDefaultCodecs(); err != nil {
+		return nil, fmt.Errorf("media: codecs: %w", err)
+	}
+	ir := &interceptor.Registry{}
+	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil {
+		return nil, fmt.Errorf("media: interceptors: %w", err)
+	}
+	return webrtc.NewAPI(
+		webrtc.WithSettingEngine(se),
+		webrtc.WithMediaEngine(m),
+		webrtc.WithInterceptorRegistry(ir),
+	), nil
+}
+
+// Pion's ICE timer defaults, used when only some timers are configured.
+const (
+	pionICEDisconnectedTimeout = 5 * time.Second
+	pionICEFailedTimeout       = 25 * time.Second
+	pionICEKeepaliveInterval   = 2 * time.Second
+)
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+// UDPAddr is the address of the shared media port.
+func (s *SFU) UDPAddr() *net.UDPAddr {
+	addr, _ := s.conn.LocalAddr().(*net.UDPAddr)
+	return addr
+}
+
+// ICEServers returns the STUN/TURN servers to hand to clients.
+func (s *SFU) ICEServers() []ICEServer {
+	out := make([]ICEServer, len(s.cfg.ICEServers))
+	for i, srv := range s.cfg.ICEServers {
+		out[i] = ICEServer{URLs: append([]string(nil), srv.URLs...), Username: srv.Username, Credential: srv.Credential}
+	}
+	return out
+}
+
+// Close removes every participant (each gets OnGone(Left)), waits for their
+// goroutines and callbacks to finish, and closes the UDP port. It must not be
+// called from a participant callback. Calling it again returns nil.
+func (s *SFU) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	var all []*Participant
+	for _, r := range s.rooms {
+		for _, p := range r.participants {
+			all = append(all, p)
+		}
+	}
+	s.mu.Unlock()
+
+	var wg sync.WaitGroup
+	for _, p := range all {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.shutdown(Left)
+		}()
+	}
+	wg.Wait()
+	s.events.Wait()
+	err := s.mux.Close()
+	s.log.Info("sfu closed")
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("media: close udp mux: %w", err)
+	}
+	return nil
+}
+
+// Join adds a participant to a room, creating the room if needed, and starts
+// negotiating its subscriber connection: the first Signal sent through
+// opts.Send is the SFU's offer for it. The participant subscribes to every
+// track already published in the room. If opts.CanPublish is true the client
+// may then offer its publisher connection.
+func (s *SFU) Join(roomID, participantID string, opts JoinOptions) (*Participant, error) {
+	if err := validateID(roomID); err != nil {
+		return nil, fmt.Errorf("room: %w", err)
+	}
+	if err := validateID(participantID); err != nil {
+		return nil, fmt.Errorf("participant: %w", err)
+	}
+	if opts.Send == nil {
+		return nil, fmt.Errorf("%w: JoinOptions.Send is required", ErrInvalidConfig)
+	}
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return nil, ErrClosed
+	}
+
+	p, err := newParticipant(s, roomID, participantID, opts)
+	if err != nil {
+		return nil, err
+	}
+
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		p.abandon()
+		return nil, ErrClosed
+	}
+	r := s.rooms[roomID]
+	if r == nil {
+		r = &room{id: roomID, participants: make(map[string]*Participant), tracks: make(map[*publishedTrack]struct{})}
+		s.rooms[roomID] = r
+	}
+	if _, dup := r.participants[participantID]; dup {
+		s.mu.Unlock()
+		p.abandon()
+		return nil, fmt.Errorf("%w: %q in room %q", ErrDuplicateParticipant, participantID, roomID)
+	}
+	r.participants[participantID] = p
+	existing := make([]*publishedTrack, 0, len(r.tracks))
+	for t := range r.tracks {
+		existing = append(existing, t)
+	}
+	s.events.Add(1)
+	s.mu.Unlock()
+
+	go p.runEvents()
+	for _, t := range existing {
+		p.addDownTrack(t)
+	}
+	p.offer()
+	p.log.Info("joined", "can_publish", opts.CanPublish, "existing_tracks", len(existing))
+	return p, nil
+}
+
+// removeParticipant takes p out of its room and deletes the room when it
+// becomes empty. Tracks p published stay listed until their forwarders end.
+func (s *SFU) removeParticipant(p *Participant) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.rooms[p.roomID]
+	if r == nil || r.participants[p.id] != p {
+		return
+	}
+	delete(r.participants, p.id)
+	if len(r.participants) == 0 {
+		delete(s.rooms, r.id)
+	}
+}
+
+// addTrack lists t in its publisher's room and returns the participants who
+// must subscribe to it. ok is false when the publisher already left.
+func (s *SFU) addTrack(t *publishedTrack) (subscribers []*Participant, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.rooms[t.owner.roomID]
+	if r == nil || r.participants[t.owner.id] != t.owner {
+		return nil, false
+	}
+	r.tracks[t] = struct{}{}
+	t.room = r
+	for _, p := range r.participants {
+		if p != t.owner {
+			subscribers = append(subscribers, p)
+		}
+	}
+	return subscribers, true
+}
+
+// removeTrack unlists t from its room.
+func (s *SFU) removeTrack(t *publishedTrack) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if t.room != nil {
+		delete(t.room.tracks, t)
+	}
+}
+
+// Stats is a snapshot of the SFU's counters. Packet and byte counters only
+// grow; the others are current values.
+type Stats struct {
+	Rooms           int
+	Participants    int
+	PublishedTracks int
+
+	// PacketsIn and BytesIn count RTP read from publishers.
+	PacketsIn uint64
+	BytesIn   uint64
+	// PacketsOut and BytesOut count RTP written to subscriber tracks.
+	PacketsOut uint64
+	BytesOut   uint64
+	// KeyframeRequestsIn counts PLI and FIR received from subscribers;
+	// KeyframeRequestsOut counts PLIs sent to publishers after throttling
+	// (including the one sent when a subscriber is added).
+	KeyframeRequestsIn  uint64
+	KeyframeRequestsOut uint64
+}
+
+type counters struct {
+	packetsIn, bytesIn, packetsOut, bytesOut atomic.Uint64
+	keyframeRequestsIn, keyframeRequestsOut  atomic.Uint64
+}
+
+// Stats returns the SFU's counters.
+func (s *SFU) Stats() Stats {
+	st := Stats{
+		PacketsIn:           s.counters.packetsIn.Load(),
+		BytesIn:             s.counters.bytesIn.Load(),
+		PacketsOut:          s.counters.packetsOut.Load(),
+		BytesOut:            s.counters.bytesOut.Load(),
+		KeyframeRequestsIn:  s.counters.keyframeRequestsIn.Load(),
+		KeyframeRequestsOut: s.counters.keyframeRequestsOut.Load(),
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st.Rooms = len(s.rooms)
+	for _, r := range s.rooms {
+		st.Participants += len(r.participants)
+		st.PublishedTracks += len(r.tracks)
+	}
+	return st
+}
+
+// validateID accepts 1 to MaxIDLength SDP token characters (RFC 4566), so
+// that a participant ID can be used as a stream ID in SDP as is.
+func validateID(id string) error {
+	if id == "" || len(id) > MaxIDLength {
+		return fmt.Errorf("%w: length %d", ErrInvalidID, len(id))
+	}
+	for i := 0; i < len(id); i++ {
+		if !isTokenChar(id[i]) {
+			return fmt.Errorf("%w: character %q", ErrInvalidID, id[i])
+		}
+	}
+	return nil
+}
+
+// isTokenChar reports whether c is an RFC 4566 token-char.
+func isTokenChar(c byte) bool {
+	switch {
+	case c == 0x21, c >= 0x23 && c <= 0x27, c == 0x2A, c == 0x2B, c == 0x2D, c == 0x2E:
+		return true
+	case c >= 0x30 && c <= 0x39, c >= 0x41 && c <= 0x5A, c >= 0x5E && c <= 0x7E:
+		return true
+	}
+	return false
+}

@@ -1,0 +1,282 @@
+package media
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+)
+
+// publishedTrack is one track a participant publishes. Its forwarder reads
+// RTP from the client and writes each packet to one downTrack per
+// subscriber.
+type publishedTrack struct {
+	owner    *Participant
+	remote   *webrtc.TrackRemote
+	receiver *webrtc.RTPReceiver
+	kind     webrtc.RTPCodecType
+	codec    webrtc.RTPCodecCapability
+	id       string // track ID at subscribers: <participant>-<kind>-<n>
+	streamID string // stream ID at subscribers: the publisher's participant ID
+	room     *room  // set by SFU.addTrack; guarded by SFU.mu
+
+	// downs is the forwarder's lock-free view of the subscribers: a slice
+	// replaced (never modified) under mu.
+	downs atomic.Pointer[[]*downTrack]
+
+	mu     sync.Mutex // guards closed and writes of downs
+	closed bool
+
+	keyframeWanted chan struct{} // capacity 1: a keyframe request is pending
+	done           chan struct{} // closed by close
+	counters       *counters
+	pliThrottle    time.Duration
+}
+
+func newPublishedTrack(owner *Participant, remote *webrtc.TrackRemote, receiver *webrtc.RTPReceiver, seq int) *publishedTrack {
+	t := &publishedTrack{
+		owner:          owner,
+		remote:         remote,
+		receiver:       receiver,
+		kind:           remote.Kind(),
+		codec:          remote.Codec().RTPCodecCapability,
+		id:             fmt.Sprintf("%s-%s-%d", owner.id, remote.Kind(), seq),
+		streamID:       owner.id,
+		keyframeWanted: make(chan struct{}, 1),
+		done:           make(chan struct{}),
+		counters:       &owner.sfu.counters,
+		pliThrottle:    owner.sfu.cfg.PLIThrottle,
+	}
+	t.downs.Store(&[]*downTrack{})
+	return t
+}
+
+// forward copies RTP from the publisher to every subscriber until the track
+// ends (the client stopped sending it or the connection closed).
+func (t *publishedTrack) forward() {
+	buf := make([]byte, 1500)
+	var pkt rtp.Packet
+	for {
+		n, _, err := t.remote.Read(buf)
+		if err != nil {
+			return
+		}
+		if err := pkt.Unmarshal(buf[:n]); err != nil {
+			continue
+		}
+		t.counters.packetsIn.Add(1)
+		t.counters.bytesIn.Add(uint64(n))
+		t.fanOut(&pkt)
+	}
+}
+
+// fanOut writes pkt to every subscriber. It holds no lock: it reads a
+// snapshot of the subscriber list. Each write encrypts and hands one
+// datagram to the shared UDP socket without waiting for the subscriber, so a
+// slow or vanished subscriber costs the same as a live one. fanOut strips
+// pkt's header extensions; the writes copy the header before rewriting SSRC
+// and payload type per subscriber.
+func (t *publishedTrack) fanOut(pkt *rtp.Packet) {
+	// Header extension IDs were negotiated with the publisher, not with the
+	// subscribers: drop them (the subscriber's interceptors add their own).
+	pkt.Header.Extension = false
+	pkt.Header.ExtensionProfile = 0
+	pkt.Header.Extensions = nil
+	size := uint64(pkt.MarshalSize())
+	for _, d := range *t.downs.Load() {
+		if d.write(pkt) {
+			t.counters.packetsOut.Add(1)
+			t.counters.bytesOut.Add(size)
+		}
+	}
+}
+
+// addDown adds d to the forwarding list; false if the track ended.
+func (t *publishedTrack) addDown(d *downTrack) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
+	old := *t.downs.Load()
+	next := make([]*downTrack, len(old), len(old)+1)
+	copy(next, old)
+	next = append(next, d)
+	t.downs.Store(&next)
+	return true
+}
+
+// removeDown removes d from the forwarding list.
+func (t *publishedTrack) removeDown(d *downTrack) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	old := *t.downs.Load()
+	next := make([]*downTrack, 0, len(old))
+	for _, x := range old {
+		if x != d {
+			next = append(next, x)
+		}
+	}
+	t.downs.Store(&next)
+}
+
+// close marks the track ended and returns the downTracks it had.
+func (t *publishedTrack) close() []*downTrack {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return nil
+	}
+	t.closed = true
+	close(t.done)
+	old := *t.downs.Load()
+	t.downs.Store(&[]*downTrack{})
+	return old
+}
+
+// requestKeyframe asks the publisher for a keyframe. It never blocks: the
+// request is merged with any pending one and sent by requestKeyframes.
+func (t *publishedTrack) requestKeyframe() {
+	if t.kind != webrtc.RTPCodecTypeVideo {
+		return
+	}
+	select {
+	case t.keyframeWanted <- struct{}{}:
+	default:
+	}
+}
+
+// requestKeyframes sends PLIs to the publisher, at most one per
+// pliThrottle. A request inside the interval is sent when it ends, so a
+// subscriber added just after another still gets its keyframe promptly.
+func (t *publishedTrack) requestKeyframes() {
+	defer t.owner.wg.Done()
+	var last time.Time
+	for {
+		select {
+		case <-t.done:
+			return
+		case <-t.keyframeWanted:
+		}
+		if wait := time.Until(last.Add(t.pliThrottle)); wait > 0 {
+			timer := time.NewTimer(wait)
+			select {
+			case <-t.done:
+				timer.Stop()
+				return
+			case <-timer.C:
+			}
+			// Requests that arrived while waiting are served by this PLI.
+			select {
+			case <-t.keyframeWanted:
+			default:
+			}
+		}
+		last = time.Now()
+		pli := &rtcp.PictureLossIndication{MediaSSRC: uint32(t.remote.SSRC())}
+		if err := t.owner.pub.WriteRTCP([]rtcp.Packet{pli}); err != nil {
+			if errors.Is(err, io.ErrClosedPipe) {
+				return
+			}
+			continue
+		}
+		t.counters.keyframeRequestsOut.Add(1)
+		t.owner.log.Debug("keyframe requested", "track", t.id)
+	}
+}
+
+// readRTCP drains the publisher's RTCP (sender reports) for this track.
+// Reading is what runs the receiving interceptors (reports, NACK state).
+func (t *publishedTrack) readRTCP() {
+	defer t.owner.wg.Done()
+	buf := make([]byte, 1500)
+	for {
+		if _, _, err := t.receiver.Read(buf); err != nil {
+			return
+		}
+	}
+}
+
+// downTrack is one publishedTrack as sent to one subscriber: a
+// TrackLocalStaticRTP of its own on the subscriber connection, so adding or
+// removing a subscriber touches no other subscriber.
+type downTrack struct {
+	*webrtc.TrackLocalStaticRTP
+	track  *publishedTrack
+	sub    *Participant
+	sender *webrtc.RTPSender // set before the downTrack is shared
+	bound  atomic.Bool       // negotiated: writes reach the subscriber
+}
+
+func newDownTrack(t *publishedTrack, sub *Participant) (*downTrack, error) {
+	local, err := webrtc.NewTrackLocalStaticRTP(t.codec, t.id, t.streamID)
+	if err != nil {
+		return nil, err
+	}
+	return &downTrack{TrackLocalStaticRTP: local, track: t, sub: sub}, nil
+}
+
+// Bind is called by Pion when the subscriber's answer is applied. The
+// subscriber needs a keyframe to start decoding: ask for one now if its
+// connection is up, otherwise the subscriber's connect will ask.
+func (d *downTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameters, error) {
+	codec, err := d.TrackLocalStaticRTP.Bind(ctx)
+	if err != nil {
+		return codec, err
+	}
+	d.bound.Store(true)
+	if d.sub != nil {
+		d.sub.log.Debug("subscriber track bound", "track", d.track.id, "connected", d.sub.subConnected.Load())
+	}
+	if d.sub == nil || d.sub.subConnected.Load() {
+		d.track.requestKeyframe()
+	}
+	return codec, nil
+}
+
+// Unbind is called by Pion when the track is removed or the connection
+// closes.
+func (d *downTrack) Unbind(ctx webrtc.TrackLocalContext) error {
+	d.bound.Store(false)
+	return d.TrackLocalStaticRTP.Unbind(ctx)
+}
+
+// write sends pkt to the subscriber; false if it was not sent.
+func (d *downTrack) write(pkt *rtp.Packet) bool {
+	if !d.bound.Load() {
+		return false
+	}
+	return d.WriteRTP(pkt) == nil
+}
+
+// readRTCP reads the subscriber's RTCP for this track, which runs the NACK
+// responder (retransmissions), and forwards its keyframe requests to the
+// publisher through the throttle. It ends when the track is removed from the
+// subscriber connection or the connection closes.
+func (d *downTrack) readRTCP() {
+	defer d.sub.wg.Done()
+	buf := make([]byte, 1500)
+	for {
+		n, _, err := d.sender.Read(buf)
+		if err != nil {
+			return
+		}
+		pkts, err := rtcp.Unmarshal(buf[:n])
+		if err != nil {
+			continue
+		}
+		for _, pkt := range pkts {
+			switch pkt.(type) {
+			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+				d.track.counters.keyframeRequestsIn.Add(1)
+				d.track.requestKeyframe()
+			}
+		}
+	}
+}
