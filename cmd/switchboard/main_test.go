@@ -18,6 +18,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func TestRunServesAndShutsDown(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	defer http.DefaultClient.CloseIdleConnections()
 	addr := make(chan string, 1)
 	code := make(chan int, 1)
 	var out, errs bytes.Buffer

@@ -1,0 +1,601 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/signaling/client"
+)
+
+type sigOptions struct {
+	server   serverFlags
+	users    int
+	callers  int
+	duration time.Duration
+	warmup   time.Duration
+	rate     float64
+}
+
+func (o *sigOptions) flags(out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("switchboard-bench signaling", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.IntVar(&o.users, "users", 10000, "connected users in all: the callers and callees plus idle users")
+	fs.IntVar(&o.callers, "callers", 200, "concurrent caller/callee pairs calling in a loop")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "measurement window of each run (server, then relay)")
+	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "calls placed before the window opens, not measured")
+	fs.Float64Var(&o.rate, "rate", 0, "call setups per second over all pairs; 0: as fast as the pairs go")
+	o.server.register(fs)
+	return fs
+}
+
+func (o *sigOptions) validate() error {
+	switch {
+	case o.callers < 1:
+		return errors.New("--callers must be at least 1")
+	case o.users < 2*o.callers:
+		return fmt.Errorf("--users (%d) must be at least 2 × --callers (%d): every pair is two connected users", o.users, o.callers)
+	case o.duration <= 0 || o.warmup < 0 || o.rate < 0:
+		return errors.New("--duration must be positive, --warmup and --rate not negative")
+	case o.duration > time.Hour || o.warmup > time.Hour:
+		return errors.New("--duration and --warmup are capped at 1h")
+	}
+	return o.server.validate()
+}
+
+// sigResult is the RESULT of signaling mode.
+type sigResult struct {
+	Mode         string  `json:"mode"`
+	Server       string  `json:"server"`
+	Users        int     `json:"users"`
+	IdleUsers    int     `json:"idle_users"`
+	Callers      int     `json:"callers"`
+	DurationS    float64 `json:"duration_s"`
+	WarmupS      float64 `json:"warmup_s"`
+	Rate         float64 `json:"rate"`
+	SetupsPerS   float64 `json:"setups_per_s"`
+	RingP50      float64 `json:"ring_p50_ms"`
+	RingP99      float64 `json:"ring_p99_ms"`
+	AcceptP50    float64 `json:"accept_p50_ms"`
+	AcceptP99    float64 `json:"accept_p99_ms"`
+	Errors       int64   `json:"errors"`
+	BytesPerConn float64 `json:"bytes_per_conn"`
+	MemMethod    string  `json:"bytes_per_conn_method"`
+	ServerCPUS   float64 `json:"server_cpu_s"`
+	CPUMethod    string  `json:"server_cpu_method"`
+
+	RelaySetupsPerS   float64 `json:"relay_setups_per_s"`
+	RelayRingP50      float64 `json:"relay_ring_p50_ms"`
+	RelayRingP99      float64 `json:"relay_ring_p99_ms"`
+	RelayAcceptP50    float64 `json:"relay_accept_p50_ms"`
+	RelayAcceptP99    float64 `json:"relay_accept_p99_ms"`
+	RelayErrors       int64   `json:"relay_errors"`
+	RelayBytesPerConn float64 `json:"relay_bytes_per_conn"`
+	RelayRatio        float64 `json:"relay_ratio"`
+}
+
+// loadResult is what one run of the call loop measured.
+type loadResult struct {
+	setups       int64
+	ring, accept []float64 // ms, calls whose invite was sent in the window
+	errors       int64
+	firstErr     error
+	window       time.Duration
+	bytesPerConn float64
+	cpu          time.Duration // server CPU over the window (server run only)
+}
+
+func runSignaling(ctx context.Context, o sigOptions, stdout, stderr io.Writer) (*sigResult, error) {
+	idle := o.users - 2*o.callers
+	// This process holds, at most, the server's end of every connection
+	// (in-process) and both ends of the active pairs.
+	if err := raiseFileLimit(uint64(o.users + 4*o.callers + 1024)); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(stderr, "signaling: starting server (%s)…\n", modeName(o.server))
+	srv, err := startServer(ctx, o.server, stderr)
+	if err != nil {
+		return nil, fmt.Errorf("start server: %w", err)
+	}
+	fmt.Fprintf(stderr, "signaling: server %s at %s; connecting %d idle users…\n", srv.mode, srv.wsURL, idle)
+	main, err := runTarget(ctx, o, idle, sigTarget{
+		wsURL: srv.wsURL, secret: srv.secret, memory: srv.memory, cpu: srv.cpu,
+		newDriver: func(ctx context.Context, caller, callee string) (*pair, error) {
+			return dialServerPair(ctx, srv, caller, callee)
+		},
+	}, stderr)
+	if serr := srv.stop(); serr != nil && err == nil {
+		fmt.Fprintln(stderr, "signaling: server stop:", serr)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("server run: %w", err)
+	}
+
+	fmt.Fprintf(stderr, "signaling: relay baseline; connecting %d idle users…\n", idle)
+	rl, err := startRelay()
+	if err != nil {
+		return nil, err
+	}
+	base, err := runTarget(ctx, o, idle, sigTarget{
+		wsURL: rl.url(), memory: inProcessMemory,
+		newDriver: func(ctx context.Context, caller, callee string) (*pair, error) {
+			return dialRelayPair(ctx, rl.url(), caller, callee)
+		},
+	}, stderr)
+	if rerr := rl.stop(); rerr != nil && err == nil {
+		fmt.Fprintln(stderr, "signaling: relay stop:", rerr)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("relay run: %w", err)
+	}
+
+	secs := o.duration.Seconds()
+	res := &sigResult{
+		Mode: "signaling", Server: srv.mode, Users: o.users, IdleUsers: idle, Callers: o.callers,
+		DurationS: secs, WarmupS: o.warmup.Seconds(), Rate: o.rate,
+		SetupsPerS:   round3(float64(main.setups) / secs),
+		RingP50:      round3(percentile(main.ring, 50)),
+		RingP99:      round3(percentile(main.ring, 99)),
+		AcceptP50:    round3(percentile(main.accept, 50)),
+		AcceptP99:    round3(percentile(main.accept, 99)),
+		Errors:       main.errors,
+		BytesPerConn: round3(main.bytesPerConn),
+		MemMethod:    srv.memoryMethod() + ", idle users connected from a child process",
+		ServerCPUS:   round3(main.cpu.Seconds()),
+		CPUMethod:    cpuMethod(srv),
+
+		RelaySetupsPerS:   round3(float64(base.setups) / secs),
+		RelayRingP50:      round3(percentile(base.ring, 50)),
+		RelayRingP99:      round3(percentile(base.ring, 99)),
+		RelayAcceptP50:    round3(percentile(base.accept, 50)),
+		RelayAcceptP99:    round3(percentile(base.accept, 99)),
+		RelayErrors:       base.errors,
+		RelayBytesPerConn: round3(base.bytesPerConn),
+	}
+	res.RelayRatio = round3(ratio(res.SetupsPerS, res.RelaySetupsPerS))
+
+	fmt.Fprintf(stdout, "switchboard-bench signaling: server %s, %d users (%d idle), %d pairs, rate %s, warmup %v, window %v\n\n",
+		srv.mode, o.users, idle, o.callers, rateName(o.rate), o.warmup, o.duration)
+	t := newTable(stdout, "figure", "switchboard", "relay", "unit")
+	t.row("setups", f(res.SetupsPerS), f(res.RelaySetupsPerS), "calls/s")
+	t.row("ring p50", f(res.RingP50), f(res.RelayRingP50), "ms (invite sent → ring at callee)")
+	t.row("ring p99", f(res.RingP99), f(res.RelayRingP99), "ms")
+	t.row("accept p50", f(res.AcceptP50), f(res.RelayAcceptP50), "ms (accept sent → onInviteeAccepted at caller)")
+	t.row("accept p99", f(res.AcceptP99), f(res.RelayAcceptP99), "ms")
+	t.row("errors", fmt.Sprint(res.Errors), fmt.Sprint(res.RelayErrors), "failed or timed-out calls")
+	t.row("memory per idle conn", f(res.BytesPerConn), f(res.RelayBytesPerConn), "bytes ("+srv.memoryMethod()+")")
+	t.row("server CPU in window", f(res.ServerCPUS), "-", "s ("+res.CPUMethod+")")
+	t.flush()
+	fmt.Fprintf(stdout, "\nrelay_ratio = setups_per_s / relay_setups_per_s = %s\n", f(res.RelayRatio))
+	if main.firstErr != nil {
+		fmt.Fprintf(stdout, "first error: %v\n", main.firstErr)
+	}
+	return res, nil
+}
+
+func modeName(f serverFlags) string {
+	if f.childMode() {
+		return modeChild
+	}
+	return modeInProcess
+}
+
+func rateName(r float64) string {
+	if r == 0 {
+		return "max"
+	}
+	return fmt.Sprintf("%g/s", r)
+}
+
+func cpuMethod(s *server) string {
+	if s.pid != 0 {
+		return "child /proc/<pid>/stat utime+stime"
+	}
+	return "getrusage(RUSAGE_SELF): includes the bench's clients"
+}
+
+// inProcessMemory is server.memory for a server in this process.
+func inProcessMemory() (uint64, error) {
+	return (&server{}).memory()
+}
+
+// sigTarget is what the call loop runs against: the server or the relay.
+type sigTarget struct {
+	wsURL     string
+	secret    []byte // nil: the relay (?user=)
+	memory    func() (uint64, error)
+	cpu       func() (time.Duration, error) // nil: not measured
+	newDriver func(ctx context.Context, caller, callee string) (*pair, error)
+}
+
+// Timeouts of the call loop: every wait is bounded.
+const (
+	pairDialTimeout = 30 * time.Second
+	callStepTimeout = 10 * time.Second
+	pairDialers     = 16
+)
+
+// runTarget measures one target: memory per idle connection, then the call
+// loop.
+func runTarget(ctx context.Context, o sigOptions, idle int, tg sigTarget, stderr io.Writer) (*loadResult, error) {
+	res := &loadResult{}
+	if idle > 0 {
+		before, err := tg.memory()
+		if err != nil {
+			return nil, err
+		}
+		iu, rep, err := startIdleUsers(ctx, tg.wsURL, tg.secret, idle)
+		if err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err := iu.stop(); err != nil {
+				fmt.Fprintln(stderr, "signaling: idle users:", err)
+			}
+		}()
+		if rep.Failed > 0 {
+			return nil, fmt.Errorf("%d of %d idle users failed to connect; first error: %s", rep.Failed, idle, rep.FirstErr)
+		}
+		time.Sleep(500 * time.Millisecond) // let the handlers settle
+		after, err := tg.memory()
+		if err != nil {
+			return nil, err
+		}
+		res.bytesPerConn = (float64(after) - float64(before)) / float64(idle)
+	}
+
+	fmt.Fprintf(stderr, "signaling: connecting %d caller/callee pairs…\n", o.callers)
+	pairs, err := dialPairs(ctx, o.callers, tg.newDriver)
+	defer func() {
+		for _, p := range pairs {
+			p.close()
+		}
+	}()
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(stderr, "signaling: calling for %v + %v warmup…\n", o.duration, o.warmup)
+	runLoad(ctx, o, pairs, tg.cpu, res)
+	return res, nil
+}
+
+func dialPairs(ctx context.Context, n int, dial func(ctx context.Context, caller, callee string) (*pair, error)) ([]*pair, error) {
+	pairs := make([]*pair, n)
+	var (
+		next     atomic.Int64
+		wg       sync.WaitGroup
+		errMu    sync.Mutex
+		firstErr error
+	)
+	dctx, cancel := context.WithTimeout(ctx, pairDialTimeout)
+	defer cancel()
+	for range pairDialers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				p, err := dial(dctx, fmt.Sprintf("caller%05d", i), fmt.Sprintf("callee%05d", i))
+				if err != nil {
+					errMu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					errMu.Unlock()
+					return
+				}
+				pairs[i] = p
+			}
+		})
+	}
+	wg.Wait()
+	var out []*pair
+	for _, p := range pairs {
+		if p != nil {
+			out = append(out, p)
+		}
+	}
+	if firstErr != nil {
+		return out, fmt.Errorf("connecting pairs: %w", firstErr)
+	}
+	return out, nil
+}
+
+// pair is one caller and one callee and how they talk: the server's
+// protocol or the relay's frames. Both use signaling/client.
+type pair struct {
+	caller, callee     *client.Client
+	callerID, calleeID string
+	// invite sends the call; for the server it waits for the reply.
+	invite func(ctx context.Context, seq int) (inviteID string, err error)
+	// accept answers the ring.
+	accept func(ctx context.Context, inviteID string) error
+
+	inviteAt atomic.Int64 // unix ns: when the current invite was sent
+	acceptAt atomic.Int64 // unix ns: when the current accept was sent
+
+	// Written by the callee goroutine only.
+	ring []float64
+	// Written by the caller goroutine only.
+	accepted []float64
+	setups   int64
+	errors   int64
+	firstErr error
+	calleeErrs int64
+}
+
+func (p *pair) close() {
+	_ = p.caller.Close()
+	_ = p.callee.Close()
+}
+
+// dialServerPair connects a pair to Switchboard with signed tokens.
+func dialServerPair(ctx context.Context, s *server, caller, callee string) (*pair, error) {
+	dial := func(user string) (*client.Client, error) {
+		tok, _, err := s.auth.Issue(user, "", 24*time.Hour)
+		if err != nil {
+			return nil, err
+		}
+		return client.Dial(ctx, s.wsURL, tok)
+	}
+	cr, err := dial(caller)
+	if err != nil {
+		return nil, err
+	}
+	ce, err := dial(callee)
+	if err != nil {
+		_ = cr.Close()
+		return nil, err
+	}
+	timeout := 30
+	p := &pair{caller: cr, callee: ce, callerID: caller, calleeID: callee}
+	p.invite = func(ctx context.Context, _ int) (string, error) {
+		return cr.Invite(ctx, signaling.InviteArgs{Invitee: callee, Data: `{"bench":1}`, Timeout: &timeout})
+	}
+	p.accept = func(ctx context.Context, inviteID string) error {
+		return ce.Accept(ctx, inviteID, "")
+	}
+	return p, nil
+}
+
+// relayFrame is the relay's frame: an event frame of the server's shape
+// with a "to" member that the relay routes on.
+type relayFrame struct {
+	To    string `json:"to"`
+	Event string `json:"event"`
+	Data  any    `json:"data"`
+}
+
+// dialRelayPair connects a pair to the relay. The caller pushes the same
+// onReceiveNewInvitation the server would send the callee, and the callee
+// the onInviteeAccepted the server would send the caller.
+func dialRelayPair(ctx context.Context, relayURL, caller, callee string) (*pair, error) {
+	dial := func(user string) (*client.Client, error) {
+		return client.Dial(ctx, relayURL+"?user="+url.QueryEscape(user), "")
+	}
+	cr, err := dial(caller)
+	if err != nil {
+		return nil, err
+	}
+	ce, err := dial(callee)
+	if err != nil {
+		_ = cr.Close()
+		return nil, err
+	}
+	p := &pair{caller: cr, callee: ce, callerID: caller, calleeID: callee}
+	p.invite = func(ctx context.Context, seq int) (string, error) {
+		id := fmt.Sprintf("%s-%d", caller, seq)
+		frame, err := json.Marshal(relayFrame{To: callee, Event: signaling.EvReceiveNewInvitation, Data: signaling.NewInvitationEvent{
+			InviteID: id, Inviter: caller, InviteeList: []string{callee}, Data: `{"bench":1}`, Timeout: 30, TimeoutMs: 30000,
+		}})
+		if err != nil {
+			return "", err
+		}
+		return id, cr.SendRaw(ctx, frame)
+	}
+	p.accept = func(ctx context.Context, inviteID string) error {
+		frame, err := json.Marshal(relayFrame{To: caller, Event: signaling.EvInviteeAccepted, Data: signaling.InviteeEvent{
+			InviteID: inviteID, Invitee: callee,
+		}})
+		if err != nil {
+			return err
+		}
+		return ce.SendRaw(ctx, frame)
+	}
+	return p, nil
+}
+
+// runLoad runs every pair's caller and callee loops for warmup + duration
+// and gathers the figures of the calls inside the window.
+func runLoad(ctx context.Context, o sigOptions, pairs []*pair, cpu func() (time.Duration, error), res *loadResult) {
+	start := time.Now()
+	winStart := start.Add(o.warmup)
+	winEnd := winStart.Add(o.duration)
+	lctx, cancel := context.WithDeadline(ctx, winEnd.Add(callStepTimeout))
+	defer cancel()
+
+	var tokens <-chan struct{}
+	if o.rate > 0 {
+		tokens = pace(lctx, o.rate, len(pairs))
+	}
+	var cpuStart, cpuEnd time.Duration
+	var cpuWG sync.WaitGroup
+	if cpu != nil {
+		cpuWG.Go(func() {
+			if !sleepUntil(lctx, winStart) {
+				return
+			}
+			cpuStart, _ = cpu()
+			if !sleepUntil(lctx, winEnd) {
+				return
+			}
+			cpuEnd, _ = cpu()
+		})
+	}
+
+	var callers, callees sync.WaitGroup
+	calleeCtx, stopCallees := context.WithCancel(lctx)
+	defer stopCallees()
+	for _, p := range pairs {
+		callees.Go(func() { p.calleeLoop(calleeCtx, winStart, winEnd) })
+		callers.Go(func() { p.callerLoop(lctx, tokens, winStart, winEnd) })
+	}
+	callers.Wait()
+	stopCallees()
+	callees.Wait()
+	cpuWG.Wait()
+
+	res.window = o.duration
+	res.cpu = cpuEnd - cpuStart
+	for _, p := range pairs {
+		res.setups += p.setups
+		res.errors += p.errors
+		res.ring = append(res.ring, p.ring...)
+		res.accept = append(res.accept, p.accepted...)
+		if res.firstErr == nil && p.firstErr != nil {
+			res.firstErr = p.firstErr
+		}
+	}
+}
+
+func sleepUntil(ctx context.Context, t time.Time) bool {
+	timer := time.NewTimer(time.Until(t))
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// pace hands out rate tokens per second; at most burst wait unclaimed, so a
+// pair that falls behind does not build an unbounded backlog.
+func pace(ctx context.Context, rate float64, burst int) <-chan struct{} {
+	ch := make(chan struct{}, burst)
+	go func() {
+		const tick = time.Millisecond
+		t := time.NewTicker(tick)
+		defer t.Stop()
+		start := time.Now()
+		var issued float64
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				due := now.Sub(start).Seconds() * rate
+				for ; issued+1 <= due; issued++ {
+					select {
+					case ch <- struct{}{}:
+					default:
+					}
+				}
+			}
+		}
+	}()
+	return ch
+}
+
+func (p *pair) fail(err error) {
+	p.errors++
+	if p.firstErr == nil {
+		p.firstErr = err
+	}
+}
+
+// callerLoop places calls one after the other until the window closes: send
+// the invite, wait for onInviteeAccepted.
+func (p *pair) callerLoop(ctx context.Context, tokens <-chan struct{}, winStart, winEnd time.Time) {
+	for seq := 1; ; seq++ {
+		if tokens != nil {
+			select {
+			case <-tokens:
+			case <-ctx.Done():
+				return
+			}
+		}
+		sent := time.Now()
+		if !sent.Before(winEnd) || ctx.Err() != nil {
+			return
+		}
+		inWindow := !sent.Before(winStart)
+		p.inviteAt.Store(sent.UnixNano())
+		sctx, cancel := context.WithTimeout(ctx, callStepTimeout)
+		id, err := p.invite(sctx, seq)
+		if err == nil {
+			err = p.waitAccepted(sctx, id)
+		}
+		cancel()
+		done := time.Now()
+		if err != nil {
+			if inWindow && ctx.Err() == nil {
+				p.fail(fmt.Errorf("%s call %d: %w", p.callerID, seq, err))
+			}
+			continue
+		}
+		if inWindow && !done.After(winEnd) {
+			p.setups++
+			p.accepted = append(p.accepted, ms(done.Sub(time.Unix(0, p.acceptAt.Load()))))
+		}
+	}
+}
+
+// waitAccepted reads the caller's events until onInviteeAccepted for id;
+// events of earlier calls are skipped.
+func (p *pair) waitAccepted(ctx context.Context, id string) error {
+	for {
+		ev, err := p.caller.Next(ctx)
+		if err != nil {
+			return err
+		}
+		if ev.Reply || ev.Name != signaling.EvInviteeAccepted {
+			continue
+		}
+		var d signaling.InviteeEvent
+		if err := ev.Decode(&d); err != nil {
+			return err
+		}
+		if d.InviteID == id {
+			return nil
+		}
+	}
+}
+
+// calleeLoop answers every ring with accept until ctx ends.
+func (p *pair) calleeLoop(ctx context.Context, winStart, winEnd time.Time) {
+	for {
+		ev, err := p.callee.Next(ctx)
+		if err != nil {
+			return
+		}
+		if ev.Reply || ev.Name != signaling.EvReceiveNewInvitation {
+			continue
+		}
+		now := time.Now()
+		sent := time.Unix(0, p.inviteAt.Load())
+		var d signaling.NewInvitationEvent
+		if err := ev.Decode(&d); err != nil {
+			continue
+		}
+		if !sent.Before(winStart) && sent.Before(winEnd) {
+			p.ring = append(p.ring, ms(now.Sub(sent)))
+		}
+		p.acceptAt.Store(time.Now().UnixNano())
+		actx, cancel := context.WithTimeout(ctx, callStepTimeout)
+		err = p.accept(actx, d.InviteID)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			p.calleeErrs++ // the caller sees the call fail too and counts it
+		}
+	}
+}
