@@ -18,10 +18,10 @@ const recordsComponent = "calls"
 // (see signaling.Migrate): never change a released step, add one.
 //
 // Times are INTEGER unix nanoseconds, NULL for the zero time (created_at is
-// never zero). Participants keep their order in seq. History reads the
-// user's call IDs from call_participants_user (and calls_caller for the
-// caller) and orders by calls_history; calls_open holds the running calls
-// only.
+// never zero). Participants keep their order in seq, numbered from 0.
+// History reads the user's call IDs from call_participants_user, which
+// covers the missed filter's results too, and calls_caller for the caller,
+// then sorts that user's calls; calls_open holds the running calls only.
 var recordsSteps = []string{
 	`CREATE TABLE calls (
 		call_id     TEXT    PRIMARY KEY,
@@ -53,7 +53,7 @@ var recordsSteps = []string{
 		result      TEXT    NOT NULL,
 		PRIMARY KEY (call_id, seq)
 	) STRICT, WITHOUT ROWID;
-	CREATE INDEX call_participants_user ON call_participants (user_id, call_id);
+	CREATE INDEX call_participants_user ON call_participants (user_id, result, call_id);
 	CREATE TABLE call_heartbeat (
 		id INTEGER PRIMARY KEY CHECK (id = 1),
 		at INTEGER NOT NULL
@@ -168,7 +168,7 @@ func (s *SQLiteRecords) SaveCall(ctx context.Context, rec CallRecord) (err error
 	if err != nil {
 		return dbErr("put call", err)
 	}
-	if _, err = s.db.ExecContext(ctx, sqlDeleteParticipants, rec.CallID); err != nil {
+	if _, err = tx.ExecContext(ctx, sqlDeleteParticipants, rec.CallID); err != nil {
 		return dbErr("delete participants", err)
 	}
 	if err = insertParticipants(ctx, tx, rec.CallID, rec.Participants); err != nil {

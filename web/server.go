@@ -127,6 +127,7 @@ func New(p Params) (*Server, error) {
 	if s.dev {
 		s.mux.HandleFunc("GET /api/dev/token", s.handleDevToken)
 	}
+	s.mountAssets()
 	return s, nil
 }
 

@@ -575,6 +575,9 @@ func TestDeadPeerDetected(t *testing.T) {
 	defer ghost.Close()
 	// A live client that reads (and so answers pings) stays.
 	live := ts.dial("live")
+	for ts.engine.Online("ghost") == 0 { // the upgrade completes before the engine knows the session
+		time.Sleep(time.Millisecond)
+	}
 	start := time.Now()
 	for ts.engine.Online("ghost") > 0 {
 		if time.Since(start) > 5*time.Second {

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -30,6 +31,8 @@ func Run(t *testing.T, open func(t *testing.T) calls.RecordStore) {
 		{"TimeRange", testTimeRange},
 		{"Copies", testCopies},
 		{"Replace", testReplace},
+		{"RepeatedParticipant", testRepeatedParticipant},
+		{"ManyParticipants", testManyParticipants},
 		{"InvalidRecords", testInvalidRecords},
 		{"CancelledContext", testCancelledContext},
 		{"HistoryOrder", testHistoryOrder},
@@ -370,6 +373,36 @@ func testReplace(t *testing.T, s calls.RecordStore) {
 	checkIDs(t, "History(ned) without participants", historyAll(t, s, "ned", calls.FilterAll, 10), []string{})
 }
 
+// testRepeatedParticipant saves a user twice in one call (a joiner who left
+// and came back): both rows stay, in order, and History lists the call once.
+func testRepeatedParticipant(t *testing.T, s calls.RecordStore) {
+	rec := call("again", "host", at(0), part("host", calls.RoleCaller, calls.ResultCompleted),
+		part("jo", calls.RoleJoiner, calls.ResultCompleted), part("guest", calls.RoleInvitee, calls.ResultCompleted),
+		part("jo", calls.RoleJoiner, calls.ResultFailed))
+	rec.Participants[1].JoinedAt, rec.Participants[1].LeftAt = at(time.Second), at(2*time.Second)
+	rec.Participants[3].JoinedAt = at(3 * time.Second)
+	save(t, s, rec, call("other", "host", at(time.Second), part("host", calls.RoleCaller, calls.ResultCompleted)))
+	checkRecord(t, "History(jo)", only(t, "History(jo)", historyAll(t, s, "jo", calls.FilterAll, 1)), rec)
+	checkIDs(t, "History(jo, incoming)", historyAll(t, s, "jo", calls.FilterIncoming, 1), []string{"again"})
+	checkIDs(t, "History(host)", historyAll(t, s, "host", calls.FilterAll, 1), []string{"other", "again"})
+}
+
+// testManyParticipants round-trips a large group call, then shrinks it.
+func testManyParticipants(t *testing.T, s calls.RecordStore) {
+	rec := call("big", "host", at(0), part("host", calls.RoleCaller, calls.ResultCompleted))
+	for i := range 150 {
+		p := part(fmt.Sprintf("member-%03d", 149-i), calls.RoleInvitee, calls.ResultMissed)
+		p.InvitedAt = at(time.Duration(i))
+		rec.Participants = append(rec.Participants, p)
+	}
+	save(t, s, rec)
+	checkRecord(t, "History(member-000)", only(t, "History", historyAll(t, s, "member-000", calls.FilterMissed, 10)), rec)
+	rec.Participants = rec.Participants[:51]
+	save(t, s, rec)
+	checkRecord(t, "History(host) after shrinking", only(t, "History", historyAll(t, s, "host", calls.FilterAll, 10)), rec)
+	checkIDs(t, "History(member-000) after shrinking", historyAll(t, s, "member-000", calls.FilterAll, 10), []string{})
+}
+
 func testInvalidRecords(t *testing.T, s calls.RecordStore) {
 	good := fullRecord("x", at(0))
 	save(t, s, good)
@@ -590,7 +623,7 @@ func testHistoryLimits(t *testing.T, s calls.RecordStore) {
 		{1, 1},
 		{calls.MaxHistoryLimit, calls.MaxHistoryLimit},
 		{calls.MaxHistoryLimit + 1, calls.MaxHistoryLimit},
-		{1 << 40, calls.MaxHistoryLimit},
+		{math.MaxInt, calls.MaxHistoryLimit},
 	} {
 		got, next, err := s.History(t.Context(), "ann", calls.FilterAll, tc.limit, "")
 		if err != nil {

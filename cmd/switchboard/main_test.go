@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"net/http"
 	"path/filepath"
 	"testing"
 	"time"
@@ -18,7 +17,6 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func TestRunServesAndShutsDown(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	defer http.DefaultClient.CloseIdleConnections()
 	addr := make(chan string, 1)
 	code := make(chan int, 1)
 	var out, errs bytes.Buffer
@@ -34,12 +32,12 @@ func TestRunServesAndShutsDown(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("server did not start")
 	}
-	res, err := http.Get("http://" + a + "/healthz")
+	res, err := oneShot.Get("http://" + a + "/healthz")
 	if err != nil || res.StatusCode != 200 {
 		t.Fatalf("healthz: %v %v", res, err)
 	}
 	res.Body.Close()
-	res, err = http.Get("http://" + a + "/api/dev/token?user=alice")
+	res, err = oneShot.Get("http://" + a + "/api/dev/token?user=alice")
 	if err != nil || res.StatusCode != 200 {
 		t.Fatalf("dev token: %v %v", res, err)
 	}

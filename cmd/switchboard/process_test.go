@@ -61,6 +61,10 @@ func serverBinary(t *testing.T) string {
 	return binPath
 }
 
+// oneShot makes requests without keep-alive, so that no idle connection
+// outlives a test (goleak).
+var oneShot = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+
 const procSecret = "process-test-secret-0123456789abcdef"
 
 // proc is the real server binary running as a child process.
@@ -119,7 +123,7 @@ func (p *proc) url() string { return "ws://" + p.addr + "/ws" }
 
 func (p *proc) token(user string) string {
 	p.t.Helper()
-	res, err := http.Get("http://" + p.addr + "/api/dev/token?user=" + user)
+	res, err := oneShot.Get("http://" + p.addr + "/api/dev/token?user=" + user)
 	if err != nil {
 		p.t.Fatal(err)
 	}

@@ -1,0 +1,895 @@
+// Switchboard browser SDK: one ES module, no dependencies, no build step.
+// Served by the server at /sdk/switchboard.js. Wire protocol:
+// signaling/PROTOCOL.md (signaling) and signaling/ROOMS.md (rooms, media).
+//
+//   import { Switchboard } from '/sdk/switchboard.js';
+//   const sb = await Switchboard.connect({ token, getToken });
+//   sb.on('onReceiveNewInvitation', (inv) => sb.accept(inv.inviteID));
+//   const room = await sb.enterRoom('r1', { roomToken, localStream });
+//   room.on('remoteStream', ({ userID, stream }) => { video.srcObject = stream; });
+//
+// See web/sdk/README.md for the reference.
+
+/** Connection states reported by the 'connectionState' event. */
+export const ConnectionState = Object.freeze({
+  CONNECTING: 'connecting',
+  CONNECTED: 'connected',
+  RECONNECTING: 'reconnecting',
+  DISCONNECTED: 'disconnected',
+});
+
+/** WebSocket close codes the server uses (PROTOCOL.md, "Close codes"). */
+export const CloseCode = Object.freeze({
+  GOING_AWAY: 1001,
+  INVALID_UTF8: 1007,
+  TOO_MANY_CONNECTIONS: 1008,
+  MESSAGE_TOO_BIG: 1009,
+  TOKEN_EXPIRED: 4001,
+  SLOW_READER: 4002,
+});
+
+/** onExitRoom reasons; CONNECTION_LOST is also emitted by the SDK itself
+ * when the WebSocket drops (the server forgets the membership then). */
+export const ExitReason = Object.freeze({ LEFT: 0, KICKED: 1, DISMISSED: 2, CONNECTION_LOST: 3 });
+
+// Client-side error reasons (code 0: not a server error code).
+const CLIENT_ERRORS = Object.freeze({
+  connect_failed: 'could not open the WebSocket (network error, invalid or expired token, or too many connections)',
+  connection_lost: 'the connection was lost before the reply arrived',
+  closed: 'the client was closed',
+  timeout: 'no reply in time',
+  negotiation_failed: 'WebRTC negotiation failed',
+});
+
+const DEFAULTS = Object.freeze({
+  requestTimeout: 15000, // ms a request waits for its reply (also while reconnecting)
+  connectTimeout: 10000, // ms one WebSocket open may take
+  reconnect: true,
+  backoffInitial: 500, // ms before the first reconnect attempt
+  backoffMax: 30000, // cap of the exponential backoff
+  backoffFactor: 2,
+  maxReconnectAttempts: Infinity,
+});
+
+/**
+ * The error of a failed request: `code` and `reason` are the server's error
+ * (PROTOCOL.md "Error codes", ROOMS.md), or code 0 with a client reason
+ * (connect_failed, connection_lost, closed, timeout, negotiation_failed).
+ */
+export class SwitchboardError extends Error {
+  constructor(code, reason, message, extra = {}) {
+    super(message || CLIENT_ERRORS[reason] || reason);
+    this.name = 'SwitchboardError';
+    this.code = code;
+    this.reason = reason;
+    Object.assign(this, extra);
+  }
+}
+
+function clientError(reason, message, extra) {
+  return new SwitchboardError(0, reason, message || CLIENT_ERRORS[reason], extra);
+}
+
+/** A minimal event emitter; a throwing handler never stops the others. */
+class Emitter {
+  #handlers = new Map();
+
+  /** Calls handler(data) for each event `name`; returns a function that removes it. */
+  on(name, handler) {
+    if (typeof handler !== 'function') throw new TypeError('handler must be a function');
+    let set = this.#handlers.get(name);
+    if (!set) this.#handlers.set(name, (set = new Set()));
+    set.add(handler);
+    return () => this.off(name, handler);
+  }
+
+  /** Calls handler once for the next event `name`. */
+  once(name, handler) {
+    const off = this.on(name, (data) => {
+      off();
+      handler(data);
+    });
+    return off;
+  }
+
+  /** Removes handler, or every handler of `name` when handler is omitted. */
+  off(name, handler) {
+    if (handler === undefined) this.#handlers.delete(name);
+    else this.#handlers.get(name)?.delete(handler);
+  }
+
+  /** Resolves with the data of the next event `name` that passes filter. */
+  waitFor(name, filter, timeoutMs = 0) {
+    filter ??= () => true;
+    return new Promise((resolve, reject) => {
+      let timer;
+      const off = this.on(name, (data) => {
+        if (!filter(data)) return;
+        off();
+        clearTimeout(timer);
+        resolve(data);
+      });
+      if (timeoutMs > 0) {
+        timer = setTimeout(() => {
+          off();
+          reject(clientError('timeout', `no ${name} within ${timeoutMs} ms`));
+        }, timeoutMs);
+      }
+    });
+  }
+
+  emit(name, data) {
+    for (const h of [...(this.#handlers.get(name) ?? []), ...(this.#handlers.get('*') ?? [])]) {
+      try {
+        h(data, name);
+      } catch (err) {
+        console.error(`switchboard: a handler of ${name} threw`, err);
+      }
+    }
+  }
+}
+
+function defaultURL() {
+  const loc = globalThis.location;
+  if (!loc) throw new TypeError('Switchboard.connect needs a url outside a browser page');
+  return `${loc.protocol === 'https:' ? 'wss:' : 'ws:'}//${loc.host}/ws`;
+}
+
+// Only the named keys of args, without undefined values: the server refuses
+// unknown fields, so a stray option never reaches it.
+function pick(args, keys) {
+  const out = {};
+  for (const k of keys) if (args?.[k] !== undefined) out[k] = args[k];
+  return out;
+}
+
+const ROOM_EVENTS = new Set([
+  'onEnterRoom',
+  'onExitRoom',
+  'onRemoteUserEnterRoom',
+  'onRemoteUserLeaveRoom',
+  'onUserVideoAvailable',
+  'onUserAudioAvailable',
+  'onRtcSignal',
+]);
+
+/**
+ * A connection to a Switchboard server. Create it with Switchboard.connect.
+ *
+ * Events (sb.on(name, handler)): the server's events by name
+ * (onReceiveNewInvitation, onInviteeAccepted, onInviteeRejected,
+ * onInvitationCancelled, onInvitationTimeout, onInvitationModified,
+ * onMemberEnter, onMemberLeave, onMemberKicked, onGroupDismissed, room
+ * events, later call events), 'connectionState' ({state, code, reason,
+ * attempt, delay}), and '*' for every event (handler(data, name)).
+ */
+export class Switchboard extends Emitter {
+  #opts;
+  #token;
+  #ws = null;
+  #nextID = 1;
+  #pending = new Map(); // id → {resolve, reject, timer, frame}
+  #queue = []; // frames waiting for a connection
+  #attempt = 0;
+  #reconnectTimer = null;
+  #closed = false;
+  #rooms = new Map(); // roomID → Room
+
+  /** @private use Switchboard.connect */
+  constructor(opts) {
+    super();
+    this.#opts = { ...DEFAULTS, ...opts };
+    this.#token = opts.token;
+    this.url = opts.url || defaultURL();
+    this.state = ConnectionState.CONNECTING;
+    /** The user ID of the token (its `sub`), when it can be read. */
+    this.userID = tokenSubject(this.#token);
+  }
+
+  /**
+   * Opens a connection. Options: url (default: this page's host, /ws; a
+ * relative or http(s) URL is turned into ws(s)),
+   * token (a session JWT), getToken (async () => token, called for a fresh
+   * token when the server closes with 4001 or a reconnect attempt fails),
+   * reconnect (default true), backoffInitial, backoffMax, backoffFactor,
+   * maxReconnectAttempts, requestTimeout, connectTimeout (ms).
+   * Rejects with a SwitchboardError (reason connect_failed) when the first
+   * connection cannot be opened.
+   */
+  static async connect(opts = {}) {
+    let token = opts.token;
+    if (!token && opts.getToken) token = await opts.getToken();
+    if (!token) throw new TypeError('Switchboard.connect needs a token or getToken');
+    const sb = new Switchboard({ ...opts, token });
+    await sb.#open();
+    return sb;
+  }
+
+  /**
+   * getUserMedia with clear errors. constraints default to
+   * {audio: true, video: true}.
+   */
+  static async getCameraStream(constraints = { audio: true, video: true }) {
+    const md = globalThis.navigator?.mediaDevices;
+    if (!md?.getUserMedia) {
+      throw new SwitchboardError(0, 'media_unsupported', 'this page cannot use the camera: getUserMedia needs a secure context (https or localhost)');
+    }
+    try {
+      return await md.getUserMedia(constraints);
+    } catch (err) {
+      const messages = {
+        NotAllowedError: 'camera or microphone permission denied',
+        SecurityError: 'camera or microphone permission denied',
+        NotFoundError: 'no camera or microphone found',
+        NotReadableError: 'the camera or microphone is in use by another program',
+        OverconstrainedError: `no camera or microphone satisfies the constraints${err.constraint ? ` (${err.constraint})` : ''}`,
+        AbortError: 'the camera or microphone could not be started',
+      };
+      throw new SwitchboardError(0, 'media_' + (err.name || 'error'), messages[err.name] || `getUserMedia failed: ${err.message}`, { cause: err });
+    }
+  }
+
+  // ---- requests ----
+
+  /**
+   * Sends op with args and resolves with the reply's result; an error reply
+   * rejects with a SwitchboardError carrying code, reason, message. While the
+   * connection is being re-established the request waits (up to
+   * requestTimeout). A request in flight when the connection drops rejects
+   * with reason connection_lost: the server may or may not have performed it.
+   */
+  request(op, args, { timeout = this.#opts.requestTimeout } = {}) {
+    if (this.#closed) return Promise.reject(clientError('closed'));
+    const id = `js-${this.#nextID++}`;
+    const frame = JSON.stringify(args === undefined ? { id, op } : { id, op, args });
+    return new Promise((resolve, reject) => {
+      const entry = { resolve, reject, frame, op, sent: false };
+      entry.timer = setTimeout(() => {
+        this.#pending.delete(id);
+        this.#queue = this.#queue.filter((q) => q !== id);
+        reject(clientError('timeout', `no reply to ${op} within ${timeout} ms`));
+      }, timeout);
+      this.#pending.set(id, entry);
+      if (this.state === ConnectionState.CONNECTED && this.#ws?.readyState === WebSocket.OPEN) {
+        this.#send(id, entry);
+      } else {
+        this.#queue.push(id);
+      }
+    });
+  }
+
+  // Invitation ops (PROTOCOL.md "Invitation ops").
+
+  /** invite({invitee, data, onlineUserOnly, timeout}) → inviteID. timeout in s. */
+  async invite(args) {
+    const r = await this.request('invite', { data: '', ...pick(args, ['invitee', 'data', 'onlineUserOnly', 'timeout']) });
+    return r.inviteID;
+  }
+
+  /** inviteInGroup({groupID, inviteeList, data, onlineUserOnly, timeout}) → inviteID. */
+  async inviteInGroup(args) {
+    const r = await this.request('inviteInGroup', {
+      data: '',
+      ...pick(args, ['groupID', 'inviteeList', 'data', 'onlineUserOnly', 'timeout']),
+    });
+    return r.inviteID;
+  }
+
+  /** cancel(inviteID, data) */
+  async cancel(inviteID, data = '') {
+    await this.request('cancel', { inviteID, data });
+  }
+
+  /** accept(inviteID, data) */
+  async accept(inviteID, data = '') {
+    await this.request('accept', { inviteID, data });
+  }
+
+  /** reject(inviteID, data) */
+  async reject(inviteID, data = '') {
+    await this.request('reject', { inviteID, data });
+  }
+
+  /** modifyInvitation(inviteID, data) */
+  async modifyInvitation(inviteID, data = '') {
+    await this.request('modifyInvitation', { inviteID, data });
+  }
+
+  // Group ops (PROTOCOL.md "Groups").
+
+  /** createGroup({groupID?, name, memberList, joinOption}) → groupID. */
+  async createGroup(args) {
+    const r = await this.request('createGroup', pick(args, ['groupID', 'name', 'memberList', 'joinOption']));
+    return r.groupID;
+  }
+
+  /** joinGroup(groupID) */
+  async joinGroup(groupID) {
+    await this.request('joinGroup', { groupID });
+  }
+
+  /** quitGroup(groupID) */
+  async quitGroup(groupID) {
+    await this.request('quitGroup', { groupID });
+  }
+
+  /** inviteUserToGroup(groupID, userList) */
+  async inviteUserToGroup(groupID, userList) {
+    await this.request('inviteUserToGroup', { groupID, userList });
+  }
+
+  /** kickGroupMember(groupID, memberList, reason) */
+  async kickGroupMember(groupID, memberList, reason = '') {
+    await this.request('kickGroupMember', { groupID, memberList, reason });
+  }
+
+  /** dismissGroup(groupID) */
+  async dismissGroup(groupID) {
+    await this.request('dismissGroup', { groupID });
+  }
+
+  /** getGroupMemberList(groupID) → [{userID, role, joinTime}] */
+  async getGroupMemberList(groupID) {
+    const r = await this.request('getGroupMemberList', { groupID });
+    return r.memberList;
+  }
+
+  /** getJoinedGroupList() → [{groupID, name, owner, joinOption, memberCount, role}] */
+  async getJoinedGroupList() {
+    const r = await this.request('getJoinedGroupList');
+    return r.groupList;
+  }
+
+  // ---- rooms ----
+
+  /** The rooms this connection is in, by room ID. */
+  get rooms() {
+    return new Map(this.#rooms);
+  }
+
+  /**
+   * Enters a media room (ROOMS.md) and resolves with a Room once the server
+   * accepted (media connects afterwards: room 'onEnterRoom'). Options: role
+   * ('anchor' default, or 'audience'), roomToken, localStream (a
+   * MediaStream to publish; anchors only), rtcConfig (extra
+   * RTCConfiguration fields).
+   */
+  async enterRoom(roomID, { role = 'anchor', roomToken, localStream = null, rtcConfig = {} } = {}) {
+    if (this.#rooms.has(roomID)) throw new SwitchboardError(0, 'already_in_room', `already in room ${roomID}`);
+    // The room's state exists before enterRoom is sent: the server's first
+    // subscriber offer may arrive before the reply.
+    const room = new Room(this, roomID, role, localStream, rtcConfig);
+    this.#rooms.set(roomID, room);
+    let result;
+    try {
+      result = await this.request('enterRoom', pick({ roomID, role, roomToken }, ['roomID', 'role', 'roomToken']));
+    } catch (err) {
+      room._fail(err);
+      this.#rooms.delete(roomID);
+      throw err;
+    }
+    room._entered(result);
+    return room;
+  }
+
+  /** @private */
+  _forgetRoom(room) {
+    if (this.#rooms.get(room.roomID) === room) this.#rooms.delete(room.roomID);
+  }
+
+  // ---- connection ----
+
+  /** Closes the connection for good; pending requests reject (reason closed). */
+  close() {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#reconnectTimer);
+    for (const room of this.#rooms.values()) room._lost();
+    this.#failPending(clientError('closed'), true);
+    const ws = this.#ws;
+    this.#ws = null;
+    if (ws) {
+      detach(ws);
+      ws.close(1000, 'client closed');
+    }
+    this.#setState(ConnectionState.DISCONNECTED, { code: 1000, reason: 'client closed' });
+  }
+
+  #setState(state, detail = {}) {
+    this.state = state;
+    this.emit('connectionState', { state, ...detail });
+  }
+
+  // Opens one WebSocket; resolves when it is open, rejects when it fails
+  // before that. Failures after open go to #onClose.
+  #open() {
+    return new Promise((resolve, reject) => {
+      const url = new URL(this.url, globalThis.location?.href);
+      if (url.protocol === 'http:') url.protocol = 'ws:';
+      if (url.protocol === 'https:') url.protocol = 'wss:';
+      url.searchParams.set('token', this.#token);
+      let ws;
+      try {
+        ws = new WebSocket(url.toString());
+      } catch (err) {
+        reject(clientError('connect_failed', `${CLIENT_ERRORS.connect_failed}: ${err.message}`));
+        return;
+      }
+      this.#ws = ws;
+      let opened = false;
+      const timer = setTimeout(() => {
+        if (!opened) ws.close();
+      }, this.#opts.connectTimeout);
+      ws.onopen = () => {
+        opened = true;
+        clearTimeout(timer);
+        this.#attempt = 0;
+        this.#setState(ConnectionState.CONNECTED);
+        this.#flushQueue();
+        resolve();
+      };
+      ws.onmessage = (ev) => this.#onFrame(ev.data);
+      ws.onerror = () => {}; // onclose follows and says more
+      ws.onclose = (ev) => {
+        clearTimeout(timer);
+        if (this.#ws === ws) this.#ws = null;
+        if (!opened) {
+          reject(clientError('connect_failed', undefined, { closeCode: ev.code }));
+          return;
+        }
+        this.#onClose(ev.code, ev.reason);
+      };
+    });
+  }
+
+  #onClose(code, reason) {
+    if (this.#closed) return;
+    // The server forgets room memberships with the connection.
+    for (const room of this.#rooms.values()) room._lost();
+    // Requests in flight may or may not have been performed: fail them.
+    // Requests not yet sent stay queued for the next connection.
+    this.#failPending(clientError('connection_lost', `${CLIENT_ERRORS.connection_lost} (close ${code})`, { closeCode: code }), false);
+    if (!this.#opts.reconnect || code === CloseCode.TOO_MANY_CONNECTIONS) {
+      this.#closed = true;
+      this.#failPending(clientError('closed', `connection closed with ${code}${reason ? ': ' + reason : ''}`), true);
+      this.#setState(ConnectionState.DISCONNECTED, { code, reason });
+      return;
+    }
+    this.#scheduleReconnect(code, reason, code === CloseCode.TOKEN_EXPIRED);
+  }
+
+  #scheduleReconnect(code, reason, needToken) {
+    this.#attempt++;
+    if (this.#attempt > this.#opts.maxReconnectAttempts) {
+      this.#closed = true;
+      this.#failPending(clientError('closed', `gave up after ${this.#attempt - 1} reconnect attempts`), true);
+      this.#setState(ConnectionState.DISCONNECTED, { code, reason, attempt: this.#attempt - 1 });
+      return;
+    }
+    const { backoffInitial, backoffMax, backoffFactor } = this.#opts;
+    const base = Math.min(backoffMax, backoffInitial * backoffFactor ** (this.#attempt - 1));
+    const delay = Math.round(base / 2 + Math.random() * (base / 2)); // "equal jitter"
+    this.#setState(ConnectionState.RECONNECTING, { code, reason, attempt: this.#attempt, delay });
+    this.#reconnectTimer = setTimeout(() => this.#reconnect(needToken, code), delay);
+  }
+
+  async #reconnect(needToken, lastCode) {
+    if (this.#closed) return;
+    if (needToken) {
+      if (!this.#opts.getToken) {
+        this.#closed = true;
+        this.#failPending(clientError('closed', 'the token expired and no getToken was given'), true);
+        this.#setState(ConnectionState.DISCONNECTED, { code: lastCode, reason: 'token expired' });
+        return;
+      }
+      try {
+        this.#token = await this.#opts.getToken();
+        this.userID = tokenSubject(this.#token) ?? this.userID;
+      } catch (err) {
+        console.warn('switchboard: getToken failed', err);
+        this.#scheduleReconnect(lastCode, `getToken failed: ${err.message}`, true);
+        return;
+      }
+      if (this.#closed) return;
+    }
+    try {
+      await this.#open();
+    } catch (err) {
+      // A failed upgrade (e.g. 401 for an expired token) looks like a
+      // network error to a browser: with getToken, fetch a fresh token.
+      this.#scheduleReconnect(err.closeCode ?? 1006, 'reconnect failed', Boolean(this.#opts.getToken));
+    }
+  }
+
+  #send(id, entry) {
+    entry.sent = true;
+    this.#ws.send(entry.frame);
+  }
+
+  #flushQueue() {
+    const ids = this.#queue;
+    this.#queue = [];
+    for (const id of ids) {
+      const entry = this.#pending.get(id);
+      if (entry) this.#send(id, entry);
+    }
+  }
+
+  // Rejects the requests already sent, or with all also the queued ones.
+  #failPending(err, all) {
+    for (const [id, entry] of this.#pending) {
+      if (!all && !entry.sent) continue;
+      clearTimeout(entry.timer);
+      this.#pending.delete(id);
+      entry.reject(err);
+    }
+    if (all) this.#queue = [];
+  }
+
+  #onFrame(text) {
+    let msg;
+    try {
+      msg = JSON.parse(text);
+    } catch {
+      console.warn('switchboard: a frame that is not JSON', text);
+      return;
+    }
+    if (typeof msg.event === 'string') {
+      this.#onEvent(msg.event, msg.data ?? {});
+      return;
+    }
+    const entry = this.#pending.get(msg.id);
+    if (!entry) {
+      if (msg.error) console.warn('switchboard: unmatched error reply', msg);
+      return;
+    }
+    this.#pending.delete(msg.id);
+    clearTimeout(entry.timer);
+    if (msg.error) {
+      const e = msg.error;
+      entry.reject(new SwitchboardError(e.code, e.reason, e.message || e.reason, { op: entry.op }));
+    } else {
+      entry.resolve(msg.result ?? {});
+    }
+  }
+
+  #onEvent(name, data) {
+    if (ROOM_EVENTS.has(name)) {
+      const room = this.#rooms.get(data.roomID);
+      if (room) room._event(name, data);
+      if (name === 'onRtcSignal') return; // internal to the room
+    }
+    this.emit(name, data);
+  }
+}
+
+function detach(ws) {
+  ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
+}
+
+function tokenSubject(token) {
+  try {
+    const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    return JSON.parse(atob(part)).sub ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * A media room, made by sb.enterRoom. Two RTCPeerConnections (ROOMS.md):
+ * `publisher` (this client offers its tracks once; null for audience or
+ * without localStream) and `subscriber` (the server offers the others'
+ * tracks; this client answers).
+ *
+ * Events (room.on): 'remoteStream' {userID, stream}, 'remoteStreamRemoved'
+ * {userID, stream}, the server's onEnterRoom, onExitRoom,
+ * onRemoteUserEnterRoom, onRemoteUserLeaveRoom, onUserVideoAvailable,
+ * onUserAudioAvailable, and 'error' (a failed negotiation step). Like TRTC,
+ * the anchors already in the room when it is entered are announced with
+ * onRemoteUserEnterRoom and onUserVideoAvailable/onUserAudioAvailable.
+ */
+export class Room extends Emitter {
+  #sb;
+  #rtcConfig;
+  #localStream;
+  #ready; // resolves with the enterRoom result
+  #readyResolve;
+  #readyReject;
+  #chain = Promise.resolve(); // signals are handled one after another
+  #held = []; // room events that arrived before the enterRoom reply
+  #enteredReply = false;
+  #remoteCandidates = { publisher: [], subscriber: [] };
+  #localCandidates = { publisher: [], subscriber: [] };
+  #canTrickle = { publisher: false, subscriber: false };
+  #audioMuted = false;
+  #videoMuted = false;
+
+  /** @private use sb.enterRoom */
+  constructor(sb, roomID, role, localStream, rtcConfig) {
+    super();
+    this.#sb = sb;
+    this.roomID = roomID;
+    this.role = role;
+    this.#localStream = localStream;
+    this.#rtcConfig = rtcConfig;
+    /** @type {RTCPeerConnection|null} */
+    this.publisher = null;
+    /** @type {RTCPeerConnection|null} */
+    this.subscriber = null;
+    /** userID → MediaStream of that user's tracks. */
+    this.remoteStreams = new Map();
+    /** userID → {audio, video} of the anchors in the room. */
+    this.participants = new Map();
+    this.iceServers = [];
+    /** true after onEnterRoom (media connected), false after exit. */
+    this.connected = false;
+    this.exited = false;
+    this.#ready = new Promise((res, rej) => {
+      this.#readyResolve = res;
+      this.#readyReject = rej;
+    });
+    this.#ready.catch(() => {}); // a failed enterRoom is reported by enterRoom
+  }
+
+  get localStream() {
+    return this.#localStream;
+  }
+
+  /** Mutes (true) or unmutes the local microphone: the track is disabled too. */
+  async muteLocalAudio(mute) {
+    this.#audioMuted = Boolean(mute);
+    for (const t of this.#localStream?.getAudioTracks() ?? []) t.enabled = !mute;
+    await this.#sb.request('muteLocalAudio', { roomID: this.roomID, mute: Boolean(mute) });
+  }
+
+  /** Mutes (true) or unmutes the local camera: the track is disabled too. */
+  async muteLocalVideo(mute) {
+    this.#videoMuted = Boolean(mute);
+    for (const t of this.#localStream?.getVideoTracks() ?? []) t.enabled = !mute;
+    await this.#sb.request('muteLocalVideo', { roomID: this.roomID, mute: Boolean(mute) });
+  }
+
+  /** Leaves the room and closes both connections. The local stream is not stopped. */
+  async exit() {
+    if (this.exited) return;
+    try {
+      await this.#sb.request('exitRoom', { roomID: this.roomID });
+    } catch (err) {
+      if (err.reason !== 'not_in_room' && err.reason !== 'connection_lost' && err.reason !== 'closed') throw err;
+    } finally {
+      // onExitRoom normally arrived before the reply; if not, say it now.
+      this.#finish(ExitReason.LEFT);
+    }
+  }
+
+  // ---- called by Switchboard ----
+
+  _entered(result) {
+    this.iceServers = result.iceServers ?? [];
+    this.#readyResolve(result);
+    if (this.role !== 'audience' && this.#localStream && !this.exited) {
+      this.#enqueue(() => this.#publish());
+    }
+    // The room's events are replayed in a later task, so that handlers
+    // registered right after `await sb.enterRoom(…)` see all of them.
+    setTimeout(() => this.#replay(result), 0);
+  }
+
+  #replay(result) {
+    if (this.exited) return;
+    this.#enteredReply = true;
+    // Anchors already connected are announced like TRTC does, before the
+    // events that were decided after the reply's snapshot.
+    for (const p of result.participants ?? []) {
+      this.#handleEvent('onRemoteUserEnterRoom', { roomID: this.roomID, userID: p.userID });
+      if (p.video) this.#handleEvent('onUserVideoAvailable', { roomID: this.roomID, userID: p.userID, available: true });
+      if (p.audio) this.#handleEvent('onUserAudioAvailable', { roomID: this.roomID, userID: p.userID, available: true });
+    }
+    const held = this.#held;
+    this.#held = [];
+    for (const [name, data] of held) this.#handleEvent(name, data);
+  }
+
+  _fail(err) {
+    this.#readyReject(err);
+    this.#close();
+  }
+
+  _lost() {
+    this.#finish(ExitReason.CONNECTION_LOST);
+  }
+
+  _event(name, data) {
+    if (name === 'onRtcSignal') {
+      this.#enqueue(() => this.#onSignal(data));
+      return;
+    }
+    if (!this.#enteredReply) {
+      this.#held.push([name, data]);
+      return;
+    }
+    this.#handleEvent(name, data);
+  }
+
+  // ---- internals ----
+
+  #handleEvent(name, data) {
+    switch (name) {
+      case 'onEnterRoom':
+        this.connected = true;
+        break;
+      case 'onExitRoom':
+        this.#finish(data.reason, data);
+        return;
+      case 'onRemoteUserEnterRoom':
+        if (this.participants.has(data.userID)) return;
+        this.participants.set(data.userID, { audio: false, video: false });
+        break;
+      case 'onRemoteUserLeaveRoom':
+        this.participants.delete(data.userID);
+        this.#removeRemote(data.userID);
+        break;
+      case 'onUserVideoAvailable':
+      case 'onUserAudioAvailable': {
+        const p = this.participants.get(data.userID);
+        if (p) p[name === 'onUserVideoAvailable' ? 'video' : 'audio'] = Boolean(data.available);
+        break;
+      }
+    }
+    this.emit(name, data);
+  }
+
+  #enqueue(step) {
+    this.#chain = this.#chain.then(step).catch((err) => {
+      if (this.exited) return;
+      console.error(`switchboard: room ${this.roomID}:`, err);
+      this.emit('error', err instanceof SwitchboardError ? err : clientError('negotiation_failed', String(err?.message ?? err), { cause: err }));
+    });
+  }
+
+  #pcConfig() {
+    return { ...this.#rtcConfig, iceServers: this.iceServers.map((s) => ({ ...s })) };
+  }
+
+  #signal(target, type, payload) {
+    // Not awaited by the negotiation steps: requests go out in order and the
+    // server performs them in order. Failures are reported as 'error'.
+    return this.#sb
+      .request('rtcSignal', { roomID: this.roomID, target, type, ...payload })
+      .catch((err) => {
+        if (!this.exited) this.emit('error', err);
+      });
+  }
+
+  #newPC(target) {
+    const pc = new RTCPeerConnection(this.#pcConfig());
+    pc.onicecandidate = (ev) => {
+      if (!ev.candidate || !ev.candidate.candidate) return; // end of candidates
+      const c = ev.candidate.toJSON();
+      if (this.#canTrickle[target]) this.#signal(target, 'candidate', { candidate: c });
+      else this.#localCandidates[target].push(c);
+    };
+    return pc;
+  }
+
+  // After our description went out, our buffered candidates may follow it.
+  #startTrickle(target) {
+    this.#canTrickle[target] = true;
+    const list = this.#localCandidates[target];
+    this.#localCandidates[target] = [];
+    for (const c of list) this.#signal(target, 'candidate', { candidate: c });
+  }
+
+  async #flushRemoteCandidates(target, pc) {
+    const list = this.#remoteCandidates[target];
+    this.#remoteCandidates[target] = [];
+    for (const c of list) await pc.addIceCandidate(c);
+  }
+
+  #ensureSubscriber() {
+    if (this.subscriber) return this.subscriber;
+    const pc = this.#newPC('subscriber');
+    pc.ontrack = (ev) => this.#onTrack(ev);
+    this.subscriber = pc;
+    return pc;
+  }
+
+  async #publish() {
+    if (this.exited || this.publisher) return;
+    const pc = this.#newPC('publisher');
+    this.publisher = pc;
+    for (const track of this.#localStream.getTracks()) {
+      pc.addTransceiver(track, { direction: 'sendonly', streams: [this.#localStream] });
+    }
+    const offer = await pc.createOffer();
+    await pc.setLocalDescription(offer);
+    if (this.exited) return;
+    this.#signal('publisher', 'offer', { sdp: pc.localDescription.sdp });
+    this.#startTrickle('publisher');
+    if (this.#audioMuted || this.#videoMuted) {
+      // A mute set before publishing is applied once the tracks exist.
+      if (this.#audioMuted) this.#sb.request('muteLocalAudio', { roomID: this.roomID, mute: true }).catch(() => {});
+      if (this.#videoMuted) this.#sb.request('muteLocalVideo', { roomID: this.roomID, mute: true }).catch(() => {});
+    }
+  }
+
+  async #onSignal(s) {
+    if (this.exited) return;
+    // The iceServers come with the reply; the first subscriber offer can
+    // be earlier, so it waits here.
+    await this.#ready;
+    if (this.exited) return;
+    const target = s.target;
+    if (target !== 'publisher' && target !== 'subscriber') return;
+    switch (s.type) {
+      case 'offer': {
+        if (target !== 'subscriber') throw clientError('negotiation_failed', 'an offer for the publisher connection');
+        const pc = this.#ensureSubscriber();
+        await pc.setRemoteDescription({ type: 'offer', sdp: s.sdp });
+        await this.#flushRemoteCandidates('subscriber', pc);
+        const answer = await pc.createAnswer();
+        await pc.setLocalDescription(answer);
+        if (this.exited) return;
+        this.#signal('subscriber', 'answer', { sdp: pc.localDescription.sdp });
+        this.#startTrickle('subscriber');
+        break;
+      }
+      case 'answer': {
+        const pc = this.publisher;
+        if (target !== 'publisher' || !pc) throw clientError('negotiation_failed', `an unexpected answer for ${target}`);
+        await pc.setRemoteDescription({ type: 'answer', sdp: s.sdp });
+        await this.#flushRemoteCandidates('publisher', pc);
+        break;
+      }
+      case 'candidate': {
+        if (!s.candidate || !s.candidate.candidate) return; // end of candidates
+        const pc = target === 'publisher' ? this.publisher : this.subscriber;
+        if (!pc || !pc.remoteDescription) this.#remoteCandidates[target].push(s.candidate);
+        else await pc.addIceCandidate(s.candidate);
+        break;
+      }
+    }
+  }
+
+  #onTrack(ev) {
+    const stream = ev.streams[0];
+    if (!stream) return; // the server always sets the stream ID to the user ID
+    const userID = stream.id;
+    const known = this.remoteStreams.get(userID);
+    if (known === stream) return; // the second track of a known stream
+    if (known) this.#removeRemote(userID);
+    this.remoteStreams.set(userID, stream);
+    stream.onremovetrack = () => {
+      if (stream.getTracks().length === 0 && this.remoteStreams.get(userID) === stream) this.#removeRemote(userID);
+    };
+    this.emit('remoteStream', { userID, stream });
+  }
+
+  #removeRemote(userID) {
+    const stream = this.remoteStreams.get(userID);
+    if (!stream) return;
+    this.remoteStreams.delete(userID);
+    stream.onremovetrack = null;
+    this.emit('remoteStreamRemoved', { userID, stream });
+  }
+
+  #finish(reason, data) {
+    if (this.exited) return;
+    this.#close();
+    this.emit('onExitRoom', data ?? { roomID: this.roomID, reason });
+  }
+
+  #close() {
+    this.exited = true;
+    this.connected = false;
+    this.#sb._forgetRoom(this);
+    for (const userID of [...this.remoteStreams.keys()]) this.#removeRemote(userID);
+    this.participants.clear();
+    for (const pc of [this.publisher, this.subscriber]) {
+      if (pc && pc.signalingState !== 'closed') pc.close();
+    }
+  }
+}
+
+export default Switchboard;
