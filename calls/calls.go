@@ -44,8 +44,24 @@ func DefaultConfig() Config {
 	return Config{BusyPolicy: BusyReject, SetupTimeout: 30 * time.Second, Heartbeat: 5 * time.Second}
 }
 
+// Metrics receives call figures (the transport exports them to
+// Prometheus). Methods must not block.
+type Metrics interface {
+	// CallBegan reports a call that began, setup being the time from the
+	// first ring to the second participant's media connecting.
+	CallBegan(setup time.Duration)
+	// CallEnded reports a call's end and result.
+	CallEnded(result Result)
+}
+
+type noMetrics struct{}
+
+func (noMetrics) CallBegan(time.Duration) {}
+func (noMetrics) CallEnded(Result)        {}
+
 // Params are the manager's dependencies.
 type Params struct {
+	Metrics Metrics // nil: none
 	Config  Config
 	Engine  *signaling.Engine
 	Rooms   *rooms.Manager
@@ -69,6 +85,7 @@ type Manager struct {
 	clock signaling.Clock
 	log   *slog.Logger
 	saves *saveQueue
+	stats Metrics
 
 	mu       sync.Mutex
 	closed   bool
@@ -141,7 +158,7 @@ func (c *call) anyAnswered() bool {
 // NewManager returns a Manager, ending with reason server_restart the calls
 // that were running when the server last stopped.
 func NewManager(ctx context.Context, p Params) (*Manager, error) {
-	m := &Manager{cfg: p.Config, eng: p.Engine, rooms: p.Rooms, rec: p.Records, clock: p.Clock, log: p.Logger,
+	m := &Manager{cfg: p.Config, eng: p.Engine, rooms: p.Rooms, rec: p.Records, clock: p.Clock, log: p.Logger, stats: p.Metrics,
 		calls: map[string]*call{}, byInvite: map[string]*call{}, byRoom: map[string]*call{}, byUser: map[string]map[*call]bool{}}
 	if m.clock == nil {
 		m.clock = signaling.SystemClock{}
@@ -151,6 +168,9 @@ func NewManager(ctx context.Context, p Params) (*Manager, error) {
 	}
 	if m.cfg.BusyPolicy == "" {
 		m.cfg.BusyPolicy = BusyReject
+	}
+	if m.stats == nil {
+		m.stats = noMetrics{}
 	}
 	if err := m.recoverOpenCalls(ctx); err != nil {
 		return nil, err
@@ -273,6 +293,13 @@ func (m *Manager) busyLocked(user string) *call {
 		return c
 	}
 	return nil
+}
+
+// Active returns how many calls are running (ringing or begun).
+func (m *Manager) Active() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.calls)
 }
 
 // Call returns a copy of a call's record (running or not yet forgotten).
@@ -650,6 +677,7 @@ func (m *Manager) MemberConnected(roomID, user string, _ rooms.Role, _ time.Time
 		}
 		c.setup = nil
 		begin = &BeginEvent{CallID: c.rec.CallID, RoomID: c.rec.RoomID, MediaType: c.rec.MediaType, StartTime: now.UnixMilli()}
+		m.stats.CallBegan(now.Sub(c.rec.CreatedAt))
 		to = m.participantsLocked(c)
 	}
 	snap := copyRecord(c.rec)
@@ -747,6 +775,7 @@ func (m *Manager) endLocked(c *call, reason, endedBy string) func() {
 		}
 		p.Result = participantResult(*r, p)
 	}
+	m.stats.CallEnded(r.Result)
 	to := m.participantsLocked(c)
 	var stillRinging []string
 	for id, pend := range c.pending {

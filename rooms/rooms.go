@@ -452,6 +452,16 @@ func (m *Manager) Members(roomID string) []ParticipantInfo {
 	return out
 }
 
+// Counts returns how many rooms and members exist.
+func (m *Manager) Counts() (rooms, members int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, r := range m.rooms {
+		members += len(r.members)
+	}
+	return len(m.rooms), members
+}
+
 // RoomCount returns how many rooms exist.
 func (m *Manager) RoomCount() int {
 	m.mu.Lock()
@@ -462,9 +472,9 @@ func (m *Manager) RoomCount() int {
 // ---- internals ----
 
 // removeLocked takes mem out of its room once and tells everyone. It
-// returns the media participant to close (outside mu), if any. quiet skips
-// onExitRoom to mem's own session (it is closed or being replaced... unless
-// replaced, where the old device is told it was kicked).
+// returns the media participant to close (outside mu), if any. mem's own
+// session gets onExitRoom unless its connection is gone (exit is
+// ExitConnectionLost and mem was not replaced by another connection).
 func (m *Manager) removeLocked(mem *member, why LeaveReason, exit ExitReason, replaced bool) *media.Participant {
 	if mem.gone {
 		return nil

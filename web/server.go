@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
 	"github.com/switchboard-rtc/switchboard/signaling"
@@ -65,9 +64,12 @@ type Params struct {
 	Engine      *signaling.Engine
 	// Ops are the protocol's ops by name: the engine's, merged with those of
 	// rooms and calls by the caller. Nil: Engine.Ops().
-	Ops      map[string]signaling.OpFunc
-	Logger   *slog.Logger
-	Registry prometheus.Registerer // nil: no metrics
+	Ops    map[string]signaling.OpFunc
+	Logger *slog.Logger
+	// Metrics, when set, counts connections and requests; with
+	// ServeMetrics it is also served at /metrics on this server.
+	Metrics      *Metrics
+	ServeMetrics bool
 	// OnSessionClosed are called, in order, when a connection has ended
 	// (after the engine forgot it): rooms use it to remove its members.
 	OnSessionClosed []func(signaling.Session)
@@ -83,7 +85,7 @@ type Server struct {
 	ops      map[string]signaling.OpFunc
 	onClosed []func(signaling.Session)
 	log      *slog.Logger
-	metrics  *metrics
+	metrics  *Metrics
 	upgrader websocket.Upgrader
 	mux      *http.ServeMux
 
@@ -103,7 +105,7 @@ func New(p Params) (*Server, error) {
 	}
 	s := &Server{
 		cfg: p.Config, auth: p.Auth, dev: p.DevTokens, devTTL: p.DevTokenTTL, engine: p.Engine,
-		ops: p.Ops, onClosed: p.OnSessionClosed, log: p.Logger, metrics: newMetrics(p.Registry), conns: make(map[*conn]struct{}),
+		ops: p.Ops, onClosed: p.OnSessionClosed, log: p.Logger, metrics: p.Metrics, conns: make(map[*conn]struct{}),
 	}
 	if s.ops == nil {
 		s.ops = p.Engine.Ops()
@@ -126,6 +128,9 @@ func New(p Params) (*Server, error) {
 	s.mux.HandleFunc("GET /ws", s.handleWS)
 	if s.dev {
 		s.mux.HandleFunc("GET /api/dev/token", s.handleDevToken)
+	}
+	if p.Metrics != nil && p.ServeMetrics {
+		s.mux.Handle("GET /metrics", p.Metrics.Handler())
 	}
 	s.mountAssets()
 	return s, nil

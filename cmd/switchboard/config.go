@@ -60,6 +60,7 @@ type Config struct {
 	Limits    LimitsConfig    `mapstructure:"limits"`
 	Calls     CallsConfig     `mapstructure:"calls"`
 	Media     MediaConfig     `mapstructure:"media"`
+	Metrics   MetricsConfig   `mapstructure:"metrics"`
 	Log       LogConfig       `mapstructure:"log"`
 }
 
@@ -69,6 +70,12 @@ type CallsConfig struct {
 	BusyIncludesRinging bool          `mapstructure:"busy_includes_ringing"`
 	SetupTimeout        time.Duration `mapstructure:"setup_timeout"`
 	Heartbeat           time.Duration `mapstructure:"heartbeat"`
+}
+
+// MetricsConfig configures the Prometheus endpoint.
+type MetricsConfig struct {
+	Enabled bool   `mapstructure:"enabled"`
+	Addr    string `mapstructure:"addr"`
 }
 
 // MediaConfig configures the WebRTC SFU.
@@ -397,6 +404,13 @@ func (c Config) Validate() error {
 		bad("media.ice_failed_grace", "must not be negative, got %s", c.Media.ICEFailedGrace)
 	}
 	positive("media.pli_throttle", c.Media.PLIThrottle)
+
+	// metrics
+	if c.Metrics.Addr != "" {
+		if err := checkAddr(c.Metrics.Addr); err != nil {
+			bad("metrics.addr", "want host:port such as \"127.0.0.1:9090\" or empty, got %q: %v", c.Metrics.Addr, err)
+		}
+	}
 
 	// log
 	if _, ok := logLevels[strings.ToLower(c.Log.Level)]; !ok {

@@ -61,7 +61,8 @@ var wantDefaults = Config{
 		UDPPort: 7882, NAT1To1IPs: []string{}, IncludeLoopback: true, ICEServers: []string{},
 		ICEDisconnectedGrace: 10 * time.Second, PLIThrottle: 500 * time.Millisecond,
 	},
-	Log: LogConfig{Level: "info", Format: "text"},
+	Metrics: MetricsConfig{Enabled: true},
+	Log:     LogConfig{Level: "info", Format: "text"},
 }
 
 // --- helpers, independent of the code under test where it matters ---

@@ -73,6 +73,10 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(string)
 		return err
 	}
 
+	var metrics *web.Metrics
+	if cfg.Metrics.Enabled {
+		metrics = web.NewMetrics()
+	}
 	store, err := signaling.OpenSQLite(ctx, cfg.Store.Path, log)
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
@@ -83,7 +87,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(string)
 		}
 	}()
 
-	engine, err := signaling.NewEngine(ctx, signaling.Params{Config: signalingConfig(cfg), Store: store, Logger: log})
+	engine, err := signaling.NewEngine(ctx, signaling.Params{Config: signalingConfig(cfg), Store: metrics.InstrumentStore(store), Logger: log})
 	if err != nil {
 		return err
 	}
@@ -108,7 +112,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(string)
 	if err != nil {
 		return fmt.Errorf("call records: %w", err)
 	}
-	callMgr, err := calls.NewManager(ctx, calls.Params{
+	callParams := calls.Params{
 		Config: calls.Config{
 			BusyPolicy:          calls.BusyPolicy(strings.ToLower(cfg.Calls.BusyPolicy)),
 			BusyIncludesRinging: cfg.Calls.BusyIncludesRinging,
@@ -116,11 +120,19 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(string)
 			Heartbeat:           cfg.Calls.Heartbeat,
 		},
 		Engine: engine, Rooms: roomMgr, Records: records, Logger: log.With("component", "calls"),
-	})
+	}
+	if metrics != nil {
+		callParams.Metrics = metrics
+	}
+	callMgr, err := calls.NewManager(ctx, callParams)
 	if err != nil {
 		return err
 	}
 	defer callMgr.Close()
+	if metrics != nil {
+		engine.AddObserver(metrics)
+		metrics.Watch(callMgr, roomMgr, sfu)
+	}
 
 	// The calls layer takes over invite, inviteInGroup, accept, reject and
 	// cancel (a call's invitations go through it); rooms add theirs.
@@ -139,6 +151,8 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(string)
 		Ops:             ops,
 		OnSessionClosed: []func(signaling.Session){roomMgr.SessionClosed},
 		Logger:          log,
+		Metrics:         metrics,
+		ServeMetrics:    metrics != nil && cfg.Metrics.Addr == "",
 	})
 	if err != nil {
 		return err
@@ -153,7 +167,23 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(string)
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
+	if metrics != nil && cfg.Metrics.Addr != "" {
+		mln, err := net.Listen("tcp", cfg.Metrics.Addr)
+		if err != nil {
+			return fmt.Errorf("metrics listener: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", metrics.Handler())
+		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := msrv.Serve(mln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("metrics: %w", err)
+			}
+		}()
+		defer msrv.Close()
+		log.Info("metrics serving", "url", fmt.Sprintf("http://%s/metrics", mln.Addr()))
+	}
 	go func() {
 		if cfg.Server.TLSCert != "" {
 			errc <- httpSrv.ServeTLS(ln, cfg.Server.TLSCert, cfg.Server.TLSKey)

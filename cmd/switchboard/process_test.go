@@ -363,7 +363,7 @@ func TestTLS(t *testing.T) {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(certPEM)
 	tlsCfg := &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}
-	tr := &http.Transport{TLSClientConfig: tlsCfg}
+	tr := &http.Transport{TLSClientConfig: tlsCfg, DisableKeepAlives: true}
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Transport: tr}
 	res, err := hc.Get("https://" + a + "/api/dev/token?user=alice")
@@ -385,9 +385,11 @@ func TestTLS(t *testing.T) {
 	}
 	c.Close()
 	// Plain HTTP to the TLS port is refused.
-	defer http.DefaultClient.CloseIdleConnections()
-	if res, err := http.Get("http://" + a + "/healthz"); err == nil && res.StatusCode == 200 {
-		t.Fatal("plain HTTP served on the TLS port")
+	if res, err := oneShot.Get("http://" + a + "/healthz"); err == nil {
+		res.Body.Close()
+		if res.StatusCode == 200 {
+			t.Fatal("plain HTTP served on the TLS port")
+		}
 	}
 	cancel()
 	if c := <-code; c != 0 {

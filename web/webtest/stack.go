@@ -35,6 +35,8 @@ type Options struct {
 	Clock     signaling.Clock // for calls; nil: the system clock
 	Logger    *slog.Logger
 	DevTokens bool
+	// Metrics instruments the stack and serves /metrics.
+	Metrics bool
 }
 
 // Stack is a running server.
@@ -45,8 +47,9 @@ type Stack struct {
 	SFU    *media.SFU
 	Rooms  *rooms.Manager
 	Calls  *calls.Manager
-	Server *web.Server
-	HTTP   *httptest.Server
+	Server  *web.Server
+	Metrics *web.Metrics // nil unless Options.Metrics
+	HTTP    *httptest.Server
 	URL    string // ws://127.0.0.1:port/ws
 
 	stopped bool
@@ -84,6 +87,10 @@ func Start(t testing.TB, o Options) *Stack {
 	if s.Auth, err = web.NewAuthenticator(web.AuthConfig{Secret: Secret, Dev: o.DevTokens}); err != nil {
 		t.Fatal(err)
 	}
+	if o.Metrics {
+		s.Metrics = web.NewMetrics()
+		o.Store = s.Metrics.InstrumentStore(o.Store)
+	}
 	if s.Engine, err = signaling.NewEngine(context.Background(), signaling.Params{Config: sigCfg, Store: o.Store, Logger: log}); err != nil {
 		t.Fatal(err)
 	}
@@ -92,9 +99,16 @@ func Start(t testing.TB, o Options) *Stack {
 		t.Fatal(err)
 	}
 	s.Rooms = rooms.NewManager(rooms.Params{Config: o.Rooms, SFU: s.SFU, Tokens: s.Auth, Logger: log})
-	if s.Calls, err = calls.NewManager(context.Background(), calls.Params{Config: callCfg, Engine: s.Engine, Rooms: s.Rooms,
-		Records: o.Records, Clock: o.Clock, Logger: log}); err != nil {
+	cp := calls.Params{Config: callCfg, Engine: s.Engine, Rooms: s.Rooms, Records: o.Records, Clock: o.Clock, Logger: log}
+	if s.Metrics != nil {
+		cp.Metrics = s.Metrics
+	}
+	if s.Calls, err = calls.NewManager(context.Background(), cp); err != nil {
 		t.Fatal(err)
+	}
+	if s.Metrics != nil {
+		s.Engine.AddObserver(s.Metrics)
+		s.Metrics.Watch(s.Calls, s.Rooms, s.SFU)
 	}
 	ops := s.Engine.Ops()
 	maps.Copy(ops, s.Calls.Ops())
@@ -102,7 +116,8 @@ func Start(t testing.TB, o Options) *Stack {
 		t.Fatal(err)
 	}
 	if s.Server, err = web.New(web.Params{Config: webCfg, Auth: s.Auth, DevTokens: o.DevTokens, Engine: s.Engine, Ops: ops,
-		OnSessionClosed: []func(signaling.Session){s.Rooms.SessionClosed}, Logger: log}); err != nil {
+		OnSessionClosed: []func(signaling.Session){s.Rooms.SessionClosed}, Logger: log,
+		Metrics: s.Metrics, ServeMetrics: s.Metrics != nil}); err != nil {
 		t.Fatal(err)
 	}
 	s.HTTP = httptest.NewServer(s.Server.Handler())

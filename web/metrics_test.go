@@ -1,0 +1,70 @@
+package web_test
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/switchboard-rtc/switchboard/calls"
+	"github.com/switchboard-rtc/switchboard/rooms/roomclient"
+	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/web/webtest"
+)
+
+// TestMetricsEndpoint: /metrics serves every documented metric with values
+// that follow what happened.
+func TestMetricsEndpoint(t *testing.T) {
+	s := webtest.Start(t, webtest.Options{Metrics: true})
+	ctx := testCtx(t)
+	alice, bob := s.Dial("alice"), s.Dial("bob")
+	var call calls.CallResult
+	if err := alice.Do(ctx, calls.OpCall, calls.CallArgs{Invitee: "bob"}, &call); err != nil {
+		t.Fatal(err)
+	}
+	ra, err := roomclient.Enter(ctx, alice, call.RoomID, roomclient.Options{Peer: peerCfg()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ra.Close()
+	waitFor(t, bob, signaling.EvReceiveNewInvitation, byInvite(call.CallID))
+	if err := bob.Accept(ctx, call.CallID, ""); err != nil {
+		t.Fatal(err)
+	}
+	rb, err := roomclient.Enter(ctx, bob, call.RoomID, roomclient.Options{Peer: peerCfg()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rb.Close()
+	waitFor(t, alice, calls.EvCallBegin, nil)
+	_ = alice.Do(ctx, "nope", nil, nil)
+
+	res, err := http.Get(s.HTTP.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	http.DefaultClient.CloseIdleConnections()
+	out := string(body)
+	for _, want := range []string{
+		"switchboard_connections 2",
+		`switchboard_requests_total{op="call",result="ok"} 1`,
+		`switchboard_requests_total{op="unknown",result="unknown_op"} 1`,
+		`switchboard_invitations_total{outcome="created"} 1`,
+		`switchboard_invitations_total{outcome="accepted"} 1`,
+		"switchboard_active_calls 1",
+		"switchboard_call_setup_seconds_count 1",
+		"switchboard_rooms 1",
+		"switchboard_room_participants 2",
+		"switchboard_forwarded_packets_total",
+		"switchboard_forwarded_bytes_total",
+		"switchboard_send_queue_overflows_total 0",
+		`switchboard_store_apply_seconds_count{outcome="ok"}`,
+		"go_goroutines", "process_resident_memory_bytes",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}
