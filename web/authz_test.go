@@ -18,7 +18,6 @@ import (
 	"github.com/switchboard-rtc/switchboard/media"
 	"github.com/switchboard-rtc/switchboard/media/peer"
 	"github.com/switchboard-rtc/switchboard/rooms"
-	"github.com/switchboard-rtc/switchboard/rooms/roomclient"
 	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/signaling/client"
 	"github.com/switchboard-rtc/switchboard/web/webtest"
@@ -56,25 +55,8 @@ func TestAuthorizationMatrix(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A running one-to-one call alice ↔ bob with media, and a group call.
-	var call calls.CallResult
-	if err := alice.Do(ctx, calls.OpCall, calls.CallArgs{Invitee: "bob"}, &call); err != nil {
-		t.Fatal(err)
-	}
-	ra, err := roomclient.Enter(ctx, alice, call.RoomID, roomclient.Options{Peer: peerCfg()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ra.Close()
-	waitFor(t, bob, signaling.EvReceiveNewInvitation, byInvite(call.CallID))
-	if err := bob.Accept(ctx, call.CallID, ""); err != nil {
-		t.Fatal(err)
-	}
-	rb, err := roomclient.Enter(ctx, bob, call.RoomID, roomclient.Options{Peer: peerCfg()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rb.Close()
-	waitFor(t, alice, calls.EvCallBegin, nil)
+	call := s.StartCall(alice, bob, "bob")
+	ra := call.Caller
 	var gcall calls.CallResult
 	if err := alice.Do(ctx, calls.OpGroupCall, calls.GroupCallArgs{GroupID: gid, InviteeList: []string{"carol"}}, &gcall); err != nil {
 		t.Fatal(err)

@@ -15,7 +15,6 @@ import (
 
 	"github.com/switchboard-rtc/switchboard/calls"
 	"github.com/switchboard-rtc/switchboard/rooms"
-	"github.com/switchboard-rtc/switchboard/rooms/roomclient"
 	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/signaling/client"
 	"github.com/switchboard-rtc/switchboard/web"
@@ -108,25 +107,7 @@ func TestVanishedClientEndsItsCall(t *testing.T) {
 	}
 	defer bob.Close()
 
-	var call calls.CallResult
-	if err := alice.Do(ctx, calls.OpCall, calls.CallArgs{Invitee: "bob"}, &call); err != nil {
-		t.Fatal(err)
-	}
-	ra, err := roomclient.Enter(ctx, alice, call.RoomID, roomclient.Options{Peer: peerCfg()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ra.Close()
-	waitFor(t, bob, signaling.EvReceiveNewInvitation, byInvite(call.CallID))
-	if err := bob.Accept(ctx, call.CallID, ""); err != nil {
-		t.Fatal(err)
-	}
-	rb, err := roomclient.Enter(ctx, bob, call.RoomID, roomclient.Options{Peer: peerCfg()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rb.Close()
-	waitFor(t, alice, calls.EvCallBegin, nil)
+	s.StartCall(alice, bob, "bob")
 	time.Sleep(300 * time.Millisecond)
 
 	cut := time.Now()

@@ -6,9 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/switchboard-rtc/switchboard/calls"
-	"github.com/switchboard-rtc/switchboard/rooms/roomclient"
-	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/web/webtest"
 )
 
@@ -18,25 +15,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	s := webtest.Start(t, webtest.Options{Metrics: true})
 	ctx := testCtx(t)
 	alice, bob := s.Dial("alice"), s.Dial("bob")
-	var call calls.CallResult
-	if err := alice.Do(ctx, calls.OpCall, calls.CallArgs{Invitee: "bob"}, &call); err != nil {
-		t.Fatal(err)
-	}
-	ra, err := roomclient.Enter(ctx, alice, call.RoomID, roomclient.Options{Peer: peerCfg()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ra.Close()
-	waitFor(t, bob, signaling.EvReceiveNewInvitation, byInvite(call.CallID))
-	if err := bob.Accept(ctx, call.CallID, ""); err != nil {
-		t.Fatal(err)
-	}
-	rb, err := roomclient.Enter(ctx, bob, call.RoomID, roomclient.Options{Peer: peerCfg()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rb.Close()
-	waitFor(t, alice, calls.EvCallBegin, nil)
+	s.StartCall(alice, bob, "bob")
 	_ = alice.Do(ctx, "nope", nil, nil)
 
 	res, err := http.Get(s.HTTP.URL + "/metrics")

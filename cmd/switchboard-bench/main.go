@@ -11,6 +11,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -88,12 +89,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "switchboard-bench:", err)
 		return 1
 	}
-	line, err := json.Marshal(res)
-	if err != nil {
+	var line bytes.Buffer
+	enc := json.NewEncoder(&line)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(res); err != nil {
 		fmt.Fprintln(stderr, "switchboard-bench: encoding result:", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "RESULT %s\n", line)
+	fmt.Fprintf(stdout, "RESULT %s", line.Bytes()) // Encode ends it with a newline
 	return 0
 }
 

@@ -14,7 +14,9 @@ import (
 
 	"github.com/switchboard-rtc/switchboard/calls"
 	"github.com/switchboard-rtc/switchboard/media"
+	"github.com/switchboard-rtc/switchboard/media/peer"
 	"github.com/switchboard-rtc/switchboard/rooms"
+	"github.com/switchboard-rtc/switchboard/rooms/roomclient"
 	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/signaling/client"
 	"github.com/switchboard-rtc/switchboard/web"
@@ -41,16 +43,16 @@ type Options struct {
 
 // Stack is a running server.
 type Stack struct {
-	T      testing.TB
-	Auth   *web.Authenticator
-	Engine *signaling.Engine
-	SFU    *media.SFU
-	Rooms  *rooms.Manager
-	Calls  *calls.Manager
+	T       testing.TB
+	Auth    *web.Authenticator
+	Engine  *signaling.Engine
+	SFU     *media.SFU
+	Rooms   *rooms.Manager
+	Calls   *calls.Manager
 	Server  *web.Server
 	Metrics *web.Metrics // nil unless Options.Metrics
 	HTTP    *httptest.Server
-	URL    string // ws://127.0.0.1:port/ws
+	URL     string // ws://127.0.0.1:port/ws
 
 	stopped bool
 }
@@ -171,4 +173,52 @@ func (s *Stack) Dial(user string, opts ...client.Option) *client.Client {
 	}
 	s.T.Cleanup(func() { _ = c.Close() })
 	return c
+}
+
+// PeerConfig is a light synthetic media participant on loopback.
+func PeerConfig() peer.Config {
+	return peer.Config{ListenIP: "127.0.0.1", IncludeLoopback: true, Audio: true, Video: true, VideoBitrate: 100_000, VideoFPS: 10}
+}
+
+// RunningCall is a one-to-one call set up by StartCall.
+type RunningCall struct {
+	calls.CallResult
+	Caller, Callee *roomclient.Room // both in the call's room, media flowing
+}
+
+// StartCall sets up a running one-to-one video call from caller to callee
+// (whose user ID is calleeID), as the seed's steps 1-4 do: call, the caller
+// enters the room, the callee rings, accepts and enters; it returns once
+// the caller got onCallBegin. The rooms close when the test ends.
+func (s *Stack) StartCall(caller, callee *client.Client, calleeID string) RunningCall {
+	s.T.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var rc RunningCall
+	if err := caller.Do(ctx, calls.OpCall, calls.CallArgs{Invitee: calleeID}, &rc.CallResult); err != nil {
+		s.T.Fatalf("call: %v", err)
+	}
+	var err error
+	if rc.Caller, err = roomclient.Enter(ctx, caller, rc.RoomID, roomclient.Options{Peer: PeerConfig()}); err != nil {
+		s.T.Fatalf("caller enters: %v", err)
+	}
+	s.T.Cleanup(rc.Caller.Close)
+	ring := func(ev client.Event) bool {
+		var v signaling.NewInvitationEvent
+		return ev.Decode(&v) == nil && v.InviteID == rc.CallID
+	}
+	if _, err := callee.WaitEvent(ctx, signaling.EvReceiveNewInvitation, ring); err != nil {
+		s.T.Fatalf("callee rings: %v", err)
+	}
+	if err := callee.Accept(ctx, rc.CallID, ""); err != nil {
+		s.T.Fatalf("accept: %v", err)
+	}
+	if rc.Callee, err = roomclient.Enter(ctx, callee, rc.RoomID, roomclient.Options{Peer: PeerConfig()}); err != nil {
+		s.T.Fatalf("callee enters: %v", err)
+	}
+	s.T.Cleanup(rc.Callee.Close)
+	if _, err := caller.WaitEvent(ctx, calls.EvCallBegin, nil); err != nil {
+		s.T.Fatalf("onCallBegin: %v", err)
+	}
+	return rc
 }
