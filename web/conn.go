@@ -37,7 +37,7 @@ type conn struct {
 	user string
 	exp  time.Time
 
-	send chan []byte   // bounded by limits.send_queue
+	send *frameQueue   // bounded by limits.send_queue
 	done chan struct{} // closed once, by stop
 
 	stopOnce  sync.Once
@@ -61,9 +61,7 @@ func (c *conn) Deliver(frame []byte) {
 		return
 	default:
 	}
-	select {
-	case c.send <- frame:
-	default:
+	if !c.send.push(frame) {
 		c.srv.metrics.sendQueueOverflow()
 		c.stop(CloseSlowConsumer, "send queue full", false)
 	}
@@ -96,10 +94,12 @@ func (c *conn) writeLoop() {
 	}
 	for {
 		select {
-		case frame := <-c.send:
-			if !write(frame) {
-				c.stop(websocket.CloseAbnormalClosure, "write failed", false)
-				return
+		case <-c.send.ready:
+			for _, frame := range c.send.take() {
+				if !write(frame) {
+					c.stop(websocket.CloseAbnormalClosure, "write failed", false)
+					return
+				}
 			}
 		case <-ping.C:
 			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteTimeout)); err != nil {
@@ -108,8 +108,8 @@ func (c *conn) writeLoop() {
 			}
 		case <-c.done:
 			if c.drain {
-				for n := len(c.send); n > 0; n-- {
-					if !write(<-c.send) {
+				for _, frame := range c.send.take() {
+					if !write(frame) {
 						return
 					}
 				}
@@ -237,21 +237,17 @@ func (c *conn) reply(id string, result any, e *signaling.Error) []byte {
 func (c *conn) queue(frame []byte) { c.Deliver(frame) }
 
 // replyCache keeps the replies of the last n request ids of a connection.
+// Its memory grows with use, so that idle connections cost little.
 type replyCache struct {
 	n     int
-	order []string
+	order []string // ring of ids, grown up to n
 	next  int
 	m     map[string][]byte
 }
 
-func newReplyCache(n int) *replyCache {
-	return &replyCache{n: n, order: make([]string, n), m: make(map[string][]byte, n)}
-}
+func newReplyCache(n int) *replyCache { return &replyCache{n: n} }
 
 func (r *replyCache) get(id string) ([]byte, bool) {
-	if r.n == 0 {
-		return nil, false
-	}
 	f, ok := r.m[id]
 	return f, ok
 }
@@ -260,10 +256,58 @@ func (r *replyCache) put(id string, frame []byte) {
 	if r.n == 0 {
 		return
 	}
-	if old := r.order[r.next]; old != "" {
-		delete(r.m, old)
+	if r.m == nil {
+		r.m = make(map[string][]byte)
 	}
-	r.order[r.next] = id
+	if _, dup := r.m[id]; dup {
+		r.m[id] = frame
+		return
+	}
+	if len(r.order) < r.n {
+		r.order = append(r.order, id)
+	} else {
+		delete(r.m, r.order[r.next])
+		r.order[r.next] = id
+		r.next = (r.next + 1) % r.n
+	}
 	r.m[id] = frame
-	r.next = (r.next + 1) % r.n
+}
+
+// frameQueue is a connection's bounded send queue: pushes never block, and
+// a push past the bound fails (the owner then drops the client). Its
+// storage grows with use, so that idle connections cost little.
+type frameQueue struct {
+	limit int
+	ready chan struct{} // has a token while frames wait
+
+	mu     sync.Mutex // guards frames; innermost lock
+	frames [][]byte
+}
+
+func newFrameQueue(limit int) *frameQueue {
+	return &frameQueue{limit: limit, ready: make(chan struct{}, 1)}
+}
+
+func (q *frameQueue) push(frame []byte) bool {
+	q.mu.Lock()
+	if len(q.frames) >= q.limit {
+		q.mu.Unlock()
+		return false
+	}
+	q.frames = append(q.frames, frame)
+	q.mu.Unlock()
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// take returns the queued frames, oldest first, and empties the queue.
+func (q *frameQueue) take() [][]byte {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	out := q.frames
+	q.frames = nil
+	return out
 }

@@ -119,9 +119,12 @@ func New(p Params) (*Server, error) {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
-		ReadBufferSize:   4096,
-		WriteBufferSize:  4096,
-		CheckOrigin:      s.checkOrigin,
+		// Read through the HTTP server's own 4 KiB reader (ReadBufferSize
+		// 0), and borrow write buffers from a pool only while writing:
+		// an idle connection holds no write buffer.
+		WriteBufferSize: 4096,
+		WriteBufferPool: &sync.Pool{},
+		CheckOrigin:     s.checkOrigin,
 	}
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("GET /healthz", s.handleHealth)
@@ -265,7 +268,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	}
 	c := &conn{
 		srv: s, ws: ws, user: claims.Subject,
-		send:    make(chan []byte, s.cfg.SendQueue),
+		send:    newFrameQueue(s.cfg.SendQueue),
 		done:    make(chan struct{}),
 		limiter: rate.NewLimiter(rate.Limit(s.cfg.RequestsPerSec), s.cfg.RequestBurst),
 		dedup:   newReplyCache(s.cfg.DedupWindow),
