@@ -23,6 +23,8 @@ type sigOptions struct {
 	duration time.Duration
 	warmup   time.Duration
 	rate     float64
+	sample   time.Duration // soak: sample the server's resources this often (0: off)
+	noRelay  bool          // soak: skip the relay baseline run
 }
 
 func (o *sigOptions) flags(out io.Writer) *flag.FlagSet {
@@ -33,6 +35,8 @@ func (o *sigOptions) flags(out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "measurement window of each run (server, then relay)")
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "calls placed before the window opens, not measured")
 	fs.Float64Var(&o.rate, "rate", 0, "call setups per second over all pairs; 0: as fast as the pairs go")
+	fs.DurationVar(&o.sample, "sample", 0, "soak: sample the server's memory, goroutines and fds this often during the run (0: off)")
+	fs.BoolVar(&o.noRelay, "no-relay", false, "soak: skip the relay baseline (relay figures are then 0)")
 	o.server.register(fs)
 	return fs
 }
@@ -81,6 +85,9 @@ type sigResult struct {
 	RelayErrors       int64   `json:"relay_errors"`
 	RelayBytesPerConn float64 `json:"relay_bytes_per_conn"`
 	RelayRatio        float64 `json:"relay_ratio"`
+
+	Soak        []soakSample `json:"soak_samples,omitempty"`
+	SoakSummary *soakSummary `json:"soak,omitempty"`
 }
 
 // loadResult is what one run of the call loop measured.
@@ -107,12 +114,20 @@ func runSignaling(ctx context.Context, o sigOptions, stdout, stderr io.Writer) (
 		return nil, fmt.Errorf("start server: %w", err)
 	}
 	fmt.Fprintf(stderr, "signaling: server %s at %s; connecting %d idle users…\n", srv.mode, srv.wsURL, idle)
+	var sm *sampler
+	if o.sample > 0 {
+		sm = startSampler(srv, o.sample)
+	}
 	main, err := runTarget(ctx, o, idle, sigTarget{
 		wsURL: srv.wsURL, secret: srv.secret, memory: srv.memory, cpu: srv.cpu,
 		newDriver: func(ctx context.Context, caller, callee string) (*pair, error) {
 			return dialServerPair(ctx, srv, caller, callee)
 		},
 	}, stderr)
+	var samples []soakSample
+	if sm != nil {
+		samples = sm.finish()
+	}
 	if serr := srv.stop(); serr != nil && err == nil {
 		fmt.Fprintln(stderr, "signaling: server stop:", serr)
 	}
@@ -120,22 +135,25 @@ func runSignaling(ctx context.Context, o sigOptions, stdout, stderr io.Writer) (
 		return nil, fmt.Errorf("server run: %w", err)
 	}
 
-	fmt.Fprintf(stderr, "signaling: relay baseline; connecting %d idle users…\n", idle)
-	rl, err := startRelay()
-	if err != nil {
-		return nil, err
-	}
-	base, err := runTarget(ctx, o, idle, sigTarget{
-		wsURL: rl.url(), memory: inProcessMemory,
-		newDriver: func(ctx context.Context, caller, callee string) (*pair, error) {
-			return dialRelayPair(ctx, rl.url(), caller, callee)
-		},
-	}, stderr)
-	if rerr := rl.stop(); rerr != nil && err == nil {
-		fmt.Fprintln(stderr, "signaling: relay stop:", rerr)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("relay run: %w", err)
+	base := &loadResult{}
+	if !o.noRelay {
+		fmt.Fprintf(stderr, "signaling: relay baseline; connecting %d idle users…\n", idle)
+		rl, err := startRelay()
+		if err != nil {
+			return nil, err
+		}
+		base, err = runTarget(ctx, o, idle, sigTarget{
+			wsURL: rl.url(), memory: inProcessMemory,
+			newDriver: func(ctx context.Context, caller, callee string) (*pair, error) {
+				return dialRelayPair(ctx, rl.url(), caller, callee)
+			},
+		}, stderr)
+		if rerr := rl.stop(); rerr != nil && err == nil {
+			fmt.Fprintln(stderr, "signaling: relay stop:", rerr)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("relay run: %w", err)
+		}
 	}
 
 	secs := o.duration.Seconds()
@@ -163,6 +181,10 @@ func runSignaling(ctx context.Context, o sigOptions, stdout, stderr io.Writer) (
 		RelayBytesPerConn: round3(base.bytesPerConn),
 	}
 	res.RelayRatio = round3(ratio(res.SetupsPerS, res.RelaySetupsPerS))
+	if sm != nil {
+		res.Soak = samples
+		res.SoakSummary = summarize(samples, o.warmup)
+	}
 
 	fmt.Fprintf(stdout, "switchboard-bench signaling: server %s, %d users (%d idle), %d pairs, rate %s, warmup %v, window %v\n\n",
 		srv.mode, o.users, idle, o.callers, rateName(o.rate), o.warmup, o.duration)
@@ -180,6 +202,9 @@ func runSignaling(ctx context.Context, o sigOptions, stdout, stderr io.Writer) (
 	fmt.Fprintf(stdout, "\nrelay_ratio = setups_per_s / relay_setups_per_s = %s\n", f(res.RelayRatio))
 	if main.firstErr != nil {
 		fmt.Fprintf(stdout, "first error: %v\n", main.firstErr)
+	}
+	if sm != nil {
+		printSoak(stdout, samples, res.SoakSummary)
 	}
 	return res, nil
 }
