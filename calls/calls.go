@@ -414,6 +414,11 @@ func (m *Manager) ring(ctx context.Context, a signaling.Actor, c *call, id strin
 		m.mu.Lock()
 		delete(c.pending, id)
 		delete(m.byInvite, id)
+		for _, u := range spec.Invitees {
+			if c.part(u) == nil {
+				m.unindexLocked(c, u)
+			}
+		}
 		m.mu.Unlock()
 		return CallResult{}, err
 	}
@@ -856,6 +861,15 @@ func (m *Manager) indexLocked(c *call, user string) {
 	s[c] = true
 }
 
+func (m *Manager) unindexLocked(c *call, user string) {
+	if s := m.byUser[user]; s != nil {
+		delete(s, c)
+		if len(s) == 0 {
+			delete(m.byUser, user)
+		}
+	}
+}
+
 // forgetLocked removes a call from the running indexes (byInvite entries of
 // invitations still ringing stay until they end).
 func (m *Manager) forgetLocked(c *call) {
@@ -864,12 +878,7 @@ func (m *Manager) forgetLocked(c *call) {
 		delete(m.byRoom, c.rec.RoomID)
 	}
 	for _, p := range c.rec.Participants {
-		if s := m.byUser[p.UserID]; s != nil {
-			delete(s, c)
-			if len(s) == 0 {
-				delete(m.byUser, p.UserID)
-			}
-		}
+		m.unindexLocked(c, p.UserID)
 	}
 	if !c.ended {
 		for id := range c.pending {
