@@ -93,7 +93,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(string)
 	}
 	defer engine.Close()
 
-	sfu, err := media.New(mediaConfig(cfg), log.With("component", "media"))
+	sfu, err := media.New(mediaConfig(cfg), log) // media tags its own lines
 	if err != nil {
 		return fmt.Errorf("media: %w", err)
 	}
