@@ -14,6 +14,7 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/nack"
 	"github.com/pion/logging"
 	"github.com/pion/webrtc/v4"
 
@@ -113,7 +114,8 @@ func New(cfg Config, log *slog.Logger) (*SFU, error) {
 
 // newAPI builds the one webrtc.API every PeerConnection of the SFU uses:
 // default codecs, default interceptors (NACK generator and responder, RTCP
-// reports, TWCC), the shared UDP mux, and no mDNS.
+// reports, TWCC; the responder is nackResponder), the shared UDP mux, and no
+// mDNS.
 func newAPI(cfg Config, mux ice.UDPMux, logs logging.LoggerFactory) (*webrtc.API, error) {
 	se := webrtc.SettingEngine{LoggerFactory: logs}
 	se.SetICEUDPMux(mux)
@@ -143,7 +145,7 @@ func newAPI(cfg Config, mux ice.UDPMux, logs logging.LoggerFactory) (*webrtc.API
 		return nil, fmt.Errorf("media: codecs: %w", err)
 	}
 	ir := &interceptor.Registry{}
-	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil {
+	if err := registerInterceptors(m, ir); err != nil {
 		return nil, fmt.Errorf("media: interceptors: %w", err)
 	}
 	return webrtc.NewAPI(
@@ -151,6 +153,31 @@ func newAPI(cfg Config, mux ice.UDPMux, logs logging.LoggerFactory) (*webrtc.API
 		webrtc.WithMediaEngine(m),
 		webrtc.WithInterceptorRegistry(ir),
 	), nil
+}
+
+// registerInterceptors registers what webrtc.RegisterDefaultInterceptors
+// does, in the same order, except that nackResponder stands in for Pion's
+// NACK responder: NACK feedback, NACK responder and generator, RTCP receiver
+// and sender reports, simulcast header extensions, stats, TWCC feedback.
+func registerInterceptors(m *webrtc.MediaEngine, ir *interceptor.Registry) error {
+	generator, err := nack.NewGeneratorInterceptor()
+	if err != nil {
+		return err
+	}
+	m.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack"}, webrtc.RTPCodecTypeVideo)
+	m.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack", Parameter: "pli"}, webrtc.RTPCodecTypeVideo)
+	ir.Add(nackResponderFactory{})
+	ir.Add(generator)
+	if err := webrtc.ConfigureRTCPReports(ir); err != nil {
+		return err
+	}
+	if err := webrtc.ConfigureSimulcastExtensionHeaders(m); err != nil {
+		return err
+	}
+	if err := webrtc.ConfigureStatsInterceptor(ir); err != nil {
+		return err
+	}
+	return webrtc.ConfigureTWCCSender(m, ir)
 }
 
 // Pion's ICE timer defaults, used when only some timers are configured.

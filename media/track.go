@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/interceptor"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
@@ -59,6 +60,10 @@ func newPublishedTrack(owner *Participant, remote *webrtc.TrackRemote, receiver 
 
 // forward copies RTP from the publisher to every subscriber until the track
 // ends (the client stopped sending it or the connection closed).
+//
+// Each packet gets a buffer of its own that is never modified after the
+// read: every subscriber's nackResponder keeps a reference to its payload
+// for retransmissions instead of a copy.
 func (t *publishedTrack) forward() {
 	buf := make([]byte, 1500)
 	var pkt rtp.Packet
@@ -67,7 +72,9 @@ func (t *publishedTrack) forward() {
 		if err != nil {
 			return
 		}
-		if err := pkt.Unmarshal(buf[:n]); err != nil {
+		data := make([]byte, n)
+		copy(data, buf[:n])
+		if err := pkt.Unmarshal(data); err != nil {
 			continue
 		}
 		t.counters.packetsIn.Add(1)
@@ -88,12 +95,17 @@ func (t *publishedTrack) fanOut(pkt *rtp.Packet) {
 	pkt.Header.Extension = false
 	pkt.Header.ExtensionProfile = 0
 	pkt.Header.Extensions = nil
-	size := uint64(pkt.MarshalSize())
+	var sent uint64
 	for _, d := range *t.downs.Load() {
 		if d.write(pkt) {
-			t.counters.packetsOut.Add(1)
-			t.counters.bytesOut.Add(size)
+			sent++
 		}
+	}
+	if sent > 0 {
+		// One update per packet, not per subscriber: the counters are
+		// shared by every forwarder.
+		t.counters.packetsOut.Add(sent)
+		t.counters.bytesOut.Add(sent * uint64(pkt.MarshalSize()))
 	}
 }
 
@@ -263,11 +275,15 @@ func (d *downTrack) readRTCP() {
 	defer d.sub.wg.Done()
 	buf := make([]byte, 1500)
 	for {
-		n, _, err := d.sender.Read(buf)
+		n, attr, err := d.sender.Read(buf)
 		if err != nil {
 			return
 		}
-		pkts, err := rtcp.Unmarshal(buf[:n])
+		// The interceptors have already parsed the packet; attr caches it.
+		if attr == nil {
+			attr = make(interceptor.Attributes)
+		}
+		pkts, err := attr.GetRTCPPackets(buf[:n])
 		if err != nil {
 			continue
 		}

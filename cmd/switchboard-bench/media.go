@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"runtime/pprof"
 	"sync"
 	"time"
 
@@ -29,6 +31,8 @@ type mediaOptions struct {
 	duration    time.Duration
 	warmup      time.Duration
 	calls       int
+	cpuProfile  string
+	memProfile  string
 }
 
 func (o *mediaOptions) flags(out io.Writer) *flag.FlagSet {
@@ -42,6 +46,8 @@ func (o *mediaOptions) flags(out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "measurement window of each run (server, then bare forwarder)")
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "time the load flows before the window opens")
 	fs.IntVar(&o.calls, "calls", 5, "real calls (call, accept, enterRoom) timed for first_media_ms; 0 skips them")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "in-process only: write a CPU profile of the server run's window to this file, the bare run's to FILE.bare (samples labelled side=server|client)")
+	fs.StringVar(&o.memProfile, "memprofile", "", "in-process only: write the allocation profile at the end of the server run's window to this file and at its start to FILE.base (bare run: FILE.bare, FILE.bare.base)")
 	o.server.register(fs)
 	return fs
 }
@@ -60,6 +66,8 @@ func (o *mediaOptions) validate() error {
 		return errors.New("--duration must be positive, --warmup and --calls not negative")
 	case o.duration > time.Hour || o.warmup > time.Hour || o.calls > 1000:
 		return errors.New("--duration and --warmup are capped at 1h, --calls at 1000")
+	case (o.cpuProfile != "" || o.memProfile != "") && o.server.childMode():
+		return errors.New("--cpuprofile and --memprofile profile the in-process server: not with --spawn or --server-bin")
 	}
 	return o.server.validate()
 }
@@ -79,6 +87,7 @@ type mediaResult struct {
 	ForwardedPPS   float64 `json:"forwarded_pps"`
 	SFUPacketsOut  float64 `json:"sfu_packets_out_per_s"` // in-process only: SFU.Stats()
 	ServerCPUS     float64 `json:"server_cpu_s"`
+	BenchCPUS      float64 `json:"bench_cpu_s"` // the bench process: the clients alone in child mode
 	ServerCPUPerM  float64 `json:"server_cpu_s_per_mpkt"`
 	CPUMethod      string  `json:"cpu_method"`
 	LossPct        float64 `json:"loss_pct"`
@@ -87,6 +96,7 @@ type mediaResult struct {
 	Errors         int     `json:"errors"`
 	BareForwarded  float64 `json:"bare_forwarded_pps"`
 	BareCPUS       float64 `json:"bare_cpu_s"`
+	BareBenchCPUS  float64 `json:"bare_bench_cpu_s"`
 	BareCPUPerM    float64 `json:"bare_cpu_s_per_mpkt"`
 	BareLossPct    float64 `json:"bare_loss_pct"`
 	BareP50        float64 `json:"bare_p50_ms"`
@@ -105,6 +115,7 @@ type mediaRun struct {
 	expected, received int64
 	latencies          []float64
 	cpu                time.Duration
+	benchCPU           time.Duration // this process in the window
 	sfuOut             uint64
 	errs               []error
 }
@@ -127,7 +138,13 @@ func runMedia(ctx context.Context, o mediaOptions, stdout, stderr io.Writer) (*m
 		return nil, err
 	}
 	fmt.Fprintf(stderr, "media: starting server (%s)…\n", modeName(o.server))
-	srv, err := startServer(ctx, o.server, stderr)
+	// In-process, the server's goroutines (and those they start) carry the
+	// profiler label side=server, the clients' side=client.
+	var srv *server
+	var err error
+	pprof.Do(ctx, pprof.Labels("side", "server"), func(ctx context.Context) {
+		srv, err = startServer(ctx, o.server, stderr)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("start server: %w", err)
 	}
@@ -138,7 +155,11 @@ func runMedia(ctx context.Context, o mediaOptions, stdout, stderr io.Writer) (*m
 	}()
 
 	fmt.Fprintf(stderr, "media: server %s; %d rooms × (%d publishers + %d subscribers)…\n", srv.mode, o.rooms, o.publishers, o.subscribers)
-	main, err := runMediaLoad(ctx, o, sfuJoiner(srv), srv.cpu, srv.sfu, stderr)
+	prof := &windowProfile{cpu: o.cpuProfile, mem: o.memProfile}
+	var main *mediaRun
+	pprof.Do(ctx, pprof.Labels("side", "client"), func(ctx context.Context) {
+		main, err = runMediaLoad(ctx, o, sfuJoiner(srv), srv.cpu, srv.sfu, prof, stderr)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("server run: %w", err)
 	}
@@ -153,11 +174,18 @@ func runMedia(ctx context.Context, o mediaOptions, stdout, stderr io.Writer) (*m
 	srv = nil
 
 	fmt.Fprintln(stderr, "media: bare forwarder baseline…")
-	bare, err := startBare(ctx, o.server.childMode())
+	var bare *bareTarget
+	pprof.Do(ctx, pprof.Labels("side", "server"), func(ctx context.Context) {
+		bare, err = startBare(ctx, o.server.childMode())
+	})
 	if err != nil {
 		return nil, fmt.Errorf("start bare forwarder: %w", err)
 	}
-	base, err := runMediaLoad(ctx, o, bareJoiner(bare.url), bare.cpu, nil, stderr)
+	bareProf := &windowProfile{cpu: suffixed(o.cpuProfile, ".bare"), mem: suffixed(o.memProfile, ".bare")}
+	var base *mediaRun
+	pprof.Do(ctx, pprof.Labels("side", "client"), func(ctx context.Context) {
+		base, err = runMediaLoad(ctx, o, bareJoiner(bare.url), bare.cpu, nil, bareProf, stderr)
+	})
 	if serr := bare.stop(); serr != nil {
 		fmt.Fprintln(stderr, "media: bare forwarder stop:", serr)
 	}
@@ -176,6 +204,7 @@ func runMedia(ctx context.Context, o mediaOptions, stdout, stderr io.Writer) (*m
 		ForwardedPPS:   round3(main.pps(o.duration)),
 		SFUPacketsOut:  round3(float64(main.sfuOut) / secs),
 		ServerCPUS:     round3(main.cpu.Seconds()),
+		BenchCPUS:      round3(main.benchCPU.Seconds()),
 		ServerCPUPerM:  round3(main.cpuPerM()),
 		CPUMethod:      cpuM,
 		LossPct:        round3(main.loss()),
@@ -184,6 +213,7 @@ func runMedia(ctx context.Context, o mediaOptions, stdout, stderr io.Writer) (*m
 		Errors:         len(main.errs),
 		BareForwarded:  round3(base.pps(o.duration)),
 		BareCPUS:       round3(base.cpu.Seconds()),
+		BareBenchCPUS:  round3(base.benchCPU.Seconds()),
 		BareCPUPerM:    round3(base.cpuPerM()),
 		BareLossPct:    round3(base.loss()),
 		BareP50:        round3(percentile(base.latencies, 50)),
@@ -203,6 +233,7 @@ func runMedia(ctx context.Context, o mediaOptions, stdout, stderr io.Writer) (*m
 	t.row("forwarded", f(res.ForwardedPPS), f(res.BareForwarded), "packets/s received by all receivers")
 	t.row("CPU in window", f(res.ServerCPUS), f(res.BareCPUS), "s")
 	t.row("CPU per Mpkt", f(res.ServerCPUPerM), f(res.BareCPUPerM), "CPU s per million forwarded packets")
+	t.row("bench CPU", f(res.BenchCPUS), f(res.BareBenchCPUS), "s in window, bench process (clients; in-process also the server)")
 	t.row("loss", f(res.LossPct), f(res.BareLossPct), "% of sent × fan-out")
 	t.row("latency p50", f(res.P50), f(res.BareP50), "ms one way, publisher write → subscriber read")
 	t.row("latency p99", f(res.P99), f(res.BareP99), "ms")
@@ -250,7 +281,7 @@ const loadSetupTimeout = 60 * time.Second
 
 // runMediaLoad joins every room's publishers then subscribers, waits until
 // every receiver gets every track, then measures one window.
-func runMediaLoad(ctx context.Context, o mediaOptions, j joiner, cpu func() (time.Duration, error), sfu *media.SFU, stderr io.Writer) (*mediaRun, error) {
+func runMediaLoad(ctx context.Context, o mediaOptions, j joiner, cpu func() (time.Duration, error), sfu *media.SFU, prof *windowProfile, stderr io.Writer) (*mediaRun, error) {
 	win := &window{}
 	cfg := peerConfig{bitrate: o.bitrate, fps: o.fps, win: win}
 	var all []*loadPeer
@@ -338,7 +369,15 @@ func runMediaLoad(ctx context.Context, o mediaOptions, j joiner, cpu func() (tim
 	if !sleepUntil(ctx, start) {
 		return nil, ctx.Err()
 	}
+	if err := prof.start(); err != nil {
+		return nil, err
+	}
+	defer func() { _ = prof.stop() }() // on an early return; stop is idempotent
 	cpu0, err := cpu()
+	if err != nil {
+		return nil, err
+	}
+	self0, err := selfCPU()
 	if err != nil {
 		return nil, err
 	}
@@ -353,10 +392,18 @@ func runMediaLoad(ctx context.Context, o mediaOptions, j joiner, cpu func() (tim
 	if err != nil {
 		return nil, err
 	}
+	self1, err := selfCPU()
+	if err != nil {
+		return nil, err
+	}
+	if err := prof.stop(); err != nil {
+		return nil, err
+	}
 	if sfu != nil {
 		run.sfuOut = sfu.Stats().PacketsOut - st0.PacketsOut
 	}
 	run.cpu = cpu1 - cpu0
+	run.benchCPU = self1 - self0
 	time.Sleep(time.Second) // packets sent at the end of the window arrive
 	for _, rp := range rms {
 		var sent int64
@@ -372,6 +419,74 @@ func runMediaLoad(ctx context.Context, o mediaOptions, j joiner, cpu func() (tim
 		run.errs = append(run.errs, lp.errs()...)
 	}
 	return run, nil
+}
+
+// windowProfile writes the profiles asked for by --cpuprofile and
+// --memprofile over one measurement window. A nil or empty one does nothing.
+type windowProfile struct {
+	cpu, mem string
+	cpuFile  *os.File
+}
+
+func (p *windowProfile) start() error {
+	if p == nil {
+		return nil
+	}
+	if p.mem != "" {
+		if err := writeAllocs(p.mem + ".base"); err != nil {
+			return err
+		}
+	}
+	if p.cpu == "" {
+		return nil
+	}
+	f, err := os.Create(p.cpu)
+	if err != nil {
+		return err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return err
+	}
+	p.cpuFile = f
+	return nil
+}
+
+// stop ends the profiles; calling it again does nothing.
+func (p *windowProfile) stop() error {
+	if p == nil {
+		return nil
+	}
+	var err error
+	if p.cpuFile != nil {
+		pprof.StopCPUProfile()
+		err = p.cpuFile.Close()
+		p.cpuFile = nil
+	}
+	if p.mem != "" {
+		err = errors.Join(err, writeAllocs(p.mem))
+		p.mem = ""
+	}
+	return err
+}
+
+// suffixed returns path+suffix, or "" for no path.
+func suffixed(path, suffix string) string {
+	if path == "" {
+		return ""
+	}
+	return path + suffix
+}
+
+// writeAllocs writes the allocation profile (cumulative since the process
+// started) to path.
+func writeAllocs(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	err = pprof.Lookup("allocs").WriteTo(f, 0)
+	return errors.Join(err, f.Close())
 }
 
 // sigQueue is an unbounded FIFO of signals: a client's event handler must

@@ -1,0 +1,282 @@
+package media
+
+import (
+	"encoding/binary"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/interceptor"
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+)
+
+// nackResponder answers subscribers' NACKs. It replaces Pion's NACK
+// responder (interceptor v0.1.51 pkg/nack ResponderInterceptor) and behaves
+// like it on the wire, with one difference inside: Pion copies every packet
+// written to every local stream into a pooled 1460-byte buffer, so a packet
+// forwarded to N subscribers is copied N times into N cold 1024-packet
+// histories (about 1.5 MB per subscriber video track). nackResponder keeps
+// a reference to the payload instead, which every subscriber of a track
+// shares, and a copy of the (small) header.
+//
+// Contract: a payload written through a stream of this API must never be
+// modified afterwards. The SFU's only local streams are its downTracks,
+// written by publishedTrack.fanOut, and publishedTrack.forward gives each
+// packet it reads a buffer of its own that nothing modifies.
+//
+// As Pion's responder: only streams that negotiated "nack" feedback keep a
+// history; it holds the last nackHistory sequence numbers of the stream's
+// main SSRC; a NACKed packet still held is resent at most once per RTT+5 ms
+// (RTT from the subscriber's report blocks), on the RTX SSRC with the
+// original sequence number in front of the payload (RFC 4588) when RTX was
+// negotiated, else as it was; RTX sequence numbers are drawn per stored
+// packet from one random-start counter per PeerConnection; resends are
+// written below the stats and report interceptors, straight to SRTP, from a
+// goroutine per NACK. Pion's bitrate cap on resends applies only when a
+// congestion controller sets a target bitrate, which the SFU does not run.
+type nackResponder struct {
+	interceptor.NoOp
+
+	mu      sync.Mutex // guards streams
+	streams map[uint32]*nackStream
+
+	rtxSeq atomic.Uint32 // next RTX sequence number (low 16 bits)
+	now    func() time.Time
+}
+
+// nackHistory is the packets kept per stream, as Pion's default
+// ResponderSize. A power of two.
+const nackHistory = 1024
+
+// nackResponderFactory makes one nackResponder per PeerConnection.
+type nackResponderFactory struct{}
+
+func (nackResponderFactory) NewInterceptor(string) (interceptor.Interceptor, error) {
+	r := &nackResponder{streams: make(map[uint32]*nackStream), now: time.Now}
+	r.rtxSeq.Store(rand.Uint32())
+	return r, nil
+}
+
+// nackStream is the history of one local stream.
+type nackStream struct {
+	writer  interceptor.RTPWriter // the next writer (SRTP)
+	rtxSSRC uint32                // 0 without RTX
+	rtxPT   uint8
+
+	mu         sync.Mutex // guards the fields below
+	slots      [nackHistory]nackSlot
+	highest    uint16
+	started    bool
+	rtt        time.Duration
+	rttSamples int64
+}
+
+// nackSlot is one stored packet. payload is shared and never modified.
+type nackSlot struct {
+	stored     bool
+	seq        uint16
+	rtxSeq     uint16
+	header     rtp.Header
+	payload    []byte
+	lastResend time.Time
+	pending    bool // a resend is being written
+}
+
+// streamSupportsNack reports whether the stream negotiated generic NACK, as
+// Pion's responder checks.
+func streamSupportsNack(info *interceptor.StreamInfo) bool {
+	for _, fb := range info.RTCPFeedback {
+		if fb.Type == "nack" && fb.Parameter == "" {
+			return true
+		}
+	}
+	return false
+}
+
+// BindLocalStream records every packet of the stream's main SSRC.
+func (r *nackResponder) BindLocalStream(info *interceptor.StreamInfo, writer interceptor.RTPWriter) interceptor.RTPWriter {
+	if !streamSupportsNack(info) {
+		return writer
+	}
+	s := &nackStream{writer: writer}
+	if info.SSRCRetransmission != 0 && info.PayloadTypeRetransmission != 0 {
+		s.rtxSSRC, s.rtxPT = info.SSRCRetransmission, info.PayloadTypeRetransmission
+	}
+	r.mu.Lock()
+	r.streams[info.SSRC] = s
+	r.mu.Unlock()
+	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
+		if h.SSRC == info.SSRC {
+			var rtxSeq uint16
+			if s.rtxSSRC != 0 {
+				rtxSeq = uint16(r.rtxSeq.Add(1) - 1)
+			}
+			s.add(h, payload, rtxSeq)
+		}
+		return writer.Write(h, payload, a)
+	})
+}
+
+// add stores a packet, dropping the ones its sequence number skips over, as
+// Pion's RTPBuffer.Add.
+func (s *nackStream) add(h *rtp.Header, payload []byte, rtxSeq uint16) {
+	seq := h.SequenceNumber
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started {
+		diff := seq - s.highest
+		if diff == 0 {
+			return
+		}
+		if diff < 1<<15 {
+			for i := s.highest + 1; i != seq; i++ {
+				s.slots[i%nackHistory] = nackSlot{}
+			}
+			s.highest = seq
+		}
+	} else {
+		s.highest, s.started = seq, true
+	}
+	s.slots[seq%nackHistory] = nackSlot{stored: true, seq: seq, rtxSeq: rtxSeq, header: h.Clone(), payload: payload}
+}
+
+// UnbindLocalStream forgets the stream.
+func (r *nackResponder) UnbindLocalStream(info *interceptor.StreamInfo) {
+	r.mu.Lock()
+	delete(r.streams, info.SSRC)
+	r.mu.Unlock()
+}
+
+// Close forgets every stream.
+func (r *nackResponder) Close() error {
+	r.mu.Lock()
+	r.streams = make(map[uint32]*nackStream)
+	r.mu.Unlock()
+	return nil
+}
+
+// BindRTCPReader watches the subscriber's RTCP for NACKs and report blocks.
+func (r *nackResponder) BindRTCPReader(reader interceptor.RTCPReader) interceptor.RTCPReader {
+	return interceptor.RTCPReaderFunc(func(b []byte, a interceptor.Attributes) (int, interceptor.Attributes, error) {
+		n, attr, err := reader.Read(b, a)
+		if err != nil {
+			return 0, nil, err
+		}
+		if attr == nil {
+			attr = make(interceptor.Attributes)
+		}
+		pkts, err := attr.GetRTCPPackets(b[:n])
+		if err != nil {
+			return 0, nil, err
+		}
+		for _, p := range pkts {
+			switch p := p.(type) {
+			case *rtcp.ReceiverReport:
+				r.updateRTT(p.Reports)
+			case *rtcp.SenderReport:
+				r.updateRTT(p.Reports)
+			case *rtcp.TransportLayerNack:
+				go r.resend(p)
+			}
+		}
+		return n, attr, nil
+	})
+}
+
+// updateRTT folds report blocks into each stream's mean RTT.
+func (r *nackResponder) updateRTT(reports []rtcp.ReceptionReport) {
+	now := ntp32(r.now())
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, rep := range reports {
+		s := r.streams[rep.SSRC]
+		rtt := now - rep.LastSenderReport - rep.Delay
+		if s == nil || rep.LastSenderReport == 0 || rtt >= 1<<31 {
+			continue
+		}
+		s.mu.Lock()
+		s.rttSamples++
+		s.rtt += (time.Duration(rtt)*time.Second/(1<<16) - s.rtt) / time.Duration(s.rttSamples)
+		s.mu.Unlock()
+	}
+}
+
+// ntp32 is the middle 32 bits of t's NTP timestamp, computed as Pion does.
+func ntp32(t time.Time) uint32 {
+	sec := float64(t.UnixNano())/1e9 + 2208988800
+	integer := uint32(sec)
+	fraction := uint32((sec - float64(integer)) * 0xFFFFFFFF)
+	return uint32((uint64(integer)<<32 | uint64(fraction)) >> 16)
+}
+
+// resend writes the NACKed packets the stream still holds.
+func (r *nackResponder) resend(nack *rtcp.TransportLayerNack) {
+	r.mu.Lock()
+	s := r.streams[nack.MediaSSRC]
+	r.mu.Unlock()
+	if s == nil {
+		return
+	}
+	for _, pair := range nack.Nacks {
+		pair.Range(func(seq uint16) bool {
+			s.resendOne(seq, r.now)
+			return true
+		})
+	}
+}
+
+// resendOne writes packet seq unless it is gone, being resent, or was
+// resent less than RTT+5 ms ago.
+func (s *nackStream) resendOne(seq uint16, now func() time.Time) {
+	s.mu.Lock()
+	slot := &s.slots[seq%nackHistory]
+	diff := s.highest - seq
+	if !slot.stored || slot.seq != seq || diff >= 1<<15 || diff >= nackHistory {
+		s.mu.Unlock()
+		return
+	}
+	interval := s.rtt + 5*time.Millisecond
+	if slot.pending || (!slot.lastResend.IsZero() && now().Sub(slot.lastResend) < interval) {
+		s.mu.Unlock()
+		return
+	}
+	slot.pending = true
+	h, payload, rtxSeq := slot.header, slot.payload, slot.rtxSeq
+	s.mu.Unlock()
+
+	if s.rtxSSRC != 0 {
+		h, payload = rtxPacket(h, payload, s.rtxSSRC, s.rtxPT, rtxSeq)
+	}
+	_, err := s.writer.Write(&h, payload, interceptor.Attributes{})
+
+	s.mu.Lock()
+	// The slot may hold a newer packet by now; then there is nothing to mark.
+	if slot.stored && slot.seq == seq {
+		slot.pending = false
+		if err == nil {
+			slot.lastResend = now()
+		}
+	}
+	s.mu.Unlock()
+}
+
+// rtxPacket makes the RFC 4588 retransmission of a packet, as Pion's
+// PacketFactoryCopy does: RTX SSRC, payload type and sequence number, the
+// original sequence number in front of the payload, padding removed.
+func rtxPacket(h rtp.Header, payload []byte, ssrc uint32, pt uint8, seq uint16) (rtp.Header, []byte) {
+	if h.Padding {
+		if h.PaddingSize == 0 && len(payload) > 0 {
+			if pad := int(payload[len(payload)-1]); pad <= len(payload) {
+				payload = payload[:len(payload)-pad]
+			}
+		}
+		h.Padding, h.PaddingSize = false, 0
+	}
+	out := make([]byte, 2+len(payload))
+	binary.BigEndian.PutUint16(out, h.SequenceNumber)
+	copy(out[2:], payload)
+	h.SSRC, h.PayloadType, h.SequenceNumber = ssrc, pt, seq
+	return h, out
+}
