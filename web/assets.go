@@ -17,6 +17,13 @@ import (
 //go:embed sdk/switchboard.js sdk/room-test.html
 var sdkFiles embed.FS
 
+// demoFiles are the demo app (web/demo): index.html is served at /, the
+// other files under /demo/. It signs in with dev tokens when the server
+// issues them, and asks for a session token otherwise.
+//
+//go:embed demo/*.html demo/*.js demo/*.css
+var demoFiles embed.FS
+
 // devOnlyAssets are served only when dev tokens are on: they fetch tokens
 // from /api/dev/token, which does not exist otherwise.
 var devOnlyAssets = map[string]bool{"room-test.html": true}
@@ -31,10 +38,26 @@ type asset struct {
 	etag        string
 }
 
-// mountAssets serves the embedded SDK files at GET /sdk/<name>.
+// mountAssets serves the embedded SDK files at GET /sdk/<name>, the demo's
+// files at GET /demo/<name> and its page at GET /.
 func (s *Server) mountAssets() {
+	sdk := s.loadAssets(sdkFiles, "sdk")
+	demo := s.loadAssets(demoFiles, "demo")
+	s.mux.HandleFunc("GET /sdk/{name}", func(w http.ResponseWriter, r *http.Request) {
+		serveAsset(w, r, sdk, r.PathValue("name"))
+	})
+	s.mux.HandleFunc("GET /demo/{name}", func(w http.ResponseWriter, r *http.Request) {
+		serveAsset(w, r, demo, r.PathValue("name"))
+	})
+	s.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		serveAsset(w, r, demo, "index.html")
+	})
+}
+
+// loadAssets reads the files of one embedded directory, by base name.
+func (s *Server) loadAssets(files embed.FS, dir string) map[string]asset {
 	assets := map[string]asset{}
-	err := fs.WalkDir(sdkFiles, "sdk", func(p string, d fs.DirEntry, err error) error {
+	err := fs.WalkDir(files, dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
@@ -42,7 +65,7 @@ func (s *Server) mountAssets() {
 		if devOnlyAssets[name] && !s.dev {
 			return nil
 		}
-		body, err := sdkFiles.ReadFile(p)
+		body, err := files.ReadFile(p)
 		if err != nil {
 			return err
 		}
@@ -51,21 +74,23 @@ func (s *Server) mountAssets() {
 		return nil
 	})
 	if err != nil { // the files are compiled in: this cannot happen
-		s.log.Error("reading the embedded SDK files", "err", err)
+		s.log.Error("reading the embedded files", "dir", dir, "err", err)
 	}
-	s.mux.HandleFunc("GET /sdk/{name}", func(w http.ResponseWriter, r *http.Request) {
-		a, ok := assets[r.PathValue("name")]
-		if !ok {
-			http.NotFound(w, r)
-			return
-		}
-		h := w.Header()
-		h.Set("Content-Type", a.contentType)
-		h.Set("Cache-Control", assetCacheControl)
-		h.Set("ETag", a.etag)
-		h.Set("X-Content-Type-Options", "nosniff")
-		http.ServeContent(w, r, r.PathValue("name"), time.Time{}, bytes.NewReader(a.body))
-	})
+	return assets
+}
+
+func serveAsset(w http.ResponseWriter, r *http.Request, assets map[string]asset, name string) {
+	a, ok := assets[name]
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", a.contentType)
+	h.Set("Cache-Control", assetCacheControl)
+	h.Set("ETag", a.etag)
+	h.Set("X-Content-Type-Options", "nosniff")
+	http.ServeContent(w, r, name, time.Time{}, bytes.NewReader(a.body))
 }
 
 func assetContentType(name string) string {
@@ -74,6 +99,8 @@ func assetContentType(name string) string {
 		return "text/javascript; charset=utf-8"
 	case ".html":
 		return "text/html; charset=utf-8"
+	case ".css":
+		return "text/css; charset=utf-8"
 	}
 	if t := mime.TypeByExtension(path.Ext(name)); t != "" {
 		return t

@@ -160,7 +160,8 @@ const ROOM_EVENTS = new Set([
  * (onReceiveNewInvitation, onInviteeAccepted, onInviteeRejected,
  * onInvitationCancelled, onInvitationTimeout, onInvitationModified,
  * onMemberEnter, onMemberLeave, onMemberKicked, onGroupDismissed, room
- * events, later call events), 'connectionState' ({state, code, reason,
+ * events, the call events onCallBegin, onCallEnd, onCallMissed,
+ * onCallMediaTypeChanged), 'connectionState' ({state, code, reason,
  * attempt, delay}), and '*' for every event (handler(data, name)).
  */
 export class Switchboard extends Emitter {
@@ -338,6 +339,90 @@ export class Switchboard extends Emitter {
   async getJoinedGroupList() {
     const r = await this.request('getJoinedGroupList');
     return r.groupList;
+  }
+
+  // Call ops (CALLS.md "Convenience ops"). A call is an invitation whose
+  // data is call data: the callee rings with onReceiveNewInvitation (parse
+  // its data with Switchboard.parseCallData). The caller enters the call's
+  // room right after call/groupCall resolves; a callee accepts first (the
+  // accept admits it to the room), then enters. Room events come through
+  // the Room; onCallBegin, onCallEnd, onCallMissed and
+  // onCallMediaTypeChanged come through this object.
+
+  /**
+   * call({invitee, mediaType ('video' default or 'audio'), timeout (s),
+   * roomID?, userData?}) → {callID, roomID, inviteID, merged?}. merged is
+   * true when the invitee's call to this user was ringing (glare): this
+   * user accepted it instead, and callID/roomID are that call's.
+   */
+  async call(args) {
+    return this.request('call', pick(args, ['invitee', 'mediaType', 'timeout', 'roomID', 'userData']));
+  }
+
+  /** groupCall({groupID, inviteeList, mediaType, timeout, roomID?, userData?}) → {callID, roomID, inviteID}. */
+  async groupCall(args) {
+    return this.request('groupCall', pick(args, ['groupID', 'inviteeList', 'mediaType', 'timeout', 'roomID', 'userData']));
+  }
+
+  /**
+   * hangup(callID): before the call begins the caller cancels it and a
+   * ringing invitee rejects it; once it runs this user leaves its room.
+   */
+  async hangup(callID) {
+    await this.request('hangup', { callID });
+  }
+
+  /** inviteUser(callID, userList, {timeout}) → {inviteID, userList (the users actually rung)}: group calls only. */
+  async inviteUser(callID, userList, { timeout } = {}) {
+    return this.request('inviteUser', pick({ callID, userList, timeout }, ['callID', 'userList', 'timeout']));
+  }
+
+  /** joinCall(callID) → {callID, roomID, mediaType}: a group member joins a running group call, then enters its room. */
+  async joinCall(callID) {
+    return this.request('joinCall', { callID });
+  }
+
+  /** switchCallMediaType(callID, 'audio'|'video'): the others get onCallMediaTypeChanged. */
+  async switchCallMediaType(callID, mediaType) {
+    await this.request('switchCallMediaType', { callID, mediaType });
+  }
+
+  /**
+   * getCallHistory({limit (1-100, default 20), cursor, filter ('all',
+   * 'missed', 'incoming', 'outgoing')}) → {calls, nextCursor}; newest
+   * first, nextCursor "" after the last page.
+   */
+  async getCallHistory(args = {}) {
+    return this.request('getCallHistory', pick(args, ['limit', 'cursor', 'filter']));
+  }
+
+  /**
+   * Reads an invitation's data as call data (CALLS.md "Call data"):
+   * {roomID, mediaType ('audio'|'video'), cmd ('videoCall', 'audioCall',
+   * 'hangup', …), callEnd (seconds, on the call-end invitation; else null),
+   * lineBusy (a busy line's reject data), callID (on the call-end
+   * invitation; else '')}, or null when the data is not a call's.
+   */
+  static parseCallData(str) {
+    if (typeof str !== 'string' || !str.includes('av_call')) return null;
+    let d;
+    try {
+      d = JSON.parse(str);
+    } catch {
+      return null;
+    }
+    if (!d || typeof d !== 'object' || d.businessID !== 'av_call') return null;
+    const inner = d.data && typeof d.data === 'object' ? d.data : {};
+    const roomOf = (v) => (typeof v === 'string' || typeof v === 'number' ? String(v) : '');
+    const cmd = typeof inner.cmd === 'string' ? inner.cmd : '';
+    return {
+      roomID: roomOf(d.room_id) || roomOf(inner.room_id),
+      mediaType: d.call_type === 1 || cmd === 'audioCall' ? 'audio' : 'video',
+      cmd,
+      callEnd: typeof d.call_end === 'number' ? d.call_end : null,
+      lineBusy: typeof d.line_busy === 'string' && d.line_busy !== '',
+      callID: typeof inner.call_id === 'string' ? inner.call_id : '',
+    };
   }
 
   // ---- rooms ----

@@ -1,0 +1,625 @@
+package web_test
+
+// Browser tests of the demo app (web/demo), against the whole stack
+// (webtest.Start: engine, SFU on loopback, rooms, calls, transport). Each
+// page is one user in its own headless Chromium with a fake camera; the
+// tests click through the demo as a person would and check what the pages
+// show and what their RTCPeerConnections decode (getStats). At most three
+// browsers run at once (the machine has two cores).
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/web"
+	"github.com/switchboard-rtc/switchboard/web/webtest"
+)
+
+const (
+	// demoTestBudget bounds one demo browser test from start to end.
+	demoTestBudget = 90 * time.Second
+	// acceptToMedia is how soon after the callee accepts both pages must
+	// decode the other's video.
+	acceptToMedia = 5 * time.Second
+	// uiWait bounds waiting for something the page shows after a click.
+	uiWait = 10 * time.Second
+)
+
+// startDemoServer starts the whole stack with dev tokens and returns its
+// base URL (http://127.0.0.1:port), where the demo is served at /.
+func startDemoServer(t *testing.T) string {
+	t.Helper()
+	// Pion logs routine things at teardown as warnings (reads on closed pipes).
+	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelError}))
+	return webtest.Start(t, webtest.Options{DevTokens: true, Logger: logger}).HTTP.URL
+}
+
+// must ends the test when a helper reported a failure.
+func must(t *testing.T, ok bool) {
+	t.Helper()
+	if !ok {
+		t.FailNow()
+	}
+}
+
+// signIn opens the demo (small camera) and signs in as user.
+func signIn(ctx context.Context, t *testing.T, p *demoPage, base, user string) {
+	t.Helper()
+	must(t, p.open(ctx, base, "/?lowres=1"))
+	must(t, p.typeInto(ctx, `[data-testid="signin-name"]`, user))
+	must(t, p.click(ctx, `[data-testid="signin-submit"]`, uiWait))
+	must(t, p.waitSel(ctx, `[data-testid="conn-state"][data-state="connected"]`, uiWait))
+	_, ok := p.waitText(ctx, sel("me-name"), regexp.MustCompile("^"+user+"$"), uiWait)
+	must(t, ok)
+}
+
+// inParallel runs f for every page at once and ends the test if one failed.
+func inParallel(t *testing.T, pages []*demoPage, f func(i int, p *demoPage)) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for i, p := range pages {
+		wg.Go(func() { f(i, p) })
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+}
+
+func sel(testid string, attrs ...string) string {
+	s := fmt.Sprintf(`[data-testid=%q]`, testid)
+	for i := 0; i+1 < len(attrs); i += 2 {
+		s += fmt.Sprintf(`[data-%s=%q]`, attrs[i], attrs[i+1])
+	}
+	return s
+}
+
+// noPageErrors fails the test for every error a page recorded.
+func noPageErrors(ctx context.Context, t *testing.T, pages ...*demoPage) {
+	t.Helper()
+	for _, p := range pages {
+		if errs := p.pageErrors(ctx); len(errs) > 0 {
+			t.Errorf("%s: page errors: %q", p.name, errs)
+		}
+	}
+}
+
+// connectCall: caller video-calls callee from the contact list, the callee's
+// page rings, the callee accepts, and both pages decode the other's video.
+// It returns how long after the accept each page decoded its first frame.
+func connectCall(ctx context.Context, t *testing.T, caller, callee *demoPage) (callerFirst, calleeFirst time.Duration) {
+	t.Helper()
+	must(t, caller.click(ctx, sel("contact-video-call", "user", callee.name), uiWait))
+	must(t, caller.callState(ctx, "calling", uiWait))
+	must(t, callee.callState(ctx, "ringing", uiWait))
+	_, ok := callee.waitText(ctx, sel("call-title"), regexp.MustCompile("^"+caller.name+"$"), time.Second)
+	must(t, ok)
+	// The ring tone plays, or (autoplay blocked) waits for a tap; it never breaks the page.
+	tone, ok := demoWait[string](ctx, callee, 2*time.Second, `['playing', 'blocked'].includes(window.demoState.call?.ringTone) && window.demoState.call.ringTone`, `window.demoState.call`)
+	must(t, ok)
+	t.Logf("%s: ring tone %s", callee.name, tone)
+
+	// Like a person, bob looks at the ring screen a moment: both cameras
+	// are up (the previews play) before he accepts.
+	for _, p := range []*demoPage{caller, callee} {
+		_, ok := demoWait[bool](ctx, p, uiWait, `(() => { const v = document.querySelector('[data-testid="local-video"]'); return !v.hidden && v.videoWidth > 0; })()`, `window.demoState.timings`)
+		must(t, ok)
+	}
+	accepted := time.Now()
+	must(t, callee.click(ctx, sel("incoming-accept"), uiWait))
+	firsts := make([]time.Duration, 2)
+	pairs := [][2]*demoPage{{caller, callee}, {callee, caller}}
+	var wg sync.WaitGroup
+	for i, pr := range pairs {
+		wg.Go(func() {
+			if at, ok := pr[0].waitDecoding(ctx, pr[1].name, acceptToMedia-time.Since(accepted)); ok {
+				firsts[i] = at.Sub(accepted)
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.Fatalf("both pages must decode the other's video within %v of the accept", acceptToMedia)
+	}
+	for _, p := range []*demoPage{caller, callee} {
+		must(t, p.callState(ctx, "active", uiWait))
+		must(t, p.waitSel(ctx, sel("remote-video", "user", map[*demoPage]string{caller: callee.name, callee: caller.name}[p]), time.Second))
+	}
+	t.Logf("accept → first decoded frame: %s's page %v, %s's page %v", caller.name, firsts[0].Round(time.Millisecond), callee.name, firsts[1].Round(time.Millisecond))
+	caller.logTimings(ctx, accepted)
+	callee.logTimings(ctx, accepted)
+	return firsts[0], firsts[1]
+}
+
+// TestBrowserOneToOneCall: alice video-calls bob from the lobby; bob's page
+// rings; bob accepts; both pages decode the other's video within 5 s of the
+// accept; alice hangs up; both pages show "Call ended, 00:0X".
+func TestBrowserOneToOneCall(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), demoTestBudget)
+	defer cancel()
+	base := startDemoServer(t)
+	pages := startDemoPages(t, "alice", "bob")
+	alice, bob := pages[0], pages[1]
+	for _, p := range pages {
+		signIn(ctx, t, p, base, p.name)
+	}
+	must(t, alice.waitSel(ctx, sel("contact", "user", "bob"), uiWait))
+
+	connectCall(ctx, t, alice, bob)
+	// bob mutes his microphone, then switches the call to audio: alice's
+	// page shows his muted mic, is told, and stops sending video too.
+	bobTile := sel("remote-tile", "user", "bob")
+	must(t, bob.click(ctx, sel("call-mute-mic"), uiWait))
+	must(t, alice.waitSel(ctx, bobTile+".no-audio", uiWait))
+	must(t, bob.click(ctx, sel("call-switch-audio"), uiWait))
+	_, ok := alice.waitText(ctx, sel("call-notice"), regexp.MustCompile(`bob switched the call to audio`), uiWait)
+	must(t, ok)
+	must(t, alice.waitSel(ctx, bobTile+".no-video", uiWait))
+	must(t, alice.waitSel(ctx, sel("call-screen")+`[data-media-type="audio"]`, uiWait))
+	for _, p := range pages {
+		if n, _ := demoEval[int](ctx, p, `window.demo.room().localStream?.getVideoTracks().length ?? 0`); n != 0 {
+			t.Errorf("%s: still %d local video tracks after the switch to audio", p.name, n)
+		}
+	}
+	// The timer runs from onCallBegin's start time.
+	_, ok = alice.waitText(ctx, sel("call-timer"), regexp.MustCompile(`^00:0[2-9]$`), uiWait)
+	must(t, ok)
+	must(t, alice.click(ctx, sel("call-hangup"), uiWait))
+
+	ended := regexp.MustCompile(`^Call ended, 00:0\d$`)
+	for _, p := range pages {
+		text, ok := p.waitText(ctx, sel("call-status"), ended, 5*time.Second)
+		must(t, ok)
+		t.Logf("%s's page: %q", p.name, text)
+		must(t, p.callState(ctx, "ended", time.Second))
+	}
+	// bob learned the duration from the server (onCallEnd or the call-end invitation).
+	_, ok = demoWait[bool](ctx, bob, 5*time.Second,
+		`window.demoState.events.some((e) => (e.name === 'onCallEnd' && e.result === 'completed') || (e.name === 'onReceiveNewInvitation' && e.data.includes('call_end')))`,
+		`window.demoState.events.map((e) => e.name)`)
+	must(t, ok)
+	noPageErrors(ctx, t, pages...)
+}
+
+// TestBrowserBusyLine: while alice and bob are in a call, carol calls bob
+// and sees "Line busy" at once; bob's page does not ring, and his call
+// history shows carol's call as missed (busy).
+func TestBrowserBusyLine(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), demoTestBudget)
+	defer cancel()
+	base := startDemoServer(t)
+	pages := startDemoPages(t, "alice", "bob", "carol")
+	alice, bob, carol := pages[0], pages[1], pages[2]
+	for _, p := range pages {
+		signIn(ctx, t, p, base, p.name)
+	}
+	must(t, alice.waitSel(ctx, sel("contact", "user", "bob"), uiWait))
+	must(t, carol.waitSel(ctx, sel("contact", "user", "bob"), uiWait))
+	connectCall(ctx, t, alice, bob)
+
+	start := time.Now()
+	must(t, carol.click(ctx, sel("contact-video-call", "user", "bob"), uiWait))
+	_, ok := carol.waitText(ctx, sel("call-status"), regexp.MustCompile(`^Line busy$`), 5*time.Second)
+	must(t, ok)
+	t.Logf("carol's page showed \"Line busy\" %v after her click", time.Since(start).Round(time.Millisecond))
+	must(t, carol.callState(ctx, "ended", time.Second))
+
+	// bob stays in his call and is told of the missed call instead of ringing.
+	_, ok = demoWait[bool](ctx, bob, 5*time.Second,
+		`(window.demoState.missed ?? []).some((m) => m.caller === 'carol' && m.reason === 'line_busy')`, `window.demoState.missed`)
+	must(t, ok)
+	must(t, bob.callState(ctx, "active", time.Second))
+	if peers, _ := demoEval[[]string](ctx, bob, `window.demoState.call.peers`); len(peers) != 1 || peers[0] != "alice" {
+		t.Errorf("bob's call: peers %v, want [alice]", peers)
+	}
+
+	must(t, bob.click(ctx, sel("call-hangup"), uiWait))
+	must(t, bob.callState(ctx, "ended", uiWait))
+	must(t, bob.click(ctx, sel("call-close"), uiWait))
+	must(t, bob.click(ctx, sel("tab-history"), uiWait))
+	must(t, bob.waitSel(ctx, sel("history-row", "caller", "carol", "result", "busy", "direction", "incoming"), uiWait))
+	must(t, bob.waitSel(ctx, sel("history-row", "caller", "alice", "result", "completed"), uiWait))
+	text, ok := bob.waitText(ctx, sel("history-row", "caller", "carol")+` [data-testid="history-result"]`, regexp.MustCompile(`^busy$`), time.Second)
+	must(t, ok)
+	t.Logf("bob's history, carol's call: %q", text)
+
+	// The "missed" filter keeps carol's call and drops the completed one.
+	must(t, bob.run(ctx, "filter missed", chromedp.SetValue(chromedp.CSS(sel("history-filter")), "missed")))
+	if _, err := demoEval[bool](ctx, bob, `document.querySelector('[data-testid="history-filter"]').dispatchEvent(new Event('change'))`); err != nil {
+		t.Fatalf("bob: filter change: %v", err)
+	}
+	must(t, bob.waitGone(ctx, sel("history-row", "caller", "alice"), uiWait))
+	must(t, bob.waitSel(ctx, sel("history-row", "caller", "carol", "result", "busy"), time.Second))
+	noPageErrors(ctx, t, pages...)
+}
+
+// TestBrowserGroupCall: alice creates a group, adds bob and carol, and
+// starts a group video call. bob accepts, carol declines; alice rings carol
+// in again (inviteUser) and she accepts; every page decodes the two others'
+// videos. carol hangs up: the others see her tile go and a notice. carol
+// joins again from the Groups tab (joinCall). alice and bob hang up: fewer
+// than two remain and the call ends for carol.
+func TestBrowserGroupCall(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), demoTestBudget)
+	defer cancel()
+	base := startDemoServer(t)
+	pages := startDemoPages(t, "alice", "bob", "carol")
+	alice, bob, carol := pages[0], pages[1], pages[2]
+	for _, p := range pages {
+		signIn(ctx, t, p, base, p.name)
+	}
+
+	must(t, alice.click(ctx, sel("tab-groups"), uiWait))
+	must(t, alice.typeInto(ctx, sel("group-name"), "team"))
+	must(t, alice.click(ctx, sel("group-create"), uiWait))
+	card := sel("group-card", "name", "team")
+	for _, u := range []string{"bob", "carol"} {
+		must(t, alice.typeInto(ctx, card+" "+sel("group-add-member-input"), u))
+		must(t, alice.click(ctx, card+" "+sel("group-add-member"), uiWait))
+		must(t, alice.waitSel(ctx, card+" "+sel("group-member", "user", u), uiWait))
+	}
+	must(t, alice.click(ctx, card+" "+sel("group-video-call"), uiWait))
+	must(t, alice.callState(ctx, "calling", uiWait))
+	for _, p := range []*demoPage{bob, carol} {
+		must(t, p.callState(ctx, "ringing", uiWait))
+		_, ok := p.waitText(ctx, sel("call-status"), regexp.MustCompile(`^alice is calling the group`), time.Second)
+		must(t, ok)
+	}
+	must(t, bob.click(ctx, sel("incoming-accept"), uiWait))
+	must(t, carol.click(ctx, sel("incoming-reject"), uiWait))
+	_, ok := alice.waitText(ctx, sel("call-notice"), regexp.MustCompile(`carol declined`), uiWait)
+	must(t, ok)
+	inParallel(t, []*demoPage{alice, bob}, func(_ int, p *demoPage) {
+		p.waitDecoding(ctx, map[*demoPage]string{alice: "bob", bob: "alice"}[p], 20*time.Second)
+	})
+
+	// alice rings carol in again.
+	must(t, alice.click(ctx, sel("call-invite"), uiWait))
+	must(t, alice.click(ctx, sel("invite-option", "user", "carol"), uiWait))
+	must(t, alice.click(ctx, sel("invite-submit"), uiWait))
+	must(t, carol.callState(ctx, "ringing", uiWait))
+	accepted := time.Now()
+	must(t, carol.click(ctx, sel("incoming-accept"), uiWait))
+
+	// Every page decodes both others' video.
+	inParallel(t, pages, func(_ int, p *demoPage) {
+		for _, other := range pages {
+			if other == p {
+				continue
+			}
+			if at, ok := p.waitDecoding(ctx, other.name, 20*time.Second); ok {
+				t.Logf("%s's page decodes %s's video %v after carol's accept", p.name, other.name, at.Sub(accepted).Round(time.Millisecond))
+			}
+		}
+	})
+	for _, p := range pages {
+		p.logTimings(ctx, accepted)
+	}
+	for _, p := range pages {
+		must(t, p.callState(ctx, "active", uiWait))
+		if n, _ := demoEval[int](ctx, p, `document.querySelectorAll('[data-testid="remote-tile"]').length`); n != 2 {
+			t.Errorf("%s: %d remote tiles, want 2", p.name, n)
+		}
+	}
+	// carol, rung by a later invitation, learned the call's ID.
+	callID, err := demoEval[string](ctx, alice, `window.demoState.call.callID`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ok = carol.waitText(ctx, sel("call-id"), regexp.MustCompile(regexp.QuoteMeta(callID)), uiWait)
+	must(t, ok)
+
+	// carol leaves; the call goes on for alice and bob.
+	must(t, carol.click(ctx, sel("call-hangup"), uiWait))
+	must(t, carol.callState(ctx, "ended", uiWait))
+	inParallel(t, []*demoPage{alice, bob}, func(_ int, p *demoPage) {
+		if p.waitGone(ctx, sel("remote-tile", "user", "carol"), uiWait) {
+			p.waitText(ctx, sel("call-notice"), regexp.MustCompile(`carol left the call`), uiWait)
+		}
+	})
+	for _, p := range []*demoPage{alice, bob} {
+		must(t, p.callState(ctx, "active", time.Second))
+		must(t, p.waitSel(ctx, sel("remote-tile", "user", map[*demoPage]string{alice: "bob", bob: "alice"}[p]), time.Second))
+	}
+
+	// carol joins the running call again from the Groups tab.
+	must(t, carol.click(ctx, sel("call-close"), uiWait))
+	must(t, carol.click(ctx, sel("tab-groups"), uiWait))
+	must(t, carol.click(ctx, sel("recent-call-join"), uiWait))
+	inParallel(t, pages, func(_ int, p *demoPage) {
+		if p == carol {
+			p.waitDecoding(ctx, "alice", 20*time.Second)
+		} else {
+			p.waitDecoding(ctx, "carol", 20*time.Second)
+		}
+	})
+	must(t, carol.callState(ctx, "active", uiWait))
+
+	// alice and bob leave: fewer than two remain, the call ends for carol.
+	must(t, alice.click(ctx, sel("call-hangup"), uiWait))
+	must(t, carol.waitGone(ctx, sel("remote-tile", "user", "alice"), uiWait))
+	must(t, bob.click(ctx, sel("call-hangup"), uiWait))
+	_, ok = carol.waitText(ctx, sel("call-status"), regexp.MustCompile(`^Call ended, \d\d:\d\d$`), uiWait)
+	must(t, ok)
+	noPageErrors(ctx, t, pages...)
+}
+
+// TestBrowserClassroom: the teacher opens a class, two students join; the
+// teacher asks who wants to speak; both students raise their hands; the
+// teacher (and the students) see both hands; the teacher picks s2, s2
+// accepts, and every page shows that s2 speaks.
+func TestBrowserClassroom(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), demoTestBudget)
+	defer cancel()
+	base := startDemoServer(t)
+	pages := startDemoPages(t, "teacher", "s1", "s2")
+	teacher, s1, s2 := pages[0], pages[1], pages[2]
+	for _, p := range pages {
+		signIn(ctx, t, p, base, p.name)
+		must(t, p.click(ctx, sel("tab-classroom"), uiWait))
+	}
+	must(t, teacher.click(ctx, sel("class-teach"), uiWait))
+	must(t, teacher.waitSel(ctx, sel("class-role", "role", "teacher"), uiWait))
+	for _, p := range []*demoPage{s1, s2} {
+		must(t, p.click(ctx, sel("class-join"), uiWait))
+		must(t, p.waitSel(ctx, sel("class-role", "role", "student"), uiWait))
+	}
+	for _, u := range []string{"s1", "s2"} {
+		must(t, teacher.waitSel(ctx, sel("class-member", "user", u), uiWait))
+	}
+
+	must(t, teacher.click(ctx, sel("class-ask-hands"), uiWait))
+	for _, p := range []*demoPage{s1, s2} {
+		must(t, p.waitSel(ctx, sel("class-prompt"), uiWait))
+		must(t, p.click(ctx, sel("class-raise-hand"), uiWait))
+		must(t, p.waitSel(ctx, sel("class-my-hand"), uiWait))
+	}
+	// Everyone in the round sees both hands.
+	for _, p := range pages {
+		for _, u := range []string{"s1", "s2"} {
+			must(t, p.waitSel(ctx, sel("class-hand", "user", u), uiWait))
+		}
+	}
+
+	must(t, teacher.click(ctx, sel("class-pick", "user", "s2"), uiWait))
+	must(t, s2.waitSel(ctx, sel("class-speak-prompt"), uiWait))
+	must(t, s1.waitSel(ctx, sel("class-speaker", "state", "asked", "speaker", "s2"), uiWait))
+	if n, _ := demoEval[int](ctx, s1, `document.querySelectorAll('[data-testid="class-speak-prompt"]').length`); n != 0 {
+		t.Errorf("s1 was offered to speak, but the teacher picked s2")
+	}
+	must(t, s2.click(ctx, sel("class-accept-speak"), uiWait))
+	want := map[*demoPage]*regexp.Regexp{
+		teacher: regexp.MustCompile(`s2 is speaking`),
+		s1:      regexp.MustCompile(`s2 is speaking`),
+		s2:      regexp.MustCompile(`You are speaking`),
+	}
+	for _, p := range pages {
+		must(t, p.waitSel(ctx, sel("class-speaker", "state", "speaking", "speaker", "s2"), uiWait))
+		text, ok := p.waitText(ctx, sel("class-speaker")+" .who", want[p], time.Second)
+		must(t, ok)
+		t.Logf("%s's page: %q", p.name, text)
+	}
+	noPageErrors(ctx, t, pages...)
+}
+
+// TestBrowserCameraDenied: when the camera permission is denied, the call
+// screen still works and a banner says why there is no camera.
+func TestBrowserCameraDenied(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), demoTestBudget)
+	defer cancel()
+	base := startDemoServer(t)
+	alice := startDemoPages(t, "alice")[0]
+	signIn(ctx, t, alice, base, "alice")
+	// What the browser does when the user blocks the camera.
+	if _, err := demoEval[bool](ctx, alice, `(() => {
+		navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException('Permission denied', 'NotAllowedError'));
+		return true;
+	})()`); err != nil {
+		t.Fatal(err)
+	}
+	must(t, alice.click(ctx, sel("tab-groups"), uiWait))
+	must(t, alice.typeInto(ctx, sel("group-name"), "pair"))
+	must(t, alice.typeInto(ctx, sel("group-members"), "bob"))
+	must(t, alice.click(ctx, sel("group-create"), uiWait))
+	must(t, alice.click(ctx, sel("group-card", "name", "pair")+" "+sel("group-video-call"), uiWait))
+	text, ok := alice.waitText(ctx, sel("media-error"), regexp.MustCompile(`permission denied`), uiWait)
+	must(t, ok)
+	t.Logf("banner: %q", text)
+	must(t, alice.callState(ctx, "calling", uiWait))
+	must(t, alice.click(ctx, sel("call-cancel"), uiWait))
+	_, ok = alice.waitText(ctx, sel("call-status"), regexp.MustCompile(`^Call cancelled$`), uiWait)
+	must(t, ok)
+}
+
+// TestBrowserTokenExpired: the server closes a session whose token expired
+// (4001); the demo fetches a fresh dev token, reconnects and says so.
+func TestBrowserTokenExpired(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), demoTestBudget)
+	defer cancel()
+	base := startShortTokenServer(t, 2*time.Second) // tokens live 1-2 s (exp has 1 s precision)
+	alice := startDemoPages(t, "alice")[0]
+	signIn(ctx, t, alice, base, "alice")
+	text, ok := alice.waitText(ctx, sel("notice"), regexp.MustCompile(`expired.*fresh token`), uiWait)
+	must(t, ok)
+	t.Logf("notice: %q", text)
+	must(t, alice.waitSel(ctx, sel("conn-state", "state", "connected"), uiWait))
+	// The lobby still answers after the reconnect.
+	must(t, alice.click(ctx, sel("lobby-refresh"), uiWait))
+	noPageErrors(ctx, t, alice)
+}
+
+// startShortTokenServer is a signaling-only server (no media) whose dev
+// tokens expire after ttl; it serves the demo.
+func startShortTokenServer(t *testing.T, ttl time.Duration) string {
+	t.Helper()
+	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	auth, err := web.NewAuthenticator(web.AuthConfig{Secret: webtest.Secret, Dev: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	engine, err := signaling.NewEngine(context.Background(), signaling.Params{Config: signaling.DefaultConfig(), Store: signaling.NewMemoryStore(), Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := web.New(web.Params{Config: web.DefaultConfig(), Auth: auth, DevTokens: true, DevTokenTTL: ttl, Engine: engine, Logger: logger})
+	if err != nil {
+		engine.Close()
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			t.Errorf("server shutdown: %v", err)
+		}
+		hs.Close()
+		engine.Close()
+	})
+	return hs.URL
+}
+
+// TestDemoAssets checks how the demo is served: the page at /, its files
+// under /demo/ with their types and caching, and 404 for anything else.
+func TestDemoAssets(t *testing.T) {
+	base := startShortTokenServer(t, time.Hour)
+	for _, tc := range []struct{ path, ctype, contains string }{
+		{"/", "text/html; charset=utf-8", `data-testid="signin-name"`},
+		{"/demo/app.js", "text/javascript; charset=utf-8", "from '/sdk/switchboard.js'"},
+		{"/demo/call.js", "text/javascript; charset=utf-8", "parseCallData"},
+		{"/demo/style.css", "text/css; charset=utf-8", ".call-controls"},
+	} {
+		res, err := http.Get(base + tc.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(res.Body)
+		res.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != tc.ctype || res.Header.Get("ETag") == "" ||
+			!strings.Contains(string(body), tc.contains) {
+			t.Errorf("%s: %d %q etag %q, body has %q: %v", tc.path, res.StatusCode, res.Header.Get("Content-Type"),
+				res.Header.Get("ETag"), tc.contains, strings.Contains(string(body), tc.contains))
+		}
+	}
+	for _, path := range []string{"/demo/nope.js", "/nope", "/demo/"} {
+		res, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusNotFound {
+			t.Errorf("%s: %d, want 404", path, res.StatusCode)
+		}
+	}
+}
+
+// TestDemoScreenshots saves the demo's main screens as PNG files into the
+// directory $SWITCHBOARD_DEMO_SCREENSHOTS (skipped when it is not set), to
+// look at the design: sign-in, contacts, ringing, in call, call ended,
+// history, group call, classroom.
+func TestDemoScreenshots(t *testing.T) {
+	dir := os.Getenv("SWITCHBOARD_DEMO_SCREENSHOTS")
+	if dir == "" {
+		t.Skip("set SWITCHBOARD_DEMO_SCREENSHOTS to a directory to save the demo's screens")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*demoTestBudget)
+	defer cancel()
+	shot := func(p *demoPage, name string) { must(t, p.screenshot(ctx, filepath.Join(dir, "demo-"+name+".png"))) }
+	base := startDemoServer(t)
+	pages := startDemoPages(t, "alice", "bob", "carol")
+	alice, bob, carol := pages[0], pages[1], pages[2]
+
+	must(t, alice.open(ctx, base, "/?lowres=1"))
+	must(t, alice.waitSel(ctx, sel("signin-name"), uiWait))
+	must(t, alice.typeInto(ctx, sel("signin-name"), "alice"))
+	shot(alice, "signin")
+	for _, p := range pages {
+		signIn(ctx, t, p, base, p.name)
+	}
+	must(t, alice.waitSel(ctx, sel("contact", "user", "carol"), uiWait))
+	shot(alice, "contacts")
+
+	must(t, alice.click(ctx, sel("contact-video-call", "user", "bob"), uiWait))
+	must(t, bob.callState(ctx, "ringing", uiWait))
+	_, ok := demoWait[bool](ctx, bob, uiWait, `document.querySelector('[data-testid="local-video"]').videoWidth > 0`, `window.demoState.timings`)
+	must(t, ok) // the camera preview plays
+	shot(bob, "ringing")
+	must(t, bob.click(ctx, sel("incoming-accept"), uiWait))
+	_, ok = alice.waitDecoding(ctx, "bob", 15*time.Second)
+	must(t, ok)
+	_, ok = alice.waitText(ctx, sel("call-timer"), regexp.MustCompile(`^00:0[3-9]$`), uiWait)
+	must(t, ok)
+	shot(alice, "in-call")
+	must(t, alice.click(ctx, sel("call-hangup"), uiWait))
+	must(t, bob.callState(ctx, "ended", uiWait))
+	shot(bob, "call-ended")
+	must(t, bob.click(ctx, sel("call-close"), uiWait))
+	must(t, bob.click(ctx, sel("tab-history"), uiWait))
+	must(t, bob.waitSel(ctx, sel("history-row"), uiWait))
+	shot(bob, "history")
+	must(t, alice.click(ctx, sel("call-close"), uiWait))
+
+	must(t, alice.click(ctx, sel("tab-groups"), uiWait))
+	must(t, alice.typeInto(ctx, sel("group-name"), "team"))
+	must(t, alice.typeInto(ctx, sel("group-members"), "bob, carol"))
+	must(t, alice.click(ctx, sel("group-create"), uiWait))
+	card := sel("group-card", "name", "team")
+	must(t, alice.waitSel(ctx, card+" "+sel("group-member", "user", "carol"), uiWait))
+	shot(alice, "groups")
+	must(t, alice.click(ctx, card+" "+sel("group-video-call"), uiWait))
+	for _, p := range []*demoPage{bob, carol} {
+		must(t, p.click(ctx, sel("incoming-accept"), uiWait))
+	}
+	for _, u := range []string{"bob", "carol"} {
+		_, ok := alice.waitDecoding(ctx, u, 20*time.Second)
+		must(t, ok)
+	}
+	shot(alice, "group-call")
+	// alice and bob hang up; fewer than two remain: carol's call ends.
+	for _, p := range []*demoPage{alice, bob} {
+		must(t, p.click(ctx, sel("call-hangup"), uiWait))
+	}
+	for _, p := range pages {
+		must(t, p.callState(ctx, "ended", uiWait))
+		must(t, p.click(ctx, sel("call-close"), uiWait))
+	}
+
+	for _, p := range pages {
+		must(t, p.click(ctx, sel("tab-classroom"), uiWait))
+	}
+	must(t, alice.click(ctx, sel("class-teach"), uiWait))
+	for _, p := range []*demoPage{bob, carol} {
+		must(t, p.click(ctx, sel("class-join"), uiWait))
+	}
+	must(t, alice.waitSel(ctx, sel("class-member", "user", "carol"), uiWait))
+	must(t, alice.click(ctx, sel("class-ask-hands"), uiWait))
+	must(t, bob.waitSel(ctx, sel("class-prompt"), uiWait))
+	shot(bob, "classroom-prompt")
+	for _, p := range []*demoPage{bob, carol} {
+		must(t, p.click(ctx, sel("class-raise-hand"), uiWait))
+	}
+	must(t, alice.waitSel(ctx, sel("class-hand", "user", "carol"), uiWait))
+	must(t, alice.waitSel(ctx, sel("class-hand", "user", "bob"), uiWait))
+	shot(alice, "classroom-teacher")
+	must(t, alice.click(ctx, sel("class-pick", "user", "bob"), uiWait))
+	must(t, bob.click(ctx, sel("class-accept-speak"), uiWait))
+	must(t, carol.waitSel(ctx, sel("class-speaker", "state", "speaking"), uiWait))
+	shot(carol, "classroom-student")
+}
