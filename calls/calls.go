@@ -332,13 +332,16 @@ func (m *Manager) invite(ctx context.Context, a signaling.Actor, spec signaling.
 		}
 		return signaling.InviteResult{InviteID: id}, nil
 	}
-	return m.startCall(ctx, a, spec, cd)
+	return m.startCall(ctx, a, spec, cd, false)
 }
 
 // glareData is the accept data of a call merged by glare.
 const glareData = `{"businessID":"av_call","version":4,"data":{"cmd":"accept","glare":true}}`
 
-func (m *Manager) startCall(ctx context.Context, a signaling.Actor, spec signaling.InvitationSpec, cd CallData) (any, error) {
+// startCall places a call. composed says the server built the data (the
+// call and groupCall ops): it then carries the call ID too; an app's own
+// data is passed on as it is, but for a room_id added when it had none.
+func (m *Manager) startCall(ctx context.Context, a signaling.Actor, spec signaling.InvitationSpec, cd CallData, composed bool) (any, error) {
 	roomID := cd.RoomID
 	if roomID == "" {
 		roomID = m.eng.NewID("call_")
@@ -360,6 +363,9 @@ func (m *Manager) startCall(ctx context.Context, a signaling.Actor, spec signali
 	}
 	now := m.clock.Now()
 	id := m.eng.NewID("inv_")
+	if composed {
+		spec.Data = cd.WithIDs(roomID, id)
+	}
 	c := &call{
 		rec:  CallRecord{CallID: id, Caller: a.UserID, GroupID: spec.GroupID, RoomID: roomID, MediaType: cd.MediaType(), CreatedAt: now},
 		data: spec.Data, idx: map[string]int{}, admitted: map[string]bool{a.UserID: true}, connected: map[string]bool{},
@@ -979,7 +985,8 @@ func (m *Manager) inviteUser(ctx context.Context, a signaling.Actor, args Invite
 			users = append(users, u)
 		}
 	}
-	spec := signaling.InvitationSpec{GroupID: c.rec.GroupID, Invitees: users, Data: c.data, Timeout: args.Timeout}
+	cd, _, _ := ParseCallData(c.data)
+	spec := signaling.InvitationSpec{GroupID: c.rec.GroupID, Invitees: users, Data: cd.WithIDs(c.rec.RoomID, c.rec.CallID), Timeout: args.Timeout}
 	m.mu.Unlock()
 	if len(users) == 0 {
 		return InviteUserResult{UserList: []string{}}, nil
@@ -1004,7 +1011,7 @@ func (m *Manager) joinCall(ctx context.Context, a signaling.Actor, args CallIDAr
 		m.mu.Unlock()
 		return JoinResult{}, ErrCallNotFound.WithMessage("no running call %q", args.CallID)
 	}
-	res := JoinResult{CallID: c.rec.CallID, RoomID: c.rec.RoomID, MediaType: c.rec.MediaType}
+	res := JoinResult{CallID: c.rec.CallID, RoomID: c.rec.RoomID, MediaType: c.rec.MediaType, StartTime: ms(c.rec.BeganAt)}
 	group := c.rec.GroupID
 	pendingID := c.isPending(a.UserID)
 	already := c.admitted[a.UserID]

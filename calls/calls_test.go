@@ -216,7 +216,7 @@ func TestOneToOneVideoCallSeedSteps(t *testing.T) {
 	// 2. The invitee rings and reads the room ID from the data.
 	inv := wait[signaling.NewInvitationEvent](t, bob, signaling.EvReceiveNewInvitation, byInvite(res.CallID))
 	cd, ok, err := calls.ParseCallData(inv.Data)
-	if !ok || err != nil || cd.RoomID != res.RoomID || cd.CallType != calls.CallTypeVideo || cd.Cmd != "videoCall" {
+	if !ok || err != nil || cd.RoomID != res.RoomID || cd.CallID != res.CallID || cd.CallType != calls.CallTypeVideo || cd.Cmd != "videoCall" {
 		t.Fatalf("call data %q: %+v %v %v", inv.Data, cd, ok, err)
 	}
 	// Nobody else may enter the call's room, nor bob before he accepts.
@@ -473,6 +473,9 @@ func TestGroupCallJoinAndInviteUser(t *testing.T) {
 	if err := cl["dan"].Do(ctx(t), calls.OpJoinCall, calls.CallIDArgs{CallID: res.CallID}, &j); err != nil {
 		t.Fatal(err)
 	}
+	if j.StartTime != t0.UnixMilli() {
+		t.Fatalf("joinCall startTime %d, want the call's start %d", j.StartTime, t0.UnixMilli())
+	}
 	rd := enter(t, cl["dan"], j.RoomID)
 	eventually(t, "dan receiving ann and ben", func() bool {
 		got := rd.Received()
@@ -492,8 +495,8 @@ func TestGroupCallJoinAndInviteUser(t *testing.T) {
 		t.Fatalf("inviteUser rang %v, want [eve]", iu.UserList)
 	}
 	inv := wait[signaling.NewInvitationEvent](t, cl["eve"], signaling.EvReceiveNewInvitation, byInvite(iu.InviteID))
-	if cd, _, _ := calls.ParseCallData(inv.Data); cd.RoomID != res.RoomID {
-		t.Fatalf("eve rung into room %q, want %q", cd.RoomID, res.RoomID)
+	if cd, _, _ := calls.ParseCallData(inv.Data); cd.RoomID != res.RoomID || cd.CallID != res.CallID {
+		t.Fatalf("eve rung into room %q call %q, want %q %q", cd.RoomID, cd.CallID, res.RoomID, res.CallID)
 	}
 	expectNoInvite(t, cl["ben"], iu.InviteID)
 	if err := cl["eve"].Accept(ctx(t), iu.InviteID, ""); err != nil {

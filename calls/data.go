@@ -36,6 +36,7 @@ type CallData struct {
 	Version    int
 	CallType   int
 	RoomID     string
+	CallID     string // data.call_id, set on the invitations the server composes
 	Cmd        string
 	CallEnd    *int64
 	LineBusy   bool
@@ -106,6 +107,9 @@ func ParseCallData(data string) (d CallData, ok bool, err error) {
 		if v, ok := d.dataFields["cmd"]; ok && json.Unmarshal(v, &d.Cmd) != nil {
 			return d, true, ErrBadCallData.WithMessage("data.cmd must be a string")
 		}
+		if v, ok := d.dataFields["call_id"]; ok && json.Unmarshal(v, &d.CallID) != nil {
+			return d, true, ErrBadCallData.WithMessage("data.call_id must be a string")
+		}
 		if d.RoomID == "" {
 			if d.RoomID, err = roomIDOf(d.dataFields["room_id"]); err != nil {
 				return d, true, err
@@ -139,18 +143,28 @@ func roomIDOf(raw json.RawMessage) (string, error) {
 
 // WithRoomID returns the data with room_id set at the top level and in
 // data, every other field kept as it was.
-func (d CallData) WithRoomID(roomID string) string {
+func (d CallData) WithRoomID(roomID string) string { return d.with(roomID, "") }
+
+// WithIDs returns the data with room_id set as WithRoomID does and call_id
+// set in data (the server does this for the invitations it composes: call,
+// groupCall, inviteUser).
+func (d CallData) WithIDs(roomID, callID string) string { return d.with(roomID, callID) }
+
+func (d CallData) with(roomID, callID string) string {
 	top := make(map[string]json.RawMessage, len(d.fields)+1)
 	for k, v := range d.fields {
 		top[k] = v
 	}
 	rid, _ := json.Marshal(roomID)
 	top["room_id"] = rid
-	inner := make(map[string]json.RawMessage, len(d.dataFields)+1)
+	inner := make(map[string]json.RawMessage, len(d.dataFields)+2)
 	for k, v := range d.dataFields {
 		inner[k] = v
 	}
 	inner["room_id"] = rid
+	if callID != "" {
+		inner["call_id"], _ = json.Marshal(callID)
+	}
 	top["data"], _ = json.Marshal(inner)
 	out, _ := json.Marshal(top)
 	return string(out)

@@ -48,7 +48,7 @@ func (m *Manager) Ops() map[string]signaling.OpFunc {
 			}
 			data := NewCallData(mt, args.RoomID, []string{args.Invitee}, args.UserData)
 			return m.startCall(ctx, a, signaling.InvitationSpec{Invitees: []string{args.Invitee}, Timeout: args.Timeout,
-				Data: data}, mustParse(data))
+				Data: data}, mustParse(data), true)
 		}),
 		OpGroupCall: signaling.Op(func(ctx context.Context, a signaling.Actor, args GroupCallArgs) (any, error) {
 			if args.GroupID == "" || len(args.InviteeList) == 0 {
@@ -60,7 +60,7 @@ func (m *Manager) Ops() map[string]signaling.OpFunc {
 			}
 			data := NewCallData(mt, args.RoomID, args.InviteeList, args.UserData)
 			return m.startCall(ctx, a, signaling.InvitationSpec{GroupID: args.GroupID, Invitees: args.InviteeList, Timeout: args.Timeout,
-				Data: data}, mustParse(data))
+				Data: data}, mustParse(data), true)
 		}),
 		OpHangup: signaling.Op(func(ctx context.Context, a signaling.Actor, args CallIDArgs) (any, error) {
 			return none(m.hangup(ctx, a, args))

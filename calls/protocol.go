@@ -82,6 +82,7 @@ type JoinResult struct {
 	CallID    string `json:"callID"`
 	RoomID    string `json:"roomID"`
 	MediaType string `json:"mediaType"`
+	StartTime int64  `json:"startTime"` // unix ms when the call began; 0: not yet (onCallBegin follows)
 }
 
 // SwitchArgs are the args of switchCallMediaType.
