@@ -1,6 +1,7 @@
 // Package web is Switchboard's HTTP and WebSocket transport: the /ws
 // endpoint that carries the protocol of signaling/PROTOCOL.md, the dev token
-// endpoint, health checks, and (later) the JS SDK and demo pages.
+// endpoint, health checks, metrics, the JS SDK (/sdk/switchboard.js) and
+// the demo pages (/).
 package web
 
 import (
