@@ -20,6 +20,7 @@ import (
 	"github.com/gorilla/websocket"
 	"golang.org/x/time/rate"
 
+	"github.com/switchboard-rtc/switchboard/rooms"
 	"github.com/switchboard-rtc/switchboard/signaling"
 )
 
@@ -179,7 +180,7 @@ func (s *Server) handleDevToken(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusBadRequest, signaling.ErrInvalidParameter.WithMessage("user must be 1-64 characters of [A-Za-z0-9_.@-]"))
 		return
 	}
-	if room != "" && !validRoomID(room) {
+	if room != "" && !rooms.ValidRoomID(room) {
 		writeJSONError(w, http.StatusBadRequest, signaling.ErrInvalidParameter.WithMessage("room must be 1-64 characters of [A-Za-z0-9_-]"))
 		return
 	}
@@ -197,18 +198,6 @@ func (s *Server) handleDevToken(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(out)
 }
 
-func validRoomID(s string) bool {
-	if len(s) == 0 || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
 
 func writeJSONError(w http.ResponseWriter, status int, e *signaling.Error) {
 	w.Header().Set("Content-Type", "application/json")
