@@ -198,7 +198,6 @@ func (s *Server) handleDevToken(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(out)
 }
 
-
 func writeJSONError(w http.ResponseWriter, status int, e *signaling.Error) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
