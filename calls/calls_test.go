@@ -5,36 +5,28 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
-	"maps"
-	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/switchboard-rtc/switchboard/calls"
-	"github.com/switchboard-rtc/switchboard/media"
 	"github.com/switchboard-rtc/switchboard/media/peer"
 	"github.com/switchboard-rtc/switchboard/rooms"
 	"github.com/switchboard-rtc/switchboard/rooms/roomclient"
 	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/signaling/client"
 	"github.com/switchboard-rtc/switchboard/signaling/clocktest"
-	"github.com/switchboard-rtc/switchboard/web"
+	"github.com/switchboard-rtc/switchboard/web/webtest"
 )
 
 var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 
+// server is the whole stack (webtest) with a manual clock for the calls
+// layer, so that durations are checked without sleeping.
 type server struct {
-	t      *testing.T
-	auth   *web.Authenticator
-	eng    *signaling.Engine
-	rooms  *rooms.Manager
-	calls  *calls.Manager
-	clock  *clocktest.Clock
-	url    string
-	closed bool
-	stop   func()
+	*webtest.Stack
+	clock *clocktest.Clock
 }
 
 type opts struct {
@@ -51,73 +43,12 @@ func newServer(t *testing.T, o opts) *server {
 		o.cfg = calls.DefaultConfig()
 		o.cfg.Heartbeat = 0
 	}
-	if o.records == nil {
-		o.records = calls.NewMemoryRecords()
-	}
-	if o.store == nil {
-		o.store = signaling.NewMemoryStore()
-	}
-	s := &server{t: t, clock: clocktest.New(t0)}
-	var err error
-	s.auth, err = web.NewAuthenticator(web.AuthConfig{Secret: []byte("0123456789abcdef0123456789abcdef")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.eng, err = signaling.NewEngine(context.Background(), signaling.Params{Config: signaling.DefaultConfig(), Store: o.store, Logger: quiet()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sfu, err := media.New(media.Config{ListenIP: "127.0.0.1", IncludeLoopback: true}, quiet())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.rooms = rooms.NewManager(rooms.Params{SFU: sfu, Tokens: s.auth, Logger: quiet()})
-	s.calls, err = calls.NewManager(context.Background(), calls.Params{Config: o.cfg, Engine: s.eng, Rooms: s.rooms,
-		Records: o.records, Clock: s.clock, Logger: quiet()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ops := s.eng.Ops()
-	maps.Copy(ops, s.calls.Ops())
-	ops, err = web.MergeOps(ops, s.rooms.Ops())
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := web.New(web.Params{Config: web.DefaultConfig(), Auth: s.auth, Engine: s.eng, Ops: ops,
-		OnSessionClosed: []func(signaling.Session){s.rooms.SessionClosed}, Logger: quiet()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(srv.Handler())
-	s.url = "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws"
-	s.stop = func() {
-		if s.closed {
-			return
-		}
-		s.closed = true
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		hs.Close()
-		s.rooms.Close()
-		s.calls.Close()
-		_ = sfu.Close()
-		s.eng.Close()
-	}
-	t.Cleanup(s.stop)
-	return s
+	clock := clocktest.New(t0)
+	st := webtest.Start(t, webtest.Options{Calls: &o.cfg, Records: o.records, Store: o.store, Clock: clock})
+	return &server{Stack: st, clock: clock}
 }
 
-func (s *server) dial(user string) *client.Client {
-	s.t.Helper()
-	tok, _, _ := s.auth.Issue(user, "", time.Hour)
-	c, err := client.Dial(ctx(s.t), s.url, tok, client.WithPingInterval(0))
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	s.t.Cleanup(func() { _ = c.Close() })
-	return c
-}
+func (s *server) dial(user string) *client.Client { return s.Dial(user) }
 
 func ctx(t *testing.T) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -248,7 +179,7 @@ func TestOneToOneVideoCallSeedSteps(t *testing.T) {
 		return ra.Received()[peer.TrackKey{StreamID: "bob", Kind: "video"}].Packets > 5 &&
 			rb.Received()[peer.TrackKey{StreamID: "alice", Kind: "video"}].Packets > 5
 	})
-	if !s.calls.Busy("alice") || !s.calls.Busy("bob") {
+	if !s.Calls.Busy("alice") || !s.Calls.Busy("bob") {
 		t.Fatal("participants of a running call are not busy")
 	}
 
@@ -286,7 +217,7 @@ func TestOneToOneVideoCallSeedSteps(t *testing.T) {
 	if followUp.Inviter != "bob" || followUp.Timeout != 0 || hang.BusinessID != "av_call" || hang.CallEnd != 65 || hang.Data.Cmd != "hangup" || hang.Data.CallID != res.CallID {
 		t.Fatalf("call-end invitation %+v / %+v", followUp, hang)
 	}
-	if s.calls.Busy("alice") || s.calls.Busy("bob") {
+	if s.Calls.Busy("alice") || s.Calls.Busy("bob") {
 		t.Fatal("still busy after the call ended")
 	}
 	// The record.
@@ -307,25 +238,11 @@ func TestOneToOneVideoCallSeedSteps(t *testing.T) {
 	}
 }
 
-// startedCall sets up a running alice-bob call with media.
-func startedCall(t *testing.T, s *server, alice, bob *client.Client) calls.CallResult {
-	t.Helper()
-	res := call(t, alice, "bob", calls.MediaVideo)
-	enter(t, alice, res.RoomID)
-	wait[signaling.NewInvitationEvent](t, bob, signaling.EvReceiveNewInvitation, byInvite(res.CallID))
-	if err := bob.Accept(ctx(t), res.CallID, ""); err != nil {
-		t.Fatal(err)
-	}
-	enter(t, bob, res.RoomID)
-	wait[calls.BeginEvent](t, alice, calls.EvCallBegin, byCall(res.CallID))
-	return res
-}
-
 func TestBusyLineRejectedByServer(t *testing.T) {
 	s := newServer(t, opts{})
 	alice, bob, carol := s.dial("alice"), s.dial("bob"), s.dial("carol")
 	bob2 := s.dial("bob") // a second device of bob's
-	startedCall(t, s, alice, bob)
+	s.StartCall(alice, bob, "bob")
 	res := call(t, carol, "bob", calls.MediaAudio)
 	rej := wait[signaling.InviteeEvent](t, carol, signaling.EvInviteeRejected, byInvite(res.CallID))
 	if rej.Invitee != "bob" || !strings.Contains(rej.Data, `"line_busy":"line_busy"`) {
@@ -357,7 +274,7 @@ func TestBusyLineRingPolicy(t *testing.T) {
 	cfg.BusyPolicy, cfg.Heartbeat = calls.BusyRing, 0
 	s := newServer(t, opts{cfg: cfg})
 	alice, bob, carol := s.dial("alice"), s.dial("bob"), s.dial("carol")
-	startedCall(t, s, alice, bob)
+	s.StartCall(alice, bob, "bob")
 	res := call(t, carol, "bob", calls.MediaVideo)
 	wait[signaling.NewInvitationEvent](t, bob, signaling.EvReceiveNewInvitation, byInvite(res.CallID))
 	// bob's app rejects with the busy reason itself (the seed's step 3).
@@ -514,7 +431,7 @@ func TestGroupCallJoinAndInviteUser(t *testing.T) {
 			t.Fatal(err)
 		}
 		if u != "dan" {
-			if rec, _ := s.calls.Call(res.CallID); !rec.EndedAt.IsZero() {
+			if rec, _ := s.Calls.Call(res.CallID); !rec.EndedAt.IsZero() {
 				t.Fatalf("call ended after %s left with others still in it", u)
 			}
 		}
@@ -593,7 +510,7 @@ func TestClassroomRaiseHands(t *testing.T) {
 func TestSwitchMediaTypeAndAdmission(t *testing.T) {
 	s := newServer(t, opts{})
 	alice, bob := s.dial("alice"), s.dial("bob")
-	res := startedCall(t, s, alice, bob)
+	res := s.StartCall(alice, bob, "bob").CallResult
 	if err := alice.Do(ctx(t), calls.OpSwitchCallMediaType, calls.SwitchArgs{CallID: res.CallID, MediaType: "audio"}, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -646,7 +563,7 @@ func TestRawInviteIsACall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec, ok := s.calls.Call(id)
+	rec, ok := s.Calls.Call(id)
 	if !ok || rec.RoomID == "" || rec.MediaType != calls.MediaVideo {
 		t.Fatalf("record %+v %v", rec, ok)
 	}
@@ -686,15 +603,15 @@ func TestRestartEndsRunningCalls(t *testing.T) {
 	cfg.Heartbeat = 5 * time.Second
 	s := newServer(t, opts{cfg: cfg, records: rec, store: st})
 	alice, bob := s.dial("alice"), s.dial("bob")
-	res := startedCall(t, s, alice, bob)
+	res := s.StartCall(alice, bob, "bob").CallResult
 	s.clock.Advance(12 * time.Second) // heartbeats at +5 s and +10 s
 	// Stop without ending the call (the crash is simulated by never
 	// running the calls' end; Close only flushes and writes a heartbeat
 	// at its clock, +12 s).
-	s.calls.Close()
+	s.Calls.Close()
 	_ = alice.Close()
 	_ = bob.Close()
-	s.stop()
+	s.Stop()
 	_ = st.Close()
 
 	st2, rec2 := open()

@@ -3,8 +3,6 @@ package rooms_test
 import (
 	"context"
 	"errors"
-	"log/slog"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -18,18 +16,14 @@ import (
 	"github.com/switchboard-rtc/switchboard/rooms/roomclient"
 	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/signaling/client"
-	"github.com/switchboard-rtc/switchboard/web"
+	"github.com/switchboard-rtc/switchboard/web/webtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-type server struct {
-	t     *testing.T
-	auth  *web.Authenticator
-	rooms *rooms.Manager
-	http  *httptest.Server
-	url   string
-}
+// server is the whole stack (webtest), with an extra admitter when a test
+// gives one.
+type server struct{ *webtest.Stack }
 
 type admitList struct {
 	mu sync.Mutex
@@ -42,65 +36,18 @@ func (a *admitList) Admit(user, room string) bool {
 	return a.ok[user+"/"+room]
 }
 
-func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
-
 func newServer(t *testing.T, mcfg media.Config, rcfg rooms.Config, admit rooms.Admitter) *server {
 	t.Helper()
-	auth, err := web.NewAuthenticator(web.AuthConfig{Secret: []byte("0123456789abcdef0123456789abcdef")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	eng, err := signaling.NewEngine(context.Background(), signaling.Params{Config: signaling.DefaultConfig(), Store: signaling.NewMemoryStore(), Logger: quiet()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mcfg.ListenIP, mcfg.IncludeLoopback = "127.0.0.1", true
-	sfu, err := media.New(mcfg, quiet())
-	if err != nil {
-		t.Fatal(err)
-	}
-	mgr := rooms.NewManager(rooms.Params{Config: rcfg, SFU: sfu, Tokens: auth, Logger: quiet()})
+	st := webtest.Start(t, webtest.Options{Media: mcfg, Rooms: rcfg})
 	if admit != nil {
-		mgr.AddAdmitter(admit)
+		st.Rooms.AddAdmitter(admit)
 	}
-	ops, err := web.MergeOps(eng.Ops(), mgr.Ops())
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := web.New(web.Params{Config: web.DefaultConfig(), Auth: auth, Engine: eng, Ops: ops,
-		OnSessionClosed: []func(signaling.Session){mgr.SessionClosed}, Logger: quiet()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(srv.Handler())
-	s := &server{t: t, auth: auth, rooms: mgr, http: hs, url: "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws"}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		hs.Close()
-		mgr.Close()
-		_ = sfu.Close()
-		eng.Close()
-	})
-	return s
+	return &server{st}
 }
 
-func (s *server) dial(user string) *client.Client {
-	s.t.Helper()
-	tok, _, _ := s.auth.Issue(user, "", time.Hour)
-	c, err := client.Dial(ctx(s.t), s.url, tok, client.WithPingInterval(0))
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	s.t.Cleanup(func() { _ = c.Close() })
-	return c
-}
+func (s *server) dial(user string) *client.Client { return s.Dial(user) }
 
-func (s *server) roomToken(user, room string) string {
-	tok, _, _ := s.auth.Issue(user, room, time.Hour)
-	return tok
-}
+func (s *server) roomToken(user, room string) string { return s.RoomToken(user, room) }
 
 func ctx(t *testing.T) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -285,7 +232,7 @@ func TestLeaveReasons(t *testing.T) {
 	if err := rs["alice"].Exit(c); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "the empty room to disappear", func() bool { return s.rooms.RoomCount() == 0 })
+	eventually(t, 5*time.Second, "the empty room to disappear", func() bool { return s.Rooms.RoomCount() == 0 })
 }
 
 // TestMediaLossRemovesParticipant: media that stops (no WebSocket close)
@@ -333,7 +280,7 @@ func TestAdmission(t *testing.T) {
 		{"no token", rooms.EnterArgs{RoomID: "r"}, rooms.ErrNotAdmitted},
 		{"token for another room", rooms.EnterArgs{RoomID: "r", RoomToken: s.roomToken("alice", "other")}, rooms.ErrNotAdmitted},
 		{"token for another user", rooms.EnterArgs{RoomID: "r", RoomToken: s.roomToken("bob", "r")}, rooms.ErrNotAdmitted},
-		{"session token as room token", rooms.EnterArgs{RoomID: "r", RoomToken: func() string { t, _, _ := s.auth.Issue("alice", "", time.Hour); return t }()}, rooms.ErrNotAdmitted},
+		{"session token as room token", rooms.EnterArgs{RoomID: "r", RoomToken: func() string { t, _, _ := s.Auth.Issue("alice", "", time.Hour); return t }()}, rooms.ErrNotAdmitted},
 		{"garbage token", rooms.EnterArgs{RoomID: "r", RoomToken: "x.y.z"}, rooms.ErrNotAdmitted},
 		{"bad room id", rooms.EnterArgs{RoomID: "a room"}, signaling.ErrInvalidParameter},
 		{"bad role", rooms.EnterArgs{RoomID: "r", Role: "king", RoomToken: s.roomToken("alice", "r")}, signaling.ErrInvalidParameter},
@@ -347,7 +294,7 @@ func TestAdmission(t *testing.T) {
 			}
 		})
 	}
-	if n := s.rooms.RoomCount(); n != 0 {
+	if n := s.Rooms.RoomCount(); n != 0 {
 		t.Fatalf("refused entries created %d rooms", n)
 	}
 	// Not in the room: its ops are refused.

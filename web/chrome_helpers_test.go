@@ -1,9 +1,10 @@
 package web_test
 
-// Helpers of the demo's browser tests (demo_browser_test.go): one headless
-// Chromium per user, driven with chromedp like a person would (type, click,
-// read what the page shows), with the page's console and a screenshot kept
-// when a test fails. Flags: /work/shared/notes/webrtc-on-this-machine.md.
+// Helpers of the browser tests (browser_test.go: SDK and room test page;
+// demo_browser_test.go: the demo app): one headless Chromium per user,
+// driven with chromedp, with the page's console, a screenshot and the
+// page's state kept when a test fails. Flags:
+// /work/shared/notes/webrtc-on-this-machine.md.
 
 import (
 	"cmp"
@@ -11,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,23 +26,36 @@ import (
 	"github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+
+	"github.com/switchboard-rtc/switchboard/web/webtest"
 )
 
 const (
-	// demoStartWait bounds starting one browser and opening its tab.
-	demoStartWait = 30 * time.Second
-	// demoCloseWait bounds closing one browser.
-	demoCloseWait = 10 * time.Second
-	// demoPoll is how often a page condition is checked.
-	demoPoll = 50 * time.Millisecond
+	// browserStartWait bounds starting one browser and opening its tab.
+	browserStartWait = 30 * time.Second
+	// browserCloseWait bounds closing one browser.
+	browserCloseWait = 10 * time.Second
+	// pagePoll is how often a page condition is checked.
+	pagePoll = 50 * time.Millisecond
 	// demoViewportWidth and demoViewportHeight are a phone's viewport.
 	demoViewportWidth, demoViewportHeight = 375, 812
 )
 
-// demoChromium finds Chromium: $SWITCHBOARD_CHROMIUM when set, else
+// startServer starts the whole stack (webtest.Start: engine, SFU on
+// loopback, rooms, calls, transport) with dev tokens that live ttl (0: the
+// server's default), and returns its base URL (http://127.0.0.1:port),
+// where the demo is served at / and the SDK at /sdk/.
+func startServer(t *testing.T, ttl time.Duration) string {
+	t.Helper()
+	// Pion logs routine things at teardown as warnings (reads on closed pipes).
+	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelError}))
+	return webtest.Start(t, webtest.Options{DevTokens: true, DevTokenTTL: ttl, Logger: logger}).HTTP.URL
+}
+
+// chromiumPath finds Chromium: $SWITCHBOARD_CHROMIUM when set, else
 // /usr/bin/chromium or chromium on PATH. Without one the test is skipped
-// locally and fails when CI is set.
-func demoChromium(t *testing.T) string {
+// locally, but fails when CI is set: CI must never skip the browser tests.
+func chromiumPath(t *testing.T) string {
 	t.Helper()
 	candidates := []string{"/usr/bin/chromium", "chromium"}
 	if p := os.Getenv("SWITCHBOARD_CHROMIUM"); p != "" {
@@ -59,31 +74,41 @@ func demoChromium(t *testing.T) string {
 	return ""
 }
 
-// demoPage is one Chromium process with one tab, used by one user.
-type demoPage struct {
-	t    *testing.T
-	name string
-	ctx  context.Context // the tab's chromedp context
+// browserPage is one Chromium process with one tab, used by one user.
+type browserPage struct {
+	t       *testing.T
+	name    string
+	ctx     context.Context // the tab's chromedp context
+	stateJS string          // the page's state for the artifacts: JS, may be a promise of a string
 
 	mu      sync.Mutex
 	console []string
 }
 
-// startDemoPages starts one browser per name, in parallel. They close, after
-// saving their artifacts if the test failed, when the test ends.
-func startDemoPages(t *testing.T, names ...string) []*demoPage {
+// startBrowsers starts one browser per name, in parallel (see
+// startBrowser), and ends the test if one did not start.
+func startBrowsers(t *testing.T, stateJS string, names ...string) []*browserPage {
 	t.Helper()
-	exe := demoChromium(t)
-	pages := make([]*demoPage, len(names))
+	exe := chromiumPath(t)
+	pages := make([]*browserPage, len(names))
 	errs := make([]error, len(names))
 	var wg sync.WaitGroup
 	for i, n := range names {
-		wg.Go(func() { pages[i], errs[i] = startDemoPage(t, exe, n) })
+		wg.Go(func() { pages[i], errs[i] = startBrowser(t, exe, n, stateJS) })
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		t.Fatal(err)
 	}
+	return pages
+}
+
+// startDemoPages starts one browser per name, in parallel, with a phone's
+// viewport. They close, after saving their artifacts if the test failed,
+// when the test ends.
+func startDemoPages(t *testing.T, names ...string) []*browserPage {
+	t.Helper()
+	pages := startBrowsers(t, demoStateJS, names...)
 	for _, p := range pages {
 		// A phone's viewport: the demo must work at this width.
 		if err := chromedp.Do(p.ctx, chromedp.EmulateViewport(demoViewportWidth, demoViewportHeight)); err != nil {
@@ -93,11 +118,15 @@ func startDemoPages(t *testing.T, names ...string) []*demoPage {
 	return pages
 }
 
-func startDemoPage(t *testing.T, exe, name string) (*demoPage, error) {
+// startBrowser launches a headless Chromium of its own (own user-data dir)
+// with the flags of the notes. It is closed, and on failure its screenshot,
+// console and page state (stateJS) are saved, when the test ends. It may
+// run on any goroutine.
+func startBrowser(t *testing.T, exe, name, stateJS string) (*browserPage, error) {
 	// chromedp's start has no deadline of its own: the allocator's parent
 	// is cancelled (killing the browser) when starting takes too long.
 	parent, kill := context.WithCancel(context.Background())
-	startTimer := time.AfterFunc(demoStartWait, kill)
+	startTimer := time.AfterFunc(browserStartWait, kill)
 	allocCtx, allocCancel := chromedp.NewExecAllocator(parent,
 		chromedp.ExecPath(exe),
 		chromedp.Flag("headless", "new"),
@@ -113,9 +142,11 @@ func startDemoPage(t *testing.T, exe, name string) (*demoPage, error) {
 		chromedp.Flag("disable-dev-shm-usage", true),
 	)
 	ctx, cancel := chromedp.NewContext(allocCtx)
-	p := &demoPage{t: t, name: name, ctx: ctx}
+	p := &browserPage{t: t, name: name, ctx: ctx, stateJS: stateJS}
 	t.Cleanup(func() {
-		cctx, ccancel := context.WithTimeout(ctx, demoCloseWait)
+		// Close gracefully, bounded; then make sure the process and every
+		// goroutine of the allocator are gone.
+		cctx, ccancel := context.WithTimeout(ctx, browserCloseWait)
 		if err := chromedp.Cancel(cctx); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 			t.Logf("%s: closing the browser: %v", name, err)
 		}
@@ -126,7 +157,7 @@ func startDemoPage(t *testing.T, exe, name string) (*demoPage, error) {
 	})
 	err := chromedp.Listen(ctx, p.onEvent) // starts the browser, opens the tab
 	if !startTimer.Stop() {
-		return nil, fmt.Errorf("%s: Chromium (%s) did not start within %v", name, exe, demoStartWait)
+		return nil, fmt.Errorf("%s: Chromium (%s) did not start within %v", name, exe, browserStartWait)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: start Chromium (%s): %w", name, exe, err)
@@ -136,7 +167,7 @@ func startDemoPage(t *testing.T, exe, name string) (*demoPage, error) {
 }
 
 // onEvent keeps the console; it runs on chromedp's reader, so it only appends.
-func (p *demoPage) onEvent(ev any) {
+func (p *browserPage) onEvent(ev any) {
 	var line string
 	switch e := ev.(type) {
 	case *runtime.EventConsoleAPICalled:
@@ -170,15 +201,21 @@ func (p *demoPage) onEvent(ev any) {
 	p.mu.Unlock()
 }
 
+func (p *browserPage) consoleText() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return strings.Join(p.console, "\n") + "\n"
+}
+
 // saveArtifactsOnFailure writes a screenshot, the console log and the
-// page's demoState to a directory that outlives the test, and logs the paths.
-func (p *demoPage) saveArtifactsOnFailure() {
+// page's state to a directory that outlives the test, and logs the paths.
+func (p *browserPage) saveArtifactsOnFailure() {
 	t := p.t
 	if !t.Failed() {
 		return
 	}
 	name := regexp.MustCompile(`[^A-Za-z0-9-]`).ReplaceAllString(t.Name(), "_")
-	dir, err := os.MkdirTemp("", "switchboard-demo-"+name+"-")
+	dir, err := os.MkdirTemp("", "switchboard-browser-"+name+"-")
 	if err != nil {
 		t.Logf("%s: no artifacts: %v", p.name, err)
 		return
@@ -191,17 +228,14 @@ func (p *demoPage) saveArtifactsOnFailure() {
 	} else if err := os.WriteFile(shot, png, 0o644); err == nil {
 		t.Logf("%s: screenshot: %s", p.name, shot)
 	}
-	state, err := chromedp.Run(ctx, chromedp.Evaluate[string](demoStateJS, chromedp.EvalAwaitPromise))
+	state, err := chromedp.Run(ctx, chromedp.Evaluate[string](p.stateJS, chromedp.EvalAwaitPromise))
 	if err != nil {
-		state = "demoState unavailable: " + err.Error()
+		state = "page state unavailable: " + err.Error()
 	}
 	statePath := filepath.Join(dir, p.name+"-state.json")
 	_ = os.WriteFile(statePath, []byte(state), 0o644)
-	p.mu.Lock()
-	consoleText := strings.Join(p.console, "\n") + "\n"
-	p.mu.Unlock()
 	consolePath := filepath.Join(dir, p.name+"-console.log")
-	if err := os.WriteFile(consolePath, []byte(consoleText), 0o644); err == nil {
+	if err := os.WriteFile(consolePath, []byte(p.consoleText()), 0o644); err == nil {
 		t.Logf("%s: console log: %s; page state: %s", p.name, consolePath, statePath)
 	}
 }
@@ -224,7 +258,7 @@ const demoStateJS = `(async () => {
 })()`
 
 // step returns the tab's context bounded by ctx's deadline.
-func (p *demoPage) step(ctx context.Context) (context.Context, context.CancelFunc) {
+func (p *browserPage) step(ctx context.Context) (context.Context, context.CancelFunc) {
 	dl, ok := ctx.Deadline()
 	if !ok {
 		return context.WithCancel(p.ctx)
@@ -234,7 +268,7 @@ func (p *demoPage) step(ctx context.Context) (context.Context, context.CancelFun
 
 // run performs chromedp actions, failing the test (from any goroutine: it
 // uses Errorf and reports) on error.
-func (p *demoPage) run(ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) bool {
+func (p *browserPage) run(ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) bool {
 	p.t.Helper()
 	sctx, cancel := p.step(ctx)
 	defer cancel()
@@ -246,12 +280,12 @@ func (p *demoPage) run(ctx context.Context, what string, actions ...chromedp.Act
 }
 
 // open loads path of the server at base.
-func (p *demoPage) open(ctx context.Context, base, path string) bool {
+func (p *browserPage) open(ctx context.Context, base, path string) bool {
 	return p.run(ctx, "open "+path, chromedp.Navigate(base+path))
 }
 
 // click clicks the element of a CSS selector once it is visible, within d.
-func (p *demoPage) click(ctx context.Context, sel string, d time.Duration) bool {
+func (p *browserPage) click(ctx context.Context, sel string, d time.Duration) bool {
 	p.t.Helper()
 	cctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
@@ -259,31 +293,31 @@ func (p *demoPage) click(ctx context.Context, sel string, d time.Duration) bool 
 }
 
 // typeInto types text into an input (clearing it first).
-func (p *demoPage) typeInto(ctx context.Context, sel, text string) bool {
+func (p *browserPage) typeInto(ctx context.Context, sel, text string) bool {
 	p.t.Helper()
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if !p.run(cctx, "wait for "+sel, chromedp.WaitVisible(chromedp.CSS(sel))) {
 		return false
 	}
-	if _, err := demoEval[bool](cctx, p, fmt.Sprintf(`(() => { document.querySelector(%q).value = ''; return true; })()`, sel)); err != nil {
+	if _, err := pageEval[bool](cctx, p, fmt.Sprintf(`(() => { document.querySelector(%q).value = ''; return true; })()`, sel)); err != nil {
 		p.t.Errorf("%s: clear %s: %v", p.name, sel, err)
 		return false
 	}
 	return p.run(cctx, "type into "+sel, chromedp.SendKeys(chromedp.CSS(sel), text))
 }
 
-// demoEval evaluates a JS expression (a promise is awaited) in the page.
-func demoEval[T any](ctx context.Context, p *demoPage, expr string) (T, error) {
+// pageEval evaluates a JS expression (a promise is awaited) in the page.
+func pageEval[T any](ctx context.Context, p *browserPage, expr string) (T, error) {
 	sctx, cancel := p.step(ctx)
 	defer cancel()
 	return chromedp.Run(sctx, chromedp.Evaluate[T](expr, chromedp.EvalAwaitPromise))
 }
 
-// demoWait evaluates cond in the page until it is truthy and returns its
+// pageWait evaluates cond in the page until it is truthy and returns its
 // value; after within it fails the test, showing describe's value. The loop
 // runs in the page: one round trip.
-func demoWait[T any](ctx context.Context, p *demoPage, within time.Duration, cond, describe string) (T, bool) {
+func pageWait[T any](ctx context.Context, p *browserPage, within time.Duration, cond, describe string) (T, bool) {
 	p.t.Helper()
 	expr := fmt.Sprintf(`(async () => {
 		const deadline = performance.now() + %d;
@@ -293,8 +327,8 @@ func demoWait[T any](ctx context.Context, p *demoPage, within time.Duration, con
 			if (performance.now() > deadline) throw new Error('timed out after %v: ' + %q + '\n  ' + JSON.stringify(%s));
 			await new Promise((r) => setTimeout(r, %d));
 		}
-	})()`, within.Milliseconds(), cond, within, cond, describe, demoPoll.Milliseconds())
-	v, err := demoEval[T](ctx, p, expr)
+	})()`, within.Milliseconds(), cond, within, cond, describe, pagePoll.Milliseconds())
+	v, err := pageEval[T](ctx, p, expr)
 	if err != nil {
 		p.t.Errorf("%s: %v", p.name, err)
 		return v, false
@@ -303,49 +337,49 @@ func demoWait[T any](ctx context.Context, p *demoPage, within time.Duration, con
 }
 
 // waitText waits until the text of the element of sel matches re.
-func (p *demoPage) waitText(ctx context.Context, sel string, re *regexp.Regexp, within time.Duration) (string, bool) {
+func (p *browserPage) waitText(ctx context.Context, sel string, re *regexp.Regexp, within time.Duration) (string, bool) {
 	p.t.Helper()
 	js := fmt.Sprintf(`(() => { const el = document.querySelector(%q); const s = el ? el.textContent.trim() : ''; return new RegExp(%q).test(s) ? s : ''; })()`,
 		sel, re.String())
-	return demoWait[string](ctx, p, within, js, fmt.Sprintf(`{text: document.querySelector(%q)?.textContent ?? null, call: window.demoState?.call}`, sel))
+	return pageWait[string](ctx, p, within, js, fmt.Sprintf(`{text: document.querySelector(%q)?.textContent ?? null, call: window.demoState?.call}`, sel))
 }
 
 // waitSel waits until an element matches sel (visible or not).
-func (p *demoPage) waitSel(ctx context.Context, sel string, within time.Duration) bool {
+func (p *browserPage) waitSel(ctx context.Context, sel string, within time.Duration) bool {
 	p.t.Helper()
-	_, ok := demoWait[bool](ctx, p, within, fmt.Sprintf(`document.querySelector(%q) !== null`, sel), `window.demoState`)
+	_, ok := pageWait[bool](ctx, p, within, fmt.Sprintf(`document.querySelector(%q) !== null`, sel), `window.demoState`)
 	return ok
 }
 
 // waitGone waits until no element matches sel.
-func (p *demoPage) waitGone(ctx context.Context, sel string, within time.Duration) bool {
+func (p *browserPage) waitGone(ctx context.Context, sel string, within time.Duration) bool {
 	p.t.Helper()
-	_, ok := demoWait[bool](ctx, p, within, fmt.Sprintf(`document.querySelector(%q) === null`, sel), `window.demoState`)
+	_, ok := pageWait[bool](ctx, p, within, fmt.Sprintf(`document.querySelector(%q) === null`, sel), `window.demoState`)
 	return ok
 }
 
 // callState waits until the call screen's data-state is want.
-func (p *demoPage) callState(ctx context.Context, want string, within time.Duration) bool {
+func (p *browserPage) callState(ctx context.Context, want string, within time.Duration) bool {
 	p.t.Helper()
 	return p.waitSel(ctx, fmt.Sprintf(`[data-testid="call-screen"][data-state=%q]:not([hidden])`, want), within)
 }
 
 // pageErrors returns the errors the page recorded (uncaught ones and
 // failed actions).
-func (p *demoPage) pageErrors(ctx context.Context) []string {
-	errs, err := demoEval[[]string](ctx, p, `window.demoState?.errors ?? []`)
+func (p *browserPage) pageErrors(ctx context.Context) []string {
+	errs, err := pageEval[[]string](ctx, p, `window.demoState?.errors ?? []`)
 	if err != nil {
 		return []string{err.Error()}
 	}
 	return errs
 }
 
-// demoFramesDecodedJS is a promise of the framesDecoded of the inbound-rtp
-// video stats whose track is user's remote video in the page's current
-// room (0 when there is none yet).
-func demoFramesDecodedJS(user string) string {
+// framesDecodedJS is a promise of the framesDecoded of the inbound-rtp
+// video stats whose track is user's remote video in room, a JS expression
+// of an SDK room (0 when there is none yet).
+func framesDecodedJS(room, user string) string {
 	return fmt.Sprintf(`(async () => {
-		const room = window.demo?.room?.();
+		const room = %s;
 		const track = room?.remoteStreams.get(%q)?.getVideoTracks()[0];
 		if (!room?.subscriber || !track) return 0;
 		const stats = await room.subscriber.getStats();
@@ -354,20 +388,23 @@ func demoFramesDecodedJS(user string) string {
 			if (s.type === 'inbound-rtp' && s.kind === 'video' && s.trackIdentifier === track.id) frames = s.framesDecoded ?? 0;
 		});
 		return frames;
-	})()`, user)
+	})()`, room, user)
 }
+
+// demoRoomJS is the demo page's current room.
+const demoRoomJS = `window.demo?.room?.()`
 
 // waitDecoding waits until the page decodes frames of user's video and
 // their count rises, and returns when it saw the first frame.
-func (p *demoPage) waitDecoding(ctx context.Context, user string, within time.Duration) (time.Time, bool) {
+func (p *browserPage) waitDecoding(ctx context.Context, user string, within time.Duration) (time.Time, bool) {
 	p.t.Helper()
-	first, ok := demoWait[float64](ctx, p, within, demoFramesDecodedJS(user), `window.demoState.call`)
+	first, ok := pageWait[float64](ctx, p, within, framesDecodedJS(demoRoomJS, user), `window.demoState.call`)
 	if !ok {
 		return time.Time{}, false
 	}
 	at := time.Now()
-	later, ok := demoWait[float64](ctx, p, 5*time.Second,
-		fmt.Sprintf(`(async () => { const n = await %s; return n > %v ? n : 0; })()`, demoFramesDecodedJS(user), first), `window.demoState.call`)
+	later, ok := pageWait[float64](ctx, p, 5*time.Second,
+		fmt.Sprintf(`(async () => { const n = await %s; return n > %v ? n : 0; })()`, framesDecodedJS(demoRoomJS, user), first), `window.demoState.call`)
 	if !ok {
 		return at, false
 	}
@@ -377,8 +414,8 @@ func (p *demoPage) waitDecoding(ctx context.Context, user string, within time.Du
 
 // logTimings logs the page's call timings (demoState.timings, unix ms) as
 // offsets from since, in order.
-func (p *demoPage) logTimings(ctx context.Context, since time.Time) {
-	tm, err := demoEval[map[string]float64](ctx, p, `window.demoState.timings ?? {}`)
+func (p *browserPage) logTimings(ctx context.Context, since time.Time) {
+	tm, err := pageEval[map[string]float64](ctx, p, `window.demoState.timings ?? {}`)
 	if err != nil {
 		p.t.Logf("%s: no timings: %v", p.name, err)
 		return
@@ -396,7 +433,7 @@ func (p *demoPage) logTimings(ctx context.Context, since time.Time) {
 }
 
 // screenshot saves the page's viewport as a PNG file.
-func (p *demoPage) screenshot(ctx context.Context, path string) bool {
+func (p *browserPage) screenshot(ctx context.Context, path string) bool {
 	p.t.Helper()
 	sctx, cancel := p.step(ctx)
 	defer cancel()

@@ -1,19 +1,17 @@
 package web_test
 
 // Browser tests of the demo app (web/demo), against the whole stack
-// (webtest.Start: engine, SFU on loopback, rooms, calls, transport). Each
-// page is one user in its own headless Chromium with a fake camera; the
-// tests click through the demo as a person would and check what the pages
-// show and what their RTCPeerConnections decode (getStats). At most three
-// browsers run at once (the machine has two cores).
+// (startServer: webtest.Start, with engine, SFU on loopback, rooms, calls,
+// transport). Each page is one user in its own headless Chromium with a
+// fake camera; the tests click through the demo as a person would and check
+// what the pages show and what their RTCPeerConnections decode (getStats).
+// At most three browsers run at once (the machine has two cores).
 
 import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -23,10 +21,6 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
-
-	"github.com/switchboard-rtc/switchboard/signaling"
-	"github.com/switchboard-rtc/switchboard/web"
-	"github.com/switchboard-rtc/switchboard/web/webtest"
 )
 
 const (
@@ -39,15 +33,6 @@ const (
 	uiWait = 10 * time.Second
 )
 
-// startDemoServer starts the whole stack with dev tokens and returns its
-// base URL (http://127.0.0.1:port), where the demo is served at /.
-func startDemoServer(t *testing.T) string {
-	t.Helper()
-	// Pion logs routine things at teardown as warnings (reads on closed pipes).
-	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelError}))
-	return webtest.Start(t, webtest.Options{DevTokens: true, Logger: logger}).HTTP.URL
-}
-
 // must ends the test when a helper reported a failure.
 func must(t *testing.T, ok bool) {
 	t.Helper()
@@ -57,7 +42,7 @@ func must(t *testing.T, ok bool) {
 }
 
 // signIn opens the demo (small camera) and signs in as user.
-func signIn(ctx context.Context, t *testing.T, p *demoPage, base, user string) {
+func signIn(ctx context.Context, t *testing.T, p *browserPage, base, user string) {
 	t.Helper()
 	must(t, p.open(ctx, base, "/?lowres=1"))
 	must(t, p.typeInto(ctx, `[data-testid="signin-name"]`, user))
@@ -68,7 +53,7 @@ func signIn(ctx context.Context, t *testing.T, p *demoPage, base, user string) {
 }
 
 // inParallel runs f for every page at once and ends the test if one failed.
-func inParallel(t *testing.T, pages []*demoPage, f func(i int, p *demoPage)) {
+func inParallel(t *testing.T, pages []*browserPage, f func(i int, p *browserPage)) {
 	t.Helper()
 	var wg sync.WaitGroup
 	for i, p := range pages {
@@ -89,7 +74,7 @@ func sel(testid string, attrs ...string) string {
 }
 
 // noPageErrors fails the test for every error a page recorded.
-func noPageErrors(ctx context.Context, t *testing.T, pages ...*demoPage) {
+func noPageErrors(ctx context.Context, t *testing.T, pages ...*browserPage) {
 	t.Helper()
 	for _, p := range pages {
 		if errs := p.pageErrors(ctx); len(errs) > 0 {
@@ -101,7 +86,7 @@ func noPageErrors(ctx context.Context, t *testing.T, pages ...*demoPage) {
 // connectCall: caller video-calls callee from the contact list, the callee's
 // page rings, the callee accepts, and both pages decode the other's video.
 // It returns how long after the accept each page decoded its first frame.
-func connectCall(ctx context.Context, t *testing.T, caller, callee *demoPage) (callerFirst, calleeFirst time.Duration) {
+func connectCall(ctx context.Context, t *testing.T, caller, callee *browserPage) (callerFirst, calleeFirst time.Duration) {
 	t.Helper()
 	must(t, caller.click(ctx, sel("contact-video-call", "user", callee.name), uiWait))
 	must(t, caller.callState(ctx, "calling", uiWait))
@@ -109,20 +94,20 @@ func connectCall(ctx context.Context, t *testing.T, caller, callee *demoPage) (c
 	_, ok := callee.waitText(ctx, sel("call-title"), regexp.MustCompile("^"+caller.name+"$"), time.Second)
 	must(t, ok)
 	// The ring tone plays, or (autoplay blocked) waits for a tap; it never breaks the page.
-	tone, ok := demoWait[string](ctx, callee, 2*time.Second, `['playing', 'blocked'].includes(window.demoState.call?.ringTone) && window.demoState.call.ringTone`, `window.demoState.call`)
+	tone, ok := pageWait[string](ctx, callee, 2*time.Second, `['playing', 'blocked'].includes(window.demoState.call?.ringTone) && window.demoState.call.ringTone`, `window.demoState.call`)
 	must(t, ok)
 	t.Logf("%s: ring tone %s", callee.name, tone)
 
 	// Like a person, bob looks at the ring screen a moment: both cameras
 	// are up (the previews play) before he accepts.
-	for _, p := range []*demoPage{caller, callee} {
-		_, ok := demoWait[bool](ctx, p, uiWait, `(() => { const v = document.querySelector('[data-testid="local-video"]'); return !v.hidden && v.videoWidth > 0; })()`, `window.demoState.timings`)
+	for _, p := range []*browserPage{caller, callee} {
+		_, ok := pageWait[bool](ctx, p, uiWait, `(() => { const v = document.querySelector('[data-testid="local-video"]'); return !v.hidden && v.videoWidth > 0; })()`, `window.demoState.timings`)
 		must(t, ok)
 	}
 	accepted := time.Now()
 	must(t, callee.click(ctx, sel("incoming-accept"), uiWait))
 	firsts := make([]time.Duration, 2)
-	pairs := [][2]*demoPage{{caller, callee}, {callee, caller}}
+	pairs := [][2]*browserPage{{caller, callee}, {callee, caller}}
 	var wg sync.WaitGroup
 	for i, pr := range pairs {
 		wg.Go(func() {
@@ -135,9 +120,9 @@ func connectCall(ctx context.Context, t *testing.T, caller, callee *demoPage) (c
 	if t.Failed() {
 		t.Fatalf("both pages must decode the other's video within %v of the accept", acceptToMedia)
 	}
-	for _, p := range []*demoPage{caller, callee} {
+	for _, p := range []*browserPage{caller, callee} {
 		must(t, p.callState(ctx, "active", uiWait))
-		must(t, p.waitSel(ctx, sel("remote-video", "user", map[*demoPage]string{caller: callee.name, callee: caller.name}[p]), time.Second))
+		must(t, p.waitSel(ctx, sel("remote-video", "user", map[*browserPage]string{caller: callee.name, callee: caller.name}[p]), time.Second))
 	}
 	t.Logf("accept → first decoded frame: %s's page %v, %s's page %v", caller.name, firsts[0].Round(time.Millisecond), callee.name, firsts[1].Round(time.Millisecond))
 	caller.logTimings(ctx, accepted)
@@ -151,7 +136,7 @@ func connectCall(ctx context.Context, t *testing.T, caller, callee *demoPage) (c
 func TestBrowserOneToOneCall(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), demoTestBudget)
 	defer cancel()
-	base := startDemoServer(t)
+	base := startServer(t, 0)
 	pages := startDemoPages(t, "alice", "bob")
 	alice, bob := pages[0], pages[1]
 	for _, p := range pages {
@@ -171,7 +156,7 @@ func TestBrowserOneToOneCall(t *testing.T) {
 	must(t, alice.waitSel(ctx, bobTile+".no-video", uiWait))
 	must(t, alice.waitSel(ctx, sel("call-screen")+`[data-media-type="audio"]`, uiWait))
 	for _, p := range pages {
-		if n, _ := demoEval[int](ctx, p, `window.demo.room().localStream?.getVideoTracks().length ?? 0`); n != 0 {
+		if n, _ := pageEval[int](ctx, p, `window.demo.room().localStream?.getVideoTracks().length ?? 0`); n != 0 {
 			t.Errorf("%s: still %d local video tracks after the switch to audio", p.name, n)
 		}
 	}
@@ -188,7 +173,7 @@ func TestBrowserOneToOneCall(t *testing.T) {
 		must(t, p.callState(ctx, "ended", time.Second))
 	}
 	// bob learned the duration from the server (onCallEnd or the call-end invitation).
-	_, ok = demoWait[bool](ctx, bob, 5*time.Second,
+	_, ok = pageWait[bool](ctx, bob, 5*time.Second,
 		`window.demoState.events.some((e) => (e.name === 'onCallEnd' && e.result === 'completed') || (e.name === 'onReceiveNewInvitation' && e.data.includes('call_end')))`,
 		`window.demoState.events.map((e) => e.name)`)
 	must(t, ok)
@@ -201,7 +186,7 @@ func TestBrowserOneToOneCall(t *testing.T) {
 func TestBrowserBusyLine(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), demoTestBudget)
 	defer cancel()
-	base := startDemoServer(t)
+	base := startServer(t, 0)
 	pages := startDemoPages(t, "alice", "bob", "carol")
 	alice, bob, carol := pages[0], pages[1], pages[2]
 	for _, p := range pages {
@@ -219,11 +204,11 @@ func TestBrowserBusyLine(t *testing.T) {
 	must(t, carol.callState(ctx, "ended", time.Second))
 
 	// bob stays in his call and is told of the missed call instead of ringing.
-	_, ok = demoWait[bool](ctx, bob, 5*time.Second,
+	_, ok = pageWait[bool](ctx, bob, 5*time.Second,
 		`(window.demoState.missed ?? []).some((m) => m.caller === 'carol' && m.reason === 'line_busy')`, `window.demoState.missed`)
 	must(t, ok)
 	must(t, bob.callState(ctx, "active", time.Second))
-	if peers, _ := demoEval[[]string](ctx, bob, `window.demoState.call.peers`); len(peers) != 1 || peers[0] != "alice" {
+	if peers, _ := pageEval[[]string](ctx, bob, `window.demoState.call.peers`); len(peers) != 1 || peers[0] != "alice" {
 		t.Errorf("bob's call: peers %v, want [alice]", peers)
 	}
 
@@ -239,7 +224,7 @@ func TestBrowserBusyLine(t *testing.T) {
 
 	// The "missed" filter keeps carol's call and drops the completed one.
 	must(t, bob.run(ctx, "filter missed", chromedp.SetValue(chromedp.CSS(sel("history-filter")), "missed")))
-	if _, err := demoEval[bool](ctx, bob, `document.querySelector('[data-testid="history-filter"]').dispatchEvent(new Event('change'))`); err != nil {
+	if _, err := pageEval[bool](ctx, bob, `document.querySelector('[data-testid="history-filter"]').dispatchEvent(new Event('change'))`); err != nil {
 		t.Fatalf("bob: filter change: %v", err)
 	}
 	must(t, bob.waitGone(ctx, sel("history-row", "caller", "alice"), uiWait))
@@ -256,7 +241,7 @@ func TestBrowserBusyLine(t *testing.T) {
 func TestBrowserGroupCall(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), demoTestBudget)
 	defer cancel()
-	base := startDemoServer(t)
+	base := startServer(t, 0)
 	pages := startDemoPages(t, "alice", "bob", "carol")
 	alice, bob, carol := pages[0], pages[1], pages[2]
 	for _, p := range pages {
@@ -274,7 +259,7 @@ func TestBrowserGroupCall(t *testing.T) {
 	}
 	must(t, alice.click(ctx, card+" "+sel("group-video-call"), uiWait))
 	must(t, alice.callState(ctx, "calling", uiWait))
-	for _, p := range []*demoPage{bob, carol} {
+	for _, p := range []*browserPage{bob, carol} {
 		must(t, p.callState(ctx, "ringing", uiWait))
 		_, ok := p.waitText(ctx, sel("call-status"), regexp.MustCompile(`^alice is calling the group`), time.Second)
 		must(t, ok)
@@ -283,8 +268,8 @@ func TestBrowserGroupCall(t *testing.T) {
 	must(t, carol.click(ctx, sel("incoming-reject"), uiWait))
 	_, ok := alice.waitText(ctx, sel("call-notice"), regexp.MustCompile(`carol declined`), uiWait)
 	must(t, ok)
-	inParallel(t, []*demoPage{alice, bob}, func(_ int, p *demoPage) {
-		p.waitDecoding(ctx, map[*demoPage]string{alice: "bob", bob: "alice"}[p], 20*time.Second)
+	inParallel(t, []*browserPage{alice, bob}, func(_ int, p *browserPage) {
+		p.waitDecoding(ctx, map[*browserPage]string{alice: "bob", bob: "alice"}[p], 20*time.Second)
 	})
 
 	// alice rings carol in again.
@@ -296,7 +281,7 @@ func TestBrowserGroupCall(t *testing.T) {
 	must(t, carol.click(ctx, sel("incoming-accept"), uiWait))
 
 	// Every page decodes both others' video.
-	inParallel(t, pages, func(_ int, p *demoPage) {
+	inParallel(t, pages, func(_ int, p *browserPage) {
 		for _, other := range pages {
 			if other == p {
 				continue
@@ -311,12 +296,12 @@ func TestBrowserGroupCall(t *testing.T) {
 	}
 	for _, p := range pages {
 		must(t, p.callState(ctx, "active", uiWait))
-		if n, _ := demoEval[int](ctx, p, `document.querySelectorAll('[data-testid="remote-tile"]').length`); n != 2 {
+		if n, _ := pageEval[int](ctx, p, `document.querySelectorAll('[data-testid="remote-tile"]').length`); n != 2 {
 			t.Errorf("%s: %d remote tiles, want 2", p.name, n)
 		}
 	}
 	// carol, rung by a later invitation, learned the call's ID.
-	callID, err := demoEval[string](ctx, alice, `window.demoState.call.callID`)
+	callID, err := pageEval[string](ctx, alice, `window.demoState.call.callID`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -326,21 +311,21 @@ func TestBrowserGroupCall(t *testing.T) {
 	// carol leaves; the call goes on for alice and bob.
 	must(t, carol.click(ctx, sel("call-hangup"), uiWait))
 	must(t, carol.callState(ctx, "ended", uiWait))
-	inParallel(t, []*demoPage{alice, bob}, func(_ int, p *demoPage) {
+	inParallel(t, []*browserPage{alice, bob}, func(_ int, p *browserPage) {
 		if p.waitGone(ctx, sel("remote-tile", "user", "carol"), uiWait) {
 			p.waitText(ctx, sel("call-notice"), regexp.MustCompile(`carol left the call`), uiWait)
 		}
 	})
-	for _, p := range []*demoPage{alice, bob} {
+	for _, p := range []*browserPage{alice, bob} {
 		must(t, p.callState(ctx, "active", time.Second))
-		must(t, p.waitSel(ctx, sel("remote-tile", "user", map[*demoPage]string{alice: "bob", bob: "alice"}[p]), time.Second))
+		must(t, p.waitSel(ctx, sel("remote-tile", "user", map[*browserPage]string{alice: "bob", bob: "alice"}[p]), time.Second))
 	}
 
 	// carol joins the running call again from the Groups tab.
 	must(t, carol.click(ctx, sel("call-close"), uiWait))
 	must(t, carol.click(ctx, sel("tab-groups"), uiWait))
 	must(t, carol.click(ctx, sel("recent-call-join"), uiWait))
-	inParallel(t, pages, func(_ int, p *demoPage) {
+	inParallel(t, pages, func(_ int, p *browserPage) {
 		if p == carol {
 			p.waitDecoding(ctx, "alice", 20*time.Second)
 		} else {
@@ -365,7 +350,7 @@ func TestBrowserGroupCall(t *testing.T) {
 func TestBrowserClassroom(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), demoTestBudget)
 	defer cancel()
-	base := startDemoServer(t)
+	base := startServer(t, 0)
 	pages := startDemoPages(t, "teacher", "s1", "s2")
 	teacher, s1, s2 := pages[0], pages[1], pages[2]
 	for _, p := range pages {
@@ -374,7 +359,7 @@ func TestBrowserClassroom(t *testing.T) {
 	}
 	must(t, teacher.click(ctx, sel("class-teach"), uiWait))
 	must(t, teacher.waitSel(ctx, sel("class-role", "role", "teacher"), uiWait))
-	for _, p := range []*demoPage{s1, s2} {
+	for _, p := range []*browserPage{s1, s2} {
 		must(t, p.click(ctx, sel("class-join"), uiWait))
 		must(t, p.waitSel(ctx, sel("class-role", "role", "student"), uiWait))
 	}
@@ -383,7 +368,7 @@ func TestBrowserClassroom(t *testing.T) {
 	}
 
 	must(t, teacher.click(ctx, sel("class-ask-hands"), uiWait))
-	for _, p := range []*demoPage{s1, s2} {
+	for _, p := range []*browserPage{s1, s2} {
 		must(t, p.waitSel(ctx, sel("class-prompt"), uiWait))
 		must(t, p.click(ctx, sel("class-raise-hand"), uiWait))
 		must(t, p.waitSel(ctx, sel("class-my-hand"), uiWait))
@@ -398,11 +383,11 @@ func TestBrowserClassroom(t *testing.T) {
 	must(t, teacher.click(ctx, sel("class-pick", "user", "s2"), uiWait))
 	must(t, s2.waitSel(ctx, sel("class-speak-prompt"), uiWait))
 	must(t, s1.waitSel(ctx, sel("class-speaker", "state", "asked", "speaker", "s2"), uiWait))
-	if n, _ := demoEval[int](ctx, s1, `document.querySelectorAll('[data-testid="class-speak-prompt"]').length`); n != 0 {
+	if n, _ := pageEval[int](ctx, s1, `document.querySelectorAll('[data-testid="class-speak-prompt"]').length`); n != 0 {
 		t.Errorf("s1 was offered to speak, but the teacher picked s2")
 	}
 	must(t, s2.click(ctx, sel("class-accept-speak"), uiWait))
-	want := map[*demoPage]*regexp.Regexp{
+	want := map[*browserPage]*regexp.Regexp{
 		teacher: regexp.MustCompile(`s2 is speaking`),
 		s1:      regexp.MustCompile(`s2 is speaking`),
 		s2:      regexp.MustCompile(`You are speaking`),
@@ -421,11 +406,11 @@ func TestBrowserClassroom(t *testing.T) {
 func TestBrowserCameraDenied(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), demoTestBudget)
 	defer cancel()
-	base := startDemoServer(t)
+	base := startServer(t, 0)
 	alice := startDemoPages(t, "alice")[0]
 	signIn(ctx, t, alice, base, "alice")
 	// What the browser does when the user blocks the camera.
-	if _, err := demoEval[bool](ctx, alice, `(() => {
+	if _, err := pageEval[bool](ctx, alice, `(() => {
 		navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException('Permission denied', 'NotAllowedError'));
 		return true;
 	})()`); err != nil {
@@ -450,7 +435,7 @@ func TestBrowserCameraDenied(t *testing.T) {
 func TestBrowserTokenExpired(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), demoTestBudget)
 	defer cancel()
-	base := startShortTokenServer(t, 2*time.Second) // tokens live 1-2 s (exp has 1 s precision)
+	base := startServer(t, 2*time.Second) // tokens live 1-2 s (exp has 1 s precision)
 	alice := startDemoPages(t, "alice")[0]
 	signIn(ctx, t, alice, base, "alice")
 	text, ok := alice.waitText(ctx, sel("notice"), regexp.MustCompile(`expired.*fresh token`), uiWait)
@@ -462,41 +447,10 @@ func TestBrowserTokenExpired(t *testing.T) {
 	noPageErrors(ctx, t, alice)
 }
 
-// startShortTokenServer is a signaling-only server (no media) whose dev
-// tokens expire after ttl; it serves the demo.
-func startShortTokenServer(t *testing.T, ttl time.Duration) string {
-	t.Helper()
-	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	auth, err := web.NewAuthenticator(web.AuthConfig{Secret: webtest.Secret, Dev: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	engine, err := signaling.NewEngine(context.Background(), signaling.Params{Config: signaling.DefaultConfig(), Store: signaling.NewMemoryStore(), Logger: logger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := web.New(web.Params{Config: web.DefaultConfig(), Auth: auth, DevTokens: true, DevTokenTTL: ttl, Engine: engine, Logger: logger})
-	if err != nil {
-		engine.Close()
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(func() {
-		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer scancel()
-		if err := srv.Shutdown(sctx); err != nil {
-			t.Errorf("server shutdown: %v", err)
-		}
-		hs.Close()
-		engine.Close()
-	})
-	return hs.URL
-}
-
 // TestDemoAssets checks how the demo is served: the page at /, its files
 // under /demo/ with their types and caching, and 404 for anything else.
 func TestDemoAssets(t *testing.T) {
-	base := startShortTokenServer(t, time.Hour)
+	base := startServer(t, time.Hour)
 	for _, tc := range []struct{ path, ctype, contains string }{
 		{"/", "text/html; charset=utf-8", `data-testid="signin-name"`},
 		{"/demo/app.js", "text/javascript; charset=utf-8", "from '/sdk/switchboard.js'"},
@@ -541,8 +495,8 @@ func TestDemoScreenshots(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*demoTestBudget)
 	defer cancel()
-	shot := func(p *demoPage, name string) { must(t, p.screenshot(ctx, filepath.Join(dir, "demo-"+name+".png"))) }
-	base := startDemoServer(t)
+	shot := func(p *browserPage, name string) { must(t, p.screenshot(ctx, filepath.Join(dir, "demo-"+name+".png"))) }
+	base := startServer(t, 0)
 	pages := startDemoPages(t, "alice", "bob", "carol")
 	alice, bob, carol := pages[0], pages[1], pages[2]
 
@@ -558,7 +512,7 @@ func TestDemoScreenshots(t *testing.T) {
 
 	must(t, alice.click(ctx, sel("contact-video-call", "user", "bob"), uiWait))
 	must(t, bob.callState(ctx, "ringing", uiWait))
-	_, ok := demoWait[bool](ctx, bob, uiWait, `document.querySelector('[data-testid="local-video"]').videoWidth > 0`, `window.demoState.timings`)
+	_, ok := pageWait[bool](ctx, bob, uiWait, `document.querySelector('[data-testid="local-video"]').videoWidth > 0`, `window.demoState.timings`)
 	must(t, ok) // the camera preview plays
 	shot(bob, "ringing")
 	must(t, bob.click(ctx, sel("incoming-accept"), uiWait))
@@ -584,7 +538,7 @@ func TestDemoScreenshots(t *testing.T) {
 	must(t, alice.waitSel(ctx, card+" "+sel("group-member", "user", "carol"), uiWait))
 	shot(alice, "groups")
 	must(t, alice.click(ctx, card+" "+sel("group-video-call"), uiWait))
-	for _, p := range []*demoPage{bob, carol} {
+	for _, p := range []*browserPage{bob, carol} {
 		must(t, p.click(ctx, sel("incoming-accept"), uiWait))
 	}
 	for _, u := range []string{"bob", "carol"} {
@@ -593,7 +547,7 @@ func TestDemoScreenshots(t *testing.T) {
 	}
 	shot(alice, "group-call")
 	// alice and bob hang up; fewer than two remain: carol's call ends.
-	for _, p := range []*demoPage{alice, bob} {
+	for _, p := range []*browserPage{alice, bob} {
 		must(t, p.click(ctx, sel("call-hangup"), uiWait))
 	}
 	for _, p := range pages {
@@ -605,14 +559,14 @@ func TestDemoScreenshots(t *testing.T) {
 		must(t, p.click(ctx, sel("tab-classroom"), uiWait))
 	}
 	must(t, alice.click(ctx, sel("class-teach"), uiWait))
-	for _, p := range []*demoPage{bob, carol} {
+	for _, p := range []*browserPage{bob, carol} {
 		must(t, p.click(ctx, sel("class-join"), uiWait))
 	}
 	must(t, alice.waitSel(ctx, sel("class-member", "user", "carol"), uiWait))
 	must(t, alice.click(ctx, sel("class-ask-hands"), uiWait))
 	must(t, bob.waitSel(ctx, sel("class-prompt"), uiWait))
 	shot(bob, "classroom-prompt")
-	for _, p := range []*demoPage{bob, carol} {
+	for _, p := range []*browserPage{bob, carol} {
 		must(t, p.click(ctx, sel("class-raise-hand"), uiWait))
 	}
 	must(t, alice.waitSel(ctx, sel("class-hand", "user", "carol"), uiWait))

@@ -37,6 +37,9 @@ type Options struct {
 	Clock     signaling.Clock // for calls; nil: the system clock
 	Logger    *slog.Logger
 	DevTokens bool
+	// DevTokenTTL is the lifetime of dev tokens (web.Params.DevTokenTTL);
+	// 0: the server's default.
+	DevTokenTTL time.Duration
 	// Metrics instruments the stack and serves /metrics.
 	Metrics bool
 }
@@ -117,7 +120,7 @@ func Start(t testing.TB, o Options) *Stack {
 	if ops, err = web.MergeOps(ops, s.Rooms.Ops()); err != nil {
 		t.Fatal(err)
 	}
-	if s.Server, err = web.New(web.Params{Config: webCfg, Auth: s.Auth, DevTokens: o.DevTokens, Engine: s.Engine, Ops: ops,
+	if s.Server, err = web.New(web.Params{Config: webCfg, Auth: s.Auth, DevTokens: o.DevTokens, DevTokenTTL: o.DevTokenTTL, Engine: s.Engine, Ops: ops,
 		OnSessionClosed: []func(signaling.Session){s.Rooms.SessionClosed}, Logger: log,
 		Metrics: s.Metrics, ServeMetrics: s.Metrics != nil}); err != nil {
 		t.Fatal(err)
