@@ -172,3 +172,19 @@ func TestBadSignalsKeepParticipant(t *testing.T) {
 	})
 	checkClean(t, alice, bob, carol)
 }
+
+// TestTrackLimitAtEdge: an offer with exactly Config.MaxTracksPerParticipant
+// tracks is accepted; one more is refused (TestBadSignalsKeepParticipant).
+func TestTrackLimitAtEdge(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxTracksPerParticipant = 4
+	s := newSFU(t, cfg)
+	p, err := s.Join("edge", "pub", media.JoinOptions{CanPublish: true, Send: func(media.Signal) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.HandleSignal(media.Signal{Target: media.TargetPublisher, Type: media.SignalOffer, SDP: offerWithTracks(t, 4)}); err != nil {
+		t.Fatalf("an offer at the track limit: %v", err)
+	}
+}
