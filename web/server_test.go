@@ -539,6 +539,9 @@ func TestSlowReaderIsDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer slow.Close()
+	for ts.engine.Online("slow") == 0 { // the upgrade completes before the engine knows the session
+		time.Sleep(time.Millisecond)
+	}
 	alice, bob := ts.dial("alice"), ts.dial("bob")
 	big := strings.Repeat("z", 60000)
 	deadline := time.Now().Add(15 * time.Second)
