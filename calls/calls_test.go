@@ -652,3 +652,34 @@ func expectNoInvite(t *testing.T, c *client.Client, id string) {
 		t.Fatalf("rang for %s: %v", id, ev)
 	}
 }
+
+// TestAcceptedCallWithoutMediaFails: a call accepted whose media never
+// connects ends as failed after calls.setup_timeout, and nobody stays busy.
+func TestAcceptedCallWithoutMediaFails(t *testing.T) {
+	s := newServer(t, opts{})
+	alice, bob := s.dial("alice"), s.dial("bob")
+	res := call(t, alice, "bob", calls.MediaAudio)
+	wait[signaling.NewInvitationEvent](t, bob, signaling.EvReceiveNewInvitation, byInvite(res.CallID))
+	if err := bob.Accept(ctx(t), res.CallID, ""); err != nil {
+		t.Fatal(err)
+	}
+	if !s.Calls.Busy("bob") || !s.Calls.Busy("alice") {
+		t.Fatal("an accepted call being set up does not make its parties busy")
+	}
+	s.clock.Advance(calls.DefaultConfig().SetupTimeout - time.Second)
+	if rec, _ := s.Calls.Call(res.CallID); !rec.EndedAt.IsZero() {
+		t.Fatal("ended before the setup timeout")
+	}
+	s.clock.Advance(time.Second)
+	end := wait[calls.EndEvent](t, alice, calls.EvCallEnd, byCall(res.CallID))
+	if end.Result != calls.ResultFailed || end.Reason != "failed" || end.Duration != 0 {
+		t.Fatalf("end %+v", end)
+	}
+	if s.Calls.Busy("bob") || s.Calls.Busy("alice") {
+		t.Fatal("still busy after the failed call")
+	}
+	h := history(t, bob, "all")
+	if len(h) != 1 || h[0].Result != calls.ResultFailed {
+		t.Fatalf("bob's history %+v", h)
+	}
+}
