@@ -265,7 +265,7 @@ type loadPeer struct {
 	close   func()
 	errs    func() []error
 	// subscribeIn takes the bare forwarder's subscriber offer.
-	subscribeIn *sigQueue
+	subscribeIn *peer.SignalQueue
 }
 
 // joiner makes participants against one target; subscribe is called once
@@ -489,57 +489,6 @@ func writeAllocs(path string) error {
 	return errors.Join(err, f.Close())
 }
 
-// sigQueue is an unbounded FIFO of signals: a client's event handler must
-// never block, and negotiation messages are few.
-type sigQueue struct {
-	mu     sync.Mutex
-	items  []media.Signal
-	wake   chan struct{}
-	closed bool
-}
-
-func newSigQueue() *sigQueue { return &sigQueue{wake: make(chan struct{}, 1)} }
-
-func (q *sigQueue) push(s media.Signal) {
-	q.mu.Lock()
-	if !q.closed {
-		q.items = append(q.items, s)
-	}
-	q.mu.Unlock()
-	select {
-	case q.wake <- struct{}{}:
-	default:
-	}
-}
-
-func (q *sigQueue) pop() (media.Signal, bool) {
-	for {
-		q.mu.Lock()
-		if q.closed {
-			q.mu.Unlock()
-			return media.Signal{}, false
-		}
-		if len(q.items) > 0 {
-			s := q.items[0]
-			q.items = q.items[1:]
-			q.mu.Unlock()
-			return s, true
-		}
-		q.mu.Unlock()
-		<-q.wake
-	}
-}
-
-func (q *sigQueue) close() {
-	q.mu.Lock()
-	q.closed = true
-	q.mu.Unlock()
-	select {
-	case q.wake <- struct{}{}:
-	default:
-	}
-}
-
 // errList collects errors from several goroutines.
 type errList struct {
 	mu   sync.Mutex
@@ -576,11 +525,11 @@ func sfuJoiner(srv *server) joiner {
 		if err != nil {
 			return nil, err
 		}
-		in, out := newSigQueue(), newSigQueue()
+		in, out := peer.NewSignalQueue(), peer.NewSignalQueue()
 		c.Handle(rooms.EvRtcSignal, func(ev client.Event) {
 			var s rooms.SignalArgs
 			if ev.Decode(&s) == nil && s.RoomID == room {
-				in.push(s.Signal)
+				in.Push(s.Signal)
 			}
 		})
 		var wg sync.WaitGroup
@@ -598,7 +547,7 @@ func sfuJoiner(srv *server) joiner {
 			return nil, fmt.Errorf("enterRoom: %w", err)
 		}
 		cfg.publish = publish
-		p, err := newBenchPeer(cfg, out.push)
+		p, err := newBenchPeer(cfg, out.Push)
 		if err != nil {
 			_ = c.Close()
 			wg.Wait()
@@ -607,7 +556,7 @@ func sfuJoiner(srv *server) joiner {
 		var errs errList
 		wg.Go(func() {
 			for {
-				s, ok := in.pop()
+				s, ok := in.Pop()
 				if !ok {
 					return
 				}
@@ -618,7 +567,7 @@ func sfuJoiner(srv *server) joiner {
 		})
 		wg.Go(func() {
 			for {
-				s, ok := out.pop()
+				s, ok := out.Pop()
 				if !ok {
 					return
 				}
@@ -631,8 +580,8 @@ func sfuJoiner(srv *server) joiner {
 			}
 		})
 		return &loadPeer{peer: p, publish: publish, errs: errs.list, close: func() {
-			in.close()
-			out.close()
+			in.Close()
+			out.Close()
 			_ = p.Close()
 			_ = c.Close()
 			wg.Wait()
@@ -646,9 +595,9 @@ func bareJoiner(base string) joiner {
 	bc := bareClient{base: base, http: &http.Client{Timeout: 30 * time.Second}}
 	return joiner{
 		join: func(ctx context.Context, room, id string, publish bool, cfg peerConfig) (*loadPeer, error) {
-			in, out := newSigQueue(), newSigQueue()
+			in, out := peer.NewSignalQueue(), peer.NewSignalQueue()
 			cfg.publish = publish
-			p, err := newBenchPeer(cfg, out.push)
+			p, err := newBenchPeer(cfg, out.Push)
 			if err != nil {
 				return nil, err
 			}
@@ -656,7 +605,7 @@ func bareJoiner(base string) joiner {
 			var wg sync.WaitGroup
 			wg.Go(func() {
 				for {
-					s, ok := in.pop()
+					s, ok := in.Pop()
 					if !ok {
 						return
 					}
@@ -667,7 +616,7 @@ func bareJoiner(base string) joiner {
 			})
 			wg.Go(func() {
 				for {
-					s, ok := out.pop()
+					s, ok := out.Pop()
 					if !ok {
 						return
 					}
@@ -678,7 +627,7 @@ func bareJoiner(base string) joiner {
 						if err != nil {
 							errs.add(fmt.Errorf("%s: publish: %w", id, err))
 						} else {
-							in.push(media.Signal{Target: media.TargetPublisher, Type: media.SignalAnswer, SDP: rep.SDP})
+							in.Push(media.Signal{Target: media.TargetPublisher, Type: media.SignalAnswer, SDP: rep.SDP})
 						}
 					case s.Target == media.TargetSubscriber && s.Type == media.SignalAnswer:
 						if _, err := bc.post(sctx, "/answer", bareRequest{Room: room, ID: id, SDP: s.SDP}); err != nil {
@@ -689,8 +638,8 @@ func bareJoiner(base string) joiner {
 				}
 			})
 			return &loadPeer{peer: p, publish: publish, errs: errs.list, close: func() {
-				in.close()
-				out.close()
+				in.Close()
+				out.Close()
 				_ = p.Close()
 				wg.Wait()
 			}, subscribeIn: in}, nil
@@ -700,7 +649,7 @@ func bareJoiner(base string) joiner {
 			if err != nil {
 				return fmt.Errorf("%s: subscribe: %w", id, err)
 			}
-			lp.subscribeIn.push(media.Signal{Target: media.TargetSubscriber, Type: media.SignalOffer, SDP: rep.SDP})
+			lp.subscribeIn.Push(media.Signal{Target: media.TargetSubscriber, Type: media.SignalOffer, SDP: rep.SDP})
 			return nil
 		},
 	}

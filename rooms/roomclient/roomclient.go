@@ -14,7 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/switchboard-rtc/switchboard/media"
 	"github.com/switchboard-rtc/switchboard/media/peer"
 	"github.com/switchboard-rtc/switchboard/rooms"
 	"github.com/switchboard-rtc/switchboard/signaling/client"
@@ -37,9 +36,9 @@ type Room struct {
 	peer   *peer.Peer
 	result rooms.EnterResult
 
-	in    *queue // server signals for the peer
-	out   *queue // peer signals for the server
-	stop  func() // removes the onRtcSignal route
+	in    *peer.SignalQueue // server signals for the peer
+	out   *peer.SignalQueue // peer signals for the server
+	stop  func()            // removes the onRtcSignal route
 	wg    sync.WaitGroup
 	errMu sync.Mutex
 	errs  []error
@@ -47,13 +46,13 @@ type Room struct {
 
 // Enter enters roomID and starts negotiating media.
 func Enter(ctx context.Context, c *client.Client, roomID string, opts Options) (*Room, error) {
-	r := &Room{c: c, roomID: roomID, in: newQueue(), out: newQueue()}
+	r := &Room{c: c, roomID: roomID, in: peer.NewSignalQueue(), out: peer.NewSignalQueue()}
 	// Route signals before entering: the server's subscriber offer may
 	// arrive before the reply.
 	r.stop = c.Handle(rooms.EvRtcSignal, func(ev client.Event) {
 		var s rooms.SignalArgs
 		if ev.Decode(&s) == nil && s.RoomID == roomID {
-			r.in.push(s.Signal)
+			r.in.Push(s.Signal)
 		}
 	})
 	role := opts.Role
@@ -69,7 +68,7 @@ func Enter(ctx context.Context, c *client.Client, roomID string, opts Options) (
 	if role == rooms.RoleAudience {
 		pc.Audio, pc.Video = false, false
 	}
-	r.peer, err = peer.New(pc, r.out.push)
+	r.peer, err = peer.New(pc, r.out.Push)
 	if err != nil {
 		r.stop()
 		_ = c.Do(ctx, rooms.OpExitRoom, rooms.RoomArgs{RoomID: roomID}, nil)
@@ -103,7 +102,7 @@ func (r *Room) fail(err error) {
 func (r *Room) pumpIn() {
 	defer r.wg.Done()
 	for {
-		s, ok := r.in.pop()
+		s, ok := r.in.Pop()
 		if !ok {
 			return
 		}
@@ -116,7 +115,7 @@ func (r *Room) pumpIn() {
 func (r *Room) pumpOut() {
 	defer r.wg.Done()
 	for {
-		s, ok := r.out.pop()
+		s, ok := r.out.Pop()
 		if !ok {
 			return
 		}
@@ -141,62 +140,11 @@ func (r *Room) Exit(ctx context.Context) error {
 // goroutine.
 func (r *Room) Close() {
 	r.stop()
-	r.in.close()
-	r.out.close()
+	r.in.Close()
+	r.out.Close()
 	_ = r.peer.Close()
 	r.wg.Wait()
 }
 
 // Received is the peer's per-track counters.
 func (r *Room) Received() map[peer.TrackKey]peer.TrackStats { return r.peer.Received() }
-
-// queue is an unbounded FIFO of signals: negotiation messages are few, and
-// the sender must never block.
-type queue struct {
-	mu     sync.Mutex
-	items  []media.Signal
-	wake   chan struct{}
-	closed bool
-}
-
-func newQueue() *queue { return &queue{wake: make(chan struct{}, 1)} }
-
-func (q *queue) push(s media.Signal) {
-	q.mu.Lock()
-	if !q.closed {
-		q.items = append(q.items, s)
-	}
-	q.mu.Unlock()
-	select {
-	case q.wake <- struct{}{}:
-	default:
-	}
-}
-
-func (q *queue) pop() (media.Signal, bool) {
-	for {
-		q.mu.Lock()
-		if q.closed {
-			q.mu.Unlock()
-			return media.Signal{}, false
-		}
-		if len(q.items) > 0 {
-			s := q.items[0]
-			q.items = q.items[1:]
-			q.mu.Unlock()
-			return s, true
-		}
-		q.mu.Unlock()
-		<-q.wake
-	}
-}
-
-func (q *queue) close() {
-	q.mu.Lock()
-	q.closed = true
-	q.mu.Unlock()
-	select {
-	case q.wake <- struct{}{}:
-	default:
-	}
-}
