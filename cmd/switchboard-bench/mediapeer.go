@@ -14,11 +14,11 @@ import (
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
 	"github.com/pion/logging"
-	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/switchboard-rtc/switchboard/media"
+	"github.com/switchboard-rtc/switchboard/media/peer"
 )
 
 // benchPeer is the media load's client: like media/peer it has a publisher
@@ -206,23 +206,7 @@ func gatheredSDP(pc *webrtc.PeerConnection) (string, error) {
 // readSenderRTCP reads the RTCP of a sender (interceptors need it read); a
 // PLI or FIR makes the next video frame a keyframe.
 func (p *benchPeer) readSenderRTCP(s *webrtc.RTPSender) {
-	buf := make([]byte, 1500)
-	for {
-		n, _, err := s.Read(buf)
-		if err != nil {
-			return
-		}
-		pkts, err := rtcp.Unmarshal(buf[:n])
-		if err != nil {
-			continue
-		}
-		for _, pkt := range pkts {
-			switch pkt.(type) {
-			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
-				p.forceKeyframe.Store(true)
-			}
-		}
-	}
+	peer.ReadKeyframeRequests(s, func() { p.forceKeyframe.Store(true) })
 }
 
 // write stamps payload's trailer with the send time and writes it.

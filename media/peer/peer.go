@@ -296,24 +296,10 @@ func (p *Peer) addSender(track *webrtc.TrackLocalStaticSample) error {
 		return fmt.Errorf("peer: add %s track: %w", track.Kind(), err)
 	}
 	p.goTracked(func() {
-		buf := make([]byte, 1500)
-		for {
-			n, _, err := sender.Read(buf)
-			if err != nil {
-				return
-			}
-			pkts, err := rtcp.Unmarshal(buf[:n])
-			if err != nil {
-				continue
-			}
-			for _, pkt := range pkts {
-				switch pkt.(type) {
-				case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
-					p.plisReceived.Add(1)
-					p.forceKeyframe.Store(true)
-				}
-			}
-		}
+		ReadKeyframeRequests(sender, func() {
+			p.plisReceived.Add(1)
+			p.forceKeyframe.Store(true)
+		})
 	})
 	return nil
 }
@@ -615,4 +601,26 @@ func (p *Peer) Close() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// ReadKeyframeRequests reads a sender's RTCP until the sender closes (the
+// interceptors need it read) and calls onRequest for every PLI or FIR.
+func ReadKeyframeRequests(s *webrtc.RTPSender, onRequest func()) {
+	buf := make([]byte, 1500)
+	for {
+		n, _, err := s.Read(buf)
+		if err != nil {
+			return
+		}
+		pkts, err := rtcp.Unmarshal(buf[:n])
+		if err != nil {
+			continue
+		}
+		for _, pkt := range pkts {
+			switch pkt.(type) {
+			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+				onRequest()
+			}
+		}
+	}
 }
