@@ -371,11 +371,12 @@ func (e *Engine) planLocked(evs []*outgoing, sender string, force bool) error {
 // keepForLocked reports whether ev is to be kept for recipient u: a known
 // user (one who has connected at least once) with no open connection.
 func (e *Engine) keepForLocked(u string, ev *outgoing) bool {
-	if u == ev.silent || len(e.sessions[u]) > 0 {
-		return false
-	}
-	_, known := e.known[u]
-	return known
+	return u != ev.silent && len(e.sessions[u]) == 0 && e.isKnownLocked(u)
+}
+
+func (e *Engine) isKnownLocked(u string) bool {
+	_, ok := e.known[u]
+	return ok
 }
 
 // unplanLocked releases the reservations of planLocked (the commit failed).
@@ -439,7 +440,7 @@ func (e *Engine) deliverLocked(evs []*outgoing, now time.Time) {
 				e.goBestEffortLocked(DeleteOutboxEntry{UserID: u, Seq: seq})
 			case wasOffline:
 				e.keepLocked(u, keptEntry{seq: seq, sender: ev.sender, cost: ev.cost, expires: now.Add(e.cfg.OfflineEventTTL)})
-			case ev.keep && len(set) == 0 && (ev.except == nil || ev.except.UserID() != u):
+			case ev.keep && len(set) == 0 && (ev.except == nil || ev.except.UserID() != u) && e.isKnownLocked(u):
 				// Online when decided, gone since: kept without a quota
 				// check (the operation has succeeded), charged all the same.
 				e.outboxSeq++
