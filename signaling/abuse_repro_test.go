@@ -94,6 +94,7 @@ func TestKeptEventsFlood(t *testing.T) {
 	// A restart does not load kept events' data into memory.
 	eng.Close()
 	_ = store.Close()
+	eng, store = nil, nil
 	heap2 := heapBytes()
 	store, eng = open()
 	heap3 := heapBytes()
