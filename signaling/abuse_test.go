@@ -1,7 +1,10 @@
 package signaling_test
 
 import (
+	"errors"
 	"fmt"
+	"log/slog"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -311,5 +314,61 @@ func TestGroupsAddedByOthersCap(t *testing.T) {
 	}
 	if _, err := h.eng.CreateGroup(ctx, as(m), signaling.CreateGroupArgs{Name: "g", MemberList: []string{"victim"}}); err != nil {
 		t.Fatalf("after the victim quit one: %v", err)
+	}
+}
+
+// TestKeptEventsFloodOnKnownUsers is the flood of TestKeptEventsFlood aimed
+// at 100 real users who are offline: the sender's quota bounds what is kept,
+// and the cancel past it fails with offline_quota_exceeded.
+func TestKeptEventsFloodOnKnownUsers(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sb.db")
+	store, err := signaling.OpenSQLite(ctx, path, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	cfg := signaling.DefaultConfig()
+	eng, err := signaling.NewEngine(ctx, signaling.Params{Config: cfg, Store: store, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	var users []string
+	for i := range 100 {
+		u := &session{user: fmt.Sprintf("user%03d", i)}
+		if err := eng.Attach(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+		eng.Detach(u)
+		users = append(users, u.user)
+	}
+	m := &session{user: "mallory"}
+	if err := eng.Attach(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	gid, err := eng.CreateGroup(ctx, as(m), signaling.CreateGroupArgs{Name: "flood", MemberList: users})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := strings.Repeat("x", cfg.Limits.MaxDataBytes)
+	var last error
+	refused := 0
+	for r := range 20 {
+		id, err := eng.InviteInGroup(ctx, as(m), signaling.InviteInGroupArgs{GroupID: gid, InviteeList: users, Data: data})
+		if err != nil {
+			t.Fatalf("round %d: %v", r, err)
+		}
+		if last = eng.Cancel(ctx, as(m), signaling.InviteIDArgs{InviteID: id, Data: data}); last != nil {
+			refused++
+			if err := eng.Cancel(ctx, as(m), signaling.InviteIDArgs{InviteID: id}); err != nil && !errors.Is(err, signaling.ErrOfflineQuota) {
+				t.Fatalf("round %d: small cancel: %v", r, err)
+			}
+		}
+	}
+	mustCode(t, last, signaling.ErrOfflineQuota)
+	n, bytes := outboxSize(t, store)
+	t.Logf("20 rounds at 100 known offline users: outbox %d entries, %d data bytes; %d big cancels refused", n, bytes, refused)
+	if bytes > int64(cfg.Limits.MaxOfflineBytesPerSender) {
+		t.Fatalf("the outbox holds %d bytes, over the sender's quota of %d", bytes, cfg.Limits.MaxOfflineBytesPerSender)
 	}
 }

@@ -221,31 +221,40 @@ func randomID(prefix string) string {
 // get events kept for them.
 func (e *Engine) Attach(ctx context.Context, s Session) error {
 	user := s.UserID()
-	e.mu.Lock()
-	_, known := e.known[user]
-	e.mu.Unlock()
-	if !known {
-		// Recorded before the user is served, so that it survives a
-		// restart; a failure costs only kept events after a restart.
+	first, err := e.register(s)
+	if err == nil && first {
+		// Recorded before Attach returns (the user is served), so that it
+		// survives a restart; a failure costs only kept events after a
+		// restart, until the user connects again.
 		if err := e.store.Apply(ctx, PutUser{UserID: user}); err != nil {
 			e.log.Warn("known user not stored", "user", user, "err", err)
 		}
 	}
+	return err
+}
+
+// register adds s to its user's connections and hands it its replay; first
+// reports that the user was not known.
+func (e *Engine) register(s Session) (first bool, err error) {
+	user := s.UserID()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
-		return ErrShuttingDown
+		return false, ErrShuttingDown
 	}
 	set := e.sessions[user]
 	if lim := e.cfg.Limits.ConnectionsPerUser; lim > 0 && len(set) >= lim {
-		return ErrTooManyConnections.WithMessage("user %s already has %d connections", user, len(set))
+		return false, ErrTooManyConnections.WithMessage("user %s already has %d connections", user, len(set))
 	}
 	if set == nil {
 		set = make(map[Session]struct{})
 		e.sessions[user] = set
 	}
 	set[s] = struct{}{}
-	e.known[user] = struct{}{}
+	if _, known := e.known[user]; !known {
+		e.known[user] = struct{}{}
+		first = true
+	}
 	r := &Replay{e: e, s: s, user: user}
 	if box := e.kept.boxes[user]; box != nil && box.replayUpTo == 0 && len(box.entries) > 0 {
 		// One connection at a time replays the kept events; they are
@@ -265,7 +274,7 @@ func (e *Engine) Attach(ctx context.Context, s Session) error {
 		e.replays[s] = r
 		s.StartReplay(r)
 	}
-	return nil
+	return first, nil
 }
 
 // Detach unregisters a connection. A replay it had not finished ends: the
