@@ -61,9 +61,10 @@ type Params struct {
 // authoritative state in memory and writes through to the Store.
 //
 // Concurrency: mu guards every field below it. mu is never held across store
-// I/O or network I/O; Session.Deliver (a non-blocking enqueue) may be called
-// with mu held, which keeps each user's events in the order in which they
-// were decided. An operation runs in three steps: decide and apply in memory
+// I/O or network I/O; Session.Deliver (a non-blocking enqueue) and
+// Session.StartReplay may be called with mu held, which keeps each user's
+// events in the order in which they were decided. Replay.Next, called by a
+// connection's writer, takes mu (and releases it around its store read). An operation runs in three steps: decide and apply in memory
 // under mu; commit the mutations to the store without mu; deliver the events
 // under mu. If the commit fails, the in-memory change is undone and the
 // caller gets ErrStoreUnavailable; nobody has seen an event of it.

@@ -29,8 +29,9 @@ const slowCloseWait = 100 * time.Millisecond
 
 // conn is one WebSocket connection. It has exactly one reader (the HTTP
 // handler's goroutine, running readLoop) and one writer (writeLoop) that
-// drains the bounded send queue; nothing else touches ws except
-// WriteControl and Close, which gorilla allows concurrently.
+// writes the replay of what the user missed (pulled from the engine, never
+// queued), then drains the bounded send queue; nothing else touches ws
+// except WriteControl and Close, which gorilla allows concurrently.
 type conn struct {
 	srv  *Server
 	ws   *websocket.Conn
