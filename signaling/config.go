@@ -18,9 +18,25 @@ type Limits struct {
 	MaxDataBytes       int // size of an invitation's data string
 	MaxInvitees        int // inviteeList length
 	MaxGroupMembers    int // members of one group, and list sizes of group ops
-	MaxGroupsPerUser   int // groups one user may belong to
+	MaxGroupsPerUser   int // groups one user created or joined by themselves
 	MaxOfflineEvents   int // events kept per offline user (oldest dropped first)
 	ConnectionsPerUser int // open connections (devices) per user
+
+	// MaxGroupsAddedByOthers bounds the groups that others added one user
+	// to (createGroup's memberList, inviteUserToGroup); they do not count
+	// against MaxGroupsPerUser.
+	MaxGroupsAddedByOthers int
+	// MaxPendingPerInvitee bounds the stored invitations ringing for one
+	// user at once (all of them ring again on each connect).
+	MaxPendingPerInvitee int
+	// MaxPendingPerInviter bounds the live invitations one user has sent.
+	MaxPendingPerInviter int
+	// MaxOfflineBytesPerSender bounds the bytes of the events kept for
+	// offline users that one user's operations caused (each copy counts,
+	// with a fixed overhead per event).
+	MaxOfflineBytesPerSender int
+	// MaxOfflineBytesTotal bounds the bytes of all kept events.
+	MaxOfflineBytesTotal int
 }
 
 // DefaultConfig is the configuration the embedded config file gives; tests use it.
@@ -36,6 +52,12 @@ func DefaultConfig() Config {
 			MaxGroupsPerUser:   100,
 			MaxOfflineEvents:   200,
 			ConnectionsPerUser: 10,
+
+			MaxGroupsAddedByOthers:   200,
+			MaxPendingPerInvitee:     100,
+			MaxPendingPerInviter:     50,
+			MaxOfflineBytesPerSender: 1 << 20,
+			MaxOfflineBytesTotal:     64 << 20,
 		},
 	}
 }

@@ -19,6 +19,12 @@ type Session interface {
 	// Deliver queues one encoded event frame for the connection. It must
 	// not block: a connection whose queue is full is closed by its owner.
 	Deliver(frame []byte)
+	// StartReplay hands the connection, once, right after Attach registered
+	// it, what the user missed (see Replay). The connection writes the
+	// replay's frames before any frame given to Deliver, pulling them as
+	// fast as its client reads. It is called with the engine's lock held:
+	// it must not block nor call the replay's methods.
+	StartReplay(r *Replay)
 }
 
 // Actor is who performs an operation: a user on one of their connections,
@@ -55,9 +61,10 @@ type Params struct {
 // authoritative state in memory and writes through to the Store.
 //
 // Concurrency: mu guards every field below it. mu is never held across store
-// I/O or network I/O; Session.Deliver (a non-blocking enqueue) may be called
-// with mu held, which keeps each user's events in the order in which they
-// were decided. An operation runs in three steps: decide and apply in memory
+// I/O or network I/O; Session.Deliver (a non-blocking enqueue) and
+// Session.StartReplay may be called with mu held, which keeps each user's
+// events in the order in which they were decided. Replay.Next, called by a
+// connection's writer, takes mu (and releases it around its store read). An operation runs in three steps: decide and apply in memory
 // under mu; commit the mutations to the store without mu; deliver the events
 // under mu. If the commit fails, the in-memory change is undone and the
 // caller gets ErrStoreUnavailable; nobody has seen an event of it.
@@ -74,10 +81,13 @@ type Engine struct {
 	closed      bool
 	invitations map[string]*invitation
 	byInvitee   map[string]map[string]*invitation // user → pending stored invitations they are invited to
+	byInviter   map[string]map[string]*invitation // user → live invitations they sent
 	groups      map[string]*group
 	userGroups  map[string]map[string]struct{} // user → group IDs
 	sessions    map[string]map[Session]struct{}
-	outbox      map[string][]OutboxEntry // committed entries, ordered by Seq
+	replays     map[Session]*Replay // connections whose replay has not ended
+	known       map[string]struct{} // users who have connected at least once
+	kept        keptIndex           // what is in the store's outbox, without the data
 	outboxSeq   int64
 	purgeTimer  Timer
 	observers   []Observer
@@ -100,10 +110,13 @@ func NewEngine(ctx context.Context, p Params) (*Engine, error) {
 		newID:       p.NewID,
 		invitations: make(map[string]*invitation),
 		byInvitee:   make(map[string]map[string]*invitation),
+		byInviter:   make(map[string]map[string]*invitation),
 		groups:      make(map[string]*group),
 		userGroups:  make(map[string]map[string]struct{}),
 		sessions:    make(map[string]map[Session]struct{}),
-		outbox:      make(map[string][]OutboxEntry),
+		replays:     make(map[Session]*Replay),
+		known:       make(map[string]struct{}),
+		kept:        newKeptIndex(),
 		notes:       newNoteQueue(),
 	}
 	if e.clock == nil {
@@ -126,12 +139,15 @@ func NewEngine(ctx context.Context, p Params) (*Engine, error) {
 	for _, g := range snap.Groups {
 		e.putGroupLocked(groupFromRecord(g))
 	}
+	for _, u := range snap.Users {
+		e.known[u] = struct{}{}
+	}
 	for _, rec := range snap.Outbox {
 		if rec.Seq > e.outboxSeq {
 			e.outboxSeq = rec.Seq
 		}
-		if rec.ExpiresAt.After(now) {
-			e.appendOutboxLocked(rec)
+		if rec.ExpiresAt.IsZero() || rec.ExpiresAt.After(now) {
+			e.kept.add(rec.UserID, keptEntry{seq: rec.Seq, sender: rec.Sender, cost: keptCost(rec.Bytes), expires: rec.ExpiresAt}, true)
 		}
 	}
 	for _, rec := range snap.Invitations {
@@ -144,6 +160,7 @@ func NewEngine(ctx context.Context, p Params) (*Engine, error) {
 		}
 		e.invitations[inv.id] = inv
 		e.indexInviteesLocked(inv)
+		e.indexInviterLocked(inv)
 		switch {
 		case inv.deadline.IsZero():
 		case !inv.deadline.After(now):
@@ -160,7 +177,7 @@ func NewEngine(ctx context.Context, p Params) (*Engine, error) {
 	}
 	e.log.Info("signaling engine loaded",
 		"invitations", len(snap.Invitations), "expired_while_down", len(expired),
-		"groups", len(snap.Groups), "outbox", len(snap.Outbox))
+		"groups", len(snap.Groups), "outbox", len(snap.Outbox), "known_users", len(snap.Users))
 	return e, nil
 }
 
@@ -197,56 +214,72 @@ func randomID(prefix string) string {
 
 // ---- presence ----
 
-// Attach registers a new connection of its user and delivers, on it, the
-// events the user missed while offline (in order), then an
-// onReceiveNewInvitation for every stored invitation still ringing for the
-// user, with the time left.
+// Attach registers a new connection of its user and hands it (StartReplay)
+// what the user missed: the events kept while none of their connections
+// was open (in order), then an onReceiveNewInvitation for every stored
+// invitation still ringing for the user, with the time left when it is
+// sent. The first Attach of a user records them as known: only known users
+// get events kept for them.
 func (e *Engine) Attach(ctx context.Context, s Session) error {
 	user := s.UserID()
+	first, err := e.register(s)
+	if err == nil && first {
+		// Recorded before Attach returns (the user is served), so that it
+		// survives a restart; a failure costs only kept events after a
+		// restart, until the user connects again.
+		if err := e.store.Apply(ctx, PutUser{UserID: user}); err != nil {
+			e.log.Warn("known user not stored", "user", user, "err", err)
+		}
+	}
+	return err
+}
+
+// register adds s to its user's connections and hands it its replay; first
+// reports that the user was not known.
+func (e *Engine) register(s Session) (first bool, err error) {
+	user := s.UserID()
 	e.mu.Lock()
+	defer e.mu.Unlock()
 	if e.closed {
-		e.mu.Unlock()
-		return ErrShuttingDown
+		return false, ErrShuttingDown
 	}
 	set := e.sessions[user]
 	if lim := e.cfg.Limits.ConnectionsPerUser; lim > 0 && len(set) >= lim {
-		e.mu.Unlock()
-		return ErrTooManyConnections.WithMessage("user %s already has %d connections", user, len(set))
+		return false, ErrTooManyConnections.WithMessage("user %s already has %d connections", user, len(set))
 	}
 	if set == nil {
 		set = make(map[Session]struct{})
 		e.sessions[user] = set
 	}
 	set[s] = struct{}{}
-	now := e.clock.Now()
-	var upTo int64
-	for _, ent := range e.outbox[user] {
-		upTo = ent.Seq
-		if ent.ExpiresAt.After(now) {
-			if frame, err := json.Marshal(EventFrame{Event: ent.Event, Data: ent.Data}); err == nil {
-				s.Deliver(frame)
-			}
+	if _, known := e.known[user]; !known {
+		e.known[user] = struct{}{}
+		first = true
+	}
+	r := &Replay{e: e, s: s, user: user}
+	if box := e.kept.boxes[user]; box != nil && box.replayUpTo == 0 && len(box.entries) > 0 {
+		// One connection at a time replays the kept events; they are
+		// deleted once written. A connection that opens meanwhile does not
+		// get them again (as one that opens later would not).
+		r.upTo = box.entries[len(box.entries)-1].seq
+		box.replayUpTo = r.upTo
+		r.seqs = make([]int64, len(box.entries))
+		for i, ent := range box.entries {
+			r.seqs[i] = ent.seq
 		}
 	}
-	delete(e.outbox, user)
 	for _, inv := range sortedInvitations(e.byInvitee[user]) {
-		if inv.stateOf(user) == StatePending {
-			if frame, err := EncodeEvent(EvReceiveNewInvitation, inv.newInvitationEvent(now)); err == nil {
-				s.Deliver(frame)
-			}
-		}
+		r.invites = append(r.invites, inv.id)
 	}
-	e.mu.Unlock()
-	if upTo > 0 {
-		if err := e.store.Apply(ctx, DeleteOutbox{UserID: user, UpTo: upTo}); err != nil {
-			// The events were delivered; they may be delivered again after a restart.
-			e.log.Warn("outbox delete failed", "user", user, "err", err)
-		}
+	if r.upTo > 0 || len(r.invites) > 0 {
+		e.replays[s] = r
+		s.StartReplay(r)
 	}
-	return nil
+	return first, nil
 }
 
-// Detach unregisters a connection.
+// Detach unregisters a connection. A replay it had not finished ends: the
+// kept events it did not write stay kept.
 func (e *Engine) Detach(s Session) {
 	user := s.UserID()
 	e.mu.Lock()
@@ -256,6 +289,9 @@ func (e *Engine) Detach(s Session) {
 		if len(set) == 0 {
 			delete(e.sessions, user)
 		}
+	}
+	if r := e.replays[s]; r != nil {
+		e.endReplayLocked(r)
 	}
 }
 
@@ -278,28 +314,86 @@ type outgoing struct {
 	keep   bool     // keep for recipients with no open connection (stored invitations)
 
 	frame   []byte
+	raw     json.RawMessage  // the encoded data, once encoded
+	sender  string           // whose kept bytes the copies kept for offline recipients count against
+	cost    int64            // the quota cost of one kept copy
 	offline map[string]int64 // recipient → outbox Seq, for those offline when decided
 }
 
-// planLocked assigns outbox sequence numbers to the recipients that have no
-// open connection now; it returns the AppendOutbox mutations to commit
-// together with the operation, after encoding.
-func (e *Engine) planLocked(evs []*outgoing) {
+// planLocked assigns outbox sequence numbers to the known recipients that
+// have no open connection now, and reserves the quota of sender (the actor,
+// or the inviter of a timeout) for the copies to keep. Past a quota it
+// returns the error and changes nothing, unless force (events the server
+// decides, such as timeouts, are always kept: they are small and bounded by
+// the pending invitations). The AppendOutbox mutations are made by encode;
+// finishNote releases the reservations if the commit fails.
+func (e *Engine) planLocked(evs []*outgoing, sender string, force bool) error {
+	var total int64
 	for _, ev := range evs {
 		if !ev.keep {
 			continue
 		}
+		n := 0
 		for _, u := range ev.users {
-			if u == ev.silent {
-				continue
+			if e.keepForLocked(u, ev) {
+				n++
 			}
-			if len(e.sessions[u]) == 0 {
+		}
+		if n == 0 {
+			continue
+		}
+		raw, err := json.Marshal(ev.data)
+		if err != nil {
+			return fmt.Errorf("signaling: encode %s: %w", ev.name, err)
+		}
+		ev.raw, ev.sender, ev.cost = raw, sender, keptCost(len(ev.name)+len(raw))
+		total += ev.cost * int64(n)
+	}
+	if total == 0 {
+		return nil
+	}
+	if !force {
+		if err := e.kept.check(sender, total, e.cfg.Limits); err != nil {
+			for _, ev := range evs {
+				ev.raw, ev.cost = nil, 0
+			}
+			return err
+		}
+	}
+	e.kept.charge(sender, total)
+	for _, ev := range evs {
+		if ev.cost == 0 {
+			continue
+		}
+		for _, u := range ev.users {
+			if e.keepForLocked(u, ev) {
 				if ev.offline == nil {
 					ev.offline = make(map[string]int64)
 				}
 				e.outboxSeq++
 				ev.offline[u] = e.outboxSeq
 			}
+		}
+	}
+	return nil
+}
+
+// keepForLocked reports whether ev is to be kept for recipient u: a known
+// user (one who has connected at least once) with no open connection.
+func (e *Engine) keepForLocked(u string, ev *outgoing) bool {
+	return u != ev.silent && len(e.sessions[u]) == 0 && e.isKnownLocked(u)
+}
+
+func (e *Engine) isKnownLocked(u string) bool {
+	_, ok := e.known[u]
+	return ok
+}
+
+// unplanLocked releases the reservations of planLocked (the commit failed).
+func (e *Engine) unplanLocked(evs []*outgoing) {
+	for _, ev := range evs {
+		if n := len(ev.offline); n > 0 {
+			e.kept.release(ev.sender, ev.cost*int64(n))
 		}
 	}
 }
@@ -309,23 +403,28 @@ func (e *Engine) planLocked(evs []*outgoing) {
 func (e *Engine) encode(evs []*outgoing, now time.Time) ([]Mutation, error) {
 	var muts []Mutation
 	for _, ev := range evs {
-		data, err := json.Marshal(ev.data)
-		if err != nil {
-			return nil, fmt.Errorf("signaling: encode %s: %w", ev.name, err)
+		data := ev.raw
+		if data == nil {
+			var err error
+			if data, err = json.Marshal(ev.data); err != nil {
+				return nil, fmt.Errorf("signaling: encode %s: %w", ev.name, err)
+			}
+			ev.raw = data
 		}
-		ev.frame, err = json.Marshal(EventFrame{Event: ev.name, Data: json.RawMessage(data)})
+		var err error
+		ev.frame, err = json.Marshal(EventFrame{Event: ev.name, Data: data})
 		if err != nil {
 			return nil, err
 		}
 		for u, seq := range ev.offline {
-			muts = append(muts, AppendOutbox{Entry: e.outboxEntry(u, seq, ev.name, data, now)})
+			muts = append(muts, AppendOutbox{Entry: e.outboxEntry(u, seq, ev.sender, ev.name, data, now)})
 		}
 	}
 	return muts, nil
 }
 
-func (e *Engine) outboxEntry(user string, seq int64, name string, data json.RawMessage, now time.Time) OutboxEntry {
-	return OutboxEntry{UserID: user, Seq: seq, Event: name, Data: data, CreatedAt: now, ExpiresAt: now.Add(e.cfg.OfflineEventTTL)}
+func (e *Engine) outboxEntry(user string, seq int64, sender, name string, data json.RawMessage, now time.Time) OutboxEntry {
+	return OutboxEntry{UserID: user, Seq: seq, Sender: sender, Event: name, Data: data, CreatedAt: now, ExpiresAt: now.Add(e.cfg.OfflineEventTTL)}
 }
 
 // deliverLocked hands each event to its recipients' connections open now.
@@ -347,16 +446,20 @@ func (e *Engine) deliverLocked(evs []*outgoing, now time.Time) {
 			seq, wasOffline := ev.offline[u]
 			switch {
 			case wasOffline && len(set) > 0:
-				e.wg.Add(1)
-				go e.bestEffort(DeleteOutbox{UserID: u, UpTo: seq})
+				e.kept.release(ev.sender, ev.cost)
+				e.goBestEffortLocked(DeleteOutboxEntry{UserID: u, Seq: seq})
 			case wasOffline:
-				e.appendOutboxLocked(e.outboxEntry(u, seq, ev.name, eventData(ev.frame), now))
-			case ev.keep && len(set) == 0 && (ev.except == nil || ev.except.UserID() != u):
+				e.keepLocked(u, keptEntry{seq: seq, sender: ev.sender, cost: ev.cost, expires: now.Add(e.cfg.OfflineEventTTL)})
+			case ev.keep && len(set) == 0 && (ev.except == nil || ev.except.UserID() != u) && e.isKnownLocked(u):
+				// Online when decided, gone since: kept without a quota
+				// check (the operation has succeeded), charged all the same.
 				e.outboxSeq++
-				ent := e.outboxEntry(u, e.outboxSeq, ev.name, eventData(ev.frame), now)
-				e.appendOutboxLocked(ent)
-				e.wg.Add(1)
-				go e.bestEffort(AppendOutbox{Entry: ent})
+				data := eventData(ev.frame)
+				ent := e.outboxEntry(u, e.outboxSeq, ev.sender, ev.name, data, now)
+				cost := keptCost(ent.Bytes())
+				e.kept.charge(ev.sender, cost)
+				e.keepLocked(u, keptEntry{seq: ent.Seq, sender: ev.sender, cost: cost, expires: ent.ExpiresAt})
+				e.goBestEffortLocked(AppendOutbox{Entry: ent})
 			}
 		}
 	}
@@ -371,21 +474,36 @@ func eventData(frame []byte) json.RawMessage {
 	return f.Data
 }
 
-func (e *Engine) appendOutboxLocked(ent OutboxEntry) {
-	q := append(e.outbox[ent.UserID], ent)
-	if lim := e.cfg.Limits.MaxOfflineEvents; lim > 0 && len(q) > lim {
-		q = append(q[:0:0], q[len(q)-lim:]...)
+// keepLocked adds a committed entry to user's index; past
+// limits.max_offline_events the oldest entries are dropped.
+func (e *Engine) keepLocked(user string, ent keptEntry) {
+	e.kept.add(user, ent, false)
+	if lim := e.cfg.Limits.MaxOfflineEvents; lim > 0 {
+		var muts []Mutation
+		for _, seq := range e.kept.dropOldest(user, lim) {
+			muts = append(muts, DeleteOutboxEntry{UserID: user, Seq: seq})
+		}
+		e.goBestEffortLocked(muts...)
 	}
-	e.outbox[ent.UserID] = q
+}
+
+// goBestEffortLocked applies muts in the background, unless there are none
+// or the engine is closed (Close waits for the writes in flight).
+func (e *Engine) goBestEffortLocked(muts ...Mutation) {
+	if e.closed || len(muts) == 0 {
+		return
+	}
+	e.wg.Add(1)
+	go e.bestEffort(muts...)
 }
 
 // bestEffort applies a mutation whose failure loses nothing essential.
-func (e *Engine) bestEffort(m Mutation) {
+func (e *Engine) bestEffort(muts ...Mutation) {
 	defer e.wg.Done()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := e.store.Apply(ctx, m); err != nil {
-		e.log.Warn("background store write failed", "mutation", fmt.Sprintf("%T", m), "err", err)
+	if err := e.store.Apply(ctx, muts...); err != nil {
+		e.log.Warn("background store write failed", "mutation", fmt.Sprintf("%T", muts[0]), "n", len(muts), "err", err)
 	}
 }
 
@@ -421,6 +539,7 @@ func (e *Engine) finishNote(ctx context.Context, muts []Mutation, evs []*outgoin
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if err != nil {
+		e.unplanLocked(evs)
 		if undo != nil {
 			undo()
 		}
@@ -445,19 +564,7 @@ func (e *Engine) schedulePurgeLocked() {
 	e.purgeTimer = e.afterLocked(purgeInterval, func() {
 		e.mu.Lock()
 		now := e.clock.Now()
-		for u, q := range e.outbox {
-			keep := q[:0]
-			for _, ent := range q {
-				if ent.ExpiresAt.After(now) {
-					keep = append(keep, ent)
-				}
-			}
-			if len(keep) == 0 {
-				delete(e.outbox, u)
-			} else {
-				e.outbox[u] = keep
-			}
-		}
+		e.kept.dropExpired(now)
 		closed := e.closed
 		e.schedulePurgeLocked()
 		e.mu.Unlock()

@@ -60,8 +60,9 @@ func BenchmarkEncodeReply(b *testing.B) {
 // discardSession is a connection that drops every frame.
 type discardSession struct{ user string }
 
-func (s discardSession) UserID() string   { return s.user }
-func (s discardSession) Deliver(_ []byte) {}
+func (s discardSession) UserID() string                  { return s.user }
+func (s discardSession) Deliver(_ []byte)                {}
+func (s discardSession) StartReplay(_ *signaling.Replay) {}
 
 // BenchmarkInviteAccept is one invitation's life in the engine on a
 // MemoryStore: invite (state, timer, store, ring delivered) then accept

@@ -18,16 +18,20 @@ import (
 
 var t0 = time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
 
-// session is a fake connection that records what it is sent.
+// session is a fake connection that records what it is sent. Like the real
+// one, it holds live events back while a replay is in progress; replay
+// writes the replay's frames, then the held ones.
 type session struct {
-	user string
-	mu   sync.Mutex
-	evs  []signaling.EventFrame
+	user   string
+	mu     sync.Mutex
+	evs    []signaling.EventFrame
+	held   []signaling.EventFrame
+	replay *signaling.Replay
 }
 
 func (s *session) UserID() string { return s.user }
 
-func (s *session) Deliver(frame []byte) {
+func parseFrame(frame []byte) signaling.EventFrame {
 	var f struct {
 		Event string          `json:"event"`
 		Data  json.RawMessage `json:"data"`
@@ -35,9 +39,54 @@ func (s *session) Deliver(frame []byte) {
 	if err := json.Unmarshal(frame, &f); err != nil {
 		panic(err)
 	}
+	return signaling.EventFrame{Event: f.Event, Data: f.Data}
+}
+
+func (s *session) Deliver(frame []byte) {
+	f := parseFrame(frame)
 	s.mu.Lock()
-	s.evs = append(s.evs, signaling.EventFrame{Event: f.Event, Data: f.Data})
+	if s.replay != nil {
+		s.held = append(s.held, f)
+	} else {
+		s.evs = append(s.evs, f)
+	}
 	s.mu.Unlock()
+}
+
+func (s *session) StartReplay(r *signaling.Replay) {
+	s.mu.Lock()
+	s.replay = r
+	s.mu.Unlock()
+}
+
+// drain plays the replay to its end, as the connection's writer does, at
+// most max frames at a time (0: no limit); it returns how many Next calls
+// it took.
+func (s *session) drain() int {
+	s.mu.Lock()
+	r := s.replay
+	s.mu.Unlock()
+	if r == nil {
+		return 0
+	}
+	calls := 0
+	for {
+		frames := r.Next(context.Background())
+		calls++
+		if frames == nil {
+			break
+		}
+		s.mu.Lock()
+		for _, f := range frames {
+			s.evs = append(s.evs, parseFrame(f))
+		}
+		s.mu.Unlock()
+	}
+	s.mu.Lock()
+	s.evs = append(s.evs, s.held...)
+	s.held, s.replay = nil, nil
+	s.mu.Unlock()
+	return calls
 }
 
 // take returns and forgets what the session received.
@@ -104,7 +153,17 @@ func (h *harness) connect(user string) *session {
 	if err := h.eng.Attach(context.Background(), s); err != nil {
 		h.t.Fatal(err)
 	}
+	s.drain()
 	return s
+}
+
+// seen makes users known to the engine (connected once), as users of a
+// real deployment are, so that events are kept for them while offline.
+func (h *harness) seen(users ...string) {
+	h.t.Helper()
+	for _, u := range users {
+		h.eng.Detach(h.connect(u))
+	}
 }
 
 func as(s *session) signaling.Actor { return signaling.Actor{UserID: s.user, Session: s} }
@@ -464,6 +523,7 @@ func TestOutcomesWhileOfflineAreDeliveredOnConnect(t *testing.T) {
 
 func TestRestartKeepsInvitationsAndDeadlines(t *testing.T) {
 	h := newHarness(t)
+	h.seen("bob")
 	a := h.connect("alice")
 	gid, _ := h.eng.CreateGroup(ctx, as(a), signaling.CreateGroupArgs{GroupID: "team", Name: "Team", MemberList: []string{"bob"}})
 	long, _ := h.eng.Invite(ctx, as(a), signaling.InviteArgs{Invitee: "bob", Timeout: secs(60)})
@@ -752,6 +812,7 @@ func TestOfflineEventCap(t *testing.T) {
 	h := newHarness(t)
 	h.cfg.Limits.MaxOfflineEvents = 3
 	h.restart()
+	h.seen("alice")
 	b := h.connect("bob")
 	var ids []string
 	for i := 0; i < 5; i++ {

@@ -61,6 +61,12 @@ var (
 	ErrTooManyGroups      = &Error{9105, "too_many_groups", "too many groups for this user"}
 	ErrGroupFull          = &Error{9106, "group_full", "group member limit reached"}
 
+	ErrInviteePendingFull = &Error{9111, "invitee_pending_full", "too many invitations are ringing for this invitee"}
+	ErrTooManyInvitations = &Error{9112, "too_many_invitations", "you have too many invitations in progress"}
+	ErrOfflineQuota       = &Error{9113, "offline_quota_exceeded", "too many bytes kept for offline users on your behalf"}
+	ErrOfflineStoreFull   = &Error{9114, "offline_store_full", "the server keeps no more events for offline users"}
+	ErrTooManyGroupsAdded = &Error{9115, "too_many_groups_added", "the user was added to too many groups by others"}
+
 	ErrStoreUnavailable = &Error{9500, "store_unavailable", "storage unavailable, try again"}
 	ErrShuttingDown     = &Error{9501, "shutting_down", "server is shutting down"}
 
@@ -79,6 +85,7 @@ var AllErrors = []*Error{
 	ErrInvalidInviteID, ErrNoPermission, ErrAlreadyExists,
 	ErrMalformedRequest, ErrUnknownOp, ErrRateLimited, ErrDuplicateID,
 	ErrDataTooLarge, ErrListTooLarge, ErrTimeoutTooLarge, ErrTooManyConnections, ErrTooManyGroups, ErrGroupFull,
+	ErrInviteePendingFull, ErrTooManyInvitations, ErrOfflineQuota, ErrOfflineStoreFull, ErrTooManyGroupsAdded,
 	ErrStoreUnavailable, ErrShuttingDown,
 	ErrGroupNotFound, ErrNotGroupMember, ErrNotGroupOwner, ErrOwnerCannotQuit, ErrGroupExists, ErrAlreadyMember, ErrJoinForbidden,
 }

@@ -135,15 +135,45 @@ func (e *Engine) checkUserList(field string, users []string) error {
 	return nil
 }
 
-// checkRoomLocked checks that users can join one more group and that g can take them.
-func (e *Engine) checkRoomLocked(g *group, users []string) error {
-	if lim := e.cfg.Limits.MaxGroupMembers; lim > 0 && len(g.members)+len(users) > lim {
-		return ErrGroupFull.WithMessage("group %q would have %d members; the limit is %d", g.id, len(g.members)+len(users), lim)
+// groupCountsLocked counts user's groups: those they created or joined by
+// themselves (own), and those others added them to (added).
+func (e *Engine) groupCountsLocked(user string) (own, added int) {
+	for id := range e.userGroups[user] {
+		if e.groups[id].members[user].AddedBy == "" {
+			own++
+		} else {
+			added++
+		}
 	}
+	return own, added
+}
+
+// checkRoomLocked checks that g can take n more members.
+func (e *Engine) checkRoomLocked(g *group, n int) error {
+	if lim := e.cfg.Limits.MaxGroupMembers; lim > 0 && len(g.members)+n > lim {
+		return ErrGroupFull.WithMessage("group %q would have %d members; the limit is %d", g.id, len(g.members)+n, lim)
+	}
+	return nil
+}
+
+// checkOwnGroupLocked checks that user may create or join one more group.
+// Groups others added them to do not count.
+func (e *Engine) checkOwnGroupLocked(user string) error {
 	if lim := e.cfg.Limits.MaxGroupsPerUser; lim > 0 {
+		if own, _ := e.groupCountsLocked(user); own >= lim {
+			return ErrTooManyGroups.WithMessage("you created or joined %d groups; the limit is %d", own, lim)
+		}
+	}
+	return nil
+}
+
+// checkAddedGroupLocked checks that others may add each of users to one
+// more group.
+func (e *Engine) checkAddedGroupLocked(users []string) error {
+	if lim := e.cfg.Limits.MaxGroupsAddedByOthers; lim > 0 {
 		for _, u := range users {
-			if len(e.userGroups[u]) >= lim {
-				return ErrTooManyGroups.WithMessage("user %q is already in %d groups; the limit is %d", u, len(e.userGroups[u]), lim)
+			if _, added := e.groupCountsLocked(u); added >= lim {
+				return ErrTooManyGroupsAdded.WithMessage("user %q was already added to %d groups by others; the limit is %d", u, added, lim)
 			}
 		}
 	}
@@ -198,20 +228,27 @@ func (e *Engine) CreateGroup(ctx context.Context, a Actor, args CreateGroupArgs)
 	now := e.clock.Now()
 	g := &group{id: id, name: args.Name, owner: a.UserID, joinOption: join, createdAt: now,
 		members: map[string]MemberRecord{}}
-	if err := e.checkRoomLocked(g, append([]string{a.UserID}, members...)); err != nil {
+	err := e.checkRoomLocked(g, 1+len(members))
+	if err == nil {
+		err = e.checkOwnGroupLocked(a.UserID)
+	}
+	if err == nil {
+		err = e.checkAddedGroupLocked(members)
+	}
+	if err != nil {
 		e.mu.Unlock()
 		return "", err
 	}
 	g.members[a.UserID] = MemberRecord{UserID: a.UserID, Role: RoleOwner, JoinedAt: now}
 	for _, u := range members {
-		g.members[u] = MemberRecord{UserID: u, Role: RoleMember, JoinedAt: now}
+		g.members[u] = MemberRecord{UserID: u, Role: RoleMember, JoinedAt: now, AddedBy: a.UserID}
 	}
 	e.putGroupLocked(g)
 	rec := GroupRecord{ID: g.id, Name: g.name, Owner: g.owner, JoinOption: g.joinOption, CreatedAt: now, Members: g.sortedMembers()}
 	evs := []*outgoing{{name: EvMemberEnter, data: MemberEnterEvent{GroupID: id, MemberList: g.memberIDs()},
 		users: g.memberIDs(), except: a.Session}}
 	e.mu.Unlock()
-	err := e.finish(ctx, []Mutation{PutGroup{Group: rec}}, evs, func() {
+	err = e.finish(ctx, []Mutation{PutGroup{Group: rec}}, evs, func() {
 		if e.groups[id] == g {
 			e.deleteGroupLocked(g)
 		}
@@ -233,13 +270,16 @@ func (e *Engine) JoinGroup(ctx context.Context, a Actor, args GroupIDArgs) error
 		err = ErrJoinForbidden.WithMessage("group %q can only be joined by invitation", g.id)
 	}
 	if err == nil {
-		err = e.checkRoomLocked(g, []string{a.UserID})
+		err = e.checkRoomLocked(g, 1)
+	}
+	if err == nil {
+		err = e.checkOwnGroupLocked(a.UserID)
 	}
 	if err != nil {
 		e.mu.Unlock()
 		return err
 	}
-	return e.addMembers(ctx, a, g, []string{a.UserID})
+	return e.addMembers(ctx, a, g, []string{a.UserID}, "")
 }
 
 // InviteUserToGroup adds users to a group; any member may. Users already in
@@ -262,19 +302,24 @@ func (e *Engine) InviteUserToGroup(ctx context.Context, a Actor, args GroupUsers
 		e.mu.Unlock()
 		return nil
 	}
-	if err := e.checkRoomLocked(g, add); err != nil {
+	err = e.checkRoomLocked(g, len(add))
+	if err == nil {
+		err = e.checkAddedGroupLocked(add)
+	}
+	if err != nil {
 		e.mu.Unlock()
 		return err
 	}
-	return e.addMembers(ctx, a, g, add)
+	return e.addMembers(ctx, a, g, add, a.UserID)
 }
 
-// addMembers adds users to g; it is called with mu held and releases it.
-func (e *Engine) addMembers(ctx context.Context, a Actor, g *group, users []string) error {
+// addMembers adds users to g, added by addedBy ("": they joined by
+// themselves); it is called with mu held and releases it.
+func (e *Engine) addMembers(ctx context.Context, a Actor, g *group, users []string, addedBy string) error {
 	now := e.clock.Now()
 	ms := make([]MemberRecord, len(users))
 	for i, u := range users {
-		ms[i] = MemberRecord{UserID: u, Role: RoleMember, JoinedAt: now}
+		ms[i] = MemberRecord{UserID: u, Role: RoleMember, JoinedAt: now, AddedBy: addedBy}
 	}
 	e.addMembersLocked(g, ms)
 	evs := []*outgoing{{name: EvMemberEnter, data: MemberEnterEvent{GroupID: g.id, MemberList: users},

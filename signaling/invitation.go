@@ -138,6 +138,24 @@ func (e *Engine) indexInviteesLocked(inv *invitation) {
 	}
 }
 
+func (e *Engine) indexInviterLocked(inv *invitation) {
+	m := e.byInviter[inv.inviter]
+	if m == nil {
+		m = make(map[string]*invitation)
+		e.byInviter[inv.inviter] = m
+	}
+	m[inv.id] = inv
+}
+
+func (e *Engine) unindexInviterLocked(inv *invitation) {
+	if m := e.byInviter[inv.inviter]; m != nil {
+		delete(m, inv.id)
+		if len(m) == 0 {
+			delete(e.byInviter, inv.inviter)
+		}
+	}
+}
+
 func (e *Engine) unindexInviteeLocked(inv *invitation, user string) {
 	if m := e.byInvitee[user]; m != nil {
 		delete(m, inv.id)
@@ -150,6 +168,7 @@ func (e *Engine) unindexInviteeLocked(inv *invitation, user string) {
 // removeLocked forgets an ended invitation.
 func (e *Engine) removeLocked(inv *invitation) {
 	delete(e.invitations, inv.id)
+	e.unindexInviterLocked(inv)
 	for _, v := range inv.invitees {
 		e.unindexInviteeLocked(inv, v.user)
 	}
@@ -166,6 +185,7 @@ func (e *Engine) restoreLocked(inv *invitation) {
 	}
 	e.invitations[inv.id] = inv
 	e.indexInviteesLocked(inv)
+	e.indexInviterLocked(inv)
 	if !inv.deadline.IsZero() && inv.timer == nil {
 		e.armTimerLocked(inv)
 	}
@@ -228,7 +248,9 @@ func (e *Engine) fireTimeout(inv *invitation) {
 	for _, u := range timedOut {
 		note.Changes = append(note.Changes, InviteeChange{UserID: u, State: StateTimedOut})
 	}
-	e.planLocked(evs)
+	if err := e.planLocked(evs, inv.inviter, true); err != nil {
+		e.log.Error("timeout event not kept", "invite", inv.id, "err", err)
+	}
 	e.mu.Unlock()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -364,6 +386,10 @@ func (e *Engine) CreateInvitation(ctx context.Context, a Actor, spec InvitationS
 			}
 		}
 	}
+	if err := e.checkPendingLocked(a.UserID, invitees, onlineOnly, spec.NoRing); err != nil {
+		e.mu.Unlock()
+		return "", err
+	}
 	id := spec.ID
 	if id == "" {
 		id = e.newID("inv_")
@@ -382,6 +408,7 @@ func (e *Engine) CreateInvitation(ctx context.Context, a Actor, spec InvitationS
 	}
 	e.invitations[inv.id] = inv
 	e.indexInviteesLocked(inv)
+	e.indexInviterLocked(inv)
 	exceptSess, silent := a.except()
 	evs := []*outgoing{{name: EvReceiveNewInvitation, data: inv.newInvitationEvent(now),
 		users:  slices.DeleteFunc(inv.parties(), func(u string) bool { return slices.Contains(spec.NoRing, u) }),
@@ -406,6 +433,23 @@ func (e *Engine) CreateInvitation(ctx context.Context, a Actor, spec InvitationS
 		e.mu.Unlock()
 	}
 	return inv.id, nil
+}
+
+// checkPendingLocked checks that inviter may have one more invitation in
+// progress and that each invitee it would ring (a stored invitation) may
+// have one more ringing.
+func (e *Engine) checkPendingLocked(inviter string, invitees []string, onlineOnly bool, noRing []string) error {
+	if lim := e.cfg.Limits.MaxPendingPerInviter; lim > 0 && len(e.byInviter[inviter]) >= lim {
+		return ErrTooManyInvitations.WithMessage("you have %d invitations in progress; the limit is %d", len(e.byInviter[inviter]), lim)
+	}
+	if lim := e.cfg.Limits.MaxPendingPerInvitee; lim > 0 && !onlineOnly {
+		for _, u := range invitees {
+			if len(e.byInvitee[u]) >= lim && !slices.Contains(noRing, u) {
+				return ErrInviteePendingFull.WithMessage("%d invitations are already ringing for %q; the limit is %d", len(e.byInvitee[u]), u, lim)
+			}
+		}
+	}
+	return nil
 }
 
 // Accept is an invitee's acceptance.
@@ -438,9 +482,6 @@ func (e *Engine) answer(ctx context.Context, a Actor, args InviteIDArgs, action 
 		e.mu.Unlock()
 		return err
 	}
-	now := e.clock.Now()
-	inv.setState(a.UserID, next, now)
-	e.unindexInviteeLocked(inv, a.UserID)
 	name := EvInviteeAccepted
 	if action == ActionReject {
 		name = EvInviteeRejected
@@ -448,13 +489,19 @@ func (e *Engine) answer(ctx context.Context, a Actor, args InviteIDArgs, action 
 	exceptSess, silent := a.except()
 	evs := []*outgoing{{name: name, data: InviteeEvent{InviteID: inv.id, Invitee: a.UserID, Data: args.Data},
 		users: inv.parties(), except: exceptSess, silent: silent, keep: !inv.onlineOnly}}
+	if err := e.planLocked(evs, a.UserID, false); err != nil {
+		e.mu.Unlock()
+		return err
+	}
+	now := e.clock.Now()
+	inv.setState(a.UserID, next, now)
+	e.unindexInviteeLocked(inv, a.UserID)
 	ended := inv.allFinal()
 	note := &InvitationNote{InviteID: inv.id, Inviter: inv.inviter, GroupID: inv.groupID, Data: inv.data,
 		Invitees: inv.inviteeList(), Changes: []InviteeChange{{UserID: a.UserID, State: next, Data: args.Data}}, Ended: ended}
 	if ended {
 		e.removeLocked(inv)
 	}
-	e.planLocked(evs)
 	e.mu.Unlock()
 
 	var muts []Mutation
@@ -493,6 +540,13 @@ func (e *Engine) Cancel(ctx context.Context, a Actor, args InviteIDArgs) error {
 		e.mu.Unlock()
 		return ErrInvalidInviteID.WithMessage("invitation %q was already answered; it can no longer be cancelled", args.InviteID)
 	}
+	exceptSess, silent := a.except()
+	evs := []*outgoing{{name: EvInvitationCancelled, data: CancelledEvent{InviteID: inv.id, Inviter: inv.inviter, Data: args.Data},
+		users: inv.parties(), except: exceptSess, silent: silent, keep: !inv.onlineOnly}}
+	if err := e.planLocked(evs, a.UserID, false); err != nil {
+		e.mu.Unlock()
+		return err
+	}
 	now := e.clock.Now()
 	users := inv.inviteeList()
 	var muts []Mutation
@@ -506,15 +560,11 @@ func (e *Engine) Cancel(ctx context.Context, a Actor, args InviteIDArgs) error {
 	if !inv.onlineOnly {
 		muts = append(muts, DeleteInvitation{InviteID: inv.id})
 	}
-	exceptSess, silent := a.except()
-	evs := []*outgoing{{name: EvInvitationCancelled, data: CancelledEvent{InviteID: inv.id, Inviter: inv.inviter, Data: args.Data},
-		users: inv.parties(), except: exceptSess, silent: silent, keep: !inv.onlineOnly}}
 	note := &InvitationNote{InviteID: inv.id, Inviter: inv.inviter, GroupID: inv.groupID, Data: inv.data,
 		Invitees: users, Ended: true}
 	for _, u := range users {
 		note.Changes = append(note.Changes, InviteeChange{UserID: u, State: StateCancelled, Data: args.Data})
 	}
-	e.planLocked(evs)
 	e.mu.Unlock()
 	return e.finishNote(ctx, muts, evs, func() {
 		for _, u := range users {
@@ -544,13 +594,16 @@ func (e *Engine) ModifyInvitation(ctx context.Context, a Actor, args InviteIDArg
 		e.mu.Unlock()
 		return ErrInvalidParameter.WithMessage("onlineUserOnly invitations cannot be modified")
 	}
-	prev := inv.data
-	inv.data = args.Data
 	exceptSess, silent := a.except()
 	evs := []*outgoing{{name: EvInvitationModified, data: ModifiedEvent{InviteID: inv.id, Data: args.Data},
 		users: inv.parties(), except: exceptSess, silent: silent, keep: true}}
+	if err := e.planLocked(evs, a.UserID, false); err != nil {
+		e.mu.Unlock()
+		return err
+	}
+	prev := inv.data
+	inv.data = args.Data
 	note := &InvitationNote{InviteID: inv.id, Inviter: inv.inviter, GroupID: inv.groupID, Data: args.Data, Invitees: inv.inviteeList()}
-	e.planLocked(evs)
 	e.mu.Unlock()
 	return e.finishNote(ctx, []Mutation{SetInvitationData{InviteID: inv.id, Data: args.Data}}, evs, func() {
 		if inv.data == args.Data {

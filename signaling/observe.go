@@ -140,7 +140,11 @@ func (e *Engine) Notify(ctx context.Context, from Actor, to []string, groupID, d
 		data:   NewInvitationEvent{InviteID: id, Inviter: from.UserID, GroupID: groupID, InviteeList: slices.Clone(to), Data: data},
 		users:  append([]string{from.UserID}, to...),
 		except: exceptSess, silent: silent, keep: true}}
-	e.planLocked(evs)
+	// The server composes it (calls): kept past the sender's quota, counted.
+	if err := e.planLocked(evs, from.UserID, true); err != nil {
+		e.mu.Unlock()
+		return "", err
+	}
 	e.mu.Unlock()
 	if err := e.finish(ctx, nil, evs, nil); err != nil {
 		return "", err
@@ -150,11 +154,15 @@ func (e *Engine) Notify(ctx context.Context, from Actor, to []string, groupID, d
 
 // SendEvent delivers an event of another layer (rooms, calls) to every open
 // connection of users; with keep, users with no open connection get it when
-// they connect (stored like the invitation events).
+// they connect (stored like the invitation events). The server decides these
+// events: they are kept past any quota, counted against no sender.
 func (e *Engine) SendEvent(ctx context.Context, users []string, name string, data any, keep bool) error {
 	e.mu.Lock()
 	evs := []*outgoing{{name: name, data: data, users: users, keep: keep}}
-	e.planLocked(evs)
+	if err := e.planLocked(evs, "", true); err != nil {
+		e.mu.Unlock()
+		return err
+	}
 	e.mu.Unlock()
 	return e.finish(ctx, nil, evs, nil)
 }

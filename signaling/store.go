@@ -6,11 +6,14 @@ import (
 	"time"
 )
 
-// Store keeps the engine's durable state: stored invitations, groups and the
-// per-user outbox of events that a user missed while offline.
+// Store keeps the engine's durable state: stored invitations, groups, the
+// users who have connected at least once, and the per-user outbox of events
+// that a user missed while offline.
 //
-// The engine keeps the authoritative copy in memory and writes through to the
-// store; it reads the store only once, at start (Load). Apply runs its
+// The engine keeps the authoritative copy of invitations and groups in memory
+// and writes through to the store; it reads them once, at start (Load). Of the
+// outbox it keeps in memory only an index (OutboxInfo: no event data); a
+// user's kept events are read (LoadOutbox) when the user connects. Apply runs its
 // mutations atomically: all of them are applied or none. Implementations must
 // be safe for concurrent use and must pass storetest.Run, the contract test,
 // which enforces the rules stated here. The SQLite implementation is
@@ -33,23 +36,29 @@ type Store interface {
 	// Apply after Close returns an error. Concurrent calls do not affect
 	// each other: one failing does not make another fail.
 	Apply(ctx context.Context, muts ...Mutation) error
-	// Load returns everything stored: invitations and groups in the order
-	// they were put, each invitation's invitees in the order given to
-	// PutInvitation, each group's members owner first, then by JoinedAt,
-	// then in the order they were added, and the outbox by Seq.
+	// Load returns everything stored but the outbox's data: invitations and
+	// groups in the order they were put, each invitation's invitees in the
+	// order given to PutInvitation, each group's members owner first, then
+	// by JoinedAt, then in the order they were added, the known users in any
+	// order, and the outbox index by Seq.
 	Load(ctx context.Context) (*Snapshot, error)
+	// LoadOutbox returns user's kept events whose Seq is above afterSeq, by
+	// Seq, at most limit of them (limit <= 0: all).
+	LoadOutbox(ctx context.Context, user string, afterSeq int64, limit int) ([]OutboxEntry, error)
 	// Close flushes and releases the store. It is idempotent: later calls
 	// return nil. Opening the store at the same location again gives back
 	// the same data.
 	Close() error
 }
 
-// Snapshot is the whole stored state, in the order Store.Load states:
-// invitations and groups in the order they were put, the outbox by Seq.
+// Snapshot is the stored state that the engine keeps in memory, in the
+// order Store.Load states: invitations and groups in the order they were
+// put, the outbox index by Seq.
 type Snapshot struct {
 	Invitations []InvitationRecord
 	Groups      []GroupRecord
-	Outbox      []OutboxEntry // ordered by Seq
+	Users       []string     // users who have connected at least once (PutUser), any order
+	Outbox      []OutboxInfo // ordered by Seq; the data stays in the store (LoadOutbox)
 }
 
 // InvitationRecord is a stored invitation. Only invitations sent with
@@ -102,6 +111,10 @@ type MemberRecord struct {
 	UserID   string
 	Role     GroupRole
 	JoinedAt time.Time
+	// AddedBy is the member who added this one (createGroup's memberList,
+	// inviteUserToGroup); "" when the user is the owner or joined by
+	// themselves (joinGroup).
+	AddedBy string
 }
 
 // OutboxEntry is an event kept for a user who had no open connection when it
@@ -109,10 +122,25 @@ type MemberRecord struct {
 // expired first.
 type OutboxEntry struct {
 	UserID    string
-	Seq       int64 // unique and increasing across the whole store
+	Seq       int64  // unique and increasing across the whole store
+	Sender    string // whose operation caused the event (its kept bytes count against their quota); "" unknown
 	Event     string
 	Data      json.RawMessage
 	CreatedAt time.Time
+	ExpiresAt time.Time
+}
+
+// Bytes is the size that an entry's quota accounting uses: its event name
+// and data.
+func (e OutboxEntry) Bytes() int { return len(e.Event) + len(e.Data) }
+
+// OutboxInfo describes a kept event without its data: what the engine keeps
+// in memory of the outbox, for quotas and expiry.
+type OutboxInfo struct {
+	UserID    string
+	Seq       int64
+	Sender    string
+	Bytes     int // OutboxEntry.Bytes of the entry
 	ExpiresAt time.Time
 }
 
@@ -163,6 +191,15 @@ type (
 		UserID string
 		UpTo   int64
 	}
+	// DeleteOutboxEntry removes one entry of a user, leaving the others;
+	// a missing entry is a no-op.
+	DeleteOutboxEntry struct {
+		UserID string
+		Seq    int64
+	}
+	// PutUser records that a user has connected at least once; a user
+	// already recorded is a no-op.
+	PutUser struct{ UserID string }
 	// PurgeOutbox removes every entry that expired at or before Before;
 	// entries with a zero ExpiresAt never expire.
 	PurgeOutbox struct{ Before time.Time }
@@ -178,4 +215,6 @@ func (RemoveGroupMembers) mutation() {}
 func (DeleteGroup) mutation()        {}
 func (AppendOutbox) mutation()       {}
 func (DeleteOutbox) mutation()       {}
+func (DeleteOutboxEntry) mutation()  {}
+func (PutUser) mutation()            {}
 func (PurgeOutbox) mutation()        {}

@@ -39,7 +39,8 @@ type memData struct {
 	inv    map[string]memInvitation
 	groups map[string]memGroup
 	outbox map[int64]OutboxEntry // by Seq
-	next   uint64                // the next insertion number (ord)
+	users  map[string]struct{}
+	next   uint64 // the next insertion number (ord)
 }
 
 // memInvitation is a stored invitation; ord is its insertion number, the
@@ -69,6 +70,7 @@ func NewMemoryStore() *MemoryStore {
 		inv:    map[string]memInvitation{},
 		groups: map[string]memGroup{},
 		outbox: map[int64]OutboxEntry{},
+		users:  map[string]struct{}{},
 	}}
 }
 
@@ -112,6 +114,7 @@ func (s *MemoryStore) Apply(ctx context.Context, muts ...Mutation) error {
 		inv:    maps.Clone(d.inv),
 		groups: maps.Clone(d.groups),
 		outbox: maps.Clone(d.outbox),
+		users:  maps.Clone(d.users),
 		next:   d.next,
 	}
 	for _, m := range muts {
@@ -119,7 +122,7 @@ func (s *MemoryStore) Apply(ctx context.Context, muts ...Mutation) error {
 			return fmt.Errorf("signaling: memory store: %w", err)
 		}
 	}
-	d.inv, d.groups, d.outbox, d.next = a.inv, a.groups, a.outbox, a.next
+	d.inv, d.groups, d.outbox, d.users, d.next = a.inv, a.groups, a.outbox, a.users, a.next
 	return nil
 }
 
@@ -129,6 +132,7 @@ type memApply struct {
 	inv    map[string]memInvitation
 	groups map[string]memGroup
 	outbox map[int64]OutboxEntry
+	users  map[string]struct{}
 	next   uint64
 }
 
@@ -211,6 +215,12 @@ func (a *memApply) apply(m Mutation) error {
 		a.outbox[e.Seq] = e
 	case DeleteOutbox:
 		maps.DeleteFunc(a.outbox, func(_ int64, x OutboxEntry) bool { return x.UserID == m.UserID && x.Seq <= m.UpTo })
+	case DeleteOutboxEntry:
+		if x, ok := a.outbox[m.Seq]; ok && x.UserID == m.UserID {
+			delete(a.outbox, m.Seq)
+		}
+	case PutUser:
+		a.users[m.UserID] = struct{}{}
 	case PurgeOutbox:
 		// Entries without an expiry (zero ExpiresAt) never match, nor does
 		// a zero Before.
@@ -254,7 +264,7 @@ func memTime(t time.Time) time.Time {
 
 // Load implements Store. Invitations and groups come in the order they were
 // put, invitees in their order in the invitation, members owner first, then
-// by join time, then in the order they were added, and the outbox by Seq.
+// by join time, then in the order they were added, and the outbox index by Seq.
 // The snapshot shares no memory with the store.
 func (s *MemoryStore) Load(ctx context.Context) (*Snapshot, error) {
 	if err := ctx.Err(); err != nil {
@@ -291,12 +301,37 @@ func (s *MemoryStore) Load(ctx context.Context) (*Snapshot, error) {
 		snap.Groups = append(snap.Groups, g)
 	}
 
+	snap.Users = slices.Collect(maps.Keys(d.users))
 	for _, seq := range slices.Sorted(maps.Keys(d.outbox)) {
 		e := d.outbox[seq]
-		e.Data = bytes.Clone(e.Data)
-		snap.Outbox = append(snap.Outbox, e)
+		snap.Outbox = append(snap.Outbox, OutboxInfo{UserID: e.UserID, Seq: e.Seq, Sender: e.Sender, Bytes: e.Bytes(), ExpiresAt: e.ExpiresAt})
 	}
 	return snap, nil
+}
+
+// LoadOutbox implements Store.
+func (s *MemoryStore) LoadOutbox(ctx context.Context, user string, afterSeq int64, limit int) ([]OutboxEntry, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("signaling: memory store: load outbox: %w", err)
+	}
+	d := s.d
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if s.closed {
+		return nil, errMemoryClosed
+	}
+	var out []OutboxEntry
+	for _, e := range d.outbox {
+		if e.UserID == user && e.Seq > afterSeq {
+			e.Data = bytes.Clone(e.Data)
+			out = append(out, e)
+		}
+	}
+	slices.SortFunc(out, func(a, b OutboxEntry) int { return cmp.Compare(a.Seq, b.Seq) })
+	if limit > 0 && len(out) > limit {
+		out = out[:limit:limit]
+	}
+	return out, nil
 }
 
 // Close implements Store. It closes this handle (see Reopen); later calls

@@ -75,6 +75,21 @@ var sqliteSteps = []string{
 	) STRICT;
 	CREATE INDEX sig_outbox_user ON sig_outbox (user_id, seq);
 	CREATE INDEX sig_outbox_expiry ON sig_outbox (expires_at);`,
+	// Version 2: who caused each kept event (per-sender quota), who added
+	// each group member (groups one was added to by others have their own
+	// cap), and the users who have connected at least once (only they get
+	// kept events). The users are seeded with those the data shows have
+	// connected: inviters, invitees who answered and group owners (version 1
+	// cannot tell members who joined by themselves from members added by
+	// others, so members are left out: they are recorded when they connect).
+	`ALTER TABLE sig_outbox ADD COLUMN sender TEXT NOT NULL DEFAULT '';
+	ALTER TABLE sig_group_members ADD COLUMN added_by TEXT NOT NULL DEFAULT '';
+	CREATE TABLE sig_users (
+		user_id TEXT PRIMARY KEY
+	) STRICT, WITHOUT ROWID;
+	INSERT OR IGNORE INTO sig_users (user_id) SELECT inviter FROM sig_invitations;
+	INSERT OR IGNORE INTO sig_users (user_id) SELECT user_id FROM sig_invitees WHERE state IN ('accepted', 'rejected');
+	INSERT OR IGNORE INTO sig_users (user_id) SELECT owner FROM sig_groups;`,
 }
 
 // Statements run by the writer; each is prepared once per connection.
@@ -96,15 +111,17 @@ const (
 		VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`
 	// sqlAddMember adds nothing when the group does not exist or the user is
 	// already a member.
-	sqlAddMember = `INSERT INTO sig_group_members (group_id, user_id, role, joined_at)
-		SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM sig_groups WHERE id = ?1)
+	sqlAddMember = `INSERT INTO sig_group_members (group_id, user_id, role, joined_at, added_by)
+		SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM sig_groups WHERE id = ?1)
 		ON CONFLICT (group_id, user_id) DO NOTHING`
 	sqlRemoveMember = `DELETE FROM sig_group_members WHERE group_id = ? AND user_id = ?`
 	sqlDeleteGroup  = `DELETE FROM sig_groups WHERE id = ?`
-	sqlAppendOutbox = `INSERT INTO sig_outbox (seq, user_id, event, data, created_at, expires_at)
-		VALUES (?, ?, ?, ?, ?, ?)`
-	sqlDeleteOutbox = `DELETE FROM sig_outbox WHERE user_id = ? AND seq <= ?`
-	sqlPurgeOutbox  = `DELETE FROM sig_outbox WHERE expires_at <= ?`
+	sqlAppendOutbox = `INSERT INTO sig_outbox (seq, user_id, sender, event, data, created_at, expires_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`
+	sqlDeleteOutbox      = `DELETE FROM sig_outbox WHERE user_id = ? AND seq <= ?`
+	sqlDeleteOutboxEntry = `DELETE FROM sig_outbox WHERE user_id = ? AND seq = ?`
+	sqlPurgeOutbox       = `DELETE FROM sig_outbox WHERE expires_at <= ?`
+	sqlPutUser           = `INSERT INTO sig_users (user_id) VALUES (?) ON CONFLICT (user_id) DO NOTHING`
 )
 
 // SQLiteStore is the Store kept in one SQLite file (modernc.org/sqlite, no
@@ -613,12 +630,20 @@ func (s *SQLiteStore) apply(ctx context.Context, m Mutation) error {
 		if e.Data != nil {
 			data = []byte(e.Data)
 		}
-		if err := s.exec(ctx, sqlAppendOutbox, e.Seq, e.UserID, e.Event, data, created, expires); err != nil {
+		if err := s.exec(ctx, sqlAppendOutbox, e.Seq, e.UserID, e.Sender, e.Event, data, created, expires); err != nil {
 			return sqliteErr(op, err)
 		}
 	case DeleteOutbox:
 		if err := s.exec(ctx, sqlDeleteOutbox, m.UserID, m.UpTo); err != nil {
 			return sqliteErr(fmt.Sprintf("delete outbox of %q up to %d", m.UserID, m.UpTo), err)
+		}
+	case DeleteOutboxEntry:
+		if err := s.exec(ctx, sqlDeleteOutboxEntry, m.UserID, m.Seq); err != nil {
+			return sqliteErr(fmt.Sprintf("delete outbox entry %d of %q", m.Seq, m.UserID), err)
+		}
+	case PutUser:
+		if err := s.exec(ctx, sqlPutUser, m.UserID); err != nil {
+			return sqliteErr(fmt.Sprintf("put user %q", m.UserID), err)
 		}
 	case PurgeOutbox:
 		// Entries without an expiry (zero ExpiresAt, NULL) never match.
@@ -652,7 +677,7 @@ func (s *SQLiteStore) addMembers(ctx context.Context, groupID string, members []
 		if err != nil {
 			return err
 		}
-		if err := s.exec(ctx, sqlAddMember, groupID, m.UserID, string(m.Role), at); err != nil {
+		if err := s.exec(ctx, sqlAddMember, groupID, m.UserID, string(m.Role), at, m.AddedBy); err != nil {
 			return fmt.Errorf("member %q: %w", m.UserID, err)
 		}
 	}
@@ -680,10 +705,50 @@ func (s *SQLiteStore) Load(ctx context.Context) (*Snapshot, error) {
 	if err := loadGroups(ctx, tx, snap); err != nil {
 		return nil, sqliteErr("load groups", err)
 	}
-	if err := loadOutbox(ctx, tx, snap); err != nil {
+	if err := loadUsers(ctx, tx, snap); err != nil {
+		return nil, sqliteErr("load users", err)
+	}
+	if err := loadOutboxIndex(ctx, tx, snap); err != nil {
 		return nil, sqliteErr("load outbox", err)
 	}
 	return snap, nil
+}
+
+// LoadOutbox implements Store.
+func (s *SQLiteStore) LoadOutbox(ctx context.Context, user string, afterSeq int64, limit int) ([]OutboxEntry, error) {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return nil, errSQLiteClosed
+	}
+	if limit <= 0 {
+		limit = -1 // SQLite: no limit
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT seq, sender, event, data, created_at, expires_at FROM sig_outbox
+		WHERE user_id = ? AND seq > ? ORDER BY seq LIMIT ?`, user, afterSeq, limit)
+	if err != nil {
+		return nil, sqliteErr("load outbox", err)
+	}
+	defer rows.Close()
+	var out []OutboxEntry
+	for rows.Next() {
+		e := OutboxEntry{UserID: user}
+		var data []byte
+		var created, expires sql.NullInt64
+		if err := rows.Scan(&e.Seq, &e.Sender, &e.Event, &data, &created, &expires); err != nil {
+			return nil, sqliteErr("load outbox", err)
+		}
+		if data != nil {
+			e.Data = data
+		}
+		e.CreatedAt, e.ExpiresAt = sqliteTimeOf(created), sqliteTimeOf(expires)
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, sqliteErr("load outbox", err)
+	}
+	return out, nil
 }
 
 func loadInvitations(ctx context.Context, tx *sql.Tx, snap *Snapshot) error {
@@ -744,13 +809,13 @@ func loadGroups(ctx context.Context, tx *sql.Tx, snap *Snapshot) error {
 	if err != nil {
 		return err
 	}
-	return sqliteRows(ctx, tx, `SELECT group_id, user_id, role, joined_at FROM sig_group_members
+	return sqliteRows(ctx, tx, `SELECT group_id, user_id, role, joined_at, added_by FROM sig_group_members
 		ORDER BY group_id, role <> 'owner', joined_at, rowid`,
 		func(rows *sql.Rows) error {
 			var id string
 			var m MemberRecord
 			var at sql.NullInt64
-			if err := rows.Scan(&id, &m.UserID, &m.Role, &at); err != nil {
+			if err := rows.Scan(&id, &m.UserID, &m.Role, &at, &m.AddedBy); err != nil {
 				return err
 			}
 			m.JoinedAt = sqliteTimeOf(at)
@@ -763,19 +828,28 @@ func loadGroups(ctx context.Context, tx *sql.Tx, snap *Snapshot) error {
 		})
 }
 
-func loadOutbox(ctx context.Context, tx *sql.Tx, snap *Snapshot) error {
-	return sqliteRows(ctx, tx, `SELECT seq, user_id, event, data, created_at, expires_at FROM sig_outbox ORDER BY seq`,
+func loadUsers(ctx context.Context, tx *sql.Tx, snap *Snapshot) error {
+	return sqliteRows(ctx, tx, `SELECT user_id FROM sig_users`, func(rows *sql.Rows) error {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			return err
+		}
+		snap.Users = append(snap.Users, u)
+		return nil
+	})
+}
+
+// loadOutboxIndex reads the outbox without its data.
+func loadOutboxIndex(ctx context.Context, tx *sql.Tx, snap *Snapshot) error {
+	return sqliteRows(ctx, tx, `SELECT seq, user_id, sender, length(CAST(event AS BLOB)) + coalesce(length(data), 0), expires_at
+		FROM sig_outbox ORDER BY seq`,
 		func(rows *sql.Rows) error {
-			var e OutboxEntry
-			var data []byte
-			var created, expires sql.NullInt64
-			if err := rows.Scan(&e.Seq, &e.UserID, &e.Event, &data, &created, &expires); err != nil {
+			var e OutboxInfo
+			var expires sql.NullInt64
+			if err := rows.Scan(&e.Seq, &e.UserID, &e.Sender, &e.Bytes, &expires); err != nil {
 				return err
 			}
-			if data != nil {
-				e.Data = data
-			}
-			e.CreatedAt, e.ExpiresAt = sqliteTimeOf(created), sqliteTimeOf(expires)
+			e.ExpiresAt = sqliteTimeOf(expires)
 			snap.Outbox = append(snap.Outbox, e)
 			return nil
 		})

@@ -128,11 +128,11 @@ func TestSQLiteTimeNanoseconds(t *testing.T) {
 	if err := s.Apply(t.Context(), AppendOutbox{Entry: e}); err != nil {
 		t.Fatal(err)
 	}
-	snap, err := s.Load(t.Context())
+	ents, err := s.LoadOutbox(t.Context(), "u", 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := snap.Outbox[0]
+	got := ents[0]
 	if !got.CreatedAt.Equal(created) || got.CreatedAt.Location() != time.UTC {
 		t.Errorf("CreatedAt = %v, want %v exactly, in UTC", got.CreatedAt, created)
 	}

@@ -29,8 +29,9 @@ const slowCloseWait = 100 * time.Millisecond
 
 // conn is one WebSocket connection. It has exactly one reader (the HTTP
 // handler's goroutine, running readLoop) and one writer (writeLoop) that
-// drains the bounded send queue; nothing else touches ws except
-// WriteControl and Close, which gorilla allows concurrently.
+// writes the replay of what the user missed (pulled from the engine, never
+// queued), then drains the bounded send queue; nothing else touches ws
+// except WriteControl and Close, which gorilla allows concurrently.
 type conn struct {
 	srv  *Server
 	ws   *websocket.Conn
@@ -67,6 +68,11 @@ func (c *conn) Deliver(frame []byte) {
 	}
 }
 
+// StartReplay implements signaling.Session: the writer writes the replay's
+// frames before any queued frame, pulling them only as fast as the client
+// reads, so that what a user missed never counts against the send queue.
+func (c *conn) StartReplay(r *signaling.Replay) { c.send.setReplay(r) }
+
 // stop asks the writer to close the connection with code; drain says
 // whether queued frames are written first.
 func (c *conn) stop(code int, text string, drain bool) {
@@ -92,7 +98,43 @@ func (c *conn) writeLoop() {
 		_ = c.ws.SetWriteDeadline(time.Now().Add(cfg.WriteTimeout))
 		return c.ws.WriteMessage(websocket.TextMessage, frame) == nil
 	}
+	pinged := func() bool {
+		if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteTimeout)); err != nil {
+			c.stop(websocket.CloseAbnormalClosure, "ping failed", false)
+			return false
+		}
+		return true
+	}
 	for {
+		if r := c.send.replaying(); r != nil {
+			// The replay first: a batch at a time, each written before the
+			// next is asked for, so the client's reading paces it.
+			select {
+			case <-c.done:
+				c.send.endReplay()
+				c.closing(write)
+				return
+			case <-ping.C:
+				if !pinged() {
+					return
+				}
+			default:
+			}
+			ctx, cancel := context.WithTimeout(c.srv.ctx, cfg.WriteTimeout)
+			frames := r.Next(ctx)
+			cancel()
+			if frames == nil {
+				c.send.endReplay()
+				continue
+			}
+			for _, frame := range frames {
+				if !write(frame) {
+					c.stop(websocket.CloseAbnormalClosure, "write failed", false)
+					return
+				}
+			}
+			continue
+		}
 		select {
 		case <-c.send.ready:
 			for _, frame := range c.send.take() {
@@ -102,28 +144,35 @@ func (c *conn) writeLoop() {
 				}
 			}
 		case <-ping.C:
-			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteTimeout)); err != nil {
-				c.stop(websocket.CloseAbnormalClosure, "ping failed", false)
+			if !pinged() {
 				return
 			}
 		case <-c.done:
-			if c.drain {
-				for _, frame := range c.send.take() {
-					if !write(frame) {
-						return
-					}
-				}
-			}
-			if c.closeCode != websocket.CloseAbnormalClosure {
-				wait := cfg.WriteTimeout
-				if c.closeCode == CloseSlowConsumer {
-					wait = slowCloseWait
-				}
-				msg := websocket.FormatCloseMessage(c.closeCode, c.closeText)
-				_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(wait))
-			}
+			c.send.endReplay()
+			c.closing(write)
 			return
 		}
+	}
+}
+
+// closing runs the end of the writer once done is closed: flush the queue if
+// asked, then send the close frame.
+func (c *conn) closing(write func([]byte) bool) {
+	cfg := c.srv.cfg
+	if c.drain {
+		for _, frame := range c.send.take() {
+			if !write(frame) {
+				return
+			}
+		}
+	}
+	if c.closeCode != websocket.CloseAbnormalClosure {
+		wait := cfg.WriteTimeout
+		if c.closeCode == CloseSlowConsumer {
+			wait = slowCloseWait
+		}
+		msg := websocket.FormatCloseMessage(c.closeCode, c.closeText)
+		_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(wait))
 	}
 }
 
@@ -276,12 +325,16 @@ func (r *replyCache) put(id string, frame []byte) {
 // frameQueue is a connection's bounded send queue: pushes never block, and
 // a push past the bound fails (the owner then drops the client). Its
 // storage grows with use, so that idle connections cost little.
+//
+// While a replay is set, take returns nothing: the writer writes the
+// replay's frames first (they are pulled, never queued).
 type frameQueue struct {
 	limit int
 	ready chan struct{} // has a token while frames wait
 
-	mu     sync.Mutex // guards frames; innermost lock
+	mu     sync.Mutex // guards frames and replay; innermost lock
 	frames [][]byte
+	replay *signaling.Replay
 }
 
 func newFrameQueue(limit int) *frameQueue {
@@ -303,11 +356,43 @@ func (q *frameQueue) push(frame []byte) bool {
 	return true
 }
 
-// take returns the queued frames, oldest first, and empties the queue.
+// take returns the queued frames, oldest first, and empties the queue;
+// nothing while a replay is set.
 func (q *frameQueue) take() [][]byte {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if q.replay != nil {
+		return nil
+	}
 	out := q.frames
 	q.frames = nil
 	return out
+}
+
+func (q *frameQueue) setReplay(r *signaling.Replay) {
+	q.mu.Lock()
+	q.replay = r
+	q.mu.Unlock()
+	q.signal()
+}
+
+func (q *frameQueue) replaying() *signaling.Replay {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.replay
+}
+
+// endReplay clears the replay; the frames queued meanwhile are ready.
+func (q *frameQueue) endReplay() {
+	q.mu.Lock()
+	q.replay = nil
+	q.mu.Unlock()
+	q.signal()
+}
+
+func (q *frameQueue) signal() {
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
 }

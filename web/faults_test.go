@@ -247,6 +247,13 @@ func TestStoreFailureGivesErrorReplies(t *testing.T) {
 	s := webtest.Start(t, webtest.Options{Store: st})
 	ctx := testCtx(t)
 	a, b := s.Dial("alice"), s.Dial("bob")
+	// A reply means the connection is attached: its first attach wrote
+	// the user as known before the failure is injected.
+	for _, c := range []*client.Client{a, b} {
+		if _, err := c.GetJoinedGroupList(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
 	st.FailNext(1)
 	_, err := a.DoRaw(ctx, "req-1", signaling.OpInvite, []byte(`{"invitee":"bob","data":"x"}`))
 	if !errors.Is(err, signaling.ErrStoreUnavailable) {

@@ -527,6 +527,7 @@ func TestSlowReaderIsDropped(t *testing.T) {
 	ts := newTestServer(t, func(ts *testServer) {
 		ts.webCfg.SendQueue = 4
 		ts.sigCfg.Limits.MaxDataBytes = 60000
+		ts.sigCfg.Limits.MaxPendingPerInviter = 0 // the flood's invitations stay live
 		ts.webCfg.RequestsPerSec = 10000
 		ts.webCfg.RequestBurst = 10000
 	})

@@ -130,20 +130,25 @@ type SignalingConfig struct {
 // LimitsConfig bounds what one request, connection or user may use. Every
 // field must be a positive int (Validate checks them all by reflection).
 type LimitsConfig struct {
-	MaxFrameBytes           int `mapstructure:"max_frame_bytes"`
-	MaxDataBytes            int `mapstructure:"max_data_bytes"`
-	MaxInvitees             int `mapstructure:"max_invitees"`
-	MaxGroupMembers         int `mapstructure:"max_group_members"`
-	MaxGroupsPerUser        int `mapstructure:"max_groups_per_user"`
-	MaxOfflineEvents        int `mapstructure:"max_offline_events"`
-	ConnectionsPerUser      int `mapstructure:"connections_per_user"`
-	RequestsPerSecond       int `mapstructure:"requests_per_second"`
-	RequestBurst            int `mapstructure:"request_burst"`
-	SendQueue               int `mapstructure:"send_queue"`
-	DedupWindow             int `mapstructure:"dedup_window"`
-	MaxRoomsPerUser         int `mapstructure:"max_rooms_per_user"`
-	MaxRoomParticipants     int `mapstructure:"max_room_participants"`
-	MaxTracksPerParticipant int `mapstructure:"max_tracks_per_participant"`
+	MaxFrameBytes            int `mapstructure:"max_frame_bytes"`
+	MaxDataBytes             int `mapstructure:"max_data_bytes"`
+	MaxInvitees              int `mapstructure:"max_invitees"`
+	MaxGroupMembers          int `mapstructure:"max_group_members"`
+	MaxGroupsPerUser         int `mapstructure:"max_groups_per_user"`
+	MaxOfflineEvents         int `mapstructure:"max_offline_events"`
+	ConnectionsPerUser       int `mapstructure:"connections_per_user"`
+	RequestsPerSecond        int `mapstructure:"requests_per_second"`
+	RequestBurst             int `mapstructure:"request_burst"`
+	SendQueue                int `mapstructure:"send_queue"`
+	DedupWindow              int `mapstructure:"dedup_window"`
+	MaxRoomsPerUser          int `mapstructure:"max_rooms_per_user"`
+	MaxRoomParticipants      int `mapstructure:"max_room_participants"`
+	MaxTracksPerParticipant  int `mapstructure:"max_tracks_per_participant"`
+	MaxGroupsAddedByOthers   int `mapstructure:"max_groups_added_by_others"`
+	MaxPendingPerInvitee     int `mapstructure:"max_pending_per_invitee"`
+	MaxPendingPerInviter     int `mapstructure:"max_pending_per_inviter"`
+	MaxOfflineBytesPerSender int `mapstructure:"max_offline_bytes_per_sender"`
+	MaxOfflineBytesTotal     int `mapstructure:"max_offline_bytes_total"`
 }
 
 // LogConfig configures the process logger.

@@ -239,6 +239,12 @@ func signalingConfig(cfg Config) signaling.Config {
 			MaxGroupsPerUser:   cfg.Limits.MaxGroupsPerUser,
 			MaxOfflineEvents:   cfg.Limits.MaxOfflineEvents,
 			ConnectionsPerUser: cfg.Limits.ConnectionsPerUser,
+
+			MaxGroupsAddedByOthers:   cfg.Limits.MaxGroupsAddedByOthers,
+			MaxPendingPerInvitee:     cfg.Limits.MaxPendingPerInvitee,
+			MaxPendingPerInviter:     cfg.Limits.MaxPendingPerInviter,
+			MaxOfflineBytesPerSender: cfg.Limits.MaxOfflineBytesPerSender,
+			MaxOfflineBytesTotal:     cfg.Limits.MaxOfflineBytesTotal,
 		},
 	}
 }

@@ -166,7 +166,8 @@ func byID(id string) func(client.Event) bool {
 // the crash, and clients that reconnect get what they missed.
 func TestKillNineLosesNothing(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "sb.db")
-	p := startProc(t, db, "--calls.heartbeat=200ms")
+	// carol has 51 invitations in progress (the default cap is 50).
+	p := startProc(t, db, "--calls.heartbeat=200ms", "--limits.max_pending_per_inviter=100")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -43,6 +44,9 @@ func Run(t *testing.T, newStore Factory) {
 		{"Groups", testGroups},
 		{"DeleteGroupCascades", testDeleteGroup},
 		{"Outbox", testOutbox},
+		{"LoadOutbox", testLoadOutbox},
+		{"DeleteOutboxEntry", testDeleteOutboxEntry},
+		{"Users", testUsers},
 		{"Atomicity", testAtomicity},
 		{"CancelledContext", testCancelledContext},
 		{"Concurrency", testConcurrency},
@@ -136,6 +140,7 @@ func entry(user string, seq int64) signaling.OutboxEntry {
 	return signaling.OutboxEntry{
 		UserID:    user,
 		Seq:       seq,
+		Sender:    fmt.Sprintf("sender-%d", seq%3),
 		Event:     "invitationReceived",
 		Data:      json.RawMessage(fmt.Sprintf(`{"seq":%d,"user":%q}`, seq, user)),
 		CreatedAt: at(time.Duration(seq) * time.Second),
@@ -223,14 +228,17 @@ func checkGroup(t *testing.T, snap *signaling.Snapshot, want signaling.GroupReco
 	}
 	for i, w := range want.Members {
 		g := got.Members[i]
-		if g.UserID != w.UserID || g.Role != w.Role {
-			t.Errorf("%s member %d = %s/%s, want %s/%s", what, i, g.UserID, g.Role, w.UserID, w.Role)
+		if g.UserID != w.UserID || g.Role != w.Role || g.AddedBy != w.AddedBy {
+			t.Errorf("%s member %d = %s/%s added by %q, want %s/%s added by %q", what, i, g.UserID, g.Role, g.AddedBy,
+				w.UserID, w.Role, w.AddedBy)
 		}
 		checkTime(t, fmt.Sprintf("%s member %s JoinedAt", what, w.UserID), g.JoinedAt, w.JoinedAt)
 	}
 }
 
-func checkOutbox(t *testing.T, snap *signaling.Snapshot, want ...signaling.OutboxEntry) {
+// checkOutbox checks the snapshot's outbox index against want, and each
+// user's entries, data included, with LoadOutbox.
+func checkOutbox(t *testing.T, s signaling.Store, snap *signaling.Snapshot, want ...signaling.OutboxEntry) {
 	t.Helper()
 	if len(snap.Outbox) != len(want) {
 		var seqs []int64
@@ -240,25 +248,55 @@ func checkOutbox(t *testing.T, snap *signaling.Snapshot, want ...signaling.Outbo
 		t.Errorf("outbox holds seqs %v, want %d entries", seqs, len(want))
 		return
 	}
+	byUser := map[string][]signaling.OutboxEntry{}
 	for i, w := range want {
 		g := snap.Outbox[i]
-		if g.Seq != w.Seq || g.UserID != w.UserID || g.Event != w.Event || !bytes.Equal(g.Data, w.Data) {
-			t.Errorf("outbox[%d] = {Seq:%d UserID:%q Event:%q Data:%s}, want {Seq:%d UserID:%q Event:%q Data:%s}", i,
-				g.Seq, g.UserID, g.Event, g.Data, w.Seq, w.UserID, w.Event, w.Data)
+		if g.Seq != w.Seq || g.UserID != w.UserID || g.Sender != w.Sender || g.Bytes != w.Bytes() {
+			t.Errorf("outbox[%d] = {Seq:%d UserID:%q Sender:%q Bytes:%d}, want {Seq:%d UserID:%q Sender:%q Bytes:%d}", i,
+				g.Seq, g.UserID, g.Sender, g.Bytes, w.Seq, w.UserID, w.Sender, w.Bytes())
 		}
-		checkTime(t, fmt.Sprintf("outbox %d CreatedAt", w.Seq), g.CreatedAt, w.CreatedAt)
 		checkTime(t, fmt.Sprintf("outbox %d ExpiresAt", w.Seq), g.ExpiresAt, w.ExpiresAt)
+		byUser[w.UserID] = append(byUser[w.UserID], w)
+	}
+	for user, want := range byUser {
+		got, err := s.LoadOutbox(t.Context(), user, 0, 0)
+		if err != nil {
+			t.Errorf("LoadOutbox(%q): %v", user, err)
+			continue
+		}
+		checkEntries(t, "LoadOutbox("+user+")", got, want)
+	}
+}
+
+func checkEntries(t *testing.T, what string, got, want []signaling.OutboxEntry) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Errorf("%s returned %d entries, want %d", what, len(got), len(want))
+		return
+	}
+	for i, w := range want {
+		g := got[i]
+		if g.Seq != w.Seq || g.UserID != w.UserID || g.Sender != w.Sender || g.Event != w.Event || !bytes.Equal(g.Data, w.Data) ||
+			(g.Data == nil) != (w.Data == nil) {
+			t.Errorf("%s[%d] = {Seq:%d UserID:%q Sender:%q Event:%q Data:%s}, want {Seq:%d UserID:%q Sender:%q Event:%q Data:%s}", what, i,
+				g.Seq, g.UserID, g.Sender, g.Event, g.Data, w.Seq, w.UserID, w.Sender, w.Event, w.Data)
+		}
+		checkTime(t, fmt.Sprintf("%s %d CreatedAt", what, w.Seq), g.CreatedAt, w.CreatedAt)
+		checkTime(t, fmt.Sprintf("%s %d ExpiresAt", what, w.Seq), g.ExpiresAt, w.ExpiresAt)
 	}
 }
 
 func testEmptyLoad(t *testing.T, open func() signaling.Store) {
 	s := openStore(t, open)
 	snap := load(t, s)
-	if len(snap.Invitations)+len(snap.Groups)+len(snap.Outbox) != 0 {
+	if len(snap.Invitations)+len(snap.Groups)+len(snap.Outbox)+len(snap.Users) != 0 {
 		t.Errorf("new store holds %+v, want nothing", snap)
 	}
 	if err := s.Apply(t.Context()); err != nil {
 		t.Errorf("Apply with no mutations: %v", err)
+	}
+	if ents, err := s.LoadOutbox(t.Context(), "nobody", 0, 0); err != nil || len(ents) != 0 {
+		t.Errorf("LoadOutbox on a new store = %v, %v; want nothing", ents, err)
 	}
 }
 
@@ -365,7 +403,7 @@ func testGroups(t *testing.T, open func() signaling.Store) {
 		ID: "g", Name: "Team", Owner: "olga", JoinOption: signaling.JoinAny, CreatedAt: at(0),
 		// Not in the order Load must return.
 		Members: []signaling.MemberRecord{
-			{UserID: "late", Role: signaling.RoleMember, JoinedAt: at(2 * time.Hour)},
+			{UserID: "late", Role: signaling.RoleMember, JoinedAt: at(2 * time.Hour), AddedBy: "olga"},
 			{UserID: "olga", Role: signaling.RoleOwner, JoinedAt: at(time.Hour)},
 			{UserID: "early", Role: signaling.RoleMember, JoinedAt: at(time.Minute)},
 		},
@@ -386,12 +424,12 @@ func testGroups(t *testing.T, open func() signaling.Store) {
 	// Adding is idempotent: present members stay as they were.
 	apply(t, s, signaling.AddGroupMembers{GroupID: "g", Members: []signaling.MemberRecord{
 		{UserID: "early", Role: signaling.RoleOwner, JoinedAt: at(5 * time.Hour)},
-		{UserID: "new", Role: signaling.RoleMember, JoinedAt: at(3 * time.Hour)},
+		{UserID: "new", Role: signaling.RoleMember, JoinedAt: at(3 * time.Hour), AddedBy: "late"},
 	}})
 	apply(t, s, signaling.AddGroupMembers{GroupID: "g", Members: []signaling.MemberRecord{
 		{UserID: "new", Role: signaling.RoleMember, JoinedAt: at(4 * time.Hour)},
 	}})
-	want.Members = append(want.Members, signaling.MemberRecord{UserID: "new", Role: signaling.RoleMember, JoinedAt: at(3 * time.Hour)})
+	want.Members = append(want.Members, signaling.MemberRecord{UserID: "new", Role: signaling.RoleMember, JoinedAt: at(3 * time.Hour), AddedBy: "late"})
 	checkGroup(t, load(t, s), want)
 
 	// Adding to a missing group is a no-op and creates no group.
@@ -435,19 +473,93 @@ func testOutbox(t *testing.T, open func() signaling.Store) {
 	apply(t, s, signaling.AppendOutbox{Entry: a9}, signaling.AppendOutbox{Entry: a2})
 	apply(t, s, signaling.AppendOutbox{Entry: b7}, signaling.AppendOutbox{Entry: a5},
 		signaling.AppendOutbox{Entry: b3}, signaling.AppendOutbox{Entry: noData})
-	checkOutbox(t, load(t, s), a2, b3, a5, b7, a9, noData)
+	checkOutbox(t, s, load(t, s), a2, b3, a5, b7, a9, noData)
 
 	// Only a's entries up to and including 5 go.
 	apply(t, s, signaling.DeleteOutbox{UserID: "a", UpTo: 5}, signaling.DeleteOutbox{UserID: "nobody", UpTo: 100})
-	checkOutbox(t, load(t, s), b3, b7, a9, noData)
+	checkOutbox(t, s, load(t, s), b3, b7, a9, noData)
 
 	// Expired at or before Before: b3 expires exactly then, b7 later.
 	apply(t, s, signaling.PurgeOutbox{Before: b3.ExpiresAt})
-	checkOutbox(t, load(t, s), b7, a9, noData)
+	checkOutbox(t, s, load(t, s), b7, a9, noData)
 	apply(t, s, signaling.PurgeOutbox{Before: a9.ExpiresAt.Add(-time.Second)})
-	checkOutbox(t, load(t, s), a9, noData)
+	checkOutbox(t, s, load(t, s), a9, noData)
 	apply(t, s, signaling.PurgeOutbox{Before: at(1000 * time.Hour)})
-	checkOutbox(t, load(t, s), noData)
+	checkOutbox(t, s, load(t, s), noData)
+}
+
+func testLoadOutbox(t *testing.T, open func() signaling.Store) {
+	s := openStore(t, open)
+	var want []signaling.OutboxEntry
+	var muts []signaling.Mutation
+	for seq := int64(1); seq <= 9; seq++ {
+		e := entry("a", seq*2)
+		if seq == 4 {
+			e.Data = nil // no data stays no data
+		}
+		want = append(want, e)
+		muts = append(muts, signaling.AppendOutbox{Entry: e}, signaling.AppendOutbox{Entry: entry("b", seq*2+1)})
+	}
+	apply(t, s, muts...)
+	load := func(after int64, limit int) []signaling.OutboxEntry {
+		t.Helper()
+		got, err := s.LoadOutbox(t.Context(), "a", after, limit)
+		if err != nil {
+			t.Fatalf("LoadOutbox(a, %d, %d): %v", after, limit, err)
+		}
+		return got
+	}
+	checkEntries(t, "LoadOutbox(a, 0, 0)", load(0, 0), want)
+	checkEntries(t, "LoadOutbox(a, 0, -1)", load(0, -1), want)
+	// Pages: after a Seq (present or not), at most limit.
+	checkEntries(t, "LoadOutbox(a, 0, 3)", load(0, 3), want[:3])
+	checkEntries(t, "LoadOutbox(a, 6, 3)", load(6, 3), want[3:6])
+	checkEntries(t, "LoadOutbox(a, 7, 3)", load(7, 3), want[3:6])
+	checkEntries(t, "LoadOutbox(a, 16, 5)", load(16, 5), want[8:])
+	checkEntries(t, "LoadOutbox(a, 18, 5)", load(18, 5), nil)
+	if got, err := s.LoadOutbox(t.Context(), "nobody", 0, 0); err != nil || len(got) != 0 {
+		t.Errorf("LoadOutbox(nobody) = %v, %v; want nothing", got, err)
+	}
+	// What LoadOutbox returns shares no memory with the store.
+	got := load(0, 1)
+	got[0].Data[0] = 'X'
+	checkEntries(t, "LoadOutbox(a, 0, 1) after changing a copy", load(0, 1), want[:1])
+}
+
+func testDeleteOutboxEntry(t *testing.T, open func() signaling.Store) {
+	s := openStore(t, open)
+	a1, b2, a3, a4 := entry("a", 1), entry("b", 2), entry("a", 3), entry("a", 4)
+	apply(t, s, signaling.AppendOutbox{Entry: a1}, signaling.AppendOutbox{Entry: b2},
+		signaling.AppendOutbox{Entry: a3}, signaling.AppendOutbox{Entry: a4})
+	// Only that entry of that user; another user's Seq, or a missing one, is a no-op.
+	apply(t, s, signaling.DeleteOutboxEntry{UserID: "a", Seq: 3}, signaling.DeleteOutboxEntry{UserID: "a", Seq: 2},
+		signaling.DeleteOutboxEntry{UserID: "c", Seq: 99})
+	checkOutbox(t, s, load(t, s), a1, b2, a4)
+}
+
+func testUsers(t *testing.T, open func() signaling.Store) {
+	s := open()
+	apply(t, s, signaling.PutUser{UserID: "ann"}, signaling.PutUser{UserID: "bo"})
+	apply(t, s, signaling.PutUser{UserID: "ann"}) // again: a no-op
+	check := func(snap *signaling.Snapshot, want ...string) {
+		t.Helper()
+		got := slices.Sorted(slices.Values(snap.Users))
+		if !slices.Equal(got, want) {
+			t.Errorf("Users = %v, want %v", got, want)
+		}
+	}
+	check(load(t, s), "ann", "bo")
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	s = openStore(t, open)
+	check(load(t, s), "ann", "bo")
+	// A failed batch records no user.
+	err := s.Apply(t.Context(), signaling.PutUser{UserID: "cy"}, signaling.PutGroup{Group: group("g")}, signaling.PutGroup{Group: group("g")})
+	if !errors.Is(err, signaling.ErrGroupExists) {
+		t.Fatalf("Apply = %v, want ErrGroupExists", err)
+	}
+	check(load(t, s), "ann", "bo")
 }
 
 func testAtomicity(t *testing.T, open func() signaling.Store) {
@@ -556,7 +668,7 @@ func testPersistence(t *testing.T, open func() signaling.Store) {
 	snap := load(t, s)
 	checkInvitation(t, snap, inv)
 	checkGroup(t, snap, g)
-	checkOutbox(t, snap, entry("a", 1), entry("b", 2))
+	checkOutbox(t, s, snap, entry("a", 1), entry("b", 2))
 
 	// The reopened store takes writes, and keeps the taken IDs.
 	if err := s.Apply(t.Context(), signaling.PutGroup{Group: g}); !errors.Is(err, signaling.ErrGroupExists) {
