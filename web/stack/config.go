@@ -99,14 +99,13 @@ func (l LogConfig) NewHandler(w io.Writer) slog.Handler {
 
 // DecodeHook converts configuration values to their fields' types, for
 // mapstructure with WeaklyTypedInput off: strings (environment variables,
-// YAML) to durations, numbers and booleans; comma-separated strings to
+// YAML) to durations (Go syntax), numbers and booleans; comma-separated strings to
 // lists, items trimmed and empty ones dropped; strings to []byte. It refuses
 // what mapstructure would otherwise accept silently: a bare number as a
 // duration, a fraction as an integer.
 func DecodeHook() mapstructure.DecodeHookFunc {
 	return mapstructure.ComposeDecodeHookFunc(
 		strictHook,
-		mapstructure.StringToTimeDurationHookFunc(),
 		listHook,
 		mapstructure.StringToBasicTypeHookFunc(),
 	)
@@ -120,7 +119,13 @@ var (
 
 func strictHook(from, to reflect.Type, data any) (any, error) {
 	switch {
-	case to == durationType && from.Kind() != reflect.String && from != durationType:
+	case to == durationType && from.Kind() == reflect.String:
+		d, err := time.ParseDuration(strings.TrimSpace(data.(string)))
+		if err != nil {
+			return nil, fmt.Errorf(`want a duration such as "30s", got %q`, data)
+		}
+		return d, nil
+	case to == durationType && from != durationType:
 		return nil, fmt.Errorf(`want a duration such as "30s", got %v`, data)
 	case to.Kind() == reflect.Int || to.Kind() == reflect.Int64:
 		if f, ok := data.(float64); ok && (f != math.Trunc(f) || math.IsInf(f, 0)) {
