@@ -51,14 +51,10 @@ type Config = stack.Config
 // (a broken embedded default file).
 var ErrInvalidConfig = errors.New("invalid configuration")
 
-// ConfigError is one configuration problem. Several are joined with
-// errors.Join.
-type ConfigError struct {
-	// Key is the offending key ("server.addr"), or "config" for problems
-	// with the --config file itself, or "" for command-line syntax errors.
-	Key string
-	Msg string // the complete message, naming Key
-}
+// ConfigError is one configuration problem (several are joined). Key is the
+// offending key ("server.addr"), "config" for the --config file itself, or
+// "" for command-line syntax errors; Msg names it.
+type ConfigError struct{ Key, Msg string }
 
 func (e *ConfigError) Error() string { return e.Msg }
 
@@ -213,11 +209,10 @@ func usage(fs *pflag.FlagSet) string {
 // flagKey returns the key of the flag a parse error is about, if any.
 func flagKey(err error) string {
 	var invalid *pflag.InvalidValueError
-	var required *pflag.ValueRequiredError
-	switch {
-	case errors.As(err, &invalid):
+	if errors.As(err, &invalid) {
 		return invalid.GetFlag().Name
-	case errors.As(err, &required):
+	}
+	if required := (*pflag.ValueRequiredError)(nil); errors.As(err, &required) {
 		return required.GetFlag().Name
 	}
 	return ""
@@ -340,11 +335,6 @@ func validate(c Config) error {
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, configErr(key, "%s: %s", key, fmt.Sprintf(format, args...)))
 	}
-	positive := func(key string, d time.Duration) {
-		if d <= 0 {
-			bad(key, "must be a positive duration, got %s", d)
-		}
-	}
 	wholeSeconds := func(key string, d time.Duration) {
 		if d < time.Second || d%time.Second != 0 {
 			bad(key, "must be a whole number of seconds, at least 1s, got %s", d)
@@ -365,10 +355,21 @@ func validate(c Config) error {
 	case s.TLSCert == "" && s.TLSKey != "":
 		bad("server.tls_cert", "must be set when server.tls_key is set")
 	}
-	positive("server.shutdown_timeout", s.ShutdownTimeout)
-	positive("server.ping_interval", w.PingInterval)
-	positive("server.pong_timeout", w.PongTimeout)
-	positive("server.write_timeout", w.WriteTimeout)
+	m := c.Media.SFU
+	for _, p := range []struct {
+		key string
+		d   time.Duration
+	}{
+		{"server.shutdown_timeout", s.ShutdownTimeout}, {"server.ping_interval", w.PingInterval},
+		{"server.pong_timeout", w.PongTimeout}, {"server.write_timeout", w.WriteTimeout},
+		{"auth.dev_token_ttl", c.Auth.DevTokenTTL}, {"signaling.offline_event_ttl", c.Signaling.OfflineEventTTL},
+		{"calls.setup_timeout", c.Calls.SetupTimeout}, {"calls.heartbeat", c.Calls.Heartbeat},
+		{"media.ice_disconnected_grace", m.ICEDisconnectedGrace}, {"media.pli_throttle", m.PLIThrottle},
+	} {
+		if p.d <= 0 {
+			bad(p.key, "must be a positive duration, got %s", p.d)
+		}
+	}
 	if w.PingInterval > 0 && w.PingInterval >= w.PongTimeout {
 		bad("server.ping_interval", "must be below server.pong_timeout (%s), got %s", w.PongTimeout, w.PingInterval)
 	}
@@ -378,13 +379,11 @@ func validate(c Config) error {
 	if !c.Auth.Dev && len(c.Auth.Secret) < web.MinSecretLen {
 		bad("auth.secret", "must be at least %d bytes when auth.dev is false, got %d bytes", web.MinSecretLen, len(c.Auth.Secret))
 	}
-	positive("auth.dev_token_ttl", c.Auth.DevTokenTTL)
 	wholeSeconds("signaling.default_timeout", c.Signaling.DefaultTimeout)
 	wholeSeconds("signaling.max_timeout", c.Signaling.MaxTimeout)
 	if c.Signaling.MaxTimeout < c.Signaling.DefaultTimeout {
 		bad("signaling.max_timeout", "must be at least signaling.default_timeout (%s), got %s", c.Signaling.DefaultTimeout, c.Signaling.MaxTimeout)
 	}
-	positive("signaling.offline_event_ttl", c.Signaling.OfflineEventTTL)
 	// limits: every key, so that a new limit is checked without new code.
 	eachKey(reflect.ValueOf(c.Limits), "limits.", func(key string, f reflect.Value) {
 		if n := f.Convert(reflect.TypeFor[float64]()).Float(); n < 1 {
@@ -397,9 +396,6 @@ func validate(c Config) error {
 	if p := strings.ToLower(string(c.Calls.BusyPolicy)); p != "reject" && p != "ring" {
 		bad("calls.busy_policy", "want reject or ring, got %q", c.Calls.BusyPolicy)
 	}
-	positive("calls.setup_timeout", c.Calls.SetupTimeout)
-	positive("calls.heartbeat", c.Calls.Heartbeat)
-	m := c.Media.SFU
 	if m.UDPPort < 0 || m.UDPPort > 65535 {
 		bad("media.udp_port", "must be 0-65535, got %d", m.UDPPort)
 	}
@@ -416,15 +412,11 @@ func validate(c Config) error {
 			bad("media.ice_servers", "want stun:, stuns:, turn: or turns: URLs, got %q", u)
 		}
 	}
-	positive("media.ice_disconnected_grace", m.ICEDisconnectedGrace)
 	if m.ICEFailedGrace < 0 {
 		bad("media.ice_failed_grace", "must not be negative, got %s", m.ICEFailedGrace)
 	}
-	positive("media.pli_throttle", m.PLIThrottle)
-	if c.Metrics.Addr != "" {
-		if err := checkAddr(c.Metrics.Addr); err != nil {
-			bad("metrics.addr", "want host:port such as \"127.0.0.1:9090\" or empty, got %q: %v", c.Metrics.Addr, err)
-		}
+	if err := checkAddr(c.Metrics.Addr); c.Metrics.Addr != "" && err != nil {
+		bad("metrics.addr", "want host:port such as \"127.0.0.1:9090\" or empty, got %q: %v", c.Metrics.Addr, err)
 	}
 	if _, ok := stack.LogLevels[strings.ToLower(c.Log.Level)]; !ok {
 		bad("log.level", "want debug, info, warn or error, got %q", c.Log.Level)
