@@ -27,19 +27,20 @@ const (
 
 // Config configures calls.
 type Config struct {
-	BusyPolicy BusyPolicy
+	BusyPolicy BusyPolicy `mapstructure:"busy_policy"`
 	// BusyIncludesRinging makes a caller busy while their outgoing call
 	// still rings.
-	BusyIncludesRinging bool
+	BusyIncludesRinging bool `mapstructure:"busy_includes_ringing"`
 	// SetupTimeout ends a call that was accepted but whose media never
 	// connected (result failed).
-	SetupTimeout time.Duration
+	SetupTimeout time.Duration `mapstructure:"setup_timeout"`
 	// Heartbeat is how often the server records that it is alive, so that
 	// calls running at a crash end at the last heartbeat after a restart.
-	Heartbeat time.Duration
+	Heartbeat time.Duration `mapstructure:"heartbeat"`
 }
 
-// DefaultConfig is the embedded config file's calls section.
+// DefaultConfig is the embedded config file's calls section (a test of
+// web/stack checks that they agree).
 func DefaultConfig() Config {
 	return Config{BusyPolicy: BusyReject, SetupTimeout: 30 * time.Second, Heartbeat: 5 * time.Second}
 }

@@ -6,10 +6,21 @@ import (
 	"github.com/switchboard-rtc/switchboard/signaling"
 )
 
-// Ops returns the call ops, and the signaling ops the calls layer takes
-// over (invite, inviteInGroup, accept, reject, cancel: a call's invitations
-// go through them); merge them over the engine's ops.
+// Ops returns the complete table of the ops the calls layer owns: the
+// engine's invitation and group ops, of which it wraps invite,
+// inviteInGroup, accept, reject and cancel itself (a call's invitations go
+// through them), and the call ops. It shares no name with another layer's
+// table: merge it with rooms' (web.MergeOps refuses duplicates).
 func (m *Manager) Ops() map[string]signaling.OpFunc {
+	ops := m.eng.Ops()
+	for name, op := range m.ownOps() {
+		ops[name] = op // the engine's op is replaced by its wrapper here, and only here
+	}
+	return ops
+}
+
+// ownOps returns the call ops and the wrappers of the engine's ops.
+func (m *Manager) ownOps() map[string]signaling.OpFunc {
 	none := func(err error) (any, error) { return nil, err }
 	return map[string]signaling.OpFunc{
 		signaling.OpInvite: signaling.Op(func(ctx context.Context, a signaling.Actor, args signaling.InviteArgs) (any, error) {

@@ -6,7 +6,8 @@ import (
 	"time"
 )
 
-// Defaults applied by New to zero Config fields.
+// Defaults applied by New to zero Config fields (a test of web/stack checks
+// that they agree with the embedded config file).
 const (
 	DefaultICEDisconnectedGrace    = 10 * time.Second
 	DefaultICEFailedGrace          = 0
@@ -22,46 +23,51 @@ type ICEServer struct {
 	Credential string   `json:"credential,omitempty"`
 }
 
-// Config configures an SFU. It is read once by New.
+// Config configures an SFU. It is read once by New. The mapstructure tags
+// are the keys of the media section of the config file; fields tagged "-"
+// are filled by the server's composition (or by tests).
 type Config struct {
 	// UDPPort is the one UDP port that carries the media of every peer (ICE
 	// UDP mux). 0 picks an ephemeral port; SFU.UDPAddr reports it.
-	UDPPort int
+	UDPPort int `mapstructure:"udp_port"`
 	// ListenIP is the address the UDP port is bound to, e.g. "127.0.0.1".
 	// Empty binds all addresses and advertises every interface address.
-	ListenIP string
+	ListenIP string `mapstructure:"listen_ip"`
 	// NAT1To1IPs, when set, replace the host candidate addresses the SFU
 	// advertises (deployment behind a 1:1 NAT such as a cloud public IP).
-	NAT1To1IPs []string
+	NAT1To1IPs []string `mapstructure:"nat1to1_ips"`
 	// IncludeLoopback lets the SFU advertise loopback candidates. Needed when
 	// the peers are on this machine and loopback is the only shared network.
-	IncludeLoopback bool
+	IncludeLoopback bool `mapstructure:"include_loopback"`
 	// ICEServers are handed to clients (SFU.ICEServers) for their own
 	// gathering; the SFU does not use them.
-	ICEServers []ICEServer
+	// The composition builds them from media.ice_servers, ice_username and
+	// ice_credential.
+	ICEServers []ICEServer `mapstructure:"-"`
 
 	// ICEDisconnectedGrace is how long a participant's connection may stay
 	// disconnected before the participant is removed with ConnectionLost.
 	// 0 means DefaultICEDisconnectedGrace.
-	ICEDisconnectedGrace time.Duration
+	ICEDisconnectedGrace time.Duration `mapstructure:"ice_disconnected_grace"`
 	// ICEFailedGrace is how long a participant's connection may stay failed
 	// before it is removed; 0 removes it as soon as ICE fails.
-	ICEFailedGrace time.Duration
+	ICEFailedGrace time.Duration `mapstructure:"ice_failed_grace"`
 	// ICEDisconnectedTimeout, ICEFailedTimeout and ICEKeepaliveInterval are
 	// Pion's ICE timers (no traffic for this long: disconnected; for this long
 	// more: failed). 0 keeps Pion's defaults (5 s, 25 s, 2 s). Tests shorten
 	// them to notice a vanished peer quickly.
-	ICEDisconnectedTimeout time.Duration
-	ICEFailedTimeout       time.Duration
-	ICEKeepaliveInterval   time.Duration
+	ICEDisconnectedTimeout time.Duration `mapstructure:"-"`
+	ICEFailedTimeout       time.Duration `mapstructure:"-"`
+	ICEKeepaliveInterval   time.Duration `mapstructure:"-"`
 
 	// PLIThrottle is the minimum interval between two keyframe requests sent
 	// to one published track. Requests inside the interval are merged into
 	// one sent when it ends. 0 means DefaultPLIThrottle.
-	PLIThrottle time.Duration
+	PLIThrottle time.Duration `mapstructure:"pli_throttle"`
 	// MaxTracksPerParticipant caps the audio and video tracks one participant
-	// may publish at once. 0 means DefaultMaxTracksPerParticipant.
-	MaxTracksPerParticipant int
+	// may publish at once. 0 means DefaultMaxTracksPerParticipant. The
+	// composition fills it from limits.max_tracks_per_participant.
+	MaxTracksPerParticipant int `mapstructure:"-"`
 }
 
 // withDefaults returns c with zero fields replaced by defaults, or an error

@@ -44,8 +44,8 @@ const (
 
 // Config bounds rooms.
 type Config struct {
-	MaxRoomsPerUser int // rooms one user may be in at once
-	MaxParticipants int // participants in one room
+	MaxRoomsPerUser int `mapstructure:"max_rooms_per_user"`    // rooms one user may be in at once; 0: no limit
+	MaxParticipants int `mapstructure:"max_room_participants"` // participants in one room; 0: no limit
 }
 
 // Admitter decides whether a user may enter a room without a room token.

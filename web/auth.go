@@ -19,11 +19,11 @@ const MinSecretLen = 32
 // AuthConfig configures token checking.
 type AuthConfig struct {
 	// Secret is the HS256 key. Empty with Dev: a random key per start.
-	Secret []byte
+	Secret []byte `mapstructure:"secret"`
 	// Dev enables GET /api/dev/token, which issues tokens to anyone.
-	Dev bool
+	Dev bool `mapstructure:"dev"`
 	// DevTokenTTL is the lifetime of dev tokens.
-	DevTokenTTL time.Duration
+	DevTokenTTL time.Duration `mapstructure:"dev_token_ttl"`
 }
 
 // Errors of token checking.

@@ -28,31 +28,42 @@ import (
 type Config struct {
 	// AllowedOrigins lists the Origin values a browser may connect from;
 	// empty means the request's own host only; "*" allows any.
-	AllowedOrigins  []string
-	PingInterval    time.Duration // how often the server pings
-	PongTimeout     time.Duration // a connection silent this long is dead
-	WriteTimeout    time.Duration // one frame's write deadline
-	RequestTimeout  time.Duration // one request's processing deadline
-	MaxFrameBytes   int64         // larger frames close the connection with 1009
-	SendQueue       int           // frames queued per connection before it is dropped
-	RequestsPerSec  float64       // sustained requests per connection
-	RequestBurst    int           // burst of requests per connection
-	DedupWindow     int           // request ids remembered per connection
-	MaxConnsPerUser int           // checked before the upgrade (429); 0: no limit
+	AllowedOrigins []string      `mapstructure:"allowed_origins"`
+	PingInterval   time.Duration `mapstructure:"ping_interval"` // how often the server pings
+	PongTimeout    time.Duration `mapstructure:"pong_timeout"`  // a connection silent this long is dead
+	WriteTimeout   time.Duration `mapstructure:"write_timeout"` // one frame's write deadline
+	RequestTimeout time.Duration `mapstructure:"-"`             // one request's processing deadline (no key)
+	// MaxConnsPerUser is checked before the upgrade (429); 0: no limit. The
+	// server's composition fills it from limits.connections_per_user.
+	MaxConnsPerUser int `mapstructure:"-"`
+	// Limits are the limits section's keys; the composition fills them.
+	Limits `mapstructure:"-"`
 }
 
-// DefaultConfig returns the defaults of the embedded config file.
+// Limits bound what one connection may use (keys of the limits section).
+type Limits struct {
+	MaxFrameBytes  int64   `mapstructure:"max_frame_bytes"`     // larger frames close the connection with 1009
+	SendQueue      int     `mapstructure:"send_queue"`          // frames queued per connection before it is dropped
+	RequestsPerSec float64 `mapstructure:"requests_per_second"` // sustained requests per connection
+	RequestBurst   int     `mapstructure:"request_burst"`       // burst of requests per connection
+	DedupWindow    int     `mapstructure:"dedup_window"`        // request ids remembered per connection
+}
+
+// DefaultConfig returns the defaults of the embedded config file (a test of
+// web/stack checks that they agree).
 func DefaultConfig() Config {
 	return Config{
 		PingInterval:   25 * time.Second,
 		PongTimeout:    60 * time.Second,
 		WriteTimeout:   10 * time.Second,
 		RequestTimeout: 10 * time.Second,
-		MaxFrameBytes:  64 << 10,
-		SendQueue:      256,
-		RequestsPerSec: 50,
-		RequestBurst:   100,
-		DedupWindow:    256,
+		Limits: Limits{
+			MaxFrameBytes:  64 << 10,
+			SendQueue:      256,
+			RequestsPerSec: 50,
+			RequestBurst:   100,
+			DedupWindow:    256,
+		},
 	}
 }
 

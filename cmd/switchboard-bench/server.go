@@ -10,9 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,11 +20,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/switchboard-rtc/switchboard/calls"
 	"github.com/switchboard-rtc/switchboard/media"
-	"github.com/switchboard-rtc/switchboard/rooms"
-	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/web"
+	"github.com/switchboard-rtc/switchboard/web/stack"
 )
 
 // Server modes, as printed and put in RESULT.
@@ -106,8 +102,8 @@ func startServer(ctx context.Context, f serverFlags, stderr io.Writer) (*server,
 	return startInProcess(ctx, f, stderr)
 }
 
-// startInProcess wires the server as cmd/switchboard's serve does, with the
-// embedded defaults, on 127.0.0.1 with a temporary SQLite store.
+// startInProcess builds the server with web/stack, as cmd/switchboard does,
+// from the embedded defaults, on 127.0.0.1 with a temporary SQLite store.
 func startInProcess(ctx context.Context, f serverFlags, stderr io.Writer) (_ *server, err error) {
 	secret, err := newSecret()
 	if err != nil {
@@ -117,112 +113,43 @@ func startInProcess(ctx context.Context, f serverFlags, stderr io.Writer) (_ *se
 	if err != nil {
 		return nil, err
 	}
-	var closers []func() error
-	cleanup := func() error {
-		var errs []error
-		for i := len(closers) - 1; i >= 0; i-- {
-			errs = append(errs, closers[i]())
-		}
-		errs = append(errs, os.RemoveAll(dir))
-		return errors.Join(errs...)
-	}
 	defer func() {
 		if err != nil {
-			_ = cleanup()
+			_ = os.RemoveAll(dir)
 		}
 	}()
-	log := benchLogger(f.verbose, stderr)
-
-	auth, err := web.NewAuthenticator(web.AuthConfig{Secret: secret})
+	cfg, err := stack.DefaultConfig()
 	if err != nil {
 		return nil, err
 	}
-	store, err := signaling.OpenSQLite(ctx, filepath.Join(dir, "switchboard.db"), log)
-	if err != nil {
-		return nil, fmt.Errorf("open store: %w", err)
-	}
-	closers = append(closers, store.Close)
-	engine, err := signaling.NewEngine(ctx, signaling.Params{Config: signaling.DefaultConfig(), Store: store, Logger: log})
-	if err != nil {
-		return nil, err
-	}
-	closers = append(closers, func() error { engine.Close(); return nil })
-	sfu, err := media.New(media.Config{
-		ListenIP:                "127.0.0.1",
-		IncludeLoopback:         true,
-		ICEDisconnectedGrace:    10 * time.Second,
-		PLIThrottle:             500 * time.Millisecond,
-		MaxTracksPerParticipant: 4,
-	}, log.With("component", "media"))
-	if err != nil {
-		return nil, fmt.Errorf("media: %w", err)
-	}
-	closers = append(closers, sfu.Close)
-	roomMgr := rooms.NewManager(rooms.Params{
-		Config: rooms.Config{MaxRoomsPerUser: 4, MaxParticipants: 50},
-		SFU:    sfu, Tokens: auth, Logger: log.With("component", "rooms"),
-	})
-	closers = append(closers, func() error { roomMgr.Close(); return nil })
-	records, err := calls.NewSQLiteRecords(ctx, store.DB())
-	if err != nil {
-		return nil, fmt.Errorf("call records: %w", err)
-	}
-	callMgr, err := calls.NewManager(ctx, calls.Params{
-		Config: calls.Config{BusyPolicy: calls.BusyPolicy("reject"), SetupTimeout: 30 * time.Second, Heartbeat: 5 * time.Second},
-		Engine: engine, Rooms: roomMgr, Records: records, Logger: log.With("component", "calls"),
-	})
+	cfg.Server.Addr = "127.0.0.1:0"
+	cfg.Store.Path = filepath.Join(dir, "switchboard.db")
+	cfg.Auth = web.AuthConfig{Secret: secret, DevTokenTTL: cfg.Auth.DevTokenTTL}
+	cfg.Media.SFU.UDPPort, cfg.Media.SFU.ListenIP, cfg.Media.SFU.IncludeLoopback = 0, "127.0.0.1", true
+	cfg.Limits.Web.RequestsPerSec, cfg.Limits.Web.RequestBurst = benchRequestsPerSecond, benchRequestBurst
+	cfg.Metrics.Enabled = false
+	st, err := stack.New(ctx, stack.Params{Config: cfg, Logger: benchLogger(f.verbose, stderr)})
 	if err != nil {
 		return nil, err
 	}
-	closers = append(closers, func() error { callMgr.Close(); return nil })
-
-	// As cmd/switchboard: engine ops, calls ops over them, rooms ops added.
-	ops := engine.Ops()
-	maps.Copy(ops, callMgr.Ops())
-	ops, err = web.MergeOps(ops, roomMgr.Ops())
+	ln, err := net.Listen("tcp", cfg.Server.Addr)
 	if err != nil {
-		return nil, err
+		return nil, errors.Join(err, st.Close())
 	}
-	wcfg := web.DefaultConfig()
-	wcfg.MaxConnsPerUser = signaling.DefaultConfig().Limits.ConnectionsPerUser
-	wcfg.RequestsPerSec = benchRequestsPerSecond
-	wcfg.RequestBurst = benchRequestBurst
-	srv, err := web.New(web.Params{
-		Config: wcfg, Auth: auth, Engine: engine, Ops: ops,
-		OnSessionClosed: []func(signaling.Session){roomMgr.SessionClosed},
-		Logger:          log,
-	})
-	if err != nil {
-		return nil, err
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	errc := make(chan error, 1)
-	go func() { errc <- httpSrv.Serve(ln) }()
-	closers = append(closers, func() error {
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		callMgr.Close()
-		err := srv.Shutdown(sctx)
-		if herr := httpSrv.Shutdown(sctx); herr != nil {
-			_ = httpSrv.Close()
-		}
-		if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
-			err = errors.Join(err, serr)
-		}
-		return err
-	})
+	go func() { errc <- st.Serve(ln) }()
 	return &server{
 		mode:   modeInProcess,
 		wsURL:  "ws://" + ln.Addr().String() + "/ws",
-		auth:   auth,
+		auth:   st.Auth,
 		secret: secret,
-		sfu:    sfu,
-		stop:   cleanup,
+		sfu:    st.SFU,
+		stop: func() error {
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			err := st.Shutdown(sctx)
+			return errors.Join(err, <-errc, st.Close(), os.RemoveAll(dir))
+		},
 	}, nil
 }
 

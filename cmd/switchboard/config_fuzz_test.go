@@ -25,7 +25,7 @@ func FuzzConfigFile(f *testing.F) {
 		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		cfg, err := LoadConfig([]string{"--config", path}, nil)
+		cfg, err := LoadConfig([]string{"--config", path})
 		if err != nil {
 			var help *HelpError
 			if errors.As(err, &help) {
@@ -33,7 +33,7 @@ func FuzzConfigFile(f *testing.F) {
 			}
 			return
 		}
-		if err := cfg.Validate(); err != nil {
+		if err := validate(cfg); err != nil {
 			t.Fatalf("LoadConfig returned a config that does not validate: %v", err)
 		}
 	})

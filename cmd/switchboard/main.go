@@ -13,33 +13,25 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
-	"time"
 
-	"github.com/switchboard-rtc/switchboard/calls"
-	"github.com/switchboard-rtc/switchboard/media"
-	"github.com/switchboard-rtc/switchboard/rooms"
-	"github.com/switchboard-rtc/switchboard/signaling"
-	"github.com/switchboard-rtc/switchboard/web"
+	"github.com/switchboard-rtc/switchboard/web/stack"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr, nil)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, nil)
 	stop()
 	os.Exit(code)
 }
 
 // run starts the server and serves until ctx is done. ready, when not nil,
 // is called with the listening address once the server serves.
-func run(ctx context.Context, args, env []string, stdout, stderr io.Writer, ready func(addr string)) int {
-	cfg, err := LoadConfig(args, env)
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready func(addr string)) int {
+	cfg, err := LoadConfig(args)
 	var help *HelpError
 	switch {
 	case errors.As(err, &help):
@@ -61,142 +53,30 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer, read
 }
 
 func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(string)) error {
-	key, err := cfg.Auth.SigningKey()
-	if err != nil {
-		return err
-	}
 	if cfg.Auth.Dev {
 		log.Warn("dev auth is on: anyone can get a token at /api/dev/token; set auth.dev=false in production")
 	}
-	auth, err := web.NewAuthenticator(web.AuthConfig{Secret: key, Dev: cfg.Auth.Dev, DevTokenTTL: cfg.Auth.DevTokenTTL})
+	st, err := stack.New(ctx, stack.Params{Config: cfg, Logger: log})
 	if err != nil {
 		return err
-	}
-
-	var metrics *web.Metrics
-	if cfg.Metrics.Enabled {
-		metrics = web.NewMetrics()
-	}
-	store, err := signaling.OpenSQLite(ctx, cfg.Store.Path, log)
-	if err != nil {
-		return fmt.Errorf("open store: %w", err)
 	}
 	defer func() {
-		if err := store.Close(); err != nil {
-			log.Error("close store", "err", err)
+		if err := st.Close(); err != nil {
+			log.Error("close", "err", err)
 		}
 	}()
-
-	engine, err := signaling.NewEngine(ctx, signaling.Params{Config: signalingConfig(cfg), Store: metrics.InstrumentStore(store), Logger: log})
-	if err != nil {
-		return err
-	}
-	defer engine.Close()
-
-	sfu, err := media.New(mediaConfig(cfg), log) // media tags its own lines
-	if err != nil {
-		return fmt.Errorf("media: %w", err)
-	}
-	defer func() {
-		if err := sfu.Close(); err != nil {
-			log.Warn("close media", "err", err)
-		}
-	}()
-	roomMgr := rooms.NewManager(rooms.Params{
-		Config: rooms.Config{MaxRoomsPerUser: cfg.Limits.MaxRoomsPerUser, MaxParticipants: cfg.Limits.MaxRoomParticipants},
-		SFU:    sfu, Tokens: auth, Logger: log.With("component", "rooms"),
-	})
-	defer roomMgr.Close()
-
-	records, err := calls.NewSQLiteRecords(ctx, store.DB())
-	if err != nil {
-		return fmt.Errorf("call records: %w", err)
-	}
-	callParams := calls.Params{
-		Config: calls.Config{
-			BusyPolicy:          calls.BusyPolicy(strings.ToLower(cfg.Calls.BusyPolicy)),
-			BusyIncludesRinging: cfg.Calls.BusyIncludesRinging,
-			SetupTimeout:        cfg.Calls.SetupTimeout,
-			Heartbeat:           cfg.Calls.Heartbeat,
-		},
-		Engine: engine, Rooms: roomMgr, Records: records, Logger: log.With("component", "calls"),
-	}
-	if metrics != nil {
-		callParams.Metrics = metrics
-	}
-	callMgr, err := calls.NewManager(ctx, callParams)
-	if err != nil {
-		return err
-	}
-	defer callMgr.Close()
-	if metrics != nil {
-		engine.AddObserver(metrics)
-		metrics.Watch(callMgr, roomMgr, sfu)
-	}
-
-	// The calls layer takes over invite, inviteInGroup, accept, reject and
-	// cancel (a call's invitations go through it); rooms add theirs.
-	ops := engine.Ops()
-	maps.Copy(ops, callMgr.Ops())
-	ops, err = web.MergeOps(ops, roomMgr.Ops())
-	if err != nil {
-		return err
-	}
-	srv, err := web.New(web.Params{
-		Config:          webConfig(cfg),
-		Auth:            auth,
-		DevTokens:       cfg.Auth.Dev,
-		DevTokenTTL:     cfg.Auth.DevTokenTTL,
-		Engine:          engine,
-		Ops:             ops,
-		OnSessionClosed: []func(signaling.Session){roomMgr.SessionClosed},
-		Logger:          log,
-		Metrics:         metrics,
-		ServeMetrics:    metrics != nil && cfg.Metrics.Addr == "",
-	})
-	if err != nil {
-		return err
-	}
-
 	ln, err := net.Listen("tcp", cfg.Server.Addr)
 	if err != nil {
 		return err
 	}
-	httpSrv := &http.Server{
-		Handler:           srv.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
-	errc := make(chan error, 2)
-	if metrics != nil && cfg.Metrics.Addr != "" {
-		mln, err := net.Listen("tcp", cfg.Metrics.Addr)
-		if err != nil {
-			return fmt.Errorf("metrics listener: %w", err)
-		}
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", metrics.Handler())
-		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		go func() {
-			if err := msrv.Serve(mln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("metrics: %w", err)
-			}
-		}()
-		defer msrv.Close()
-		log.Info("metrics serving", "url", fmt.Sprintf("http://%s/metrics", mln.Addr()))
-	}
-	go func() {
-		if cfg.Server.TLSCert != "" {
-			errc <- httpSrv.ServeTLS(ln, cfg.Server.TLSCert, cfg.Server.TLSKey)
-		} else {
-			errc <- httpSrv.Serve(ln)
-		}
-	}()
+	errc := make(chan error, 1)
+	go func() { errc <- st.Serve(ln) }()
 	scheme := "http"
 	if cfg.Server.TLSCert != "" {
 		scheme = "https"
 	}
 	log.Info("switchboard serving", "url", fmt.Sprintf("%s://%s", scheme, ln.Addr()), "store", cfg.Store.Path,
-		"media_udp", sfu.UDPAddr().String())
+		"media_udp", st.SFU.UDPAddr().String())
 	if ready != nil {
 		ready(ln.Addr().String())
 	}
@@ -209,75 +89,8 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(string)
 	log.Info("shutting down", "deadline", cfg.Server.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout)
 	defer cancel()
-	// Calls first: a call running at shutdown is ended with reason
-	// server_restart at the next start (its record stops at the last
-	// heartbeat, written now), not by its participants' connections closing.
-	callMgr.Close()
-	// WebSockets next (close 1001 after flushing), then the HTTP server.
-	if err := srv.Shutdown(sctx); err != nil {
+	if err := st.Shutdown(sctx); err != nil {
 		log.Warn("connections did not all close in time", "err", err)
 	}
-	if err := httpSrv.Shutdown(sctx); err != nil {
-		log.Warn("http shutdown", "err", err)
-		_ = httpSrv.Close()
-	}
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
-}
-
-func signalingConfig(cfg Config) signaling.Config {
-	return signaling.Config{
-		DefaultTimeout:  cfg.Signaling.DefaultTimeout,
-		MaxTimeout:      cfg.Signaling.MaxTimeout,
-		OfflineEventTTL: cfg.Signaling.OfflineEventTTL,
-		Limits: signaling.Limits{
-			MaxDataBytes:       cfg.Limits.MaxDataBytes,
-			MaxInvitees:        cfg.Limits.MaxInvitees,
-			MaxGroupMembers:    cfg.Limits.MaxGroupMembers,
-			MaxGroupsPerUser:   cfg.Limits.MaxGroupsPerUser,
-			MaxOfflineEvents:   cfg.Limits.MaxOfflineEvents,
-			ConnectionsPerUser: cfg.Limits.ConnectionsPerUser,
-
-			MaxGroupsAddedByOthers:   cfg.Limits.MaxGroupsAddedByOthers,
-			MaxPendingPerInvitee:     cfg.Limits.MaxPendingPerInvitee,
-			MaxPendingPerInviter:     cfg.Limits.MaxPendingPerInviter,
-			MaxOfflineBytesPerSender: cfg.Limits.MaxOfflineBytesPerSender,
-			MaxOfflineBytesTotal:     cfg.Limits.MaxOfflineBytesTotal,
-		},
-	}
-}
-
-func webConfig(cfg Config) web.Config {
-	return web.Config{
-		AllowedOrigins:  cfg.Server.AllowedOrigins,
-		PingInterval:    cfg.Server.PingInterval,
-		PongTimeout:     cfg.Server.PongTimeout,
-		WriteTimeout:    cfg.Server.WriteTimeout,
-		RequestTimeout:  10 * time.Second,
-		MaxFrameBytes:   int64(cfg.Limits.MaxFrameBytes),
-		SendQueue:       cfg.Limits.SendQueue,
-		RequestsPerSec:  float64(cfg.Limits.RequestsPerSecond),
-		RequestBurst:    cfg.Limits.RequestBurst,
-		DedupWindow:     cfg.Limits.DedupWindow,
-		MaxConnsPerUser: cfg.Limits.ConnectionsPerUser,
-	}
-}
-
-func mediaConfig(cfg Config) media.Config {
-	mc := media.Config{
-		UDPPort:                 cfg.Media.UDPPort,
-		ListenIP:                cfg.Media.ListenIP,
-		NAT1To1IPs:              cfg.Media.NAT1To1IPs,
-		IncludeLoopback:         cfg.Media.IncludeLoopback,
-		ICEDisconnectedGrace:    cfg.Media.ICEDisconnectedGrace,
-		ICEFailedGrace:          cfg.Media.ICEFailedGrace,
-		PLIThrottle:             cfg.Media.PLIThrottle,
-		MaxTracksPerParticipant: cfg.Limits.MaxTracksPerParticipant,
-	}
-	if len(cfg.Media.ICEServers) > 0 {
-		mc.ICEServers = []media.ICEServer{{URLs: cfg.Media.ICEServers, Username: cfg.Media.ICEUsername, Credential: cfg.Media.ICECredential}}
-	}
-	return mc
+	return <-errc
 }

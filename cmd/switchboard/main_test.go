@@ -22,7 +22,7 @@ func TestRunServesAndShutsDown(t *testing.T) {
 	var out, errs bytes.Buffer
 	go func() {
 		code <- run(ctx, []string{"--server.addr=127.0.0.1:0", "--store.path=" + filepath.Join(t.TempDir(), "sb.db"),
-			"--media.udp_port=0", "--media.listen_ip=127.0.0.1", "--log.level=warn"}, nil, &out, &errs, func(a string) { addr <- a })
+			"--media.udp_port=0", "--media.listen_ip=127.0.0.1", "--log.level=warn"}, &out, &errs, func(a string) { addr <- a })
 	}()
 	var a string
 	select {
@@ -55,18 +55,18 @@ func TestRunServesAndShutsDown(t *testing.T) {
 
 func TestRunExitCodes(t *testing.T) {
 	var out, errs bytes.Buffer
-	if c := run(context.Background(), []string{"--limits.max_data_bytes=-1"}, nil, &out, &errs, nil); c != 2 {
+	if c := run(context.Background(), []string{"--limits.max_data_bytes=-1"}, &out, &errs, nil); c != 2 {
 		t.Fatalf("invalid config: exit %d, want 2 (%s)", c, errs.String())
 	}
 	if !bytes.Contains(errs.Bytes(), []byte("limits.max_data_bytes")) {
 		t.Fatalf("the message does not name the key: %s", errs.String())
 	}
 	out.Reset()
-	if c := run(context.Background(), []string{"--help"}, nil, &out, &errs, nil); c != 0 || !bytes.Contains(out.Bytes(), []byte("--server.addr")) {
+	if c := run(context.Background(), []string{"--help"}, &out, &errs, nil); c != 0 || !bytes.Contains(out.Bytes(), []byte("--server.addr")) {
 		t.Fatalf("--help: exit %d, output %q", c, out.String())
 	}
 	errs.Reset()
-	if c := run(context.Background(), []string{"--auth.dev=false", "--auth.secret=short"}, nil, &out, &errs, nil); c != 2 {
+	if c := run(context.Background(), []string{"--auth.dev=false", "--auth.secret=short"}, &out, &errs, nil); c != 2 {
 		t.Fatalf("short secret outside dev: exit %d", c)
 	}
 }

@@ -358,7 +358,7 @@ func TestTLS(t *testing.T) {
 	go func() {
 		code <- run(ctx, []string{"--server.addr=127.0.0.1:0", "--store.path=" + filepath.Join(dir, "sb.db"), "--media.udp_port=0",
 			"--media.listen_ip=127.0.0.1", "--log.level=error", "--server.tls_cert=" + certFile, "--server.tls_key=" + keyFile},
-			nil, io.Discard, io.Discard, func(a string) { addr <- a })
+			io.Discard, io.Discard, func(a string) { addr <- a })
 	}()
 	a := <-addr
 	pool := x509.NewCertPool()

@@ -1,12 +1,12 @@
 // Package webtest starts the whole Switchboard stack in-process for tests:
 // signaling engine, SFU on loopback, rooms, calls, and the HTTP/WebSocket
-// transport on an httptest listener, wired as cmd/switchboard wires them.
+// transport on an httptest listener, built by web/stack as cmd/switchboard
+// builds it, from the embedded defaults changed by Options.
 package webtest
 
 import (
 	"context"
 	"log/slog"
-	"maps"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -20,25 +20,26 @@ import (
 	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/signaling/client"
 	"github.com/switchboard-rtc/switchboard/web"
+	"github.com/switchboard-rtc/switchboard/web/stack"
 )
 
 // Secret is the HS256 key of every test stack.
 var Secret = []byte("webtest-secret-0123456789abcdef-0123456789")
 
-// Options change the stack's configuration; zero values take the defaults.
+// Options change the stack's configuration; nil and zero values take the
+// embedded defaults, except where noted.
 type Options struct {
-	Signaling *signaling.Config
-	Web       *web.Config
-	Calls     *calls.Config
-	Rooms     rooms.Config
-	Media     media.Config // ListenIP and IncludeLoopback are forced to loopback
-	Store     signaling.Store
-	Records   calls.RecordStore
-	Clock     signaling.Clock // for calls; nil: the system clock
+	Signaling *signaling.Config // with its Limits
+	Web       *web.Config       // with its Limits; MaxConnsPerUser comes from Signaling
+	Calls     *calls.Config     // nil: the defaults without heartbeat
+	Rooms     rooms.Config      // zero: no room limits
+	Media     media.Config      // ListenIP and IncludeLoopback are forced to loopback; zero UDPPort: any
+	Store     signaling.Store   // nil: a memory store
+	Records   calls.RecordStore // nil: memory records
+	Clock     signaling.Clock   // nil: the system clock
 	Logger    *slog.Logger
 	DevTokens bool
-	// DevTokenTTL is the lifetime of dev tokens (web.Params.DevTokenTTL);
-	// 0: the server's default.
+	// DevTokenTTL is the lifetime of dev tokens; 0: the default.
 	DevTokenTTL time.Duration
 	// Metrics instruments the stack and serves /metrics.
 	Metrics bool
@@ -46,16 +47,10 @@ type Options struct {
 
 // Stack is a running server.
 type Stack struct {
-	T       testing.TB
-	Auth    *web.Authenticator
-	Engine  *signaling.Engine
-	SFU     *media.SFU
-	Rooms   *rooms.Manager
-	Calls   *calls.Manager
-	Server  *web.Server
-	Metrics *web.Metrics // nil unless Options.Metrics
-	HTTP    *httptest.Server
-	URL     string // ws://127.0.0.1:port/ws
+	*stack.Stack
+	T    testing.TB
+	HTTP *httptest.Server
+	URL  string // ws://127.0.0.1:port/ws
 
 	stopped bool
 }
@@ -63,75 +58,44 @@ type Stack struct {
 // Start starts a stack that stops when the test ends.
 func Start(t testing.TB, o Options) *Stack {
 	t.Helper()
-	log := o.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	cfg, err := stack.DefaultConfig()
+	if err != nil {
+		t.Fatal(err)
 	}
-	sigCfg := signaling.DefaultConfig()
+	cfg.Auth = web.AuthConfig{Secret: Secret, Dev: o.DevTokens, DevTokenTTL: cfg.Auth.DevTokenTTL}
+	if o.DevTokenTTL != 0 {
+		cfg.Auth.DevTokenTTL = o.DevTokenTTL
+	}
 	if o.Signaling != nil {
-		sigCfg = *o.Signaling
+		cfg.Signaling, cfg.Limits.Signaling = *o.Signaling, o.Signaling.Limits
 	}
-	webCfg := web.DefaultConfig()
-	webCfg.MaxConnsPerUser = sigCfg.Limits.ConnectionsPerUser
 	if o.Web != nil {
-		webCfg = *o.Web
+		cfg.Server.Web, cfg.Limits.Web = *o.Web, o.Web.Limits
 	}
-	callCfg := calls.DefaultConfig()
-	callCfg.Heartbeat = 0
+	cfg.Calls.Heartbeat = 0
 	if o.Calls != nil {
-		callCfg = *o.Calls
+		cfg.Calls = *o.Calls
 	}
+	cfg.Limits.Rooms = o.Rooms
+	cfg.Media = stack.MediaConfig{SFU: o.Media}
+	cfg.Media.SFU.ListenIP, cfg.Media.SFU.IncludeLoopback = "127.0.0.1", true
+	cfg.Limits.MaxTracksPerParticipant = o.Media.MaxTracksPerParticipant
+	cfg.Metrics = stack.MetricsConfig{Enabled: o.Metrics}
 	if o.Store == nil {
 		o.Store = signaling.NewMemoryStore()
 	}
-	if o.Records == nil {
-		o.Records = calls.NewMemoryRecords()
-	}
-	s := &Stack{T: t}
-	var err error
-	if s.Auth, err = web.NewAuthenticator(web.AuthConfig{Secret: Secret, Dev: o.DevTokens}); err != nil {
+	st, err := stack.New(context.Background(), stack.Params{Config: cfg, Logger: o.Logger, Store: o.Store, Records: o.Records, Clock: o.Clock})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if o.Metrics {
-		s.Metrics = web.NewMetrics()
-		o.Store = s.Metrics.InstrumentStore(o.Store)
-	}
-	if s.Engine, err = signaling.NewEngine(context.Background(), signaling.Params{Config: sigCfg, Store: o.Store, Logger: log}); err != nil {
-		t.Fatal(err)
-	}
-	o.Media.ListenIP, o.Media.IncludeLoopback = "127.0.0.1", true
-	if s.SFU, err = media.New(o.Media, log); err != nil {
-		t.Fatal(err)
-	}
-	s.Rooms = rooms.NewManager(rooms.Params{Config: o.Rooms, SFU: s.SFU, Tokens: s.Auth, Logger: log})
-	cp := calls.Params{Config: callCfg, Engine: s.Engine, Rooms: s.Rooms, Records: o.Records, Clock: o.Clock, Logger: log}
-	if s.Metrics != nil {
-		cp.Metrics = s.Metrics
-	}
-	if s.Calls, err = calls.NewManager(context.Background(), cp); err != nil {
-		t.Fatal(err)
-	}
-	if s.Metrics != nil {
-		s.Engine.AddObserver(s.Metrics)
-		s.Metrics.Watch(s.Calls, s.Rooms, s.SFU)
-	}
-	ops := s.Engine.Ops()
-	maps.Copy(ops, s.Calls.Ops())
-	if ops, err = web.MergeOps(ops, s.Rooms.Ops()); err != nil {
-		t.Fatal(err)
-	}
-	if s.Server, err = web.New(web.Params{Config: webCfg, Auth: s.Auth, DevTokens: o.DevTokens, DevTokenTTL: o.DevTokenTTL, Engine: s.Engine, Ops: ops,
-		OnSessionClosed: []func(signaling.Session){s.Rooms.SessionClosed}, Logger: log,
-		Metrics: s.Metrics, ServeMetrics: s.Metrics != nil}); err != nil {
-		t.Fatal(err)
-	}
-	s.HTTP = httptest.NewServer(s.Server.Handler())
+	s := &Stack{Stack: st, T: t}
+	s.HTTP = httptest.NewServer(s.Handler())
 	s.URL = "ws" + strings.TrimPrefix(s.HTTP.URL, "http") + "/ws"
 	t.Cleanup(s.Stop)
 	return s
 }
 
-// Stop shuts the stack down in the order cmd/switchboard does.
+// Stop shuts the stack down as cmd/switchboard does.
 func (s *Stack) Stop() {
 	if s.stopped {
 		return
@@ -139,12 +103,9 @@ func (s *Stack) Stop() {
 	s.stopped = true
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s.Calls.Close()
-	_ = s.Server.Shutdown(ctx)
+	_ = s.Shutdown(ctx)
 	s.HTTP.Close()
-	s.Rooms.Close()
-	_ = s.SFU.Close()
-	s.Engine.Close()
+	_ = s.Close()
 }
 
 // Token issues a session token for user.

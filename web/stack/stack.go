@@ -1,0 +1,233 @@
+// Package stack builds the whole Switchboard server from one Config, in the
+// one place where it is built: store, signaling engine, SFU, rooms, calls,
+// metrics and the HTTP/WebSocket transport, and closes them in reverse
+// order. The binary (cmd/switchboard), the test stack (web/webtest) and the
+// bench (cmd/switchboard-bench) all call New.
+//
+// It sits under web because it is the top of the import graph below cmd:
+// it imports web, calls, rooms, media and signaling, and it must be
+// importable by web/webtest, which a package under cmd/internal would not
+// be. No package but those three callers imports it.
+package stack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/switchboard-rtc/switchboard/calls"
+	"github.com/switchboard-rtc/switchboard/media"
+	"github.com/switchboard-rtc/switchboard/rooms"
+	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/web"
+)
+
+// readHeaderTimeout bounds the wait for an HTTP request's headers.
+const readHeaderTimeout = 10 * time.Second
+
+// Params are New's inputs. Only Config is required.
+type Params struct {
+	Config Config
+	Logger *slog.Logger // nil: discard
+	// Store replaces the SQLite database at store.path (tests pass a memory
+	// store).
+	Store signaling.Store
+	// Records replaces the call records; nil: SQLite records in the store's
+	// database, or memory records when Store is given.
+	Records calls.RecordStore
+	Clock   signaling.Clock // nil: the system clock
+}
+
+// Stack is a built server. Its parts are exported for tests.
+type Stack struct {
+	Config  Config
+	Auth    *web.Authenticator
+	Engine  *signaling.Engine
+	SFU     *media.SFU
+	Rooms   *rooms.Manager
+	Calls   *calls.Manager
+	Server  *web.Server
+	Metrics *web.Metrics // nil unless metrics.enabled
+
+	log        *slog.Logger
+	closers    []func() error // in build order; Close runs them in reverse
+	httpSrv    *http.Server
+	metricsSrv *http.Server // nil unless metrics are served on metrics.addr
+}
+
+// New builds the server described by p.Config. On error, what was built is
+// closed again.
+func New(ctx context.Context, p Params) (_ *Stack, err error) {
+	cfg := p.Config
+	log := p.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Stack{Config: cfg, log: log}
+	defer func() {
+		if err != nil {
+			_ = s.Close()
+		}
+	}()
+
+	if s.Auth, err = web.NewAuthenticator(cfg.Auth); err != nil {
+		return nil, err
+	}
+	if cfg.Metrics.Enabled {
+		s.Metrics = web.NewMetrics()
+	}
+	store, records := p.Store, p.Records
+	if store == nil {
+		db, err := signaling.OpenSQLite(ctx, cfg.Store.Path, log)
+		if err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+		s.closers = append(s.closers, db.Close)
+		store = db
+		if records == nil {
+			if records, err = calls.NewSQLiteRecords(ctx, db.DB()); err != nil {
+				return nil, fmt.Errorf("call records: %w", err)
+			}
+		}
+	}
+	if records == nil {
+		records = calls.NewMemoryRecords()
+	}
+
+	sc := cfg.Signaling
+	sc.Limits = cfg.Limits.Signaling
+	if s.Engine, err = signaling.NewEngine(ctx, signaling.Params{Config: sc, Store: s.Metrics.InstrumentStore(store), Logger: log}); err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, func() error { s.Engine.Close(); return nil })
+
+	mc := cfg.Media.SFU
+	mc.MaxTracksPerParticipant = cfg.Limits.MaxTracksPerParticipant
+	if len(cfg.Media.ICEServers) > 0 {
+		mc.ICEServers = []media.ICEServer{{URLs: cfg.Media.ICEServers, Username: cfg.Media.ICEUsername, Credential: cfg.Media.ICECredential}}
+	}
+	if s.SFU, err = media.New(mc, log); err != nil { // media tags its own lines
+		return nil, fmt.Errorf("media: %w", err)
+	}
+	s.closers = append(s.closers, s.SFU.Close)
+
+	s.Rooms = rooms.NewManager(rooms.Params{Config: cfg.Limits.Rooms, SFU: s.SFU, Tokens: s.Auth, Clock: p.Clock,
+		Logger: log.With("component", "rooms")})
+	s.closers = append(s.closers, func() error { s.Rooms.Close(); return nil })
+
+	cc := cfg.Calls
+	cc.BusyPolicy = calls.BusyPolicy(strings.ToLower(string(cc.BusyPolicy)))
+	cp := calls.Params{Config: cc, Engine: s.Engine, Rooms: s.Rooms, Records: records, Clock: p.Clock,
+		Logger: log.With("component", "calls")}
+	if s.Metrics != nil {
+		cp.Metrics = s.Metrics // not a typed nil in the interface
+	}
+	if s.Calls, err = calls.NewManager(ctx, cp); err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, func() error { s.Calls.Close(); return nil })
+	if s.Metrics != nil {
+		s.Engine.AddObserver(s.Metrics)
+		s.Metrics.Watch(s.Calls, s.Rooms, s.SFU)
+	}
+
+	// Each layer publishes the complete table of the ops it owns (calls
+	// wraps the engine's invitation ops itself); one merge refuses a name
+	// defined twice.
+	ops, err := web.MergeOps(s.Calls.Ops(), s.Rooms.Ops())
+	if err != nil {
+		return nil, err
+	}
+	wc := cfg.Server.Web
+	wc.Limits = cfg.Limits.Web
+	wc.MaxConnsPerUser = cfg.Limits.Signaling.ConnectionsPerUser
+	if wc.RequestTimeout == 0 {
+		wc.RequestTimeout = web.DefaultConfig().RequestTimeout
+	}
+	if s.Server, err = web.New(web.Params{
+		Config: wc, Auth: s.Auth, DevTokens: cfg.Auth.Dev, DevTokenTTL: cfg.Auth.DevTokenTTL,
+		Engine: s.Engine, Ops: ops, OnSessionClosed: []func(signaling.Session){s.Rooms.SessionClosed},
+		Logger: log, Metrics: s.Metrics, ServeMetrics: s.Metrics != nil && cfg.Metrics.Addr == "",
+	}); err != nil {
+		return nil, err
+	}
+	s.httpSrv = &http.Server{Handler: s.Server.Handler(), ReadHeaderTimeout: readHeaderTimeout,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	if s.Metrics != nil && cfg.Metrics.Addr != "" {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", s.Metrics.Handler())
+		s.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: readHeaderTimeout}
+	}
+	return s, nil
+}
+
+// Handler is the HTTP handler of the server, for callers that serve it
+// themselves (httptest).
+func (s *Stack) Handler() http.Handler { return s.Server.Handler() }
+
+// Serve serves HTTP on ln (HTTPS when server.tls_cert is set) and, when
+// metrics.addr is set, /metrics on a listener of its own, until Shutdown,
+// after which it returns nil; otherwise it returns the first serving error.
+func (s *Stack) Serve(ln net.Listener) error {
+	errc := make(chan error, 2)
+	if s.metricsSrv != nil {
+		mln, err := net.Listen("tcp", s.Config.Metrics.Addr)
+		if err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("metrics listener: %w", err)
+		}
+		s.log.Info("metrics serving", "url", fmt.Sprintf("http://%s/metrics", mln.Addr()))
+		go func() { errc <- s.metricsSrv.Serve(mln) }()
+	}
+	go func() {
+		if s.Config.Server.TLSCert != "" {
+			errc <- s.httpSrv.ServeTLS(ln, s.Config.Server.TLSCert, s.Config.Server.TLSKey)
+		} else {
+			errc <- s.httpSrv.Serve(ln)
+		}
+	}()
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// Shutdown stops serving gracefully, within ctx: calls first (a call running
+// now is ended with reason server_restart at the next start, its record
+// stopping at the last heartbeat, written now), not by its participants'
+// connections closing; then the WebSockets (close 1001 after flushing);
+// then the HTTP listeners. Close releases the rest.
+func (s *Stack) Shutdown(ctx context.Context) error {
+	s.Calls.Close()
+	err := s.Server.Shutdown(ctx)
+	if herr := s.httpSrv.Shutdown(ctx); herr != nil {
+		_ = s.httpSrv.Close()
+		err = errors.Join(err, fmt.Errorf("http shutdown: %w", herr))
+	}
+	if s.metricsSrv != nil {
+		_ = s.metricsSrv.Close()
+	}
+	return err
+}
+
+// Close releases everything New built, in reverse order: calls, rooms,
+// SFU, engine, store. Call Shutdown first for a graceful stop; Close ends
+// the WebSockets at once if it was not called.
+func (s *Stack) Close() error {
+	var errs []error
+	if s.Server != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		_ = s.Shutdown(ctx) // after Shutdown, a no-op; else it closes the connections at once
+	}
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		errs = append(errs, s.closers[i]())
+	}
+	s.closers = nil
+	return errors.Join(errs...)
+}
