@@ -25,15 +25,36 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // gives one.
 type server struct{ *webtest.Stack }
 
+// admitList admits listed users through its claims on their rooms.
 type admitList struct {
-	mu sync.Mutex
-	ok map[string]bool // "user/room"
+	mu     sync.Mutex
+	ok     map[string]bool // "user/room"
+	claims map[string]*rooms.Claim
 }
 
-func (a *admitList) Admit(user, room string) bool {
+func (a *admitList) Admit(user, room string) *rooms.Claim {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.ok[user+"/"+room]
+	if !a.ok[user+"/"+room] {
+		return nil
+	}
+	return a.claims[room]
+}
+
+// claim claims room for the list.
+func (a *admitList) claim(t *testing.T, m *rooms.Manager, room string) *rooms.Claim {
+	t.Helper()
+	c, err := m.Claim(room)
+	if err != nil {
+		t.Fatalf("claim %s: %v", room, err)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.claims == nil {
+		a.claims = map[string]*rooms.Claim{}
+	}
+	a.claims[room] = c
+	return c
 }
 
 func newServer(t *testing.T, mcfg media.Config, rcfg rooms.Config, admit rooms.Admitter) *server {
@@ -270,6 +291,7 @@ func TestMediaLossRemovesParticipant(t *testing.T) {
 func TestAdmission(t *testing.T) {
 	admit := &admitList{ok: map[string]bool{"carol/call-room": true}}
 	s := newServer(t, media.Config{}, rooms.Config{MaxRoomsPerUser: 1}, admit)
+	admit.claim(t, s.Rooms, "call-room")
 	c := ctx(t)
 	a := s.dial("alice")
 	cases := []struct {
