@@ -371,8 +371,7 @@ func (m *Manager) startCall(ctx context.Context, a signaling.Actor, spec signali
 	}
 	var c *call
 	var busy []string
-	var failed *call // a glare merge that failed: the call ended, or failedErr
-	var failedErr error
+	var over *call // a call to merge with whose invitation ended meanwhile
 	for c == nil {
 		m.mu.Lock()
 		if m.closed {
@@ -382,11 +381,8 @@ func (m *Manager) startCall(ctx context.Context, a signaling.Actor, spec signali
 		// Glare: A calls B while B's call to A still rings. The call that
 		// rang first wins: A accepts it (the server acts for A) instead of
 		// placing a second call, and learns its callID and roomID.
-		if g, inviteID, creating := m.glareLocked(a.UserID, spec); g != nil {
+		if g, inviteID, creating := m.glareLocked(a.UserID, spec, over); g != nil {
 			m.mu.Unlock()
-			if g == failed {
-				return nil, failedErr // still ringing: the store failed
-			}
 			if creating != nil {
 				// B's call is registered but its invitation not created
 				// yet: accept once it is (B's reply and ring come first).
@@ -402,7 +398,10 @@ func (m *Manager) startCall(ctx context.Context, a signaling.Actor, spec signali
 				m.log.Info("glare: calls merged", "call", g.rec.CallID, "caller", g.rec.Caller, "callee", a.UserID)
 				return CallResult{InviteID: inviteID, CallID: g.rec.CallID, RoomID: g.rec.RoomID, Merged: true}, nil
 			}
-			failed, failedErr = g, err // it ended meanwhile: look again, then place the call
+			if !errors.Is(err, ErrCallEnded) && !errors.Is(err, signaling.ErrInvalidInviteID) {
+				return nil, err // e.g. the store failed: nothing changed
+			}
+			over = g // it ended meanwhile: look again, then place the call
 			continue
 		}
 		if m.byRoom[roomID] != nil {
@@ -433,6 +432,8 @@ func (m *Manager) startCall(ctx context.Context, a signaling.Actor, spec signali
 		c.claim = claim
 		m.mu.Unlock()
 	}
+	// Until the claim is set nobody can end the call (no one is admitted to
+	// its room, its IDs are not out); from here on its end releases it.
 	res, err := m.createRing(ctx, a, c, id, spec, busy)
 	if err != nil {
 		m.abandon(c, id, spec.Invitees)
@@ -467,14 +468,15 @@ func (m *Manager) abandon(c *call, id string, invitees []string) {
 
 // glareLocked finds the call that user's new one-to-one call to its
 // invitee would merge with: the invitee's call to user, still ringing for
-// user. creating is set while that call's invitation is not created yet.
-func (m *Manager) glareLocked(user string, spec signaling.InvitationSpec) (g *call, inviteID string, creating <-chan struct{}) {
+// user (skip excepted). creating is set while that call's invitation is not
+// created yet.
+func (m *Manager) glareLocked(user string, spec signaling.InvitationSpec, skip *call) (g *call, inviteID string, creating <-chan struct{}) {
 	if spec.GroupID != "" || len(spec.Invitees) != 1 {
 		return nil, "", nil
 	}
 	callee := spec.Invitees[0]
 	for c := range m.byUser[user] {
-		if !c.ended && c.rec.GroupID == "" && c.rec.Caller == callee && !c.began() {
+		if c != skip && !c.ended && c.rec.GroupID == "" && c.rec.Caller == callee && !c.began() {
 			if id := c.isPending(user); id != "" {
 				if ch := c.creating[id]; ch != nil {
 					return c, id, ch
