@@ -105,9 +105,14 @@ type call struct {
 	admitted  map[string]bool            // may enter the room: caller, accepted invitees, joiners
 	connected map[string]bool            // media connected in the room now
 	pending   map[string]map[string]bool // inviteID → invitees still ringing
-	ended     bool
-	hungUp    map[string]bool // users who hung up (the next leave is a hangup)
-	setup     signaling.Timer
+	// creating holds, for each invitation registered but not yet created
+	// in the engine (its ring not yet sent), a channel closed when that is
+	// settled: a glare merge waits for it before accepting.
+	creating map[string]chan struct{}
+	claim    *rooms.Claim // the call's room ID; nil without rooms
+	ended    bool
+	hungUp   map[string]bool // users who hung up (the next leave is a hangup)
+	setup    signaling.Timer
 }
 
 func (c *call) began() bool { return !c.rec.BeganAt.IsZero() }
@@ -266,12 +271,14 @@ func (m *Manager) Close() {
 // ---- admission and lookups ----
 
 // Admit implements rooms.Admitter: a running call's caller, accepted
-// invitees and joiners may enter its room.
-func (m *Manager) Admit(user, roomID string) bool {
+// invitees and joiners may enter its room, through the call's claim.
+func (m *Manager) Admit(user, roomID string) *rooms.Claim {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	c := m.byRoom[roomID]
-	return c != nil && !c.ended && c.admitted[user]
+	if c := m.byRoom[roomID]; c != nil && !c.ended && c.admitted[user] {
+		return c.claim
+	}
+	return nil
 }
 
 // Busy reports whether user is busy: in a call that has begun or is being
@@ -342,6 +349,11 @@ const glareData = `{"businessID":"av_call","version":4,"data":{"cmd":"accept","g
 // startCall places a call. composed says the server built the data (the
 // call and groupCall ops): it then carries the call ID too; an app's own
 // data is passed on as it is, but for a room_id added when it had none.
+//
+// The glare check and the registration of the new call with its ringing
+// invitees are one critical section, so two users calling each other at
+// the same instant make one call. The call then claims its room ID from
+// rooms (refused when the ID is not free) before anyone rings.
 func (m *Manager) startCall(ctx context.Context, a signaling.Actor, spec signaling.InvitationSpec, cd CallData, composed bool) (any, error) {
 	roomID := cd.RoomID
 	if roomID == "" {
@@ -354,58 +366,151 @@ func (m *Manager) startCall(ctx context.Context, a signaling.Actor, spec signali
 	if !rooms.ValidRoomID(roomID) {
 		return nil, ErrBadCallData.WithMessage("room_id must be 1-64 characters of [A-Za-z0-9_-]")
 	}
-	// Glare: A calls B while B's call to A still rings. The call that rang
-	// first wins: A accepts it (the server acts for A) instead of placing a
-	// second call, and learns its callID and roomID.
-	if spec.GroupID == "" && len(spec.Invitees) == 1 {
-		if res, ok := m.tryGlare(ctx, a, spec.Invitees[0]); ok {
-			return res, nil
-		}
-	}
-	now := m.clock.Now()
 	id := m.eng.NewID("inv_")
 	if composed {
 		spec.Data = cd.WithIDs(roomID, id)
 	}
-	c := &call{
-		rec:  CallRecord{CallID: id, Caller: a.UserID, GroupID: spec.GroupID, RoomID: roomID, MediaType: cd.MediaType(), CreatedAt: now},
-		data: spec.Data, idx: map[string]int{}, admitted: map[string]bool{a.UserID: true}, connected: map[string]bool{},
-		pending: map[string]map[string]bool{}, hungUp: map[string]bool{},
-	}
-	c.addPart(a.UserID, RoleCaller, now)
-	m.mu.Lock()
-	if m.closed {
-		m.mu.Unlock()
-		return nil, signaling.ErrShuttingDown
-	}
-	if other := m.byRoom[roomID]; other != nil {
-		m.mu.Unlock()
-		return nil, ErrBadCallData.WithMessage("room %q is in use by call %s", roomID, other.rec.CallID)
-	}
-	m.calls[id] = c
-	m.byRoom[roomID] = c
-	m.indexLocked(c, a.UserID)
-	m.mu.Unlock()
-
-	res, err := m.ring(ctx, a, c, id, spec)
-	if err != nil {
+	var c *call
+	var busy []string
+	var over *call // a call to merge with whose invitation ended meanwhile
+	for c == nil {
 		m.mu.Lock()
-		m.forgetLocked(c)
+		if m.closed {
+			m.mu.Unlock()
+			return nil, signaling.ErrShuttingDown
+		}
+		// Glare: A calls B while B's call to A still rings. The call that
+		// rang first wins: A accepts it (the server acts for A) instead of
+		// placing a second call, and learns its callID and roomID.
+		if g, inviteID, creating := m.glareLocked(a.UserID, spec, over); g != nil {
+			m.mu.Unlock()
+			if creating != nil {
+				// B's call is registered but its invitation not created
+				// yet: accept once it is (B's reply and ring come first).
+				select {
+				case <-creating:
+				case <-ctx.Done():
+					return nil, signaling.ErrStoreUnavailable.WithMessage("the callee's call to you is still being placed; retry")
+				}
+				continue
+			}
+			err := m.answer(ctx, a, signaling.InviteIDArgs{InviteID: inviteID, Data: glareData}, signaling.ActionAccept)
+			if err == nil {
+				m.log.Info("glare: calls merged", "call", g.rec.CallID, "caller", g.rec.Caller, "callee", a.UserID)
+				return CallResult{InviteID: inviteID, CallID: g.rec.CallID, RoomID: g.rec.RoomID, Merged: true}, nil
+			}
+			if !errors.Is(err, ErrCallEnded) && !errors.Is(err, signaling.ErrInvalidInviteID) {
+				return nil, err // e.g. the store failed: nothing changed
+			}
+			over = g // it ended meanwhile: look again, then place the call
+			continue
+		}
+		if m.byRoom[roomID] != nil {
+			m.mu.Unlock()
+			return nil, m.roomUnavailable(a, spec)
+		}
+		now := m.clock.Now()
+		c = &call{
+			rec:  CallRecord{CallID: id, Caller: a.UserID, GroupID: spec.GroupID, RoomID: roomID, MediaType: cd.MediaType(), CreatedAt: now},
+			data: spec.Data, idx: map[string]int{}, admitted: map[string]bool{a.UserID: true}, connected: map[string]bool{},
+			pending: map[string]map[string]bool{}, creating: map[string]chan struct{}{}, hungUp: map[string]bool{},
+		}
+		c.addPart(a.UserID, RoleCaller, now)
+		m.calls[id] = c
+		m.byRoom[roomID] = c
+		m.indexLocked(c, a.UserID)
+		busy = m.addRingLocked(c, id, spec.Invitees)
 		m.mu.Unlock()
+	}
+
+	if m.rooms != nil {
+		claim, err := m.rooms.Claim(roomID)
+		if err != nil {
+			m.abandon(c, id, spec.Invitees)
+			return nil, m.roomUnavailable(a, spec)
+		}
+		m.mu.Lock()
+		c.claim = claim
+		m.mu.Unlock()
+	}
+	// Until the claim is set nobody can end the call (no one is admitted to
+	// its room, its IDs are not out); from here on its end releases it.
+	res, err := m.createRing(ctx, a, c, id, spec, busy)
+	if err != nil {
+		m.abandon(c, id, spec.Invitees)
 		return nil, err
 	}
 	res.CallID = id
 	return res, nil
 }
 
+// roomUnavailable is the refusal of a call whose room ID is not free: it
+// says nothing of who holds it. A group call by a non-member is refused as
+// such first.
+func (m *Manager) roomUnavailable(a signaling.Actor, spec signaling.InvitationSpec) error {
+	if spec.GroupID != "" && !m.eng.IsGroupMember(spec.GroupID, a.UserID) {
+		return signaling.ErrNotGroupMember.WithMessage("you are not a member of group %q", spec.GroupID)
+	}
+	return ErrRoomUnavailable
+}
+
+// abandon forgets a call whose first invitation could not be created (or
+// whose room ID could not be claimed), and frees its room ID.
+func (m *Manager) abandon(c *call, id string, invitees []string) {
+	m.mu.Lock()
+	m.dropRingLocked(c, id, invitees)
+	m.forgetLocked(c)
+	claim := c.claim
+	m.mu.Unlock()
+	if claim != nil {
+		m.rooms.Release(claim)
+	}
+}
+
+// glareLocked finds the call that user's new one-to-one call to its
+// invitee would merge with: the invitee's call to user, still ringing for
+// user (skip excepted). creating is set while that call's invitation is not
+// created yet.
+func (m *Manager) glareLocked(user string, spec signaling.InvitationSpec, skip *call) (g *call, inviteID string, creating <-chan struct{}) {
+	if spec.GroupID != "" || len(spec.Invitees) != 1 {
+		return nil, "", nil
+	}
+	callee := spec.Invitees[0]
+	for c := range m.byUser[user] {
+		if c != skip && !c.ended && c.rec.GroupID == "" && c.rec.Caller == callee && !c.began() {
+			if id := c.isPending(user); id != "" {
+				if ch := c.creating[id]; ch != nil {
+					return c, id, ch
+				}
+				return c, id, nil
+			}
+		}
+	}
+	return nil, "", nil
+}
+
 // ring creates invitation id of call c (registered first, so that answers
 // racing the reply find it), applying the busy policy.
 func (m *Manager) ring(ctx context.Context, a signaling.Actor, c *call, id string, spec signaling.InvitationSpec) (CallResult, error) {
-	now := m.clock.Now()
 	m.mu.Lock()
+	busy := m.addRingLocked(c, id, spec.Invitees)
+	m.mu.Unlock()
+	res, err := m.createRing(ctx, a, c, id, spec, busy)
+	if err != nil {
+		m.mu.Lock()
+		m.dropRingLocked(c, id, spec.Invitees)
+		m.mu.Unlock()
+	}
+	return res, err
+}
+
+// addRingLocked registers invitation id of call c as ringing for
+// invitees, not yet created, and returns the busy invitees (busy policy
+// reject) who will not ring.
+func (m *Manager) addRingLocked(c *call, id string, invitees []string) []string {
 	var busy []string
 	pend := map[string]bool{}
-	for _, u := range spec.Invitees {
+	for _, u := range invitees {
 		if m.cfg.BusyPolicy == BusyReject && m.busyLocked(u) != nil {
 			busy = append(busy, u)
 		}
@@ -413,20 +518,39 @@ func (m *Manager) ring(ctx context.Context, a signaling.Actor, c *call, id strin
 		m.indexLocked(c, u)
 	}
 	c.pending[id] = pend
+	c.creating[id] = make(chan struct{})
 	m.byInvite[id] = c
-	m.mu.Unlock()
+	return busy
+}
 
+// dropRingLocked undoes addRingLocked for an invitation that was not
+// created.
+func (m *Manager) dropRingLocked(c *call, id string, invitees []string) {
+	delete(c.pending, id)
+	delete(m.byInvite, id)
+	for _, u := range invitees {
+		if c.part(u) == nil {
+			m.unindexLocked(c, u)
+		}
+	}
+	m.settleLocked(c, id)
+}
+
+// settleLocked marks invitation id as created or abandoned: a glare merge
+// waiting for it goes on.
+func (m *Manager) settleLocked(c *call, id string) {
+	if ch := c.creating[id]; ch != nil {
+		close(ch)
+		delete(c.creating, id)
+	}
+}
+
+// createRing creates registered invitation id in the engine (the ring).
+// On failure the caller undoes the registration.
+func (m *Manager) createRing(ctx context.Context, a signaling.Actor, c *call, id string, spec signaling.InvitationSpec, busy []string) (CallResult, error) {
+	now := m.clock.Now()
 	spec.ID, spec.NoRing = id, busy
 	if _, err := m.eng.CreateInvitation(ctx, a, spec); err != nil {
-		m.mu.Lock()
-		delete(c.pending, id)
-		delete(m.byInvite, id)
-		for _, u := range spec.Invitees {
-			if c.part(u) == nil {
-				m.unindexLocked(c, u)
-			}
-		}
-		m.mu.Unlock()
 		return CallResult{}, err
 	}
 	m.mu.Lock()
@@ -435,6 +559,7 @@ func (m *Manager) ring(ctx context.Context, a signaling.Actor, c *call, id strin
 		p := c.addPart(u, role, now)
 		p.InvitedAt = now
 	}
+	m.settleLocked(c, id)
 	m.mu.Unlock()
 	m.saves.save(m.snapshot(c))
 	res := CallResult{InviteID: id, RoomID: c.rec.RoomID}
@@ -463,29 +588,6 @@ func (m *Manager) rejectBusy(c *call, inviteID string, busy []string) {
 			m.log.Warn("missed-call event not sent", "user", u, "err", err)
 		}
 	}
-}
-
-func (m *Manager) tryGlare(ctx context.Context, a signaling.Actor, callee string) (CallResult, bool) {
-	m.mu.Lock()
-	var g *call
-	var inviteID string
-	for c := range m.byUser[a.UserID] {
-		if !c.ended && c.rec.GroupID == "" && c.rec.Caller == callee && !c.began() {
-			if id := c.isPending(a.UserID); id != "" {
-				g, inviteID = c, id
-				break
-			}
-		}
-	}
-	m.mu.Unlock()
-	if g == nil {
-		return CallResult{}, false
-	}
-	if err := m.answer(ctx, a, signaling.InviteIDArgs{InviteID: inviteID, Data: glareData}, signaling.ActionAccept); err != nil {
-		return CallResult{}, false // it ended meanwhile: place the call normally
-	}
-	m.log.Info("glare: calls merged", "call", g.rec.CallID, "caller", callee, "callee", a.UserID)
-	return CallResult{InviteID: inviteID, CallID: g.rec.CallID, RoomID: g.rec.RoomID, Merged: true}, true
 }
 
 func (m *Manager) checkData(data string) error {
@@ -800,6 +902,7 @@ func (m *Manager) endLocked(c *call, reason, endedBy string) func() {
 	m.forgetLocked(c)
 	snap := copyRecord(c.rec)
 	began := c.began()
+	claim := c.claim
 	stayer := ""
 	for _, u := range to {
 		if u != endedBy && (stayer == "" || c.connected[u]) {
@@ -828,8 +931,9 @@ func (m *Manager) endLocked(c *call, reason, endedBy string) func() {
 		if err := m.eng.SendEvent(ctx, to, EvCallEnd, ev, true); err != nil {
 			m.log.Warn("onCallEnd not sent", "call", snap.CallID, "err", err)
 		}
-		if m.rooms != nil {
-			m.rooms.Dismiss(snap.RoomID)
+		if claim != nil {
+			// Ends the call's membership of its room, and only that.
+			m.rooms.Release(claim)
 		}
 	}
 }
@@ -928,6 +1032,7 @@ func (m *Manager) hangup(ctx context.Context, a signaling.Actor, args CallIDArgs
 	}
 	c.hungUp[a.UserID] = true
 	connected := c.connected[a.UserID]
+	claim := c.claim
 	var work func()
 	switch {
 	case connected:
@@ -954,8 +1059,8 @@ func (m *Manager) hangup(ctx context.Context, a signaling.Actor, args CallIDArgs
 		work = m.evaluateLocked(c, a.UserID)
 	}
 	m.mu.Unlock()
-	if connected && m.rooms != nil {
-		m.rooms.Leave(c.rec.RoomID, a.UserID)
+	if connected && claim != nil {
+		m.rooms.LeaveClaim(claim, a.UserID)
 	}
 	if work != nil {
 		work()

@@ -17,6 +17,7 @@ import (
 	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/signaling/client"
 	"github.com/switchboard-rtc/switchboard/signaling/clocktest"
+	"github.com/switchboard-rtc/switchboard/web"
 	"github.com/switchboard-rtc/switchboard/web/webtest"
 )
 
@@ -33,6 +34,7 @@ type opts struct {
 	cfg     calls.Config
 	records calls.RecordStore
 	store   signaling.Store
+	web     *web.Config // nil: the default
 }
 
 func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
@@ -44,7 +46,7 @@ func newServer(t *testing.T, o opts) *server {
 		o.cfg.Heartbeat = 0
 	}
 	clock := clocktest.New(t0)
-	st := webtest.Start(t, webtest.Options{Calls: &o.cfg, Records: o.records, Store: o.store, Clock: clock})
+	st := webtest.Start(t, webtest.Options{Calls: &o.cfg, Records: o.records, Store: o.store, Clock: clock, Web: o.web})
 	return &server{Stack: st, clock: clock}
 }
 

@@ -10,7 +10,11 @@ var (
 	ErrBadCallData   = &signaling.Error{Code: 12004, Reason: "bad_call_data", Message: "malformed call data"}
 	ErrNotGroupCall  = &signaling.Error{Code: 12005, Reason: "not_group_call", Message: "only group calls can do this"}
 	ErrAlreadyInCall = &signaling.Error{Code: 12006, Reason: "already_in_call", Message: "already in this call"}
+	// ErrRoomUnavailable refuses a call whose room ID is taken; it never
+	// says by whom.
+	ErrRoomUnavailable = &signaling.Error{Code: 12007, Reason: "room_unavailable", Message: "this room ID is in use; a call needs a free one"}
 )
 
 // AllErrors lists the package's wire errors, for documentation tests.
-var AllErrors = []*signaling.Error{ErrCallNotFound, ErrCallEnded, ErrNotInCall, ErrBadCallData, ErrNotGroupCall, ErrAlreadyInCall}
+var AllErrors = []*signaling.Error{ErrCallNotFound, ErrCallEnded, ErrNotInCall, ErrBadCallData, ErrNotGroupCall, ErrAlreadyInCall,
+	ErrRoomUnavailable}

@@ -1,6 +1,14 @@
 package rooms
 
-import "github.com/switchboard-rtc/switchboard/signaling"
+import (
+	"errors"
+
+	"github.com/switchboard-rtc/switchboard/signaling"
+)
+
+// ErrRoomTaken is Claim's error: the room ID has a room or a claim. It is
+// not a wire error: the claimant's layer answers with its own.
+var ErrRoomTaken = errors.New("rooms: room ID in use")
 
 // Wire errors of the rooms ops (code range 11000-11999, PROTOCOL.md).
 var (

@@ -48,11 +48,26 @@ type Config struct {
 	MaxParticipants int `mapstructure:"max_room_participants"` // participants in one room; 0: no limit
 }
 
-// Admitter decides whether a user may enter a room without a room token.
-// The calls package admits a call's inviter and the invitees who accepted.
+// Admitter decides whether a user may enter a room without a room token:
+// it returns the claim on roomID through which userID is admitted, or nil.
+// The calls package admits a call's inviter and the invitees who accepted,
+// through the call's claim on its room ID.
 type Admitter interface {
-	Admit(userID, roomID string) bool
+	Admit(userID, roomID string) *Claim
 }
+
+// A Claim reserves a room ID for one admission path other than room
+// tokens (a call). A room ID belongs to whoever created it, through one
+// path: while a claim holds it, only the users its admitter admits through
+// that claim may enter, and room tokens for it are refused; an unclaimed
+// room ID is entered only with a room token. Claim and Release make and end
+// claims.
+type Claim struct {
+	roomID string
+}
+
+// RoomID is the claimed room ID.
+func (c *Claim) RoomID() string { return c.roomID }
 
 // TokenVerifier checks a room token: an HS256 JWT with sub = user and
 // room = room ID, signed with the server's secret.
@@ -79,8 +94,10 @@ type Params struct {
 
 // Manager owns rooms and their members.
 //
-// Concurrency: mu guards rooms, bySession, byUser, admitters and observers
-// and every member's fields. It is never held across a call into media (Join,
+// Concurrency: mu guards rooms, claims, bySession, byUser, admitters and
+// observers and every member's fields. Whether a room ID is free and its
+// claim (Claim), and which path may enter it and the entry (Enter), are each
+// decided in one critical section under mu. It is never held across a call into media (Join,
 // HandleSignal, Close), into an Admitter, or into an Observer; Session.Deliver
 // (non-blocking) is called with it held so that each session sees room events
 // in the order they were decided.
@@ -93,6 +110,7 @@ type Manager struct {
 
 	mu        sync.Mutex
 	rooms     map[string]*room
+	claims    map[string]*Claim                        // by room ID
 	bySession map[signaling.Session]map[string]*member // session → roomID → member
 	byUser    map[string]map[string]*member            // user → roomID → member
 	admitters []Admitter
@@ -117,6 +135,7 @@ type member struct {
 	roomID  string
 	role    Role
 	sess    signaling.Session
+	claim   *Claim             // the claim it entered through; nil: a room token
 	part    *media.Participant // nil while joining
 	entered time.Time
 
@@ -135,7 +154,7 @@ func (m *member) video() bool { return m.videoTrack && !m.videoMuted }
 // NewManager returns a Manager.
 func NewManager(p Params) *Manager {
 	m := &Manager{cfg: p.Config, sfu: p.SFU, tokens: p.Tokens, clock: p.Clock, log: p.Logger,
-		rooms: map[string]*room{}, bySession: map[signaling.Session]map[string]*member{},
+		rooms: map[string]*room{}, claims: map[string]*Claim{}, bySession: map[signaling.Session]map[string]*member{},
 		byUser:   map[string]map[string]*member{},
 		noteWake: make(chan struct{}, 1), noteStop: make(chan struct{}), noteDone: make(chan struct{})}
 	go m.runNotes()
@@ -176,30 +195,134 @@ func ValidRoomID(s string) bool {
 	return true
 }
 
-// admitted says whether user may enter roomID, with or without a token.
-func (m *Manager) admitted(user, roomID, token string) error {
+// admission is what may let a user into a room: a valid room token, or a
+// claim an admitter admits them through. Enter checks it against the room
+// ID's claim under mu (pathLocked).
+type admission struct {
+	token bool
+	claim *Claim
+}
+
+var errNotAdmitted = ErrNotAdmitted.WithMessage("not admitted to this room: accept the call or present a room token")
+
+// admission finds how user could enter roomID (outside mu: it calls the
+// admitters).
+func (m *Manager) admission(user, roomID, token string) (admission, error) {
+	var adm admission
+	var tokenErr error
 	if token != "" {
-		if m.tokens == nil {
-			return ErrNotAdmitted.WithMessage("room tokens are not accepted by this server")
-		}
-		u, r, err := m.tokens.VerifyRoomToken(token)
-		if err != nil {
-			return ErrNotAdmitted.WithMessage("invalid room token")
-		}
-		if u != user || r != roomID {
-			return ErrNotAdmitted.WithMessage("the room token is for another user or room")
-		}
-		return nil
+		tokenErr = m.checkToken(user, roomID, token)
+		adm.token = tokenErr == nil
 	}
 	m.mu.Lock()
 	admitters := slices.Clone(m.admitters)
 	m.mu.Unlock()
 	for _, a := range admitters {
-		if a.Admit(user, roomID) {
-			return nil
+		if c := a.Admit(user, roomID); c != nil && c.roomID == roomID {
+			adm.claim = c
+			break
 		}
 	}
-	return ErrNotAdmitted.WithMessage("not admitted to room %q: accept the call or present a room token", roomID)
+	if !adm.token && adm.claim == nil {
+		if tokenErr != nil {
+			return adm, tokenErr
+		}
+		return adm, errNotAdmitted
+	}
+	return adm, nil
+}
+
+func (m *Manager) checkToken(user, roomID, token string) error {
+	if m.tokens == nil {
+		return ErrNotAdmitted.WithMessage("room tokens are not accepted by this server")
+	}
+	u, r, err := m.tokens.VerifyRoomToken(token)
+	if err != nil {
+		return ErrNotAdmitted.WithMessage("invalid room token")
+	}
+	if u != user || r != roomID {
+		return ErrNotAdmitted.WithMessage("the room token is for another user or room")
+	}
+	return nil
+}
+
+// pathLocked is the rule of one admission path per room ID: a claimed room
+// ID is entered only through its claim, an unclaimed one only with a room
+// token. It returns the claim entered through (nil: the token).
+func (m *Manager) pathLocked(roomID string, adm admission) (*Claim, error) {
+	if c := m.claims[roomID]; c != nil {
+		if adm.claim == c {
+			return c, nil
+		}
+		return nil, errNotAdmitted
+	}
+	if adm.token {
+		return nil, nil
+	}
+	return nil, errNotAdmitted
+}
+
+// Claim reserves roomID for a new admission path (a call). It fails with
+// ErrRoomTaken when the ID has a room (any member, even one still joining)
+// or another claim; the check and the reservation are one critical section,
+// so a concurrent room-token entry and a claim never both get the ID.
+func (m *Manager) Claim(roomID string) (*Claim, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.rooms[roomID] != nil || m.claims[roomID] != nil {
+		return nil, ErrRoomTaken
+	}
+	c := &Claim{roomID: roomID}
+	m.claims[roomID] = c
+	return c, nil
+}
+
+// Release ends a claim: the members who entered through it leave as when
+// a room is dismissed (onExitRoom reason 2), and the room ID is free again.
+// It does nothing for a claim already released.
+func (m *Manager) Release(c *Claim) {
+	m.mu.Lock()
+	if m.claims[c.roomID] != c {
+		m.mu.Unlock()
+		return
+	}
+	delete(m.claims, c.roomID)
+	var parts []*media.Participant
+	if r := m.rooms[c.roomID]; r != nil {
+		for _, mem := range sortedMembers(r) {
+			if mem.claim != c {
+				continue
+			}
+			if p := m.removeLocked(mem, LeaveKicked, ExitDismissed, false); p != nil {
+				parts = append(parts, p)
+			}
+		}
+	}
+	m.mu.Unlock()
+	for _, p := range parts {
+		p.Close()
+	}
+}
+
+// LeaveClaim takes a user who entered through claim c out of its room as
+// if they had called exitRoom (the calls layer's hangup); it reports
+// whether they were in it. A member who entered otherwise stays.
+func (m *Manager) LeaveClaim(c *Claim, userID string) bool {
+	m.mu.Lock()
+	var mem *member
+	if r := m.rooms[c.roomID]; r != nil {
+		mem = r.members[userID]
+	}
+	if mem == nil || mem.claim != c {
+		m.mu.Unlock()
+		return false
+	}
+	part := m.removeLocked(mem, LeaveLeft, ExitLeft, false)
+	m.mu.Unlock()
+	if part != nil {
+		part.Close()
+	}
+	return true
 }
 
 // Enter puts the actor's session into a room and starts its media. The
@@ -220,13 +343,18 @@ func (m *Manager) Enter(ctx context.Context, a signaling.Actor, args EnterArgs) 
 	default:
 		return EnterResult{}, signaling.ErrInvalidParameter.WithMessage("role must be %q or %q", RoleAnchor, RoleAudience)
 	}
-	if err := m.admitted(a.UserID, args.RoomID, args.RoomToken); err != nil {
+	adm, err := m.admission(a.UserID, args.RoomID, args.RoomToken)
+	if err != nil {
 		return EnterResult{}, err
 	}
 
 	now := m.clock.Now()
 	mem := &member{user: a.UserID, roomID: args.RoomID, role: role, sess: a.Session, entered: now}
 	m.mu.Lock()
+	if mem.claim, err = m.pathLocked(args.RoomID, adm); err != nil {
+		m.mu.Unlock()
+		return EnterResult{}, err
+	}
 	r := m.rooms[args.RoomID]
 	var old *member
 	if r != nil {

@@ -25,15 +25,36 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // gives one.
 type server struct{ *webtest.Stack }
 
+// admitList admits listed users through its claims on their rooms.
 type admitList struct {
-	mu sync.Mutex
-	ok map[string]bool // "user/room"
+	mu     sync.Mutex
+	ok     map[string]bool // "user/room"
+	claims map[string]*rooms.Claim
 }
 
-func (a *admitList) Admit(user, room string) bool {
+func (a *admitList) Admit(user, room string) *rooms.Claim {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.ok[user+"/"+room]
+	if !a.ok[user+"/"+room] {
+		return nil
+	}
+	return a.claims[room]
+}
+
+// claim claims room for the list.
+func (a *admitList) claim(t *testing.T, m *rooms.Manager, room string) *rooms.Claim {
+	t.Helper()
+	c, err := m.Claim(room)
+	if err != nil {
+		t.Fatalf("claim %s: %v", room, err)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.claims == nil {
+		a.claims = map[string]*rooms.Claim{}
+	}
+	a.claims[room] = c
+	return c
 }
 
 func newServer(t *testing.T, mcfg media.Config, rcfg rooms.Config, admit rooms.Admitter) *server {
@@ -270,6 +291,7 @@ func TestMediaLossRemovesParticipant(t *testing.T) {
 func TestAdmission(t *testing.T) {
 	admit := &admitList{ok: map[string]bool{"carol/call-room": true}}
 	s := newServer(t, media.Config{}, rooms.Config{MaxRoomsPerUser: 1}, admit)
+	admit.claim(t, s.Rooms, "call-room")
 	c := ctx(t)
 	a := s.dial("alice")
 	cases := []struct {
@@ -388,5 +410,72 @@ func TestMuteEvents(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestClaimIsOneAdmissionPath: a room ID is entered through one path. A
+// room with members cannot be claimed; a claimed ID refuses room tokens and
+// admits only through its claim; releasing a claim removes the members who
+// entered through it (onExitRoom reason 2) and nothing else, and an
+// outdated claim no longer touches the room ID.
+func TestClaimIsOneAdmissionPath(t *testing.T) {
+	admit := &admitList{ok: map[string]bool{"carol/claimed": true, "alice/claimed": true}}
+	s := newServer(t, media.Config{}, rooms.Config{}, admit)
+	c := ctx(t)
+	alice, carol := s.dial("alice"), s.dial("carol")
+	enter := func(cl *client.Client, room, token string) error {
+		return cl.Do(c, rooms.OpEnterRoom, rooms.EnterArgs{RoomID: room, RoomToken: token}, nil)
+	}
+	inRoom := func(cl *client.Client, room string) bool {
+		return cl.Do(c, rooms.OpMuteLocalAudio, rooms.MuteArgs{RoomID: room, Mute: true}, nil) == nil
+	}
+	// A token room with a member cannot be claimed.
+	if err := enter(alice, "token-room", s.roomToken("alice", "token-room")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Rooms.Claim("token-room"); !errors.Is(err, rooms.ErrRoomTaken) {
+		t.Fatalf("claimed a room with a member: %v", err)
+	}
+	// A claimed ID: a second claim and room tokens are refused, the
+	// claim's admitted users get in.
+	old := admit.claim(t, s.Rooms, "claimed")
+	s.Rooms.Release(old) // released before anyone entered: the ID is free again
+	claim := admit.claim(t, s.Rooms, "claimed")
+	if _, err := s.Rooms.Claim("claimed"); !errors.Is(err, rooms.ErrRoomTaken) {
+		t.Fatalf("claimed twice: %v", err)
+	}
+	if err := enter(carol, "claimed", s.roomToken("carol", "claimed")); err != nil {
+		t.Fatalf("carol is admitted by the claim (and holds a token): %v", err)
+	}
+	admit.mu.Lock()
+	delete(admit.ok, "alice/claimed")
+	admit.mu.Unlock()
+	if err := enter(alice, "claimed", s.roomToken("alice", "claimed")); !errors.Is(err, rooms.ErrNotAdmitted) {
+		t.Fatalf("a token holder entered a claimed room: %v", err)
+	}
+	// An outdated claim neither removes nor lets anyone out.
+	s.Rooms.Release(old)
+	if s.Rooms.LeaveClaim(old, "carol") || !inRoom(carol, "claimed") {
+		t.Fatal("an outdated claim removed carol")
+	}
+	// Releasing the claim removes its members, and only them.
+	s.Rooms.Release(claim)
+	ev, err := carol.WaitEvent(c, rooms.EvExitRoom, func(ev client.Event) bool {
+		var e rooms.ExitRoomEvent
+		return ev.Decode(&e) == nil && e.RoomID == "claimed"
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var exit rooms.ExitRoomEvent
+	if err := ev.Decode(&exit); err != nil || exit.Reason != int(rooms.ExitDismissed) {
+		t.Fatalf("onExitRoom %+v %v, want reason 2", exit, err)
+	}
+	if inRoom(carol, "claimed") || !inRoom(alice, "token-room") {
+		t.Fatal("release removed the wrong members")
+	}
+	// The ID is free: a token opens it again.
+	if err := enter(alice, "claimed", s.roomToken("alice", "claimed")); err != nil {
+		t.Fatalf("token entry after the release: %v", err)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/switchboard-rtc/switchboard/media"
 	"github.com/switchboard-rtc/switchboard/media/peer"
 	"github.com/switchboard-rtc/switchboard/rooms"
+	"github.com/switchboard-rtc/switchboard/rooms/roomclient"
 	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/signaling/client"
 	"github.com/switchboard-rtc/switchboard/web/webtest"
@@ -34,6 +35,22 @@ func waitFor(t *testing.T, c *client.Client, name string, match func(client.Even
 		t.Fatalf("waiting for %s: %v", name, err)
 	}
 	return ev
+}
+
+// waitMedia waits until r received audio and video packets from user.
+func waitMedia(t *testing.T, r *roomclient.Room, user string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		got := r.Received()
+		if got[peer.TrackKey{StreamID: user, Kind: "audio"}].Packets > 0 && got[peer.TrackKey{StreamID: user, Kind: "video"}].Packets > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no media from %s: %v", user, got)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // TestAuthorizationMatrix runs every op that touches someone else's
@@ -61,6 +78,21 @@ func TestAuthorizationMatrix(t *testing.T) {
 	if err := alice.Do(ctx, calls.OpGroupCall, calls.GroupCallArgs{GroupID: gid, InviteeList: []string{"carol"}}, &gcall); err != nil {
 		t.Fatal(err)
 	}
+	// A backend's room: alice and bob (on other devices) entered it with
+	// room tokens, and their media flows.
+	const board = "board-meeting-7"
+	aliceB, bobB := s.Dial("alice"), s.Dial("bob")
+	boardRooms := map[string]*roomclient.Room{}
+	for name, c := range map[string]*client.Client{"alice": aliceB, "bob": bobB} {
+		r, err := roomclient.Enter(ctx, c, board, roomclient.Options{RoomToken: s.RoomToken(name, board), Peer: peerCfg()})
+		if err != nil {
+			t.Fatalf("%s enters %s: %v", name, board, err)
+		}
+		t.Cleanup(r.Close)
+		boardRooms[name] = r
+	}
+	waitMedia(t, boardRooms["alice"], "bob")
+	waitMedia(t, boardRooms["bob"], "alice")
 	// Let the setup settle, then forget what everyone has received so far.
 	time.Sleep(300 * time.Millisecond)
 	drain := func(c *client.Client) []client.Event {
@@ -75,7 +107,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 			out = append(out, ev)
 		}
 	}
-	for _, c := range []*client.Client{alice, bob, carol} {
+	for _, c := range []*client.Client{alice, bob, carol, aliceB, bobB} {
 		drain(c)
 	}
 
@@ -123,6 +155,13 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{eve, "switchCallMediaType", calls.OpSwitchCallMediaType, calls.SwitchArgs{CallID: call.CallID, MediaType: "audio"}, calls.ErrNotInCall},
 		{carol, "inviteUser into a call she has not joined", calls.OpInviteUser, calls.InviteUserArgs{CallID: gcall.CallID, UserList: []string{"bob"}}, calls.ErrNotInCall},
 		{carol, "hangup of a call she is not in", calls.OpHangup, calls.CallIDArgs{CallID: call.CallID}, calls.ErrNotInCall},
+		// a call claiming a room ID that is not free
+		{eve, "call into a token room", calls.OpCall, calls.CallArgs{Invitee: "nobody", RoomID: board, Timeout: ptr(0)}, calls.ErrRoomUnavailable},
+		{eve, "raw invite with call data naming a token room", signaling.OpInvite,
+			signaling.InviteArgs{Invitee: "nobody", Data: calls.NewCallData(calls.MediaVideo, board, []string{"nobody"}, ""), Timeout: ptr(0)}, calls.ErrRoomUnavailable},
+		{eve, "call into someone's call room", calls.OpCall, calls.CallArgs{Invitee: "nobody", RoomID: call.RoomID, Timeout: ptr(0)}, calls.ErrRoomUnavailable},
+		{eve, "groupCall into a token room", calls.OpGroupCall, calls.GroupCallArgs{GroupID: gid, InviteeList: []string{"bob"}, RoomID: board}, signaling.ErrNotGroupMember},
+		{carol, "groupCall into someone's call room", calls.OpGroupCall, calls.GroupCallArgs{GroupID: gid, InviteeList: []string{"bob"}, RoomID: call.RoomID}, calls.ErrRoomUnavailable},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -130,7 +169,35 @@ func TestAuthorizationMatrix(t *testing.T) {
 			if !errors.Is(err, c.want) {
 				t.Fatalf("%s: got %v, want %s (%d)", c.op, err, c.want.Reason, c.want.Code)
 			}
+			if c.want == calls.ErrRoomUnavailable {
+				for _, secret := range []string{call.CallID, gcall.CallID, "alice", "bob"} {
+					if strings.Contains(err.Error(), secret) {
+						t.Fatalf("the refusal %q reveals %q", err, secret)
+					}
+				}
+			}
 		})
+	}
+	// The outsider's attempts to enter, after her attempts to claim the rooms
+	// (as audience: invisible to the others): she gets into no room, so she receives
+	// nothing of anyone's (checked on what her peer received, in case she
+	// had got in).
+	for _, roomID := range []string{board, call.RoomID} {
+		spy, err := roomclient.Enter(ctx, eve, roomID, roomclient.Options{Role: rooms.RoleAudience, Peer: peerCfg()})
+		if err == nil {
+			t.Errorf("eve entered %s as audience", roomID)
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+				if len(spy.Received()) > 0 {
+					break
+				}
+			}
+			for key, st := range spy.Received() {
+				t.Errorf("eve received %d packets of %s's %s in %s", st.Packets, key.StreamID, key.Kind, roomID)
+			}
+			spy.Close()
+		} else if !errors.Is(err, rooms.ErrNotAdmitted) {
+			t.Errorf("eve enters %s: %v", roomID, err)
+		}
 	}
 	// Records: the outsider sees none of theirs.
 	var h calls.HistoryResult
@@ -139,7 +206,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 	}
 	// Nobody received anything because of the refused requests.
 	time.Sleep(200 * time.Millisecond)
-	for name, c := range map[string]*client.Client{"alice": alice, "bob": bob, "carol": carol, "eve": eve} {
+	for name, c := range map[string]*client.Client{"alice": alice, "bob": bob, "carol": carol, "eve": eve, "alice's other device": aliceB, "bob's other device": bobB} {
 		for _, ev := range drain(c) {
 			if ev.Name == rooms.EvRtcSignal {
 				continue // media renegotiation of the running call
@@ -156,6 +223,42 @@ func TestAuthorizationMatrix(t *testing.T) {
 	}
 	if got := ra.Received(); got[peer.TrackKey{StreamID: "eve", Kind: "video"}].Packets != 0 {
 		t.Fatal("eve's media reached the call")
+	}
+	for name, r := range boardRooms {
+		if got := r.Received(); got[peer.TrackKey{StreamID: "eve", Kind: "video"}].Packets != 0 {
+			t.Fatalf("eve's media reached %s in %s", name, board)
+		}
+	}
+
+	// A call may reserve a free room ID: it is the call's while it runs. A
+	// later call naming it is refused without a word about the first, a
+	// room token for it does not get a non-participant in, and the
+	// caller's hangup ends that call's membership only.
+	var squat calls.CallResult
+	if err := eve.Do(ctx, calls.OpCall, calls.CallArgs{Invitee: "nobody", RoomID: "standup-9", Timeout: ptr(0)}, &squat); err != nil {
+		t.Fatal(err)
+	}
+	err = alice.Do(ctx, calls.OpCall, calls.CallArgs{Invitee: "bob", RoomID: "standup-9"}, nil)
+	if !errors.Is(err, calls.ErrRoomUnavailable) || strings.Contains(err.Error(), squat.CallID) || strings.Contains(err.Error(), "eve") {
+		t.Fatalf("call into a reserved room: %v", err)
+	}
+	err = carol.Do(ctx, rooms.OpEnterRoom, rooms.EnterArgs{RoomID: "standup-9", RoomToken: s.RoomToken("carol", "standup-9")}, nil)
+	if !errors.Is(err, rooms.ErrNotAdmitted) {
+		t.Fatalf("a token holder entered a call's room: %v", err)
+	}
+	if err := eve.Do(ctx, calls.OpHangup, calls.CallIDArgs{CallID: squat.CallID}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, eve, calls.EvCallEnd, nil)
+	for name, c := range map[string]*client.Client{"alice": alice, "bob": bob, "carol": carol, "alice's other device": aliceB, "bob's other device": bobB} {
+		for _, ev := range drain(c) {
+			if ev.Name != rooms.EvRtcSignal {
+				t.Errorf("%s received %s because of eve's reservation", name, ev)
+			}
+		}
+	}
+	if rec, ok := s.Calls.Call(call.CallID); !ok || !rec.EndedAt.IsZero() {
+		t.Fatalf("call changed: %+v", rec)
 	}
 
 	// Outsiders without a valid session token never get a connection.
