@@ -413,14 +413,15 @@ func (e *Engine) CreateInvitation(ctx context.Context, a Actor, spec InvitationS
 	evs := []*outgoing{{name: EvReceiveNewInvitation, data: inv.newInvitationEvent(now),
 		users:  slices.DeleteFunc(inv.parties(), func(u string) bool { return slices.Contains(spec.NoRing, u) }),
 		except: exceptSess, silent: silent}}
-	e.mu.Unlock()
-
+	// The record and the note are taken under mu: once the invitation is
+	// indexed, an answer may change its invitees' states.
 	var muts []Mutation
 	if !onlineOnly {
 		muts = []Mutation{PutInvitation{Invitation: inv.record()}}
 	}
 	note := &InvitationNote{InviteID: inv.id, Inviter: inv.inviter, GroupID: groupID, Data: data,
 		Invitees: inv.inviteeList(), Created: true}
+	e.mu.Unlock()
 	err = e.finishNote(ctx, muts, evs, func() { e.removeLocked(inv) }, note)
 	if err != nil {
 		return "", err
