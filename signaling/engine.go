@@ -313,8 +313,14 @@ type outgoing struct {
 	silent string   // a user none of whose connections gets the event (Actor.Silent)
 	keep   bool     // keep for recipients with no open connection (stored invitations)
 
+	// lean is the data kept for offline recipients instead of data when the
+	// sender's quota would refuse the full copies (an answer or a cancel
+	// without its application data); nil refuses the operation instead.
+	lean any
+
 	frame   []byte
 	raw     json.RawMessage  // the encoded data, once encoded
+	keptRaw json.RawMessage  // the encoded data of the kept copies (raw, or lean's)
 	sender  string           // whose kept bytes the copies kept for offline recipients count against
 	cost    int64            // the quota cost of one kept copy
 	offline map[string]int64 // recipient → outbox Seq, for those offline when decided
@@ -325,39 +331,34 @@ type outgoing struct {
 // or the inviter of a timeout) for the copies to keep. Past a quota it
 // returns the error and changes nothing, unless force (events the server
 // decides, such as timeouts, are always kept: they are small and bounded by
-// the pending invitations). The AppendOutbox mutations are made by encode;
-// finishNote releases the reservations if the commit fails.
+// the pending invitations) or every event to keep has a lean form (answers
+// and cancels: they are never refused for the quota; their kept copies are
+// kept without the application data, bounded by the pending-invitation
+// caps). The AppendOutbox mutations are made by encode; finishNote releases
+// the reservations if the commit fails.
 func (e *Engine) planLocked(evs []*outgoing, sender string, force bool) error {
-	var total int64
-	for _, ev := range evs {
-		if !ev.keep {
-			continue
-		}
-		n := 0
-		for _, u := range ev.users {
-			if e.keepForLocked(u, ev) {
-				n++
-			}
-		}
-		if n == 0 {
-			continue
-		}
-		raw, err := json.Marshal(ev.data)
-		if err != nil {
-			return fmt.Errorf("signaling: encode %s: %w", ev.name, err)
-		}
-		ev.raw, ev.sender, ev.cost = raw, sender, keptCost(len(ev.name)+len(raw))
-		total += ev.cost * int64(n)
-	}
-	if total == 0 {
-		return nil
+	counts := make([]int, len(evs))
+	total, err := e.sizeKeptLocked(evs, counts, sender, false)
+	if err != nil || total == 0 {
+		return err
 	}
 	if !force {
 		if err := e.kept.check(sender, total, e.cfg.Limits); err != nil {
-			for _, ev := range evs {
-				ev.raw, ev.cost = nil, 0
+			lean := true
+			for i, ev := range evs {
+				if counts[i] > 0 && ev.lean == nil {
+					lean = false
+				}
 			}
-			return err
+			if !lean {
+				for _, ev := range evs {
+					ev.raw, ev.keptRaw, ev.cost = nil, nil, 0
+				}
+				return err
+			}
+			if total, err = e.sizeKeptLocked(evs, counts, sender, true); err != nil {
+				return err
+			}
 		}
 	}
 	e.kept.charge(sender, total)
@@ -376,6 +377,42 @@ func (e *Engine) planLocked(evs []*outgoing, sender string, force bool) error {
 		}
 	}
 	return nil
+}
+
+// sizeKeptLocked encodes the kept copies of each event (its lean form if
+// lean), counts the recipients to keep them for into counts, and returns
+// their total quota cost.
+func (e *Engine) sizeKeptLocked(evs []*outgoing, counts []int, sender string, lean bool) (int64, error) {
+	var total int64
+	for i, ev := range evs {
+		if !ev.keep {
+			continue
+		}
+		n := 0
+		for _, u := range ev.users {
+			if e.keepForLocked(u, ev) {
+				n++
+			}
+		}
+		counts[i] = n
+		if n == 0 {
+			continue
+		}
+		data := ev.data
+		if lean {
+			data = ev.lean
+		}
+		raw, err := json.Marshal(data)
+		if err != nil {
+			return 0, fmt.Errorf("signaling: encode %s: %w", ev.name, err)
+		}
+		ev.keptRaw, ev.sender, ev.cost = raw, sender, keptCost(len(ev.name)+len(raw))
+		if !lean {
+			ev.raw = raw
+		}
+		total += ev.cost * int64(n)
+	}
+	return total, nil
 }
 
 // keepForLocked reports whether ev is to be kept for recipient u: a known
@@ -416,8 +453,12 @@ func (e *Engine) encode(evs []*outgoing, now time.Time) ([]Mutation, error) {
 		if err != nil {
 			return nil, err
 		}
+		kept := ev.keptRaw
+		if kept == nil {
+			kept = data
+		}
 		for u, seq := range ev.offline {
-			muts = append(muts, AppendOutbox{Entry: e.outboxEntry(u, seq, ev.sender, ev.name, data, now)})
+			muts = append(muts, AppendOutbox{Entry: e.outboxEntry(u, seq, ev.sender, ev.name, kept, now)})
 		}
 	}
 	return muts, nil

@@ -489,6 +489,7 @@ func (e *Engine) answer(ctx context.Context, a Actor, args InviteIDArgs, action 
 	}
 	exceptSess, silent := a.except()
 	evs := []*outgoing{{name: name, data: InviteeEvent{InviteID: inv.id, Invitee: a.UserID, Data: args.Data},
+		lean:  InviteeEvent{InviteID: inv.id, Invitee: a.UserID},
 		users: inv.parties(), except: exceptSess, silent: silent, keep: !inv.onlineOnly}}
 	if err := e.planLocked(evs, a.UserID, false); err != nil {
 		e.mu.Unlock()
@@ -543,6 +544,7 @@ func (e *Engine) Cancel(ctx context.Context, a Actor, args InviteIDArgs) error {
 	}
 	exceptSess, silent := a.except()
 	evs := []*outgoing{{name: EvInvitationCancelled, data: CancelledEvent{InviteID: inv.id, Inviter: inv.inviter, Data: args.Data},
+		lean:  CancelledEvent{InviteID: inv.id, Inviter: inv.inviter},
 		users: inv.parties(), except: exceptSess, silent: silent, keep: !inv.onlineOnly}}
 	if err := e.planLocked(evs, a.UserID, false); err != nil {
 		e.mu.Unlock()
