@@ -7,8 +7,9 @@ import (
 )
 
 // Ops returns the call ops, and the signaling ops the calls layer takes
-// over (invite, inviteInGroup, accept, reject, cancel: a call's invitations
-// go through them); merge them over the engine's ops.
+// over (invite, inviteInGroup, accept, reject, cancel, modifyInvitation: a
+// call's invitations go through them, and every data a client sends there
+// passes ClientData); merge them over the engine's ops.
 func (m *Manager) Ops() map[string]signaling.OpFunc {
 	none := func(err error) (any, error) { return nil, err }
 	return map[string]signaling.OpFunc{
@@ -30,13 +31,28 @@ func (m *Manager) Ops() map[string]signaling.OpFunc {
 				OnlineUserOnly: args.OnlineUserOnly, Timeout: args.Timeout})
 		}),
 		signaling.OpAccept: signaling.Op(func(ctx context.Context, a signaling.Actor, args signaling.InviteIDArgs) (any, error) {
+			if err := clientArgs(&args); err != nil {
+				return nil, err
+			}
 			return none(m.answer(ctx, a, args, signaling.ActionAccept))
 		}),
 		signaling.OpReject: signaling.Op(func(ctx context.Context, a signaling.Actor, args signaling.InviteIDArgs) (any, error) {
+			if err := clientArgs(&args); err != nil {
+				return nil, err
+			}
 			return none(m.answer(ctx, a, args, signaling.ActionReject))
 		}),
 		signaling.OpCancel: signaling.Op(func(ctx context.Context, a signaling.Actor, args signaling.InviteIDArgs) (any, error) {
+			if err := clientArgs(&args); err != nil {
+				return nil, err
+			}
 			return none(m.cancel(ctx, a, args))
+		}),
+		signaling.OpModifyInvitation: signaling.Op(func(ctx context.Context, a signaling.Actor, args signaling.InviteIDArgs) (any, error) {
+			if err := clientArgs(&args); err != nil {
+				return nil, err
+			}
+			return none(m.eng.ModifyInvitation(ctx, a, args))
 		}),
 		OpCall: signaling.Op(func(ctx context.Context, a signaling.Actor, args CallArgs) (any, error) {
 			if args.Invitee == "" {
@@ -88,6 +104,17 @@ func mediaType(s string) (string, error) {
 		return MediaAudio, nil
 	}
 	return "", signaling.ErrInvalidParameter.WithMessage("mediaType must be %q or %q", MediaAudio, MediaVideo)
+}
+
+// clientArgs passes the data of an answer, cancel or modify through
+// ClientData: call-end data from a client is marked as the client's.
+func clientArgs(args *signaling.InviteIDArgs) error {
+	data, err := ClientData(args.Data)
+	if err != nil {
+		return err
+	}
+	args.Data = data
+	return nil
 }
 
 func mustParse(data string) CallData {
