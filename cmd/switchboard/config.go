@@ -89,6 +89,7 @@ type MediaConfig struct {
 	ICECredential        string        `mapstructure:"ice_credential"`
 	ICEDisconnectedGrace time.Duration `mapstructure:"ice_disconnected_grace"`
 	ICEFailedGrace       time.Duration `mapstructure:"ice_failed_grace"`
+	ConnectTimeout       time.Duration `mapstructure:"connect_timeout"`
 	PLIThrottle          time.Duration `mapstructure:"pli_throttle"`
 }
 
@@ -403,6 +404,7 @@ func (c Config) Validate() error {
 	if c.Media.ICEFailedGrace < 0 {
 		bad("media.ice_failed_grace", "must not be negative, got %s", c.Media.ICEFailedGrace)
 	}
+	positive("media.connect_timeout", c.Media.ConnectTimeout)
 	positive("media.pli_throttle", c.Media.PLIThrottle)
 
 	// metrics

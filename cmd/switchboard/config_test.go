@@ -59,7 +59,7 @@ var wantDefaults = Config{
 	Calls: CallsConfig{BusyPolicy: "reject", SetupTimeout: 30 * time.Second, Heartbeat: 5 * time.Second},
 	Media: MediaConfig{
 		UDPPort: 7882, NAT1To1IPs: []string{}, IncludeLoopback: true, ICEServers: []string{},
-		ICEDisconnectedGrace: 10 * time.Second, PLIThrottle: 500 * time.Millisecond,
+		ICEDisconnectedGrace: 10 * time.Second, ConnectTimeout: 30 * time.Second, PLIThrottle: 500 * time.Millisecond,
 	},
 	Metrics: MetricsConfig{Enabled: true},
 	Log:     LogConfig{Level: "info", Format: "text"},

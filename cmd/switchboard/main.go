@@ -103,7 +103,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(string)
 		}
 	}()
 	roomMgr := rooms.NewManager(rooms.Params{
-		Config: rooms.Config{MaxRoomsPerUser: cfg.Limits.MaxRoomsPerUser, MaxParticipants: cfg.Limits.MaxRoomParticipants},
+		Config: rooms.Config{MaxRoomsPerUser: cfg.Limits.MaxRoomsPerUser, MaxParticipants: cfg.Limits.MaxRoomParticipants, ConnectTimeout: cfg.Media.ConnectTimeout},
 		SFU:    sfu, Tokens: auth, Logger: log.With("component", "rooms"),
 	})
 	defer roomMgr.Close()

@@ -42,6 +42,8 @@ type Options struct {
 	DevTokenTTL time.Duration
 	// Metrics instruments the stack and serves /metrics.
 	Metrics bool
+	// RoomsClock is the rooms' clock (connect timeouts); nil: the system clock.
+	RoomsClock signaling.Clock
 }
 
 // Stack is a running server.
@@ -103,7 +105,7 @@ func Start(t testing.TB, o Options) *Stack {
 	if s.SFU, err = media.New(o.Media, log); err != nil {
 		t.Fatal(err)
 	}
-	s.Rooms = rooms.NewManager(rooms.Params{Config: o.Rooms, SFU: s.SFU, Tokens: s.Auth, Logger: log})
+	s.Rooms = rooms.NewManager(rooms.Params{Config: o.Rooms, SFU: s.SFU, Tokens: s.Auth, Clock: o.RoomsClock, Logger: log})
 	cp := calls.Params{Config: callCfg, Engine: s.Engine, Rooms: s.Rooms, Records: o.Records, Clock: o.Clock, Logger: log}
 	if s.Metrics != nil {
 		cp.Metrics = s.Metrics
