@@ -2,9 +2,11 @@ package calls_test
 
 import (
 	"encoding/json"
+	"errors"
 	"testing"
 
 	"github.com/switchboard-rtc/switchboard/calls"
+	"github.com/switchboard-rtc/switchboard/signaling"
 )
 
 func TestParseCallData(t *testing.T) {
@@ -86,4 +88,53 @@ func FuzzParseCallData(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestCallDataErrorMessages: malformed call data is bad_call_data (12004)
+// naming the field inside args.data and saying what was expected.
+func TestCallDataErrorMessages(t *testing.T) {
+	cases := []struct{ data, msg string }{
+		{`{"businessID":"av_call","call_end":1e2}`, `args.data.call_end must be a whole number of seconds, not 1e2`},
+		{`{"businessID":"av_call","call_end":"65"}`, `args.data.call_end must be a whole number of seconds, not "65"`},
+		{`{"businessID":"av_call","call_type":"video"}`, `args.data.call_type must be 1 (audio) or 2 (video), not "video"`},
+		{`{"businessID":"av_call","call_type":3}`, `args.data.call_type must be 1 (audio) or 2 (video), not 3`},
+		{`{"businessID":"av_call","version":4.5}`, `args.data.version must be a whole number, not 4.5`},
+		{`{"businessID":"av_call","room_id":-1}`, `args.data.room_id must be a string or a non-negative whole number, not -1`},
+		{`{"businessID":"av_call","room_id":{"a":1}}`, `args.data.room_id must be a string or a non-negative whole number, not an object`},
+		{`{"businessID":"av_call","data":"x"}`, `args.data.data must be an object, not "x"`},
+		{`{"businessID":"av_call","data":{"cmd":1}}`, `args.data.data.cmd must be a string, not 1`},
+		{`{"businessID":"av_call","data":{"call_id":[]}}`, `args.data.data.call_id must be a string, not an array`},
+		{`{"businessID":"av_call","data":{"room_id":true}}`, `args.data.data.room_id must be a string or a non-negative whole number, not true`},
+	}
+	for _, c := range cases {
+		_, ok, err := calls.ParseCallData(c.data)
+		var se *signaling.Error
+		if !ok || !errors.As(err, &se) || se.Code != 12004 || se.Message != c.msg {
+			t.Errorf("%s:\n got %v %v\nwant bad_call_data (12004): %s", c.data, ok, err, c.msg)
+		}
+	}
+}
+
+// TestClientData: the server's rewrite of an app's data (CALLS.md "Who
+// composed a call end").
+func TestClientData(t *testing.T) {
+	cases := []struct{ in, out string }{
+		{`hello`, `hello`},
+		{`{"cmd":"raise hand"}`, `{"cmd":"raise hand"}`},
+		{`{"businessID":"av_call","call_type":2,"data":{"cmd":"videoCall"}}`, `{"businessID":"av_call","call_type":2,"data":{"cmd":"videoCall"}}`},
+		{`{"businessID":"av_call","call_end":5}`, `{"businessID":"av_call","call_end":5,"sender":"client"}`},
+		{`{"businessID":"av_call","sender":"server","data":{"cmd":"hangup"}}`, `{"businessID":"av_call","data":{"cmd":"hangup"},"sender":"client"}`},
+		{`{"x":1,"Sender":"server","sEnDeR":"server"}`, `{"sender":"client","x":1}`},
+		{`{"x":1,"\u017fender":"server"}`, `{"sender":"client","x":1}`}, // ſ folds to s
+		{`{"businessID":"av\u005fcall","call_end":5}`, `{"businessID":"av\u005fcall","call_end":5,"sender":"client"}`},
+	}
+	for _, c := range cases {
+		got, err := calls.ClientData(c.in)
+		if err != nil || got != c.out {
+			t.Errorf("ClientData(%s) = %s, %v; want %s", c.in, got, err, c.out)
+		}
+	}
+	if _, err := calls.ClientData(`{"businessID":"av_call","call_end":"x"}`); !errors.Is(err, calls.ErrBadCallData) {
+		t.Errorf("malformed call data: %v", err)
+	}
 }

@@ -2,7 +2,9 @@ package rooms_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -453,5 +455,45 @@ func TestMediaNeverConnectedIsRemoved(t *testing.T) {
 	}
 	if err := b.Do(c, rooms.OpEnterRoom, rooms.EnterArgs{RoomID: "r9", RoomToken: s.roomToken("bob", "r9")}, nil); err != nil {
 		t.Fatalf("bob enters again: %v", err)
+	}
+}
+
+// TestRtcSignalErrorsNameTheField: a malformed rtcSignal is refused with a
+// message naming the field by its path in the request (args.…) and saying
+// what was expected; the codes are those of PROTOCOL.md and ROOMS.md.
+func TestRtcSignalErrorsNameTheField(t *testing.T) {
+	s := newServer(t, media.Config{}, rooms.Config{}, nil)
+	c := ctx(t)
+	b := s.dial("bob")
+	if err := b.Do(c, rooms.OpEnterRoom, rooms.EnterArgs{RoomID: "r10", RoomToken: s.roomToken("bob", "r10")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("m", 300)
+	cases := []struct {
+		args string
+		code int
+		msg  string
+	}{
+		{`{"roomID":"r10","target":"publisher","type":"candidate","candidate":{"candidate":"","sdpMLineIndex":-1}}`, 6017,
+			`args.candidate.sdpMLineIndex must be a whole number from 0 to 65535, not -1`},
+		{`{"roomID":"r10","target":"publisher","type":"candidate","candidate":{"candidate":"","sdpMLineIndex":"0"}}`, 6017,
+			`args.candidate.sdpMLineIndex must be a whole number from 0 to 65535, not a string`},
+		{`{"roomID":"r10","target":"publisher","type":"candidate","candidate":{"candidat":""}}`, 6017,
+			`unknown field args.candidate.candidat: args.candidate takes candidate, sdpMid, sdpMLineIndex, usernameFragment`},
+		{`{"roomID":"r10","target":7}`, 6017, `args.target must be a string, not a number`},
+		{`{"roomID":"r10","target":"sideways","type":"candidate"}`, 11005, `args.target must be "publisher" or "subscriber", not "sideways"`},
+		{`{"roomID":"r10","target":"subscriber","type":"candidate"}`, 11005,
+			`args.candidate is required on a candidate: an object with candidate, sdpMid, sdpMLineIndex`},
+		{`{"roomID":"r10","target":"subscriber","type":"candidate","candidate":{"candidate":"","sdpMid":"` + long + `"}}`, 11005,
+			`args.candidate.sdpMid must be at most 256 bytes, not 300`},
+		{`{"roomID":"r10","target":"subscriber","type":"offer","sdp":"v=0"}`, 11005,
+			`args.type must be "answer" or "candidate" for target "subscriber" (the subscriber connection), not "offer"`},
+	}
+	for i, tc := range cases {
+		_, err := b.DoRaw(c, fmt.Sprintf("s%d", i), rooms.OpRtcSignal, json.RawMessage(tc.args))
+		var se *signaling.Error
+		if !errors.As(err, &se) || se.Code != tc.code || se.Message != tc.msg {
+			t.Errorf("%s:\n got %v\nwant %d %s", tc.args, err, tc.code, tc.msg)
+		}
 	}
 }
