@@ -36,12 +36,10 @@ const (
 type ExitReason int
 
 const (
-	ExitLeft      ExitReason = 0 // the participant called exitRoom
-	ExitKicked    ExitReason = 1 // removed by the server, or the same user entered from another device
-	ExitDismissed ExitReason = 2 // the room was closed (e.g. its call ended)
-	// ExitConnectionLost: its media connection failed past the grace period,
-	// or never connected within Config.ConnectTimeout of enterRoom.
-	ExitConnectionLost ExitReason = 3
+	ExitLeft           ExitReason = 0 // the participant called exitRoom
+	ExitKicked         ExitReason = 1 // removed by the server, or the same user entered from another device
+	ExitDismissed      ExitReason = 2 // the room was closed (e.g. its call ended)
+	ExitConnectionLost ExitReason = 3 // its media failed past the grace period, or never connected within Config.ConnectTimeout
 )
 
 // DefaultConnectTimeout is Config.ConnectTimeout's default
@@ -96,10 +94,10 @@ type Params struct {
 // Manager owns rooms and their members.
 //
 // Concurrency: mu guards rooms, bySession, byUser, admitters, observers,
-// closed and every member's fields (its connect timer too). It is never held across a call into media (Join,
-// HandleSignal, Close), into an Admitter, or into an Observer; Session.Deliver
-// (non-blocking) is called with it held so that each session sees room events
-// in the order they were decided.
+// closed and every member's fields (its connect timer too). It is never held
+// across a call into media (Join, HandleSignal, Close), into an Admitter, or
+// into an Observer; Session.Deliver (non-blocking) is called with it held so
+// that each session sees room events in the order they were decided.
 type Manager struct {
 	cfg    Config
 	sfu    *media.SFU
@@ -138,13 +136,15 @@ type member struct {
 	entered time.Time
 
 	connected  bool
-	connectBy  signaling.Timer // removes it if its media has not connected in time; nil once connected or gone
-	audioTrack bool            // a published audio track is live
+	audioTrack bool // a published audio track is live
 	videoTrack bool
 	audioMuted bool
 	videoMuted bool
 	gone       bool
 	seq        int // orders observer calls
+	// connectBy removes the member if its media has not connected in time;
+	// nil once connected or gone.
+	connectBy signaling.Timer
 }
 
 func (m *member) audio() bool { return m.audioTrack && !m.audioMuted }
