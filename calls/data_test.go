@@ -3,6 +3,7 @@ package calls_test
 import (
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/switchboard-rtc/switchboard/calls"
@@ -137,4 +138,36 @@ func TestClientData(t *testing.T) {
 	if _, err := calls.ClientData(`{"businessID":"av_call","call_end":"x"}`); !errors.Is(err, calls.ErrBadCallData) {
 		t.Errorf("malformed call data: %v", err)
 	}
+}
+
+// FuzzClientData: whatever an app sends, the data passed on never carries a
+// sender other than "client" (in any letter case) and is never the
+// server's call end; passing it through again changes nothing.
+func FuzzClientData(f *testing.F) {
+	for _, s := range []string{
+		`{"businessID":"av_call","call_end":5,"sender":"server","data":{"cmd":"hangup"}}`,
+		`{"SENDER":"server"}`, `{"businessID":"av\u005fcall","data":{"cmd":"hangup"}}`, `hello`, `{}`, ``, `[]`,
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data string) {
+		out, err := calls.ClientData(data)
+		if err != nil {
+			return
+		}
+		if cd, ok, _ := calls.ParseCallData(out); ok && cd.FromServer() {
+			t.Fatalf("%q passed on as the server's: %s", data, out)
+		}
+		var top map[string]json.RawMessage
+		if json.Unmarshal([]byte(out), &top) == nil {
+			for k, v := range top {
+				if strings.EqualFold(k, "sender") && (k != "sender" || string(v) != `"client"`) {
+					t.Fatalf("%q passed on with %s=%s", data, k, v)
+				}
+			}
+		}
+		if again, err := calls.ClientData(out); err != nil || again != out {
+			t.Fatalf("not idempotent: %s -> %s (%v)", out, again, err)
+		}
+	})
 }
