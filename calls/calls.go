@@ -327,8 +327,14 @@ func (m *Manager) Call(callID string) (CallRecord, bool) {
 // ---- starting calls ----
 
 // invite is the invite and inviteInGroup op: a call when its data is a
-// call's, plain signaling otherwise.
+// call's, plain signaling otherwise. The data is the client's: call-end
+// data is marked as such (ClientData).
 func (m *Manager) invite(ctx context.Context, a signaling.Actor, spec signaling.InvitationSpec) (any, error) {
+	data, err := ClientData(spec.Data)
+	if err != nil {
+		return nil, err
+	}
+	spec.Data = data
 	cd, isCall, err := ParseCallData(spec.Data)
 	if err != nil {
 		return nil, err

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"strconv"
 	"strings"
+
+	"github.com/switchboard-rtc/switchboard/signaling"
 )
 
 // BusinessID marks an invitation's data as a call (the seed ecosystem's
@@ -21,6 +23,14 @@ const (
 const (
 	MediaAudio = "audio"
 	MediaVideo = "video"
+)
+
+// Senders of call data (the "sender" field, CALLS.md "Who composed a call
+// end"): the server writes SenderServer into the call-end data it composes
+// and never lets an app's data carry it.
+const (
+	SenderServer = "server"
+	SenderClient = "client"
 )
 
 // LineBusy is the reject data a busy line carries, as the ecosystem does.
@@ -40,6 +50,7 @@ type CallData struct {
 	Cmd        string
 	CallEnd    *int64
 	LineBusy   bool
+	Sender     string                     // "server" on the call-end data the server composed; "client" on an app's
 	fields     map[string]json.RawMessage // the whole object, to rewrite it
 	dataFields map[string]json.RawMessage // its "data" object
 }
@@ -64,11 +75,21 @@ func (d CallData) IsCallStart() bool {
 	return false
 }
 
+// IsCallEnd reports whether the data is a call-end notice (call_end, or
+// data.cmd "hangup"). Trust it only when FromServer is true too.
+func (d CallData) IsCallEnd() bool { return d.CallEnd != nil || d.Cmd == "hangup" }
+
+// FromServer reports whether the server composed the data: only then is a
+// call end's duration the server's.
+func (d CallData) FromServer() bool { return d.Sender == SenderServer }
+
 // ParseCallData parses an invitation's data. ok is false when the data is
 // not a call's (plain signaling); err is set when it claims to be a call
 // (businessID av_call) but is malformed.
 func ParseCallData(data string) (d CallData, ok bool, err error) {
-	if !strings.Contains(data, BusinessID) {
+	// Fast path for plain signaling; "av\u005fcall" is av_call too, so data
+	// with an escape is parsed in full.
+	if !strings.Contains(data, BusinessID) && !strings.Contains(data, `\u`) {
 		return d, false, nil
 	}
 	var top map[string]json.RawMessage
@@ -81,48 +102,101 @@ func ParseCallData(data string) (d CallData, ok bool, err error) {
 	}
 	d.fields = top
 	if v, ok := top["version"]; ok && json.Unmarshal(v, &d.Version) != nil {
-		return d, true, ErrBadCallData.WithMessage("version must be a number")
+		return d, true, badCallField("version", "a whole number", v)
 	}
 	if v, ok := top["call_type"]; ok && json.Unmarshal(v, &d.CallType) != nil {
-		return d, true, ErrBadCallData.WithMessage("call_type must be 1 (audio) or 2 (video)")
+		return d, true, badCallField("call_type", "1 (audio) or 2 (video)", v)
 	}
 	if v, ok := top["call_end"]; ok {
 		var n int64
 		if json.Unmarshal(v, &n) != nil {
-			return d, true, ErrBadCallData.WithMessage("call_end must be a number of seconds")
+			return d, true, badCallField("call_end", "a whole number of seconds", v)
 		}
 		d.CallEnd = &n
+	}
+	if v, ok := top["sender"]; ok {
+		_ = json.Unmarshal(v, &d.Sender) // anything but a string is no sender
 	}
 	if v, ok := top["line_busy"]; ok {
 		var s string
 		d.LineBusy = json.Unmarshal(v, &s) == nil && s != ""
 	}
-	if d.RoomID, err = roomIDOf(top["room_id"]); err != nil {
+	if d.RoomID, err = roomIDOf("room_id", top["room_id"]); err != nil {
 		return d, true, err
 	}
 	if raw, ok := top["data"]; ok && !bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
 		if json.Unmarshal(raw, &d.dataFields) != nil {
-			return d, true, ErrBadCallData.WithMessage("data must be an object")
+			return d, true, badCallField("data", "an object", raw)
 		}
 		if v, ok := d.dataFields["cmd"]; ok && json.Unmarshal(v, &d.Cmd) != nil {
-			return d, true, ErrBadCallData.WithMessage("data.cmd must be a string")
+			return d, true, badCallField("data.cmd", "a string", v)
 		}
 		if v, ok := d.dataFields["call_id"]; ok && json.Unmarshal(v, &d.CallID) != nil {
-			return d, true, ErrBadCallData.WithMessage("data.call_id must be a string")
+			return d, true, badCallField("data.call_id", "a string", v)
 		}
 		if d.RoomID == "" {
-			if d.RoomID, err = roomIDOf(d.dataFields["room_id"]); err != nil {
+			if d.RoomID, err = roomIDOf("data.room_id", d.dataFields["room_id"]); err != nil {
 				return d, true, err
 			}
 		}
 	}
 	if d.CallType != 0 && d.CallType != CallTypeAudio && d.CallType != CallTypeVideo {
-		return d, true, ErrBadCallData.WithMessage("call_type must be 1 (audio) or 2 (video)")
+		return d, true, badCallField("call_type", "1 (audio) or 2 (video)", top["call_type"])
 	}
 	return d, true, nil
 }
 
-func roomIDOf(raw json.RawMessage) (string, error) {
+// badCallField is the bad_call_data error for a field of the call data,
+// which the client sent as the JSON string args.data.
+func badCallField(field, want string, got json.RawMessage) error {
+	return ErrBadCallData.WithMessage("args.data.%s must be %s, not %s", field, want, signaling.DescribeJSON(got))
+}
+
+// ClientData returns the data of an app's invitation or answer as the server
+// passes it on (CALLS.md "Who composed a call end"): call-end data (av_call
+// with call_end or data.cmd "hangup") gets "sender":"client", and so does
+// any JSON object that names a sender (in any letter case, as Go's JSON
+// decoder matches field names), so that only
+// the server's own call-end data ever carries "sender":"server". Other data
+// is returned unchanged; malformed call data is a bad_call_data error.
+func ClientData(data string) (string, error) {
+	d, isCall, err := ParseCallData(data)
+	if err != nil {
+		return "", err
+	}
+	if isCall && d.IsCallEnd() {
+		return markClient(d.fields), nil
+	}
+	if !strings.HasPrefix(strings.TrimSpace(data), "{") {
+		return data, nil
+	}
+	var top map[string]json.RawMessage
+	if json.Unmarshal([]byte(data), &top) != nil {
+		return data, nil // not an object
+	}
+	for k := range top {
+		if strings.EqualFold(k, "sender") {
+			return markClient(top), nil
+		}
+	}
+	return data, nil
+}
+
+// markClient renders top with every sender key (any letter case) replaced
+// by "sender":"client".
+func markClient(top map[string]json.RawMessage) string {
+	out := make(map[string]json.RawMessage, len(top)+1)
+	for k, v := range top {
+		if !strings.EqualFold(k, "sender") {
+			out[k] = v
+		}
+	}
+	out["sender"], _ = json.Marshal(SenderClient)
+	b, _ := json.Marshal(out)
+	return string(b)
+}
+
+func roomIDOf(field string, raw json.RawMessage) (string, error) {
 	if len(raw) == 0 || string(raw) == "null" {
 		return "", nil
 	}
@@ -138,7 +212,7 @@ func roomIDOf(raw json.RawMessage) (string, error) {
 			return strconv.FormatInt(i, 10), nil
 		}
 	}
-	return "", ErrBadCallData.WithMessage("room_id must be a string or a non-negative integer")
+	return "", badCallField(field, "a string or a non-negative whole number", raw)
 }
 
 // WithRoomID returns the data with room_id set at the top level and in
@@ -191,6 +265,6 @@ func hangupData(callID, roomID, mediaType string, seconds int64) string {
 		ct = CallTypeAudio
 	}
 	out, _ := json.Marshal(map[string]any{"version": 4, "businessID": BusinessID, "call_type": ct, "room_id": roomID,
-		"call_end": seconds, "data": map[string]any{"cmd": "hangup", "room_id": roomID, "call_id": callID}})
+		"call_end": seconds, "sender": SenderServer, "data": map[string]any{"cmd": "hangup", "room_id": roomID, "call_id": callID}})
 	return string(out)
 }

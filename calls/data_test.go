@@ -2,9 +2,12 @@ package calls_test
 
 import (
 	"encoding/json"
+	"errors"
+	"strings"
 	"testing"
 
 	"github.com/switchboard-rtc/switchboard/calls"
+	"github.com/switchboard-rtc/switchboard/signaling"
 )
 
 func TestParseCallData(t *testing.T) {
@@ -84,6 +87,87 @@ func FuzzParseCallData(f *testing.F) {
 			if !ok || err != nil || back.RoomID != "room-x" || !back.IsCallStart() {
 				t.Fatalf("rewritten data does not parse back: %v %v %+v", ok, err, back)
 			}
+		}
+	})
+}
+
+// TestCallDataErrorMessages: malformed call data is bad_call_data (12004)
+// naming the field inside args.data and saying what was expected.
+func TestCallDataErrorMessages(t *testing.T) {
+	cases := []struct{ data, msg string }{
+		{`{"businessID":"av_call","call_end":1e2}`, `args.data.call_end must be a whole number of seconds, not 1e2`},
+		{`{"businessID":"av_call","call_end":"65"}`, `args.data.call_end must be a whole number of seconds, not "65"`},
+		{`{"businessID":"av_call","call_type":"video"}`, `args.data.call_type must be 1 (audio) or 2 (video), not "video"`},
+		{`{"businessID":"av_call","call_type":3}`, `args.data.call_type must be 1 (audio) or 2 (video), not 3`},
+		{`{"businessID":"av_call","version":4.5}`, `args.data.version must be a whole number, not 4.5`},
+		{`{"businessID":"av_call","room_id":-1}`, `args.data.room_id must be a string or a non-negative whole number, not -1`},
+		{`{"businessID":"av_call","room_id":{"a":1}}`, `args.data.room_id must be a string or a non-negative whole number, not an object`},
+		{`{"businessID":"av_call","data":"x"}`, `args.data.data must be an object, not "x"`},
+		{`{"businessID":"av_call","data":{"cmd":1}}`, `args.data.data.cmd must be a string, not 1`},
+		{`{"businessID":"av_call","data":{"call_id":[]}}`, `args.data.data.call_id must be a string, not an array`},
+		{`{"businessID":"av_call","data":{"room_id":true}}`, `args.data.data.room_id must be a string or a non-negative whole number, not true`},
+	}
+	for _, c := range cases {
+		_, ok, err := calls.ParseCallData(c.data)
+		var se *signaling.Error
+		if !ok || !errors.As(err, &se) || se.Code != 12004 || se.Message != c.msg {
+			t.Errorf("%s:\n got %v %v\nwant bad_call_data (12004): %s", c.data, ok, err, c.msg)
+		}
+	}
+}
+
+// TestClientData: the server's rewrite of an app's data (CALLS.md "Who
+// composed a call end").
+func TestClientData(t *testing.T) {
+	cases := []struct{ in, out string }{
+		{`hello`, `hello`},
+		{`{"cmd":"raise hand"}`, `{"cmd":"raise hand"}`},
+		{`{"businessID":"av_call","call_type":2,"data":{"cmd":"videoCall"}}`, `{"businessID":"av_call","call_type":2,"data":{"cmd":"videoCall"}}`},
+		{`{"businessID":"av_call","call_end":5}`, `{"businessID":"av_call","call_end":5,"sender":"client"}`},
+		{`{"businessID":"av_call","sender":"server","data":{"cmd":"hangup"}}`, `{"businessID":"av_call","data":{"cmd":"hangup"},"sender":"client"}`},
+		{`{"x":1,"Sender":"server","sEnDeR":"server"}`, `{"sender":"client","x":1}`},
+		{`{"x":1,"\u017fender":"server"}`, `{"sender":"client","x":1}`}, // ſ folds to s
+		{`{"businessID":"av\u005fcall","call_end":5}`, `{"businessID":"av\u005fcall","call_end":5,"sender":"client"}`},
+	}
+	for _, c := range cases {
+		got, err := calls.ClientData(c.in)
+		if err != nil || got != c.out {
+			t.Errorf("ClientData(%s) = %s, %v; want %s", c.in, got, err, c.out)
+		}
+	}
+	if _, err := calls.ClientData(`{"businessID":"av_call","call_end":"x"}`); !errors.Is(err, calls.ErrBadCallData) {
+		t.Errorf("malformed call data: %v", err)
+	}
+}
+
+// FuzzClientData: whatever an app sends, the data passed on never carries a
+// sender other than "client" (in any letter case) and is never the
+// server's call end; passing it through again changes nothing.
+func FuzzClientData(f *testing.F) {
+	for _, s := range []string{
+		`{"businessID":"av_call","call_end":5,"sender":"server","data":{"cmd":"hangup"}}`,
+		`{"SENDER":"server"}`, `{"businessID":"av\u005fcall","data":{"cmd":"hangup"}}`, `hello`, `{}`, ``, `[]`,
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data string) {
+		out, err := calls.ClientData(data)
+		if err != nil {
+			return
+		}
+		if cd, ok, _ := calls.ParseCallData(out); ok && cd.FromServer() {
+			t.Fatalf("%q passed on as the server's: %s", data, out)
+		}
+		var top map[string]json.RawMessage
+		if json.Unmarshal([]byte(out), &top) == nil {
+			for k, v := range top {
+				if strings.EqualFold(k, "sender") && (k != "sender" || string(v) != `"client"`) {
+					t.Fatalf("%q passed on with %s=%s", data, k, v)
+				}
+			}
+		}
+		if again, err := calls.ClientData(out); err != nil || again != out {
+			t.Fatalf("not idempotent: %s -> %s (%v)", out, again, err)
 		}
 	})
 }

@@ -8,9 +8,10 @@ import (
 
 // Ops returns the complete table of the ops the calls layer owns: the
 // engine's invitation and group ops, of which it wraps invite,
-// inviteInGroup, accept, reject and cancel itself (a call's invitations go
-// through them), and the call ops. It shares no name with another layer's
-// table: merge it with rooms' (web.MergeOps refuses duplicates).
+// inviteInGroup, accept, reject, cancel and modifyInvitation itself (a
+// call's invitations go through them, and every data a client sends there
+// passes ClientData), and the call ops. It shares no name with another
+// layer's table: merge it with rooms' (web.MergeOps refuses duplicates).
 func (m *Manager) Ops() map[string]signaling.OpFunc {
 	ops := m.eng.Ops()
 	for name, op := range m.ownOps() {
@@ -41,13 +42,28 @@ func (m *Manager) ownOps() map[string]signaling.OpFunc {
 				OnlineUserOnly: args.OnlineUserOnly, Timeout: args.Timeout})
 		}),
 		signaling.OpAccept: signaling.Op(func(ctx context.Context, a signaling.Actor, args signaling.InviteIDArgs) (any, error) {
+			if err := clientArgs(&args); err != nil {
+				return nil, err
+			}
 			return none(m.answer(ctx, a, args, signaling.ActionAccept))
 		}),
 		signaling.OpReject: signaling.Op(func(ctx context.Context, a signaling.Actor, args signaling.InviteIDArgs) (any, error) {
+			if err := clientArgs(&args); err != nil {
+				return nil, err
+			}
 			return none(m.answer(ctx, a, args, signaling.ActionReject))
 		}),
 		signaling.OpCancel: signaling.Op(func(ctx context.Context, a signaling.Actor, args signaling.InviteIDArgs) (any, error) {
+			if err := clientArgs(&args); err != nil {
+				return nil, err
+			}
 			return none(m.cancel(ctx, a, args))
+		}),
+		signaling.OpModifyInvitation: signaling.Op(func(ctx context.Context, a signaling.Actor, args signaling.InviteIDArgs) (any, error) {
+			if err := clientArgs(&args); err != nil {
+				return nil, err
+			}
+			return none(m.eng.ModifyInvitation(ctx, a, args))
 		}),
 		OpCall: signaling.Op(func(ctx context.Context, a signaling.Actor, args CallArgs) (any, error) {
 			if args.Invitee == "" {
@@ -99,6 +115,17 @@ func mediaType(s string) (string, error) {
 		return MediaAudio, nil
 	}
 	return "", signaling.ErrInvalidParameter.WithMessage("mediaType must be %q or %q", MediaAudio, MediaVideo)
+}
+
+// clientArgs passes the data of an answer, cancel or modify through
+// ClientData: call-end data from a client is marked as the client's.
+func clientArgs(args *signaling.InviteIDArgs) error {
+	data, err := ClientData(args.Data)
+	if err != nil {
+		return err
+	}
+	args.Data = data
+	return nil
 }
 
 func mustParse(data string) CallData {

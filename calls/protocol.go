@@ -23,7 +23,7 @@ const (
 type CallArgs struct {
 	Invitee   string `json:"invitee"`
 	MediaType string `json:"mediaType"`
-	Timeout   *int   `json:"timeout"`
+	Timeout   *int   `json:"timeout" expect:"a whole number of seconds"`
 	RoomID    string `json:"roomID"`
 	UserData  string `json:"userData"`
 }
@@ -33,7 +33,7 @@ type GroupCallArgs struct {
 	GroupID     string   `json:"groupID"`
 	InviteeList []string `json:"inviteeList"`
 	MediaType   string   `json:"mediaType"`
-	Timeout     *int     `json:"timeout"`
+	Timeout     *int     `json:"timeout" expect:"a whole number of seconds"`
 	RoomID      string   `json:"roomID"`
 	UserData    string   `json:"userData"`
 }
@@ -67,7 +67,7 @@ type CallIDArgs struct {
 type InviteUserArgs struct {
 	CallID   string   `json:"callID"`
 	UserList []string `json:"userList"`
-	Timeout  *int     `json:"timeout"`
+	Timeout  *int     `json:"timeout" expect:"a whole number of seconds"`
 }
 
 // InviteUserResult is the result of inviteUser: the new invitation and the
@@ -93,7 +93,7 @@ type SwitchArgs struct {
 
 // HistoryArgs are the args of getCallHistory.
 type HistoryArgs struct {
-	Limit  int    `json:"limit"`
+	Limit  int    `json:"limit" expect:"a whole number from 0 to 100"`
 	Cursor string `json:"cursor"`
 	Filter string `json:"filter"`
 }

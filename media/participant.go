@@ -319,7 +319,7 @@ func (p *Participant) addRemoteCandidate(t Target, c webrtc.ICECandidateInit) er
 		return nil
 	}
 	if err := pc.AddICECandidate(c); err != nil {
-		return fmt.Errorf("%w: %s candidate rejected: %v", ErrBadSignal, t, err)
+		return badSignal("candidate", "was refused by the %s connection: %v", t, err)
 	}
 	return nil
 }

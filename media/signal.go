@@ -3,6 +3,7 @@ package media
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -58,21 +59,57 @@ type Signal struct {
 	Candidate *webrtc.ICECandidateInit `json:"candidate,omitempty"`
 }
 
+// SignalError is a malformed Signal. Field is the JSON path of the field at
+// fault as the client wrote it, relative to the signal ("candidate.sdpMid";
+// "" for the signal as a whole), and Problem says in plain words what is
+// wrong with it ("must be at most 256 bytes"). It wraps ErrBadSignal; the
+// rooms layer prefixes Field with the request's "args.".
+type SignalError struct {
+	Field   string
+	Problem string
+}
+
+func (e *SignalError) Error() string {
+	if e.Field == "" {
+		return ErrBadSignal.Error() + ": " + e.Problem
+	}
+	return ErrBadSignal.Error() + ": " + e.Field + " " + e.Problem
+}
+
+// Unwrap makes errors.Is(err, ErrBadSignal) hold.
+func (e *SignalError) Unwrap() error { return ErrBadSignal }
+
+func badSignal(field, format string, args ...any) error {
+	return &SignalError{Field: field, Problem: fmt.Sprintf(format, args...)}
+}
+
+// signalFieldWords says what each field of a Signal holds, for errors.
+var signalFieldWords = map[string]string{
+	"target":                     `"publisher" or "subscriber"`,
+	"type":                       `"offer", "answer" or "candidate"`,
+	"sdp":                        "a string holding an SDP description",
+	"candidate":                  "an object",
+	"candidate.candidate":        "a string",
+	"candidate.sdpMid":           "a string",
+	"candidate.sdpMLineIndex":    "a whole number from 0 to 65535",
+	"candidate.usernameFragment": "a string",
+}
+
 // DecodeSignal decodes a client Signal from JSON and validates it like
-// Validate. Unknown fields and trailing data are rejected. Errors wrap
-// ErrBadSignal.
+// Validate. Unknown fields and trailing data are rejected. Errors are
+// *SignalError and wrap ErrBadSignal.
 func DecodeSignal(data []byte) (Signal, error) {
 	var s Signal
 	if len(data) > MaxSignalSize {
-		return s, fmt.Errorf("%w: %d bytes, limit %d", ErrBadSignal, len(data), MaxSignalSize)
+		return s, badSignal("", "the signal is %d bytes; the limit is %d", len(data), MaxSignalSize)
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&s); err != nil {
-		return Signal{}, fmt.Errorf("%w: %v", ErrBadSignal, err)
+		return Signal{}, decodeError(err)
 	}
 	if dec.More() {
-		return Signal{}, fmt.Errorf("%w: trailing data after signal", ErrBadSignal)
+		return Signal{}, badSignal("", "trailing data after the signal object")
 	}
 	if err := s.Validate(); err != nil {
 		return Signal{}, err
@@ -80,35 +117,66 @@ func DecodeSignal(data []byte) (Signal, error) {
 	return s, nil
 }
 
+// decodeError words a JSON decoding error of a Signal.
+func decodeError(err error) error {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		got := map[string]string{"string": "a string", "number": "a number", "bool": "true or false",
+			"array": "an array", "object": "an object"}[te.Value]
+		if n, ok := strings.CutPrefix(te.Value, "number "); ok {
+			got = truncate(n)
+		} else if got == "" {
+			got = te.Value
+		}
+		if te.Field == "" {
+			return badSignal("", "the signal must be an object, not %s", got)
+		}
+		want := signalFieldWords[te.Field]
+		if want == "" {
+			want = "another type"
+		}
+		return badSignal(te.Field, "must be %s, not %s", want, got)
+	}
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return badSignal("", "the signal is not valid JSON: %v (at byte %d)", se, se.Offset)
+	}
+	if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		return badSignal("", "unknown field %s: a signal takes target, type, sdp and candidate; a candidate takes candidate, sdpMid, sdpMLineIndex and usernameFragment", name)
+	}
+	return badSignal("", "the signal is not valid JSON: %v", strings.TrimPrefix(err.Error(), "json: "))
+}
+
 // Validate checks that s is a message a client may send: a known target,
 // a type that target receives from clients (publisher: offer or candidate;
 // subscriber: answer or candidate), SDP that parses for offers and answers,
 // a candidate that parses for candidates, and no field of the other kind.
-// Errors wrap ErrBadSignal. Validate does not look at negotiation state.
+// Errors are *SignalError and wrap ErrBadSignal. Validate does not look at
+// negotiation state.
 func (s Signal) Validate() error {
 	switch s.Target {
 	case TargetPublisher, TargetSubscriber:
 	default:
-		return fmt.Errorf("%w: unknown target %q", ErrBadSignal, truncate(string(s.Target)))
+		return badSignal("target", "must be %s, not %q", signalFieldWords["target"], truncate(string(s.Target)))
 	}
 	switch s.Type {
 	case SignalOffer, SignalAnswer:
 		if want := s.Target.clientDescriptionType(); s.Type != want {
-			return fmt.Errorf("%w: %s connection takes %s from the client, got %s",
-				ErrBadSignal, s.Target, want, s.Type)
+			return badSignal("type", "must be %q or %q for target %q (the %s connection), not %q",
+				want, SignalCandidate, s.Target, s.Target, s.Type)
 		}
 		if s.Candidate != nil {
-			return fmt.Errorf("%w: %s carries a candidate", ErrBadSignal, s.Type)
+			return badSignal("candidate", "must be absent on an %s", s.Type)
 		}
 		_, err := parseSDP(s.SDP)
 		return err
 	case SignalCandidate:
 		if s.SDP != "" {
-			return fmt.Errorf("%w: candidate carries sdp", ErrBadSignal)
+			return badSignal("sdp", "must be absent on a candidate")
 		}
 		return validateCandidate(s.Candidate)
 	default:
-		return fmt.Errorf("%w: unknown type %q", ErrBadSignal, truncate(string(s.Type)))
+		return badSignal("type", "must be %s, not %q", signalFieldWords["type"], truncate(string(s.Type)))
 	}
 }
 
@@ -122,40 +190,40 @@ func (t Target) clientDescriptionType() SignalType {
 
 func parseSDP(raw string) (*sdp.SessionDescription, error) {
 	if raw == "" {
-		return nil, fmt.Errorf("%w: empty sdp", ErrBadSignal)
+		return nil, badSignal("sdp", "is required: an SDP description")
 	}
 	if len(raw) > MaxSDPSize {
-		return nil, fmt.Errorf("%w: sdp of %d bytes, limit %d", ErrBadSignal, len(raw), MaxSDPSize)
+		return nil, badSignal("sdp", "must be at most %d bytes, not %d", MaxSDPSize, len(raw))
 	}
 	var parsed sdp.SessionDescription
 	if err := parsed.UnmarshalString(raw); err != nil {
-		return nil, fmt.Errorf("%w: sdp: %v", ErrBadSignal, err)
+		return nil, badSignal("sdp", "is not a valid SDP description: %v", err)
 	}
 	if len(parsed.MediaDescriptions) == 0 {
-		return nil, fmt.Errorf("%w: sdp has no media sections", ErrBadSignal)
+		return nil, badSignal("sdp", "has no media sections (m= lines)")
 	}
 	return &parsed, nil
 }
 
 func validateCandidate(c *webrtc.ICECandidateInit) error {
 	if c == nil {
-		return fmt.Errorf("%w: candidate missing", ErrBadSignal)
+		return badSignal("candidate", "is required on a candidate: an object with candidate, sdpMid, sdpMLineIndex")
 	}
 	if len(c.Candidate) > MaxCandidateSize {
-		return fmt.Errorf("%w: candidate of %d bytes, limit %d", ErrBadSignal, len(c.Candidate), MaxCandidateSize)
+		return badSignal("candidate.candidate", "must be at most %d bytes, not %d", MaxCandidateSize, len(c.Candidate))
 	}
 	if c.SDPMid != nil && len(*c.SDPMid) > maxCandidateFieldSize {
-		return fmt.Errorf("%w: sdpMid too long", ErrBadSignal)
+		return badSignal("candidate.sdpMid", "must be at most %d bytes, not %d", maxCandidateFieldSize, len(*c.SDPMid))
 	}
 	if c.UsernameFragment != nil && len(*c.UsernameFragment) > maxCandidateFieldSize {
-		return fmt.Errorf("%w: usernameFragment too long", ErrBadSignal)
+		return badSignal("candidate.usernameFragment", "must be at most %d bytes, not %d", maxCandidateFieldSize, len(*c.UsernameFragment))
 	}
 	value := strings.TrimPrefix(c.Candidate, "candidate:")
 	if value == "" {
 		return nil // end of candidates
 	}
 	if _, err := ice.UnmarshalCandidate(value); err != nil {
-		return fmt.Errorf("%w: candidate: %v", ErrBadSignal, err)
+		return badSignal("candidate.candidate", "is not a valid ICE candidate: %v", err)
 	}
 	return nil
 }

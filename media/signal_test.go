@@ -3,6 +3,7 @@ package media_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -186,5 +187,63 @@ func TestTrackLimitAtEdge(t *testing.T) {
 	defer p.Close()
 	if err := p.HandleSignal(media.Signal{Target: media.TargetPublisher, Type: media.SignalOffer, SDP: offerWithTracks(t, 4)}); err != nil {
 		t.Fatalf("an offer at the track limit: %v", err)
+	}
+}
+
+// TestSignalErrorMessages: every malformed signal names the field at fault
+// by its JSON path in the signal and says what was expected, in plain words.
+func TestSignalErrorMessages(t *testing.T) {
+	offer := offerWithTracks(t, 1)
+	bad := badSignals(offer)
+	cases := []struct {
+		name, field, problem string // problem: the message's start
+	}{
+		{"empty", "target", `must be "publisher" or "subscriber", not ""`},
+		{"unknown target", "target", `must be "publisher" or "subscriber", not "sideways"`},
+		{"unknown type", "type", `must be "offer", "answer" or "candidate", not "pranswer"`},
+		{"publisher answer", "type", `must be "offer" or "candidate" for target "publisher" (the publisher connection), not "answer"`},
+		{"subscriber offer", "type", `must be "answer" or "candidate" for target "subscriber" (the subscriber connection), not "offer"`},
+		{"offer without sdp", "sdp", "is required: an SDP description"},
+		{"offer with junk sdp", "sdp", "is not a valid SDP description: "},
+		{"offer without media", "sdp", "has no media sections (m= lines)"},
+		{"huge sdp", "sdp", fmt.Sprintf("must be at most %d bytes, not ", media.MaxSDPSize)},
+		{"offer with candidate", "candidate", "must be absent on an offer"},
+		{"candidate missing", "candidate", "is required on a candidate: an object with candidate, sdpMid, sdpMLineIndex"},
+		{"candidate junk", "candidate.candidate", "is not a valid ICE candidate: "},
+		{"candidate huge", "candidate.candidate", fmt.Sprintf("must be at most %d bytes, not ", media.MaxCandidateSize)},
+		{"candidate with sdp", "sdp", "must be absent on a candidate"},
+		{"candidate bad network", "candidate.candidate", "is not a valid ICE candidate: "},
+		{"answer with junk sdp", "sdp", "is not a valid SDP description: "},
+	}
+	if len(cases) != len(bad) {
+		t.Fatalf("%d cases for %d bad signals", len(cases), len(bad))
+	}
+	for _, c := range cases {
+		err := bad[c.name].Validate()
+		var se *media.SignalError
+		if !errors.As(err, &se) || se.Field != c.field || !strings.HasPrefix(se.Problem, c.problem) || !errors.Is(err, media.ErrBadSignal) {
+			t.Errorf("%s: %v (%#v), want %s %s…", c.name, err, se, c.field, c.problem)
+		}
+	}
+
+	decoded := []struct{ json, field, problem string }{
+		{`{"target":1}`, "target", `must be "publisher" or "subscriber", not a number`},
+		{`{"target":"publisher","type":"candidate","candidate":{"sdpMLineIndex":-1}}`, "candidate.sdpMLineIndex", "must be a whole number from 0 to 65535, not -1"},
+		{`{"target":"publisher","type":"candidate","candidate":{"sdpMLineIndex":1e2}}`, "candidate.sdpMLineIndex", "must be a whole number from 0 to 65535, not 1e2"},
+		{`{"target":"publisher","type":"candidate","candidate":"x"}`, "candidate", `must be an object, not a string`},
+		{`{"target":"publisher","type":"candidate","candidate":{"sdpMid":5}}`, "candidate.sdpMid", `must be a string, not a number`},
+		{`[]`, "", "the signal must be an object, not an array"},
+		{`{"target":"publisher","type":"candidate","extra":1}`, "", `unknown field "extra": a signal takes target, type, sdp and candidate`},
+		{`{"target":`, "", "the signal is not valid JSON: "},
+	}
+	for _, c := range decoded {
+		_, err := media.DecodeSignal([]byte(c.json))
+		var se *media.SignalError
+		if !errors.As(err, &se) || se.Field != c.field || !strings.HasPrefix(se.Problem, c.problem) {
+			t.Errorf("%s: %v, want %q %s…", c.json, err, c.field, c.problem)
+		}
+		if err != nil && (strings.Contains(err.Error(), "uint16") || strings.Contains(err.Error(), "Go ")) {
+			t.Errorf("%s: Go names in %v", c.json, err)
+		}
 	}
 }

@@ -39,13 +39,27 @@ const (
 	ExitLeft           ExitReason = 0 // the participant called exitRoom
 	ExitKicked         ExitReason = 1 // removed by the server, or the same user entered from another device
 	ExitDismissed      ExitReason = 2 // the room was closed (e.g. its call ended)
-	ExitConnectionLost ExitReason = 3 // its media connection failed past the grace period
+	ExitConnectionLost ExitReason = 3 // its media failed past the grace period, or never connected within Config.ConnectTimeout
 )
+
+// DefaultConnectTimeout is Config.ConnectTimeout's default
+// (media.connect_timeout).
+const DefaultConnectTimeout = 30 * time.Second
 
 // Config bounds rooms.
 type Config struct {
 	MaxRoomsPerUser int `mapstructure:"max_rooms_per_user"`    // rooms one user may be in at once; 0: no limit
 	MaxParticipants int `mapstructure:"max_room_participants"` // participants in one room; 0: no limit
+	// ConnectTimeout removes a member whose media has not connected this
+	// long after it entered (onExitRoom reason 3), so that a client that
+	// enters and never completes ICE does not hold a place for as long as
+	// its WebSocket lives (media.connect_timeout). 0: DefaultConnectTimeout.
+	ConnectTimeout time.Duration `mapstructure:"-"`
+}
+
+// DefaultConfig is the embedded config file's values for rooms.
+func DefaultConfig() Config {
+	return Config{MaxRoomsPerUser: 4, MaxParticipants: 50, ConnectTimeout: DefaultConnectTimeout}
 }
 
 // Admitter decides whether a user may enter a room without a room token:
@@ -94,13 +108,14 @@ type Params struct {
 
 // Manager owns rooms and their members.
 //
-// Concurrency: mu guards rooms, claims, bySession, byUser, admitters and
-// observers and every member's fields. Whether a room ID is free and its
-// claim (Claim), and which path may enter it and the entry (Enter), are each
-// decided in one critical section under mu. It is never held across a call into media (Join,
-// HandleSignal, Close), into an Admitter, or into an Observer; Session.Deliver
-// (non-blocking) is called with it held so that each session sees room events
-// in the order they were decided.
+// Concurrency: mu guards rooms, claims, bySession, byUser, admitters,
+// observers, closed and every member's fields (its connect timer too).
+// Whether a room ID is free and its claim (Claim), and which path may enter
+// it and the entry (Enter), are each decided in one critical section under
+// mu. It is never held across a call into media (Join, HandleSignal, Close),
+// into an Admitter, or into an Observer; Session.Deliver (non-blocking) is
+// called with it held so that each session sees room events in the order
+// they were decided.
 type Manager struct {
 	cfg    Config
 	sfu    *media.SFU
@@ -116,6 +131,7 @@ type Manager struct {
 	admitters []Admitter
 	observers []Observer
 	closed    bool
+	timers    sync.WaitGroup // connect timer callbacks armed and not stopped
 
 	noteMu   sync.Mutex // guards notes; innermost lock
 	notes    []func()
@@ -146,6 +162,9 @@ type member struct {
 	videoMuted bool
 	gone       bool
 	seq        int // orders observer calls
+	// connectBy removes the member if its media has not connected in time;
+	// nil once connected or gone.
+	connectBy signaling.Timer
 }
 
 func (m *member) audio() bool { return m.audioTrack && !m.audioMuted }
@@ -163,6 +182,9 @@ func NewManager(p Params) *Manager {
 	}
 	if m.log == nil {
 		m.log = slog.Default()
+	}
+	if m.cfg.ConnectTimeout <= 0 {
+		m.cfg.ConnectTimeout = DefaultConnectTimeout
 	}
 	return m
 }
@@ -387,6 +409,7 @@ func (m *Manager) Enter(ctx context.Context, a signaling.Actor, args EnterArgs) 
 	r.members[mem.user] = mem
 	index(m.bySession, a.Session, r.id, mem)
 	index(m.byUser, mem.user, r.id, mem)
+	m.armConnectLocked(mem)
 	res := EnterResult{Participants: []ParticipantInfo{}, ICEServers: m.iceServers()}
 	for _, o := range sortedMembers(r) {
 		if o != mem && o.connected && o.role == RoleAnchor {
@@ -470,6 +493,13 @@ func (m *Manager) Signal(_ context.Context, a signaling.Actor, args SignalArgs) 
 	case errors.Is(err, media.ErrTooManyTracks):
 		return ErrTooManyTracks.WithMessage("%v", err)
 	case errors.Is(err, media.ErrBadSignal):
+		var se *media.SignalError
+		if errors.As(err, &se) && se.Field != "" {
+			return ErrBadSignal.WithMessage("args.%s %s", se.Field, se.Problem)
+		}
+		if errors.As(err, &se) {
+			return ErrBadSignal.WithMessage("%s", se.Problem)
+		}
 		return ErrBadSignal.WithMessage("%v", err)
 	case errors.Is(err, media.ErrUnexpectedSignal):
 		return ErrUnexpected.WithMessage("%v", err)
@@ -602,12 +632,14 @@ func (m *Manager) RoomCount() int {
 // removeLocked takes mem out of its room once and tells everyone. It
 // returns the media participant to close (outside mu), if any. mem's own
 // session gets onExitRoom unless its connection is gone (exit is
-// ExitConnectionLost and mem was not replaced by another connection).
-func (m *Manager) removeLocked(mem *member, why LeaveReason, exit ExitReason, replaced bool) *media.Participant {
+// ExitConnectionLost and tell is false); tell is set when mem was replaced by
+// another connection, or its connection lives on (its media never connected).
+func (m *Manager) removeLocked(mem *member, why LeaveReason, exit ExitReason, tell bool) *media.Participant {
 	if mem.gone {
 		return nil
 	}
 	mem.gone = true
+	m.stopConnectLocked(mem)
 	r := m.rooms[mem.roomID]
 	if r != nil && r.members[mem.user] == mem {
 		delete(r.members, mem.user)
@@ -621,7 +653,7 @@ func (m *Manager) removeLocked(mem *member, why LeaveReason, exit ExitReason, re
 	if mem.connected && mem.role == RoleAnchor && r != nil {
 		m.broadcastLocked(r, mem, EvRemoteUserLeaveRoom, RemoteLeaveEvent{RoomID: r.id, UserID: mem.user, Reason: int(why)})
 	}
-	if exit != ExitConnectionLost || replaced {
+	if exit != ExitConnectionLost || tell {
 		deliver(mem.sess, EvExitRoom, ExitRoomEvent{RoomID: mem.roomID, Reason: int(exit)})
 	}
 	wasConnected := mem.connected
@@ -663,6 +695,7 @@ func (m *Manager) onConnected(mem *member) {
 		return
 	}
 	mem.connected = true
+	m.stopConnectLocked(mem)
 	now := m.clock.Now()
 	deliver(mem.sess, EvEnterRoom, EnterRoomEvent{RoomID: mem.roomID, Elapsed: now.Sub(mem.entered).Milliseconds()})
 	r := m.rooms[mem.roomID]
@@ -744,9 +777,54 @@ func (m *Manager) Close() {
 	}
 	m.mu.Lock()
 	m.closed = true
+	for _, r := range m.rooms { // members who entered while the rooms were dismissed
+		for _, mem := range r.members {
+			m.stopConnectLocked(mem)
+		}
+	}
 	m.mu.Unlock()
+	m.timers.Wait()
 	m.stopOnce.Do(func() { close(m.noteStop) })
 	<-m.noteDone
+}
+
+// armConnectLocked starts mem's connect timer: a member whose media has
+// not connected within ConnectTimeout is removed with onExitRoom reason 3.
+func (m *Manager) armConnectLocked(mem *member) {
+	if m.closed {
+		return
+	}
+	m.timers.Add(1)
+	mem.connectBy = m.clock.AfterFunc(m.cfg.ConnectTimeout, func() {
+		defer m.timers.Done()
+		m.connectTimedOut(mem)
+	})
+}
+
+// stopConnectLocked stops mem's connect timer, if it is still pending.
+func (m *Manager) stopConnectLocked(mem *member) {
+	if mem.connectBy != nil && mem.connectBy.Stop() {
+		m.timers.Done()
+	}
+	mem.connectBy = nil
+}
+
+// connectTimedOut removes mem if its media never connected. The others
+// never saw it enter (onRemoteUserEnterRoom follows the connection), so
+// only mem's own session hears of it: onExitRoom with reason 3.
+func (m *Manager) connectTimedOut(mem *member) {
+	m.mu.Lock()
+	mem.connectBy = nil
+	if mem.gone || mem.connected {
+		m.mu.Unlock()
+		return
+	}
+	m.log.Info("media never connected: removed from the room", "room", mem.roomID, "user", mem.user, "after", m.cfg.ConnectTimeout)
+	part := m.removeLocked(mem, LeaveConnectionLost, ExitConnectionLost, true)
+	m.mu.Unlock()
+	if part != nil {
+		part.Close()
+	}
 }
 
 func (m *Manager) onTrack(mem *member, kind string, on bool) {

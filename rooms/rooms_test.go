@@ -2,12 +2,15 @@ package rooms_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/pion/webrtc/v4"
 	"go.uber.org/goleak"
 
 	"github.com/switchboard-rtc/switchboard/media"
@@ -16,6 +19,7 @@ import (
 	"github.com/switchboard-rtc/switchboard/rooms/roomclient"
 	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/signaling/client"
+	"github.com/switchboard-rtc/switchboard/signaling/clocktest"
 	"github.com/switchboard-rtc/switchboard/web/webtest"
 )
 
@@ -477,5 +481,108 @@ func TestClaimIsOneAdmissionPath(t *testing.T) {
 	// The ID is free: a token opens it again.
 	if err := enter(alice, "claimed", s.roomToken("alice", "claimed")); err != nil {
 		t.Fatalf("token entry after the release: %v", err)
+	}
+}
+
+// TestMediaNeverConnectedIsRemoved: a member that enters but never
+// completes ICE (a bare client that ignores the server's offer) is removed
+// after Config.ConnectTimeout with onExitRoom reason 3; the others never
+// saw it enter and hear nothing; a member whose media connected stays.
+func TestMediaNeverConnectedIsRemoved(t *testing.T) {
+	clock := clocktest.New(time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC))
+	const timeout = 20 * time.Second
+	s := &server{webtest.Start(t, webtest.Options{Rooms: rooms.Config{ConnectTimeout: timeout}, RoomsClock: clock})}
+	c := ctx(t)
+	a, b := s.dial("alice"), s.dial("bob")
+	ra, err := roomclient.Enter(c, a, "r9", roomclient.Options{RoomToken: s.roomToken("alice", "r9"), Peer: peerCfg()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ra.Close()
+	if _, err := a.WaitEvent(c, rooms.EvEnterRoom, nil); err != nil {
+		t.Fatalf("alice's media: %v", err)
+	}
+	// bob enters and then does nothing: no answer, no candidates.
+	if err := b.Do(c, rooms.OpEnterRoom, rooms.EnterArgs{RoomID: "r9", RoomToken: s.roomToken("bob", "r9")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, n := s.Rooms.Counts(); n != 2 {
+		t.Fatalf("%d members after bob entered, want 2", n)
+	}
+	clock.Advance(timeout - time.Millisecond)
+	if _, n := s.Rooms.Counts(); n != 2 {
+		t.Fatalf("bob removed before the connect timeout (%d members)", n)
+	}
+	clock.Advance(time.Millisecond)
+	ev, err := b.WaitEvent(c, rooms.EvExitRoom, nil)
+	if err != nil {
+		t.Fatalf("bob's onExitRoom: %v", err)
+	}
+	var exit rooms.ExitRoomEvent
+	if err := ev.Decode(&exit); err != nil || exit.RoomID != "r9" || exit.Reason != int(rooms.ExitConnectionLost) {
+		t.Fatalf("bob's onExitRoom %+v %v, want room r9 reason 3", exit, err)
+	}
+	if _, n := s.Rooms.Counts(); n != 1 {
+		t.Fatalf("%d members after bob's timeout, want alice alone", n)
+	}
+	if m := s.Rooms.Members("r9"); len(m) != 1 || m[0].UserID != "alice" {
+		t.Fatalf("connected members %+v, want alice", m)
+	}
+	// bob is out: his signals are refused; alice never heard of him.
+	err = b.Do(c, rooms.OpRtcSignal, rooms.SignalArgs{RoomID: "r9", Signal: media.Signal{Target: media.TargetSubscriber, Type: media.SignalCandidate,
+		Candidate: &webrtc.ICECandidateInit{}}}, nil)
+	if !errors.Is(err, rooms.ErrNotInRoom) {
+		t.Fatalf("bob's signal after removal: %v, want not_in_room", err)
+	}
+	if err := a.ExpectNoEvent(c, 200*time.Millisecond, rooms.EvRemoteUserLeaveRoom); err != nil {
+		t.Fatalf("alice heard of bob, who never connected: %v", err)
+	}
+	// Much later, alice (connected) is still in, and bob may enter again.
+	clock.Advance(10 * timeout)
+	if m := s.Rooms.Members("r9"); len(m) != 1 {
+		t.Fatalf("connected members %+v after the timeout passed again", m)
+	}
+	if err := b.Do(c, rooms.OpEnterRoom, rooms.EnterArgs{RoomID: "r9", RoomToken: s.roomToken("bob", "r9")}, nil); err != nil {
+		t.Fatalf("bob enters again: %v", err)
+	}
+}
+
+// TestRtcSignalErrorsNameTheField: a malformed rtcSignal is refused with a
+// message naming the field by its path in the request (args.…) and saying
+// what was expected; the codes are those of PROTOCOL.md and ROOMS.md.
+func TestRtcSignalErrorsNameTheField(t *testing.T) {
+	s := newServer(t, media.Config{}, rooms.Config{}, nil)
+	c := ctx(t)
+	b := s.dial("bob")
+	if err := b.Do(c, rooms.OpEnterRoom, rooms.EnterArgs{RoomID: "r10", RoomToken: s.roomToken("bob", "r10")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("m", 300)
+	cases := []struct {
+		args string
+		code int
+		msg  string
+	}{
+		{`{"roomID":"r10","target":"publisher","type":"candidate","candidate":{"candidate":"","sdpMLineIndex":-1}}`, 6017,
+			`args.candidate.sdpMLineIndex must be a whole number from 0 to 65535, not -1`},
+		{`{"roomID":"r10","target":"publisher","type":"candidate","candidate":{"candidate":"","sdpMLineIndex":"0"}}`, 6017,
+			`args.candidate.sdpMLineIndex must be a whole number from 0 to 65535, not a string`},
+		{`{"roomID":"r10","target":"publisher","type":"candidate","candidate":{"candidat":""}}`, 6017,
+			`unknown field args.candidate.candidat: args.candidate takes candidate, sdpMid, sdpMLineIndex, usernameFragment`},
+		{`{"roomID":"r10","target":7}`, 6017, `args.target must be a string, not a number`},
+		{`{"roomID":"r10","target":"sideways","type":"candidate"}`, 11005, `args.target must be "publisher" or "subscriber", not "sideways"`},
+		{`{"roomID":"r10","target":"subscriber","type":"candidate"}`, 11005,
+			`args.candidate is required on a candidate: an object with candidate, sdpMid, sdpMLineIndex`},
+		{`{"roomID":"r10","target":"subscriber","type":"candidate","candidate":{"candidate":"","sdpMid":"` + long + `"}}`, 11005,
+			`args.candidate.sdpMid must be at most 256 bytes, not 300`},
+		{`{"roomID":"r10","target":"subscriber","type":"offer","sdp":"v=0"}`, 11005,
+			`args.type must be "answer" or "candidate" for target "subscriber" (the subscriber connection), not "offer"`},
+	}
+	for i, tc := range cases {
+		_, err := b.DoRaw(c, fmt.Sprintf("s%d", i), rooms.OpRtcSignal, json.RawMessage(tc.args))
+		var se *signaling.Error
+		if !errors.As(err, &se) || se.Code != tc.code || se.Message != tc.msg {
+			t.Errorf("%s:\n got %v\nwant %d %s", tc.args, err, tc.code, tc.msg)
+		}
 	}
 }

@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
+	"reflect"
 	"strings"
 	"unicode/utf8"
 )
@@ -65,12 +65,16 @@ type EventFrame struct {
 	Data  any    `json:"data"`
 }
 
+// requestForm is the shape of a request, quoted in envelope errors.
+const requestForm = `a request is {"id":string,"op":string,"args":object}`
+
 // DecodeRequest parses one request frame. On error the returned Request
 // still carries the id when it could be read, so the reply can name it.
+// Error messages name the field as the client wrote it (PROTOCOL.md).
 func DecodeRequest(frame []byte) (Request, *Error) {
 	var req Request
 	if !utf8.Valid(frame) {
-		return req, ErrMalformedRequest.WithMessage("frame is not valid UTF-8")
+		return req, ErrMalformedRequest.WithMessage("the frame is not valid UTF-8")
 	}
 	dec := json.NewDecoder(bytes.NewReader(frame))
 	dec.DisallowUnknownFields()
@@ -84,7 +88,15 @@ func DecodeRequest(frame []byte) (Request, *Error) {
 				req.ID = s
 			}
 		}
-		return req, ErrMalformedRequest.WithMessage("request is not a JSON object of the form {\"id\":string,\"op\":string,\"args\":object}: %s", jsonErrText(err))
+		var te *json.UnmarshalTypeError
+		var se *json.SyntaxError
+		if errors.As(err, &se) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+			return req, ErrMalformedRequest.WithMessage("the request is %s; %s", wireError(err, reflect.TypeOf(req), frame, ""), requestForm)
+		}
+		if errors.As(err, &te) && te.Field == "" {
+			return req, ErrMalformedRequest.WithMessage("the request must be a JSON object, not %s; %s", valueWords(te.Value), requestForm)
+		}
+		return req, ErrMalformedRequest.WithMessage("%s; %s", wireError(err, reflect.TypeOf(req), frame, ""), requestForm)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return req, ErrMalformedRequest.WithMessage("trailing data after the request object")
@@ -93,22 +105,23 @@ func DecodeRequest(frame []byte) (Request, *Error) {
 		id := req.ID
 		req.ID = ""
 		if len(id) > MaxRequestIDLen {
-			return req, ErrMalformedRequest.WithMessage("id longer than %d bytes", MaxRequestIDLen)
+			return req, ErrMalformedRequest.WithMessage("id must be at most %d bytes, not %d", MaxRequestIDLen, len(id))
 		}
-		return req, ErrMalformedRequest.WithMessage("missing id")
+		return req, ErrMalformedRequest.WithMessage("id is missing: every request needs a non-empty string id")
 	}
 	if req.Op == "" {
-		return req, ErrMalformedRequest.WithMessage("missing op")
+		return req, ErrMalformedRequest.WithMessage("op is missing: every request names its op")
 	}
 	if len(req.Args) > 0 && req.Args[0] != '{' && string(req.Args) != "null" {
-		return req, ErrMalformedRequest.WithMessage("args must be a JSON object")
+		return req, ErrMalformedRequest.WithMessage("args must be an object, not %s", DescribeJSON(req.Args))
 	}
 	return req, nil
 }
 
 // DecodeArgs decodes a request's args strictly into T: unknown fields and
-// wrong types are invalid_parameter errors naming the field. Absent args
-// decode as the zero T.
+// wrong types are invalid_parameter errors naming the field by its wire
+// path (args.candidate.sdpMLineIndex) and saying what was expected. Absent
+// args decode as the zero T.
 func DecodeArgs[T any](raw json.RawMessage) (T, *Error) {
 	var v T
 	if len(raw) == 0 || string(raw) == "null" {
@@ -117,45 +130,9 @@ func DecodeArgs[T any](raw json.RawMessage) (T, *Error) {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&v); err != nil {
-		return v, ErrInvalidParameter.WithMessage("%s", jsonErrText(err))
+		return v, ErrInvalidParameter.WithMessage("%s", wireError(err, reflect.TypeOf(v), raw, "args"))
 	}
 	return v, nil
-}
-
-func jsonErrText(err error) string {
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) {
-		field := te.Field
-		if field == "" {
-			field = "value"
-		}
-		return fmt.Sprintf("field %q must be %s, not %s", field, jsonTypeName(te.Type.Kind().String()), te.Value)
-	}
-	var se *json.SyntaxError
-	if errors.As(err, &se) {
-		return fmt.Sprintf("invalid JSON at byte %d: %s", se.Offset, se.Error())
-	}
-	msg := err.Error()
-	if strings.HasPrefix(msg, "json: unknown field ") {
-		return "unknown field " + strings.TrimPrefix(msg, "json: unknown field ")
-	}
-	return strings.TrimPrefix(msg, "json: ")
-}
-
-func jsonTypeName(kind string) string {
-	switch kind {
-	case "int", "int64", "int32", "float64":
-		return "a number"
-	case "slice":
-		return "an array"
-	case "struct", "map":
-		return "an object"
-	case "bool":
-		return "a boolean"
-	case "string":
-		return "a string"
-	}
-	return kind
 }
 
 // EncodeEvent renders an event frame once, so that it can be queued to many
@@ -183,7 +160,7 @@ type InviteArgs struct {
 	Data           string `json:"data"`
 	OnlineUserOnly bool   `json:"onlineUserOnly"`
 	// Timeout in seconds: absent → the server's default, 0 → no timeout.
-	Timeout *int `json:"timeout"`
+	Timeout *int `json:"timeout" expect:"a whole number of seconds"`
 }
 
 // InviteInGroupArgs are the args of inviteInGroup.
@@ -192,7 +169,7 @@ type InviteInGroupArgs struct {
 	InviteeList    []string `json:"inviteeList"`
 	Data           string   `json:"data"`
 	OnlineUserOnly bool     `json:"onlineUserOnly"`
-	Timeout        *int     `json:"timeout"`
+	Timeout        *int     `json:"timeout" expect:"a whole number of seconds"`
 }
 
 // InviteResult is the result of invite and inviteInGroup.

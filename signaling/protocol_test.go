@@ -97,3 +97,92 @@ func FuzzDecodeRequest(f *testing.F) {
 		_, _ = signaling.DecodeArgs[signaling.KickArgs](req.Args)
 	})
 }
+
+// TestDecodeErrorMessages: decode errors name the field as the client wrote
+// it (its dotted wire path) and say what was expected, in plain words; no
+// Go type or field name, and the codes are unchanged.
+func TestDecodeErrorMessages(t *testing.T) {
+	form := `; a request is {"id":string,"op":string,"args":object}`
+	frames := []struct{ frame, msg string }{
+		{`{"id":7,"op":"x"}`, `id must be a string, not a number` + form},
+		{`{"id":"1","op":2}`, `op must be a string, not a number` + form},
+		{`{"id":"1","op":"x","extra":1}`, `unknown field extra: the request takes id, op, args` + form},
+		{`[]`, `the request must be a JSON object, not an array` + form},
+		{`{"id":"1"`, `the request is not valid JSON: it ends before the value is complete` + form},
+		{`{"id":"1",}`, `the request is not valid JSON: invalid character '}' looking for beginning of object key string (at byte 11)` + form},
+		{`{"id":"1","op":"x","args":"s"}`, `args must be an object, not "s"`},
+		{`{"id":"1","op":"x","args":[1,2]}`, `args must be an object, not an array`},
+		{`{"id":"","op":"x"}`, `id is missing: every request needs a non-empty string id`},
+		{`{"id":"1","op":""}`, `op is missing: every request names its op`},
+		{"\xff", `the frame is not valid UTF-8`},
+	}
+	for _, c := range frames {
+		_, err := signaling.DecodeRequest([]byte(c.frame))
+		if err == nil || err.Code != 9001 || err.Message != c.msg {
+			t.Errorf("%s:\n got %v\nwant malformed_request (9001): %s", c.frame, err, c.msg)
+		}
+	}
+
+	args := []struct {
+		decode func(json.RawMessage) *signaling.Error
+		args   string
+		msg    string
+	}{
+		{decodeInvite, `{"timeout":1e2}`, `args.timeout must be a whole number of seconds, not 1e2`},
+		{decodeInvite, `{"timeout":1.5}`, `args.timeout must be a whole number of seconds, not 1.5`},
+		{decodeInvite, `{"timeout":"30"}`, `args.timeout must be a whole number of seconds, not a string`},
+		{decodeInvite, `{"invitee":["x"]}`, `args.invitee must be a string, not an array`},
+		{decodeInvite, `{"onlineUserOnly":"yes"}`, `args.onlineUserOnly must be true or false, not a string`},
+		{decodeInvite, `{"invitee":"x","bogus":1}`, `unknown field args.bogus: args takes invitee, data, onlineUserOnly, timeout`},
+		{decodeInvite, `[1]`, `args must be an object, not an array`},
+		{decodeGroupInvite, `{"inviteeList":"a"}`, `args.inviteeList must be an array of strings, not a string`},
+		{decodeGroupInvite, `{"inviteeList":["a",2]}`, `every element of args.inviteeList must be a string, not a number`},
+		{decodeNested[signalArgs], `{"candidate":{"sdpMLineIndex":-1}}`, `args.candidate.sdpMLineIndex must be a whole number from 0 to 65535, not -1`},
+		{decodeNested[signalArgs], `{"candidate":{"sdpMLineIndex":"0"}}`, `args.candidate.sdpMLineIndex must be a whole number from 0 to 65535, not a string`},
+		{decodeNested[signalArgs], `{"candidate":"x"}`, `args.candidate must be an object, not a string`},
+		{decodeNested[signalArgs], `{"target":1}`, `args.target must be a string, not a number`},
+		{decodeNested[signalArgs], `{"candidate":{"foo":1}}`, `unknown field args.candidate.foo: args.candidate takes candidate, sdpMLineIndex`},
+		{decodeNested[struct{}], `{"x":1}`, `unknown field args.x: args takes no fields`},
+	}
+	for _, c := range args {
+		err := c.decode(json.RawMessage(c.args))
+		if err == nil || err.Code != 6017 || err.Message != c.msg {
+			t.Errorf("%s:\n got %v\nwant invalid_parameter (6017): %s", c.args, err, c.msg)
+		}
+		if err != nil && (strings.Contains(err.Message, "Signal") || strings.Contains(err.Message, "uint16") || strings.Contains(err.Message, "Go ")) {
+			t.Errorf("%s: Go names in %q", c.args, err.Message)
+		}
+	}
+}
+
+// signalArgs has the shape of rooms.SignalArgs: an embedded struct whose
+// fields are the args' own on the wire.
+type signalArgs struct {
+	RoomID string `json:"roomID"`
+	signal
+}
+
+type signal struct {
+	Target    string     `json:"target"`
+	Candidate *candidate `json:"candidate,omitempty"`
+}
+
+type candidate struct {
+	Candidate     string  `json:"candidate"`
+	SDPMLineIndex *uint16 `json:"sdpMLineIndex"`
+}
+
+func decodeInvite(raw json.RawMessage) *signaling.Error {
+	_, err := signaling.DecodeArgs[signaling.InviteArgs](raw)
+	return err
+}
+
+func decodeGroupInvite(raw json.RawMessage) *signaling.Error {
+	_, err := signaling.DecodeArgs[signaling.InviteInGroupArgs](raw)
+	return err
+}
+
+func decodeNested[T any](raw json.RawMessage) *signaling.Error {
+	_, err := signaling.DecodeArgs[T](raw)
+	return err
+}

@@ -365,6 +365,7 @@ func validate(c Config) error {
 		{"auth.dev_token_ttl", c.Auth.DevTokenTTL}, {"signaling.offline_event_ttl", c.Signaling.OfflineEventTTL},
 		{"calls.setup_timeout", c.Calls.SetupTimeout}, {"calls.heartbeat", c.Calls.Heartbeat},
 		{"media.ice_disconnected_grace", m.ICEDisconnectedGrace}, {"media.pli_throttle", m.PLIThrottle},
+		{"media.connect_timeout", c.Media.ConnectTimeout},
 	} {
 		if p.d <= 0 {
 			bad(p.key, "must be a positive duration, got %s", p.d)

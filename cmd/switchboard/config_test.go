@@ -71,7 +71,8 @@ var wantDefaults = Config{
 	Media: stack.MediaConfig{
 		SFU: media.Config{UDPPort: 7882, NAT1To1IPs: []string{}, IncludeLoopback: true,
 			ICEDisconnectedGrace: 10 * time.Second, PLIThrottle: 500 * time.Millisecond},
-		ICEServers: []string{},
+		ICEServers:     []string{},
+		ConnectTimeout: 30 * time.Second,
 	},
 	Metrics: stack.MetricsConfig{Enabled: true},
 	Log:     stack.LogConfig{Level: "info", Format: "text"},
@@ -596,6 +597,7 @@ func TestInvalidValues(t *testing.T) {
 		{name: "zero default timeout", args: []string{"--signaling.default_timeout=0s"}, key: "signaling.default_timeout", msg: "at least 1s"},
 		{name: "max below default", args: []string{"--signaling.max_timeout=20s"}, key: "signaling.max_timeout", msg: "signaling.default_timeout (30s)"},
 		{name: "zero offline ttl", args: []string{"--signaling.offline_event_ttl=0s"}, key: "signaling.offline_event_ttl", msg: "positive"},
+		{name: "zero connect timeout", args: []string{"--media.connect_timeout=0s"}, key: "media.connect_timeout", msg: "positive"},
 		{name: "unknown busy policy", args: []string{"--calls.busy_policy=queue"}, key: "calls.busy_policy", msg: "reject or ring"},
 		{name: "bad nat ip", args: []string{"--media.nat1to1_ips=1.2.3"}, key: "media.nat1to1_ips", msg: "IP addresses"},
 		{name: "bad ice server", args: []string{"--media.ice_servers=http://x"}, key: "media.ice_servers", msg: "stun:"},

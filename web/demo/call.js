@@ -198,7 +198,9 @@ export class Calls {
     const cd = Switchboard.parseCallData(inv.data);
     if (!cd) return; // not a call (the classroom's rounds, for example)
     if (cd.cmd === 'hangup' || cd.callEnd !== null) {
-      this.#onCallEndNotice(inv, cd);
+      // Only the server's call end is real; anyone can send call-end data,
+      // which the server marks as the client's (CALLS.md).
+      if (cd.fromServer) this.#onCallEndNotice(inv, cd);
       return;
     }
     const me = this.app.me;

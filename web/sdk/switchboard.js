@@ -401,10 +401,15 @@ export class Switchboard extends Emitter {
    * {roomID, mediaType ('audio'|'video'), cmd ('videoCall', 'audioCall',
    * 'hangup', …), callEnd (seconds, on the call-end invitation; else null),
    * lineBusy (a busy line's reject data), callID (on the call-end
-   * invitation; else '')}, or null when the data is not a call's.
+   * invitation; else ''), fromServer (true only on data the server
+   * composed, "sender":"server": a call end, cmd 'hangup' or callEnd, is the
+   * server's only then; an app can send anyone call-end data, which the
+   * server marks "sender":"client" — CALLS.md "Who composed a call end"),
+   * or null when the data is not a call's.
    */
   static parseCallData(str) {
-    if (typeof str !== 'string' || !str.includes('av_call')) return null;
+    // "av\u005fcall" is av_call too: data with an escape is parsed in full.
+    if (typeof str !== 'string' || (!str.includes('av_call') && !str.includes('\\u'))) return null;
     let d;
     try {
       d = JSON.parse(str);
@@ -422,6 +427,7 @@ export class Switchboard extends Emitter {
       callEnd: typeof d.call_end === 'number' ? d.call_end : null,
       lineBusy: typeof d.line_busy === 'string' && d.line_busy !== '',
       callID: typeof inner.call_id === 'string' ? inner.call_id : '',
+      fromServer: d.sender === 'server',
     };
   }
 

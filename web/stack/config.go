@@ -68,6 +68,8 @@ type MediaConfig struct {
 	ICEServers    []string     `mapstructure:"ice_servers"`
 	ICEUsername   string       `mapstructure:"ice_username"`
 	ICECredential string       `mapstructure:"ice_credential"`
+	// ConnectTimeout is rooms.Config's field of the same name.
+	ConnectTimeout time.Duration `mapstructure:"connect_timeout"`
 }
 
 // MetricsConfig is the metrics section.

@@ -41,6 +41,8 @@ type Params struct {
 	// database, or memory records when Store is given.
 	Records calls.RecordStore
 	Clock   signaling.Clock // nil: the system clock
+	// RoomsClock is the rooms' clock (media connect timeouts); nil: Clock.
+	RoomsClock signaling.Clock
 }
 
 // Stack is a built server. Its parts are exported for tests.
@@ -116,7 +118,12 @@ func New(ctx context.Context, p Params) (_ *Stack, err error) {
 	}
 	s.closers = append(s.closers, s.SFU.Close)
 
-	s.Rooms = rooms.NewManager(rooms.Params{Config: cfg.Limits.Rooms, SFU: s.SFU, Tokens: s.Auth, Clock: p.Clock,
+	rc, roomsClock := cfg.Limits.Rooms, p.RoomsClock
+	rc.ConnectTimeout = cfg.Media.ConnectTimeout
+	if roomsClock == nil {
+		roomsClock = p.Clock
+	}
+	s.Rooms = rooms.NewManager(rooms.Params{Config: rc, SFU: s.SFU, Tokens: s.Auth, Clock: roomsClock,
 		Logger: log.With("component", "rooms")})
 	s.closers = append(s.closers, func() error { s.Rooms.Close(); return nil })
 

@@ -18,6 +18,7 @@ import (
 	"github.com/switchboard-rtc/switchboard/calls"
 	"github.com/switchboard-rtc/switchboard/configs"
 	"github.com/switchboard-rtc/switchboard/media"
+	"github.com/switchboard-rtc/switchboard/rooms"
 	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/web"
 	"github.com/switchboard-rtc/switchboard/web/stack"
@@ -115,6 +116,11 @@ func TestPackageDefaultsMatchYAML(t *testing.T) {
 	}
 	if def := calls.DefaultConfig(); def != cfg.Calls {
 		t.Errorf("calls.DefaultConfig() = %+v, the YAML gives %+v", def, cfg.Calls)
+	}
+	rc := cfg.Limits.Rooms
+	rc.ConnectTimeout = cfg.Media.ConnectTimeout
+	if def := rooms.DefaultConfig(); def != rc {
+		t.Errorf("rooms.DefaultConfig() = %+v, the YAML gives %+v", def, rc)
 	}
 	m := cfg.Media.SFU
 	for name, got := range map[string][2]any{

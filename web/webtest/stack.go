@@ -43,6 +43,8 @@ type Options struct {
 	DevTokenTTL time.Duration
 	// Metrics instruments the stack and serves /metrics.
 	Metrics bool
+	// RoomsClock is the rooms' clock (connect timeouts); nil: the system clock.
+	RoomsClock signaling.Clock
 }
 
 // Stack is a running server.
@@ -77,14 +79,14 @@ func Start(t testing.TB, o Options) *Stack {
 		cfg.Calls = *o.Calls
 	}
 	cfg.Limits.Rooms = o.Rooms
-	cfg.Media = stack.MediaConfig{SFU: o.Media}
+	cfg.Media = stack.MediaConfig{SFU: o.Media, ConnectTimeout: o.Rooms.ConnectTimeout}
 	cfg.Media.SFU.ListenIP, cfg.Media.SFU.IncludeLoopback = "127.0.0.1", true
 	cfg.Limits.MaxTracksPerParticipant = o.Media.MaxTracksPerParticipant
 	cfg.Metrics = stack.MetricsConfig{Enabled: o.Metrics}
 	if o.Store == nil {
 		o.Store = signaling.NewMemoryStore()
 	}
-	st, err := stack.New(context.Background(), stack.Params{Config: cfg, Logger: o.Logger, Store: o.Store, Records: o.Records, Clock: o.Clock})
+	st, err := stack.New(context.Background(), stack.Params{Config: cfg, Logger: o.Logger, Store: o.Store, Records: o.Records, Clock: o.Clock, RoomsClock: o.RoomsClock})
 	if err != nil {
 		t.Fatal(err)
 	}
