@@ -865,7 +865,9 @@ func (m *Manager) onGone(mem *member, reason media.LeaveReason) {
 	if reason == media.ConnectionLost {
 		why, exit = LeaveConnectionLost, ExitConnectionLost
 	}
-	m.removeLocked(mem, why, exit, false)
+	// The member's session has not closed (SessionClosed would have
+	// removed it first): it is told it is out, as when it never connected.
+	m.removeLocked(mem, why, exit, true)
 	m.mu.Unlock()
 }
 

@@ -96,6 +96,16 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 	}
 }
 
+// participant returns user's entry in r's enterRoom reply, if any.
+func participant(r *roomclient.Room, user string) (rooms.ParticipantInfo, bool) {
+	for _, p := range r.Result().Participants {
+		if p.UserID == user {
+			return p, true
+		}
+	}
+	return rooms.ParticipantInfo{}, false
+}
+
 func byUser(user string) func(client.Event) bool {
 	return func(ev client.Event) bool {
 		var v struct {
@@ -151,6 +161,17 @@ func TestThreeParticipantsExchangeMedia(t *testing.T) {
 					u, o, st.FirstKeyframe.Sub(st.Started), st.Keyframes)
 			}
 			t.Logf("%s <- %s: video %d packets, first keyframe %v after start", u, o, st.Packets, st.FirstKeyframe.Sub(st.Started))
+			// An anchor whose media connected before u entered is in u's
+			// enterRoom reply (ROOMS.md); one that connected later is
+			// announced by events.
+			if p, ok := participant(rs[u], o); ok {
+				if !p.Video {
+					if _, err := conns[u].WaitEvent(c, rooms.EvUserVideoAvailable, byUser(o)); err != nil {
+						t.Fatalf("%s: video of %s: %v", u, o, err)
+					}
+				}
+				continue
+			}
 			if _, err := conns[u].WaitEvent(c, rooms.EvRemoteUserEnterRoom, byUser(o)); err != nil {
 				t.Fatalf("%s: enter of %s: %v", u, o, err)
 			}
@@ -290,6 +311,15 @@ func TestMediaLossRemovesParticipant(t *testing.T) {
 		t.Fatalf("reason %d, want 1", leave.Reason)
 	}
 	t.Logf("media loss detected and bob removed after %v", time.Since(start))
+	// Bob's WebSocket lives on: he is told he is out of the room.
+	ev, err = b.WaitEvent(c, rooms.EvExitRoom, nil)
+	if err != nil {
+		t.Fatalf("bob: no onExitRoom after his media was lost: %v", err)
+	}
+	var exit rooms.ExitRoomEvent
+	if err := ev.Decode(&exit); err != nil || exit.Reason != int(rooms.ExitConnectionLost) || exit.RoomID != "r3" {
+		t.Fatalf("bob: onExitRoom %+v (%v), want room r3 reason %d", exit, err, rooms.ExitConnectionLost)
+	}
 }
 
 func TestAdmission(t *testing.T) {
