@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/switchboard-rtc/switchboard/media"
+	"github.com/switchboard-rtc/switchboard/media/opsqueue"
 	"github.com/switchboard-rtc/switchboard/signaling"
 )
 
@@ -99,12 +100,7 @@ type Manager struct {
 	observers []Observer
 	closed    bool
 
-	noteMu   sync.Mutex // guards notes; innermost lock
-	notes    []func()
-	noteWake chan struct{}
-	noteStop chan struct{}
-	noteDone chan struct{}
-	stopOnce sync.Once
+	notes *opsqueue.Queue // observer calls, in decision order
 }
 
 type room struct {
@@ -136,9 +132,8 @@ func (m *member) video() bool { return m.videoTrack && !m.videoMuted }
 func NewManager(p Params) *Manager {
 	m := &Manager{cfg: p.Config, sfu: p.SFU, tokens: p.Tokens, clock: p.Clock, log: p.Logger,
 		rooms: map[string]*room{}, bySession: map[signaling.Session]map[string]*member{},
-		byUser:   map[string]map[string]*member{},
-		noteWake: make(chan struct{}, 1), noteStop: make(chan struct{}), noteDone: make(chan struct{})}
-	go m.runNotes()
+		byUser: map[string]map[string]*member{}, notes: opsqueue.New()}
+	m.notes.Start()
 	if m.clock == nil {
 		m.clock = signaling.SystemClock{}
 	}
@@ -560,45 +555,11 @@ func (m *Manager) notifyLocked(call func(Observer)) {
 		return
 	}
 	obs := slices.Clone(m.observers)
-	m.noteMu.Lock()
-	m.notes = append(m.notes, func() {
+	m.notes.Push(func() {
 		for _, o := range obs {
 			call(o)
 		}
 	})
-	m.noteMu.Unlock()
-	select {
-	case m.noteWake <- struct{}{}:
-	default:
-	}
-}
-
-func (m *Manager) runNotes() {
-	defer close(m.noteDone)
-	for {
-		m.noteMu.Lock()
-		batch := m.notes
-		m.notes = nil
-		m.noteMu.Unlock()
-		for _, f := range batch {
-			f()
-		}
-		if len(batch) > 0 {
-			continue
-		}
-		select {
-		case <-m.noteWake:
-		case <-m.noteStop:
-			m.noteMu.Lock()
-			rest := m.notes
-			m.notes = nil
-			m.noteMu.Unlock()
-			for _, f := range rest {
-				f()
-			}
-			return
-		}
-	}
 }
 
 // Close removes every member (onExitRoom reason 2), then stops the
@@ -617,8 +578,7 @@ func (m *Manager) Close() {
 	m.mu.Lock()
 	m.closed = true
 	m.mu.Unlock()
-	m.stopOnce.Do(func() { close(m.noteStop) })
-	<-m.noteDone
+	m.notes.Close()
 }
 
 func (m *Manager) onTrack(mem *member, kind string, on bool) {
