@@ -22,8 +22,9 @@
 //   - A queue whose Run is never called runs nothing; what it holds is
 //     garbage once the queue is.
 //   - A panicking op is not recovered: like a panic on any goroutine it
-//     ends the process. An op that panicked has left its owner's state half
-//     changed, and carrying on with the next op would hide the bug.
+//     ends the process (Done is not closed on the way). An op that panicked
+//     has left its owner's state half changed, and carrying on with the
+//     next op would hide the bug.
 package opsqueue
 
 import "sync"
@@ -51,7 +52,6 @@ func (q *Queue) Start() { go q.Run() }
 // Run runs the queued ops on the calling goroutine until the queue is
 // stopped and every op it accepted has run. Call Start or Run once.
 func (q *Queue) Run() {
-	defer close(q.done)
 	for {
 		q.mu.Lock()
 		ops, stopped := q.ops, q.stopped
@@ -65,6 +65,7 @@ func (q *Queue) Run() {
 			continue // ops may have pushed more
 		}
 		if stopped {
+			close(q.done) // not deferred: a panicking op must not look like a drained queue
 			return
 		}
 		<-q.wake
