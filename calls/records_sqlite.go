@@ -9,13 +9,14 @@ import (
 	"time"
 
 	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/signaling/sqlitedb"
 )
 
 // recordsComponent names the call records' schema in schema_migrations.
 const recordsComponent = "calls"
 
 // recordsSteps is the schema of the call records, one element per version
-// (see signaling.Migrate): never change a released step, add one.
+// (see sqlitedb.Migrate): never change a released step, add one.
 //
 // Times are INTEGER unix nanoseconds, NULL for the zero time (created_at is
 // never zero). Participants keep their order in seq, numbered from 0.
@@ -113,8 +114,8 @@ const (
 // component.
 //
 // It writes through the pool it was given: each SaveCall is one transaction
-// that takes SQLite's write lock at BEGIN (the DSN of signaling.OpenSQLite
-// sets _txlock=immediate) and waits up to the DSN's busy timeout while the
+// that takes SQLite's write lock at BEGIN (sqlitedb.DSN, which
+// signaling.OpenSQLite uses, sets _txlock=immediate) and waits up to the DSN's busy timeout while the
 // signaling store's writer holds it. Reads see the last commit and wait for
 // nothing.
 //
@@ -135,7 +136,7 @@ func NewSQLiteRecords(ctx context.Context, db *sql.DB) (*SQLiteRecords, error) {
 	if db == nil {
 		return nil, errors.New("calls: sqlite records: nil database")
 	}
-	if err := signaling.Migrate(ctx, db, recordsComponent, recordsSteps); err != nil {
+	if err := sqlitedb.Migrate(ctx, db, recordsComponent, recordsSteps); err != nil {
 		return nil, fmt.Errorf("calls: sqlite records: %w", err)
 	}
 	return &SQLiteRecords{db: db}, nil
@@ -297,7 +298,7 @@ func (s *SQLiteRecords) query(ctx context.Context, q string, args ...any) ([]Cal
 		}
 		if n := len(recs); n == 0 || recs[n-1].CallID != c.CallID {
 			c.CreatedAt = time.Unix(0, created).UTC()
-			c.BeganAt, c.EndedAt = timeOf(began), timeOf(ended)
+			c.BeganAt, c.EndedAt = sqlitedb.TimeOf(began), sqlitedb.TimeOf(ended)
 			c.Duration = time.Duration(duration)
 			recs = append(recs, c)
 		}
@@ -308,11 +309,11 @@ func (s *SQLiteRecords) query(ctx context.Context, q string, args ...any) ([]Cal
 		r.Participants = append(r.Participants, ParticipantRecord{
 			UserID:     user.String,
 			Role:       Role(role.String),
-			InvitedAt:  timeOf(invited),
-			AnsweredAt: timeOf(answered),
+			InvitedAt:  sqlitedb.TimeOf(invited),
+			AnsweredAt: sqlitedb.TimeOf(answered),
 			Answer:     Answer(answer.String),
-			JoinedAt:   timeOf(joined),
-			LeftAt:     timeOf(left),
+			JoinedAt:   sqlitedb.TimeOf(joined),
+			LeftAt:     sqlitedb.TimeOf(left),
 			Result:     Result(result.String),
 		})
 	}
@@ -348,26 +349,16 @@ func (s *SQLiteRecords) LastHeartbeat(ctx context.Context) (time.Time, error) {
 }
 
 // nullTime encodes t as unix nanoseconds, or NULL for the zero time. t has
-// passed checkRecord.
+// passed checkRecord, so it is storable.
 func nullTime(t time.Time) any {
-	if t.IsZero() {
-		return nil
-	}
-	return t.UnixNano()
-}
-
-// timeOf is the inverse of nullTime, in UTC.
-func timeOf(n sql.NullInt64) time.Time {
-	if !n.Valid {
-		return time.Time{}
-	}
-	return time.Unix(0, n.Int64).UTC()
+	v, _ := sqlitedb.Time(t)
+	return v
 }
 
 // dbErr adds what failed to err; a failure of the database, as opposed to
 // the caller's ctx ending, also wraps signaling.ErrStoreUnavailable.
 func dbErr(op string, err error) error {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if sqlitedb.Canceled(err) {
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	return fmt.Errorf("%s: %w: %w", op, signaling.ErrStoreUnavailable, err)

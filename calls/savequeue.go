@@ -3,115 +3,59 @@ package calls
 import (
 	"context"
 	"log/slog"
-	"sync"
 	"time"
+
+	"github.com/switchboard-rtc/switchboard/media/opsqueue"
 )
 
-// saveQueue writes call records and heartbeats in order on one goroutine,
-// so that no lock is held across the store's I/O and a slow disk never
-// delays a call's signaling. flush waits until everything queued so far is
-// written.
+// saveQueue writes call records and heartbeats in order on one goroutine
+// (an opsqueue), so that no lock is held across the store's I/O and a slow
+// disk never delays a call's signaling. What it adds to the queue: each
+// write has a timeout and logs its failure, and flush waits until
+// everything queued so far is written.
 type saveQueue struct {
 	rec RecordStore
 	log *slog.Logger
-
-	mu      sync.Mutex // guards items, closed, pending; innermost lock
-	items   []saveItem
-	closed  bool
-	pending int
-	idle    *sync.Cond // signalled when pending drops to 0
-	wake    chan struct{}
-	done    chan struct{}
+	q   *opsqueue.Queue
 }
 
-type saveItem struct {
-	rec       *CallRecord
-	heartbeat time.Time
-}
+// saveTimeout bounds one write of the store.
+const saveTimeout = 10 * time.Second
 
 func newSaveQueue(rec RecordStore, log *slog.Logger) *saveQueue {
-	q := &saveQueue{rec: rec, log: log, wake: make(chan struct{}, 1), done: make(chan struct{})}
-	q.idle = sync.NewCond(&q.mu)
-	go q.run()
+	q := &saveQueue{rec: rec, log: log, q: opsqueue.New()}
+	q.q.Start()
 	return q
 }
 
-func (q *saveQueue) push(it saveItem) {
-	q.mu.Lock()
-	if q.closed {
-		q.mu.Unlock()
-		return
-	}
-	q.items = append(q.items, it)
-	q.pending++
-	q.mu.Unlock()
-	select {
-	case q.wake <- struct{}{}:
-	default:
-	}
+// save queues r; after close it is dropped.
+func (q *saveQueue) save(r CallRecord) {
+	q.q.Push(func() { q.write(func(ctx context.Context) error { return q.rec.SaveCall(ctx, r) }) })
 }
 
-func (q *saveQueue) save(r CallRecord)      { q.push(saveItem{rec: &r}) }
-func (q *saveQueue) heartbeat(at time.Time) { q.push(saveItem{heartbeat: at}) }
-
-func (q *saveQueue) run() {
-	defer close(q.done)
-	for {
-		q.mu.Lock()
-		items := q.items
-		q.items = nil
-		closed := q.closed
-		q.mu.Unlock()
-		for _, it := range items {
-			q.write(it)
-		}
-		q.mu.Lock()
-		q.pending -= len(items)
-		if q.pending == 0 {
-			q.idle.Broadcast()
-		}
-		q.mu.Unlock()
-		if len(items) > 0 {
-			continue
-		}
-		if closed {
-			return
-		}
-		<-q.wake
-	}
+// heartbeat queues a heartbeat; after close it is dropped.
+func (q *saveQueue) heartbeat(at time.Time) {
+	q.q.Push(func() { q.write(func(ctx context.Context) error { return q.rec.Heartbeat(ctx, at) }) })
 }
 
-func (q *saveQueue) write(it saveItem) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+func (q *saveQueue) write(f func(context.Context) error) {
+	ctx, cancel := context.WithTimeout(context.Background(), saveTimeout)
 	defer cancel()
-	var err error
-	if it.rec != nil {
-		err = q.rec.SaveCall(ctx, *it.rec)
-	} else {
-		err = q.rec.Heartbeat(ctx, it.heartbeat)
-	}
-	if err != nil {
+	if err := f(ctx); err != nil {
 		q.log.Error("call record not saved", "err", err)
 	}
 }
 
-// flush waits until everything queued before it is written.
+// flush waits until everything queued before it is written (once the
+// queue is closing: until everything is).
 func (q *saveQueue) flush() {
-	q.mu.Lock()
-	for q.pending > 0 {
-		q.idle.Wait()
+	written := make(chan struct{})
+	if q.q.Push(func() { close(written) }) {
+		<-written
+		return
 	}
-	q.mu.Unlock()
+	<-q.q.Done()
 }
 
 // close writes what is queued and ends the goroutine.
-func (q *saveQueue) close() {
-	q.mu.Lock()
-	q.closed = true
-	q.mu.Unlock()
-	select {
-	case q.wake <- struct{}{}:
-	default:
-	}
-	<-q.done
-}
+func (q *saveQueue) close() { q.q.Close() }

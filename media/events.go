@@ -1,7 +1,8 @@
 package media
 
-// The outgoing side of a participant: one goroutine (runEvents) calls Send
-// and the callbacks in the order events were queued, without locks held.
+// The outgoing side of a participant: one goroutine (runEvents, running the
+// participant's opsqueue) calls Send and the callbacks in the order events
+// were queued, without locks held.
 
 type eventKind int
 
@@ -23,25 +24,18 @@ type event struct {
 // runEvents delivers queued events until OnGone has been delivered.
 func (p *Participant) runEvents() {
 	defer p.sfu.events.Done()
-	for range p.outWake {
-		p.outMu.Lock()
-		batch := p.outQueue
-		p.outQueue = nil
-		final := p.outFinal
-		p.outMu.Unlock()
-		for _, ev := range batch {
-			p.deliver(ev)
-		}
-		if final {
-			return
-		}
-	}
+	p.out.Run()
 }
 
 func (p *Participant) deliver(ev event) {
 	switch ev.kind {
 	case eventSignal:
-		p.opts.Send(ev.signal)
+		p.outMu.Lock()
+		stopped := p.outNoSignal
+		p.outMu.Unlock()
+		if !stopped {
+			p.opts.Send(ev.signal)
+		}
 	case eventConnected:
 		if p.opts.OnConnected != nil {
 			p.opts.OnConnected()
@@ -57,7 +51,8 @@ func (p *Participant) deliver(ev event) {
 	}
 }
 
-// pushEvent queues ev. Nothing is queued after the gone event.
+// pushEvent queues ev. Nothing is queued after the gone event (the queue
+// is stopped).
 func (p *Participant) pushEvent(ev event) {
 	p.outMu.Lock()
 	defer p.outMu.Unlock()
@@ -65,19 +60,11 @@ func (p *Participant) pushEvent(ev event) {
 }
 
 func (p *Participant) pushLocked(ev event) {
-	if p.outFinal {
-		return
-	}
 	if ev.kind == eventSignal && p.outNoSignal {
 		return
 	}
-	p.outQueue = append(p.outQueue, ev)
-	if ev.kind == eventGone {
-		p.outFinal = true
-	}
-	select {
-	case p.outWake <- struct{}{}:
-	default:
+	if p.out.Push(func() { p.deliver(ev) }) && ev.kind == eventGone {
+		p.out.Stop() // runEvents ends once the gone event is delivered
 	}
 }
 
@@ -107,17 +94,10 @@ func (p *Participant) sendCandidate(s Signal) {
 	p.pushLocked(event{kind: eventSignal, signal: s})
 }
 
-// stopSignals drops queued signals and refuses new ones: a leaving
-// participant negotiates nothing more. Other events still go out.
+// stopSignals drops the signals not yet delivered and refuses new ones: a
+// leaving participant negotiates nothing more. Other events still go out.
 func (p *Participant) stopSignals() {
 	p.outMu.Lock()
 	defer p.outMu.Unlock()
 	p.outNoSignal = true
-	kept := p.outQueue[:0]
-	for _, ev := range p.outQueue {
-		if ev.kind != eventSignal {
-			kept = append(kept, ev)
-		}
-	}
-	p.outQueue = kept
 }

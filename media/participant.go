@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/pion/webrtc/v4"
+
+	"github.com/switchboard-rtc/switchboard/media/opsqueue"
 )
 
 // LeaveReason says why a participant was removed.
@@ -100,11 +102,11 @@ type Participant struct {
 	lostTimer      *time.Timer
 	negotiateTimer *time.Timer // a batched offer is scheduled
 
-	// outMu guards the outgoing event queue. Innermost lock.
+	// out runs the outgoing events (see events.go); it is stopped after the
+	// gone event. outMu guards the order in which events are pushed to it
+	// and the fields below. Innermost lock but out's own.
+	out         *opsqueue.Queue
 	outMu       sync.Mutex
-	outQueue    []event
-	outWake     chan struct{}
-	outFinal    bool
 	outNoSignal bool
 	descSent    map[Target]bool
 	heldLocal   map[Target][]Signal
@@ -132,7 +134,7 @@ func newParticipant(s *SFU, roomID, id string, opts JoinOptions) (*Participant, 
 		log:           s.log.With("room", roomID, "participant", id),
 		pendingRemote: make(map[Target][]webrtc.ICECandidateInit),
 		downs:         make(map[*publishedTrack]*downTrack),
-		outWake:       make(chan struct{}, 1),
+		out:           opsqueue.New(),
 		descSent:      make(map[Target]bool),
 		heldLocal:     make(map[Target][]Signal),
 		done:          make(chan struct{}),

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/switchboard-rtc/switchboard/media"
+	"github.com/switchboard-rtc/switchboard/media/opsqueue"
 	"github.com/switchboard-rtc/switchboard/signaling"
 )
 
@@ -133,12 +134,7 @@ type Manager struct {
 	closed    bool
 	timers    sync.WaitGroup // connect timer callbacks armed and not stopped
 
-	noteMu   sync.Mutex // guards notes; innermost lock
-	notes    []func()
-	noteWake chan struct{}
-	noteStop chan struct{}
-	noteDone chan struct{}
-	stopOnce sync.Once
+	notes *opsqueue.Queue // observer calls, in decision order
 }
 
 type room struct {
@@ -174,9 +170,8 @@ func (m *member) video() bool { return m.videoTrack && !m.videoMuted }
 func NewManager(p Params) *Manager {
 	m := &Manager{cfg: p.Config, sfu: p.SFU, tokens: p.Tokens, clock: p.Clock, log: p.Logger,
 		rooms: map[string]*room{}, claims: map[string]*Claim{}, bySession: map[signaling.Session]map[string]*member{},
-		byUser:   map[string]map[string]*member{},
-		noteWake: make(chan struct{}, 1), noteStop: make(chan struct{}), noteDone: make(chan struct{})}
-	go m.runNotes()
+		byUser: map[string]map[string]*member{}, notes: opsqueue.New()}
+	m.notes.Start()
 	if m.clock == nil {
 		m.clock = signaling.SystemClock{}
 	}
@@ -721,45 +716,11 @@ func (m *Manager) notifyLocked(call func(Observer)) {
 		return
 	}
 	obs := slices.Clone(m.observers)
-	m.noteMu.Lock()
-	m.notes = append(m.notes, func() {
+	m.notes.Push(func() {
 		for _, o := range obs {
 			call(o)
 		}
 	})
-	m.noteMu.Unlock()
-	select {
-	case m.noteWake <- struct{}{}:
-	default:
-	}
-}
-
-func (m *Manager) runNotes() {
-	defer close(m.noteDone)
-	for {
-		m.noteMu.Lock()
-		batch := m.notes
-		m.notes = nil
-		m.noteMu.Unlock()
-		for _, f := range batch {
-			f()
-		}
-		if len(batch) > 0 {
-			continue
-		}
-		select {
-		case <-m.noteWake:
-		case <-m.noteStop:
-			m.noteMu.Lock()
-			rest := m.notes
-			m.notes = nil
-			m.noteMu.Unlock()
-			for _, f := range rest {
-				f()
-			}
-			return
-		}
-	}
 }
 
 // Close removes every member (onExitRoom reason 2), then stops the
@@ -784,8 +745,7 @@ func (m *Manager) Close() {
 	}
 	m.mu.Unlock()
 	m.timers.Wait()
-	m.stopOnce.Do(func() { close(m.noteStop) })
-	<-m.noteDone
+	m.notes.Close()
 }
 
 // armConnectLocked starts mem's connect timer: a member whose media has

@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/switchboard-rtc/switchboard/media/opsqueue"
 )
 
 // Session is one open connection of a user, as the engine sees it. The
@@ -92,7 +94,7 @@ type Engine struct {
 	purgeTimer  Timer
 	observers   []Observer
 
-	notes *noteQueue // observer calls, in decision order
+	notes *opsqueue.Queue // observer calls, in decision order
 }
 
 // NewEngine loads the stored state, re-arms every invitation's timer from its
@@ -117,8 +119,9 @@ func NewEngine(ctx context.Context, p Params) (*Engine, error) {
 		replays:     make(map[Session]*Replay),
 		known:       make(map[string]struct{}),
 		kept:        newKeptIndex(),
-		notes:       newNoteQueue(),
+		notes:       opsqueue.New(),
 	}
+	e.notes.Start()
 	if e.clock == nil {
 		e.clock = SystemClock{}
 	}
@@ -130,7 +133,7 @@ func NewEngine(ctx context.Context, p Params) (*Engine, error) {
 	}
 	snap, err := e.store.Load(ctx)
 	if err != nil {
-		e.notes.close()
+		e.notes.Close()
 		return nil, fmt.Errorf("signaling: load store: %w", err)
 	}
 	now := e.clock.Now()
@@ -198,7 +201,7 @@ func (e *Engine) Close() {
 	}
 	e.mu.Unlock()
 	e.wg.Wait()
-	e.notes.close()
+	e.notes.Close()
 }
 
 // NewID returns a fresh random ID with prefix, like the engine's own.

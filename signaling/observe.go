@@ -3,7 +3,6 @@ package signaling
 import (
 	"context"
 	"slices"
-	"sync"
 	"time"
 )
 
@@ -52,75 +51,11 @@ func (e *Engine) notifyLocked(n InvitationNote) {
 		return
 	}
 	obs := slices.Clone(e.observers)
-	e.notes.push(func() {
+	e.notes.Push(func() {
 		for _, o := range obs {
 			o.InvitationNote(n)
 		}
 	})
-}
-
-// noteQueue runs queued functions one at a time, in order, on one
-// goroutine; it never blocks the pusher.
-type noteQueue struct {
-	wake chan struct{}
-	stop chan struct{}
-	done chan struct{}
-	mu   sync.Mutex // guards fs; innermost lock
-	fs   []func()
-}
-
-func newNoteQueue() *noteQueue {
-	q := &noteQueue{wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
-	go q.run()
-	return q
-}
-
-func (q *noteQueue) push(f func()) {
-	q.mu.Lock()
-	q.fs = append(q.fs, f)
-	q.mu.Unlock()
-	select {
-	case q.wake <- struct{}{}:
-	default:
-	}
-}
-
-func (q *noteQueue) run() {
-	defer close(q.done)
-	for {
-		q.mu.Lock()
-		fs := q.fs
-		q.fs = nil
-		q.mu.Unlock()
-		for _, f := range fs {
-			f()
-		}
-		if len(fs) > 0 {
-			continue
-		}
-		select {
-		case <-q.wake:
-		case <-q.stop:
-			q.mu.Lock()
-			fs := q.fs
-			q.fs = nil
-			q.mu.Unlock()
-			for _, f := range fs {
-				f()
-			}
-			return
-		}
-	}
-}
-
-// close runs what is queued and ends the goroutine.
-func (q *noteQueue) close() {
-	select {
-	case <-q.stop:
-	default:
-		close(q.stop)
-	}
-	<-q.done
 }
 
 // Notify sends a one-shot invitation: to receives onReceiveNewInvitation

@@ -7,29 +7,21 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
-	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
-	"time"
 
-	"modernc.org/sqlite"
-	sqlite3 "modernc.org/sqlite/lib"
+	"github.com/switchboard-rtc/switchboard/signaling/sqlitedb"
 )
 
 const (
 	// sqliteComponent names the store's schema in schema_migrations.
 	sqliteComponent = "signaling"
-	// sqliteBusyTimeout is how long a statement waits for a lock held by
-	// another connection (a reader checkpointing, another component writing
-	// through DB()) before failing with SQLITE_BUSY.
-	sqliteBusyTimeout = 5 * time.Second
 	// sqliteMaxBatch bounds how many Apply calls share one transaction.
 	sqliteMaxBatch = 256
 )
 
-// sqliteSteps is the store's schema, one element per version (see Migrate).
+// sqliteSteps is the store's schema, one element per version (see
+// sqlitedb.Migrate).
 //
 // Times are INTEGER unix nanoseconds (UTC), NULL for the zero time.
 // Invitees keep their position in the invitation; members are returned
@@ -204,26 +196,15 @@ func OpenSQLite(ctx context.Context, path string, log *slog.Logger) (*SQLiteStor
 	if path == "" {
 		return nil, errors.New("signaling: open sqlite store: empty path")
 	}
-	abs, err := filepath.Abs(path)
+	db, abs, err := sqlitedb.Open(ctx, path)
 	if err != nil {
 		return nil, fmt.Errorf("signaling: open sqlite store %s: %w", path, err)
 	}
-	if err := os.MkdirAll(filepath.Dir(abs), 0o750); err != nil {
-		return nil, fmt.Errorf("signaling: open sqlite store %s: %w", path, err)
-	}
-	db, err := sql.Open("sqlite", sqliteDSN(abs))
-	if err != nil {
-		return nil, fmt.Errorf("signaling: open sqlite store %s: %w", path, err)
-	}
-	if err := sqliteCheck(ctx, db); err != nil {
+	if err := sqlitedb.Migrate(ctx, db, sqliteComponent, sqliteSteps); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("signaling: open sqlite store %s: %w", path, err)
 	}
-	if err := Migrate(ctx, db, sqliteComponent, sqliteSteps); err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("signaling: open sqlite store %s: %w", path, err)
-	}
-	wdb, err := sql.Open("sqlite", sqliteDSN(abs))
+	wdb, err := sql.Open("sqlite", sqlitedb.DSN(abs))
 	if err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("signaling: open sqlite store %s: %w", path, err)
@@ -242,37 +223,10 @@ func OpenSQLite(ctx context.Context, path string, log *slog.Logger) (*SQLiteStor
 	return s, nil
 }
 
-// sqliteDSN applies the pragmas to every connection of the pool. _txlock
-// makes BeginTx take the write lock at once (BEGIN IMMEDIATE), so that a
-// read-then-write transaction cannot fail half-way with SQLITE_BUSY; read-only
-// transactions still use a plain BEGIN.
-func sqliteDSN(path string) string {
-	q := url.Values{}
-	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", sqliteBusyTimeout.Milliseconds()))
-	q.Add("_pragma", "foreign_keys(1)")
-	q.Add("_pragma", "journal_mode(WAL)")
-	q.Add("_pragma", "synchronous(NORMAL)")
-	q.Set("_txlock", "immediate")
-	return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
-}
-
-// sqliteCheck fails early on a file that is not a database, and checks that
-// WAL mode took effect (it cannot on some network file systems).
-func sqliteCheck(ctx context.Context, db *sql.DB) error {
-	var mode string
-	if err := db.QueryRowContext(ctx, `PRAGMA journal_mode`).Scan(&mode); err != nil {
-		return err
-	}
-	if mode != "wal" {
-		return fmt.Errorf("journal_mode is %q, want wal", mode)
-	}
-	return nil
-}
-
 // DB returns the store's database, for other components' tables (create
-// them with Migrate under another component name). Their writes take the
-// same SQLite write lock as the store's writer and wait for it up to the
-// busy timeout. The sig_* tables belong to the store.
+// them with sqlitedb.Migrate under another component name). Their writes
+// take the same SQLite write lock as the store's writer and wait for it up
+// to the busy timeout. The sig_* tables belong to the store.
 func (s *SQLiteStore) DB() *sql.DB { return s.db }
 
 // Apply implements Store. It returns once the mutations are committed, or
@@ -546,11 +500,11 @@ func (s *SQLiteStore) apply(ctx context.Context, m Mutation) error {
 	case PutInvitation:
 		inv := m.Invitation
 		op := fmt.Sprintf("put invitation %q", inv.ID)
-		created, err := sqliteTime(inv.CreatedAt)
+		created, err := sqlitedb.Time(inv.CreatedAt)
 		if err != nil {
 			return sqliteErr(op, err)
 		}
-		deadline, err := sqliteTime(inv.Deadline)
+		deadline, err := sqlitedb.Time(inv.Deadline)
 		if err != nil {
 			return sqliteErr(op, err)
 		}
@@ -565,9 +519,9 @@ func (s *SQLiteStore) apply(ctx context.Context, m Mutation) error {
 	case SetInviteeState:
 		op := fmt.Sprintf("set state of invitee %q of invitation %q", m.UserID, m.InviteID)
 		if _, err := ParseInviteeState(m.State.String()); err != nil {
-			return sqliteErr(op, errSQLiteInvalid("invalid state %v", m.State))
+			return sqliteErr(op, sqlitedb.Invalid("invalid state %v", m.State))
 		}
-		at, err := sqliteTime(m.At)
+		at, err := sqlitedb.Time(m.At)
 		if err != nil {
 			return sqliteErr(op, err)
 		}
@@ -585,7 +539,7 @@ func (s *SQLiteStore) apply(ctx context.Context, m Mutation) error {
 	case PutGroup:
 		g := m.Group
 		op := fmt.Sprintf("put group %q", g.ID)
-		created, err := sqliteTime(g.CreatedAt)
+		created, err := sqlitedb.Time(g.CreatedAt)
 		if err != nil {
 			return sqliteErr(op, err)
 		}
@@ -618,11 +572,11 @@ func (s *SQLiteStore) apply(ctx context.Context, m Mutation) error {
 	case AppendOutbox:
 		e := m.Entry
 		op := fmt.Sprintf("append outbox entry %d for %q", e.Seq, e.UserID)
-		created, err := sqliteTime(e.CreatedAt)
+		created, err := sqlitedb.Time(e.CreatedAt)
 		if err != nil {
 			return sqliteErr(op, err)
 		}
-		expires, err := sqliteTime(e.ExpiresAt)
+		expires, err := sqlitedb.Time(e.ExpiresAt)
 		if err != nil {
 			return sqliteErr(op, err)
 		}
@@ -647,7 +601,7 @@ func (s *SQLiteStore) apply(ctx context.Context, m Mutation) error {
 		}
 	case PurgeOutbox:
 		// Entries without an expiry (zero ExpiresAt, NULL) never match.
-		before, err := sqliteTime(m.Before)
+		before, err := sqlitedb.Time(m.Before)
 		if err != nil {
 			return sqliteErr("purge outbox", err)
 		}
@@ -655,16 +609,16 @@ func (s *SQLiteStore) apply(ctx context.Context, m Mutation) error {
 			return sqliteErr("purge outbox", err)
 		}
 	default:
-		return sqliteErr("apply", errSQLiteInvalid("unknown mutation %T", m))
+		return sqliteErr("apply", sqlitedb.Invalid("unknown mutation %T", m))
 	}
 	return nil
 }
 
 func (s *SQLiteStore) putInvitee(ctx context.Context, inviteID string, pos int, e InviteeRecord) error {
 	if _, err := ParseInviteeState(e.State.String()); err != nil {
-		return errSQLiteInvalid("invitee %q: invalid state %v", e.UserID, e.State)
+		return sqlitedb.Invalid("invitee %q: invalid state %v", e.UserID, e.State)
 	}
-	at, err := sqliteTime(e.UpdatedAt)
+	at, err := sqlitedb.Time(e.UpdatedAt)
 	if err != nil {
 		return err
 	}
@@ -673,7 +627,7 @@ func (s *SQLiteStore) putInvitee(ctx context.Context, inviteID string, pos int, 
 
 func (s *SQLiteStore) addMembers(ctx context.Context, groupID string, members []MemberRecord) error {
 	for _, m := range members {
-		at, err := sqliteTime(m.JoinedAt)
+		at, err := sqlitedb.Time(m.JoinedAt)
 		if err != nil {
 			return err
 		}
@@ -742,7 +696,7 @@ func (s *SQLiteStore) LoadOutbox(ctx context.Context, user string, afterSeq int6
 		if data != nil {
 			e.Data = data
 		}
-		e.CreatedAt, e.ExpiresAt = sqliteTimeOf(created), sqliteTimeOf(expires)
+		e.CreatedAt, e.ExpiresAt = sqlitedb.TimeOf(created), sqlitedb.TimeOf(expires)
 		out = append(out, e)
 	}
 	if err := rows.Err(); err != nil {
@@ -761,7 +715,7 @@ func loadInvitations(ctx context.Context, tx *sql.Tx, snap *Snapshot) error {
 			if err := rows.Scan(&r.ID, &r.Inviter, &r.GroupID, &r.Data, &created, &deadline); err != nil {
 				return err
 			}
-			r.CreatedAt, r.Deadline = sqliteTimeOf(created), sqliteTimeOf(deadline)
+			r.CreatedAt, r.Deadline = sqlitedb.TimeOf(created), sqlitedb.TimeOf(deadline)
 			index[r.ID] = len(snap.Invitations)
 			snap.Invitations = append(snap.Invitations, r)
 			return nil
@@ -782,7 +736,7 @@ func loadInvitations(ctx context.Context, tx *sql.Tx, snap *Snapshot) error {
 			if e.State, err = ParseInviteeState(state); err != nil {
 				return fmt.Errorf("invitation %q, invitee %q: %w", id, e.UserID, err)
 			}
-			e.UpdatedAt = sqliteTimeOf(at)
+			e.UpdatedAt = sqlitedb.TimeOf(at)
 			i, ok := index[id]
 			if !ok { // foreign keys make this impossible
 				return fmt.Errorf("invitee %q of missing invitation %q", e.UserID, id)
@@ -801,7 +755,7 @@ func loadGroups(ctx context.Context, tx *sql.Tx, snap *Snapshot) error {
 			if err := rows.Scan(&g.ID, &g.Name, &g.Owner, &g.JoinOption, &created); err != nil {
 				return err
 			}
-			g.CreatedAt = sqliteTimeOf(created)
+			g.CreatedAt = sqlitedb.TimeOf(created)
 			index[g.ID] = len(snap.Groups)
 			snap.Groups = append(snap.Groups, g)
 			return nil
@@ -818,7 +772,7 @@ func loadGroups(ctx context.Context, tx *sql.Tx, snap *Snapshot) error {
 			if err := rows.Scan(&id, &m.UserID, &m.Role, &at, &m.AddedBy); err != nil {
 				return err
 			}
-			m.JoinedAt = sqliteTimeOf(at)
+			m.JoinedAt = sqlitedb.TimeOf(at)
 			i, ok := index[id]
 			if !ok {
 				return fmt.Errorf("member %q of missing group %q", m.UserID, id)
@@ -849,7 +803,7 @@ func loadOutboxIndex(ctx context.Context, tx *sql.Tx, snap *Snapshot) error {
 			if err := rows.Scan(&e.Seq, &e.UserID, &e.Sender, &e.Bytes, &expires); err != nil {
 				return err
 			}
-			e.ExpiresAt = sqliteTimeOf(expires)
+			e.ExpiresAt = sqlitedb.TimeOf(expires)
 			snap.Outbox = append(snap.Outbox, e)
 			return nil
 		})
@@ -870,50 +824,11 @@ func sqliteRows(ctx context.Context, tx *sql.Tx, q string, f func(*sql.Rows) err
 	return rows.Err()
 }
 
-// sqliteTime encodes t as unix nanoseconds, or NULL for the zero time.
-func sqliteTime(t time.Time) (any, error) {
-	if t.IsZero() {
-		return nil, nil
-	}
-	ns := t.UnixNano()
-	if !time.Unix(0, ns).Equal(t) {
-		return nil, errSQLiteInvalid("time %v outside the storable range (years 1678-2262)", t)
-	}
-	return ns, nil
-}
-
-// sqliteTimeOf is the inverse of sqliteTime.
-func sqliteTimeOf(n sql.NullInt64) time.Time {
-	if !n.Valid {
-		return time.Time{}
-	}
-	return time.Unix(0, n.Int64).UTC()
-}
-
-// sqliteInvalid marks a mutation that cannot be stored as given: a bug in
-// the caller, not a failure of the store.
-type sqliteInvalid struct{ msg string }
-
-func (e *sqliteInvalid) Error() string { return e.msg }
-
-func errSQLiteInvalid(format string, args ...any) error {
-	return &sqliteInvalid{msg: fmt.Sprintf(format, args...)}
-}
-
 // sqliteLogical reports whether err is about the data (a taken ID, a
 // constraint, an invalid mutation, a caller's ctx) rather than the database
 // being unable to work.
 func sqliteLogical(err error) bool {
-	var inv *sqliteInvalid
-	var se *sqlite.Error
-	switch {
-	case errors.Is(err, ErrGroupExists), errors.As(err, &inv),
-		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return true
-	case errors.As(err, &se):
-		return se.Code()&0xff == sqlite3.SQLITE_CONSTRAINT
-	}
-	return false
+	return errors.Is(err, ErrGroupExists) || sqlitedb.Logical(err)
 }
 
 // sqliteErr adds op to err; a failure of the database also wraps

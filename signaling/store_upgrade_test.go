@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/switchboard-rtc/switchboard/signaling/sqlitedb"
 )
 
 // TestSQLiteUpgradeFromVersion1: a database written by a binary that knew
@@ -18,11 +20,11 @@ import (
 func TestSQLiteUpgradeFromVersion1(t *testing.T) {
 	ctx := t.Context()
 	path := filepath.Join(t.TempDir(), "old.db")
-	db, err := sql.Open("sqlite", sqliteDSN(path))
+	db, err := sql.Open("sqlite", sqlitedb.DSN(path))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := Migrate(ctx, db, sqliteComponent, sqliteSteps[:1]); err != nil {
+	if err := sqlitedb.Migrate(ctx, db, sqliteComponent, sqliteSteps[:1]); err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now().UnixNano()

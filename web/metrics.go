@@ -1,166 +1,40 @@
 package web
 
-import (
-	"context"
-	"net/http"
-	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"github.com/switchboard-rtc/switchboard/calls"
-	"github.com/switchboard-rtc/switchboard/media"
-	"github.com/switchboard-rtc/switchboard/rooms"
-	"github.com/switchboard-rtc/switchboard/signaling"
-)
-
-// Metrics is the server's Prometheus instrumentation, served at /metrics
-// (metrics.enabled, metrics.addr). A nil *Metrics records nothing.
-type Metrics struct {
-	reg *prometheus.Registry
-
-	connections prometheus.Gauge
-	requests    *prometheus.CounterVec
-	overflows   prometheus.Counter
-	invitations *prometheus.CounterVec
-	callSetup   prometheus.Histogram
-	callsEnded  *prometheus.CounterVec
-	storeApply  *prometheus.HistogramVec
+// Metrics is what the transport reports: connections opening and closing,
+// each request by op and result (ok, or the error reason), and connections
+// closed because their send queue was full. It must not block. web/metrics
+// implements it with Prometheus; the transport knows nothing of how it is
+// counted or served.
+type Metrics interface {
+	ConnOpened()
+	ConnClosed()
+	Request(op, result string)
+	SendQueueOverflow()
 }
 
-var (
-	_ signaling.Observer = (*Metrics)(nil)
-	_ calls.Metrics      = (*Metrics)(nil)
-)
+// reporter calls an optional Metrics.
+type reporter struct{ m Metrics }
 
-// NewMetrics makes a registry with the Go runtime and process collectors
-// and every Switchboard metric.
-func NewMetrics() *Metrics {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m := &Metrics{
-		reg: reg,
-		connections: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "switchboard", Name: "connections",
-			Help: "Open WebSocket connections."}),
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "switchboard", Name: "requests_total",
-			Help: "Requests by op and result (ok, or the error reason)."}, []string{"op", "result"}),
-		overflows: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "switchboard", Name: "send_queue_overflows_total",
-			Help: "Connections closed because their send queue was full."}),
-		invitations: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "switchboard", Name: "invitations_total",
-			Help: "Invitations created, and invitee outcomes (accepted, rejected, timed_out, cancelled)."}, []string{"outcome"}),
-		callSetup: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "switchboard", Name: "call_setup_seconds",
-			Help:    "Time from a call's first ring to its second participant's media connecting.",
-			Buckets: []float64{.25, .5, 1, 2, 3, 5, 8, 13, 21, 34, 60}}),
-		callsEnded: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "switchboard", Name: "calls_ended_total",
-			Help: "Calls ended, by result."}, []string{"result"}),
-		storeApply: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "switchboard", Name: "store_apply_seconds",
-			Help:    "Latency of writes to the signaling store, by outcome.",
-			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}, []string{"outcome"}),
-	}
-	reg.MustRegister(m.connections, m.requests, m.overflows, m.invitations, m.callSetup, m.callsEnded, m.storeApply)
-	return m
-}
-
-// Handler serves the metrics in the Prometheus text format.
-func (m *Metrics) Handler() http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
-}
-
-// Watch adds gauges read from the running components: active calls, rooms,
-// room members, and the SFU's forwarded packets and bytes.
-func (m *Metrics) Watch(c *calls.Manager, r *rooms.Manager, sfu *media.SFU) {
-	if c != nil {
-		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "switchboard", Name: "active_calls",
-			Help: "Calls ringing or running."}, func() float64 { return float64(c.Active()) }))
-	}
-	if r != nil {
-		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "switchboard", Name: "rooms",
-			Help: "Media rooms."}, func() float64 { n, _ := r.Counts(); return float64(n) }))
-		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "switchboard", Name: "room_participants",
-			Help: "Participants in media rooms."}, func() float64 { _, n := r.Counts(); return float64(n) }))
-	}
-	if sfu != nil {
-		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "switchboard", Name: "forwarded_packets_total",
-			Help: "RTP packets written to subscribers."}, func() float64 { return float64(sfu.Stats().PacketsOut) }))
-		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "switchboard", Name: "forwarded_bytes_total",
-			Help: "RTP bytes written to subscribers."}, func() float64 { return float64(sfu.Stats().BytesOut) }))
-		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "switchboard", Name: "received_packets_total",
-			Help: "RTP packets read from publishers."}, func() float64 { return float64(sfu.Stats().PacketsIn) }))
+func (r reporter) connOpened() {
+	if r.m != nil {
+		r.m.ConnOpened()
 	}
 }
 
-// InvitationNote implements signaling.Observer: invitation outcomes.
-func (m *Metrics) InvitationNote(n signaling.InvitationNote) {
-	if m == nil {
-		return
-	}
-	if n.Created {
-		m.invitations.WithLabelValues("created").Inc()
-	}
-	for _, c := range n.Changes {
-		m.invitations.WithLabelValues(c.State.String()).Inc()
+func (r reporter) connClosed() {
+	if r.m != nil {
+		r.m.ConnClosed()
 	}
 }
 
-// CallBegan implements calls.Metrics.
-func (m *Metrics) CallBegan(setup time.Duration) {
-	if m != nil {
-		m.callSetup.Observe(setup.Seconds())
+func (r reporter) request(op, result string) {
+	if r.m != nil {
+		r.m.Request(op, result)
 	}
 }
 
-// CallEnded implements calls.Metrics.
-func (m *Metrics) CallEnded(r calls.Result) {
-	if m != nil {
-		m.callsEnded.WithLabelValues(string(r)).Inc()
-	}
-}
-
-// InstrumentStore wraps a store so that its write latency is measured.
-func (m *Metrics) InstrumentStore(s signaling.Store) signaling.Store {
-	if m == nil {
-		return s
-	}
-	return timedStore{Store: s, h: m.storeApply}
-}
-
-type timedStore struct {
-	signaling.Store
-	h *prometheus.HistogramVec
-}
-
-func (t timedStore) Apply(ctx context.Context, muts ...signaling.Mutation) error {
-	start := time.Now()
-	err := t.Store.Apply(ctx, muts...)
-	outcome := "ok"
-	if err != nil {
-		outcome = "error"
-	}
-	t.h.WithLabelValues(outcome).Observe(time.Since(start).Seconds())
-	return err
-}
-
-func (m *Metrics) request(op, result string) {
-	if m != nil {
-		m.requests.WithLabelValues(op, result).Inc()
-	}
-}
-
-func (m *Metrics) sendQueueOverflow() {
-	if m != nil {
-		m.overflows.Inc()
-	}
-}
-
-func (m *Metrics) connOpened() {
-	if m != nil {
-		m.connections.Inc()
-	}
-}
-
-func (m *Metrics) connClosed() {
-	if m != nil {
-		m.connections.Dec()
+func (r reporter) sendQueueOverflow() {
+	if r.m != nil {
+		r.m.SendQueueOverflow()
 	}
 }

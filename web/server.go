@@ -79,10 +79,8 @@ type Params struct {
 	// rooms and calls by the caller. Nil: Engine.Ops().
 	Ops    map[string]signaling.OpFunc
 	Logger *slog.Logger
-	// Metrics, when set, counts connections and requests; with
-	// ServeMetrics it is also served at /metrics on this server.
-	Metrics      *Metrics
-	ServeMetrics bool
+	// Metrics, when set, hears about connections and requests.
+	Metrics Metrics
 	// OnSessionClosed are called, in order, when a connection has ended
 	// (after the engine forgot it): rooms use it to remove its members.
 	OnSessionClosed []func(signaling.Session)
@@ -98,7 +96,7 @@ type Server struct {
 	ops      map[string]signaling.OpFunc
 	onClosed []func(signaling.Session)
 	log      *slog.Logger
-	metrics  *Metrics
+	metrics  reporter
 	upgrader websocket.Upgrader
 	mux      *http.ServeMux
 
@@ -118,7 +116,7 @@ func New(p Params) (*Server, error) {
 	}
 	s := &Server{
 		cfg: p.Config, auth: p.Auth, dev: p.DevTokens, devTTL: p.DevTokenTTL, engine: p.Engine,
-		ops: p.Ops, onClosed: p.OnSessionClosed, log: p.Logger, metrics: p.Metrics, conns: make(map[*conn]struct{}),
+		ops: p.Ops, onClosed: p.OnSessionClosed, log: p.Logger, metrics: reporter{p.Metrics}, conns: make(map[*conn]struct{}),
 	}
 	if s.ops == nil {
 		s.ops = p.Engine.Ops()
@@ -144,9 +142,6 @@ func New(p Params) (*Server, error) {
 	s.mux.HandleFunc("GET /ws", s.handleWS)
 	if s.dev {
 		s.mux.HandleFunc("GET /api/dev/token", s.handleDevToken)
-	}
-	if p.Metrics != nil && p.ServeMetrics {
-		s.mux.Handle("GET /metrics", p.Metrics.Handler())
 	}
 	s.mountAssets()
 	return s, nil

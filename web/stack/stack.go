@@ -25,6 +25,7 @@ import (
 	"github.com/switchboard-rtc/switchboard/rooms"
 	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/web"
+	"github.com/switchboard-rtc/switchboard/web/metrics"
 )
 
 // readHeaderTimeout bounds the wait for an HTTP request's headers.
@@ -54,7 +55,7 @@ type Stack struct {
 	Rooms   *rooms.Manager
 	Calls   *calls.Manager
 	Server  *web.Server
-	Metrics *web.Metrics // nil unless metrics.enabled
+	Metrics *metrics.Metrics // nil unless metrics.enabled
 
 	log        *slog.Logger
 	closers    []func() error // in build order; Close runs them in reverse
@@ -81,7 +82,7 @@ func New(ctx context.Context, p Params) (_ *Stack, err error) {
 		return nil, err
 	}
 	if cfg.Metrics.Enabled {
-		s.Metrics = web.NewMetrics()
+		s.Metrics = metrics.New()
 	}
 	store, records := p.Store, p.Records
 	if store == nil {
@@ -156,12 +157,19 @@ func New(ctx context.Context, p Params) (_ *Stack, err error) {
 	if wc.RequestTimeout == 0 {
 		wc.RequestTimeout = web.DefaultConfig().RequestTimeout
 	}
-	if s.Server, err = web.New(web.Params{
+	wp := web.Params{
 		Config: wc, Auth: s.Auth, DevTokens: cfg.Auth.Dev, DevTokenTTL: cfg.Auth.DevTokenTTL,
 		Engine: s.Engine, Ops: ops, OnSessionClosed: []func(signaling.Session){s.Rooms.SessionClosed},
-		Logger: log, Metrics: s.Metrics, ServeMetrics: s.Metrics != nil && cfg.Metrics.Addr == "",
-	}); err != nil {
+		Logger: log,
+	}
+	if s.Metrics != nil {
+		wp.Metrics = s.Metrics // not a typed nil in the interface
+	}
+	if s.Server, err = web.New(wp); err != nil {
 		return nil, err
+	}
+	if s.Metrics != nil && cfg.Metrics.Addr == "" {
+		s.Server.Mux().Handle("GET /metrics", s.Metrics.Handler())
 	}
 	s.httpSrv = &http.Server{Handler: s.Server.Handler(), ReadHeaderTimeout: readHeaderTimeout,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}

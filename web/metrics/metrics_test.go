@@ -1,19 +1,26 @@
-package web_test
+package metrics_test
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"go.uber.org/goleak"
 
 	"github.com/switchboard-rtc/switchboard/web/webtest"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // TestMetricsEndpoint: /metrics serves every documented metric with values
 // that follow what happened.
 func TestMetricsEndpoint(t *testing.T) {
 	s := webtest.Start(t, webtest.Options{Metrics: true})
-	ctx := testCtx(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
 	alice, bob := s.Dial("alice"), s.Dial("bob")
 	s.StartCall(alice, bob, "bob")
 	_ = alice.Do(ctx, "nope", nil, nil)
