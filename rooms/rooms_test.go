@@ -155,7 +155,14 @@ func TestThreeParticipantsExchangeMedia(t *testing.T) {
 		}
 		eventually(t, 15*time.Second, u+" receiving audio and video from "+strings.Join(others, ","), func() bool { return receives(rs[u], 20, others...) })
 		for _, o := range others {
-			st := rs[u].Received()[peer.TrackKey{StreamID: o, Kind: media.KindVideo}]
+			key := peer.TrackKey{StreamID: o, Kind: media.KindVideo}
+			// Twenty packets may arrive before the keyframe: wait for it,
+			// or for its second to pass.
+			eventually(t, 5*time.Second, u+" keyframe from "+o, func() bool {
+				st := rs[u].Received()[key]
+				return st.Keyframes > 0 || time.Since(st.Started) > time.Second
+			})
+			st := rs[u].Received()[key]
 			if st.Keyframes == 0 || st.FirstKeyframe.Sub(st.Started) > time.Second {
 				t.Errorf("%s from %s: first keyframe %v after the track started (keyframes %d), want within 1 s",
 					u, o, st.FirstKeyframe.Sub(st.Started), st.Keyframes)
