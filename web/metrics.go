@@ -21,6 +21,7 @@ type Metrics struct {
 	reg *prometheus.Registry
 
 	connections prometheus.Gauge
+	rejected    prometheus.Counter
 	requests    *prometheus.CounterVec
 	overflows   prometheus.Counter
 	invitations *prometheus.CounterVec
@@ -43,6 +44,8 @@ func NewMetrics() *Metrics {
 		reg: reg,
 		connections: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "switchboard", Name: "connections",
 			Help: "Open WebSocket connections."}),
+		rejected: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "switchboard", Name: "http_connections_rejected_total",
+			Help: "TCP connections answered 503 and closed because server.max_connections were open."}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "switchboard", Name: "requests_total",
 			Help: "Requests by op and result (ok, or the error reason)."}, []string{"op", "result"}),
 		overflows: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "switchboard", Name: "send_queue_overflows_total",
@@ -58,7 +61,7 @@ func NewMetrics() *Metrics {
 			Help:    "Latency of writes to the signaling store, by outcome.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}, []string{"outcome"}),
 	}
-	reg.MustRegister(m.connections, m.requests, m.overflows, m.invitations, m.callSetup, m.callsEnded, m.storeApply)
+	reg.MustRegister(m.connections, m.rejected, m.requests, m.overflows, m.invitations, m.callSetup, m.callsEnded, m.storeApply)
 	return m
 }
 
@@ -156,6 +159,12 @@ func (m *Metrics) sendQueueOverflow() {
 func (m *Metrics) connOpened() {
 	if m != nil {
 		m.connections.Inc()
+	}
+}
+
+func (m *Metrics) connRejected() {
+	if m != nil {
+		m.rejected.Inc()
 	}
 }
 

@@ -38,7 +38,14 @@ type Config struct {
 	RequestsPerSec  float64       // sustained requests per connection
 	RequestBurst    int           // burst of requests per connection
 	DedupWindow     int           // request ids remembered per connection
+	DedupBytes      int           // bytes of remembered replies per connection
 	MaxConnsPerUser int           // checked before the upgrade (429); 0: no limit
+
+	// HTTP server (HTTPServer, Listen).
+	ReadHeaderTimeout time.Duration // a request's headers
+	ReadTimeout       time.Duration // a whole request with its body; not a WebSocket once upgraded
+	IdleTimeout       time.Duration // a keep-alive connection waiting for its next request
+	MaxConnections    int           // open TCP connections; past it, 503. 0: no cap
 }
 
 // DefaultConfig returns the defaults of the embedded config file.
@@ -53,6 +60,12 @@ func DefaultConfig() Config {
 		RequestsPerSec: 50,
 		RequestBurst:   100,
 		DedupWindow:    256,
+		DedupBytes:     64 << 10,
+
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxConnections:    10000,
 	}
 }
 

@@ -104,6 +104,11 @@ type ServerConfig struct {
 	PingInterval    time.Duration `mapstructure:"ping_interval"`
 	PongTimeout     time.Duration `mapstructure:"pong_timeout"`
 	WriteTimeout    time.Duration `mapstructure:"write_timeout"`
+	// HTTP hardening (web.Server.HTTPServer and Listen).
+	ReadHeaderTimeout time.Duration `mapstructure:"read_header_timeout"`
+	ReadTimeout       time.Duration `mapstructure:"read_timeout"`
+	IdleTimeout       time.Duration `mapstructure:"idle_timeout"`
+	MaxConnections    int           `mapstructure:"max_connections"`
 }
 
 // StoreConfig configures persistent storage.
@@ -141,6 +146,7 @@ type LimitsConfig struct {
 	RequestBurst            int `mapstructure:"request_burst"`
 	SendQueue               int `mapstructure:"send_queue"`
 	DedupWindow             int `mapstructure:"dedup_window"`
+	DedupBytes              int `mapstructure:"dedup_bytes"`
 	MaxRoomsPerUser         int `mapstructure:"max_rooms_per_user"`
 	MaxRoomParticipants     int `mapstructure:"max_room_participants"`
 	MaxTracksPerParticipant int `mapstructure:"max_tracks_per_participant"`
@@ -340,6 +346,12 @@ func (c Config) Validate() error {
 	positive("server.ping_interval", c.Server.PingInterval)
 	positive("server.pong_timeout", c.Server.PongTimeout)
 	positive("server.write_timeout", c.Server.WriteTimeout)
+	positive("server.read_header_timeout", c.Server.ReadHeaderTimeout)
+	positive("server.read_timeout", c.Server.ReadTimeout)
+	positive("server.idle_timeout", c.Server.IdleTimeout)
+	if c.Server.MaxConnections < 1 {
+		bad("server.max_connections", "must be a positive integer, got %d", c.Server.MaxConnections)
+	}
 	if c.Server.PingInterval > 0 && c.Server.PingInterval >= c.Server.PongTimeout {
 		bad("server.ping_interval", "must be below server.pong_timeout (%s), got %s", c.Server.PongTimeout, c.Server.PingInterval)
 	}

@@ -158,15 +158,16 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(string)
 		return err
 	}
 
-	ln, err := net.Listen("tcp", cfg.Server.Addr)
+	if soft, hard, err := web.RaiseFileLimit(); err != nil {
+		log.Warn("open file limit not raised", "err", err)
+	} else {
+		log.Info("open file limit", "soft", soft, "hard", hard, "max_connections", cfg.Server.MaxConnections)
+	}
+	ln, err := srv.Listen(cfg.Server.Addr, cfg.Server.TLSCert, cfg.Server.TLSKey)
 	if err != nil {
 		return err
 	}
-	httpSrv := &http.Server{
-		Handler:           srv.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	httpSrv := srv.HTTPServer()
 	errc := make(chan error, 2)
 	if metrics != nil && cfg.Metrics.Addr != "" {
 		mln, err := net.Listen("tcp", cfg.Metrics.Addr)
@@ -184,13 +185,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(string)
 		defer msrv.Close()
 		log.Info("metrics serving", "url", fmt.Sprintf("http://%s/metrics", mln.Addr()))
 	}
-	go func() {
-		if cfg.Server.TLSCert != "" {
-			errc <- httpSrv.ServeTLS(ln, cfg.Server.TLSCert, cfg.Server.TLSKey)
-		} else {
-			errc <- httpSrv.Serve(ln)
-		}
-	}()
+	go func() { errc <- httpSrv.Serve(ln) }()
 	scheme := "http"
 	if cfg.Server.TLSCert != "" {
 		scheme = "https"
@@ -255,7 +250,13 @@ func webConfig(cfg Config) web.Config {
 		RequestsPerSec:  float64(cfg.Limits.RequestsPerSecond),
 		RequestBurst:    cfg.Limits.RequestBurst,
 		DedupWindow:     cfg.Limits.DedupWindow,
+		DedupBytes:      cfg.Limits.DedupBytes,
 		MaxConnsPerUser: cfg.Limits.ConnectionsPerUser,
+
+		ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout,
+		ReadTimeout:       cfg.Server.ReadTimeout,
+		IdleTimeout:       cfg.Server.IdleTimeout,
+		MaxConnections:    cfg.Server.MaxConnections,
 	}
 }
 
