@@ -273,7 +273,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		send:    newFrameQueue(s.cfg.SendQueue),
 		done:    make(chan struct{}),
 		limiter: rate.NewLimiter(rate.Limit(s.cfg.RequestsPerSec), s.cfg.RequestBurst),
-		dedup:   newReplyCache(s.cfg.DedupWindow),
+		dedup:   newReplyCache(s.cfg.DedupWindow, s.cfg.DedupBytes),
 	}
 	if claims.ExpiresAt != nil {
 		c.exp = claims.ExpiresAt.Time
