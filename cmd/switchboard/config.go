@@ -366,6 +366,10 @@ func (c Config) Validate() error {
 		bad("auth.secret", "must be at least %d bytes when auth.dev is false, got %d bytes", minSecretBytes, len(c.Auth.Secret))
 	}
 	positive("auth.dev_token_ttl", c.Auth.DevTokenTTL)
+	if host, _, err := net.SplitHostPort(c.Server.Addr); err == nil && c.Auth.Dev && !loopbackHost(host) {
+		bad("auth.dev", "dev mode issues tokens to anyone: it may only listen on loopback, but server.addr is %q; "+
+			"set server.addr to 127.0.0.1:PORT, or auth.dev=false with an auth.secret", c.Server.Addr)
+	}
 
 	// signaling
 	wholeSeconds("signaling.default_timeout", c.Signaling.DefaultTimeout)
@@ -491,6 +495,16 @@ func checkAddr(addr string) error {
 		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
 	}
 	return nil
+}
+
+// loopbackHost reports whether a listen host is loopback only: a
+// loopback IP or "localhost" ("" and 0.0.0.0 listen on every interface).
+func loopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func checkOrigin(o string) error {

@@ -538,7 +538,8 @@ func TestConfigFileFormats(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			cfg, err := LoadConfig([]string{"--config=" + writeFile(t, tt.name, tt.content)}, nil)
+			// ":7000" is every interface, which dev mode may not use.
+			cfg, err := LoadConfig([]string{"--config=" + writeFile(t, tt.name, tt.content), "--auth.dev=false", "--auth.secret=" + strings.Repeat("x", 32)}, nil)
 			if err != nil {
 				t.Fatalf("LoadConfig: %v", err)
 			}
@@ -699,7 +700,7 @@ func TestValidValues(t *testing.T) {
 		name string
 		args []string
 	}{
-		{"any interface", []string{"--server.addr=:8080"}},
+		{"any interface", []string{"--server.addr=:8080", "--auth.dev=false", "--auth.secret=" + strings.Repeat("x", 32)}},
 		{"ipv6", []string{"--server.addr=[::1]:0"}},
 		{"origins", []string{"--server.allowed_origins=*,https://a.example:8443,http://localhost:3000/"}},
 		{"tls pair", []string{"--server.tls_cert=c.pem", "--server.tls_key=k.pem"}},

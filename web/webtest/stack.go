@@ -92,6 +92,8 @@ func Start(t testing.TB, o Options) *Stack {
 	if s.Auth, err = web.NewAuthenticator(web.AuthConfig{Secret: Secret, Dev: o.DevTokens}); err != nil {
 		t.Fatal(err)
 	}
+	health := web.WatchStore(o.Store)
+	o.Store = health
 	if o.Metrics {
 		s.Metrics = web.NewMetrics()
 		o.Store = s.Metrics.InstrumentStore(o.Store)
@@ -121,7 +123,7 @@ func Start(t testing.TB, o Options) *Stack {
 		t.Fatal(err)
 	}
 	if s.Server, err = web.New(web.Params{Config: webCfg, Auth: s.Auth, DevTokens: o.DevTokens, DevTokenTTL: o.DevTokenTTL, Engine: s.Engine, Ops: ops,
-		OnSessionClosed: []func(signaling.Session){s.Rooms.SessionClosed}, Logger: log,
+		OnSessionClosed: []func(signaling.Session){s.Rooms.SessionClosed}, Logger: log, Health: health,
 		Metrics: s.Metrics, ServeMetrics: s.Metrics != nil}); err != nil {
 		t.Fatal(err)
 	}
