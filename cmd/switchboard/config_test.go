@@ -67,7 +67,7 @@ var wantDefaults = Config{
 		UDPPort: 7882, NAT1To1IPs: []string{}, IncludeLoopback: true, ICEServers: []string{},
 		ICEDisconnectedGrace: 10 * time.Second, PLIThrottle: 500 * time.Millisecond,
 	},
-	Metrics: MetricsConfig{Enabled: true},
+	Metrics: MetricsConfig{Enabled: true, Addr: "127.0.0.1:9090"},
 	Log:     LogConfig{Level: "info", Format: "text"},
 }
 

@@ -87,7 +87,8 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(string)
 		}
 	}()
 
-	engine, err := signaling.NewEngine(ctx, signaling.Params{Config: signalingConfig(cfg), Store: metrics.InstrumentStore(store), Logger: log})
+	health := web.WatchStore(store) // /healthz answers 503 while store writes fail
+	engine, err := signaling.NewEngine(ctx, signaling.Params{Config: signalingConfig(cfg), Store: metrics.InstrumentStore(health), Logger: log})
 	if err != nil {
 		return err
 	}
@@ -151,6 +152,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(string)
 		Ops:             ops,
 		OnSessionClosed: []func(signaling.Session){roomMgr.SessionClosed},
 		Logger:          log,
+		Health:          health,
 		Metrics:         metrics,
 		ServeMetrics:    metrics != nil && cfg.Metrics.Addr == "",
 	})
