@@ -12,9 +12,10 @@ import (
 	"time"
 )
 
-// sdkFiles are the browser SDK and its test page, served under /sdk/.
+// sdkFiles are the browser SDK and its test page (with its script and
+// styles: no inline code, see contentSecurityPolicy), served under /sdk/.
 //
-//go:embed sdk/switchboard.js sdk/room-test.html
+//go:embed sdk/switchboard.js sdk/room-test.html sdk/room-test.js sdk/room-test.css
 var sdkFiles embed.FS
 
 // demoFiles are the demo app (web/demo): index.html is served at /, the
@@ -26,7 +27,7 @@ var demoFiles embed.FS
 
 // devOnlyAssets are served only when dev tokens are on: they fetch tokens
 // from /api/dev/token, which does not exist otherwise.
-var devOnlyAssets = map[string]bool{"room-test.html": true}
+var devOnlyAssets = map[string]bool{"room-test.html": true, "room-test.js": true, "room-test.css": true}
 
 // assetCacheControl makes browsers revalidate every use (a cheap 304 with
 // the ETag), so a new server version is picked up at once.

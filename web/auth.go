@@ -99,10 +99,11 @@ func (a *Authenticator) Verify(token string) (*Claims, error) {
 	return &c, nil
 }
 
-// tokenFromRequest takes the token from "Authorization: Bearer" or ?token=.
+// tokenFromRequest takes the token from "Authorization: Bearer" (the
+// scheme is case-insensitive, RFC 7235) or ?token=.
 func tokenFromRequest(r *http.Request) string {
 	if h := r.Header.Get("Authorization"); h != "" {
-		if t, ok := strings.CutPrefix(h, "Bearer "); ok {
+		if scheme, t, ok := strings.Cut(strings.TrimSpace(h), " "); ok && strings.EqualFold(scheme, "Bearer") {
 			return strings.TrimSpace(t)
 		}
 	}

@@ -210,9 +210,11 @@ func (c *conn) readLoop(ctx context.Context) {
 
 // handle performs one request and queues its reply.
 //
-// Repeated ids: the replies of the last limits.dedup_window requests of the
-// connection are kept by id; a request whose id is among them is not
-// performed again, and gets the same reply again. Replies of requests that
+// Repeated ids: the ids of the last limits.dedup_window requests of the
+// connection are kept with their replies (up to limits.dedup_bytes of
+// them, see replyCache); a request whose id is among them is not performed
+// again, and gets the same reply again, or duplicate_request_id when the
+// reply is no longer kept. Replies of requests that
 // were not performed (malformed, rate_limited, store_unavailable,
 // shutting_down) are not kept, so the client may retry with the same id.
 func (c *conn) handle(ctx context.Context, data []byte) {
@@ -228,6 +230,10 @@ func (c *conn) handle(ctx context.Context, data []byte) {
 	}
 	if frame, ok := c.dedup.get(req.ID); ok {
 		c.srv.metrics.request(opLabel, "duplicate")
+		if frame == nil {
+			c.reply(req.ID, nil, signaling.ErrDuplicateID.WithMessage("request %q was already performed on this connection; its reply is no longer kept (limits.dedup_bytes)", req.ID))
+			return
+		}
 		c.queue(frame)
 		return
 	}
@@ -285,20 +291,29 @@ func (c *conn) reply(id string, result any, e *signaling.Error) []byte {
 
 func (c *conn) queue(frame []byte) { c.Deliver(frame) }
 
-// replyCache keeps the replies of the last n request ids of a connection.
-// Its memory grows with use, so that idle connections cost little.
+// replyCache keeps the ids of the last n requests of a connection and
+// their replies, the replies up to maxBytes in all (limits.dedup_window,
+// limits.dedup_bytes): past maxBytes the oldest replies lose their body
+// but keep their id, so that a repeat is still known and never performed
+// again (it is answered duplicate_request_id); a reply larger than maxBytes
+// is kept as an id only. Its memory grows with use, so that idle
+// connections cost little.
 type replyCache struct {
-	n     int
-	order []string // ring of ids, grown up to n
-	next  int
-	m     map[string][]byte
+	n, maxBytes int
+	bytes       int      // sum of the kept bodies
+	order       []string // ring of ids, grown up to n
+	next        int      // once full: the oldest id's index
+	bare        int      // the oldest bare entries of the ring (no body)
+	m           map[string][]byte
 }
 
-func newReplyCache(n int) *replyCache { return &replyCache{n: n} }
+func newReplyCache(n, maxBytes int) *replyCache { return &replyCache{n: n, maxBytes: maxBytes} }
 
-func (r *replyCache) get(id string) ([]byte, bool) {
-	f, ok := r.m[id]
-	return f, ok
+// get returns a request id's reply; known says whether the id was
+// performed, and frame is nil when its reply is no longer kept.
+func (r *replyCache) get(id string) (frame []byte, known bool) {
+	frame, known = r.m[id]
+	return frame, known
 }
 
 func (r *replyCache) put(id string, frame []byte) {
@@ -309,17 +324,33 @@ func (r *replyCache) put(id string, frame []byte) {
 		r.m = make(map[string][]byte)
 	}
 	if _, dup := r.m[id]; dup {
-		r.m[id] = frame
-		return
+		return // the reader never performs a known id
 	}
 	if len(r.order) < r.n {
 		r.order = append(r.order, id)
 	} else {
-		delete(r.m, r.order[r.next])
+		old := r.order[r.next]
+		r.bytes -= len(r.m[old])
+		delete(r.m, old)
 		r.order[r.next] = id
 		r.next = (r.next + 1) % r.n
+		r.bare = max(r.bare-1, 0)
+	}
+	if len(frame) > r.maxBytes {
+		frame = nil
 	}
 	r.m[id] = frame
+	r.bytes += len(frame)
+	// Drop the oldest bodies until the kept ones fit.
+	start := 0
+	if len(r.order) == r.n {
+		start = r.next
+	}
+	for ; r.bytes > r.maxBytes && r.bare < len(r.order); r.bare++ {
+		k := r.order[(start+r.bare)%len(r.order)]
+		r.bytes -= len(r.m[k])
+		r.m[k] = nil
+	}
 }
 
 // frameQueue is a connection's bounded send queue: pushes never block, and

@@ -10,6 +10,9 @@ type Metrics interface {
 	ConnClosed()
 	Request(op, result string)
 	SendQueueOverflow()
+	// ConnRejected counts a TCP connection answered 503 and closed because
+	// server.max_connections were open.
+	ConnRejected()
 }
 
 // reporter calls an optional Metrics.
@@ -36,5 +39,11 @@ func (r reporter) request(op, result string) {
 func (r reporter) sendQueueOverflow() {
 	if r.m != nil {
 		r.m.SendQueueOverflow()
+	}
+}
+
+func (r reporter) connRejected() {
+	if r.m != nil {
+		r.m.ConnRejected()
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -38,6 +39,12 @@ type Config struct {
 	MaxConnsPerUser int `mapstructure:"-"`
 	// Limits are the limits section's keys; the composition fills them.
 	Limits `mapstructure:"-"`
+
+	// HTTP server (HTTPServer, Listen).
+	ReadHeaderTimeout time.Duration `mapstructure:"read_header_timeout"` // a request's headers
+	ReadTimeout       time.Duration `mapstructure:"read_timeout"`        // a whole request with its body; not a WebSocket once upgraded
+	IdleTimeout       time.Duration `mapstructure:"idle_timeout"`        // a keep-alive connection waiting for its next request
+	MaxConnections    int           `mapstructure:"max_connections"`     // open TCP connections; past it, 503. 0: no cap
 }
 
 // Limits bound what one connection may use (keys of the limits section).
@@ -47,6 +54,7 @@ type Limits struct {
 	RequestsPerSec float64 `mapstructure:"requests_per_second"` // sustained requests per connection
 	RequestBurst   int     `mapstructure:"request_burst"`       // burst of requests per connection
 	DedupWindow    int     `mapstructure:"dedup_window"`        // request ids remembered per connection
+	DedupBytes     int     `mapstructure:"dedup_bytes"`         // bytes of remembered replies per connection
 }
 
 // DefaultConfig returns the defaults of the embedded config file (a test of
@@ -63,7 +71,13 @@ func DefaultConfig() Config {
 			RequestsPerSec: 50,
 			RequestBurst:   100,
 			DedupWindow:    256,
+			DedupBytes:     64 << 10,
 		},
+
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxConnections:    10000,
 	}
 }
 
@@ -81,6 +95,9 @@ type Params struct {
 	Logger *slog.Logger
 	// Metrics, when set, hears about connections and requests.
 	Metrics Metrics
+	// Health, when set, is asked by /healthz (503 on an error): the
+	// engine's store wrapped by WatchStore.
+	Health HealthChecker
 	// OnSessionClosed are called, in order, when a connection has ended
 	// (after the engine forgot it): rooms use it to remove its members.
 	OnSessionClosed []func(signaling.Session)
@@ -97,8 +114,10 @@ type Server struct {
 	onClosed []func(signaling.Session)
 	log      *slog.Logger
 	metrics  reporter
+	health   HealthChecker
 	upgrader websocket.Upgrader
 	mux      *http.ServeMux
+	handler  http.Handler // mux behind the security headers and the dev Host check
 
 	ctx    context.Context // cancelled when Shutdown's deadline passes
 	cancel context.CancelFunc
@@ -116,7 +135,7 @@ func New(p Params) (*Server, error) {
 	}
 	s := &Server{
 		cfg: p.Config, auth: p.Auth, dev: p.DevTokens, devTTL: p.DevTokenTTL, engine: p.Engine,
-		ops: p.Ops, onClosed: p.OnSessionClosed, log: p.Logger, metrics: reporter{p.Metrics}, conns: make(map[*conn]struct{}),
+		ops: p.Ops, onClosed: p.OnSessionClosed, log: p.Logger, metrics: reporter{p.Metrics}, health: p.Health, conns: make(map[*conn]struct{}),
 	}
 	if s.ops == nil {
 		s.ops = p.Engine.Ops()
@@ -144,11 +163,58 @@ func New(p Params) (*Server, error) {
 		s.mux.HandleFunc("GET /api/dev/token", s.handleDevToken)
 	}
 	s.mountAssets()
+	s.handler = http.HandlerFunc(s.serveHTTP)
 	return s, nil
 }
 
 // Handler returns the HTTP handler.
-func (s *Server) Handler() http.Handler { return s.mux }
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// contentSecurityPolicy allows the pages only their own scripts, styles
+// and connections (no inline code), and no framing.
+const contentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; " +
+	"media-src 'self' blob: mediastream:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+
+// serveHTTP sets the security headers of every response and, in dev mode,
+// refuses requests whose Host is not this server's (DNS rebinding: a page
+// of evil.example whose name resolves to 127.0.0.1 would otherwise be
+// same-origin with the dev server and fetch tokens for anyone).
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Content-Security-Policy", contentSecurityPolicy)
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	if s.dev && !s.devHostAllowed(r.Host) {
+		http.Error(w, fmt.Sprintf("misdirected request: Host %q is not this dev server's (loopback, or a host of server.allowed_origins)", r.Host),
+			http.StatusMisdirectedRequest)
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// devHostAllowed: dev mode listens on loopback only (cmd refuses
+// otherwise), so a request's Host must name loopback ("localhost" or a
+// loopback IP) or a host of server.allowed_origins ("*" does not count).
+func (s *Server) devHostAllowed(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return true
+	}
+	for _, o := range s.cfg.AllowedOrigins {
+		if u, err := url.Parse(o); err == nil && o != "*" && strings.EqualFold(u.Hostname(), host) {
+			return true
+		}
+	}
+	return false
+}
 
 // Mux returns the router so that other packages' handlers can be added.
 func (s *Server) Mux() *http.ServeMux { return s.mux }
@@ -167,13 +233,19 @@ func MergeOps(tables ...map[string]signaling.OpFunc) (map[string]signaling.OpFun
 	return out, nil
 }
 
-func (s *Server) handleHealth(w http.ResponseWriter, _ *http.Request) {
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	closing := s.closing
 	s.mu.Unlock()
 	if closing {
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
 		return
+	}
+	if s.health != nil {
+		if err := s.health.Health(r.Context()); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	_, _ = w.Write([]byte("ok\n"))
@@ -211,7 +283,7 @@ func writeJSONError(w http.ResponseWriter, status int, e *signaling.Error) {
 }
 
 // checkOrigin allows requests without Origin (non-browser clients), the
-// request's own host, and the configured origins.
+// request's own origin (scheme and host), and the configured origins.
 func (s *Server) checkOrigin(r *http.Request) bool {
 	origin := r.Header.Get("Origin")
 	if origin == "" {
@@ -223,7 +295,20 @@ func (s *Server) checkOrigin(r *http.Request) bool {
 		}
 	}
 	u, err := url.Parse(origin)
-	return err == nil && strings.EqualFold(u.Host, r.Host)
+	return err == nil && strings.EqualFold(u.Scheme, requestScheme(r)) && strings.EqualFold(u.Host, r.Host)
+}
+
+// requestScheme is "https" when the request came over TLS, or through a
+// TLS-terminating proxy that says so in X-Forwarded-Proto, else "http".
+// (A browser page cannot set that header on a WebSocket handshake.)
+func requestScheme(r *http.Request) string {
+	if r.TLS != nil {
+		return "https"
+	}
+	if p, _, _ := strings.Cut(r.Header.Get("X-Forwarded-Proto"), ","); strings.EqualFold(strings.TrimSpace(p), "https") {
+		return "https"
+	}
+	return "http"
 }
 
 func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
@@ -266,7 +351,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		send:    newFrameQueue(s.cfg.SendQueue),
 		done:    make(chan struct{}),
 		limiter: rate.NewLimiter(rate.Limit(s.cfg.RequestsPerSec), s.cfg.RequestBurst),
-		dedup:   newReplyCache(s.cfg.DedupWindow),
+		dedup:   newReplyCache(s.cfg.DedupWindow, s.cfg.DedupBytes),
 	}
 	if claims.ExpiresAt != nil {
 		c.exp = claims.ExpiresAt.Time

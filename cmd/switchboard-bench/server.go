@@ -207,6 +207,8 @@ func startChild(ctx context.Context, f serverFlags, stderr io.Writer) (_ *server
 		"--limits.request_burst="+strconv.Itoa(benchRequestBurst),
 		"--log.format=json",
 		"--log.level=info",
+		"--metrics.addr=",                  // /metrics on the server's own port: goroutines() reads it there
+		"--server.max_connections=1000000", // the bench's users are all connected at once
 	)
 	cmd.Env = os.Environ()
 	errPipe, err := cmd.StderrPipe()

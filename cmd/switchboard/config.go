@@ -365,7 +365,8 @@ func validate(c Config) error {
 		{"auth.dev_token_ttl", c.Auth.DevTokenTTL}, {"signaling.offline_event_ttl", c.Signaling.OfflineEventTTL},
 		{"calls.setup_timeout", c.Calls.SetupTimeout}, {"calls.heartbeat", c.Calls.Heartbeat},
 		{"media.ice_disconnected_grace", m.ICEDisconnectedGrace}, {"media.pli_throttle", m.PLIThrottle},
-		{"media.connect_timeout", c.Media.ConnectTimeout},
+		{"media.connect_timeout", c.Media.ConnectTimeout}, {"server.read_header_timeout", w.ReadHeaderTimeout},
+		{"server.read_timeout", w.ReadTimeout}, {"server.idle_timeout", w.IdleTimeout},
 	} {
 		if p.d <= 0 {
 			bad(p.key, "must be a positive duration, got %s", p.d)
@@ -373,6 +374,13 @@ func validate(c Config) error {
 	}
 	if w.PingInterval > 0 && w.PingInterval >= w.PongTimeout {
 		bad("server.ping_interval", "must be below server.pong_timeout (%s), got %s", w.PongTimeout, w.PingInterval)
+	}
+	if w.MaxConnections < 1 {
+		bad("server.max_connections", "must be a positive integer, got %d", w.MaxConnections)
+	}
+	if host, _, err := net.SplitHostPort(s.Addr); err == nil && c.Auth.Dev && !loopbackHost(host) {
+		bad("auth.dev", "dev mode issues tokens to anyone: it may only listen on loopback, but server.addr is %q; "+
+			"set server.addr to 127.0.0.1:PORT, or auth.dev=false with an auth.secret", s.Addr)
 	}
 	if strings.TrimSpace(c.Store.Path) == "" {
 		bad("store.path", "must not be empty")
@@ -455,4 +463,14 @@ func checkOrigin(o string) error {
 		return errors.New("an origin is only scheme://host[:port]")
 	}
 	return nil
+}
+
+// loopbackHost reports whether a listen host is loopback only: a
+// loopback IP or "localhost" ("" and 0.0.0.0 listen on every interface).
+func loopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -36,10 +36,14 @@ var wantDefaults = Config{
 		TLSKey:          "",
 		ShutdownTimeout: 10 * time.Second,
 		Web: web.Config{
-			AllowedOrigins: []string{},
-			PingInterval:   25 * time.Second,
-			PongTimeout:    60 * time.Second,
-			WriteTimeout:   10 * time.Second,
+			AllowedOrigins:    []string{},
+			PingInterval:      25 * time.Second,
+			PongTimeout:       60 * time.Second,
+			WriteTimeout:      10 * time.Second,
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       30 * time.Second,
+			IdleTimeout:       60 * time.Second,
+			MaxConnections:    10000,
 		},
 	},
 	Store: stack.StoreConfig{Path: "./data/switchboard.db"},
@@ -63,7 +67,7 @@ var wantDefaults = Config{
 			MaxOfflineBytesPerSender: 1 << 20,
 			MaxOfflineBytesTotal:     64 << 20,
 		},
-		Web:                     web.Limits{MaxFrameBytes: 65536, RequestsPerSec: 50, RequestBurst: 100, SendQueue: 256, DedupWindow: 256},
+		Web:                     web.Limits{MaxFrameBytes: 65536, RequestsPerSec: 50, RequestBurst: 100, SendQueue: 256, DedupWindow: 256, DedupBytes: 65536},
 		Rooms:                   rooms.Config{MaxRoomsPerUser: 4, MaxParticipants: 50},
 		MaxTracksPerParticipant: 4,
 	},
@@ -74,7 +78,7 @@ var wantDefaults = Config{
 		ICEServers:     []string{},
 		ConnectTimeout: 30 * time.Second,
 	},
-	Metrics: stack.MetricsConfig{Enabled: true},
+	Metrics: stack.MetricsConfig{Enabled: true, Addr: "127.0.0.1:9090"},
 	Log:     stack.LogConfig{Level: "info", Format: "text"},
 }
 
@@ -494,7 +498,8 @@ func TestConfigFileFormats(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			cfg, err := LoadConfig([]string{"--config=" + writeFile(t, tt.name, tt.content)})
+			// ":7000" is every interface, which dev mode may not use.
+			cfg, err := LoadConfig([]string{"--config=" + writeFile(t, tt.name, tt.content), "--auth.dev=false", "--auth.secret=" + strings.Repeat("x", 32)})
 			if err != nil {
 				t.Fatalf("LoadConfig: %v", err)
 			}
@@ -674,7 +679,7 @@ func TestValidValues(t *testing.T) {
 		name string
 		args []string
 	}{
-		{"any interface", []string{"--server.addr=:8080"}},
+		{"any interface", []string{"--server.addr=:8080", "--auth.dev=false", "--auth.secret=" + strings.Repeat("x", 32)}},
 		{"ipv6", []string{"--server.addr=[::1]:0"}},
 		{"origins", []string{"--server.allowed_origins=*,https://a.example:8443,http://localhost:3000/"}},
 		{"tls pair", []string{"--server.tls_cert=c.pem", "--server.tls_key=k.pem"}},

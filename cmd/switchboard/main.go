@@ -13,11 +13,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"github.com/switchboard-rtc/switchboard/web"
 	"github.com/switchboard-rtc/switchboard/web/stack"
 )
 
@@ -65,7 +65,12 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(string)
 			log.Error("close", "err", err)
 		}
 	}()
-	ln, err := net.Listen("tcp", cfg.Server.Addr)
+	if soft, hard, err := web.RaiseFileLimit(); err != nil {
+		log.Warn("open file limit not raised", "err", err)
+	} else {
+		log.Info("open file limit", "soft", soft, "hard", hard, "max_connections", cfg.Server.Web.MaxConnections)
+	}
+	ln, err := st.Listen()
 	if err != nil {
 		return err
 	}

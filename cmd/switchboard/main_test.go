@@ -22,7 +22,7 @@ func TestRunServesAndShutsDown(t *testing.T) {
 	var out, errs bytes.Buffer
 	go func() {
 		code <- run(ctx, []string{"--server.addr=127.0.0.1:0", "--store.path=" + filepath.Join(t.TempDir(), "sb.db"),
-			"--media.udp_port=0", "--media.listen_ip=127.0.0.1", "--log.level=warn"}, &out, &errs, func(a string) { addr <- a })
+			"--media.udp_port=0", "--media.listen_ip=127.0.0.1", "--log.level=warn", "--metrics.addr=127.0.0.1:0"}, &out, &errs, func(a string) { addr <- a })
 	}()
 	var a string
 	select {

@@ -79,7 +79,7 @@ func startProc(t *testing.T, db string, extra ...string) *proc {
 	t.Helper()
 	args := append([]string{"--server.addr=127.0.0.1:0", "--store.path=" + db, "--media.udp_port=0",
 		"--media.listen_ip=127.0.0.1", "--auth.secret=" + procSecret, "--log.format=json", "--log.level=info",
-		"--server.shutdown_timeout=5s"}, extra...)
+		"--server.shutdown_timeout=5s", "--metrics.addr=127.0.0.1:0"}, extra...)
 	cmd := exec.Command(serverBinary(t), args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -357,7 +357,7 @@ func TestTLS(t *testing.T) {
 	code := make(chan int, 1)
 	go func() {
 		code <- run(ctx, []string{"--server.addr=127.0.0.1:0", "--store.path=" + filepath.Join(dir, "sb.db"), "--media.udp_port=0",
-			"--media.listen_ip=127.0.0.1", "--log.level=error", "--server.tls_cert=" + certFile, "--server.tls_key=" + keyFile},
+			"--media.listen_ip=127.0.0.1", "--log.level=error", "--server.tls_cert=" + certFile, "--server.tls_key=" + keyFile, "--metrics.addr=127.0.0.1:0"},
 			io.Discard, io.Discard, func(a string) { addr <- a })
 	}()
 	a := <-addr

@@ -31,6 +31,7 @@ type Metrics struct {
 	connections prometheus.Gauge
 	requests    *prometheus.CounterVec
 	overflows   prometheus.Counter
+	rejected    prometheus.Counter
 	invitations *prometheus.CounterVec
 	callSetup   prometheus.Histogram
 	callsEnded  *prometheus.CounterVec
@@ -54,6 +55,8 @@ func New() *Metrics {
 			Help: "Open WebSocket connections."}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "switchboard", Name: "requests_total",
 			Help: "Requests by op and result (ok, or the error reason)."}, []string{"op", "result"}),
+		rejected: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "switchboard", Name: "http_connections_rejected_total",
+			Help: "TCP connections answered 503 and closed because server.max_connections were open."}),
 		overflows: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "switchboard", Name: "send_queue_overflows_total",
 			Help: "Connections closed because their send queue was full."}),
 		invitations: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "switchboard", Name: "invitations_total",
@@ -67,7 +70,7 @@ func New() *Metrics {
 			Help:    "Latency of writes to the signaling store, by outcome.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}, []string{"outcome"}),
 	}
-	reg.MustRegister(m.connections, m.requests, m.overflows, m.invitations, m.callSetup, m.callsEnded, m.storeApply)
+	reg.MustRegister(m.connections, m.rejected, m.requests, m.overflows, m.invitations, m.callSetup, m.callsEnded, m.storeApply)
 	return m
 }
 
@@ -161,6 +164,13 @@ func (m *Metrics) Request(op, result string) {
 func (m *Metrics) SendQueueOverflow() {
 	if m != nil {
 		m.overflows.Inc()
+	}
+}
+
+// ConnRejected implements web.Metrics.
+func (m *Metrics) ConnRejected() {
+	if m != nil {
+		m.rejected.Inc()
 	}
 }
 

@@ -102,9 +102,10 @@ func New(ctx context.Context, p Params) (_ *Stack, err error) {
 		records = calls.NewMemoryRecords()
 	}
 
+	health := web.WatchStore(store) // /healthz answers 503 while store writes fail
 	sc := cfg.Signaling
 	sc.Limits = cfg.Limits.Signaling
-	if s.Engine, err = signaling.NewEngine(ctx, signaling.Params{Config: sc, Store: s.Metrics.InstrumentStore(store), Logger: log}); err != nil {
+	if s.Engine, err = signaling.NewEngine(ctx, signaling.Params{Config: sc, Store: s.Metrics.InstrumentStore(health), Logger: log}); err != nil {
 		return nil, err
 	}
 	s.closers = append(s.closers, func() error { s.Engine.Close(); return nil })
@@ -160,7 +161,7 @@ func New(ctx context.Context, p Params) (_ *Stack, err error) {
 	wp := web.Params{
 		Config: wc, Auth: s.Auth, DevTokens: cfg.Auth.Dev, DevTokenTTL: cfg.Auth.DevTokenTTL,
 		Engine: s.Engine, Ops: ops, OnSessionClosed: []func(signaling.Session){s.Rooms.SessionClosed},
-		Logger: log,
+		Logger: log, Health: health,
 	}
 	if s.Metrics != nil {
 		wp.Metrics = s.Metrics // not a typed nil in the interface
@@ -171,8 +172,7 @@ func New(ctx context.Context, p Params) (_ *Stack, err error) {
 	if s.Metrics != nil && cfg.Metrics.Addr == "" {
 		s.Server.Mux().Handle("GET /metrics", s.Metrics.Handler())
 	}
-	s.httpSrv = &http.Server{Handler: s.Server.Handler(), ReadHeaderTimeout: readHeaderTimeout,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	s.httpSrv = s.Server.HTTPServer()
 	if s.Metrics != nil && cfg.Metrics.Addr != "" {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", s.Metrics.Handler())
@@ -185,7 +185,13 @@ func New(ctx context.Context, p Params) (_ *Stack, err error) {
 // themselves (httptest).
 func (s *Stack) Handler() http.Handler { return s.Server.Handler() }
 
-// Serve serves HTTP on ln (HTTPS when server.tls_cert is set) and, when
+// Listen listens on server.addr: TLS when server.tls_cert is set, at most
+// server.max_connections connections open (web.Server.Listen).
+func (s *Stack) Listen() (net.Listener, error) {
+	return s.Server.Listen(s.Config.Server.Addr, s.Config.Server.TLSCert, s.Config.Server.TLSKey)
+}
+
+// Serve serves HTTP on ln (from Listen, which terminates TLS) and, when
 // metrics.addr is set, /metrics on a listener of its own, until Shutdown,
 // after which it returns nil; otherwise it returns the first serving error.
 func (s *Stack) Serve(ln net.Listener) error {
@@ -199,13 +205,7 @@ func (s *Stack) Serve(ln net.Listener) error {
 		s.log.Info("metrics serving", "url", fmt.Sprintf("http://%s/metrics", mln.Addr()))
 		go func() { errc <- s.metricsSrv.Serve(mln) }()
 	}
-	go func() {
-		if s.Config.Server.TLSCert != "" {
-			errc <- s.httpSrv.ServeTLS(ln, s.Config.Server.TLSCert, s.Config.Server.TLSKey)
-		} else {
-			errc <- s.httpSrv.Serve(ln)
-		}
-	}()
+	go func() { errc <- s.httpSrv.Serve(ln) }()
 	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
