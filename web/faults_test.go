@@ -140,6 +140,7 @@ func TestStalledReaderDoesNotSlowOthers(t *testing.T) {
 	wc.RequestsPerSec, wc.RequestBurst = 1e6, 1e6
 	sc := signaling.DefaultConfig()
 	sc.Limits.MaxDataBytes = 60000
+	sc.Limits.MaxPendingPerInviter = 0 // the flood's invitations stay live until they time out
 	s := webtest.Start(t, webtest.Options{Web: &wc, Signaling: &sc})
 	ctx := testCtx(t)
 	const pairs = 10
