@@ -123,8 +123,9 @@ type Server struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // connection handlers
 
-	mu      sync.Mutex // guards conns and closing
+	mu      sync.Mutex // guards conns, perUser and closing
 	conns   map[*conn]struct{}
+	perUser map[string]int // connections of each user, from before the upgrade to their end
 	closing bool
 }
 
@@ -136,6 +137,7 @@ func New(p Params) (*Server, error) {
 	s := &Server{
 		cfg: p.Config, auth: p.Auth, dev: p.DevTokens, devTTL: p.DevTokenTTL, engine: p.Engine,
 		ops: p.Ops, onClosed: p.OnSessionClosed, log: p.Logger, metrics: reporter{p.Metrics}, health: p.Health, conns: make(map[*conn]struct{}),
+		perUser: make(map[string]int),
 	}
 	if s.ops == nil {
 		s.ops = p.Engine.Ops()
@@ -328,19 +330,31 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusUnauthorized, signaling.ErrNotLoggedIn.WithMessage("a room token cannot open a session"))
 		return
 	}
-	if lim := s.cfg.MaxConnsPerUser; lim > 0 && s.engine.Online(claims.Subject) >= lim {
-		writeJSONError(w, http.StatusTooManyRequests, signaling.ErrTooManyConnections.WithMessage("user already has %d connections", lim))
-		return
-	}
+	user := claims.Subject
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
 		return
 	}
+	// The check and the reservation of a place are one step: two
+	// connections racing for a user's last place cannot both upgrade.
+	if lim := s.cfg.MaxConnsPerUser; lim > 0 && s.perUser[user] >= lim {
+		s.mu.Unlock()
+		writeJSONError(w, http.StatusTooManyRequests, signaling.ErrTooManyConnections.WithMessage("user already has %d connections", lim))
+		return
+	}
+	s.perUser[user]++
 	s.wg.Add(1)
 	s.mu.Unlock()
-	defer s.wg.Done()
+	defer func() {
+		s.mu.Lock()
+		if s.perUser[user]--; s.perUser[user] <= 0 {
+			delete(s.perUser, user)
+		}
+		s.mu.Unlock()
+		s.wg.Done()
+	}()
 
 	ws, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {

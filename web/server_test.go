@@ -745,3 +745,45 @@ func TestConnectionsPerUser(t *testing.T) {
 	}
 	ts.dial("bob") // others unaffected
 }
+
+// TestConnectionsPerUserRace: connections racing for a user's last places
+// are decided before the upgrade, so exactly the limit get through and
+// every other one gets 429 (none is upgraded and then closed).
+func TestConnectionsPerUserRace(t *testing.T) {
+	ts := newTestServer(t, func(ts *testServer) { ts.sigCfg.Limits.ConnectionsPerUser = 2; ts.webCfg.MaxConnsPerUser = 2 })
+	const n = 12
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var ok []*client.Client
+	refused := 0
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := client.Dial(testCtx(t), ts.wsURL(), ts.token("carol"))
+			mu.Lock()
+			defer mu.Unlock()
+			var de *client.DialError
+			switch {
+			case err == nil:
+				ok = append(ok, c)
+			case errors.As(err, &de) && de.Status == http.StatusTooManyRequests:
+				refused++
+			default:
+				t.Errorf("dial: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, c := range ok {
+		// A connection the engine refused after the upgrade would be
+		// closed now: a round trip proves each one is alive.
+		if _, err := c.GetJoinedGroupList(testCtx(t)); err != nil {
+			t.Errorf("an admitted connection is not usable: %v", err)
+		}
+		c.Close()
+	}
+	if len(ok) != 2 || refused != n-2 {
+		t.Fatalf("%d connections admitted and %d refused with 429, want 2 and %d", len(ok), refused, n-2)
+	}
+}
