@@ -61,6 +61,7 @@ type Stack struct {
 	closers    []func() error // in build order; Close runs them in reverse
 	httpSrv    *http.Server
 	metricsSrv *http.Server // nil unless metrics are served on metrics.addr
+	metricsLn  net.Listener // its listener, opened by Listen or Serve
 }
 
 // New builds the server described by p.Config. On error, what was built is
@@ -186,9 +187,22 @@ func New(ctx context.Context, p Params) (_ *Stack, err error) {
 func (s *Stack) Handler() http.Handler { return s.Server.Handler() }
 
 // Listen listens on server.addr: TLS when server.tls_cert is set, at most
-// server.max_connections connections open (web.Server.Listen).
+// server.max_connections connections open (web.Server.Listen). When
+// metrics.addr is set it also opens the /metrics listener, so that both
+// are bound (and logged) before the caller reports the server ready.
 func (s *Stack) Listen() (net.Listener, error) {
-	return s.Server.Listen(s.Config.Server.Addr, s.Config.Server.TLSCert, s.Config.Server.TLSKey)
+	ln, err := s.Server.Listen(s.Config.Server.Addr, s.Config.Server.TLSCert, s.Config.Server.TLSKey)
+	if err != nil {
+		return nil, err
+	}
+	if s.metricsSrv != nil && s.metricsLn == nil {
+		if s.metricsLn, err = net.Listen("tcp", s.Config.Metrics.Addr); err != nil {
+			_ = ln.Close()
+			return nil, fmt.Errorf("metrics listener: %w", err)
+		}
+		s.log.Info("metrics serving", "url", fmt.Sprintf("http://%s/metrics", s.metricsLn.Addr()))
+	}
+	return ln, nil
 }
 
 // Serve serves HTTP on ln (from Listen, which terminates TLS) and, when
@@ -197,13 +211,16 @@ func (s *Stack) Listen() (net.Listener, error) {
 func (s *Stack) Serve(ln net.Listener) error {
 	errc := make(chan error, 2)
 	if s.metricsSrv != nil {
-		mln, err := net.Listen("tcp", s.Config.Metrics.Addr)
-		if err != nil {
-			_ = ln.Close()
-			return fmt.Errorf("metrics listener: %w", err)
+		if s.metricsLn == nil { // ln did not come from Listen
+			mln, err := net.Listen("tcp", s.Config.Metrics.Addr)
+			if err != nil {
+				_ = ln.Close()
+				return fmt.Errorf("metrics listener: %w", err)
+			}
+			s.log.Info("metrics serving", "url", fmt.Sprintf("http://%s/metrics", mln.Addr()))
+			s.metricsLn = mln
 		}
-		s.log.Info("metrics serving", "url", fmt.Sprintf("http://%s/metrics", mln.Addr()))
-		go func() { errc <- s.metricsSrv.Serve(mln) }()
+		go func() { errc <- s.metricsSrv.Serve(s.metricsLn) }()
 	}
 	go func() { errc <- s.httpSrv.Serve(ln) }()
 	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
@@ -226,6 +243,9 @@ func (s *Stack) Shutdown(ctx context.Context) error {
 	}
 	if s.metricsSrv != nil {
 		_ = s.metricsSrv.Close()
+	}
+	if s.metricsLn != nil {
+		_ = s.metricsLn.Close() // opened by Listen, possibly never served
 	}
 	return err
 }
