@@ -142,7 +142,9 @@ func (c *call) ringing() bool {
 	return false
 }
 
-func (c *call) isPending(user string) string {
+// pendingInviteID returns the ID of the invitation user is still being rung
+// by, or "" if none is.
+func (c *call) pendingInviteID(user string) string {
 	for id, m := range c.pending {
 		if m[user] {
 			return id
@@ -484,7 +486,7 @@ func (m *Manager) glareLocked(user string, spec signaling.InvitationSpec, skip *
 	callee := spec.Invitees[0]
 	for c := range m.byUser[user] {
 		if c != skip && !c.ended && c.rec.GroupID == "" && c.rec.Caller == callee && !c.began() {
-			if id := c.isPending(user); id != "" {
+			if id := c.pendingInviteID(user); id != "" {
 				if ch := c.creating[id]; ch != nil {
 					return c, id, ch
 				}
@@ -1032,7 +1034,7 @@ func (m *Manager) hangup(ctx context.Context, a signaling.Actor, args CallIDArgs
 		m.mu.Unlock()
 		return ErrNotInCall
 	}
-	if pendingID := c.isPending(a.UserID); pendingID != "" {
+	if pendingID := c.pendingInviteID(a.UserID); pendingID != "" {
 		m.mu.Unlock()
 		return m.answer(ctx, a, signaling.InviteIDArgs{InviteID: pendingID, Data: hangupData(c.rec.CallID, c.rec.RoomID, c.rec.MediaType, 0)}, signaling.ActionReject)
 	}
@@ -1093,7 +1095,7 @@ func (m *Manager) inviteUser(ctx context.Context, a signaling.Actor, args Invite
 	}
 	var users []string
 	for _, u := range args.UserList {
-		if !c.admitted[u] && c.isPending(u) == "" && !slices.Contains(users, u) {
+		if !c.admitted[u] && c.pendingInviteID(u) == "" && !slices.Contains(users, u) {
 			users = append(users, u)
 		}
 	}
@@ -1125,7 +1127,7 @@ func (m *Manager) joinCall(ctx context.Context, a signaling.Actor, args CallIDAr
 	}
 	res := JoinResult{CallID: c.rec.CallID, RoomID: c.rec.RoomID, MediaType: c.rec.MediaType, StartTime: ms(c.rec.BeganAt)}
 	group := c.rec.GroupID
-	pendingID := c.isPending(a.UserID)
+	pendingID := c.pendingInviteID(a.UserID)
 	already := c.admitted[a.UserID]
 	m.mu.Unlock()
 	if group == "" {
