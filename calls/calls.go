@@ -2,7 +2,7 @@
 // signaling (the invitations) and rooms (the media): it recognises call
 // invitations by their data, tracks busy lines, admits a call's accepted
 // participants to its room, records start times and durations, sends the
-// call-end invitation of the seed's step 5, and keeps durable call records.
+// call-end invitation of TRTC's step 5, and keeps durable call records.
 package calls
 
 import (
@@ -926,7 +926,7 @@ func (m *Manager) endLocked(c *call, reason, endedBy string) func() {
 			_ = m.eng.Cancel(ctx, signaling.Actor{UserID: snap.Caller}, signaling.InviteIDArgs{InviteID: id, Data: hangupData(snap.CallID, snap.RoomID, snap.MediaType, 0)})
 		}
 		if began && stayer != "" && endedBy != "" {
-			// The seed's step 5: the party that stayed sends the party that
+			// TRTC's step 5: the party that stayed sends the party that
 			// left an invitation carrying the call-end event and duration.
 			secs := int64(snap.Duration / time.Second)
 			if _, err := m.eng.Notify(ctx, signaling.Actor{UserID: stayer}, []string{endedBy}, snap.GroupID,
