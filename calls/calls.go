@@ -2,7 +2,7 @@
 // signaling (the invitations) and rooms (the media): it recognises call
 // invitations by their data, tracks busy lines, admits a call's accepted
 // participants to its room, records start times and durations, sends the
-// call-end invitation of the seed's step 5, and keeps durable call records.
+// call-end invitation of TRTC's step 5, and keeps durable call records.
 package calls
 
 import (
@@ -142,7 +142,9 @@ func (c *call) ringing() bool {
 	return false
 }
 
-func (c *call) isPending(user string) string {
+// pendingInviteID returns the ID of the invitation user is still being rung
+// by, or "" if none is.
+func (c *call) pendingInviteID(user string) string {
 	for id, m := range c.pending {
 		if m[user] {
 			return id
@@ -484,7 +486,7 @@ func (m *Manager) glareLocked(user string, spec signaling.InvitationSpec, skip *
 	callee := spec.Invitees[0]
 	for c := range m.byUser[user] {
 		if c != skip && !c.ended && c.rec.GroupID == "" && c.rec.Caller == callee && !c.began() {
-			if id := c.isPending(user); id != "" {
+			if id := c.pendingInviteID(user); id != "" {
 				if ch := c.creating[id]; ch != nil {
 					return c, id, ch
 				}
@@ -924,7 +926,7 @@ func (m *Manager) endLocked(c *call, reason, endedBy string) func() {
 			_ = m.eng.Cancel(ctx, signaling.Actor{UserID: snap.Caller}, signaling.InviteIDArgs{InviteID: id, Data: hangupData(snap.CallID, snap.RoomID, snap.MediaType, 0)})
 		}
 		if began && stayer != "" && endedBy != "" {
-			// The seed's step 5: the party that stayed sends the party that
+			// TRTC's step 5: the party that stayed sends the party that
 			// left an invitation carrying the call-end event and duration.
 			secs := int64(snap.Duration / time.Second)
 			if _, err := m.eng.Notify(ctx, signaling.Actor{UserID: stayer}, []string{endedBy}, snap.GroupID,
@@ -1032,7 +1034,7 @@ func (m *Manager) hangup(ctx context.Context, a signaling.Actor, args CallIDArgs
 		m.mu.Unlock()
 		return ErrNotInCall
 	}
-	if pendingID := c.isPending(a.UserID); pendingID != "" {
+	if pendingID := c.pendingInviteID(a.UserID); pendingID != "" {
 		m.mu.Unlock()
 		return m.answer(ctx, a, signaling.InviteIDArgs{InviteID: pendingID, Data: hangupData(c.rec.CallID, c.rec.RoomID, c.rec.MediaType, 0)}, signaling.ActionReject)
 	}
@@ -1093,7 +1095,7 @@ func (m *Manager) inviteUser(ctx context.Context, a signaling.Actor, args Invite
 	}
 	var users []string
 	for _, u := range args.UserList {
-		if !c.admitted[u] && c.isPending(u) == "" && !slices.Contains(users, u) {
+		if !c.admitted[u] && c.pendingInviteID(u) == "" && !slices.Contains(users, u) {
 			users = append(users, u)
 		}
 	}
@@ -1125,7 +1127,7 @@ func (m *Manager) joinCall(ctx context.Context, a signaling.Actor, args CallIDAr
 	}
 	res := JoinResult{CallID: c.rec.CallID, RoomID: c.rec.RoomID, MediaType: c.rec.MediaType, StartTime: ms(c.rec.BeganAt)}
 	group := c.rec.GroupID
-	pendingID := c.isPending(a.UserID)
+	pendingID := c.pendingInviteID(a.UserID)
 	already := c.admitted[a.UserID]
 	m.mu.Unlock()
 	if group == "" {

@@ -133,9 +133,9 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// TestOneToOneVideoCallSeedSteps runs the seed's one-to-one video call,
+// TestOneToOneVideoCallTRTCSteps runs TRTC's one-to-one video call,
 // steps 1-5, with media really flowing.
-func TestOneToOneVideoCallSeedSteps(t *testing.T) {
+func TestOneToOneVideoCallTRTCSteps(t *testing.T) {
 	s := newServer(t, opts{})
 	alice, bob := s.dial("alice"), s.dial("bob")
 
@@ -279,7 +279,7 @@ func TestBusyLineRingPolicy(t *testing.T) {
 	s.StartCall(alice, bob, "bob")
 	res := call(t, carol, "bob", calls.MediaVideo)
 	wait[signaling.NewInvitationEvent](t, bob, signaling.EvReceiveNewInvitation, byInvite(res.CallID))
-	// bob's app rejects with the busy reason itself (the seed's step 3).
+	// bob's app rejects with the busy reason itself (TRTC's step 3).
 	if err := bob.Reject(ctx(t), res.CallID, calls.LineBusy); err != nil {
 		t.Fatal(err)
 	}
@@ -452,7 +452,7 @@ func TestGroupCallJoinAndInviteUser(t *testing.T) {
 	}
 }
 
-// TestClassroomRaiseHands is the seed's education flow: two inviteInGroup
+// TestClassroomRaiseHands is TRTC's education flow: two inviteInGroup
 // rounds, "raise hand" then "speak"; everyone sees each acceptance.
 func TestClassroomRaiseHands(t *testing.T) {
 	s := newServer(t, opts{})

@@ -9,7 +9,7 @@ import (
 	"github.com/switchboard-rtc/switchboard/signaling"
 )
 
-// BusinessID marks an invitation's data as a call (the seed ecosystem's
+// BusinessID marks an invitation's data as a call (the TRTC ecosystem's
 // TUICalling shape).
 const BusinessID = "av_call"
 
@@ -258,7 +258,7 @@ func NewCallData(mediaType, roomID string, invitees []string, userData string) s
 	return string(out)
 }
 
-// hangupData is the data of the call-end invitation (the seed's step 5).
+// hangupData is the data of the call-end invitation (TRTC's step 5).
 func hangupData(callID, roomID, mediaType string, seconds int64) string {
 	ct := CallTypeVideo
 	if mediaType == MediaAudio {

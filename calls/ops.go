@@ -75,7 +75,7 @@ func (m *Manager) ownOps() map[string]signaling.OpFunc {
 			}
 			data := NewCallData(mt, args.RoomID, []string{args.Invitee}, args.UserData)
 			return m.startCall(ctx, a, signaling.InvitationSpec{Invitees: []string{args.Invitee}, Timeout: args.Timeout,
-				Data: data}, mustParse(data), true)
+				Data: data}, parseOwnCallData(data), true)
 		}),
 		OpGroupCall: signaling.Op(func(ctx context.Context, a signaling.Actor, args GroupCallArgs) (any, error) {
 			if args.GroupID == "" || len(args.InviteeList) == 0 {
@@ -87,7 +87,7 @@ func (m *Manager) ownOps() map[string]signaling.OpFunc {
 			}
 			data := NewCallData(mt, args.RoomID, args.InviteeList, args.UserData)
 			return m.startCall(ctx, a, signaling.InvitationSpec{GroupID: args.GroupID, Invitees: args.InviteeList, Timeout: args.Timeout,
-				Data: data}, mustParse(data), true)
+				Data: data}, parseOwnCallData(data), true)
 		}),
 		OpHangup: signaling.Op(func(ctx context.Context, a signaling.Actor, args CallIDArgs) (any, error) {
 			return none(m.hangup(ctx, a, args))
@@ -128,7 +128,9 @@ func clientArgs(args *signaling.InviteIDArgs) error {
 	return nil
 }
 
-func mustParse(data string) CallData {
+// parseOwnCallData parses call data that NewCallData just composed, which
+// is always a well-formed call's, so there is no error to handle.
+func parseOwnCallData(data string) CallData {
 	d, _, _ := ParseCallData(data)
 	return d
 }

@@ -109,6 +109,23 @@ func TestThreePeersExchangeMedia(t *testing.T) {
 	checkClean(t, clients...)
 }
 
+// waitKeyframeRequestsQuiet waits until no keyframe request has reached the
+// SFU from a subscriber or left it for a publisher for longer than the PLI
+// throttle: every request made so far has been served, and the throttle
+// sends the next one at once.
+func waitKeyframeRequestsQuiet(t *testing.T, s *media.SFU) {
+	t.Helper()
+	quiet := testConfig().PLIThrottle + 100*time.Millisecond
+	count := func() uint64 { st := s.Stats(); return st.KeyframeRequestsIn + st.KeyframeRequestsOut }
+	last, changed := count(), time.Now()
+	eventually(t, 10*time.Second, "keyframe requests quiet for "+quiet.String(), func() bool {
+		if n := count(); n != last {
+			last, changed = n, time.Now()
+		}
+		return time.Since(changed) > quiet
+	})
+}
+
 func TestLateJoinerGetsKeyframe(t *testing.T) {
 	s := newSFU(t, testConfig())
 	alice := join(t, s, "room1", "alice", true, peerConfig(true))
@@ -116,10 +133,9 @@ func TestLateJoinerGetsKeyframe(t *testing.T) {
 	eventually(t, 10*time.Second, "alice and bob exchanging media", func() bool {
 		return receiving(alice, 20, bob) && receiving(bob, 20, alice)
 	})
-	// Not a wait for an event: a gap, so that the initial keyframes and
-	// their requests age past the throttle and the late joiner's keyframe
-	// must come from a request made for it.
-	time.Sleep(600 * time.Millisecond)
+	// The initial keyframe requests are over and aged past the throttle,
+	// so the late joiner's keyframe must come from a request made for it.
+	waitKeyframeRequestsQuiet(t, s)
 	plisBefore := alice.peer.PLIsReceived() + bob.peer.PLIsReceived()
 	requestsInBefore := s.Stats().KeyframeRequestsIn
 
@@ -164,7 +180,7 @@ func TestSubscriberPLIForwardedWithThrottle(t *testing.T) {
 	eventually(t, 10*time.Second, "alice and bob exchanging media", func() bool {
 		return receiving(alice, 20, bob) && receiving(bob, 20, alice)
 	})
-	time.Sleep(600 * time.Millisecond) // a gap past the throttle, as above
+	waitKeyframeRequestsQuiet(t, s) // the throttle is open, as above
 
 	aliceVideo := peer.TrackKey{StreamID: "alice", Kind: media.KindVideo}
 	plisBefore := alice.peer.PLIsReceived()
@@ -189,7 +205,9 @@ func TestSubscriberPLIForwardedWithThrottle(t *testing.T) {
 	eventually(t, 2*time.Second, "two PLIs at alice", func() bool {
 		return alice.peer.PLIsReceived()-plisBefore >= 2
 	})
-	time.Sleep(700 * time.Millisecond) // nothing more may come
+	// Nothing more may come: a third PLI would be sent within a throttle
+	// interval of the second, and end the quiet.
+	waitKeyframeRequestsQuiet(t, s)
 	if n := alice.peer.PLIsReceived() - plisBefore; n != 2 {
 		t.Errorf("alice got %d PLIs for a burst of %d, want 2", n, burst)
 	}

@@ -157,7 +157,6 @@ type member struct {
 	audioMuted bool
 	videoMuted bool
 	gone       bool
-	seq        int // orders observer calls
 	// connectBy removes the member if its media has not connected in time;
 	// nil once connected or gone.
 	connectBy signaling.Timer

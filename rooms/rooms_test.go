@@ -445,11 +445,10 @@ func TestMuteEvents(t *testing.T) {
 	if err := a.Do(c, rooms.OpMuteLocalAudio, rooms.MuteArgs{RoomID: "m", Mute: true}, nil); err != nil {
 		t.Fatal(err)
 	}
-	ev, err = b.WaitEvent(c, rooms.EvUserAudioAvailable, func(ev client.Event) bool {
+	if _, err := b.WaitEvent(c, rooms.EvUserAudioAvailable, func(ev client.Event) bool {
 		var v rooms.AvailableEvent
 		return ev.Decode(&v) == nil && v.UserID == "alice" && !v.Available
-	})
-	if err != nil {
+	}); err != nil {
 		t.Fatal(err)
 	}
 }

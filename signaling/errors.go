@@ -9,8 +9,8 @@ import (
 // snake_case reason and a human-readable message. Codes are documented in
 // PROTOCOL.md ("Error codes"); the ranges are:
 //
-//	6000-6999  the seed platform's generic codes (6014, 6017)
-//	8000-8999  the seed platform's signaling codes (8010, 8011, 8012)
+//	6000-6999  TRTC's generic codes (6014, 6017)
+//	8000-8999  TRTC's signaling codes (8010, 8011, 8012)
 //	9000-9099  protocol and transport (malformed request, unknown op, rates)
 //	9100-9199  limits (data size, list sizes, connections)
 //	9500-9599  server-side failures (store unavailable)

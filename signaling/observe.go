@@ -62,8 +62,8 @@ func (e *Engine) notifyLocked(n InvitationNote) {
 // with timeout 0, from from, carrying data; it is not stored as a live
 // invitation (there is nothing to answer: accept or reject on it get 8010),
 // but recipients with no open connection get it when they connect, like
-// any kept event. The calls layer uses it for the call-end invitation of the
-// seed's step 5.
+// any kept event. The calls layer uses it for the call-end invitation of
+// TRTC's step 5.
 func (e *Engine) Notify(ctx context.Context, from Actor, to []string, groupID, data string) (string, error) {
 	if err := e.checkData(data); err != nil {
 		return "", err

@@ -28,7 +28,7 @@ const (
 	OpGetJoinedGroupList = "getJoinedGroupList"
 )
 
-// Event names of the wire protocol, the seed's names.
+// Event names of the wire protocol, TRTC's names.
 const (
 	EvReceiveNewInvitation = "onReceiveNewInvitation"
 	EvInviteeAccepted      = "onInviteeAccepted"

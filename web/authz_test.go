@@ -2,7 +2,7 @@ package web_test
 
 import (
 	"bytes"
-	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -53,6 +53,32 @@ func waitMedia(t *testing.T, r *roomclient.Room, user string) {
 	}
 }
 
+// receivedBeforeFence makes a round trip on c and returns the events that
+// arrived before its reply: everything the server had sent c by the time
+// it handled the request, which it answers after them on the same stream.
+func receivedBeforeFence(t *testing.T, c *client.Client) []client.Event {
+	t.Helper()
+	ctx := testCtx(t)
+	id := "fence-" + rand.Text()
+	if err := c.SendRaw(ctx, []byte(`{"id":"`+id+`","op":"getJoinedGroupList","args":{}}`)); err != nil {
+		t.Fatalf("fence: %v", err)
+	}
+	var out []client.Event
+	for {
+		ev, err := c.Next(ctx)
+		if err != nil {
+			t.Fatalf("fence: waiting for the reply: %v", err)
+		}
+		if ev.Reply && ev.ID == id {
+			if ev.Err != nil {
+				t.Fatalf("fence: %v", ev.Err)
+			}
+			return out
+		}
+		out = append(out, ev)
+	}
+}
+
 // TestAuthorizationMatrix runs every op that touches someone else's
 // invitation, group, room or call as each kind of outsider, and checks the
 // documented error and that nobody received anything because of it.
@@ -91,24 +117,15 @@ func TestAuthorizationMatrix(t *testing.T) {
 		t.Cleanup(r.Close)
 		boardRooms[name] = r
 	}
+	// Media flowing both ways in both rooms: every member has connected
+	// and published, and the events that announce it have been sent. Then
+	// forget what everyone has received so far.
 	waitMedia(t, boardRooms["alice"], "bob")
 	waitMedia(t, boardRooms["bob"], "alice")
-	// Let the setup settle, then forget what everyone has received so far.
-	time.Sleep(300 * time.Millisecond)
-	drain := func(c *client.Client) []client.Event {
-		var out []client.Event
-		for {
-			wctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
-			ev, err := c.Next(wctx)
-			cancel()
-			if err != nil {
-				return out
-			}
-			out = append(out, ev)
-		}
-	}
+	waitMedia(t, call.Caller, "bob")
+	waitMedia(t, call.Callee, "alice")
 	for _, c := range []*client.Client{alice, bob, carol, aliceB, bobB} {
-		drain(c)
+		receivedBeforeFence(t, c)
 	}
 
 	eve := s.Dial("eve") // an outsider: no invitation, group, room or call of hers
@@ -204,10 +221,10 @@ func TestAuthorizationMatrix(t *testing.T) {
 	if err := eve.Do(ctx, calls.OpGetCallHistory, calls.HistoryArgs{}, &h); err != nil || len(h.Calls) != 0 {
 		t.Fatalf("eve's history: %+v %v", h, err)
 	}
-	// Nobody received anything because of the refused requests.
-	time.Sleep(200 * time.Millisecond)
+	// Nobody received anything because of the refused requests: what a
+	// request causes is sent before its reply, so it precedes the fence.
 	for name, c := range map[string]*client.Client{"alice": alice, "bob": bob, "carol": carol, "eve": eve, "alice's other device": aliceB, "bob's other device": bobB} {
-		for _, ev := range drain(c) {
+		for _, ev := range receivedBeforeFence(t, c) {
 			if ev.Name == rooms.EvRtcSignal {
 				continue // media renegotiation of the running call
 			}
@@ -251,7 +268,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 	}
 	waitFor(t, eve, calls.EvCallEnd, nil)
 	for name, c := range map[string]*client.Client{"alice": alice, "bob": bob, "carol": carol, "alice's other device": aliceB, "bob's other device": bobB} {
-		for _, ev := range drain(c) {
+		for _, ev := range receivedBeforeFence(t, c) {
 			if ev.Name != rooms.EvRtcSignal {
 				t.Errorf("%s received %s because of eve's reservation", name, ev)
 			}

@@ -64,7 +64,7 @@ func (c *conn) Deliver(frame []byte) {
 	}
 	if !c.send.push(frame) {
 		c.srv.metrics.sendQueueOverflow()
-		c.stop(CloseSlowConsumer, "send queue full", false)
+		c.stop(CloseSlowConsumer, "send queue full")
 	}
 }
 
@@ -73,9 +73,17 @@ func (c *conn) Deliver(frame []byte) {
 // reads, so that what a user missed never counts against the send queue.
 func (c *conn) StartReplay(r *signaling.Replay) { c.send.setReplay(r) }
 
-// stop asks the writer to close the connection with code; drain says
-// whether queued frames are written first.
-func (c *conn) stop(code int, text string, drain bool) {
+// stop asks the writer to close the connection with code at once: frames
+// still queued are dropped.
+func (c *conn) stop(code int, text string) { c.stopWriter(code, text, false) }
+
+// stopAfterQueued asks the writer to write the frames already queued, then
+// close the connection with code.
+func (c *conn) stopAfterQueued(code int, text string) { c.stopWriter(code, text, true) }
+
+// stopWriter does the work of stop and stopAfterQueued; only the first call
+// on a connection counts.
+func (c *conn) stopWriter(code int, text string, drain bool) {
 	c.stopOnce.Do(func() {
 		c.closeCode, c.closeText, c.drain = code, text, drain
 		close(c.done)
@@ -100,7 +108,7 @@ func (c *conn) writeLoop() {
 	}
 	pinged := func() bool {
 		if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteTimeout)); err != nil {
-			c.stop(websocket.CloseAbnormalClosure, "ping failed", false)
+			c.stop(websocket.CloseAbnormalClosure, "ping failed")
 			return false
 		}
 		return true
@@ -129,7 +137,7 @@ func (c *conn) writeLoop() {
 			}
 			for _, frame := range frames {
 				if !write(frame) {
-					c.stop(websocket.CloseAbnormalClosure, "write failed", false)
+					c.stop(websocket.CloseAbnormalClosure, "write failed")
 					return
 				}
 			}
@@ -139,7 +147,7 @@ func (c *conn) writeLoop() {
 		case <-c.send.ready:
 			for _, frame := range c.send.take() {
 				if !write(frame) {
-					c.stop(websocket.CloseAbnormalClosure, "write failed", false)
+					c.stop(websocket.CloseAbnormalClosure, "write failed")
 					return
 				}
 			}
@@ -192,7 +200,7 @@ func (c *conn) readLoop(ctx context.Context) {
 			// itself (websocket.ErrReadLimit); a client's close frame is
 			// answered by gorilla's close handler. Either way the writer
 			// now only has to close the socket.
-			c.stop(websocket.CloseAbnormalClosure, "", false)
+			c.stop(websocket.CloseAbnormalClosure, "")
 			return
 		}
 		_ = c.ws.SetReadDeadline(time.Now().Add(cfg.PongTimeout))
@@ -201,7 +209,7 @@ func (c *conn) readLoop(ctx context.Context) {
 			c.reply("", nil, signaling.ErrMalformedRequest.WithMessage("only text frames carry requests"))
 			continue
 		case !utf8.Valid(data):
-			c.stop(CloseInvalidUTF8, "text frame is not valid UTF-8", true)
+			c.stopAfterQueued(CloseInvalidUTF8, "text frame is not valid UTF-8")
 			return
 		}
 		c.handle(ctx, data)

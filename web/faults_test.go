@@ -107,8 +107,11 @@ func TestVanishedClientEndsItsCall(t *testing.T) {
 	}
 	defer bob.Close()
 
-	s.StartCall(alice, bob, "bob")
-	time.Sleep(300 * time.Millisecond)
+	// The call is up once media flows both ways: bob is a connected member
+	// of its room when his network goes.
+	call := s.StartCall(alice, bob, "bob")
+	waitMedia(t, call.Caller, "bob")
+	waitMedia(t, call.Callee, "alice")
 
 	cut := time.Now()
 	proxy.cut.Store(true) // bob's phone loses the network: nothing closes

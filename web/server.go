@@ -396,17 +396,17 @@ func (s *Server) serve(c *conn) {
 	defer func() { <-writerDone }()
 
 	if closing {
-		c.stop(CloseGoingAway, "server shutting down", false)
+		c.stop(CloseGoingAway, "server shutting down")
 		return
 	}
 	var expiry *time.Timer
 	if !c.exp.IsZero() {
-		expiry = time.AfterFunc(time.Until(c.exp), func() { c.stop(CloseTokenExpired, "token expired", true) })
+		expiry = time.AfterFunc(time.Until(c.exp), func() { c.stopAfterQueued(CloseTokenExpired, "token expired") })
 		defer expiry.Stop()
 	}
 	if err := s.engine.Attach(s.ctx, c); err != nil {
 		e := signaling.AsError(err)
-		c.stop(ClosePolicyViolation, e.Reason, false)
+		c.stop(ClosePolicyViolation, e.Reason)
 		return
 	}
 	defer func() {
@@ -417,7 +417,7 @@ func (s *Server) serve(c *conn) {
 	}()
 	s.log.Debug("connected", "user", c.user, "remote", c.ws.RemoteAddr().String())
 	c.readLoop(s.ctx)
-	c.stop(websocket.CloseAbnormalClosure, "", false)
+	c.stop(websocket.CloseAbnormalClosure, "")
 	s.log.Debug("disconnected", "user", c.user)
 }
 
@@ -433,7 +433,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	for _, c := range conns {
-		c.stop(CloseGoingAway, "server shutting down", true)
+		c.stopAfterQueued(CloseGoingAway, "server shutting down")
 	}
 	done := make(chan struct{})
 	go func() {

@@ -373,10 +373,6 @@ func TestBadInputKeepsConnection(t *testing.T) {
 	ts := newTestServer(t, func(ts *testServer) { ts.sigCfg.Limits.MaxDataBytes = 100 })
 	ctx := testCtx(t)
 	c := ts.dial("alice")
-	type reply struct {
-		ID    string           `json:"id"`
-		Error *signaling.Error `json:"error"`
-	}
 	cases := []struct {
 		name  string
 		frame string

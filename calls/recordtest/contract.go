@@ -812,7 +812,7 @@ func testConcurrency(t *testing.T, s calls.RecordStore) {
 					return
 				}
 				if err := s.Heartbeat(ctx, at(time.Duration(i))); err != nil {
-					report(fmt.Errorf("Heartbeat: %w", err))
+					report(fmt.Errorf("Heartbeat(%v): %w", at(time.Duration(i)), err))
 					return
 				}
 			}
@@ -828,7 +828,7 @@ func testConcurrency(t *testing.T, s calls.RecordStore) {
 				}
 				recs, _, err := s.History(ctx, "hub", calls.FilterAll, calls.MaxHistoryLimit, "")
 				if err != nil {
-					report(fmt.Errorf("History: %w", err))
+					report(fmt.Errorf("History(hub): %w", err))
 					return
 				}
 				for _, r := range recs {

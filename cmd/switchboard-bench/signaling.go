@@ -354,11 +354,10 @@ type pair struct {
 	// Written by the callee goroutine only.
 	ring []float64
 	// Written by the caller goroutine only.
-	accepted   []float64
-	setups     int64
-	errors     int64
-	firstErr   error
-	calleeErrs int64
+	accepted []float64
+	setups   int64
+	errors   int64
+	firstErr error
 }
 
 func (p *pair) close() {

@@ -614,7 +614,7 @@ func testConcurrency(t *testing.T, open func() signaling.Store) {
 					signaling.AppendOutbox{Entry: entry(id, n)},
 				)
 				if err != nil {
-					errs <- fmt.Errorf("Apply %s: %w", id, err)
+					errs <- fmt.Errorf("Apply(group %s): %w", id, err)
 				}
 				// Every fifth call fails; the others, possibly committed
 				// together with it, must not be affected.
@@ -624,7 +624,7 @@ func testConcurrency(t *testing.T, open func() signaling.Store) {
 						signaling.PutGroup{Group: group("taken")},
 					)
 					if !errors.Is(err, signaling.ErrGroupExists) {
-						errs <- fmt.Errorf("Apply on a taken group = %v, want ErrGroupExists", err)
+						errs <- fmt.Errorf("Apply(group taken) = %v, want ErrGroupExists", err)
 					}
 				}
 			}

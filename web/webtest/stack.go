@@ -153,7 +153,7 @@ type RunningCall struct {
 }
 
 // StartCall sets up a running one-to-one video call from caller to callee
-// (whose user ID is calleeID), as the seed's steps 1-4 do: call, the caller
+// (whose user ID is calleeID), as TRTC's steps 1-4 do: call, the caller
 // enters the room, the callee rings, accepts and enters; it returns once
 // the caller got onCallBegin. The rooms close when the test ends.
 func (s *Stack) StartCall(caller, callee *client.Client, calleeID string) RunningCall {
