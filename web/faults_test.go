@@ -197,9 +197,7 @@ func TestStalledReaderDoesNotSlowOthers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stalled.Close()
-	for s.Engine.Online("stalled") == 0 { // the upgrade completes before the engine knows the session
-		time.Sleep(time.Millisecond)
-	}
+	waitAttached(t, s.Engine, "stalled") // the upgrade completes before the engine knows the session
 	flooder := s.Dial("flooder")
 	stop := make(chan struct{})
 	var fl sync.WaitGroup

@@ -536,9 +536,7 @@ func TestSlowReaderIsDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer slow.Close()
-	for ts.engine.Online("slow") == 0 { // the upgrade completes before the engine knows the session
-		time.Sleep(time.Millisecond)
-	}
+	waitAttached(t, ts.engine, "slow") // the upgrade completes before the engine knows the session
 	alice, bob := ts.dial("alice"), ts.dial("bob")
 	big := strings.Repeat("z", 60000)
 	deadline := time.Now().Add(15 * time.Second)
@@ -575,9 +573,7 @@ func TestDeadPeerDetected(t *testing.T) {
 	defer ghost.Close()
 	// A live client that reads (and so answers pings) stays.
 	live := ts.dial("live")
-	for ts.engine.Online("ghost") == 0 { // the upgrade completes before the engine knows the session
-		time.Sleep(time.Millisecond)
-	}
+	waitAttached(t, ts.engine, "ghost") // the upgrade completes before the engine knows the session
 	start := time.Now()
 	for ts.engine.Online("ghost") > 0 {
 		if time.Since(start) > 5*time.Second {
@@ -781,5 +777,16 @@ func TestConnectionsPerUserRace(t *testing.T) {
 	}
 	if len(ok) != 2 || refused != n-2 {
 		t.Fatalf("%d connections admitted and %d refused with 429, want 2 and %d", len(ok), refused, n-2)
+	}
+}
+
+// waitAttached waits, at most 5 s, until the engine has a connection of
+// user.
+func waitAttached(t *testing.T, e *signaling.Engine, user string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); e.Online(user) == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s's connection never reached the engine", user)
+		}
 	}
 }
