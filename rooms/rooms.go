@@ -13,7 +13,7 @@ import (
 
 	"github.com/switchboard-rtc/switchboard/media"
 	"github.com/switchboard-rtc/switchboard/media/opsqueue"
-	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
 // Role is a participant's role in a room, as in TRTC.
@@ -103,7 +103,7 @@ type Params struct {
 	Config Config
 	SFU    *media.SFU
 	Tokens TokenVerifier // nil: room tokens are refused
-	Clock  signaling.Clock
+	Clock  protocol.Clock
 	Logger *slog.Logger
 }
 
@@ -121,14 +121,14 @@ type Manager struct {
 	cfg    Config
 	sfu    *media.SFU
 	tokens TokenVerifier
-	clock  signaling.Clock
+	clock  protocol.Clock
 	log    *slog.Logger
 
 	mu        sync.Mutex
 	rooms     map[string]*room
-	claims    map[string]*Claim                        // by room ID
-	bySession map[signaling.Session]map[string]*member // session → roomID → member
-	byUser    map[string]map[string]*member            // user → roomID → member
+	claims    map[string]*Claim                       // by room ID
+	bySession map[protocol.Session]map[string]*member // session → roomID → member
+	byUser    map[string]map[string]*member           // user → roomID → member
 	admitters []Admitter
 	observers []Observer
 	closed    bool
@@ -146,7 +146,7 @@ type member struct {
 	user    string
 	roomID  string
 	role    Role
-	sess    signaling.Session
+	sess    protocol.Session
 	claim   *Claim             // the claim it entered through; nil: a room token
 	part    *media.Participant // nil while joining
 	entered time.Time
@@ -160,7 +160,7 @@ type member struct {
 	seq        int // orders observer calls
 	// connectBy removes the member if its media has not connected in time;
 	// nil once connected or gone.
-	connectBy signaling.Timer
+	connectBy protocol.Timer
 }
 
 func (m *member) audio() bool { return m.audioTrack && !m.audioMuted }
@@ -169,11 +169,11 @@ func (m *member) video() bool { return m.videoTrack && !m.videoMuted }
 // NewManager returns a Manager.
 func NewManager(p Params) *Manager {
 	m := &Manager{cfg: p.Config, sfu: p.SFU, tokens: p.Tokens, clock: p.Clock, log: p.Logger,
-		rooms: map[string]*room{}, claims: map[string]*Claim{}, bySession: map[signaling.Session]map[string]*member{},
+		rooms: map[string]*room{}, claims: map[string]*Claim{}, bySession: map[protocol.Session]map[string]*member{},
 		byUser: map[string]map[string]*member{}, notes: opsqueue.New()}
 	m.notes.Start()
 	if m.clock == nil {
-		m.clock = signaling.SystemClock{}
+		m.clock = protocol.SystemClock{}
 	}
 	if m.log == nil {
 		m.log = slog.Default()
@@ -345,12 +345,12 @@ func (m *Manager) LeaveClaim(c *Claim, userID string) bool {
 // Enter puts the actor's session into a room and starts its media. The
 // server's subscriber offer (onRtcSignal) may reach the client before the
 // reply.
-func (m *Manager) Enter(ctx context.Context, a signaling.Actor, args EnterArgs) (EnterResult, error) {
+func (m *Manager) Enter(ctx context.Context, a protocol.Actor, args EnterArgs) (EnterResult, error) {
 	if a.Session == nil {
-		return EnterResult{}, signaling.ErrInvalidParameter.WithMessage("enterRoom needs a connection")
+		return EnterResult{}, protocol.ErrInvalidParameter.WithMessage("enterRoom needs a connection")
 	}
 	if !ValidRoomID(args.RoomID) {
-		return EnterResult{}, signaling.ErrInvalidParameter.WithMessage("roomID must be 1-64 characters of [A-Za-z0-9_-]")
+		return EnterResult{}, protocol.ErrInvalidParameter.WithMessage("roomID must be 1-64 characters of [A-Za-z0-9_-]")
 	}
 	role := Role(args.Role)
 	switch role {
@@ -358,7 +358,7 @@ func (m *Manager) Enter(ctx context.Context, a signaling.Actor, args EnterArgs) 
 		role = RoleAnchor
 	case RoleAnchor, RoleAudience:
 	default:
-		return EnterResult{}, signaling.ErrInvalidParameter.WithMessage("role must be %q or %q", RoleAnchor, RoleAudience)
+		return EnterResult{}, protocol.ErrInvalidParameter.WithMessage("role must be %q or %q", RoleAnchor, RoleAudience)
 	}
 	adm, err := m.admission(a.UserID, args.RoomID, args.RoomToken)
 	if err != nil {
@@ -452,7 +452,7 @@ func (m *Manager) iceServers() []media.ICEServer {
 }
 
 // Exit takes the actor's session out of a room.
-func (m *Manager) Exit(_ context.Context, a signaling.Actor, args RoomArgs) error {
+func (m *Manager) Exit(_ context.Context, a protocol.Actor, args RoomArgs) error {
 	m.mu.Lock()
 	mem := m.bySession[a.Session][args.RoomID]
 	if mem == nil {
@@ -468,7 +468,7 @@ func (m *Manager) Exit(_ context.Context, a signaling.Actor, args RoomArgs) erro
 }
 
 // Signal relays a client's WebRTC negotiation message to its media session.
-func (m *Manager) Signal(_ context.Context, a signaling.Actor, args SignalArgs) error {
+func (m *Manager) Signal(_ context.Context, a protocol.Actor, args SignalArgs) error {
 	m.mu.Lock()
 	mem := m.bySession[a.Session][args.RoomID]
 	var part *media.Participant
@@ -507,7 +507,7 @@ func (m *Manager) Signal(_ context.Context, a signaling.Actor, args SignalArgs) 
 }
 
 // Mute sets the actor's audio or video mute in a room.
-func (m *Manager) Mute(_ context.Context, a signaling.Actor, args MuteArgs, kind string) error {
+func (m *Manager) Mute(_ context.Context, a protocol.Actor, args MuteArgs, kind string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	mem := m.bySession[a.Session][args.RoomID]
@@ -529,7 +529,7 @@ func (m *Manager) Mute(_ context.Context, a signaling.Actor, args MuteArgs, kind
 
 // SessionClosed removes every room member of a closed connection: the
 // others get onRemoteUserLeaveRoom with reason 1 (connection lost).
-func (m *Manager) SessionClosed(s signaling.Session) {
+func (m *Manager) SessionClosed(s protocol.Session) {
 	m.mu.Lock()
 	var parts []*media.Participant
 	for _, mem := range m.bySession[s] {
@@ -661,7 +661,7 @@ func (m *Manager) removeLocked(mem *member, why LeaveReason, exit ExitReason, te
 }
 
 func (m *Manager) broadcastLocked(r *room, from *member, name string, data any) {
-	frame, err := signaling.EncodeEvent(name, data)
+	frame, err := protocol.EncodeEvent(name, data)
 	if err != nil {
 		m.log.Error("encode room event", "event", name, "err", err)
 		return
@@ -673,8 +673,8 @@ func (m *Manager) broadcastLocked(r *room, from *member, name string, data any) 
 	}
 }
 
-func deliver(s signaling.Session, name string, data any) {
-	if frame, err := signaling.EncodeEvent(name, data); err == nil {
+func deliver(s protocol.Session, name string, data any) {
+	if frame, err := protocol.EncodeEvent(name, data); err == nil {
 		s.Deliver(frame)
 	}
 }

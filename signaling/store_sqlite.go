@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 	"github.com/switchboard-rtc/switchboard/signaling/sqlitedb"
 )
 
@@ -266,7 +267,7 @@ func (s *SQLiteStore) Apply(ctx context.Context, muts ...Mutation) error {
 	}
 }
 
-var errSQLiteClosed = fmt.Errorf("signaling: sqlite store closed: %w", ErrShuttingDown)
+var errSQLiteClosed = fmt.Errorf("signaling: sqlite store closed: %w", protocol.ErrShuttingDown)
 
 // Close implements Store: it waits for the writer to commit the calls
 // already queued, then closes the database. Later calls return nil.
@@ -550,7 +551,7 @@ func (s *SQLiteStore) apply(ctx context.Context, m Mutation) error {
 		if n, err := res.RowsAffected(); err != nil {
 			return sqliteErr(op, err)
 		} else if n == 0 {
-			return sqliteErr(op, ErrGroupExists)
+			return sqliteErr(op, protocol.ErrGroupExists)
 		}
 		if err := s.addMembers(ctx, g.ID, g.Members); err != nil {
 			return sqliteErr(op, err)
@@ -828,7 +829,7 @@ func sqliteRows(ctx context.Context, tx *sql.Tx, q string, f func(*sql.Rows) err
 // constraint, an invalid mutation, a caller's ctx) rather than the database
 // being unable to work.
 func sqliteLogical(err error) bool {
-	return errors.Is(err, ErrGroupExists) || sqlitedb.Logical(err)
+	return errors.Is(err, protocol.ErrGroupExists) || sqlitedb.Logical(err)
 }
 
 // sqliteErr adds op to err; a failure of the database also wraps
@@ -837,5 +838,5 @@ func sqliteErr(op string, err error) error {
 	if sqliteLogical(err) {
 		return fmt.Errorf("signaling: sqlite store: %s: %w", op, err)
 	}
-	return fmt.Errorf("signaling: sqlite store: %s: %w: %w", op, ErrStoreUnavailable, err)
+	return fmt.Errorf("signaling: sqlite store: %s: %w: %w", op, protocol.ErrStoreUnavailable, err)
 }

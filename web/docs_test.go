@@ -8,7 +8,7 @@ import (
 
 	"github.com/switchboard-rtc/switchboard/calls"
 	"github.com/switchboard-rtc/switchboard/rooms"
-	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
 // TestEveryErrorCodeIsDocumented: each wire error of signaling, rooms and
@@ -23,7 +23,7 @@ func TestEveryErrorCodeIsDocumented(t *testing.T) {
 		}
 		docs.Write(b)
 	}
-	all := append(append(append([]*signaling.Error{}, signaling.AllErrors...), rooms.AllErrors...), calls.AllErrors...)
+	all := append(append(append([]*protocol.Error{}, protocol.AllErrors...), rooms.AllErrors...), calls.AllErrors...)
 	codes, reasons := map[int]bool{}, map[string]bool{}
 	for _, e := range all {
 		if codes[e.Code] || reasons[e.Reason] {
