@@ -11,7 +11,7 @@ import (
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
-// TestEveryErrorCodeIsDocumented: each wire error of signaling, rooms and
+// TestEveryErrorCodeIsDocumented: each wire error of protocol, rooms and
 // calls has its row, code and reason, in the protocol documents, and no two
 // share a code or a reason.
 func TestEveryErrorCodeIsDocumented(t *testing.T) {
