@@ -15,6 +15,7 @@ import (
 
 	"github.com/switchboard-rtc/switchboard/rooms"
 	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
 // BusyPolicy says what happens to a call invitation to a busy user.
@@ -67,7 +68,7 @@ type Params struct {
 	Engine  *signaling.Engine
 	Rooms   *rooms.Manager
 	Records RecordStore
-	Clock   signaling.Clock
+	Clock   protocol.Clock
 	Logger  *slog.Logger
 }
 
@@ -83,7 +84,7 @@ type Manager struct {
 	eng   *signaling.Engine
 	rooms *rooms.Manager
 	rec   RecordStore
-	clock signaling.Clock
+	clock protocol.Clock
 	log   *slog.Logger
 	saves *saveQueue
 	stats Metrics
@@ -94,7 +95,7 @@ type Manager struct {
 	byInvite map[string]*call          // every live invitation of a call, running or ended
 	byRoom   map[string]*call          // running calls by room ID
 	byUser   map[string]map[*call]bool // running calls by participant
-	hbTimer  signaling.Timer
+	hbTimer  protocol.Timer
 	wg       sync.WaitGroup // timer callbacks
 }
 
@@ -112,7 +113,7 @@ type call struct {
 	claim    *rooms.Claim // the call's room ID; nil without rooms
 	ended    bool
 	hungUp   map[string]bool // users who hung up (the next leave is a hangup)
-	setup    signaling.Timer
+	setup    protocol.Timer
 }
 
 func (c *call) began() bool { return !c.rec.BeganAt.IsZero() }
@@ -169,7 +170,7 @@ func NewManager(ctx context.Context, p Params) (*Manager, error) {
 	m := &Manager{cfg: p.Config, eng: p.Engine, rooms: p.Rooms, rec: p.Records, clock: p.Clock, log: p.Logger, stats: p.Metrics,
 		calls: map[string]*call{}, byInvite: map[string]*call{}, byRoom: map[string]*call{}, byUser: map[string]map[*call]bool{}}
 	if m.clock == nil {
-		m.clock = signaling.SystemClock{}
+		m.clock = protocol.SystemClock{}
 	}
 	if m.log == nil {
 		m.log = slog.Default()
@@ -331,7 +332,7 @@ func (m *Manager) Call(callID string) (CallRecord, bool) {
 // invite is the invite and inviteInGroup op: a call when its data is a
 // call's, plain signaling otherwise. The data is the client's: call-end
 // data is marked as such (ClientData).
-func (m *Manager) invite(ctx context.Context, a signaling.Actor, spec signaling.InvitationSpec) (any, error) {
+func (m *Manager) invite(ctx context.Context, a protocol.Actor, spec signaling.InvitationSpec) (any, error) {
 	data, err := ClientData(spec.Data)
 	if err != nil {
 		return nil, err
@@ -346,7 +347,7 @@ func (m *Manager) invite(ctx context.Context, a signaling.Actor, spec signaling.
 		if err != nil {
 			return nil, err
 		}
-		return signaling.InviteResult{InviteID: id}, nil
+		return protocol.InviteResult{InviteID: id}, nil
 	}
 	return m.startCall(ctx, a, spec, cd, false)
 }
@@ -362,7 +363,7 @@ const glareData = `{"businessID":"av_call","version":4,"data":{"cmd":"accept","g
 // invitees are one critical section, so two users calling each other at
 // the same instant make one call. The call then claims its room ID from
 // rooms (refused when the ID is not free) before anyone rings.
-func (m *Manager) startCall(ctx context.Context, a signaling.Actor, spec signaling.InvitationSpec, cd CallData, composed bool) (any, error) {
+func (m *Manager) startCall(ctx context.Context, a protocol.Actor, spec signaling.InvitationSpec, cd CallData, composed bool) (any, error) {
 	roomID := cd.RoomID
 	if roomID == "" {
 		roomID = m.eng.NewID("call_")
@@ -385,7 +386,7 @@ func (m *Manager) startCall(ctx context.Context, a signaling.Actor, spec signali
 		m.mu.Lock()
 		if m.closed {
 			m.mu.Unlock()
-			return nil, signaling.ErrShuttingDown
+			return nil, protocol.ErrShuttingDown
 		}
 		// Glare: A calls B while B's call to A still rings. The call that
 		// rang first wins: A accepts it (the server acts for A) instead of
@@ -398,16 +399,16 @@ func (m *Manager) startCall(ctx context.Context, a signaling.Actor, spec signali
 				select {
 				case <-creating:
 				case <-ctx.Done():
-					return nil, signaling.ErrStoreUnavailable.WithMessage("the callee's call to you is still being placed; retry")
+					return nil, protocol.ErrStoreUnavailable.WithMessage("the callee's call to you is still being placed; retry")
 				}
 				continue
 			}
-			err := m.answer(ctx, a, signaling.InviteIDArgs{InviteID: inviteID, Data: glareData}, signaling.ActionAccept)
+			err := m.answer(ctx, a, protocol.InviteIDArgs{InviteID: inviteID, Data: glareData}, signaling.ActionAccept)
 			if err == nil {
 				m.log.Info("glare: calls merged", "call", g.rec.CallID, "caller", g.rec.Caller, "callee", a.UserID)
 				return CallResult{InviteID: inviteID, CallID: g.rec.CallID, RoomID: g.rec.RoomID, Merged: true}, nil
 			}
-			if !errors.Is(err, ErrCallEnded) && !errors.Is(err, signaling.ErrInvalidInviteID) {
+			if !errors.Is(err, ErrCallEnded) && !errors.Is(err, protocol.ErrInvalidInviteID) {
 				return nil, err // e.g. the store failed: nothing changed
 			}
 			over = g // it ended meanwhile: look again, then place the call
@@ -455,9 +456,9 @@ func (m *Manager) startCall(ctx context.Context, a signaling.Actor, spec signali
 // roomUnavailable is the refusal of a call whose room ID is not free: it
 // says nothing of who holds it. A group call by a non-member is refused as
 // such first.
-func (m *Manager) roomUnavailable(a signaling.Actor, spec signaling.InvitationSpec) error {
+func (m *Manager) roomUnavailable(a protocol.Actor, spec signaling.InvitationSpec) error {
 	if spec.GroupID != "" && !m.eng.IsGroupMember(spec.GroupID, a.UserID) {
-		return signaling.ErrNotGroupMember.WithMessage("you are not a member of group %q", spec.GroupID)
+		return protocol.ErrNotGroupMember.WithMessage("you are not a member of group %q", spec.GroupID)
 	}
 	return ErrRoomUnavailable
 }
@@ -499,7 +500,7 @@ func (m *Manager) glareLocked(user string, spec signaling.InvitationSpec, skip *
 
 // ring creates invitation id of call c (registered first, so that answers
 // racing the reply find it), applying the busy policy.
-func (m *Manager) ring(ctx context.Context, a signaling.Actor, c *call, id string, spec signaling.InvitationSpec) (CallResult, error) {
+func (m *Manager) ring(ctx context.Context, a protocol.Actor, c *call, id string, spec signaling.InvitationSpec) (CallResult, error) {
 	m.mu.Lock()
 	busy := m.addRingLocked(c, id, spec.Invitees)
 	m.mu.Unlock()
@@ -555,7 +556,7 @@ func (m *Manager) settleLocked(c *call, id string) {
 
 // createRing creates registered invitation id in the engine (the ring).
 // On failure the caller undoes the registration.
-func (m *Manager) createRing(ctx context.Context, a signaling.Actor, c *call, id string, spec signaling.InvitationSpec, busy []string) (CallResult, error) {
+func (m *Manager) createRing(ctx context.Context, a protocol.Actor, c *call, id string, spec signaling.InvitationSpec, busy []string) (CallResult, error) {
 	now := m.clock.Now()
 	spec.ID, spec.NoRing = id, busy
 	if _, err := m.eng.CreateInvitation(ctx, a, spec); err != nil {
@@ -584,7 +585,7 @@ func (m *Manager) rejectBusy(c *call, inviteID string, busy []string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for _, u := range busy {
-		err := m.eng.Reject(ctx, signaling.Actor{UserID: u, Silent: true}, signaling.InviteIDArgs{InviteID: inviteID, Data: LineBusy})
+		err := m.eng.Reject(ctx, protocol.Actor{UserID: u, Silent: true}, protocol.InviteIDArgs{InviteID: inviteID, Data: LineBusy})
 		if err != nil {
 			m.log.Warn("busy rejection failed", "call", c.rec.CallID, "user", u, "err", err)
 			continue
@@ -602,7 +603,7 @@ func (m *Manager) checkData(data string) error {
 	// The engine enforces its own limit; this only gives the error before
 	// a room ID is committed.
 	if len(data) > 64<<10 {
-		return signaling.ErrDataTooLarge
+		return protocol.ErrDataTooLarge
 	}
 	return nil
 }
@@ -611,7 +612,7 @@ func (m *Manager) checkData(data string) error {
 
 // answer is the accept and reject ops (and the server's own answers):
 // answers to an ended call are refused; others update the call.
-func (m *Manager) answer(ctx context.Context, a signaling.Actor, args signaling.InviteIDArgs, action signaling.Action) error {
+func (m *Manager) answer(ctx context.Context, a protocol.Actor, args protocol.InviteIDArgs, action signaling.Action) error {
 	m.mu.Lock()
 	c := m.byInvite[args.InviteID]
 	ended := c != nil && c.ended
@@ -634,7 +635,7 @@ func (m *Manager) answer(ctx context.Context, a signaling.Actor, args signaling.
 }
 
 // cancel is the cancel op.
-func (m *Manager) cancel(ctx context.Context, a signaling.Actor, args signaling.InviteIDArgs) error {
+func (m *Manager) cancel(ctx context.Context, a protocol.Actor, args protocol.InviteIDArgs) error {
 	m.mu.Lock()
 	c := m.byInvite[args.InviteID]
 	m.mu.Unlock()
@@ -923,13 +924,13 @@ func (m *Manager) endLocked(c *call, reason, endedBy string) func() {
 		defer cancel()
 		for _, id := range stillRinging {
 			// Stop the ring: possible while nobody answered that invitation.
-			_ = m.eng.Cancel(ctx, signaling.Actor{UserID: snap.Caller}, signaling.InviteIDArgs{InviteID: id, Data: hangupData(snap.CallID, snap.RoomID, snap.MediaType, 0)})
+			_ = m.eng.Cancel(ctx, protocol.Actor{UserID: snap.Caller}, protocol.InviteIDArgs{InviteID: id, Data: hangupData(snap.CallID, snap.RoomID, snap.MediaType, 0)})
 		}
 		if began && stayer != "" && endedBy != "" {
 			// TRTC's step 5: the party that stayed sends the party that
 			// left an invitation carrying the call-end event and duration.
 			secs := int64(snap.Duration / time.Second)
-			if _, err := m.eng.Notify(ctx, signaling.Actor{UserID: stayer}, []string{endedBy}, snap.GroupID,
+			if _, err := m.eng.Notify(ctx, protocol.Actor{UserID: stayer}, []string{endedBy}, snap.GroupID,
 				hangupData(snap.CallID, snap.RoomID, snap.MediaType, secs)); err != nil {
 				m.log.Warn("call-end invitation not sent", "call", snap.CallID, "err", err)
 			}
@@ -1022,7 +1023,7 @@ func copyRecord(r CallRecord) CallRecord {
 // hangup leaves a call: before it begins, the caller cancels and an invitee
 // rejects; once it runs, the user leaves its room (a one-to-one call then
 // ends, a group call goes on while two remain).
-func (m *Manager) hangup(ctx context.Context, a signaling.Actor, args CallIDArgs) error {
+func (m *Manager) hangup(ctx context.Context, a protocol.Actor, args CallIDArgs) error {
 	m.mu.Lock()
 	c := m.calls[args.CallID]
 	if c == nil {
@@ -1036,7 +1037,7 @@ func (m *Manager) hangup(ctx context.Context, a signaling.Actor, args CallIDArgs
 	}
 	if pendingID := c.pendingInviteID(a.UserID); pendingID != "" {
 		m.mu.Unlock()
-		return m.answer(ctx, a, signaling.InviteIDArgs{InviteID: pendingID, Data: hangupData(c.rec.CallID, c.rec.RoomID, c.rec.MediaType, 0)}, signaling.ActionReject)
+		return m.answer(ctx, a, protocol.InviteIDArgs{InviteID: pendingID, Data: hangupData(c.rec.CallID, c.rec.RoomID, c.rec.MediaType, 0)}, signaling.ActionReject)
 	}
 	c.hungUp[a.UserID] = true
 	connected := c.connected[a.UserID]
@@ -1054,7 +1055,7 @@ func (m *Manager) hangup(ctx context.Context, a signaling.Actor, args CallIDArgs
 		}
 		m.mu.Unlock()
 		for _, id := range ids {
-			if err := m.cancel(ctx, a, signaling.InviteIDArgs{InviteID: id}); err != nil && !errors.Is(err, signaling.ErrInvalidInviteID) {
+			if err := m.cancel(ctx, a, protocol.InviteIDArgs{InviteID: id}); err != nil && !errors.Is(err, protocol.ErrInvalidInviteID) {
 				return err
 			}
 		}
@@ -1078,7 +1079,7 @@ func (m *Manager) hangup(ctx context.Context, a signaling.Actor, args CallIDArgs
 
 // inviteUser rings more group members into a call; those already in it or
 // ringing are skipped.
-func (m *Manager) inviteUser(ctx context.Context, a signaling.Actor, args InviteUserArgs) (InviteUserResult, error) {
+func (m *Manager) inviteUser(ctx context.Context, a protocol.Actor, args InviteUserArgs) (InviteUserResult, error) {
 	m.mu.Lock()
 	c := m.calls[args.CallID]
 	if c == nil {
@@ -1118,7 +1119,7 @@ func (m *Manager) inviteUser(ctx context.Context, a signaling.Actor, args Invite
 
 // joinCall lets a group member into a running group call without a ring
 // (or answers the ring they have).
-func (m *Manager) joinCall(ctx context.Context, a signaling.Actor, args CallIDArgs) (JoinResult, error) {
+func (m *Manager) joinCall(ctx context.Context, a protocol.Actor, args CallIDArgs) (JoinResult, error) {
 	m.mu.Lock()
 	c := m.calls[args.CallID]
 	if c == nil {
@@ -1137,10 +1138,10 @@ func (m *Manager) joinCall(ctx context.Context, a signaling.Actor, args CallIDAr
 		return res, nil
 	}
 	if !m.eng.IsGroupMember(group, a.UserID) {
-		return JoinResult{}, signaling.ErrNotGroupMember.WithMessage("you are not a member of group %q", group)
+		return JoinResult{}, protocol.ErrNotGroupMember.WithMessage("you are not a member of group %q", group)
 	}
 	if pendingID != "" {
-		return res, m.answer(ctx, a, signaling.InviteIDArgs{InviteID: pendingID}, signaling.ActionAccept)
+		return res, m.answer(ctx, a, protocol.InviteIDArgs{InviteID: pendingID}, signaling.ActionAccept)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -1159,9 +1160,9 @@ func (m *Manager) joinCall(ctx context.Context, a signaling.Actor, args CallIDAr
 }
 
 // switchMediaType switches a call between video and audio.
-func (m *Manager) switchMediaType(ctx context.Context, a signaling.Actor, args SwitchArgs) error {
+func (m *Manager) switchMediaType(ctx context.Context, a protocol.Actor, args SwitchArgs) error {
 	if args.MediaType != MediaAudio && args.MediaType != MediaVideo {
-		return signaling.ErrInvalidParameter.WithMessage("mediaType must be %q or %q", MediaAudio, MediaVideo)
+		return protocol.ErrInvalidParameter.WithMessage("mediaType must be %q or %q", MediaAudio, MediaVideo)
 	}
 	m.mu.Lock()
 	c := m.calls[args.CallID]
@@ -1182,26 +1183,26 @@ func (m *Manager) switchMediaType(ctx context.Context, a signaling.Actor, args S
 }
 
 // history is getCallHistory.
-func (m *Manager) history(ctx context.Context, a signaling.Actor, args HistoryArgs) (HistoryResult, error) {
+func (m *Manager) history(ctx context.Context, a protocol.Actor, args HistoryArgs) (HistoryResult, error) {
 	f := HistoryFilter(args.Filter)
 	switch f {
 	case "":
 		f = FilterAll
 	case FilterAll, FilterMissed, FilterIncoming, FilterOutgoing:
 	default:
-		return HistoryResult{}, signaling.ErrInvalidParameter.WithMessage("filter must be all, missed, incoming or outgoing")
+		return HistoryResult{}, protocol.ErrInvalidParameter.WithMessage("filter must be all, missed, incoming or outgoing")
 	}
 	if args.Limit < 0 || args.Limit > 100 {
-		return HistoryResult{}, signaling.ErrInvalidParameter.WithMessage("limit must be 0-100 (0: 20)")
+		return HistoryResult{}, protocol.ErrInvalidParameter.WithMessage("limit must be 0-100 (0: 20)")
 	}
 	m.saves.flush()
 	recs, next, err := m.rec.History(ctx, a.UserID, f, args.Limit, args.Cursor)
 	if err != nil {
 		if errors.Is(err, ErrBadCursor) {
-			return HistoryResult{}, signaling.ErrInvalidParameter.WithMessage("invalid cursor")
+			return HistoryResult{}, protocol.ErrInvalidParameter.WithMessage("invalid cursor")
 		}
 		m.log.Error("call history", "err", err)
-		return HistoryResult{}, signaling.ErrStoreUnavailable
+		return HistoryResult{}, protocol.ErrStoreUnavailable
 	}
 	out := HistoryResult{Calls: make([]CallInfo, 0, len(recs)), NextCursor: next}
 	for _, r := range recs {

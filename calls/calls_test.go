@@ -17,6 +17,7 @@ import (
 	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/signaling/client"
 	"github.com/switchboard-rtc/switchboard/signaling/clocktest"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 	"github.com/switchboard-rtc/switchboard/web"
 	"github.com/switchboard-rtc/switchboard/web/webtest"
 )
@@ -147,7 +148,7 @@ func TestOneToOneVideoCallTRTCSteps(t *testing.T) {
 	ra := enter(t, alice, res.RoomID) // the caller enters the room at once
 
 	// 2. The invitee rings and reads the room ID from the data.
-	inv := wait[signaling.NewInvitationEvent](t, bob, signaling.EvReceiveNewInvitation, byInvite(res.CallID))
+	inv := wait[protocol.NewInvitationEvent](t, bob, protocol.EvReceiveNewInvitation, byInvite(res.CallID))
 	cd, ok, err := calls.ParseCallData(inv.Data)
 	if !ok || err != nil || cd.RoomID != res.RoomID || cd.CallID != res.CallID || cd.CallType != calls.CallTypeVideo || cd.Cmd != "videoCall" {
 		t.Fatalf("call data %q: %+v %v %v", inv.Data, cd, ok, err)
@@ -201,8 +202,8 @@ func TestOneToOneVideoCallTRTCSteps(t *testing.T) {
 			t.Fatalf("onCallEnd %+v", end)
 		}
 	}
-	followUp := wait[signaling.NewInvitationEvent](t, alice, signaling.EvReceiveNewInvitation, func(ev client.Event) bool {
-		var v signaling.NewInvitationEvent
+	followUp := wait[protocol.NewInvitationEvent](t, alice, protocol.EvReceiveNewInvitation, func(ev client.Event) bool {
+		var v protocol.NewInvitationEvent
 		return ev.Decode(&v) == nil && strings.Contains(v.Data, "call_end")
 	})
 	var hang struct {
@@ -246,7 +247,7 @@ func TestBusyLineRejectedByServer(t *testing.T) {
 	bob2 := s.dial("bob") // a second device of bob's
 	s.StartCall(alice, bob, "bob")
 	res := call(t, carol, "bob", calls.MediaAudio)
-	rej := wait[signaling.InviteeEvent](t, carol, signaling.EvInviteeRejected, byInvite(res.CallID))
+	rej := wait[protocol.InviteeEvent](t, carol, protocol.EvInviteeRejected, byInvite(res.CallID))
 	if rej.Invitee != "bob" || !strings.Contains(rej.Data, `"line_busy":"line_busy"`) {
 		t.Fatalf("rejection %+v", rej)
 	}
@@ -278,7 +279,7 @@ func TestBusyLineRingPolicy(t *testing.T) {
 	alice, bob, carol := s.dial("alice"), s.dial("bob"), s.dial("carol")
 	s.StartCall(alice, bob, "bob")
 	res := call(t, carol, "bob", calls.MediaVideo)
-	wait[signaling.NewInvitationEvent](t, bob, signaling.EvReceiveNewInvitation, byInvite(res.CallID))
+	wait[protocol.NewInvitationEvent](t, bob, protocol.EvReceiveNewInvitation, byInvite(res.CallID))
 	// bob's app rejects with the busy reason itself (TRTC's step 3).
 	if err := bob.Reject(ctx(t), res.CallID, calls.LineBusy); err != nil {
 		t.Fatal(err)
@@ -293,11 +294,11 @@ func TestCancelAndNoAnswer(t *testing.T) {
 	s := newServer(t, opts{})
 	alice, bob := s.dial("alice"), s.dial("bob")
 	res := call(t, alice, "bob", calls.MediaVideo)
-	wait[signaling.NewInvitationEvent](t, bob, signaling.EvReceiveNewInvitation, byInvite(res.CallID))
+	wait[protocol.NewInvitationEvent](t, bob, protocol.EvReceiveNewInvitation, byInvite(res.CallID))
 	if err := alice.Do(ctx(t), calls.OpHangup, calls.CallIDArgs{CallID: res.CallID}, nil); err != nil {
 		t.Fatal(err)
 	}
-	wait[signaling.CancelledEvent](t, bob, signaling.EvInvitationCancelled, byInvite(res.CallID))
+	wait[protocol.CancelledEvent](t, bob, protocol.EvInvitationCancelled, byInvite(res.CallID))
 	if end := wait[calls.EndEvent](t, alice, calls.EvCallEnd, byCall(res.CallID)); end.Result != calls.ResultCancelled {
 		t.Fatalf("end %+v", end)
 	}
@@ -307,7 +308,7 @@ func TestCancelAndNoAnswer(t *testing.T) {
 	if err := alice.Do(ctx(t), calls.OpCall, calls.CallArgs{Invitee: "bob", Timeout: ptr(1)}, &res2); err != nil {
 		t.Fatal(err)
 	}
-	wait[signaling.TimeoutEvent](t, alice, signaling.EvInvitationTimeout, byInvite(res2.CallID))
+	wait[protocol.TimeoutEvent](t, alice, protocol.EvInvitationTimeout, byInvite(res2.CallID))
 	if end := wait[calls.EndEvent](t, alice, calls.EvCallEnd, byCall(res2.CallID)); end.Result != calls.ResultNoAnswer {
 		t.Fatalf("end %+v", end)
 	}
@@ -346,7 +347,7 @@ func TestGlare(t *testing.T) {
 	if !second.Merged || second.CallID != first.CallID || second.RoomID != first.RoomID {
 		t.Fatalf("bob's call was not merged into alice's: %+v vs %+v", second, first)
 	}
-	acc := wait[signaling.InviteeEvent](t, alice, signaling.EvInviteeAccepted, byInvite(first.CallID))
+	acc := wait[protocol.InviteeEvent](t, alice, protocol.EvInviteeAccepted, byInvite(first.CallID))
 	if acc.Invitee != "bob" {
 		t.Fatalf("accepted %+v", acc)
 	}
@@ -366,7 +367,7 @@ func TestGroupCallJoinAndInviteUser(t *testing.T) {
 	for _, u := range users {
 		cl[u] = s.dial(u)
 	}
-	gid, err := cl["ann"].CreateGroup(ctx(t), signaling.CreateGroupArgs{Name: "team", MemberList: users[1:]})
+	gid, err := cl["ann"].CreateGroup(ctx(t), protocol.CreateGroupArgs{Name: "team", MemberList: users[1:]})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -375,12 +376,12 @@ func TestGroupCallJoinAndInviteUser(t *testing.T) {
 		t.Fatal(err)
 	}
 	enter(t, cl["ann"], res.RoomID)
-	wait[signaling.NewInvitationEvent](t, cl["ben"], signaling.EvReceiveNewInvitation, byInvite(res.CallID))
+	wait[protocol.NewInvitationEvent](t, cl["ben"], protocol.EvReceiveNewInvitation, byInvite(res.CallID))
 	if err := cl["ben"].Accept(ctx(t), res.CallID, ""); err != nil {
 		t.Fatal(err)
 	}
 	// cat sees ben's acceptance, and rejects.
-	wait[signaling.InviteeEvent](t, cl["cat"], signaling.EvInviteeAccepted, byInvite(res.CallID))
+	wait[protocol.InviteeEvent](t, cl["cat"], protocol.EvInviteeAccepted, byInvite(res.CallID))
 	if err := cl["cat"].Reject(ctx(t), res.CallID, ""); err != nil {
 		t.Fatal(err)
 	}
@@ -402,7 +403,7 @@ func TestGroupCallJoinAndInviteUser(t *testing.T) {
 	})
 	// An outsider cannot join.
 	zed := s.dial("zed")
-	if err := zed.Do(ctx(t), calls.OpJoinCall, calls.CallIDArgs{CallID: res.CallID}, nil); !errors.Is(err, signaling.ErrNotGroupMember) {
+	if err := zed.Do(ctx(t), calls.OpJoinCall, calls.CallIDArgs{CallID: res.CallID}, nil); !errors.Is(err, protocol.ErrNotGroupMember) {
 		t.Fatalf("outsider joinCall: %v", err)
 	}
 	// Ring eve in; ben (already in) is not rung again.
@@ -413,7 +414,7 @@ func TestGroupCallJoinAndInviteUser(t *testing.T) {
 	if len(iu.UserList) != 1 || iu.UserList[0] != "eve" {
 		t.Fatalf("inviteUser rang %v, want [eve]", iu.UserList)
 	}
-	inv := wait[signaling.NewInvitationEvent](t, cl["eve"], signaling.EvReceiveNewInvitation, byInvite(iu.InviteID))
+	inv := wait[protocol.NewInvitationEvent](t, cl["eve"], protocol.EvReceiveNewInvitation, byInvite(iu.InviteID))
 	if cd, _, _ := calls.ParseCallData(inv.Data); cd.RoomID != res.RoomID || cd.CallID != res.CallID {
 		t.Fatalf("eve rung into room %q call %q, want %q %q", cd.RoomID, cd.CallID, res.RoomID, res.CallID)
 	}
@@ -462,16 +463,16 @@ func TestClassroomRaiseHands(t *testing.T) {
 	for _, u := range students {
 		sc[u] = s.dial(u)
 	}
-	gid, err := teacher.CreateGroup(ctx(t), signaling.CreateGroupArgs{Name: "class", MemberList: students})
+	gid, err := teacher.CreateGroup(ctx(t), protocol.CreateGroupArgs{Name: "class", MemberList: students})
 	if err != nil {
 		t.Fatal(err)
 	}
-	raise, err := teacher.InviteInGroup(ctx(t), signaling.InviteInGroupArgs{GroupID: gid, InviteeList: students, Data: `{"cmd":"raise hand"}`, Timeout: ptr(60)})
+	raise, err := teacher.InviteInGroup(ctx(t), protocol.InviteInGroupArgs{GroupID: gid, InviteeList: students, Data: `{"cmd":"raise hand"}`, Timeout: ptr(60)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, u := range students {
-		inv := wait[signaling.NewInvitationEvent](t, sc[u], signaling.EvReceiveNewInvitation, byInvite(raise))
+		inv := wait[protocol.NewInvitationEvent](t, sc[u], protocol.EvReceiveNewInvitation, byInvite(raise))
 		if inv.Data != `{"cmd":"raise hand"}` || len(inv.InviteeList) != 3 {
 			t.Fatalf("%s got %+v", u, inv)
 		}
@@ -487,19 +488,19 @@ func TestClassroomRaiseHands(t *testing.T) {
 		want := map[string]bool{"s1": true, "s2": true}
 		delete(want, name)
 		for len(want) > 0 {
-			a := wait[signaling.InviteeEvent](t, c, signaling.EvInviteeAccepted, byInvite(raise))
+			a := wait[protocol.InviteeEvent](t, c, protocol.EvInviteeAccepted, byInvite(raise))
 			delete(want, a.Invitee)
 		}
 	}
-	speak, err := teacher.InviteInGroup(ctx(t), signaling.InviteInGroupArgs{GroupID: gid, InviteeList: []string{"s2"}, Data: `{"cmd":"speak"}`})
+	speak, err := teacher.InviteInGroup(ctx(t), protocol.InviteInGroupArgs{GroupID: gid, InviteeList: []string{"s2"}, Data: `{"cmd":"speak"}`})
 	if err != nil {
 		t.Fatal(err)
 	}
-	wait[signaling.NewInvitationEvent](t, sc["s2"], signaling.EvReceiveNewInvitation, byInvite(speak))
+	wait[protocol.NewInvitationEvent](t, sc["s2"], protocol.EvReceiveNewInvitation, byInvite(speak))
 	if err := sc["s2"].Accept(ctx(t), speak, ""); err != nil {
 		t.Fatal(err)
 	}
-	a := wait[signaling.InviteeEvent](t, teacher, signaling.EvInviteeAccepted, byInvite(speak))
+	a := wait[protocol.InviteeEvent](t, teacher, protocol.EvInviteeAccepted, byInvite(speak))
 	if a.Invitee != "s2" {
 		t.Fatalf("speaker %+v", a)
 	}
@@ -547,7 +548,7 @@ func TestRawInviteIsACall(t *testing.T) {
 	alice, bob := s.dial("alice"), s.dial("bob")
 	data := `{"version":4,"businessID":"av_call","call_type":1,"room_id":123456,"data":{"cmd":"audioCall","room_id":123456}}`
 	var res calls.CallResult
-	raw, err := alice.DoRaw(ctx(t), "x1", signaling.OpInvite, json.RawMessage(`{"invitee":"bob","data":`+strconvQuote(data)+`}`))
+	raw, err := alice.DoRaw(ctx(t), "x1", protocol.OpInvite, json.RawMessage(`{"invitee":"bob","data":`+strconvQuote(data)+`}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -555,13 +556,13 @@ func TestRawInviteIsACall(t *testing.T) {
 	if res.CallID == "" || res.RoomID != "123456" {
 		t.Fatalf("reply %s", raw)
 	}
-	inv := wait[signaling.NewInvitationEvent](t, bob, signaling.EvReceiveNewInvitation, byInvite(res.CallID))
+	inv := wait[protocol.NewInvitationEvent](t, bob, protocol.EvReceiveNewInvitation, byInvite(res.CallID))
 	if inv.Data != data {
 		t.Fatalf("data changed: %q", inv.Data)
 	}
 	// No room_id: the server assigns one and the invitee receives it.
 	noRoom := `{"version":4,"businessID":"av_call","call_type":2,"data":{"cmd":"videoCall","extra":"kept"}}`
-	id, err := alice.Invite(ctx(t), signaling.InviteArgs{Invitee: "carol", Data: noRoom})
+	id, err := alice.Invite(ctx(t), protocol.InviteArgs{Invitee: "carol", Data: noRoom})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -570,13 +571,13 @@ func TestRawInviteIsACall(t *testing.T) {
 		t.Fatalf("record %+v %v", rec, ok)
 	}
 	carol := s.dial("carol")
-	inv = wait[signaling.NewInvitationEvent](t, carol, signaling.EvReceiveNewInvitation, byInvite(id))
+	inv = wait[protocol.NewInvitationEvent](t, carol, protocol.EvReceiveNewInvitation, byInvite(id))
 	cd, _, _ := calls.ParseCallData(inv.Data)
 	if cd.RoomID != rec.RoomID || !strings.Contains(inv.Data, `"extra":"kept"`) {
 		t.Fatalf("assigned room not in the data: %s", inv.Data)
 	}
 	// Malformed call data is refused.
-	_, err = alice.Invite(ctx(t), signaling.InviteArgs{Invitee: "bob", Data: `{"businessID":"av_call","call_type":"x"}`})
+	_, err = alice.Invite(ctx(t), protocol.InviteArgs{Invitee: "bob", Data: `{"businessID":"av_call","call_type":"x"}`})
 	if !errors.Is(err, calls.ErrBadCallData) {
 		t.Fatalf("bad call data: %v", err)
 	}
@@ -650,7 +651,7 @@ func expectNoInvite(t *testing.T, c *client.Client, id string) {
 	t.Helper()
 	wctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
 	defer cancel()
-	if ev, err := c.WaitEvent(wctx, signaling.EvReceiveNewInvitation, byInvite(id)); err == nil {
+	if ev, err := c.WaitEvent(wctx, protocol.EvReceiveNewInvitation, byInvite(id)); err == nil {
 		t.Fatalf("rang for %s: %v", id, ev)
 	}
 }
@@ -661,7 +662,7 @@ func TestAcceptedCallWithoutMediaFails(t *testing.T) {
 	s := newServer(t, opts{})
 	alice, bob := s.dial("alice"), s.dial("bob")
 	res := call(t, alice, "bob", calls.MediaAudio)
-	wait[signaling.NewInvitationEvent](t, bob, signaling.EvReceiveNewInvitation, byInvite(res.CallID))
+	wait[protocol.NewInvitationEvent](t, bob, protocol.EvReceiveNewInvitation, byInvite(res.CallID))
 	if err := bob.Accept(ctx(t), res.CallID, ""); err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
 // BusinessID marks an invitation's data as a call (the TRTC ecosystem's
@@ -149,7 +149,7 @@ func ParseCallData(data string) (d CallData, ok bool, err error) {
 // badCallField is the bad_call_data error for a field of the call data,
 // which the client sent as the JSON string args.data.
 func badCallField(field, want string, got json.RawMessage) error {
-	return ErrBadCallData.WithMessage("args.data.%s must be %s, not %s", field, want, signaling.DescribeJSON(got))
+	return ErrBadCallData.WithMessage("args.data.%s must be %s, not %s", field, want, protocol.DescribeJSON(got))
 }
 
 // ClientData returns the data of an app's invitation or answer as the server

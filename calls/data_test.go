@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/switchboard-rtc/switchboard/calls"
-	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
 func TestParseCallData(t *testing.T) {
@@ -109,7 +109,7 @@ func TestCallDataErrorMessages(t *testing.T) {
 	}
 	for _, c := range cases {
 		_, ok, err := calls.ParseCallData(c.data)
-		var se *signaling.Error
+		var se *protocol.Error
 		if !ok || !errors.As(err, &se) || se.Code != 12004 || se.Message != c.msg {
 			t.Errorf("%s:\n got %v %v\nwant bad_call_data (12004): %s", c.data, ok, err, c.msg)
 		}

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/switchboard-rtc/switchboard/calls"
-	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/signaling/client"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 	"github.com/switchboard-rtc/switchboard/web"
 )
 
@@ -46,8 +46,8 @@ func TestGlareUnderTrueConcurrency(t *testing.T) {
 		}
 	}
 	isRing := func(ev client.Event) (string, bool) {
-		var v signaling.NewInvitationEvent
-		if ev.Name != signaling.EvReceiveNewInvitation || ev.Decode(&v) != nil {
+		var v protocol.NewInvitationEvent
+		if ev.Name != protocol.EvReceiveNewInvitation || ev.Decode(&v) != nil {
 			return "", false
 		}
 		return v.InviteID, true
@@ -65,7 +65,7 @@ func TestGlareUnderTrueConcurrency(t *testing.T) {
 		for i := range 2 {
 			id := fmt.Sprintf("r%d-%d", round, i)
 			args, _ := json.Marshal(calls.CallArgs{Invitee: users[1-i], MediaType: calls.MediaAudio})
-			frame, _ := json.Marshal(signaling.Request{ID: id, Op: calls.OpCall, Args: args})
+			frame, _ := json.Marshal(protocol.Request{ID: id, Op: calls.OpCall, Args: args})
 			go func() {
 				defer wg.Done()
 				ready.Done()

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
 // Ops returns the complete table of the ops the calls layer owns: the
@@ -12,7 +13,7 @@ import (
 // call's invitations go through them, and every data a client sends there
 // passes ClientData), and the call ops. It shares no name with another
 // layer's table: merge it with rooms' (web.MergeOps refuses duplicates).
-func (m *Manager) Ops() map[string]signaling.OpFunc {
+func (m *Manager) Ops() map[string]protocol.OpFunc {
 	ops := m.eng.Ops()
 	for name, op := range m.ownOps() {
 		ops[name] = op // the engine's op is replaced by its wrapper here, and only here
@@ -21,53 +22,53 @@ func (m *Manager) Ops() map[string]signaling.OpFunc {
 }
 
 // ownOps returns the call ops and the wrappers of the engine's ops.
-func (m *Manager) ownOps() map[string]signaling.OpFunc {
+func (m *Manager) ownOps() map[string]protocol.OpFunc {
 	none := func(err error) (any, error) { return nil, err }
-	return map[string]signaling.OpFunc{
-		signaling.OpInvite: signaling.Op(func(ctx context.Context, a signaling.Actor, args signaling.InviteArgs) (any, error) {
+	return map[string]protocol.OpFunc{
+		protocol.OpInvite: protocol.Op(func(ctx context.Context, a protocol.Actor, args protocol.InviteArgs) (any, error) {
 			if args.Invitee == "" {
-				return nil, signaling.ErrInvalidParameter.WithMessage("invitee is required")
+				return nil, protocol.ErrInvalidParameter.WithMessage("invitee is required")
 			}
 			return m.invite(ctx, a, signaling.InvitationSpec{Invitees: []string{args.Invitee}, Data: args.Data,
 				OnlineUserOnly: args.OnlineUserOnly, Timeout: args.Timeout})
 		}),
-		signaling.OpInviteInGroup: signaling.Op(func(ctx context.Context, a signaling.Actor, args signaling.InviteInGroupArgs) (any, error) {
+		protocol.OpInviteInGroup: protocol.Op(func(ctx context.Context, a protocol.Actor, args protocol.InviteInGroupArgs) (any, error) {
 			if args.GroupID == "" {
-				return nil, signaling.ErrInvalidParameter.WithMessage("groupID is required")
+				return nil, protocol.ErrInvalidParameter.WithMessage("groupID is required")
 			}
 			if len(args.InviteeList) == 0 {
-				return nil, signaling.ErrInvalidParameter.WithMessage("inviteeList is empty")
+				return nil, protocol.ErrInvalidParameter.WithMessage("inviteeList is empty")
 			}
 			return m.invite(ctx, a, signaling.InvitationSpec{GroupID: args.GroupID, Invitees: args.InviteeList, Data: args.Data,
 				OnlineUserOnly: args.OnlineUserOnly, Timeout: args.Timeout})
 		}),
-		signaling.OpAccept: signaling.Op(func(ctx context.Context, a signaling.Actor, args signaling.InviteIDArgs) (any, error) {
+		protocol.OpAccept: protocol.Op(func(ctx context.Context, a protocol.Actor, args protocol.InviteIDArgs) (any, error) {
 			if err := clientArgs(&args); err != nil {
 				return nil, err
 			}
 			return none(m.answer(ctx, a, args, signaling.ActionAccept))
 		}),
-		signaling.OpReject: signaling.Op(func(ctx context.Context, a signaling.Actor, args signaling.InviteIDArgs) (any, error) {
+		protocol.OpReject: protocol.Op(func(ctx context.Context, a protocol.Actor, args protocol.InviteIDArgs) (any, error) {
 			if err := clientArgs(&args); err != nil {
 				return nil, err
 			}
 			return none(m.answer(ctx, a, args, signaling.ActionReject))
 		}),
-		signaling.OpCancel: signaling.Op(func(ctx context.Context, a signaling.Actor, args signaling.InviteIDArgs) (any, error) {
+		protocol.OpCancel: protocol.Op(func(ctx context.Context, a protocol.Actor, args protocol.InviteIDArgs) (any, error) {
 			if err := clientArgs(&args); err != nil {
 				return nil, err
 			}
 			return none(m.cancel(ctx, a, args))
 		}),
-		signaling.OpModifyInvitation: signaling.Op(func(ctx context.Context, a signaling.Actor, args signaling.InviteIDArgs) (any, error) {
+		protocol.OpModifyInvitation: protocol.Op(func(ctx context.Context, a protocol.Actor, args protocol.InviteIDArgs) (any, error) {
 			if err := clientArgs(&args); err != nil {
 				return nil, err
 			}
 			return none(m.eng.ModifyInvitation(ctx, a, args))
 		}),
-		OpCall: signaling.Op(func(ctx context.Context, a signaling.Actor, args CallArgs) (any, error) {
+		OpCall: protocol.Op(func(ctx context.Context, a protocol.Actor, args CallArgs) (any, error) {
 			if args.Invitee == "" {
-				return nil, signaling.ErrInvalidParameter.WithMessage("invitee is required")
+				return nil, protocol.ErrInvalidParameter.WithMessage("invitee is required")
 			}
 			mt, err := mediaType(args.MediaType)
 			if err != nil {
@@ -77,9 +78,9 @@ func (m *Manager) ownOps() map[string]signaling.OpFunc {
 			return m.startCall(ctx, a, signaling.InvitationSpec{Invitees: []string{args.Invitee}, Timeout: args.Timeout,
 				Data: data}, parseOwnCallData(data), true)
 		}),
-		OpGroupCall: signaling.Op(func(ctx context.Context, a signaling.Actor, args GroupCallArgs) (any, error) {
+		OpGroupCall: protocol.Op(func(ctx context.Context, a protocol.Actor, args GroupCallArgs) (any, error) {
 			if args.GroupID == "" || len(args.InviteeList) == 0 {
-				return nil, signaling.ErrInvalidParameter.WithMessage("groupID and inviteeList are required")
+				return nil, protocol.ErrInvalidParameter.WithMessage("groupID and inviteeList are required")
 			}
 			mt, err := mediaType(args.MediaType)
 			if err != nil {
@@ -89,19 +90,19 @@ func (m *Manager) ownOps() map[string]signaling.OpFunc {
 			return m.startCall(ctx, a, signaling.InvitationSpec{GroupID: args.GroupID, Invitees: args.InviteeList, Timeout: args.Timeout,
 				Data: data}, parseOwnCallData(data), true)
 		}),
-		OpHangup: signaling.Op(func(ctx context.Context, a signaling.Actor, args CallIDArgs) (any, error) {
+		OpHangup: protocol.Op(func(ctx context.Context, a protocol.Actor, args CallIDArgs) (any, error) {
 			return none(m.hangup(ctx, a, args))
 		}),
-		OpInviteUser: signaling.Op(func(ctx context.Context, a signaling.Actor, args InviteUserArgs) (any, error) {
+		OpInviteUser: protocol.Op(func(ctx context.Context, a protocol.Actor, args InviteUserArgs) (any, error) {
 			return m.inviteUser(ctx, a, args)
 		}),
-		OpJoinCall: signaling.Op(func(ctx context.Context, a signaling.Actor, args CallIDArgs) (any, error) {
+		OpJoinCall: protocol.Op(func(ctx context.Context, a protocol.Actor, args CallIDArgs) (any, error) {
 			return m.joinCall(ctx, a, args)
 		}),
-		OpSwitchCallMediaType: signaling.Op(func(ctx context.Context, a signaling.Actor, args SwitchArgs) (any, error) {
+		OpSwitchCallMediaType: protocol.Op(func(ctx context.Context, a protocol.Actor, args SwitchArgs) (any, error) {
 			return none(m.switchMediaType(ctx, a, args))
 		}),
-		OpGetCallHistory: signaling.Op(func(ctx context.Context, a signaling.Actor, args HistoryArgs) (any, error) {
+		OpGetCallHistory: protocol.Op(func(ctx context.Context, a protocol.Actor, args HistoryArgs) (any, error) {
 			return m.history(ctx, a, args)
 		}),
 	}
@@ -114,12 +115,12 @@ func mediaType(s string) (string, error) {
 	case MediaAudio:
 		return MediaAudio, nil
 	}
-	return "", signaling.ErrInvalidParameter.WithMessage("mediaType must be %q or %q", MediaAudio, MediaVideo)
+	return "", protocol.ErrInvalidParameter.WithMessage("mediaType must be %q or %q", MediaAudio, MediaVideo)
 }
 
 // clientArgs passes the data of an answer, cancel or modify through
 // ClientData: call-end data from a client is marked as the client's.
-func clientArgs(args *signaling.InviteIDArgs) error {
+func clientArgs(args *protocol.InviteIDArgs) error {
 	data, err := ClientData(args.Data)
 	if err != nil {
 		return err

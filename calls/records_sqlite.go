@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 	"github.com/switchboard-rtc/switchboard/signaling/sqlitedb"
 )
 
@@ -121,7 +121,7 @@ const (
 //
 // Times are stored as unix nanoseconds and come back in UTC, equal
 // (time.Equal) to what was stored; the zero time comes back as the zero time.
-// A failure of the database wraps signaling.ErrStoreUnavailable; a record
+// A failure of the database wraps protocol.ErrStoreUnavailable; a record
 // that cannot be stored wraps ErrInvalidRecord.
 type SQLiteRecords struct {
 	db *sql.DB
@@ -356,10 +356,10 @@ func nullTime(t time.Time) any {
 }
 
 // dbErr adds what failed to err; a failure of the database, as opposed to
-// the caller's ctx ending, also wraps signaling.ErrStoreUnavailable.
+// the caller's ctx ending, also wraps protocol.ErrStoreUnavailable.
 func dbErr(op string, err error) error {
 	if sqlitedb.Canceled(err) {
 		return fmt.Errorf("%s: %w", op, err)
 	}
-	return fmt.Errorf("%s: %w: %w", op, signaling.ErrStoreUnavailable, err)
+	return fmt.Errorf("%s: %w: %w", op, protocol.ErrStoreUnavailable, err)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/switchboard-rtc/switchboard/calls"
 	"github.com/switchboard-rtc/switchboard/calls/recordtest"
 	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
 // recordsSignalingStore opens a signaling store at path, closed when tb ends.
@@ -220,7 +221,7 @@ func TestSQLiteRecordsClosedDatabase(t *testing.T) {
 	}
 	check := func(op string, err error) {
 		t.Helper()
-		if !errors.Is(err, signaling.ErrStoreUnavailable) {
+		if !errors.Is(err, protocol.ErrStoreUnavailable) {
 			t.Errorf("%s on a closed database: got %v, want ErrStoreUnavailable", op, err)
 		}
 	}

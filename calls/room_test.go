@@ -9,8 +9,8 @@ import (
 
 	"github.com/switchboard-rtc/switchboard/calls"
 	"github.com/switchboard-rtc/switchboard/rooms"
-	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/signaling/client"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 	"github.com/switchboard-rtc/switchboard/web"
 )
 
@@ -53,7 +53,7 @@ func TestCallCannotClaimATakenRoom(t *testing.T) {
 	refused("call into a token room", eve.Do(ctx(t), calls.OpCall, calls.CallArgs{Invitee: "nobody", RoomID: "board-meeting-7", Timeout: &zero}, nil))
 	refused("call into a call's room", eve.Do(ctx(t), calls.OpCall, calls.CallArgs{Invitee: "nobody", RoomID: running.RoomID, Timeout: &zero}, nil))
 	data := calls.NewCallData(calls.MediaVideo, "board-meeting-7", []string{"nobody"}, "")
-	_, err := eve.Invite(ctx(t), signaling.InviteArgs{Invitee: "nobody", Data: data, Timeout: &zero})
+	_, err := eve.Invite(ctx(t), protocol.InviteArgs{Invitee: "nobody", Data: data, Timeout: &zero})
 	refused("raw invite into a token room", err)
 	if err := eve.Do(ctx(t), rooms.OpEnterRoom, rooms.EnterArgs{RoomID: "board-meeting-7", Role: string(rooms.RoleAudience)}, nil); !errors.Is(err, rooms.ErrNotAdmitted) {
 		t.Fatalf("eve enters the token room: %v", err)

@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/switchboard-rtc/switchboard/calls"
-	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/signaling/client"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
 // forgedCallEnds are call-end notices an app might forge, each trying
@@ -56,66 +56,66 @@ func checkClientSent(t *testing.T, what, data string) {
 func TestForgedCallEndIsMarkedClientSent(t *testing.T) {
 	s := newServer(t, opts{})
 	alice, bob := s.dial("alice"), s.dial("bob")
-	gid, err := alice.CreateGroup(ctx(t), signaling.CreateGroupArgs{Name: "g", MemberList: []string{"bob"}})
+	gid, err := alice.CreateGroup(ctx(t), protocol.CreateGroupArgs{Name: "g", MemberList: []string{"bob"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for name, forged := range forgedCallEnds {
 		// invite: the forged one-shot call-end invitation of the issue.
-		id, err := alice.Invite(ctx(t), signaling.InviteArgs{Invitee: "bob", Data: forged, Timeout: ptr(0)})
+		id, err := alice.Invite(ctx(t), protocol.InviteArgs{Invitee: "bob", Data: forged, Timeout: ptr(0)})
 		if err != nil {
 			t.Fatalf("%s: invite: %v", name, err)
 		}
-		inv := wait[signaling.NewInvitationEvent](t, bob, signaling.EvReceiveNewInvitation, byInvite(id))
+		inv := wait[protocol.NewInvitationEvent](t, bob, protocol.EvReceiveNewInvitation, byInvite(id))
 		checkClientSent(t, name+" (invite)", inv.Data)
 
 		// inviteInGroup.
-		id, err = alice.InviteInGroup(ctx(t), signaling.InviteInGroupArgs{GroupID: gid, InviteeList: []string{"bob"}, Data: forged, Timeout: ptr(0)})
+		id, err = alice.InviteInGroup(ctx(t), protocol.InviteInGroupArgs{GroupID: gid, InviteeList: []string{"bob"}, Data: forged, Timeout: ptr(0)})
 		if err != nil {
 			t.Fatalf("%s: inviteInGroup: %v", name, err)
 		}
-		inv = wait[signaling.NewInvitationEvent](t, bob, signaling.EvReceiveNewInvitation, byInvite(id))
+		inv = wait[protocol.NewInvitationEvent](t, bob, protocol.EvReceiveNewInvitation, byInvite(id))
 		checkClientSent(t, name+" (inviteInGroup)", inv.Data)
 
 		// modifyInvitation of a plain invitation.
-		id, err = alice.Invite(ctx(t), signaling.InviteArgs{Invitee: "bob", Data: "hello", Timeout: ptr(60)})
+		id, err = alice.Invite(ctx(t), protocol.InviteArgs{Invitee: "bob", Data: "hello", Timeout: ptr(60)})
 		if err != nil {
 			t.Fatal(err)
 		}
-		wait[signaling.NewInvitationEvent](t, bob, signaling.EvReceiveNewInvitation, byInvite(id))
+		wait[protocol.NewInvitationEvent](t, bob, protocol.EvReceiveNewInvitation, byInvite(id))
 		if err := alice.ModifyInvitation(ctx(t), id, forged); err != nil {
 			t.Fatalf("%s: modify: %v", name, err)
 		}
-		mod := wait[signaling.ModifiedEvent](t, bob, signaling.EvInvitationModified, byInvite(id))
+		mod := wait[protocol.ModifiedEvent](t, bob, protocol.EvInvitationModified, byInvite(id))
 		checkClientSent(t, name+" (modifyInvitation)", mod.Data)
 
 		// accept, reject and cancel carry data to the other side too.
 		if err := bob.Accept(ctx(t), id, forged); err != nil {
 			t.Fatalf("%s: accept: %v", name, err)
 		}
-		acc := wait[signaling.InviteeEvent](t, alice, signaling.EvInviteeAccepted, byInvite(id))
+		acc := wait[protocol.InviteeEvent](t, alice, protocol.EvInviteeAccepted, byInvite(id))
 		checkClientSent(t, name+" (accept)", acc.Data)
 
-		id, err = alice.Invite(ctx(t), signaling.InviteArgs{Invitee: "bob", Data: "hello", Timeout: ptr(60)})
+		id, err = alice.Invite(ctx(t), protocol.InviteArgs{Invitee: "bob", Data: "hello", Timeout: ptr(60)})
 		if err != nil {
 			t.Fatal(err)
 		}
-		wait[signaling.NewInvitationEvent](t, bob, signaling.EvReceiveNewInvitation, byInvite(id))
+		wait[protocol.NewInvitationEvent](t, bob, protocol.EvReceiveNewInvitation, byInvite(id))
 		if err := bob.Reject(ctx(t), id, forged); err != nil {
 			t.Fatalf("%s: reject: %v", name, err)
 		}
-		rej := wait[signaling.InviteeEvent](t, alice, signaling.EvInviteeRejected, byInvite(id))
+		rej := wait[protocol.InviteeEvent](t, alice, protocol.EvInviteeRejected, byInvite(id))
 		checkClientSent(t, name+" (reject)", rej.Data)
 
-		id, err = alice.Invite(ctx(t), signaling.InviteArgs{Invitee: "bob", Data: "hello", Timeout: ptr(60)})
+		id, err = alice.Invite(ctx(t), protocol.InviteArgs{Invitee: "bob", Data: "hello", Timeout: ptr(60)})
 		if err != nil {
 			t.Fatal(err)
 		}
-		wait[signaling.NewInvitationEvent](t, bob, signaling.EvReceiveNewInvitation, byInvite(id))
+		wait[protocol.NewInvitationEvent](t, bob, protocol.EvReceiveNewInvitation, byInvite(id))
 		if err := alice.Cancel(ctx(t), id, forged); err != nil {
 			t.Fatalf("%s: cancel: %v", name, err)
 		}
-		can := wait[signaling.CancelledEvent](t, bob, signaling.EvInvitationCancelled, byInvite(id))
+		can := wait[protocol.CancelledEvent](t, bob, protocol.EvInvitationCancelled, byInvite(id))
 		checkClientSent(t, name+" (cancel)", can.Data)
 	}
 
@@ -125,7 +125,7 @@ func TestForgedCallEndIsMarkedClientSent(t *testing.T) {
 	if err := alice.Do(ctx(t), calls.OpCall, calls.CallArgs{Invitee: "bob", UserData: forgedCallEnds["claims server"]}, &res); err != nil {
 		t.Fatal(err)
 	}
-	inv := wait[signaling.NewInvitationEvent](t, bob, signaling.EvReceiveNewInvitation, byInvite(res.CallID))
+	inv := wait[protocol.NewInvitationEvent](t, bob, protocol.EvReceiveNewInvitation, byInvite(res.CallID))
 	if cd, ok, err := calls.ParseCallData(inv.Data); !ok || err != nil || cd.IsCallEnd() || cd.Sender != "" || !cd.IsCallStart() {
 		t.Fatalf("call op data %s: %+v %v %v", inv.Data, cd, ok, err)
 	}
@@ -134,11 +134,11 @@ func TestForgedCallEndIsMarkedClientSent(t *testing.T) {
 	}
 
 	// Plain data without a sender passes unchanged.
-	id, err := alice.Invite(ctx(t), signaling.InviteArgs{Invitee: "bob", Data: `{"cmd":"raise hand"}`, Timeout: ptr(0)})
+	id, err := alice.Invite(ctx(t), protocol.InviteArgs{Invitee: "bob", Data: `{"cmd":"raise hand"}`, Timeout: ptr(0)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if inv := wait[signaling.NewInvitationEvent](t, bob, signaling.EvReceiveNewInvitation, byInvite(id)); inv.Data != `{"cmd":"raise hand"}` {
+	if inv := wait[protocol.NewInvitationEvent](t, bob, protocol.EvReceiveNewInvitation, byInvite(id)); inv.Data != `{"cmd":"raise hand"}` {
 		t.Fatalf("plain data changed: %s", inv.Data)
 	}
 }
@@ -154,8 +154,8 @@ func TestServerCallEndIsTrusted(t *testing.T) {
 	if err := alice.Do(ctx(t), calls.OpHangup, calls.CallIDArgs{CallID: rc.CallID}, nil); err != nil {
 		t.Fatal(err)
 	}
-	followUp := wait[signaling.NewInvitationEvent](t, alice, signaling.EvReceiveNewInvitation, func(ev client.Event) bool {
-		var v signaling.NewInvitationEvent
+	followUp := wait[protocol.NewInvitationEvent](t, alice, protocol.EvReceiveNewInvitation, func(ev client.Event) bool {
+		var v protocol.NewInvitationEvent
 		return ev.Decode(&v) == nil && v.InviteID != rc.CallID
 	})
 	cd, ok, err := calls.ParseCallData(followUp.Data)
@@ -166,11 +166,11 @@ func TestServerCallEndIsTrusted(t *testing.T) {
 	// A ring hung up by the callee: the caller's onInviteeRejected carries
 	// the server's hangup data.
 	res := call(t, alice, "bob", calls.MediaAudio)
-	wait[signaling.NewInvitationEvent](t, bob, signaling.EvReceiveNewInvitation, byInvite(res.CallID))
+	wait[protocol.NewInvitationEvent](t, bob, protocol.EvReceiveNewInvitation, byInvite(res.CallID))
 	if err := bob.Do(ctx(t), calls.OpHangup, calls.CallIDArgs{CallID: res.CallID}, nil); err != nil {
 		t.Fatal(err)
 	}
-	rej := wait[signaling.InviteeEvent](t, alice, signaling.EvInviteeRejected, byInvite(res.CallID))
+	rej := wait[protocol.InviteeEvent](t, alice, protocol.EvInviteeRejected, byInvite(res.CallID))
 	if cd, ok, _ := calls.ParseCallData(rej.Data); !ok || !cd.IsCallEnd() || !cd.FromServer() {
 		t.Fatalf("hangup reject data %s: %+v", rej.Data, cd)
 	}

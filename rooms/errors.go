@@ -3,7 +3,7 @@ package rooms
 import (
 	"errors"
 
-	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
 // ErrRoomTaken is Claim's error: the room ID has a room or a claim. It is
@@ -12,18 +12,18 @@ var ErrRoomTaken = errors.New("rooms: room ID in use")
 
 // Wire errors of the rooms ops (code range 11000-11999, PROTOCOL.md).
 var (
-	ErrNotAdmitted      = &signaling.Error{Code: 11001, Reason: "not_admitted", Message: "not admitted to this room"}
-	ErrNotInRoom        = &signaling.Error{Code: 11002, Reason: "not_in_room", Message: "not in this room"}
-	ErrTooManyRooms     = &signaling.Error{Code: 11003, Reason: "too_many_rooms", Message: "in too many rooms at once"}
-	ErrCannotPublish    = &signaling.Error{Code: 11004, Reason: "cannot_publish", Message: "an audience member cannot publish"}
-	ErrBadSignal        = &signaling.Error{Code: 11005, Reason: "bad_signal", Message: "bad WebRTC signal"}
-	ErrUnexpected       = &signaling.Error{Code: 11006, Reason: "unexpected_signal", Message: "signal not expected in this state"}
-	ErrNegotiation      = &signaling.Error{Code: 11007, Reason: "negotiation_failed", Message: "WebRTC negotiation failed"}
-	ErrTooManyTracks    = &signaling.Error{Code: 11008, Reason: "too_many_tracks", Message: "too many published tracks"}
-	ErrMediaUnavailable = &signaling.Error{Code: 11009, Reason: "media_unavailable", Message: "the media server could not take the participant"}
-	ErrRoomFull         = &signaling.Error{Code: 11010, Reason: "room_full", Message: "the room is full"}
+	ErrNotAdmitted      = &protocol.Error{Code: 11001, Reason: "not_admitted", Message: "not admitted to this room"}
+	ErrNotInRoom        = &protocol.Error{Code: 11002, Reason: "not_in_room", Message: "not in this room"}
+	ErrTooManyRooms     = &protocol.Error{Code: 11003, Reason: "too_many_rooms", Message: "in too many rooms at once"}
+	ErrCannotPublish    = &protocol.Error{Code: 11004, Reason: "cannot_publish", Message: "an audience member cannot publish"}
+	ErrBadSignal        = &protocol.Error{Code: 11005, Reason: "bad_signal", Message: "bad WebRTC signal"}
+	ErrUnexpected       = &protocol.Error{Code: 11006, Reason: "unexpected_signal", Message: "signal not expected in this state"}
+	ErrNegotiation      = &protocol.Error{Code: 11007, Reason: "negotiation_failed", Message: "WebRTC negotiation failed"}
+	ErrTooManyTracks    = &protocol.Error{Code: 11008, Reason: "too_many_tracks", Message: "too many published tracks"}
+	ErrMediaUnavailable = &protocol.Error{Code: 11009, Reason: "media_unavailable", Message: "the media server could not take the participant"}
+	ErrRoomFull         = &protocol.Error{Code: 11010, Reason: "room_full", Message: "the room is full"}
 )
 
 // AllErrors lists the package's wire errors, for documentation tests.
-var AllErrors = []*signaling.Error{ErrNotAdmitted, ErrNotInRoom, ErrTooManyRooms, ErrCannotPublish, ErrBadSignal,
+var AllErrors = []*protocol.Error{ErrNotAdmitted, ErrNotInRoom, ErrTooManyRooms, ErrCannotPublish, ErrBadSignal,
 	ErrUnexpected, ErrNegotiation, ErrTooManyTracks, ErrMediaUnavailable, ErrRoomFull}

@@ -4,7 +4,7 @@ import (
 	"context"
 
 	"github.com/switchboard-rtc/switchboard/media"
-	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
 // Ops of the rooms protocol (signaling/ROOMS.md).
@@ -99,22 +99,22 @@ type AvailableEvent struct {
 }
 
 // Ops returns the rooms ops by name.
-func (m *Manager) Ops() map[string]signaling.OpFunc {
+func (m *Manager) Ops() map[string]protocol.OpFunc {
 	none := func(err error) (any, error) { return nil, err }
-	return map[string]signaling.OpFunc{
-		OpEnterRoom: signaling.Op(func(ctx context.Context, a signaling.Actor, args EnterArgs) (any, error) {
+	return map[string]protocol.OpFunc{
+		OpEnterRoom: protocol.Op(func(ctx context.Context, a protocol.Actor, args EnterArgs) (any, error) {
 			return m.Enter(ctx, a, args)
 		}),
-		OpExitRoom: signaling.Op(func(ctx context.Context, a signaling.Actor, args RoomArgs) (any, error) {
+		OpExitRoom: protocol.Op(func(ctx context.Context, a protocol.Actor, args RoomArgs) (any, error) {
 			return none(m.Exit(ctx, a, args))
 		}),
-		OpRtcSignal: signaling.Op(func(ctx context.Context, a signaling.Actor, args SignalArgs) (any, error) {
+		OpRtcSignal: protocol.Op(func(ctx context.Context, a protocol.Actor, args SignalArgs) (any, error) {
 			return none(m.Signal(ctx, a, args))
 		}),
-		OpMuteLocalAudio: signaling.Op(func(ctx context.Context, a signaling.Actor, args MuteArgs) (any, error) {
+		OpMuteLocalAudio: protocol.Op(func(ctx context.Context, a protocol.Actor, args MuteArgs) (any, error) {
 			return none(m.Mute(ctx, a, args, media.KindAudio))
 		}),
-		OpMuteLocalVideo: signaling.Op(func(ctx context.Context, a signaling.Actor, args MuteArgs) (any, error) {
+		OpMuteLocalVideo: protocol.Op(func(ctx context.Context, a protocol.Actor, args MuteArgs) (any, error) {
 			return none(m.Mute(ctx, a, args, media.KindVideo))
 		}),
 	}

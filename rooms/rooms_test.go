@@ -17,9 +17,9 @@ import (
 	"github.com/switchboard-rtc/switchboard/media/peer"
 	"github.com/switchboard-rtc/switchboard/rooms"
 	"github.com/switchboard-rtc/switchboard/rooms/roomclient"
-	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/signaling/client"
 	"github.com/switchboard-rtc/switchboard/signaling/clocktest"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 	"github.com/switchboard-rtc/switchboard/web/webtest"
 )
 
@@ -338,15 +338,15 @@ func TestAdmission(t *testing.T) {
 	cases := []struct {
 		name string
 		args rooms.EnterArgs
-		want *signaling.Error
+		want *protocol.Error
 	}{
 		{"no token", rooms.EnterArgs{RoomID: "r"}, rooms.ErrNotAdmitted},
 		{"token for another room", rooms.EnterArgs{RoomID: "r", RoomToken: s.roomToken("alice", "other")}, rooms.ErrNotAdmitted},
 		{"token for another user", rooms.EnterArgs{RoomID: "r", RoomToken: s.roomToken("bob", "r")}, rooms.ErrNotAdmitted},
 		{"session token as room token", rooms.EnterArgs{RoomID: "r", RoomToken: func() string { t, _, _ := s.Auth.Issue("alice", "", time.Hour); return t }()}, rooms.ErrNotAdmitted},
 		{"garbage token", rooms.EnterArgs{RoomID: "r", RoomToken: "x.y.z"}, rooms.ErrNotAdmitted},
-		{"bad room id", rooms.EnterArgs{RoomID: "a room"}, signaling.ErrInvalidParameter},
-		{"bad role", rooms.EnterArgs{RoomID: "r", Role: "king", RoomToken: s.roomToken("alice", "r")}, signaling.ErrInvalidParameter},
+		{"bad room id", rooms.EnterArgs{RoomID: "a room"}, protocol.ErrInvalidParameter},
+		{"bad role", rooms.EnterArgs{RoomID: "r", Role: "king", RoomToken: s.roomToken("alice", "r")}, protocol.ErrInvalidParameter},
 		{"admitted by someone else's call", rooms.EnterArgs{RoomID: "call-room"}, rooms.ErrNotAdmitted},
 	}
 	for _, tc := range cases {
@@ -616,7 +616,7 @@ func TestRtcSignalErrorsNameTheField(t *testing.T) {
 	}
 	for i, tc := range cases {
 		_, err := b.DoRaw(c, fmt.Sprintf("s%d", i), rooms.OpRtcSignal, json.RawMessage(tc.args))
-		var se *signaling.Error
+		var se *protocol.Error
 		if !errors.As(err, &se) || se.Code != tc.code || se.Message != tc.msg {
 			t.Errorf("%s:\n got %v\nwant %d %s", tc.args, err, tc.code, tc.msg)
 		}

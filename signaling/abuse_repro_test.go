@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
 // heapBytes is the live heap after a collection.
@@ -67,19 +68,19 @@ func TestKeptEventsFlood(t *testing.T) {
 	for i := range 999 {
 		ghosts = append(ghosts, fmt.Sprintf("ghost%03d", i))
 	}
-	gid, err := eng.CreateGroup(ctx, a, signaling.CreateGroupArgs{Name: "flood", MemberList: ghosts})
+	gid, err := eng.CreateGroup(ctx, a, protocol.CreateGroupArgs{Name: "flood", MemberList: ghosts})
 	if err != nil {
 		t.Fatal(err)
 	}
 	data := strings.Repeat("x", signaling.DefaultConfig().Limits.MaxDataBytes)
 	heap0 := heapBytes()
 	for r := range rounds {
-		id, err := eng.InviteInGroup(ctx, a, signaling.InviteInGroupArgs{GroupID: gid, InviteeList: ghosts[:100], Data: data})
+		id, err := eng.InviteInGroup(ctx, a, protocol.InviteInGroupArgs{GroupID: gid, InviteeList: ghosts[:100], Data: data})
 		if err != nil {
 			t.Fatalf("round %d: inviteInGroup: %v", r, err)
 		}
 		// Past a quota the cancel fails with its error; that is fine here.
-		_ = eng.Cancel(ctx, a, signaling.InviteIDArgs{InviteID: id, Data: data})
+		_ = eng.Cancel(ctx, a, protocol.InviteIDArgs{InviteID: id, Data: data})
 	}
 	heap1 := heapBytes()
 	n, bytes := outboxSize(t, store)
@@ -113,11 +114,11 @@ func TestGroupQuotaNotFilledByOthers(t *testing.T) {
 	m, v := h.connect("mallory"), h.connect("victim")
 	lim := h.cfg.Limits.MaxGroupsPerUser
 	for i := range lim {
-		if _, err := h.eng.CreateGroup(ctx, as(m), signaling.CreateGroupArgs{Name: fmt.Sprint("g", i), MemberList: []string{"victim"}}); err != nil {
+		if _, err := h.eng.CreateGroup(ctx, as(m), protocol.CreateGroupArgs{Name: fmt.Sprint("g", i), MemberList: []string{"victim"}}); err != nil {
 			t.Fatalf("group %d: %v", i, err)
 		}
 	}
-	if _, err := h.eng.CreateGroup(ctx, as(v), signaling.CreateGroupArgs{Name: "mine"}); err != nil {
+	if _, err := h.eng.CreateGroup(ctx, as(v), protocol.CreateGroupArgs{Name: "mine"}); err != nil {
 		t.Fatalf("the victim's own createGroup after being added to %d groups: %v", lim, err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
 // attach connects a session of user without playing its replay.
@@ -32,7 +33,7 @@ func TestReplayIsPulled(t *testing.T) {
 	m := h.connect("mallory")
 	var ids []string
 	for range 300 {
-		id, err := h.eng.Invite(ctx, as(m), signaling.InviteArgs{Invitee: "ceo", Timeout: secs(0)})
+		id, err := h.eng.Invite(ctx, as(m), protocol.InviteArgs{Invitee: "ceo", Timeout: secs(0)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -40,7 +41,7 @@ func TestReplayIsPulled(t *testing.T) {
 	}
 	// Kept for ceo while offline: an accept and a cancel of mallory's.
 	for _, id := range ids[:2] {
-		if err := h.eng.Cancel(ctx, as(m), signaling.InviteIDArgs{InviteID: id}); err != nil {
+		if err := h.eng.Cancel(ctx, as(m), protocol.InviteIDArgs{InviteID: id}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -62,10 +63,10 @@ func TestReplayIsPulled(t *testing.T) {
 	}
 	// While the replay is under way, mallory cancels an invitation that was
 	// not replayed yet, and sends a new one: both live, after the replay.
-	if err := h.eng.Cancel(ctx, as(m), signaling.InviteIDArgs{InviteID: ids[250]}); err != nil {
+	if err := h.eng.Cancel(ctx, as(m), protocol.InviteIDArgs{InviteID: ids[250]}); err != nil {
 		t.Fatal(err)
 	}
-	late, err := h.eng.Invite(ctx, as(m), signaling.InviteArgs{Invitee: "ceo"})
+	late, err := h.eng.Invite(ctx, as(m), protocol.InviteArgs{Invitee: "ceo"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,11 +83,11 @@ func TestReplayIsPulled(t *testing.T) {
 	var rung []string
 	for _, ev := range evs {
 		names = append(names, ev.Event)
-		if ev.Event == signaling.EvReceiveNewInvitation {
-			rung = append(rung, decode[signaling.NewInvitationEvent](t, ev).InviteID)
+		if ev.Event == protocol.EvReceiveNewInvitation {
+			rung = append(rung, decode[protocol.NewInvitationEvent](t, ev).InviteID)
 		}
 	}
-	if names[0] != signaling.EvInvitationCancelled || names[1] != signaling.EvInvitationCancelled {
+	if names[0] != protocol.EvInvitationCancelled || names[1] != protocol.EvInvitationCancelled {
 		t.Fatalf("the kept events do not come first: %v", names[:3])
 	}
 	// (Invitations created at the same instant ring in any order.)
@@ -95,12 +96,12 @@ func TestReplayIsPulled(t *testing.T) {
 		!slices.Equal(slices.Sorted(slices.Values(rung[:len(want)])), slices.Sorted(slices.Values(want))) {
 		t.Fatalf("rung %d invitations, want the %d still pending, then the new one", len(rung), len(want))
 	}
-	if names[len(names)-2] != signaling.EvInvitationCancelled || names[len(names)-1] != signaling.EvReceiveNewInvitation {
+	if names[len(names)-2] != protocol.EvInvitationCancelled || names[len(names)-1] != protocol.EvReceiveNewInvitation {
 		t.Fatalf("the live events do not come last: %v", names[len(names)-2:])
 	}
 	// The kept events were deleted once written: not again on the next connect.
-	if got := h.connect("ceo").names(); len(got) != len(want)+1 || slices.Contains(got, signaling.EvInvitationCancelled) {
-		t.Fatalf("next connect got %d events (cancelled again: %v)", len(got), slices.Contains(got, signaling.EvInvitationCancelled))
+	if got := h.connect("ceo").names(); len(got) != len(want)+1 || slices.Contains(got, protocol.EvInvitationCancelled) {
+		t.Fatalf("next connect got %d events (cancelled again: %v)", len(got), slices.Contains(got, protocol.EvInvitationCancelled))
 	}
 }
 
@@ -112,11 +113,11 @@ func TestReplayCutShortKeepsTheRest(t *testing.T) {
 	h.seen("bob")
 	a := h.connect("alice")
 	for i := range 40 {
-		id, err := h.eng.Invite(ctx, as(a), signaling.InviteArgs{Invitee: "bob", Data: fmt.Sprint(i)})
+		id, err := h.eng.Invite(ctx, as(a), protocol.InviteArgs{Invitee: "bob", Data: fmt.Sprint(i)})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := h.eng.Cancel(ctx, as(a), signaling.InviteIDArgs{InviteID: id}); err != nil {
+		if err := h.eng.Cancel(ctx, as(a), protocol.InviteIDArgs{InviteID: id}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -146,38 +147,38 @@ func TestPendingInvitationCaps(t *testing.T) {
 	a, b := h.connect("alice"), h.connect("bob")
 	var ids []string
 	for range 3 {
-		id, err := h.eng.Invite(ctx, as(a), signaling.InviteArgs{Invitee: "ceo", Timeout: secs(0)})
+		id, err := h.eng.Invite(ctx, as(a), protocol.InviteArgs{Invitee: "ceo", Timeout: secs(0)})
 		if err != nil {
 			t.Fatal(err)
 		}
 		ids = append(ids, id)
 	}
-	_, err := h.eng.Invite(ctx, as(b), signaling.InviteArgs{Invitee: "ceo"})
-	mustCode(t, err, signaling.ErrInviteePendingFull)
+	_, err := h.eng.Invite(ctx, as(b), protocol.InviteArgs{Invitee: "ceo"})
+	mustCode(t, err, protocol.ErrInviteePendingFull)
 	_, err = h.eng.CreateInvitation(ctx, as(b), signaling.InvitationSpec{Invitees: []string{"dan", "ceo"}})
-	mustCode(t, err, signaling.ErrInviteePendingFull)
+	mustCode(t, err, protocol.ErrInviteePendingFull)
 	// onlineUserOnly invitations do not ring on connect: not counted for the invitee.
-	if _, err := h.eng.Invite(ctx, as(b), signaling.InviteArgs{Invitee: "ceo", OnlineUserOnly: true}); err != nil {
+	if _, err := h.eng.Invite(ctx, as(b), protocol.InviteArgs{Invitee: "ceo", OnlineUserOnly: true}); err != nil {
 		t.Fatalf("onlineUserOnly invitation: %v", err)
 	}
 	// alice: 3 in progress, one more, then the cap.
-	if _, err := h.eng.Invite(ctx, as(a), signaling.InviteArgs{Invitee: "dan"}); err != nil {
+	if _, err := h.eng.Invite(ctx, as(a), protocol.InviteArgs{Invitee: "dan"}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = h.eng.Invite(ctx, as(a), signaling.InviteArgs{Invitee: "erin", OnlineUserOnly: true})
-	mustCode(t, err, signaling.ErrTooManyInvitations)
+	_, err = h.eng.Invite(ctx, as(a), protocol.InviteArgs{Invitee: "erin", OnlineUserOnly: true})
+	mustCode(t, err, protocol.ErrTooManyInvitations)
 	// The counts survive a restart (stored invitations only).
 	h.restart()
-	_, err = h.eng.Invite(ctx, as(h.connect("carol")), signaling.InviteArgs{Invitee: "ceo"})
-	mustCode(t, err, signaling.ErrInviteePendingFull)
-	_, err = h.eng.Invite(ctx, as(h.connect("alice")), signaling.InviteArgs{Invitee: "erin"})
-	mustCode(t, err, signaling.ErrTooManyInvitations)
+	_, err = h.eng.Invite(ctx, as(h.connect("carol")), protocol.InviteArgs{Invitee: "ceo"})
+	mustCode(t, err, protocol.ErrInviteePendingFull)
+	_, err = h.eng.Invite(ctx, as(h.connect("alice")), protocol.InviteArgs{Invitee: "erin"})
+	mustCode(t, err, protocol.ErrTooManyInvitations)
 	// An answer frees a place for the invitee and the inviter.
 	ceo := h.connect("ceo")
-	if err := h.eng.Reject(ctx, as(ceo), signaling.InviteIDArgs{InviteID: ids[0]}); err != nil {
+	if err := h.eng.Reject(ctx, as(ceo), protocol.InviteIDArgs{InviteID: ids[0]}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.eng.Invite(ctx, as(a), signaling.InviteArgs{Invitee: "ceo"}); err != nil {
+	if _, err := h.eng.Invite(ctx, as(a), protocol.InviteArgs{Invitee: "ceo"}); err != nil {
 		t.Fatalf("after a rejection: %v", err)
 	}
 }
@@ -202,7 +203,7 @@ func TestOfflineQuotas(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := h.eng.Cancel(ctx, as(m), signaling.InviteIDArgs{InviteID: id, Data: big}); err != nil {
+		if err := h.eng.Cancel(ctx, as(m), protocol.InviteIDArgs{InviteID: id, Data: big}); err != nil {
 			t.Fatalf("round %d: a cancel past the quota must not be refused: %v", r, err)
 		}
 	}
@@ -212,12 +213,12 @@ func TestOfflineQuotas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mustCode(t, h.eng.ModifyInvitation(ctx, as(m), signaling.InviteIDArgs{InviteID: id, Data: big}), signaling.ErrOfflineQuota)
+	mustCode(t, h.eng.ModifyInvitation(ctx, as(m), protocol.InviteIDArgs{InviteID: id, Data: big}), protocol.ErrOfflineQuota)
 	invs := h.connect("ghost").take()
-	if len(invs) != 1 || decode[signaling.NewInvitationEvent](t, invs[0]).Data != "old" {
+	if len(invs) != 1 || decode[protocol.NewInvitationEvent](t, invs[0]).Data != "old" {
 		t.Fatalf("ghost rings for %v, want the one invitation with its old data", invs)
 	}
-	if err := h.eng.Cancel(ctx, as(m), signaling.InviteIDArgs{InviteID: id}); err != nil {
+	if err := h.eng.Cancel(ctx, as(m), protocol.InviteIDArgs{InviteID: id}); err != nil {
 		t.Fatalf("small cancel: %v", err)
 	}
 
@@ -226,28 +227,28 @@ func TestOfflineQuotas(t *testing.T) {
 	err = nil
 	for i := 0; i < 20 && err == nil; i++ {
 		var id string
-		if id, err = h.eng.Invite(ctx, as(e), signaling.InviteArgs{Invitee: "off1"}); err != nil {
+		if id, err = h.eng.Invite(ctx, as(e), protocol.InviteArgs{Invitee: "off1"}); err != nil {
 			t.Fatal(err)
 		}
-		err = h.eng.ModifyInvitation(ctx, as(e), signaling.InviteIDArgs{InviteID: id, Data: big})
+		err = h.eng.ModifyInvitation(ctx, as(e), protocol.InviteIDArgs{InviteID: id, Data: big})
 	}
-	mustCode(t, err, signaling.ErrOfflineStoreFull)
+	mustCode(t, err, protocol.ErrOfflineStoreFull)
 
 	// The usage survives a restart, and is released when the events are
 	// delivered.
 	h.restart()
-	id, err = h.eng.Invite(ctx, as(h.connect("eve")), signaling.InviteArgs{Invitee: "off1"})
+	id, err = h.eng.Invite(ctx, as(h.connect("eve")), protocol.InviteArgs{Invitee: "off1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	mustCode(t, h.eng.ModifyInvitation(ctx, signaling.Actor{UserID: "eve"}, signaling.InviteIDArgs{InviteID: id, Data: big}), signaling.ErrOfflineStoreFull)
+	mustCode(t, h.eng.ModifyInvitation(ctx, protocol.Actor{UserID: "eve"}, protocol.InviteIDArgs{InviteID: id, Data: big}), protocol.ErrOfflineStoreFull)
 	for _, u := range []string{"off1", "off2"} {
 		full, lean := 0, 0
 		for _, ev := range h.connect(u).take() {
-			if ev.Event != signaling.EvInvitationCancelled {
+			if ev.Event != protocol.EvInvitationCancelled {
 				continue
 			}
-			switch decode[signaling.CancelledEvent](t, ev).Data {
+			switch decode[protocol.CancelledEvent](t, ev).Data {
 			case big:
 				full++
 			case "":
@@ -261,7 +262,7 @@ func TestOfflineQuotas(t *testing.T) {
 		}
 	}
 	h.eng.Detach(h.connect("eve")) // nothing kept for eve: no error
-	if err := h.eng.ModifyInvitation(ctx, signaling.Actor{UserID: "eve"}, signaling.InviteIDArgs{InviteID: id, Data: big}); err != nil {
+	if err := h.eng.ModifyInvitation(ctx, protocol.Actor{UserID: "eve"}, protocol.InviteIDArgs{InviteID: id, Data: big}); err != nil {
 		t.Fatalf("after delivery freed the quota: %v", err)
 	}
 	if got := h.connect("ghost").names(); len(got) != 0 {
@@ -276,11 +277,11 @@ func TestKnownUsersSurviveRestart(t *testing.T) {
 	h.seen("bob")
 	h.restart()
 	a := h.connect("alice")
-	id, _ := h.eng.Invite(ctx, as(a), signaling.InviteArgs{Invitee: "bob"})
-	if err := h.eng.Cancel(ctx, as(a), signaling.InviteIDArgs{InviteID: id}); err != nil {
+	id, _ := h.eng.Invite(ctx, as(a), protocol.InviteArgs{Invitee: "bob"})
+	if err := h.eng.Cancel(ctx, as(a), protocol.InviteIDArgs{InviteID: id}); err != nil {
 		t.Fatal(err)
 	}
-	if got := h.connect("bob").names(); !slices.Equal(got, []string{signaling.EvInvitationCancelled}) {
+	if got := h.connect("bob").names(); !slices.Equal(got, []string{protocol.EvInvitationCancelled}) {
 		t.Fatalf("bob got %v", got)
 	}
 }
@@ -295,36 +296,36 @@ func TestGroupsAddedByOthersCap(t *testing.T) {
 	m, v := h.connect("mallory"), h.connect("victim")
 	var gids []string
 	for i := range 3 {
-		gid, err := h.eng.CreateGroup(ctx, signaling.Actor{UserID: fmt.Sprint("m", i)}, signaling.CreateGroupArgs{Name: "g", MemberList: []string{"victim"}})
+		gid, err := h.eng.CreateGroup(ctx, protocol.Actor{UserID: fmt.Sprint("m", i)}, protocol.CreateGroupArgs{Name: "g", MemberList: []string{"victim"}})
 		if err != nil {
 			t.Fatalf("group %d: %v", i, err)
 		}
 		gids = append(gids, gid)
 	}
-	_, err := h.eng.CreateGroup(ctx, as(m), signaling.CreateGroupArgs{Name: "g", MemberList: []string{"victim"}})
-	mustCode(t, err, signaling.ErrTooManyGroupsAdded)
-	open, err := h.eng.CreateGroup(ctx, as(m), signaling.CreateGroupArgs{Name: "open"})
+	_, err := h.eng.CreateGroup(ctx, as(m), protocol.CreateGroupArgs{Name: "g", MemberList: []string{"victim"}})
+	mustCode(t, err, protocol.ErrTooManyGroupsAdded)
+	open, err := h.eng.CreateGroup(ctx, as(m), protocol.CreateGroupArgs{Name: "open"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	mustCode(t, h.eng.InviteUserToGroup(ctx, as(m), signaling.GroupUsersArgs{GroupID: open, UserList: []string{"victim"}}), signaling.ErrTooManyGroupsAdded)
+	mustCode(t, h.eng.InviteUserToGroup(ctx, as(m), protocol.GroupUsersArgs{GroupID: open, UserList: []string{"victim"}}), protocol.ErrTooManyGroupsAdded)
 	// The victim's own quota is whole: joining and creating count there.
-	if err := h.eng.JoinGroup(ctx, as(v), signaling.GroupIDArgs{GroupID: open}); err != nil {
+	if err := h.eng.JoinGroup(ctx, as(v), protocol.GroupIDArgs{GroupID: open}); err != nil {
 		t.Fatalf("joinGroup: %v", err)
 	}
-	if _, err := h.eng.CreateGroup(ctx, as(v), signaling.CreateGroupArgs{Name: "mine"}); err != nil {
+	if _, err := h.eng.CreateGroup(ctx, as(v), protocol.CreateGroupArgs{Name: "mine"}); err != nil {
 		t.Fatalf("createGroup: %v", err)
 	}
-	_, err = h.eng.CreateGroup(ctx, as(v), signaling.CreateGroupArgs{Name: "third"})
-	mustCode(t, err, signaling.ErrTooManyGroups)
+	_, err = h.eng.CreateGroup(ctx, as(v), protocol.CreateGroupArgs{Name: "third"})
+	mustCode(t, err, protocol.ErrTooManyGroups)
 	// Survives a restart (who added whom is stored); quitting frees a place.
 	h.restart()
-	_, err = h.eng.CreateGroup(ctx, as(h.connect("mallory")), signaling.CreateGroupArgs{Name: "g", MemberList: []string{"victim"}})
-	mustCode(t, err, signaling.ErrTooManyGroupsAdded)
-	if err := h.eng.QuitGroup(ctx, as(h.connect("victim")), signaling.GroupIDArgs{GroupID: gids[0]}); err != nil {
+	_, err = h.eng.CreateGroup(ctx, as(h.connect("mallory")), protocol.CreateGroupArgs{Name: "g", MemberList: []string{"victim"}})
+	mustCode(t, err, protocol.ErrTooManyGroupsAdded)
+	if err := h.eng.QuitGroup(ctx, as(h.connect("victim")), protocol.GroupIDArgs{GroupID: gids[0]}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.eng.CreateGroup(ctx, as(m), signaling.CreateGroupArgs{Name: "g", MemberList: []string{"victim"}}); err != nil {
+	if _, err := h.eng.CreateGroup(ctx, as(m), protocol.CreateGroupArgs{Name: "g", MemberList: []string{"victim"}}); err != nil {
 		t.Fatalf("after the victim quit one: %v", err)
 	}
 }
@@ -358,17 +359,17 @@ func TestKeptEventsFloodOnKnownUsers(t *testing.T) {
 	if err := eng.Attach(ctx, m); err != nil {
 		t.Fatal(err)
 	}
-	gid, err := eng.CreateGroup(ctx, as(m), signaling.CreateGroupArgs{Name: "flood", MemberList: users})
+	gid, err := eng.CreateGroup(ctx, as(m), protocol.CreateGroupArgs{Name: "flood", MemberList: users})
 	if err != nil {
 		t.Fatal(err)
 	}
 	data := strings.Repeat("x", cfg.Limits.MaxDataBytes)
 	for r := range 20 {
-		id, err := eng.InviteInGroup(ctx, as(m), signaling.InviteInGroupArgs{GroupID: gid, InviteeList: users, Data: data})
+		id, err := eng.InviteInGroup(ctx, as(m), protocol.InviteInGroupArgs{GroupID: gid, InviteeList: users, Data: data})
 		if err != nil {
 			t.Fatalf("round %d: %v", r, err)
 		}
-		if err := eng.Cancel(ctx, as(m), signaling.InviteIDArgs{InviteID: id, Data: data}); err != nil {
+		if err := eng.Cancel(ctx, as(m), protocol.InviteIDArgs{InviteID: id, Data: data}); err != nil {
 			t.Fatalf("round %d: a cancel is never refused for the quota: %v", r, err)
 		}
 	}

@@ -12,15 +12,14 @@ import (
 	"time"
 
 	"github.com/switchboard-rtc/switchboard/media/opsqueue"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
-// Session is one open connection of a user, as the engine sees it. The
-// transport (package web) implements it.
-type Session interface {
-	UserID() string
-	// Deliver queues one encoded event frame for the connection. It must
-	// not block: a connection whose queue is full is closed by its owner.
-	Deliver(frame []byte)
+// Conn is a connection the engine attaches (Attach, Detach): a
+// protocol.Session that also takes, once, the replay of what its user
+// missed. The transport (package web) implements it.
+type Conn interface {
+	protocol.Session
 	// StartReplay hands the connection, once, right after Attach registered
 	// it, what the user missed (see Replay). The connection writes the
 	// replay's frames before any frame given to Deliver, pulling them as
@@ -29,20 +28,9 @@ type Session interface {
 	StartReplay(r *Replay)
 }
 
-// Actor is who performs an operation: a user on one of their connections,
-// or the server acting for a user (Session nil).
-type Actor struct {
-	UserID  string
-	Session Session
-	// Silent: none of the actor's own connections gets the event of this
-	// operation (the server acted for the user, e.g. a busy line, and tells
-	// them in its own way).
-	Silent bool
-}
-
-// except returns the connection that gets a reply rather than the event,
-// and the user none of whose connections gets it (Silent).
-func (a Actor) except() (Session, string) {
+// except returns the connection of a that gets a reply rather than the
+// event, and the user none of whose connections gets it (Actor.Silent).
+func except(a protocol.Actor) (protocol.Session, string) {
 	if a.Silent {
 		return a.Session, a.UserID
 	}
@@ -53,8 +41,8 @@ func (a Actor) except() (Session, string) {
 type Params struct {
 	Config Config
 	Store  Store
-	Clock  Clock        // nil: SystemClock
-	Logger *slog.Logger // nil: slog.Default()
+	Clock  protocol.Clock // nil: SystemClock
+	Logger *slog.Logger   // nil: slog.Default()
 	// NewID returns a fresh invitation or group ID; nil: random hex IDs.
 	NewID func(prefix string) string
 }
@@ -63,8 +51,8 @@ type Params struct {
 // authoritative state in memory and writes through to the Store.
 //
 // Concurrency: mu guards every field below it. mu is never held across store
-// I/O or network I/O; Session.Deliver (a non-blocking enqueue) and
-// Session.StartReplay may be called with mu held, which keeps each user's
+// I/O or network I/O; Conn.Deliver (a non-blocking enqueue) and
+// Conn.StartReplay may be called with mu held, which keeps each user's
 // events in the order in which they were decided. Replay.Next, called by a
 // connection's writer, takes mu (and releases it around its store read). An operation runs in three steps: decide and apply in memory
 // under mu; commit the mutations to the store without mu; deliver the events
@@ -73,7 +61,7 @@ type Params struct {
 type Engine struct {
 	cfg   Config
 	store Store
-	clock Clock
+	clock protocol.Clock
 	log   *slog.Logger
 	newID func(prefix string) string
 
@@ -86,12 +74,12 @@ type Engine struct {
 	byInviter   map[string]map[string]*invitation // user → live invitations they sent
 	groups      map[string]*group
 	userGroups  map[string]map[string]struct{} // user → group IDs
-	sessions    map[string]map[Session]struct{}
-	replays     map[Session]*Replay // connections whose replay has not ended
+	sessions    map[string]map[Conn]struct{}
+	replays     map[Conn]*Replay    // connections whose replay has not ended
 	known       map[string]struct{} // users who have connected at least once
 	kept        keptIndex           // what is in the store's outbox, without the data
 	outboxSeq   int64
-	purgeTimer  Timer
+	purgeTimer  protocol.Timer
 	observers   []Observer
 
 	notes *opsqueue.Queue // observer calls, in decision order
@@ -115,15 +103,15 @@ func NewEngine(ctx context.Context, p Params) (*Engine, error) {
 		byInviter:   make(map[string]map[string]*invitation),
 		groups:      make(map[string]*group),
 		userGroups:  make(map[string]map[string]struct{}),
-		sessions:    make(map[string]map[Session]struct{}),
-		replays:     make(map[Session]*Replay),
+		sessions:    make(map[string]map[Conn]struct{}),
+		replays:     make(map[Conn]*Replay),
 		known:       make(map[string]struct{}),
 		kept:        newKeptIndex(),
 		notes:       opsqueue.New(),
 	}
 	e.notes.Start()
 	if e.clock == nil {
-		e.clock = SystemClock{}
+		e.clock = protocol.SystemClock{}
 	}
 	if e.log == nil {
 		e.log = slog.Default()
@@ -223,7 +211,7 @@ func randomID(prefix string) string {
 // invitation still ringing for the user, with the time left when it is
 // sent. The first Attach of a user records them as known: only known users
 // get events kept for them.
-func (e *Engine) Attach(ctx context.Context, s Session) error {
+func (e *Engine) Attach(ctx context.Context, s Conn) error {
 	user := s.UserID()
 	first, err := e.register(s)
 	if err == nil && first {
@@ -239,19 +227,19 @@ func (e *Engine) Attach(ctx context.Context, s Session) error {
 
 // register adds s to its user's connections and hands it its replay; first
 // reports that the user was not known.
-func (e *Engine) register(s Session) (first bool, err error) {
+func (e *Engine) register(s Conn) (first bool, err error) {
 	user := s.UserID()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
-		return false, ErrShuttingDown
+		return false, protocol.ErrShuttingDown
 	}
 	set := e.sessions[user]
 	if lim := e.cfg.Limits.ConnectionsPerUser; lim > 0 && len(set) >= lim {
-		return false, ErrTooManyConnections.WithMessage("user %s already has %d connections", user, len(set))
+		return false, protocol.ErrTooManyConnections.WithMessage("user %s already has %d connections", user, len(set))
 	}
 	if set == nil {
-		set = make(map[Session]struct{})
+		set = make(map[Conn]struct{})
 		e.sessions[user] = set
 	}
 	set[s] = struct{}{}
@@ -283,7 +271,7 @@ func (e *Engine) register(s Session) (first bool, err error) {
 
 // Detach unregisters a connection. A replay it had not finished ends: the
 // kept events it did not write stay kept.
-func (e *Engine) Detach(s Session) {
+func (e *Engine) Detach(s Conn) {
 	user := s.UserID()
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -311,10 +299,10 @@ func (e *Engine) Online(user string) int {
 type outgoing struct {
 	name   string
 	data   any
-	users  []string // recipients (each user at most once)
-	except Session  // the actor's connection: it gets a reply instead
-	silent string   // a user none of whose connections gets the event (Actor.Silent)
-	keep   bool     // keep for recipients with no open connection (stored invitations)
+	users  []string         // recipients (each user at most once)
+	except protocol.Session // the actor's connection: it gets a reply instead
+	silent string           // a user none of whose connections gets the event (Actor.Silent)
+	keep   bool             // keep for recipients with no open connection (stored invitations)
 
 	// lean is the data kept for offline recipients instead of data when the
 	// sender's quota would refuse the full copies (an answer or a cancel
@@ -452,7 +440,7 @@ func (e *Engine) encode(evs []*outgoing, now time.Time) ([]Mutation, error) {
 			ev.raw = data
 		}
 		var err error
-		ev.frame, err = json.Marshal(EventFrame{Event: ev.name, Data: data})
+		ev.frame, err = json.Marshal(protocol.EventFrame{Event: ev.name, Data: data})
 		if err != nil {
 			return nil, err
 		}
@@ -557,11 +545,11 @@ func (e *Engine) commit(ctx context.Context, muts []Mutation) error {
 		return nil
 	}
 	if err := e.store.Apply(ctx, muts...); err != nil {
-		if errors.Is(err, ErrGroupExists) {
-			return ErrGroupExists
+		if errors.Is(err, protocol.ErrGroupExists) {
+			return protocol.ErrGroupExists
 		}
 		e.log.Error("store write failed", "err", err)
-		return ErrStoreUnavailable
+		return protocol.ErrStoreUnavailable
 	}
 	return nil
 }
@@ -620,7 +608,7 @@ func (e *Engine) schedulePurgeLocked() {
 }
 
 // afterLocked arms a timer whose callback Close waits for.
-func (e *Engine) afterLocked(d time.Duration, f func()) Timer {
+func (e *Engine) afterLocked(d time.Duration, f func()) protocol.Timer {
 	e.wg.Add(1)
 	return &trackedTimer{e: e, t: e.clock.AfterFunc(d, func() {
 		defer e.wg.Done()
@@ -630,7 +618,7 @@ func (e *Engine) afterLocked(d time.Duration, f func()) Timer {
 
 type trackedTimer struct {
 	e *Engine
-	t Timer
+	t protocol.Timer
 }
 
 func (t *trackedTimer) Stop() bool {

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
 // Hot-path benchmarks of the signaling package: what every request and
@@ -20,11 +21,11 @@ func BenchmarkDecodeRequest(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(benchInviteFrame)))
 	for b.Loop() {
-		req, err := signaling.DecodeRequest(benchInviteFrame)
+		req, err := protocol.DecodeRequest(benchInviteFrame)
 		if err != nil {
 			b.Fatal(err)
 		}
-		args, err := signaling.DecodeArgs[signaling.InviteArgs](req.Args)
+		args, err := protocol.DecodeArgs[protocol.InviteArgs](req.Args)
 		if err != nil || args.Invitee == "" {
 			b.Fatal(err)
 		}
@@ -35,12 +36,12 @@ func BenchmarkDecodeRequest(b *testing.B) {
 // invitation and queued to every connection of the invitees.
 func BenchmarkEncodeEvent(b *testing.B) {
 	b.ReportAllocs()
-	ev := signaling.NewInvitationEvent{
+	ev := protocol.NewInvitationEvent{
 		InviteID: "inv_5f0c9a1e2b7d44c1a0e3f912", Inviter: "caller00042", InviteeList: []string{"callee00042"},
 		Data: `{"bench":1}`, Timeout: 30, TimeoutMs: 30000,
 	}
 	for b.Loop() {
-		if _, err := signaling.EncodeEvent(signaling.EvReceiveNewInvitation, ev); err != nil {
+		if _, err := protocol.EncodeEvent(protocol.EvReceiveNewInvitation, ev); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -49,9 +50,9 @@ func BenchmarkEncodeEvent(b *testing.B) {
 // BenchmarkEncodeReply is the encoding of an invite's reply.
 func BenchmarkEncodeReply(b *testing.B) {
 	b.ReportAllocs()
-	res := signaling.InviteResult{InviteID: "inv_5f0c9a1e2b7d44c1a0e3f912"}
+	res := protocol.InviteResult{InviteID: "inv_5f0c9a1e2b7d44c1a0e3f912"}
 	for b.Loop() {
-		if _, err := signaling.EncodeReply("17", res, nil); err != nil {
+		if _, err := protocol.EncodeReply("17", res, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -84,12 +85,12 @@ func BenchmarkInviteAccept(b *testing.B) {
 	}
 	timeout := 30
 	for b.Loop() {
-		id, err := e.Invite(ctx, signaling.Actor{UserID: "caller", Session: caller},
-			signaling.InviteArgs{Invitee: "callee", Data: `{"bench":1}`, Timeout: &timeout})
+		id, err := e.Invite(ctx, protocol.Actor{UserID: "caller", Session: caller},
+			protocol.InviteArgs{Invitee: "callee", Data: `{"bench":1}`, Timeout: &timeout})
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := e.Accept(ctx, signaling.Actor{UserID: "callee", Session: callee}, signaling.InviteIDArgs{InviteID: id}); err != nil {
+		if err := e.Accept(ctx, protocol.Actor{UserID: "callee", Session: callee}, protocol.InviteIDArgs{InviteID: id}); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/signaling/clocktest"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
 var t0 = time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
@@ -24,14 +25,14 @@ var t0 = time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
 type session struct {
 	user   string
 	mu     sync.Mutex
-	evs    []signaling.EventFrame
-	held   []signaling.EventFrame
+	evs    []protocol.EventFrame
+	held   []protocol.EventFrame
 	replay *signaling.Replay
 }
 
 func (s *session) UserID() string { return s.user }
 
-func parseFrame(frame []byte) signaling.EventFrame {
+func parseFrame(frame []byte) protocol.EventFrame {
 	var f struct {
 		Event string          `json:"event"`
 		Data  json.RawMessage `json:"data"`
@@ -39,7 +40,7 @@ func parseFrame(frame []byte) signaling.EventFrame {
 	if err := json.Unmarshal(frame, &f); err != nil {
 		panic(err)
 	}
-	return signaling.EventFrame{Event: f.Event, Data: f.Data}
+	return protocol.EventFrame{Event: f.Event, Data: f.Data}
 }
 
 func (s *session) Deliver(frame []byte) {
@@ -90,7 +91,7 @@ func (s *session) drain() int {
 }
 
 // take returns and forgets what the session received.
-func (s *session) take() []signaling.EventFrame {
+func (s *session) take() []protocol.EventFrame {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := s.evs
@@ -106,7 +107,7 @@ func (s *session) names() []string {
 	return out
 }
 
-func decode[T any](t *testing.T, e signaling.EventFrame) T {
+func decode[T any](t *testing.T, e protocol.EventFrame) T {
 	t.Helper()
 	var v T
 	if err := json.Unmarshal(e.Data.(json.RawMessage), &v); err != nil {
@@ -166,13 +167,13 @@ func (h *harness) seen(users ...string) {
 	}
 }
 
-func as(s *session) signaling.Actor { return signaling.Actor{UserID: s.user, Session: s} }
+func as(s *session) protocol.Actor { return protocol.Actor{UserID: s.user, Session: s} }
 
 func secs(n int) *int { return &n }
 
 var ctx = context.Background()
 
-func mustCode(t *testing.T, err error, want *signaling.Error) {
+func mustCode(t *testing.T, err error, want *protocol.Error) {
 	t.Helper()
 	if !errors.Is(err, want) {
 		t.Fatalf("got error %v, want %s (%d)", err, want.Reason, want.Code)
@@ -195,7 +196,7 @@ func TestNextStateTable(t *testing.T) {
 				}
 				continue
 			}
-			if !errors.Is(err, signaling.ErrInvalidInviteID) || got != from {
+			if !errors.Is(err, protocol.ErrInvalidInviteID) || got != from {
 				t.Errorf("%s --%s--> %s, %v; want no change and invalid_invite_id", from, a, got, err)
 			}
 		}
@@ -219,7 +220,7 @@ func TestInviteRoutingAcrossDevices(t *testing.T) {
 	bob1, bob2 := h.connect("bob"), h.connect("bob")
 	carol := h.connect("carol")
 
-	id, err := h.eng.Invite(ctx, as(alice1), signaling.InviteArgs{Invitee: "bob", Data: `{"x":"é ✓"}`, Timeout: secs(30)})
+	id, err := h.eng.Invite(ctx, as(alice1), protocol.InviteArgs{Invitee: "bob", Data: `{"x":"é ✓"}`, Timeout: secs(30)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,10 +229,10 @@ func TestInviteRoutingAcrossDevices(t *testing.T) {
 	}
 	for _, s := range []*session{alice2, bob1, bob2} {
 		evs := s.take()
-		if len(evs) != 1 || evs[0].Event != signaling.EvReceiveNewInvitation {
+		if len(evs) != 1 || evs[0].Event != protocol.EvReceiveNewInvitation {
 			t.Fatalf("%s got %v", s.user, evs)
 		}
-		ev := decode[signaling.NewInvitationEvent](t, evs[0])
+		ev := decode[protocol.NewInvitationEvent](t, evs[0])
 		if ev.InviteID != id || ev.Inviter != "alice" || ev.GroupID != "" || !slices.Equal(ev.InviteeList, []string{"bob"}) ||
 			ev.Data != `{"x":"é ✓"}` || ev.Timeout != 30 || ev.TimeoutMs != 30000 {
 			t.Fatalf("bad event %+v", ev)
@@ -242,7 +243,7 @@ func TestInviteRoutingAcrossDevices(t *testing.T) {
 	}
 
 	// bob answers on device 1: device 2 stops ringing (gets the event), alice's devices hear it.
-	if err := h.eng.Accept(ctx, as(bob1), signaling.InviteIDArgs{InviteID: id, Data: "ok"}); err != nil {
+	if err := h.eng.Accept(ctx, as(bob1), protocol.InviteIDArgs{InviteID: id, Data: "ok"}); err != nil {
 		t.Fatal(err)
 	}
 	if got := bob1.names(); len(got) != 0 {
@@ -250,17 +251,17 @@ func TestInviteRoutingAcrossDevices(t *testing.T) {
 	}
 	for _, s := range []*session{alice1, alice2, bob2} {
 		evs := s.take()
-		if len(evs) != 1 || evs[0].Event != signaling.EvInviteeAccepted {
+		if len(evs) != 1 || evs[0].Event != protocol.EvInviteeAccepted {
 			t.Fatalf("%s got %v", s.user, evs)
 		}
-		if ev := decode[signaling.InviteeEvent](t, evs[0]); ev.InviteID != id || ev.Invitee != "bob" || ev.Data != "ok" {
+		if ev := decode[protocol.InviteeEvent](t, evs[0]); ev.InviteID != id || ev.Invitee != "bob" || ev.Data != "ok" {
 			t.Fatalf("bad event %+v", ev)
 		}
 	}
 	// The invitation ended: every further action is invalid_invite_id.
-	mustCode(t, h.eng.Accept(ctx, as(bob2), signaling.InviteIDArgs{InviteID: id}), signaling.ErrInvalidInviteID)
-	mustCode(t, h.eng.Reject(ctx, as(bob2), signaling.InviteIDArgs{InviteID: id}), signaling.ErrInvalidInviteID)
-	mustCode(t, h.eng.Cancel(ctx, as(alice1), signaling.InviteIDArgs{InviteID: id}), signaling.ErrInvalidInviteID)
+	mustCode(t, h.eng.Accept(ctx, as(bob2), protocol.InviteIDArgs{InviteID: id}), protocol.ErrInvalidInviteID)
+	mustCode(t, h.eng.Reject(ctx, as(bob2), protocol.InviteIDArgs{InviteID: id}), protocol.ErrInvalidInviteID)
+	mustCode(t, h.eng.Cancel(ctx, as(alice1), protocol.InviteIDArgs{InviteID: id}), protocol.ErrInvalidInviteID)
 	if _, ok := h.eng.Invitation(id); ok {
 		t.Fatal("ended invitation still live")
 	}
@@ -283,15 +284,15 @@ func TestInviteValidation(t *testing.T) {
 	}
 	cases := []struct {
 		name string
-		args signaling.InviteArgs
-		want *signaling.Error
+		args protocol.InviteArgs
+		want *protocol.Error
 	}{
-		{"no invitee", signaling.InviteArgs{}, signaling.ErrInvalidParameter},
-		{"bad invitee", signaling.InviteArgs{Invitee: "b b"}, signaling.ErrInvalidParameter},
-		{"self", signaling.InviteArgs{Invitee: "alice"}, signaling.ErrInvalidParameter},
-		{"negative timeout", signaling.InviteArgs{Invitee: "bob", Timeout: secs(-1)}, signaling.ErrInvalidParameter},
-		{"timeout above max", signaling.InviteArgs{Invitee: "bob", Timeout: secs(301)}, signaling.ErrTimeoutTooLarge},
-		{"data too large", signaling.InviteArgs{Invitee: "bob", Data: string(big)}, signaling.ErrDataTooLarge},
+		{"no invitee", protocol.InviteArgs{}, protocol.ErrInvalidParameter},
+		{"bad invitee", protocol.InviteArgs{Invitee: "b b"}, protocol.ErrInvalidParameter},
+		{"self", protocol.InviteArgs{Invitee: "alice"}, protocol.ErrInvalidParameter},
+		{"negative timeout", protocol.InviteArgs{Invitee: "bob", Timeout: secs(-1)}, protocol.ErrInvalidParameter},
+		{"timeout above max", protocol.InviteArgs{Invitee: "bob", Timeout: secs(301)}, protocol.ErrTimeoutTooLarge},
+		{"data too large", protocol.InviteArgs{Invitee: "bob", Data: string(big)}, protocol.ErrDataTooLarge},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -300,104 +301,104 @@ func TestInviteValidation(t *testing.T) {
 		})
 	}
 	// At the limits: accepted.
-	if _, err := h.eng.Invite(ctx, as(a), signaling.InviteArgs{Invitee: "bob", Data: string(big[:len(big)-1]), Timeout: secs(300)}); err != nil {
+	if _, err := h.eng.Invite(ctx, as(a), protocol.InviteArgs{Invitee: "bob", Data: string(big[:len(big)-1]), Timeout: secs(300)}); err != nil {
 		t.Fatalf("data at the limit: %v", err)
 	}
-	gid, err := h.eng.CreateGroup(ctx, as(a), signaling.CreateGroupArgs{Name: "g", MemberList: []string{"b1", "b2", "b3", "b4"}})
+	gid, err := h.eng.CreateGroup(ctx, as(a), protocol.CreateGroupArgs{Name: "g", MemberList: []string{"b1", "b2", "b3", "b4"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.eng.InviteInGroup(ctx, as(a), signaling.InviteInGroupArgs{GroupID: gid, InviteeList: []string{"b1", "b2", "b3"}}); err != nil {
+	if _, err := h.eng.InviteInGroup(ctx, as(a), protocol.InviteInGroupArgs{GroupID: gid, InviteeList: []string{"b1", "b2", "b3"}}); err != nil {
 		t.Fatalf("list at the limit: %v", err)
 	}
-	_, err = h.eng.InviteInGroup(ctx, as(a), signaling.InviteInGroupArgs{GroupID: gid, InviteeList: []string{"b1", "b2", "b3", "b4"}})
-	mustCode(t, err, signaling.ErrListTooLarge)
-	_, err = h.eng.InviteInGroup(ctx, as(a), signaling.InviteInGroupArgs{GroupID: gid, InviteeList: []string{"b1", "b1"}})
-	mustCode(t, err, signaling.ErrInvalidParameter)
-	_, err = h.eng.InviteInGroup(ctx, as(a), signaling.InviteInGroupArgs{GroupID: gid, InviteeList: []string{"zed"}})
-	mustCode(t, err, signaling.ErrNotGroupMember)
-	_, err = h.eng.InviteInGroup(ctx, signaling.Actor{UserID: "zed"}, signaling.InviteInGroupArgs{GroupID: gid, InviteeList: []string{"b1"}})
-	mustCode(t, err, signaling.ErrNotGroupMember)
-	_, err = h.eng.InviteInGroup(ctx, as(a), signaling.InviteInGroupArgs{GroupID: "nope", InviteeList: []string{"b1"}})
-	mustCode(t, err, signaling.ErrGroupNotFound)
+	_, err = h.eng.InviteInGroup(ctx, as(a), protocol.InviteInGroupArgs{GroupID: gid, InviteeList: []string{"b1", "b2", "b3", "b4"}})
+	mustCode(t, err, protocol.ErrListTooLarge)
+	_, err = h.eng.InviteInGroup(ctx, as(a), protocol.InviteInGroupArgs{GroupID: gid, InviteeList: []string{"b1", "b1"}})
+	mustCode(t, err, protocol.ErrInvalidParameter)
+	_, err = h.eng.InviteInGroup(ctx, as(a), protocol.InviteInGroupArgs{GroupID: gid, InviteeList: []string{"zed"}})
+	mustCode(t, err, protocol.ErrNotGroupMember)
+	_, err = h.eng.InviteInGroup(ctx, protocol.Actor{UserID: "zed"}, protocol.InviteInGroupArgs{GroupID: gid, InviteeList: []string{"b1"}})
+	mustCode(t, err, protocol.ErrNotGroupMember)
+	_, err = h.eng.InviteInGroup(ctx, as(a), protocol.InviteInGroupArgs{GroupID: "nope", InviteeList: []string{"b1"}})
+	mustCode(t, err, protocol.ErrGroupNotFound)
 }
 
 func TestCancelRules(t *testing.T) {
 	h := newHarness(t)
 	a, b, c := h.connect("alice"), h.connect("bob"), h.connect("carol")
-	gid, err := h.eng.CreateGroup(ctx, as(a), signaling.CreateGroupArgs{Name: "g", MemberList: []string{"bob", "carol"}})
+	gid, err := h.eng.CreateGroup(ctx, as(a), protocol.CreateGroupArgs{Name: "g", MemberList: []string{"bob", "carol"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	b.take()
 	c.take()
-	id, err := h.eng.InviteInGroup(ctx, as(a), signaling.InviteInGroupArgs{GroupID: gid, InviteeList: []string{"bob", "carol"}})
+	id, err := h.eng.InviteInGroup(ctx, as(a), protocol.InviteInGroupArgs{GroupID: gid, InviteeList: []string{"bob", "carol"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	mustCode(t, h.eng.Cancel(ctx, as(b), signaling.InviteIDArgs{InviteID: id}), signaling.ErrNoPermission)
-	mustCode(t, h.eng.ModifyInvitation(ctx, as(b), signaling.InviteIDArgs{InviteID: id}), signaling.ErrNoPermission)
-	if err := h.eng.Reject(ctx, as(b), signaling.InviteIDArgs{InviteID: id, Data: "no"}); err != nil {
+	mustCode(t, h.eng.Cancel(ctx, as(b), protocol.InviteIDArgs{InviteID: id}), protocol.ErrNoPermission)
+	mustCode(t, h.eng.ModifyInvitation(ctx, as(b), protocol.InviteIDArgs{InviteID: id}), protocol.ErrNoPermission)
+	if err := h.eng.Reject(ctx, as(b), protocol.InviteIDArgs{InviteID: id, Data: "no"}); err != nil {
 		t.Fatal(err)
 	}
 	// Once someone answered, the inviter can no longer cancel.
-	mustCode(t, h.eng.Cancel(ctx, as(a), signaling.InviteIDArgs{InviteID: id}), signaling.ErrInvalidInviteID)
-	if got := c.names(); !slices.Equal(got, []string{signaling.EvReceiveNewInvitation, signaling.EvInviteeRejected}) {
+	mustCode(t, h.eng.Cancel(ctx, as(a), protocol.InviteIDArgs{InviteID: id}), protocol.ErrInvalidInviteID)
+	if got := c.names(); !slices.Equal(got, []string{protocol.EvReceiveNewInvitation, protocol.EvInviteeRejected}) {
 		t.Fatalf("carol got %v", got)
 	}
 
-	id2, err := h.eng.Invite(ctx, as(a), signaling.InviteArgs{Invitee: "bob"})
+	id2, err := h.eng.Invite(ctx, as(a), protocol.InviteArgs{Invitee: "bob"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	b.take()
-	if err := h.eng.Cancel(ctx, as(a), signaling.InviteIDArgs{InviteID: id2, Data: "bye"}); err != nil {
+	if err := h.eng.Cancel(ctx, as(a), protocol.InviteIDArgs{InviteID: id2, Data: "bye"}); err != nil {
 		t.Fatal(err)
 	}
 	evs := b.take()
-	if len(evs) != 1 || evs[0].Event != signaling.EvInvitationCancelled {
+	if len(evs) != 1 || evs[0].Event != protocol.EvInvitationCancelled {
 		t.Fatalf("bob got %v", evs)
 	}
-	if ev := decode[signaling.CancelledEvent](t, evs[0]); ev.InviteID != id2 || ev.Inviter != "alice" || ev.Data != "bye" {
+	if ev := decode[protocol.CancelledEvent](t, evs[0]); ev.InviteID != id2 || ev.Inviter != "alice" || ev.Data != "bye" {
 		t.Fatalf("bad event %+v", ev)
 	}
-	mustCode(t, h.eng.Accept(ctx, as(b), signaling.InviteIDArgs{InviteID: id2}), signaling.ErrInvalidInviteID)
+	mustCode(t, h.eng.Accept(ctx, as(b), protocol.InviteIDArgs{InviteID: id2}), protocol.ErrInvalidInviteID)
 	// Not an invitee: 8010 too.
-	id3, _ := h.eng.Invite(ctx, as(a), signaling.InviteArgs{Invitee: "bob"})
-	mustCode(t, h.eng.Accept(ctx, as(c), signaling.InviteIDArgs{InviteID: id3}), signaling.ErrInvalidInviteID)
+	id3, _ := h.eng.Invite(ctx, as(a), protocol.InviteArgs{Invitee: "bob"})
+	mustCode(t, h.eng.Accept(ctx, as(c), protocol.InviteIDArgs{InviteID: id3}), protocol.ErrInvalidInviteID)
 }
 
 func TestModifyInvitation(t *testing.T) {
 	h := newHarness(t)
 	a, b := h.connect("alice"), h.connect("bob")
-	id, _ := h.eng.Invite(ctx, as(a), signaling.InviteArgs{Invitee: "bob", Data: "v1"})
+	id, _ := h.eng.Invite(ctx, as(a), protocol.InviteArgs{Invitee: "bob", Data: "v1"})
 	b.take()
-	if err := h.eng.ModifyInvitation(ctx, as(a), signaling.InviteIDArgs{InviteID: id, Data: "v2"}); err != nil {
+	if err := h.eng.ModifyInvitation(ctx, as(a), protocol.InviteIDArgs{InviteID: id, Data: "v2"}); err != nil {
 		t.Fatal(err)
 	}
 	evs := b.take()
-	if len(evs) != 1 || evs[0].Event != signaling.EvInvitationModified || decode[signaling.ModifiedEvent](t, evs[0]).Data != "v2" {
+	if len(evs) != 1 || evs[0].Event != protocol.EvInvitationModified || decode[protocol.ModifiedEvent](t, evs[0]).Data != "v2" {
 		t.Fatalf("bob got %v", evs)
 	}
 	// A device connecting later rings with the new data.
 	b2 := h.connect("bob")
 	evs = b2.take()
-	if len(evs) != 1 || decode[signaling.NewInvitationEvent](t, evs[0]).Data != "v2" {
+	if len(evs) != 1 || decode[protocol.NewInvitationEvent](t, evs[0]).Data != "v2" {
 		t.Fatalf("late device got %v", evs)
 	}
-	online, _ := h.eng.Invite(ctx, as(a), signaling.InviteArgs{Invitee: "bob", OnlineUserOnly: true})
-	mustCode(t, h.eng.ModifyInvitation(ctx, as(a), signaling.InviteIDArgs{InviteID: online, Data: "x"}), signaling.ErrInvalidParameter)
+	online, _ := h.eng.Invite(ctx, as(a), protocol.InviteArgs{Invitee: "bob", OnlineUserOnly: true})
+	mustCode(t, h.eng.ModifyInvitation(ctx, as(a), protocol.InviteIDArgs{InviteID: online, Data: "x"}), protocol.ErrInvalidParameter)
 }
 
 func TestTimeoutFiresAtDeadline(t *testing.T) {
 	h := newHarness(t)
 	a, b, c := h.connect("alice"), h.connect("bob"), h.connect("carol")
-	gid, _ := h.eng.CreateGroup(ctx, as(a), signaling.CreateGroupArgs{Name: "g", MemberList: []string{"bob", "carol"}})
-	id, err := h.eng.InviteInGroup(ctx, as(a), signaling.InviteInGroupArgs{GroupID: gid, InviteeList: []string{"bob", "carol"}, Timeout: secs(10)})
+	gid, _ := h.eng.CreateGroup(ctx, as(a), protocol.CreateGroupArgs{Name: "g", MemberList: []string{"bob", "carol"}})
+	id, err := h.eng.InviteInGroup(ctx, as(a), protocol.InviteInGroupArgs{GroupID: gid, InviteeList: []string{"bob", "carol"}, Timeout: secs(10)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := h.eng.Accept(ctx, as(b), signaling.InviteIDArgs{InviteID: id}); err != nil {
+	if err := h.eng.Accept(ctx, as(b), protocol.InviteIDArgs{InviteID: id}); err != nil {
 		t.Fatal(err)
 	}
 	a.take()
@@ -410,26 +411,26 @@ func TestTimeoutFiresAtDeadline(t *testing.T) {
 	h.clock.Advance(time.Millisecond)
 	for _, s := range []*session{a, c} {
 		evs := s.take()
-		if len(evs) != 1 || evs[0].Event != signaling.EvInvitationTimeout {
+		if len(evs) != 1 || evs[0].Event != protocol.EvInvitationTimeout {
 			t.Fatalf("%s got %v", s.user, evs)
 		}
-		if ev := decode[signaling.TimeoutEvent](t, evs[0]); ev.InviteID != id || !slices.Equal(ev.InviteeList, []string{"carol"}) {
+		if ev := decode[protocol.TimeoutEvent](t, evs[0]); ev.InviteID != id || !slices.Equal(ev.InviteeList, []string{"carol"}) {
 			t.Fatalf("bad event %+v", ev)
 		}
 	}
 	if got := b.names(); len(got) != 0 {
 		t.Fatalf("bob had answered; got %v", got)
 	}
-	mustCode(t, h.eng.Accept(ctx, as(c), signaling.InviteIDArgs{InviteID: id}), signaling.ErrInvalidInviteID)
+	mustCode(t, h.eng.Accept(ctx, as(c), protocol.InviteIDArgs{InviteID: id}), protocol.ErrInvalidInviteID)
 }
 
 func TestDefaultAndZeroTimeout(t *testing.T) {
 	h := newHarness(t)
 	a, b := h.connect("alice"), h.connect("bob")
-	def, _ := h.eng.Invite(ctx, as(a), signaling.InviteArgs{Invitee: "bob"})
-	never, _ := h.eng.Invite(ctx, as(a), signaling.InviteArgs{Invitee: "bob", Timeout: secs(0)})
+	def, _ := h.eng.Invite(ctx, as(a), protocol.InviteArgs{Invitee: "bob"})
+	never, _ := h.eng.Invite(ctx, as(a), protocol.InviteArgs{Invitee: "bob", Timeout: secs(0)})
 	evs := b.take()
-	if decode[signaling.NewInvitationEvent](t, evs[0]).Timeout != 30 || decode[signaling.NewInvitationEvent](t, evs[1]).Timeout != 0 {
+	if decode[protocol.NewInvitationEvent](t, evs[0]).Timeout != 30 || decode[protocol.NewInvitationEvent](t, evs[1]).Timeout != 0 {
 		t.Fatalf("timeouts: %v", evs)
 	}
 	h.clock.Advance(time.Hour)
@@ -440,7 +441,7 @@ func TestDefaultAndZeroTimeout(t *testing.T) {
 		t.Fatal("timeout 0 invitation timed out")
 	}
 	for _, e := range b.take() {
-		if e.Event == signaling.EvInvitationTimeout && decode[signaling.TimeoutEvent](t, e).InviteID == never {
+		if e.Event == protocol.EvInvitationTimeout && decode[protocol.TimeoutEvent](t, e).InviteID == never {
 			t.Fatal("timeout event for a timeout-0 invitation")
 		}
 	}
@@ -449,19 +450,19 @@ func TestDefaultAndZeroTimeout(t *testing.T) {
 func TestOfflineInviteeRingsOnConnect(t *testing.T) {
 	h := newHarness(t)
 	a := h.connect("alice")
-	id, _ := h.eng.Invite(ctx, as(a), signaling.InviteArgs{Invitee: "bob", Timeout: secs(30)})
-	onlineOnly, _ := h.eng.Invite(ctx, as(a), signaling.InviteArgs{Invitee: "bob", OnlineUserOnly: true})
+	id, _ := h.eng.Invite(ctx, as(a), protocol.InviteArgs{Invitee: "bob", Timeout: secs(30)})
+	onlineOnly, _ := h.eng.Invite(ctx, as(a), protocol.InviteArgs{Invitee: "bob", OnlineUserOnly: true})
 	h.clock.Advance(12*time.Second + 300*time.Millisecond)
 	b := h.connect("bob")
 	evs := b.take()
 	if len(evs) != 1 {
 		t.Fatalf("bob got %d events, want 1 (the onlineUserOnly invitation is not stored): %v", len(evs), evs)
 	}
-	ev := decode[signaling.NewInvitationEvent](t, evs[0])
+	ev := decode[protocol.NewInvitationEvent](t, evs[0])
 	if ev.InviteID != id || ev.Timeout != 18 || ev.TimeoutMs != 17700 {
 		t.Fatalf("bad event %+v (want the time left, 17.7 s)", ev)
 	}
-	if err := h.eng.Accept(ctx, as(b), signaling.InviteIDArgs{InviteID: onlineOnly}); err != nil {
+	if err := h.eng.Accept(ctx, as(b), protocol.InviteIDArgs{InviteID: onlineOnly}); err != nil {
 		t.Fatalf("an onlineUserOnly invitation can still be answered by its invitee: %v", err)
 	}
 }
@@ -469,26 +470,26 @@ func TestOfflineInviteeRingsOnConnect(t *testing.T) {
 func TestOutcomesWhileOfflineAreDeliveredOnConnect(t *testing.T) {
 	h := newHarness(t)
 	a, b := h.connect("alice"), h.connect("bob")
-	acc, _ := h.eng.Invite(ctx, as(a), signaling.InviteArgs{Invitee: "bob"})
-	rej, _ := h.eng.Invite(ctx, as(a), signaling.InviteArgs{Invitee: "bob"})
-	tmo, _ := h.eng.Invite(ctx, as(a), signaling.InviteArgs{Invitee: "bob", Timeout: secs(5)})
+	acc, _ := h.eng.Invite(ctx, as(a), protocol.InviteArgs{Invitee: "bob"})
+	rej, _ := h.eng.Invite(ctx, as(a), protocol.InviteArgs{Invitee: "bob"})
+	tmo, _ := h.eng.Invite(ctx, as(a), protocol.InviteArgs{Invitee: "bob", Timeout: secs(5)})
 	h.eng.Detach(a) // alice goes offline
-	if err := h.eng.Accept(ctx, as(b), signaling.InviteIDArgs{InviteID: acc, Data: "yes"}); err != nil {
+	if err := h.eng.Accept(ctx, as(b), protocol.InviteIDArgs{InviteID: acc, Data: "yes"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.eng.Reject(ctx, as(b), signaling.InviteIDArgs{InviteID: rej, Data: "no"}); err != nil {
+	if err := h.eng.Reject(ctx, as(b), protocol.InviteIDArgs{InviteID: rej, Data: "no"}); err != nil {
 		t.Fatal(err)
 	}
 	h.clock.Advance(5 * time.Second)
 	// And a cancelled invitation bob never saw while offline.
 	h.eng.Detach(b)
 	a2 := h.connect("alice")
-	can, _ := h.eng.Invite(ctx, as(a2), signaling.InviteArgs{Invitee: "bob"})
-	if err := h.eng.Cancel(ctx, as(a2), signaling.InviteIDArgs{InviteID: can}); err != nil {
+	can, _ := h.eng.Invite(ctx, as(a2), protocol.InviteArgs{Invitee: "bob"})
+	if err := h.eng.Cancel(ctx, as(a2), protocol.InviteIDArgs{InviteID: can}); err != nil {
 		t.Fatal(err)
 	}
 	want := []struct{ name, id string }{
-		{signaling.EvInviteeAccepted, acc}, {signaling.EvInviteeRejected, rej}, {signaling.EvInvitationTimeout, tmo},
+		{protocol.EvInviteeAccepted, acc}, {protocol.EvInviteeRejected, rej}, {protocol.EvInvitationTimeout, tmo},
 	}
 	evs := a2.take()
 	if len(evs) != len(want) {
@@ -507,7 +508,7 @@ func TestOutcomesWhileOfflineAreDeliveredOnConnect(t *testing.T) {
 	h.restart()
 	b2 := h.connect("bob")
 	evs = b2.take()
-	if len(evs) != 1 || evs[0].Event != signaling.EvInvitationCancelled {
+	if len(evs) != 1 || evs[0].Event != protocol.EvInvitationCancelled {
 		t.Fatalf("bob got %v", evs)
 	}
 	// Delivered once only.
@@ -525,10 +526,10 @@ func TestRestartKeepsInvitationsAndDeadlines(t *testing.T) {
 	h := newHarness(t)
 	h.seen("bob")
 	a := h.connect("alice")
-	gid, _ := h.eng.CreateGroup(ctx, as(a), signaling.CreateGroupArgs{GroupID: "team", Name: "Team", MemberList: []string{"bob"}})
-	long, _ := h.eng.Invite(ctx, as(a), signaling.InviteArgs{Invitee: "bob", Timeout: secs(60)})
-	short, _ := h.eng.InviteInGroup(ctx, as(a), signaling.InviteInGroupArgs{GroupID: gid, InviteeList: []string{"bob"}, Timeout: secs(5)})
-	none, _ := h.eng.Invite(ctx, as(a), signaling.InviteArgs{Invitee: "carol", Timeout: secs(0)})
+	gid, _ := h.eng.CreateGroup(ctx, as(a), protocol.CreateGroupArgs{GroupID: "team", Name: "Team", MemberList: []string{"bob"}})
+	long, _ := h.eng.Invite(ctx, as(a), protocol.InviteArgs{Invitee: "bob", Timeout: secs(60)})
+	short, _ := h.eng.InviteInGroup(ctx, as(a), protocol.InviteInGroupArgs{GroupID: gid, InviteeList: []string{"bob"}, Timeout: secs(5)})
+	none, _ := h.eng.Invite(ctx, as(a), protocol.InviteArgs{Invitee: "carol", Timeout: secs(0)})
 	h.eng.Detach(a)
 	h.eng.Close()
 	h.clock.Advance(20 * time.Second) // the server is down for 20 s
@@ -551,10 +552,10 @@ func TestRestartKeepsInvitationsAndDeadlines(t *testing.T) {
 	b := h.connect("bob")
 	evs := b.take()
 	// bob missed the timeout of the short one, then rings for the long one with 40 s left.
-	if len(evs) != 2 || evs[0].Event != signaling.EvInvitationTimeout || evs[1].Event != signaling.EvReceiveNewInvitation {
+	if len(evs) != 2 || evs[0].Event != protocol.EvInvitationTimeout || evs[1].Event != protocol.EvReceiveNewInvitation {
 		t.Fatalf("bob got %v", evs)
 	}
-	if ev := decode[signaling.NewInvitationEvent](t, evs[1]); ev.InviteID != long || ev.Timeout != 40 {
+	if ev := decode[protocol.NewInvitationEvent](t, evs[1]); ev.InviteID != long || ev.Timeout != 40 {
 		t.Fatalf("bad ring %+v", ev)
 	}
 	// The timer fires at the original deadline, not 60 s after the restart.
@@ -566,11 +567,11 @@ func TestRestartKeepsInvitationsAndDeadlines(t *testing.T) {
 	if _, ok := h.eng.Invitation(long); ok {
 		t.Fatal("did not fire at the stored deadline")
 	}
-	if got := b.names(); !slices.Equal(got, []string{signaling.EvInvitationTimeout}) {
+	if got := b.names(); !slices.Equal(got, []string{protocol.EvInvitationTimeout}) {
 		t.Fatalf("bob got %v", got)
 	}
 	a2 := h.connect("alice")
-	if got := a2.names(); !slices.Equal(got, []string{signaling.EvInvitationTimeout, signaling.EvInvitationTimeout}) {
+	if got := a2.names(); !slices.Equal(got, []string{protocol.EvInvitationTimeout, protocol.EvInvitationTimeout}) {
 		t.Fatalf("alice got %v", got)
 	}
 }
@@ -579,18 +580,18 @@ func TestStoreFailureChangesNothing(t *testing.T) {
 	h := newHarness(t)
 	a, b := h.connect("alice"), h.connect("bob")
 	h.store.FailNext(1)
-	_, err := h.eng.Invite(ctx, as(a), signaling.InviteArgs{Invitee: "bob"})
-	mustCode(t, err, signaling.ErrStoreUnavailable)
+	_, err := h.eng.Invite(ctx, as(a), protocol.InviteArgs{Invitee: "bob"})
+	mustCode(t, err, protocol.ErrStoreUnavailable)
 	if got := b.names(); len(got) != 0 {
 		t.Fatalf("bob got %v for an invitation that was not stored", got)
 	}
-	id, err := h.eng.Invite(ctx, as(a), signaling.InviteArgs{Invitee: "bob", Timeout: secs(10)})
+	id, err := h.eng.Invite(ctx, as(a), protocol.InviteArgs{Invitee: "bob", Timeout: secs(10)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	b.take()
 	h.store.FailNext(1)
-	mustCode(t, h.eng.Accept(ctx, as(b), signaling.InviteIDArgs{InviteID: id}), signaling.ErrStoreUnavailable)
+	mustCode(t, h.eng.Accept(ctx, as(b), protocol.InviteIDArgs{InviteID: id}), protocol.ErrStoreUnavailable)
 	if got := a.names(); len(got) != 0 {
 		t.Fatalf("alice got %v for an accept that was not stored", got)
 	}
@@ -607,13 +608,13 @@ func TestStoreFailureChangesNothing(t *testing.T) {
 	if _, ok := h.eng.Invitation(id); ok {
 		t.Fatal("timeout not retried after the store recovered")
 	}
-	if got := a.names(); !slices.Equal(got, []string{signaling.EvInvitationTimeout}) {
+	if got := a.names(); !slices.Equal(got, []string{protocol.EvInvitationTimeout}) {
 		t.Fatalf("alice got %v", got)
 	}
 	h.store.FailNext(1)
-	_, err = h.eng.CreateGroup(ctx, as(a), signaling.CreateGroupArgs{GroupID: "g", Name: "g"})
-	mustCode(t, err, signaling.ErrStoreUnavailable)
-	if _, err := h.eng.CreateGroup(ctx, as(a), signaling.CreateGroupArgs{GroupID: "g", Name: "g"}); err != nil {
+	_, err = h.eng.CreateGroup(ctx, as(a), protocol.CreateGroupArgs{GroupID: "g", Name: "g"})
+	mustCode(t, err, protocol.ErrStoreUnavailable)
+	if _, err := h.eng.CreateGroup(ctx, as(a), protocol.CreateGroupArgs{GroupID: "g", Name: "g"}); err != nil {
 		t.Fatalf("group creation after recovery: %v", err)
 	}
 }
@@ -631,7 +632,7 @@ func TestRacesResolveToOneOutcome(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		id, err := h.eng.Invite(ctx, as(a), signaling.InviteArgs{Invitee: "bob", Timeout: secs(1)})
+		id, err := h.eng.Invite(ctx, as(a), protocol.InviteArgs{Invitee: "bob", Timeout: secs(1)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -645,16 +646,16 @@ func TestRacesResolveToOneOutcome(t *testing.T) {
 			switch {
 			case err == nil:
 				wins.Add(1)
-			case errors.Is(err, signaling.ErrInvalidInviteID):
+			case errors.Is(err, protocol.ErrInvalidInviteID):
 			default:
 				t.Errorf("round %d: unexpected error %v", round, err)
 			}
 		}
 		wg.Add(5)
-		go try(func() error { return h.eng.Accept(ctx, as(b1), signaling.InviteIDArgs{InviteID: id}) })
-		go try(func() error { return h.eng.Accept(ctx, as(b2), signaling.InviteIDArgs{InviteID: id}) })
-		go try(func() error { return h.eng.Reject(ctx, as(b2), signaling.InviteIDArgs{InviteID: id}) })
-		go try(func() error { return h.eng.Cancel(ctx, as(a), signaling.InviteIDArgs{InviteID: id}) })
+		go try(func() error { return h.eng.Accept(ctx, as(b1), protocol.InviteIDArgs{InviteID: id}) })
+		go try(func() error { return h.eng.Accept(ctx, as(b2), protocol.InviteIDArgs{InviteID: id}) })
+		go try(func() error { return h.eng.Reject(ctx, as(b2), protocol.InviteIDArgs{InviteID: id}) })
+		go try(func() error { return h.eng.Cancel(ctx, as(a), protocol.InviteIDArgs{InviteID: id}) })
 		timedOut := make(chan struct{})
 		go func() {
 			defer wg.Done()
@@ -672,7 +673,7 @@ func TestRacesResolveToOneOutcome(t *testing.T) {
 		// won and alice saw the timeout.
 		evs := a.take()
 		w := wins.Load()
-		isTimeout := len(evs) == 1 && evs[0].Event == signaling.EvInvitationTimeout
+		isTimeout := len(evs) == 1 && evs[0].Event == protocol.EvInvitationTimeout
 		ok := (w == 1 && len(evs) <= 1 && !isTimeout) || (w == 0 && isTimeout)
 		if !ok {
 			t.Fatalf("round %d: %d winning calls, alice saw %v", round, w, evs)
@@ -686,33 +687,33 @@ func TestRacesResolveToOneOutcome(t *testing.T) {
 func TestGroupLifecycle(t *testing.T) {
 	h := newHarness(t)
 	a, b, c, d := h.connect("alice"), h.connect("bob"), h.connect("carol"), h.connect("dave")
-	gid, err := h.eng.CreateGroup(ctx, as(a), signaling.CreateGroupArgs{Name: "Class 1", MemberList: []string{"bob", "alice"}})
+	gid, err := h.eng.CreateGroup(ctx, as(a), protocol.CreateGroupArgs{Name: "Class 1", MemberList: []string{"bob", "alice"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := b.names(); !slices.Equal(got, []string{signaling.EvMemberEnter}) {
+	if got := b.names(); !slices.Equal(got, []string{protocol.EvMemberEnter}) {
 		t.Fatalf("bob got %v", got)
 	}
-	_, err = h.eng.CreateGroup(ctx, as(a), signaling.CreateGroupArgs{GroupID: gid, Name: "again"})
-	mustCode(t, err, signaling.ErrGroupExists)
+	_, err = h.eng.CreateGroup(ctx, as(a), protocol.CreateGroupArgs{GroupID: gid, Name: "again"})
+	mustCode(t, err, protocol.ErrGroupExists)
 
-	if err := h.eng.JoinGroup(ctx, as(c), signaling.GroupIDArgs{GroupID: gid}); err != nil {
+	if err := h.eng.JoinGroup(ctx, as(c), protocol.GroupIDArgs{GroupID: gid}); err != nil {
 		t.Fatal(err)
 	}
-	mustCode(t, h.eng.JoinGroup(ctx, as(c), signaling.GroupIDArgs{GroupID: gid}), signaling.ErrAlreadyMember)
+	mustCode(t, h.eng.JoinGroup(ctx, as(c), protocol.GroupIDArgs{GroupID: gid}), protocol.ErrAlreadyMember)
 	for _, s := range []*session{a, b} {
 		evs := s.take()
-		if len(evs) != 1 || evs[0].Event != signaling.EvMemberEnter || !slices.Equal(decode[signaling.MemberEnterEvent](t, evs[0]).MemberList, []string{"carol"}) {
+		if len(evs) != 1 || evs[0].Event != protocol.EvMemberEnter || !slices.Equal(decode[protocol.MemberEnterEvent](t, evs[0]).MemberList, []string{"carol"}) {
 			t.Fatalf("%s got %v", s.user, evs)
 		}
 	}
-	if err := h.eng.InviteUserToGroup(ctx, as(b), signaling.GroupUsersArgs{GroupID: gid, UserList: []string{"dave", "carol"}}); err != nil {
+	if err := h.eng.InviteUserToGroup(ctx, as(b), protocol.GroupUsersArgs{GroupID: gid, UserList: []string{"dave", "carol"}}); err != nil {
 		t.Fatal(err)
 	}
-	if evs := d.take(); len(evs) != 1 || !slices.Equal(decode[signaling.MemberEnterEvent](t, evs[0]).MemberList, []string{"dave"}) {
+	if evs := d.take(); len(evs) != 1 || !slices.Equal(decode[protocol.MemberEnterEvent](t, evs[0]).MemberList, []string{"dave"}) {
 		t.Fatalf("dave got %v", evs)
 	}
-	res, err := h.eng.GetGroupMemberList(ctx, as(c), signaling.GroupIDArgs{GroupID: gid})
+	res, err := h.eng.GetGroupMemberList(ctx, as(c), protocol.GroupIDArgs{GroupID: gid})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -720,31 +721,31 @@ func TestGroupLifecycle(t *testing.T) {
 	for _, m := range res.MemberList {
 		ids = append(ids, m.UserID)
 	}
-	if !slices.Equal(ids[:2], []string{"alice", "bob"}) || len(ids) != 4 || res.MemberList[0].Role != signaling.RoleOwner {
+	if !slices.Equal(ids[:2], []string{"alice", "bob"}) || len(ids) != 4 || res.MemberList[0].Role != protocol.RoleOwner {
 		t.Fatalf("members %+v", res.MemberList)
 	}
-	_, err = h.eng.GetGroupMemberList(ctx, signaling.Actor{UserID: "eve"}, signaling.GroupIDArgs{GroupID: gid})
-	mustCode(t, err, signaling.ErrNotGroupMember)
+	_, err = h.eng.GetGroupMemberList(ctx, protocol.Actor{UserID: "eve"}, protocol.GroupIDArgs{GroupID: gid})
+	mustCode(t, err, protocol.ErrNotGroupMember)
 
-	mustCode(t, h.eng.KickGroupMember(ctx, as(b), signaling.KickArgs{GroupID: gid, MemberList: []string{"carol"}}), signaling.ErrNotGroupOwner)
-	mustCode(t, h.eng.QuitGroup(ctx, as(a), signaling.GroupIDArgs{GroupID: gid}), signaling.ErrOwnerCannotQuit)
+	mustCode(t, h.eng.KickGroupMember(ctx, as(b), protocol.KickArgs{GroupID: gid, MemberList: []string{"carol"}}), protocol.ErrNotGroupOwner)
+	mustCode(t, h.eng.QuitGroup(ctx, as(a), protocol.GroupIDArgs{GroupID: gid}), protocol.ErrOwnerCannotQuit)
 	a.take()
 	b.take()
 	c.take()
 	d.take()
-	if err := h.eng.KickGroupMember(ctx, as(a), signaling.KickArgs{GroupID: gid, MemberList: []string{"carol"}, Reason: "noise"}); err != nil {
+	if err := h.eng.KickGroupMember(ctx, as(a), protocol.KickArgs{GroupID: gid, MemberList: []string{"carol"}, Reason: "noise"}); err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range []*session{b, c, d} {
 		evs := s.take()
-		if len(evs) != 1 || evs[0].Event != signaling.EvMemberKicked {
+		if len(evs) != 1 || evs[0].Event != protocol.EvMemberKicked {
 			t.Fatalf("%s got %v", s.user, evs)
 		}
 	}
-	if err := h.eng.QuitGroup(ctx, as(d), signaling.GroupIDArgs{GroupID: gid}); err != nil {
+	if err := h.eng.QuitGroup(ctx, as(d), protocol.GroupIDArgs{GroupID: gid}); err != nil {
 		t.Fatal(err)
 	}
-	if evs := b.take(); len(evs) != 1 || decode[signaling.MemberLeaveEvent](t, evs[0]).Member != "dave" {
+	if evs := b.take(); len(evs) != 1 || decode[protocol.MemberLeaveEvent](t, evs[0]).Member != "dave" {
 		t.Fatalf("bob got %v", evs)
 	}
 	list, _ := h.eng.GetJoinedGroupList(ctx, as(b))
@@ -752,17 +753,17 @@ func TestGroupLifecycle(t *testing.T) {
 		t.Fatalf("bob's groups %+v", list)
 	}
 	h.restart()
-	list, _ = h.eng.GetJoinedGroupList(ctx, signaling.Actor{UserID: "bob"})
+	list, _ = h.eng.GetJoinedGroupList(ctx, protocol.Actor{UserID: "bob"})
 	if len(list.GroupList) != 1 || list.GroupList[0].MemberCount != 2 {
 		t.Fatalf("after restart: %+v", list)
 	}
 	b = h.connect("bob")
 	a = h.connect("alice")
-	mustCode(t, h.eng.DismissGroup(ctx, as(b), signaling.GroupIDArgs{GroupID: gid}), signaling.ErrNotGroupOwner)
-	if err := h.eng.DismissGroup(ctx, as(a), signaling.GroupIDArgs{GroupID: gid}); err != nil {
+	mustCode(t, h.eng.DismissGroup(ctx, as(b), protocol.GroupIDArgs{GroupID: gid}), protocol.ErrNotGroupOwner)
+	if err := h.eng.DismissGroup(ctx, as(a), protocol.GroupIDArgs{GroupID: gid}); err != nil {
 		t.Fatal(err)
 	}
-	if got := b.names(); !slices.Equal(got, []string{signaling.EvGroupDismissed}) {
+	if got := b.names(); !slices.Equal(got, []string{protocol.EvGroupDismissed}) {
 		t.Fatalf("bob got %v", got)
 	}
 	if list, _ := h.eng.GetJoinedGroupList(ctx, as(b)); len(list.GroupList) != 0 {
@@ -776,24 +777,24 @@ func TestGroupLimits(t *testing.T) {
 	h.cfg.Limits.MaxGroupsPerUser = 2
 	h.restart()
 	a := h.connect("alice")
-	_, err := h.eng.CreateGroup(ctx, as(a), signaling.CreateGroupArgs{Name: "g", MemberList: []string{"b", "c", "d"}})
-	mustCode(t, err, signaling.ErrGroupFull)
-	g1, err := h.eng.CreateGroup(ctx, as(a), signaling.CreateGroupArgs{Name: "g", MemberList: []string{"b", "c"}})
+	_, err := h.eng.CreateGroup(ctx, as(a), protocol.CreateGroupArgs{Name: "g", MemberList: []string{"b", "c", "d"}})
+	mustCode(t, err, protocol.ErrGroupFull)
+	g1, err := h.eng.CreateGroup(ctx, as(a), protocol.CreateGroupArgs{Name: "g", MemberList: []string{"b", "c"}})
 	if err != nil {
 		t.Fatalf("at the member limit: %v", err)
 	}
-	mustCode(t, h.eng.JoinGroup(ctx, signaling.Actor{UserID: "d"}, signaling.GroupIDArgs{GroupID: g1}), signaling.ErrGroupFull)
-	if _, err := h.eng.CreateGroup(ctx, as(a), signaling.CreateGroupArgs{Name: "g2"}); err != nil {
+	mustCode(t, h.eng.JoinGroup(ctx, protocol.Actor{UserID: "d"}, protocol.GroupIDArgs{GroupID: g1}), protocol.ErrGroupFull)
+	if _, err := h.eng.CreateGroup(ctx, as(a), protocol.CreateGroupArgs{Name: "g2"}); err != nil {
 		t.Fatalf("at the groups-per-user limit: %v", err)
 	}
-	_, err = h.eng.CreateGroup(ctx, as(a), signaling.CreateGroupArgs{Name: "g3"})
-	mustCode(t, err, signaling.ErrTooManyGroups)
-	_, err = h.eng.CreateGroup(ctx, as(a), signaling.CreateGroupArgs{Name: ""})
-	mustCode(t, err, signaling.ErrInvalidParameter)
-	_, err = h.eng.CreateGroup(ctx, signaling.Actor{UserID: "x"}, signaling.CreateGroupArgs{Name: "n", JoinOption: "sometimes"})
-	mustCode(t, err, signaling.ErrInvalidParameter)
-	inv, _ := h.eng.CreateGroup(ctx, signaling.Actor{UserID: "x"}, signaling.CreateGroupArgs{Name: "n", JoinOption: "invite"})
-	mustCode(t, h.eng.JoinGroup(ctx, signaling.Actor{UserID: "y"}, signaling.GroupIDArgs{GroupID: inv}), signaling.ErrJoinForbidden)
+	_, err = h.eng.CreateGroup(ctx, as(a), protocol.CreateGroupArgs{Name: "g3"})
+	mustCode(t, err, protocol.ErrTooManyGroups)
+	_, err = h.eng.CreateGroup(ctx, as(a), protocol.CreateGroupArgs{Name: ""})
+	mustCode(t, err, protocol.ErrInvalidParameter)
+	_, err = h.eng.CreateGroup(ctx, protocol.Actor{UserID: "x"}, protocol.CreateGroupArgs{Name: "n", JoinOption: "sometimes"})
+	mustCode(t, err, protocol.ErrInvalidParameter)
+	inv, _ := h.eng.CreateGroup(ctx, protocol.Actor{UserID: "x"}, protocol.CreateGroupArgs{Name: "n", JoinOption: "invite"})
+	mustCode(t, h.eng.JoinGroup(ctx, protocol.Actor{UserID: "y"}, protocol.GroupIDArgs{GroupID: inv}), protocol.ErrJoinForbidden)
 }
 
 func TestConnectionLimit(t *testing.T) {
@@ -802,7 +803,7 @@ func TestConnectionLimit(t *testing.T) {
 		h.connect("alice")
 	}
 	err := h.eng.Attach(ctx, &session{user: "alice"})
-	mustCode(t, err, signaling.ErrTooManyConnections)
+	mustCode(t, err, protocol.ErrTooManyConnections)
 	if n := h.eng.Online("alice"); n != h.cfg.Limits.ConnectionsPerUser {
 		t.Fatalf("online = %d", n)
 	}
@@ -816,14 +817,14 @@ func TestOfflineEventCap(t *testing.T) {
 	b := h.connect("bob")
 	var ids []string
 	for i := 0; i < 5; i++ {
-		id, err := h.eng.Invite(ctx, signaling.Actor{UserID: "alice"}, signaling.InviteArgs{Invitee: "bob", Data: fmt.Sprint(i)})
+		id, err := h.eng.Invite(ctx, protocol.Actor{UserID: "alice"}, protocol.InviteArgs{Invitee: "bob", Data: fmt.Sprint(i)})
 		if err != nil {
 			t.Fatal(err)
 		}
 		ids = append(ids, id)
 	}
 	for _, id := range ids {
-		if err := h.eng.Reject(ctx, as(b), signaling.InviteIDArgs{InviteID: id}); err != nil {
+		if err := h.eng.Reject(ctx, as(b), protocol.InviteIDArgs{InviteID: id}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -831,7 +832,7 @@ func TestOfflineEventCap(t *testing.T) {
 	if len(evs) != 3 {
 		t.Fatalf("alice got %d events, want the newest 3", len(evs))
 	}
-	if got := decode[signaling.InviteeEvent](t, evs[0]).InviteID; got != ids[2] {
+	if got := decode[protocol.InviteeEvent](t, evs[0]).InviteID; got != ids[2] {
 		t.Fatalf("oldest kept is %s, want %s", got, ids[2])
 	}
 }

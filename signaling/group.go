@@ -5,6 +5,8 @@ import (
 	"slices"
 	"time"
 	"unicode/utf8"
+
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
 // MaxGroupNameLen bounds a group's name, in characters.
@@ -15,7 +17,7 @@ type group struct {
 	id         string
 	name       string
 	owner      string
-	joinOption JoinOption
+	joinOption protocol.JoinOption
 	createdAt  time.Time
 	members    map[string]MemberRecord
 }
@@ -37,8 +39,8 @@ func (g *group) sortedMembers() []MemberRecord {
 		out = append(out, m)
 	}
 	slices.SortFunc(out, func(a, b MemberRecord) int {
-		if (a.Role == RoleOwner) != (b.Role == RoleOwner) {
-			if a.Role == RoleOwner {
+		if (a.Role == protocol.RoleOwner) != (b.Role == protocol.RoleOwner) {
+			if a.Role == protocol.RoleOwner {
 				return -1
 			}
 			return 1
@@ -120,15 +122,15 @@ func (e *Engine) deleteGroupLocked(g *group) {
 // reports duplicates.
 func (e *Engine) checkUserList(field string, users []string) error {
 	if lim := e.cfg.Limits.MaxGroupMembers; lim > 0 && len(users) > lim {
-		return ErrListTooLarge.WithMessage("%s has %d users; the limit is %d", field, len(users), lim)
+		return protocol.ErrListTooLarge.WithMessage("%s has %d users; the limit is %d", field, len(users), lim)
 	}
 	seen := make(map[string]struct{}, len(users))
 	for _, u := range users {
-		if !ValidUserID(u) {
-			return ErrInvalidParameter.WithMessage("invalid user ID %q in %s", u, field)
+		if !protocol.ValidUserID(u) {
+			return protocol.ErrInvalidParameter.WithMessage("invalid user ID %q in %s", u, field)
 		}
 		if _, dup := seen[u]; dup {
-			return ErrInvalidParameter.WithMessage("user %q is listed twice in %s", u, field)
+			return protocol.ErrInvalidParameter.WithMessage("user %q is listed twice in %s", u, field)
 		}
 		seen[u] = struct{}{}
 	}
@@ -151,7 +153,7 @@ func (e *Engine) groupCountsLocked(user string) (own, added int) {
 // checkRoomLocked checks that g can take n more members.
 func (e *Engine) checkRoomLocked(g *group, n int) error {
 	if lim := e.cfg.Limits.MaxGroupMembers; lim > 0 && len(g.members)+n > lim {
-		return ErrGroupFull.WithMessage("group %q would have %d members; the limit is %d", g.id, len(g.members)+n, lim)
+		return protocol.ErrGroupFull.WithMessage("group %q would have %d members; the limit is %d", g.id, len(g.members)+n, lim)
 	}
 	return nil
 }
@@ -161,7 +163,7 @@ func (e *Engine) checkRoomLocked(g *group, n int) error {
 func (e *Engine) checkOwnGroupLocked(user string) error {
 	if lim := e.cfg.Limits.MaxGroupsPerUser; lim > 0 {
 		if own, _ := e.groupCountsLocked(user); own >= lim {
-			return ErrTooManyGroups.WithMessage("you created or joined %d groups; the limit is %d", own, lim)
+			return protocol.ErrTooManyGroups.WithMessage("you created or joined %d groups; the limit is %d", own, lim)
 		}
 	}
 	return nil
@@ -173,7 +175,7 @@ func (e *Engine) checkAddedGroupLocked(users []string) error {
 	if lim := e.cfg.Limits.MaxGroupsAddedByOthers; lim > 0 {
 		for _, u := range users {
 			if _, added := e.groupCountsLocked(u); added >= lim {
-				return ErrTooManyGroupsAdded.WithMessage("user %q was already added to %d groups by others; the limit is %d", u, added, lim)
+				return protocol.ErrTooManyGroupsAdded.WithMessage("user %q was already added to %d groups by others; the limit is %d", u, added, lim)
 			}
 		}
 	}
@@ -183,33 +185,33 @@ func (e *Engine) checkAddedGroupLocked(users []string) error {
 // lookupGroupLocked finds a group that user must belong to.
 func (e *Engine) lookupGroupLocked(groupID, user string, mustBeMember bool) (*group, error) {
 	if groupID == "" {
-		return nil, ErrInvalidParameter.WithMessage("groupID is required")
+		return nil, protocol.ErrInvalidParameter.WithMessage("groupID is required")
 	}
 	g := e.groups[groupID]
 	if g == nil {
-		return nil, ErrGroupNotFound.WithMessage("group %q not found", groupID)
+		return nil, protocol.ErrGroupNotFound.WithMessage("group %q not found", groupID)
 	}
 	if mustBeMember && !g.has(user) {
-		return nil, ErrNotGroupMember.WithMessage("you are not a member of group %q", groupID)
+		return nil, protocol.ErrNotGroupMember.WithMessage("you are not a member of group %q", groupID)
 	}
 	return g, nil
 }
 
 // CreateGroup creates a group; its creator is owner and member.
-func (e *Engine) CreateGroup(ctx context.Context, a Actor, args CreateGroupArgs) (string, error) {
-	if args.GroupID != "" && !ValidGroupID(args.GroupID) {
-		return "", ErrInvalidParameter.WithMessage("invalid groupID %q: 1-64 characters of [A-Za-z0-9_.@-]", args.GroupID)
+func (e *Engine) CreateGroup(ctx context.Context, a protocol.Actor, args protocol.CreateGroupArgs) (string, error) {
+	if args.GroupID != "" && !protocol.ValidGroupID(args.GroupID) {
+		return "", protocol.ErrInvalidParameter.WithMessage("invalid groupID %q: 1-64 characters of [A-Za-z0-9_.@-]", args.GroupID)
 	}
 	if args.Name == "" || utf8.RuneCountInString(args.Name) > MaxGroupNameLen {
-		return "", ErrInvalidParameter.WithMessage("name must be 1-%d characters", MaxGroupNameLen)
+		return "", protocol.ErrInvalidParameter.WithMessage("name must be 1-%d characters", MaxGroupNameLen)
 	}
-	join := JoinOption(args.JoinOption)
+	join := protocol.JoinOption(args.JoinOption)
 	switch join {
 	case "":
-		join = JoinAny
-	case JoinAny, JoinInvite:
+		join = protocol.JoinAny
+	case protocol.JoinAny, protocol.JoinInvite:
 	default:
-		return "", ErrInvalidParameter.WithMessage("joinOption must be %q or %q", JoinAny, JoinInvite)
+		return "", protocol.ErrInvalidParameter.WithMessage("joinOption must be %q or %q", protocol.JoinAny, protocol.JoinInvite)
 	}
 	if err := e.checkUserList("memberList", args.MemberList); err != nil {
 		return "", err
@@ -223,7 +225,7 @@ func (e *Engine) CreateGroup(ctx context.Context, a Actor, args CreateGroupArgs)
 	}
 	if e.groups[id] != nil {
 		e.mu.Unlock()
-		return "", ErrGroupExists.WithMessage("group %q already exists", id)
+		return "", protocol.ErrGroupExists.WithMessage("group %q already exists", id)
 	}
 	now := e.clock.Now()
 	g := &group{id: id, name: args.Name, owner: a.UserID, joinOption: join, createdAt: now,
@@ -239,13 +241,13 @@ func (e *Engine) CreateGroup(ctx context.Context, a Actor, args CreateGroupArgs)
 		e.mu.Unlock()
 		return "", err
 	}
-	g.members[a.UserID] = MemberRecord{UserID: a.UserID, Role: RoleOwner, JoinedAt: now}
+	g.members[a.UserID] = MemberRecord{UserID: a.UserID, Role: protocol.RoleOwner, JoinedAt: now}
 	for _, u := range members {
-		g.members[u] = MemberRecord{UserID: u, Role: RoleMember, JoinedAt: now, AddedBy: a.UserID}
+		g.members[u] = MemberRecord{UserID: u, Role: protocol.RoleMember, JoinedAt: now, AddedBy: a.UserID}
 	}
 	e.putGroupLocked(g)
 	rec := GroupRecord{ID: g.id, Name: g.name, Owner: g.owner, JoinOption: g.joinOption, CreatedAt: now, Members: g.sortedMembers()}
-	evs := []*outgoing{{name: EvMemberEnter, data: MemberEnterEvent{GroupID: id, MemberList: g.memberIDs()},
+	evs := []*outgoing{{name: protocol.EvMemberEnter, data: protocol.MemberEnterEvent{GroupID: id, MemberList: g.memberIDs()},
 		users: g.memberIDs(), except: a.Session}}
 	e.mu.Unlock()
 	err = e.finish(ctx, []Mutation{PutGroup{Group: rec}}, evs, func() {
@@ -260,14 +262,14 @@ func (e *Engine) CreateGroup(ctx context.Context, a Actor, args CreateGroupArgs)
 }
 
 // JoinGroup adds the caller to a group whose joinOption is "any".
-func (e *Engine) JoinGroup(ctx context.Context, a Actor, args GroupIDArgs) error {
+func (e *Engine) JoinGroup(ctx context.Context, a protocol.Actor, args protocol.GroupIDArgs) error {
 	e.mu.Lock()
 	g, err := e.lookupGroupLocked(args.GroupID, a.UserID, false)
 	if err == nil && g.has(a.UserID) {
-		err = ErrAlreadyMember.WithMessage("you are already a member of group %q", g.id)
+		err = protocol.ErrAlreadyMember.WithMessage("you are already a member of group %q", g.id)
 	}
-	if err == nil && g.joinOption != JoinAny {
-		err = ErrJoinForbidden.WithMessage("group %q can only be joined by invitation", g.id)
+	if err == nil && g.joinOption != protocol.JoinAny {
+		err = protocol.ErrJoinForbidden.WithMessage("group %q can only be joined by invitation", g.id)
 	}
 	if err == nil {
 		err = e.checkRoomLocked(g, 1)
@@ -284,9 +286,9 @@ func (e *Engine) JoinGroup(ctx context.Context, a Actor, args GroupIDArgs) error
 
 // InviteUserToGroup adds users to a group; any member may. Users already in
 // the group are skipped.
-func (e *Engine) InviteUserToGroup(ctx context.Context, a Actor, args GroupUsersArgs) error {
+func (e *Engine) InviteUserToGroup(ctx context.Context, a protocol.Actor, args protocol.GroupUsersArgs) error {
 	if len(args.UserList) == 0 {
-		return ErrInvalidParameter.WithMessage("userList is empty")
+		return protocol.ErrInvalidParameter.WithMessage("userList is empty")
 	}
 	if err := e.checkUserList("userList", args.UserList); err != nil {
 		return err
@@ -315,14 +317,14 @@ func (e *Engine) InviteUserToGroup(ctx context.Context, a Actor, args GroupUsers
 
 // addMembers adds users to g, added by addedBy ("": they joined by
 // themselves); it is called with mu held and releases it.
-func (e *Engine) addMembers(ctx context.Context, a Actor, g *group, users []string, addedBy string) error {
+func (e *Engine) addMembers(ctx context.Context, a protocol.Actor, g *group, users []string, addedBy string) error {
 	now := e.clock.Now()
 	ms := make([]MemberRecord, len(users))
 	for i, u := range users {
-		ms[i] = MemberRecord{UserID: u, Role: RoleMember, JoinedAt: now, AddedBy: addedBy}
+		ms[i] = MemberRecord{UserID: u, Role: protocol.RoleMember, JoinedAt: now, AddedBy: addedBy}
 	}
 	e.addMembersLocked(g, ms)
-	evs := []*outgoing{{name: EvMemberEnter, data: MemberEnterEvent{GroupID: g.id, MemberList: users},
+	evs := []*outgoing{{name: protocol.EvMemberEnter, data: protocol.MemberEnterEvent{GroupID: g.id, MemberList: users},
 		users: g.memberIDs(), except: a.Session}}
 	e.mu.Unlock()
 	return e.finish(ctx, []Mutation{AddGroupMembers{GroupID: g.id, Members: ms}}, evs, func() {
@@ -331,11 +333,11 @@ func (e *Engine) addMembers(ctx context.Context, a Actor, g *group, users []stri
 }
 
 // QuitGroup removes the caller from a group; the owner must dismiss instead.
-func (e *Engine) QuitGroup(ctx context.Context, a Actor, args GroupIDArgs) error {
+func (e *Engine) QuitGroup(ctx context.Context, a protocol.Actor, args protocol.GroupIDArgs) error {
 	e.mu.Lock()
 	g, err := e.lookupGroupLocked(args.GroupID, a.UserID, true)
 	if err == nil && g.owner == a.UserID {
-		err = ErrOwnerCannotQuit
+		err = protocol.ErrOwnerCannotQuit
 	}
 	if err != nil {
 		e.mu.Unlock()
@@ -344,7 +346,7 @@ func (e *Engine) QuitGroup(ctx context.Context, a Actor, args GroupIDArgs) error
 	m := g.members[a.UserID]
 	recipients := g.memberIDs()
 	e.removeMembersLocked(g, []string{a.UserID})
-	evs := []*outgoing{{name: EvMemberLeave, data: MemberLeaveEvent{GroupID: g.id, Member: a.UserID},
+	evs := []*outgoing{{name: protocol.EvMemberLeave, data: protocol.MemberLeaveEvent{GroupID: g.id, Member: a.UserID},
 		users: recipients, except: a.Session}}
 	e.mu.Unlock()
 	return e.finish(ctx, []Mutation{RemoveGroupMembers{GroupID: g.id, UserIDs: []string{a.UserID}}}, evs, func() {
@@ -353,9 +355,9 @@ func (e *Engine) QuitGroup(ctx context.Context, a Actor, args GroupIDArgs) error
 }
 
 // KickGroupMember removes members; the owner only.
-func (e *Engine) KickGroupMember(ctx context.Context, a Actor, args KickArgs) error {
+func (e *Engine) KickGroupMember(ctx context.Context, a protocol.Actor, args protocol.KickArgs) error {
 	if len(args.MemberList) == 0 {
-		return ErrInvalidParameter.WithMessage("memberList is empty")
+		return protocol.ErrInvalidParameter.WithMessage("memberList is empty")
 	}
 	if err := e.checkUserList("memberList", args.MemberList); err != nil {
 		return err
@@ -366,16 +368,16 @@ func (e *Engine) KickGroupMember(ctx context.Context, a Actor, args KickArgs) er
 	e.mu.Lock()
 	g, err := e.lookupGroupLocked(args.GroupID, a.UserID, true)
 	if err == nil && g.owner != a.UserID {
-		err = ErrNotGroupOwner.WithMessage("only the owner of %q may kick members", g.id)
+		err = protocol.ErrNotGroupOwner.WithMessage("only the owner of %q may kick members", g.id)
 	}
 	if err == nil {
 		for _, u := range args.MemberList {
 			if u == a.UserID {
-				err = ErrInvalidParameter.WithMessage("the owner cannot kick themselves")
+				err = protocol.ErrInvalidParameter.WithMessage("the owner cannot kick themselves")
 				break
 			}
 			if !g.has(u) {
-				err = ErrNotGroupMember.WithMessage("%q is not a member of group %q", u, g.id)
+				err = protocol.ErrNotGroupMember.WithMessage("%q is not a member of group %q", u, g.id)
 				break
 			}
 		}
@@ -390,7 +392,7 @@ func (e *Engine) KickGroupMember(ctx context.Context, a Actor, args KickArgs) er
 	}
 	recipients := g.memberIDs()
 	e.removeMembersLocked(g, args.MemberList)
-	evs := []*outgoing{{name: EvMemberKicked, data: MemberKickedEvent{GroupID: g.id, OpUser: a.UserID, MemberList: args.MemberList, Reason: args.Reason},
+	evs := []*outgoing{{name: protocol.EvMemberKicked, data: protocol.MemberKickedEvent{GroupID: g.id, OpUser: a.UserID, MemberList: args.MemberList, Reason: args.Reason},
 		users: recipients, except: a.Session}}
 	e.mu.Unlock()
 	return e.finish(ctx, []Mutation{RemoveGroupMembers{GroupID: g.id, UserIDs: args.MemberList}}, evs, func() {
@@ -399,11 +401,11 @@ func (e *Engine) KickGroupMember(ctx context.Context, a Actor, args KickArgs) er
 }
 
 // DismissGroup deletes a group; the owner only.
-func (e *Engine) DismissGroup(ctx context.Context, a Actor, args GroupIDArgs) error {
+func (e *Engine) DismissGroup(ctx context.Context, a protocol.Actor, args protocol.GroupIDArgs) error {
 	e.mu.Lock()
 	g, err := e.lookupGroupLocked(args.GroupID, a.UserID, true)
 	if err == nil && g.owner != a.UserID {
-		err = ErrNotGroupOwner.WithMessage("only the owner of %q may dismiss it", g.id)
+		err = protocol.ErrNotGroupOwner.WithMessage("only the owner of %q may dismiss it", g.id)
 	}
 	if err != nil {
 		e.mu.Unlock()
@@ -411,7 +413,7 @@ func (e *Engine) DismissGroup(ctx context.Context, a Actor, args GroupIDArgs) er
 	}
 	recipients := g.memberIDs()
 	e.deleteGroupLocked(g)
-	evs := []*outgoing{{name: EvGroupDismissed, data: GroupDismissedEvent{GroupID: g.id, OpUser: a.UserID},
+	evs := []*outgoing{{name: protocol.EvGroupDismissed, data: protocol.GroupDismissedEvent{GroupID: g.id, OpUser: a.UserID},
 		users: recipients, except: a.Session}}
 	e.mu.Unlock()
 	return e.finish(ctx, []Mutation{DeleteGroup{GroupID: g.id}}, evs, func() {
@@ -422,31 +424,31 @@ func (e *Engine) DismissGroup(ctx context.Context, a Actor, args GroupIDArgs) er
 }
 
 // GetGroupMemberList lists a group's members; members only.
-func (e *Engine) GetGroupMemberList(_ context.Context, a Actor, args GroupIDArgs) (MemberListResult, error) {
+func (e *Engine) GetGroupMemberList(_ context.Context, a protocol.Actor, args protocol.GroupIDArgs) (protocol.MemberListResult, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	g, err := e.lookupGroupLocked(args.GroupID, a.UserID, true)
 	if err != nil {
-		return MemberListResult{}, err
+		return protocol.MemberListResult{}, err
 	}
-	res := MemberListResult{MemberList: []MemberInfo{}}
+	res := protocol.MemberListResult{MemberList: []protocol.MemberInfo{}}
 	for _, m := range g.sortedMembers() {
-		res.MemberList = append(res.MemberList, MemberInfo{UserID: m.UserID, Role: m.Role, JoinTime: m.JoinedAt.UnixMilli()})
+		res.MemberList = append(res.MemberList, protocol.MemberInfo{UserID: m.UserID, Role: m.Role, JoinTime: m.JoinedAt.UnixMilli()})
 	}
 	return res, nil
 }
 
 // GetJoinedGroupList lists the caller's groups, by group ID.
-func (e *Engine) GetJoinedGroupList(_ context.Context, a Actor) (GroupListResult, error) {
+func (e *Engine) GetJoinedGroupList(_ context.Context, a protocol.Actor) (protocol.GroupListResult, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	res := GroupListResult{GroupList: []GroupInfo{}}
+	res := protocol.GroupListResult{GroupList: []protocol.GroupInfo{}}
 	for id := range e.userGroups[a.UserID] {
 		g := e.groups[id]
-		res.GroupList = append(res.GroupList, GroupInfo{GroupID: g.id, Name: g.name, Owner: g.owner,
+		res.GroupList = append(res.GroupList, protocol.GroupInfo{GroupID: g.id, Name: g.name, Owner: g.owner,
 			JoinOption: g.joinOption, MemberCount: len(g.members), Role: g.members[a.UserID].Role})
 	}
-	slices.SortFunc(res.GroupList, func(x, y GroupInfo) int { return compareStrings(x.GroupID, y.GroupID) })
+	slices.SortFunc(res.GroupList, func(x, y protocol.GroupInfo) int { return compareStrings(x.GroupID, y.GroupID) })
 	return res, nil
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"slices"
 	"time"
+
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
 // invitation is the engine's in-memory invitation. Guarded by Engine.mu.
@@ -16,7 +18,7 @@ type invitation struct {
 	createdAt  time.Time
 	deadline   time.Time // zero: no timeout
 	invitees   []inviteeEntry
-	timer      Timer
+	timer      protocol.Timer
 }
 
 type inviteeEntry struct {
@@ -76,8 +78,8 @@ func (inv *invitation) parties() []string {
 	return append([]string{inv.inviter}, inv.inviteeList()...)
 }
 
-func (inv *invitation) newInvitationEvent(now time.Time) NewInvitationEvent {
-	ev := NewInvitationEvent{
+func (inv *invitation) newInvitationEvent(now time.Time) protocol.NewInvitationEvent {
+	ev := protocol.NewInvitationEvent{
 		InviteID: inv.id, Inviter: inv.inviter, GroupID: inv.groupID,
 		InviteeList: inv.inviteeList(), Data: inv.data, OnlineUserOnly: inv.onlineOnly,
 	}
@@ -238,8 +240,8 @@ func (e *Engine) fireTimeout(inv *invitation) {
 		muts = append(muts, DeleteInvitation{InviteID: inv.id})
 	}
 	evs := []*outgoing{{
-		name:  EvInvitationTimeout,
-		data:  TimeoutEvent{InviteID: inv.id, InviteeList: timedOut},
+		name:  protocol.EvInvitationTimeout,
+		data:  protocol.TimeoutEvent{InviteID: inv.id, InviteeList: timedOut},
 		users: append([]string{inv.inviter}, timedOut...),
 		keep:  !inv.onlineOnly,
 	}}
@@ -279,18 +281,18 @@ func (e *Engine) resolveTimeout(t *int) (time.Duration, error) {
 		return e.cfg.DefaultTimeout, nil
 	}
 	if *t < 0 {
-		return 0, ErrInvalidParameter.WithMessage("timeout must be >= 0 seconds")
+		return 0, protocol.ErrInvalidParameter.WithMessage("timeout must be >= 0 seconds")
 	}
 	d := time.Duration(*t) * time.Second
 	if e.cfg.MaxTimeout > 0 && d > e.cfg.MaxTimeout {
-		return 0, ErrTimeoutTooLarge.WithMessage("timeout %ds is above the maximum of %ds", *t, int(e.cfg.MaxTimeout/time.Second))
+		return 0, protocol.ErrTimeoutTooLarge.WithMessage("timeout %ds is above the maximum of %ds", *t, int(e.cfg.MaxTimeout/time.Second))
 	}
 	return d, nil
 }
 
 func (e *Engine) checkData(data string) error {
 	if lim := e.cfg.Limits.MaxDataBytes; lim > 0 && len(data) > lim {
-		return ErrDataTooLarge.WithMessage("data is %d bytes; the limit is %d", len(data), lim)
+		return protocol.ErrDataTooLarge.WithMessage("data is %d bytes; the limit is %d", len(data), lim)
 	}
 	return nil
 }
@@ -312,9 +314,9 @@ type InvitationSpec struct {
 }
 
 // Invite sends a one-to-one invitation.
-func (e *Engine) Invite(ctx context.Context, a Actor, args InviteArgs) (string, error) {
+func (e *Engine) Invite(ctx context.Context, a protocol.Actor, args protocol.InviteArgs) (string, error) {
 	if args.Invitee == "" {
-		return "", ErrInvalidParameter.WithMessage("invitee is required")
+		return "", protocol.ErrInvalidParameter.WithMessage("invitee is required")
 	}
 	return e.CreateInvitation(ctx, a, InvitationSpec{Invitees: []string{args.Invitee}, Data: args.Data,
 		OnlineUserOnly: args.OnlineUserOnly, Timeout: args.Timeout})
@@ -322,12 +324,12 @@ func (e *Engine) Invite(ctx context.Context, a Actor, args InviteArgs) (string, 
 
 // InviteInGroup sends an invitation to members of a group; the inviter and
 // every invitee must be members.
-func (e *Engine) InviteInGroup(ctx context.Context, a Actor, args InviteInGroupArgs) (string, error) {
+func (e *Engine) InviteInGroup(ctx context.Context, a protocol.Actor, args protocol.InviteInGroupArgs) (string, error) {
 	if args.GroupID == "" {
-		return "", ErrInvalidParameter.WithMessage("groupID is required")
+		return "", protocol.ErrInvalidParameter.WithMessage("groupID is required")
 	}
 	if len(args.InviteeList) == 0 {
-		return "", ErrInvalidParameter.WithMessage("inviteeList is empty")
+		return "", protocol.ErrInvalidParameter.WithMessage("inviteeList is empty")
 	}
 	return e.CreateInvitation(ctx, a, InvitationSpec{GroupID: args.GroupID, Invitees: args.InviteeList, Data: args.Data,
 		OnlineUserOnly: args.OnlineUserOnly, Timeout: args.Timeout})
@@ -335,24 +337,24 @@ func (e *Engine) InviteInGroup(ctx context.Context, a Actor, args InviteInGroupA
 
 // CreateInvitation creates an invitation: the common path of invite and
 // inviteInGroup, open to the layers built on signaling.
-func (e *Engine) CreateInvitation(ctx context.Context, a Actor, spec InvitationSpec) (string, error) {
+func (e *Engine) CreateInvitation(ctx context.Context, a protocol.Actor, spec InvitationSpec) (string, error) {
 	groupID, invitees, data, onlineOnly, timeout := spec.GroupID, spec.Invitees, spec.Data, spec.OnlineUserOnly, spec.Timeout
 	if len(invitees) == 0 {
-		return "", ErrInvalidParameter.WithMessage("no invitee")
+		return "", protocol.ErrInvalidParameter.WithMessage("no invitee")
 	}
 	if lim := e.cfg.Limits.MaxInvitees; lim > 0 && len(invitees) > lim {
-		return "", ErrListTooLarge.WithMessage("inviteeList has %d users; the limit is %d", len(invitees), lim)
+		return "", protocol.ErrListTooLarge.WithMessage("inviteeList has %d users; the limit is %d", len(invitees), lim)
 	}
 	seen := make(map[string]struct{}, len(invitees))
 	for _, u := range invitees {
-		if !ValidUserID(u) {
-			return "", ErrInvalidParameter.WithMessage("invalid user ID %q", u)
+		if !protocol.ValidUserID(u) {
+			return "", protocol.ErrInvalidParameter.WithMessage("invalid user ID %q", u)
 		}
 		if u == a.UserID {
-			return "", ErrInvalidParameter.WithMessage("cannot invite yourself")
+			return "", protocol.ErrInvalidParameter.WithMessage("cannot invite yourself")
 		}
 		if _, dup := seen[u]; dup {
-			return "", ErrInvalidParameter.WithMessage("user %q is listed twice", u)
+			return "", protocol.ErrInvalidParameter.WithMessage("user %q is listed twice", u)
 		}
 		seen[u] = struct{}{}
 	}
@@ -367,22 +369,22 @@ func (e *Engine) CreateInvitation(ctx context.Context, a Actor, spec InvitationS
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
-		return "", ErrShuttingDown
+		return "", protocol.ErrShuttingDown
 	}
 	if groupID != "" {
 		g := e.groups[groupID]
 		if g == nil {
 			e.mu.Unlock()
-			return "", ErrGroupNotFound.WithMessage("group %q not found", groupID)
+			return "", protocol.ErrGroupNotFound.WithMessage("group %q not found", groupID)
 		}
 		if !g.has(a.UserID) {
 			e.mu.Unlock()
-			return "", ErrNotGroupMember.WithMessage("you are not a member of group %q", groupID)
+			return "", protocol.ErrNotGroupMember.WithMessage("you are not a member of group %q", groupID)
 		}
 		for _, u := range invitees {
 			if !g.has(u) {
 				e.mu.Unlock()
-				return "", ErrNotGroupMember.WithMessage("%q is not a member of group %q", u, groupID)
+				return "", protocol.ErrNotGroupMember.WithMessage("%q is not a member of group %q", u, groupID)
 			}
 		}
 	}
@@ -395,7 +397,7 @@ func (e *Engine) CreateInvitation(ctx context.Context, a Actor, spec InvitationS
 		id = e.newID("inv_")
 	} else if e.invitations[id] != nil {
 		e.mu.Unlock()
-		return "", ErrAlreadyExists.WithMessage("invitation %q exists", id)
+		return "", protocol.ErrAlreadyExists.WithMessage("invitation %q exists", id)
 	}
 	now := e.clock.Now()
 	inv := &invitation{id: id, inviter: a.UserID, groupID: groupID, data: data,
@@ -409,8 +411,8 @@ func (e *Engine) CreateInvitation(ctx context.Context, a Actor, spec InvitationS
 	e.invitations[inv.id] = inv
 	e.indexInviteesLocked(inv)
 	e.indexInviterLocked(inv)
-	exceptSess, silent := a.except()
-	evs := []*outgoing{{name: EvReceiveNewInvitation, data: inv.newInvitationEvent(now),
+	exceptSess, silent := except(a)
+	evs := []*outgoing{{name: protocol.EvReceiveNewInvitation, data: inv.newInvitationEvent(now),
 		users:  slices.DeleteFunc(inv.parties(), func(u string) bool { return slices.Contains(spec.NoRing, u) }),
 		except: exceptSess, silent: silent}}
 	// The record and the note are taken under mu: once the invitation is
@@ -441,12 +443,12 @@ func (e *Engine) CreateInvitation(ctx context.Context, a Actor, spec InvitationS
 // have one more ringing.
 func (e *Engine) checkPendingLocked(inviter string, invitees []string, onlineOnly bool, noRing []string) error {
 	if lim := e.cfg.Limits.MaxPendingPerInviter; lim > 0 && len(e.byInviter[inviter]) >= lim {
-		return ErrTooManyInvitations.WithMessage("you have %d invitations in progress; the limit is %d", len(e.byInviter[inviter]), lim)
+		return protocol.ErrTooManyInvitations.WithMessage("you have %d invitations in progress; the limit is %d", len(e.byInviter[inviter]), lim)
 	}
 	if lim := e.cfg.Limits.MaxPendingPerInvitee; lim > 0 && !onlineOnly {
 		for _, u := range invitees {
 			if len(e.byInvitee[u]) >= lim && !slices.Contains(noRing, u) {
-				return ErrInviteePendingFull.WithMessage("%d invitations are already ringing for %q; the limit is %d", len(e.byInvitee[u]), u, lim)
+				return protocol.ErrInviteePendingFull.WithMessage("%d invitations are already ringing for %q; the limit is %d", len(e.byInvitee[u]), u, lim)
 			}
 		}
 	}
@@ -454,16 +456,16 @@ func (e *Engine) checkPendingLocked(inviter string, invitees []string, onlineOnl
 }
 
 // Accept is an invitee's acceptance.
-func (e *Engine) Accept(ctx context.Context, a Actor, args InviteIDArgs) error {
+func (e *Engine) Accept(ctx context.Context, a protocol.Actor, args protocol.InviteIDArgs) error {
 	return e.answer(ctx, a, args, ActionAccept)
 }
 
 // Reject is an invitee's rejection.
-func (e *Engine) Reject(ctx context.Context, a Actor, args InviteIDArgs) error {
+func (e *Engine) Reject(ctx context.Context, a protocol.Actor, args protocol.InviteIDArgs) error {
 	return e.answer(ctx, a, args, ActionReject)
 }
 
-func (e *Engine) answer(ctx context.Context, a Actor, args InviteIDArgs, action Action) error {
+func (e *Engine) answer(ctx context.Context, a protocol.Actor, args protocol.InviteIDArgs, action Action) error {
 	if err := e.checkData(args.Data); err != nil {
 		return err
 	}
@@ -471,25 +473,25 @@ func (e *Engine) answer(ctx context.Context, a Actor, args InviteIDArgs, action 
 	inv := e.invitations[args.InviteID]
 	if inv == nil {
 		e.mu.Unlock()
-		return ErrInvalidInviteID.WithMessage("unknown or ended invitation %q", args.InviteID)
+		return protocol.ErrInvalidInviteID.WithMessage("unknown or ended invitation %q", args.InviteID)
 	}
 	prev := inv.stateOf(a.UserID)
 	if prev == StateUnknown {
 		e.mu.Unlock()
-		return ErrInvalidInviteID.WithMessage("you are not an invitee of %q", args.InviteID)
+		return protocol.ErrInvalidInviteID.WithMessage("you are not an invitee of %q", args.InviteID)
 	}
 	next, err := NextState(prev, action)
 	if err != nil {
 		e.mu.Unlock()
 		return err
 	}
-	name := EvInviteeAccepted
+	name := protocol.EvInviteeAccepted
 	if action == ActionReject {
-		name = EvInviteeRejected
+		name = protocol.EvInviteeRejected
 	}
-	exceptSess, silent := a.except()
-	evs := []*outgoing{{name: name, data: InviteeEvent{InviteID: inv.id, Invitee: a.UserID, Data: args.Data},
-		lean:  InviteeEvent{InviteID: inv.id, Invitee: a.UserID},
+	exceptSess, silent := except(a)
+	evs := []*outgoing{{name: name, data: protocol.InviteeEvent{InviteID: inv.id, Invitee: a.UserID, Data: args.Data},
+		lean:  protocol.InviteeEvent{InviteID: inv.id, Invitee: a.UserID},
 		users: inv.parties(), except: exceptSess, silent: silent, keep: !inv.onlineOnly}}
 	if err := e.planLocked(evs, a.UserID, false); err != nil {
 		e.mu.Unlock()
@@ -524,7 +526,7 @@ func (e *Engine) answer(ctx context.Context, a Actor, args InviteIDArgs, action 
 }
 
 // Cancel is the inviter's cancellation, allowed while no invitee has answered.
-func (e *Engine) Cancel(ctx context.Context, a Actor, args InviteIDArgs) error {
+func (e *Engine) Cancel(ctx context.Context, a protocol.Actor, args protocol.InviteIDArgs) error {
 	if err := e.checkData(args.Data); err != nil {
 		return err
 	}
@@ -532,19 +534,19 @@ func (e *Engine) Cancel(ctx context.Context, a Actor, args InviteIDArgs) error {
 	inv := e.invitations[args.InviteID]
 	if inv == nil {
 		e.mu.Unlock()
-		return ErrInvalidInviteID.WithMessage("unknown or ended invitation %q", args.InviteID)
+		return protocol.ErrInvalidInviteID.WithMessage("unknown or ended invitation %q", args.InviteID)
 	}
 	if inv.inviter != a.UserID {
 		e.mu.Unlock()
-		return ErrNoPermission.WithMessage("only the inviter may cancel %q", args.InviteID)
+		return protocol.ErrNoPermission.WithMessage("only the inviter may cancel %q", args.InviteID)
 	}
 	if inv.anyAnswered() {
 		e.mu.Unlock()
-		return ErrInvalidInviteID.WithMessage("invitation %q was already answered; it can no longer be cancelled", args.InviteID)
+		return protocol.ErrInvalidInviteID.WithMessage("invitation %q was already answered; it can no longer be cancelled", args.InviteID)
 	}
-	exceptSess, silent := a.except()
-	evs := []*outgoing{{name: EvInvitationCancelled, data: CancelledEvent{InviteID: inv.id, Inviter: inv.inviter, Data: args.Data},
-		lean:  CancelledEvent{InviteID: inv.id, Inviter: inv.inviter},
+	exceptSess, silent := except(a)
+	evs := []*outgoing{{name: protocol.EvInvitationCancelled, data: protocol.CancelledEvent{InviteID: inv.id, Inviter: inv.inviter, Data: args.Data},
+		lean:  protocol.CancelledEvent{InviteID: inv.id, Inviter: inv.inviter},
 		users: inv.parties(), except: exceptSess, silent: silent, keep: !inv.onlineOnly}}
 	if err := e.planLocked(evs, a.UserID, false); err != nil {
 		e.mu.Unlock()
@@ -579,7 +581,7 @@ func (e *Engine) Cancel(ctx context.Context, a Actor, args InviteIDArgs) error {
 
 // ModifyInvitation replaces an invitation's data; the inviter only, and not
 // for onlineUserOnly invitations.
-func (e *Engine) ModifyInvitation(ctx context.Context, a Actor, args InviteIDArgs) error {
+func (e *Engine) ModifyInvitation(ctx context.Context, a protocol.Actor, args protocol.InviteIDArgs) error {
 	if err := e.checkData(args.Data); err != nil {
 		return err
 	}
@@ -587,18 +589,18 @@ func (e *Engine) ModifyInvitation(ctx context.Context, a Actor, args InviteIDArg
 	inv := e.invitations[args.InviteID]
 	if inv == nil {
 		e.mu.Unlock()
-		return ErrInvalidInviteID.WithMessage("unknown or ended invitation %q", args.InviteID)
+		return protocol.ErrInvalidInviteID.WithMessage("unknown or ended invitation %q", args.InviteID)
 	}
 	if inv.inviter != a.UserID {
 		e.mu.Unlock()
-		return ErrNoPermission.WithMessage("only the inviter may modify %q", args.InviteID)
+		return protocol.ErrNoPermission.WithMessage("only the inviter may modify %q", args.InviteID)
 	}
 	if inv.onlineOnly {
 		e.mu.Unlock()
-		return ErrInvalidParameter.WithMessage("onlineUserOnly invitations cannot be modified")
+		return protocol.ErrInvalidParameter.WithMessage("onlineUserOnly invitations cannot be modified")
 	}
-	exceptSess, silent := a.except()
-	evs := []*outgoing{{name: EvInvitationModified, data: ModifiedEvent{InviteID: inv.id, Data: args.Data},
+	exceptSess, silent := except(a)
+	evs := []*outgoing{{name: protocol.EvInvitationModified, data: protocol.ModifiedEvent{InviteID: inv.id, Data: args.Data},
 		users: inv.parties(), except: exceptSess, silent: silent, keep: true}}
 	if err := e.planLocked(evs, a.UserID, false); err != nil {
 		e.mu.Unlock()

@@ -3,6 +3,8 @@ package signaling
 import (
 	"slices"
 	"time"
+
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
 // keptOverhead is what each kept event costs on top of its bytes (event
@@ -50,11 +52,11 @@ func newKeptIndex() keptIndex {
 // check reports whether sender may keep n more bytes.
 func (k *keptIndex) check(sender string, n int64, lim Limits) error {
 	if l := int64(lim.MaxOfflineBytesPerSender); l > 0 && k.bySender[sender]+n > l {
-		return ErrOfflineQuota.WithMessage("events kept for offline users on your behalf would take %d bytes; the limit is %d",
+		return protocol.ErrOfflineQuota.WithMessage("events kept for offline users on your behalf would take %d bytes; the limit is %d",
 			k.bySender[sender]+n, l)
 	}
 	if l := int64(lim.MaxOfflineBytesTotal); l > 0 && k.total+n > l {
-		return ErrOfflineStoreFull.WithMessage("the server keeps %d bytes of events for offline users; the limit is %d", k.total, l)
+		return protocol.ErrOfflineStoreFull.WithMessage("the server keeps %d bytes of events for offline users; the limit is %d", k.total, l)
 	}
 	return nil
 }

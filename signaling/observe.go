@@ -4,6 +4,8 @@ import (
 	"context"
 	"slices"
 	"time"
+
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
 // InvitationNote tells observers what an operation did to an invitation,
@@ -64,15 +66,15 @@ func (e *Engine) notifyLocked(n InvitationNote) {
 // but recipients with no open connection get it when they connect, like
 // any kept event. The calls layer uses it for the call-end invitation of
 // TRTC's step 5.
-func (e *Engine) Notify(ctx context.Context, from Actor, to []string, groupID, data string) (string, error) {
+func (e *Engine) Notify(ctx context.Context, from protocol.Actor, to []string, groupID, data string) (string, error) {
 	if err := e.checkData(data); err != nil {
 		return "", err
 	}
 	e.mu.Lock()
 	id := e.newID("inv_")
-	exceptSess, silent := from.except()
-	evs := []*outgoing{{name: EvReceiveNewInvitation,
-		data:   NewInvitationEvent{InviteID: id, Inviter: from.UserID, GroupID: groupID, InviteeList: slices.Clone(to), Data: data},
+	exceptSess, silent := except(from)
+	evs := []*outgoing{{name: protocol.EvReceiveNewInvitation,
+		data:   protocol.NewInvitationEvent{InviteID: id, Inviter: from.UserID, GroupID: groupID, InviteeList: slices.Clone(to), Data: data},
 		users:  append([]string{from.UserID}, to...),
 		except: exceptSess, silent: silent, keep: true}}
 	// The server composes it (calls): kept past the sender's quota, counted.

@@ -2,82 +2,68 @@ package signaling
 
 import (
 	"context"
-	"encoding/json"
+
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
-
-// OpFunc performs one op of the wire protocol for actor with the request's
-// raw args and returns the reply's result.
-type OpFunc func(ctx context.Context, a Actor, args json.RawMessage) (any, error)
-
-// Op adapts a typed operation to an OpFunc that decodes its args strictly.
-func Op[T any](f func(ctx context.Context, a Actor, args T) (any, error)) OpFunc {
-	return func(ctx context.Context, a Actor, raw json.RawMessage) (any, error) {
-		args, derr := DecodeArgs[T](raw)
-		if derr != nil {
-			return nil, derr
-		}
-		return f(ctx, a, args)
-	}
-}
 
 func none(err error) (any, error) { return nil, err }
 
 // Ops returns the engine's ops by name; the transport merges them with the
 // ops of rooms and calls.
-func (e *Engine) Ops() map[string]OpFunc {
-	return map[string]OpFunc{
-		OpInvite: Op(func(ctx context.Context, a Actor, args InviteArgs) (any, error) {
+func (e *Engine) Ops() map[string]protocol.OpFunc {
+	return map[string]protocol.OpFunc{
+		protocol.OpInvite: protocol.Op(func(ctx context.Context, a protocol.Actor, args protocol.InviteArgs) (any, error) {
 			id, err := e.Invite(ctx, a, args)
 			if err != nil {
 				return nil, err
 			}
-			return InviteResult{InviteID: id}, nil
+			return protocol.InviteResult{InviteID: id}, nil
 		}),
-		OpInviteInGroup: Op(func(ctx context.Context, a Actor, args InviteInGroupArgs) (any, error) {
+		protocol.OpInviteInGroup: protocol.Op(func(ctx context.Context, a protocol.Actor, args protocol.InviteInGroupArgs) (any, error) {
 			id, err := e.InviteInGroup(ctx, a, args)
 			if err != nil {
 				return nil, err
 			}
-			return InviteResult{InviteID: id}, nil
+			return protocol.InviteResult{InviteID: id}, nil
 		}),
-		OpCancel: Op(func(ctx context.Context, a Actor, args InviteIDArgs) (any, error) {
+		protocol.OpCancel: protocol.Op(func(ctx context.Context, a protocol.Actor, args protocol.InviteIDArgs) (any, error) {
 			return none(e.Cancel(ctx, a, args))
 		}),
-		OpAccept: Op(func(ctx context.Context, a Actor, args InviteIDArgs) (any, error) {
+		protocol.OpAccept: protocol.Op(func(ctx context.Context, a protocol.Actor, args protocol.InviteIDArgs) (any, error) {
 			return none(e.Accept(ctx, a, args))
 		}),
-		OpReject: Op(func(ctx context.Context, a Actor, args InviteIDArgs) (any, error) {
+		protocol.OpReject: protocol.Op(func(ctx context.Context, a protocol.Actor, args protocol.InviteIDArgs) (any, error) {
 			return none(e.Reject(ctx, a, args))
 		}),
-		OpModifyInvitation: Op(func(ctx context.Context, a Actor, args InviteIDArgs) (any, error) {
+		protocol.OpModifyInvitation: protocol.Op(func(ctx context.Context, a protocol.Actor, args protocol.InviteIDArgs) (any, error) {
 			return none(e.ModifyInvitation(ctx, a, args))
 		}),
-		OpCreateGroup: Op(func(ctx context.Context, a Actor, args CreateGroupArgs) (any, error) {
+		protocol.OpCreateGroup: protocol.Op(func(ctx context.Context, a protocol.Actor, args protocol.CreateGroupArgs) (any, error) {
 			id, err := e.CreateGroup(ctx, a, args)
 			if err != nil {
 				return nil, err
 			}
-			return GroupResult{GroupID: id}, nil
+			return protocol.GroupResult{GroupID: id}, nil
 		}),
-		OpJoinGroup: Op(func(ctx context.Context, a Actor, args GroupIDArgs) (any, error) {
+		protocol.OpJoinGroup: protocol.Op(func(ctx context.Context, a protocol.Actor, args protocol.GroupIDArgs) (any, error) {
 			return none(e.JoinGroup(ctx, a, args))
 		}),
-		OpQuitGroup: Op(func(ctx context.Context, a Actor, args GroupIDArgs) (any, error) {
+		protocol.OpQuitGroup: protocol.Op(func(ctx context.Context, a protocol.Actor, args protocol.GroupIDArgs) (any, error) {
 			return none(e.QuitGroup(ctx, a, args))
 		}),
-		OpInviteUserToGroup: Op(func(ctx context.Context, a Actor, args GroupUsersArgs) (any, error) {
+		protocol.OpInviteUserToGroup: protocol.Op(func(ctx context.Context, a protocol.Actor, args protocol.GroupUsersArgs) (any, error) {
 			return none(e.InviteUserToGroup(ctx, a, args))
 		}),
-		OpKickGroupMember: Op(func(ctx context.Context, a Actor, args KickArgs) (any, error) {
+		protocol.OpKickGroupMember: protocol.Op(func(ctx context.Context, a protocol.Actor, args protocol.KickArgs) (any, error) {
 			return none(e.KickGroupMember(ctx, a, args))
 		}),
-		OpDismissGroup: Op(func(ctx context.Context, a Actor, args GroupIDArgs) (any, error) {
+		protocol.OpDismissGroup: protocol.Op(func(ctx context.Context, a protocol.Actor, args protocol.GroupIDArgs) (any, error) {
 			return none(e.DismissGroup(ctx, a, args))
 		}),
-		OpGetGroupMemberList: Op(func(ctx context.Context, a Actor, args GroupIDArgs) (any, error) {
+		protocol.OpGetGroupMemberList: protocol.Op(func(ctx context.Context, a protocol.Actor, args protocol.GroupIDArgs) (any, error) {
 			return e.GetGroupMemberList(ctx, a, args)
 		}),
-		OpGetJoinedGroupList: Op(func(ctx context.Context, a Actor, _ struct{}) (any, error) {
+		protocol.OpGetJoinedGroupList: protocol.Op(func(ctx context.Context, a protocol.Actor, _ struct{}) (any, error) {
 			return e.GetJoinedGroupList(ctx, a)
 		}),
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
+
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
 // replayBatch is how many frames Replay.Next returns at most.
@@ -12,7 +14,7 @@ const replayBatch = 32
 // Replay is what a connection missed while it was not open: the events kept
 // for its user, oldest first, then an onReceiveNewInvitation for each stored
 // invitation ringing for the user when it attached. Attach hands it to the
-// connection (Session.StartReplay), whose writer pulls the frames with Next
+// connection (Conn.StartReplay), whose writer pulls the frames with Next
 // as fast as the client reads them: the replay never waits in the
 // connection's send queue, so however much a user missed, a connection that
 // reads is never dropped for it.
@@ -23,7 +25,7 @@ const replayBatch = 32
 // connection is detached; the kept events it did not write stay kept.
 type Replay struct {
 	e    *Engine
-	s    Session
+	s    Conn
 	user string
 
 	// Guarded by e.mu.
@@ -83,7 +85,7 @@ func (r *Replay) Next(ctx context.Context) [][]byte {
 			if inv == nil || inv.stateOf(r.user) != StatePending {
 				continue // answered, cancelled or timed out since
 			}
-			if frame, err := EncodeEvent(EvReceiveNewInvitation, inv.newInvitationEvent(now)); err == nil {
+			if frame, err := protocol.EncodeEvent(protocol.EvReceiveNewInvitation, inv.newInvitationEvent(now)); err == nil {
 				frames = append(frames, frame)
 			}
 		}
@@ -125,7 +127,7 @@ func (r *Replay) loadLocked(ctx context.Context) ([][]byte, error) {
 		if !ent.ExpiresAt.IsZero() && !ent.ExpiresAt.After(now) {
 			continue // expired: not sent, deleted with the rest
 		}
-		frame, err := json.Marshal(EventFrame{Event: ent.Event, Data: ent.Data})
+		frame, err := json.Marshal(protocol.EventFrame{Event: ent.Event, Data: ent.Data})
 		if err != nil {
 			return nil, err
 		}

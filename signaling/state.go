@@ -1,6 +1,10 @@
 package signaling
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
+)
 
 // InviteeState is the state of one invitee within an invitation. The zero
 // value is StateUnknown so that an unset state is never mistaken for a real
@@ -67,7 +71,7 @@ func (a Action) String() string {
 // the outcome was.
 func NextState(s InviteeState, a Action) (InviteeState, error) {
 	if s != StatePending {
-		return s, ErrInvalidInviteID.WithMessage("invitation already processed for this invitee: %s", s)
+		return s, protocol.ErrInvalidInviteID.WithMessage("invitation already processed for this invitee: %s", s)
 	}
 	switch a {
 	case ActionAccept:
@@ -79,5 +83,5 @@ func NextState(s InviteeState, a Action) (InviteeState, error) {
 	case ActionCancel:
 		return StateCancelled, nil
 	}
-	return s, ErrInvalidParameter.WithMessage("unknown action %d", int(a))
+	return s, protocol.ErrInvalidParameter.WithMessage("unknown action %d", int(a))
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"time"
+
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
 // Store keeps the engine's durable state: stored invitations, groups, the
@@ -80,28 +82,12 @@ type InviteeRecord struct {
 	UpdatedAt time.Time
 }
 
-// GroupRole is a member's role in a group.
-type GroupRole string
-
-const (
-	RoleOwner  GroupRole = "owner"
-	RoleMember GroupRole = "member"
-)
-
-// JoinOption says who may add themselves to a group with joinGroup.
-type JoinOption string
-
-const (
-	JoinAny    JoinOption = "any"    // anyone may joinGroup
-	JoinInvite JoinOption = "invite" // only inviteUserToGroup adds members
-)
-
 // GroupRecord is a stored group.
 type GroupRecord struct {
 	ID         string
 	Name       string
 	Owner      string
-	JoinOption JoinOption
+	JoinOption protocol.JoinOption
 	CreatedAt  time.Time
 	Members    []MemberRecord
 }
@@ -109,7 +95,7 @@ type GroupRecord struct {
 // MemberRecord is one member of a group.
 type MemberRecord struct {
 	UserID   string
-	Role     GroupRole
+	Role     protocol.GroupRole
 	JoinedAt time.Time
 	// AddedBy is the member who added this one (createGroup's memberList,
 	// inviteUserToGroup); "" when the user is the owner or joined by

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
 // MemoryStore is a Store that keeps everything in memory: for tests, and
@@ -62,7 +64,7 @@ var _ Store = (*MemoryStore)(nil)
 // ErrInjected is the error of a failure injected with FailNext.
 var ErrInjected = errors.New("signaling: injected store failure")
 
-var errMemoryClosed = fmt.Errorf("signaling: memory store closed: %w", ErrShuttingDown)
+var errMemoryClosed = fmt.Errorf("signaling: memory store closed: %w", protocol.ErrShuttingDown)
 
 // NewMemoryStore returns an empty MemoryStore.
 func NewMemoryStore() *MemoryStore {
@@ -186,7 +188,7 @@ func (a *memApply) apply(m Mutation) error {
 	case PutGroup:
 		g := m.Group
 		if _, ok := a.groups[g.ID]; ok {
-			return fmt.Errorf("put group %q: %w", g.ID, ErrGroupExists)
+			return fmt.Errorf("put group %q: %w", g.ID, protocol.ErrGroupExists)
 		}
 		g.CreatedAt = memTime(g.CreatedAt)
 		g.Members = addMembers(nil, g.Members)
@@ -290,7 +292,7 @@ func (s *MemoryStore) Load(ctx context.Context) (*Snapshot, error) {
 		g := mg.rec
 		g.Members = slices.Clone(g.Members)
 		slices.SortStableFunc(g.Members, func(a, b MemberRecord) int {
-			if ao, bo := a.Role == RoleOwner, b.Role == RoleOwner; ao != bo {
+			if ao, bo := a.Role == protocol.RoleOwner, b.Role == protocol.RoleOwner; ao != bo {
 				if ao {
 					return -1
 				}

@@ -22,6 +22,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
 // openTestSQLite opens a store in a fresh directory, closed when the test ends.
@@ -47,8 +49,8 @@ func openSQLiteAt(t testing.TB, path string) *SQLiteStore {
 
 func testGroup(id string) GroupRecord {
 	now := time.Unix(1_700_000_000, 0)
-	return GroupRecord{ID: id, Name: id, Owner: "o", JoinOption: JoinAny, CreatedAt: now,
-		Members: []MemberRecord{{UserID: "o", Role: RoleOwner, JoinedAt: now}}}
+	return GroupRecord{ID: id, Name: id, Owner: "o", JoinOption: protocol.JoinAny, CreatedAt: now,
+		Members: []MemberRecord{{UserID: "o", Role: protocol.RoleOwner, JoinedAt: now}}}
 }
 
 func groupIDs(t *testing.T, s Store) map[string]bool {
@@ -141,7 +143,7 @@ func TestSQLiteTimeNanoseconds(t *testing.T) {
 	}
 
 	far := AppendOutbox{Entry: OutboxEntry{UserID: "u", Seq: 2, CreatedAt: time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)}}
-	if err := s.Apply(t.Context(), far); err == nil || errors.Is(err, ErrStoreUnavailable) {
+	if err := s.Apply(t.Context(), far); err == nil || errors.Is(err, protocol.ErrStoreUnavailable) {
 		t.Errorf("Apply with a time in year 3000 = %v, want an error about the range", err)
 	}
 }
@@ -155,7 +157,7 @@ func TestSQLiteInvalidMutation(t *testing.T) {
 	}
 	for _, m := range bad {
 		err := s.Apply(t.Context(), m)
-		if err == nil || errors.Is(err, ErrStoreUnavailable) {
+		if err == nil || errors.Is(err, protocol.ErrStoreUnavailable) {
 			t.Errorf("Apply(%#v) = %v, want an error that is not ErrStoreUnavailable", m, err)
 		}
 	}
@@ -184,7 +186,7 @@ func TestSQLiteGroupCommit(t *testing.T) {
 	for range len(rest) + 1 {
 		r := <-results
 		switch {
-		case r.id == "bad" && !errors.Is(r.err, ErrGroupExists):
+		case r.id == "bad" && !errors.Is(r.err, protocol.ErrGroupExists):
 			t.Errorf("failing call = %v, want ErrGroupExists", r.err)
 		case r.id != "bad" && r.err != nil:
 			t.Errorf("call %s: %v", r.id, r.err)
@@ -256,7 +258,7 @@ func TestSQLiteCommitFailureFailsBatch(t *testing.T) {
 				t.Errorf("first call, alone in its batch: %v", r.err)
 			}
 		case "taken": // failed on its own before the COMMIT; keeps its own error
-			if !errors.Is(r.err, ErrGroupExists) {
+			if !errors.Is(r.err, protocol.ErrGroupExists) {
 				t.Errorf("call on a taken group = %v, want ErrGroupExists", r.err)
 			}
 		default:
@@ -305,7 +307,7 @@ func TestSQLiteReadOnlyRecovers(t *testing.T) {
 	}
 	for i := range 3 {
 		err := s.Apply(t.Context(), PutGroup{Group: testGroup(fmt.Sprintf("during%d", i))})
-		if !errors.Is(err, ErrStoreUnavailable) {
+		if !errors.Is(err, protocol.ErrStoreUnavailable) {
 			t.Fatalf("Apply %d on a read-only database = %v, want ErrStoreUnavailable", i, err)
 		}
 		t.Logf("Apply %d: %v", i, err)
@@ -347,7 +349,7 @@ func TestSQLiteReadOnlyFile(t *testing.T) {
 
 	s = openSQLiteAt(t, path)
 	err := s.Apply(t.Context(), PutGroup{Group: testGroup("during")})
-	if !errors.Is(err, ErrStoreUnavailable) {
+	if !errors.Is(err, protocol.ErrStoreUnavailable) {
 		t.Fatalf("Apply on a read-only file = %v, want ErrStoreUnavailable", err)
 	}
 	t.Logf("Apply on a read-only file: %v", err)
@@ -414,7 +416,7 @@ func TestSQLiteCloseCommitsQueued(t *testing.T) {
 		defer s.mu.Unlock()
 		return s.closed
 	})
-	if err := s.Apply(t.Context(), PutGroup{Group: testGroup("late")}); !errors.Is(err, ErrShuttingDown) {
+	if err := s.Apply(t.Context(), PutGroup{Group: testGroup("late")}); !errors.Is(err, protocol.ErrShuttingDown) {
 		t.Errorf("Apply during Close = %v, want ErrShuttingDown", err)
 	}
 	release()

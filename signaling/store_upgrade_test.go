@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 	"github.com/switchboard-rtc/switchboard/signaling/sqlitedb"
 )
 
@@ -63,7 +64,7 @@ func TestSQLiteUpgradeFromVersion1(t *testing.T) {
 	}
 	// The new columns and table take writes.
 	err = s.Apply(ctx, PutUser{UserID: "added"}, AppendOutbox{Entry: OutboxEntry{UserID: "bob", Seq: 8, Sender: "alice", Event: "e"}},
-		AddGroupMembers{GroupID: "g", Members: []MemberRecord{{UserID: "x", Role: RoleMember, AddedBy: "olga"}}})
+		AddGroupMembers{GroupID: "g", Members: []MemberRecord{{UserID: "x", Role: protocol.RoleMember, AddedBy: "olga"}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
 // MinSecretLen is the shortest HS256 secret accepted outside dev mode.
@@ -93,7 +93,7 @@ func (a *Authenticator) Verify(token string) (*Claims, error) {
 		}
 		return nil, ErrInvalidToken
 	}
-	if !signaling.ValidUserID(c.Subject) {
+	if !protocol.ValidUserID(c.Subject) {
 		return nil, ErrInvalidToken
 	}
 	return &c, nil

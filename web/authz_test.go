@@ -21,6 +21,7 @@ import (
 	"github.com/switchboard-rtc/switchboard/rooms/roomclient"
 	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/signaling/client"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 	"github.com/switchboard-rtc/switchboard/web/webtest"
 )
 
@@ -88,12 +89,12 @@ func TestAuthorizationMatrix(t *testing.T) {
 	alice, bob, carol := s.Dial("alice"), s.Dial("bob"), s.Dial("carol")
 
 	// A group (invite-only) with alice (owner), bob and carol.
-	gid, err := alice.CreateGroup(ctx, signaling.CreateGroupArgs{GroupID: "team", Name: "Team", MemberList: []string{"bob", "carol"}, JoinOption: "invite"})
+	gid, err := alice.CreateGroup(ctx, protocol.CreateGroupArgs{GroupID: "team", Name: "Team", MemberList: []string{"bob", "carol"}, JoinOption: "invite"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A pending invitation alice → bob.
-	inv, err := alice.Invite(ctx, signaling.InviteArgs{Invitee: "bob", Data: "secret-data", Timeout: ptr(300)})
+	inv, err := alice.Invite(ctx, protocol.InviteArgs{Invitee: "bob", Data: "secret-data", Timeout: ptr(300)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,30 +135,30 @@ func TestAuthorizationMatrix(t *testing.T) {
 		name string
 		op   string
 		args any
-		want *signaling.Error
+		want *protocol.Error
 	}
 	cases := []tc{
 		// not the inviter
-		{eve, "cancel someone's invitation", signaling.OpCancel, signaling.InviteIDArgs{InviteID: inv}, signaling.ErrNoPermission},
-		{eve, "modify someone's invitation", signaling.OpModifyInvitation, signaling.InviteIDArgs{InviteID: inv, Data: "x"}, signaling.ErrNoPermission},
-		{bob, "invitee cancels", signaling.OpCancel, signaling.InviteIDArgs{InviteID: inv}, signaling.ErrNoPermission},
+		{eve, "cancel someone's invitation", protocol.OpCancel, protocol.InviteIDArgs{InviteID: inv}, protocol.ErrNoPermission},
+		{eve, "modify someone's invitation", protocol.OpModifyInvitation, protocol.InviteIDArgs{InviteID: inv, Data: "x"}, protocol.ErrNoPermission},
+		{bob, "invitee cancels", protocol.OpCancel, protocol.InviteIDArgs{InviteID: inv}, protocol.ErrNoPermission},
 		// not an invitee
-		{eve, "accept someone's invitation", signaling.OpAccept, signaling.InviteIDArgs{InviteID: inv}, signaling.ErrInvalidInviteID},
-		{eve, "reject someone's invitation", signaling.OpReject, signaling.InviteIDArgs{InviteID: inv}, signaling.ErrInvalidInviteID},
-		{alice, "inviter accepts own invitation", signaling.OpAccept, signaling.InviteIDArgs{InviteID: inv}, signaling.ErrInvalidInviteID},
+		{eve, "accept someone's invitation", protocol.OpAccept, protocol.InviteIDArgs{InviteID: inv}, protocol.ErrInvalidInviteID},
+		{eve, "reject someone's invitation", protocol.OpReject, protocol.InviteIDArgs{InviteID: inv}, protocol.ErrInvalidInviteID},
+		{alice, "inviter accepts own invitation", protocol.OpAccept, protocol.InviteIDArgs{InviteID: inv}, protocol.ErrInvalidInviteID},
 		// not a group member
-		{eve, "inviteInGroup", signaling.OpInviteInGroup, signaling.InviteInGroupArgs{GroupID: gid, InviteeList: []string{"bob"}}, signaling.ErrNotGroupMember},
-		{eve, "inviteUserToGroup", signaling.OpInviteUserToGroup, signaling.GroupUsersArgs{GroupID: gid, UserList: []string{"eve"}}, signaling.ErrNotGroupMember},
-		{eve, "kickGroupMember", signaling.OpKickGroupMember, signaling.KickArgs{GroupID: gid, MemberList: []string{"bob"}}, signaling.ErrNotGroupMember},
-		{eve, "dismissGroup", signaling.OpDismissGroup, signaling.GroupIDArgs{GroupID: gid}, signaling.ErrNotGroupMember},
-		{eve, "quitGroup", signaling.OpQuitGroup, signaling.GroupIDArgs{GroupID: gid}, signaling.ErrNotGroupMember},
-		{eve, "getGroupMemberList", signaling.OpGetGroupMemberList, signaling.GroupIDArgs{GroupID: gid}, signaling.ErrNotGroupMember},
-		{eve, "joinGroup of an invite-only group", signaling.OpJoinGroup, signaling.GroupIDArgs{GroupID: gid}, signaling.ErrJoinForbidden},
-		{eve, "groupCall in someone's group", calls.OpGroupCall, calls.GroupCallArgs{GroupID: gid, InviteeList: []string{"bob"}}, signaling.ErrNotGroupMember},
-		{eve, "joinCall of someone's group call", calls.OpJoinCall, calls.CallIDArgs{CallID: gcall.CallID}, signaling.ErrNotGroupMember},
+		{eve, "inviteInGroup", protocol.OpInviteInGroup, protocol.InviteInGroupArgs{GroupID: gid, InviteeList: []string{"bob"}}, protocol.ErrNotGroupMember},
+		{eve, "inviteUserToGroup", protocol.OpInviteUserToGroup, protocol.GroupUsersArgs{GroupID: gid, UserList: []string{"eve"}}, protocol.ErrNotGroupMember},
+		{eve, "kickGroupMember", protocol.OpKickGroupMember, protocol.KickArgs{GroupID: gid, MemberList: []string{"bob"}}, protocol.ErrNotGroupMember},
+		{eve, "dismissGroup", protocol.OpDismissGroup, protocol.GroupIDArgs{GroupID: gid}, protocol.ErrNotGroupMember},
+		{eve, "quitGroup", protocol.OpQuitGroup, protocol.GroupIDArgs{GroupID: gid}, protocol.ErrNotGroupMember},
+		{eve, "getGroupMemberList", protocol.OpGetGroupMemberList, protocol.GroupIDArgs{GroupID: gid}, protocol.ErrNotGroupMember},
+		{eve, "joinGroup of an invite-only group", protocol.OpJoinGroup, protocol.GroupIDArgs{GroupID: gid}, protocol.ErrJoinForbidden},
+		{eve, "groupCall in someone's group", calls.OpGroupCall, calls.GroupCallArgs{GroupID: gid, InviteeList: []string{"bob"}}, protocol.ErrNotGroupMember},
+		{eve, "joinCall of someone's group call", calls.OpJoinCall, calls.CallIDArgs{CallID: gcall.CallID}, protocol.ErrNotGroupMember},
 		// a member who is not the owner
-		{bob, "member kicks", signaling.OpKickGroupMember, signaling.KickArgs{GroupID: gid, MemberList: []string{"carol"}}, signaling.ErrNotGroupOwner},
-		{bob, "member dismisses", signaling.OpDismissGroup, signaling.GroupIDArgs{GroupID: gid}, signaling.ErrNotGroupOwner},
+		{bob, "member kicks", protocol.OpKickGroupMember, protocol.KickArgs{GroupID: gid, MemberList: []string{"carol"}}, protocol.ErrNotGroupOwner},
+		{bob, "member dismisses", protocol.OpDismissGroup, protocol.GroupIDArgs{GroupID: gid}, protocol.ErrNotGroupOwner},
 		// not admitted to the room
 		{eve, "enterRoom of a call", rooms.OpEnterRoom, rooms.EnterArgs{RoomID: call.RoomID}, rooms.ErrNotAdmitted},
 		{eve, "enterRoom with a token for another room", rooms.OpEnterRoom, rooms.EnterArgs{RoomID: call.RoomID, RoomToken: s.RoomToken("eve", "elsewhere")}, rooms.ErrNotAdmitted},
@@ -174,10 +175,10 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{carol, "hangup of a call she is not in", calls.OpHangup, calls.CallIDArgs{CallID: call.CallID}, calls.ErrNotInCall},
 		// a call claiming a room ID that is not free
 		{eve, "call into a token room", calls.OpCall, calls.CallArgs{Invitee: "nobody", RoomID: board, Timeout: ptr(0)}, calls.ErrRoomUnavailable},
-		{eve, "raw invite with call data naming a token room", signaling.OpInvite,
-			signaling.InviteArgs{Invitee: "nobody", Data: calls.NewCallData(calls.MediaVideo, board, []string{"nobody"}, ""), Timeout: ptr(0)}, calls.ErrRoomUnavailable},
+		{eve, "raw invite with call data naming a token room", protocol.OpInvite,
+			protocol.InviteArgs{Invitee: "nobody", Data: calls.NewCallData(calls.MediaVideo, board, []string{"nobody"}, ""), Timeout: ptr(0)}, calls.ErrRoomUnavailable},
 		{eve, "call into someone's call room", calls.OpCall, calls.CallArgs{Invitee: "nobody", RoomID: call.RoomID, Timeout: ptr(0)}, calls.ErrRoomUnavailable},
-		{eve, "groupCall into a token room", calls.OpGroupCall, calls.GroupCallArgs{GroupID: gid, InviteeList: []string{"bob"}, RoomID: board}, signaling.ErrNotGroupMember},
+		{eve, "groupCall into a token room", calls.OpGroupCall, calls.GroupCallArgs{GroupID: gid, InviteeList: []string{"bob"}, RoomID: board}, protocol.ErrNotGroupMember},
 		{carol, "groupCall into someone's call room", calls.OpGroupCall, calls.GroupCallArgs{GroupID: gid, InviteeList: []string{"bob"}, RoomID: call.RoomID}, calls.ErrRoomUnavailable},
 	}
 	for _, c := range cases {
@@ -323,7 +324,7 @@ func TestTokensNeverLogged(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := s.Dial("bob")
-	id, _ := c.Invite(ctx, signaling.InviteArgs{Invitee: "bob"})
+	id, _ := c.Invite(ctx, protocol.InviteArgs{Invitee: "bob"})
 	_ = b.Accept(ctx, id, "")
 	_ = c.Do(ctx, "nope", nil, nil)
 	res, err := http.Get(s.HTTP.URL + "/api/dev/token?user=carol")

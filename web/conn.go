@@ -10,6 +10,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
 // WebSocket close codes the server uses (documented in PROTOCOL.md).
@@ -50,7 +51,7 @@ type conn struct {
 	dedup   *replyCache // used by the reader only
 }
 
-var _ signaling.Session = (*conn)(nil)
+var _ signaling.Conn = (*conn)(nil)
 
 func (c *conn) UserID() string { return c.user }
 
@@ -68,7 +69,7 @@ func (c *conn) Deliver(frame []byte) {
 	}
 }
 
-// StartReplay implements signaling.Session: the writer writes the replay's
+// StartReplay implements signaling.Conn: the writer writes the replay's
 // frames before any queued frame, pulling them only as fast as the client
 // reads, so that what a user missed never counts against the send queue.
 func (c *conn) StartReplay(r *signaling.Replay) { c.send.setReplay(r) }
@@ -206,7 +207,7 @@ func (c *conn) readLoop(ctx context.Context) {
 		_ = c.ws.SetReadDeadline(time.Now().Add(cfg.PongTimeout))
 		switch {
 		case mt != websocket.TextMessage:
-			c.reply("", nil, signaling.ErrMalformedRequest.WithMessage("only text frames carry requests"))
+			c.reply("", nil, protocol.ErrMalformedRequest.WithMessage("only text frames carry requests"))
 			continue
 		case !utf8.Valid(data):
 			c.stopAfterQueued(CloseInvalidUTF8, "text frame is not valid UTF-8")
@@ -226,7 +227,7 @@ func (c *conn) readLoop(ctx context.Context) {
 // were not performed (malformed, rate_limited, store_unavailable,
 // shutting_down) are not kept, so the client may retry with the same id.
 func (c *conn) handle(ctx context.Context, data []byte) {
-	req, derr := signaling.DecodeRequest(data)
+	req, derr := protocol.DecodeRequest(data)
 	if derr != nil {
 		c.reply(req.ID, nil, derr)
 		return
@@ -239,26 +240,26 @@ func (c *conn) handle(ctx context.Context, data []byte) {
 	if frame, ok := c.dedup.get(req.ID); ok {
 		c.srv.metrics.request(opLabel, "duplicate")
 		if frame == nil {
-			c.reply(req.ID, nil, signaling.ErrDuplicateID.WithMessage("request %q was already performed on this connection; its reply is no longer kept (limits.dedup_bytes)", req.ID))
+			c.reply(req.ID, nil, protocol.ErrDuplicateID.WithMessage("request %q was already performed on this connection; its reply is no longer kept (limits.dedup_bytes)", req.ID))
 			return
 		}
 		c.queue(frame)
 		return
 	}
 	if !c.limiter.Allow() {
-		c.srv.metrics.request(opLabel, signaling.ErrRateLimited.Reason)
-		c.reply(req.ID, nil, signaling.ErrRateLimited.WithMessage("more than %g requests per second", float64(c.limiter.Limit())))
+		c.srv.metrics.request(opLabel, protocol.ErrRateLimited.Reason)
+		c.reply(req.ID, nil, protocol.ErrRateLimited.WithMessage("more than %g requests per second", float64(c.limiter.Limit())))
 		return
 	}
 	if !known {
-		c.srv.metrics.request(opLabel, signaling.ErrUnknownOp.Reason)
-		c.reply(req.ID, nil, signaling.ErrUnknownOp.WithMessage("unknown op %q", req.Op))
+		c.srv.metrics.request(opLabel, protocol.ErrUnknownOp.Reason)
+		c.reply(req.ID, nil, protocol.ErrUnknownOp.WithMessage("unknown op %q", req.Op))
 		return
 	}
 	rctx, cancel := context.WithTimeout(ctx, c.srv.cfg.RequestTimeout)
-	result, err := op(rctx, signaling.Actor{UserID: c.user, Session: c}, req.Args)
+	result, err := op(rctx, protocol.Actor{UserID: c.user, Session: c}, req.Args)
 	cancel()
-	werr := signaling.AsError(err)
+	werr := protocol.AsError(err)
 	reason := "ok"
 	if werr != nil {
 		reason = werr.Reason
@@ -276,22 +277,22 @@ func (c *conn) handle(ctx context.Context, data []byte) {
 	}
 }
 
-func transient(e *signaling.Error) bool {
+func transient(e *protocol.Error) bool {
 	if e == nil {
 		return false
 	}
 	switch e.Code {
-	case signaling.ErrStoreUnavailable.Code, signaling.ErrShuttingDown.Code, signaling.ErrRateLimited.Code, 9599:
+	case protocol.ErrStoreUnavailable.Code, protocol.ErrShuttingDown.Code, protocol.ErrRateLimited.Code, 9599:
 		return true
 	}
 	return false
 }
 
-func (c *conn) reply(id string, result any, e *signaling.Error) []byte {
-	frame, err := signaling.EncodeReply(id, result, e)
+func (c *conn) reply(id string, result any, e *protocol.Error) []byte {
+	frame, err := protocol.EncodeReply(id, result, e)
 	if err != nil {
 		c.srv.log.Error("encode reply", "err", err)
-		frame, _ = signaling.EncodeReply(id, nil, &signaling.Error{Code: 9599, Reason: "internal_error", Message: "could not encode the reply"})
+		frame, _ = protocol.EncodeReply(id, nil, &protocol.Error{Code: 9599, Reason: "internal_error", Message: "could not encode the reply"})
 	}
 	c.queue(frame)
 	return frame

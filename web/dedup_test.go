@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/signaling/client"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
 func heapInUse() uint64 {
@@ -40,10 +40,10 @@ func TestReplyCacheIsBoundedByBytes(t *testing.T) {
 	for i := range members - 1 {
 		list = append(list, fmt.Sprintf("member-with-a-longish-name-%04d", i))
 	}
-	if _, err := owner.CreateGroup(ctx, signaling.CreateGroupArgs{GroupID: "big", Name: "Big", MemberList: list}); err != nil {
+	if _, err := owner.CreateGroup(ctx, protocol.CreateGroupArgs{GroupID: "big", Name: "Big", MemberList: list}); err != nil {
 		t.Fatal(err)
 	}
-	raw, err := owner.DoRaw(ctx, "probe", signaling.OpGetGroupMemberList, json.RawMessage(`{"groupID":"big"}`))
+	raw, err := owner.DoRaw(ctx, "probe", protocol.OpGetGroupMemberList, json.RawMessage(`{"groupID":"big"}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +60,7 @@ func TestReplyCacheIsBoundedByBytes(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range ids {
-				if _, err := c.DoRaw(ctx, fmt.Sprintf("list-%d", i), signaling.OpGetGroupMemberList, json.RawMessage(`{"groupID":"big"}`)); err != nil {
+				if _, err := c.DoRaw(ctx, fmt.Sprintf("list-%d", i), protocol.OpGetGroupMemberList, json.RawMessage(`{"groupID":"big"}`)); err != nil {
 					t.Error(err)
 					return
 				}
@@ -94,32 +94,32 @@ func TestRepeatedIdIsNeverPerformedTwice(t *testing.T) {
 	})
 	ctx := testCtx(t)
 	alice, bob := ts.dial("alice"), ts.dial("bob")
-	first, err := alice.DoRaw(ctx, "inv-1", signaling.OpInvite, json.RawMessage(`{"invitee":"bob","data":"x"}`))
+	first, err := alice.DoRaw(ctx, "inv-1", protocol.OpInvite, json.RawMessage(`{"invitee":"bob","data":"x"}`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bob.WaitEvent(ctx, signaling.EvReceiveNewInvitation, nil); err != nil {
+	if _, err := bob.WaitEvent(ctx, protocol.EvReceiveNewInvitation, nil); err != nil {
 		t.Fatal(err)
 	}
 	// Still kept: the same reply again, nothing performed.
-	again, err := alice.DoRaw(ctx, "inv-1", signaling.OpInvite, json.RawMessage(`{"invitee":"bob","data":"x"}`))
+	again, err := alice.DoRaw(ctx, "inv-1", protocol.OpInvite, json.RawMessage(`{"invitee":"bob","data":"x"}`))
 	if err != nil || string(again) != string(first) {
 		t.Fatalf("repeat while kept: %s %v, want %s", again, err, first)
 	}
 	// Push its reply out by bytes with bigger replies.
-	if _, err := alice.CreateGroup(ctx, signaling.CreateGroupArgs{GroupID: "g", Name: "G", MemberList: []string{"bob", "carol", "dave"}}); err != nil {
+	if _, err := alice.CreateGroup(ctx, protocol.CreateGroupArgs{GroupID: "g", Name: "G", MemberList: []string{"bob", "carol", "dave"}}); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 64 {
-		if _, err := alice.DoRaw(ctx, fmt.Sprintf("list-%d", i), signaling.OpGetGroupMemberList, json.RawMessage(`{"groupID":"g"}`)); err != nil {
+		if _, err := alice.DoRaw(ctx, fmt.Sprintf("list-%d", i), protocol.OpGetGroupMemberList, json.RawMessage(`{"groupID":"g"}`)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	_, err = alice.DoRaw(ctx, "inv-1", signaling.OpInvite, json.RawMessage(`{"invitee":"bob","data":"x"}`))
-	if !errors.Is(err, signaling.ErrDuplicateID) {
+	_, err = alice.DoRaw(ctx, "inv-1", protocol.OpInvite, json.RawMessage(`{"invitee":"bob","data":"x"}`))
+	if !errors.Is(err, protocol.ErrDuplicateID) {
 		t.Fatalf("repeat after its reply was dropped: %v, want duplicate_request_id", err)
 	}
-	if err := bob.ExpectNoEvent(ctx, 200*time.Millisecond, signaling.EvReceiveNewInvitation); err != nil {
+	if err := bob.ExpectNoEvent(ctx, 200*time.Millisecond, protocol.EvReceiveNewInvitation); err != nil {
 		t.Fatalf("the repeated invite was performed again: %v", err)
 	}
 }

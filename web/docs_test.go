@@ -8,10 +8,10 @@ import (
 
 	"github.com/switchboard-rtc/switchboard/calls"
 	"github.com/switchboard-rtc/switchboard/rooms"
-	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
-// TestEveryErrorCodeIsDocumented: each wire error of signaling, rooms and
+// TestEveryErrorCodeIsDocumented: each wire error of protocol, rooms and
 // calls has its row, code and reason, in the protocol documents, and no two
 // share a code or a reason.
 func TestEveryErrorCodeIsDocumented(t *testing.T) {
@@ -23,7 +23,7 @@ func TestEveryErrorCodeIsDocumented(t *testing.T) {
 		}
 		docs.Write(b)
 	}
-	all := append(append(append([]*signaling.Error{}, signaling.AllErrors...), rooms.AllErrors...), calls.AllErrors...)
+	all := append(append(append([]*protocol.Error{}, protocol.AllErrors...), rooms.AllErrors...), calls.AllErrors...)
 	codes, reasons := map[int]bool{}, map[string]bool{}
 	for _, e := range all {
 		if codes[e.Code] || reasons[e.Reason] {

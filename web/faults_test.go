@@ -17,6 +17,7 @@ import (
 	"github.com/switchboard-rtc/switchboard/rooms"
 	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/signaling/client"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 	"github.com/switchboard-rtc/switchboard/web"
 	"github.com/switchboard-rtc/switchboard/web/webtest"
 )
@@ -165,12 +166,12 @@ func TestStalledReaderDoesNotSlowOthers(t *testing.T) {
 				callee := "callee" + string(rune('a'+i))
 				for range rounds {
 					sent := time.Now()
-					id, err := callers[i].Invite(ctx, signaling.InviteArgs{Invitee: callee, Timeout: ptr(0)})
+					id, err := callers[i].Invite(ctx, protocol.InviteArgs{Invitee: callee, Timeout: ptr(0)})
 					if err != nil {
 						t.Error(err)
 						return
 					}
-					if _, err := callees[i].WaitEvent(ctx, signaling.EvReceiveNewInvitation, byInvite(id)); err != nil {
+					if _, err := callees[i].WaitEvent(ctx, protocol.EvReceiveNewInvitation, byInvite(id)); err != nil {
 						t.Error(err)
 						return
 					}
@@ -211,7 +212,7 @@ func TestStalledReaderDoesNotSlowOthers(t *testing.T) {
 				return
 			default:
 			}
-			if _, err := flooder.Invite(ctx, signaling.InviteArgs{Invitee: "stalled", Data: big, OnlineUserOnly: true, Timeout: ptr(1)}); err != nil {
+			if _, err := flooder.Invite(ctx, protocol.InviteArgs{Invitee: "stalled", Data: big, OnlineUserOnly: true, Timeout: ptr(1)}); err != nil {
 				return
 			}
 		}
@@ -257,18 +258,18 @@ func TestStoreFailureGivesErrorReplies(t *testing.T) {
 		}
 	}
 	st.FailNext(1)
-	_, err := a.DoRaw(ctx, "req-1", signaling.OpInvite, []byte(`{"invitee":"bob","data":"x"}`))
-	if !errors.Is(err, signaling.ErrStoreUnavailable) {
+	_, err := a.DoRaw(ctx, "req-1", protocol.OpInvite, []byte(`{"invitee":"bob","data":"x"}`))
+	if !errors.Is(err, protocol.ErrStoreUnavailable) {
 		t.Fatalf("got %v, want store_unavailable", err)
 	}
-	if err := b.ExpectNoEvent(ctx, 100*time.Millisecond, signaling.EvReceiveNewInvitation); err != nil {
+	if err := b.ExpectNoEvent(ctx, 100*time.Millisecond, protocol.EvReceiveNewInvitation); err != nil {
 		t.Fatalf("bob rang for an invitation that was not stored: %v", err)
 	}
 	// The same id is retried once the store works again.
-	if _, err := a.DoRaw(ctx, "req-1", signaling.OpInvite, []byte(`{"invitee":"bob","data":"x"}`)); err != nil {
+	if _, err := a.DoRaw(ctx, "req-1", protocol.OpInvite, []byte(`{"invitee":"bob","data":"x"}`)); err != nil {
 		t.Fatalf("retry after recovery: %v", err)
 	}
-	if _, err := b.WaitEvent(ctx, signaling.EvReceiveNewInvitation, nil); err != nil {
+	if _, err := b.WaitEvent(ctx, protocol.EvReceiveNewInvitation, nil); err != nil {
 		t.Fatal(err)
 	}
 }

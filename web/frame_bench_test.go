@@ -14,6 +14,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 	"github.com/switchboard-rtc/switchboard/web"
 )
 
@@ -78,9 +79,9 @@ func (st *benchStack) dial(b *testing.B, user string) *websocket.Conn {
 
 // benchFrame is any server frame, decoded as far as the benchmarks need.
 type benchFrame struct {
-	ID    string           `json:"id"`
-	Event string           `json:"event"`
-	Error *signaling.Error `json:"error"`
+	ID    string          `json:"id"`
+	Event string          `json:"event"`
+	Error *protocol.Error `json:"error"`
 	Data  struct {
 		InviteID string `json:"inviteID"`
 	} `json:"data"`
@@ -141,9 +142,9 @@ func BenchmarkCallSetup(b *testing.B) {
 		i++
 		id := strconv.Itoa(i)
 		send(b, caller, `{"id":"`+id+`","op":"invite","args":{"invitee":"callee","data":"{\"bench\":1}","timeout":30}}`)
-		ring := readUntil(b, callee, func(f benchFrame) bool { return f.Event == signaling.EvReceiveNewInvitation })
+		ring := readUntil(b, callee, func(f benchFrame) bool { return f.Event == protocol.EvReceiveNewInvitation })
 		send(b, callee, `{"id":"`+id+`","op":"accept","args":{"inviteID":"`+ring.Data.InviteID+`"}}`)
 		readUntil(b, callee, func(f benchFrame) bool { return f.ID == id })
-		readUntil(b, caller, func(f benchFrame) bool { return f.Event == signaling.EvInviteeAccepted })
+		readUntil(b, caller, func(f benchFrame) bool { return f.Event == protocol.EvInviteeAccepted })
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/signaling/client"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 	"github.com/switchboard-rtc/switchboard/web/webtest"
 )
 
@@ -189,7 +190,7 @@ func TestHealthReportsStoreFailure(t *testing.T) {
 	}
 	a := s.Dial("alice")
 	st.FailNext(1000)
-	if _, err := a.Invite(ctx, signaling.InviteArgs{Invitee: "bob"}); !errors.Is(err, signaling.ErrStoreUnavailable) {
+	if _, err := a.Invite(ctx, protocol.InviteArgs{Invitee: "bob"}); !errors.Is(err, protocol.ErrStoreUnavailable) {
 		t.Fatalf("invite with a failing store: %v", err)
 	}
 	code, body := health()

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
 // HealthChecker tells /healthz whether the server can do its work: a
@@ -49,7 +50,7 @@ func (h *StoreHealth) Apply(ctx context.Context, muts ...signaling.Mutation) err
 	err := h.Store.Apply(ctx, muts...)
 	switch {
 	case err != nil && ctx.Err() != nil:
-	case err == nil || errors.Is(err, signaling.ErrGroupExists):
+	case err == nil || errors.Is(err, protocol.ErrGroupExists):
 		h.set(nil)
 	default:
 		h.set(err)

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
 // TestReconnectWithManyPendingInvitations is issue #11 item 2: 300 stored
@@ -26,8 +26,8 @@ func TestReconnectWithManyPendingInvitations(t *testing.T) {
 	for i := range pending {
 		// One account, as in the report; from the engine, not to wait
 		// for the per-connection request rate.
-		if _, err := ts.engine.Invite(ctx, signaling.Actor{UserID: "mallory"},
-			signaling.InviteArgs{Invitee: "ceo", Data: data, Timeout: &zero}); err != nil {
+		if _, err := ts.engine.Invite(ctx, protocol.Actor{UserID: "mallory"},
+			protocol.InviteArgs{Invitee: "ceo", Data: data, Timeout: &zero}); err != nil {
 			t.Fatalf("invitation %d: %v", i, err)
 		}
 	}
@@ -36,11 +36,11 @@ func TestReconnectWithManyPendingInvitations(t *testing.T) {
 		ceo := ts.dial("ceo")
 		got := map[string]bool{}
 		for len(got) < pending {
-			ev, err := ceo.WaitEvent(ctx, signaling.EvReceiveNewInvitation, nil)
+			ev, err := ceo.WaitEvent(ctx, protocol.EvReceiveNewInvitation, nil)
 			if err != nil {
 				t.Fatalf("round %d: got %d of %d invitations, then %v (connection: %v)", round, len(got), pending, err, ceo.Err())
 			}
-			var inv signaling.NewInvitationEvent
+			var inv protocol.NewInvitationEvent
 			if err := ev.Decode(&inv); err != nil {
 				t.Fatal(err)
 			}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/switchboard-rtc/switchboard/rooms"
 	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
 // Config configures the transport. Every limit is a config key (README.md).
@@ -91,7 +92,7 @@ type Params struct {
 	Engine      *signaling.Engine
 	// Ops are the protocol's ops by name: the engine's, merged with those of
 	// rooms and calls by the caller. Nil: Engine.Ops().
-	Ops    map[string]signaling.OpFunc
+	Ops    map[string]protocol.OpFunc
 	Logger *slog.Logger
 	// Metrics, when set, hears about connections and requests.
 	Metrics Metrics
@@ -100,7 +101,7 @@ type Params struct {
 	Health HealthChecker
 	// OnSessionClosed are called, in order, when a connection has ended
 	// (after the engine forgot it): rooms use it to remove its members.
-	OnSessionClosed []func(signaling.Session)
+	OnSessionClosed []func(protocol.Session)
 }
 
 // Server serves HTTP and WebSocket connections.
@@ -110,8 +111,8 @@ type Server struct {
 	dev      bool
 	devTTL   time.Duration
 	engine   *signaling.Engine
-	ops      map[string]signaling.OpFunc
-	onClosed []func(signaling.Session)
+	ops      map[string]protocol.OpFunc
+	onClosed []func(protocol.Session)
 	log      *slog.Logger
 	metrics  reporter
 	health   HealthChecker
@@ -222,8 +223,8 @@ func (s *Server) devHostAllowed(hostport string) bool {
 func (s *Server) Mux() *http.ServeMux { return s.mux }
 
 // MergeOps returns the union of op tables; a name defined twice is an error.
-func MergeOps(tables ...map[string]signaling.OpFunc) (map[string]signaling.OpFunc, error) {
-	out := make(map[string]signaling.OpFunc)
+func MergeOps(tables ...map[string]protocol.OpFunc) (map[string]protocol.OpFunc, error) {
+	out := make(map[string]protocol.OpFunc)
 	for _, t := range tables {
 		for name := range t {
 			if _, dup := out[name]; dup {
@@ -256,17 +257,17 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleDevToken(w http.ResponseWriter, r *http.Request) {
 	user := r.URL.Query().Get("user")
 	room := r.URL.Query().Get("room")
-	if !signaling.ValidUserID(user) {
-		writeJSONError(w, http.StatusBadRequest, signaling.ErrInvalidParameter.WithMessage("user must be 1-64 characters of [A-Za-z0-9_.@-]"))
+	if !protocol.ValidUserID(user) {
+		writeJSONError(w, http.StatusBadRequest, protocol.ErrInvalidParameter.WithMessage("user must be 1-64 characters of [A-Za-z0-9_.@-]"))
 		return
 	}
 	if room != "" && !rooms.ValidRoomID(room) {
-		writeJSONError(w, http.StatusBadRequest, signaling.ErrInvalidParameter.WithMessage("room must be 1-64 characters of [A-Za-z0-9_-]"))
+		writeJSONError(w, http.StatusBadRequest, protocol.ErrInvalidParameter.WithMessage("room must be 1-64 characters of [A-Za-z0-9_-]"))
 		return
 	}
 	tok, exp, err := s.auth.Issue(user, room, s.devTTL)
 	if err != nil {
-		writeJSONError(w, http.StatusInternalServerError, &signaling.Error{Code: 9599, Reason: "internal_error", Message: "could not sign a token"})
+		writeJSONError(w, http.StatusInternalServerError, &protocol.Error{Code: 9599, Reason: "internal_error", Message: "could not sign a token"})
 		return
 	}
 	out := map[string]any{"token": tok, "userID": user, "expiresAt": exp.UnixMilli()}
@@ -278,7 +279,7 @@ func (s *Server) handleDevToken(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(out)
 }
 
-func writeJSONError(w http.ResponseWriter, status int, e *signaling.Error) {
+func writeJSONError(w http.ResponseWriter, status int, e *protocol.Error) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(map[string]any{"error": e})
@@ -323,11 +324,11 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		case errors.Is(err, ErrTokenExpired):
 			reason = "token_expired"
 		}
-		writeJSONError(w, http.StatusUnauthorized, signaling.ErrNotLoggedIn.WithMessage("%s", reason))
+		writeJSONError(w, http.StatusUnauthorized, protocol.ErrNotLoggedIn.WithMessage("%s", reason))
 		return
 	}
 	if claims.Room != "" {
-		writeJSONError(w, http.StatusUnauthorized, signaling.ErrNotLoggedIn.WithMessage("a room token cannot open a session"))
+		writeJSONError(w, http.StatusUnauthorized, protocol.ErrNotLoggedIn.WithMessage("a room token cannot open a session"))
 		return
 	}
 	user := claims.Subject
@@ -341,7 +342,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	// connections racing for a user's last place cannot both upgrade.
 	if lim := s.cfg.MaxConnsPerUser; lim > 0 && s.perUser[user] >= lim {
 		s.mu.Unlock()
-		writeJSONError(w, http.StatusTooManyRequests, signaling.ErrTooManyConnections.WithMessage("user already has %d connections", lim))
+		writeJSONError(w, http.StatusTooManyRequests, protocol.ErrTooManyConnections.WithMessage("user already has %d connections", lim))
 		return
 	}
 	s.perUser[user]++
@@ -405,7 +406,7 @@ func (s *Server) serve(c *conn) {
 		defer expiry.Stop()
 	}
 	if err := s.engine.Attach(s.ctx, c); err != nil {
-		e := signaling.AsError(err)
+		e := protocol.AsError(err)
 		c.stop(ClosePolicyViolation, e.Reason)
 		return
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/signaling/client"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 	"github.com/switchboard-rtc/switchboard/web"
 )
 
@@ -120,16 +121,16 @@ func testCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-func mustCode(t *testing.T, err error, want *signaling.Error) {
+func mustCode(t *testing.T, err error, want *protocol.Error) {
 	t.Helper()
 	if !errors.Is(err, want) {
 		t.Fatalf("got %v, want %s (%d)", err, want.Reason, want.Code)
 	}
 }
 
-func invitationOf(t *testing.T, ev client.Event) signaling.NewInvitationEvent {
+func invitationOf(t *testing.T, ev client.Event) protocol.NewInvitationEvent {
 	t.Helper()
-	var v signaling.NewInvitationEvent
+	var v protocol.NewInvitationEvent
 	if err := ev.Decode(&v); err != nil {
 		t.Fatal(err)
 	}
@@ -272,12 +273,12 @@ func TestOneToOneFlowOverWebSocket(t *testing.T) {
 	bob1, bob2 := ts.dial("bob"), ts.dial("bob")
 	carol := ts.dial("carol")
 	data := "{\"room_id\":\"r-1\",\"note\":\"h\u00e9llo \\\"quoted\\\" \U0001F600\\n\"}"
-	id, err := alice.Invite(ctx, signaling.InviteArgs{Invitee: "bob", Data: data, Timeout: ptr(30)})
+	id, err := alice.Invite(ctx, protocol.InviteArgs{Invitee: "bob", Data: data, Timeout: ptr(30)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []*client.Client{bob1, bob2, alice2} {
-		ev, err := c.WaitEvent(ctx, signaling.EvReceiveNewInvitation, byInvite(id))
+		ev, err := c.WaitEvent(ctx, protocol.EvReceiveNewInvitation, byInvite(id))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -290,18 +291,18 @@ func TestOneToOneFlowOverWebSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range []*client.Client{alice, alice2, bob2} {
-		ev, err := c.WaitEvent(ctx, signaling.EvInviteeAccepted, byInvite(id))
+		ev, err := c.WaitEvent(ctx, protocol.EvInviteeAccepted, byInvite(id))
 		if err != nil {
 			t.Fatal(err)
 		}
-		var v signaling.InviteeEvent
+		var v protocol.InviteeEvent
 		_ = ev.Decode(&v)
 		if v.Invitee != "bob" || v.Data != "accepted-data" {
 			t.Fatalf("accepted %+v", v)
 		}
 	}
-	mustCode(t, bob2.Accept(ctx, id, ""), signaling.ErrInvalidInviteID)
-	if err := bob1.ExpectNoEvent(ctx, 200*time.Millisecond, signaling.EvInviteeAccepted); err != nil {
+	mustCode(t, bob2.Accept(ctx, id, ""), protocol.ErrInvalidInviteID)
+	if err := bob1.ExpectNoEvent(ctx, 200*time.Millisecond, protocol.EvInviteeAccepted); err != nil {
 		t.Fatalf("the accepting device got its own event: %v", err)
 	}
 	if err := carol.ExpectNoEvent(ctx, 100*time.Millisecond, ""); err != nil {
@@ -315,7 +316,7 @@ func TestEveryOpOverWebSocket(t *testing.T) {
 	ts := newTestServer(t, nil)
 	ctx := testCtx(t)
 	a, b := ts.dial("alice"), ts.dial("bob")
-	gid, err := a.CreateGroup(ctx, signaling.CreateGroupArgs{GroupID: "class", Name: "Class", MemberList: []string{"bob"}})
+	gid, err := a.CreateGroup(ctx, protocol.CreateGroupArgs{GroupID: "class", Name: "Class", MemberList: []string{"bob"}})
 	if err != nil || gid != "class" {
 		t.Fatalf("createGroup: %q %v", gid, err)
 	}
@@ -339,30 +340,30 @@ func TestEveryOpOverWebSocket(t *testing.T) {
 	if err != nil || len(groups) != 1 || groups[0].GroupID != gid {
 		t.Fatalf("groups %+v %v", groups, err)
 	}
-	id, err := a.InviteInGroup(ctx, signaling.InviteInGroupArgs{GroupID: gid, InviteeList: []string{"bob", "carol"}, Data: "raise hand"})
+	id, err := a.InviteInGroup(ctx, protocol.InviteInGroupArgs{GroupID: gid, InviteeList: []string{"bob", "carol"}, Data: "raise hand"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := a.ModifyInvitation(ctx, id, "raise hand v2"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.WaitEvent(ctx, signaling.EvInvitationModified, byInvite(id)); err != nil {
+	if _, err := b.WaitEvent(ctx, protocol.EvInvitationModified, byInvite(id)); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.Reject(ctx, id, ""); err != nil {
 		t.Fatal(err)
 	}
-	id2, _ := a.Invite(ctx, signaling.InviteArgs{Invitee: "bob"})
+	id2, _ := a.Invite(ctx, protocol.InviteArgs{Invitee: "bob"})
 	if err := a.Cancel(ctx, id2, ""); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.WaitEvent(ctx, signaling.EvInvitationCancelled, byInvite(id2)); err != nil {
+	if _, err := b.WaitEvent(ctx, protocol.EvInvitationCancelled, byInvite(id2)); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.DismissGroup(ctx, gid); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.WaitEvent(ctx, signaling.EvGroupDismissed, nil); err != nil {
+	if _, err := b.WaitEvent(ctx, protocol.EvGroupDismissed, nil); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -377,22 +378,22 @@ func TestBadInputKeepsConnection(t *testing.T) {
 		name  string
 		frame string
 		id    string
-		want  *signaling.Error
+		want  *protocol.Error
 	}{
-		{"not json", `{{{`, "", signaling.ErrMalformedRequest},
-		{"array", `[1,2]`, "", signaling.ErrMalformedRequest},
-		{"no id", `{"op":"invite","args":{}}`, "", signaling.ErrMalformedRequest},
-		{"no op", `{"id":"r2"}`, "r2", signaling.ErrMalformedRequest},
-		{"args not object", `{"id":"r3","op":"invite","args":[1]}`, "r3", signaling.ErrMalformedRequest},
-		{"unknown envelope field", `{"id":"r4","op":"invite","argz":{}}`, "r4", signaling.ErrMalformedRequest},
-		{"unknown op", `{"id":"r5","op":"teleport","args":{}}`, "r5", signaling.ErrUnknownOp},
-		{"wrong type", `{"id":"r6","op":"invite","args":{"invitee":42}}`, "r6", signaling.ErrInvalidParameter},
-		{"unknown field", `{"id":"r7","op":"invite","args":{"invitees":["bob"]}}`, "r7", signaling.ErrInvalidParameter},
-		{"missing field", `{"id":"r8","op":"invite","args":{"data":"x"}}`, "r8", signaling.ErrInvalidParameter},
-		{"data too large", `{"id":"r9","op":"invite","args":{"invitee":"bob","data":"` + strings.Repeat("x", 101) + `"}}`, "r9", signaling.ErrDataTooLarge},
-		{"timeout too large", `{"id":"r10","op":"invite","args":{"invitee":"bob","timeout":100000}}`, "r10", signaling.ErrTimeoutTooLarge},
-		{"bad invite id", `{"id":"r11","op":"accept","args":{"inviteID":"inv_nope"}}`, "r11", signaling.ErrInvalidInviteID},
-		{"trailing data", `{"id":"r12","op":"getJoinedGroupList"} {}`, "r12", signaling.ErrMalformedRequest},
+		{"not json", `{{{`, "", protocol.ErrMalformedRequest},
+		{"array", `[1,2]`, "", protocol.ErrMalformedRequest},
+		{"no id", `{"op":"invite","args":{}}`, "", protocol.ErrMalformedRequest},
+		{"no op", `{"id":"r2"}`, "r2", protocol.ErrMalformedRequest},
+		{"args not object", `{"id":"r3","op":"invite","args":[1]}`, "r3", protocol.ErrMalformedRequest},
+		{"unknown envelope field", `{"id":"r4","op":"invite","argz":{}}`, "r4", protocol.ErrMalformedRequest},
+		{"unknown op", `{"id":"r5","op":"teleport","args":{}}`, "r5", protocol.ErrUnknownOp},
+		{"wrong type", `{"id":"r6","op":"invite","args":{"invitee":42}}`, "r6", protocol.ErrInvalidParameter},
+		{"unknown field", `{"id":"r7","op":"invite","args":{"invitees":["bob"]}}`, "r7", protocol.ErrInvalidParameter},
+		{"missing field", `{"id":"r8","op":"invite","args":{"data":"x"}}`, "r8", protocol.ErrInvalidParameter},
+		{"data too large", `{"id":"r9","op":"invite","args":{"invitee":"bob","data":"` + strings.Repeat("x", 101) + `"}}`, "r9", protocol.ErrDataTooLarge},
+		{"timeout too large", `{"id":"r10","op":"invite","args":{"invitee":"bob","timeout":100000}}`, "r10", protocol.ErrTimeoutTooLarge},
+		{"bad invite id", `{"id":"r11","op":"accept","args":{"inviteID":"inv_nope"}}`, "r11", protocol.ErrInvalidInviteID},
+		{"trailing data", `{"id":"r12","op":"getJoinedGroupList"} {}`, "r12", protocol.ErrMalformedRequest},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -413,7 +414,7 @@ func TestBadInputKeepsConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := c.WaitReply(ctx, "")
-	mustCode(t, err, signaling.ErrMalformedRequest)
+	mustCode(t, err, protocol.ErrMalformedRequest)
 	// Still usable, and nothing was created by any of it.
 	groups, err := c.GetJoinedGroupList(ctx)
 	if err != nil || len(groups) != 0 {
@@ -473,7 +474,7 @@ func TestRateLimit(t *testing.T) {
 	limited := 0
 	for i := 0; i < 8; i++ {
 		if _, err := c.GetJoinedGroupList(ctx); err != nil {
-			mustCode(t, err, signaling.ErrRateLimited)
+			mustCode(t, err, protocol.ErrRateLimited)
 			limited++
 		}
 	}
@@ -502,17 +503,17 @@ func TestRepeatedRequestIDIsPerformedOnce(t *testing.T) {
 	if string(r1) != string(r2) {
 		t.Fatalf("replies differ: %s vs %s", r1, r2)
 	}
-	if _, err := b.WaitEvent(ctx, signaling.EvReceiveNewInvitation, nil); err != nil {
+	if _, err := b.WaitEvent(ctx, protocol.EvReceiveNewInvitation, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.ExpectNoEvent(ctx, 200*time.Millisecond, signaling.EvReceiveNewInvitation); err != nil {
+	if err := b.ExpectNoEvent(ctx, 200*time.Millisecond, protocol.EvReceiveNewInvitation); err != nil {
 		t.Fatalf("the repeated request rang again: %v", err)
 	}
 	// A different id performs it again.
 	if _, err := a.DoRaw(ctx, "other-id", "invite", args); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.WaitEvent(ctx, signaling.EvReceiveNewInvitation, nil); err != nil {
+	if _, err := b.WaitEvent(ctx, protocol.EvReceiveNewInvitation, nil); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -544,16 +545,16 @@ func TestSlowReaderIsDropped(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("the slow reader was never disconnected")
 		}
-		if _, err := alice.Invite(ctx, signaling.InviteArgs{Invitee: "slow", Data: big, OnlineUserOnly: true}); err != nil {
+		if _, err := alice.Invite(ctx, protocol.InviteArgs{Invitee: "slow", Data: big, OnlineUserOnly: true}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// Others unaffected.
-	id, err := alice.Invite(ctx, signaling.InviteArgs{Invitee: "bob"})
+	id, err := alice.Invite(ctx, protocol.InviteArgs{Invitee: "bob"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bob.WaitEvent(ctx, signaling.EvReceiveNewInvitation, byInvite(id)); err != nil {
+	if _, err := bob.WaitEvent(ctx, protocol.EvReceiveNewInvitation, byInvite(id)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -594,11 +595,11 @@ func TestTimeoutFiresOnServerClock(t *testing.T) {
 	ctx := testCtx(t)
 	a := ts.dial("alice")
 	sent := time.Now()
-	id, err := a.Invite(ctx, signaling.InviteArgs{Invitee: "bob", Timeout: ptr(1)})
+	id, err := a.Invite(ctx, protocol.InviteArgs{Invitee: "bob", Timeout: ptr(1)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.WaitEvent(ctx, signaling.EvInvitationTimeout, byInvite(id)); err != nil {
+	if _, err := a.WaitEvent(ctx, protocol.EvInvitationTimeout, byInvite(id)); err != nil {
 		t.Fatal(err)
 	}
 	el := time.Since(sent)
@@ -613,17 +614,17 @@ func TestRestartKeepsStoredInvitations(t *testing.T) {
 	ts := newTestServer(t, nil)
 	ctx := testCtx(t)
 	a := ts.dial("alice")
-	if _, err := a.CreateGroup(ctx, signaling.CreateGroupArgs{GroupID: "g", Name: "G", MemberList: []string{"bob"}}); err != nil {
+	if _, err := a.CreateGroup(ctx, protocol.CreateGroupArgs{GroupID: "g", Name: "G", MemberList: []string{"bob"}}); err != nil {
 		t.Fatal(err)
 	}
-	id, err := a.Invite(ctx, signaling.InviteArgs{Invitee: "bob", Data: "d", Timeout: ptr(60)})
+	id, err := a.Invite(ctx, protocol.InviteArgs{Invitee: "bob", Data: "d", Timeout: ptr(60)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	a.Close()
 	ts.restart()
 	b := ts.dial("bob")
-	ev, err := b.WaitEvent(ctx, signaling.EvReceiveNewInvitation, byInvite(id))
+	ev, err := b.WaitEvent(ctx, protocol.EvReceiveNewInvitation, byInvite(id))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -639,7 +640,7 @@ func TestRestartKeepsStoredInvitations(t *testing.T) {
 	}
 	// alice was offline: she gets the acceptance when she connects.
 	a2 := ts.dial("alice")
-	if _, err := a2.WaitEvent(ctx, signaling.EvInviteeAccepted, byInvite(id)); err != nil {
+	if _, err := a2.WaitEvent(ctx, protocol.EvInviteeAccepted, byInvite(id)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -652,7 +653,7 @@ func TestConcurrentAnswersOverWebSocket(t *testing.T) {
 	a := ts.dial("alice")
 	devices := []*client.Client{ts.dial("bob"), ts.dial("bob"), ts.dial("bob"), ts.dial("bob")}
 	for round := 0; round < 30; round++ {
-		id, err := a.Invite(ctx, signaling.InviteArgs{Invitee: "bob"})
+		id, err := a.Invite(ctx, protocol.InviteArgs{Invitee: "bob"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -673,7 +674,7 @@ func TestConcurrentAnswersOverWebSocket(t *testing.T) {
 					mu.Lock()
 					wins++
 					mu.Unlock()
-				} else if !errors.Is(err, signaling.ErrInvalidInviteID) {
+				} else if !errors.Is(err, protocol.ErrInvalidInviteID) {
 					t.Errorf("unexpected %v", err)
 				}
 			}()

@@ -17,8 +17,8 @@ import (
 	"github.com/switchboard-rtc/switchboard/media/peer"
 	"github.com/switchboard-rtc/switchboard/rooms"
 	"github.com/switchboard-rtc/switchboard/rooms/roomclient"
-	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/signaling/client"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
 type mediaOptions struct {
@@ -718,11 +718,11 @@ func oneCall(ctx context.Context, srv *server, o mediaOptions, i int) (packetMs,
 	if _, err := cr.WaitEvent(ctx, rooms.EvEnterRoom, nil); err != nil {
 		return 0, 0, fmt.Errorf("caller media: %w", err)
 	}
-	ev, err := ce.WaitEvent(ctx, signaling.EvReceiveNewInvitation, nil)
+	ev, err := ce.WaitEvent(ctx, protocol.EvReceiveNewInvitation, nil)
 	if err != nil {
 		return 0, 0, fmt.Errorf("ring: %w", err)
 	}
-	var inv signaling.NewInvitationEvent
+	var inv protocol.NewInvitationEvent
 	if err := ev.Decode(&inv); err != nil {
 		return 0, 0, err
 	}

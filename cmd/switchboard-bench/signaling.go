@@ -12,8 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/signaling/client"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
 type sigOptions struct {
@@ -386,7 +386,7 @@ func dialServerPair(ctx context.Context, s *server, caller, callee string) (*pai
 	timeout := 30
 	p := &pair{caller: cr, callee: ce, callerID: caller, calleeID: callee}
 	p.invite = func(ctx context.Context, _ int) (string, error) {
-		return cr.Invite(ctx, signaling.InviteArgs{Invitee: callee, Data: `{"bench":1}`, Timeout: &timeout})
+		return cr.Invite(ctx, protocol.InviteArgs{Invitee: callee, Data: `{"bench":1}`, Timeout: &timeout})
 	}
 	p.accept = func(ctx context.Context, inviteID string) error {
 		return ce.Accept(ctx, inviteID, "")
@@ -421,7 +421,7 @@ func dialRelayPair(ctx context.Context, relayURL, caller, callee string) (*pair,
 	p := &pair{caller: cr, callee: ce, callerID: caller, calleeID: callee}
 	p.invite = func(ctx context.Context, seq int) (string, error) {
 		id := fmt.Sprintf("%s-%d", caller, seq)
-		frame, err := json.Marshal(relayFrame{To: callee, Event: signaling.EvReceiveNewInvitation, Data: signaling.NewInvitationEvent{
+		frame, err := json.Marshal(relayFrame{To: callee, Event: protocol.EvReceiveNewInvitation, Data: protocol.NewInvitationEvent{
 			InviteID: id, Inviter: caller, InviteeList: []string{callee}, Data: `{"bench":1}`, Timeout: 30, TimeoutMs: 30000,
 		}})
 		if err != nil {
@@ -430,7 +430,7 @@ func dialRelayPair(ctx context.Context, relayURL, caller, callee string) (*pair,
 		return id, cr.SendRaw(ctx, frame)
 	}
 	p.accept = func(ctx context.Context, inviteID string) error {
-		frame, err := json.Marshal(relayFrame{To: caller, Event: signaling.EvInviteeAccepted, Data: signaling.InviteeEvent{
+		frame, err := json.Marshal(relayFrame{To: caller, Event: protocol.EvInviteeAccepted, Data: protocol.InviteeEvent{
 			InviteID: inviteID, Invitee: callee,
 		}})
 		if err != nil {
@@ -585,10 +585,10 @@ func (p *pair) waitAccepted(ctx context.Context, id string) error {
 		if err != nil {
 			return err
 		}
-		if ev.Reply || ev.Name != signaling.EvInviteeAccepted {
+		if ev.Reply || ev.Name != protocol.EvInviteeAccepted {
 			continue
 		}
-		var d signaling.InviteeEvent
+		var d protocol.InviteeEvent
 		if err := ev.Decode(&d); err != nil {
 			return err
 		}
@@ -605,12 +605,12 @@ func (p *pair) calleeLoop(ctx context.Context, winStart, winEnd time.Time) {
 		if err != nil {
 			return
 		}
-		if ev.Reply || ev.Name != signaling.EvReceiveNewInvitation {
+		if ev.Reply || ev.Name != protocol.EvReceiveNewInvitation {
 			continue
 		}
 		now := time.Now()
 		sent := time.Unix(0, p.inviteAt.Load())
-		var d signaling.NewInvitationEvent
+		var d protocol.NewInvitationEvent
 		if err := ev.Decode(&d); err != nil {
 			continue
 		}

@@ -30,8 +30,8 @@ import (
 	"github.com/switchboard-rtc/switchboard/calls"
 	"github.com/switchboard-rtc/switchboard/media/peer"
 	"github.com/switchboard-rtc/switchboard/rooms/roomclient"
-	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/signaling/client"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
 var (
@@ -172,24 +172,24 @@ func TestKillNineLosesNothing(t *testing.T) {
 	defer cancel()
 
 	alice, carol, erin := p.dial("alice"), p.dial("carol"), p.dial("erin")
-	if _, err := alice.CreateGroup(ctx, signaling.CreateGroupArgs{GroupID: "crew", Name: "Crew", MemberList: []string{"bob"}}); err != nil {
+	if _, err := alice.CreateGroup(ctx, protocol.CreateGroupArgs{GroupID: "crew", Name: "Crew", MemberList: []string{"bob"}}); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
 	// bob is offline: his invitation rings when he connects after the crash.
-	long, err := alice.Invite(ctx, signaling.InviteArgs{Invitee: "bob", Data: "long", Timeout: ptr(6)})
+	long, err := alice.Invite(ctx, protocol.InviteArgs{Invitee: "bob", Data: "long", Timeout: ptr(6)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// dave's expires while the server is down.
-	short, err := carol.Invite(ctx, signaling.InviteArgs{Invitee: "dave", Data: "short", Timeout: ptr(2)})
+	short, err := carol.Invite(ctx, protocol.InviteArgs{Invitee: "dave", Data: "short", Timeout: ptr(2)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Many more stored invitations under load.
 	var ids []string
 	for i := 0; i < 50; i++ {
-		id, err := carol.Invite(ctx, signaling.InviteArgs{Invitee: fmt.Sprintf("u%02d", i), Data: fmt.Sprint(i), Timeout: ptr(60)})
+		id, err := carol.Invite(ctx, protocol.InviteArgs{Invitee: fmt.Sprintf("u%02d", i), Data: fmt.Sprint(i), Timeout: ptr(60)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -206,7 +206,7 @@ func TestKillNineLosesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ra.Close()
-	if _, err := erin.WaitEvent(ctx, signaling.EvReceiveNewInvitation, byID(call.CallID)); err != nil {
+	if _, err := erin.WaitEvent(ctx, protocol.EvReceiveNewInvitation, byID(call.CallID)); err != nil {
 		t.Fatal(err)
 	}
 	if err := erin.Accept(ctx, call.CallID, ""); err != nil {
@@ -241,17 +241,17 @@ func TestKillNineLosesNothing(t *testing.T) {
 	// bob rings for the long invitation with the time left, and it times
 	// out at its original deadline.
 	bob := p2.dial("bob")
-	ev, err = bob.WaitEvent(ctx, signaling.EvReceiveNewInvitation, byID(long))
+	ev, err = bob.WaitEvent(ctx, protocol.EvReceiveNewInvitation, byID(long))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ring signaling.NewInvitationEvent
+	var ring protocol.NewInvitationEvent
 	_ = ev.Decode(&ring)
 	deadline := start.Add(6 * time.Second)
 	if left := time.Duration(ring.TimeoutMs) * time.Millisecond; left > time.Until(deadline)+time.Second || left <= 0 {
 		t.Fatalf("time left %v, want about %v", left, time.Until(deadline))
 	}
-	if _, err := bob.WaitEvent(ctx, signaling.EvInvitationTimeout, byID(long)); err != nil {
+	if _, err := bob.WaitEvent(ctx, protocol.EvInvitationTimeout, byID(long)); err != nil {
 		t.Fatal(err)
 	}
 	if late := time.Since(deadline); late < -100*time.Millisecond || late > 400*time.Millisecond {
@@ -259,17 +259,17 @@ func TestKillNineLosesNothing(t *testing.T) {
 	}
 	// carol missed the timeout of dave's invitation while the server was down.
 	carol2 := p2.dial("carol")
-	if _, err := carol2.WaitEvent(ctx, signaling.EvInvitationTimeout, byID(short)); err != nil {
+	if _, err := carol2.WaitEvent(ctx, protocol.EvInvitationTimeout, byID(short)); err != nil {
 		t.Fatal(err)
 	}
 	// Every other stored invitation survived.
 	for i, id := range ids {
 		u := p2.dial(fmt.Sprintf("u%02d", i))
-		ev, err := u.WaitEvent(ctx, signaling.EvReceiveNewInvitation, byID(id))
+		ev, err := u.WaitEvent(ctx, protocol.EvReceiveNewInvitation, byID(id))
 		if err != nil {
 			t.Fatalf("invitation %d lost: %v", i, err)
 		}
-		var inv signaling.NewInvitationEvent
+		var inv protocol.NewInvitationEvent
 		_ = ev.Decode(&inv)
 		if inv.Data != fmt.Sprint(i) {
 			t.Fatalf("invitation %d data %q", i, inv.Data)
@@ -306,7 +306,7 @@ func TestSIGTERMGracefulShutdown(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	alice := p.dial("alice")
-	id, err := alice.Invite(ctx, signaling.InviteArgs{Invitee: "bob", Timeout: ptr(120)})
+	id, err := alice.Invite(ctx, protocol.InviteArgs{Invitee: "bob", Timeout: ptr(120)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,7 +333,7 @@ func TestSIGTERMGracefulShutdown(t *testing.T) {
 	t.Logf("SIGTERM to exit: %v", time.Since(sent))
 	p2 := startProc(t, db)
 	bob := p2.dial("bob")
-	if _, err := bob.WaitEvent(ctx, signaling.EvReceiveNewInvitation, byID(id)); err != nil {
+	if _, err := bob.WaitEvent(ctx, protocol.EvReceiveNewInvitation, byID(id)); err != nil {
 		t.Fatalf("invitation lost across a graceful restart: %v", err)
 	}
 	_ = p2.cmd.Process.Signal(syscall.SIGTERM)

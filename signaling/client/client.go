@@ -16,7 +16,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
 // Client is one signaling connection. Its methods are safe for concurrent
@@ -68,7 +68,7 @@ type waiter struct {
 
 type replyMsg struct {
 	result json.RawMessage
-	err    *signaling.Error
+	err    *protocol.Error
 }
 
 func (r replyMsg) value() (json.RawMessage, error) {
@@ -176,7 +176,7 @@ func (c *Client) Close() error {
 // Do sends op with args (marshalled to JSON; nil sends no args) under a
 // fresh id, waits for the reply and decodes its result into result (a
 // pointer; nil discards it). An error reply is returned as its
-// *signaling.Error. Do also fails with ctx's error, or with an error matching
+// *protocol.Error. Do also fails with ctx's error, or with an error matching
 // ErrClosed when the connection ends first.
 func (c *Client) Do(ctx context.Context, op string, args any, result any) error {
 	var raw json.RawMessage
@@ -204,7 +204,7 @@ func (c *Client) Do(ctx context.Context, op string, args any, result any) error 
 // must be valid JSON). It returns the raw result. Several DoRaw calls may
 // wait for the same id: see the package documentation.
 func (c *Client) DoRaw(ctx context.Context, id, op string, args json.RawMessage) (json.RawMessage, error) {
-	frame, err := json.Marshal(signaling.Request{ID: id, Op: op, Args: args})
+	frame, err := json.Marshal(protocol.Request{ID: id, Op: op, Args: args})
 	if err != nil {
 		return nil, fmt.Errorf("client: %s: encoding request: %w", op, err)
 	}
@@ -426,11 +426,11 @@ func (c *Client) deliverReply(ev Event) bool {
 
 // frame is any frame the server may send.
 type frame struct {
-	ID     *string          `json:"id"`
-	Event  *string          `json:"event"`
-	Result json.RawMessage  `json:"result"`
-	Error  *signaling.Error `json:"error"`
-	Data   json.RawMessage  `json:"data"`
+	ID     *string         `json:"id"`
+	Event  *string         `json:"event"`
+	Result json.RawMessage `json:"result"`
+	Error  *protocol.Error `json:"error"`
+	Data   json.RawMessage `json:"data"`
 }
 
 // parseFrame decodes a server frame into an Event (for a reply: Reply set,

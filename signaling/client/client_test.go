@@ -17,7 +17,7 @@ import (
 	"github.com/gorilla/websocket"
 	"go.uber.org/goleak"
 
-	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
 func TestMain(m *testing.M) {
@@ -27,13 +27,13 @@ func TestMain(m *testing.M) {
 // ---- fake server ----
 
 // fakeServer is a minimal stand-in for the real server: it upgrades
-// connections on 127.0.0.1, decodes requests with package signaling and
+// connections on 127.0.0.1, decodes requests with package protocol and
 // hands them, in order, to handle.
 type fakeServer struct {
 	t      *testing.T
 	srv    *httptest.Server
 	token  string // required bearer token; "" accepts any
-	handle func(fc *fakeConn, req signaling.Request)
+	handle func(fc *fakeConn, req protocol.Request)
 
 	conns chan *fakeConn // every accepted connection
 
@@ -53,7 +53,7 @@ type fakeConn struct {
 	pongs  atomic.Int32 // pongs received from the client
 }
 
-func newFake(t *testing.T, handle func(fc *fakeConn, req signaling.Request)) *fakeServer {
+func newFake(t *testing.T, handle func(fc *fakeConn, req protocol.Request)) *fakeServer {
 	t.Helper()
 	fs := &fakeServer{
 		t:      t,
@@ -107,7 +107,7 @@ func (fs *fakeServer) serve(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return
 		}
-		req, derr := signaling.DecodeRequest(data)
+		req, derr := protocol.DecodeRequest(data)
 		if derr != nil {
 			fc.reply(req.ID, nil, derr)
 			continue
@@ -156,8 +156,8 @@ func (fc *fakeConn) write(typ int, b []byte) {
 	_ = fc.ws.WriteMessage(typ, b)
 }
 
-func (fc *fakeConn) reply(id string, result any, e *signaling.Error) {
-	b, err := signaling.EncodeReply(id, result, e)
+func (fc *fakeConn) reply(id string, result any, e *protocol.Error) {
+	b, err := protocol.EncodeReply(id, result, e)
 	if err != nil {
 		panic(err)
 	}
@@ -165,7 +165,7 @@ func (fc *fakeConn) reply(id string, result any, e *signaling.Error) {
 }
 
 func (fc *fakeConn) event(name string, data any) {
-	b, err := signaling.EncodeEvent(name, data)
+	b, err := protocol.EncodeEvent(name, data)
 	if err != nil {
 		panic(err)
 	}
@@ -186,7 +186,7 @@ func (fc *fakeConn) ping() {
 }
 
 // echo replies with the request's args as the result.
-func echo(fc *fakeConn, req signaling.Request) {
+func echo(fc *fakeConn, req protocol.Request) {
 	var result any = json.RawMessage(req.Args)
 	if len(req.Args) == 0 {
 		result = nil
@@ -224,7 +224,7 @@ func waitDone(t *testing.T, c *Client, d time.Duration) {
 func TestDoMatchesRepliesUnderConcurrency(t *testing.T) {
 	var n atomic.Int64
 	fs := newFake(t, nil)
-	fs.handle = func(fc *fakeConn, req signaling.Request) {
+	fs.handle = func(fc *fakeConn, req protocol.Request) {
 		// Reply out of order, after a varying delay.
 		d := time.Duration(n.Add(1)%7) * time.Millisecond
 		fs.spawn(func() {
@@ -266,26 +266,26 @@ func TestDoMatchesRepliesUnderConcurrency(t *testing.T) {
 }
 
 func TestErrorReplyIsSignalingError(t *testing.T) {
-	fs := newFake(t, func(fc *fakeConn, req signaling.Request) {
-		fc.reply(req.ID, nil, signaling.ErrInvalidInviteID.WithMessage("invite %q is gone", "x1"))
+	fs := newFake(t, func(fc *fakeConn, req protocol.Request) {
+		fc.reply(req.ID, nil, protocol.ErrInvalidInviteID.WithMessage("invite %q is gone", "x1"))
 	})
 	c := dial(t, fs)
 	err := c.Cancel(testCtx(t), "x1", "")
-	if !errors.Is(err, signaling.ErrInvalidInviteID) {
+	if !errors.Is(err, protocol.ErrInvalidInviteID) {
 		t.Fatalf("errors.Is(%v, ErrInvalidInviteID) = false", err)
 	}
-	if errors.Is(err, signaling.ErrNoPermission) {
+	if errors.Is(err, protocol.ErrNoPermission) {
 		t.Errorf("errors.Is(%v, ErrNoPermission) = true", err)
 	}
-	var se *signaling.Error
+	var se *protocol.Error
 	if !errors.As(err, &se) || se.Code != 8010 || se.Reason != "invalid_invite_id" || se.Message != `invite "x1" is gone` {
 		t.Errorf("got %#v", se)
 	}
 }
 
 func TestTypedOps(t *testing.T) {
-	members := []signaling.MemberInfo{{UserID: "u1", JoinTime: 1700000000000}}
-	groups := []signaling.GroupInfo{{GroupID: "g1", Name: "G", Owner: "u1", MemberCount: 2}}
+	members := []protocol.MemberInfo{{UserID: "u1", JoinTime: 1700000000000}}
+	groups := []protocol.GroupInfo{{GroupID: "g1", Name: "G", Owner: "u1", MemberCount: 2}}
 	// Each op's args are decoded strictly, as the server does, and echoed
 	// back for the test to compare.
 	type seen struct {
@@ -293,28 +293,28 @@ func TestTypedOps(t *testing.T) {
 		args any
 	}
 	got := make(chan seen, 1)
-	decode := func(req signaling.Request) (any, *signaling.Error) {
+	decode := func(req protocol.Request) (any, *protocol.Error) {
 		switch req.Op {
-		case signaling.OpInvite:
-			return signaling.DecodeArgs[signaling.InviteArgs](req.Args)
-		case signaling.OpInviteInGroup:
-			return signaling.DecodeArgs[signaling.InviteInGroupArgs](req.Args)
-		case signaling.OpCancel, signaling.OpAccept, signaling.OpReject, signaling.OpModifyInvitation:
-			return signaling.DecodeArgs[signaling.InviteIDArgs](req.Args)
-		case signaling.OpCreateGroup:
-			return signaling.DecodeArgs[signaling.CreateGroupArgs](req.Args)
-		case signaling.OpJoinGroup, signaling.OpQuitGroup, signaling.OpDismissGroup, signaling.OpGetGroupMemberList:
-			return signaling.DecodeArgs[signaling.GroupIDArgs](req.Args)
-		case signaling.OpInviteUserToGroup:
-			return signaling.DecodeArgs[signaling.GroupUsersArgs](req.Args)
-		case signaling.OpKickGroupMember:
-			return signaling.DecodeArgs[signaling.KickArgs](req.Args)
-		case signaling.OpGetJoinedGroupList:
-			return signaling.DecodeArgs[struct{}](req.Args)
+		case protocol.OpInvite:
+			return protocol.DecodeArgs[protocol.InviteArgs](req.Args)
+		case protocol.OpInviteInGroup:
+			return protocol.DecodeArgs[protocol.InviteInGroupArgs](req.Args)
+		case protocol.OpCancel, protocol.OpAccept, protocol.OpReject, protocol.OpModifyInvitation:
+			return protocol.DecodeArgs[protocol.InviteIDArgs](req.Args)
+		case protocol.OpCreateGroup:
+			return protocol.DecodeArgs[protocol.CreateGroupArgs](req.Args)
+		case protocol.OpJoinGroup, protocol.OpQuitGroup, protocol.OpDismissGroup, protocol.OpGetGroupMemberList:
+			return protocol.DecodeArgs[protocol.GroupIDArgs](req.Args)
+		case protocol.OpInviteUserToGroup:
+			return protocol.DecodeArgs[protocol.GroupUsersArgs](req.Args)
+		case protocol.OpKickGroupMember:
+			return protocol.DecodeArgs[protocol.KickArgs](req.Args)
+		case protocol.OpGetJoinedGroupList:
+			return protocol.DecodeArgs[struct{}](req.Args)
 		}
-		return nil, signaling.ErrUnknownOp
+		return nil, protocol.ErrUnknownOp
 	}
-	fs := newFake(t, func(fc *fakeConn, req signaling.Request) {
+	fs := newFake(t, func(fc *fakeConn, req protocol.Request) {
 		args, derr := decode(req)
 		if derr != nil {
 			fc.reply(req.ID, nil, derr)
@@ -323,14 +323,14 @@ func TestTypedOps(t *testing.T) {
 		got <- seen{req.Op, args}
 		var result any
 		switch req.Op {
-		case signaling.OpInvite, signaling.OpInviteInGroup:
-			result = signaling.InviteResult{InviteID: "inv-1"}
-		case signaling.OpCreateGroup:
-			result = signaling.GroupResult{GroupID: "g-new"}
-		case signaling.OpGetGroupMemberList:
-			result = signaling.MemberListResult{MemberList: members}
-		case signaling.OpGetJoinedGroupList:
-			result = signaling.GroupListResult{GroupList: groups}
+		case protocol.OpInvite, protocol.OpInviteInGroup:
+			result = protocol.InviteResult{InviteID: "inv-1"}
+		case protocol.OpCreateGroup:
+			result = protocol.GroupResult{GroupID: "g-new"}
+		case protocol.OpGetGroupMemberList:
+			result = protocol.MemberListResult{MemberList: members}
+		case protocol.OpGetJoinedGroupList:
+			result = protocol.GroupListResult{GroupList: groups}
 		}
 		fc.reply(req.ID, result, nil)
 	})
@@ -344,26 +344,26 @@ func TestTypedOps(t *testing.T) {
 		wantArgs any
 		want     any
 	}{
-		{signaling.OpInvite, func() (any, error) {
-			return c.Invite(ctx, signaling.InviteArgs{Invitee: "bob", Data: "d", OnlineUserOnly: true, Timeout: &timeout})
-		}, signaling.InviteArgs{Invitee: "bob", Data: "d", OnlineUserOnly: true, Timeout: &timeout}, "inv-1"},
-		{signaling.OpInviteInGroup, func() (any, error) {
-			return c.InviteInGroup(ctx, signaling.InviteInGroupArgs{GroupID: "g1", InviteeList: []string{"a", "b"}})
-		}, signaling.InviteInGroupArgs{GroupID: "g1", InviteeList: []string{"a", "b"}}, "inv-1"},
-		{signaling.OpCancel, func() (any, error) { return nil, c.Cancel(ctx, "i1", "c") }, signaling.InviteIDArgs{InviteID: "i1", Data: "c"}, nil},
-		{signaling.OpAccept, func() (any, error) { return nil, c.Accept(ctx, "i1", "a") }, signaling.InviteIDArgs{InviteID: "i1", Data: "a"}, nil},
-		{signaling.OpReject, func() (any, error) { return nil, c.Reject(ctx, "i1", "r") }, signaling.InviteIDArgs{InviteID: "i1", Data: "r"}, nil},
-		{signaling.OpModifyInvitation, func() (any, error) { return nil, c.ModifyInvitation(ctx, "i1", "m") }, signaling.InviteIDArgs{InviteID: "i1", Data: "m"}, nil},
-		{signaling.OpCreateGroup, func() (any, error) {
-			return c.CreateGroup(ctx, signaling.CreateGroupArgs{GroupID: "g-new", Name: "N", MemberList: []string{"a"}, JoinOption: "invite"})
-		}, signaling.CreateGroupArgs{GroupID: "g-new", Name: "N", MemberList: []string{"a"}, JoinOption: "invite"}, "g-new"},
-		{signaling.OpJoinGroup, func() (any, error) { return nil, c.JoinGroup(ctx, "g1") }, signaling.GroupIDArgs{GroupID: "g1"}, nil},
-		{signaling.OpQuitGroup, func() (any, error) { return nil, c.QuitGroup(ctx, "g1") }, signaling.GroupIDArgs{GroupID: "g1"}, nil},
-		{signaling.OpInviteUserToGroup, func() (any, error) { return nil, c.InviteUserToGroup(ctx, "g1", []string{"x", "y"}) }, signaling.GroupUsersArgs{GroupID: "g1", UserList: []string{"x", "y"}}, nil},
-		{signaling.OpKickGroupMember, func() (any, error) { return nil, c.KickGroupMember(ctx, "g1", []string{"x"}, "spam") }, signaling.KickArgs{GroupID: "g1", MemberList: []string{"x"}, Reason: "spam"}, nil},
-		{signaling.OpDismissGroup, func() (any, error) { return nil, c.DismissGroup(ctx, "g1") }, signaling.GroupIDArgs{GroupID: "g1"}, nil},
-		{signaling.OpGetGroupMemberList, func() (any, error) { return c.GetGroupMemberList(ctx, "g1") }, signaling.GroupIDArgs{GroupID: "g1"}, members},
-		{signaling.OpGetJoinedGroupList, func() (any, error) { return c.GetJoinedGroupList(ctx) }, struct{}{}, groups},
+		{protocol.OpInvite, func() (any, error) {
+			return c.Invite(ctx, protocol.InviteArgs{Invitee: "bob", Data: "d", OnlineUserOnly: true, Timeout: &timeout})
+		}, protocol.InviteArgs{Invitee: "bob", Data: "d", OnlineUserOnly: true, Timeout: &timeout}, "inv-1"},
+		{protocol.OpInviteInGroup, func() (any, error) {
+			return c.InviteInGroup(ctx, protocol.InviteInGroupArgs{GroupID: "g1", InviteeList: []string{"a", "b"}})
+		}, protocol.InviteInGroupArgs{GroupID: "g1", InviteeList: []string{"a", "b"}}, "inv-1"},
+		{protocol.OpCancel, func() (any, error) { return nil, c.Cancel(ctx, "i1", "c") }, protocol.InviteIDArgs{InviteID: "i1", Data: "c"}, nil},
+		{protocol.OpAccept, func() (any, error) { return nil, c.Accept(ctx, "i1", "a") }, protocol.InviteIDArgs{InviteID: "i1", Data: "a"}, nil},
+		{protocol.OpReject, func() (any, error) { return nil, c.Reject(ctx, "i1", "r") }, protocol.InviteIDArgs{InviteID: "i1", Data: "r"}, nil},
+		{protocol.OpModifyInvitation, func() (any, error) { return nil, c.ModifyInvitation(ctx, "i1", "m") }, protocol.InviteIDArgs{InviteID: "i1", Data: "m"}, nil},
+		{protocol.OpCreateGroup, func() (any, error) {
+			return c.CreateGroup(ctx, protocol.CreateGroupArgs{GroupID: "g-new", Name: "N", MemberList: []string{"a"}, JoinOption: "invite"})
+		}, protocol.CreateGroupArgs{GroupID: "g-new", Name: "N", MemberList: []string{"a"}, JoinOption: "invite"}, "g-new"},
+		{protocol.OpJoinGroup, func() (any, error) { return nil, c.JoinGroup(ctx, "g1") }, protocol.GroupIDArgs{GroupID: "g1"}, nil},
+		{protocol.OpQuitGroup, func() (any, error) { return nil, c.QuitGroup(ctx, "g1") }, protocol.GroupIDArgs{GroupID: "g1"}, nil},
+		{protocol.OpInviteUserToGroup, func() (any, error) { return nil, c.InviteUserToGroup(ctx, "g1", []string{"x", "y"}) }, protocol.GroupUsersArgs{GroupID: "g1", UserList: []string{"x", "y"}}, nil},
+		{protocol.OpKickGroupMember, func() (any, error) { return nil, c.KickGroupMember(ctx, "g1", []string{"x"}, "spam") }, protocol.KickArgs{GroupID: "g1", MemberList: []string{"x"}, Reason: "spam"}, nil},
+		{protocol.OpDismissGroup, func() (any, error) { return nil, c.DismissGroup(ctx, "g1") }, protocol.GroupIDArgs{GroupID: "g1"}, nil},
+		{protocol.OpGetGroupMemberList, func() (any, error) { return c.GetGroupMemberList(ctx, "g1") }, protocol.GroupIDArgs{GroupID: "g1"}, members},
+		{protocol.OpGetJoinedGroupList, func() (any, error) { return c.GetJoinedGroupList(ctx) }, struct{}{}, groups},
 	}
 	for _, tt := range tests {
 		t.Run(tt.op, func(t *testing.T) {
@@ -391,7 +391,7 @@ func jsonEqual(a, b any) bool {
 func TestDoContextCancelledWhileWaiting(t *testing.T) {
 	release := make(chan struct{})
 	fs := newFake(t, nil)
-	fs.handle = func(fc *fakeConn, req signaling.Request) {
+	fs.handle = func(fc *fakeConn, req protocol.Request) {
 		if req.Op == "slow" {
 			fs.spawn(func() {
 				select {
@@ -448,7 +448,7 @@ func TestServerEndsConnectionMidRequest(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			hung := make(chan struct{}, 2)
-			fs := newFake(t, func(fc *fakeConn, req signaling.Request) {
+			fs := newFake(t, func(fc *fakeConn, req protocol.Request) {
 				if req.Op == "end" {
 					fc.event("onBye", map[string]int{"n": 1})
 					tt.end(fc)
@@ -548,7 +548,7 @@ func TestDialNetworkError(t *testing.T) {
 
 func TestEventsInOrder(t *testing.T) {
 	const n = 300 // more than the event buffer: the reader waits, nothing is lost
-	fs := newFake(t, func(fc *fakeConn, req signaling.Request) {
+	fs := newFake(t, func(fc *fakeConn, req protocol.Request) {
 		fc.reply(req.ID, nil, nil)
 		for i := range n {
 			fc.event("onTick", map[string]int{"i": i})
@@ -574,7 +574,7 @@ func TestEventsInOrder(t *testing.T) {
 }
 
 func TestFullEventBufferHoldsReplies(t *testing.T) {
-	fs := newFake(t, func(fc *fakeConn, req signaling.Request) {
+	fs := newFake(t, func(fc *fakeConn, req protocol.Request) {
 		if req.Op == "burst" {
 			for i := range 3 {
 				fc.event("onTick", map[string]int{"i": i})
@@ -602,7 +602,7 @@ func TestFullEventBufferHoldsReplies(t *testing.T) {
 }
 
 func TestWaitEventBacklog(t *testing.T) {
-	fs := newFake(t, func(fc *fakeConn, req signaling.Request) {
+	fs := newFake(t, func(fc *fakeConn, req protocol.Request) {
 		fc.reply(req.ID, nil, nil)
 		fc.event("onA", map[string]int{"n": 1})
 		fc.event("onB", map[string]int{"n": 1})
@@ -667,7 +667,7 @@ func TestWaitEventBacklog(t *testing.T) {
 }
 
 func TestWaitEventConcurrentWaiters(t *testing.T) {
-	fs := newFake(t, func(fc *fakeConn, req signaling.Request) {
+	fs := newFake(t, func(fc *fakeConn, req protocol.Request) {
 		fc.reply(req.ID, nil, nil)
 		for _, name := range []string{"onX", "onY", "onZ"} {
 			fc.event(name, struct{}{})
@@ -703,7 +703,7 @@ func TestSendRawUnmatchedReplies(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := c.WaitReply(ctx, "")
-	if !errors.Is(err, signaling.ErrMalformedRequest) {
+	if !errors.Is(err, protocol.ErrMalformedRequest) {
 		t.Fatalf("reply to malformed frame: %v", err)
 	}
 	// A well-formed frame sent raw: its reply is unmatched too.
@@ -719,7 +719,7 @@ func TestSendRawUnmatchedReplies(t *testing.T) {
 		t.Errorf("Decode: %+v %v", d, err)
 	}
 	// DoRaw with an empty id still gets its reply.
-	if _, err := c.DoRaw(ctx, "", "echo", nil); !errors.Is(err, signaling.ErrMalformedRequest) {
+	if _, err := c.DoRaw(ctx, "", "echo", nil); !errors.Is(err, protocol.ErrMalformedRequest) {
 		t.Errorf("DoRaw with empty id: %v", err)
 	}
 }
@@ -729,11 +729,11 @@ func TestRepeatedIDs(t *testing.T) {
 	received := make(chan struct{}, 4)
 	release := make(chan struct{})
 	fs := newFake(t, nil)
-	fs.handle = func(fc *fakeConn, req signaling.Request) {
+	fs.handle = func(fc *fakeConn, req protocol.Request) {
 		_, dup := inFlight.LoadOrStore(req.ID, true)
 		received <- struct{}{} // after deciding, so release cannot race the check
 		if dup {
-			fc.reply(req.ID, nil, signaling.ErrDuplicateID)
+			fc.reply(req.ID, nil, protocol.ErrDuplicateID)
 			return
 		}
 		fs.spawn(func() {
@@ -765,7 +765,7 @@ func TestRepeatedIDs(t *testing.T) {
 		switch {
 		case r.err == nil && string(r.raw) == `{"op":"work"}`:
 			ok++
-		case errors.Is(r.err, signaling.ErrDuplicateID):
+		case errors.Is(r.err, protocol.ErrDuplicateID):
 			dup++
 		default:
 			t.Errorf("unexpected result %s %v", r.raw, r.err)
@@ -843,7 +843,7 @@ func TestServerProtocolErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			fs := newFake(t, func(fc *fakeConn, req signaling.Request) {
+			fs := newFake(t, func(fc *fakeConn, req protocol.Request) {
 				fc.write(tt.typ, []byte(tt.frame))
 			})
 			c := dial(t, fs)
@@ -862,7 +862,7 @@ func TestServerProtocolErrors(t *testing.T) {
 // ---- closing ----
 
 func TestCloseIsIdempotentAndEndsEverything(t *testing.T) {
-	fs := newFake(t, func(fc *fakeConn, req signaling.Request) {
+	fs := newFake(t, func(fc *fakeConn, req protocol.Request) {
 		fc.reply(req.ID, nil, nil)
 		for range 10 {
 			fc.event("onTick", struct{}{})
@@ -947,7 +947,7 @@ func TestParseFrame(t *testing.T) {
 		{`{"event":"onA","data":{"x":1}}`, Event{Name: "onA", Data: json.RawMessage(`{"x":1}`)}, false, false},
 		{`{"id":"1","result":{"k":2}}`, Event{Reply: true, ID: "1", Data: json.RawMessage(`{"k":2}`)}, true, false},
 		{`{"id":"2","error":{"code":8010,"reason":"invalid_invite_id","message":"m"}}`,
-			Event{Reply: true, ID: "2", Err: &signaling.Error{Code: 8010, Reason: "invalid_invite_id", Message: "m"}}, true, false},
+			Event{Reply: true, ID: "2", Err: &protocol.Error{Code: 8010, Reason: "invalid_invite_id", Message: "m"}}, true, false},
 		{`{"id":"3"}`, Event{Reply: true, ID: "3"}, true, false},
 		{`{"id":"4","result":{},"error":{"code":1}}`, Event{}, false, true},
 		{`{"id":"5","event":"onA"}`, Event{}, false, true},

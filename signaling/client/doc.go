@@ -13,8 +13,8 @@
 //
 // Do sends a request with a fresh id ("auto-1", "auto-2", …), waits for the
 // reply with that id and returns the decoded result, or the reply's
-// *signaling.Error, which errors.Is matches against the sentinels of package
-// signaling by code. DoRaw lets the caller pick the id and SendRaw/SendBinary
+// *protocol.Error, which errors.Is matches against the sentinels of package
+// protocol by code. DoRaw lets the caller pick the id and SendRaw/SendBinary
 // send arbitrary frames, for tests of malformed or repeated requests.
 //
 // A reply whose id no call is waiting for (the reply to a SendRaw frame, a

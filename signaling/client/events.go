@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
 // Names with a special meaning in WaitEvent and ExpectNoEvent.
@@ -30,7 +30,7 @@ type Event struct {
 	// (nil when it carried a result).
 	Reply bool
 	ID    string
-	Err   *signaling.Error
+	Err   *protocol.Error
 }
 
 // Decode unmarshals Data into v. For an unmatched error reply it returns
@@ -145,7 +145,7 @@ func (c *Client) WaitEvent(ctx context.Context, name string, match func(Event) b
 }
 
 // WaitReply waits for the unmatched reply with the given id (as sent by
-// SendRaw) and returns its result, or its *signaling.Error.
+// SendRaw) and returns its result, or its *protocol.Error.
 func (c *Client) WaitReply(ctx context.Context, id string) (json.RawMessage, error) {
 	ev, err := c.WaitEvent(ctx, UnmatchedReply, func(e Event) bool { return e.ID == id })
 	if err != nil {

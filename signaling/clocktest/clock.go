@@ -1,5 +1,5 @@
 // Package clocktest provides a manual clock for tests of code that takes a
-// signaling.Clock: time moves only when the test calls Advance.
+// protocol.Clock: time moves only when the test calls Advance.
 package clocktest
 
 import (
@@ -7,10 +7,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
-// Clock is a manual signaling.Clock.
+// Clock is a manual protocol.Clock.
 type Clock struct {
 	mu     sync.Mutex // guards now, timers, seq
 	now    time.Time
@@ -18,7 +18,7 @@ type Clock struct {
 	seq    int
 }
 
-var _ signaling.Clock = (*Clock)(nil)
+var _ protocol.Clock = (*Clock)(nil)
 
 // New returns a clock set to start.
 func New(start time.Time) *Clock { return &Clock{now: start} }
@@ -39,7 +39,7 @@ func (c *Clock) Now() time.Time {
 }
 
 // AfterFunc schedules f at Now()+d; it runs during Advance.
-func (c *Clock) AfterFunc(d time.Duration, f func()) signaling.Timer {
+func (c *Clock) AfterFunc(d time.Duration, f func()) protocol.Timer {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.seq++

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
 // Factory prepares a fresh, empty location for a store (a file, a key
@@ -127,11 +128,11 @@ func group(id string) signaling.GroupRecord {
 		ID:         id,
 		Name:       "Group " + id,
 		Owner:      "owner-" + id,
-		JoinOption: signaling.JoinInvite,
+		JoinOption: protocol.JoinInvite,
 		CreatedAt:  at(0),
 		Members: []signaling.MemberRecord{
-			{UserID: "owner-" + id, Role: signaling.RoleOwner, JoinedAt: at(0)},
-			{UserID: "m1", Role: signaling.RoleMember, JoinedAt: at(time.Minute)},
+			{UserID: "owner-" + id, Role: protocol.RoleOwner, JoinedAt: at(0)},
+			{UserID: "m1", Role: protocol.RoleMember, JoinedAt: at(time.Minute)},
 		},
 	}
 }
@@ -400,12 +401,12 @@ func testDeleteInvitation(t *testing.T, open func() signaling.Store) {
 func testGroups(t *testing.T, open func() signaling.Store) {
 	s := openStore(t, open)
 	g := signaling.GroupRecord{
-		ID: "g", Name: "Team", Owner: "olga", JoinOption: signaling.JoinAny, CreatedAt: at(0),
+		ID: "g", Name: "Team", Owner: "olga", JoinOption: protocol.JoinAny, CreatedAt: at(0),
 		// Not in the order Load must return.
 		Members: []signaling.MemberRecord{
-			{UserID: "late", Role: signaling.RoleMember, JoinedAt: at(2 * time.Hour), AddedBy: "olga"},
-			{UserID: "olga", Role: signaling.RoleOwner, JoinedAt: at(time.Hour)},
-			{UserID: "early", Role: signaling.RoleMember, JoinedAt: at(time.Minute)},
+			{UserID: "late", Role: protocol.RoleMember, JoinedAt: at(2 * time.Hour), AddedBy: "olga"},
+			{UserID: "olga", Role: protocol.RoleOwner, JoinedAt: at(time.Hour)},
+			{UserID: "early", Role: protocol.RoleMember, JoinedAt: at(time.Minute)},
 		},
 	}
 	apply(t, s, signaling.PutGroup{Group: g})
@@ -416,25 +417,25 @@ func testGroups(t *testing.T, open func() signaling.Store) {
 	// A taken ID: ErrGroupExists, nothing changes.
 	other := group("g")
 	err := s.Apply(t.Context(), signaling.PutGroup{Group: other})
-	if !errors.Is(err, signaling.ErrGroupExists) {
+	if !errors.Is(err, protocol.ErrGroupExists) {
 		t.Errorf("PutGroup on a taken ID = %v, want ErrGroupExists", err)
 	}
 	checkGroup(t, load(t, s), want)
 
 	// Adding is idempotent: present members stay as they were.
 	apply(t, s, signaling.AddGroupMembers{GroupID: "g", Members: []signaling.MemberRecord{
-		{UserID: "early", Role: signaling.RoleOwner, JoinedAt: at(5 * time.Hour)},
-		{UserID: "new", Role: signaling.RoleMember, JoinedAt: at(3 * time.Hour), AddedBy: "late"},
+		{UserID: "early", Role: protocol.RoleOwner, JoinedAt: at(5 * time.Hour)},
+		{UserID: "new", Role: protocol.RoleMember, JoinedAt: at(3 * time.Hour), AddedBy: "late"},
 	}})
 	apply(t, s, signaling.AddGroupMembers{GroupID: "g", Members: []signaling.MemberRecord{
-		{UserID: "new", Role: signaling.RoleMember, JoinedAt: at(4 * time.Hour)},
+		{UserID: "new", Role: protocol.RoleMember, JoinedAt: at(4 * time.Hour)},
 	}})
-	want.Members = append(want.Members, signaling.MemberRecord{UserID: "new", Role: signaling.RoleMember, JoinedAt: at(3 * time.Hour), AddedBy: "late"})
+	want.Members = append(want.Members, signaling.MemberRecord{UserID: "new", Role: protocol.RoleMember, JoinedAt: at(3 * time.Hour), AddedBy: "late"})
 	checkGroup(t, load(t, s), want)
 
 	// Adding to a missing group is a no-op and creates no group.
 	apply(t, s, signaling.AddGroupMembers{GroupID: "missing", Members: []signaling.MemberRecord{
-		{UserID: "x", Role: signaling.RoleMember, JoinedAt: at(0)},
+		{UserID: "x", Role: protocol.RoleMember, JoinedAt: at(0)},
 	}})
 	if snap := load(t, s); len(snap.Groups) != 1 {
 		t.Errorf("Load returned %d groups, want 1", len(snap.Groups))
@@ -460,8 +461,8 @@ func testDeleteGroup(t *testing.T, open func() signaling.Store) {
 	checkGroup(t, snap, keep)
 
 	// The members went with it: the ID is free and no old member comes back.
-	again := signaling.GroupRecord{ID: "gone", Name: "Again", Owner: "m1", JoinOption: signaling.JoinAny, CreatedAt: at(time.Hour),
-		Members: []signaling.MemberRecord{{UserID: "m1", Role: signaling.RoleOwner, JoinedAt: at(time.Hour)}}}
+	again := signaling.GroupRecord{ID: "gone", Name: "Again", Owner: "m1", JoinOption: protocol.JoinAny, CreatedAt: at(time.Hour),
+		Members: []signaling.MemberRecord{{UserID: "m1", Role: protocol.RoleOwner, JoinedAt: at(time.Hour)}}}
 	apply(t, s, signaling.PutGroup{Group: again})
 	checkGroup(t, load(t, s), again)
 }
@@ -556,7 +557,7 @@ func testUsers(t *testing.T, open func() signaling.Store) {
 	check(load(t, s), "ann", "bo")
 	// A failed batch records no user.
 	err := s.Apply(t.Context(), signaling.PutUser{UserID: "cy"}, signaling.PutGroup{Group: group("g")}, signaling.PutGroup{Group: group("g")})
-	if !errors.Is(err, signaling.ErrGroupExists) {
+	if !errors.Is(err, protocol.ErrGroupExists) {
 		t.Fatalf("Apply = %v, want ErrGroupExists", err)
 	}
 	check(load(t, s), "ann", "bo")
@@ -575,7 +576,7 @@ func testAtomicity(t *testing.T, open func() signaling.Store) {
 		signaling.AppendOutbox{Entry: entry("a", 1)},
 		signaling.PutGroup{Group: group("fresh")}, // fails: taken by the same batch
 	)
-	if !errors.Is(err, signaling.ErrGroupExists) {
+	if !errors.Is(err, protocol.ErrGroupExists) {
 		t.Fatalf("Apply = %v, want ErrGroupExists", err)
 	}
 	after := load(t, s)
@@ -623,7 +624,7 @@ func testConcurrency(t *testing.T, open func() signaling.Store) {
 						signaling.AppendOutbox{Entry: entry("never", -n)},
 						signaling.PutGroup{Group: group("taken")},
 					)
-					if !errors.Is(err, signaling.ErrGroupExists) {
+					if !errors.Is(err, protocol.ErrGroupExists) {
 						errs <- fmt.Errorf("Apply(group taken) = %v, want ErrGroupExists", err)
 					}
 				}
@@ -671,7 +672,7 @@ func testPersistence(t *testing.T, open func() signaling.Store) {
 	checkOutbox(t, s, snap, entry("a", 1), entry("b", 2))
 
 	// The reopened store takes writes, and keeps the taken IDs.
-	if err := s.Apply(t.Context(), signaling.PutGroup{Group: g}); !errors.Is(err, signaling.ErrGroupExists) {
+	if err := s.Apply(t.Context(), signaling.PutGroup{Group: g}); !errors.Is(err, protocol.ErrGroupExists) {
 		t.Errorf("PutGroup on a taken ID after reopening = %v, want ErrGroupExists", err)
 	}
 	apply(t, s, signaling.DeleteInvitation{InviteID: "inv"})

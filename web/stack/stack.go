@@ -24,6 +24,7 @@ import (
 	"github.com/switchboard-rtc/switchboard/media"
 	"github.com/switchboard-rtc/switchboard/rooms"
 	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 	"github.com/switchboard-rtc/switchboard/web"
 	"github.com/switchboard-rtc/switchboard/web/metrics"
 )
@@ -41,9 +42,9 @@ type Params struct {
 	// Records replaces the call records; nil: SQLite records in the store's
 	// database, or memory records when Store is given.
 	Records calls.RecordStore
-	Clock   signaling.Clock // nil: the system clock
+	Clock   protocol.Clock // nil: the system clock
 	// RoomsClock is the rooms' clock (media connect timeouts); nil: Clock.
-	RoomsClock signaling.Clock
+	RoomsClock protocol.Clock
 }
 
 // Stack is a built server. Its parts are exported for tests.
@@ -161,7 +162,7 @@ func New(ctx context.Context, p Params) (_ *Stack, err error) {
 	}
 	wp := web.Params{
 		Config: wc, Auth: s.Auth, DevTokens: cfg.Auth.Dev, DevTokenTTL: cfg.Auth.DevTokenTTL,
-		Engine: s.Engine, Ops: ops, OnSessionClosed: []func(signaling.Session){s.Rooms.SessionClosed},
+		Engine: s.Engine, Ops: ops, OnSessionClosed: []func(protocol.Session){s.Rooms.SessionClosed},
 		Logger: log, Health: health,
 	}
 	if s.Metrics != nil {

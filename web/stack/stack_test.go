@@ -20,6 +20,7 @@ import (
 	"github.com/switchboard-rtc/switchboard/media"
 	"github.com/switchboard-rtc/switchboard/rooms"
 	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 	"github.com/switchboard-rtc/switchboard/web"
 	"github.com/switchboard-rtc/switchboard/web/stack"
 )
@@ -230,7 +231,7 @@ func TestOpTablesMergeOnce(t *testing.T) {
 			t.Errorf("engine op %q is missing from the calls table", name)
 		}
 	}
-	for _, name := range []string{signaling.OpInvite, signaling.OpAccept, calls.OpCall, calls.OpHangup} {
+	for _, name := range []string{protocol.OpInvite, protocol.OpAccept, calls.OpCall, calls.OpHangup} {
 		if _, ok := merged[name]; !ok {
 			t.Errorf("op %q is missing from the merged table", name)
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/switchboard-rtc/switchboard/rooms/roomclient"
 	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/signaling/client"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 	"github.com/switchboard-rtc/switchboard/web"
 	"github.com/switchboard-rtc/switchboard/web/stack"
 )
@@ -36,7 +37,7 @@ type Options struct {
 	Media     media.Config      // ListenIP and IncludeLoopback are forced to loopback; zero UDPPort: any
 	Store     signaling.Store   // nil: a memory store
 	Records   calls.RecordStore // nil: memory records
-	Clock     signaling.Clock   // nil: the system clock
+	Clock     protocol.Clock    // nil: the system clock
 	Logger    *slog.Logger
 	DevTokens bool
 	// DevTokenTTL is the lifetime of dev tokens; 0: the default.
@@ -44,7 +45,7 @@ type Options struct {
 	// Metrics instruments the stack and serves /metrics.
 	Metrics bool
 	// RoomsClock is the rooms' clock (connect timeouts); nil: the system clock.
-	RoomsClock signaling.Clock
+	RoomsClock protocol.Clock
 }
 
 // Stack is a running server.
@@ -170,10 +171,10 @@ func (s *Stack) StartCall(caller, callee *client.Client, calleeID string) Runnin
 	}
 	s.T.Cleanup(rc.Caller.Close)
 	ring := func(ev client.Event) bool {
-		var v signaling.NewInvitationEvent
+		var v protocol.NewInvitationEvent
 		return ev.Decode(&v) == nil && v.InviteID == rc.CallID
 	}
-	if _, err := callee.WaitEvent(ctx, signaling.EvReceiveNewInvitation, ring); err != nil {
+	if _, err := callee.WaitEvent(ctx, protocol.EvReceiveNewInvitation, ring); err != nil {
 		s.T.Fatalf("callee rings: %v", err)
 	}
 	if err := callee.Accept(ctx, rc.CallID, ""); err != nil {

@@ -1,4 +1,4 @@
-package signaling
+package protocol
 
 import (
 	"errors"
@@ -7,7 +7,7 @@ import (
 
 // Error is the one error type of the wire protocol: a numeric code, a stable
 // snake_case reason and a human-readable message. Codes are documented in
-// PROTOCOL.md ("Error codes"); the ranges are:
+// signaling/PROTOCOL.md ("Error codes"); the ranges are:
 //
 //	6000-6999  TRTC's generic codes (6014, 6017)
 //	8000-8999  TRTC's signaling codes (8010, 8011, 8012)

@@ -1,4 +1,4 @@
-package signaling_test
+package protocol_test
 
 import (
 	"encoding/json"
@@ -6,7 +6,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
 func TestDecodeRequest(t *testing.T) {
@@ -28,7 +28,7 @@ func TestDecodeRequest(t *testing.T) {
 		{"\xff", "", "", 9001},
 	}
 	for _, c := range cases {
-		req, err := signaling.DecodeRequest([]byte(c.frame))
+		req, err := protocol.DecodeRequest([]byte(c.frame))
 		code := 0
 		if err != nil {
 			code = err.Code
@@ -40,11 +40,11 @@ func TestDecodeRequest(t *testing.T) {
 }
 
 func TestDecodeArgsNamesTheField(t *testing.T) {
-	_, err := signaling.DecodeArgs[signaling.InviteArgs](json.RawMessage(`{"invitee":["x"]}`))
+	_, err := protocol.DecodeArgs[protocol.InviteArgs](json.RawMessage(`{"invitee":["x"]}`))
 	if err == nil || err.Code != 6017 || !strings.Contains(err.Message, "invitee") {
 		t.Fatalf("got %v", err)
 	}
-	_, err = signaling.DecodeArgs[signaling.InviteArgs](json.RawMessage(`{"invitee":"x","bogus":1}`))
+	_, err = protocol.DecodeArgs[protocol.InviteArgs](json.RawMessage(`{"invitee":"x","bogus":1}`))
 	if err == nil || !strings.Contains(err.Message, "bogus") {
 		t.Fatalf("got %v", err)
 	}
@@ -52,7 +52,7 @@ func TestDecodeArgsNamesTheField(t *testing.T) {
 
 func TestErrorCodesAreUnique(t *testing.T) {
 	codes, reasons := map[int]string{}, map[string]int{}
-	for _, e := range signaling.AllErrors {
+	for _, e := range protocol.AllErrors {
 		if prev, dup := codes[e.Code]; dup {
 			t.Errorf("code %d used by %s and %s", e.Code, prev, e.Reason)
 		}
@@ -77,24 +77,24 @@ func FuzzDecodeRequest(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, frame []byte) {
-		req, err := signaling.DecodeRequest(frame)
+		req, err := protocol.DecodeRequest(frame)
 		if err != nil {
 			if err.Code != 9001 {
 				t.Fatalf("decode error with code %d", err.Code)
 			}
 			return
 		}
-		if !utf8.Valid(frame) || req.ID == "" || len(req.ID) > signaling.MaxRequestIDLen || req.Op == "" {
+		if !utf8.Valid(frame) || req.ID == "" || len(req.ID) > protocol.MaxRequestIDLen || req.Op == "" {
 			t.Fatalf("accepted a bad request: %q", frame)
 		}
 		// Every op's args decoder must answer without panicking.
-		_, _ = signaling.DecodeArgs[signaling.InviteArgs](req.Args)
-		_, _ = signaling.DecodeArgs[signaling.InviteInGroupArgs](req.Args)
-		_, _ = signaling.DecodeArgs[signaling.InviteIDArgs](req.Args)
-		_, _ = signaling.DecodeArgs[signaling.CreateGroupArgs](req.Args)
-		_, _ = signaling.DecodeArgs[signaling.GroupIDArgs](req.Args)
-		_, _ = signaling.DecodeArgs[signaling.GroupUsersArgs](req.Args)
-		_, _ = signaling.DecodeArgs[signaling.KickArgs](req.Args)
+		_, _ = protocol.DecodeArgs[protocol.InviteArgs](req.Args)
+		_, _ = protocol.DecodeArgs[protocol.InviteInGroupArgs](req.Args)
+		_, _ = protocol.DecodeArgs[protocol.InviteIDArgs](req.Args)
+		_, _ = protocol.DecodeArgs[protocol.CreateGroupArgs](req.Args)
+		_, _ = protocol.DecodeArgs[protocol.GroupIDArgs](req.Args)
+		_, _ = protocol.DecodeArgs[protocol.GroupUsersArgs](req.Args)
+		_, _ = protocol.DecodeArgs[protocol.KickArgs](req.Args)
 	})
 }
 
@@ -117,14 +117,14 @@ func TestDecodeErrorMessages(t *testing.T) {
 		{"\xff", `the frame is not valid UTF-8`},
 	}
 	for _, c := range frames {
-		_, err := signaling.DecodeRequest([]byte(c.frame))
+		_, err := protocol.DecodeRequest([]byte(c.frame))
 		if err == nil || err.Code != 9001 || err.Message != c.msg {
 			t.Errorf("%s:\n got %v\nwant malformed_request (9001): %s", c.frame, err, c.msg)
 		}
 	}
 
 	args := []struct {
-		decode func(json.RawMessage) *signaling.Error
+		decode func(json.RawMessage) *protocol.Error
 		args   string
 		msg    string
 	}{
@@ -172,17 +172,17 @@ type candidate struct {
 	SDPMLineIndex *uint16 `json:"sdpMLineIndex"`
 }
 
-func decodeInvite(raw json.RawMessage) *signaling.Error {
-	_, err := signaling.DecodeArgs[signaling.InviteArgs](raw)
+func decodeInvite(raw json.RawMessage) *protocol.Error {
+	_, err := protocol.DecodeArgs[protocol.InviteArgs](raw)
 	return err
 }
 
-func decodeGroupInvite(raw json.RawMessage) *signaling.Error {
-	_, err := signaling.DecodeArgs[signaling.InviteInGroupArgs](raw)
+func decodeGroupInvite(raw json.RawMessage) *protocol.Error {
+	_, err := protocol.DecodeArgs[protocol.InviteInGroupArgs](raw)
 	return err
 }
 
-func decodeNested[T any](raw json.RawMessage) *signaling.Error {
-	_, err := signaling.DecodeArgs[T](raw)
+func decodeNested[T any](raw json.RawMessage) *protocol.Error {
+	_, err := protocol.DecodeArgs[T](raw)
 	return err
 }

@@ -1,0 +1,194 @@
+package signaling
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
+	"github.com/switchboard-rtc/switchboard/signaling/sqlitedb"
+)
+
+// Statements run by the writer; each is prepared once per connection.
+const (
+	sqlBegin         = `BEGIN IMMEDIATE`
+	sqlCommit        = `COMMIT`
+	sqlRollback      = `ROLLBACK`
+	sqlSavepoint     = `SAVEPOINT apply`
+	sqlRelease       = `RELEASE apply`
+	sqlRollbackTo    = `ROLLBACK TO apply`
+	sqlPutInvitation = `INSERT INTO sig_invitations (id, inviter, group_id, data, created_at, deadline)
+		VALUES (?, ?, ?, ?, ?, ?)`
+	sqlPutInvitee = `INSERT INTO sig_invitees (invite_id, user_id, pos, state, updated_at)
+		VALUES (?, ?, ?, ?, ?)`
+	sqlSetInviteeState   = `UPDATE sig_invitees SET state = ?, updated_at = ? WHERE invite_id = ? AND user_id = ?`
+	sqlSetInvitationData = `UPDATE sig_invitations SET data = ? WHERE id = ?`
+	sqlDeleteInvitation  = `DELETE FROM sig_invitations WHERE id = ?`
+	sqlPutGroup          = `INSERT INTO sig_groups (id, name, owner, join_option, created_at)
+		VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`
+	// sqlAddMember adds nothing when the group does not exist or the user is
+	// already a member.
+	sqlAddMember = `INSERT INTO sig_group_members (group_id, user_id, role, joined_at, added_by)
+		SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM sig_groups WHERE id = ?1)
+		ON CONFLICT (group_id, user_id) DO NOTHING`
+	sqlRemoveMember = `DELETE FROM sig_group_members WHERE group_id = ? AND user_id = ?`
+	sqlDeleteGroup  = `DELETE FROM sig_groups WHERE id = ?`
+	sqlAppendOutbox = `INSERT INTO sig_outbox (seq, user_id, sender, event, data, created_at, expires_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`
+	sqlDeleteOutbox      = `DELETE FROM sig_outbox WHERE user_id = ? AND seq <= ?`
+	sqlDeleteOutboxEntry = `DELETE FROM sig_outbox WHERE user_id = ? AND seq = ?`
+	sqlPurgeOutbox       = `DELETE FROM sig_outbox WHERE expires_at <= ?`
+	sqlPutUser           = `INSERT INTO sig_users (user_id) VALUES (?) ON CONFLICT (user_id) DO NOTHING`
+)
+
+func (s *SQLiteStore) applyAll(ctx context.Context, muts []Mutation) error {
+	for _, m := range muts {
+		if err := s.apply(ctx, m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// apply runs one mutation inside the writer's transaction.
+func (s *SQLiteStore) apply(ctx context.Context, m Mutation) error {
+	switch m := m.(type) {
+	case PutInvitation:
+		inv := m.Invitation
+		op := fmt.Sprintf("put invitation %q", inv.ID)
+		created, err := sqlitedb.Time(inv.CreatedAt)
+		if err != nil {
+			return sqliteErr(op, err)
+		}
+		deadline, err := sqlitedb.Time(inv.Deadline)
+		if err != nil {
+			return sqliteErr(op, err)
+		}
+		if err := s.exec(ctx, sqlPutInvitation, inv.ID, inv.Inviter, inv.GroupID, inv.Data, created, deadline); err != nil {
+			return sqliteErr(op, err)
+		}
+		for i, e := range inv.Invitees {
+			if err := s.putInvitee(ctx, inv.ID, i, e); err != nil {
+				return sqliteErr(op, err)
+			}
+		}
+	case SetInviteeState:
+		op := fmt.Sprintf("set state of invitee %q of invitation %q", m.UserID, m.InviteID)
+		if _, err := ParseInviteeState(m.State.String()); err != nil {
+			return sqliteErr(op, sqlitedb.Invalid("invalid state %v", m.State))
+		}
+		at, err := sqlitedb.Time(m.At)
+		if err != nil {
+			return sqliteErr(op, err)
+		}
+		if err := s.exec(ctx, sqlSetInviteeState, m.State.String(), at, m.InviteID, m.UserID); err != nil {
+			return sqliteErr(op, err)
+		}
+	case SetInvitationData:
+		if err := s.exec(ctx, sqlSetInvitationData, m.Data, m.InviteID); err != nil {
+			return sqliteErr(fmt.Sprintf("set data of invitation %q", m.InviteID), err)
+		}
+	case DeleteInvitation:
+		if err := s.exec(ctx, sqlDeleteInvitation, m.InviteID); err != nil {
+			return sqliteErr(fmt.Sprintf("delete invitation %q", m.InviteID), err)
+		}
+	case PutGroup:
+		g := m.Group
+		op := fmt.Sprintf("put group %q", g.ID)
+		created, err := sqlitedb.Time(g.CreatedAt)
+		if err != nil {
+			return sqliteErr(op, err)
+		}
+		res, err := s.execResult(ctx, sqlPutGroup, g.ID, g.Name, g.Owner, string(g.JoinOption), created)
+		if err != nil {
+			return sqliteErr(op, err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return sqliteErr(op, err)
+		} else if n == 0 {
+			return sqliteErr(op, protocol.ErrGroupExists)
+		}
+		if err := s.addMembers(ctx, g.ID, g.Members); err != nil {
+			return sqliteErr(op, err)
+		}
+	case AddGroupMembers:
+		if err := s.addMembers(ctx, m.GroupID, m.Members); err != nil {
+			return sqliteErr(fmt.Sprintf("add members to group %q", m.GroupID), err)
+		}
+	case RemoveGroupMembers:
+		for _, u := range m.UserIDs {
+			if err := s.exec(ctx, sqlRemoveMember, m.GroupID, u); err != nil {
+				return sqliteErr(fmt.Sprintf("remove member %q from group %q", u, m.GroupID), err)
+			}
+		}
+	case DeleteGroup:
+		if err := s.exec(ctx, sqlDeleteGroup, m.GroupID); err != nil {
+			return sqliteErr(fmt.Sprintf("delete group %q", m.GroupID), err)
+		}
+	case AppendOutbox:
+		e := m.Entry
+		op := fmt.Sprintf("append outbox entry %d for %q", e.Seq, e.UserID)
+		created, err := sqlitedb.Time(e.CreatedAt)
+		if err != nil {
+			return sqliteErr(op, err)
+		}
+		expires, err := sqlitedb.Time(e.ExpiresAt)
+		if err != nil {
+			return sqliteErr(op, err)
+		}
+		var data any // NULL for nil Data
+		if e.Data != nil {
+			data = []byte(e.Data)
+		}
+		if err := s.exec(ctx, sqlAppendOutbox, e.Seq, e.UserID, e.Sender, e.Event, data, created, expires); err != nil {
+			return sqliteErr(op, err)
+		}
+	case DeleteOutbox:
+		if err := s.exec(ctx, sqlDeleteOutbox, m.UserID, m.UpTo); err != nil {
+			return sqliteErr(fmt.Sprintf("delete outbox of %q up to %d", m.UserID, m.UpTo), err)
+		}
+	case DeleteOutboxEntry:
+		if err := s.exec(ctx, sqlDeleteOutboxEntry, m.UserID, m.Seq); err != nil {
+			return sqliteErr(fmt.Sprintf("delete outbox entry %d of %q", m.Seq, m.UserID), err)
+		}
+	case PutUser:
+		if err := s.exec(ctx, sqlPutUser, m.UserID); err != nil {
+			return sqliteErr(fmt.Sprintf("put user %q", m.UserID), err)
+		}
+	case PurgeOutbox:
+		// Entries without an expiry (zero ExpiresAt, NULL) never match.
+		before, err := sqlitedb.Time(m.Before)
+		if err != nil {
+			return sqliteErr("purge outbox", err)
+		}
+		if err := s.exec(ctx, sqlPurgeOutbox, before); err != nil {
+			return sqliteErr("purge outbox", err)
+		}
+	default:
+		return sqliteErr("apply", sqlitedb.Invalid("unknown mutation %T", m))
+	}
+	return nil
+}
+
+func (s *SQLiteStore) putInvitee(ctx context.Context, inviteID string, pos int, e InviteeRecord) error {
+	if _, err := ParseInviteeState(e.State.String()); err != nil {
+		return sqlitedb.Invalid("invitee %q: invalid state %v", e.UserID, e.State)
+	}
+	at, err := sqlitedb.Time(e.UpdatedAt)
+	if err != nil {
+		return err
+	}
+	return s.exec(ctx, sqlPutInvitee, inviteID, e.UserID, pos, e.State.String(), at)
+}
+
+func (s *SQLiteStore) addMembers(ctx context.Context, groupID string, members []MemberRecord) error {
+	for _, m := range members {
+		at, err := sqlitedb.Time(m.JoinedAt)
+		if err != nil {
+			return err
+		}
+		if err := s.exec(ctx, sqlAddMember, groupID, m.UserID, string(m.Role), at, m.AddedBy); err != nil {
+			return fmt.Errorf("member %q: %w", m.UserID, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,195 @@
+package signaling
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+
+	"github.com/switchboard-rtc/switchboard/signaling/sqlitedb"
+)
+
+// Load implements Store. It reads in one transaction, so it sees the state
+// after some commit, never half of one.
+func (s *SQLiteStore) Load(ctx context.Context) (*Snapshot, error) {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return nil, errSQLiteClosed
+	}
+	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, sqliteErr("load", err)
+	}
+	defer func() { _ = tx.Rollback() }() // read-only: nothing to keep
+	snap := &Snapshot{}
+	if err := loadInvitations(ctx, tx, snap); err != nil {
+		return nil, sqliteErr("load invitations", err)
+	}
+	if err := loadGroups(ctx, tx, snap); err != nil {
+		return nil, sqliteErr("load groups", err)
+	}
+	if err := loadUsers(ctx, tx, snap); err != nil {
+		return nil, sqliteErr("load users", err)
+	}
+	if err := loadOutboxIndex(ctx, tx, snap); err != nil {
+		return nil, sqliteErr("load outbox", err)
+	}
+	return snap, nil
+}
+
+// LoadOutbox implements Store.
+func (s *SQLiteStore) LoadOutbox(ctx context.Context, user string, afterSeq int64, limit int) ([]OutboxEntry, error) {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return nil, errSQLiteClosed
+	}
+	if limit <= 0 {
+		limit = -1 // SQLite: no limit
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT seq, sender, event, data, created_at, expires_at FROM sig_outbox
+		WHERE user_id = ? AND seq > ? ORDER BY seq LIMIT ?`, user, afterSeq, limit)
+	if err != nil {
+		return nil, sqliteErr("load outbox", err)
+	}
+	defer rows.Close()
+	var out []OutboxEntry
+	for rows.Next() {
+		e := OutboxEntry{UserID: user}
+		var data []byte
+		var created, expires sql.NullInt64
+		if err := rows.Scan(&e.Seq, &e.Sender, &e.Event, &data, &created, &expires); err != nil {
+			return nil, sqliteErr("load outbox", err)
+		}
+		if data != nil {
+			e.Data = data
+		}
+		e.CreatedAt, e.ExpiresAt = sqlitedb.TimeOf(created), sqlitedb.TimeOf(expires)
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, sqliteErr("load outbox", err)
+	}
+	return out, nil
+}
+
+func loadInvitations(ctx context.Context, tx *sql.Tx, snap *Snapshot) error {
+	index := make(map[string]int)
+	err := sqliteRows(ctx, tx, `SELECT id, inviter, group_id, data, created_at, deadline
+		FROM sig_invitations ORDER BY rowid`,
+		func(rows *sql.Rows) error {
+			var r InvitationRecord
+			var created, deadline sql.NullInt64
+			if err := rows.Scan(&r.ID, &r.Inviter, &r.GroupID, &r.Data, &created, &deadline); err != nil {
+				return err
+			}
+			r.CreatedAt, r.Deadline = sqlitedb.TimeOf(created), sqlitedb.TimeOf(deadline)
+			index[r.ID] = len(snap.Invitations)
+			snap.Invitations = append(snap.Invitations, r)
+			return nil
+		})
+	if err != nil {
+		return err
+	}
+	return sqliteRows(ctx, tx, `SELECT invite_id, user_id, state, updated_at
+		FROM sig_invitees ORDER BY invite_id, pos`,
+		func(rows *sql.Rows) error {
+			var id, state string
+			var e InviteeRecord
+			var at sql.NullInt64
+			if err := rows.Scan(&id, &e.UserID, &state, &at); err != nil {
+				return err
+			}
+			var err error
+			if e.State, err = ParseInviteeState(state); err != nil {
+				return fmt.Errorf("invitation %q, invitee %q: %w", id, e.UserID, err)
+			}
+			e.UpdatedAt = sqlitedb.TimeOf(at)
+			i, ok := index[id]
+			if !ok { // foreign keys make this impossible
+				return fmt.Errorf("invitee %q of missing invitation %q", e.UserID, id)
+			}
+			snap.Invitations[i].Invitees = append(snap.Invitations[i].Invitees, e)
+			return nil
+		})
+}
+
+func loadGroups(ctx context.Context, tx *sql.Tx, snap *Snapshot) error {
+	index := make(map[string]int)
+	err := sqliteRows(ctx, tx, `SELECT id, name, owner, join_option, created_at FROM sig_groups ORDER BY rowid`,
+		func(rows *sql.Rows) error {
+			var g GroupRecord
+			var created sql.NullInt64
+			if err := rows.Scan(&g.ID, &g.Name, &g.Owner, &g.JoinOption, &created); err != nil {
+				return err
+			}
+			g.CreatedAt = sqlitedb.TimeOf(created)
+			index[g.ID] = len(snap.Groups)
+			snap.Groups = append(snap.Groups, g)
+			return nil
+		})
+	if err != nil {
+		return err
+	}
+	return sqliteRows(ctx, tx, `SELECT group_id, user_id, role, joined_at, added_by FROM sig_group_members
+		ORDER BY group_id, role <> 'owner', joined_at, rowid`,
+		func(rows *sql.Rows) error {
+			var id string
+			var m MemberRecord
+			var at sql.NullInt64
+			if err := rows.Scan(&id, &m.UserID, &m.Role, &at, &m.AddedBy); err != nil {
+				return err
+			}
+			m.JoinedAt = sqlitedb.TimeOf(at)
+			i, ok := index[id]
+			if !ok {
+				return fmt.Errorf("member %q of missing group %q", m.UserID, id)
+			}
+			snap.Groups[i].Members = append(snap.Groups[i].Members, m)
+			return nil
+		})
+}
+
+func loadUsers(ctx context.Context, tx *sql.Tx, snap *Snapshot) error {
+	return sqliteRows(ctx, tx, `SELECT user_id FROM sig_users`, func(rows *sql.Rows) error {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			return err
+		}
+		snap.Users = append(snap.Users, u)
+		return nil
+	})
+}
+
+// loadOutboxIndex reads the outbox without its data.
+func loadOutboxIndex(ctx context.Context, tx *sql.Tx, snap *Snapshot) error {
+	return sqliteRows(ctx, tx, `SELECT seq, user_id, sender, length(CAST(event AS BLOB)) + coalesce(length(data), 0), expires_at
+		FROM sig_outbox ORDER BY seq`,
+		func(rows *sql.Rows) error {
+			var e OutboxInfo
+			var expires sql.NullInt64
+			if err := rows.Scan(&e.Seq, &e.UserID, &e.Sender, &e.Bytes, &expires); err != nil {
+				return err
+			}
+			e.ExpiresAt = sqlitedb.TimeOf(expires)
+			snap.Outbox = append(snap.Outbox, e)
+			return nil
+		})
+}
+
+// sqliteRows calls f for each row of q.
+func sqliteRows(ctx context.Context, tx *sql.Tx, q string, f func(*sql.Rows) error) error {
+	rows, err := tx.QueryContext(ctx, q)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := f(rows); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}

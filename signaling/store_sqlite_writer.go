@@ -1,0 +1,264 @@
+package signaling
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"fmt"
+	"sync/atomic"
+)
+
+// sqliteReq is one Apply call waiting for the writer. state moves from
+// reqQueued to reqTaken (the writer will answer on done) or to reqAbandoned
+// (the caller's ctx ended first; the writer skips it), never back.
+type sqliteReq struct {
+	ctx   context.Context
+	muts  []Mutation
+	state atomic.Int32
+	err   error      // the call's own result, set by the writer
+	done  chan error // capacity 1, so the writer never blocks on it
+}
+
+const (
+	reqQueued int32 = iota
+	reqTaken
+	reqAbandoned
+)
+
+// Apply implements Store. It returns once the mutations are committed, or
+// failed. A ctx that ends while the call is still queued withdraws it (it is
+// then never applied); once the writer has taken it, Apply waits for the
+// outcome, which is bounded by the busy timeout. Applying to a missing
+// invitation, invitee or group (SetInviteeState, SetInvitationData,
+// AddGroupMembers, RemoveGroupMembers, Delete*) is a no-op, not an error.
+func (s *SQLiteStore) Apply(ctx context.Context, muts ...Mutation) error {
+	if err := sqliteCtxErr(ctx); err != nil {
+		return err
+	}
+	r := &sqliteReq{ctx: ctx, muts: muts, done: make(chan error, 1)}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return errSQLiteClosed
+	}
+	if len(muts) == 0 {
+		s.mu.Unlock()
+		return nil
+	}
+	s.queue = append(s.queue, r)
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	select {
+	case err := <-r.done:
+		return err
+	case <-ctx.Done():
+		if r.state.CompareAndSwap(reqQueued, reqAbandoned) {
+			return fmt.Errorf("signaling: sqlite store: apply: %w", ctx.Err())
+		}
+		return <-r.done
+	}
+}
+
+// runWriter is the writer goroutine. It ends when the store is closed and
+// the queue is empty.
+func (s *SQLiteStore) runWriter() {
+	defer close(s.writerDone)
+	defer s.dropConn()
+	buf := make([]*sqliteReq, 0, sqliteMaxBatch)
+	for {
+		batch, last := s.take(buf)
+		if len(batch) > 0 {
+			s.runBatch(batch)
+			clear(batch)
+			continue
+		}
+		if last {
+			return
+		}
+		select {
+		case <-s.wake:
+		case <-s.closing:
+		}
+	}
+}
+
+// take moves up to sqliteMaxBatch queued calls into buf. last reports that
+// the store is closed and nothing is left, so no call can arrive any more.
+func (s *SQLiteStore) take(buf []*sqliteReq) (batch []*sqliteReq, last bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := min(len(s.queue), sqliteMaxBatch)
+	batch = append(buf[:0], s.queue[:n]...)
+	rest := copy(s.queue, s.queue[n:])
+	clear(s.queue[rest:])
+	s.queue = s.queue[:rest]
+	return batch, s.closed && len(batch) == 0
+}
+
+// queueLen is for tests.
+func (s *SQLiteStore) queueLen() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.queue)
+}
+
+// runBatch commits the calls of batch that are still wanted in one
+// transaction and answers each of them.
+func (s *SQLiteStore) runBatch(batch []*sqliteReq) {
+	live := batch[:0]
+	for _, r := range batch {
+		if r.state.CompareAndSwap(reqQueued, reqTaken) {
+			live = append(live, r)
+		}
+	}
+	if len(live) == 0 {
+		return
+	}
+	s.taken.Add(int64(len(live)))
+	err := s.commitBatch(live)
+	for _, r := range live {
+		// A call that failed on its own keeps its error: it applied nothing
+		// either way, and its own reason is the more useful one.
+		if r.err == nil {
+			r.err = err
+		}
+		r.done <- r.err
+	}
+}
+
+// commitBatch runs reqs in one transaction, setting each call's own result
+// in r.err. It returns the error that fails the whole batch (connection,
+// BEGIN, savepoint handling or COMMIT), after rolling back.
+func (s *SQLiteStore) commitBatch(reqs []*sqliteReq) (err error) {
+	ctx := context.Background() // the batch serves several callers; none may cancel it
+	if s.conn == nil {
+		if s.conn, err = s.wdb.Conn(ctx); err != nil {
+			s.conn = nil
+			return sqliteErr("connect", err)
+		}
+		s.stmts = make(map[string]*sql.Stmt)
+		if s.connHook != nil {
+			if err := s.connHook(ctx, s.conn); err != nil {
+				s.dropConn()
+				return sqliteErr("connect", err)
+			}
+		}
+	}
+	if err := s.exec(ctx, sqlBegin); err != nil {
+		s.dropConn()
+		return sqliteErr("begin", err)
+	}
+	// suspect is set by a failure that may have left the connection in a
+	// bad state (I/O, read-only, full): it is replaced after the batch.
+	suspect := false
+	defer func() {
+		if err != nil {
+			if !sqliteLogical(err) {
+				suspect = true
+			}
+			if rerr := s.exec(ctx, sqlRollback); rerr != nil {
+				suspect = true
+			}
+		}
+		if suspect {
+			s.dropConn()
+		}
+	}()
+
+	ok := 0
+	if len(reqs) == 1 {
+		// No savepoint needed: the transaction is the call.
+		r := reqs[0]
+		if r.err = sqliteCtxErr(r.ctx); r.err == nil {
+			r.err = s.applyAll(ctx, r.muts)
+		}
+		if r.err == nil {
+			ok++
+		} else if !sqliteLogical(r.err) {
+			suspect = true
+		}
+	} else {
+		for _, r := range reqs {
+			if r.err = sqliteCtxErr(r.ctx); r.err != nil {
+				continue // the caller is waiting but no longer wants it done
+			}
+			if err := s.exec(ctx, sqlSavepoint); err != nil {
+				return sqliteErr("savepoint", err)
+			}
+			r.err = s.applyAll(ctx, r.muts)
+			if r.err != nil {
+				if !sqliteLogical(r.err) {
+					suspect = true
+				}
+				if err := s.exec(ctx, sqlRollbackTo); err != nil {
+					// SQLite rolls back the whole transaction on some
+					// errors (SQLITE_FULL, SQLITE_IOERR): the savepoint is
+					// gone and so is the work of the calls before.
+					return sqliteErr("rollback to savepoint", err)
+				}
+			} else {
+				ok++
+			}
+			if err := s.exec(ctx, sqlRelease); err != nil {
+				return sqliteErr("release savepoint", err)
+			}
+		}
+	}
+	if ok == 0 {
+		if err := s.exec(ctx, sqlRollback); err != nil {
+			suspect = true
+		}
+		return nil
+	}
+	if err := s.exec(ctx, sqlCommit); err != nil {
+		return sqliteErr("commit", err)
+	}
+	s.commits.Add(1)
+	return nil
+}
+
+// sqliteCtxErr reports whether the caller of a taken call has gone away.
+func sqliteCtxErr(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("signaling: sqlite store: apply: %w", err)
+	}
+	return nil
+}
+
+// dropConn closes the writer's connection; the next batch opens a new one.
+func (s *SQLiteStore) dropConn() {
+	if s.conn == nil {
+		return
+	}
+	for _, st := range s.stmts {
+		_ = st.Close()
+	}
+	s.stmts = nil
+	// Returning ErrBadConn from Raw makes database/sql close the connection
+	// instead of returning it to the pool, where it could still hold a file
+	// opened read-only or an open transaction.
+	_ = s.conn.Raw(func(any) error { return driver.ErrBadConn })
+	_ = s.conn.Close()
+	s.conn = nil
+}
+
+// exec runs q, prepared once per connection, on the writer's connection.
+func (s *SQLiteStore) exec(ctx context.Context, q string, args ...any) error {
+	_, err := s.execResult(ctx, q, args...)
+	return err
+}
+
+func (s *SQLiteStore) execResult(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	st := s.stmts[q]
+	if st == nil {
+		var err error
+		if st, err = s.conn.PrepareContext(ctx, q); err != nil {
+			return nil, err
+		}
+		s.stmts[q] = st
+	}
+	return st.ExecContext(ctx, args...)
+}
