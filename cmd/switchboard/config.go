@@ -8,7 +8,7 @@ package main
 // of the key list and of the help text (the comment above each key); a test
 // of web/stack checks that it and stack.Config agree. Adding a key is one
 // commented YAML line plus one tagged field of the owning package (plus a
-// rule in validate when the value needs one); its flag and environment
+// rule in stack.Config.Validate when the value needs one); its flag and environment
 // variable follow.
 
 import (
@@ -16,11 +16,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/url"
 	"os"
 	"path/filepath"
-	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -32,7 +29,6 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/switchboard-rtc/switchboard/configs"
-	"github.com/switchboard-rtc/switchboard/web"
 	"github.com/switchboard-rtc/switchboard/web/stack"
 )
 
@@ -44,26 +40,6 @@ const (
 
 // Config is the whole server configuration.
 type Config = stack.Config
-
-// ErrInvalidConfig is matched, with errors.Is, by every error LoadConfig
-// returns because of the user's configuration (bad flag, file, environment
-// variable or value): main prints it and exits 2. Other errors are internal
-// (a broken embedded default file).
-var ErrInvalidConfig = errors.New("invalid configuration")
-
-// ConfigError is one configuration problem (several are joined). Key is the
-// offending key ("server.addr"), "config" for the --config file itself, or
-// "" for command-line syntax errors; Msg names it.
-type ConfigError struct{ Key, Msg string }
-
-func (e *ConfigError) Error() string { return e.Msg }
-
-// Is makes every ConfigError match ErrInvalidConfig.
-func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
-
-func configErr(key, format string, args ...any) *ConfigError {
-	return &ConfigError{Key: key, Msg: fmt.Sprintf(format, args...)}
-}
 
 // HelpError is returned by LoadConfig for -h or --help. It matches
 // pflag.ErrHelp; main prints Usage to stdout and exits 0.
@@ -77,19 +53,19 @@ func (e *HelpError) Unwrap() error { return pflag.ErrHelp }
 // JSON/TOML by extension), where an unknown key is an error; environment
 // variables SWITCHBOARD_<KEY> (dots as underscores; lists comma-separated;
 // variables naming no key are ignored); flags named like the keys. It then
-// validates the result.
+// validates the result (stack.Config.Validate).
 func LoadConfig(args []string) (Config, error) {
 	cfg, err := loadConfig(args)
 	if err != nil {
 		return Config{}, err
 	}
-	if err := validate(cfg); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return Config{}, err
 	}
 	return cfg, nil
 }
 
-// loadConfig is LoadConfig without validate.
+// loadConfig is LoadConfig without Validate.
 func loadConfig(args []string) (Config, error) {
 	v := viper.New()
 	v.SetConfigType("yaml")
@@ -105,14 +81,14 @@ func loadConfig(args []string) (Config, error) {
 		if errors.Is(err, pflag.ErrHelp) {
 			return Config{}, &HelpError{Usage: usage(all)}
 		}
-		return Config{}, configErr(flagKey(err), "%v (see %s --help)", err, programName)
+		return Config{}, stack.KeyError(flagKey(err), "%v (see %s --help)", err, programName)
 	}
 	if all.NArg() > 0 {
 		hint := ""
 		if _, err := strconv.ParseBool(all.Arg(0)); err == nil {
 			hint = "; boolean flags take their value after '=', as in --auth.dev=false"
 		}
-		return Config{}, configErr("", "unexpected argument %q: %s takes only flags%s (see %s --help)", all.Arg(0), programName, hint, programName)
+		return Config{}, stack.KeyError("", "unexpected argument %q: %s takes only flags%s (see %s --help)", all.Arg(0), programName, hint, programName)
 	}
 	if path, _ := all.GetString(configFlag); path != "" {
 		if err := mergeFile(v, path, known); err != nil {
@@ -229,13 +205,13 @@ func mergeFile(v *viper.Viper, path string, known []string) error {
 	fv.SetConfigFile(path)
 	fv.SetConfigType(typ)
 	if err := fv.ReadInConfig(); err != nil {
-		return configErr(configFlag, "config file %s: %v", path, err)
+		return stack.KeyError(configFlag, "config file %s: %v", path, err)
 	}
 	var errs []error
 	for _, key := range fv.AllKeys() {
 		switch {
 		case slices.Contains(known, key) && fv.Get(key) == nil:
-			errs = append(errs, configErr(key, "config key %q in %s: want a value, got nothing", key, path))
+			errs = append(errs, stack.KeyError(key, "config key %q in %s: want a value, got nothing", key, path))
 			continue
 		case slices.Contains(known, key), fv.Get(key) == nil && slices.ContainsFunc(known, func(k string) bool { return strings.HasPrefix(k, key+".") }):
 			continue // a key, or a section with every key commented out
@@ -244,7 +220,7 @@ func mergeFile(v *viper.Viper, path string, known []string) error {
 		if near := suggest(key, known); near != "" {
 			msg += fmt.Sprintf(" (did you mean %q?)", near)
 		}
-		errs = append(errs, configErr(key, "%s", msg))
+		errs = append(errs, stack.KeyError(key, "%s", msg))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err
@@ -252,7 +228,7 @@ func mergeFile(v *viper.Viper, path string, known []string) error {
 	v.SetConfigFile(path)
 	v.SetConfigType(typ)
 	if err := v.MergeInConfig(); err != nil {
-		return configErr(configFlag, "config file %s: %v", path, err)
+		return stack.KeyError(configFlag, "config file %s: %v", path, err)
 	}
 	return nil
 }
@@ -296,11 +272,11 @@ func decodeErrors(err error) error {
 			if env := envName(key); os.Getenv(env) != "" {
 				msg += " (from environment variable " + env + ")"
 			}
-			out = append(out, configErr(key, "%s", msg))
+			out = append(out, stack.KeyError(key, "%s", msg))
 		case interface{ Unwrap() error }:
 			walk(u.Unwrap())
 		default:
-			out = append(out, configErr("", "%v", e))
+			out = append(out, stack.KeyError("", "%v", e))
 		}
 	}
 	walk(err)
@@ -309,168 +285,4 @@ func decodeErrors(err error) error {
 
 func envName(key string) string {
 	return strings.ToUpper(programName + "_" + strings.ReplaceAll(key, ".", "_"))
-}
-
-// eachKey calls fn with the key and the value of every field of v that has
-// one, following squashed structs and skipping fields tagged "-".
-func eachKey(v reflect.Value, prefix string, fn func(key string, f reflect.Value)) {
-	for i := range v.NumField() {
-		name, opt, _ := strings.Cut(v.Type().Field(i).Tag.Get("mapstructure"), ",")
-		switch f := v.Field(i); {
-		case name == "-":
-		case opt == "squash":
-			eachKey(f, prefix, fn)
-		case f.Kind() == reflect.Struct:
-			eachKey(f, prefix+name+".", fn)
-		default:
-			fn(prefix+name, f)
-		}
-	}
-}
-
-// validate checks every value and the relations between them, and reports
-// every problem, joined; each is a *ConfigError naming its key.
-func validate(c Config) error {
-	var errs []error
-	bad := func(key, format string, args ...any) {
-		errs = append(errs, configErr(key, "%s: %s", key, fmt.Sprintf(format, args...)))
-	}
-	wholeSeconds := func(key string, d time.Duration) {
-		if d < time.Second || d%time.Second != 0 {
-			bad(key, "must be a whole number of seconds, at least 1s, got %s", d)
-		}
-	}
-	s, w := c.Server, c.Server.Web
-	if err := checkAddr(s.Addr); err != nil {
-		bad("server.addr", "want host:port such as \"127.0.0.1:8080\", got %q: %v", s.Addr, err)
-	}
-	for _, o := range w.AllowedOrigins {
-		if err := checkOrigin(o); err != nil {
-			bad("server.allowed_origins", "want \"*\" or an origin such as \"https://app.example.com\", got %q: %v", o, err)
-		}
-	}
-	switch {
-	case s.TLSCert != "" && s.TLSKey == "":
-		bad("server.tls_key", "must be set when server.tls_cert is set")
-	case s.TLSCert == "" && s.TLSKey != "":
-		bad("server.tls_cert", "must be set when server.tls_key is set")
-	}
-	m := c.Media.SFU
-	for _, p := range []struct {
-		key string
-		d   time.Duration
-	}{
-		{"server.shutdown_timeout", s.ShutdownTimeout}, {"server.ping_interval", w.PingInterval},
-		{"server.pong_timeout", w.PongTimeout}, {"server.write_timeout", w.WriteTimeout},
-		{"auth.dev_token_ttl", c.Auth.DevTokenTTL}, {"signaling.offline_event_ttl", c.Signaling.OfflineEventTTL},
-		{"calls.setup_timeout", c.Calls.SetupTimeout}, {"calls.heartbeat", c.Calls.Heartbeat},
-		{"media.ice_disconnected_grace", m.ICEDisconnectedGrace}, {"media.pli_throttle", m.PLIThrottle},
-		{"media.connect_timeout", c.Media.ConnectTimeout}, {"server.read_header_timeout", w.ReadHeaderTimeout},
-		{"server.read_timeout", w.ReadTimeout}, {"server.idle_timeout", w.IdleTimeout},
-	} {
-		if p.d <= 0 {
-			bad(p.key, "must be a positive duration, got %s", p.d)
-		}
-	}
-	if w.PingInterval > 0 && w.PingInterval >= w.PongTimeout {
-		bad("server.ping_interval", "must be below server.pong_timeout (%s), got %s", w.PongTimeout, w.PingInterval)
-	}
-	if w.MaxConnections < 1 {
-		bad("server.max_connections", "must be a positive integer, got %d", w.MaxConnections)
-	}
-	if host, _, err := net.SplitHostPort(s.Addr); err == nil && c.Auth.Dev && !loopbackHost(host) {
-		bad("auth.dev", "dev mode issues tokens to anyone: it may only listen on loopback, but server.addr is %q; "+
-			"set server.addr to 127.0.0.1:PORT, or auth.dev=false with an auth.secret", s.Addr)
-	}
-	if strings.TrimSpace(c.Store.Path) == "" {
-		bad("store.path", "must not be empty")
-	}
-	if !c.Auth.Dev && len(c.Auth.Secret) < web.MinSecretLen {
-		bad("auth.secret", "must be at least %d bytes when auth.dev is false, got %d bytes", web.MinSecretLen, len(c.Auth.Secret))
-	}
-	wholeSeconds("signaling.default_timeout", c.Signaling.DefaultTimeout)
-	wholeSeconds("signaling.max_timeout", c.Signaling.MaxTimeout)
-	if c.Signaling.MaxTimeout < c.Signaling.DefaultTimeout {
-		bad("signaling.max_timeout", "must be at least signaling.default_timeout (%s), got %s", c.Signaling.DefaultTimeout, c.Signaling.MaxTimeout)
-	}
-	// limits: every key, so that a new limit is checked without new code.
-	eachKey(reflect.ValueOf(c.Limits), "limits.", func(key string, f reflect.Value) {
-		if n := f.Convert(reflect.TypeFor[float64]()).Float(); n < 1 {
-			bad(key, "must be a positive integer, got %v", n)
-		}
-	})
-	if int64(c.Limits.Signaling.MaxDataBytes) > c.Limits.Web.MaxFrameBytes {
-		bad("limits.max_data_bytes", "must not exceed limits.max_frame_bytes (%d), got %d", c.Limits.Web.MaxFrameBytes, c.Limits.Signaling.MaxDataBytes)
-	}
-	if p := strings.ToLower(string(c.Calls.BusyPolicy)); p != "reject" && p != "ring" {
-		bad("calls.busy_policy", "want reject or ring, got %q", c.Calls.BusyPolicy)
-	}
-	if m.UDPPort < 0 || m.UDPPort > 65535 {
-		bad("media.udp_port", "must be 0-65535, got %d", m.UDPPort)
-	}
-	if m.ListenIP != "" && net.ParseIP(m.ListenIP) == nil {
-		bad("media.listen_ip", "must be an IP address or empty, got %q", m.ListenIP)
-	}
-	for _, ip := range m.NAT1To1IPs {
-		if net.ParseIP(ip) == nil {
-			bad("media.nat1to1_ips", "must be IP addresses, got %q", ip)
-		}
-	}
-	for _, u := range c.Media.ICEServers {
-		if !slices.ContainsFunc([]string{"stun:", "stuns:", "turn:", "turns:"}, func(p string) bool { return strings.HasPrefix(u, p) }) {
-			bad("media.ice_servers", "want stun:, stuns:, turn: or turns: URLs, got %q", u)
-		}
-	}
-	if m.ICEFailedGrace < 0 {
-		bad("media.ice_failed_grace", "must not be negative, got %s", m.ICEFailedGrace)
-	}
-	if err := checkAddr(c.Metrics.Addr); c.Metrics.Addr != "" && err != nil {
-		bad("metrics.addr", "want host:port such as \"127.0.0.1:9090\" or empty, got %q: %v", c.Metrics.Addr, err)
-	}
-	if _, ok := stack.LogLevels[strings.ToLower(c.Log.Level)]; !ok {
-		bad("log.level", "want debug, info, warn or error, got %q", c.Log.Level)
-	}
-	if f := strings.ToLower(c.Log.Format); f != "text" && f != "json" {
-		bad("log.format", "want text or json, got %q", c.Log.Format)
-	}
-	return errors.Join(errs...)
-}
-
-func checkAddr(addr string) error {
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return err
-	}
-	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
-	}
-	return nil
-}
-
-func checkOrigin(o string) error {
-	if o == "*" {
-		return nil
-	}
-	u, err := url.Parse(o)
-	switch {
-	case err != nil:
-		return err
-	case u.Scheme != "http" && u.Scheme != "https":
-		return errors.New("scheme must be http or https")
-	case u.Host == "":
-		return errors.New("missing host")
-	case u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "":
-		return errors.New("an origin is only scheme://host[:port]")
-	}
-	return nil
-}
-
-// loopbackHost reports whether a listen host is loopback only: a
-// loopback IP or "localhost" ("" and 0.0.0.0 listen on every interface).
-func loopbackHost(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

@@ -33,7 +33,7 @@ func FuzzConfigFile(f *testing.F) {
 			}
 			return
 		}
-		if err := validate(cfg); err != nil {
+		if err := cfg.Validate(); err != nil {
 			t.Fatalf("LoadConfig returned a config that does not validate: %v", err)
 		}
 	})

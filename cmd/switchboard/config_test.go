@@ -130,7 +130,7 @@ func yamlLeaves(t *testing.T) map[string]any {
 func field(t *testing.T, c *Config, key string) reflect.Value {
 	t.Helper()
 	var out reflect.Value
-	eachKey(reflect.ValueOf(c).Elem(), "", func(k string, f reflect.Value) {
+	stack.EachKey(reflect.ValueOf(c).Elem(), "", func(k string, f reflect.Value) {
 		if k == key {
 			out = f
 		}
@@ -141,12 +141,12 @@ func field(t *testing.T, c *Config, key string) reflect.Value {
 	return out
 }
 
-// configErrors returns every *ConfigError in err's tree.
-func configErrors(err error) []*ConfigError {
-	var out []*ConfigError
+// configErrors returns every *stack.ConfigError in err's tree.
+func configErrors(err error) []*stack.ConfigError {
+	var out []*stack.ConfigError
 	var walk func(error)
 	walk = func(e error) {
-		if ce, ok := e.(*ConfigError); ok {
+		if ce, ok := e.(*stack.ConfigError); ok {
 			out = append(out, ce)
 		}
 		switch u := e.(type) {
@@ -165,14 +165,14 @@ func configErrors(err error) []*ConfigError {
 }
 
 // requireConfigError checks that err is a configuration error naming key,
-// with a *ConfigError for that key and a message containing every part.
+// with a *stack.ConfigError for that key and a message containing every part.
 func requireConfigError(t *testing.T, err error, key string, parts ...string) {
 	t.Helper()
 	if err == nil {
 		t.Fatalf("got no error, want one about %q", key)
 	}
-	if !errors.Is(err, ErrInvalidConfig) {
-		t.Errorf("error %q does not match ErrInvalidConfig", err)
+	if !errors.Is(err, stack.ErrInvalidConfig) {
+		t.Errorf("error %q does not match stack.ErrInvalidConfig", err)
 	}
 	if errors.Is(err, pflag.ErrHelp) {
 		t.Errorf("error %q matches pflag.ErrHelp", err)
@@ -182,8 +182,8 @@ func requireConfigError(t *testing.T, err error, key string, parts ...string) {
 			t.Errorf("error %q does not contain %q", err, p)
 		}
 	}
-	if !slices.ContainsFunc(configErrors(err), func(ce *ConfigError) bool { return ce.Key == key }) {
-		t.Errorf("error %q has no *ConfigError with Key %q", err, key)
+	if !slices.ContainsFunc(configErrors(err), func(ce *stack.ConfigError) bool { return ce.Key == key }) {
+		t.Errorf("error %q has no *stack.ConfigError with Key %q", err, key)
 	}
 }
 
@@ -198,7 +198,7 @@ func TestDefaults(t *testing.T) {
 	if !reflect.DeepEqual(got, wantDefaults) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", got, wantDefaults)
 	}
-	if err := validate(wantDefaults); err != nil {
+	if err := wantDefaults.Validate(); err != nil {
 		t.Errorf("defaults do not validate: %v", err)
 	}
 	// The stack's own decoding of the embedded file (tests, bench) agrees.
@@ -633,7 +633,7 @@ func TestInvalidValues(t *testing.T) {
 func TestEveryLimitValidated(t *testing.T) {
 	t.Parallel()
 	n := 0
-	eachKey(reflect.ValueOf(&wantDefaults).Elem(), "", func(key string, _ reflect.Value) {
+	stack.EachKey(reflect.ValueOf(&wantDefaults).Elem(), "", func(key string, _ reflect.Value) {
 		if !strings.HasPrefix(key, "limits.") {
 			return
 		}
@@ -642,7 +642,7 @@ func TestEveryLimitValidated(t *testing.T) {
 			c := wantDefaults
 			f := field(t, &c, key)
 			f.Set(reflect.ValueOf(bad).Convert(f.Type()))
-			requireConfigError(t, validate(c), key, "must be a positive integer")
+			requireConfigError(t, c.Validate(), key, "must be a positive integer")
 		}
 	})
 	if want := len(slices.DeleteFunc(slices.Collect(func(yield func(string) bool) {
@@ -662,7 +662,7 @@ func TestValidateReportsAllProblems(t *testing.T) {
 	c.Server.Addr = "nope"
 	c.Log.Level = "loud"
 	c.Limits.Web.SendQueue = -1
-	err := validate(c)
+	err := c.Validate()
 	var keys []string
 	for _, ce := range configErrors(err) {
 		keys = append(keys, ce.Key)
@@ -710,8 +710,8 @@ func TestHelp(t *testing.T) {
 			if !errors.Is(err, pflag.ErrHelp) {
 				t.Fatalf("got %v, want pflag.ErrHelp", err)
 			}
-			if errors.Is(err, ErrInvalidConfig) {
-				t.Errorf("help matches ErrInvalidConfig")
+			if errors.Is(err, stack.ErrInvalidConfig) {
+				t.Errorf("help matches stack.ErrInvalidConfig")
 			}
 			var help *HelpError
 			if !errors.As(err, &help) {
@@ -753,8 +753,8 @@ func TestBadCommandLine(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			_, err := LoadConfig(tt.args)
-			if !errors.Is(err, ErrInvalidConfig) || errors.Is(err, pflag.ErrHelp) {
-				t.Fatalf("got %v, want an ErrInvalidConfig", err)
+			if !errors.Is(err, stack.ErrInvalidConfig) || errors.Is(err, pflag.ErrHelp) {
+				t.Fatalf("got %v, want an stack.ErrInvalidConfig", err)
 			}
 			if !strings.Contains(err.Error(), tt.msg) {
 				t.Errorf("error %q does not contain %q", err, tt.msg)

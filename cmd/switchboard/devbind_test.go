@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/switchboard-rtc/switchboard/web/stack"
 )
 
 // TestDevModeRefusedOffLoopback is issue #11 item 5: dev mode issues
@@ -16,7 +18,7 @@ import (
 func TestDevModeRefusedOffLoopback(t *testing.T) {
 	for _, addr := range []string{":8080", "0.0.0.0:8080", "[::]:8080", "192.168.1.10:8080", "example.com:8080"} {
 		_, err := LoadConfig([]string{"--server.addr=" + addr, "--auth.dev=true"})
-		if !errors.Is(err, ErrInvalidConfig) {
+		if !errors.Is(err, stack.ErrInvalidConfig) {
 			t.Errorf("dev mode on %s: %v, want an invalid configuration", addr, err)
 			continue
 		}

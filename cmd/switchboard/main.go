@@ -37,7 +37,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	case errors.As(err, &help):
 		fmt.Fprint(stdout, help.Usage)
 		return 0
-	case errors.Is(err, ErrInvalidConfig):
+	case errors.Is(err, stack.ErrInvalidConfig):
 		fmt.Fprintln(stderr, "switchboard: invalid configuration:", err)
 		return 2
 	case err != nil:

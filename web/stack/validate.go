@@ -1,0 +1,200 @@
+package stack
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/switchboard-rtc/switchboard/web"
+)
+
+// ErrInvalidConfig is matched, with errors.Is, by every error caused by the
+// user's configuration (Validate's, and the binary's loading errors: bad
+// flag, file or environment variable): the binary prints it and exits 2.
+// Other errors are internal (a broken embedded default file).
+var ErrInvalidConfig = errors.New("invalid configuration")
+
+// ConfigError is one configuration problem (several are joined). Key is the
+// offending key ("server.addr"), "config" for the --config file itself, or
+// "" for command-line syntax errors; Msg names it.
+type ConfigError struct{ Key, Msg string }
+
+func (e *ConfigError) Error() string { return e.Msg }
+
+// Is makes every ConfigError match ErrInvalidConfig.
+func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
+
+// KeyError returns a *ConfigError about key.
+func KeyError(key, format string, args ...any) *ConfigError {
+	return &ConfigError{Key: key, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Validate checks every value and the relations between them, and reports
+// every problem, joined; each is a *ConfigError naming its key.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, KeyError(key, "%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	wholeSeconds := func(key string, d time.Duration) {
+		if d < time.Second || d%time.Second != 0 {
+			bad(key, "must be a whole number of seconds, at least 1s, got %s", d)
+		}
+	}
+	s, w := c.Server, c.Server.Web
+	if err := checkAddr(s.Addr); err != nil {
+		bad("server.addr", "want host:port such as \"127.0.0.1:8080\", got %q: %v", s.Addr, err)
+	}
+	for _, o := range w.AllowedOrigins {
+		if err := checkOrigin(o); err != nil {
+			bad("server.allowed_origins", "want \"*\" or an origin such as \"https://app.example.com\", got %q: %v", o, err)
+		}
+	}
+	switch {
+	case s.TLSCert != "" && s.TLSKey == "":
+		bad("server.tls_key", "must be set when server.tls_cert is set")
+	case s.TLSCert == "" && s.TLSKey != "":
+		bad("server.tls_cert", "must be set when server.tls_key is set")
+	}
+	m := c.Media.SFU
+	for _, p := range []struct {
+		key string
+		d   time.Duration
+	}{
+		{"server.shutdown_timeout", s.ShutdownTimeout}, {"server.ping_interval", w.PingInterval},
+		{"server.pong_timeout", w.PongTimeout}, {"server.write_timeout", w.WriteTimeout},
+		{"auth.dev_token_ttl", c.Auth.DevTokenTTL}, {"signaling.offline_event_ttl", c.Signaling.OfflineEventTTL},
+		{"calls.setup_timeout", c.Calls.SetupTimeout}, {"calls.heartbeat", c.Calls.Heartbeat},
+		{"media.ice_disconnected_grace", m.ICEDisconnectedGrace}, {"media.pli_throttle", m.PLIThrottle},
+		{"media.connect_timeout", c.Media.ConnectTimeout}, {"server.read_header_timeout", w.ReadHeaderTimeout},
+		{"server.read_timeout", w.ReadTimeout}, {"server.idle_timeout", w.IdleTimeout},
+	} {
+		if p.d <= 0 {
+			bad(p.key, "must be a positive duration, got %s", p.d)
+		}
+	}
+	if w.PingInterval > 0 && w.PingInterval >= w.PongTimeout {
+		bad("server.ping_interval", "must be below server.pong_timeout (%s), got %s", w.PongTimeout, w.PingInterval)
+	}
+	if w.MaxConnections < 1 {
+		bad("server.max_connections", "must be a positive integer, got %d", w.MaxConnections)
+	}
+	if host, _, err := net.SplitHostPort(s.Addr); err == nil && c.Auth.Dev && !loopbackHost(host) {
+		bad("auth.dev", "dev mode issues tokens to anyone: it may only listen on loopback, but server.addr is %q; "+
+			"set server.addr to 127.0.0.1:PORT, or auth.dev=false with an auth.secret", s.Addr)
+	}
+	if strings.TrimSpace(c.Store.Path) == "" {
+		bad("store.path", "must not be empty")
+	}
+	if !c.Auth.Dev && len(c.Auth.Secret) < web.MinSecretLen {
+		bad("auth.secret", "must be at least %d bytes when auth.dev is false, got %d bytes", web.MinSecretLen, len(c.Auth.Secret))
+	}
+	wholeSeconds("signaling.default_timeout", c.Signaling.DefaultTimeout)
+	wholeSeconds("signaling.max_timeout", c.Signaling.MaxTimeout)
+	if c.Signaling.MaxTimeout < c.Signaling.DefaultTimeout {
+		bad("signaling.max_timeout", "must be at least signaling.default_timeout (%s), got %s", c.Signaling.DefaultTimeout, c.Signaling.MaxTimeout)
+	}
+	// limits: every key, so that a new limit is checked without new code.
+	EachKey(reflect.ValueOf(c.Limits), "limits.", func(key string, f reflect.Value) {
+		if n := f.Convert(reflect.TypeFor[float64]()).Float(); n < 1 {
+			bad(key, "must be a positive integer, got %v", n)
+		}
+	})
+	if int64(c.Limits.Signaling.MaxDataBytes) > c.Limits.Web.MaxFrameBytes {
+		bad("limits.max_data_bytes", "must not exceed limits.max_frame_bytes (%d), got %d", c.Limits.Web.MaxFrameBytes, c.Limits.Signaling.MaxDataBytes)
+	}
+	if p := strings.ToLower(string(c.Calls.BusyPolicy)); p != "reject" && p != "ring" {
+		bad("calls.busy_policy", "want reject or ring, got %q", c.Calls.BusyPolicy)
+	}
+	if m.UDPPort < 0 || m.UDPPort > 65535 {
+		bad("media.udp_port", "must be 0-65535, got %d", m.UDPPort)
+	}
+	if m.ListenIP != "" && net.ParseIP(m.ListenIP) == nil {
+		bad("media.listen_ip", "must be an IP address or empty, got %q", m.ListenIP)
+	}
+	for _, ip := range m.NAT1To1IPs {
+		if net.ParseIP(ip) == nil {
+			bad("media.nat1to1_ips", "must be IP addresses, got %q", ip)
+		}
+	}
+	for _, u := range c.Media.ICEServers {
+		if !slices.ContainsFunc([]string{"stun:", "stuns:", "turn:", "turns:"}, func(p string) bool { return strings.HasPrefix(u, p) }) {
+			bad("media.ice_servers", "want stun:, stuns:, turn: or turns: URLs, got %q", u)
+		}
+	}
+	if m.ICEFailedGrace < 0 {
+		bad("media.ice_failed_grace", "must not be negative, got %s", m.ICEFailedGrace)
+	}
+	if err := checkAddr(c.Metrics.Addr); c.Metrics.Addr != "" && err != nil {
+		bad("metrics.addr", "want host:port such as \"127.0.0.1:9090\" or empty, got %q: %v", c.Metrics.Addr, err)
+	}
+	if _, ok := LogLevels[strings.ToLower(c.Log.Level)]; !ok {
+		bad("log.level", "want debug, info, warn or error, got %q", c.Log.Level)
+	}
+	if f := strings.ToLower(c.Log.Format); f != "text" && f != "json" {
+		bad("log.format", "want text or json, got %q", c.Log.Format)
+	}
+	return errors.Join(errs...)
+}
+
+func checkAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
+	}
+	return nil
+}
+
+func checkOrigin(o string) error {
+	if o == "*" {
+		return nil
+	}
+	u, err := url.Parse(o)
+	switch {
+	case err != nil:
+		return err
+	case u.Scheme != "http" && u.Scheme != "https":
+		return errors.New("scheme must be http or https")
+	case u.Host == "":
+		return errors.New("missing host")
+	case u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "":
+		return errors.New("an origin is only scheme://host[:port]")
+	}
+	return nil
+}
+
+// loopbackHost reports whether a listen host is loopback only: a
+// loopback IP or "localhost" ("" and 0.0.0.0 listen on every interface).
+func loopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// EachKey calls fn with the key and the value of every field of v that has
+// one, following squashed structs and skipping fields tagged "-".
+func EachKey(v reflect.Value, prefix string, fn func(key string, f reflect.Value)) {
+	for i := range v.NumField() {
+		name, opt, _ := strings.Cut(v.Type().Field(i).Tag.Get("mapstructure"), ",")
+		switch f := v.Field(i); {
+		case name == "-":
+		case opt == "squash":
+			EachKey(f, prefix, fn)
+		case f.Kind() == reflect.Struct:
+			EachKey(f, prefix+name+".", fn)
+		default:
+			fn(prefix+name, f)
+		}
+	}
+}
