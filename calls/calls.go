@@ -65,8 +65,8 @@ func (noMetrics) CallEnded(Result)        {}
 type Params struct {
 	Metrics Metrics // nil: none
 	Config  Config
-	Engine  *signaling.Engine
-	Rooms   *rooms.Manager
+	Engine  Invitations // the signaling engine
+	Rooms   Rooms       // nil: calls without rooms (tests)
 	Records RecordStore
 	Clock   protocol.Clock
 	Logger  *slog.Logger
@@ -81,8 +81,8 @@ type Params struct {
 // Lock order: none is held while taking another package's lock.
 type Manager struct {
 	cfg   Config
-	eng   *signaling.Engine
-	rooms *rooms.Manager
+	eng   Invitations
+	rooms Rooms
 	rec   RecordStore
 	clock protocol.Clock
 	log   *slog.Logger
