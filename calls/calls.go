@@ -215,7 +215,7 @@ func (m *Manager) recoverOpenCalls(ctx context.Context) error {
 		if !r.BeganAt.IsZero() && end.Before(r.BeganAt) {
 			end = r.BeganAt
 		}
-		r.EndedAt, r.EndReason, r.EndedBy = end, "server_restart", ""
+		r.EndedAt, r.EndReason, r.EndedBy = end, EndServerRestart, ""
 		if r.BeganAt.IsZero() {
 			r.Result = ResultFailed
 		} else {
@@ -655,7 +655,7 @@ func (m *Manager) cancel(ctx context.Context, a protocol.Actor, args protocol.In
 		}
 		m.mu.Lock()
 		if !c.ended && !c.began() && !c.anyAnswered() && !c.ringing() {
-			work := m.endLocked(c, "cancelled", a.UserID)
+			work := m.endLocked(c, EndCancelled, a.UserID)
 			m.mu.Unlock()
 			work()
 			return nil
@@ -712,7 +712,7 @@ func (m *Manager) evaluateLocked(c *call, by string) func() {
 	if c.ended || c.began() || c.ringing() || c.anyAnswered() {
 		return func() {}
 	}
-	reason := "no_answer"
+	reason := EndNoAnswer
 	counts := map[Answer]int{}
 	for _, p := range c.rec.Participants {
 		if p.Role != RoleCaller {
@@ -721,13 +721,13 @@ func (m *Manager) evaluateLocked(c *call, by string) func() {
 	}
 	switch {
 	case counts[AnswerCancelled] > 0:
-		reason, by = "cancelled", c.rec.Caller
+		reason, by = EndCancelled, c.rec.Caller
 	case counts[AnswerNoAnswer] > 0:
-		reason, by = "no_answer", ""
+		reason, by = EndNoAnswer, ""
 	case counts[AnswerRejected] > 0:
-		reason = "rejected"
+		reason = EndRejected
 	case counts[AnswerBusy] > 0:
-		reason = "busy"
+		reason = EndBusy
 	}
 	return m.endLocked(c, reason, by)
 }
@@ -747,7 +747,7 @@ func (m *Manager) armSetupLocked(c *call) {
 			m.mu.Unlock()
 			return
 		}
-		work := m.endLocked(c, "failed", "")
+		work := m.endLocked(c, EndFailed, "")
 		m.mu.Unlock()
 		work()
 	})
@@ -829,23 +829,23 @@ func (m *Manager) MemberLeft(roomID, user string, reason rooms.LeaveReason, _ ti
 	if p := c.part(user); p != nil {
 		p.LeftAt = now
 	}
-	why := "hangup"
+	why := EndHangup
 	switch {
 	case c.hungUp[user]:
 	case reason == rooms.LeaveConnectionLost:
-		why = "connection_lost"
+		why = EndConnectionLost
 	case reason == rooms.LeaveKicked:
-		why = "kicked"
+		why = EndKicked
 	}
 	work := func() {}
 	switch {
 	case c.began() && c.rec.GroupID == "":
 		work = m.endLocked(c, why, user)
 	case c.began() && len(c.connected) < 2:
-		work = m.endLocked(c, "all_left", user)
+		work = m.endLocked(c, EndAllLeft, user)
 	case !c.began() && user == c.rec.Caller:
 		// The caller gave up before anyone's media connected.
-		work = m.endLocked(c, "cancelled", user)
+		work = m.endLocked(c, EndCancelled, user)
 	default:
 		c.admitted[user] = c.admitted[user] && !c.hungUp[user]
 	}
@@ -870,7 +870,7 @@ func (m *Manager) participantsLocked(c *call) []string {
 // endLocked ends a call once: it fixes the record and returns the work to
 // do outside mu: save the record, cancel what still rings, send the
 // call-end invitation (a call that began) and onCallEnd, and close the room.
-func (m *Manager) endLocked(c *call, reason, endedBy string) func() {
+func (m *Manager) endLocked(c *call, reason EndReason, endedBy string) func() {
 	if c.ended {
 		return func() {}
 	}
@@ -885,8 +885,8 @@ func (m *Manager) endLocked(c *call, reason, endedBy string) func() {
 	if c.began() {
 		r.Result, r.Duration = ResultCompleted, now.Sub(r.BeganAt)
 	} else {
-		r.Result = map[string]Result{"cancelled": ResultCancelled, "rejected": ResultRejected, "busy": ResultBusy,
-			"no_answer": ResultNoAnswer}[reason]
+		r.Result = map[EndReason]Result{EndCancelled: ResultCancelled, EndRejected: ResultRejected, EndBusy: ResultBusy,
+			EndNoAnswer: ResultNoAnswer}[reason]
 		if r.Result == "" {
 			r.Result = ResultFailed
 		}
@@ -1060,9 +1060,9 @@ func (m *Manager) hangup(ctx context.Context, a protocol.Actor, args CallIDArgs)
 			}
 		}
 		m.mu.Lock()
-		work = m.endLocked(c, "cancelled", a.UserID)
+		work = m.endLocked(c, EndCancelled, a.UserID)
 	case !c.began() && (c.rec.GroupID == "" || a.UserID == c.rec.Caller):
-		work = m.endLocked(c, "hangup", a.UserID)
+		work = m.endLocked(c, EndHangup, a.UserID)
 	default:
 		delete(c.admitted, a.UserID)
 		work = m.evaluateLocked(c, a.UserID)
