@@ -349,21 +349,31 @@ func (m *Manager) invite(ctx context.Context, a protocol.Actor, spec signaling.I
 		}
 		return protocol.InviteResult{InviteID: id}, nil
 	}
-	return m.startCall(ctx, a, spec, cd, false)
+	return m.startCall(ctx, a, spec, cd, appData)
 }
 
 // glareData is the accept data of a call merged by glare.
 const glareData = `{"businessID":"av_call","version":4,"data":{"cmd":"accept","glare":true}}`
 
-// startCall places a call. composed says the server built the data (the
-// call and groupCall ops): it then carries the call ID too; an app's own
-// data is passed on as it is, but for a room_id added when it had none.
+// dataOrigin says who wrote a new call's data.
+type dataOrigin int
+
+const (
+	// appData is the app's own data (invite and inviteInGroup): passed on
+	// as it is, but for a room_id added when it had none.
+	appData dataOrigin = iota
+	// serverData is data the server composed (the call and groupCall ops):
+	// it carries the call ID too.
+	serverData
+)
+
+// startCall places a call whose data origin wrote.
 //
 // The glare check and the registration of the new call with its ringing
 // invitees are one critical section, so two users calling each other at
 // the same instant make one call. The call then claims its room ID from
 // rooms (refused when the ID is not free) before anyone rings.
-func (m *Manager) startCall(ctx context.Context, a protocol.Actor, spec signaling.InvitationSpec, cd CallData, composed bool) (any, error) {
+func (m *Manager) startCall(ctx context.Context, a protocol.Actor, spec signaling.InvitationSpec, cd CallData, origin dataOrigin) (any, error) {
 	roomID := cd.RoomID
 	if roomID == "" {
 		roomID = m.eng.NewID("call_")
@@ -376,7 +386,7 @@ func (m *Manager) startCall(ctx context.Context, a protocol.Actor, spec signalin
 		return nil, ErrBadCallData.WithMessage("room_id must be 1-64 characters of [A-Za-z0-9_-]")
 	}
 	id := m.eng.NewID("inv_")
-	if composed {
+	if origin == serverData {
 		spec.Data = cd.WithIDs(roomID, id)
 	}
 	var c *call

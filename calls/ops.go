@@ -76,7 +76,7 @@ func (m *Manager) ownOps() map[string]protocol.OpFunc {
 			}
 			data := NewCallData(mt, args.RoomID, []string{args.Invitee}, args.UserData)
 			return m.startCall(ctx, a, signaling.InvitationSpec{Invitees: []string{args.Invitee}, Timeout: args.Timeout,
-				Data: data}, parseOwnCallData(data), true)
+				Data: data}, parseOwnCallData(data), serverData)
 		}),
 		OpGroupCall: protocol.Op(func(ctx context.Context, a protocol.Actor, args GroupCallArgs) (any, error) {
 			if args.GroupID == "" || len(args.InviteeList) == 0 {
@@ -88,7 +88,7 @@ func (m *Manager) ownOps() map[string]protocol.OpFunc {
 			}
 			data := NewCallData(mt, args.RoomID, args.InviteeList, args.UserData)
 			return m.startCall(ctx, a, signaling.InvitationSpec{GroupID: args.GroupID, Invitees: args.InviteeList, Timeout: args.Timeout,
-				Data: data}, parseOwnCallData(data), true)
+				Data: data}, parseOwnCallData(data), serverData)
 		}),
 		OpHangup: protocol.Op(func(ctx context.Context, a protocol.Actor, args CallIDArgs) (any, error) {
 			return none(m.hangup(ctx, a, args))
