@@ -2,6 +2,9 @@ package calls
 
 import (
 	"context"
+	"errors"
+	"slices"
+	"time"
 
 	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
@@ -76,7 +79,7 @@ func (m *Manager) ownOps() map[string]protocol.OpFunc {
 			}
 			data := NewCallData(mt, args.RoomID, []string{args.Invitee}, args.UserData)
 			return m.startCall(ctx, a, signaling.InvitationSpec{Invitees: []string{args.Invitee}, Timeout: args.Timeout,
-				Data: data}, parseOwnCallData(data), true)
+				Data: data}, parseOwnCallData(data), serverData)
 		}),
 		OpGroupCall: protocol.Op(func(ctx context.Context, a protocol.Actor, args GroupCallArgs) (any, error) {
 			if args.GroupID == "" || len(args.InviteeList) == 0 {
@@ -88,7 +91,7 @@ func (m *Manager) ownOps() map[string]protocol.OpFunc {
 			}
 			data := NewCallData(mt, args.RoomID, args.InviteeList, args.UserData)
 			return m.startCall(ctx, a, signaling.InvitationSpec{GroupID: args.GroupID, Invitees: args.InviteeList, Timeout: args.Timeout,
-				Data: data}, parseOwnCallData(data), true)
+				Data: data}, parseOwnCallData(data), serverData)
 		}),
 		OpHangup: protocol.Op(func(ctx context.Context, a protocol.Actor, args CallIDArgs) (any, error) {
 			return none(m.hangup(ctx, a, args))
@@ -134,4 +137,222 @@ func clientArgs(args *protocol.InviteIDArgs) error {
 func parseOwnCallData(data string) CallData {
 	d, _, _ := ParseCallData(data)
 	return d
+}
+
+// ---- the call ops ----
+
+// hangup leaves a call: before it begins, the caller cancels and an invitee
+// rejects; once it runs, the user leaves its room (a one-to-one call then
+// ends, a group call goes on while two remain).
+func (m *Manager) hangup(ctx context.Context, a protocol.Actor, args CallIDArgs) error {
+	m.mu.Lock()
+	c := m.calls[args.CallID]
+	if c == nil {
+		m.mu.Unlock()
+		return ErrCallNotFound.WithMessage("no running call %q", args.CallID)
+	}
+	p := c.part(a.UserID)
+	if p == nil {
+		m.mu.Unlock()
+		return ErrNotInCall
+	}
+	if pendingID := c.pendingInviteID(a.UserID); pendingID != "" {
+		m.mu.Unlock()
+		return m.answer(ctx, a, protocol.InviteIDArgs{InviteID: pendingID, Data: hangupData(c.rec.CallID, c.rec.RoomID, c.rec.MediaType, 0)}, signaling.ActionReject)
+	}
+	c.hungUp[a.UserID] = true
+	connected := c.connected[a.UserID]
+	claim := c.claim
+	var work func()
+	switch {
+	case connected:
+		// rooms tells MemberLeft, which ends or continues the call.
+	case a.UserID == c.rec.Caller && !c.began() && !c.anyAnswered():
+		ids := make([]string, 0, len(c.pending))
+		for id, pend := range c.pending {
+			if len(pend) > 0 {
+				ids = append(ids, id)
+			}
+		}
+		m.mu.Unlock()
+		for _, id := range ids {
+			if err := m.cancel(ctx, a, protocol.InviteIDArgs{InviteID: id}); err != nil && !errors.Is(err, protocol.ErrInvalidInviteID) {
+				return err
+			}
+		}
+		m.mu.Lock()
+		work = m.endLocked(c, EndCancelled, a.UserID)
+	case !c.began() && (c.rec.GroupID == "" || a.UserID == c.rec.Caller):
+		work = m.endLocked(c, EndHangup, a.UserID)
+	default:
+		delete(c.admitted, a.UserID)
+		work = m.evaluateLocked(c, a.UserID)
+	}
+	m.mu.Unlock()
+	if connected && claim != nil {
+		m.rooms.LeaveClaim(claim, a.UserID)
+	}
+	if work != nil {
+		work()
+	}
+	return nil
+}
+
+// inviteUser rings more group members into a call; those already in it or
+// ringing are skipped.
+func (m *Manager) inviteUser(ctx context.Context, a protocol.Actor, args InviteUserArgs) (InviteUserResult, error) {
+	m.mu.Lock()
+	c := m.calls[args.CallID]
+	if c == nil {
+		m.mu.Unlock()
+		return InviteUserResult{}, ErrCallNotFound.WithMessage("no running call %q", args.CallID)
+	}
+	if c.rec.GroupID == "" {
+		m.mu.Unlock()
+		return InviteUserResult{}, ErrNotGroupCall
+	}
+	if !c.admitted[a.UserID] {
+		m.mu.Unlock()
+		return InviteUserResult{}, ErrNotInCall
+	}
+	var users []string
+	for _, u := range args.UserList {
+		if !c.admitted[u] && c.pendingInviteID(u) == "" && !slices.Contains(users, u) {
+			users = append(users, u)
+		}
+	}
+	cd, _, _ := ParseCallData(c.data)
+	spec := signaling.InvitationSpec{GroupID: c.rec.GroupID, Invitees: users, Data: cd.WithIDs(c.rec.RoomID, c.rec.CallID), Timeout: args.Timeout}
+	m.mu.Unlock()
+	if len(users) == 0 {
+		return InviteUserResult{UserList: []string{}}, nil
+	}
+	id := m.eng.NewID("inv_")
+	res, err := m.ring(ctx, a, c, id, spec)
+	if err != nil {
+		return InviteUserResult{}, err
+	}
+	if res.after != nil {
+		res.after()
+	}
+	return InviteUserResult{InviteID: id, UserList: users}, nil
+}
+
+// joinCall lets a group member into a running group call without a ring
+// (or answers the ring they have).
+func (m *Manager) joinCall(ctx context.Context, a protocol.Actor, args CallIDArgs) (JoinResult, error) {
+	m.mu.Lock()
+	c := m.calls[args.CallID]
+	if c == nil {
+		m.mu.Unlock()
+		return JoinResult{}, ErrCallNotFound.WithMessage("no running call %q", args.CallID)
+	}
+	res := JoinResult{CallID: c.rec.CallID, RoomID: c.rec.RoomID, MediaType: c.rec.MediaType, StartTime: ms(c.rec.BeganAt)}
+	group := c.rec.GroupID
+	pendingID := c.pendingInviteID(a.UserID)
+	already := c.admitted[a.UserID]
+	m.mu.Unlock()
+	if group == "" {
+		return JoinResult{}, ErrNotGroupCall
+	}
+	if already {
+		return res, nil
+	}
+	if !m.eng.IsGroupMember(group, a.UserID) {
+		return JoinResult{}, protocol.ErrNotGroupMember.WithMessage("you are not a member of group %q", group)
+	}
+	if pendingID != "" {
+		return res, m.answer(ctx, a, protocol.InviteIDArgs{InviteID: pendingID}, signaling.ActionAccept)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if c.ended {
+		return JoinResult{}, ErrCallEnded
+	}
+	p := c.addPart(a.UserID, RoleJoiner, m.clock.Now())
+	if p.Role != RoleJoiner {
+		p.Answer, p.AnsweredAt = AnswerAccepted, m.clock.Now()
+	}
+	c.admitted[a.UserID] = true
+	delete(c.hungUp, a.UserID)
+	m.indexLocked(c, a.UserID)
+	m.saves.save(copyRecord(c.rec))
+	return res, nil
+}
+
+// switchMediaType switches a call between video and audio.
+func (m *Manager) switchMediaType(ctx context.Context, a protocol.Actor, args SwitchArgs) error {
+	if args.MediaType != MediaAudio && args.MediaType != MediaVideo {
+		return protocol.ErrInvalidParameter.WithMessage("mediaType must be %q or %q", MediaAudio, MediaVideo)
+	}
+	m.mu.Lock()
+	c := m.calls[args.CallID]
+	if c == nil {
+		m.mu.Unlock()
+		return ErrCallNotFound.WithMessage("no running call %q", args.CallID)
+	}
+	if !c.admitted[a.UserID] {
+		m.mu.Unlock()
+		return ErrNotInCall
+	}
+	c.rec.MediaType = args.MediaType
+	to := slices.DeleteFunc(m.participantsLocked(c), func(u string) bool { return u == a.UserID })
+	snap := copyRecord(c.rec)
+	m.mu.Unlock()
+	m.saves.save(snap)
+	return m.eng.SendEvent(ctx, to, EvCallMediaTypeChanged, MediaTypeEvent{CallID: snap.CallID, MediaType: args.MediaType, UserID: a.UserID}, false)
+}
+
+// history is getCallHistory.
+func (m *Manager) history(ctx context.Context, a protocol.Actor, args HistoryArgs) (HistoryResult, error) {
+	f := HistoryFilter(args.Filter)
+	switch f {
+	case "":
+		f = FilterAll
+	case FilterAll, FilterMissed, FilterIncoming, FilterOutgoing:
+	default:
+		return HistoryResult{}, protocol.ErrInvalidParameter.WithMessage("filter must be all, missed, incoming or outgoing")
+	}
+	if args.Limit < 0 || args.Limit > 100 {
+		return HistoryResult{}, protocol.ErrInvalidParameter.WithMessage("limit must be 0-100 (0: 20)")
+	}
+	m.saves.flush()
+	recs, next, err := m.rec.History(ctx, a.UserID, f, args.Limit, args.Cursor)
+	if err != nil {
+		if errors.Is(err, ErrBadCursor) {
+			return HistoryResult{}, protocol.ErrInvalidParameter.WithMessage("invalid cursor")
+		}
+		m.log.Error("call history", "err", err)
+		return HistoryResult{}, protocol.ErrStoreUnavailable
+	}
+	out := HistoryResult{Calls: make([]CallInfo, 0, len(recs)), NextCursor: next}
+	for _, r := range recs {
+		out.Calls = append(out.Calls, callInfo(r, a.UserID))
+	}
+	return out, nil
+}
+
+func ms(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+func callInfo(r CallRecord, user string) CallInfo {
+	ci := CallInfo{CallID: r.CallID, Caller: r.Caller, GroupID: r.GroupID, RoomID: r.RoomID, MediaType: r.MediaType,
+		Direction: "incoming", CallResult: r.Result, EndReason: r.EndReason, EndedBy: r.EndedBy,
+		CreatedAt: ms(r.CreatedAt), BeganAt: ms(r.BeganAt), EndedAt: ms(r.EndedAt),
+		Duration: int64(r.Duration / time.Second), DurationMs: r.Duration.Milliseconds(), Members: []ParticipantInfo{}}
+	if r.Caller == user {
+		ci.Direction = "outgoing"
+	}
+	for _, p := range r.Participants {
+		if p.UserID == user {
+			ci.Result = p.Result
+		}
+		ci.Members = append(ci.Members, ParticipantInfo{UserID: p.UserID, Role: p.Role, Answer: p.Answer, Result: p.Result,
+			JoinedAt: ms(p.JoinedAt), LeftAt: ms(p.LeftAt)})
+	}
+	return ci
 }

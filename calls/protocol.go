@@ -115,7 +115,7 @@ type CallInfo struct {
 	Direction  string            `json:"direction"` // incoming or outgoing, for the asking user
 	Result     Result            `json:"result"`    // for the asking user
 	CallResult Result            `json:"callResult"`
-	EndReason  string            `json:"endReason"`
+	EndReason  EndReason         `json:"endReason"`
 	EndedBy    string            `json:"endedBy"`
 	CreatedAt  int64             `json:"createdAt"`
 	BeganAt    int64             `json:"beganAt"`
@@ -145,13 +145,13 @@ type BeginEvent struct {
 
 // EndEvent is onCallEnd's data.
 type EndEvent struct {
-	CallID     string `json:"callID"`
-	RoomID     string `json:"roomID"`
-	Duration   int64  `json:"duration"` // seconds
-	DurationMs int64  `json:"durationMs"`
-	Reason     string `json:"reason"`
-	EndedBy    string `json:"endedBy"`
-	Result     Result `json:"result"`
+	CallID     string    `json:"callID"`
+	RoomID     string    `json:"roomID"`
+	Duration   int64     `json:"duration"` // seconds
+	DurationMs int64     `json:"durationMs"`
+	Reason     EndReason `json:"reason"`
+	EndedBy    string    `json:"endedBy"`
+	Result     Result    `json:"result"`
 }
 
 // MissedEvent is onCallMissed's data: a call that reached the user's line

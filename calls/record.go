@@ -19,6 +19,23 @@ const (
 	ResultFailed    Result = "failed"    // accepted but the media never connected, or ended by a server restart before it began
 )
 
+// EndReason is why a call ended (a call record's EndReason, onCallEnd's
+// reason and getCallHistory's endReason: the wire carries the string).
+type EndReason string
+
+const (
+	EndHangup         EndReason = "hangup"          // a participant hung up (or left the room)
+	EndConnectionLost EndReason = "connection_lost" // a participant's connection was lost
+	EndKicked         EndReason = "kicked"          // a participant was removed from the room
+	EndRejected       EndReason = "rejected"        // the invitee(s) rejected
+	EndBusy           EndReason = "busy"            // the invitee(s) were busy
+	EndNoAnswer       EndReason = "no_answer"       // the ring timed out
+	EndCancelled      EndReason = "cancelled"       // the caller gave up before anyone answered
+	EndAllLeft        EndReason = "all_left"        // fewer than two remained in a group call
+	EndFailed         EndReason = "failed"          // accepted, but the media never connected (setup_timeout)
+	EndServerRestart  EndReason = "server_restart"  // running when the server stopped
+)
+
 // Answer is an invitee's answer to the ring.
 type Answer string
 
@@ -64,9 +81,9 @@ type CallRecord struct {
 	BeganAt   time.Time // zero: never began
 	EndedAt   time.Time // zero: still running
 	Duration  time.Duration
-	Result    Result // empty while running
-	EndReason string // hangup, rejected, busy, no_answer, cancelled, all_left, failed, server_restart
-	EndedBy   string // the user whose action ended it, "" for the server
+	Result    Result    // empty while running
+	EndReason EndReason // "" while running
+	EndedBy   string    // the user whose action ended it, "" for the server
 	// Participants lists the caller first, then invitees and joiners in the
 	// order they came into the call.
 	Participants []ParticipantRecord

@@ -165,7 +165,7 @@ func (s *SQLiteRecords) SaveCall(ctx context.Context, rec CallRecord) (err error
 	_, err = tx.ExecContext(ctx, sqlUpsertCall,
 		rec.CallID, rec.Caller, rec.GroupID, rec.RoomID, rec.MediaType,
 		rec.CreatedAt.UnixNano(), nullTime(rec.BeganAt), nullTime(rec.EndedAt),
-		int64(rec.Duration), string(rec.Result), rec.EndReason, rec.EndedBy)
+		int64(rec.Duration), string(rec.Result), string(rec.EndReason), rec.EndedBy)
 	if err != nil {
 		return dbErr("put call", err)
 	}

@@ -7,12 +7,23 @@ import (
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
+// exitNotice says when a removed member's own session gets onExitRoom.
+type exitNotice int
+
+const (
+	// exitUnlessLost tells it unless exit is ExitConnectionLost (its
+	// connection is gone).
+	exitUnlessLost exitNotice = iota
+	// exitAlways tells it whatever exit is: mem was replaced by another
+	// connection, or its connection lives on (its media never connected or
+	// went away).
+	exitAlways
+)
+
 // removeLocked takes mem out of its room once and tells everyone. It
 // returns the media participant to close (outside mu), if any. mem's own
-// session gets onExitRoom unless its connection is gone (exit is
-// ExitConnectionLost and tell is false); tell is set when mem was replaced by
-// another connection, or its connection lives on (its media never connected).
-func (m *Manager) removeLocked(mem *member, why LeaveReason, exit ExitReason, tell bool) *media.Participant {
+// session gets onExitRoom as notice says.
+func (m *Manager) removeLocked(mem *member, why LeaveReason, exit ExitReason, notice exitNotice) *media.Participant {
 	if mem.gone {
 		return nil
 	}
@@ -31,7 +42,7 @@ func (m *Manager) removeLocked(mem *member, why LeaveReason, exit ExitReason, te
 	if mem.connected && mem.role == RoleAnchor && r != nil {
 		m.broadcastLocked(r, mem, EvRemoteUserLeaveRoom, RemoteLeaveEvent{RoomID: r.id, UserID: mem.user, Reason: int(why)})
 	}
-	if exit != ExitConnectionLost || tell {
+	if exit != ExitConnectionLost || notice == exitAlways {
 		deliver(mem.sess, EvExitRoom, ExitRoomEvent{RoomID: mem.roomID, Reason: int(exit)})
 	}
 	wasConnected := mem.connected
@@ -138,7 +149,7 @@ func (m *Manager) connectTimedOut(mem *member) {
 		return
 	}
 	m.log.Info("media never connected: removed from the room", "room", mem.roomID, "user", mem.user, "after", m.cfg.ConnectTimeout)
-	part := m.removeLocked(mem, LeaveConnectionLost, ExitConnectionLost, true)
+	part := m.removeLocked(mem, LeaveConnectionLost, ExitConnectionLost, exitAlways)
 	m.mu.Unlock()
 	if part != nil {
 		part.Close()
@@ -185,7 +196,7 @@ func (m *Manager) onGone(mem *member, reason media.LeaveReason) {
 	}
 	// The member's session has not closed (SessionClosed would have
 	// removed it first): it is told it is out, as when it never connected.
-	m.removeLocked(mem, why, exit, true)
+	m.removeLocked(mem, why, exit, exitAlways)
 	m.mu.Unlock()
 }
 

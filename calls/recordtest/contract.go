@@ -62,7 +62,7 @@ func call(id, caller string, created time.Time, ps ...calls.ParticipantRecord) c
 	return calls.CallRecord{
 		CallID: id, Caller: caller, RoomID: "room-" + id, MediaType: "audio",
 		CreatedAt: created, EndedAt: created.Add(time.Minute), Result: calls.ResultCompleted,
-		EndReason: "hangup", EndedBy: caller, Participants: ps,
+		EndReason: calls.EndHangup, EndedBy: caller, Participants: ps,
 	}
 }
 
@@ -83,7 +83,7 @@ func fullRecord(id string, created time.Time) calls.CallRecord {
 		EndedAt:   created.Add(95*time.Second + 11),
 		Duration:  92*time.Second + 4,
 		Result:    calls.ResultCompleted,
-		EndReason: "hangup",
+		EndReason: calls.EndHangup,
 		EndedBy:   "bob",
 		Participants: []calls.ParticipantRecord{
 			{UserID: "zara", Role: calls.RoleCaller, InvitedAt: created, AnsweredAt: created,
@@ -214,7 +214,7 @@ func diff(got, want calls.CallRecord) string {
 		fmt.Fprintf(&b, "\n\tDuration = %v, want %v", got.Duration, want.Duration)
 	}
 	str("Result", string(got.Result), string(want.Result))
-	str("EndReason", got.EndReason, want.EndReason)
+	str("EndReason", string(got.EndReason), string(want.EndReason))
 	str("EndedBy", got.EndedBy, want.EndedBy)
 	if len(got.Participants) != len(want.Participants) {
 		fmt.Fprintf(&b, "\n\t%d participants, want %d", len(got.Participants), len(want.Participants))
@@ -344,7 +344,7 @@ func testReplace(t *testing.T, s calls.RecordStore) {
 	// moves after "other" in history.
 	second := calls.CallRecord{
 		CallID: "r", Caller: "bob", RoomID: "room-2", MediaType: "audio",
-		CreatedAt: at(2 * time.Minute), EndedAt: at(3 * time.Minute), Result: calls.ResultCancelled, EndReason: "cancelled",
+		CreatedAt: at(2 * time.Minute), EndedAt: at(3 * time.Minute), Result: calls.ResultCancelled, EndReason: calls.EndCancelled,
 		Participants: []calls.ParticipantRecord{
 			{UserID: "bob", Role: calls.RoleCaller, Result: calls.ResultCancelled},
 			{UserID: "zara", Role: calls.RoleInvitee, InvitedAt: at(2 * time.Minute), Answer: calls.AnswerCancelled, Result: calls.ResultMissed},
@@ -707,7 +707,7 @@ func testOpenCalls(t *testing.T, s calls.RecordStore) {
 	}
 	// Ending a call takes it out.
 	ended := a
-	ended.EndedAt, ended.Result, ended.EndReason = at(time.Minute), calls.ResultCompleted, "server_restart"
+	ended.EndedAt, ended.Result, ended.EndReason = at(time.Minute), calls.ResultCompleted, calls.EndServerRestart
 	save(t, s, ended)
 	checkIDs(t, "OpenCalls after ending a", openCalls(t, s), []string{"b", "c", "d"})
 }
