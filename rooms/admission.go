@@ -131,7 +131,7 @@ func (m *Manager) Release(c *Claim) {
 			if mem.claim != c {
 				continue
 			}
-			if p := m.removeLocked(mem, LeaveKicked, ExitDismissed, exitUnlessLost); p != nil {
+			if p := m.removeLocked(mem, LeaveKicked, ExitDismissed); p != nil {
 				parts = append(parts, p)
 			}
 		}
@@ -155,7 +155,7 @@ func (m *Manager) LeaveClaim(c *Claim, userID string) bool {
 		m.mu.Unlock()
 		return false
 	}
-	part := m.removeLocked(mem, LeaveLeft, ExitLeft, exitUnlessLost)
+	part := m.removeLocked(mem, LeaveLeft, ExitLeft)
 	m.mu.Unlock()
 	if part != nil {
 		part.Close()

@@ -61,7 +61,7 @@ func (m *Manager) Enter(ctx context.Context, a protocol.Actor, args EnterArgs) (
 	if old != nil {
 		// The same user entering again (another device, or a reload):
 		// the earlier entry is replaced.
-		oldPart = m.removeLocked(old, LeaveLeft, ExitKicked, exitAlways)
+		oldPart = m.removeLocked(old, LeaveLeft, ExitKicked)
 	}
 	if r = m.rooms[args.RoomID]; r == nil {
 		r = &room{id: args.RoomID, members: map[string]*member{}}
@@ -92,7 +92,7 @@ func (m *Manager) Enter(ctx context.Context, a protocol.Actor, args EnterArgs) (
 	if err != nil {
 		m.log.Warn("media join failed", "room", args.RoomID, "user", a.UserID, "err", err)
 		m.mu.Lock()
-		m.removeLocked(mem, LeaveLeft, ExitLeft, exitUnlessLost)
+		m.removeLocked(mem, LeaveLeft, ExitLeft)
 		m.mu.Unlock()
 		return EnterResult{}, ErrMediaUnavailable
 	}
@@ -125,7 +125,7 @@ func (m *Manager) Exit(_ context.Context, a protocol.Actor, args RoomArgs) error
 		m.mu.Unlock()
 		return ErrNotInRoom.WithMessage("not in room %q", args.RoomID)
 	}
-	part := m.removeLocked(mem, LeaveLeft, ExitLeft, exitUnlessLost)
+	part := m.removeLocked(mem, LeaveLeft, ExitLeft)
 	m.mu.Unlock()
 	if part != nil {
 		part.Close()
@@ -199,7 +199,7 @@ func (m *Manager) SessionClosed(s protocol.Session) {
 	m.mu.Lock()
 	var parts []*media.Participant
 	for _, mem := range m.bySession[s] {
-		if p := m.removeLocked(mem, LeaveConnectionLost, ExitConnectionLost, exitAlways); p != nil {
+		if p := m.removeLocked(mem, LeaveConnectionLost, ExitConnectionLost); p != nil {
 			parts = append(parts, p)
 		}
 	}
@@ -231,7 +231,7 @@ func (m *Manager) remove(roomID, userID string, why LeaveReason, exit ExitReason
 		m.mu.Unlock()
 		return false
 	}
-	part := m.removeLocked(mem, why, exit, exitUnlessLost)
+	part := m.removeLocked(mem, why, exit)
 	m.mu.Unlock()
 	if part != nil {
 		part.Close()
@@ -245,7 +245,7 @@ func (m *Manager) Dismiss(roomID string) {
 	var parts []*media.Participant
 	if r := m.rooms[roomID]; r != nil {
 		for _, mem := range sortedMembers(r) {
-			if p := m.removeLocked(mem, LeaveKicked, ExitDismissed, exitUnlessLost); p != nil {
+			if p := m.removeLocked(mem, LeaveKicked, ExitDismissed); p != nil {
 				parts = append(parts, p)
 			}
 		}

@@ -7,23 +7,10 @@ import (
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
-// exitNotice says when a removed member's own session gets onExitRoom.
-type exitNotice int
-
-const (
-	// exitUnlessLost tells it unless exit is ExitConnectionLost (its
-	// connection is gone).
-	exitUnlessLost exitNotice = iota
-	// exitAlways tells it whatever exit is: mem was replaced by another
-	// connection, or its connection lives on (its media never connected or
-	// went away).
-	exitAlways
-)
-
 // removeLocked takes mem out of its room once and tells everyone. It
 // returns the media participant to close (outside mu), if any. mem's own
-// session gets onExitRoom as notice says.
-func (m *Manager) removeLocked(mem *member, why LeaveReason, exit ExitReason, notice exitNotice) *media.Participant {
+// session gets onExitRoom with exit (a session that has closed drops it).
+func (m *Manager) removeLocked(mem *member, why LeaveReason, exit ExitReason) *media.Participant {
 	if mem.gone {
 		return nil
 	}
@@ -42,9 +29,7 @@ func (m *Manager) removeLocked(mem *member, why LeaveReason, exit ExitReason, no
 	if mem.connected && mem.role == RoleAnchor && r != nil {
 		m.broadcastLocked(r, mem, EvRemoteUserLeaveRoom, RemoteLeaveEvent{RoomID: r.id, UserID: mem.user, Reason: int(why)})
 	}
-	if exit != ExitConnectionLost || notice == exitAlways {
-		deliver(mem.sess, EvExitRoom, ExitRoomEvent{RoomID: mem.roomID, Reason: int(exit)})
-	}
+	deliver(mem.sess, EvExitRoom, ExitRoomEvent{RoomID: mem.roomID, Reason: int(exit)})
 	wasConnected := mem.connected
 	mem.connected = false
 	if wasConnected {
@@ -149,7 +134,7 @@ func (m *Manager) connectTimedOut(mem *member) {
 		return
 	}
 	m.log.Info("media never connected: removed from the room", "room", mem.roomID, "user", mem.user, "after", m.cfg.ConnectTimeout)
-	part := m.removeLocked(mem, LeaveConnectionLost, ExitConnectionLost, exitAlways)
+	part := m.removeLocked(mem, LeaveConnectionLost, ExitConnectionLost)
 	m.mu.Unlock()
 	if part != nil {
 		part.Close()
@@ -196,7 +181,7 @@ func (m *Manager) onGone(mem *member, reason media.LeaveReason) {
 	}
 	// The member's session has not closed (SessionClosed would have
 	// removed it first): it is told it is out, as when it never connected.
-	m.removeLocked(mem, why, exit, exitAlways)
+	m.removeLocked(mem, why, exit)
 	m.mu.Unlock()
 }
 
