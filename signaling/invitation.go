@@ -525,20 +525,29 @@ func (e *Engine) answer(ctx context.Context, a protocol.Actor, args protocol.Inv
 	}, note)
 }
 
+// ownInvitationLocked returns the live invitation id if a is its inviter;
+// verb names the refused op in the error.
+func (e *Engine) ownInvitationLocked(a protocol.Actor, id, verb string) (*invitation, error) {
+	inv := e.invitations[id]
+	if inv == nil {
+		return nil, protocol.ErrInvalidInviteID.WithMessage("unknown or ended invitation %q", id)
+	}
+	if inv.inviter != a.UserID {
+		return nil, protocol.ErrNoPermission.WithMessage("only the inviter may %s %q", verb, id)
+	}
+	return inv, nil
+}
+
 // Cancel is the inviter's cancellation, allowed while no invitee has answered.
 func (e *Engine) Cancel(ctx context.Context, a protocol.Actor, args protocol.InviteIDArgs) error {
 	if err := e.checkData(args.Data); err != nil {
 		return err
 	}
 	e.mu.Lock()
-	inv := e.invitations[args.InviteID]
-	if inv == nil {
+	inv, err := e.ownInvitationLocked(a, args.InviteID, "cancel")
+	if err != nil {
 		e.mu.Unlock()
-		return protocol.ErrInvalidInviteID.WithMessage("unknown or ended invitation %q", args.InviteID)
-	}
-	if inv.inviter != a.UserID {
-		e.mu.Unlock()
-		return protocol.ErrNoPermission.WithMessage("only the inviter may cancel %q", args.InviteID)
+		return err
 	}
 	if inv.anyAnswered() {
 		e.mu.Unlock()
@@ -586,14 +595,10 @@ func (e *Engine) ModifyInvitation(ctx context.Context, a protocol.Actor, args pr
 		return err
 	}
 	e.mu.Lock()
-	inv := e.invitations[args.InviteID]
-	if inv == nil {
+	inv, err := e.ownInvitationLocked(a, args.InviteID, "modify")
+	if err != nil {
 		e.mu.Unlock()
-		return protocol.ErrInvalidInviteID.WithMessage("unknown or ended invitation %q", args.InviteID)
-	}
-	if inv.inviter != a.UserID {
-		e.mu.Unlock()
-		return protocol.ErrNoPermission.WithMessage("only the inviter may modify %q", args.InviteID)
+		return err
 	}
 	if inv.onlineOnly {
 		e.mu.Unlock()
