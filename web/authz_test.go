@@ -1,14 +1,12 @@
 package web_test
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -293,28 +291,10 @@ func TestAuthorizationMatrix(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestTokensNeverLogged: with debug logging, nothing the server logs holds
 // a token, whether it came in the header or the query string.
 func TestTokensNeverLogged(t *testing.T) {
-	var logs syncBuffer
+	var logs webtest.LogBuffer
 	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	s := webtest.Start(t, webtest.Options{Logger: log, DevTokens: true})
 	ctx := testCtx(t)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,29 +10,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/switchboard-rtc/switchboard/web/webtest"
 )
-
-// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestIdleSocketsCannotExhaustDescriptors is issue #11 item 4 against the
 // real binary: with its descriptor limit at 256, more sockets than that
@@ -48,7 +30,7 @@ func TestIdleSocketsCannotExhaustDescriptors(t *testing.T) {
 		"--auth.secret=" + procSecret, "--log.format=json", "--metrics.addr=127.0.0.1:0", "--server.idle_timeout=2s"}
 	// The shell sets both the soft and the hard limit, as a container would.
 	cmd := exec.Command("sh", append([]string{"-c", fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, fdLimit), serverBinary(t)}, args...)...)
-	var logs syncBuffer
+	var logs webtest.LogBuffer
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/switchboard-rtc/switchboard/web/webtest"
 )
 
 // TestMetricsOffThePublicPort is issue #11 item 5: /metrics is served on
@@ -27,7 +29,7 @@ func TestMetricsOffThePublicPort(t *testing.T) {
 	defer cancel()
 	addr := make(chan string, 1)
 	code := make(chan int, 1)
-	var logs syncBuffer
+	var logs webtest.LogBuffer
 	go func() {
 		// Port 0 rather than the default port: tests and instances must not collide.
 		code <- run(ctx, []string{"--server.addr=127.0.0.1:0", "--store.path=" + filepath.Join(t.TempDir(), "sb.db"), "--media.udp_port=0",
