@@ -96,17 +96,7 @@ func TestOriginSchemeMustMatch(t *testing.T) {
 		for k, v := range extra {
 			h[k] = v
 		}
-		c, err := client.Dial(testCtx(t), ts.wsURL(), ts.token("alice"), client.WithHeader(h))
-		if err == nil {
-			c.Close()
-			return 101
-		}
-		var de *client.DialError
-		if errors.As(err, &de) {
-			return de.Status
-		}
-		t.Fatal(err)
-		return 0
+		return ts.dialStatus(t, h)
 	}
 	if got := dial("http://"+host, nil); got != 101 {
 		t.Fatalf("same origin: %d", got)

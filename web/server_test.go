@@ -105,6 +105,22 @@ func (ts *testServer) token(user string) string {
 	return tok
 }
 
+// dialStatus dials as alice with header h and returns 101 for an upgrade,
+// else the HTTP status of the refusal.
+func (ts *testServer) dialStatus(t *testing.T, h http.Header) int {
+	t.Helper()
+	c, err := client.Dial(testCtx(t), ts.wsURL(), ts.token("alice"), client.WithHeader(h))
+	if err == nil {
+		c.Close()
+		return http.StatusSwitchingProtocols
+	}
+	var de *client.DialError
+	if !errors.As(err, &de) {
+		t.Fatal(err)
+	}
+	return de.Status
+}
+
 func (ts *testServer) dial(user string) *client.Client {
 	ts.t.Helper()
 	c, err := client.Dial(testCtx(ts.t), ts.wsURL(), ts.token(user))
@@ -239,20 +255,7 @@ func TestUpgradeAuth(t *testing.T) {
 
 func TestOriginCheck(t *testing.T) {
 	ts := newTestServer(t, func(ts *testServer) { ts.webCfg.AllowedOrigins = []string{"https://app.example.com"} })
-	dial := func(origin string) int {
-		h := http.Header{"Origin": {origin}}
-		c, err := client.Dial(testCtx(t), ts.wsURL(), ts.token("alice"), client.WithHeader(h))
-		if err == nil {
-			c.Close()
-			return 101
-		}
-		var de *client.DialError
-		if errors.As(err, &de) {
-			return de.Status
-		}
-		t.Fatal(err)
-		return 0
-	}
+	dial := func(origin string) int { return ts.dialStatus(t, http.Header{"Origin": {origin}}) }
 	if got := dial("https://evil.example.com"); got != http.StatusForbidden {
 		t.Fatalf("foreign origin: %d", got)
 	}
