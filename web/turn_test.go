@@ -5,11 +5,16 @@ package web_test
 // headless Chromium page in TestBrowserTURNRelayOnly.
 
 import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/switchboard-rtc/switchboard/media/peer"
@@ -122,5 +127,81 @@ func TestTURNRelayOnlyCall(t *testing.T) {
 		if errs := r.Errors(); len(errs) > 0 {
 			t.Errorf("negotiation errors: %v", errs)
 		}
+	}
+}
+
+// selectedCandidateTypesJS is a promise of the local and remote candidate
+// types of the pair each connection of the SDK room selected, e.g.
+// {publisher: "relay/host", subscriber: "relay/host"}.
+const selectedCandidateTypesJS = `(async () => {
+	const pair = async (pc) => {
+		if (!pc) return '';
+		const stats = await pc.getStats();
+		let out = '';
+		stats.forEach((s) => {
+			if (s.type !== 'transport' || !s.selectedCandidatePairId) return;
+			const p = stats.get(s.selectedCandidatePairId);
+			const local = p && stats.get(p.localCandidateId), remote = p && stats.get(p.remoteCandidateId);
+			if (local && remote) out = local.candidateType + '/' + remote.candidateType;
+		});
+		return out;
+	};
+	const room = window.sbRoom;
+	return { publisher: await pair(room?.publisher), subscriber: await pair(room?.subscriber) };
+})()`
+
+// TestBrowserTURNRelayOnly: two Chromium pages whose RTCPeerConnections may
+// only use relay candidates (iceTransportPolicy "relay", the room test
+// page's ?relay=1) share a room through the embedded TURN server: each
+// decodes the other's video (framesDecoded rising) and sends its own
+// (bytesSent rising), and the pair each of the four connections selected
+// has a local relay candidate (getStats candidateType "relay").
+func TestBrowserTURNRelayOnly(t *testing.T) {
+	chromiumPath(t)
+	ctx, cancel := context.WithTimeout(context.Background(), browserTestBudget)
+	defer cancel()
+	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelError}))
+	s := webtest.Start(t, webtest.Options{DevTokens: true, TURN: true, Logger: logger})
+	const room = "turn-room"
+	users := []string{"alice", "bob"}
+	pages := startBrowsers(t, sdkStateJS, users...)
+
+	loaded := make([]time.Time, len(pages))
+	inParallel(t, pages, func(i int, p *browserPage) {
+		loaded[i] = time.Now()
+		p.run(ctx, "navigate", chromedp.Navigate(s.HTTP.URL+"/sdk/room-test.html?"+url.Values{"user": {users[i]}, "room": {room}, "relay": {"1"}}.Encode()))
+	})
+	sentJS := `(async () => { let n = 0; (await window.sbRoom.publisher.getStats()).forEach((s) => { if (s.type === 'outbound-rtp' && s.kind === 'video') n += s.bytesSent; }); return n; })()`
+	rising := func(expr string, than float64) string {
+		return fmt.Sprintf(`(async () => { const n = await %s; return n > %v ? n : 0; })()`, expr, than)
+	}
+	for i, p := range pages {
+		user, other := users[i], users[1-i]
+		waitJS[bool](ctx, p, browserMediaWithin, `window.sbState?.entered === true`, `window.sbState`)
+		ice := evalJS[[]map[string]any](ctx, p, `window.sbRoom.iceServers`)
+		if len(ice) != 1 || !strings.HasSuffix(fmt.Sprint(ice[0]["username"]), ":"+user) {
+			t.Errorf("%s: iceServers %v, want the TURN server with their own credentials", user, ice)
+		}
+		first := waitJS[float64](ctx, p, max(browserMediaWithin-time.Since(loaded[i]), 3*time.Second), framesDecodedJS(sdkRoomJS, other), `window.sbState`)
+		later := waitJS[float64](ctx, p, 5*time.Second, rising(framesDecodedJS(sdkRoomJS, other), first), `window.sbState`)
+		sent := waitJS[float64](ctx, p, 5*time.Second, sentJS, `window.sbState`)
+		sentLater := waitJS[float64](ctx, p, 5*time.Second, rising(sentJS, sent), `window.sbState`)
+		types := evalJS[map[string]string](ctx, p, selectedCandidateTypesJS)
+		for _, conn := range []string{"publisher", "subscriber"} {
+			if local, _, _ := strings.Cut(types[conn], "/"); local != "relay" {
+				t.Errorf("%s: %s connection's selected pair is %q (local/remote), want a local relay candidate", user, conn, types[conn])
+			}
+		}
+		tm := evalJS[map[string]float64](ctx, p, `window.sbState.timings`)
+		t.Logf("%s (relay-only): framesDecoded from %s %v then %v, video bytesSent %v then %v; pairs (local/remote) %v",
+			user, other, first, later, sent, sentLater, types)
+		t.Logf("%s (relay-only): ms since page load: enterRoom replied %.0f, media connected (onEnterRoom) %.0f, first frame from %s %.0f",
+			user, tm["enterReplied"], tm["entered"], other, tm["firstFrame."+other])
+		if errs := evalJS[[]string](ctx, p, `window.sbState.errors`); len(errs) > 0 {
+			t.Errorf("%s: page errors: %q", user, errs)
+		}
+	}
+	if n := s.TURN.AllocationCount(); n < 4 {
+		t.Errorf("%d TURN allocations, want at least 4 (two connections per page)", n)
 	}
 }
