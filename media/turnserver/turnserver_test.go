@@ -1,12 +1,25 @@
 package turnserver_test
 
 import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
+	"io"
+	"math/big"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -177,5 +190,104 @@ func TestRelayOnlyToAllowed(t *testing.T) {
 	var ne net.Error
 	if n, _, err := other.ReadFromUDP(buf); !errors.As(err, &ne) || !ne.Timeout() {
 		t.Errorf("another port of the allowed IP got %q (%v)", buf[:n], err)
+	}
+}
+
+// writeCert writes a self-signed certificate for 127.0.0.1 and its key as
+// PEM files and returns their paths and the certificate.
+func writeCert(t *testing.T) (certFile, keyFile string, cert *x509.Certificate) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "turn.test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cert, err = x509.ParseCertificate(der); err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile, cert
+}
+
+// TestTCPAndTLSAllocations: clients allocate over TURN/TCP and TURN/TLS
+// (turns:, the server's certificate verified), the URLs name all three
+// ports, and Close ends the connections the clients keep open (goleak
+// checks that pion's per-connection goroutines are gone).
+func TestTCPAndTLSAllocations(t *testing.T) {
+	certFile, keyFile, cert := writeCert(t)
+	s, err := turnserver.New(turnserver.Config{ListenIP: "127.0.0.1", RelayIP: "127.0.0.1", Secret: secret,
+		TLS: true, CertFile: certFile, KeyFile: keyFile}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ice := s.ICEServers("alice")[0]
+	if want := "turns:127.0.0.1:" + itoa(s.TLSAddr().Port) + "?transport=tcp"; len(ice.URLs) != 3 || ice.URLs[2] != want {
+		t.Errorf("URLs %v, want a third one %q", ice.URLs, want)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(cert)
+	dials := map[string]func() (net.Conn, error){
+		"tcp": func() (net.Conn, error) { return net.DialTimeout("tcp4", s.TCPAddr().String(), 5*time.Second) },
+		"tls": func() (net.Conn, error) {
+			d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second}, Config: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}}
+			return d.DialContext(context.Background(), "tcp4", s.TLSAddr().String())
+		},
+	}
+	for name, dial := range dials {
+		conn, err := dial()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		c, err := turn.NewClient(&turn.ClientConfig{STUNServerAddr: conn.RemoteAddr().String(), TURNServerAddr: conn.RemoteAddr().String(),
+			Conn: turn.NewSTUNConn(conn), Username: ice.Username, Password: ice.Credential, Realm: turnserver.DefaultRealm})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Listen(); err != nil {
+			t.Fatal(err)
+		}
+		relay, err := c.Allocate()
+		if err != nil {
+			t.Fatalf("%s allocation: %v", name, err)
+		}
+		t.Logf("%s: relayed address %s", name, relay.LocalAddr())
+		defer func() { _ = relay.Close(); c.Close(); _ = conn.Close() }() // after the server's Close below
+	}
+	if n := s.AllocationCount(); n != 2 {
+		t.Errorf("%d allocations, want 2", n)
+	}
+	// A connection that never says anything is ended by Close too.
+	idle, err := net.DialTimeout("tcp4", s.TCPAddr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	if _, err := idle.Write([]byte{0}); err != nil { // accepted once the server reads it
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	_ = idle.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := idle.Read(make([]byte, 1)); !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("idle connection after Close: %v, want it closed by the server", err)
 	}
 }
