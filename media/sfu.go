@@ -122,6 +122,14 @@ func newAPI(cfg Config, mux ice.UDPMux, logs logging.LoggerFactory) (*webrtc.API
 	se.SetIncludeLoopbackCandidate(cfg.IncludeLoopback)
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
+	// Pion waits 2 s before nominating a pair with a relay candidate (the
+	// SFU nominates on the subscriber connection), in case a direct one
+	// validates later: that delayed every relayed client's first frame by
+	// 2 s. A relay pair validates first only when the direct ones cannot
+	// (the TURN server is as far away as the SFU, and a relayed check takes
+	// more round trips), and browsers, which nominate on the publisher
+	// connection, do not wait either.
+	se.SetRelayAcceptanceMinWait(0)
 	if len(cfg.NAT1To1IPs) > 0 {
 		err := se.SetICEAddressRewriteRules(webrtc.ICEAddressRewriteRule{
 			External:        cfg.NAT1To1IPs,

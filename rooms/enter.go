@@ -31,6 +31,7 @@ func (m *Manager) Enter(ctx context.Context, a protocol.Actor, args EnterArgs) (
 		return EnterResult{}, err
 	}
 
+	ice := m.iceServers(a.UserID)
 	now := m.clock.Now()
 	mem := &member{user: a.UserID, roomID: args.RoomID, role: role, sess: a.Session, entered: now}
 	m.mu.Lock()
@@ -71,7 +72,7 @@ func (m *Manager) Enter(ctx context.Context, a protocol.Actor, args EnterArgs) (
 	index(m.bySession, a.Session, r.id, mem)
 	index(m.byUser, mem.user, r.id, mem)
 	m.armConnectLocked(mem)
-	res := EnterResult{Participants: []ParticipantInfo{}, ICEServers: m.iceServers()}
+	res := EnterResult{Participants: []ParticipantInfo{}, ICEServers: ice}
 	for _, o := range sortedMembers(r) {
 		if o != mem && o.connected && o.role == RoleAnchor {
 			res.Participants = append(res.Participants, ParticipantInfo{UserID: o.user, Audio: o.audio(), Video: o.video()})
@@ -109,8 +110,22 @@ func (m *Manager) Enter(ctx context.Context, a protocol.Actor, args EnterArgs) (
 	return res, nil
 }
 
-func (m *Manager) iceServers() []media.ICEServer {
+// TURNCredentials hands out the embedded TURN server's per-participant
+// credentials (media/turnserver.Server).
+type TURNCredentials interface {
+	// ICEServers returns userID's TURN server entries, with credentials
+	// that expire.
+	ICEServers(userID string) []media.ICEServer
+}
+
+// iceServers are enterRoom's iceServers for userID: the configured
+// media.ice_servers, then the embedded TURN server with userID's own
+// credentials.
+func (m *Manager) iceServers(userID string) []media.ICEServer {
 	s := m.sfu.ICEServers()
+	if m.turn != nil {
+		s = append(s, m.turn.ICEServers(userID)...)
+	}
 	if s == nil {
 		s = []media.ICEServer{}
 	}

@@ -72,7 +72,8 @@ type Observer interface {
 type Params struct {
 	Config Config
 	SFU    *media.SFU
-	Tokens TokenVerifier // nil: room tokens are refused
+	Tokens TokenVerifier   // nil: room tokens are refused
+	TURN   TURNCredentials // nil: no embedded TURN server
 	Clock  protocol.Clock
 	Logger *slog.Logger
 }
@@ -91,6 +92,7 @@ type Manager struct {
 	cfg    Config
 	sfu    *media.SFU
 	tokens TokenVerifier
+	turn   TURNCredentials
 	clock  protocol.Clock
 	log    *slog.Logger
 
@@ -137,7 +139,7 @@ func (m *member) video() bool { return m.videoTrack && !m.videoMuted }
 
 // NewManager returns a Manager.
 func NewManager(p Params) *Manager {
-	m := &Manager{cfg: p.Config, sfu: p.SFU, tokens: p.Tokens, clock: p.Clock, log: p.Logger,
+	m := &Manager{cfg: p.Config, sfu: p.SFU, tokens: p.Tokens, turn: p.TURN, clock: p.Clock, log: p.Logger,
 		rooms: map[string]*room{}, claims: map[string]*Claim{}, bySession: map[protocol.Session]map[string]*member{},
 		byUser: map[string]map[string]*member{}, notes: opsqueue.New()}
 	m.notes.Start()

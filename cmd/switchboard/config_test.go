@@ -21,6 +21,7 @@ import (
 	"github.com/switchboard-rtc/switchboard/calls"
 	"github.com/switchboard-rtc/switchboard/configs"
 	"github.com/switchboard-rtc/switchboard/media"
+	"github.com/switchboard-rtc/switchboard/media/turnserver"
 	"github.com/switchboard-rtc/switchboard/rooms"
 	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/web"
@@ -78,6 +79,8 @@ var wantDefaults = Config{
 		ICEServers:     []string{},
 		ConnectTimeout: 30 * time.Second,
 	},
+	TURN: turnserver.Config{UDPPort: 3478, TCPPort: 3478, TLSPort: 5349, RelayPortMin: 30000, RelayPortMax: 40000,
+		Realm: "switchboard", CredentialTTL: 24 * time.Hour},
 	Metrics: stack.MetricsConfig{Enabled: true, Addr: "127.0.0.1:9090"},
 	Log:     stack.LogConfig{Level: "info", Format: "text"},
 }
@@ -606,6 +609,19 @@ func TestInvalidValues(t *testing.T) {
 		{name: "unknown busy policy", args: []string{"--calls.busy_policy=queue"}, key: "calls.busy_policy", msg: "reject or ring"},
 		{name: "bad nat ip", args: []string{"--media.nat1to1_ips=1.2.3"}, key: "media.nat1to1_ips", msg: "IP addresses"},
 		{name: "bad ice server", args: []string{"--media.ice_servers=http://x"}, key: "media.ice_servers", msg: "stun:"},
+		{name: "turn port out of range", args: []string{"--turn.udp_port=70000"}, key: "turn.udp_port", msg: "0-65535"},
+		{name: "turn relay range reversed", args: []string{"--turn.relay_port_min=40000", "--turn.relay_port_max=30000"}, key: "turn.relay_port_max", msg: "turn.relay_port_min (40000)"},
+		{name: "turn zero relay port", args: []string{"--turn.relay_port_min=0"}, key: "turn.relay_port_min", msg: "1-65535"},
+		{name: "turn bad listen ip", args: []string{"--turn.listen_ip=localhost"}, key: "turn.listen_ip", msg: "IP address"},
+		{name: "turn unspecified relay ip", args: []string{"--turn.relay_ip=0.0.0.0"}, key: "turn.relay_ip", msg: "reach"},
+		{name: "turn host with port", args: []string{"--turn.host=turn.example.com:3478"}, key: "turn.host", msg: "host name"},
+		{name: "turn empty realm", args: []string{"--turn.realm= "}, key: "turn.realm", msg: "empty"},
+		{name: "turn short secret", args: []string{"--turn.secret=short"}, key: "turn.secret", msg: "got 5 bytes"},
+		{name: "turn short ttl", args: []string{"--turn.credential_ttl=30s"}, key: "turn.credential_ttl", msg: "at least 1m"},
+		{name: "turn without relay ip", args: []string{"--turn.enabled=true"}, key: "turn.relay_ip", msg: "media.listen_ip"},
+		{name: "turn tls without cert", args: []string{"--turn.enabled=true", "--turn.relay_ip=127.0.0.1", "--turn.tls=true"}, key: "turn.tls", msg: "server.tls_cert"},
+		{name: "turn udp port of media", args: []string{"--turn.enabled=true", "--turn.relay_ip=127.0.0.1", "--turn.udp_port=7882"}, key: "turn.udp_port", msg: "media.udp_port (7882)"},
+		{name: "turn tcp port of server", args: []string{"--turn.enabled=true", "--turn.relay_ip=127.0.0.1", "--turn.tcp_port=8080"}, key: "turn.tcp_port", msg: "server.addr (8080)"},
 		{name: "unknown log level", env: []string{"SWITCHBOARD_LOG_LEVEL=verbose"}, key: "log.level", msg: `"verbose"`},
 		{name: "unknown log format", args: []string{"--log.format=xml"}, key: "log.format", msg: "text or json"},
 
@@ -688,6 +704,9 @@ func TestValidValues(t *testing.T) {
 		{"upper-case level", []string{"--log.level=WARN", "--log.format=JSON"}},
 		{"upper-case busy policy", []string{"--calls.busy_policy=RING"}},
 		{"stun and turn", []string{"--media.ice_servers=stun:stun.example.com:3478,turns:turn.example.com"}},
+		{"turn on loopback", []string{"--turn.enabled=true", "--media.listen_ip=127.0.0.1"}},
+		{"turn behind nat", []string{"--turn.enabled=true", "--media.nat1to1_ips=203.0.113.7", "--turn.host=turn.example.com",
+			"--turn.tls=true", "--server.tls_cert=c.pem", "--server.tls_key=k.pem", "--turn.secret=" + strings.Repeat("s", 32)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -49,6 +49,10 @@ type Config struct {
 	IncludeLoopback bool
 	// ICEServers are used for the peer's own gathering.
 	ICEServers []webrtc.ICEServer
+	// ICETransportPolicy ICETransportPolicyRelay gathers and uses only relay
+	// candidates (through ICEServers' TURN servers), as a browser's
+	// iceTransportPolicy "relay"; zero: all.
+	ICETransportPolicy webrtc.ICETransportPolicy
 
 	// Audio and Video select the tracks published. With both false the peer
 	// has no publisher connection (an audience member).
@@ -202,6 +206,11 @@ func (p *Peer) newConnection(ip net.IP, logs logging.LoggerFactory) (*webrtc.Pee
 	se.SetIncludeLoopbackCandidate(p.cfg.IncludeLoopback)
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
+	if p.cfg.ICETransportPolicy == webrtc.ICETransportPolicyRelay {
+		// Pion waits 2 s before nominating a relay pair, in case a better
+		// one turns up; relay-only, none will.
+		se.SetRelayAcceptanceMinWait(0)
+	}
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
 		return nil, fmt.Errorf("peer: codecs: %w", err)
@@ -212,8 +221,9 @@ func (p *Peer) newConnection(ip net.IP, logs logging.LoggerFactory) (*webrtc.Pee
 	}
 	api := webrtc.NewAPI(webrtc.WithSettingEngine(se), webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir))
 	return api.NewPeerConnection(webrtc.Configuration{
-		ICEServers:   p.cfg.ICEServers,
-		BundlePolicy: webrtc.BundlePolicyMaxBundle,
+		ICEServers:         p.cfg.ICEServers,
+		ICETransportPolicy: p.cfg.ICETransportPolicy,
+		BundlePolicy:       webrtc.BundlePolicyMaxBundle,
 	})
 }
 
@@ -474,6 +484,34 @@ func (p *Peer) States() (publisher, subscriber webrtc.PeerConnectionState) {
 		publisher = p.pub.ConnectionState()
 	}
 	return publisher, p.sub.ConnectionState()
+}
+
+// SelectedPairs returns the candidate pair ICE selected on the publisher
+// and the subscriber connection; nil while there is none (or no publisher).
+func (p *Peer) SelectedPairs() (publisher, subscriber *webrtc.ICECandidatePair) {
+	return selectedPair(p.pub), selectedPair(p.sub)
+}
+
+func selectedPair(pc *webrtc.PeerConnection) *webrtc.ICECandidatePair {
+	if pc == nil {
+		return nil
+	}
+	for _, tr := range pc.GetTransceivers() {
+		var dtls *webrtc.DTLSTransport
+		if s := tr.Sender(); s != nil {
+			dtls = s.Transport()
+		}
+		if r := tr.Receiver(); dtls == nil && r != nil {
+			dtls = r.Transport()
+		}
+		if dtls == nil {
+			continue
+		}
+		if pair, err := dtls.ICETransport().GetSelectedCandidatePair(); err == nil && pair != nil {
+			return pair
+		}
+	}
+	return nil
 }
 
 // Cut makes the peer vanish from the network without a word: from now on

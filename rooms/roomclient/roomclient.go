@@ -14,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pion/webrtc/v4"
+
 	"github.com/switchboard-rtc/switchboard/media/peer"
 	"github.com/switchboard-rtc/switchboard/rooms"
 	"github.com/switchboard-rtc/switchboard/signaling/client"
@@ -24,7 +26,7 @@ type Options struct {
 	Role      rooms.Role // default anchor
 	RoomToken string
 	// Peer configures the media side. Audio and Video are forced off for
-	// an audience member.
+	// an audience member; nil ICEServers take enterRoom's iceServers.
 	Peer peer.Config
 }
 
@@ -65,6 +67,12 @@ func Enter(ctx context.Context, c *client.Client, roomID string, opts Options) (
 		return nil, err
 	}
 	pc := opts.Peer
+	if pc.ICEServers == nil {
+		// The servers enterRoom handed out, as a browser would use them.
+		for _, s := range r.result.ICEServers {
+			pc.ICEServers = append(pc.ICEServers, webrtc.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})
+		}
+	}
 	if role == rooms.RoleAudience {
 		pc.Audio, pc.Video = false, false
 	}

@@ -107,7 +107,9 @@ async function main() {
     state.events.push({ name, userID: data.userID ?? '', available: data.available, reason: data.reason, t: now() });
     log(`${name} ${JSON.stringify(data)}`);
   };
-  const room = await sb.enterRoom(roomID, { roomToken, localStream });
+  // ?relay=1: relay candidates only (TURN), as behind a firewall that lets no UDP through to the SFU.
+  const rtcConfig = params.get('relay') === '1' ? { iceTransportPolicy: 'relay' } : {};
+  const room = await sb.enterRoom(roomID, { roomToken, localStream, rtcConfig });
   window.sbRoom = room;
   state.timings.enterReplied = now();
   for (const name of ['onRemoteUserEnterRoom', 'onRemoteUserLeaveRoom', 'onUserVideoAvailable', 'onUserAudioAvailable', 'onExitRoom']) {

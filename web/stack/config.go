@@ -15,6 +15,7 @@ import (
 	"github.com/switchboard-rtc/switchboard/calls"
 	"github.com/switchboard-rtc/switchboard/configs"
 	"github.com/switchboard-rtc/switchboard/media"
+	"github.com/switchboard-rtc/switchboard/media/turnserver"
 	"github.com/switchboard-rtc/switchboard/rooms"
 	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/web"
@@ -26,15 +27,16 @@ import (
 // packages use squashes their structs. Package fields tagged "-" take their
 // value from another section and are filled by New.
 type Config struct {
-	Server    ServerConfig     `mapstructure:"server"`
-	Store     StoreConfig      `mapstructure:"store"`
-	Auth      web.AuthConfig   `mapstructure:"auth"`
-	Signaling signaling.Config `mapstructure:"signaling"`
-	Limits    LimitsConfig     `mapstructure:"limits"`
-	Calls     calls.Config     `mapstructure:"calls"`
-	Media     MediaConfig      `mapstructure:"media"`
-	Metrics   MetricsConfig    `mapstructure:"metrics"`
-	Log       LogConfig        `mapstructure:"log"`
+	Server    ServerConfig      `mapstructure:"server"`
+	Store     StoreConfig       `mapstructure:"store"`
+	Auth      web.AuthConfig    `mapstructure:"auth"`
+	Signaling signaling.Config  `mapstructure:"signaling"`
+	Limits    LimitsConfig      `mapstructure:"limits"`
+	Calls     calls.Config      `mapstructure:"calls"`
+	Media     MediaConfig       `mapstructure:"media"`
+	TURN      turnserver.Config `mapstructure:"turn"`
+	Metrics   MetricsConfig     `mapstructure:"metrics"`
+	Log       LogConfig         `mapstructure:"log"`
 }
 
 // ServerConfig is the server section: the listener, and web's connection

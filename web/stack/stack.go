@@ -1,5 +1,5 @@
 // Package stack builds the whole Switchboard server from one Config, in the
-// one place where it is built: store, signaling engine, SFU, rooms, calls,
+// one place where it is built: store, signaling engine, SFU, TURN, rooms, calls,
 // metrics and the HTTP/WebSocket transport, and closes them in reverse
 // order. The binary (cmd/switchboard), the test stack (web/webtest) and the
 // bench (cmd/switchboard-bench) all call New.
@@ -17,11 +17,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
 	"github.com/switchboard-rtc/switchboard/calls"
 	"github.com/switchboard-rtc/switchboard/media"
+	"github.com/switchboard-rtc/switchboard/media/turnserver"
 	"github.com/switchboard-rtc/switchboard/rooms"
 	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
@@ -53,6 +55,7 @@ type Stack struct {
 	Auth    *web.Authenticator
 	Engine  *signaling.Engine
 	SFU     *media.SFU
+	TURN    *turnserver.Server // nil unless turn.enabled
 	Rooms   *rooms.Manager
 	Calls   *calls.Manager
 	Server  *web.Server
@@ -122,13 +125,27 @@ func New(ctx context.Context, p Params) (_ *Stack, err error) {
 	}
 	s.closers = append(s.closers, s.SFU.Close)
 
+	if cfg.TURN.Enabled {
+		tc, err := turnConfig(cfg, s.SFU.UDPAddr().Port)
+		if err != nil {
+			return nil, err
+		}
+		if s.TURN, err = turnserver.New(tc, log.With("component", "turn")); err != nil {
+			return nil, err
+		}
+		s.closers = append(s.closers, s.TURN.Close)
+	}
+
 	rc, roomsClock := cfg.Limits.Rooms, p.RoomsClock
 	rc.ConnectTimeout = cfg.Media.ConnectTimeout
 	if roomsClock == nil {
 		roomsClock = p.Clock
 	}
-	s.Rooms = rooms.NewManager(rooms.Params{Config: rc, SFU: s.SFU, Tokens: s.Auth, Clock: roomsClock,
-		Logger: log.With("component", "rooms")})
+	rp := rooms.Params{Config: rc, SFU: s.SFU, Tokens: s.Auth, Clock: roomsClock, Logger: log.With("component", "rooms")}
+	if s.TURN != nil {
+		rp.TURN = s.TURN // not a typed nil in the interface
+	}
+	s.Rooms = rooms.NewManager(rp)
 	s.closers = append(s.closers, func() error { s.Rooms.Close(); return nil })
 
 	cc := cfg.Calls
@@ -181,6 +198,62 @@ func New(ctx context.Context, p Params) (_ *Stack, err error) {
 		s.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: readHeaderTimeout}
 	}
 	return s, nil
+}
+
+// turnConfig completes the turn section with what other sections give: the
+// relay IP when turn.relay_ip is empty (the first media.nat1to1_ips, else
+// media.listen_ip), the secret when turn.secret is empty (derived from
+// auth.secret, else random), the TLS certificate (server.tls_cert and
+// tls_key), and the only addresses relays may send to: the SFU's UDP port
+// (sfuPort) on each address the SFU advertises.
+func turnConfig(cfg Config, sfuPort int) (turnserver.Config, error) {
+	tc, m := cfg.TURN, cfg.Media.SFU
+	if tc.RelayIP == "" {
+		tc.RelayIP = relayIP(cfg)
+		if tc.RelayIP == "" {
+			return tc, errors.New("turn: turn.relay_ip is empty and neither media.nat1to1_ips nor media.listen_ip gives an address")
+		}
+	}
+	if tc.Secret == "" {
+		tc.Secret = turnserver.DeriveSecret(cfg.Auth.Secret)
+	}
+	tc.CertFile, tc.KeyFile = cfg.Server.TLSCert, cfg.Server.TLSKey
+	var ips []string
+	if ip := net.ParseIP(m.ListenIP); ip != nil && !ip.IsUnspecified() {
+		ips = append(ips, m.ListenIP)
+	} else {
+		addrs, err := net.InterfaceAddrs()
+		if err != nil {
+			return tc, fmt.Errorf("turn: interface addresses: %w", err)
+		}
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok {
+				ips = append(ips, n.IP.String())
+			}
+		}
+	}
+	for _, ip := range append(ips, m.NAT1To1IPs...) {
+		if a, err := netip.ParseAddr(ip); err == nil {
+			tc.RelayTo = append(tc.RelayTo, netip.AddrPortFrom(a.Unmap(), uint16(sfuPort)))
+		}
+	}
+	return tc, nil
+}
+
+// relayIP is the TURN relay IP the configuration gives: turn.relay_ip, else
+// the first media.nat1to1_ips, else media.listen_ip unless it is
+// unspecified; "" if none.
+func relayIP(cfg Config) string {
+	if cfg.TURN.RelayIP != "" {
+		return cfg.TURN.RelayIP
+	}
+	if len(cfg.Media.SFU.NAT1To1IPs) > 0 {
+		return cfg.Media.SFU.NAT1To1IPs[0]
+	}
+	if ip := net.ParseIP(cfg.Media.SFU.ListenIP); ip != nil && !ip.IsUnspecified() {
+		return cfg.Media.SFU.ListenIP
+	}
+	return ""
 }
 
 // Handler is the HTTP handler of the server, for callers that serve it

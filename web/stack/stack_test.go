@@ -12,12 +12,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/turn/v5"
 	"go.uber.org/goleak"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/switchboard-rtc/switchboard/calls"
 	"github.com/switchboard-rtc/switchboard/configs"
 	"github.com/switchboard-rtc/switchboard/media"
+	"github.com/switchboard-rtc/switchboard/media/turnserver"
 	"github.com/switchboard-rtc/switchboard/rooms"
 	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
@@ -123,6 +125,9 @@ func TestPackageDefaultsMatchYAML(t *testing.T) {
 	if def := rooms.DefaultConfig(); def != rc {
 		t.Errorf("rooms.DefaultConfig() = %+v, the YAML gives %+v", def, rc)
 	}
+	if def := turnserver.DefaultConfig(); !reflect.DeepEqual(def, cfg.TURN) {
+		t.Errorf("turnserver.DefaultConfig() = %+v, the YAML gives %+v", def, cfg.TURN)
+	}
 	m := cfg.Media.SFU
 	for name, got := range map[string][2]any{
 		"ICEDisconnectedGrace":    {media.DefaultICEDisconnectedGrace, m.ICEDisconnectedGrace},
@@ -207,6 +212,64 @@ func TestNewFailureClosesWhatWasBuilt(t *testing.T) {
 	if st, err := stack.New(context.Background(), stack.Params{Config: cfg}); err == nil {
 		_ = st.Close()
 		t.Fatal("New succeeded with an invalid media.listen_ip")
+	}
+}
+
+// TestTURNBuiltAndClosed: with turn.enabled the stack starts the TURN
+// server with the relay IP from media.listen_ip and a secret derived from
+// auth.secret, restricted to the SFU's port; an allocation made with the
+// credentials rooms hand out is ended by Close (goleak checks that nothing
+// is left running). A TURN port already taken fails New, and what was built
+// is closed.
+func TestTURNBuiltAndClosed(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.TURN.Enabled, cfg.TURN.UDPPort, cfg.TURN.TCPPort, cfg.TURN.ListenIP = true, 0, 0, "127.0.0.1"
+	cfg.Auth.Secret = []byte("stack-test-secret-0123456789abcdef")
+	st, err := stack.New(context.Background(), stack.Params{Config: cfg, Store: signaling.NewMemoryStore()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ice := st.TURN.ICEServers("alice")[0]
+	if ice.URLs[0] != "turn:"+st.TURN.UDPAddr().String()+"?transport=udp" {
+		t.Errorf("URLs %v, want the relay IP 127.0.0.1 and the bound ports", ice.URLs)
+	}
+	if want := turnserver.Password(turnserver.DeriveSecret(cfg.Auth.Secret), ice.Username); ice.Credential != want {
+		t.Errorf("credential %q, want the one of the secret derived from auth.secret", ice.Credential)
+	}
+	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c, err := turn.NewClient(&turn.ClientConfig{STUNServerAddr: st.TURN.UDPAddr().String(), TURNServerAddr: st.TURN.UDPAddr().String(),
+		Conn: conn, Username: ice.Username, Password: ice.Credential, Realm: cfg.TURN.Realm})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	relay, err := c.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relay.Close()
+	// Relays reach the SFU's port only.
+	if _, err := relay.WriteTo([]byte("x"), &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2), Port: st.SFU.UDPAddr().Port}); err == nil {
+		t.Error("permission for 127.0.0.2 granted: relays are not restricted to the SFU's addresses")
+	}
+	if n := st.TURN.AllocationCount(); n != 1 {
+		t.Errorf("%d allocations, want 1", n)
+	}
+
+	taken := testConfig(t)
+	taken.TURN = cfg.TURN
+	taken.TURN.UDPPort = st.TURN.UDPAddr().Port
+	if st2, err := stack.New(context.Background(), stack.Params{Config: taken, Store: signaling.NewMemoryStore()}); err == nil {
+		_ = st2.Close()
+		t.Error("New succeeded with a TURN port in use")
 	}
 }
 

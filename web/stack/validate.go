@@ -131,6 +131,7 @@ func (c Config) Validate() error {
 	if m.ICEFailedGrace < 0 {
 		bad("media.ice_failed_grace", "must not be negative, got %s", m.ICEFailedGrace)
 	}
+	validateTURN(c, bad)
 	if err := checkAddr(c.Metrics.Addr); c.Metrics.Addr != "" && err != nil {
 		bad("metrics.addr", "want host:port such as \"127.0.0.1:9090\" or empty, got %q: %v", c.Metrics.Addr, err)
 	}
@@ -141,6 +142,78 @@ func (c Config) Validate() error {
 		bad("log.format", "want text or json, got %q", c.Log.Format)
 	}
 	return errors.Join(errs...)
+}
+
+// validateTURN checks the turn section, and when turn.enabled, its
+// relations with the other sections.
+func validateTURN(c Config, bad func(key, format string, args ...any)) {
+	tc := c.TURN
+	for _, p := range []struct {
+		key  string
+		port int
+	}{{"turn.udp_port", tc.UDPPort}, {"turn.tcp_port", tc.TCPPort}, {"turn.tls_port", tc.TLSPort}} {
+		if p.port < 0 || p.port > 65535 {
+			bad(p.key, "must be 0-65535, got %d", p.port)
+		}
+	}
+	for _, p := range []struct {
+		key  string
+		port int
+	}{{"turn.relay_port_min", tc.RelayPortMin}, {"turn.relay_port_max", tc.RelayPortMax}} {
+		if p.port < 1 || p.port > 65535 {
+			bad(p.key, "must be 1-65535, got %d", p.port)
+		}
+	}
+	if tc.RelayPortMax < tc.RelayPortMin {
+		bad("turn.relay_port_max", "must be at least turn.relay_port_min (%d), got %d", tc.RelayPortMin, tc.RelayPortMax)
+	}
+	if tc.ListenIP != "" && net.ParseIP(tc.ListenIP) == nil {
+		bad("turn.listen_ip", "must be an IP address or empty, got %q", tc.ListenIP)
+	}
+	if ip := net.ParseIP(tc.RelayIP); tc.RelayIP != "" && (ip == nil || ip.IsUnspecified()) {
+		bad("turn.relay_ip", "must be the IP address clients reach this server at, or empty, got %q", tc.RelayIP)
+	}
+	if tc.Host != "" && net.ParseIP(tc.Host) == nil && strings.ContainsAny(tc.Host, ":/?#@[] ") {
+		bad("turn.host", "want a host name such as \"turn.example.com\" or an IP address, got %q", tc.Host)
+	}
+	if strings.TrimSpace(tc.Realm) == "" {
+		bad("turn.realm", "must not be empty")
+	}
+	if tc.Secret != "" && len(tc.Secret) < web.MinSecretLen {
+		bad("turn.secret", "must be empty or at least %d bytes, got %d bytes", web.MinSecretLen, len(tc.Secret))
+	}
+	if tc.CredentialTTL < time.Minute {
+		bad("turn.credential_ttl", "must be at least 1m, got %s", tc.CredentialTTL)
+	}
+	if !tc.Enabled {
+		return
+	}
+	if relayIP(c) == "" {
+		bad("turn.relay_ip", "must be set when turn.enabled is true and neither media.nat1to1_ips nor media.listen_ip (%q) gives the address clients reach this server at",
+			c.Media.SFU.ListenIP)
+	}
+	if tc.TLS && (c.Server.TLSCert == "" || c.Server.TLSKey == "") {
+		bad("turn.tls", "needs server.tls_cert and server.tls_key (TURN over TLS uses the server's certificate)")
+	}
+	_, httpPort, _ := net.SplitHostPort(c.Server.Addr)
+	for _, p := range []struct {
+		key, other string
+		port, with int
+	}{
+		{"turn.udp_port", "media.udp_port", tc.UDPPort, c.Media.SFU.UDPPort},
+		{"turn.tcp_port", "server.addr", tc.TCPPort, atoi(httpPort)},
+		{"turn.tls_port", "server.addr", tc.TLSPort, atoi(httpPort)},
+		{"turn.tls_port", "turn.tcp_port", tc.TLSPort, tc.TCPPort},
+	} {
+		if p.port != 0 && p.port == p.with && (p.key != "turn.tls_port" || tc.TLS) {
+			bad(p.key, "must differ from the port of %s (%d)", p.other, p.with)
+		}
+	}
+}
+
+func atoi(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
 }
 
 func checkAddr(addr string) error {

@@ -46,6 +46,9 @@ type Options struct {
 	Metrics bool
 	// RoomsClock is the rooms' clock (connect timeouts); nil: the system clock.
 	RoomsClock protocol.Clock
+	// TURN starts the embedded TURN server on loopback (free UDP and TCP
+	// ports, relay IP 127.0.0.1); its credentials come with enterRoom.
+	TURN bool
 }
 
 // Stack is a running server.
@@ -84,6 +87,9 @@ func Start(t testing.TB, o Options) *Stack {
 	cfg.Media.SFU.ListenIP, cfg.Media.SFU.IncludeLoopback = "127.0.0.1", true
 	cfg.Limits.MaxTracksPerParticipant = o.Media.MaxTracksPerParticipant
 	cfg.Metrics = stack.MetricsConfig{Enabled: o.Metrics}
+	if o.TURN {
+		cfg.TURN.Enabled, cfg.TURN.UDPPort, cfg.TURN.TCPPort, cfg.TURN.ListenIP = true, 0, 0, "127.0.0.1"
+	}
 	if o.Store == nil {
 		o.Store = signaling.NewMemoryStore()
 	}
@@ -159,6 +165,12 @@ type RunningCall struct {
 // the caller got onCallBegin. The rooms close when the test ends.
 func (s *Stack) StartCall(caller, callee *client.Client, calleeID string) RunningCall {
 	s.T.Helper()
+	return s.StartCallWith(caller, callee, calleeID, PeerConfig())
+}
+
+// StartCallWith is StartCall with both participants' media configured by pc.
+func (s *Stack) StartCallWith(caller, callee *client.Client, calleeID string, pc peer.Config) RunningCall {
+	s.T.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var rc RunningCall
@@ -166,7 +178,7 @@ func (s *Stack) StartCall(caller, callee *client.Client, calleeID string) Runnin
 		s.T.Fatalf("call: %v", err)
 	}
 	var err error
-	if rc.Caller, err = roomclient.Enter(ctx, caller, rc.RoomID, roomclient.Options{Peer: PeerConfig()}); err != nil {
+	if rc.Caller, err = roomclient.Enter(ctx, caller, rc.RoomID, roomclient.Options{Peer: pc}); err != nil {
 		s.T.Fatalf("caller enters: %v", err)
 	}
 	s.T.Cleanup(rc.Caller.Close)
@@ -180,7 +192,7 @@ func (s *Stack) StartCall(caller, callee *client.Client, calleeID string) Runnin
 	if err := callee.Accept(ctx, rc.CallID, ""); err != nil {
 		s.T.Fatalf("accept: %v", err)
 	}
-	if rc.Callee, err = roomclient.Enter(ctx, callee, rc.RoomID, roomclient.Options{Peer: PeerConfig()}); err != nil {
+	if rc.Callee, err = roomclient.Enter(ctx, callee, rc.RoomID, roomclient.Options{Peer: pc}); err != nil {
 		s.T.Fatalf("callee enters: %v", err)
 	}
 	s.T.Cleanup(rc.Callee.Close)

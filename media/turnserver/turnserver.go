@@ -1,0 +1,393 @@
+// Package turnserver is Switchboard's embedded TURN server (RFC 8656, built
+// on pion/turn): it relays the media of clients that cannot reach the SFU's
+// UDP port directly (UDP blocked, strict NAT, a proxy that only lets TCP or
+// TLS out) and hands out per-participant credentials that expire.
+//
+// # Credentials
+//
+// Credentials follow the TURN REST API scheme (draft-uberti-behave-turn-rest,
+// as coturn's use-auth-secret): the username is "EXPIRY:USERID", EXPIRY a
+// Unix time in seconds, and the password is
+// base64(HMAC-SHA1(secret, username)). The server recomputes the password
+// from the username, so nothing is stored per user, and refuses a username
+// whose EXPIRY has passed (Allocate and Refresh answer 401). An allocation
+// made before the expiry lives until its next refresh after it (at most
+// 10 minutes).
+//
+// # Where relays may send
+//
+// The server exists to reach this server's SFU, not to be an open relay into
+// the network it runs in: when Config.RelayTo is set (web/stack sets it to
+// the SFU's UDP port on each of its addresses), a permission for any other
+// IP is refused (403) and a packet to any other port is dropped.
+//
+// Dependencies: like media it imports nothing of Switchboard but media.
+package turnserver
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/pion/turn/v5"
+
+	"github.com/switchboard-rtc/switchboard/media"
+	"github.com/switchboard-rtc/switchboard/media/internal/pionlog"
+)
+
+// Defaults applied by New to zero Config fields (a test of web/stack checks
+// that they agree with the embedded config file).
+const (
+	DefaultRealm         = "switchboard"
+	DefaultCredentialTTL = 24 * time.Hour
+	DefaultRelayPortMin  = 30000
+	DefaultRelayPortMax  = 40000
+)
+
+// ErrInvalidConfig is returned by New when Config fails validation.
+var ErrInvalidConfig = errors.New("turnserver: invalid config")
+
+// Config configures the TURN server. The mapstructure tags are the keys of
+// the turn section of the config file; fields tagged "-" are filled by the
+// server's composition (web/stack) or by tests.
+type Config struct {
+	// Enabled starts the server; off, New is not called.
+	Enabled bool `mapstructure:"enabled"`
+	// UDPPort and TCPPort are the TURN ports (plain TURN over UDP and over
+	// TCP); 0 picks a free port (Server.UDPAddr, TCPAddr report it).
+	UDPPort int `mapstructure:"udp_port"`
+	TCPPort int `mapstructure:"tcp_port"`
+	// TLS also serves TURN over TLS (turns:) on TLSPort, with CertFile and
+	// KeyFile; 0 picks a free port.
+	TLS     bool `mapstructure:"tls"`
+	TLSPort int  `mapstructure:"tls_port"`
+	// ListenIP is the address the ports and the relay sockets bind; empty
+	// binds every interface.
+	ListenIP string `mapstructure:"listen_ip"`
+	// RelayIP is the address clients reach the server at: it is in the
+	// URLs handed out and in every relayed address. Required by New; the
+	// composition derives it from the media section when the key is empty.
+	RelayIP string `mapstructure:"relay_ip"`
+	// Host is the name in the URLs handed out (the name of the TLS
+	// certificate for turns:); empty: RelayIP.
+	Host string `mapstructure:"host"`
+	// RelayPortMin and RelayPortMax bound the relay sockets' UDP ports
+	// (inclusive). 0: the defaults.
+	RelayPortMin int `mapstructure:"relay_port_min"`
+	RelayPortMax int `mapstructure:"relay_port_max"`
+	// Realm is the TURN realm (part of the long-term credential key).
+	Realm string `mapstructure:"realm"`
+	// Secret is the shared key of the credentials. Required by New; the
+	// composition derives one when the key is empty (DeriveSecret).
+	Secret string `mapstructure:"secret"`
+	// CredentialTTL is how long handed-out credentials are valid.
+	CredentialTTL time.Duration `mapstructure:"credential_ttl"`
+
+	// CertFile and KeyFile are the PEM certificate and key for TLS
+	// (server.tls_cert and server.tls_key).
+	CertFile string `mapstructure:"-"`
+	KeyFile  string `mapstructure:"-"`
+	// RelayTo, when not empty, are the only addresses relays may send to.
+	RelayTo []netip.AddrPort `mapstructure:"-"`
+	// Now is the clock of credential expiry; nil: time.Now.
+	Now func() time.Time `mapstructure:"-"`
+}
+
+// DefaultConfig is the embedded config file's values for the turn section.
+func DefaultConfig() Config {
+	return Config{UDPPort: 3478, TCPPort: 3478, TLSPort: 5349, RelayPortMin: DefaultRelayPortMin, RelayPortMax: DefaultRelayPortMax,
+		Realm: DefaultRealm, CredentialTTL: DefaultCredentialTTL}
+}
+
+func (c Config) withDefaults() (Config, error) {
+	bad := func(format string, args ...any) (Config, error) {
+		return c, fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, args...))
+	}
+	for name, p := range map[string]int{"UDPPort": c.UDPPort, "TCPPort": c.TCPPort, "TLSPort": c.TLSPort,
+		"RelayPortMin": c.RelayPortMin, "RelayPortMax": c.RelayPortMax} {
+		if p < 0 || p > 65535 {
+			return bad("%s %d out of range", name, p)
+		}
+	}
+	if c.RelayPortMin == 0 {
+		c.RelayPortMin = DefaultRelayPortMin
+	}
+	if c.RelayPortMax == 0 {
+		c.RelayPortMax = DefaultRelayPortMax
+	}
+	if c.RelayPortMin > c.RelayPortMax {
+		return bad("RelayPortMin %d above RelayPortMax %d", c.RelayPortMin, c.RelayPortMax)
+	}
+	if c.ListenIP != "" && net.ParseIP(c.ListenIP) == nil {
+		return bad("ListenIP %q is not an IP address", c.ListenIP)
+	}
+	if net.ParseIP(c.RelayIP) == nil {
+		return bad("RelayIP %q is not an IP address", c.RelayIP)
+	}
+	if c.Secret == "" {
+		return bad("no Secret")
+	}
+	if c.TLS && (c.CertFile == "" || c.KeyFile == "") {
+		return bad("TLS needs CertFile and KeyFile")
+	}
+	if c.CredentialTTL < 0 {
+		return bad("CredentialTTL is negative")
+	}
+	if c.CredentialTTL == 0 {
+		c.CredentialTTL = DefaultCredentialTTL
+	}
+	if c.Realm == "" {
+		c.Realm = DefaultRealm
+	}
+	if c.Host == "" {
+		c.Host = c.RelayIP
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c, nil
+}
+
+// Server is a running TURN server.
+type Server struct {
+	cfg  Config
+	log  *slog.Logger
+	turn *turn.Server
+
+	udp       net.PacketConn
+	tcp, tls  *trackingListener // tls is nil unless Config.TLS
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New starts a TURN server on the configured ports. log may be nil.
+func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
+	if cfg, err = cfg.withDefaults(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, log: log}
+	var listeners []net.Listener
+	defer func() {
+		if err != nil {
+			if s.udp != nil {
+				_ = s.udp.Close()
+			}
+			for _, l := range listeners {
+				_ = l.Close()
+			}
+		}
+	}()
+	bind := cfg.ListenIP
+	if bind == "" {
+		bind = "0.0.0.0"
+	}
+	var tlsConf *tls.Config
+	if cfg.TLS {
+		cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("turnserver: TLS certificate: %w", err)
+		}
+		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	if s.udp, err = net.ListenPacket("udp4", net.JoinHostPort(bind, strconv.Itoa(cfg.UDPPort))); err != nil {
+		return nil, fmt.Errorf("turnserver: listen udp: %w", err)
+	}
+	tcp, err := net.Listen("tcp4", net.JoinHostPort(bind, strconv.Itoa(cfg.TCPPort)))
+	if err != nil {
+		return nil, fmt.Errorf("turnserver: listen tcp: %w", err)
+	}
+	listeners = append(listeners, tcp)
+	s.tcp = newTrackingListener(tcp)
+	if tlsConf != nil {
+		l, err := net.Listen("tcp4", net.JoinHostPort(bind, strconv.Itoa(cfg.TLSPort)))
+		if err != nil {
+			return nil, fmt.Errorf("turnserver: listen tls: %w", err)
+		}
+		listeners = append(listeners, l)
+		s.tls = newTrackingListener(tls.NewListener(l, tlsConf))
+	}
+
+	relay := func() turn.RelayAddressGenerator {
+		return &restrictedRelay{
+			RelayAddressGeneratorPortRange: turn.RelayAddressGeneratorPortRange{
+				RelayAddress: net.ParseIP(cfg.RelayIP), Address: bind,
+				MinPort: uint16(cfg.RelayPortMin), MaxPort: uint16(cfg.RelayPortMax),
+			},
+			allowed: cfg.RelayTo,
+		}
+	}
+	permit := s.permit
+	sc := turn.ServerConfig{
+		Realm:         cfg.Realm,
+		AuthHandler:   s.authenticate,
+		LoggerFactory: pionlog.Factory(log, slog.LevelError),
+		PacketConnConfigs: []turn.PacketConnConfig{
+			{PacketConn: s.udp, RelayAddressGenerator: relay(), PermissionHandler: permit},
+		},
+		ListenerConfigs: []turn.ListenerConfig{
+			{Listener: s.tcp, RelayAddressGenerator: relay(), PermissionHandler: permit},
+		},
+	}
+	if s.tls != nil {
+		sc.ListenerConfigs = append(sc.ListenerConfigs, turn.ListenerConfig{Listener: s.tls, RelayAddressGenerator: relay(), PermissionHandler: permit})
+	}
+	if s.turn, err = turn.NewServer(sc); err != nil {
+		return nil, fmt.Errorf("turnserver: %w", err)
+	}
+	log.Info("TURN serving", "udp", s.UDPAddr(), "tcp", s.TCPAddr(), "tls", s.TLSAddr(), "relay_ip", cfg.RelayIP,
+		"relay_ports", fmt.Sprintf("%d-%d", cfg.RelayPortMin, cfg.RelayPortMax))
+	return s, nil
+}
+
+// UDPAddr is the address of the TURN UDP port.
+func (s *Server) UDPAddr() *net.UDPAddr {
+	a, _ := s.udp.LocalAddr().(*net.UDPAddr)
+	return a
+}
+
+// TCPAddr is the address of the TURN TCP port.
+func (s *Server) TCPAddr() *net.TCPAddr {
+	a, _ := s.tcp.Addr().(*net.TCPAddr)
+	return a
+}
+
+// TLSAddr is the address of the TURN TLS port; nil without TLS.
+func (s *Server) TLSAddr() *net.TCPAddr {
+	if s.tls == nil {
+		return nil
+	}
+	a, _ := s.tls.Addr().(*net.TCPAddr)
+	return a
+}
+
+// AllocationCount is the number of allocations alive.
+func (s *Server) AllocationCount() int { return s.turn.AllocationCount() }
+
+// URLs are the server's turn: (and turns:) URLs, with the ports actually
+// bound.
+func (s *Server) URLs() []string {
+	hp := func(port int) string { return net.JoinHostPort(s.cfg.Host, strconv.Itoa(port)) }
+	urls := []string{
+		"turn:" + hp(s.UDPAddr().Port) + "?transport=udp",
+		"turn:" + hp(s.TCPAddr().Port) + "?transport=tcp",
+	}
+	if a := s.TLSAddr(); a != nil {
+		urls = append(urls, "turns:"+hp(a.Port)+"?transport=tcp")
+	}
+	return urls
+}
+
+// ICEServers returns the entry to hand userID in enterRoom: the server's
+// URLs with fresh credentials valid for Config.CredentialTTL.
+func (s *Server) ICEServers(userID string) []media.ICEServer {
+	username := Username(userID, s.cfg.Now().Add(s.cfg.CredentialTTL))
+	return []media.ICEServer{{URLs: s.URLs(), Username: username, Credential: Password(s.cfg.Secret, username)}}
+}
+
+// Close stops the server: its ports, every TCP and TLS connection, and with
+// them every allocation. Pion's goroutines end shortly after.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.closeErr = s.turn.Close()
+		s.tcp.closeConns()
+		if s.tls != nil {
+			s.tls.closeConns()
+		}
+	})
+	return s.closeErr
+}
+
+// permit is pion's PermissionHandler: with RelayTo set, only its IPs.
+func (s *Server) permit(client net.Addr, peer net.IP) bool {
+	ip, ok := netip.AddrFromSlice(peer)
+	if !ok || allowed(s.cfg.RelayTo, ip.Unmap(), 0) {
+		return ok
+	}
+	s.log.Debug("TURN permission refused", "client", client, "peer", peer)
+	return false
+}
+
+// allowed reports whether the relay may reach ip:port (port 0: any port of
+// ip) under the list (empty: anywhere).
+func allowed(list []netip.AddrPort, ip netip.Addr, port uint16) bool {
+	if len(list) == 0 {
+		return true
+	}
+	for _, a := range list {
+		if a.Addr().Unmap() == ip && (port == 0 || a.Port() == port) {
+			return true
+		}
+	}
+	return false
+}
+
+// trackingListener remembers the connections it accepted, so that Close can
+// end them (pion's server only closes the listener, and its per-connection
+// goroutine would otherwise run as long as the client keeps it open).
+type trackingListener struct {
+	net.Listener
+
+	mu     sync.Mutex // guards conns and closed
+	conns  map[net.Conn]struct{}
+	closed bool
+}
+
+func newTrackingListener(l net.Listener) *trackingListener {
+	return &trackingListener{Listener: l, conns: map[net.Conn]struct{}{}}
+}
+
+func (l *trackingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		_ = c.Close()
+		return nil, net.ErrClosed
+	}
+	l.conns[c] = struct{}{}
+	return &trackedConn{Conn: c, l: l}, nil
+}
+
+func (l *trackingListener) closeConns() {
+	l.mu.Lock()
+	l.closed = true
+	conns := l.conns
+	l.conns = map[net.Conn]struct{}{}
+	l.mu.Unlock()
+	for c := range conns {
+		_ = c.Close()
+	}
+}
+
+// trackedConn leaves its listener's set when closed. Wrapping hides a
+// *tls.Conn from pion, which then neither forces the handshake first nor
+// reads the client's certificate: the handshake happens on the first read,
+// and Switchboard authenticates by TURN credentials, not certificates.
+type trackedConn struct {
+	net.Conn
+	l    *trackingListener
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		delete(c.l.conns, c.Conn)
+		c.l.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+var errTCPRelay = errors.New("turnserver: TCP relays are not offered")
