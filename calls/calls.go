@@ -70,6 +70,8 @@ type Params struct {
 	Records RecordStore
 	Clock   protocol.Clock
 	Logger  *slog.Logger
+
+	Observer Observer // nil: none
 }
 
 // Manager owns the calls.
@@ -88,6 +90,7 @@ type Manager struct {
 	log   *slog.Logger
 	saves *saveQueue
 	stats Metrics
+	obs   Observer // nil: none
 
 	mu       sync.Mutex
 	closed   bool
@@ -167,7 +170,7 @@ func (c *call) anyAnswered() bool {
 // NewManager returns a Manager, ending with reason server_restart the calls
 // that were running when the server last stopped.
 func NewManager(ctx context.Context, p Params) (*Manager, error) {
-	m := &Manager{cfg: p.Config, eng: p.Engine, rooms: p.Rooms, rec: p.Records, clock: p.Clock, log: p.Logger, stats: p.Metrics,
+	m := &Manager{cfg: p.Config, eng: p.Engine, rooms: p.Rooms, rec: p.Records, clock: p.Clock, log: p.Logger, stats: p.Metrics, obs: p.Observer,
 		calls: map[string]*call{}, byInvite: map[string]*call{}, byRoom: map[string]*call{}, byUser: map[string]map[*call]bool{}}
 	if m.clock == nil {
 		m.clock = protocol.SystemClock{}
@@ -804,6 +807,9 @@ func (m *Manager) MemberConnected(roomID, user string, _ rooms.Role, _ time.Time
 		to = m.participantsLocked(c)
 	}
 	snap := copyRecord(c.rec)
+	if begin != nil && m.obs != nil {
+		m.obs.CallBegan(snap)
+	}
 	m.mu.Unlock()
 	m.saves.save(snap)
 	if begin != nil {
@@ -910,6 +916,9 @@ func (m *Manager) endLocked(c *call, reason, endedBy string) func() {
 	}
 	m.forgetLocked(c)
 	snap := copyRecord(c.rec)
+	if m.obs != nil {
+		m.obs.CallEnded(snap)
+	}
 	began := c.began()
 	claim := c.claim
 	stayer := ""

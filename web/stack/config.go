@@ -18,6 +18,7 @@ import (
 	"github.com/switchboard-rtc/switchboard/rooms"
 	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/web"
+	"github.com/switchboard-rtc/switchboard/web/webhook"
 )
 
 // Config is the whole server configuration. Its mapstructure tags are the
@@ -33,6 +34,7 @@ type Config struct {
 	Limits    LimitsConfig     `mapstructure:"limits"`
 	Calls     calls.Config     `mapstructure:"calls"`
 	Media     MediaConfig      `mapstructure:"media"`
+	Webhooks  webhook.Config   `mapstructure:"webhooks"`
 	Metrics   MetricsConfig    `mapstructure:"metrics"`
 	Log       LogConfig        `mapstructure:"log"`
 }
