@@ -368,11 +368,12 @@ func (s *Sender) deliver(d Delivery) {
 	defer cancel()
 	now := time.Now()
 	var qerr error
+	var answered httpError
 	switch {
 	case err == nil:
 		s.stats.WebhookDelivery(ResultOK, latency)
 		qerr = s.q.Remove(ctx, d.Seq)
-	case s.ctx.Err() != nil:
+	case s.ctx.Err() != nil && !errors.As(err, &answered):
 		// Shutting down: not an attempt; due again at once after a restart.
 		qerr = s.q.Retry(ctx, d.Seq, d.Attempts, now)
 	default:

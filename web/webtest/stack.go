@@ -22,6 +22,7 @@ import (
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 	"github.com/switchboard-rtc/switchboard/web"
 	"github.com/switchboard-rtc/switchboard/web/stack"
+	"github.com/switchboard-rtc/switchboard/web/webhook"
 )
 
 // Secret is the HS256 key of every test stack.
@@ -46,6 +47,10 @@ type Options struct {
 	Metrics bool
 	// RoomsClock is the rooms' clock (connect timeouts); nil: the system clock.
 	RoomsClock protocol.Clock
+	// Webhooks is the webhooks section; nil: none (off).
+	Webhooks *webhook.Config
+	// WebhookQueue holds the webhook deliveries; nil: a memory queue.
+	WebhookQueue webhook.Queue
 }
 
 // Stack is a running server.
@@ -84,10 +89,14 @@ func Start(t testing.TB, o Options) *Stack {
 	cfg.Media.SFU.ListenIP, cfg.Media.SFU.IncludeLoopback = "127.0.0.1", true
 	cfg.Limits.MaxTracksPerParticipant = o.Media.MaxTracksPerParticipant
 	cfg.Metrics = stack.MetricsConfig{Enabled: o.Metrics}
+	if o.Webhooks != nil {
+		cfg.Webhooks = *o.Webhooks
+	}
 	if o.Store == nil {
 		o.Store = signaling.NewMemoryStore()
 	}
-	st, err := stack.New(context.Background(), stack.Params{Config: cfg, Logger: o.Logger, Store: o.Store, Records: o.Records, Clock: o.Clock, RoomsClock: o.RoomsClock})
+	st, err := stack.New(context.Background(), stack.Params{Config: cfg, Logger: o.Logger, Store: o.Store, Records: o.Records, Clock: o.Clock, RoomsClock: o.RoomsClock,
+		WebhookQueue: o.WebhookQueue})
 	if err != nil {
 		t.Fatal(err)
 	}
