@@ -83,9 +83,9 @@ func queueContract(t *testing.T, q webhook.Queue) {
 	}
 	must(q.Add(ctx, []webhook.Delivery{
 		d("e1", "u1", "k", q0), d("e1", "u2", "k", q0), // one event, two URLs
-		d("e2", "u1", "k", q0),                         // after e1 on u1
-		d("e3", "u1", "", q0),                          // no key: never waits
-		d("e4", "u1", "other", q0.Add(time.Hour)),      // not due yet
+		d("e2", "u1", "k", q0),                    // after e1 on u1
+		d("e3", "u1", "", q0),                     // no key: never waits
+		d("e4", "u1", "other", q0.Add(time.Hour)), // not due yet
 	}))
 	if n, _ := q.Len(ctx); n != 5 {
 		t.Fatalf("Len = %d, want 5", n)
