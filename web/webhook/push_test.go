@@ -3,7 +3,10 @@ package webhook_test
 import (
 	"encoding/json"
 	"errors"
+	"io"
+	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -231,4 +234,46 @@ func TestDeadEndpointDoesNotSlowInvites(t *testing.T) {
 
 func asProtocolError(err error, target **protocol.Error) bool {
 	return errors.As(err, target)
+}
+
+// TestWebhookMetrics: deliveries by result, their latency and the queue
+// length are on /metrics.
+func TestWebhookMetrics(t *testing.T) {
+	e := newEndpoint(t, func(n int64) int {
+		if n == 1 {
+			return http.StatusInternalServerError
+		}
+		return http.StatusOK
+	})
+	cfg := testConfig(e.URL)
+	s := webtest.Start(t, webtest.Options{Webhooks: &cfg, Metrics: true})
+	s.Dial("alice") // user.online
+	c := &collector{e: e}
+	c.until(t, "user.online retried and delivered", func(rs []received) bool {
+		return len(rs) >= 2 && rs[len(rs)-1].status == http.StatusOK
+	})
+	want := []string{`switchboard_webhook_deliveries_total{result="failed"} 1`, `switchboard_webhook_deliveries_total{result="ok"}`,
+		`switchboard_webhook_delivery_seconds_count`, `switchboard_webhook_queue_length`}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(s.HTTP.URL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		missing := ""
+		for _, w := range want {
+			if !strings.Contains(string(body), w) {
+				missing = w
+			}
+		}
+		if missing == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/metrics lacks %q", missing)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
