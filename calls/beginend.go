@@ -41,6 +41,9 @@ func (m *Manager) MemberConnected(roomID, user string, _ rooms.Role, _ time.Time
 		to = m.participantsLocked(c)
 	}
 	snap := copyRecord(c.rec)
+	if begin != nil && m.obs != nil {
+		m.obs.CallBegan(snap)
+	}
 	m.mu.Unlock()
 	m.saves.save(snap)
 	if begin != nil {
@@ -147,6 +150,9 @@ func (m *Manager) endLocked(c *call, reason EndReason, endedBy string) func() {
 	}
 	m.forgetLocked(c)
 	snap := copyRecord(c.rec)
+	if m.obs != nil {
+		m.obs.CallEnded(snap)
+	}
 	began := c.began()
 	claim := c.claim
 	stayer := ""

@@ -68,6 +68,8 @@ type Params struct {
 	Records RecordStore
 	Clock   protocol.Clock
 	Logger  *slog.Logger
+
+	Observer Observer // nil: none
 }
 
 // Manager owns the calls.
@@ -86,6 +88,7 @@ type Manager struct {
 	log   *slog.Logger
 	saves *saveQueue
 	stats Metrics
+	obs   Observer // nil: none
 
 	mu       sync.Mutex
 	closed   bool
@@ -165,7 +168,7 @@ func (c *call) anyAnswered() bool {
 // NewManager returns a Manager, ending with reason server_restart the calls
 // that were running when the server last stopped.
 func NewManager(ctx context.Context, p Params) (*Manager, error) {
-	m := &Manager{cfg: p.Config, eng: p.Engine, rooms: p.Rooms, rec: p.Records, clock: p.Clock, log: p.Logger, stats: p.Metrics,
+	m := &Manager{cfg: p.Config, eng: p.Engine, rooms: p.Rooms, rec: p.Records, clock: p.Clock, log: p.Logger, stats: p.Metrics, obs: p.Observer,
 		calls: map[string]*call{}, byInvite: map[string]*call{}, byRoom: map[string]*call{}, byUser: map[string]map[*call]bool{}}
 	if m.clock == nil {
 		m.clock = protocol.SystemClock{}

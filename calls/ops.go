@@ -33,7 +33,7 @@ func (m *Manager) ownOps() map[string]protocol.OpFunc {
 				return nil, protocol.ErrInvalidParameter.WithMessage("invitee is required")
 			}
 			return m.invite(ctx, a, signaling.InvitationSpec{Invitees: []string{args.Invitee}, Data: args.Data,
-				OnlineUserOnly: args.OnlineUserOnly, Timeout: args.Timeout})
+				OnlineUserOnly: args.OnlineUserOnly, Timeout: args.Timeout, PushInfo: args.OfflinePushInfo})
 		}),
 		protocol.OpInviteInGroup: protocol.Op(func(ctx context.Context, a protocol.Actor, args protocol.InviteInGroupArgs) (any, error) {
 			if args.GroupID == "" {
@@ -43,7 +43,7 @@ func (m *Manager) ownOps() map[string]protocol.OpFunc {
 				return nil, protocol.ErrInvalidParameter.WithMessage("inviteeList is empty")
 			}
 			return m.invite(ctx, a, signaling.InvitationSpec{GroupID: args.GroupID, Invitees: args.InviteeList, Data: args.Data,
-				OnlineUserOnly: args.OnlineUserOnly, Timeout: args.Timeout})
+				OnlineUserOnly: args.OnlineUserOnly, Timeout: args.Timeout, PushInfo: args.OfflinePushInfo})
 		}),
 		protocol.OpAccept: protocol.Op(func(ctx context.Context, a protocol.Actor, args protocol.InviteIDArgs) (any, error) {
 			if err := clientArgs(&args); err != nil {
@@ -79,7 +79,7 @@ func (m *Manager) ownOps() map[string]protocol.OpFunc {
 			}
 			data := NewCallData(mt, args.RoomID, []string{args.Invitee}, args.UserData)
 			return m.startCall(ctx, a, signaling.InvitationSpec{Invitees: []string{args.Invitee}, Timeout: args.Timeout,
-				Data: data}, parseOwnCallData(data), serverData)
+				Data: data, PushInfo: args.OfflinePushInfo}, parseOwnCallData(data), serverData)
 		}),
 		OpGroupCall: protocol.Op(func(ctx context.Context, a protocol.Actor, args GroupCallArgs) (any, error) {
 			if args.GroupID == "" || len(args.InviteeList) == 0 {
@@ -91,7 +91,7 @@ func (m *Manager) ownOps() map[string]protocol.OpFunc {
 			}
 			data := NewCallData(mt, args.RoomID, args.InviteeList, args.UserData)
 			return m.startCall(ctx, a, signaling.InvitationSpec{GroupID: args.GroupID, Invitees: args.InviteeList, Timeout: args.Timeout,
-				Data: data}, parseOwnCallData(data), serverData)
+				Data: data, PushInfo: args.OfflinePushInfo}, parseOwnCallData(data), serverData)
 		}),
 		OpHangup: protocol.Op(func(ctx context.Context, a protocol.Actor, args CallIDArgs) (any, error) {
 			return none(m.hangup(ctx, a, args))

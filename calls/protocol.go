@@ -1,5 +1,7 @@
 package calls
 
+import "github.com/switchboard-rtc/switchboard/signaling/protocol"
+
 // Ops of the calls protocol (signaling/CALLS.md).
 const (
 	OpCall                = "call"
@@ -26,6 +28,9 @@ type CallArgs struct {
 	Timeout   *int   `json:"timeout" expect:"a whole number of seconds"`
 	RoomID    string `json:"roomID"`
 	UserData  string `json:"userData"`
+	// OfflinePushInfo is invite's (PROTOCOL.md): a push request for a
+	// callee with no open connection.
+	OfflinePushInfo *protocol.OfflinePushInfo `json:"offlinePushInfo,omitempty"`
 }
 
 // GroupCallArgs are the args of groupCall.
@@ -36,6 +41,8 @@ type GroupCallArgs struct {
 	Timeout     *int     `json:"timeout" expect:"a whole number of seconds"`
 	RoomID      string   `json:"roomID"`
 	UserData    string   `json:"userData"`
+	// OfflinePushInfo: as CallArgs'.
+	OfflinePushInfo *protocol.OfflinePushInfo `json:"offlinePushInfo,omitempty"`
 }
 
 // CallResult is the result of call, groupCall, and of invite/inviteInGroup

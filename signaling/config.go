@@ -39,6 +39,9 @@ type Limits struct {
 	MaxOfflineBytesPerSender int `mapstructure:"max_offline_bytes_per_sender"`
 	// MaxOfflineBytesTotal bounds the bytes of all kept events.
 	MaxOfflineBytesTotal int `mapstructure:"max_offline_bytes_total"`
+	// MaxPushInfoBytes bounds an invitation's offlinePushInfo (the bytes of
+	// its fields).
+	MaxPushInfoBytes int `mapstructure:"max_push_info_bytes"`
 }
 
 // DefaultConfig is the configuration the embedded config file gives (a test
@@ -61,6 +64,7 @@ func DefaultConfig() Config {
 			MaxPendingPerInviter:     50,
 			MaxOfflineBytesPerSender: 1 << 20,
 			MaxOfflineBytesTotal:     64 << 20,
+			MaxPushInfoBytes:         4 << 10,
 		},
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -45,6 +46,10 @@ type Params struct {
 	Logger *slog.Logger   // nil: slog.Default()
 	// NewID returns a fresh invitation or group ID; nil: random hex IDs.
 	NewID func(prefix string) string
+	// Observers are added before the stored state is loaded, so that they
+	// also hear of the invitations timed out at start (AddObserver adds
+	// more later).
+	Observers []Observer
 }
 
 // Engine owns every invitation, group and presence. It keeps the
@@ -108,6 +113,7 @@ func NewEngine(ctx context.Context, p Params) (*Engine, error) {
 		known:       make(map[string]struct{}),
 		kept:        newKeptIndex(),
 		notes:       opsqueue.New(),
+		observers:   slices.Clone(p.Observers),
 	}
 	e.notes.Start()
 	if e.clock == nil {
@@ -241,6 +247,7 @@ func (e *Engine) register(s Conn) (first bool, err error) {
 	if set == nil {
 		set = make(map[Conn]struct{})
 		e.sessions[user] = set
+		e.notifyPresenceLocked(user, true)
 	}
 	set[s] = struct{}{}
 	if _, known := e.known[user]; !known {
@@ -276,9 +283,13 @@ func (e *Engine) Detach(s Conn) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if set := e.sessions[user]; set != nil {
+		_, had := set[s]
 		delete(set, s)
 		if len(set) == 0 {
 			delete(e.sessions, user)
+			if had {
+				e.notifyPresenceLocked(user, false)
+			}
 		}
 	}
 	if r := e.replays[s]; r != nil {

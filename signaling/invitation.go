@@ -2,6 +2,7 @@ package signaling
 
 import (
 	"context"
+	"encoding/json"
 	"slices"
 	"time"
 
@@ -19,6 +20,7 @@ type invitation struct {
 	deadline   time.Time // zero: no timeout
 	invitees   []inviteeEntry
 	timer      protocol.Timer
+	push       *protocol.OfflinePushInfo // nil: none; never changed once created
 }
 
 type inviteeEntry struct {
@@ -26,6 +28,17 @@ type inviteeEntry struct {
 	state  InviteeState
 	at     time.Time
 	noRing bool // never rung (CreateInvitation's NoRing); in memory only
+	pushed bool // a push request was sent for them (offline when created)
+}
+
+// pushed reports whether a push request was sent for user.
+func (inv *invitation) pushed(user string) bool {
+	for _, v := range inv.invitees {
+		if v.user == user {
+			return v.pushed
+		}
+	}
+	return false
 }
 
 func (inv *invitation) stateOf(user string) InviteeState {
@@ -97,8 +110,12 @@ func (inv *invitation) newInvitationEvent(now time.Time) protocol.NewInvitationE
 func (inv *invitation) record() InvitationRecord {
 	r := InvitationRecord{ID: inv.id, Inviter: inv.inviter, GroupID: inv.groupID, Data: inv.data,
 		CreatedAt: inv.createdAt, Deadline: inv.deadline}
+	if inv.push != nil {
+		b, _ := json.Marshal(inv.push) // strings only: cannot fail
+		r.PushInfo = string(b)
+	}
 	for _, v := range inv.invitees {
-		r.Invitees = append(r.Invitees, InviteeRecord{UserID: v.user, State: v.state, UpdatedAt: v.at})
+		r.Invitees = append(r.Invitees, InviteeRecord{UserID: v.user, State: v.state, UpdatedAt: v.at, Pushed: v.pushed})
 	}
 	return r
 }
@@ -106,8 +123,14 @@ func (inv *invitation) record() InvitationRecord {
 func invitationFromRecord(r InvitationRecord) *invitation {
 	inv := &invitation{id: r.ID, inviter: r.Inviter, groupID: r.GroupID, data: r.Data,
 		createdAt: r.CreatedAt, deadline: r.Deadline}
+	if r.PushInfo != "" {
+		var p protocol.OfflinePushInfo
+		if json.Unmarshal([]byte(r.PushInfo), &p) == nil {
+			inv.push = &p
+		}
+	}
 	for _, v := range r.Invitees {
-		inv.invitees = append(inv.invitees, inviteeEntry{user: v.UserID, state: v.State, at: v.UpdatedAt})
+		inv.invitees = append(inv.invitees, inviteeEntry{user: v.UserID, state: v.State, at: v.UpdatedAt, pushed: v.Pushed})
 	}
 	return inv
 }
@@ -248,7 +271,7 @@ func (e *Engine) fireTimeout(inv *invitation) {
 	note := &InvitationNote{InviteID: inv.id, Inviter: inv.inviter, GroupID: inv.groupID, Data: inv.data,
 		Invitees: inv.inviteeList(), Ended: true}
 	for _, u := range timedOut {
-		note.Changes = append(note.Changes, InviteeChange{UserID: u, State: StateTimedOut})
+		note.Changes = append(note.Changes, InviteeChange{UserID: u, State: StateTimedOut, Pushed: inv.pushed(u)})
 	}
 	if err := e.planLocked(evs, inv.inviter, true); err != nil {
 		e.log.Error("timeout event not kept", "invite", inv.id, "err", err)
@@ -297,6 +320,14 @@ func (e *Engine) checkData(data string) error {
 	return nil
 }
 
+// checkPushInfo checks an offlinePushInfo against limits.max_push_info_bytes.
+func (e *Engine) checkPushInfo(p *protocol.OfflinePushInfo) error {
+	if lim := e.cfg.Limits.MaxPushInfoBytes; lim > 0 && p.Size() > lim {
+		return protocol.ErrDataTooLarge.WithMessage("offlinePushInfo is %d bytes; the limit is %d", p.Size(), lim)
+	}
+	return nil
+}
+
 // InvitationSpec describes a new invitation, for CreateInvitation.
 type InvitationSpec struct {
 	// ID is the invitation's ID; empty: the engine makes one. The calls
@@ -311,6 +342,10 @@ type InvitationSpec struct {
 	// now or when they connect): the calls layer answers for a busy
 	// invitee at once.
 	NoRing []string
+	// PushInfo is the offlinePushInfo: the invitees rung who have no open
+	// connection when the invitation is created get a push request
+	// (InvitationNote.Pushed); nil: none.
+	PushInfo *protocol.OfflinePushInfo
 }
 
 // Invite sends a one-to-one invitation.
@@ -319,7 +354,7 @@ func (e *Engine) Invite(ctx context.Context, a protocol.Actor, args protocol.Inv
 		return "", protocol.ErrInvalidParameter.WithMessage("invitee is required")
 	}
 	return e.CreateInvitation(ctx, a, InvitationSpec{Invitees: []string{args.Invitee}, Data: args.Data,
-		OnlineUserOnly: args.OnlineUserOnly, Timeout: args.Timeout})
+		OnlineUserOnly: args.OnlineUserOnly, Timeout: args.Timeout, PushInfo: args.OfflinePushInfo})
 }
 
 // InviteInGroup sends an invitation to members of a group; the inviter and
@@ -332,7 +367,7 @@ func (e *Engine) InviteInGroup(ctx context.Context, a protocol.Actor, args proto
 		return "", protocol.ErrInvalidParameter.WithMessage("inviteeList is empty")
 	}
 	return e.CreateInvitation(ctx, a, InvitationSpec{GroupID: args.GroupID, Invitees: args.InviteeList, Data: args.Data,
-		OnlineUserOnly: args.OnlineUserOnly, Timeout: args.Timeout})
+		OnlineUserOnly: args.OnlineUserOnly, Timeout: args.Timeout, PushInfo: args.OfflinePushInfo})
 }
 
 // CreateInvitation creates an invitation: the common path of invite and
@@ -359,6 +394,9 @@ func (e *Engine) CreateInvitation(ctx context.Context, a protocol.Actor, spec In
 		seen[u] = struct{}{}
 	}
 	if err := e.checkData(data); err != nil {
+		return "", err
+	}
+	if err := e.checkPushInfo(spec.PushInfo); err != nil {
 		return "", err
 	}
 	d, err := e.resolveTimeout(timeout)
@@ -405,8 +443,18 @@ func (e *Engine) CreateInvitation(ctx context.Context, a protocol.Actor, spec In
 	if d > 0 {
 		inv.deadline = now.Add(d)
 	}
+	if !onlineOnly && spec.PushInfo != nil {
+		p := *spec.PushInfo
+		inv.push = &p
+	}
+	var pushed []string
 	for _, u := range invitees {
-		inv.invitees = append(inv.invitees, inviteeEntry{user: u, state: StatePending, at: now, noRing: slices.Contains(spec.NoRing, u)})
+		ent := inviteeEntry{user: u, state: StatePending, at: now, noRing: slices.Contains(spec.NoRing, u)}
+		// An invitee rung with no device connected now gets a push request.
+		if ent.pushed = inv.push != nil && !ent.noRing && len(e.sessions[u]) == 0; ent.pushed {
+			pushed = append(pushed, u)
+		}
+		inv.invitees = append(inv.invitees, ent)
 	}
 	e.invitations[inv.id] = inv
 	e.indexInviteesLocked(inv)
@@ -422,7 +470,7 @@ func (e *Engine) CreateInvitation(ctx context.Context, a protocol.Actor, spec In
 		muts = []Mutation{PutInvitation{Invitation: inv.record()}}
 	}
 	note := &InvitationNote{InviteID: inv.id, Inviter: inv.inviter, GroupID: groupID, Data: data,
-		Invitees: inv.inviteeList(), Created: true}
+		Invitees: inv.inviteeList(), Created: true, PushInfo: inv.push, Pushed: pushed, Deadline: inv.deadline}
 	e.mu.Unlock()
 	err = e.finishNote(ctx, muts, evs, func() { e.removeLocked(inv) }, note)
 	if err != nil {
@@ -502,7 +550,7 @@ func (e *Engine) answer(ctx context.Context, a protocol.Actor, args protocol.Inv
 	e.unindexInviteeLocked(inv, a.UserID)
 	ended := inv.allFinal()
 	note := &InvitationNote{InviteID: inv.id, Inviter: inv.inviter, GroupID: inv.groupID, Data: inv.data,
-		Invitees: inv.inviteeList(), Changes: []InviteeChange{{UserID: a.UserID, State: next, Data: args.Data}}, Ended: ended}
+		Invitees: inv.inviteeList(), Changes: []InviteeChange{{UserID: a.UserID, State: next, Data: args.Data, Pushed: inv.pushed(a.UserID)}}, Ended: ended}
 	if ended {
 		e.removeLocked(inv)
 	}
@@ -577,7 +625,7 @@ func (e *Engine) Cancel(ctx context.Context, a protocol.Actor, args protocol.Inv
 	note := &InvitationNote{InviteID: inv.id, Inviter: inv.inviter, GroupID: inv.groupID, Data: inv.data,
 		Invitees: users, Ended: true}
 	for _, u := range users {
-		note.Changes = append(note.Changes, InviteeChange{UserID: u, State: StateCancelled, Data: args.Data})
+		note.Changes = append(note.Changes, InviteeChange{UserID: u, State: StateCancelled, Data: args.Data, Pushed: inv.pushed(u)})
 	}
 	e.mu.Unlock()
 	return e.finishNote(ctx, muts, evs, func() {

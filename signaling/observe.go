@@ -24,6 +24,14 @@ type InvitationNote struct {
 	// Ended is set when no invitee is pending any more.
 	Ended bool
 	At    time.Time
+
+	// On the note of a new invitation: its offlinePushInfo (nil: none), the
+	// invitees a push request is due for (rung, with no open connection at
+	// creation; never for onlineUserOnly invitations), and its deadline
+	// (zero: none).
+	PushInfo *protocol.OfflinePushInfo
+	Pushed   []string
+	Deadline time.Time
 }
 
 // InviteeChange is one invitee's new state in a note.
@@ -31,6 +39,34 @@ type InviteeChange struct {
 	UserID string
 	State  InviteeState
 	Data   string
+	// Pushed is set when a push request was sent for the invitee at
+	// creation (InvitationNote.Pushed): this final state ends it.
+	Pushed bool
+}
+
+// PresenceObserver is an Observer that also learns when a user's first
+// connection opens (online) and their last one closes (offline). Its calls
+// are made like InvitationNote's, on the same goroutine, in order with them.
+type PresenceObserver interface {
+	Observer
+	UserPresence(user string, online bool, at time.Time)
+}
+
+// notifyPresenceLocked queues a presence change for the observers that
+// want it.
+func (e *Engine) notifyPresenceLocked(user string, online bool) {
+	if len(e.observers) == 0 {
+		return
+	}
+	obs := slices.Clone(e.observers)
+	at := e.clock.Now()
+	e.notes.Push(func() {
+		for _, o := range obs {
+			if p, ok := o.(PresenceObserver); ok {
+				p.UserPresence(user, online, at)
+			}
+		}
+	})
 }
 
 // Observer learns about invitations: the calls layer builds call sessions

@@ -73,6 +73,9 @@ type InvitationRecord struct {
 	CreatedAt time.Time
 	Deadline  time.Time // zero: no timeout
 	Invitees  []InviteeRecord
+	// PushInfo is the invitation's offlinePushInfo encoded as JSON; "" when
+	// it has none.
+	PushInfo string
 }
 
 // InviteeRecord is one invitee's state within a stored invitation.
@@ -80,6 +83,10 @@ type InviteeRecord struct {
 	UserID    string
 	State     InviteeState
 	UpdatedAt time.Time
+	// Pushed is set when a push request was sent for the invitee (they had
+	// no open connection when the invitation was created): its end sends a
+	// push.stop.
+	Pushed bool
 }
 
 // GroupRecord is a stored group.

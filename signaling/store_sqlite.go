@@ -82,6 +82,10 @@ var sqliteSteps = []string{
 	INSERT OR IGNORE INTO sig_users (user_id) SELECT inviter FROM sig_invitations;
 	INSERT OR IGNORE INTO sig_users (user_id) SELECT user_id FROM sig_invitees WHERE state IN ('accepted', 'rejected');
 	INSERT OR IGNORE INTO sig_users (user_id) SELECT owner FROM sig_groups;`,
+	// Version 3: offline push. An invitation's offlinePushInfo (JSON, '' for
+	// none), and whether a push request was sent for each invitee.
+	`ALTER TABLE sig_invitations ADD COLUMN push_info TEXT NOT NULL DEFAULT '';
+	ALTER TABLE sig_invitees ADD COLUMN pushed INTEGER NOT NULL DEFAULT 0;`,
 }
 
 // SQLiteStore is the Store kept in one SQLite file (modernc.org/sqlite, no

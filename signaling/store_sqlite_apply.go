@@ -16,10 +16,10 @@ const (
 	sqlSavepoint     = `SAVEPOINT apply`
 	sqlRelease       = `RELEASE apply`
 	sqlRollbackTo    = `ROLLBACK TO apply`
-	sqlPutInvitation = `INSERT INTO sig_invitations (id, inviter, group_id, data, created_at, deadline)
+	sqlPutInvitation = `INSERT INTO sig_invitations (id, inviter, group_id, data, created_at, deadline, push_info)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`
+	sqlPutInvitee = `INSERT INTO sig_invitees (invite_id, user_id, pos, state, updated_at, pushed)
 		VALUES (?, ?, ?, ?, ?, ?)`
-	sqlPutInvitee = `INSERT INTO sig_invitees (invite_id, user_id, pos, state, updated_at)
-		VALUES (?, ?, ?, ?, ?)`
 	sqlSetInviteeState   = `UPDATE sig_invitees SET state = ?, updated_at = ? WHERE invite_id = ? AND user_id = ?`
 	sqlSetInvitationData = `UPDATE sig_invitations SET data = ? WHERE id = ?`
 	sqlDeleteInvitation  = `DELETE FROM sig_invitations WHERE id = ?`
@@ -63,7 +63,7 @@ func (s *SQLiteStore) apply(ctx context.Context, m Mutation) error {
 		if err != nil {
 			return sqliteErr(op, err)
 		}
-		if err := s.exec(ctx, sqlPutInvitation, inv.ID, inv.Inviter, inv.GroupID, inv.Data, created, deadline); err != nil {
+		if err := s.exec(ctx, sqlPutInvitation, inv.ID, inv.Inviter, inv.GroupID, inv.Data, created, deadline, inv.PushInfo); err != nil {
 			return sqliteErr(op, err)
 		}
 		for i, e := range inv.Invitees {
@@ -177,7 +177,7 @@ func (s *SQLiteStore) putInvitee(ctx context.Context, inviteID string, pos int, 
 	if err != nil {
 		return err
 	}
-	return s.exec(ctx, sqlPutInvitee, inviteID, e.UserID, pos, e.State.String(), at)
+	return s.exec(ctx, sqlPutInvitee, inviteID, e.UserID, pos, e.State.String(), at, e.Pushed)
 }
 
 func (s *SQLiteStore) addMembers(ctx context.Context, groupID string, members []MemberRecord) error {

@@ -77,12 +77,12 @@ func (s *SQLiteStore) LoadOutbox(ctx context.Context, user string, afterSeq int6
 
 func loadInvitations(ctx context.Context, tx *sql.Tx, snap *Snapshot) error {
 	index := make(map[string]int)
-	err := sqliteRows(ctx, tx, `SELECT id, inviter, group_id, data, created_at, deadline
+	err := sqliteRows(ctx, tx, `SELECT id, inviter, group_id, data, created_at, deadline, push_info
 		FROM sig_invitations ORDER BY rowid`,
 		func(rows *sql.Rows) error {
 			var r InvitationRecord
 			var created, deadline sql.NullInt64
-			if err := rows.Scan(&r.ID, &r.Inviter, &r.GroupID, &r.Data, &created, &deadline); err != nil {
+			if err := rows.Scan(&r.ID, &r.Inviter, &r.GroupID, &r.Data, &created, &deadline, &r.PushInfo); err != nil {
 				return err
 			}
 			r.CreatedAt, r.Deadline = sqlitedb.TimeOf(created), sqlitedb.TimeOf(deadline)
@@ -93,13 +93,13 @@ func loadInvitations(ctx context.Context, tx *sql.Tx, snap *Snapshot) error {
 	if err != nil {
 		return err
 	}
-	return sqliteRows(ctx, tx, `SELECT invite_id, user_id, state, updated_at
+	return sqliteRows(ctx, tx, `SELECT invite_id, user_id, state, updated_at, pushed
 		FROM sig_invitees ORDER BY invite_id, pos`,
 		func(rows *sql.Rows) error {
 			var id, state string
 			var e InviteeRecord
 			var at sql.NullInt64
-			if err := rows.Scan(&id, &e.UserID, &state, &at); err != nil {
+			if err := rows.Scan(&id, &e.UserID, &state, &at, &e.Pushed); err != nil {
 				return err
 			}
 			var err error

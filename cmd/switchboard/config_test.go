@@ -26,6 +26,7 @@ import (
 	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/web"
 	"github.com/switchboard-rtc/switchboard/web/stack"
+	"github.com/switchboard-rtc/switchboard/web/webhook"
 )
 
 // wantDefaults is written out by hand so that a changed default is a
@@ -67,6 +68,7 @@ var wantDefaults = Config{
 			MaxPendingPerInviter:     50,
 			MaxOfflineBytesPerSender: 1 << 20,
 			MaxOfflineBytesTotal:     64 << 20,
+			MaxPushInfoBytes:         4096,
 		},
 		Web:                     web.Limits{MaxFrameBytes: 65536, RequestsPerSec: 50, RequestBurst: 100, SendQueue: 256, DedupWindow: 256, DedupBytes: 65536},
 		Rooms:                   rooms.Config{MaxRoomsPerUser: 4, MaxParticipants: 50},
@@ -81,6 +83,8 @@ var wantDefaults = Config{
 	},
 	TURN: turnserver.Config{UDPPort: 3478, TCPPort: 3478, TLSPort: 5349, RelayPortMin: 30000, RelayPortMax: 40000,
 		Realm: "switchboard", CredentialTTL: 24 * time.Hour},
+	Webhooks: webhook.Config{URLs: []string{}, Secret: []byte{}, Timeout: 5 * time.Second, RetryMin: time.Second,
+		RetryMax: 10 * time.Minute, MaxAge: 24 * time.Hour, Workers: 4, QueueSize: 4096},
 	Metrics: stack.MetricsConfig{Enabled: true, Addr: "127.0.0.1:9090"},
 	Log:     stack.LogConfig{Level: "info", Format: "text"},
 }
@@ -597,6 +601,12 @@ func TestInvalidValues(t *testing.T) {
 		{name: "negative write timeout", args: []string{"--server.write_timeout=-1s"}, key: "server.write_timeout", msg: "positive"},
 		{name: "ping not below pong", args: []string{"--server.ping_interval=60s"}, key: "server.ping_interval", msg: "server.pong_timeout"},
 		{name: "empty store path", env: []string{"SWITCHBOARD_STORE_PATH= "}, key: "store.path", msg: "empty"},
+		{name: "webhook url scheme", args: []string{"--webhooks.urls=ftp://x.example/h", "--webhooks.secret=" + longSecret}, key: "webhooks.urls", msg: "ftp://x.example/h"},
+		{name: "webhook without secret", args: []string{"--webhooks.urls=https://x.example/h"}, key: "webhooks.secret", msg: "at least 32 bytes"},
+		{name: "webhook retry max below min", args: []string{"--webhooks.retry_min=10s", "--webhooks.retry_max=5s"}, key: "webhooks.retry_max", msg: "webhooks.retry_min"},
+		{name: "webhook zero timeout", args: []string{"--webhooks.timeout=0s"}, key: "webhooks.timeout", msg: "positive"},
+		{name: "webhook zero workers", args: []string{"--webhooks.workers=0"}, key: "webhooks.workers", msg: "positive"},
+		{name: "webhook zero queue", args: []string{"--webhooks.queue_size=0"}, key: "webhooks.queue_size", msg: "positive"},
 		{name: "no secret outside dev", args: []string{"--auth.dev=false"}, key: "auth.secret", msg: "at least 32 bytes"},
 		{name: "short secret outside dev", args: []string{"--auth.dev=false", "--auth.secret=" + longSecret[:31]}, key: "auth.secret", msg: "got 31"},
 		{name: "zero dev token ttl", args: []string{"--auth.dev_token_ttl=0s"}, key: "auth.dev_token_ttl", msg: "positive"},

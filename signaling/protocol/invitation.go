@@ -63,6 +63,9 @@ type InviteArgs struct {
 	OnlineUserOnly bool   `json:"onlineUserOnly"`
 	// Timeout in seconds: absent → the server's default, 0 → no timeout.
 	Timeout *int `json:"timeout" expect:"a whole number of seconds"`
+	// OfflinePushInfo, when given, is handed to the app's backend (webhook
+	// push.ring) for each invitee with no open connection.
+	OfflinePushInfo *OfflinePushInfo `json:"offlinePushInfo,omitempty"`
 }
 
 // InviteInGroupArgs are the args of inviteInGroup.
@@ -72,6 +75,30 @@ type InviteInGroupArgs struct {
 	Data           string   `json:"data"`
 	OnlineUserOnly bool     `json:"onlineUserOnly"`
 	Timeout        *int     `json:"timeout" expect:"a whole number of seconds"`
+	// OfflinePushInfo: as InviteArgs'.
+	OfflinePushInfo *OfflinePushInfo `json:"offlinePushInfo,omitempty"`
+}
+
+// OfflinePushInfo is what a push notification to an invitee with no open
+// connection shows (Tencent's offlinePushInfo): the server does not send it
+// to APNs or FCM itself, it hands it to the app's backend in the push.ring
+// webhook. Every field is optional; their total size is bounded by
+// limits.max_push_info_bytes.
+type OfflinePushInfo struct {
+	Title        string `json:"title,omitempty"`
+	Desc         string `json:"desc,omitempty"`
+	Ext          string `json:"ext,omitempty"`          // application data for the app that is woken
+	IOSSound     string `json:"iOSSound,omitempty"`     // a sound file name of the iOS app
+	AndroidSound string `json:"androidSound,omitempty"` // a sound file name of the Android app
+}
+
+// Size is the number of bytes of its fields, which limits.max_push_info_bytes
+// bounds.
+func (p *OfflinePushInfo) Size() int {
+	if p == nil {
+		return 0
+	}
+	return len(p.Title) + len(p.Desc) + len(p.Ext) + len(p.IOSSound) + len(p.AndroidSound)
 }
 
 // InviteResult is the result of invite and inviteInGroup.

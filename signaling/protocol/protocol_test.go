@@ -133,7 +133,7 @@ func TestDecodeErrorMessages(t *testing.T) {
 		{decodeInvite, `{"timeout":"30"}`, `args.timeout must be a whole number of seconds, not a string`},
 		{decodeInvite, `{"invitee":["x"]}`, `args.invitee must be a string, not an array`},
 		{decodeInvite, `{"onlineUserOnly":"yes"}`, `args.onlineUserOnly must be true or false, not a string`},
-		{decodeInvite, `{"invitee":"x","bogus":1}`, `unknown field args.bogus: args takes invitee, data, onlineUserOnly, timeout`},
+		{decodeInvite, `{"invitee":"x","bogus":1}`, `unknown field args.bogus: args takes invitee, data, onlineUserOnly, timeout, offlinePushInfo`},
 		{decodeInvite, `[1]`, `args must be an object, not an array`},
 		{decodeGroupInvite, `{"inviteeList":"a"}`, `args.inviteeList must be an array of strings, not a string`},
 		{decodeGroupInvite, `{"inviteeList":["a",2]}`, `every element of args.inviteeList must be a string, not a number`},

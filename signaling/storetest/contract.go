@@ -115,8 +115,9 @@ func invitation(id string) signaling.InvitationRecord {
 		Data:      `{"call":"` + id + `"}`,
 		CreatedAt: at(0),
 		Deadline:  at(30 * time.Second),
+		PushInfo:  `{"title":"Call from alice","desc":"` + id + `"}`,
 		Invitees: []signaling.InviteeRecord{
-			{UserID: "zoe", State: signaling.StatePending, UpdatedAt: at(0)},
+			{UserID: "zoe", State: signaling.StatePending, UpdatedAt: at(0), Pushed: true},
 			{UserID: "bob", State: signaling.StateAccepted, UpdatedAt: at(time.Second)},
 			{UserID: "mia", State: signaling.StateRejected, UpdatedAt: at(2 * time.Second)},
 		},
@@ -191,9 +192,9 @@ func checkInvitation(t *testing.T, snap *signaling.Snapshot, want signaling.Invi
 		return
 	}
 	what := "invitation " + want.ID
-	if got.Inviter != want.Inviter || got.GroupID != want.GroupID || got.Data != want.Data {
-		t.Errorf("%s = {Inviter:%q GroupID:%q Data:%q}, want {Inviter:%q GroupID:%q Data:%q}", what,
-			got.Inviter, got.GroupID, got.Data, want.Inviter, want.GroupID, want.Data)
+	if got.Inviter != want.Inviter || got.GroupID != want.GroupID || got.Data != want.Data || got.PushInfo != want.PushInfo {
+		t.Errorf("%s = {Inviter:%q GroupID:%q Data:%q PushInfo:%q}, want {Inviter:%q GroupID:%q Data:%q PushInfo:%q}", what,
+			got.Inviter, got.GroupID, got.Data, got.PushInfo, want.Inviter, want.GroupID, want.Data, want.PushInfo)
 	}
 	checkTime(t, what+" CreatedAt", got.CreatedAt, want.CreatedAt)
 	checkTime(t, what+" Deadline", got.Deadline, want.Deadline)
@@ -203,8 +204,8 @@ func checkInvitation(t *testing.T, snap *signaling.Snapshot, want signaling.Invi
 	}
 	for i, w := range want.Invitees {
 		g := got.Invitees[i]
-		if g.UserID != w.UserID || g.State != w.State {
-			t.Errorf("%s invitee %d = %s/%v, want %s/%v", what, i, g.UserID, g.State, w.UserID, w.State)
+		if g.UserID != w.UserID || g.State != w.State || g.Pushed != w.Pushed {
+			t.Errorf("%s invitee %d = %s/%v/pushed=%v, want %s/%v/pushed=%v", what, i, g.UserID, g.State, g.Pushed, w.UserID, w.State, w.Pushed)
 		}
 		checkTime(t, fmt.Sprintf("%s invitee %s UpdatedAt", what, w.UserID), g.UpdatedAt, w.UpdatedAt)
 	}

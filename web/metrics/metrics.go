@@ -1,7 +1,7 @@
 // Package metrics is Switchboard's Prometheus instrumentation, served at
 // /metrics (metrics.enabled, metrics.addr): what the transport reports
 // (web.Metrics), invitation outcomes (a signaling.Observer), calls
-// (calls.Metrics), the store's write latency (InstrumentStore) and gauges
+// (calls.Metrics), webhook deliveries (webhook.Metrics), the store's write latency (InstrumentStore) and gauges
 // read from the running components (Watch). The composition root, web/stack,
 // builds it and hands it to each of them; no other package imports
 // Prometheus.
@@ -21,6 +21,7 @@ import (
 	"github.com/switchboard-rtc/switchboard/rooms"
 	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/web"
+	"github.com/switchboard-rtc/switchboard/web/webhook"
 )
 
 // Metrics holds the registry and every Switchboard metric. A nil *Metrics
@@ -36,12 +37,15 @@ type Metrics struct {
 	callSetup   prometheus.Histogram
 	callsEnded  *prometheus.CounterVec
 	storeApply  *prometheus.HistogramVec
+	webhooks    *prometheus.CounterVec
+	webhookTime prometheus.Histogram
 }
 
 var (
 	_ signaling.Observer = (*Metrics)(nil)
 	_ calls.Metrics      = (*Metrics)(nil)
 	_ web.Metrics        = (*Metrics)(nil)
+	_ webhook.Metrics    = (*Metrics)(nil)
 )
 
 // New makes a registry with the Go runtime and process collectors and every
@@ -69,8 +73,14 @@ func New() *Metrics {
 		storeApply: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "switchboard", Name: "store_apply_seconds",
 			Help:    "Latency of writes to the signaling store, by outcome.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}, []string{"outcome"}),
+		webhooks: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "switchboard", Name: "webhook_deliveries_total",
+			Help: "Webhook delivery attempts by result (ok, failed, expired), and events dropped before being queued (dropped)."}, []string{"result"}),
+		webhookTime: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "switchboard", Name: "webhook_delivery_seconds",
+			Help:    "Duration of webhook requests, whatever their result.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12)}),
 	}
-	reg.MustRegister(m.connections, m.rejected, m.requests, m.overflows, m.invitations, m.callSetup, m.callsEnded, m.storeApply)
+	reg.MustRegister(m.connections, m.rejected, m.requests, m.overflows, m.invitations, m.callSetup, m.callsEnded, m.storeApply,
+		m.webhooks, m.webhookTime)
 	return m
 }
 
@@ -99,6 +109,23 @@ func (m *Metrics) Watch(c *calls.Manager, r *rooms.Manager, sfu *media.SFU) {
 			Help: "RTP bytes written to subscribers."}, func() float64 { return float64(sfu.Stats().BytesOut) }))
 		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "switchboard", Name: "received_packets_total",
 			Help: "RTP packets read from publishers."}, func() float64 { return float64(sfu.Stats().PacketsIn) }))
+	}
+}
+
+// WatchWebhooks adds the gauge of the webhook deliveries queued.
+func (m *Metrics) WatchWebhooks(w interface{ QueueLen() int }) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "switchboard", Name: "webhook_queue_length",
+		Help: "Webhook deliveries queued (waiting, in flight or waiting to be retried)."}, func() float64 { return float64(w.QueueLen()) }))
+}
+
+// WebhookDelivery implements webhook.Metrics.
+func (m *Metrics) WebhookDelivery(result string, latency time.Duration) {
+	if m == nil {
+		return
+	}
+	m.webhooks.WithLabelValues(result).Inc()
+	if result != webhook.ResultDropped {
+		m.webhookTime.Observe(latency.Seconds())
 	}
 }
 

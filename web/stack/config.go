@@ -19,6 +19,7 @@ import (
 	"github.com/switchboard-rtc/switchboard/rooms"
 	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/web"
+	"github.com/switchboard-rtc/switchboard/web/webhook"
 )
 
 // Config is the whole server configuration. Its mapstructure tags are the
@@ -35,6 +36,7 @@ type Config struct {
 	Calls     calls.Config      `mapstructure:"calls"`
 	Media     MediaConfig       `mapstructure:"media"`
 	TURN      turnserver.Config `mapstructure:"turn"`
+	Webhooks  webhook.Config    `mapstructure:"webhooks"`
 	Metrics   MetricsConfig     `mapstructure:"metrics"`
 	Log       LogConfig         `mapstructure:"log"`
 }

@@ -5,7 +5,7 @@
 // bench (cmd/switchboard-bench) all call New.
 //
 // It sits under web because it is the top of the import graph below cmd:
-// it imports web, calls, rooms, media and signaling, and it must be
+// it imports web, web/webhook, calls, rooms, media and signaling, and it must be
 // importable by web/webtest, which a package under cmd/internal would not
 // be. No package but those three callers imports it.
 package stack
@@ -29,6 +29,7 @@ import (
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 	"github.com/switchboard-rtc/switchboard/web"
 	"github.com/switchboard-rtc/switchboard/web/metrics"
+	"github.com/switchboard-rtc/switchboard/web/webhook"
 )
 
 // readHeaderTimeout bounds the wait for an HTTP request's headers.
@@ -47,6 +48,9 @@ type Params struct {
 	Clock   protocol.Clock // nil: the system clock
 	// RoomsClock is the rooms' clock (media connect timeouts); nil: Clock.
 	RoomsClock protocol.Clock
+	// WebhookQueue replaces the webhook deliveries' table in the store's
+	// database; nil: that table, or a memory queue when Store is given.
+	WebhookQueue webhook.Queue
 }
 
 // Stack is a built server. Its parts are exported for tests.
@@ -60,6 +64,8 @@ type Stack struct {
 	Calls   *calls.Manager
 	Server  *web.Server
 	Metrics *metrics.Metrics // nil unless metrics.enabled
+	// Webhooks delivers events to webhooks.urls; nil when there are none.
+	Webhooks *webhook.Sender
 
 	log        *slog.Logger
 	closers    []func() error // in build order; Close runs them in reverse
@@ -89,7 +95,7 @@ func New(ctx context.Context, p Params) (_ *Stack, err error) {
 	if cfg.Metrics.Enabled {
 		s.Metrics = metrics.New()
 	}
-	store, records := p.Store, p.Records
+	store, records, whQueue := p.Store, p.Records, p.WebhookQueue
 	if store == nil {
 		db, err := signaling.OpenSQLite(ctx, cfg.Store.Path, log)
 		if err != nil {
@@ -102,15 +108,43 @@ func New(ctx context.Context, p Params) (_ *Stack, err error) {
 				return nil, fmt.Errorf("call records: %w", err)
 			}
 		}
+		if whQueue == nil && len(cfg.Webhooks.URLs) > 0 {
+			if whQueue, err = webhook.NewSQLiteQueue(ctx, db.DB()); err != nil {
+				return nil, fmt.Errorf("webhook queue: %w", err)
+			}
+		}
 	}
 	if records == nil {
 		records = calls.NewMemoryRecords()
 	}
 
+	// Webhooks: the sender is built before the engine, so that it hears of
+	// the invitations timed out at start, and closed after everything that
+	// publishes to it.
+	var notifier *webhook.Notifier
+	if len(cfg.Webhooks.URLs) > 0 {
+		if whQueue == nil {
+			whQueue = webhook.NewMemoryQueue()
+		}
+		wp := webhook.Params{Config: cfg.Webhooks, Queue: whQueue, Logger: log.With("component", "webhooks")}
+		if s.Metrics != nil {
+			wp.Metrics = s.Metrics // not a typed nil in the interface
+		}
+		if s.Webhooks, err = webhook.New(wp); err != nil {
+			return nil, err
+		}
+		s.closers = append(s.closers, s.Webhooks.Close)
+		notifier = webhook.NewNotifier(s.Webhooks)
+	}
+
 	health := web.WatchStore(store) // /healthz answers 503 while store writes fail
 	sc := cfg.Signaling
 	sc.Limits = cfg.Limits.Signaling
-	if s.Engine, err = signaling.NewEngine(ctx, signaling.Params{Config: sc, Store: s.Metrics.InstrumentStore(health), Logger: log}); err != nil {
+	ep := signaling.Params{Config: sc, Store: s.Metrics.InstrumentStore(health), Logger: log}
+	if notifier != nil {
+		ep.Observers = []signaling.Observer{notifier}
+	}
+	if s.Engine, err = signaling.NewEngine(ctx, ep); err != nil {
 		return nil, err
 	}
 	s.closers = append(s.closers, func() error { s.Engine.Close(); return nil })
@@ -155,6 +189,10 @@ func New(ctx context.Context, p Params) (_ *Stack, err error) {
 	if s.Metrics != nil {
 		cp.Metrics = s.Metrics // not a typed nil in the interface
 	}
+	if notifier != nil {
+		cp.Observer = notifier
+		s.Rooms.AddObserver(notifier)
+	}
 	if s.Calls, err = calls.NewManager(ctx, cp); err != nil {
 		return nil, err
 	}
@@ -162,6 +200,9 @@ func New(ctx context.Context, p Params) (_ *Stack, err error) {
 	if s.Metrics != nil {
 		s.Engine.AddObserver(s.Metrics)
 		s.Metrics.Watch(s.Calls, s.Rooms, s.SFU)
+		if s.Webhooks != nil {
+			s.Metrics.WatchWebhooks(s.Webhooks)
+		}
 	}
 
 	// Each layer publishes the complete table of the ops it owns (calls

@@ -25,6 +25,7 @@ import (
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 	"github.com/switchboard-rtc/switchboard/web"
 	"github.com/switchboard-rtc/switchboard/web/stack"
+	"github.com/switchboard-rtc/switchboard/web/webhook"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -116,6 +117,9 @@ func TestPackageDefaultsMatchYAML(t *testing.T) {
 	}
 	if !reflect.DeepEqual(def, wc) {
 		t.Errorf("web.DefaultConfig() = %+v, the YAML gives %+v", def, wc)
+	}
+	if def := webhook.DefaultConfig(); !reflect.DeepEqual(def, cfg.Webhooks) {
+		t.Errorf("webhook.DefaultConfig() = %+v, the YAML gives %+v", def, cfg.Webhooks)
 	}
 	if def := calls.DefaultConfig(); def != cfg.Calls {
 		t.Errorf("calls.DefaultConfig() = %+v, the YAML gives %+v", def, cfg.Calls)

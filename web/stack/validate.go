@@ -132,6 +132,7 @@ func (c Config) Validate() error {
 		bad("media.ice_failed_grace", "must not be negative, got %s", m.ICEFailedGrace)
 	}
 	validateTURN(c, bad)
+	validateWebhooks(c, bad)
 	if err := checkAddr(c.Metrics.Addr); c.Metrics.Addr != "" && err != nil {
 		bad("metrics.addr", "want host:port such as \"127.0.0.1:9090\" or empty, got %q: %v", c.Metrics.Addr, err)
 	}
@@ -214,6 +215,36 @@ func validateTURN(c Config, bad func(key, format string, args ...any)) {
 func atoi(s string) int {
 	n, _ := strconv.Atoi(s)
 	return n
+}
+
+// validateWebhooks checks the webhooks section.
+func validateWebhooks(c Config, bad func(key, format string, args ...any)) {
+	wh := c.Webhooks
+	for _, u := range wh.URLs {
+		if p, err := url.Parse(u); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			bad("webhooks.urls", "want http:// or https:// URLs, got %q", u)
+		}
+	}
+	if len(wh.URLs) > 0 && len(wh.Secret) < web.MinSecretLen {
+		bad("webhooks.secret", "must be at least %d bytes when webhooks.urls is set, got %d bytes", web.MinSecretLen, len(wh.Secret))
+	}
+	for _, p := range []struct {
+		key string
+		d   time.Duration
+	}{{"webhooks.timeout", wh.Timeout}, {"webhooks.retry_min", wh.RetryMin}, {"webhooks.retry_max", wh.RetryMax}, {"webhooks.max_age", wh.MaxAge}} {
+		if p.d <= 0 {
+			bad(p.key, "must be a positive duration, got %s", p.d)
+		}
+	}
+	if wh.RetryMin > 0 && wh.RetryMax < wh.RetryMin {
+		bad("webhooks.retry_max", "must be at least webhooks.retry_min (%s), got %s", wh.RetryMin, wh.RetryMax)
+	}
+	if wh.Workers < 1 {
+		bad("webhooks.workers", "must be a positive integer, got %d", wh.Workers)
+	}
+	if wh.QueueSize < 1 {
+		bad("webhooks.queue_size", "must be a positive integer, got %d", wh.QueueSize)
+	}
 }
 
 func checkAddr(addr string) error {

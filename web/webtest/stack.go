@@ -22,6 +22,7 @@ import (
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 	"github.com/switchboard-rtc/switchboard/web"
 	"github.com/switchboard-rtc/switchboard/web/stack"
+	"github.com/switchboard-rtc/switchboard/web/webhook"
 )
 
 // Secret is the HS256 key of every test stack.
@@ -49,6 +50,10 @@ type Options struct {
 	// TURN starts the embedded TURN server on loopback (free UDP and TCP
 	// ports, relay IP 127.0.0.1); its credentials come with enterRoom.
 	TURN bool
+	// Webhooks is the webhooks section; nil: none (off).
+	Webhooks *webhook.Config
+	// WebhookQueue holds the webhook deliveries; nil: a memory queue.
+	WebhookQueue webhook.Queue
 }
 
 // Stack is a running server.
@@ -90,10 +95,14 @@ func Start(t testing.TB, o Options) *Stack {
 	if o.TURN {
 		cfg.TURN.Enabled, cfg.TURN.UDPPort, cfg.TURN.TCPPort, cfg.TURN.ListenIP = true, 0, 0, "127.0.0.1"
 	}
+	if o.Webhooks != nil {
+		cfg.Webhooks = *o.Webhooks
+	}
 	if o.Store == nil {
 		o.Store = signaling.NewMemoryStore()
 	}
-	st, err := stack.New(context.Background(), stack.Params{Config: cfg, Logger: o.Logger, Store: o.Store, Records: o.Records, Clock: o.Clock, RoomsClock: o.RoomsClock})
+	st, err := stack.New(context.Background(), stack.Params{Config: cfg, Logger: o.Logger, Store: o.Store, Records: o.Records, Clock: o.Clock, RoomsClock: o.RoomsClock,
+		WebhookQueue: o.WebhookQueue})
 	if err != nil {
 		t.Fatal(err)
 	}
