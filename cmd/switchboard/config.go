@@ -424,6 +424,9 @@ func validate(c Config) error {
 	if m.ICEFailedGrace < 0 {
 		bad("media.ice_failed_grace", "must not be negative, got %s", m.ICEFailedGrace)
 	}
+	if c.Media.RejoinGrace < 0 {
+		bad("media.rejoin_grace", "must not be negative, got %s", c.Media.RejoinGrace)
+	}
 	if err := checkAddr(c.Metrics.Addr); c.Metrics.Addr != "" && err != nil {
 		bad("metrics.addr", "want host:port such as \"127.0.0.1:9090\" or empty, got %q: %v", c.Metrics.Addr, err)
 	}
