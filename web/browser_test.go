@@ -311,13 +311,18 @@ func newCutNet(t *testing.T) *cutNet {
 		t.Fatal(err)
 	}
 	n := &cutNet{ln: ln, conns: map[net.Conn]bool{}}
-	n.wg.Go(n.accept)
 	t.Cleanup(func() {
 		_ = ln.Close()
 		n.closeAll()
 		n.wg.Wait()
 	})
 	return n
+}
+
+// serve forwards the connections to target (host:port) until the test ends.
+func (n *cutNet) serve(target string) {
+	n.target = target
+	n.wg.Go(n.accept)
 }
 
 func (n *cutNet) accept() {
@@ -415,7 +420,7 @@ func TestBrowserRoomNetworkCut(t *testing.T) {
 	st := webtest.Start(t, webtest.Options{DevTokens: true, Logger: logger,
 		Rooms: rooms.Config{RejoinGrace: 30 * time.Second},
 		Media: media.Config{WrapPacketConn: cn.wrap, ICEDisconnectedGrace: 30 * time.Second}})
-	cn.target = strings.TrimPrefix(st.HTTP.URL, "http://")
+	cn.serve(strings.TrimPrefix(st.HTTP.URL, "http://"))
 	users := []string{"alice", "bob"}
 	bases := []string{"http://" + cn.ln.Addr().String(), st.HTTP.URL} // alice through the cuttable network
 	pages := startBrowsers(t, sdkStateJS, users...)
@@ -455,6 +460,7 @@ func TestBrowserRoomNetworkCut(t *testing.T) {
 	t.Logf("network back to video back over %d runs (%v offline each): p50 %v, min %v, max %v; all %v",
 		runs, offline, sorted[len(sorted)/2].Round(time.Millisecond), sorted[0].Round(time.Millisecond), sorted[len(sorted)-1].Round(time.Millisecond), took)
 
+	t.Logf("alice's page: %s", evalJS[string](ctx, alice, `JSON.stringify(Object.entries(window.sbState.events.reduce((m, e) => (m[e.name + (e.name === 'resumed' ? ':' + e.available : e.name === 'iceRestart' ? ':' + e.userID : '')] = (m[e.name] ?? 0) + 1, m), {})))`))
 	// alice is still in the room on the same connections; bob never saw her leave.
 	if evalJS[bool](ctx, alice, `window.sbState.exited`) {
 		t.Error("alice's room was exited")

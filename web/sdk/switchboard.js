@@ -54,6 +54,9 @@ const DEFAULTS = Object.freeze({
   // its ICE (at once when it failed), and between two restarts until it is
   // connected again.
   iceRestartAfter: 2000,
+  // Cap of the reconnect backoff while rooms wait to resume, so that they
+  // come back within the server's media.rejoin_grace.
+  roomBackoffMax: 2000,
 });
 
 /**
@@ -572,7 +575,8 @@ export class Switchboard extends Emitter {
       this.#setState(ConnectionState.DISCONNECTED, { code, reason, attempt: this.#attempt - 1 });
       return;
     }
-    const { backoffInitial, backoffMax, backoffFactor } = this.#opts;
+    const { backoffInitial, backoffFactor, roomBackoffMax } = this.#opts;
+    const backoffMax = this.#rooms.size > 0 ? Math.min(this.#opts.backoffMax, roomBackoffMax) : this.#opts.backoffMax;
     const base = Math.min(backoffMax, backoffInitial * backoffFactor ** (this.#attempt - 1));
     const delay = Math.round(base / 2 + Math.random() * (base / 2)); // "equal jitter"
     this.#setState(ConnectionState.RECONNECTING, { code, reason, attempt: this.#attempt, delay });
