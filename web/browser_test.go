@@ -298,7 +298,8 @@ func TestSDKAssets(t *testing.T) {
 type cutNet struct {
 	ln     net.Listener
 	target string
-	cut    atomic.Bool
+	cut    atomic.Bool // TCP and UDP
+	mute   atomic.Bool // UDP only: media cut, WebSocket up
 
 	mu    sync.Mutex
 	conns map[net.Conn]bool
@@ -372,26 +373,26 @@ func (n *cutNet) setCut(on bool) {
 }
 
 // wrap makes the SFU's UDP socket drop every datagram while the network is cut.
-func (n *cutNet) wrap(pc net.PacketConn) net.PacketConn {
-	return &droppingConn{PacketConn: pc, cut: &n.cut}
-}
+func (n *cutNet) wrap(pc net.PacketConn) net.PacketConn { return &droppingConn{PacketConn: pc, n: n} }
 
 type droppingConn struct {
 	net.PacketConn
-	cut *atomic.Bool
+	n *cutNet
 }
+
+func (c *droppingConn) dropping() bool { return c.n.cut.Load() || c.n.mute.Load() }
 
 func (c *droppingConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	for {
 		k, addr, err := c.PacketConn.ReadFrom(b)
-		if err != nil || !c.cut.Load() {
+		if err != nil || !c.dropping() {
 			return k, addr, err
 		}
 	}
 }
 
 func (c *droppingConn) WriteTo(b []byte, addr net.Addr) (int, error) {
-	if c.cut.Load() {
+	if c.dropping() {
 		return len(b), nil
 	}
 	return c.PacketConn.WriteTo(b, addr)
@@ -404,7 +405,9 @@ func (c *droppingConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 // reconnects and resumes its entry (same RTCPeerConnections) and restarts
 // ICE, and bob's video decodes again at alice (framesDecoded rising); bob
 // never sees alice leave. The time from network back to video back is
-// logged per run with its median (bounded, not asserted tightly).
+// logged per run with its median (bounded, not asserted tightly). Then the
+// media alone is cut (WebSocket up): the page restarts ICE on both
+// connections by itself, and the video comes back once the network does.
 func TestBrowserRoomNetworkCut(t *testing.T) {
 	chromiumPath(t)
 	const (
@@ -460,7 +463,22 @@ func TestBrowserRoomNetworkCut(t *testing.T) {
 	t.Logf("network back to video back over %d runs (%v offline each): p50 %v, min %v, max %v; all %v",
 		runs, offline, sorted[len(sorted)/2].Round(time.Millisecond), sorted[0].Round(time.Millisecond), sorted[len(sorted)-1].Round(time.Millisecond), took)
 
-	t.Logf("alice's page: %s", evalJS[string](ctx, alice, `JSON.stringify(Object.entries(window.sbState.events.reduce((m, e) => (m[e.name + (e.name === 'resumed' ? ':' + e.available : e.name === 'iceRestart' ? ':' + e.userID : '')] = (m[e.name] ?? 0) + 1, m), {})))`))
+	// The media alone is cut (the WebSocket stays up) until the page's
+	// connections are disconnected and it restarts ICE on them; then the
+	// network comes back and bob's video decodes again.
+	cn.mute.Store(true)
+	waitJS[bool](ctx, alice, 30*time.Second, `window.sbState.events.some((e) => e.name === 'iceRestart')`, probe)
+	stalled := evalJS[float64](ctx, alice, decoded)
+	cn.mute.Store(false)
+	back := time.Now()
+	waitJS[float64](ctx, alice, videoBackWithin, fmt.Sprintf(`(async () => { const n = await %s; return n > %v ? n : 0; })()`, decoded, stalled), probe)
+	t.Logf("media-only cut: ICE restarted by the page; network back to video back: %v", time.Since(back).Round(time.Millisecond))
+
+	t.Logf("alice's page events by name: %s", evalJS[string](ctx, alice, `JSON.stringify(window.sbState.events.reduce((m, e) => {
+		const k = e.name + (e.name === 'resumed' ? ':' + e.available : e.name === 'iceRestart' ? ':' + e.userID : '');
+		m[k] = (m[k] ?? 0) + 1;
+		return m;
+	}, {}))`))
 	// alice is still in the room on the same connections; bob never saw her leave.
 	if evalJS[bool](ctx, alice, `window.sbState.exited`) {
 		t.Error("alice's room was exited")
