@@ -68,6 +68,10 @@ type Config struct {
 	// may publish at once. 0 means DefaultMaxTracksPerParticipant. The
 	// composition fills it from limits.max_tracks_per_participant.
 	MaxTracksPerParticipant int `mapstructure:"-"`
+	// WrapPacketConn, when set, wraps the UDP socket before the SFU uses
+	// it. Tests use it to cut the network under browsers, whose sockets
+	// DevTools network emulation does not reach.
+	WrapPacketConn func(net.PacketConn) net.PacketConn `mapstructure:"-"`
 }
 
 // withDefaults returns c with zero fields replaced by defaults, or an error

@@ -94,6 +94,16 @@ func (p *Participant) sendCandidate(s Signal) {
 	p.pushLocked(event{kind: eventSignal, signal: s})
 }
 
+// holdCandidates makes the local candidates of t wait for the next
+// description queued for t: called before a SetLocalDescription that
+// gathers anew (an ICE restart), whose candidates belong to the
+// description that follows and must not reach the client before it.
+func (p *Participant) holdCandidates(t Target) {
+	p.outMu.Lock()
+	defer p.outMu.Unlock()
+	p.descSent[t] = false
+}
+
 // stopSignals drops the signals not yet delivered and refuses new ones: a
 // leaving participant negotiates nothing more. Other events still go out.
 func (p *Participant) stopSignals() {

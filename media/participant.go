@@ -93,6 +93,7 @@ type Participant struct {
 	closing        bool
 	offerPending   bool // a subscriber offer was sent and its answer not applied
 	renegotiate    bool // the subscriber connection changed while offerPending
+	iceRestart     bool // the next subscriber offer restarts ICE (the client asked)
 	pendingRemote  map[Target][]webrtc.ICECandidateInit
 	downs          map[*publishedTrack]*downTrack // tracks this participant receives
 	liveTracks     int                            // tracks it publishes
@@ -223,6 +224,8 @@ func (p *Participant) HandleSignal(s Signal) error {
 		return p.handlePublisherOffer(s.SDP)
 	case SignalAnswer:
 		return p.handleSubscriberAnswer(s.SDP)
+	case SignalRestartICE:
+		return p.restartSubscriberICE()
 	default:
 		return p.addRemoteCandidate(s.Target, *s.Candidate)
 	}
@@ -256,6 +259,7 @@ func (p *Participant) handlePublisherOffer(raw string) error {
 	}
 	answer, err := p.pub.CreateAnswer(nil)
 	if err == nil {
+		p.holdCandidates(TargetPublisher) // an ICE restart gathers anew
 		err = p.pub.SetLocalDescription(answer)
 	}
 	if err != nil {
@@ -298,6 +302,45 @@ func (p *Participant) handleSubscriberAnswer(raw string) error {
 		p.offer()
 	}
 	return nil
+}
+
+// restartSubscriberICE makes the next subscriber offer restart ICE and
+// sends it now, or right after the answer to the offer outstanding (one
+// offer in flight at a time, as always).
+func (p *Participant) restartSubscriberICE() error {
+	p.mu.Lock()
+	if p.closing {
+		p.mu.Unlock()
+		return ErrClosed
+	}
+	p.iceRestart = true
+	pending := p.offerPending
+	if pending {
+		p.renegotiate = true
+	}
+	p.mu.Unlock()
+	p.log.Debug("subscriber ICE restart asked", "after_answer", pending)
+	if !pending {
+		p.offer()
+	}
+	return nil
+}
+
+// Resume re-sends what a client may have missed while its signaling
+// connection was down and it kept its place (rooms' rejoin grace): the
+// subscriber offer still waiting for an answer, if any. A client that had
+// received it answers it again, which is harmless: the same offer applied
+// twice yields the same answer.
+func (p *Participant) Resume() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closing || !p.offerPending {
+		return
+	}
+	if ld := p.sub.LocalDescription(); ld != nil {
+		p.log.Debug("subscriber offer sent again on resume")
+		p.sendDescription(TargetSubscriber, Signal{Target: TargetSubscriber, Type: SignalOffer, SDP: ld.SDP})
+	}
 }
 
 // addRemoteCandidate applies a trickled client candidate, or buffers it while
@@ -375,14 +418,19 @@ func (p *Participant) offer() {
 		p.renegotiate = true
 		return
 	}
-	offer, err := p.sub.CreateOffer(nil)
+	offer, err := p.sub.CreateOffer(&webrtc.OfferOptions{ICERestart: p.iceRestart})
 	if err == nil {
+		p.holdCandidates(TargetSubscriber) // an ICE restart gathers anew
 		err = p.sub.SetLocalDescription(offer)
 	}
 	if err != nil {
-		p.log.Warn("subscriber offer failed", "err", err)
+		p.log.Warn("subscriber offer failed", "err", err, "ice_restart", p.iceRestart)
 		return
 	}
+	if p.iceRestart {
+		p.log.Info("subscriber ICE restarted")
+	}
+	p.iceRestart = false
 	p.offerPending = true
 	p.log.Debug("subscriber offer sent", "tracks", len(p.downs))
 	p.sendDescription(TargetSubscriber, Signal{Target: TargetSubscriber, Type: SignalOffer, SDP: offer.SDP})

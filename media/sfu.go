@@ -80,8 +80,12 @@ func New(cfg Config, log *slog.Logger) (*SFU, error) {
 		return nil, fmt.Errorf("media: listen udp: %w", err)
 	}
 
+	var pc net.PacketConn = conn
+	if cfg.WrapPacketConn != nil {
+		pc = cfg.WrapPacketConn(conn)
+	}
 	pionLogs := pionlog.Factory(log, slog.LevelWarn)
-	mux := webrtc.NewICEUDPMux(pionLogs.NewLogger("udpmux"), conn)
+	mux := webrtc.NewICEUDPMux(pionLogs.NewLogger("udpmux"), pc)
 
 	api, err := newAPI(cfg, mux, pionLogs)
 	if err != nil {

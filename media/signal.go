@@ -34,6 +34,12 @@ const (
 	SignalOffer     SignalType = "offer"
 	SignalAnswer    SignalType = "answer"
 	SignalCandidate SignalType = "candidate"
+	// SignalRestartICE is sent by a client for its subscriber connection
+	// only, with no sdp and no candidate: the SFU answers it with a new
+	// subscriber offer that restarts ICE (new credentials, new candidates).
+	// On the publisher connection the client restarts ICE itself, with an
+	// offer made with iceRestart.
+	SignalRestartICE SignalType = "restartIce"
 )
 
 // Size limits on client input, checked before anything is parsed further.
@@ -86,7 +92,7 @@ func badSignal(field, format string, args ...any) error {
 // signalFieldWords says what each field of a Signal holds, for errors.
 var signalFieldWords = map[string]string{
 	"target":                     `"publisher" or "subscriber"`,
-	"type":                       `"offer", "answer" or "candidate"`,
+	"type":                       `"offer", "answer", "candidate" or "restartIce"`,
 	"sdp":                        "a string holding an SDP description",
 	"candidate":                  "an object",
 	"candidate.candidate":        "a string",
@@ -149,7 +155,7 @@ func decodeError(err error) error {
 
 // Validate checks that s is a message a client may send: a known target,
 // a type that target receives from clients (publisher: offer or candidate;
-// subscriber: answer or candidate), SDP that parses for offers and answers,
+// subscriber: answer, candidate or restartIce), SDP that parses for offers and answers,
 // a candidate that parses for candidates, and no field of the other kind.
 // Errors are *SignalError and wrap ErrBadSignal. Validate does not look at
 // negotiation state.
@@ -175,6 +181,17 @@ func (s Signal) Validate() error {
 			return badSignal("sdp", "must be absent on a candidate")
 		}
 		return validateCandidate(s.Candidate)
+	case SignalRestartICE:
+		if s.Target != TargetSubscriber {
+			return badSignal("type", "%q is for target %q only: on the publisher connection, send an offer made with iceRestart", SignalRestartICE, TargetSubscriber)
+		}
+		if s.SDP != "" {
+			return badSignal("sdp", "must be absent on %s", SignalRestartICE)
+		}
+		if s.Candidate != nil {
+			return badSignal("candidate", "must be absent on %s", SignalRestartICE)
+		}
+		return nil
 	default:
 		return badSignal("type", "must be %s, not %q", signalFieldWords["type"], truncate(string(s.Type)))
 	}

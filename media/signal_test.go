@@ -87,6 +87,9 @@ func badSignals(offer string) map[string]media.Signal {
 		"candidate with sdp":    {Target: sub, Type: media.SignalCandidate, SDP: offer, Candidate: &webrtc.ICECandidateInit{Candidate: loopbackCandidate}},
 		"answer with junk sdp":  {Target: sub, Type: media.SignalAnswer, SDP: "v=0\r\nbanana"},
 		"candidate bad network": candidateSignal(sub, "candidate:1 1 carrier-pigeon 1 127.0.0.1 1 typ host"),
+		"publisher restartIce":  {Target: pub, Type: media.SignalRestartICE},
+		"restartIce with sdp":   {Target: sub, Type: media.SignalRestartICE, SDP: offer},
+		"restartIce with cand":  {Target: sub, Type: media.SignalRestartICE, Candidate: &webrtc.ICECandidateInit{Candidate: loopbackCandidate}},
 	}
 }
 
@@ -200,7 +203,7 @@ func TestSignalErrorMessages(t *testing.T) {
 	}{
 		{"empty", "target", `must be "publisher" or "subscriber", not ""`},
 		{"unknown target", "target", `must be "publisher" or "subscriber", not "sideways"`},
-		{"unknown type", "type", `must be "offer", "answer" or "candidate", not "pranswer"`},
+		{"unknown type", "type", `must be "offer", "answer", "candidate" or "restartIce", not "pranswer"`},
 		{"publisher answer", "type", `must be "offer" or "candidate" for target "publisher" (the publisher connection), not "answer"`},
 		{"subscriber offer", "type", `must be "answer" or "candidate" for target "subscriber" (the subscriber connection), not "offer"`},
 		{"offer without sdp", "sdp", "is required: an SDP description"},
@@ -214,6 +217,9 @@ func TestSignalErrorMessages(t *testing.T) {
 		{"candidate with sdp", "sdp", "must be absent on a candidate"},
 		{"candidate bad network", "candidate.candidate", "is not a valid ICE candidate: "},
 		{"answer with junk sdp", "sdp", "is not a valid SDP description: "},
+		{"publisher restartIce", "type", `"restartIce" is for target "subscriber" only`},
+		{"restartIce with sdp", "sdp", "must be absent on restartIce"},
+		{"restartIce with cand", "candidate", "must be absent on restartIce"},
 	}
 	if len(cases) != len(bad) {
 		t.Fatalf("%d cases for %d bad signals", len(cases), len(bad))

@@ -26,6 +26,11 @@ func (m *Manager) Enter(ctx context.Context, a protocol.Actor, args EnterArgs) (
 	default:
 		return EnterResult{}, protocol.ErrInvalidParameter.WithMessage("role must be %q or %q", RoleAnchor, RoleAudience)
 	}
+	if args.ResumeToken != "" {
+		if res, ok := m.resume(a, args, role); ok {
+			return res, nil
+		}
+	}
 	adm, err := m.admission(a.UserID, args.RoomID, args.RoomToken)
 	if err != nil {
 		return EnterResult{}, err
@@ -33,7 +38,7 @@ func (m *Manager) Enter(ctx context.Context, a protocol.Actor, args EnterArgs) (
 
 	ice := m.iceServers(a.UserID)
 	now := m.clock.Now()
-	mem := &member{user: a.UserID, roomID: args.RoomID, role: role, sess: a.Session, entered: now}
+	mem := &member{user: a.UserID, roomID: args.RoomID, role: role, sess: a.Session, entered: now, resumeToken: newResumeToken()}
 	m.mu.Lock()
 	if mem.claim, err = m.pathLocked(args.RoomID, adm); err != nil {
 		m.mu.Unlock()
@@ -72,12 +77,7 @@ func (m *Manager) Enter(ctx context.Context, a protocol.Actor, args EnterArgs) (
 	index(m.bySession, a.Session, r.id, mem)
 	index(m.byUser, mem.user, r.id, mem)
 	m.armConnectLocked(mem)
-	res := EnterResult{Participants: []ParticipantInfo{}, ICEServers: ice}
-	for _, o := range sortedMembers(r) {
-		if o != mem && o.connected && o.role == RoleAnchor {
-			res.Participants = append(res.Participants, ParticipantInfo{UserID: o.user, Audio: o.audio(), Video: o.video()})
-		}
-	}
+	res := EnterResult{Participants: m.othersLocked(r, mem), ICEServers: ice, ResumeToken: mem.resumeToken}
 	m.mu.Unlock()
 	if oldPart != nil {
 		oldPart.Close()
@@ -209,11 +209,15 @@ func (m *Manager) Mute(_ context.Context, a protocol.Actor, args MuteArgs, kind 
 }
 
 // SessionClosed removes every room member of a closed connection: the
-// others get onRemoteUserLeaveRoom with reason 1 (connection lost).
+// others get onRemoteUserLeaveRoom with reason 1 (connection lost). With a
+// rejoin grace, the members keep their places that long instead (rejoin.go).
 func (m *Manager) SessionClosed(s protocol.Session) {
 	m.mu.Lock()
 	var parts []*media.Participant
 	for _, mem := range m.bySession[s] {
+		if m.detachLocked(mem) {
+			continue
+		}
 		if p := m.removeLocked(mem, LeaveConnectionLost, ExitConnectionLost); p != nil {
 			parts = append(parts, p)
 		}

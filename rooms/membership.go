@@ -16,6 +16,7 @@ func (m *Manager) removeLocked(mem *member, why LeaveReason, exit ExitReason) *m
 	}
 	mem.gone = true
 	m.stopConnectLocked(mem)
+	m.stopGraceLocked(mem)
 	r := m.rooms[mem.roomID]
 	if r != nil && r.members[mem.user] == mem {
 		delete(r.members, mem.user)
@@ -59,7 +60,11 @@ func deliver(s protocol.Session, name string, data any) {
 }
 
 func (m *Manager) sendSignal(mem *member, s media.Signal) {
-	deliver(mem.sess, EvRtcSignal, SignalArgs{RoomID: mem.roomID, Signal: s})
+	m.mu.Lock() // a resume may rebind mem.sess
+	defer m.mu.Unlock()
+	if !mem.detached {
+		deliver(mem.sess, EvRtcSignal, SignalArgs{RoomID: mem.roomID, Signal: s})
+	}
 }
 
 func (m *Manager) onConnected(mem *member) {

@@ -32,6 +32,10 @@ type EnterArgs struct {
 	RoomID    string `json:"roomID"`
 	Role      string `json:"role"`
 	RoomToken string `json:"roomToken"`
+	// ResumeToken, from an earlier enterRoom reply of this room, resumes
+	// that entry on this connection (ROOMS.md, Reconnecting) when it still
+	// exists; otherwise the entry is a new one.
+	ResumeToken string `json:"resumeToken,omitempty"`
 }
 
 // ParticipantInfo describes a participant whose media is connected.
@@ -45,6 +49,12 @@ type ParticipantInfo struct {
 type EnterResult struct {
 	Participants []ParticipantInfo `json:"participants"`
 	ICEServers   []media.ICEServer `json:"iceServers"`
+	// ResumeToken resumes this entry from another connection after this
+	// one closed (EnterArgs.ResumeToken). Keep it secret.
+	ResumeToken string `json:"resumeToken"`
+	// Resumed: the entry of args.resumeToken was resumed; the client keeps
+	// its PeerConnections and the server's media session goes on.
+	Resumed bool `json:"resumed"`
 }
 
 // RoomArgs are exitRoom's args.

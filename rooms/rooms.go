@@ -44,6 +44,10 @@ const (
 // (media.connect_timeout).
 const DefaultConnectTimeout = 30 * time.Second
 
+// DefaultRejoinGrace is Config.RejoinGrace's value in the embedded config
+// file (media.rejoin_grace).
+const DefaultRejoinGrace = 15 * time.Second
+
 // Config bounds rooms.
 type Config struct {
 	MaxRoomsPerUser int `mapstructure:"max_rooms_per_user"`    // rooms one user may be in at once; 0: no limit
@@ -53,11 +57,16 @@ type Config struct {
 	// enters and never completes ICE does not hold a place for as long as
 	// its WebSocket lives (media.connect_timeout). 0: DefaultConnectTimeout.
 	ConnectTimeout time.Duration `mapstructure:"-"`
+	// RejoinGrace is how long a member whose WebSocket closed keeps its
+	// place (its media, no event to the others) waiting for its client to
+	// enter again with its resumeToken (media.rejoin_grace). 0: no grace,
+	// the member leaves when its connection closes.
+	RejoinGrace time.Duration `mapstructure:"-"`
 }
 
 // DefaultConfig is the embedded config file's values for rooms.
 func DefaultConfig() Config {
-	return Config{MaxRoomsPerUser: 4, MaxParticipants: 50, ConnectTimeout: DefaultConnectTimeout}
+	return Config{MaxRoomsPerUser: 4, MaxParticipants: 50, ConnectTimeout: DefaultConnectTimeout, RejoinGrace: DefaultRejoinGrace}
 }
 
 // Observer learns when members' media connects and when they leave. Calls
@@ -81,7 +90,8 @@ type Params struct {
 // Manager owns rooms and their members.
 //
 // Concurrency: mu guards rooms, claims, bySession, byUser, admitters,
-// observers, closed and every member's fields (its connect timer too).
+// observers, closed and every member's fields (its connect and rejoin grace
+// timers and its session too: a resume rebinds a member to a new session).
 // Whether a room ID is free and its claim (Claim), and which path may enter
 // it and the entry (Enter), are each decided in one critical section under
 // mu. It is never held across a call into media (Join, HandleSignal, Close),
@@ -122,6 +132,14 @@ type member struct {
 	claim   *Claim             // the claim it entered through; nil: a room token
 	part    *media.Participant // nil while joining
 	entered time.Time
+	// resumeToken is the secret of the enterRoom reply with which the
+	// member's client resumes it from a new connection (rejoin.go).
+	resumeToken string
+	// detached: sess closed and the member waits out its rejoin grace
+	// (graceBy pending); it is in no bySession entry meanwhile.
+	detached bool
+	graceBy  protocol.Timer
+	graceGen int // tells a stale grace timer from the current one
 
 	connected  bool
 	audioTrack bool // a published audio track is live
@@ -233,6 +251,7 @@ func (m *Manager) Close() {
 	for _, r := range m.rooms { // members who entered while the rooms were dismissed
 		for _, mem := range r.members {
 			m.stopConnectLocked(mem)
+			m.stopGraceLocked(mem)
 		}
 	}
 	m.mu.Unlock()

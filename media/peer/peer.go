@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,6 +36,9 @@ const (
 	// DefaultKeyframeRequestInterval is how long a received video track may
 	// go without a keyframe before the peer asks for one.
 	DefaultKeyframeRequestInterval = 250 * time.Millisecond
+	// DefaultICERestartAfter is how long a connection may stay disconnected
+	// (or not connected again after a restart) before the peer restarts ICE.
+	DefaultICERestartAfter = 2 * time.Second
 	// audioFrameBytes is the Opus payload per 20 ms frame (about 26 kbit/s).
 	audioFrameBytes = 64
 	audioFrameTime  = 20 * time.Millisecond
@@ -73,6 +77,20 @@ type Config struct {
 	// SFU's PLI on subscribe).
 	KeyframeRequestInterval time.Duration
 	NoKeyframeRequests      bool
+
+	// ICERestartAfter: like the JS SDK, the peer restarts ICE on a
+	// connection that failed at once, and on one that stays disconnected
+	// this long; it tries again every ICERestartAfter until the connection
+	// is back. Default DefaultICERestartAfter. NoICERestart turns this off
+	// (RestartICE still works).
+	ICERestartAfter time.Duration
+	NoICERestart    bool
+	// ICEDisconnectedTimeout, ICEFailedTimeout and ICEKeepaliveInterval are
+	// Pion's ICE timers; 0 keeps Pion's defaults (5 s, 25 s, 2 s). Tests
+	// shorten them to notice a cut network quickly.
+	ICEDisconnectedTimeout time.Duration
+	ICEFailedTimeout       time.Duration
+	ICEKeepaliveInterval   time.Duration
 
 	Logger *slog.Logger
 }
@@ -119,6 +137,7 @@ type Peer struct {
 	audio *webrtc.TrackLocalStaticSample
 
 	forceKeyframe atomic.Bool
+	iceRestarts   atomic.Uint64
 	plisReceived  atomic.Uint64
 	keyframesSent atomic.Uint64
 	plisSent      atomic.Uint64
@@ -136,10 +155,12 @@ type Peer struct {
 	received map[TrackKey]*TrackStats
 	ssrcs    map[TrackKey]webrtc.SSRC // of the running track under each key
 
-	mu     sync.Mutex // guards closed, and wg.Add against Close's Wait
+	mu     sync.Mutex // guards closed, restartBy, and wg.Add against Close's Wait
 	closed bool
-	wg     sync.WaitGroup
-	done   chan struct{}
+	// restartBy is each connection's pending automatic ICE restart.
+	restartBy map[media.Target]*time.Timer
+	wg        sync.WaitGroup
+	done      chan struct{}
 }
 
 // New creates the peer's connections and, when it publishes, sends the
@@ -164,6 +185,9 @@ func New(cfg Config, send func(media.Signal)) (*Peer, error) {
 	if cfg.KeyframeRequestInterval <= 0 {
 		cfg.KeyframeRequestInterval = DefaultKeyframeRequestInterval
 	}
+	if cfg.ICERestartAfter <= 0 {
+		cfg.ICERestartAfter = DefaultICERestartAfter
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -181,6 +205,7 @@ func New(cfg Config, send func(media.Signal)) (*Peer, error) {
 		heldLocal:     make(map[media.Target][]media.Signal),
 		received:      make(map[TrackKey]*TrackStats),
 		ssrcs:         make(map[TrackKey]webrtc.SSRC),
+		restartBy:     make(map[media.Target]*time.Timer),
 		done:          make(chan struct{}),
 	}
 	if err := p.setup(ip, pionlog.Factory(p.log, slog.LevelWarn)); err != nil {
@@ -211,6 +236,9 @@ func (p *Peer) newConnection(ip net.IP, logs logging.LoggerFactory) (*webrtc.Pee
 		// one turns up; relay-only, none will.
 		se.SetRelayAcceptanceMinWait(0)
 	}
+	if c := p.cfg; c.ICEDisconnectedTimeout > 0 || c.ICEFailedTimeout > 0 || c.ICEKeepaliveInterval > 0 {
+		se.SetICETimeouts(c.ICEDisconnectedTimeout, c.ICEFailedTimeout, c.ICEKeepaliveInterval)
+	}
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
 		return nil, fmt.Errorf("peer: codecs: %w", err)
@@ -234,6 +262,7 @@ func (p *Peer) setup(ip net.IP, logs logging.LoggerFactory) error {
 		return fmt.Errorf("peer: subscriber connection: %w", err)
 	}
 	p.onCandidates(p.sub, media.TargetSubscriber)
+	p.watchICE(p.sub, media.TargetSubscriber)
 	p.sub.OnTrack(p.receive)
 
 	if !p.cfg.Audio && !p.cfg.Video {
@@ -244,6 +273,7 @@ func (p *Peer) setup(ip net.IP, logs logging.LoggerFactory) error {
 		return fmt.Errorf("peer: publisher connection: %w", err)
 	}
 	p.onCandidates(p.pub, media.TargetPublisher)
+	p.watchICE(p.pub, media.TargetPublisher)
 	if p.cfg.Video {
 		p.video, err = webrtc.NewTrackLocalStaticSample(
 			webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "video", "peer")
@@ -516,10 +546,17 @@ func selectedPair(pc *webrtc.PeerConnection) *webrtc.ICECandidatePair {
 
 // Cut makes the peer vanish from the network without a word: from now on
 // every datagram in and out is dropped, and nothing is closed. Close still
-// has to be called to release the peer.
+// has to be called to release the peer; Restore brings the network back.
 func (p *Peer) Cut() {
 	for _, c := range p.conns {
 		c.cut.Store(true)
+	}
+}
+
+// Restore ends a Cut: datagrams flow again on the same sockets.
+func (p *Peer) Restore() {
+	for _, c := range p.conns {
+		c.cut.Store(false)
 	}
 }
 
@@ -623,6 +660,10 @@ func (p *Peer) Close() error {
 	}
 	p.closed = true
 	close(p.done)
+	for t, timer := range p.restartBy {
+		timer.Stop()
+		delete(p.restartBy, t)
+	}
 	p.mu.Unlock()
 
 	var errs []error
@@ -661,4 +702,153 @@ func ReadKeyframeRequests(s *webrtc.RTPSender, onRequest func()) {
 			}
 		}
 	}
+}
+
+// ICERestarts counts the ICE restarts this peer began (both connections).
+func (p *Peer) ICERestarts() uint64 { return p.iceRestarts.Load() }
+
+// RestartICE restarts ICE on one connection, keeping the PeerConnection and
+// its tracks: on the publisher connection the peer sends a new offer made
+// with ICERestart; on the subscriber connection it asks the SFU with a
+// restartIce signal, and the SFU's new offer is answered as usual.
+func (p *Peer) RestartICE(t media.Target) error {
+	p.negMu.Lock()
+	defer p.negMu.Unlock()
+	p.mu.Lock()
+	closed := p.closed
+	p.mu.Unlock()
+	if closed {
+		return errors.New("peer: closed")
+	}
+	if t == media.TargetSubscriber {
+		p.iceRestarts.Add(1)
+		p.log.Info("ICE restart asked for the subscriber connection")
+		p.send(media.Signal{Target: media.TargetSubscriber, Type: media.SignalRestartICE})
+		return nil
+	}
+	if p.pub == nil {
+		return errors.New("peer: no publisher connection")
+	}
+	offer, err := p.pub.CreateOffer(&webrtc.OfferOptions{ICERestart: true})
+	if err != nil {
+		return fmt.Errorf("peer: publisher ICE restart offer: %w", err)
+	}
+	p.holdCandidates(media.TargetPublisher) // the new candidates follow the new offer
+	if err := p.pub.SetLocalDescription(offer); err != nil {
+		return fmt.Errorf("peer: publisher ICE restart offer: %w", err)
+	}
+	p.iceRestarts.Add(1)
+	p.log.Info("ICE restart of the publisher connection")
+	p.sendDescription(media.Signal{Target: media.TargetPublisher, Type: media.SignalOffer, SDP: offer.SDP})
+	return nil
+}
+
+// Resync sends again the publisher offer still waiting for its answer, if
+// any: after a resume on a new signaling connection, an offer or its answer
+// may have been lost with the old one.
+func (p *Peer) Resync() {
+	p.negMu.Lock()
+	defer p.negMu.Unlock()
+	if p.pub == nil || p.pub.SignalingState() != webrtc.SignalingStateHaveLocalOffer {
+		return
+	}
+	if ld := p.pub.LocalDescription(); ld != nil {
+		p.sendDescription(media.Signal{Target: media.TargetPublisher, Type: media.SignalOffer, SDP: ld.SDP})
+	}
+}
+
+// Publishes reports whether the peer has a publisher connection.
+func (p *Peer) Publishes() bool { return p.pub != nil }
+
+// Connected reports whether both connections (the subscriber alone for an
+// audience member) are connected.
+func (p *Peer) Connected() bool {
+	pub, sub := p.States()
+	return sub == webrtc.PeerConnectionStateConnected && (p.pub == nil || pub == webrtc.PeerConnectionStateConnected)
+}
+
+func (p *Peer) holdCandidates(t media.Target) {
+	p.sigMu.Lock()
+	defer p.sigMu.Unlock()
+	p.descSent[t] = false
+}
+
+// watchICE restarts ICE on pc by itself: at once when it fails, after
+// ICERestartAfter when it stays disconnected, and again every
+// ICERestartAfter until it is connected.
+func (p *Peer) watchICE(pc *webrtc.PeerConnection, t media.Target) {
+	if p.cfg.NoICERestart {
+		return
+	}
+	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
+		switch st {
+		case webrtc.PeerConnectionStateConnected:
+			p.mu.Lock()
+			if timer := p.restartBy[t]; timer != nil {
+				timer.Stop()
+				delete(p.restartBy, t)
+			}
+			p.mu.Unlock()
+		case webrtc.PeerConnectionStateFailed:
+			p.scheduleRestart(pc, t, 0)
+		case webrtc.PeerConnectionStateDisconnected:
+			p.scheduleRestart(pc, t, p.cfg.ICERestartAfter)
+		}
+	})
+}
+
+// scheduleRestart arms t's restart timer to fire after d, unless one is
+// pending already (a failure after a disconnection restarts at once).
+func (p *Peer) scheduleRestart(pc *webrtc.PeerConnection, t media.Target, d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return
+	}
+	if timer := p.restartBy[t]; timer != nil {
+		if d > 0 || !timer.Stop() {
+			return
+		}
+	}
+	var timer *time.Timer
+	timer = time.AfterFunc(d, func() {
+		p.mu.Lock()
+		if p.closed || p.restartBy[t] != timer {
+			p.mu.Unlock()
+			return
+		}
+		delete(p.restartBy, t)
+		p.mu.Unlock()
+		if pc.ConnectionState() == webrtc.PeerConnectionStateConnected {
+			return
+		}
+		if err := p.RestartICE(t); err != nil {
+			p.log.Debug("ICE restart", "target", t, "err", err)
+			return
+		}
+		p.scheduleRestart(pc, t, p.cfg.ICERestartAfter) // again, until connected
+	})
+	p.restartBy[t] = timer
+}
+
+// LocalUfrag is the ICE username fragment of connection t's current local
+// description ("" without one): an ICE restart changes it.
+func (p *Peer) LocalUfrag(t media.Target) string {
+	pc := p.sub
+	if t == media.TargetPublisher {
+		pc = p.pub
+	}
+	if pc == nil {
+		return ""
+	}
+	ld := pc.LocalDescription()
+	if ld == nil {
+		return ""
+	}
+	for _, line := range strings.Split(ld.SDP, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "a=ice-ufrag:"); ok {
+			return v
+		}
+	}
+	return ""
 }

@@ -129,6 +129,10 @@ async function main() {
   room.on('remoteStream', ({ userID, stream }) => showRemote(userID, stream));
   room.on('remoteStreamRemoved', ({ userID }) => hideRemote(userID));
   room.on('error', (err) => fail('room', err));
+  // Reconnection and ICE restarts (ROOMS.md, Reconnecting), with their times.
+  room.on('reconnecting', () => record('reconnecting')({}));
+  room.on('resumed', (data) => record('resumed')({ available: data.resumed }));
+  room.on('iceRestart', (data) => record('iceRestart')({ userID: data.target }));
   // Streams and events that came between the reply and these handlers.
   for (const [userID, stream] of room.remoteStreams) showRemote(userID, stream);
   if (room.connected) {

@@ -29,7 +29,8 @@ export const CloseCode = Object.freeze({
 });
 
 /** onExitRoom reasons; CONNECTION_LOST is also emitted by the SDK itself
- * when the WebSocket drops (the server forgets the membership then). */
+ * when the WebSocket is gone for good (no reconnection), or when a room
+ * could not be entered again after a reconnection. */
 export const ExitReason = Object.freeze({ LEFT: 0, KICKED: 1, DISMISSED: 2, CONNECTION_LOST: 3 });
 
 // Client-side error reasons (code 0: not a server error code).
@@ -49,6 +50,13 @@ const DEFAULTS = Object.freeze({
   backoffMax: 30000, // cap of the exponential backoff
   backoffFactor: 2,
   maxReconnectAttempts: Infinity,
+  // ms a room's connection may stay disconnected before the SDK restarts
+  // its ICE (at once when it failed), and between two restarts until it is
+  // connected again.
+  iceRestartAfter: 2000,
+  // Cap of the reconnect backoff while rooms wait to resume, so that they
+  // come back within the server's media.rejoin_grace.
+  roomBackoffMax: 2000,
 });
 
 /**
@@ -449,7 +457,7 @@ export class Switchboard extends Emitter {
     if (this.#rooms.has(roomID)) throw new SwitchboardError(0, 'already_in_room', `already in room ${roomID}`);
     // The room's state exists before enterRoom is sent: the server's first
     // subscriber offer may arrive before the reply.
-    const room = new Room(this, roomID, role, localStream, rtcConfig);
+    const room = new Room(this, roomID, role, localStream, rtcConfig, { roomToken, iceRestartAfter: this.#opts.iceRestartAfter });
     this.#rooms.set(roomID, room);
     let result;
     try {
@@ -516,6 +524,9 @@ export class Switchboard extends Emitter {
         clearTimeout(timer);
         this.#attempt = 0;
         this.#setState(ConnectionState.CONNECTED);
+        // Rooms enter again first (resuming their places), then the
+        // requests queued meanwhile go out.
+        for (const room of this.#rooms.values()) room._resume();
         this.#flushQueue();
         resolve();
       };
@@ -535,8 +546,14 @@ export class Switchboard extends Emitter {
 
   #onClose(code, reason) {
     if (this.#closed) return;
-    // The server forgets room memberships with the connection.
-    for (const room of this.#rooms.values()) room._lost();
+    const again = this.#opts.reconnect && code !== CloseCode.TOO_MANY_CONNECTIONS;
+    // With a reconnection coming, rooms keep their media and enter again
+    // once the connection is back (ROOMS.md, Reconnecting); without, the
+    // server forgets the memberships with the connection.
+    for (const room of this.#rooms.values()) {
+      if (again) room._suspend();
+      else room._lost();
+    }
     // Requests in flight may or may not have been performed: fail them.
     // Requests not yet sent stay queued for the next connection.
     this.#failPending(clientError('connection_lost', `${CLIENT_ERRORS.connection_lost} (close ${code})`, { closeCode: code }), false);
@@ -553,11 +570,13 @@ export class Switchboard extends Emitter {
     this.#attempt++;
     if (this.#attempt > this.#opts.maxReconnectAttempts) {
       this.#closed = true;
+      for (const room of this.#rooms.values()) room._lost();
       this.#failPending(clientError('closed', `gave up after ${this.#attempt - 1} reconnect attempts`), true);
       this.#setState(ConnectionState.DISCONNECTED, { code, reason, attempt: this.#attempt - 1 });
       return;
     }
-    const { backoffInitial, backoffMax, backoffFactor } = this.#opts;
+    const { backoffInitial, backoffFactor, roomBackoffMax } = this.#opts;
+    const backoffMax = this.#rooms.size > 0 ? Math.min(this.#opts.backoffMax, roomBackoffMax) : this.#opts.backoffMax;
     const base = Math.min(backoffMax, backoffInitial * backoffFactor ** (this.#attempt - 1));
     const delay = Math.round(base / 2 + Math.random() * (base / 2)); // "equal jitter"
     this.#setState(ConnectionState.RECONNECTING, { code, reason, attempt: this.#attempt, delay });
@@ -569,6 +588,7 @@ export class Switchboard extends Emitter {
     if (needToken) {
       if (!this.#opts.getToken) {
         this.#closed = true;
+        for (const room of this.#rooms.values()) room._lost();
         this.#failPending(clientError('closed', 'the token expired and no getToken was given'), true);
         this.#setState(ConnectionState.DISCONNECTED, { code: lastCode, reason: 'token expired' });
         return;
@@ -679,6 +699,17 @@ function tokenSubject(token) {
  * onUserAudioAvailable, and 'error' (a failed negotiation step). Like TRTC,
  * the anchors already in the room when it is entered are announced with
  * onRemoteUserEnterRoom and onUserVideoAvailable/onUserAudioAvailable.
+ *
+ * Reconnection (ROOMS.md, Reconnecting): when the WebSocket drops and the
+ * SDK reconnects, the room enters again by itself with its resumeToken
+ * ('reconnecting', then 'resumed' {resumed}). When the server kept its
+ * place (resumed true) the same connections go on; otherwise both are
+ * made again and the local stream is published again. What changed
+ * meanwhile among the others is reported with the usual events. ICE
+ * restart: a connection that fails, or stays disconnected for
+ * iceRestartAfter ms, restarts ICE on the same RTCPeerConnection (the
+ * publisher offers with iceRestart; for the subscriber the server is asked
+ * with a restartIce signal); 'iceRestart' {target} is emitted.
  */
 export class Room extends Emitter {
   #sb;
@@ -695,11 +726,20 @@ export class Room extends Emitter {
   #canTrickle = { publisher: false, subscriber: false };
   #audioMuted = false;
   #videoMuted = false;
+  #roomToken;
+  #resumeToken = '';
+  #suspended = false; // the WebSocket is down: signals are not sent
+  #resuming = false; // enterRoom with the resumeToken is in flight
+  #heldSignals = []; // onRtcSignal events that arrived while resuming
+  #iceRestartAfter;
+  #iceTimers = { publisher: null, subscriber: null };
 
   /** @private use sb.enterRoom */
-  constructor(sb, roomID, role, localStream, rtcConfig) {
+  constructor(sb, roomID, role, localStream, rtcConfig, { roomToken, iceRestartAfter = 2000 } = {}) {
     super();
     this.#sb = sb;
+    this.#roomToken = roomToken;
+    this.#iceRestartAfter = iceRestartAfter;
     this.roomID = roomID;
     this.role = role;
     this.#localStream = localStream;
@@ -758,6 +798,7 @@ export class Room extends Emitter {
 
   _entered(result) {
     this.iceServers = result.iceServers ?? [];
+    this.#resumeToken = result.resumeToken ?? '';
     this.#readyResolve(result);
     if (this.role !== 'audience' && this.#localStream && !this.exited) {
       this.#enqueue(() => this.#publish());
@@ -791,8 +832,152 @@ export class Room extends Emitter {
     this.#finish(ExitReason.CONNECTION_LOST);
   }
 
+  // The WebSocket dropped and the SDK reconnects: keep the media, wait.
+  _suspend() {
+    if (this.exited) return;
+    if (!this.#enteredReply && !this.#resumeToken) {
+      // Never entered (the enterRoom reply was lost): nothing to resume.
+      this.#finish(ExitReason.CONNECTION_LOST);
+      return;
+    }
+    if (!this.#suspended) this.emit('reconnecting', { roomID: this.roomID });
+    this.#suspended = true;
+    this.#resuming = false;
+  }
+
+  // The WebSocket is back: enter again with the resumeToken.
+  _resume() {
+    if (this.exited || !this.#suspended || this.#resuming) return;
+    this.#resuming = true;
+    const args = pick({ roomID: this.roomID, role: this.role, roomToken: this.#roomToken, resumeToken: this.#resumeToken },
+      ['roomID', 'role', 'roomToken', 'resumeToken']);
+    this.#sb.request('enterRoom', args).then(
+      (result) => this.#resumed(result),
+      (err) => {
+        if (this.exited) return;
+        this.#resuming = false;
+        // The connection dropped again: the next one tries again.
+        if (err.reason === 'connection_lost' || err.reason === 'timeout') return;
+        this.emit('error', err);
+        this.#finish(ExitReason.CONNECTION_LOST);
+      },
+    );
+  }
+
+  #resumed(result) {
+    if (this.exited) return;
+    this.#suspended = false;
+    this.#resuming = false;
+    this.#resumeToken = result.resumeToken ?? '';
+    this.iceServers = result.iceServers ?? this.iceServers;
+    const held = this.#heldSignals;
+    this.#heldSignals = [];
+    if (!result.resumed) {
+      // The server did not keep our place: new connections, published again.
+      this.#resetMedia();
+      if (this.role !== 'audience' && this.#localStream) this.#enqueue(() => this.#publish());
+    }
+    this.#reconcile(result.participants ?? []);
+    for (const s of held) this.#enqueue(() => this.#onSignal(s));
+    if (result.resumed) this.#enqueue(() => this.#afterResume());
+    this.emit('resumed', { roomID: this.roomID, resumed: Boolean(result.resumed) });
+  }
+
+  // After a resume: an offer or its answer may have been lost with the old
+  // connection, and the network change may have broken ICE.
+  async #afterResume() {
+    const pub = this.publisher;
+    if (pub && pub.signalingState === 'have-local-offer' && pub.localDescription) {
+      this.#signal('publisher', 'offer', { sdp: pub.localDescription.sdp });
+    }
+    for (const target of ['publisher', 'subscriber']) {
+      const pc = this[target];
+      if (pc && pc.connectionState !== 'connected' && pc.connectionState !== 'new') await this.#restartIce(target);
+    }
+  }
+
+  // Reports what changed among the others while the connection was down.
+  #reconcile(list) {
+    const now = new Map(list.map((p) => [p.userID, p]));
+    for (const userID of [...this.participants.keys()]) {
+      if (!now.has(userID)) this.#handleEvent('onRemoteUserLeaveRoom', { roomID: this.roomID, userID, reason: 1 });
+    }
+    for (const p of now.values()) {
+      if (!this.participants.has(p.userID)) this.#handleEvent('onRemoteUserEnterRoom', { roomID: this.roomID, userID: p.userID });
+      const known = this.participants.get(p.userID);
+      if (known && known.video !== Boolean(p.video)) this.#handleEvent('onUserVideoAvailable', { roomID: this.roomID, userID: p.userID, available: Boolean(p.video) });
+      if (known && known.audio !== Boolean(p.audio)) this.#handleEvent('onUserAudioAvailable', { roomID: this.roomID, userID: p.userID, available: Boolean(p.audio) });
+    }
+  }
+
+  // Closes both connections for a new entry; the room goes on.
+  #resetMedia() {
+    for (const userID of [...this.remoteStreams.keys()]) this.#removeRemote(userID);
+    for (const target of ['publisher', 'subscriber']) {
+      clearTimeout(this.#iceTimers[target]);
+      this.#iceTimers[target] = null;
+      const pc = this[target];
+      if (pc && pc.signalingState !== 'closed') pc.close();
+      this[target] = null;
+    }
+    this.#remoteCandidates = { publisher: [], subscriber: [] };
+    this.#localCandidates = { publisher: [], subscriber: [] };
+    this.#canTrickle = { publisher: false, subscriber: false };
+    this.connected = false;
+  }
+
+  // Restarts ICE on one connection, keeping it (ROOMS.md, ICE restart).
+  async #restartIce(target) {
+    const pc = this[target];
+    if (this.exited || this.#suspended || !pc || pc.signalingState === 'closed') return;
+    this.emit('iceRestart', { roomID: this.roomID, target });
+    if (target === 'subscriber') {
+      // The server offers on this connection: it sends an offer with new
+      // ICE credentials, answered as any other.
+      this.#signal('subscriber', 'restartIce', {});
+      return;
+    }
+    pc.restartIce();
+    const offer = await pc.createOffer({ iceRestart: true });
+    this.#canTrickle.publisher = false; // the new candidates follow the new offer
+    await pc.setLocalDescription(offer);
+    if (this.exited || pc !== this.publisher) return;
+    this.#signal('publisher', 'offer', { sdp: pc.localDescription.sdp });
+    this.#startTrickle('publisher');
+  }
+
+  // Restarts ICE by itself: at once when pc failed, after iceRestartAfter
+  // when it stays disconnected, then every iceRestartAfter until connected.
+  #watchIce(target, pc) {
+    const st = pc.connectionState;
+    if (st === 'connected' || st === 'closed') {
+      clearTimeout(this.#iceTimers[target]);
+      this.#iceTimers[target] = null;
+      return;
+    }
+    if (st === 'failed') this.#scheduleIceRestart(target, pc, 0);
+    else if (st === 'disconnected') this.#scheduleIceRestart(target, pc, this.#iceRestartAfter);
+  }
+
+  #scheduleIceRestart(target, pc, delay) {
+    if (this.#iceTimers[target] && delay > 0) return; // one pending already
+    clearTimeout(this.#iceTimers[target]);
+    this.#iceTimers[target] = setTimeout(() => {
+      this.#iceTimers[target] = null;
+      if (this.exited || pc !== this[target] || pc.connectionState === 'connected' || pc.connectionState === 'closed') return;
+      // While the WebSocket is down the resume restarts ICE if needed.
+      if (!this.#suspended) this.#enqueue(() => this.#restartIce(target));
+      this.#scheduleIceRestart(target, pc, this.#iceRestartAfter);
+    }, delay);
+  }
+
   _event(name, data) {
     if (name === 'onRtcSignal') {
+      if (this.#resuming || this.#suspended) {
+        // Applied once the reply says whether these connections go on.
+        this.#heldSignals.push(data);
+        return;
+      }
       this.#enqueue(() => this.#onSignal(data));
       return;
     }
@@ -844,6 +1029,9 @@ export class Room extends Emitter {
   }
 
   #signal(target, type, payload) {
+    // While the WebSocket is down, signals are dropped: the resume makes up
+    // for them (offers sent again, ICE restarted).
+    if (this.#suspended) return Promise.resolve();
     // Not awaited by the negotiation steps: requests go out in order and the
     // server performs them in order. Failures are reported as 'error'.
     return this.#sb
@@ -861,6 +1049,7 @@ export class Room extends Emitter {
       if (this.#canTrickle[target]) this.#signal(target, 'candidate', { candidate: c });
       else this.#localCandidates[target].push(c);
     };
+    pc.onconnectionstatechange = () => this.#watchIce(target, pc);
     return pc;
   }
 
@@ -920,6 +1109,7 @@ export class Room extends Emitter {
         await pc.setRemoteDescription({ type: 'offer', sdp: s.sdp });
         await this.#flushRemoteCandidates('subscriber', pc);
         const answer = await pc.createAnswer();
+        this.#canTrickle.subscriber = false; // an ICE restart's candidates follow the answer
         await pc.setLocalDescription(answer);
         if (this.exited) return;
         this.#signal('subscriber', 'answer', { sdp: pc.localDescription.sdp });
@@ -974,6 +1164,7 @@ export class Room extends Emitter {
   #close() {
     this.exited = true;
     this.connected = false;
+    for (const target of ['publisher', 'subscriber']) clearTimeout(this.#iceTimers[target]);
     this.#sb._forgetRoom(this);
     for (const userID of [...this.remoteStreams.keys()]) this.#removeRemote(userID);
     this.participants.clear();

@@ -74,6 +74,8 @@ type MediaConfig struct {
 	ICECredential string       `mapstructure:"ice_credential"`
 	// ConnectTimeout is rooms.Config's field of the same name.
 	ConnectTimeout time.Duration `mapstructure:"connect_timeout"`
+	// RejoinGrace is rooms.Config's field of the same name.
+	RejoinGrace time.Duration `mapstructure:"rejoin_grace"`
 }
 
 // MetricsConfig is the metrics section.

@@ -172,6 +172,7 @@ func New(ctx context.Context, p Params) (_ *Stack, err error) {
 
 	rc, roomsClock := cfg.Limits.Rooms, p.RoomsClock
 	rc.ConnectTimeout = cfg.Media.ConnectTimeout
+	rc.RejoinGrace = cfg.Media.RejoinGrace
 	if roomsClock == nil {
 		roomsClock = p.Clock
 	}

@@ -126,6 +126,7 @@ func TestPackageDefaultsMatchYAML(t *testing.T) {
 	}
 	rc := cfg.Limits.Rooms
 	rc.ConnectTimeout = cfg.Media.ConnectTimeout
+	rc.RejoinGrace = cfg.Media.RejoinGrace
 	if def := rooms.DefaultConfig(); def != rc {
 		t.Errorf("rooms.DefaultConfig() = %+v, the YAML gives %+v", def, rc)
 	}

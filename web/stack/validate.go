@@ -131,6 +131,9 @@ func (c Config) Validate() error {
 	if m.ICEFailedGrace < 0 {
 		bad("media.ice_failed_grace", "must not be negative, got %s", m.ICEFailedGrace)
 	}
+	if c.Media.RejoinGrace < 0 {
+		bad("media.rejoin_grace", "must not be negative, got %s", c.Media.RejoinGrace)
+	}
 	validateTURN(c, bad)
 	validateWebhooks(c, bad)
 	if err := checkAddr(c.Metrics.Addr); c.Metrics.Addr != "" && err != nil {

@@ -88,7 +88,7 @@ func Start(t testing.TB, o Options) *Stack {
 		cfg.Calls = *o.Calls
 	}
 	cfg.Limits.Rooms = o.Rooms
-	cfg.Media = stack.MediaConfig{SFU: o.Media, ConnectTimeout: o.Rooms.ConnectTimeout}
+	cfg.Media = stack.MediaConfig{SFU: o.Media, ConnectTimeout: o.Rooms.ConnectTimeout, RejoinGrace: o.Rooms.RejoinGrace}
 	cfg.Media.SFU.ListenIP, cfg.Media.SFU.IncludeLoopback = "127.0.0.1", true
 	cfg.Limits.MaxTracksPerParticipant = o.Media.MaxTracksPerParticipant
 	cfg.Metrics = stack.MetricsConfig{Enabled: o.Metrics}
