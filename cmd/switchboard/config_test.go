@@ -80,7 +80,8 @@ var wantDefaults = Config{
 		ConnectTimeout: 30 * time.Second,
 	},
 	TURN: turnserver.Config{UDPPort: 3478, TCPPort: 3478, TLSPort: 5349, RelayPortMin: 30000, RelayPortMax: 40000,
-		Realm: "switchboard", CredentialTTL: 24 * time.Hour},
+		Realm: "switchboard", CredentialTTL: 24 * time.Hour, MaxConnections: 10000, AllocateTimeout: 20 * time.Second,
+		TLSHandshakeTimeout: 10 * time.Second, MaxAllocations: 10000, MaxAllocationsPerUser: 30},
 	Metrics: stack.MetricsConfig{Enabled: true, Addr: "127.0.0.1:9090"},
 	Log:     stack.LogConfig{Level: "info", Format: "text"},
 }
