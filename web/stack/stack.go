@@ -162,6 +162,7 @@ func New(ctx context.Context, p Params) (_ *Stack, err error) {
 	if s.Metrics != nil {
 		s.Engine.AddObserver(s.Metrics)
 		s.Metrics.Watch(s.Calls, s.Rooms, s.SFU)
+		s.Metrics.WatchTURN(s.TURN)
 	}
 
 	// Each layer publishes the complete table of the ops it owns (calls
