@@ -21,6 +21,18 @@
 // the SFU's UDP port on each of its addresses), a permission for any other
 // IP is refused (403) and a packet to any other port is dropped.
 //
+// # Limits
+//
+// One user (the USERID of the username) has at most
+// Config.MaxAllocationsPerUser allocations alive, one more being refused with
+// 486 (Allocation Quota Reached); the server at most Config.MaxAllocations,
+// one more being refused with 508 (Insufficient Capacity). At most
+// Config.MaxConnections TCP and TLS connections are open, one more being
+// closed as soon as it is accepted; one without an allocation for
+// Config.AllocateTimeout, or whose TLS handshake takes longer than
+// Config.TLSHandshakeTimeout, is closed. Stats counts what is open and what
+// was refused.
+//
 // Dependencies: like media it imports nothing of Switchboard but media.
 package turnserver
 
