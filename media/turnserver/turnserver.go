@@ -21,10 +21,23 @@
 // the SFU's UDP port on each of its addresses), a permission for any other
 // IP is refused (403) and a packet to any other port is dropped.
 //
+// # Limits
+//
+// One user (the USERID of the username) has at most
+// Config.MaxAllocationsPerUser allocations alive, one more being refused with
+// 486 (Allocation Quota Reached); the server at most Config.MaxAllocations,
+// one more being refused with 508 (Insufficient Capacity). At most
+// Config.MaxConnections TCP and TLS connections are open, one more being
+// closed as soon as it is accepted; one without an allocation for
+// Config.AllocateTimeout, or whose TLS handshake takes longer than
+// Config.TLSHandshakeTimeout, is closed. Stats counts what is open and what
+// was refused.
+//
 // Dependencies: like media it imports nothing of Switchboard but media.
 package turnserver
 
 import (
+	"cmp"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -48,6 +61,12 @@ const (
 	DefaultCredentialTTL = 24 * time.Hour
 	DefaultRelayPortMin  = 30000
 	DefaultRelayPortMax  = 40000
+
+	DefaultMaxConnections        = 10000
+	DefaultAllocateTimeout       = 20 * time.Second
+	DefaultTLSHandshakeTimeout   = 10 * time.Second
+	DefaultMaxAllocations        = 10000
+	DefaultMaxAllocationsPerUser = 30
 )
 
 // ErrInvalidConfig is returned by New when Config fails validation.
@@ -89,6 +108,23 @@ type Config struct {
 	// CredentialTTL is how long handed-out credentials are valid.
 	CredentialTTL time.Duration `mapstructure:"credential_ttl"`
 
+	// MaxConnections caps the TCP and TLS connections open at once (both
+	// ports together); one more is closed as soon as it is accepted.
+	MaxConnections int `mapstructure:"max_connections"`
+	// AllocateTimeout is how long a TCP or TLS connection may go without an
+	// allocation (after connecting, or after its allocation ended) before
+	// it is closed: a client that never authenticates holds nothing long.
+	AllocateTimeout time.Duration `mapstructure:"allocate_timeout"`
+	// TLSHandshakeTimeout bounds a TLS connection's handshake.
+	TLSHandshakeTimeout time.Duration `mapstructure:"tls_handshake_timeout"`
+	// MaxAllocations caps the allocations alive on the server; one more is
+	// refused with 508 (Insufficient Capacity).
+	MaxAllocations int `mapstructure:"max_allocations"`
+	// MaxAllocationsPerUser caps one user's allocations alive (the user is
+	// the USERID of the credentials' username); one more is refused with
+	// 486 (Allocation Quota Reached).
+	MaxAllocationsPerUser int `mapstructure:"max_allocations_per_user"`
+
 	// CertFile and KeyFile are the PEM certificate and key for TLS
 	// (server.tls_cert and server.tls_key).
 	CertFile string `mapstructure:"-"`
@@ -102,7 +138,9 @@ type Config struct {
 // DefaultConfig is the embedded config file's values for the turn section.
 func DefaultConfig() Config {
 	return Config{UDPPort: 3478, TCPPort: 3478, TLSPort: 5349, RelayPortMin: DefaultRelayPortMin, RelayPortMax: DefaultRelayPortMax,
-		Realm: DefaultRealm, CredentialTTL: DefaultCredentialTTL}
+		Realm: DefaultRealm, CredentialTTL: DefaultCredentialTTL,
+		MaxConnections: DefaultMaxConnections, AllocateTimeout: DefaultAllocateTimeout, TLSHandshakeTimeout: DefaultTLSHandshakeTimeout,
+		MaxAllocations: DefaultMaxAllocations, MaxAllocationsPerUser: DefaultMaxAllocationsPerUser}
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -145,6 +183,17 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Realm == "" {
 		c.Realm = DefaultRealm
 	}
+	for name, v := range map[string]int64{"MaxConnections": int64(c.MaxConnections), "AllocateTimeout": int64(c.AllocateTimeout),
+		"TLSHandshakeTimeout": int64(c.TLSHandshakeTimeout), "MaxAllocations": int64(c.MaxAllocations), "MaxAllocationsPerUser": int64(c.MaxAllocationsPerUser)} {
+		if v < 0 {
+			return bad("%s is negative", name)
+		}
+	}
+	c.MaxConnections = cmp.Or(c.MaxConnections, DefaultMaxConnections)
+	c.AllocateTimeout = cmp.Or(c.AllocateTimeout, DefaultAllocateTimeout)
+	c.TLSHandshakeTimeout = cmp.Or(c.TLSHandshakeTimeout, DefaultTLSHandshakeTimeout)
+	c.MaxAllocations = cmp.Or(c.MaxAllocations, DefaultMaxAllocations)
+	c.MaxAllocationsPerUser = cmp.Or(c.MaxAllocationsPerUser, DefaultMaxAllocationsPerUser)
 	if c.Host == "" {
 		c.Host = c.RelayIP
 	}
@@ -162,6 +211,8 @@ type Server struct {
 
 	udp       net.PacketConn
 	tcp, tls  *trackingListener // tls is nil unless Config.TLS
+	conns     *conns            // of tcp and tls
+	allocs    *allocations
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -174,7 +225,7 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, log: log}
+	s := &Server{cfg: cfg, log: log, conns: newConns(cfg, log), allocs: newAllocations(cfg)}
 	var listeners []net.Listener
 	defer func() {
 		if err != nil {
@@ -206,14 +257,14 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 		return nil, fmt.Errorf("turnserver: listen tcp: %w", err)
 	}
 	listeners = append(listeners, tcp)
-	s.tcp = newTrackingListener(tcp)
+	s.tcp = &trackingListener{Listener: tcp, conns: s.conns}
 	if tlsConf != nil {
 		l, err := net.Listen("tcp4", net.JoinHostPort(bind, strconv.Itoa(cfg.TLSPort)))
 		if err != nil {
 			return nil, fmt.Errorf("turnserver: listen tls: %w", err)
 		}
 		listeners = append(listeners, l)
-		s.tls = newTrackingListener(tls.NewListener(l, tlsConf))
+		s.tls = &trackingListener{Listener: l, conns: s.conns, tls: tlsConf, handshake: cfg.TLSHandshakeTimeout}
 	}
 
 	relay := func() turn.RelayAddressGenerator {
@@ -223,12 +274,18 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 				MinPort: uint16(cfg.RelayPortMin), MaxPort: uint16(cfg.RelayPortMax),
 			},
 			allowed: cfg.RelayTo,
+			allocs:  s.allocs,
 		}
 	}
 	permit := s.permit
 	sc := turn.ServerConfig{
-		Realm:         cfg.Realm,
-		AuthHandler:   s.authenticate,
+		Realm:        cfg.Realm,
+		AuthHandler:  s.authenticate,
+		QuotaHandler: s.allocs.admit,
+		EventHandler: turn.EventHandler{
+			OnAllocationCreated: func(src, dst net.Addr, _, _, _ string, _ net.Addr, _ int) { s.conns.allocation(src, dst, 1) },
+			OnAllocationDeleted: func(src, dst net.Addr, _, _, _ string) { s.conns.allocation(src, dst, -1) },
+		},
 		LoggerFactory: pionlog.Factory(log, slog.LevelError),
 		PacketConnConfigs: []turn.PacketConnConfig{
 			{PacketConn: s.udp, RelayAddressGenerator: relay(), PermissionHandler: permit},
@@ -298,10 +355,7 @@ func (s *Server) ICEServers(userID string) []media.ICEServer {
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		s.closeErr = s.turn.Close()
-		s.tcp.closeConns()
-		if s.tls != nil {
-			s.tls.closeConns()
-		}
+		s.conns.closeAll()
 	})
 	return s.closeErr
 }
@@ -330,64 +384,25 @@ func allowed(list []netip.AddrPort, ip netip.Addr, port uint16) bool {
 	return false
 }
 
-// trackingListener remembers the connections it accepted, so that Close can
-// end them (pion's server only closes the listener, and its per-connection
-// goroutine would otherwise run as long as the client keeps it open).
-type trackingListener struct {
-	net.Listener
-
-	mu     sync.Mutex // guards conns and closed
-	conns  map[net.Conn]struct{}
-	closed bool
-}
-
-func newTrackingListener(l net.Listener) *trackingListener {
-	return &trackingListener{Listener: l, conns: map[net.Conn]struct{}{}}
-}
-
-func (l *trackingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed {
-		_ = c.Close()
-		return nil, net.ErrClosed
-	}
-	l.conns[c] = struct{}{}
-	return &trackedConn{Conn: c, l: l}, nil
-}
-
-func (l *trackingListener) closeConns() {
-	l.mu.Lock()
-	l.closed = true
-	conns := l.conns
-	l.conns = map[net.Conn]struct{}{}
-	l.mu.Unlock()
-	for c := range conns {
-		_ = c.Close()
-	}
-}
-
-// trackedConn leaves its listener's set when closed. Wrapping hides a
-// *tls.Conn from pion, which then neither forces the handshake first nor
-// reads the client's certificate: the handshake happens on the first read,
-// and Switchboard authenticates by TURN credentials, not certificates.
-type trackedConn struct {
-	net.Conn
-	l    *trackingListener
-	once sync.Once
-}
-
-func (c *trackedConn) Close() error {
-	c.once.Do(func() {
-		c.l.mu.Lock()
-		delete(c.l.conns, c.Conn)
-		c.l.mu.Unlock()
-	})
-	return c.Conn.Close()
-}
-
 var errTCPRelay = errors.New("turnserver: TCP relays are not offered")
+
+// Stats are the server's counters, for metrics.
+type Stats struct {
+	Allocations int // alive
+	// AllocationsRefusedUser and AllocationsRefusedServer count the
+	// allocations refused by MaxAllocationsPerUser and by MaxAllocations.
+	AllocationsRefusedUser, AllocationsRefusedServer uint64
+	Connections                                      int // TCP and TLS connections open
+	// ConnectionsRefused counts the connections closed at once because
+	// MaxConnections were open; ConnectionsTimedOut those closed by
+	// AllocateTimeout or TLSHandshakeTimeout.
+	ConnectionsRefused, ConnectionsTimedOut uint64
+}
+
+// Stats returns the server's counters.
+func (s *Server) Stats() Stats {
+	var st Stats
+	st.Allocations, st.AllocationsRefusedUser, st.AllocationsRefusedServer = s.allocs.stats()
+	st.Connections, st.ConnectionsRefused, st.ConnectionsTimedOut = s.conns.stats()
+	return st
+}

@@ -43,7 +43,7 @@ func (c *clock) add(d time.Duration) { c.unix.Add(int64(d / time.Second)) }
 
 func start(t *testing.T, cfg turnserver.Config) *turnserver.Server {
 	t.Helper()
-	cfg.UDPPort, cfg.TCPPort, cfg.ListenIP, cfg.RelayIP = 0, 0, "127.0.0.1", "127.0.0.1"
+	cfg.UDPPort, cfg.TCPPort, cfg.TLSPort, cfg.ListenIP, cfg.RelayIP = 0, 0, 0, "127.0.0.1", "127.0.0.1"
 	if cfg.Secret == "" {
 		cfg.Secret = secret
 	}

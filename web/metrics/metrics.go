@@ -18,6 +18,7 @@ import (
 
 	"github.com/switchboard-rtc/switchboard/calls"
 	"github.com/switchboard-rtc/switchboard/media"
+	"github.com/switchboard-rtc/switchboard/media/turnserver"
 	"github.com/switchboard-rtc/switchboard/rooms"
 	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/web"
@@ -127,6 +128,36 @@ func (m *Metrics) WebhookDelivery(result string, latency time.Duration) {
 	if result != webhook.ResultDropped {
 		m.webhookTime.Observe(latency.Seconds())
 	}
+}
+
+// WatchTURN adds the embedded TURN server's allocations and TCP/TLS
+// connections, and what it refused, read from its Stats.
+func (m *Metrics) WatchTURN(t *turnserver.Server) {
+	if m == nil || t == nil {
+		return
+	}
+	gauge := func(name, help string, f func(turnserver.Stats) int) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "switchboard", Name: name, Help: help},
+			func() float64 { return float64(f(t.Stats())) })
+	}
+	counter := func(name, help string, labels prometheus.Labels, f func(turnserver.Stats) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "switchboard", Name: name, Help: help, ConstLabels: labels},
+			func() float64 { return float64(f(t.Stats())) })
+	}
+	const refusedHelp = "TURN allocations refused, by reason: user_quota (turn.max_allocations_per_user, 486), server_cap (turn.max_allocations, 508)."
+	m.reg.MustRegister(
+		gauge("turn_allocations", "TURN allocations alive.", func(s turnserver.Stats) int { return s.Allocations }),
+		counter("turn_allocations_refused_total", refusedHelp, prometheus.Labels{"reason": "user_quota"},
+			func(s turnserver.Stats) uint64 { return s.AllocationsRefusedUser }),
+		counter("turn_allocations_refused_total", refusedHelp, prometheus.Labels{"reason": "server_cap"},
+			func(s turnserver.Stats) uint64 { return s.AllocationsRefusedServer }),
+		gauge("turn_connections", "TURN TCP and TLS connections open.", func(s turnserver.Stats) int { return s.Connections }),
+		counter("turn_connections_refused_total", "TURN TCP and TLS connections closed at once because turn.max_connections were open.", nil,
+			func(s turnserver.Stats) uint64 { return s.ConnectionsRefused }),
+		counter("turn_connections_timed_out_total",
+			"TURN TCP and TLS connections closed without an allocation after turn.allocate_timeout, or by turn.tls_handshake_timeout.", nil,
+			func(s turnserver.Stats) uint64 { return s.ConnectionsTimedOut }),
+	)
 }
 
 // InvitationNote implements signaling.Observer: invitation outcomes.

@@ -204,6 +204,7 @@ func New(ctx context.Context, p Params) (_ *Stack, err error) {
 		if s.Webhooks != nil {
 			s.Metrics.WatchWebhooks(s.Webhooks)
 		}
+		s.Metrics.WatchTURN(s.TURN)
 	}
 
 	// Each layer publishes the complete table of the ops it owns (calls

@@ -189,6 +189,25 @@ func validateTURN(c Config, bad func(key, format string, args ...any)) {
 	if tc.CredentialTTL < time.Minute {
 		bad("turn.credential_ttl", "must be at least 1m, got %s", tc.CredentialTTL)
 	}
+	for _, p := range []struct {
+		key string
+		n   int
+	}{{"turn.max_connections", tc.MaxConnections}, {"turn.max_allocations", tc.MaxAllocations}, {"turn.max_allocations_per_user", tc.MaxAllocationsPerUser}} {
+		if p.n < 1 {
+			bad(p.key, "must be a positive integer, got %d", p.n)
+		}
+	}
+	if tc.MaxAllocations >= 1 && tc.MaxAllocationsPerUser > tc.MaxAllocations {
+		bad("turn.max_allocations_per_user", "must not exceed turn.max_allocations (%d), got %d", tc.MaxAllocations, tc.MaxAllocationsPerUser)
+	}
+	for _, p := range []struct {
+		key string
+		d   time.Duration
+	}{{"turn.allocate_timeout", tc.AllocateTimeout}, {"turn.tls_handshake_timeout", tc.TLSHandshakeTimeout}} {
+		if p.d <= 0 {
+			bad(p.key, "must be a positive duration, got %s", p.d)
+		}
+	}
 	if !tc.Enabled {
 		return
 	}
