@@ -1,53 +1,17 @@
 package calls_test
 
 import (
-	"context"
-	"net"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/gorilla/websocket"
 
 	"github.com/switchboard-rtc/switchboard/calls"
 	"github.com/switchboard-rtc/switchboard/media"
 	"github.com/switchboard-rtc/switchboard/media/peer"
 	"github.com/switchboard-rtc/switchboard/rooms"
 	"github.com/switchboard-rtc/switchboard/rooms/roomclient"
-	"github.com/switchboard-rtc/switchboard/signaling/client"
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 	"github.com/switchboard-rtc/switchboard/web/webtest"
 )
-
-// cutDialer dials one user's WebSocket connections and keeps their TCP
-// connections, so that the test can cut the latest under the client.
-type cutDialer struct {
-	s    *webtest.Stack
-	user string
-
-	mu    sync.Mutex
-	conns []net.Conn
-}
-
-func (d *cutDialer) dial(ctx context.Context) (*client.Client, error) {
-	wd := *websocket.DefaultDialer
-	wd.NetDialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-		if err == nil {
-			d.mu.Lock()
-			d.conns = append(d.conns, c)
-			d.mu.Unlock()
-		}
-		return c, err
-	}
-	return client.Dial(ctx, d.s.URL, d.s.Token(d.user), client.WithPingInterval(0), client.WithDialer(&wd))
-}
-
-func (d *cutDialer) cut() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	_ = d.conns[len(d.conns)-1].Close()
-}
 
 func videoPackets(r *roomclient.Room, user string) uint64 {
 	return r.Received()[peer.TrackKey{StreamID: user, Kind: media.KindVideo}].Packets
@@ -61,8 +25,8 @@ func videoPackets(r *roomclient.Room, user string) uint64 {
 func TestCallSurvivesReconnect(t *testing.T) {
 	s := webtest.Start(t, webtest.Options{Rooms: rooms.Config{RejoinGrace: 10 * time.Second}})
 	c := ctx(t)
-	d := &cutDialer{s: s, user: "alice"}
-	alice, err := d.dial(c)
+	d := &webtest.CutDialer{Stack: s, User: "alice"}
+	alice, err := d.Dial(c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +37,7 @@ func TestCallSurvivesReconnect(t *testing.T) {
 	if err := alice.Do(c, calls.OpCall, calls.CallArgs{Invitee: "bob"}, &res); err != nil {
 		t.Fatal(err)
 	}
-	ra, err := roomclient.Enter(c, alice, res.RoomID, roomclient.Options{Peer: peerCfg(), Redial: d.dial})
+	ra, err := roomclient.Enter(c, alice, res.RoomID, roomclient.Options{Peer: peerCfg(), Redial: d.Dial})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +50,7 @@ func TestCallSurvivesReconnect(t *testing.T) {
 	begin := wait[calls.BeginEvent](t, bob, calls.EvCallBegin, nil)
 	eventually(t, "media both ways", func() bool { return videoPackets(ra, "bob") > 10 && videoPackets(rb, "alice") > 10 })
 
-	d.cut()
+	d.Cut()
 	eventually(t, "alice's room client to resume on a new connection", func() bool {
 		resumed, entered := ra.Rejoins()
 		if entered > 0 {

@@ -1,53 +1,16 @@
 package rooms_test
 
 import (
-	"context"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/gorilla/websocket"
 
 	"github.com/switchboard-rtc/switchboard/media"
 	"github.com/switchboard-rtc/switchboard/media/peer"
 	"github.com/switchboard-rtc/switchboard/rooms"
 	"github.com/switchboard-rtc/switchboard/rooms/roomclient"
-	"github.com/switchboard-rtc/switchboard/signaling/client"
+	"github.com/switchboard-rtc/switchboard/web/webtest"
 )
-
-// cuttableDialer dials a user's WebSocket connections and keeps their TCP
-// connections, so that a test can cut the latest one under the client.
-type cuttableDialer struct {
-	s    *server
-	user string
-
-	mu    sync.Mutex
-	conns []net.Conn
-}
-
-func (d *cuttableDialer) dial(ctx context.Context) (*client.Client, error) {
-	wd := *websocket.DefaultDialer
-	wd.NetDialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-		if err == nil {
-			d.mu.Lock()
-			d.conns = append(d.conns, c)
-			d.mu.Unlock()
-		}
-		return c, err
-	}
-	return client.Dial(ctx, d.s.URL, d.s.Token(d.user), client.WithPingInterval(0), client.WithDialer(&wd))
-}
-
-// cut closes the latest TCP connection: the client's WebSocket ends at once
-// and the server sees its connection close.
-func (d *cuttableDialer) cut() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	_ = d.conns[len(d.conns)-1].Close()
-}
 
 // packets is how many packets of kind from user r has received.
 func packets(r *roomclient.Room, user, kind string) uint64 {
@@ -77,13 +40,13 @@ func TestReconnectResumesSilently(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rb.Close()
-	d := &cuttableDialer{s: s, user: "alice"}
-	a, err := d.dial(c)
+	d := &webtest.CutDialer{Stack: s.Stack, User: "alice"}
+	a, err := d.Dial(c)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	ra, err := roomclient.Enter(c, a, "rj", roomclient.Options{RoomToken: s.roomToken("alice", "rj"), Peer: peerCfg(), Redial: d.dial})
+	ra, err := roomclient.Enter(c, a, "rj", roomclient.Options{RoomToken: s.roomToken("alice", "rj"), Peer: peerCfg(), Redial: d.Dial})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +60,7 @@ func TestReconnectResumesSilently(t *testing.T) {
 	}
 	p := ra.Peer()
 
-	d.cut()
+	d.Cut()
 	eventually(t, 10*time.Second, "alice's room client to resume on a new connection", func() bool {
 		resumed, entered := ra.Rejoins()
 		if entered > 0 {
@@ -148,8 +111,8 @@ func TestRejoinGraceEnds(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rb.Close()
-	d := &cuttableDialer{s: s, user: "alice"}
-	a, err := d.dial(c)
+	d := &webtest.CutDialer{Stack: s.Stack, User: "alice"}
+	a, err := d.Dial(c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +125,7 @@ func TestRejoinGraceEnds(t *testing.T) {
 	eventually(t, 15*time.Second, "media", func() bool { return receives(rb, 10, "alice") })
 
 	start := time.Now()
-	d.cut()
+	d.Cut()
 	ev, err := b.WaitEvent(c, rooms.EvRemoteUserLeaveRoom, byUser("alice"))
 	if err != nil {
 		t.Fatal(err)
