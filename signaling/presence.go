@@ -75,7 +75,7 @@ func (e *Engine) statusChangedLocked(user string, self bool, skip protocol.Sessi
 		if frame == nil {
 			data, err := json.Marshal(protocol.UserStatusResult{StatusList: []protocol.UserStatus{e.statusLocked(to, user)}})
 			if err == nil {
-				frame, err = json.Marshal(protocol.EventFrame{Event: protocol.EvUserStatusChanged, Data: data})
+				frame, err = json.Marshal(protocol.EventFrame{Event: protocol.EvUserStatusChanged, Data: json.RawMessage(data)})
 			}
 			if err != nil {
 				e.log.Error("encode status event", "user", user, "err", err)
