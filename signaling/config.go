@@ -42,6 +42,11 @@ type Limits struct {
 	// MaxPushInfoBytes bounds an invitation's offlinePushInfo (the bytes of
 	// its fields).
 	MaxPushInfoBytes int `mapstructure:"max_push_info_bytes"`
+	// MaxStatusSubscriptions bounds the users one user may subscribe to
+	// (subscribeUserStatus) at once, over all their devices.
+	MaxStatusSubscriptions int `mapstructure:"max_status_subscriptions"`
+	// MaxCustomStatusBytes bounds the custom status text of setSelfStatus.
+	MaxCustomStatusBytes int `mapstructure:"max_custom_status_bytes"`
 }
 
 // DefaultConfig is the configuration the embedded config file gives (a test
@@ -65,6 +70,8 @@ func DefaultConfig() Config {
 			MaxOfflineBytesPerSender: 1 << 20,
 			MaxOfflineBytesTotal:     64 << 20,
 			MaxPushInfoBytes:         4 << 10,
+			MaxStatusSubscriptions:   1000,
+			MaxCustomStatusBytes:     100,
 		},
 	}
 }

@@ -86,6 +86,8 @@ type Engine struct {
 	outboxSeq   int64
 	purgeTimer  protocol.Timer
 	observers   []Observer
+	presence    presence   // see presence.go
+	statusWrite sync.Mutex // serializes setSelfStatus across its store write; taken before mu
 
 	notes *opsqueue.Queue // observer calls, in decision order
 }
@@ -114,6 +116,7 @@ func NewEngine(ctx context.Context, p Params) (*Engine, error) {
 		kept:        newKeptIndex(),
 		notes:       opsqueue.New(),
 		observers:   slices.Clone(p.Observers),
+		presence:    newPresence(),
 	}
 	e.notes.Start()
 	if e.clock == nil {
@@ -138,6 +141,9 @@ func NewEngine(ctx context.Context, p Params) (*Engine, error) {
 	}
 	for _, u := range snap.Users {
 		e.known[u] = struct{}{}
+	}
+	for u, text := range snap.CustomStatus {
+		e.presence.custom[u] = text
 	}
 	for _, rec := range snap.Outbox {
 		if rec.Seq > e.outboxSeq {
@@ -247,9 +253,12 @@ func (e *Engine) register(s Conn) (first bool, err error) {
 	if set == nil {
 		set = make(map[Conn]struct{})
 		e.sessions[user] = set
-		e.notifyPresenceLocked(user, true)
 	}
 	set[s] = struct{}{}
+	if len(set) == 1 {
+		e.notifyPresenceLocked(user, true)
+		e.statusChangedLocked(user, false, nil)
+	}
 	if _, known := e.known[user]; !known {
 		e.known[user] = struct{}{}
 		first = true
@@ -289,6 +298,8 @@ func (e *Engine) Detach(s Conn) {
 			delete(e.sessions, user)
 			if had {
 				e.notifyPresenceLocked(user, false)
+				e.dropSubscriptionsLocked(user)
+				e.statusChangedLocked(user, false, nil)
 			}
 		}
 	}

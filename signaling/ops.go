@@ -2,6 +2,7 @@ package signaling
 
 import (
 	"context"
+	"maps"
 
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
@@ -11,7 +12,7 @@ func none(err error) (any, error) { return nil, err }
 // Ops returns the engine's ops by name; the transport merges them with the
 // ops of rooms and calls.
 func (e *Engine) Ops() map[string]protocol.OpFunc {
-	return map[string]protocol.OpFunc{
+	ops := map[string]protocol.OpFunc{
 		protocol.OpInvite: protocol.Op(func(ctx context.Context, a protocol.Actor, args protocol.InviteArgs) (any, error) {
 			id, err := e.Invite(ctx, a, args)
 			if err != nil {
@@ -67,4 +68,6 @@ func (e *Engine) Ops() map[string]protocol.OpFunc {
 			return e.GetJoinedGroupList(ctx, a)
 		}),
 	}
+	maps.Copy(ops, e.presenceOps())
+	return ops
 }

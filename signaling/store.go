@@ -9,8 +9,8 @@ import (
 )
 
 // Store keeps the engine's durable state: stored invitations, groups, the
-// users who have connected at least once, and the per-user outbox of events
-// that a user missed while offline.
+// users who have connected at least once, their presence texts, and the
+// per-user outbox of events that a user missed while offline.
 //
 // The engine keeps the authoritative copy of invitations and groups in memory
 // and writes through to the store; it reads them once, at start (Load). Of the
@@ -61,6 +61,9 @@ type Snapshot struct {
 	Groups      []GroupRecord
 	Users       []string     // users who have connected at least once (PutUser), any order
 	Outbox      []OutboxInfo // ordered by Seq; the data stays in the store (LoadOutbox)
+	// CustomStatus is each user's presence text (SetCustomStatus); users
+	// without one are absent. Nil when there is none.
+	CustomStatus map[string]string
 }
 
 // InvitationRecord is a stored invitation. Only invitations sent with
@@ -193,6 +196,9 @@ type (
 	// PutUser records that a user has connected at least once; a user
 	// already recorded is a no-op.
 	PutUser struct{ UserID string }
+	// SetCustomStatus sets a user's presence text (setSelfStatus); an
+	// empty Text removes it.
+	SetCustomStatus struct{ UserID, Text string }
 	// PurgeOutbox removes every entry that expired at or before Before;
 	// entries with a zero ExpiresAt never expire.
 	PurgeOutbox struct{ Before time.Time }
@@ -211,3 +217,4 @@ func (DeleteOutbox) mutation()       {}
 func (DeleteOutboxEntry) mutation()  {}
 func (PutUser) mutation()            {}
 func (PurgeOutbox) mutation()        {}
+func (SetCustomStatus) mutation()    {}

@@ -42,7 +42,8 @@ type memData struct {
 	groups map[string]memGroup
 	outbox map[int64]OutboxEntry // by Seq
 	users  map[string]struct{}
-	next   uint64 // the next insertion number (ord)
+	status map[string]string // custom presence texts
+	next   uint64            // the next insertion number (ord)
 }
 
 // memInvitation is a stored invitation; ord is its insertion number, the
@@ -73,6 +74,7 @@ func NewMemoryStore() *MemoryStore {
 		groups: map[string]memGroup{},
 		outbox: map[int64]OutboxEntry{},
 		users:  map[string]struct{}{},
+		status: map[string]string{},
 	}}
 }
 
@@ -117,6 +119,7 @@ func (s *MemoryStore) Apply(ctx context.Context, muts ...Mutation) error {
 		groups: maps.Clone(d.groups),
 		outbox: maps.Clone(d.outbox),
 		users:  maps.Clone(d.users),
+		status: maps.Clone(d.status),
 		next:   d.next,
 	}
 	for _, m := range muts {
@@ -124,7 +127,7 @@ func (s *MemoryStore) Apply(ctx context.Context, muts ...Mutation) error {
 			return fmt.Errorf("signaling: memory store: %w", err)
 		}
 	}
-	d.inv, d.groups, d.outbox, d.users, d.next = a.inv, a.groups, a.outbox, a.users, a.next
+	d.inv, d.groups, d.outbox, d.users, d.status, d.next = a.inv, a.groups, a.outbox, a.users, a.status, a.next
 	return nil
 }
 
@@ -135,6 +138,7 @@ type memApply struct {
 	groups map[string]memGroup
 	outbox map[int64]OutboxEntry
 	users  map[string]struct{}
+	status map[string]string
 	next   uint64
 }
 
@@ -223,6 +227,12 @@ func (a *memApply) apply(m Mutation) error {
 		}
 	case PutUser:
 		a.users[m.UserID] = struct{}{}
+	case SetCustomStatus:
+		if m.Text == "" {
+			delete(a.status, m.UserID)
+		} else {
+			a.status[m.UserID] = m.Text
+		}
 	case PurgeOutbox:
 		// Entries without an expiry (zero ExpiresAt) never match, nor does
 		// a zero Before.
@@ -304,6 +314,9 @@ func (s *MemoryStore) Load(ctx context.Context) (*Snapshot, error) {
 	}
 
 	snap.Users = slices.Collect(maps.Keys(d.users))
+	if len(d.status) > 0 {
+		snap.CustomStatus = maps.Clone(d.status)
+	}
 	for _, seq := range slices.Sorted(maps.Keys(d.outbox)) {
 		e := d.outbox[seq]
 		snap.Outbox = append(snap.Outbox, OutboxInfo{UserID: e.UserID, Seq: e.Seq, Sender: e.Sender, Bytes: e.Bytes(), ExpiresAt: e.ExpiresAt})

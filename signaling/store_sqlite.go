@@ -86,6 +86,12 @@ var sqliteSteps = []string{
 	// none), and whether a push request was sent for each invitee.
 	`ALTER TABLE sig_invitations ADD COLUMN push_info TEXT NOT NULL DEFAULT '';
 	ALTER TABLE sig_invitees ADD COLUMN pushed INTEGER NOT NULL DEFAULT 0;`,
+	// Version 4: presence. Each user's custom status text (setSelfStatus);
+	// users without one have no row.
+	`CREATE TABLE sig_user_status (
+		user_id       TEXT PRIMARY KEY,
+		custom_status TEXT NOT NULL
+	) STRICT, WITHOUT ROWID;`,
 }
 
 // SQLiteStore is the Store kept in one SQLite file (modernc.org/sqlite, no

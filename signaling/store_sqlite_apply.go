@@ -38,6 +38,9 @@ const (
 	sqlDeleteOutboxEntry = `DELETE FROM sig_outbox WHERE user_id = ? AND seq = ?`
 	sqlPurgeOutbox       = `DELETE FROM sig_outbox WHERE expires_at <= ?`
 	sqlPutUser           = `INSERT INTO sig_users (user_id) VALUES (?) ON CONFLICT (user_id) DO NOTHING`
+	sqlSetCustomStatus   = `INSERT INTO sig_user_status (user_id, custom_status) VALUES (?, ?)
+		ON CONFLICT (user_id) DO UPDATE SET custom_status = excluded.custom_status`
+	sqlDeleteCustomStatus = `DELETE FROM sig_user_status WHERE user_id = ?`
 )
 
 func (s *SQLiteStore) applyAll(ctx context.Context, muts []Mutation) error {
@@ -153,6 +156,16 @@ func (s *SQLiteStore) apply(ctx context.Context, m Mutation) error {
 	case PutUser:
 		if err := s.exec(ctx, sqlPutUser, m.UserID); err != nil {
 			return sqliteErr(fmt.Sprintf("put user %q", m.UserID), err)
+		}
+	case SetCustomStatus:
+		var err error
+		if m.Text == "" {
+			err = s.exec(ctx, sqlDeleteCustomStatus, m.UserID)
+		} else {
+			err = s.exec(ctx, sqlSetCustomStatus, m.UserID, m.Text)
+		}
+		if err != nil {
+			return sqliteErr(fmt.Sprintf("set custom status of %q", m.UserID), err)
 		}
 	case PurgeOutbox:
 		// Entries without an expiry (zero ExpiresAt, NULL) never match.

@@ -32,6 +32,9 @@ func (s *SQLiteStore) Load(ctx context.Context) (*Snapshot, error) {
 	if err := loadUsers(ctx, tx, snap); err != nil {
 		return nil, sqliteErr("load users", err)
 	}
+	if err := loadCustomStatus(ctx, tx, snap); err != nil {
+		return nil, sqliteErr("load custom status", err)
+	}
 	if err := loadOutboxIndex(ctx, tx, snap); err != nil {
 		return nil, sqliteErr("load outbox", err)
 	}
@@ -159,6 +162,20 @@ func loadUsers(ctx context.Context, tx *sql.Tx, snap *Snapshot) error {
 			return err
 		}
 		snap.Users = append(snap.Users, u)
+		return nil
+	})
+}
+
+func loadCustomStatus(ctx context.Context, tx *sql.Tx, snap *Snapshot) error {
+	return sqliteRows(ctx, tx, `SELECT user_id, custom_status FROM sig_user_status`, func(rows *sql.Rows) error {
+		var u, text string
+		if err := rows.Scan(&u, &text); err != nil {
+			return err
+		}
+		if snap.CustomStatus == nil {
+			snap.CustomStatus = make(map[string]string)
+		}
+		snap.CustomStatus[u] = text
 		return nil
 	})
 }

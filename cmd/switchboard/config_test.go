@@ -69,6 +69,8 @@ var wantDefaults = Config{
 			MaxOfflineBytesPerSender: 1 << 20,
 			MaxOfflineBytesTotal:     64 << 20,
 			MaxPushInfoBytes:         4096,
+			MaxStatusSubscriptions:   1000,
+			MaxCustomStatusBytes:     100,
 		},
 		Web:                     web.Limits{MaxFrameBytes: 65536, RequestsPerSec: 50, RequestBurst: 100, SendQueue: 256, DedupWindow: 256, DedupBytes: 65536},
 		Rooms:                   rooms.Config{MaxRoomsPerUser: 4, MaxParticipants: 50},

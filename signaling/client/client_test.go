@@ -286,6 +286,7 @@ func TestErrorReplyIsSignalingError(t *testing.T) {
 func TestTypedOps(t *testing.T) {
 	members := []protocol.MemberInfo{{UserID: "u1", JoinTime: 1700000000000}}
 	groups := []protocol.GroupInfo{{GroupID: "g1", Name: "G", Owner: "u1", MemberCount: 2}}
+	statuses := []protocol.UserStatus{{UserID: "bob", StatusType: protocol.StatusOnline, CustomStatus: "away"}}
 	// Each op's args are decoded strictly, as the server does, and echoed
 	// back for the test to compare.
 	type seen struct {
@@ -311,6 +312,10 @@ func TestTypedOps(t *testing.T) {
 			return protocol.DecodeArgs[protocol.KickArgs](req.Args)
 		case protocol.OpGetJoinedGroupList:
 			return protocol.DecodeArgs[struct{}](req.Args)
+		case protocol.OpGetUserStatus, protocol.OpSubscribeUserStatus, protocol.OpUnsubscribeUserStatus:
+			return protocol.DecodeArgs[protocol.UserIDListArgs](req.Args)
+		case protocol.OpSetSelfStatus:
+			return protocol.DecodeArgs[protocol.SetSelfStatusArgs](req.Args)
 		}
 		return nil, protocol.ErrUnknownOp
 	}
@@ -331,6 +336,8 @@ func TestTypedOps(t *testing.T) {
 			result = protocol.MemberListResult{MemberList: members}
 		case protocol.OpGetJoinedGroupList:
 			result = protocol.GroupListResult{GroupList: groups}
+		case protocol.OpGetUserStatus, protocol.OpSubscribeUserStatus:
+			result = protocol.UserStatusResult{StatusList: statuses}
 		}
 		fc.reply(req.ID, result, nil)
 	})
@@ -364,6 +371,10 @@ func TestTypedOps(t *testing.T) {
 		{protocol.OpDismissGroup, func() (any, error) { return nil, c.DismissGroup(ctx, "g1") }, protocol.GroupIDArgs{GroupID: "g1"}, nil},
 		{protocol.OpGetGroupMemberList, func() (any, error) { return c.GetGroupMemberList(ctx, "g1") }, protocol.GroupIDArgs{GroupID: "g1"}, members},
 		{protocol.OpGetJoinedGroupList, func() (any, error) { return c.GetJoinedGroupList(ctx) }, struct{}{}, groups},
+		{protocol.OpGetUserStatus, func() (any, error) { return c.GetUserStatus(ctx, []string{"bob"}) }, protocol.UserIDListArgs{UserIDList: []string{"bob"}}, statuses},
+		{protocol.OpSubscribeUserStatus, func() (any, error) { return c.SubscribeUserStatus(ctx, []string{"bob"}) }, protocol.UserIDListArgs{UserIDList: []string{"bob"}}, statuses},
+		{protocol.OpUnsubscribeUserStatus, func() (any, error) { return nil, c.UnsubscribeUserStatus(ctx, nil) }, protocol.UserIDListArgs{UserIDList: []string{}}, nil},
+		{protocol.OpSetSelfStatus, func() (any, error) { return nil, c.SetSelfStatus(ctx, "away") }, protocol.SetSelfStatusArgs{CustomStatus: "away"}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.op, func(t *testing.T) {

@@ -17,6 +17,7 @@ import (
 //	10000-10999 groups
 //	11000-11999 rooms and media (later issues)
 //	12000-12999 calls (later issues)
+//	13000-13999 presence
 type Error struct {
 	Code    int    `json:"code"`
 	Reason  string `json:"reason"`
@@ -66,6 +67,7 @@ var (
 	ErrOfflineQuota       = &Error{9113, "offline_quota_exceeded", "too many bytes kept for offline users on your behalf"}
 	ErrOfflineStoreFull   = &Error{9114, "offline_store_full", "the server keeps no more events for offline users"}
 	ErrTooManyGroupsAdded = &Error{9115, "too_many_groups_added", "the user was added to too many groups by others"}
+	ErrTooManyStatusSubs  = &Error{9116, "too_many_status_subscriptions", "too many user status subscriptions"}
 
 	ErrStoreUnavailable = &Error{9500, "store_unavailable", "storage unavailable, try again"}
 	ErrShuttingDown     = &Error{9501, "shutting_down", "server is shutting down"}
@@ -77,6 +79,8 @@ var (
 	ErrGroupExists     = &Error{10021, "group_exists", "group ID already in use"}
 	ErrAlreadyMember   = &Error{10013, "already_member", "already a member of the group"}
 	ErrJoinForbidden   = &Error{10014, "join_forbidden", "this group can only be joined by invitation"}
+
+	ErrStatusNotVisible = &Error{13001, "status_not_visible", "you may not see this user's status: you share no group"}
 )
 
 // AllErrors lists every sentinel, for documentation tests.
@@ -85,9 +89,10 @@ var AllErrors = []*Error{
 	ErrInvalidInviteID, ErrNoPermission, ErrAlreadyExists,
 	ErrMalformedRequest, ErrUnknownOp, ErrRateLimited, ErrDuplicateID,
 	ErrDataTooLarge, ErrListTooLarge, ErrTimeoutTooLarge, ErrTooManyConnections, ErrTooManyGroups, ErrGroupFull,
-	ErrInviteePendingFull, ErrTooManyInvitations, ErrOfflineQuota, ErrOfflineStoreFull, ErrTooManyGroupsAdded,
+	ErrInviteePendingFull, ErrTooManyInvitations, ErrOfflineQuota, ErrOfflineStoreFull, ErrTooManyGroupsAdded, ErrTooManyStatusSubs,
 	ErrStoreUnavailable, ErrShuttingDown,
 	ErrGroupNotFound, ErrNotGroupMember, ErrNotGroupOwner, ErrOwnerCannotQuit, ErrGroupExists, ErrAlreadyMember, ErrJoinForbidden,
+	ErrStatusNotVisible,
 }
 
 // AsError converts any error into a wire error. Errors that are not *Error

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"testing"
@@ -48,6 +49,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"LoadOutbox", testLoadOutbox},
 		{"DeleteOutboxEntry", testDeleteOutboxEntry},
 		{"Users", testUsers},
+		{"CustomStatus", testCustomStatus},
 		{"Atomicity", testAtomicity},
 		{"CancelledContext", testCancelledContext},
 		{"Concurrency", testConcurrency},
@@ -562,6 +564,37 @@ func testUsers(t *testing.T, open func() signaling.Store) {
 		t.Fatalf("Apply = %v, want ErrGroupExists", err)
 	}
 	check(load(t, s), "ann", "bo")
+}
+
+func testCustomStatus(t *testing.T, open func() signaling.Store) {
+	s := open()
+	apply(t, s, signaling.SetCustomStatus{UserID: "ann", Text: "in a meeting"}, signaling.SetCustomStatus{UserID: "bo", Text: "away"})
+	apply(t, s, signaling.SetCustomStatus{UserID: "ann", Text: "back at 3 ✈"}) // replaces
+	apply(t, s, signaling.SetCustomStatus{UserID: "bo", Text: ""})             // removes
+	apply(t, s, signaling.SetCustomStatus{UserID: "cy", Text: ""})             // missing: a no-op
+	want := map[string]string{"ann": "back at 3 ✈"}
+	check := func(snap *signaling.Snapshot) {
+		t.Helper()
+		if !maps.Equal(snap.CustomStatus, want) {
+			t.Errorf("CustomStatus = %v, want %v", snap.CustomStatus, want)
+		}
+	}
+	check(load(t, s))
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	s = openStore(t, open)
+	check(load(t, s))
+	// A failed batch sets no text.
+	apply(t, s, signaling.PutGroup{Group: group("g")})
+	err := s.Apply(t.Context(), signaling.SetCustomStatus{UserID: "ann", Text: "lost"}, signaling.PutGroup{Group: group("g")})
+	if !errors.Is(err, protocol.ErrGroupExists) {
+		t.Fatalf("Apply = %v, want ErrGroupExists", err)
+	}
+	check(load(t, s))
+	// The snapshot shares no memory with the store.
+	load(t, s).CustomStatus["ann"] = "changed"
+	check(load(t, s))
 }
 
 func testAtomicity(t *testing.T, open func() signaling.Store) {

@@ -22,6 +22,7 @@ const state = {
   connection: 'signed-out',
   tab: null,
   lobby: [], // user IDs of the lobby's members, me excluded
+  presence: {}, // user ID → {statusType, customStatus}: live, from subscribeUserStatus
   errors: [], // uncaught errors and failed actions
   events: [], // the last server events: {name, t, ...data}
   notices: [],
@@ -147,6 +148,7 @@ function signOut() {
   sb?.close();
   app.me = state.me = null;
   state.lobby = [];
+  state.presence = {};
   state.connection = 'signed-out';
   sessionStorage.removeItem(STORAGE_KEY);
   notice(null);
@@ -166,6 +168,11 @@ function wire(sb) {
   sb.on('connectionState', (s) => onConnectionState(sb, s));
   sb.on('onMemberEnter', (d) => d.groupID === LOBBY && refreshLobby());
   sb.on('onMemberLeave', (d) => d.groupID === LOBBY && refreshLobby());
+  sb.on('onUserStatusChanged', (d) => {
+    if (sb !== app.sb) return;
+    for (const st of d.userStatusList ?? []) state.presence[st.userID] = st;
+    renderLobby();
+  });
   app.calls.attach(sb);
   app.groups.attach(sb);
   app.classroom.attach(sb);
@@ -250,6 +257,29 @@ async function refreshLobby() {
   if (seq !== lobbySeq || sb !== app.sb) return;
   state.lobby = members.map((m) => m.userID).filter((u) => u !== app.me);
   renderLobby();
+  // Live presence: the reply gives the statuses now, onUserStatusChanged
+  // every change after (lobby members share a group: they may see each other).
+  if (state.lobby.length === 0) return;
+  let statuses;
+  try {
+    statuses = await sb.subscribeUserStatus(state.lobby);
+  } catch (err) {
+    if (err.reason !== 'connection_lost' && err.reason !== 'closed') fail('presence', err);
+    return;
+  }
+  if (seq !== lobbySeq || sb !== app.sb) return;
+  for (const st of statuses) state.presence[st.userID] = st;
+  renderLobby();
+}
+
+/** The presence line of a contact: a coloured dot and online / offline, with the custom text. */
+function presenceLine(user) {
+  const st = state.presence[user];
+  const type = st?.statusType ?? 'unknown';
+  const label = { online: 'online', offline: 'offline' }[type] ?? '…';
+  return h('div', { class: 'sub presence', testid: 'contact-presence', data: { status: type } },
+    h('span', { class: 'presence-dot', testid: 'contact-presence-dot', 'aria-hidden': 'true' }),
+    st?.customStatus ? `${label} · ${st.customStatus}` : label);
 }
 
 function renderLobby() {
@@ -258,7 +288,7 @@ function renderLobby() {
     ...state.lobby.map((user) =>
       h('li', { testid: 'contact', data: { user } },
         avatar(user),
-        h('div', { class: 'grow' }, h('div', { class: 'title' }, user), h('div', { class: 'sub' }, 'lobby member')),
+        h('div', { class: 'grow' }, h('div', { class: 'title' }, user), presenceLine(user)),
         h('div', { class: 'actions' },
           h('button', { class: 'btn icon-btn', type: 'button', title: `Video call ${user}`, 'aria-label': `Video call ${user}`,
             testid: 'contact-video-call', data: { user }, html: icons.video, onclick: () => app.calls.startCall(user, 'video') }),

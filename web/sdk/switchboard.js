@@ -167,7 +167,8 @@ const ROOM_EVENTS = new Set([
  * Events (sb.on(name, handler)): the server's events by name
  * (onReceiveNewInvitation, onInviteeAccepted, onInviteeRejected,
  * onInvitationCancelled, onInvitationTimeout, onInvitationModified,
- * onMemberEnter, onMemberLeave, onMemberKicked, onGroupDismissed, room
+ * onMemberEnter, onMemberLeave, onMemberKicked, onGroupDismissed,
+ * onUserStatusChanged ({userStatusList: [{userID, statusType, customStatus}]}), room
  * events, the call events onCallBegin, onCallEnd, onCallMissed,
  * onCallMediaTypeChanged), 'connectionState' ({state, code, reason,
  * attempt, delay}), and '*' for every event (handler(data, name)).
@@ -183,6 +184,7 @@ export class Switchboard extends Emitter {
   #reconnectTimer = null;
   #closed = false;
   #rooms = new Map(); // roomID → Room
+  #statusSubs = new Set(); // users subscribed to (subscribeUserStatus), renewed after a reconnect
 
   /** @private use Switchboard.connect */
   constructor(opts) {
@@ -347,6 +349,46 @@ export class Switchboard extends Emitter {
   async getJoinedGroupList() {
     const r = await this.request('getJoinedGroupList');
     return r.groupList;
+  }
+
+  // Presence ops (PROTOCOL.md "Presence"), Tencent IM's names. A status is
+  // {userID, statusType: 'online' | 'offline' | 'unknown', customStatus}.
+  // Subscriptions end on the server when the connection closes; this SDK
+  // subscribes again after a reconnect and emits onUserStatusChanged with
+  // the statuses then, so the app misses no change.
+
+  /** getUserStatus(userIDList) → [{userID, statusType, customStatus}] */
+  async getUserStatus(userIDList) {
+    const r = await this.request('getUserStatus', { userIDList });
+    return r.userStatusList;
+  }
+
+  /** subscribeUserStatus(userIDList) → the listed users' statuses now; changes come as onUserStatusChanged */
+  async subscribeUserStatus(userIDList) {
+    const r = await this.request('subscribeUserStatus', { userIDList });
+    for (const u of userIDList) this.#statusSubs.add(u);
+    return r.userStatusList;
+  }
+
+  /** unsubscribeUserStatus(userIDList) (empty or absent: every subscription) */
+  async unsubscribeUserStatus(userIDList = []) {
+    await this.request('unsubscribeUserStatus', { userIDList });
+    if (userIDList.length === 0) this.#statusSubs.clear();
+    for (const u of userIDList) this.#statusSubs.delete(u);
+  }
+
+  /** setSelfStatus(customStatus): the custom status text others see ('' clears it) */
+  async setSelfStatus(customStatus) {
+    await this.request('setSelfStatus', { customStatus });
+  }
+
+  #resubscribeStatus() {
+    const userIDList = [...this.#statusSubs];
+    if (userIDList.length === 0) return;
+    this.request('subscribeUserStatus', { userIDList }).then(
+      (r) => this.emit('onUserStatusChanged', { userStatusList: r.userStatusList }),
+      () => {}, // the next reconnect tries again; getUserStatus still works
+    );
   }
 
   // Call ops (CALLS.md "Convenience ops"). A call is an invitation whose
@@ -528,6 +570,7 @@ export class Switchboard extends Emitter {
         // requests queued meanwhile go out.
         for (const room of this.#rooms.values()) room._resume();
         this.#flushQueue();
+        this.#resubscribeStatus();
         resolve();
       };
       ws.onmessage = (ev) => this.#onFrame(ev.data);
