@@ -388,7 +388,15 @@ func TestGroupCallJoinAndInviteUser(t *testing.T) {
 	enter(t, cl["ben"], res.RoomID)
 	wait[calls.BeginEvent](t, cl["ann"], calls.EvCallBegin, byCall(res.CallID))
 
-	// dan was not rung: he joins the running call.
+	// dan was not rung: he finds the running call in his group, and joins it.
+	var gc calls.GroupCallsResult
+	if err := cl["dan"].Do(ctx(t), calls.OpGetGroupCalls, protocol.GroupIDArgs{GroupID: gid}, &gc); err != nil {
+		t.Fatal(err)
+	}
+	if len(gc.Calls) != 1 || gc.Calls[0].CallID != res.CallID || gc.Calls[0].RoomID != res.RoomID || gc.Calls[0].Caller != "ann" ||
+		gc.Calls[0].MediaType != "video" || gc.Calls[0].StartTime != t0.UnixMilli() || strings.Join(gc.Calls[0].Participants, ",") != "ann,ben" {
+		t.Fatalf("getGroupCalls: %+v, want call %s of ann in room %s with ann and ben", gc.Calls, res.CallID, res.RoomID)
+	}
 	var j calls.JoinResult
 	if err := cl["dan"].Do(ctx(t), calls.OpJoinCall, calls.CallIDArgs{CallID: res.CallID}, &j); err != nil {
 		t.Fatal(err)
@@ -405,6 +413,12 @@ func TestGroupCallJoinAndInviteUser(t *testing.T) {
 	zed := s.dial("zed")
 	if err := zed.Do(ctx(t), calls.OpJoinCall, calls.CallIDArgs{CallID: res.CallID}, nil); !errors.Is(err, protocol.ErrNotGroupMember) {
 		t.Fatalf("outsider joinCall: %v", err)
+	}
+	if err := zed.Do(ctx(t), calls.OpGetGroupCalls, protocol.GroupIDArgs{GroupID: gid}, nil); !errors.Is(err, protocol.ErrNotGroupMember) {
+		t.Fatalf("outsider getGroupCalls: %v", err)
+	}
+	if err := zed.Do(ctx(t), calls.OpGetGroupCalls, protocol.GroupIDArgs{}, nil); !errors.Is(err, protocol.ErrInvalidParameter) {
+		t.Fatalf("getGroupCalls without a group: %v", err)
 	}
 	// Ring eve in; ben (already in) is not rung again.
 	var iu calls.InviteUserResult
@@ -442,6 +456,10 @@ func TestGroupCallJoinAndInviteUser(t *testing.T) {
 	end := wait[calls.EndEvent](t, cl["eve"], calls.EvCallEnd, byCall(res.CallID))
 	if end.Reason != "all_left" || end.Duration != 30 || end.EndedBy != "dan" {
 		t.Fatalf("end %+v", end)
+	}
+	// An ended call is no longer listed.
+	if err := cl["cat"].Do(ctx(t), calls.OpGetGroupCalls, protocol.GroupIDArgs{GroupID: gid}, &gc); err != nil || len(gc.Calls) != 0 {
+		t.Fatalf("getGroupCalls after the end: %+v, %v", gc.Calls, err)
 	}
 	h := history(t, cl["cat"], "all")
 	if len(h) != 1 || h[0].Result != calls.ResultRejected || h[0].CallResult != calls.ResultCompleted {
