@@ -471,6 +471,60 @@ func TestGroupCallJoinAndInviteUser(t *testing.T) {
 	}
 }
 
+// TestGroupCallRingAgainAfterHangup: a member who declined, joined with
+// joinCall and hung up is rung in again (inviteUser); their accept admits
+// them to the room again.
+func TestGroupCallRingAgainAfterHangup(t *testing.T) {
+	s := newServer(t, opts{})
+	users := []string{"ann", "ben", "cat"}
+	cl := map[string]*client.Client{}
+	for _, u := range users {
+		cl[u] = s.dial(u)
+	}
+	gid, err := cl["ann"].CreateGroup(ctx(t), protocol.CreateGroupArgs{Name: "team", MemberList: users[1:]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res calls.CallResult
+	if err := cl["ann"].Do(ctx(t), calls.OpGroupCall, calls.GroupCallArgs{GroupID: gid, InviteeList: []string{"ben", "cat"}, MediaType: "video"}, &res); err != nil {
+		t.Fatal(err)
+	}
+	enter(t, cl["ann"], res.RoomID)
+	wait[protocol.NewInvitationEvent](t, cl["cat"], protocol.EvReceiveNewInvitation, byInvite(res.CallID))
+	if err := cl["ben"].Accept(ctx(t), res.CallID, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl["cat"].Reject(ctx(t), res.CallID, ""); err != nil {
+		t.Fatal(err)
+	}
+	enter(t, cl["ben"], res.RoomID)
+	wait[calls.BeginEvent](t, cl["ann"], calls.EvCallBegin, byCall(res.CallID))
+	// cat joins after all, then hangs up.
+	if err := cl["cat"].Do(ctx(t), calls.OpJoinCall, calls.CallIDArgs{CallID: res.CallID}, nil); err != nil {
+		t.Fatal(err)
+	}
+	room := enter(t, cl["cat"], res.RoomID)
+	if err := cl["cat"].Do(ctx(t), calls.OpHangup, calls.CallIDArgs{CallID: res.CallID}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := room.Exit(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	// ann rings cat in again; cat accepts and may enter.
+	var iu calls.InviteUserResult
+	if err := cl["ann"].Do(ctx(t), calls.OpInviteUser, calls.InviteUserArgs{CallID: res.CallID, UserList: []string{"cat"}}, &iu); err != nil {
+		t.Fatal(err)
+	}
+	if len(iu.UserList) != 1 {
+		t.Fatalf("inviteUser rang %v, want [cat]", iu.UserList)
+	}
+	wait[protocol.NewInvitationEvent](t, cl["cat"], protocol.EvReceiveNewInvitation, byInvite(iu.InviteID))
+	if err := cl["cat"].Accept(ctx(t), iu.InviteID, ""); err != nil {
+		t.Fatal(err)
+	}
+	enter(t, cl["cat"], res.RoomID)
+}
+
 // TestClassroomRaiseHands is TRTC's education flow: two inviteInGroup
 // rounds, "raise hand" then "speak"; everyone sees each acceptance.
 func TestClassroomRaiseHands(t *testing.T) {
