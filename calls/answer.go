@@ -79,14 +79,19 @@ func (m *Manager) applyAnswer(c *call, inviteID, user string, state signaling.In
 		m.mu.Unlock()
 		return
 	}
+	if state == signaling.StateAccepted {
+		// An accept always admits, also a member rung in again after they
+		// had accepted (or joined) and hung up; the record keeps its first
+		// accept.
+		c.admitted[user] = true
+		delete(c.hungUp, user)
+		m.armSetupLocked(c)
+	}
 	if p.Answer == AnswerNone || p.Answer == AnswerNoAnswer || p.Answer == AnswerRejected {
 		p.AnsweredAt = now
 		switch state {
 		case signaling.StateAccepted:
 			p.Answer = AnswerAccepted
-			c.admitted[user] = true
-			delete(c.hungUp, user)
-			m.armSetupLocked(c)
 		case signaling.StateRejected:
 			p.Answer = AnswerRejected
 			if cd, ok, _ := ParseCallData(data); ok && cd.LineBusy {

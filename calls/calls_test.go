@@ -388,7 +388,15 @@ func TestGroupCallJoinAndInviteUser(t *testing.T) {
 	enter(t, cl["ben"], res.RoomID)
 	wait[calls.BeginEvent](t, cl["ann"], calls.EvCallBegin, byCall(res.CallID))
 
-	// dan was not rung: he joins the running call.
+	// dan was not rung: he finds the running call in his group, and joins it.
+	var gc calls.GroupCallsResult
+	if err := cl["dan"].Do(ctx(t), calls.OpGetGroupCalls, protocol.GroupIDArgs{GroupID: gid}, &gc); err != nil {
+		t.Fatal(err)
+	}
+	if len(gc.Calls) != 1 || gc.Calls[0].CallID != res.CallID || gc.Calls[0].RoomID != res.RoomID || gc.Calls[0].Caller != "ann" ||
+		gc.Calls[0].MediaType != "video" || gc.Calls[0].StartTime != t0.UnixMilli() || strings.Join(gc.Calls[0].Participants, ",") != "ann,ben" {
+		t.Fatalf("getGroupCalls: %+v, want call %s of ann in room %s with ann and ben", gc.Calls, res.CallID, res.RoomID)
+	}
 	var j calls.JoinResult
 	if err := cl["dan"].Do(ctx(t), calls.OpJoinCall, calls.CallIDArgs{CallID: res.CallID}, &j); err != nil {
 		t.Fatal(err)
@@ -405,6 +413,12 @@ func TestGroupCallJoinAndInviteUser(t *testing.T) {
 	zed := s.dial("zed")
 	if err := zed.Do(ctx(t), calls.OpJoinCall, calls.CallIDArgs{CallID: res.CallID}, nil); !errors.Is(err, protocol.ErrNotGroupMember) {
 		t.Fatalf("outsider joinCall: %v", err)
+	}
+	if err := zed.Do(ctx(t), calls.OpGetGroupCalls, protocol.GroupIDArgs{GroupID: gid}, nil); !errors.Is(err, protocol.ErrNotGroupMember) {
+		t.Fatalf("outsider getGroupCalls: %v", err)
+	}
+	if err := zed.Do(ctx(t), calls.OpGetGroupCalls, protocol.GroupIDArgs{}, nil); !errors.Is(err, protocol.ErrInvalidParameter) {
+		t.Fatalf("getGroupCalls without a group: %v", err)
 	}
 	// Ring eve in; ben (already in) is not rung again.
 	var iu calls.InviteUserResult
@@ -443,6 +457,10 @@ func TestGroupCallJoinAndInviteUser(t *testing.T) {
 	if end.Reason != "all_left" || end.Duration != 30 || end.EndedBy != "dan" {
 		t.Fatalf("end %+v", end)
 	}
+	// An ended call is no longer listed.
+	if err := cl["cat"].Do(ctx(t), calls.OpGetGroupCalls, protocol.GroupIDArgs{GroupID: gid}, &gc); err != nil || len(gc.Calls) != 0 {
+		t.Fatalf("getGroupCalls after the end: %+v, %v", gc.Calls, err)
+	}
 	h := history(t, cl["cat"], "all")
 	if len(h) != 1 || h[0].Result != calls.ResultRejected || h[0].CallResult != calls.ResultCompleted {
 		t.Fatalf("cat's history %+v", h)
@@ -451,6 +469,60 @@ func TestGroupCallJoinAndInviteUser(t *testing.T) {
 	if len(h) != 1 || h[0].Result != calls.ResultCompleted {
 		t.Fatalf("dan's history %+v", h)
 	}
+}
+
+// TestGroupCallRingAgainAfterHangup: a member who declined, joined with
+// joinCall and hung up is rung in again (inviteUser); their accept admits
+// them to the room again.
+func TestGroupCallRingAgainAfterHangup(t *testing.T) {
+	s := newServer(t, opts{})
+	users := []string{"ann", "ben", "cat"}
+	cl := map[string]*client.Client{}
+	for _, u := range users {
+		cl[u] = s.dial(u)
+	}
+	gid, err := cl["ann"].CreateGroup(ctx(t), protocol.CreateGroupArgs{Name: "team", MemberList: users[1:]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res calls.CallResult
+	if err := cl["ann"].Do(ctx(t), calls.OpGroupCall, calls.GroupCallArgs{GroupID: gid, InviteeList: []string{"ben", "cat"}, MediaType: "video"}, &res); err != nil {
+		t.Fatal(err)
+	}
+	enter(t, cl["ann"], res.RoomID)
+	wait[protocol.NewInvitationEvent](t, cl["cat"], protocol.EvReceiveNewInvitation, byInvite(res.CallID))
+	if err := cl["ben"].Accept(ctx(t), res.CallID, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl["cat"].Reject(ctx(t), res.CallID, ""); err != nil {
+		t.Fatal(err)
+	}
+	enter(t, cl["ben"], res.RoomID)
+	wait[calls.BeginEvent](t, cl["ann"], calls.EvCallBegin, byCall(res.CallID))
+	// cat joins after all, then hangs up.
+	if err := cl["cat"].Do(ctx(t), calls.OpJoinCall, calls.CallIDArgs{CallID: res.CallID}, nil); err != nil {
+		t.Fatal(err)
+	}
+	room := enter(t, cl["cat"], res.RoomID)
+	if err := cl["cat"].Do(ctx(t), calls.OpHangup, calls.CallIDArgs{CallID: res.CallID}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := room.Exit(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	// ann rings cat in again; cat accepts and may enter.
+	var iu calls.InviteUserResult
+	if err := cl["ann"].Do(ctx(t), calls.OpInviteUser, calls.InviteUserArgs{CallID: res.CallID, UserList: []string{"cat"}}, &iu); err != nil {
+		t.Fatal(err)
+	}
+	if len(iu.UserList) != 1 {
+		t.Fatalf("inviteUser rang %v, want [cat]", iu.UserList)
+	}
+	wait[protocol.NewInvitationEvent](t, cl["cat"], protocol.EvReceiveNewInvitation, byInvite(iu.InviteID))
+	if err := cl["cat"].Accept(ctx(t), iu.InviteID, ""); err != nil {
+		t.Fatal(err)
+	}
+	enter(t, cl["cat"], res.RoomID)
 }
 
 // TestClassroomRaiseHands is TRTC's education flow: two inviteInGroup

@@ -1,6 +1,7 @@
 package calls
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"slices"
@@ -107,6 +108,9 @@ func (m *Manager) ownOps() map[string]protocol.OpFunc {
 		}),
 		OpGetCallHistory: protocol.Op(func(ctx context.Context, a protocol.Actor, args HistoryArgs) (any, error) {
 			return m.history(ctx, a, args)
+		}),
+		OpGetGroupCalls: protocol.Op(func(_ context.Context, a protocol.Actor, args protocol.GroupIDArgs) (any, error) {
+			return m.groupCalls(a, args)
 		}),
 	}
 }
@@ -278,6 +282,37 @@ func (m *Manager) joinCall(ctx context.Context, a protocol.Actor, args CallIDArg
 	m.indexLocked(c, a.UserID)
 	m.saves.save(copyRecord(c.rec))
 	return res, nil
+}
+
+// groupCalls lists a group's running calls for one of its members, so that
+// a member who was not rung (or declined) can find one and joinCall it.
+func (m *Manager) groupCalls(a protocol.Actor, args protocol.GroupIDArgs) (GroupCallsResult, error) {
+	if args.GroupID == "" {
+		return GroupCallsResult{}, protocol.ErrInvalidParameter.WithMessage("groupID is required")
+	}
+	if !m.eng.IsGroupMember(args.GroupID, a.UserID) {
+		return GroupCallsResult{}, protocol.ErrNotGroupMember.WithMessage("you are not a member of group %q", args.GroupID)
+	}
+	m.mu.Lock()
+	out := GroupCallsResult{Calls: []GroupCallInfo{}}
+	for _, c := range m.calls {
+		if c.ended || c.rec.GroupID != args.GroupID {
+			continue
+		}
+		in := []string{}
+		for _, p := range c.rec.Participants {
+			if c.admitted[p.UserID] && !c.hungUp[p.UserID] {
+				in = append(in, p.UserID)
+			}
+		}
+		out.Calls = append(out.Calls, GroupCallInfo{CallID: c.rec.CallID, RoomID: c.rec.RoomID, Caller: c.rec.Caller, MediaType: c.rec.MediaType,
+			CreatedAt: ms(c.rec.CreatedAt), StartTime: ms(c.rec.BeganAt), Participants: in})
+	}
+	m.mu.Unlock()
+	slices.SortFunc(out.Calls, func(x, y GroupCallInfo) int {
+		return cmp.Or(cmp.Compare(x.CreatedAt, y.CreatedAt), cmp.Compare(x.CallID, y.CallID))
+	})
+	return out, nil
 }
 
 // switchMediaType switches a call between video and audio.

@@ -11,6 +11,7 @@ const (
 	OpJoinCall            = "joinCall"
 	OpSwitchCallMediaType = "switchCallMediaType"
 	OpGetCallHistory      = "getCallHistory"
+	OpGetGroupCalls       = "getGroupCalls"
 )
 
 // Events of the calls protocol.
@@ -90,6 +91,25 @@ type JoinResult struct {
 	RoomID    string `json:"roomID"`
 	MediaType string `json:"mediaType"`
 	StartTime int64  `json:"startTime"` // unix ms when the call began; 0: not yet (onCallBegin follows)
+}
+
+// GroupCallsResult is the result of getGroupCalls: the group's running
+// calls, oldest first.
+type GroupCallsResult struct {
+	Calls []GroupCallInfo `json:"calls"`
+}
+
+// GroupCallInfo is one running call of a group, as getGroupCalls shows it.
+type GroupCallInfo struct {
+	CallID    string `json:"callID"`
+	RoomID    string `json:"roomID"`
+	Caller    string `json:"caller"`
+	MediaType string `json:"mediaType"`
+	CreatedAt int64  `json:"createdAt"` // unix ms
+	StartTime int64  `json:"startTime"` // unix ms when the call began; 0: not yet
+	// Participants are the users in the call now (admitted and not hung
+	// up), in the order they came.
+	Participants []string `json:"participants"`
 }
 
 // SwitchArgs are the args of switchCallMediaType.

@@ -154,6 +154,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{eve, "joinGroup of an invite-only group", protocol.OpJoinGroup, protocol.GroupIDArgs{GroupID: gid}, protocol.ErrJoinForbidden},
 		{eve, "groupCall in someone's group", calls.OpGroupCall, calls.GroupCallArgs{GroupID: gid, InviteeList: []string{"bob"}}, protocol.ErrNotGroupMember},
 		{eve, "joinCall of someone's group call", calls.OpJoinCall, calls.CallIDArgs{CallID: gcall.CallID}, protocol.ErrNotGroupMember},
+		{eve, "getGroupCalls of someone's group", calls.OpGetGroupCalls, protocol.GroupIDArgs{GroupID: gid}, protocol.ErrNotGroupMember},
 		// a member who is not the owner
 		{bob, "member kicks", protocol.OpKickGroupMember, protocol.KickArgs{GroupID: gid, MemberList: []string{"carol"}}, protocol.ErrNotGroupOwner},
 		{bob, "member dismisses", protocol.OpDismissGroup, protocol.GroupIDArgs{GroupID: gid}, protocol.ErrNotGroupOwner},

@@ -83,6 +83,16 @@ func noPageErrors(ctx context.Context, t *testing.T, pages ...*browserPage) {
 	}
 }
 
+// localPreviewJS: the page shows its own camera's picture.
+const localPreviewJS = `(() => { const v = document.querySelector('[data-testid="local-video"]'); return !v.hidden && v.videoWidth > 0; })()`
+
+// calleeCameraJS: the page's camera was started for the call on its
+// screen (a stream, a preview shown, or the "camera" timing mark).
+const calleeCameraJS = `(() => {
+	const v = document.querySelector('[data-testid="local-video"]');
+	return !v.hidden || v.srcObject !== null || window.demoState.timings?.camera !== undefined;
+})()`
+
 // connectCall: caller video-calls callee from the contact list, the callee's
 // page rings, the callee accepts, and both pages decode the other's video.
 // It returns how long after the accept each page decoded its first frame.
@@ -98,11 +108,12 @@ func connectCall(ctx context.Context, t *testing.T, caller, callee *browserPage)
 	must(t, ok)
 	t.Logf("%s: ring tone %s", callee.name, tone)
 
-	// Like a person, bob looks at the ring screen a moment: both cameras
-	// are up (the previews play) before he accepts.
-	for _, p := range []*browserPage{caller, callee} {
-		_, ok := pageWait[bool](ctx, p, uiWait, `(() => { const v = document.querySelector('[data-testid="local-video"]'); return !v.hidden && v.videoWidth > 0; })()`, `window.demoState.timings`)
-		must(t, ok)
+	// Like a person, bob looks at the ring screen a moment: the caller's
+	// preview plays; the callee's camera stays off until the accept.
+	_, ok = pageWait[bool](ctx, caller, uiWait, localPreviewJS, `window.demoState.timings`)
+	must(t, ok)
+	if on, err := pageEval[bool](ctx, callee, calleeCameraJS); err != nil || on {
+		t.Fatalf("%s: the camera is on while it rings (%v)", callee.name, err)
 	}
 	accepted := time.Now()
 	must(t, callee.click(ctx, sel("incoming-accept"), uiWait))
@@ -233,11 +244,12 @@ func TestBrowserBusyLine(t *testing.T) {
 }
 
 // TestBrowserGroupCall: alice creates a group, adds bob and carol, and
-// starts a group video call. bob accepts, carol declines; alice rings carol
-// in again (inviteUser) and she accepts; every page decodes the two others'
-// videos. carol hangs up: the others see her tile go and a notice. carol
-// joins again from the Groups tab (joinCall). alice and bob hang up: fewer
-// than two remain and the call ends for carol.
+// starts a group video call. bob accepts, carol declines; carol's Groups
+// tab lists the running call (with names, no raw IDs) and a Join button:
+// she joins (joinCall) and every page decodes the two others' videos. carol
+// hangs up: the others see her tile go and a notice. alice rings carol in
+// again (inviteUser) and she accepts. alice and bob hang up: fewer than two
+// remain and the call ends for carol.
 func TestBrowserGroupCall(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), demoTestBudget)
 	defer cancel()
@@ -272,41 +284,38 @@ func TestBrowserGroupCall(t *testing.T) {
 		p.waitDecoding(ctx, map[*browserPage]string{alice: "bob", bob: "alice"}[p], 20*time.Second)
 	})
 
-	// alice rings carol in again.
-	must(t, alice.click(ctx, sel("call-invite"), uiWait))
-	must(t, alice.click(ctx, sel("invite-option", "user", "carol"), uiWait))
-	must(t, alice.click(ctx, sel("invite-submit"), uiWait))
-	must(t, carol.callState(ctx, "ringing", uiWait))
-	accepted := time.Now()
-	must(t, carol.click(ctx, sel("incoming-accept"), uiWait))
-
-	// Every page decodes both others' video.
-	inParallel(t, pages, func(_ int, p *browserPage) {
-		for _, other := range pages {
-			if other == p {
-				continue
-			}
-			if at, ok := p.waitDecoding(ctx, other.name, 20*time.Second); ok {
-				t.Logf("%s's page decodes %s's video %v after carol's accept", p.name, other.name, at.Sub(accepted).Round(time.Millisecond))
-			}
-		}
-	})
-	for _, p := range pages {
-		p.logTimings(ctx, accepted)
+	callID, err := pageEval[string](ctx, alice, `window.demoState.call.callID`)
+	if err != nil {
+		t.Fatal(err)
 	}
+	// carol declined; the Groups tab lists the running call (who is in it,
+	// by name) with a Join button, and no raw IDs anywhere.
+	must(t, carol.click(ctx, sel("tab-groups"), uiWait))
+	running := card + " " + sel("group-call", "call-id", callID)
+	_, ok = carol.waitText(ctx, running+" "+sel("group-call-who"), regexp.MustCompile(`^alice, bob$`), uiWait)
+	must(t, ok)
+	noRawIDs(ctx, t, carol)
+	carol.screenshot(ctx, shotPath(t, "group-running-call.png"))
+	joined := time.Now()
+	must(t, carol.click(ctx, running+" "+sel("group-call-join"), uiWait))
+	everyoneDecodes(ctx, t, pages, joined, "carol's join")
 	for _, p := range pages {
 		must(t, p.callState(ctx, "active", uiWait))
 		if n, _ := pageEval[int](ctx, p, `document.querySelectorAll('[data-testid="remote-tile"]').length`); n != 2 {
 			t.Errorf("%s: %d remote tiles, want 2", p.name, n)
 		}
+		must(t, p.waitSel(ctx, sel("call-screen")+fmt.Sprintf(`[data-call-id=%q]`, callID), uiWait))
+		noRawIDs(ctx, t, p)
+		// In the grid each tile shows the whole picture, or fills a tile of
+		// nearly its shape (at most a fifth cut off).
+		for _, other := range pages {
+			if other != p {
+				if f := measureFit(ctx, t, p, other.name); f.Shown < 0.79 {
+					t.Errorf("%s's page: %.1f%% of %s's picture shown (%+v)", p.name, 100*f.Shown, other.name, f)
+				}
+			}
+		}
 	}
-	// carol, rung by a later invitation, learned the call's ID.
-	callID, err := pageEval[string](ctx, alice, `window.demoState.call.callID`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, ok = carol.waitText(ctx, sel("call-id"), regexp.MustCompile(regexp.QuoteMeta(callID)), uiWait)
-	must(t, ok)
 
 	// carol leaves; the call goes on for alice and bob.
 	must(t, carol.click(ctx, sel("call-hangup"), uiWait))
@@ -320,19 +329,22 @@ func TestBrowserGroupCall(t *testing.T) {
 		must(t, p.callState(ctx, "active", time.Second))
 		must(t, p.waitSel(ctx, sel("remote-tile", "user", map[*browserPage]string{alice: "bob", bob: "alice"}[p]), time.Second))
 	}
-
-	// carol joins the running call again from the Groups tab.
 	must(t, carol.click(ctx, sel("call-close"), uiWait))
-	must(t, carol.click(ctx, sel("tab-groups"), uiWait))
-	must(t, carol.click(ctx, sel("recent-call-join"), uiWait))
-	inParallel(t, pages, func(_ int, p *browserPage) {
-		if p == carol {
-			p.waitDecoding(ctx, "alice", 20*time.Second)
-		} else {
-			p.waitDecoding(ctx, "carol", 20*time.Second)
-		}
-	})
+
+	// alice rings carol in again (inviteUser); carol accepts.
+	must(t, alice.click(ctx, sel("call-invite"), uiWait))
+	must(t, alice.click(ctx, sel("invite-option", "user", "carol"), uiWait))
+	must(t, alice.click(ctx, sel("invite-submit"), uiWait))
+	must(t, carol.callState(ctx, "ringing", uiWait))
+	accepted := time.Now()
+	must(t, carol.click(ctx, sel("incoming-accept"), uiWait))
+	everyoneDecodes(ctx, t, pages, accepted, "carol's accept")
+	for _, p := range pages {
+		p.logTimings(ctx, accepted)
+	}
 	must(t, carol.callState(ctx, "active", uiWait))
+	// carol, rung by a later invitation, learned the call's ID.
+	must(t, carol.waitSel(ctx, sel("call-screen")+fmt.Sprintf(`[data-call-id=%q]`, callID), uiWait))
 
 	// alice and bob leave: fewer than two remain, the call ends for carol.
 	must(t, alice.click(ctx, sel("call-hangup"), uiWait))
@@ -341,6 +353,45 @@ func TestBrowserGroupCall(t *testing.T) {
 	_, ok = carol.waitText(ctx, sel("call-status"), regexp.MustCompile(`^Call ended, \d\d:\d\d$`), uiWait)
 	must(t, ok)
 	noPageErrors(ctx, t, pages...)
+}
+
+// everyoneDecodes waits until every page decodes every other page's video.
+func everyoneDecodes(ctx context.Context, t *testing.T, pages []*browserPage, since time.Time, what string) {
+	t.Helper()
+	inParallel(t, pages, func(_ int, p *browserPage) {
+		for _, other := range pages {
+			if other == p {
+				continue
+			}
+			if at, ok := p.waitDecoding(ctx, other.name, 20*time.Second); ok {
+				t.Logf("%s's page decodes %s's video %v after %s", p.name, other.name, at.Sub(since).Round(time.Millisecond), what)
+			}
+		}
+	})
+}
+
+// noRawIDs fails the test when the page shows a raw group or invitation ID
+// (grp_…, inv_…) where people read names.
+func noRawIDs(ctx context.Context, t *testing.T, p *browserPage) {
+	t.Helper()
+	text, err := pageEval[string](ctx, p, `document.body.innerText`)
+	if err != nil {
+		t.Errorf("%s: page text: %v", p.name, err)
+		return
+	}
+	if m := regexp.MustCompile(`\b(grp|inv)_\w+`).FindString(text); m != "" {
+		t.Errorf("%s: the page shows the raw ID %q", p.name, m)
+	}
+}
+
+// shotPath is where a test's screenshot goes: $SWITCHBOARD_DEMO_SCREENSHOTS
+// when set (to look at them), else the test's temporary directory.
+func shotPath(t *testing.T, name string) string {
+	dir := os.Getenv("SWITCHBOARD_DEMO_SCREENSHOTS")
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	return filepath.Join(dir, name)
 }
 
 // TestBrowserClassroom: the teacher opens a class, two students join; the
@@ -512,11 +563,9 @@ func TestDemoScreenshots(t *testing.T) {
 
 	must(t, alice.click(ctx, sel("contact-video-call", "user", "bob"), uiWait))
 	must(t, bob.callState(ctx, "ringing", uiWait))
-	_, ok := pageWait[bool](ctx, bob, uiWait, `document.querySelector('[data-testid="local-video"]').videoWidth > 0`, `window.demoState.timings`)
-	must(t, ok) // the camera preview plays
-	shot(bob, "ringing")
+	shot(bob, "ringing") // no camera preview: the camera starts on accept
 	must(t, bob.click(ctx, sel("incoming-accept"), uiWait))
-	_, ok = alice.waitDecoding(ctx, "bob", 15*time.Second)
+	_, ok := alice.waitDecoding(ctx, "bob", 15*time.Second)
 	must(t, ok)
 	_, ok = alice.waitText(ctx, sel("call-timer"), regexp.MustCompile(`^00:0[3-9]$`), uiWait)
 	must(t, ok)

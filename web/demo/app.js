@@ -110,6 +110,7 @@ async function signIn(user, pastedToken) {
   const errEl = $('#signin-error');
   errEl.textContent = '';
   if (!USER_RE.test(user)) {
+    showSignIn();
     errEl.textContent = 'A user name is 1-64 letters, digits or . _ @ -';
     return;
   }
@@ -131,9 +132,10 @@ async function signIn(user, pastedToken) {
     await enterLobby();
     await Promise.all([app.groups.load(), app.classroom.signedIn()]);
   } catch (err) {
+    if (app.sb) signOut();
+    else showSignIn();
     if (err.noDevTokens) $('#signin-token-row').hidden = false;
     errEl.textContent = err.noDevTokens ? err.message : `Could not sign in: ${errorText(err)}`;
-    if (app.sb) signOut();
   } finally {
     submit.disabled = false;
     submit.textContent = 'Sign in';
@@ -153,6 +155,10 @@ function signOut() {
   sessionStorage.removeItem(STORAGE_KEY);
   notice(null);
   $('#connection-banner').hidden = true;
+  showSignIn();
+}
+
+function showSignIn() {
   $('#me').hidden = true;
   $('#screen-main').hidden = true;
   $('#screen-signin').hidden = false;
@@ -305,12 +311,13 @@ function renderLobby() {
 
 const TABS = ['lobby', 'groups', 'history', 'classroom'];
 
-function showMain() {
+/** The main screen for user (also while a remembered user's sign-in still connects). */
+function showMain(user = app.me) {
   $('#screen-signin').hidden = true;
   $('#screen-main').hidden = false;
   $('#me').hidden = false;
-  $('#me-name').textContent = app.me;
-  $('#me-avatar').replaceWith(Object.assign(avatar(app.me, 'small'), { id: 'me-avatar' }));
+  $('#me-name').textContent = user;
+  $('#me-avatar').replaceWith(Object.assign(avatar(user, 'small'), { id: 'me-avatar' }));
   route();
 }
 
@@ -321,7 +328,10 @@ function route() {
   for (const p of document.querySelectorAll('[data-panel]')) p.hidden = p.dataset.panel !== tab;
   if (!app.sb) return;
   if (tab === 'history') app.history.load();
-  if (tab === 'groups') app.groups.render();
+  if (tab === 'groups') {
+    app.groups.render();
+    app.groups.refreshCalls();
+  }
   if (tab === 'classroom') app.classroom.render();
 }
 
@@ -342,8 +352,12 @@ $('#lobby-refresh').addEventListener('click', refreshLobby);
 
 const remembered = params.get('user') ?? sessionStorage.getItem(STORAGE_KEY);
 if (remembered && USER_RE.test(remembered)) {
+  // A remembered user (a reload, ?user=): the main screen shows at once,
+  // connecting; the sign-in form shows only if signing in fails.
   $('#signin-name').value = remembered;
+  setConn('connecting');
+  showMain(remembered);
   signIn(remembered);
 } else {
-  $('#signin-name').focus();
+  showSignIn();
 }

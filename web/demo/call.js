@@ -11,8 +11,11 @@
 import { Switchboard } from '/sdk/switchboard.js';
 import { h, $, avatar, icons, fmtDuration, toast, errorText } from './ui.js';
 
-const RING_SECONDS = 30;
 const ENDED_SCREEN_MS = 15000; // the "call ended" screen closes by itself after this
+// A grid tile fills (object-fit: cover) only when its shape is within this
+// factor of the video's, so that at most about a fifth is cut; otherwise,
+// and always in a one-to-one call, the whole picture shows (contain).
+const COVER_MAX_RATIO = 1.25;
 const LINE_BUSY = JSON.stringify({ businessID: 'av_call', version: 4, line_busy: 'line_busy', data: { message: 'lineBusy' } });
 
 /**
@@ -68,7 +71,8 @@ class RingTone {
       burst();
       this.#onTap = () => ctx.resume().catch(() => {});
       document.addEventListener('pointerdown', this.#onTap, { once: true });
-      navigator.vibrate?.([400, 200, 400]);
+      // Chromium blocks (and logs) vibrate before the user's first gesture.
+      if (navigator.userActivation?.hasBeenActive ?? true) navigator.vibrate?.([400, 200, 400]);
     } catch (err) {
       console.warn('[demo] ring tone unavailable:', err);
       this.state = 'blocked';
@@ -85,10 +89,12 @@ class RingTone {
     if (ctx) ctx.close().catch(() => {});
     if (this.state !== 'unsupported') this.state = 'off';
     $('#ring-hint').hidden = true;
-    try {
-      navigator.vibrate?.(0);
-    } catch {
-      // not allowed without a gesture: nothing to stop then
+    if (navigator.userActivation?.hasBeenActive ?? true) {
+      try {
+        navigator.vibrate?.(0);
+      } catch {
+        // not allowed: nothing to stop then
+      }
     }
   }
 }
@@ -147,11 +153,11 @@ export class Calls {
     /** @type {Session|null} the call on the screen (also when it has ended) */
     this.cur = null;
     this.ring = new RingTone();
-    this.recent = []; // group calls that rang here: {callID, inviteID, roomID, groupID, inviter, mediaType, status, t}
     this.early = []; // invitation events that came before the reply naming their invitation
     this.timer = null;
     this.closeTimer = null;
     window.demo.room = () => this.cur?.room ?? null;
+    this.tileSizes = new ResizeObserver(() => this.#fitTiles());
     $('#invite-cancel').addEventListener('click', () => ($('#invite-panel').hidden = true));
     $('#invite-submit').addEventListener('click', () => this.#submitInvite());
   }
@@ -212,8 +218,8 @@ export class Calls {
       // Already in a call. The server rejects calls to busy lines itself;
       // this is a ring that came while we were still ringing or dialling.
       if (inv.groupID) {
-        this.#addRecent({ ...inv, roomID: cd.roomID, mediaType: cd.mediaType, status: 'missed' });
-        toast(`${inv.inviter} started a call in ${this.#groupName(inv.groupID)}; you can join it from Groups`);
+        this.app.groups.refreshCalls();
+        toast(`${inv.inviter} started a call in ${this.app.groups.name(inv.groupID) ?? 'a group'}; you can join it from Groups`);
       } else {
         this.sb.reject(inv.inviteID, LINE_BUSY).catch(() => {});
         toast(`Missed call from ${inv.inviter}: you were in another call`);
@@ -228,14 +234,12 @@ export class Calls {
     // have rung us with a later invitation (inviteUser).
     c.callIDKnown = !c.isGroup;
     c.inviteIDs.add(inv.inviteID);
-    if (c.isGroup) this.#addRecent({ ...inv, roomID: cd.roomID, mediaType: cd.mediaType, status: 'ringing' });
     this.#show(c);
     this.ring.start();
     this.app.state.timings = { ringing: Date.now() };
-    // The camera starts while it rings (a preview, like phones show), so
-    // that accepting connects at once.
-    c.streamPromise = this.#getStream(c);
-    c.streamPromise.then(() => c === this.cur && this.#render());
+    this.#render(); // the ring tone's state
+    // The camera stays off while it rings: it starts on accept.
+    if (c.isGroup && !this.app.groups.name(c.groupID)) this.app.groups.load().then(() => c === this.cur && this.#render());
   }
 
   #onCallEndNotice(inv, cd) {
@@ -294,7 +298,7 @@ export class Calls {
     }
     const list = d.inviteeList ?? [];
     if (c.state === 'ringing' && list.includes(this.app.me)) {
-      this.#markRecent(c.inviteID, 'missed');
+      this.app.groups.refreshCalls();
       this.#end(c, { text: c.isGroup ? `Missed group call from ${c.inviter}` : `Missed call from ${c.inviter}`, result: 'missed', canJoin: c.isGroup });
       return;
     }
@@ -306,7 +310,7 @@ export class Calls {
   #onCancelled(d) {
     const c = this.cur;
     if (!c || c.state !== 'ringing' || !c.inviteIDs.has(d.inviteID)) return;
-    this.#markRecent(d.inviteID, 'missed');
+    if (c.isGroup) this.app.groups.refreshCalls();
     this.#end(c, { text: c.isGroup ? `Missed group call from ${c.inviter}` : `Missed call from ${c.inviter}`, result: 'missed' });
   }
 
@@ -374,7 +378,7 @@ export class Calls {
   async startCall(user, mediaType) {
     if (!this.#free()) return;
     const c = new Session({ direction: 'outgoing', peers: [user], mediaType, state: 'calling' });
-    await this.#dial(c, () => this.sb.call({ invitee: user, mediaType, timeout: RING_SECONDS }));
+    await this.#dial(c, () => this.sb.call({ invitee: user, mediaType, timeout: this.#ringSeconds() }));
   }
 
   /** Calls the members of a group (except me). */
@@ -386,7 +390,13 @@ export class Calls {
       return;
     }
     const c = new Session({ direction: 'outgoing', peers: invitees, groupID, mediaType, state: 'calling' });
-    await this.#dial(c, () => this.sb.groupCall({ groupID, inviteeList: invitees, mediaType, timeout: RING_SECONDS }));
+    await this.#dial(c, () => this.sb.groupCall({ groupID, inviteeList: invitees, mediaType, timeout: this.#ringSeconds() }));
+  }
+
+  /** How long a call rings: ?ring=N seconds when chosen, else undefined (the server's default). */
+  #ringSeconds() {
+    const n = Number(this.app.params.get('ring'));
+    return Number.isInteger(n) && n > 0 ? n : undefined;
   }
 
   async #dial(c, place) {
@@ -432,6 +442,9 @@ export class Calls {
     this.ring.stop();
     mark(this.app, 'accepted');
     this.#setState(c, 'connecting');
+    // The camera starts now (not while it rang), in parallel with the accept.
+    c.streamPromise = this.#getStream(c);
+    c.streamPromise.then(() => c === this.cur && this.#render());
     try {
       await this.sb.accept(c.inviteID);
     } catch (err) {
@@ -439,7 +452,6 @@ export class Calls {
       this.#end(c, { text, result: 'failed' });
       return;
     }
-    this.#markRecent(c.inviteID, 'answered');
     await this.#enterRoom(c);
     if (c.isGroup) this.#resolveCall(c);
   }
@@ -449,7 +461,7 @@ export class Calls {
     const c = this.cur;
     if (!c || c.state !== 'ringing') return;
     this.ring.stop();
-    this.#markRecent(c.inviteID, 'declined');
+    if (c.isGroup) this.app.groups.refreshCalls();
     this.sb.reject(c.inviteID).catch((err) => err.code !== 8010 && this.app.fail('reject', err));
     this.#end(c, { text: 'Call declined', result: 'rejected', quiet: true });
     this.#close();
@@ -501,9 +513,7 @@ export class Calls {
   reset() {
     if (this.cur && this.cur.state !== 'ended') this.#end(this.cur, { text: 'Signed out', result: 'failed', quiet: true });
     this.#close();
-    this.recent = [];
     this.early = [];
-    this.#renderRecent();
   }
 
   #free() {
@@ -682,7 +692,7 @@ export class Calls {
     $('#invite-panel').hidden = true;
     if (!c || users.length === 0) return;
     try {
-      const r = await this.sb.inviteUser(c.callID, users, { timeout: RING_SECONDS });
+      const r = await this.sb.inviteUser(c.callID, users, { timeout: this.#ringSeconds() });
       if (r.inviteID) c.inviteIDs.add(r.inviteID);
       this.#callNotice(r.userList.length ? `Ringing ${r.userList.join(', ')}…` : 'They are already in the call or ringing');
     } catch (err) {
@@ -740,38 +750,9 @@ export class Calls {
     if (why) toast(why);
   }
 
-  // ---- recent group calls: the "join" hints ----
-
-  #addRecent(inv) {
-    this.recent = [
-      { callID: inv.inviteID, inviteID: inv.inviteID, roomID: inv.roomID, groupID: inv.groupID, inviter: inv.inviter, mediaType: inv.mediaType, status: inv.status, t: Date.now() },
-      ...this.recent.filter((r) => r.inviteID !== inv.inviteID),
-    ].slice(0, 5);
-    this.#renderRecent();
-  }
-
-  #markRecent(inviteID, status) {
-    const r = this.recent.find((x) => x.inviteID === inviteID);
-    if (r) r.status = status;
-    this.#renderRecent();
-  }
-
-  #renderRecent() {
-    $('#recent-calls').replaceChildren(
-      ...this.recent.map((r) =>
-        h('li', { testid: 'recent-call', data: { callId: r.callID, status: r.status } },
-          h('div', { class: 'grow' },
-            h('div', { class: 'title' }, `${r.inviter} · ${this.#groupName(r.groupID)}`),
-            h('div', { class: 'sub' }, `${r.mediaType} call, ${r.status}`)),
-          h('button', { class: 'btn small primary', type: 'button', testid: 'recent-call-join', data: { callId: r.callID },
-            onclick: () => this.joinCall(r.callID, { roomID: r.roomID, groupID: r.groupID }) }, 'Join'),
-        ),
-      ),
-    );
-  }
-
+  /** A group's name for people (never its raw ID). */
   #groupName(groupID) {
-    return this.app.groups.name(groupID) ?? groupID;
+    return this.app.groups.name(groupID) ?? 'Group call';
   }
 
   // ---- the screen ----
@@ -840,9 +821,7 @@ export class Calls {
     screen.dataset.group = c.isGroup ? 'true' : 'false';
     $('#call-title').textContent = this.#title(c);
     $('#call-status').textContent = this.#statusText(c);
-    const idEl = $('#call-id');
-    idEl.hidden = !c.isGroup || !c.callIDKnown || c.state === 'ended';
-    idEl.textContent = `call ID ${c.callID}`;
+    screen.dataset.callId = c.callIDKnown ? c.callID : ''; // for tests and the curious; people see names
     const timer = $('#call-timer');
     timer.hidden = c.state !== 'active' || !c.startTime;
     if (!timer.hidden) this.#tick();
@@ -854,6 +833,7 @@ export class Calls {
     }
     const grid = $('#call-grid');
     grid.dataset.count = String(c.tiles.size);
+    this.#fitTiles();
     $('#call-hero').hidden = c.tiles.size > 0 && c.state !== 'ended';
     const local = $('#local-video');
     const showLocal = c.state !== 'ended' && c.stream && c.stream.getVideoTracks().length > 0 && !c.camOff && !c.audioOnly;
@@ -931,6 +911,7 @@ export class Calls {
       h('div', { class: 'placeholder' }, avatar(userID, 'huge')),
       h('figcaption', {}, h('span', {}, userID), h('span', { class: 'muted-mic', html: icons.micOff })),
       unmute);
+    video.addEventListener('resize', () => t.fit());
     unmute.addEventListener('click', () => {
       video.muted = false;
       video.play().catch(() => {});
@@ -939,6 +920,17 @@ export class Calls {
     t = {
       fig,
       video,
+      // contain or cover: see COVER_MAX_RATIO.
+      fit: () => {
+        const r = fig.getBoundingClientRect();
+        const { videoWidth: vw, videoHeight: vh } = video;
+        let fit = 'contain';
+        if (c.tiles.size > 1 && vw && vh && r.width && r.height) {
+          const k = vw / vh / (r.width / r.height);
+          if (k < COVER_MAX_RATIO && k > 1 / COVER_MAX_RATIO) fit = 'cover';
+        }
+        if (fig.dataset.fit !== fit) fig.dataset.fit = fit;
+      },
       // The placeholder shows while there is no video track, or the
       // participant's video is unavailable (camera off, audio only).
       update: () => {
@@ -968,6 +960,7 @@ export class Calls {
       },
     };
     c.tiles.set(userID, t);
+    this.tileSizes.observe(fig);
     if (c === this.cur) {
       $('#call-grid').append(fig);
       this.#render();
@@ -975,10 +968,15 @@ export class Calls {
     return t;
   }
 
+  #fitTiles() {
+    for (const t of this.cur?.tiles.values() ?? []) t.fit();
+  }
+
   #removeTile(c, userID) {
     const t = c.tiles.get(userID);
     if (!t) return;
     t.video.srcObject = null;
+    this.tileSizes.unobserve(t.fig);
     t.fig.remove();
     c.tiles.delete(userID);
   }

@@ -432,6 +432,15 @@ export class Switchboard extends Emitter {
     return this.request('joinCall', { callID });
   }
 
+  /**
+   * getGroupCalls(groupID) → [{callID, roomID, caller, mediaType, createdAt,
+   * startTime, participants}]: the group's running calls (members only), to
+   * offer a joinCall to a member who was not rung.
+   */
+  async getGroupCalls(groupID) {
+    return (await this.request('getGroupCalls', { groupID })).calls ?? [];
+  }
+
   /** switchCallMediaType(callID, 'audio'|'video'): the others get onCallMediaTypeChanged. */
   async switchCallMediaType(callID, mediaType) {
     await this.request('switchCallMediaType', { callID, mediaType });
