@@ -427,20 +427,25 @@ func TestMuteEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rb.Close()
-	if _, err := b.WaitEvent(c, rooms.EvUserVideoAvailable, byUser("alice")); err != nil {
-		t.Fatal(err)
-	}
+	// Alice's audio and video are available (bob hears of it by an event,
+	// or in his enterRoom reply if her tracks came first): only then can a
+	// mute make them unavailable.
+	eventually(t, 15*time.Second, "alice's audio and video available", func() bool {
+		for _, p := range s.Rooms.Members("m") {
+			if p.UserID == "alice" {
+				return p.Audio && p.Video
+			}
+		}
+		return false
+	})
 	if err := a.Do(c, rooms.OpMuteLocalVideo, rooms.MuteArgs{RoomID: "m", Mute: true}, nil); err != nil {
 		t.Fatal(err)
 	}
-	ev, err := b.WaitEvent(c, rooms.EvUserVideoAvailable, byUser("alice"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var av rooms.AvailableEvent
-	_ = ev.Decode(&av)
-	if av.Available {
-		t.Fatal("video still available after mute")
+	if _, err := b.WaitEvent(c, rooms.EvUserVideoAvailable, func(ev client.Event) bool {
+		var v rooms.AvailableEvent
+		return ev.Decode(&v) == nil && v.UserID == "alice" && !v.Available
+	}); err != nil {
+		t.Fatalf("video still available after mute: %v", err)
 	}
 	if err := a.Do(c, rooms.OpMuteLocalAudio, rooms.MuteArgs{RoomID: "m", Mute: true}, nil); err != nil {
 		t.Fatal(err)
