@@ -3,6 +3,7 @@ package rooms
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/switchboard-rtc/switchboard/media"
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
@@ -83,7 +84,7 @@ func (m *Manager) Enter(ctx context.Context, a protocol.Actor, args EnterArgs) (
 		oldPart.Close()
 	}
 
-	part, err := m.sfu.Join(args.RoomID, a.UserID, media.JoinOptions{
+	part, err := m.join(ctx, mem, media.JoinOptions{
 		CanPublish:  role == RoleAnchor,
 		Send:        func(s media.Signal) { m.sendSignal(mem, s) },
 		OnConnected: func() { m.onConnected(mem) },
@@ -121,6 +122,30 @@ type TURNCredentials interface {
 // iceServers are enterRoom's iceServers for userID: the configured
 // media.ice_servers, then the embedded TURN server with userID's own
 // credentials.
+// joinWait bounds how long join waits for the SFU to let go of the same
+// user's previous participant in the room.
+const joinWait = 5 * time.Second
+
+// join joins mem's media participant. The SFU admits one participant per
+// user and room; when this user's previous member has just left (exitRoom,
+// a closed connection, the end of a rejoin grace), its participant is closed
+// outside mu and may still be in the SFU for an instant: a duplicate is
+// therefore that one going away, and join tries again until it has gone.
+func (m *Manager) join(ctx context.Context, mem *member, opts media.JoinOptions) (*media.Participant, error) {
+	deadline := time.Now().Add(joinWait)
+	for wait := 5 * time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
+		part, err := m.sfu.Join(mem.roomID, mem.user, opts)
+		if !errors.Is(err, media.ErrDuplicateParticipant) || time.Now().After(deadline) {
+			return part, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(wait):
+		}
+	}
+}
+
 func (m *Manager) iceServers(userID string) []media.ICEServer {
 	s := m.sfu.ICEServers()
 	if m.turn != nil {
