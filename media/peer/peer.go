@@ -560,16 +560,23 @@ func (p *Peer) Restore() {
 	}
 }
 
+// checkOpen returns an error once the peer is closed.
+func (p *Peer) checkOpen() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return errors.New("peer: closed")
+	}
+	return nil
+}
+
 // HandleSignal applies a Signal from the SFU: a subscriber offer (answered
 // through send), a publisher answer, or a candidate of either connection.
 func (p *Peer) HandleSignal(s media.Signal) error {
 	p.negMu.Lock()
 	defer p.negMu.Unlock()
-	p.mu.Lock()
-	closed := p.closed
-	p.mu.Unlock()
-	if closed {
-		return errors.New("peer: closed")
+	if err := p.checkOpen(); err != nil {
+		return err
 	}
 	pc := p.sub
 	if s.Target == media.TargetPublisher {
@@ -714,11 +721,8 @@ func (p *Peer) ICERestarts() uint64 { return p.iceRestarts.Load() }
 func (p *Peer) RestartICE(t media.Target) error {
 	p.negMu.Lock()
 	defer p.negMu.Unlock()
-	p.mu.Lock()
-	closed := p.closed
-	p.mu.Unlock()
-	if closed {
-		return errors.New("peer: closed")
+	if err := p.checkOpen(); err != nil {
+		return err
 	}
 	if t == media.TargetSubscriber {
 		p.iceRestarts.Add(1)
