@@ -182,15 +182,27 @@ func TestICERestartOnRequest(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, 10*time.Second, "new ICE credentials on both connections, connected", func() bool {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
 		now := localUfrags(t, p)
-		return now[0] != before[0] && now[1] != before[1] && p.Connected()
-	})
+		if now[0] != before[0] && now[1] != before[1] && p.Connected() {
+			break
+		}
+		if time.Now().After(deadline) {
+			pub, sub := p.States()
+			t.Fatalf("no new ICE credentials on both connections, connected: ufrags %v -> %v, states publisher %v subscriber %v, restarts %d, errors %v",
+				before, now, pub, sub, p.ICERestarts(), append(ra.Errors(), rb.Errors()...))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	flowsAgain(t, ra, "bob", 30, "bob's media at alice after the restart")
 	flowsAgain(t, rb, "alice", 30, "alice's media at bob after the restart")
-	if ra.Peer() != p || p.ICERestarts() != 2 {
-		t.Fatalf("peer changed or %d restarts, want the same peer and 2", p.ICERestarts())
+	// Two restarts asked; a restart whose checks did not succeed within
+	// ICERestartAfter is retried by the peer (its own safety net).
+	if ra.Peer() != p || p.ICERestarts() < 2 {
+		t.Fatalf("peer changed or %d restarts, want the same peer and at least 2", p.ICERestarts())
 	}
+	t.Logf("ICE restarts: %d", p.ICERestarts())
 	if err := b.ExpectNoEvent(c, 0, rooms.EvRemoteUserLeaveRoom); err != nil {
 		t.Error(err)
 	}

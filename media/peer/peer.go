@@ -728,6 +728,7 @@ func (p *Peer) RestartICE(t media.Target) error {
 		p.iceRestarts.Add(1)
 		p.log.Info("ICE restart asked for the subscriber connection")
 		p.send(media.Signal{Target: media.TargetSubscriber, Type: media.SignalRestartICE})
+		p.retryUnlessConnected(p.sub, t)
 		return nil
 	}
 	if p.pub == nil {
@@ -744,7 +745,18 @@ func (p *Peer) RestartICE(t media.Target) error {
 	p.iceRestarts.Add(1)
 	p.log.Info("ICE restart of the publisher connection")
 	p.sendDescription(media.Signal{Target: media.TargetPublisher, Type: media.SignalOffer, SDP: offer.SDP})
+	p.retryUnlessConnected(p.pub, t)
 	return nil
+}
+
+// retryUnlessConnected restarts ICE on pc again if it is not connected
+// ICERestartAfter after a restart, and so on until it is: a restart whose
+// checks never succeed (seen now and then under load: the connection stays
+// "connecting") is not left hanging until ICE's failed timeout.
+func (p *Peer) retryUnlessConnected(pc *webrtc.PeerConnection, t media.Target) {
+	if !p.cfg.NoICERestart {
+		p.scheduleRestart(pc, t, p.cfg.ICERestartAfter)
+	}
 }
 
 // Resync sends again the publisher offer still waiting for its answer, if
