@@ -68,7 +68,7 @@ type Room struct {
 	// mu guards the fields below. Never held across network I/O or a
 	// wait; pumps read c and peer through it.
 	mu       sync.Mutex
-	role     rooms.Role // the role the server gave it last
+	role     rooms.Role              // the role the server gave it last
 	switches []rooms.SwitchRoleEvent // the last maxSwitches onSwitchRole
 	c        *client.Client
 	dialed   bool // c was dialed by the Room (Redial): Close closes it
