@@ -191,6 +191,9 @@ func NewManager(ctx context.Context, p Params) (*Manager, error) {
 		m.rooms.AddObserver(m)
 	}
 	m.eng.AddObserver(m)
+	if g, ok := m.rooms.(SeatGranter); ok { // live rooms' mic requests and invitations (seats.go)
+		m.eng.AddObserver(seatInvitations{rooms: g, log: m.log})
+	}
 	m.mu.Lock()
 	m.heartbeatLocked()
 	m.mu.Unlock()

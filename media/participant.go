@@ -80,7 +80,10 @@ type Participant struct {
 	opts   JoinOptions
 	log    *slog.Logger
 
-	pub *webrtc.PeerConnection // nil when !opts.CanPublish
+	// pub is the publisher connection: nil while the participant may not
+	// publish (SetCanPublish). Written under mu; read under mu, or by
+	// closeConnections once closing is set.
+	pub *webrtc.PeerConnection
 	sub *webrtc.PeerConnection
 
 	subConnected atomic.Bool // subscriber connection is connected now
@@ -140,13 +143,8 @@ func newParticipant(s *SFU, roomID, id string, opts JoinOptions) (*Participant, 
 		heldLocal:     make(map[Target][]Signal),
 		done:          make(chan struct{}),
 	}
-	pcConfig := webrtc.Configuration{
-		Certificates:  []webrtc.Certificate{s.cert},
-		BundlePolicy:  webrtc.BundlePolicyMaxBundle,
-		RTCPMuxPolicy: webrtc.RTCPMuxPolicyRequire,
-	}
 	var err error
-	p.sub, err = s.api.NewPeerConnection(pcConfig)
+	p.sub, err = s.api.NewPeerConnection(p.pcConfig())
 	if err != nil {
 		return nil, fmt.Errorf("media: subscriber connection: %w", err)
 	}
@@ -160,15 +158,99 @@ func newParticipant(s *SFU, roomID, id string, opts JoinOptions) (*Participant, 
 	p.watch(p.sub, TargetSubscriber)
 
 	if opts.CanPublish {
-		p.pub, err = s.api.NewPeerConnection(pcConfig)
+		p.pub, err = p.newPublisher()
 		if err != nil {
 			p.abandon()
-			return nil, fmt.Errorf("media: publisher connection: %w", err)
+			return nil, err
 		}
-		p.watch(p.pub, TargetPublisher)
-		p.pub.OnTrack(p.onRemoteTrack)
 	}
 	return p, nil
+}
+
+func (p *Participant) pcConfig() webrtc.Configuration {
+	return webrtc.Configuration{
+		Certificates:  []webrtc.Certificate{p.sfu.cert},
+		BundlePolicy:  webrtc.BundlePolicyMaxBundle,
+		RTCPMuxPolicy: webrtc.RTCPMuxPolicyRequire,
+	}
+}
+
+// newPublisher creates a publisher connection with its handlers.
+func (p *Participant) newPublisher() (*webrtc.PeerConnection, error) {
+	pc, err := p.sfu.api.NewPeerConnection(p.pcConfig())
+	if err != nil {
+		return nil, fmt.Errorf("media: publisher connection: %w", err)
+	}
+	p.watch(pc, TargetPublisher)
+	pc.OnTrack(func(remote *webrtc.TrackRemote, receiver *webrtc.RTPReceiver) {
+		p.onRemoteTrack(pc, remote, receiver)
+	})
+	return pc, nil
+}
+
+// SetCanPublish gives the participant a publisher connection (true), on
+// which its client may then offer, or takes it away (false): the
+// connection closes, so every track it published ends at every subscriber
+// (which the SFU renegotiates) and OnTrack reports each end. Rooms call it
+// when a member's role switches. It does nothing when the participant is
+// already so; ErrClosed after it left.
+func (p *Participant) SetCanPublish(on bool) error {
+	var pc *webrtc.PeerConnection
+	if on {
+		p.mu.Lock()
+		has, closing := p.pub != nil, p.closing
+		p.mu.Unlock()
+		if closing {
+			return ErrClosed
+		}
+		if has {
+			return nil
+		}
+		var err error
+		if pc, err = p.newPublisher(); err != nil {
+			return err
+		}
+		p.outMu.Lock() // a new connection: its candidates wait for its first answer
+		p.descSent[TargetPublisher] = false
+		delete(p.heldLocal, TargetPublisher)
+		p.outMu.Unlock()
+	}
+	p.mu.Lock()
+	if p.closing {
+		p.mu.Unlock()
+		if pc != nil {
+			_ = pc.Close()
+		}
+		return ErrClosed
+	}
+	old := p.pub
+	if on && old != nil { // a concurrent SetCanPublish(true) won
+		p.mu.Unlock()
+		_ = pc.Close()
+		return nil
+	}
+	p.pub = pc
+	p.conn[1] = connWatch{}
+	delete(p.pendingRemote, TargetPublisher)
+	p.mu.Unlock()
+	if !on && old != nil {
+		p.log.Info("publisher connection taken away")
+		// Closing ends the read loops: the forwarders end its tracks.
+		if err := old.GracefulClose(); err != nil {
+			p.log.Debug("close publisher connection", "err", err)
+		}
+	}
+	if on {
+		p.log.Info("publisher connection given")
+	}
+	return nil
+}
+
+// CanPublish reports whether the participant has a publisher connection.
+func (p *Participant) CanPublish() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pub != nil
 }
 
 // watch installs the candidate and state handlers of one connection.
@@ -216,7 +298,7 @@ func (p *Participant) HandleSignal(s Signal) error {
 	if err := s.Validate(); err != nil {
 		return err
 	}
-	if s.Target == TargetPublisher && p.pub == nil {
+	if s.Target == TargetPublisher && !p.CanPublish() {
 		return ErrCannotPublish
 	}
 	switch s.Type {
@@ -252,6 +334,9 @@ func (p *Participant) handlePublisherOffer(raw string) error {
 	defer p.mu.Unlock()
 	if p.closing {
 		return ErrClosed
+	}
+	if p.pub == nil { // taken away since HandleSignal checked
+		return ErrCannotPublish
 	}
 	offer := webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: raw}
 	if err := p.pub.SetRemoteDescription(offer); err != nil {
@@ -355,6 +440,9 @@ func (p *Participant) addRemoteCandidate(t Target, c webrtc.ICECandidateInit) er
 		return ErrClosed
 	}
 	pc := p.connection(t)
+	if pc == nil {
+		return ErrCannotPublish
+	}
 	if pc.RemoteDescription() == nil {
 		if len(p.pendingRemote[t]) >= maxPendingCandidates {
 			return fmt.Errorf("%w: more than %d %s candidates before a description",
@@ -373,8 +461,12 @@ func (p *Participant) addRemoteCandidate(t Target, c webrtc.ICECandidateInit) er
 func (p *Participant) flushPendingRemoteLocked(t Target) {
 	pending := p.pendingRemote[t]
 	delete(p.pendingRemote, t)
+	pc := p.connection(t)
+	if pc == nil {
+		return
+	}
 	for _, c := range pending {
-		if err := p.connection(t).AddICECandidate(c); err != nil {
+		if err := pc.AddICECandidate(c); err != nil {
 			p.log.Debug("buffered candidate rejected", "target", t, "err", err)
 		}
 	}
@@ -496,10 +588,10 @@ func (p *Participant) removeDownTrack(d *downTrack) {
 
 // onRemoteTrack runs in the goroutine Pion starts for each track the client
 // publishes; it forwards the track until it ends.
-func (p *Participant) onRemoteTrack(remote *webrtc.TrackRemote, receiver *webrtc.RTPReceiver) {
+func (p *Participant) onRemoteTrack(pc *webrtc.PeerConnection, remote *webrtc.TrackRemote, receiver *webrtc.RTPReceiver) {
 	kind := remote.Kind().String()
 	p.mu.Lock()
-	if p.closing {
+	if p.closing || p.pub != pc {
 		p.mu.Unlock()
 		return
 	}
@@ -510,7 +602,7 @@ func (p *Participant) onRemoteTrack(remote *webrtc.TrackRemote, receiver *webrtc
 	}
 	p.liveTracks++
 	p.trackSeq++
-	t := newPublishedTrack(p, remote, receiver, p.trackSeq)
+	t := newPublishedTrack(p, pc, remote, receiver, p.trackSeq)
 	p.wg.Add(3) // forwarder (this goroutine), RTCP reader, keyframe requester
 	p.mu.Unlock()
 	defer p.wg.Done()
@@ -568,6 +660,10 @@ func (p *Participant) checkConnections() {
 		}
 	}
 
+	pubState := "none"
+	if p.pub != nil {
+		pubState = p.pub.ConnectionState().String()
+	}
 	var deadline time.Time
 	lost := false
 	for i, pc := range []*webrtc.PeerConnection{p.sub, p.pub} {
@@ -613,16 +709,9 @@ func (p *Participant) checkConnections() {
 		}
 	}
 	if lost {
-		p.log.Info("connection lost", "subscriber", subState.String(), "publisher", p.pubState())
+		p.log.Info("connection lost", "subscriber", subState.String(), "publisher", pubState)
 		p.shutdown(ConnectionLost)
 	}
-}
-
-func (p *Participant) pubState() string {
-	if p.pub == nil {
-		return "none"
-	}
-	return p.pub.ConnectionState().String()
 }
 
 // shutdown removes the participant once; later calls wait for the first.
@@ -671,8 +760,11 @@ func (p *Participant) abandon() {
 
 // closeConnections closes both connections and waits for Pion's goroutines.
 func (p *Participant) closeConnections() {
-	if p.pub != nil {
-		if err := p.pub.GracefulClose(); err != nil {
+	p.mu.Lock() // closing is set: pub changes no more
+	pub := p.pub
+	p.mu.Unlock()
+	if pub != nil {
+		if err := pub.GracefulClose(); err != nil {
 			p.log.Debug("close publisher connection", "err", err)
 		}
 	}

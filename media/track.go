@@ -19,6 +19,7 @@ import (
 // subscriber.
 type publishedTrack struct {
 	owner    *Participant
+	pc       *webrtc.PeerConnection // the publisher connection it came on
 	remote   *webrtc.TrackRemote
 	receiver *webrtc.RTPReceiver
 	kind     webrtc.RTPCodecType
@@ -40,9 +41,10 @@ type publishedTrack struct {
 	pliThrottle    time.Duration
 }
 
-func newPublishedTrack(owner *Participant, remote *webrtc.TrackRemote, receiver *webrtc.RTPReceiver, seq int) *publishedTrack {
+func newPublishedTrack(owner *Participant, pc *webrtc.PeerConnection, remote *webrtc.TrackRemote, receiver *webrtc.RTPReceiver, seq int) *publishedTrack {
 	t := &publishedTrack{
 		owner:          owner,
+		pc:             pc,
 		remote:         remote,
 		receiver:       receiver,
 		kind:           remote.Kind(),
@@ -192,7 +194,7 @@ func (t *publishedTrack) requestKeyframes() {
 		}
 		last = time.Now()
 		pli := &rtcp.PictureLossIndication{MediaSSRC: uint32(t.remote.SSRC())}
-		if err := t.owner.pub.WriteRTCP([]rtcp.Packet{pli}); err != nil {
+		if err := t.pc.WriteRTCP([]rtcp.Packet{pli}); err != nil {
 			if errors.Is(err, io.ErrClosedPipe) {
 				return
 			}

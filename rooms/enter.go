@@ -27,8 +27,12 @@ func (m *Manager) Enter(ctx context.Context, a protocol.Actor, args EnterArgs) (
 	default:
 		return EnterResult{}, protocol.ErrInvalidParameter.WithMessage("role must be %q or %q", RoleAnchor, RoleAudience)
 	}
+	seats, mode, err := m.seatArgs(args)
+	if err != nil {
+		return EnterResult{}, err
+	}
 	if args.ResumeToken != "" {
-		if res, ok := m.resume(a, args, role); ok {
+		if res, ok := m.resume(a, args); ok {
 			return res, nil
 		}
 	}
@@ -64,21 +68,39 @@ func (m *Manager) Enter(ctx context.Context, a protocol.Actor, args EnterArgs) (
 			return EnterResult{}, ErrRoomFull.WithMessage("room %q has %d participants; the limit is %d", r.id, len(r.members), lim)
 		}
 	}
+	if r != nil && role == RoleAnchor {
+		// A seat for the new anchor, the one the replaced entry holds
+		// counting as free for it (checked before anything changes).
+		check := r.seatCheckLocked(mem.user, noSeat, false)
+		if old != nil && r.seatOf(old.user) != noSeat {
+			check = nil
+		}
+		if check != nil {
+			m.mu.Unlock()
+			return EnterResult{}, check
+		}
+	}
 	var oldPart *media.Participant
 	if old != nil {
 		// The same user entering again (another device, or a reload):
 		// the earlier entry is replaced.
-		oldPart = m.removeLocked(old, LeaveLeft, ExitKicked)
+		oldPart = m.removeMemberLocked(old, LeaveLeft, ExitKicked, true)
 	}
 	if r = m.rooms[args.RoomID]; r == nil {
-		r = &room{id: args.RoomID, members: map[string]*member{}}
-		m.rooms[r.id] = r
+		r = m.newRoomLocked(args.RoomID, mem.user, seats, mode, mem.claim != nil)
 	}
 	r.members[mem.user] = mem
 	index(m.bySession, a.Session, r.id, mem)
 	index(m.byUser, mem.user, r.id, mem)
+	seat := noSeat
+	if role == RoleAnchor {
+		seat = m.sitLocked(r, mem.user, noSeat)
+	} else {
+		m.audienceChangedLocked(r)
+	}
 	m.armConnectLocked(mem)
-	res := EnterResult{Participants: m.othersLocked(r, mem), ICEServers: ice, ResumeToken: mem.resumeToken}
+	res := EnterResult{Participants: m.othersLocked(r, mem), ICEServers: ice, ResumeToken: mem.resumeToken,
+		Role: role, SeatIndex: seat, Room: r.info()}
 	m.mu.Unlock()
 	if oldPart != nil {
 		oldPart.Close()
@@ -103,10 +125,14 @@ func (m *Manager) Enter(ctx context.Context, a protocol.Actor, args EnterArgs) (
 	if !gone {
 		mem.part = part
 	}
+	switched := mem.role != role
 	m.mu.Unlock()
 	if gone { // exitRoom or the session's end raced the join
 		part.Close()
 		return EnterResult{}, ErrNotInRoom.WithMessage("left room %q while entering", args.RoomID)
+	}
+	if switched { // a role switch (kickSeat, GrantSeat) raced the join
+		m.syncPublish(mem)
 	}
 	return res, nil
 }
@@ -178,12 +204,16 @@ func (m *Manager) Signal(_ context.Context, a protocol.Actor, args SignalArgs) e
 	m.mu.Lock()
 	mem := m.bySession[a.Session][args.RoomID]
 	var part *media.Participant
+	audience := false
 	if mem != nil {
-		part = mem.part
+		part, audience = mem.part, mem.role != RoleAnchor
 	}
 	m.mu.Unlock()
 	if part == nil {
 		return ErrNotInRoom.WithMessage("not in room %q", args.RoomID)
+	}
+	if audience && args.Target == media.TargetPublisher {
+		return ErrCannotPublish
 	}
 	err := part.HandleSignal(args.Signal)
 	switch {

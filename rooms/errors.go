@@ -22,8 +22,13 @@ var (
 	ErrTooManyTracks    = &protocol.Error{Code: 11008, Reason: "too_many_tracks", Message: "too many published tracks"}
 	ErrMediaUnavailable = &protocol.Error{Code: 11009, Reason: "media_unavailable", Message: "the media server could not take the participant"}
 	ErrRoomFull         = &protocol.Error{Code: 11010, Reason: "room_full", Message: "the room is full"}
+	ErrNoSeat           = &protocol.Error{Code: 11011, Reason: "no_seat", Message: "no free seat"}
+	ErrNeedsApproval    = &protocol.Error{Code: 11012, Reason: "needs_approval", Message: "the host puts audience members on a seat in this room"}
+	ErrNotHost          = &protocol.Error{Code: 11013, Reason: "not_host", Message: "only the room's host may do this"}
+	ErrNotOnSeat        = &protocol.Error{Code: 11014, Reason: "not_on_seat", Message: "the user is not on a seat"}
 )
 
 // AllErrors lists the package's wire errors, for documentation tests.
 var AllErrors = []*protocol.Error{ErrNotAdmitted, ErrNotInRoom, ErrTooManyRooms, ErrCannotPublish, ErrBadSignal,
-	ErrUnexpected, ErrNegotiation, ErrTooManyTracks, ErrMediaUnavailable, ErrRoomFull}
+	ErrUnexpected, ErrNegotiation, ErrTooManyTracks, ErrMediaUnavailable, ErrRoomFull,
+	ErrNoSeat, ErrNeedsApproval, ErrNotHost, ErrNotOnSeat}

@@ -11,6 +11,13 @@ import (
 // returns the media participant to close (outside mu), if any. mem's own
 // session gets onExitRoom with exit (a session that has closed drops it).
 func (m *Manager) removeLocked(mem *member, why LeaveReason, exit ExitReason) *media.Participant {
+	return m.removeMemberLocked(mem, why, exit, false)
+}
+
+// removeMemberLocked is removeLocked; replacing: the same user enters the
+// room again at once (Enter), so it stays the host and an emptied room
+// stays for the new entry.
+func (m *Manager) removeMemberLocked(mem *member, why LeaveReason, exit ExitReason, replacing bool) *media.Participant {
 	if mem.gone {
 		return nil
 	}
@@ -20,9 +27,11 @@ func (m *Manager) removeLocked(mem *member, why LeaveReason, exit ExitReason) *m
 	r := m.rooms[mem.roomID]
 	if r != nil && r.members[mem.user] == mem {
 		delete(r.members, mem.user)
-		if len(r.members) == 0 {
+		if len(r.members) == 0 && !replacing {
 			delete(m.rooms, r.id)
 		}
+	} else {
+		r = nil
 	}
 	unindex(m.bySession, mem.sess, mem.roomID, mem)
 	unindex(m.byUser, mem.user, mem.roomID, mem)
@@ -31,6 +40,9 @@ func (m *Manager) removeLocked(mem *member, why LeaveReason, exit ExitReason) *m
 		m.broadcastLocked(r, mem, EvRemoteUserLeaveRoom, RemoteLeaveEvent{RoomID: r.id, UserID: mem.user, Reason: int(why)})
 	}
 	deliver(mem.sess, EvExitRoom, ExitRoomEvent{RoomID: mem.roomID, Reason: int(exit)})
+	if r != nil {
+		m.leaveRoomLocked(r, mem, replacing)
+	}
 	wasConnected := mem.connected
 	mem.connected = false
 	if wasConnected {

@@ -14,6 +14,11 @@ const (
 	OpRtcSignal      = "rtcSignal"
 	OpMuteLocalAudio = "muteLocalAudio"
 	OpMuteLocalVideo = "muteLocalVideo"
+	OpSwitchRole     = "switchRole"
+	OpTakeSeat       = "takeSeat"
+	OpLeaveSeat      = "leaveSeat"
+	OpKickSeat       = "kickSeat"
+	OpGetRoomInfo    = "getRoomInfo"
 )
 
 // Events of the rooms protocol, TRTC's names.
@@ -25,6 +30,30 @@ const (
 	EvUserVideoAvailable  = "onUserVideoAvailable"
 	EvUserAudioAvailable  = "onUserAudioAvailable"
 	EvRtcSignal           = "onRtcSignal"
+	EvSwitchRole          = "onSwitchRole"
+	EvSeatListChange      = "onSeatListChange"
+	EvAnchorEnterSeat     = "onAnchorEnterSeat"
+	EvAnchorLeaveSeat     = "onAnchorLeaveSeat"
+	// Switchboard's own events (TRTC has none of these names).
+	EvRoomHostChanged    = "onRoomHostChanged"
+	EvAudienceListChange = "onAudienceListChange"
+)
+
+// Why a member switched role (SwitchRoleEvent.Reason).
+const (
+	SwitchBySelf       = "self"       // its own switchRole, takeSeat or leaveSeat
+	SwitchByRequest    = "request"    // the host accepted its mic request (a takeSeat invitation)
+	SwitchByInvitation = "invitation" // it accepted the host's mic invitation (a pickSeat invitation)
+	SwitchByKick       = "kickSeat"   // the host took it off its seat
+	SwitchByHost       = "host"       // it became the room's host (off its seat, still an anchor)
+)
+
+// Why an anchor left its seat (SeatEvent.Reason).
+const (
+	SeatLeft   = 0 // leaveSeat or switchRole to audience
+	SeatKicked = 1 // kickSeat by the host
+	SeatExited = 2 // it left the room
+	SeatToHost = 3 // it became the host (the host sits on no seat)
 )
 
 // EnterArgs are enterRoom's args.
@@ -36,6 +65,31 @@ type EnterArgs struct {
 	// that entry on this connection (ROOMS.md, Reconnecting) when it still
 	// exists; otherwise the entry is a new one.
 	ResumeToken string `json:"resumeToken,omitempty"`
+	// Seats and SeatMode are taken when this entry creates the room (its
+	// creator becomes its host); otherwise ignored. Seats 0: the
+	// limits.room_seats default; at most limits.max_room_seats. SeatMode
+	// "" is "free".
+	Seats    int    `json:"seats,omitempty"`
+	SeatMode string `json:"seatMode,omitempty"`
+}
+
+// Seat is one seat of a room: UserID "" when it is free.
+type Seat struct {
+	Index  int    `json:"index"`
+	UserID string `json:"userID"`
+}
+
+// RoomInfo is a room's host, seats and audience (getRoomInfo's result, and
+// the enterRoom reply's room).
+type RoomInfo struct {
+	RoomID   string   `json:"roomID"`
+	Host     string   `json:"host"`
+	SeatMode SeatMode `json:"seatMode"`
+	Seats    []Seat   `json:"seats"`
+	// Anchors lists the members who may publish (the host first when it is
+	// one), Audience those who may not, in order of entry.
+	Anchors  []string `json:"anchors"`
+	Audience []string `json:"audience"`
 }
 
 // ParticipantInfo describes a participant whose media is connected.
@@ -55,6 +109,76 @@ type EnterResult struct {
 	// Resumed: the entry of args.resumeToken was resumed; the client keeps
 	// its PeerConnections and the server's media session goes on.
 	Resumed bool `json:"resumed"`
+	// Role is the caller's role now (a resumed entry keeps the role it had
+	// switched to); SeatIndex its seat, -1 for none.
+	Role      Role     `json:"role"`
+	SeatIndex int      `json:"seatIndex"`
+	Room      RoomInfo `json:"room"`
+}
+
+// SwitchRoleArgs are switchRole's args.
+type SwitchRoleArgs struct {
+	RoomID string `json:"roomID"`
+	Role   string `json:"role"`
+}
+
+// TakeSeatArgs are takeSeat's args: Index nil takes the lowest free seat.
+type TakeSeatArgs struct {
+	RoomID string `json:"roomID"`
+	Index  *int   `json:"index,omitempty"`
+}
+
+// KickSeatArgs are kickSeat's args.
+type KickSeatArgs struct {
+	RoomID string `json:"roomID"`
+	UserID string `json:"userID"`
+}
+
+// SwitchRoleResult is the result of switchRole, takeSeat and leaveSeat:
+// the caller's role and seat now (-1: none).
+type SwitchRoleResult struct {
+	RoomID    string `json:"roomID"`
+	Role      Role   `json:"role"`
+	SeatIndex int    `json:"seatIndex"`
+}
+
+// SwitchRoleEvent is onSwitchRole's data, sent to the member whose role
+// switched (after its media may publish, for anchor), or whose switch
+// asked by a mic request or invitation failed: Code and Message are then
+// the error's and Role is unchanged.
+type SwitchRoleEvent struct {
+	RoomID    string `json:"roomID"`
+	Role      Role   `json:"role"`
+	SeatIndex int    `json:"seatIndex"`
+	Reason    string `json:"reason"`
+	Code      int    `json:"code"`
+	Message   string `json:"message,omitempty"`
+}
+
+// SeatEvent is onAnchorEnterSeat's and onAnchorLeaveSeat's data.
+type SeatEvent struct {
+	RoomID string `json:"roomID"`
+	Index  int    `json:"index"`
+	UserID string `json:"userID"`
+	Reason int    `json:"reason"` // onAnchorLeaveSeat: SeatLeft, SeatKicked, SeatExited or SeatToHost
+}
+
+// SeatListEvent is onSeatListChange's data.
+type SeatListEvent struct {
+	RoomID string `json:"roomID"`
+	Seats  []Seat `json:"seats"`
+}
+
+// HostEvent is onRoomHostChanged's data.
+type HostEvent struct {
+	RoomID string `json:"roomID"`
+	Host   string `json:"host"`
+}
+
+// AudienceEvent is onAudienceListChange's data (sent to the host).
+type AudienceEvent struct {
+	RoomID   string   `json:"roomID"`
+	Audience []string `json:"audience"`
 }
 
 // RoomArgs are exitRoom's args.
@@ -126,6 +250,21 @@ func (m *Manager) Ops() map[string]protocol.OpFunc {
 		}),
 		OpMuteLocalVideo: protocol.Op(func(ctx context.Context, a protocol.Actor, args MuteArgs) (any, error) {
 			return none(m.Mute(ctx, a, args, media.KindVideo))
+		}),
+		OpSwitchRole: protocol.Op(func(ctx context.Context, a protocol.Actor, args SwitchRoleArgs) (any, error) {
+			return m.SwitchRole(ctx, a, args)
+		}),
+		OpTakeSeat: protocol.Op(func(ctx context.Context, a protocol.Actor, args TakeSeatArgs) (any, error) {
+			return m.TakeSeat(ctx, a, args)
+		}),
+		OpLeaveSeat: protocol.Op(func(ctx context.Context, a protocol.Actor, args RoomArgs) (any, error) {
+			return m.SwitchRole(ctx, a, SwitchRoleArgs{RoomID: args.RoomID, Role: string(RoleAudience)})
+		}),
+		OpKickSeat: protocol.Op(func(ctx context.Context, a protocol.Actor, args KickSeatArgs) (any, error) {
+			return none(m.KickSeat(ctx, a, args))
+		}),
+		OpGetRoomInfo: protocol.Op(func(ctx context.Context, a protocol.Actor, args RoomArgs) (any, error) {
+			return m.RoomInfo(ctx, a, args)
 		}),
 	}
 }

@@ -20,19 +20,20 @@ import (
 func newResumeToken() string { return rand.Text() }
 
 // resume binds the member of a.UserID in args.RoomID to a.Session when
-// args.ResumeToken is its token and the role is the same; ok is false when
+// args.ResumeToken is its token (whatever role args ask: the member keeps
+// the role it has now, which a switch may have changed); ok is false when
 // there is no such member (gone, or never entered): the caller then enters
 // anew. The member may be detached (its connection closed, in its grace) or
 // still bound to a connection the server has not seen close yet: either way
 // only the client that entered knows the token.
-func (m *Manager) resume(a protocol.Actor, args EnterArgs, role Role) (EnterResult, bool) {
+func (m *Manager) resume(a protocol.Actor, args EnterArgs) (EnterResult, bool) {
 	m.mu.Lock()
 	r := m.rooms[args.RoomID]
 	var mem *member
 	if r != nil {
 		mem = r.members[a.UserID]
 	}
-	if mem == nil || mem.gone || mem.role != role || mem.resumeToken == "" || mem.resumeToken != args.ResumeToken {
+	if mem == nil || mem.gone || mem.resumeToken == "" || mem.resumeToken != args.ResumeToken {
 		m.mu.Unlock()
 		return EnterResult{}, false
 	}
@@ -43,7 +44,8 @@ func (m *Manager) resume(a protocol.Actor, args EnterArgs, role Role) (EnterResu
 		mem.sess = a.Session
 		index(m.bySession, a.Session, mem.roomID, mem)
 	}
-	res := EnterResult{Participants: m.othersLocked(r, mem), ICEServers: m.iceServers(a.UserID), ResumeToken: mem.resumeToken, Resumed: true}
+	res := EnterResult{Participants: m.othersLocked(r, mem), ICEServers: m.iceServers(a.UserID), ResumeToken: mem.resumeToken, Resumed: true,
+		Role: mem.role, SeatIndex: r.seatOf(mem.user), Room: r.info()}
 	part := mem.part
 	m.mu.Unlock()
 	m.log.Info("member resumed on a new connection", "room", args.RoomID, "user", a.UserID)

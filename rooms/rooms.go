@@ -28,6 +28,7 @@ const (
 	LeaveLeft           LeaveReason = 0 // exitRoom
 	LeaveConnectionLost LeaveReason = 1 // WebSocket closed or media failed past its grace period
 	LeaveKicked         LeaveReason = 2 // removed by the server (another device entered, the call ended)
+	LeaveSwitchedRole   LeaveReason = 3 // switched to audience: still in the room, no longer seen (TRTC's reason 3)
 )
 
 // ExitReason is onExitRoom's reason.
@@ -44,6 +45,13 @@ const (
 // (media.connect_timeout).
 const DefaultConnectTimeout = 30 * time.Second
 
+// DefaultRoomSeats and DefaultMaxRoomSeats are Config.RoomSeats' and
+// Config.MaxRoomSeats' defaults (limits.room_seats, limits.max_room_seats).
+const (
+	DefaultRoomSeats    = 8
+	DefaultMaxRoomSeats = 50
+)
+
 // DefaultRejoinGrace is Config.RejoinGrace's value in the embedded config
 // file (media.rejoin_grace).
 const DefaultRejoinGrace = 15 * time.Second
@@ -52,6 +60,12 @@ const DefaultRejoinGrace = 15 * time.Second
 type Config struct {
 	MaxRoomsPerUser int `mapstructure:"max_rooms_per_user"`    // rooms one user may be in at once; 0: no limit
 	MaxParticipants int `mapstructure:"max_room_participants"` // participants in one room; 0: no limit
+	// RoomSeats is the number of seats of a room whose creator gives none
+	// in enterRoom (limits.room_seats): anchors besides the host at once.
+	RoomSeats int `mapstructure:"room_seats"`
+	// MaxRoomSeats is the most seats a creator may ask for, and the seats
+	// of a call's room (limits.max_room_seats).
+	MaxRoomSeats int `mapstructure:"max_room_seats"`
 	// ConnectTimeout removes a member whose media has not connected this
 	// long after it entered (onExitRoom reason 3), so that a client that
 	// enters and never completes ICE does not hold a place for as long as
@@ -66,7 +80,7 @@ type Config struct {
 
 // DefaultConfig is the embedded config file's values for rooms.
 func DefaultConfig() Config {
-	return Config{MaxRoomsPerUser: 4, MaxParticipants: 50, ConnectTimeout: DefaultConnectTimeout, RejoinGrace: DefaultRejoinGrace}
+	return Config{MaxRoomsPerUser: 4, MaxParticipants: 50, RoomSeats: DefaultRoomSeats, MaxRoomSeats: DefaultMaxRoomSeats, ConnectTimeout: DefaultConnectTimeout, RejoinGrace: DefaultRejoinGrace}
 }
 
 // Observer learns when members' media connects and when they leave. Calls
@@ -122,6 +136,13 @@ type Manager struct {
 type room struct {
 	id      string
 	members map[string]*member // by user ID
+	// host is the user ID of the room's host: its creator, then whom it
+	// was handed to (seats.go). The host never sits on a seat.
+	host string
+	// seats holds the user ID on each seat, "" for a free one. Every
+	// anchor but the host sits on one.
+	seats    []string
+	seatMode SeatMode
 }
 
 type member struct {
@@ -140,6 +161,10 @@ type member struct {
 	detached bool
 	graceBy  protocol.Timer
 	graceGen int // tells a stale grace timer from the current one
+
+	// pubSync orders the media changes of this member's role switches
+	// (syncPublish); taken without mu, never while holding it.
+	pubSync sync.Mutex
 
 	connected  bool
 	audioTrack bool // a published audio track is live
@@ -166,6 +191,12 @@ func NewManager(p Params) *Manager {
 	}
 	if m.log == nil {
 		m.log = slog.Default()
+	}
+	if m.cfg.RoomSeats <= 0 {
+		m.cfg.RoomSeats = DefaultRoomSeats
+	}
+	if m.cfg.MaxRoomSeats <= 0 {
+		m.cfg.MaxRoomSeats = DefaultMaxRoomSeats
 	}
 	if m.cfg.ConnectTimeout <= 0 {
 		m.cfg.ConnectTimeout = DefaultConnectTimeout

@@ -128,13 +128,16 @@ type Peer struct {
 
 	// Each connection has its own UDP socket, as in a browser: the SFU's
 	// shared port tells connections apart by the client's address.
-	conns []*cuttableConn
+	conns []*cuttableConn // appended under mu
 	muxes []ice.UDPMux
-	pub   *webrtc.PeerConnection // nil when publishing nothing
-	sub   *webrtc.PeerConnection
-
-	video *webrtc.TrackLocalStaticSample
-	audio *webrtc.TrackLocalStaticSample
+	// pub is the publisher connection, nil while publishing nothing
+	// (StartPublishing, StopPublishing change it, holding negMu and mu);
+	// pubStop is closed when it is taken down.
+	pub     *webrtc.PeerConnection
+	pubStop chan struct{}
+	sub     *webrtc.PeerConnection
+	ip      net.IP
+	logs    logging.LoggerFactory
 
 	forceKeyframe atomic.Bool
 	iceRestarts   atomic.Uint64
@@ -208,7 +211,8 @@ func New(cfg Config, send func(media.Signal)) (*Peer, error) {
 		restartBy:     make(map[media.Target]*time.Timer),
 		done:          make(chan struct{}),
 	}
-	if err := p.setup(ip, pionlog.Factory(p.log, slog.LevelWarn)); err != nil {
+	p.ip, p.logs = ip, pionlog.Factory(p.log, slog.LevelWarn)
+	if err := p.setup(ip, p.logs); err != nil {
 		_ = p.Close()
 		return nil, err
 	}
@@ -223,8 +227,10 @@ func (p *Peer) newConnection(ip net.IP, logs logging.LoggerFactory) (*webrtc.Pee
 	}
 	conn := &cuttableConn{PacketConn: udp}
 	mux := webrtc.NewICEUDPMux(logs.NewLogger("udpmux"), conn)
+	p.mu.Lock()
 	p.conns = append(p.conns, conn)
 	p.muxes = append(p.muxes, mux)
+	p.mu.Unlock()
 
 	se := webrtc.SettingEngine{LoggerFactory: logs}
 	se.SetICEUDPMux(mux)
@@ -268,49 +274,109 @@ func (p *Peer) setup(ip net.IP, logs logging.LoggerFactory) error {
 	if !p.cfg.Audio && !p.cfg.Video {
 		return nil
 	}
-	p.pub, err = p.newConnection(ip, logs)
+	return p.publish(p.cfg.Audio, p.cfg.Video)
+}
+
+// publish creates the publisher connection with the tracks asked for and
+// sends its offer. negMu held, or New.
+func (p *Peer) publish(audio, video bool) error {
+	pc, err := p.newConnection(p.ip, p.logs)
 	if err != nil {
 		return fmt.Errorf("peer: publisher connection: %w", err)
 	}
-	p.onCandidates(p.pub, media.TargetPublisher)
-	p.watchICE(p.pub, media.TargetPublisher)
-	if p.cfg.Video {
-		p.video, err = webrtc.NewTrackLocalStaticSample(
+	p.sigMu.Lock() // a new connection: its candidates wait for its offer
+	p.descSent[media.TargetPublisher] = false
+	delete(p.heldLocal, media.TargetPublisher)
+	p.sigMu.Unlock()
+	delete(p.pendingRemote, media.TargetPublisher)
+	stop := make(chan struct{})
+	p.mu.Lock()
+	p.pub, p.pubStop = pc, stop
+	p.mu.Unlock()
+	p.onCandidates(pc, media.TargetPublisher)
+	p.watchICE(pc, media.TargetPublisher)
+	var vt, at *webrtc.TrackLocalStaticSample
+	if video {
+		vt, err = webrtc.NewTrackLocalStaticSample(
 			webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "video", "peer")
 		if err != nil {
 			return fmt.Errorf("peer: video track: %w", err)
 		}
-		if err := p.addSender(p.video); err != nil {
+		if err := p.addSender(pc, vt); err != nil {
 			return err
 		}
 	}
-	if p.cfg.Audio {
-		p.audio, err = webrtc.NewTrackLocalStaticSample(
+	if audio {
+		at, err = webrtc.NewTrackLocalStaticSample(
 			webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "peer")
 		if err != nil {
 			return fmt.Errorf("peer: audio track: %w", err)
 		}
-		if err := p.addSender(p.audio); err != nil {
+		if err := p.addSender(pc, at); err != nil {
 			return err
 		}
 	}
 
-	offer, err := p.pub.CreateOffer(nil)
+	offer, err := pc.CreateOffer(nil)
 	if err == nil {
-		err = p.pub.SetLocalDescription(offer)
+		err = pc.SetLocalDescription(offer)
 	}
 	if err != nil {
 		return fmt.Errorf("peer: publisher offer: %w", err)
 	}
 	p.sendDescription(media.Signal{Target: media.TargetPublisher, Type: media.SignalOffer, SDP: offer.SDP})
 
-	if p.video != nil {
-		p.goTracked(p.sendVideo)
+	if vt != nil {
+		p.goTracked(func() { p.sendVideo(vt, stop) })
 	}
-	if p.audio != nil {
-		p.goTracked(p.sendAudio)
+	if at != nil {
+		p.goTracked(func() { p.sendAudio(at, stop) })
 	}
 	return nil
+}
+
+// StartPublishing creates the publisher connection and publishes the
+// tracks asked for (a member switched to anchor), unless it publishes
+// already.
+func (p *Peer) StartPublishing(audio, video bool) error {
+	p.negMu.Lock()
+	defer p.negMu.Unlock()
+	if err := p.checkOpen(); err != nil {
+		return err
+	}
+	if p.publisher() != nil || (!audio && !video) {
+		return nil
+	}
+	return p.publish(audio, video)
+}
+
+// StopPublishing closes the publisher connection (a member switched to
+// audience): its tracks end.
+func (p *Peer) StopPublishing() error {
+	p.negMu.Lock()
+	defer p.negMu.Unlock()
+	p.mu.Lock()
+	pc, stop := p.pub, p.pubStop
+	if p.closed || pc == nil {
+		p.mu.Unlock()
+		return nil
+	}
+	p.pub, p.pubStop = nil, nil
+	if t := p.restartBy[media.TargetPublisher]; t != nil {
+		t.Stop()
+		delete(p.restartBy, media.TargetPublisher)
+	}
+	p.mu.Unlock()
+	close(stop)
+	delete(p.pendingRemote, media.TargetPublisher)
+	return pc.GracefulClose()
+}
+
+// publisher is the publisher connection now, nil while publishing nothing.
+func (p *Peer) publisher() *webrtc.PeerConnection {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pub
 }
 
 // goTracked runs f in a goroutine Close waits for; false after Close.
@@ -330,8 +396,8 @@ func (p *Peer) goTracked(f func()) bool {
 
 // addSender publishes track and reads its RTCP: a PLI or FIR makes the next
 // video frame a keyframe.
-func (p *Peer) addSender(track *webrtc.TrackLocalStaticSample) error {
-	sender, err := p.pub.AddTrack(track)
+func (p *Peer) addSender(pc *webrtc.PeerConnection, track *webrtc.TrackLocalStaticSample) error {
+	sender, err := pc.AddTrack(track)
 	if err != nil {
 		return fmt.Errorf("peer: add %s track: %w", track.Kind(), err)
 	}
@@ -345,7 +411,7 @@ func (p *Peer) addSender(track *webrtc.TrackLocalStaticSample) error {
 }
 
 // sendVideo writes one frame per 1/VideoFPS until Close.
-func (p *Peer) sendVideo() {
+func (p *Peer) sendVideo(track *webrtc.TrackLocalStaticSample, stop <-chan struct{}) {
 	interval := time.Second / time.Duration(p.cfg.VideoFPS)
 	frameBytes := p.cfg.VideoBitrate / 8 / p.cfg.VideoFPS
 	ticker := time.NewTicker(interval)
@@ -355,6 +421,8 @@ func (p *Peer) sendVideo() {
 	for {
 		select {
 		case <-p.done:
+			return
+		case <-stop:
 			return
 		case <-ticker.C:
 		}
@@ -367,14 +435,14 @@ func (p *Peer) sendVideo() {
 			p.keyframesSent.Add(1)
 		}
 		seq++
-		if err := p.video.WriteSample(pionmedia.Sample{Data: makeVP8Frame(size, key, seq), Duration: interval}); err != nil {
+		if err := track.WriteSample(pionmedia.Sample{Data: makeVP8Frame(size, key, seq), Duration: interval}); err != nil {
 			p.log.Debug("write video", "err", err)
 		}
 	}
 }
 
 // sendAudio writes one Opus-sized frame per 20 ms until Close.
-func (p *Peer) sendAudio() {
+func (p *Peer) sendAudio(track *webrtc.TrackLocalStaticSample, stop <-chan struct{}) {
 	ticker := time.NewTicker(audioFrameTime)
 	defer ticker.Stop()
 	frame := make([]byte, audioFrameBytes)
@@ -385,9 +453,11 @@ func (p *Peer) sendAudio() {
 		select {
 		case <-p.done:
 			return
+		case <-stop:
+			return
 		case <-ticker.C:
 		}
-		if err := p.audio.WriteSample(pionmedia.Sample{Data: frame, Duration: audioFrameTime}); err != nil {
+		if err := track.WriteSample(pionmedia.Sample{Data: frame, Duration: audioFrameTime}); err != nil {
 			p.log.Debug("write audio", "err", err)
 		}
 	}
@@ -510,8 +580,8 @@ func (p *Peer) KeyframesSent() uint64 { return p.keyframesSent.Load() }
 // States returns the publisher and subscriber connection states; the
 // publisher state is Unknown when the peer publishes nothing.
 func (p *Peer) States() (publisher, subscriber webrtc.PeerConnectionState) {
-	if p.pub != nil {
-		publisher = p.pub.ConnectionState()
+	if pub := p.publisher(); pub != nil {
+		publisher = pub.ConnectionState()
 	}
 	return publisher, p.sub.ConnectionState()
 }
@@ -519,7 +589,7 @@ func (p *Peer) States() (publisher, subscriber webrtc.PeerConnectionState) {
 // SelectedPairs returns the candidate pair ICE selected on the publisher
 // and the subscriber connection; nil while there is none (or no publisher).
 func (p *Peer) SelectedPairs() (publisher, subscriber *webrtc.ICECandidatePair) {
-	return selectedPair(p.pub), selectedPair(p.sub)
+	return selectedPair(p.publisher()), selectedPair(p.sub)
 }
 
 func selectedPair(pc *webrtc.PeerConnection) *webrtc.ICECandidatePair {
@@ -548,6 +618,8 @@ func selectedPair(pc *webrtc.PeerConnection) *webrtc.ICECandidatePair {
 // every datagram in and out is dropped, and nothing is closed. Close still
 // has to be called to release the peer; Restore brings the network back.
 func (p *Peer) Cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	for _, c := range p.conns {
 		c.cut.Store(true)
 	}
@@ -555,6 +627,8 @@ func (p *Peer) Cut() {
 
 // Restore ends a Cut: datagrams flow again on the same sockets.
 func (p *Peer) Restore() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	for _, c := range p.conns {
 		c.cut.Store(false)
 	}
@@ -671,11 +745,12 @@ func (p *Peer) Close() error {
 		timer.Stop()
 		delete(p.restartBy, t)
 	}
+	pub := p.pub
 	p.mu.Unlock()
 
 	var errs []error
-	if p.pub != nil {
-		errs = append(errs, p.pub.GracefulClose())
+	if pub != nil {
+		errs = append(errs, pub.GracefulClose())
 	}
 	if p.sub != nil {
 		errs = append(errs, p.sub.GracefulClose())
@@ -774,13 +849,13 @@ func (p *Peer) Resync() {
 }
 
 // Publishes reports whether the peer has a publisher connection.
-func (p *Peer) Publishes() bool { return p.pub != nil }
+func (p *Peer) Publishes() bool { return p.publisher() != nil }
 
 // Connected reports whether both connections (the subscriber alone for an
 // audience member) are connected.
 func (p *Peer) Connected() bool {
 	pub, sub := p.States()
-	return sub == webrtc.PeerConnectionStateConnected && (p.pub == nil || pub == webrtc.PeerConnectionStateConnected)
+	return sub == webrtc.PeerConnectionStateConnected && (!p.Publishes() || pub == webrtc.PeerConnectionStateConnected)
 }
 
 func (p *Peer) holdCandidates(t media.Target) {
@@ -852,7 +927,7 @@ func (p *Peer) scheduleRestart(pc *webrtc.PeerConnection, t media.Target, d time
 func (p *Peer) LocalUfrag(t media.Target) string {
 	pc := p.sub
 	if t == media.TargetPublisher {
-		pc = p.pub
+		pc = p.publisher()
 	}
 	if pc == nil {
 		return ""

@@ -49,18 +49,27 @@ type Options struct {
 	// clients it dialed. A refusal by the server (an error reply) ends the
 	// attempts; it is in Errors.
 	Redial func(ctx context.Context) (*client.Client, error)
+	// Seats and SeatMode are enterRoom's, for the entry that creates the
+	// room (ROOMS.md, "Live rooms").
+	Seats    int
+	SeatMode rooms.SeatMode
 }
 
 // Room is one participant in one room. A signaling client carries at most
 // one Room at a time (it routes onRtcSignal to it).
 type Room struct {
 	roomID string
-	role   rooms.Role
 	opts   Options
+	// pubAudio and pubVideo are what the peer publishes while the Room is
+	// an anchor (Options.Peer's; both when it gave neither).
+	pubAudio, pubVideo bool
+	roleWake           chan struct{} // capacity 1: the role changed
 
 	// mu guards the fields below. Never held across network I/O or a
 	// wait; pumps read c and peer through it.
 	mu       sync.Mutex
+	role     rooms.Role              // the role the server gave it last
+	switches []rooms.SwitchRoleEvent // the last maxSwitches onSwitchRole
 	c        *client.Client
 	dialed   bool // c was dialed by the Room (Redial): Close closes it
 	peer     *peer.Peer
@@ -84,10 +93,11 @@ func Enter(ctx context.Context, c *client.Client, roomID string, opts Options) (
 	if opts.Role == "" {
 		opts.Role = rooms.RoleAnchor
 	}
-	if opts.Role == rooms.RoleAudience {
-		opts.Peer.Audio, opts.Peer.Video = false, false
+	r := &Room{roomID: roomID, role: opts.Role, opts: opts, c: c, closing: make(chan struct{}), roleWake: make(chan struct{}, 1),
+		pubAudio: opts.Peer.Audio, pubVideo: opts.Peer.Video}
+	if !r.pubAudio && !r.pubVideo {
+		r.pubAudio, r.pubVideo = true, true
 	}
-	r := &Room{roomID: roomID, role: opts.Role, opts: opts, c: c, closing: make(chan struct{})}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	// Route signals before entering: the server's subscriber offer may
 	// arrive before the reply.
@@ -106,10 +116,14 @@ func Enter(ctx context.Context, c *client.Client, roomID string, opts Options) (
 		_ = c.Do(ctx, rooms.OpExitRoom, rooms.RoomArgs{RoomID: roomID}, nil)
 		return nil, fmt.Errorf("roomclient: %w", err)
 	}
+	r.mu.Lock()
 	r.peer, r.result, r.in, r.out, r.stop = p, res, in, out, stop
-	r.wg.Add(2)
+	r.mu.Unlock()
+	r.setRole(res.Role)
+	r.wg.Add(3)
 	go r.pumpIn(in, p)
 	go r.pumpOut(out)
+	go r.followRole()
 	if opts.Redial != nil {
 		r.wg.Add(1)
 		go r.watch()
@@ -121,6 +135,10 @@ func Enter(ctx context.Context, c *client.Client, roomID string, opts Options) (
 // handed out (as a browser would use them) when it names none.
 func (r *Room) peerConfig(res rooms.EnterResult) peer.Config {
 	pc := r.opts.Peer
+	pc.Audio, pc.Video = r.pubAudio, r.pubVideo
+	if res.Role == rooms.RoleAudience {
+		pc.Audio, pc.Video = false, false
+	}
 	if pc.ICEServers == nil {
 		for _, s := range res.ICEServers {
 			pc.ICEServers = append(pc.ICEServers, webrtc.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})
@@ -130,7 +148,8 @@ func (r *Room) peerConfig(res rooms.EnterResult) peer.Config {
 }
 
 func (r *Room) enterArgs(resumeToken string) rooms.EnterArgs {
-	return rooms.EnterArgs{RoomID: r.roomID, Role: string(r.role), RoomToken: r.opts.RoomToken, ResumeToken: resumeToken}
+	return rooms.EnterArgs{RoomID: r.roomID, Role: string(r.Role()), RoomToken: r.opts.RoomToken, ResumeToken: resumeToken,
+		Seats: r.opts.Seats, SeatMode: string(r.opts.SeatMode)}
 }
 
 // route queues c's onRtcSignal events of this room.
@@ -142,7 +161,22 @@ func (r *Room) route(c *client.Client) (*peer.SignalQueue, func()) {
 			in.Push(s.Signal)
 		}
 	})
-	return in, func() { stop(); in.Close() }
+	stopRole := c.Handle(rooms.EvSwitchRole, func(ev client.Event) {
+		var e rooms.SwitchRoleEvent
+		if ev.Decode(&e) != nil || e.RoomID != r.roomID {
+			return
+		}
+		r.mu.Lock()
+		if len(r.switches) == maxSwitches {
+			r.switches = r.switches[1:]
+		}
+		r.switches = append(r.switches, e)
+		r.mu.Unlock()
+		if e.Code == 0 {
+			r.setRole(e.Role)
+		}
+	})
+	return in, func() { stop(); stopRole(); in.Close() }
 }
 
 // Result is the latest enterRoom reply.
@@ -313,6 +347,7 @@ func (r *Room) reenter(ctx context.Context, c *client.Client) error {
 	}
 	go r.pumpIn(in, p)
 	r.mu.Unlock()
+	r.setRole(res.Role) // it may have been switched while away
 
 	oldStop()
 	if oldDialed {
@@ -372,3 +407,99 @@ func (r *Room) Close() {
 
 // Received is the peer's per-track counters.
 func (r *Room) Received() map[peer.TrackKey]peer.TrackStats { return r.Peer().Received() }
+
+// maxSwitches bounds the onSwitchRole events a Room keeps.
+const maxSwitches = 64
+
+// Switches returns the onSwitchRole events of the room received so far (the
+// last 64), oldest first. The Room takes them off its client: WaitEvent does
+// not see them.
+func (r *Room) Switches() []rooms.SwitchRoleEvent {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]rooms.SwitchRoleEvent(nil), r.switches...)
+}
+
+// Role is the Room's role now: the one it entered with, then as the server
+// switched it (onSwitchRole, the replies of SwitchRole, TakeSeat, LeaveSeat).
+func (r *Room) Role() rooms.Role {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.role
+}
+
+// setRole records the role the server gave and wakes followRole.
+func (r *Room) setRole(role rooms.Role) {
+	if role == "" {
+		return
+	}
+	r.mu.Lock()
+	r.role = role
+	r.mu.Unlock()
+	select {
+	case r.roleWake <- struct{}{}:
+	default:
+	}
+}
+
+// followRole makes the peer publish while the Room is an anchor and stop
+// when it is audience, until Close.
+func (r *Room) followRole() {
+	defer r.wg.Done()
+	for {
+		select {
+		case <-r.closing:
+			return
+		case <-r.roleWake:
+		}
+		r.mu.Lock()
+		p, role := r.peer, r.role
+		r.mu.Unlock()
+		var err error
+		if role == rooms.RoleAnchor {
+			err = p.StartPublishing(r.pubAudio, r.pubVideo)
+		} else {
+			err = p.StopPublishing()
+		}
+		if err != nil {
+			r.fail(fmt.Errorf("roomclient: follow role %s: %w", role, err))
+		}
+	}
+}
+
+// SwitchRole asks the server to switch the Room's role (switchRole); the
+// peer publishes, or stops, when it is switched.
+func (r *Room) SwitchRole(ctx context.Context, role rooms.Role) (rooms.SwitchRoleResult, error) {
+	return r.switchOp(ctx, rooms.OpSwitchRole, rooms.SwitchRoleArgs{RoomID: r.roomID, Role: string(role)})
+}
+
+// TakeSeat takes seat index (nil: the lowest free one) and publishes.
+func (r *Room) TakeSeat(ctx context.Context, index *int) (rooms.SwitchRoleResult, error) {
+	return r.switchOp(ctx, rooms.OpTakeSeat, rooms.TakeSeatArgs{RoomID: r.roomID, Index: index})
+}
+
+// LeaveSeat leaves the Room's seat, becoming audience.
+func (r *Room) LeaveSeat(ctx context.Context) (rooms.SwitchRoleResult, error) {
+	return r.switchOp(ctx, rooms.OpLeaveSeat, rooms.RoomArgs{RoomID: r.roomID})
+}
+
+func (r *Room) switchOp(ctx context.Context, op string, args any) (rooms.SwitchRoleResult, error) {
+	var res rooms.SwitchRoleResult
+	if err := r.Client().Do(ctx, op, args, &res); err != nil {
+		return res, err
+	}
+	r.setRole(res.Role)
+	return res, nil
+}
+
+// KickSeat takes userID off its seat (the host only).
+func (r *Room) KickSeat(ctx context.Context, userID string) error {
+	return r.Client().Do(ctx, rooms.OpKickSeat, rooms.KickSeatArgs{RoomID: r.roomID, UserID: userID}, nil)
+}
+
+// Info returns the room's host, seats, anchors and audience (getRoomInfo).
+func (r *Room) Info(ctx context.Context) (rooms.RoomInfo, error) {
+	var res rooms.RoomInfo
+	err := r.Client().Do(ctx, rooms.OpGetRoomInfo, rooms.RoomArgs{RoomID: r.roomID}, &res)
+	return res, err
+}

@@ -9,6 +9,7 @@ import { Calls } from './call.js';
 import { Groups } from './groups.js';
 import { History } from './history.js';
 import { Classroom } from './classroom.js';
+import { Live } from './live.js';
 
 const LOBBY = 'lobby';
 const USER_RE = /^[A-Za-z0-9_.@-]{1,64}$/;
@@ -28,6 +29,8 @@ const state = {
   notices: [],
   call: null, // the call screen's state, kept by call.js
   classroom: null, // kept by classroom.js
+  live: null, // kept by live.js
+  myStatus: '', // the custom status text this page set (setSelfStatus)
 };
 window.demoState = state;
 
@@ -147,6 +150,7 @@ function signOut() {
   app.sb = null;
   app.calls.reset();
   app.classroom.reset();
+  app.live.reset();
   sb?.close();
   app.me = state.me = null;
   state.lobby = [];
@@ -182,6 +186,7 @@ function wire(sb) {
   app.calls.attach(sb);
   app.groups.attach(sb);
   app.classroom.attach(sb);
+  app.live.attach(sb);
   setConn('connected');
 }
 
@@ -309,7 +314,7 @@ function renderLobby() {
 
 // ---- screens and tabs ----
 
-const TABS = ['lobby', 'groups', 'history', 'classroom'];
+const TABS = ['lobby', 'groups', 'history', 'classroom', 'live'];
 
 /** The main screen for user (also while a remembered user's sign-in still connects). */
 function showMain(user = app.me) {
@@ -333,6 +338,22 @@ function route() {
     app.groups.refreshCalls();
   }
   if (tab === 'classroom') app.classroom.render();
+  if (tab === 'live') app.live.render();
+}
+
+// ---- my status text (presence custom status) ----
+
+async function setMyStatus(ev) {
+  ev.preventDefault();
+  const text = $('#my-status').value.trim();
+  try {
+    await app.sb.setSelfStatus(text);
+    state.myStatus = text;
+    $('#my-status-saved').textContent = text ? `Others see: ${text}` : 'No status text';
+    $('#my-status-saved').dataset.status = text;
+  } catch (err) {
+    toast(`Could not set your status: ${errorText(err)}`, { error: true });
+  }
 }
 
 // ---- start ----
@@ -341,6 +362,7 @@ app.calls = new Calls(app);
 app.groups = new Groups(app);
 app.history = new History(app);
 app.classroom = new Classroom(app);
+app.live = new Live(app);
 
 window.addEventListener('hashchange', route);
 $('#signin-form').addEventListener('submit', (ev) => {
@@ -349,6 +371,7 @@ $('#signin-form').addEventListener('submit', (ev) => {
 });
 $('#signout').addEventListener('click', signOut);
 $('#lobby-refresh').addEventListener('click', refreshLobby);
+$('#my-status-form').addEventListener('submit', setMyStatus);
 
 const remembered = params.get('user') ?? sessionStorage.getItem(STORAGE_KEY);
 if (remembered && USER_RE.test(remembered)) {

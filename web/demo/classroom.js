@@ -20,16 +20,30 @@
 //
 // The invitations are stored (not onlineUserOnly), so a student who reloads
 // the page gets the open round again when they reconnect.
+//
+// Media: the class has a live room, "class-<classID>" (ROOMS.md, Live
+// rooms). The teacher creates it as its host (an anchor, camera and
+// microphone on; seats approved by the host) and tells each student with a
+// "class_live" invitation, which the student's page rejects at once after
+// entering the room as audience: every student sees and hears the teacher.
+// The "speak" round's data is a seat invitation (businessID live_seat, cmd
+// pickSeat, userID the speaker): the speaker's accept makes the server put
+// them on a seat, so they publish, and every page sees and hears them. The
+// teacher's "Take off the mic" is kickSeat: their tracks end on every page.
 
 import { h, $, avatar, icons, toast, errorText } from './ui.js';
+import { Stage, validRoomID } from './stage.js';
 
 const RAISE_SECONDS = 120;
 const SPEAK_SECONDS = 60;
 
+const LIVE_SECONDS = 30;
+
 function parseRound(data) {
   try {
     const d = JSON.parse(data);
-    if (d && (d.cmd === 'raise_hand' || d.cmd === 'speak')) return d;
+    if (d?.businessID === 'live_seat' && d.cmd === 'pickSeat') return { cmd: 'speak', speaker: d.userID, roomID: d.roomID };
+    if (d && (d.cmd === 'raise_hand' || d.cmd === 'speak' || d.cmd === 'class_live')) return d;
   } catch {
     // not a classroom invitation
   }
@@ -41,16 +55,28 @@ export class Classroom {
     this.app = app;
     this.root = $('#panel-classroom');
     this.classID = app.params.get('class') ?? 'class-1';
+    this.stage = new Stage(app, 'class-stage', () => {
+      this.#onStage();
+      this.render();
+    });
     this.reset();
   }
 
+  /** The class's room ID ('' when the class ID cannot be one). */
+  roomID() {
+    const id = `class-${this.classID}`;
+    return validRoomID(id) ? id : '';
+  }
+
   reset() {
+    this.told = new Set(); // students told the class is live
     this.role = null; // teacher or student
     this.members = [];
     this.owner = '';
     this.raise = null; // {inviteID, from, hands: [], mine: pending|raised|declined|'', open}
     this.speak = null; // {inviteID, speaker, confirmed}
     this.busy = false;
+    this.stage.leave();
     this.#publish();
     this.render();
   }
@@ -79,12 +105,24 @@ export class Classroom {
   #onInvitation(inv) {
     const round = parseRound(inv.data);
     if (!round || !inv.groupID || inv.inviter === this.app.me) return;
+    if (round.cmd === 'class_live') {
+      // Only a signal to enter the room: answered at once.
+      this.app.sb.reject(inv.inviteID).catch(() => {});
+      if (this.role !== 'student' || this.classID !== inv.groupID) {
+        this.classID = inv.groupID;
+        this.role = 'student';
+        this.#loadMembers();
+      }
+      this.#enterStage();
+      return;
+    }
     if (this.role !== 'student' || this.classID !== inv.groupID) {
       // An invitation from a class we are a member of: follow it.
       this.classID = inv.groupID;
       this.role = 'student';
       this.#loadMembers();
     }
+    this.#enterStage(); // a round: the class is live
     if (round.cmd === 'raise_hand') {
       if (this.raise?.inviteID === inv.inviteID) return; // delivered again after a reconnect
       this.raise = { inviteID: inv.inviteID, from: inv.inviter, hands: [], mine: 'pending', open: true };
@@ -147,6 +185,12 @@ export class Classroom {
       this.role = role;
       this.raise = null;
       this.speak = null;
+      if (role === 'teacher' && this.roomID()) {
+        // The teacher's room: camera and microphone on, seats given by the teacher.
+        await this.stage.enter(this.roomID(), { role: 'anchor', seats: 4, seatMode: 'apply', media: true });
+      } else if (role === 'student') {
+        this.#enterStage(); // if the teacher is live already
+      }
       await this.#loadMembers();
     } catch (err) {
       toast(`Could not open the class: ${errorText(err)}`, { error: true });
@@ -164,7 +208,49 @@ export class Classroom {
     } catch (err) {
       if (err.reason !== 'connection_lost') this.app.fail('class members', err);
     }
+    this.#tellLive();
     this.render();
+  }
+
+  // The teacher tells every student not told yet that the class is live.
+  #tellLive() {
+    if (this.role !== 'teacher' || !this.stage.room || this.stage.room.exited) return;
+    const fresh = this.#students().filter((u) => !this.told.has(u));
+    if (fresh.length === 0) return;
+    for (const u of fresh) this.told.add(u);
+    this.app.sb.inviteInGroup({
+      groupID: this.classID, inviteeList: fresh, timeout: LIVE_SECONDS,
+      data: JSON.stringify({ cmd: 'class_live', class: this.classID, roomID: this.roomID() }),
+    }).catch((err) => {
+      for (const u of fresh) this.told.delete(u);
+      if (err.reason !== 'connection_lost') this.app.fail('class live', err);
+    });
+  }
+
+  // A student enters the class's room as audience, once the teacher hosts
+  // it: a room this page would create itself (host: this student) is left.
+  async #enterStage() {
+    if (this.role !== 'student' || !this.roomID() || this.stage.room) return;
+    const room = await this.stage.enter(this.roomID(), { role: 'audience' });
+    if (room && room.info.host === this.app.me) await this.stage.leave(); // the teacher is not live yet
+  }
+
+  // Room events: the speaker left the mic (taken off, or left): the round is over.
+  #onStage() {
+    const s = this.speak;
+    const room = this.stage.room;
+    if (!s?.confirmed || !room) return;
+    const onMic = room.info.seats?.some((x) => x.userID === s.speaker);
+    if (onMic) s.seated = true;
+    else if (s.seated) this.speak = { ...s, confirmed: false, ended: true };
+  }
+
+  async #takeOff(user) {
+    try {
+      await this.stage.room?.kickSeat(user);
+    } catch (err) {
+      toast(`Could not take ${user} off the mic: ${errorText(err)}`, { error: true });
+    }
   }
 
   #students() {
@@ -194,8 +280,10 @@ export class Classroom {
 
   async #pick(user) {
     try {
+      // A seat invitation naming the speaker: their accept puts them on the mic.
+      const data = { businessID: 'live_seat', cmd: 'pickSeat', roomID: this.roomID(), userID: user, speaker: user, class: this.classID };
       const inviteID = await this.app.sb.inviteInGroup({
-        groupID: this.classID, inviteeList: this.#students(), data: JSON.stringify({ cmd: 'speak', speaker: user, class: this.classID }), timeout: SPEAK_SECONDS,
+        groupID: this.classID, inviteeList: this.#students(), data: JSON.stringify(data), timeout: SPEAK_SECONDS,
       });
       this.speak = { inviteID, speaker: user, confirmed: false };
     } catch (err) {
@@ -221,6 +309,9 @@ export class Classroom {
   async #startSpeaking() {
     const s = this.speak;
     try {
+      // The camera and microphone first: published once the server puts us on the mic.
+      await this.#enterStage();
+      await this.stage.startMedia();
       await this.app.sb.accept(s.inviteID, JSON.stringify({ cmd: 'speak' }));
       s.confirmed = true;
     } catch (err) {
@@ -241,6 +332,8 @@ export class Classroom {
       classID: this.classID, role: this.role, members: [...this.members],
       hands: this.raise ? [...this.raise.hands] : [], myHand: this.raise?.mine ?? '',
       speaker: this.speak?.speaker ?? '', speakerConfirmed: this.speak?.confirmed ?? false,
+      roomID: this.stage?.room?.roomID ?? '', roomRole: this.stage?.room?.role ?? '', stage: this.stage?.users() ?? [],
+      onMic: (this.stage?.room?.info.seats ?? []).filter((x) => x.userID).map((x) => x.userID),
     };
   }
 
@@ -277,7 +370,8 @@ export class Classroom {
     }
 
     // Who speaks: seen by everyone who was invited to the speak round.
-    if (this.speak?.speaker) {
+    parts.push(this.stage.el);
+    if (this.speak?.speaker && !this.speak.ended) {
       const s = this.speak;
       const who = s.speaker === me ? 'You' : s.speaker;
       parts.push(h('div', { class: 'speaker', testid: 'class-speaker', data: { state: s.confirmed ? 'speaking' : 'asked', speaker: s.speaker } },
@@ -285,7 +379,8 @@ export class Classroom {
         avatar(s.speaker),
         h('div', {},
           h('div', { class: 'label' }, s.confirmed ? 'Now speaking' : 'Invited to speak'),
-          h('div', { class: 'who' }, s.confirmed ? `${who} ${s.speaker === me ? 'are' : 'is'} speaking` : `The teacher asked ${s.speaker} to speak`))));
+          h('div', { class: 'who' }, s.confirmed ? `${who} ${s.speaker === me ? 'are' : 'is'} speaking` : `The teacher asked ${s.speaker} to speak`)),
+        teacher && s.confirmed && h('button', { class: 'btn small', type: 'button', testid: 'class-take-off', data: { user: s.speaker }, onclick: () => this.#takeOff(s.speaker) }, 'Take off the mic')));
       if (!teacher && s.speaker === me && !s.confirmed) {
         parts.push(h('div', { class: 'prompt', testid: 'class-speak-prompt' },
           h('h3', {}, 'The teacher invites you to speak'),

@@ -159,6 +159,12 @@ const ROOM_EVENTS = new Set([
   'onUserVideoAvailable',
   'onUserAudioAvailable',
   'onRtcSignal',
+  'onSwitchRole',
+  'onSeatListChange',
+  'onAnchorEnterSeat',
+  'onAnchorLeaveSeat',
+  'onRoomHostChanged',
+  'onAudienceListChange',
 ]);
 
 /**
@@ -501,10 +507,12 @@ export class Switchboard extends Emitter {
    * Enters a media room (ROOMS.md) and resolves with a Room once the server
    * accepted (media connects afterwards: room 'onEnterRoom'). Options: role
    * ('anchor' default, or 'audience'), roomToken, localStream (a
-   * MediaStream to publish; anchors only), rtcConfig (extra
-   * RTCConfiguration fields).
+   * MediaStream to publish while an anchor: an audience member's is kept
+   * and published once it is switched to anchor), rtcConfig (extra
+   * RTCConfiguration fields), and for the entry that creates the room,
+   * seats and seatMode ('free' or 'apply'; ROOMS.md, Live rooms).
    */
-  async enterRoom(roomID, { role = 'anchor', roomToken, localStream = null, rtcConfig = {} } = {}) {
+  async enterRoom(roomID, { role = 'anchor', roomToken, localStream = null, rtcConfig = {}, seats, seatMode } = {}) {
     if (this.#rooms.has(roomID)) throw new SwitchboardError(0, 'already_in_room', `already in room ${roomID}`);
     // The room's state exists before enterRoom is sent: the server's first
     // subscriber offer may arrive before the reply.
@@ -512,7 +520,7 @@ export class Switchboard extends Emitter {
     this.#rooms.set(roomID, room);
     let result;
     try {
-      result = await this.request('enterRoom', pick({ roomID, role, roomToken }, ['roomID', 'role', 'roomToken']));
+      result = await this.request('enterRoom', pick({ roomID, role, roomToken, seats, seatMode }, ['roomID', 'role', 'roomToken', 'seats', 'seatMode']));
     } catch (err) {
       room._fail(err);
       this.#rooms.delete(roomID);
@@ -748,7 +756,9 @@ function tokenSubject(token) {
  * Events (room.on): 'remoteStream' {userID, stream}, 'remoteStreamRemoved'
  * {userID, stream}, the server's onEnterRoom, onExitRoom,
  * onRemoteUserEnterRoom, onRemoteUserLeaveRoom, onUserVideoAvailable,
- * onUserAudioAvailable, and 'error' (a failed negotiation step). Like TRTC,
+ * onUserAudioAvailable, the live room's onSwitchRole, onSeatListChange,
+ * onAnchorEnterSeat, onAnchorLeaveSeat, onRoomHostChanged,
+ * onAudienceListChange, and 'error' (a failed negotiation step). Like TRTC,
  * the anchors already in the room when it is entered are announced with
  * onRemoteUserEnterRoom and onUserVideoAvailable/onUserAudioAvailable.
  *
@@ -805,6 +815,10 @@ export class Room extends Emitter {
     /** userID → {audio, video} of the anchors in the room. */
     this.participants = new Map();
     this.iceServers = [];
+    /** The live room: {host, seatMode, seats: [{index, userID}], anchors, audience} (ROOMS.md), kept up to date by the events. */
+    this.info = { host: '', seatMode: 'free', seats: [], anchors: [], audience: [] };
+    /** This member's seat, -1 for none. */
+    this.seatIndex = -1;
     /** true after onEnterRoom (media connected), false after exit. */
     this.connected = false;
     this.exited = false;
@@ -833,6 +847,48 @@ export class Room extends Emitter {
     await this.#sb.request('muteLocalVideo', { roomID: this.roomID, mute: Boolean(mute) });
   }
 
+  /**
+   * Sets the stream to publish while an anchor (published at once if this
+   * member is an anchor and publishes nothing yet).
+   */
+  setLocalStream(stream) {
+    this.#localStream = stream;
+    if (this.role === 'anchor' && stream && !this.exited) this.#enqueue(() => this.#publish());
+  }
+
+  /**
+   * switchRole('anchor' | 'audience') (ROOMS.md, Live rooms): the server
+   * decides; as anchor this member takes a seat and publishes its local
+   * stream (setLocalStream or enterRoom's), as audience its publisher
+   * connection closes. Resolves with {role, seatIndex}; 'onSwitchRole' is
+   * emitted too.
+   */
+  async switchRole(role) {
+    return this.#switched(await this.#sb.request('switchRole', { roomID: this.roomID, role }));
+  }
+
+  /** takeSeat(index?): as switchRole('anchor'), on the seat asked for. */
+  async takeSeat(index) {
+    return this.#switched(await this.#sb.request('takeSeat', pick({ roomID: this.roomID, index }, ['roomID', 'index'])));
+  }
+
+  /** leaveSeat(): as switchRole('audience'). */
+  async leaveSeat() {
+    return this.#switched(await this.#sb.request('leaveSeat', { roomID: this.roomID }));
+  }
+
+  /** kickSeat(userID): the host takes an anchor off its seat. */
+  async kickSeat(userID) {
+    await this.#sb.request('kickSeat', { roomID: this.roomID, userID });
+  }
+
+  /** getRoomInfo() → {host, seatMode, seats, anchors, audience} (also kept in room.info). */
+  async getRoomInfo() {
+    const info = await this.#sb.request('getRoomInfo', { roomID: this.roomID });
+    this.info = info;
+    return info;
+  }
+
   /** Leaves the room and closes both connections. The local stream is not stopped. */
   async exit() {
     if (this.exited) return;
@@ -851,6 +907,7 @@ export class Room extends Emitter {
   _entered(result) {
     this.iceServers = result.iceServers ?? [];
     this.#resumeToken = result.resumeToken ?? '';
+    this.#roomState(result);
     this.#readyResolve(result);
     if (this.role !== 'audience' && this.#localStream && !this.exited) {
       this.#enqueue(() => this.#publish());
@@ -922,6 +979,8 @@ export class Room extends Emitter {
     this.#resuming = false;
     this.#resumeToken = result.resumeToken ?? '';
     this.iceServers = result.iceServers ?? this.iceServers;
+    const roleBefore = this.role;
+    this.#roomState(result);
     const held = this.#heldSignals;
     this.#heldSignals = [];
     if (!result.resumed) {
@@ -932,6 +991,7 @@ export class Room extends Emitter {
     this.#reconcile(result.participants ?? []);
     for (const s of held) this.#enqueue(() => this.#onSignal(s));
     if (result.resumed) this.#enqueue(() => this.#afterResume());
+    if (result.resumed && this.role !== roleBefore) this.#followRole(); // switched while away
     this.emit('resumed', { roomID: this.roomID, resumed: Boolean(result.resumed) });
   }
 
@@ -1042,8 +1102,60 @@ export class Room extends Emitter {
 
   // ---- internals ----
 
+  // The live room's state of an enterRoom reply.
+  #roomState(result) {
+    if (result.role) this.role = result.role;
+    if (result.room) this.info = result.room;
+    this.seatIndex = result.seatIndex ?? -1;
+  }
+
+  #switched(res) {
+    if (!this.exited && res?.role) {
+      const changed = res.role !== this.role;
+      this.role = res.role;
+      this.seatIndex = res.seatIndex ?? -1;
+      if (changed) this.#followRole();
+    }
+    return res;
+  }
+
+  // Publishes while an anchor, stops publishing while audience.
+  #followRole() {
+    if (this.exited) return;
+    if (this.role === 'anchor') {
+      if (this.#localStream) this.#enqueue(() => this.#publish());
+    } else {
+      this.#enqueue(() => this.#unpublish());
+    }
+  }
+
+  #unpublish() {
+    const pc = this.publisher;
+    if (!pc) return;
+    clearTimeout(this.#iceTimers.publisher);
+    this.#iceTimers.publisher = null;
+    this.publisher = null;
+    this.#remoteCandidates.publisher = [];
+    this.#localCandidates.publisher = [];
+    this.#canTrickle.publisher = false;
+    if (pc.signalingState !== 'closed') pc.close();
+  }
+
   #handleEvent(name, data) {
     switch (name) {
+      case 'onSwitchRole':
+        if (!data.code) this.#switched(data);
+        break;
+      case 'onSeatListChange':
+        this.info = { ...this.info, seats: data.seats ?? [] };
+        this.seatIndex = this.info.seats.find((s) => s.userID === this.#sb.userID)?.index ?? -1;
+        break;
+      case 'onRoomHostChanged':
+        this.info = { ...this.info, host: data.host };
+        break;
+      case 'onAudienceListChange':
+        this.info = { ...this.info, audience: data.audience ?? [] };
+        break;
       case 'onEnterRoom':
         this.connected = true;
         break;
@@ -1170,6 +1282,7 @@ export class Room extends Emitter {
       }
       case 'answer': {
         const pc = this.publisher;
+        if (target === 'publisher' && !pc && this.role === 'audience') return; // switched off the mic meanwhile
         if (target !== 'publisher' || !pc) throw clientError('negotiation_failed', `an unexpected answer for ${target}`);
         await pc.setRemoteDescription({ type: 'answer', sdp: s.sdp });
         await this.#flushRemoteCandidates('publisher', pc);

@@ -109,6 +109,9 @@ func (c Config) Validate() error {
 	if int64(c.Limits.Signaling.MaxDataBytes) > c.Limits.Web.MaxFrameBytes {
 		bad("limits.max_data_bytes", "must not exceed limits.max_frame_bytes (%d), got %d", c.Limits.Web.MaxFrameBytes, c.Limits.Signaling.MaxDataBytes)
 	}
+	if r := c.Limits.Rooms; r.RoomSeats > r.MaxRoomSeats {
+		bad("limits.room_seats", "must not exceed limits.max_room_seats (%d), got %d", r.MaxRoomSeats, r.RoomSeats)
+	}
 	if p := strings.ToLower(string(c.Calls.BusyPolicy)); p != "reject" && p != "ring" {
 		bad("calls.busy_policy", "want reject or ring, got %q", c.Calls.BusyPolicy)
 	}
