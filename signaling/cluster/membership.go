@@ -64,6 +64,7 @@ type Membership struct {
 
 	lastBeat atomic.Int64 // Unix ms (local clock) of the last successful heartbeat
 	cleaned  atomic.Int64 // cleanups this node completed (for tests and metrics)
+	sweeps   atomic.Int64 // looks for dead nodes completed
 }
 
 // maxNodes bounds the nodes LiveNodes lists and each look for dead nodes
@@ -170,7 +171,7 @@ func (m *Membership) heartbeats(ctx context.Context) {
 		recovered := rt.ok()
 		if !res.hadKey {
 			m.p.Logger.Warn("node key was gone (expired, or Redis lost data); registered again",
-				"declared_dead", res.voided || !res.wasListed)
+				"cleanup_was_claimed", res.voided, "was_in_nodes", res.wasListed)
 		}
 		if (recovered || !res.hadKey) && m.p.Registry != nil {
 			m.p.Registry.Resync()
@@ -193,6 +194,7 @@ func (m *Membership) watch(ctx context.Context) {
 			wait = min(rt.fail(err), period)
 			continue
 		}
+		m.sweeps.Add(1)
 		rt.ok()
 	}
 }
