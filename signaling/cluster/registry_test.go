@@ -66,7 +66,7 @@ func TestRegistryNodes(t *testing.T) {
 		}
 	}
 	must(t, client.ScriptFlush(ctx).Err()) // also opens the connection
-	check("script not cached", 3) // EVALSHA (NOSCRIPT), SCRIPT LOAD, EVALSHA
+	check("script not cached", 3)          // EVALSHA (NOSCRIPT), SCRIPT LOAD, EVALSHA
 	check("script cached", 1)
 }
 
