@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"time"
 
@@ -84,6 +85,11 @@ func (p *Poller) Done(ctx context.Context, d Due) error {
 
 func (p *Poller) run(ctx context.Context) {
 	rt := newRetrier(p.p.Logger, "timer poller", p.p.Config.MaxBackoff)
+	// A random phase spreads the nodes' polls over the period: with n
+	// nodes, a deadline waits about TimerPoll/n for the next poll.
+	if !sleep(ctx, rand.N(p.p.Config.TimerPoll)) {
+		return
+	}
 	t := time.NewTicker(p.p.Config.TimerPoll)
 	defer t.Stop()
 	for {

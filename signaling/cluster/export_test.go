@@ -7,9 +7,5 @@ func (m *Membership) Kill() { m.life.stop() }
 // Kill stops the writer and leaves the entries in Redis.
 func (r *Registry) Kill() { r.life.stop() }
 
-// Kill stops the poller; deadlines it claimed and did not Done stay claimed
-// until their lease ends.
-func (p *Poller) Kill() { p.life.stop() }
-
 // Sweeps is how many looks for dead nodes this node completed.
 func (m *Membership) Sweeps() int64 { return m.sweeps.Load() }
