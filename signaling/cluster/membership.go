@@ -225,7 +225,10 @@ func (m *Membership) sweep(ctx context.Context) error {
 				m.p.Logger.Info("node came back during its cleanup", "dead", id)
 				continue
 			}
-			return fmt.Errorf("cleanup of %s: %w", id, err)
+			// The claim stays ours until its lease ends: the next sweep
+			// retries (a handler error or Redis failing mid-way).
+			m.p.Logger.Warn("cleanup of a dead node failed; retrying", "dead", id, "err", err)
+			continue
 		}
 		m.cleaned.Add(1)
 	}

@@ -153,8 +153,10 @@ func (r *Reader) run(ctx context.Context) {
 }
 
 // trim deletes the handled entries and records the position, in one MULTI.
+// It runs even when Close has begun (bounded by OpTimeout), so that a
+// reader that stops has recorded what it handled.
 func (r *Reader) trim(ctx context.Context, pos position) error {
-	ctx, cancel := opCtx(ctx, r.p.Config)
+	ctx, cancel := opCtx(context.WithoutCancel(ctx), r.p.Config)
 	defer cancel()
 	_, err := r.p.Client.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.XTrimMinID(ctx, r.ks.StreamKey(r.p.NodeID), nextID(pos.id))
