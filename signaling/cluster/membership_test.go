@@ -1,0 +1,340 @@
+package cluster_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/switchboard-rtc/switchboard/signaling/cluster"
+)
+
+// member is one node's membership and registry.
+type member struct {
+	id  string
+	m   *cluster.Membership
+	reg *cluster.Registry
+}
+
+// deadLog records the calls of the dead-node handlers of all members.
+type deadLog struct {
+	mu     sync.Mutex
+	dead   []string // "survivor:dead", one per NodeDead call
+	at     []time.Time
+	events map[string][]cluster.Event
+	notify chan struct{} // gets a value at each NodeDead
+}
+
+func newDeadLog() *deadLog {
+	return &deadLog{events: map[string][]cluster.Event{}, notify: make(chan struct{}, 100)}
+}
+
+func (e *env) member(id string, cfg cluster.Config, dl *deadLog) *member {
+	e.t.Helper()
+	p := e.params(id, cfg)
+	reg, err := cluster.NewRegistry(p)
+	must(e.t, err)
+	mp := cluster.MembershipParams{
+		Params: p, Addr: id + ".example:8080", MediaAddr: id + ".example:7000",
+		Load:     func() cluster.Load { return cluster.Load{"connections": float64(len(id))} },
+		Registry: reg,
+	}
+	if dl != nil {
+		mp.DeadEvents = func(_ context.Context, node string, evs []cluster.Event) error {
+			dl.mu.Lock()
+			defer dl.mu.Unlock()
+			dl.events[node] = append(dl.events[node], evs...)
+			return nil
+		}
+		mp.NodeDead = func(_ context.Context, node string) error {
+			dl.mu.Lock()
+			dl.dead = append(dl.dead, id+":"+node)
+			dl.at = append(dl.at, time.Now())
+			dl.mu.Unlock()
+			dl.notify <- struct{}{}
+			return nil
+		}
+	}
+	m, err := cluster.NewMembership(mp)
+	must(e.t, err)
+	must(e.t, m.Start(context.Background()))
+	must(e.t, reg.Start())
+	mb := &member{id: id, m: m, reg: reg}
+	e.t.Cleanup(func() { mb.close(e.t) })
+	return mb
+}
+
+func (mb *member) close(t *testing.T) {
+	must(t, mb.reg.Close(context.Background()))
+	must(t, mb.m.Close(context.Background()))
+}
+
+// kill stops the member as SIGKILL would: no leave, keys left to expire.
+func (mb *member) kill() {
+	mb.reg.Kill()
+	mb.m.Kill()
+}
+
+func liveIDs(t *testing.T, m *cluster.Membership) []string {
+	t.Helper()
+	infos, err := m.LiveNodes(context.Background())
+	must(t, err)
+	var ids []string
+	for _, in := range infos {
+		ids = append(ids, in.ID)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// TestLiveNodesAndGracefulLeave: three members see each other with their
+// info; one that closes is gone from LiveNodes, and its keys from Redis,
+// as soon as Close returns.
+func TestLiveNodesAndGracefulLeave(t *testing.T) {
+	e := newEnv(t)
+	cfg := fastConfig()
+	a, b, c := e.member("a", cfg, nil), e.member("b", cfg, nil), e.member("c", cfg, nil)
+	ctx := context.Background()
+	must(t, c.reg.Add(ctx, "u1"))
+	must(t, b.reg.Add(ctx, "u1"))
+
+	infos, err := a.m.LiveNodes(ctx)
+	must(t, err)
+	if len(infos) != 3 {
+		t.Fatalf("LiveNodes = %+v, want 3 nodes", infos)
+	}
+	for _, in := range infos {
+		if in.Addr != in.ID+".example:8080" || in.MediaAddr != in.ID+".example:7000" ||
+			in.Load["connections"] != 1 || time.Since(in.Started) > time.Minute || time.Since(in.Heartbeat) > cfg.NodeTTL {
+			t.Errorf("info %+v", in)
+		}
+	}
+	// A load figure changes with the next heartbeat.
+	c.close(t)
+	if got := liveIDs(t, a.m); !slices.Equal(got, []string{"a", "b"}) {
+		t.Errorf("after c left, LiveNodes = %v", got)
+	}
+	for _, k := range e.keys() {
+		if strings.HasSuffix(k, ":c") || strings.HasSuffix(k, "nodeusers:c") {
+			t.Errorf("key %s left after c's Close", k)
+		}
+	}
+	if got := hkeys(t, e.srv.Client(), e.ks().ConnKey("u1")); !slices.Equal(got, []string{"b"}) {
+		t.Errorf("conn:u1 = %v after c left, want [b]", got)
+	}
+	if n, err := e.srv.Client().ZScore(ctx, e.prefix+"nodes", "c").Result(); err != redis.Nil {
+		t.Errorf("c still in nodes (%v, %v)", n, err)
+	}
+}
+
+// TestDeadNodeCleanedUpOnce: with the default config, a member that stops
+// heartbeating without leaving (as on SIGKILL) is noticed by the two
+// survivors within NodeTTL + one heartbeat; exactly one of them cleans it
+// up: its users' conn entries, its unread events (handed over in order),
+// its keys.
+func TestDeadNodeCleanedUpOnce(t *testing.T) {
+	e := newEnv(t)
+	cfg := cluster.DefaultConfig()
+	dl := newDeadLog()
+	a, b, c := e.member("a", cfg, dl), e.member("b", cfg, dl), e.member("c", cfg, dl)
+	ctx := context.Background()
+	must(t, c.reg.Add(ctx, "u1"))
+	must(t, c.reg.Add(ctx, "u2"))
+	must(t, a.reg.Add(ctx, "u2"))
+	// Events for c's users that c will never read.
+	ks := e.ks()
+	for i := range 5 {
+		_, err := e.srv.Client().TxPipelined(ctx, func(p redis.Pipeliner) error {
+			ks.Append(ctx, p, "c", []byte(fmt.Sprintf("ev%d", i)))
+			return nil
+		})
+		must(t, err)
+	}
+
+	c.kill()
+	killed, last := time.Now(), c.m.LastHeartbeat()
+	select {
+	case <-dl.notify:
+	case <-time.After(3 * cfg.NodeTTL):
+		t.Fatalf("c not found dead within %v", 3*cfg.NodeTTL)
+	}
+	dl.mu.Lock()
+	detected := dl.at[0]
+	dl.mu.Unlock()
+	fromBeat, fromKill := detected.Sub(last), detected.Sub(killed)
+	t.Logf("detection: %v after c's last heartbeat, %v after the kill (node_ttl %v, heartbeat %v; bound %v)",
+		fromBeat.Round(time.Millisecond), fromKill.Round(time.Millisecond), cfg.NodeTTL, cfg.NodeTTL/3, cfg.NodeTTL+cfg.NodeTTL/3)
+	if bound := cfg.NodeTTL + cfg.NodeTTL/3 + 500*time.Millisecond; fromBeat > bound {
+		t.Errorf("detected %v after the last heartbeat, want <= %v", fromBeat, bound)
+	}
+
+	// Both survivors look twice more: nobody cleans c again.
+	sa, sb := a.m.Sweeps(), b.m.Sweeps()
+	eventually(t, 3*cfg.NodeTTL, func() string {
+		if a.m.Sweeps() < sa+2 || b.m.Sweeps() < sb+2 {
+			return "survivors did not look again"
+		}
+		return ""
+	})
+	dl.mu.Lock()
+	if len(dl.dead) != 1 || !strings.HasSuffix(dl.dead[0], ":c") {
+		t.Errorf("NodeDead calls %v, want one for c", dl.dead)
+	}
+	var got []string
+	for _, ev := range dl.events["c"] {
+		got = append(got, fmt.Sprintf("%d:%s", ev.Seq, ev.Payload))
+	}
+	dl.mu.Unlock()
+	if want := []string{"1:ev0", "2:ev1", "3:ev2", "4:ev3", "5:ev4"}; !slices.Equal(got, want) {
+		t.Errorf("handed-over events %v, want %v", got, want)
+	}
+	if n := a.m.Cleanups() + b.m.Cleanups(); n != 1 {
+		t.Errorf("cleanups %d, want 1", n)
+	}
+	nodes, err := a.reg.Nodes(ctx, "u1", "u2")
+	must(t, err)
+	if len(nodes) != 1 || !slices.Equal(nodes["u2"], []string{"a"}) {
+		t.Errorf("Nodes(u1, u2) = %v, want u2 on a only", nodes)
+	}
+	if got := hkeys(t, e.srv.Client(), ks.ConnKey("u2")); !slices.Equal(got, []string{"a"}) {
+		t.Errorf("conn:u2 = %v, want [a]", got)
+	}
+	for _, k := range e.keys() {
+		if strings.HasSuffix(k, ":c") {
+			if k != "cleanup:c" {
+				t.Errorf("key %s left after c's cleanup", k)
+			}
+		}
+	}
+	if got := liveIDs(t, a.m); !slices.Equal(got, []string{"a", "b"}) {
+		t.Errorf("LiveNodes = %v", got)
+	}
+}
+
+// TestDeadNodesRounds: rounds of five members of which two die at once,
+// with a short TTL: each dead node is cleaned up by exactly one survivor.
+func TestDeadNodesRounds(t *testing.T) {
+	e := newEnv(t)
+	cfg := fastConfig()
+	cfg.NodeTTL = 300 * time.Millisecond
+	cfg.OpTimeout = 100 * time.Millisecond
+	const rounds = 5
+	for r := range rounds {
+		dl := newDeadLog()
+		var ms []*member
+		for i := range 5 {
+			ms = append(ms, e.member(fmt.Sprintf("r%d-n%d", r, i), cfg, dl))
+		}
+		ms[0].kill()
+		ms[1].kill()
+		for range 2 {
+			select {
+			case <-dl.notify:
+			case <-time.After(5 * cfg.NodeTTL):
+				t.Fatalf("round %d: dead nodes not found", r)
+			}
+		}
+		var before []int64
+		for _, m := range ms[2:] {
+			before = append(before, m.m.Sweeps())
+		}
+		eventually(t, 5*cfg.NodeTTL, func() string {
+			for i, m := range ms[2:] {
+				if m.m.Sweeps() < before[i]+2 {
+					return "survivors did not look again"
+				}
+			}
+			return ""
+		})
+		dl.mu.Lock()
+		dead := map[string]int{}
+		for _, d := range dl.dead {
+			_, node, _ := strings.Cut(d, ":")
+			dead[node]++
+		}
+		dl.mu.Unlock()
+		if len(dead) != 2 || dead[ms[0].id] != 1 || dead[ms[1].id] != 1 {
+			t.Fatalf("round %d: NodeDead calls %v", r, dl.dead)
+		}
+		for _, m := range ms[2:] {
+			m.close(t)
+		}
+	}
+}
+
+// TestReassertAfterRedisLoss: when Redis loses the data (FLUSHALL, or a
+// restart without its append-only file), the node registers again and
+// writes every local user's entry at its next heartbeat; an outage is
+// logged once, and its end once.
+func TestReassertAfterRedisLoss(t *testing.T) {
+	e := newEnv(t)
+	cfg := fastConfig()
+	a := e.member("a", cfg, nil)
+	ctx := context.Background()
+	for _, u := range []string{"u1", "u2", "u3"} {
+		must(t, a.reg.Add(ctx, u))
+	}
+	must(t, a.reg.Add(ctx, "u1"))
+	ks, admin := e.ks(), e.srv.Client()
+	back := func() string {
+		if n, err := admin.Exists(ctx, ks.NodeKey("a")).Result(); err != nil || n != 1 {
+			return fmt.Sprintf("node key: %v %v", n, err)
+		}
+		for u, want := range map[string]string{"u1": "2", "u2": "1", "u3": "1"} {
+			if got, err := admin.HGet(ctx, ks.ConnKey(u), "a").Result(); err != nil || got != want {
+				return fmt.Sprintf("conn:%s[a] = %q, %v; want %s", u, got, err, want)
+			}
+		}
+		return ""
+	}
+	must(t, admin.FlushAll(ctx).Err())
+	eventually(t, 2*cfg.NodeTTL, back)
+	if got := liveIDs(t, a.m); !slices.Equal(got, []string{"a"}) {
+		t.Errorf("LiveNodes after FLUSHALL = %v", got)
+	}
+
+	// A restart that lost the data, with changes made during the outage.
+	e.srv.Kill()
+	eventually(t, 2*cfg.NodeTTL, func() string {
+		if e.logs.count("redis unavailable", "loop=heartbeat") == 0 {
+			return "the heartbeat did not notice the outage"
+		}
+		return ""
+	})
+	actx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	if err := a.reg.Remove(actx, "u2"); err == nil {
+		t.Error("Remove during the outage succeeded")
+	}
+	cancel()
+	must(t, removeAll(e.srv.Dir()+"/appendonlydir"))
+	e.srv.Restart()
+	eventually(t, 3*cfg.NodeTTL, func() string {
+		if got := hkeys(t, admin, ks.ConnKey("u2")); len(got) != 0 {
+			return fmt.Sprintf("conn:u2 = %v", got)
+		}
+		if n, _ := admin.HGet(ctx, ks.ConnKey("u1"), "a").Result(); n != "2" {
+			return "conn:u1 not back"
+		}
+		if n, _ := admin.HGet(ctx, ks.ConnKey("u3"), "a").Result(); n != "1" {
+			return "conn:u3 not back"
+		}
+		if n, _ := admin.Exists(ctx, ks.NodeKey("a")).Result(); n != 1 {
+			return "node key not back"
+		}
+		return ""
+	})
+	if n := e.logs.count("redis unavailable", "loop=heartbeat"); n != 1 {
+		t.Errorf("heartbeat logged the outage %d times, want 1", n)
+	}
+	eventually(t, 2*cfg.NodeTTL, func() string {
+		if n := e.logs.count("redis available again", "loop=heartbeat"); n != 1 {
+			return fmt.Sprintf("heartbeat logged the recovery %d times, want 1", n)
+		}
+		return ""
+	})
+}

@@ -1,0 +1,294 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+)
+
+// Registry records which users have connections on this node, in Redis:
+// `conn:<user>` HASH node → number of connections there, and
+// `nodeusers:<node>` SET of the node's users (for the cleanup of a dead
+// node). A user is online iff some node of `conn:<user>` has a live node
+// key; Nodes answers that for many users at once.
+//
+// This node is the authority on its own connections: the counts live in
+// memory and one writer goroutine writes them to Redis as absolute values
+// (HSET n, or HDEL at 0), in order, batched. A write that fails is retried
+// until it succeeds, and Resync (called by Membership after an outage, or
+// when Redis lost this node's keys) writes every local user again.
+type Registry struct {
+	p    Params
+	ks   Keyspace
+	life life
+	kick chan struct{} // capacity 1: wakes the writer
+
+	mu      sync.Mutex          // guards the fields below; never held across a Redis call
+	counts  map[string]int      // user → connections on this node (no zero entries)
+	dirty   map[string]struct{} // users whose Redis entry may differ from counts
+	seq     uint64              // Add and Remove calls so far
+	written uint64              // every call up to it is in Redis
+	failed  uint64              // the last failed write covered calls up to it
+	failErr error               // that write's error
+	notify  chan struct{}       // closed and replaced when written or failed moves
+}
+
+// writeBatch is the most users one pipeline of the writer carries.
+const writeBatch = 512
+
+// nodesChunk is the most users one script call of Nodes looks up (the
+// calls of one Nodes go in one pipeline).
+const nodesChunk = 256
+
+// NewRegistry returns a registry of p.NodeID's connections.
+func NewRegistry(p Params) (*Registry, error) {
+	if err := p.check("registry"); err != nil {
+		return nil, err
+	}
+	return &Registry{
+		p: p, ks: NewKeyspace(p.Prefix, p.Config), life: newLife(),
+		kick:   make(chan struct{}, 1),
+		counts: map[string]int{}, dirty: map[string]struct{}{},
+		notify: make(chan struct{}),
+	}, nil
+}
+
+// Start starts the writer.
+func (r *Registry) Start() error { return r.life.start(r.writer) }
+
+// Close stops the writer and removes this node's entries from Redis (a
+// graceful leave: its users at once look offline here). Call it after
+// the node's connections are closed, before Membership.Close.
+func (r *Registry) Close(ctx context.Context) error {
+	if !r.life.stop() {
+		return nil
+	}
+	r.mu.Lock()
+	users := make([]string, 0, len(r.counts))
+	for u := range r.counts {
+		users = append(users, u)
+	}
+	r.mu.Unlock()
+	for len(users) > 0 {
+		n := min(len(users), writeBatch)
+		batch := users[:n]
+		users = users[n:]
+		_, err := r.p.Client.Pipelined(ctx, func(p redisPipe) error {
+			for _, u := range batch {
+				p.HDel(ctx, r.ks.ConnKey(u), r.p.NodeID)
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("cluster: registry close: %w", err)
+		}
+	}
+	if err := r.p.Client.Del(ctx, r.ks.nodeUsers(r.p.NodeID)).Err(); err != nil {
+		return fmt.Errorf("cluster: registry close: %w", err)
+	}
+	return nil
+}
+
+// Add counts one more connection of user on this node and waits until
+// Redis has it. The connection is counted even when Add returns an error
+// (Redis unavailable, ctx done): the writer keeps trying, so call Remove
+// once for every Add whatever it returned. ErrNotStarted and ErrClosed
+// are the exceptions: then nothing was counted.
+func (r *Registry) Add(ctx context.Context, user string) error { return r.change(ctx, user, +1) }
+
+// Remove counts one connection of user fewer on this node (the entry goes
+// at zero) and waits until Redis has it; errors as for Add.
+func (r *Registry) Remove(ctx context.Context, user string) error { return r.change(ctx, user, -1) }
+
+func (r *Registry) change(ctx context.Context, user string, d int) error {
+	if err := r.life.err(); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	if n := r.counts[user] + d; n > 0 {
+		r.counts[user] = n
+	} else {
+		delete(r.counts, user)
+	}
+	r.dirty[user] = struct{}{}
+	r.seq++
+	s := r.seq
+	r.mu.Unlock()
+	r.wake()
+	return r.wait(ctx, s)
+}
+
+// Local returns the number of user's connections on this node.
+func (r *Registry) Local(user string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.counts[user]
+}
+
+// Resync makes the writer write every local user's entry again (after
+// Redis lost or may have lost them). It does not wait.
+func (r *Registry) Resync() {
+	r.mu.Lock()
+	for u := range r.counts {
+		r.dirty[u] = struct{}{}
+	}
+	r.mu.Unlock()
+	r.wake()
+}
+
+func (r *Registry) wake() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// wait returns when call s is in Redis (nil), or a write covering it
+// failed (that error), or ctx ends, or the registry closes.
+func (r *Registry) wait(ctx context.Context, s uint64) error {
+	for {
+		r.mu.Lock()
+		written, failed, err, ch := r.written, r.failed, r.failErr, r.notify
+		r.mu.Unlock()
+		switch {
+		case written >= s:
+			return nil
+		case failed >= s:
+			return fmt.Errorf("cluster: registry write: %w", err)
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-r.life.done:
+			return ErrClosed
+		}
+	}
+}
+
+// writer writes dirty users until there are none, then waits for a kick.
+func (r *Registry) writer(ctx context.Context) {
+	rt := newRetrier(r.p.Logger, "registry", r.p.Config.MaxBackoff)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.kick:
+		}
+		for {
+			batch, hi, last := r.snapshot()
+			if len(batch) == 0 {
+				break
+			}
+			if err := r.write(ctx, batch); err != nil {
+				r.mu.Lock()
+				for u := range batch {
+					r.dirty[u] = struct{}{}
+				}
+				r.failed, r.failErr = hi, err
+				r.broadcastLocked()
+				r.mu.Unlock()
+				if !sleep(ctx, rt.fail(err)) {
+					return
+				}
+				continue
+			}
+			rt.ok()
+			if last {
+				r.mu.Lock()
+				r.written = max(r.written, hi)
+				r.broadcastLocked()
+				r.mu.Unlock()
+			}
+		}
+	}
+}
+
+// snapshot takes up to writeBatch dirty users with their counts; last
+// says whether it took all of them, hi is the last call counted then.
+func (r *Registry) snapshot() (batch map[string]int, hi uint64, last bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	batch = make(map[string]int, min(len(r.dirty), writeBatch))
+	for u := range r.dirty {
+		if len(batch) == writeBatch {
+			break
+		}
+		batch[u] = r.counts[u]
+		delete(r.dirty, u)
+	}
+	return batch, r.seq, len(r.dirty) == 0
+}
+
+func (r *Registry) broadcastLocked() {
+	close(r.notify)
+	r.notify = make(chan struct{})
+}
+
+// write puts batch's counts in Redis in one round trip.
+func (r *Registry) write(ctx context.Context, batch map[string]int) error {
+	ctx, cancel := opCtx(ctx, r.p.Config)
+	defer cancel()
+	node, users := r.p.NodeID, r.ks.nodeUsers(r.p.NodeID)
+	_, err := r.p.Client.Pipelined(ctx, func(p redisPipe) error {
+		for u, n := range batch {
+			if n > 0 {
+				p.HSet(ctx, r.ks.ConnKey(u), node, n)
+				p.SAdd(ctx, users, u)
+			} else {
+				p.HDel(ctx, r.ks.ConnKey(u), node)
+				p.SRem(ctx, users, u)
+			}
+		}
+		return nil
+	})
+	return err
+}
+
+// Nodes returns, for each of users that has connections, the live nodes
+// that hold them (sorted); a node whose node key is gone (dead, or left)
+// is left out. It takes one round trip (script calls of nodesChunk users,
+// pipelined), two if Redis had lost the script. It needs neither Start
+// nor this node's registration.
+func (r *Registry) Nodes(ctx context.Context, users ...string) (map[string][]string, error) {
+	out := make(map[string][]string, len(users))
+	if len(users) == 0 {
+		return out, nil
+	}
+	var calls [][]string
+	for i := 0; i < len(users); i += nodesChunk {
+		keys := make([]string, 0, nodesChunk)
+		for _, u := range users[i:min(i+nodesChunk, len(users))] {
+			keys = append(keys, r.ks.ConnKey(u))
+		}
+		calls = append(calls, keys)
+	}
+	cmds, err := evalShaPipelined(ctx, r.p.Client, nodesOfScript, calls, r.ks.nodePrefix())
+	if err != nil {
+		return nil, fmt.Errorf("cluster: registry nodes: %w", err)
+	}
+	for c, cmd := range cmds {
+		lists, err := cmd.Slice()
+		if err != nil {
+			return nil, fmt.Errorf("cluster: registry nodes: %w", err)
+		}
+		for i, l := range lists {
+			nodes, _ := l.([]any)
+			if len(nodes) == 0 {
+				continue
+			}
+			user := users[c*nodesChunk+i]
+			if _, seen := out[user]; seen {
+				continue // named twice
+			}
+			for _, n := range nodes {
+				if s, ok := n.(string); ok {
+					out[user] = append(out[user], s)
+				}
+			}
+			sort.Strings(out[user])
+		}
+	}
+	return out, nil
+}

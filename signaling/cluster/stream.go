@@ -1,0 +1,197 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Event is one entry of a node's stream `ev:<node>`.
+type Event struct {
+	ID      string // the stream entry ID (Redis's clock, ms-seq)
+	Seq     int64  // its number in the stream: 1, 2, 3... (restarts if the stream is deleted or lost)
+	Payload []byte
+}
+
+// Append queues, in pipe (typically the caller's MULTI/EXEC, next to the
+// state change that decided the event), the append of payload to node's
+// stream. The entry gets the stream's next sequence number; past
+// Config.StreamMaxLen entries, the oldest is dropped (the node's Reader
+// reports the gap to its Lost handler). The returned command's value,
+// after Exec, is the entry ID.
+func (k Keyspace) Append(ctx context.Context, pipe redis.Pipeliner, node string, payload []byte) *redis.Cmd {
+	return pipe.Eval(ctx, appendSrc, []string{k.StreamKey(node), k.streamSeq(node)}, k.maxLen, payload)
+}
+
+// ReaderParams configure a Reader.
+type ReaderParams struct {
+	Params
+	// Handle is called for each entry of this node's stream, in order,
+	// from one goroutine. Entries are trimmed after each batch is handled:
+	// if the node dies mid-batch, that batch's entries go to DeadEvents
+	// (at least once).
+	Handle func(ctx context.Context, ev Event)
+	// Lost, if set, is called before the entry that follows a gap: n
+	// entries were dropped unread (the stream was past StreamMaxLen), or
+	// n < 0 when the sequence restarted (Redis lost the stream, or the
+	// node was declared dead and its stream handed over): an unknown
+	// number of events may be missing.
+	Lost func(ctx context.Context, n int64)
+}
+
+// Reader reads this node's stream with XREAD BLOCK from the last entry it
+// handled, hands each entry to Handle, then trims what it handled (XTRIM
+// MINID) and records its position in `evpos:<node>` in one MULTI. It
+// resumes by itself after Redis fails or restarts.
+type Reader struct {
+	p    ReaderParams
+	ks   Keyspace
+	life life
+}
+
+// streamBlock is how long one XREAD waits for entries; Close waits at
+// most about this long (go-redis cannot interrupt a blocked read).
+const streamBlock = 500 * time.Millisecond
+
+// NewReader returns the reader of p.NodeID's stream.
+func NewReader(p ReaderParams) (*Reader, error) {
+	if err := p.check("stream reader"); err != nil {
+		return nil, err
+	}
+	if p.Handle == nil {
+		return nil, fmt.Errorf("%w: stream reader: no Handle", ErrConfig)
+	}
+	return &Reader{p: p, ks: NewKeyspace(p.Prefix, p.Config), life: newLife()}, nil
+}
+
+// Start starts reading.
+func (r *Reader) Start() error { return r.life.start(r.run) }
+
+// Close stops reading; it returns once no Handle call is running.
+func (r *Reader) Close() { r.life.stop() }
+
+// position is where the reader is: the last entry handled, and its
+// sequence number (0: unknown).
+type position struct {
+	id  string
+	seq int64
+}
+
+func (p position) String() string { return p.id + " " + strconv.FormatInt(p.seq, 10) }
+
+func parsePosition(s string) position {
+	id, seq, _ := strings.Cut(s, " ")
+	n, _ := strconv.ParseInt(seq, 10, 64)
+	return position{id: id, seq: n}
+}
+
+func (r *Reader) run(ctx context.Context) {
+	rt := newRetrier(r.p.Logger, "stream reader", r.p.Config.MaxBackoff)
+	key, posKey := r.ks.StreamKey(r.p.NodeID), r.ks.streamPos(r.p.NodeID)
+	pos, loaded := position{id: "0-0"}, false
+	trimmed := true // the position in Redis is pos
+	for ctx.Err() == nil {
+		if !loaded {
+			cctx, cancel := opCtx(ctx, r.p.Config)
+			s, err := r.p.Client.Get(cctx, posKey).Result()
+			cancel()
+			switch {
+			case err == nil:
+				pos = parsePosition(s)
+			case err != redis.Nil:
+				if !sleep(ctx, rt.fail(err)) {
+					return
+				}
+				continue
+			}
+			loaded = true
+		}
+		if !trimmed {
+			trimmed = r.trim(ctx, pos) == nil
+		}
+		cctx, cancel := context.WithTimeout(ctx, streamBlock+r.p.Config.OpTimeout)
+		res, err := r.p.Client.XRead(cctx, &redis.XReadArgs{
+			Streams: []string{key, pos.id}, Count: r.p.Config.StreamBatch, Block: streamBlock,
+		}).Result()
+		cancel()
+		if err == redis.Nil {
+			rt.ok()
+			continue
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if !sleep(ctx, rt.fail(err)) {
+				return
+			}
+			continue
+		}
+		rt.ok()
+		for _, s := range res {
+			for _, msg := range s.Messages {
+				ev := parseEvent(msg)
+				if r.p.Lost != nil && pos.seq > 0 {
+					if ev.Seq > pos.seq+1 {
+						r.p.Lost(ctx, ev.Seq-pos.seq-1)
+					} else if ev.Seq <= pos.seq {
+						r.p.Lost(ctx, -1)
+					}
+				}
+				r.p.Handle(ctx, ev)
+				pos = position{id: msg.ID, seq: ev.Seq}
+			}
+		}
+		// A failed trim is retried before the next read; the position in
+		// memory is what matters while this node lives.
+		trimmed = r.trim(ctx, pos) == nil
+	}
+}
+
+// trim deletes the handled entries and records the position, in one MULTI.
+// It runs even when Close has begun (bounded by OpTimeout), so that a
+// reader that stops has recorded what it handled.
+func (r *Reader) trim(ctx context.Context, pos position) error {
+	ctx, cancel := opCtx(context.WithoutCancel(ctx), r.p.Config)
+	defer cancel()
+	_, err := r.p.Client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.XTrimMinID(ctx, r.ks.StreamKey(r.p.NodeID), nextID(pos.id))
+		p.Set(ctx, r.ks.streamPos(r.p.NodeID), pos.String(), 0)
+		return nil
+	})
+	return err
+}
+
+// parseEvent reads an entry written by Append.
+func parseEvent(msg redis.XMessage) Event {
+	ev := Event{ID: msg.ID}
+	if s, ok := msg.Values["s"].(string); ok {
+		ev.Seq, _ = strconv.ParseInt(s, 10, 64)
+	}
+	if p, ok := msg.Values["p"].(string); ok {
+		ev.Payload = []byte(p)
+	}
+	return ev
+}
+
+// nextID is the smallest stream ID after id ("ms-seq"), for XTRIM MINID,
+// which keeps IDs at or above it.
+func nextID(id string) string {
+	ms, seq, ok := strings.Cut(id, "-")
+	if !ok {
+		return id
+	}
+	n, err := strconv.ParseUint(seq, 10, 64)
+	if err != nil {
+		return id
+	}
+	if n == ^uint64(0) {
+		m, _ := strconv.ParseUint(ms, 10, 64)
+		return strconv.FormatUint(m+1, 10) + "-0"
+	}
+	return ms + "-" + strconv.FormatUint(n+1, 10)
+}

@@ -1,0 +1,249 @@
+package cluster_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/switchboard-rtc/switchboard/signaling/cluster"
+)
+
+// received records what a Reader handed over.
+type received struct {
+	mu     sync.Mutex
+	events []cluster.Event
+	lost   []int64
+	gate   chan struct{} // if set, Handle waits on it for the first event
+	notify chan struct{} // gets a value (if free) at each event
+}
+
+func newReceived() *received { return &received{notify: make(chan struct{}, 1)} }
+
+func (r *received) handle(ctx context.Context, ev cluster.Event) {
+	r.mu.Lock()
+	first, gate := len(r.events) == 0, r.gate
+	r.events = append(r.events, ev)
+	r.mu.Unlock()
+	select {
+	case r.notify <- struct{}{}:
+	default:
+	}
+	if first && gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+		}
+	}
+}
+
+func (r *received) onLost(_ context.Context, n int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lost = append(r.lost, n)
+}
+
+func (r *received) snapshot() ([]cluster.Event, []int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]cluster.Event(nil), r.events...), append([]int64(nil), r.lost...)
+}
+
+// waitCount waits until n events were handled.
+func (r *received) waitCount(t *testing.T, n int, d time.Duration) {
+	t.Helper()
+	deadline := time.After(d)
+	for {
+		if evs, _ := r.snapshot(); len(evs) >= n {
+			return
+		}
+		select {
+		case <-r.notify:
+		case <-deadline:
+			evs, _ := r.snapshot()
+			t.Fatalf("%d events handled after %v, want %d", len(evs), d, n)
+		}
+	}
+}
+
+func (e *env) reader(node string, cfg cluster.Config, r *received) *cluster.Reader {
+	e.t.Helper()
+	rd, err := cluster.NewReader(cluster.ReaderParams{Params: e.params(node, cfg), Handle: r.handle, Lost: r.onLost})
+	must(e.t, err)
+	must(e.t, rd.Start())
+	e.t.Cleanup(rd.Close)
+	return rd
+}
+
+// appendEvents appends payloads p<from>..p<to-1> to node's stream, each in
+// its own MULTI next to a state change (as the engine will).
+func (e *env) appendEvents(c redis.UniversalClient, node string, from, to int) error {
+	ctx := context.Background()
+	ks := cluster.NewKeyspace(e.prefix, cluster.DefaultConfig())
+	for i := from; i < to; i++ {
+		_, err := c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.HSet(ctx, e.prefix+"state", "last", i)
+			ks.Append(ctx, p, node, []byte(fmt.Sprintf("p%d", i)))
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("append %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// checkInOrder checks that evs are p0..p<n-1> with sequence numbers 1..n.
+func checkInOrder(t *testing.T, evs []cluster.Event, n int) {
+	t.Helper()
+	if len(evs) != n {
+		t.Fatalf("%d events, want %d", len(evs), n)
+	}
+	for i, ev := range evs {
+		if string(ev.Payload) != fmt.Sprintf("p%d", i) || ev.Seq != int64(i+1) {
+			t.Fatalf("event %d = seq %d %q, want seq %d p%d", i, ev.Seq, ev.Payload, i+1, i)
+		}
+	}
+}
+
+// TestReaderResumesAfterRedisRestart: a reader hands over its stream in
+// order, trims it and records its position; when Redis is killed and
+// restarted it resumes by itself: the events appended after the restart
+// are all handled, in order, none twice, and the outage is logged once.
+func TestReaderResumesAfterRedisRestart(t *testing.T) {
+	e := newEnv(t)
+	cfg := fastConfig()
+	r := newReceived()
+	e.reader("a", cfg, r)
+	w := e.client()
+	must(t, e.appendEvents(w, "a", 0, 100))
+	r.waitCount(t, 100, 5*time.Second)
+
+	e.srv.Kill()
+	eventually(t, 5*time.Second, func() string {
+		if e.logs.count("redis unavailable", `loop="stream reader"`) == 0 {
+			return "the reader did not notice the outage"
+		}
+		return ""
+	})
+	e.srv.Restart()
+	// The writer may need a few tries while go-redis reconnects.
+	eventually(t, 5*time.Second, func() string {
+		if err := w.Ping(context.Background()).Err(); err != nil {
+			return err.Error()
+		}
+		return ""
+	})
+	must(t, e.appendEvents(w, "a", 100, 200))
+	r.waitCount(t, 200, 5*time.Second)
+	evs, lost := r.snapshot()
+	checkInOrder(t, evs, 200)
+	if len(lost) != 0 {
+		t.Errorf("Lost called: %v", lost)
+	}
+	ctx, admin, ks := context.Background(), e.srv.Client(), e.ks()
+	eventually(t, 2*time.Second, func() string {
+		n, err := admin.XLen(ctx, ks.StreamKey("a")).Result()
+		pos, _ := admin.Get(ctx, e.prefix+"evpos:a").Result()
+		if err != nil || n != 0 || !strings.HasSuffix(pos, " 200") {
+			return fmt.Sprintf("stream length %d (%v), position %q: not trimmed", n, err, pos)
+		}
+		return ""
+	})
+	if n := e.logs.count("redis unavailable", `loop="stream reader"`); n != 1 {
+		t.Errorf("the reader logged the outage %d times", n)
+	}
+	if n := e.logs.count("redis available again", `loop="stream reader"`); n != 1 {
+		t.Errorf("the reader logged the recovery %d times", n)
+	}
+}
+
+// TestReaderRestartsFromPosition: a new reader of the same node (the node
+// restarted) goes on after the last entry handled before, with no gap
+// reported (the sequence goes on from the recorded position).
+func TestReaderRestartsFromPosition(t *testing.T) {
+	e := newEnv(t)
+	cfg := fastConfig()
+	r := newReceived()
+	rd := e.reader("a", cfg, r)
+	w := e.client()
+	must(t, e.appendEvents(w, "a", 0, 10))
+	r.waitCount(t, 10, 5*time.Second)
+	rd.Close()
+	must(t, e.appendEvents(w, "a", 10, 20))
+	r2 := newReceived()
+	e.reader("a", cfg, r2)
+	r2.waitCount(t, 10, 5*time.Second)
+	evs, lost := r2.snapshot()
+	if evs[0].Seq != 11 || evs[9].Seq != 20 || len(lost) != 0 {
+		t.Errorf("second reader: first seq %d, last %d, lost %v", evs[0].Seq, evs[9].Seq, lost)
+	}
+}
+
+// TestStreamMaxLen: past stream_max_len unread entries, appending drops
+// the oldest; the reader reports how many it missed (Lost), then handles
+// the rest in order. Handled and lost add up to what was appended.
+func TestStreamMaxLen(t *testing.T) {
+	e := newEnv(t)
+	cfg := fastConfig()
+	cfg.StreamMaxLen = 50
+	cfg.StreamBatch = 10
+	r := newReceived()
+	r.gate = make(chan struct{})
+	rd, err := cluster.NewReader(cluster.ReaderParams{Params: e.params("a", cfg), Handle: r.handle, Lost: r.onLost})
+	must(t, err)
+	must(t, rd.Start())
+	defer rd.Close()
+	ks := cluster.NewKeyspace(e.prefix, cfg)
+	w, ctx := e.client(), context.Background()
+	appendN := func(from, to int) {
+		for i := from; i < to; i++ {
+			_, err := w.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				ks.Append(ctx, p, "a", []byte(fmt.Sprintf("p%d", i)))
+				return nil
+			})
+			must(t, err)
+		}
+	}
+	appendN(0, 1)
+	r.waitCount(t, 1, 5*time.Second) // the reader is stuck in its first Handle
+	appendN(1, 200)
+	if n, _ := w.XLen(ctx, ks.StreamKey("a")).Result(); n != 50 {
+		t.Errorf("stream length %d, want stream_max_len 50", n)
+	}
+	close(r.gate)
+	r.waitCount(t, 51, 5*time.Second)
+	evs, lost := r.snapshot()
+	if len(evs) != 51 || len(lost) != 1 || lost[0] != 149 {
+		t.Fatalf("handled %d, lost %v; want 51 handled (the first and the last 50) and one gap of 149", len(evs), lost)
+	}
+	for i, ev := range evs[1:] {
+		if want := int64(151 + i); ev.Seq != want || string(ev.Payload) != fmt.Sprintf("p%d", want-1) {
+			t.Fatalf("event %d: seq %d %q, want %d", i+1, ev.Seq, ev.Payload, want)
+		}
+	}
+}
+
+// TestReaderStreamLost: when the stream and its sequence are lost (Redis
+// restarted without its data, or this node was declared dead and its
+// stream handed over), the reader reports an unknown loss (Lost(-1)) and
+// handles the new entries.
+func TestReaderStreamLost(t *testing.T) {
+	e := newEnv(t)
+	r := newReceived()
+	e.reader("a", fastConfig(), r)
+	w := e.client()
+	must(t, e.appendEvents(w, "a", 0, 5))
+	r.waitCount(t, 5, 5*time.Second)
+	must(t, w.Del(context.Background(), e.ks().StreamKey("a"), e.prefix+"evseq:a").Err())
+	must(t, e.appendEvents(w, "a", 0, 3))
+	r.waitCount(t, 8, 5*time.Second)
+	evs, lost := r.snapshot()
+	if len(lost) != 1 || lost[0] != -1 || evs[5].Seq != 1 || evs[7].Seq != 3 {
+		t.Errorf("lost %v, seqs after the loss %d..%d", lost, evs[5].Seq, evs[7].Seq)
+	}
+}
