@@ -101,20 +101,21 @@ func (s *RedisStore) Close() error {
 // redisKeys names the store's keys (see RedisStore).
 type redisKeys struct{ p string }
 
-func (k redisKeys) ord() string               { return k.p + "sig:ord" }
-func (k redisKeys) invs() string              { return k.p + "sig:invs" }
-func (k redisKeys) inv(id string) string      { return k.p + "sig:inv:" + id }
-func (k redisKeys) groups() string            { return k.p + "sig:groups" }
-func (k redisKeys) grp(id string) string      { return k.p + "sig:grp:" + id }
-func (k redisKeys) users() string             { return k.p + "sig:users" }
-func (k redisKeys) status() string            { return k.p + "sig:status" }
-func (k redisKeys) ob() string                { return k.p + "sig:ob" }
-func (k redisKeys) obExp() string             { return k.p + "sig:obexp" }
-func (k redisKeys) obUser(user string) string { return k.p + "sig:obu:" + user }
-func (k redisKeys) obEntry(seq int64) string  { return k.p + "sig:obe:" + strconv.FormatInt(seq, 10) }
-func seqMember(seq int64) string              { return strconv.FormatInt(seq, 10) }
-func seqScore(seq int64) float64              { return float64(seq) }
-func expScore(t time.Time) float64            { return float64(floorDiv(t.UnixNano(), 1000)) }
+func (k redisKeys) ord() string                 { return k.p + "sig:ord" }
+func (k redisKeys) invs() string                { return k.p + "sig:invs" }
+func (k redisKeys) inv(id string) string        { return k.p + "sig:inv:" + id }
+func (k redisKeys) groups() string              { return k.p + "sig:groups" }
+func (k redisKeys) grp(id string) string        { return k.p + "sig:grp:" + id }
+func (k redisKeys) users() string               { return k.p + "sig:users" }
+func (k redisKeys) status() string              { return k.p + "sig:status" }
+func (k redisKeys) ob() string                  { return k.p + "sig:ob" }
+func (k redisKeys) obExp() string               { return k.p + "sig:obexp" }
+func (k redisKeys) obUser(user string) string   { return k.p + "sig:obu:" + user }
+func (k redisKeys) obEntry(seq int64) string    { return k.obEntryOf(strconv.FormatInt(seq, 10)) }
+func (k redisKeys) obEntryOf(seq string) string { return k.p + "sig:obe:" + seq }
+func seqMember(seq int64) string                { return strconv.FormatInt(seq, 10) }
+func seqScore(seq int64) float64                { return float64(seq) }
+func expScore(t time.Time) float64              { return float64(floorDiv(t.UnixNano(), 1000)) }
 
 // floorDiv is a/b rounded down (towards -inf), for b > 0.
 func floorDiv(a, b int64) int64 {
@@ -127,81 +128,22 @@ func floorDiv(a, b int64) int64 {
 
 // Hash fields of an invitation, a group and an outbox entry.
 const (
-	fInviter  = "inviter"
-	fGroup    = "group"
-	fData     = "data"
-	fCreated  = "created"
-	fDeadline = "deadline"
-	fPush     = "push"
-	fName     = "name"
-	fOwner    = "owner"
-	fJoin     = "join"
-	fUser     = "user"
-	fSender   = "sender"
-	fEvent    = "event"
-	fExpires  = "expires"
-	fInvitee  = "iv:"
-	fMember   = "m:"
+	rfInviter  = "inviter"
+	rfGroup    = "group"
+	rfData     = "data"
+	rfCreated  = "created"
+	rfDeadline = "deadline"
+	rfPush     = "push"
+	rfName     = "name"
+	rfOwner    = "owner"
+	rfJoin     = "join"
+	rfUser     = "user"
+	rfSender   = "sender"
+	rfEvent    = "event"
+	rfExpires  = "expires"
+	rfInvitee  = "iv:"
+	rfMember   = "m:"
 )
-
-// redisTime encodes t as decimal unix nanoseconds, "" for the zero time.
-func redisTime(t time.Time) string {
-	if t.IsZero() {
-		return ""
-	}
-	return strconv.FormatInt(t.UnixNano(), 10)
-}
-
-// redisTimeOf decodes redisTime.
-func redisTimeOf(s string) (time.Time, error) {
-	if s == "" {
-		return time.Time{}, nil
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("bad time %q", s)
-	}
-	return time.Unix(0, n).UTC(), nil
-}
-
-// storableTime reports whether t survives being stored as unix nanoseconds.
-func storableTime(t time.Time) bool {
-	return t.IsZero() || time.Unix(0, t.UnixNano()).Equal(t)
-}
-
-// packStrings packs parts into one string, each as its decimal length, a
-// colon and its bytes, so that any bytes survive.
-func packStrings(parts ...string) string {
-	var b strings.Builder
-	for _, p := range parts {
-		b.WriteString(strconv.Itoa(len(p)))
-		b.WriteByte(':')
-		b.WriteString(p)
-	}
-	return b.String()
-}
-
-// unpackStrings is the inverse of packStrings; it fails unless s holds
-// exactly n parts.
-func unpackStrings(s string, n int) ([]string, error) {
-	parts := make([]string, 0, n)
-	for len(s) > 0 {
-		i := strings.IndexByte(s, ':')
-		if i <= 0 {
-			return nil, errors.New("bad packed value")
-		}
-		l, err := strconv.Atoi(s[:i])
-		if err != nil || l < 0 || l > len(s)-i-1 {
-			return nil, errors.New("bad packed value")
-		}
-		parts = append(parts, s[i+1:i+1+l])
-		s = s[i+1+l:]
-	}
-	if len(parts) != n {
-		return nil, fmt.Errorf("packed value has %d parts, want %d", len(parts), n)
-	}
-	return parts, nil
-}
 
 // redisInvitee is an invitee's packed value: position, state, update time,
 // pushed.
@@ -217,11 +159,11 @@ func (v redisInvitee) pack() string {
 	if v.pushed {
 		pushed = "1"
 	}
-	return packStrings(strconv.Itoa(v.pos), v.state.String(), redisTime(v.at), pushed)
+	return redisdb.Pack(strconv.Itoa(v.pos), v.state.String(), redisdb.Time(v.at), pushed)
 }
 
 func unpackInvitee(s string) (redisInvitee, error) {
-	p, err := unpackStrings(s, 4)
+	p, err := redisdb.UnpackN(s, 4)
 	if err != nil {
 		return redisInvitee{}, err
 	}
@@ -232,7 +174,7 @@ func unpackInvitee(s string) (redisInvitee, error) {
 	if v.state, err = ParseInviteeState(p[1]); err != nil {
 		return v, err
 	}
-	if v.at, err = redisTimeOf(p[2]); err != nil {
+	if v.at, err = redisdb.TimeOf(p[2]); err != nil {
 		return v, err
 	}
 	v.pushed = p[3] == "1"
@@ -247,11 +189,11 @@ type redisMember struct {
 }
 
 func (v redisMember) pack() string {
-	return packStrings(strconv.FormatInt(v.ord, 10), string(v.rec.Role), redisTime(v.rec.JoinedAt), v.rec.AddedBy)
+	return redisdb.Pack(strconv.FormatInt(v.ord, 10), string(v.rec.Role), redisdb.Time(v.rec.JoinedAt), v.rec.AddedBy)
 }
 
 func unpackMember(user, s string) (redisMember, error) {
-	p, err := unpackStrings(s, 4)
+	p, err := redisdb.UnpackN(s, 4)
 	if err != nil {
 		return redisMember{}, err
 	}
@@ -259,7 +201,7 @@ func unpackMember(user, s string) (redisMember, error) {
 	if v.ord, err = strconv.ParseInt(p[0], 10, 64); err != nil {
 		return v, fmt.Errorf("bad order %q", p[0])
 	}
-	if v.rec.JoinedAt, err = redisTimeOf(p[2]); err != nil {
+	if v.rec.JoinedAt, err = redisdb.TimeOf(p[2]); err != nil {
 		return v, err
 	}
 	return v, nil
@@ -358,8 +300,8 @@ func (s *RedisStore) loadTx(ctx context.Context, tx *redis.Tx) (*Snapshot, error
 			if err != nil {
 				return dataErr("outbox index holds %q", seq)
 			}
-			obs = append(obs, p.HMGet(ctx, s.k.obEntry(n), fUser, fSender, fEvent, fExpires))
-			dataLens = append(dataLens, p.HStrLen(ctx, s.k.obEntry(n), fData))
+			obs = append(obs, p.HMGet(ctx, s.k.obEntry(n), rfUser, rfSender, rfEvent, rfExpires))
+			dataLens = append(dataLens, p.HStrLen(ctx, s.k.obEntry(n), rfData))
 		}
 		users = p.SMembers(ctx, s.k.users())
 		status = p.HGetAll(ctx, s.k.status())
@@ -392,7 +334,7 @@ func (s *RedisStore) loadTx(ctx context.Context, tx *redis.Tx) (*Snapshot, error
 		sender, _ := v[1].(string)
 		event, _ := v[2].(string)
 		exp, _ := v[3].(string)
-		expires, err := redisTimeOf(exp)
+		expires, err := redisdb.TimeOf(exp)
 		if err != nil {
 			return nil, dataErr("outbox entry %s: %w", seq, err)
 		}
@@ -404,12 +346,12 @@ func (s *RedisStore) loadTx(ctx context.Context, tx *redis.Tx) (*Snapshot, error
 }
 
 func decodeInvitation(id string, h map[string]string) (InvitationRecord, error) {
-	r := InvitationRecord{ID: id, Inviter: h[fInviter], GroupID: h[fGroup], Data: h[fData], PushInfo: h[fPush]}
+	r := InvitationRecord{ID: id, Inviter: h[rfInviter], GroupID: h[rfGroup], Data: h[rfData], PushInfo: h[rfPush]}
 	var err error
-	if r.CreatedAt, err = redisTimeOf(h[fCreated]); err != nil {
+	if r.CreatedAt, err = redisdb.TimeOf(h[rfCreated]); err != nil {
 		return r, err
 	}
-	if r.Deadline, err = redisTimeOf(h[fDeadline]); err != nil {
+	if r.Deadline, err = redisdb.TimeOf(h[rfDeadline]); err != nil {
 		return r, err
 	}
 	type at struct {
@@ -418,14 +360,14 @@ func decodeInvitation(id string, h map[string]string) (InvitationRecord, error) 
 	}
 	var invitees []at
 	for f, v := range h {
-		if !strings.HasPrefix(f, fInvitee) {
+		if !strings.HasPrefix(f, rfInvitee) {
 			continue
 		}
 		e, err := unpackInvitee(v)
 		if err != nil {
 			return r, fmt.Errorf("invitee field %q: %w", f, err)
 		}
-		invitees = append(invitees, at{e.pos, InviteeRecord{UserID: f[len(fInvitee):], State: e.state, UpdatedAt: e.at, Pushed: e.pushed}})
+		invitees = append(invitees, at{e.pos, InviteeRecord{UserID: f[len(rfInvitee):], State: e.state, UpdatedAt: e.at, Pushed: e.pushed}})
 	}
 	// Explicit positions: hash order means nothing.
 	slices.SortFunc(invitees, func(a, b at) int { return cmp.Compare(a.pos, b.pos) })
@@ -436,17 +378,17 @@ func decodeInvitation(id string, h map[string]string) (InvitationRecord, error) 
 }
 
 func decodeGroup(id string, h map[string]string) (GroupRecord, error) {
-	g := GroupRecord{ID: id, Name: h[fName], Owner: h[fOwner], JoinOption: protocol.JoinOption(h[fJoin])}
+	g := GroupRecord{ID: id, Name: h[rfName], Owner: h[rfOwner], JoinOption: protocol.JoinOption(h[rfJoin])}
 	var err error
-	if g.CreatedAt, err = redisTimeOf(h[fCreated]); err != nil {
+	if g.CreatedAt, err = redisdb.TimeOf(h[rfCreated]); err != nil {
 		return g, err
 	}
 	var members []redisMember
 	for f, v := range h {
-		if !strings.HasPrefix(f, fMember) {
+		if !strings.HasPrefix(f, rfMember) {
 			continue
 		}
-		m, err := unpackMember(f[len(fMember):], v)
+		m, err := unpackMember(f[len(rfMember):], v)
 		if err != nil {
 			return g, fmt.Errorf("member field %q: %w", f, err)
 		}
@@ -495,7 +437,7 @@ func (s *RedisStore) LoadOutbox(ctx context.Context, user string, afterSeq int64
 			var cmds []*redis.MapStringStringCmd
 			if _, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 				for _, seq := range seqs {
-					cmds = append(cmds, p.HGetAll(ctx, s.k.p+"sig:obe:"+seq))
+					cmds = append(cmds, p.HGetAll(ctx, s.k.obEntryOf(seq)))
 				}
 				return nil
 			}); err != nil {
@@ -519,18 +461,18 @@ func (s *RedisStore) LoadOutbox(ctx context.Context, user string, afterSeq int64
 }
 
 func decodeOutboxEntry(seq string, h map[string]string) (OutboxEntry, error) {
-	e := OutboxEntry{UserID: h[fUser], Sender: h[fSender], Event: h[fEvent]}
+	e := OutboxEntry{UserID: h[rfUser], Sender: h[rfSender], Event: h[rfEvent]}
 	var err error
 	if e.Seq, err = strconv.ParseInt(seq, 10, 64); err != nil {
 		return e, fmt.Errorf("bad seq %q", seq)
 	}
-	if d, ok := h[fData]; ok {
+	if d, ok := h[rfData]; ok {
 		e.Data = []byte(d)
 	}
-	if e.CreatedAt, err = redisTimeOf(h[fCreated]); err != nil {
+	if e.CreatedAt, err = redisdb.TimeOf(h[rfCreated]); err != nil {
 		return e, err
 	}
-	if e.ExpiresAt, err = redisTimeOf(h[fExpires]); err != nil {
+	if e.ExpiresAt, err = redisdb.TimeOf(h[rfExpires]); err != nil {
 		return e, err
 	}
 	return e, nil

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
+	"github.com/switchboard-rtc/switchboard/signaling/redisdb"
 )
 
 // Apply implements Store (see RedisStore for how it stays atomic).
@@ -77,7 +78,7 @@ func (s *RedisStore) write(ctx context.Context, c redis.Cmdable, p *redisPlan, s
 func checkRedisMutations(muts []Mutation) error {
 	times := func(what string, ts ...time.Time) error {
 		for _, t := range ts {
-			if !storableTime(t) {
+			if !redisdb.Storable(t) {
 				return dataErr("%s: time %v outside the years 1678-2262", what, t)
 			}
 		}
@@ -247,14 +248,14 @@ func (p *redisPlan) read(ctx context.Context, tx *redis.Tx) (*redisSim, error) {
 		for id, users := range p.invs {
 			r := invRead{exists: pipe.Exists(ctx, p.k.inv(id))}
 			if len(users) > 0 {
-				r.fields = pipe.HMGet(ctx, p.k.inv(id), prefixed(fInvitee, users)...)
+				r.fields = pipe.HMGet(ctx, p.k.inv(id), prefixed(rfInvitee, users)...)
 			}
 			invs[id] = r
 		}
 		for id, users := range p.groups {
 			r := invRead{exists: pipe.Exists(ctx, p.k.grp(id))}
 			if len(users) > 0 {
-				r.fields = pipe.HMGet(ctx, p.k.grp(id), prefixed(fMember, users)...)
+				r.fields = pipe.HMGet(ctx, p.k.grp(id), prefixed(rfMember, users)...)
 			}
 			groups[id] = r
 		}
@@ -359,7 +360,7 @@ func (p *redisPlan) readPurge(ctx context.Context, tx *redis.Tx, members []strin
 	var reads []*redis.SliceCmd
 	cmds, err := tx.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		for _, seq := range seqs {
-			reads = append(reads, pipe.HMGet(ctx, p.k.obEntry(seq), fUser, fExpires))
+			reads = append(reads, pipe.HMGet(ctx, p.k.obEntry(seq), rfUser, rfExpires))
 		}
 		return nil
 	})
@@ -373,7 +374,7 @@ func (p *redisPlan) readPurge(ctx context.Context, tx *redis.Tx, members []strin
 			continue // indexed but gone: the index entry is removed by whoever removed it
 		}
 		exp, _ := v[1].(string)
-		expires, err := redisTimeOf(exp)
+		expires, err := redisdb.TimeOf(exp)
 		if err != nil {
 			return dataErr("outbox entry %d: %w", seq, err)
 		}
@@ -465,13 +466,13 @@ func (s *redisSim) apply(k redisKeys, m Mutation) error {
 			return dataErr("put invitation %q: ID already in use", r.ID)
 		}
 		ord := s.nextOrd()
-		fields := []any{fInviter, r.Inviter, fGroup, r.GroupID, fData, r.Data, fCreated, redisTime(r.CreatedAt),
-			fDeadline, redisTime(r.Deadline), fPush, r.PushInfo}
+		fields := []any{rfInviter, r.Inviter, rfGroup, r.GroupID, rfData, r.Data, rfCreated, redisdb.Time(r.CreatedAt),
+			rfDeadline, redisdb.Time(r.Deadline), rfPush, r.PushInfo}
 		invitees := make(map[string]*redisInvitee, len(r.Invitees))
 		for i, e := range r.Invitees {
 			v := &redisInvitee{pos: i, state: e.State, at: e.UpdatedAt, pushed: e.Pushed}
 			invitees[e.UserID] = v
-			fields = append(fields, fInvitee+e.UserID, v.pack())
+			fields = append(fields, rfInvitee+e.UserID, v.pack())
 		}
 		s.invs[r.ID] = &redisSimInv{exists: true, invitees: invitees}
 		s.emit(func(ctx context.Context, p redis.Pipeliner) {
@@ -487,11 +488,11 @@ func (s *redisSim) apply(k redisKeys, m Mutation) error {
 		v.state, v.at = m.State, m.At
 		si.invitees[m.UserID] = &v
 		s.emit(func(ctx context.Context, p redis.Pipeliner) {
-			p.HSet(ctx, k.inv(m.InviteID), fInvitee+m.UserID, v.pack())
+			p.HSet(ctx, k.inv(m.InviteID), rfInvitee+m.UserID, v.pack())
 		})
 	case SetInvitationData:
 		if s.invs[m.InviteID].exists {
-			s.emit(func(ctx context.Context, p redis.Pipeliner) { p.HSet(ctx, k.inv(m.InviteID), fData, m.Data) })
+			s.emit(func(ctx context.Context, p redis.Pipeliner) { p.HSet(ctx, k.inv(m.InviteID), rfData, m.Data) })
 		}
 	case DeleteInvitation:
 		s.invs[m.InviteID] = &redisSimInv{invitees: map[string]*redisInvitee{}}
@@ -507,7 +508,7 @@ func (s *redisSim) apply(k redisKeys, m Mutation) error {
 		sg := &redisSimGroup{exists: true, members: map[string]bool{}}
 		s.groups[g.ID] = sg
 		ord := s.nextOrd()
-		fields := []any{fName, g.Name, fOwner, g.Owner, fJoin, string(g.JoinOption), fCreated, redisTime(g.CreatedAt)}
+		fields := []any{rfName, g.Name, rfOwner, g.Owner, rfJoin, string(g.JoinOption), rfCreated, redisdb.Time(g.CreatedAt)}
 		fields = s.addMembers(sg, g.Members, fields)
 		s.emit(func(ctx context.Context, p redis.Pipeliner) {
 			p.HSet(ctx, k.grp(g.ID), fields...)
@@ -532,7 +533,7 @@ func (s *redisSim) apply(k redisKeys, m Mutation) error {
 		}
 		// On a missing group HDEL does nothing and creates nothing.
 		s.emit(func(ctx context.Context, p redis.Pipeliner) {
-			p.HDel(ctx, k.grp(m.GroupID), prefixed(fMember, m.UserIDs)...)
+			p.HDel(ctx, k.grp(m.GroupID), prefixed(rfMember, m.UserIDs)...)
 		})
 	case DeleteGroup:
 		s.groups[m.GroupID] = &redisSimGroup{members: map[string]bool{}}
@@ -547,9 +548,9 @@ func (s *redisSim) apply(k redisKeys, m Mutation) error {
 			return dataErr("append outbox entry %d for %q: Seq already in use", e.Seq, e.UserID)
 		}
 		ob.exists, ob.user, ob.expires, ob.expKnown = true, e.UserID, e.ExpiresAt, true
-		fields := []any{fUser, e.UserID, fSender, e.Sender, fEvent, e.Event, fCreated, redisTime(e.CreatedAt), fExpires, redisTime(e.ExpiresAt)}
+		fields := []any{rfUser, e.UserID, rfSender, e.Sender, rfEvent, e.Event, rfCreated, redisdb.Time(e.CreatedAt), rfExpires, redisdb.Time(e.ExpiresAt)}
 		if e.Data != nil {
-			fields = append(fields, fData, string(e.Data))
+			fields = append(fields, rfData, string(e.Data))
 		}
 		s.emit(func(ctx context.Context, p redis.Pipeliner) {
 			p.HSet(ctx, k.obEntry(e.Seq), fields...)
@@ -597,7 +598,7 @@ func (s *redisSim) addMembers(sg *redisSimGroup, add []MemberRecord, fields []an
 		}
 		sg.members[mr.UserID] = true
 		v := redisMember{ord: s.nextOrd(), rec: mr}
-		fields = append(fields, fMember+mr.UserID, v.pack())
+		fields = append(fields, rfMember+mr.UserID, v.pack())
 	}
 	return fields
 }

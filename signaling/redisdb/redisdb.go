@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -160,4 +161,75 @@ func Open(ctx context.Context, cfg Config) (*redis.Client, error) {
 // gave up or its deadline passed), as opposed to Redis failing.
 func Canceled(err error) bool {
 	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// Pack packs parts into one string, each as its decimal length, a colon
+// and its bytes, so that any bytes survive (JSON would replace invalid
+// UTF-8). Stores use it for records kept in one hash value or string.
+func Pack(parts ...string) string {
+	var b strings.Builder
+	for _, p := range parts {
+		b.WriteString(strconv.Itoa(len(p)))
+		b.WriteByte(':')
+		b.WriteString(p)
+	}
+	return b.String()
+}
+
+// Unpack is the inverse of Pack.
+func Unpack(s string) ([]string, error) {
+	var parts []string
+	for len(s) > 0 {
+		i := strings.IndexByte(s, ':')
+		if i <= 0 {
+			return nil, errors.New("redisdb: bad packed value")
+		}
+		l, err := strconv.Atoi(s[:i])
+		// Only the form Pack writes: no sign, no leading zero.
+		if err != nil || l < 0 || l > len(s)-i-1 || s[:i] != strconv.Itoa(l) {
+			return nil, errors.New("redisdb: bad packed value")
+		}
+		parts = append(parts, s[i+1:i+1+l])
+		s = s[i+1+l:]
+	}
+	return parts, nil
+}
+
+// UnpackN is Unpack that fails unless s holds exactly n parts.
+func UnpackN(s string, n int) ([]string, error) {
+	parts, err := Unpack(s)
+	if err != nil {
+		return nil, err
+	}
+	if len(parts) != n {
+		return nil, fmt.Errorf("redisdb: packed value has %d parts, want %d", len(parts), n)
+	}
+	return parts, nil
+}
+
+// Time encodes t as decimal unix nanoseconds, "" for the zero time. Times
+// outside the years 1678-2262 do not survive (see Storable).
+func Time(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return strconv.FormatInt(t.UnixNano(), 10)
+}
+
+// TimeOf decodes Time, in UTC.
+func TimeOf(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("redisdb: bad time %q", s)
+	}
+	return time.Unix(0, n).UTC(), nil
+}
+
+// Storable reports whether t survives Time: the zero time, or a time in
+// the years 1678-2262.
+func Storable(t time.Time) bool {
+	return t.IsZero() || time.Unix(0, t.UnixNano()).Equal(t)
 }

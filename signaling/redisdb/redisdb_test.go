@@ -142,3 +142,55 @@ func TestOpenFailsClearly(t *testing.T) {
 		}
 	}
 }
+
+func TestPack(t *testing.T) {
+	for _, parts := range [][]string{nil, {""}, {"", ""}, {"a:b", "12:", "\xff\x00", strings.Repeat("x", 1000)}} {
+		got, err := redisdb.Unpack(redisdb.Pack(parts...))
+		if err != nil || len(got) != len(parts) {
+			t.Errorf("Unpack(Pack(%q)) = %q, %v", parts, got, err)
+			continue
+		}
+		for i := range parts {
+			if got[i] != parts[i] {
+				t.Errorf("Unpack(Pack(%q))[%d] = %q", parts, i, got[i])
+			}
+		}
+		if _, err := redisdb.UnpackN(redisdb.Pack(parts...), len(parts)+1); err == nil {
+			t.Errorf("UnpackN(Pack(%q), %d) succeeded", parts, len(parts)+1)
+		}
+	}
+	for _, bad := range []string{"x", "1", "2:a", ":a", "-1:", "1:a2:b"} {
+		if _, err := redisdb.Unpack(bad); err == nil {
+			t.Errorf("Unpack(%q) succeeded", bad)
+		}
+	}
+}
+
+func FuzzUnpack(f *testing.F) {
+	f.Add(redisdb.Pack("a", "", "b:c"))
+	f.Add("3:abc")
+	f.Fuzz(func(t *testing.T, s string) {
+		parts, err := redisdb.Unpack(s)
+		if err != nil {
+			return
+		}
+		if again := redisdb.Pack(parts...); again != s {
+			t.Fatalf("Pack(Unpack(%q)) = %q", s, again)
+		}
+	})
+}
+
+func TestTime(t *testing.T) {
+	for _, tm := range []time.Time{{}, time.Date(2025, 3, 14, 15, 9, 26, 535_897_932, time.FixedZone("x", 3600)), time.Unix(0, -1)} {
+		got, err := redisdb.TimeOf(redisdb.Time(tm))
+		if err != nil || !got.Equal(tm) || (!tm.IsZero() && got.Location() != time.UTC) || got.IsZero() != tm.IsZero() {
+			t.Errorf("TimeOf(Time(%v)) = %v, %v", tm, got, err)
+		}
+	}
+	if redisdb.Storable(time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)) || !redisdb.Storable(time.Time{}) {
+		t.Error("Storable is wrong about 2300 or the zero time")
+	}
+	if _, err := redisdb.TimeOf("soon"); err == nil {
+		t.Error("TimeOf(soon) succeeded")
+	}
+}
