@@ -34,43 +34,54 @@ func (s *RedisStore) Apply(ctx context.Context, muts ...Mutation) error {
 		return redisErr(ctx, "apply", err)
 	}
 	p := newRedisPlan(s.k, muts)
-	var err error
-	if len(p.watch) == 0 {
-		// Nothing to read: one MULTI/EXEC.
-		err = s.write(ctx, s.rdb, p, newRedisSim(0))
-	} else {
-		err = retryWatch(ctx, func() error {
-			return s.rdb.Watch(ctx, func(tx *redis.Tx) error {
-				sim, err := p.read(ctx, tx)
-				if err != nil {
-					return err
+	err := retryWatch(ctx, func() error {
+		if len(p.watch) == 0 {
+			// Nothing to read: one MULTI/EXEC.
+			return s.write(ctx, s.rdb, p, newRedisSim(0))
+		}
+		// Watch without keys sends no WATCH of its own: p.read sends it
+		// in the pipeline of its reads, which saves a round trip.
+		return s.rdb.Watch(ctx, func(tx *redis.Tx) error {
+			armed := true
+			defer func() {
+				if armed {
+					unwatch(ctx, tx)
 				}
-				return s.write(ctx, tx, p, sim)
-			}, p.watch...)
+			}()
+			sim, err := p.read(ctx, tx)
+			if err != nil {
+				return err
+			}
+			if err := sim.decide(s.k, p.muts); err != nil {
+				return err
+			}
+			// EXEC ends the WATCH, whether it commits or not.
+			armed = false
+			return sim.commit(ctx, tx)
 		})
-	}
+	})
 	if err != nil {
 		return redisErr(ctx, "apply", err)
 	}
 	return nil
 }
 
+// unwatch ends the WATCH that read sent, when no EXEC followed (a
+// mutation failed, or reading did), so that the connection goes back to the
+// pool watching nothing. It runs even when ctx has ended.
+func unwatch(ctx context.Context, tx *redis.Tx) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	_ = tx.Unwatch(ctx).Err() // a broken connection is dropped by the pool anyway
+}
+
 // write decides every mutation on sim's state and, if none fails, writes
-// the outcome in one MULTI/EXEC through c (a *redis.Tx whose WATCH then
-// guards it, or the client).
+// the outcome in one MULTI/EXEC through c.
 func (s *RedisStore) write(ctx context.Context, c redis.Cmdable, p *redisPlan, sim *redisSim) error {
-	for _, m := range p.muts {
-		if err := sim.apply(s.k, m); err != nil {
-			return err
-		}
+	if err := sim.decide(s.k, p.muts); err != nil {
+		return err
 	}
-	_, err := c.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
-		for _, w := range sim.writes {
-			w(ctx, pipe)
-		}
-		return nil
-	})
-	return err
+	return sim.commit(ctx, c)
 }
 
 // checkRedisMutations rejects what cannot be stored, before anything is
@@ -230,9 +241,9 @@ func (p *redisPlan) group(id string) {
 	p.addWatch(p.k.grp(id))
 }
 
-// read reads the plan's state through tx (its keys watched) in one
-// pipeline, plus one more for the outbox entries a purge may remove, and
-// returns the simulation that starts from it.
+// read WATCHes the plan's keys and reads their state through tx in one
+// pipeline (WATCH first), plus one more for the outbox entries a purge may
+// remove, and returns the simulation that starts from it.
 func (p *redisPlan) read(ctx context.Context, tx *redis.Tx) (*redisSim, error) {
 	type invRead struct {
 		exists *redis.IntCmd
@@ -245,6 +256,7 @@ func (p *redisPlan) read(ctx context.Context, tx *redis.Tx) (*redisSim, error) {
 	var purge *redis.StringSliceCmd
 	var ords *redis.IntCmd
 	cmds, err := tx.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		pipe.Do(ctx, append([]any{"watch"}, stringsToAny(p.watch)...)...)
 		for id, users := range p.invs {
 			r := invRead{exists: pipe.Exists(ctx, p.k.inv(id))}
 			if len(users) > 0 {
@@ -398,6 +410,14 @@ func pipelineErr(cmds []redis.Cmder, err error) error {
 	return nil
 }
 
+func stringsToAny(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}
+
 func prefixed(prefix string, users []string) []string {
 	out := make([]string, len(users))
 	for i, u := range users {
@@ -452,6 +472,29 @@ func (s *redisSim) nextOrd() int64 {
 	n := s.ord
 	s.ord++
 	return n
+}
+
+// decide applies muts in order to the state, collecting their writes; it
+// fails, writing nothing, when one of them fails.
+func (s *redisSim) decide(k redisKeys, muts []Mutation) error {
+	for _, m := range muts {
+		if err := s.apply(k, m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// commit sends the writes in one MULTI/EXEC through c (a *redis.Tx whose
+// WATCH then guards them, or the client).
+func (s *redisSim) commit(ctx context.Context, c redis.Cmdable) error {
+	_, err := c.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
+		for _, w := range s.writes {
+			w(ctx, pipe)
+		}
+		return nil
+	})
+	return err
 }
 
 func (s *redisSim) emit(w func(context.Context, redis.Pipeliner)) { s.writes = append(s.writes, w) }

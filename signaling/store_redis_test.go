@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -331,5 +332,60 @@ func TestRedisStoreCloseLeavesClient(t *testing.T) {
 	}
 	if err := c.Ping(context.Background()).Err(); err != nil {
 		t.Errorf("the client is closed with the store: %v", err)
+	}
+}
+
+// roundTrips counts the commands and pipelines a client sends, each one
+// round trip to Redis, but for those that set up a new connection (HELLO,
+// CLIENT SETINFO).
+type roundTrips struct{ n atomic.Int64 }
+
+func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() != "hello" {
+			h.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if len(cmds) > 0 && cmds[0].Name() != "client" {
+			h.n.Add(1)
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// TestRedisStoreRoundTrips: an Apply whose mutations depend on stored state
+// (the engine's usual batch: an invitation and its events' outbox entries)
+// takes two round trips (WATCH and the reads in one pipeline, then MULTI/EXEC); one
+// that depends on nothing takes one.
+func TestRedisStoreRoundTrips(t *testing.T) {
+	srv := redistest.Start(t)
+	c := srv.Client()
+	h := &roundTrips{}
+	c.AddHook(h)
+	s := newRedisStore(t, c, "rt:")
+	for _, tc := range []struct {
+		name string
+		muts []signaling.Mutation
+		want int64
+	}{
+		{"invitation with outbox entries", []signaling.Mutation{signaling.PutInvitation{Invitation: redisInvitation("i")},
+			signaling.AppendOutbox{Entry: redisEntry("bob", 1)}, signaling.AppendOutbox{Entry: redisEntry("carol", 2)}}, 2},
+		{"answer", []signaling.Mutation{signaling.SetInviteeState{InviteID: "i", UserID: "bob", State: signaling.StateAccepted, At: redisT0},
+			signaling.DeleteOutbox{UserID: "bob", UpTo: 1}}, 2},
+		{"no preconditions", []signaling.Mutation{signaling.DeleteInvitation{InviteID: "i"}, signaling.PutUser{UserID: "bob"},
+			signaling.SetCustomStatus{UserID: "bob", Text: "away"}}, 1},
+	} {
+		before := h.n.Load()
+		if err := s.Apply(t.Context(), tc.muts...); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if got := h.n.Load() - before; got != tc.want {
+			t.Errorf("%s: %d round trips, want %d", tc.name, got, tc.want)
+		}
 	}
 }
