@@ -48,17 +48,19 @@ const redisMaxAttempts = 64
 // hash value (packStrings). Outbox Seqs are used as sorted-set scores,
 // exact up to 2^53.
 //
-// Apply is optimistic: it WATCHes the keys whose state its mutations
-// depend on (does the invitation, group, invitee, member or outbox entry
-// exist, which entries match), reads them in one pipeline, decides every
-// mutation in Go, in order, on that state (redisPlan), and writes the
+// Apply is optimistic: in one pipeline it WATCHes the keys whose state its
+// mutations depend on (does the invitation, group, invitee, member or
+// outbox entry exist, which entries match) and reads them; it decides every
+// mutation in Go, in order, on that state (redisSim), and writes the
 // outcome in one MULTI/EXEC, which Redis discards if a watched key changed
-// meanwhile: then it starts again. A batch whose mutations depend on
-// nothing (DeleteInvitation, DeleteGroup, RemoveGroupMembers, PutUser,
-// SetCustomStatus) is one MULTI/EXEC. A failing mutation fails the batch
-// before anything is written. Load and LoadOutbox WATCH the index sets
-// they read and read the records in one MULTI/EXEC, so they see one
-// moment's state.
+// meanwhile: then it starts again. That is two round trips (three when a
+// PurgeOutbox must read the entries it may remove). A batch whose
+// mutations depend on nothing (DeleteInvitation, DeleteGroup,
+// RemoveGroupMembers, PutUser, SetCustomStatus) is one MULTI/EXEC. A
+// failing mutation fails the batch before anything is written. No Lua:
+// the rules stay in Go. Load and LoadOutbox WATCH the index sets they
+// read and read the records in one MULTI/EXEC, so they see one moment's
+// state.
 //
 // A failure of Redis (unreachable, restarting, loading, out of memory)
 // wraps ErrStoreUnavailable; the client reconnects by itself, and the next
