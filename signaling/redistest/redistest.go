@@ -384,6 +384,8 @@ func (s *Server) Options() *redis.Options {
 		Network:                  s.network,
 		Addr:                     s.addr,
 		Password:                 s.cfg.password,
+		DialerRetries:            1, // as redisdb.Config.Options: fail fast while the server is down
+		MaxRetries:               1,
 		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
 	}
 }
