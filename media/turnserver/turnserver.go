@@ -33,6 +33,13 @@
 // Config.TLSHandshakeTimeout, is closed. Stats counts what is open and what
 // was refused.
 //
+// Per source IP: at most Config.MaxConnectionsPerIP TCP and TLS connections
+// of one IP without an allocation, one more being closed as soon as it is
+// accepted (one with an allocation is held to MaxAllocationsPerUser
+// instead); on the UDP port, a token bucket (Config.UDPRequestRate,
+// UDPRequestBurst) for the datagrams of an IP's addresses without an
+// allocation, the excess dropped before pion reads it (see limiter).
+//
 // Dependencies: like media it imports nothing of Switchboard but media.
 package turnserver
 
