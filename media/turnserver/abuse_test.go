@@ -286,3 +286,34 @@ func allocateFrom(t *testing.T, s *turnserver.Server, ip, username, password str
 	})
 	return relay, err
 }
+
+// TestUDPRateLimitSparesAllocations: once a client address has an
+// allocation, what it sends (permissions, relayed data) is not counted
+// against its IP's bucket, however small.
+func TestUDPRateLimitSparesAllocations(t *testing.T) {
+	s := start(t, turnserver.Config{UDPRequestRate: 1, UDPRequestBurst: 4})
+	ice := s.ICEServers("alice")[0]
+	relay, err := allocateFrom(t, s, otherIP, ice.Username, ice.Credential)
+	if err != nil {
+		t.Fatalf("allocation within the bucket: %v", err)
+	}
+	peer, err := net.ListenPacket("udp4", otherIP+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	const packets = 50
+	buf := make([]byte, 100)
+	for i := range packets { // one at a time: loopback loses none
+		if _, err := relay.WriteTo([]byte{byte(i)}, peer.LocalAddr()); err != nil {
+			t.Fatalf("packet %d: %v", i, err)
+		}
+		_ = peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if n, _, err := peer.ReadFrom(buf); err != nil || n != 1 || buf[0] != byte(i) {
+			t.Fatalf("packet %d: the peer got %v, %v", i, buf[:n], err)
+		}
+	}
+	if st := s.Stats(); st.UDPRateLimited != 0 {
+		t.Errorf("%d datagrams of an allocated client dropped by the rate limit, want none", st.UDPRateLimited)
+	}
+}
