@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"strings"
 	"sync"
@@ -21,7 +22,6 @@ import (
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
-	pionmedia "github.com/pion/webrtc/v4/pkg/media"
 
 	"github.com/switchboard-rtc/switchboard/media"
 	"github.com/switchboard-rtc/switchboard/media/internal/pionlog"
@@ -42,6 +42,10 @@ const (
 	// audioFrameBytes is the Opus payload per 20 ms frame (about 26 kbit/s).
 	audioFrameBytes = 64
 	audioFrameTime  = 20 * time.Millisecond
+	// MaxVideoPayload is the largest RTP payload of the synthetic video: a
+	// frame is split into packets of at most this many bytes (the VP8
+	// payload descriptor included).
+	MaxVideoPayload = 1100
 )
 
 // Config configures a Peer.
@@ -62,6 +66,10 @@ type Config struct {
 	// has no publisher connection (an audience member).
 	Audio bool
 	Video bool
+	// NoSyntheticMedia publishes the tracks Audio and Video select but
+	// writes nothing to them: the caller writes its own RTP with WriteRTP
+	// (PLIsReceived counts the keyframe requests it should honour).
+	NoSyntheticMedia bool
 	// VideoBitrate in bit/s, VideoFPS frames per second.
 	VideoBitrate int
 	VideoFPS     int
@@ -91,6 +99,17 @@ type Config struct {
 	ICEDisconnectedTimeout time.Duration
 	ICEFailedTimeout       time.Duration
 	ICEKeepaliveInterval   time.Duration
+
+	// OnSendRTP, when set, is called with every RTP packet of the synthetic
+	// media just before the peer writes it, in the sending goroutine; kind
+	// is "audio" or "video". It may change the packet: header fields and the
+	// payload (in place, or a new one, e.g. with a trailer appended). The
+	// SSRC and payload type are set when the packet is written.
+	OnSendRTP func(kind string, pkt *rtp.Packet)
+	// OnReceiveRTP, when set, is called with every RTP packet received on
+	// the subscriber connection, in the track's reading goroutine, with the
+	// time it was read. pkt is only valid during the call.
+	OnReceiveRTP func(key TrackKey, pkt *rtp.Packet, at time.Time)
 
 	Logger *slog.Logger
 }
@@ -133,8 +152,8 @@ type Peer struct {
 	pub   *webrtc.PeerConnection // nil when publishing nothing
 	sub   *webrtc.PeerConnection
 
-	video *webrtc.TrackLocalStaticSample
-	audio *webrtc.TrackLocalStaticSample
+	video *webrtc.TrackLocalStaticRTP
+	audio *webrtc.TrackLocalStaticRTP
 
 	forceKeyframe atomic.Bool
 	iceRestarts   atomic.Uint64
@@ -275,7 +294,7 @@ func (p *Peer) setup(ip net.IP, logs logging.LoggerFactory) error {
 	p.onCandidates(p.pub, media.TargetPublisher)
 	p.watchICE(p.pub, media.TargetPublisher)
 	if p.cfg.Video {
-		p.video, err = webrtc.NewTrackLocalStaticSample(
+		p.video, err = webrtc.NewTrackLocalStaticRTP(
 			webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "video", "peer")
 		if err != nil {
 			return fmt.Errorf("peer: video track: %w", err)
@@ -285,7 +304,7 @@ func (p *Peer) setup(ip net.IP, logs logging.LoggerFactory) error {
 		}
 	}
 	if p.cfg.Audio {
-		p.audio, err = webrtc.NewTrackLocalStaticSample(
+		p.audio, err = webrtc.NewTrackLocalStaticRTP(
 			webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "peer")
 		if err != nil {
 			return fmt.Errorf("peer: audio track: %w", err)
@@ -304,6 +323,9 @@ func (p *Peer) setup(ip net.IP, logs logging.LoggerFactory) error {
 	}
 	p.sendDescription(media.Signal{Target: media.TargetPublisher, Type: media.SignalOffer, SDP: offer.SDP})
 
+	if p.cfg.NoSyntheticMedia {
+		return nil
+	}
 	if p.video != nil {
 		p.goTracked(p.sendVideo)
 	}
@@ -330,7 +352,7 @@ func (p *Peer) goTracked(f func()) bool {
 
 // addSender publishes track and reads its RTCP: a PLI or FIR makes the next
 // video frame a keyframe.
-func (p *Peer) addSender(track *webrtc.TrackLocalStaticSample) error {
+func (p *Peer) addSender(track *webrtc.TrackLocalStaticRTP) error {
 	sender, err := p.pub.AddTrack(track)
 	if err != nil {
 		return fmt.Errorf("peer: add %s track: %w", track.Kind(), err)
@@ -344,14 +366,17 @@ func (p *Peer) addSender(track *webrtc.TrackLocalStaticSample) error {
 	return nil
 }
 
-// sendVideo writes one frame per 1/VideoFPS until Close.
+// sendVideo writes one frame per 1/VideoFPS until Close, split into RTP
+// packets of at most MaxVideoPayload bytes (RFC 7741: a one-byte payload
+// descriptor, S set on a frame's first packet; the marker on its last).
 func (p *Peer) sendVideo() {
 	interval := time.Second / time.Duration(p.cfg.VideoFPS)
 	frameBytes := p.cfg.VideoBitrate / 8 / p.cfg.VideoFPS
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
 	var lastKeyframe time.Time
-	var seq uint32
+	var frames uint32
+	seq, ts := uint16(rand.Uint32()), rand.Uint32()
 	for {
 		select {
 		case <-p.done:
@@ -366,10 +391,24 @@ func (p *Peer) sendVideo() {
 			size *= 3
 			p.keyframesSent.Add(1)
 		}
-		seq++
-		if err := p.video.WriteSample(pionmedia.Sample{Data: makeVP8Frame(size, key, seq), Duration: interval}); err != nil {
-			p.log.Debug("write video", "err", err)
+		frames++
+		frame := makeVP8Frame(size, key, frames)
+		for off := 0; off < len(frame); {
+			n := min(len(frame)-off, MaxVideoPayload-1)
+			payload := make([]byte, 1+n)
+			if off == 0 {
+				payload[0] = 0x10 // S=1, partition 0
+			}
+			copy(payload[1:], frame[off:off+n])
+			off += n
+			pkt := &rtp.Packet{
+				Header:  rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: ts, Marker: off == len(frame)},
+				Payload: payload,
+			}
+			p.sendSynthetic(p.video, KindVideo, pkt)
+			seq++
 		}
+		ts += uint32(90000 / p.cfg.VideoFPS)
 	}
 }
 
@@ -377,20 +416,54 @@ func (p *Peer) sendVideo() {
 func (p *Peer) sendAudio() {
 	ticker := time.NewTicker(audioFrameTime)
 	defer ticker.Stop()
-	frame := make([]byte, audioFrameBytes)
-	for i := range frame {
-		frame[i] = byte(i)
-	}
+	seq, ts := uint16(rand.Uint32()), rand.Uint32()
 	for {
 		select {
 		case <-p.done:
 			return
 		case <-ticker.C:
 		}
-		if err := p.audio.WriteSample(pionmedia.Sample{Data: frame, Duration: audioFrameTime}); err != nil {
-			p.log.Debug("write audio", "err", err)
+		frame := make([]byte, audioFrameBytes)
+		for i := range frame {
+			frame[i] = byte(i)
 		}
+		p.sendSynthetic(p.audio, KindAudio, &rtp.Packet{
+			Header:  rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: ts},
+			Payload: frame,
+		})
+		seq++
+		ts += 48000 / uint32(time.Second/audioFrameTime)
 	}
+}
+
+// Track kinds, as in TrackKey and the hooks.
+const (
+	KindAudio = "audio"
+	KindVideo = "video"
+)
+
+// sendSynthetic passes pkt through OnSendRTP and writes it.
+func (p *Peer) sendSynthetic(track *webrtc.TrackLocalStaticRTP, kind string, pkt *rtp.Packet) {
+	if p.cfg.OnSendRTP != nil {
+		p.cfg.OnSendRTP(kind, pkt)
+	}
+	if err := track.WriteRTP(pkt); err != nil {
+		p.log.Debug("write "+kind, "err", err)
+	}
+}
+
+// WriteRTP writes a raw RTP packet to the published track of kind ("audio"
+// or "video"); the peer sets its SSRC and payload type. Meant for a peer
+// with NoSyntheticMedia, whose tracks carry only what the caller writes.
+func (p *Peer) WriteRTP(kind string, pkt *rtp.Packet) error {
+	track := p.audio
+	if kind == KindVideo {
+		track = p.video
+	}
+	if track == nil {
+		return fmt.Errorf("peer: no published %s track", kind)
+	}
+	return track.WriteRTP(pkt)
 }
 
 // receive counts one remote track until it ends. Runs in Pion's goroutine.
@@ -440,6 +513,9 @@ func (p *Peer) receive(track *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 				lastAsk = now
 				p.sendPLI(track.SSRC())
 			}
+		}
+		if p.cfg.OnReceiveRTP != nil {
+			p.cfg.OnReceiveRTP(key, &pkt, now)
 		}
 		p.statsMu.Lock()
 		st.Packets++
@@ -864,6 +940,25 @@ func (p *Peer) LocalUfrag(t media.Target) string {
 	for _, line := range strings.Split(ld.SDP, "\n") {
 		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "a=ice-ufrag:"); ok {
 			return v
+		}
+	}
+	return ""
+}
+
+// SRTPCipher is the SRTP protection profile negotiated on connection t
+// (e.g. "SRTP_AEAD_AES_128_GCM"), "" before DTLS is up or without that
+// connection.
+func (p *Peer) SRTPCipher(t media.Target) string {
+	pc := p.sub
+	if t == media.TargetPublisher {
+		pc = p.pub
+	}
+	if pc == nil {
+		return ""
+	}
+	for _, s := range pc.GetStats() {
+		if ts, ok := s.(webrtc.TransportStats); ok && ts.SRTPCipher != "" {
+			return ts.SRTPCipher
 		}
 	}
 	return ""
