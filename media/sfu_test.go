@@ -386,3 +386,18 @@ func TestJoinErrors(t *testing.T) {
 		t.Errorf("second Close = %v", err)
 	}
 }
+
+// The fan-out encrypts every packet once per subscriber: the subscriber
+// connection uses AES-128-GCM, the cheapest profile with AES-NI, when the
+// client offers it (Pion offers AES-256-GCM first).
+func TestSubscriberConnectionUsesAES128GCM(t *testing.T) {
+	s := newSFU(t, testConfig())
+	c := join(t, s, "room1", "alice", false, peerConfig(false))
+	eventually(t, 10*time.Second, "subscriber connection up", func() bool {
+		return c.peer.SRTPCipher(media.TargetSubscriber) != ""
+	})
+	if got := c.peer.SRTPCipher(media.TargetSubscriber); got != "SRTP_AEAD_AES_128_GCM" {
+		t.Errorf("subscriber SRTP profile %q, want SRTP_AEAD_AES_128_GCM", got)
+	}
+	checkClean(t, c)
+}
