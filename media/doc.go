@@ -39,8 +39,8 @@
 //
 // Each published track has one forwarder goroutine that reads RTP and writes
 // it, without holding a lock, to one TrackLocalStaticRTP per subscriber. The
-// SFU runs Pion's default interceptors (NACK generator and responder, RTCP
-// reports, TWCC), with its own NACK responder (nackResponder) that shares
+// SFU runs Pion's default interceptors but stats (NACK generator and
+// responder, RTCP reports, TWCC), with its own NACK responder (nackResponder) that shares
 // each packet's payload between the subscribers' retransmission histories,
 // and reads RTCP from every sender and receiver so that they run. A subscriber's PLI or FIR is forwarded to the publisher as a PLI,
 // throttled by Config.PLIThrottle per track; a new subscriber asks for a

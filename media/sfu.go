@@ -118,9 +118,9 @@ func New(cfg Config, log *slog.Logger) (*SFU, error) {
 }
 
 // newAPI builds the one webrtc.API every PeerConnection of the SFU uses:
-// default codecs, default interceptors (NACK generator and responder, RTCP
-// reports, TWCC; the responder is nackResponder), the shared UDP mux, and no
-// mDNS.
+// default codecs, the interceptors the SFU uses (NACK generator and
+// responder, RTCP reports, TWCC; the responder is nackResponder), the shared
+// UDP mux, and no mDNS.
 func newAPI(cfg Config, mux ice.UDPMux, logs logging.LoggerFactory) (*webrtc.API, error) {
 	se := webrtc.SettingEngine{LoggerFactory: logs}
 	se.SetICEUDPMux(mux)
@@ -175,8 +175,12 @@ func newAPI(cfg Config, mux ice.UDPMux, logs logging.LoggerFactory) (*webrtc.API
 
 // registerInterceptors registers what webrtc.RegisterDefaultInterceptors
 // does, in the same order, except that nackResponder stands in for Pion's
-// NACK responder: NACK feedback, NACK responder and generator, RTCP receiver
-// and sender reports, simulcast header extensions, stats, TWCC feedback.
+// NACK responder and that the stats interceptor is left out: NACK feedback,
+// NACK responder and generator, RTCP receiver and sender reports, simulcast
+// header extensions, TWCC feedback. The stats interceptor only feeds
+// PeerConnection.GetStats's RTP stream figures, which the SFU never reads,
+// and costs a locked update per packet in each direction (7 % of the
+// server's CPU in the fan-out's profile).
 func registerInterceptors(m *webrtc.MediaEngine, ir *interceptor.Registry) error {
 	generator, err := nack.NewGeneratorInterceptor()
 	if err != nil {
@@ -190,9 +194,6 @@ func registerInterceptors(m *webrtc.MediaEngine, ir *interceptor.Registry) error
 		return err
 	}
 	if err := webrtc.ConfigureSimulcastExtensionHeaders(m); err != nil {
-		return err
-	}
-	if err := webrtc.ConfigureStatsInterceptor(ir); err != nil {
 		return err
 	}
 	return webrtc.ConfigureTWCCSender(m, ir)
