@@ -38,7 +38,8 @@
 // # Forwarding and RTCP
 //
 // Each published track has one forwarder goroutine that reads RTP and writes
-// it, without holding a lock, to one TrackLocalStaticRTP per subscriber. The
+// it, without holding a lock, to one TrackLocalStaticRTP per subscriber; the
+// datagrams of one packet's fan-out leave in one sendmmsg (batchConn). The
 // SFU runs Pion's default interceptors but stats (NACK generator and
 // responder, RTCP reports, TWCC), with its own NACK responder (nackResponder) that shares
 // each packet's payload between the subscribers' retransmission histories,

@@ -34,12 +34,13 @@ const MaxIDLength = 64
 // innermost lock is Participant.outMu (the outgoing event queue), which may
 // be taken under Participant.mu.
 type SFU struct {
-	cfg  Config
-	log  *slog.Logger
-	api  *webrtc.API
-	mux  ice.UDPMux
-	conn net.PacketConn
-	cert webrtc.Certificate
+	cfg   Config
+	log   *slog.Logger
+	api   *webrtc.API
+	mux   ice.UDPMux
+	conn  net.PacketConn
+	batch *batchConn // nil when Config.WrapPacketConn is set
+	cert  webrtc.Certificate
 
 	counters counters
 
@@ -81,9 +82,15 @@ func New(cfg Config, log *slog.Logger) (*SFU, error) {
 		return nil, fmt.Errorf("media: listen udp: %w", err)
 	}
 
-	var pc net.PacketConn = conn
+	// The fan-out's datagrams leave in batches through batchConn, unless a
+	// wrapper must see every write (tests that cut the network).
+	var pc net.PacketConn
+	var batch *batchConn
 	if cfg.WrapPacketConn != nil {
 		pc = cfg.WrapPacketConn(conn)
+	} else {
+		batch = newBatchConn(conn)
+		pc = batch
 	}
 	pionLogs := pionlog.Factory(log, slog.LevelWarn)
 	mux := webrtc.NewICEUDPMux(pionLogs.NewLogger("udpmux"), pc)
@@ -110,6 +117,7 @@ func New(cfg Config, log *slog.Logger) (*SFU, error) {
 		api:   api,
 		mux:   mux,
 		conn:  conn,
+		batch: batch,
 		cert:  *cert,
 		rooms: make(map[string]*room),
 	}
