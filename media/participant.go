@@ -146,7 +146,7 @@ func newParticipant(s *SFU, roomID, id string, opts JoinOptions) (*Participant, 
 		RTCPMuxPolicy: webrtc.RTCPMuxPolicyRequire,
 	}
 	var err error
-	p.sub, err = s.api.NewPeerConnection(pcConfig)
+	p.sub, err = s.subAPI.NewPeerConnection(pcConfig)
 	if err != nil {
 		return nil, fmt.Errorf("media: subscriber connection: %w", err)
 	}
@@ -160,7 +160,7 @@ func newParticipant(s *SFU, roomID, id string, opts JoinOptions) (*Participant, 
 	p.watch(p.sub, TargetSubscriber)
 
 	if opts.CanPublish {
-		p.pub, err = s.api.NewPeerConnection(pcConfig)
+		p.pub, err = s.pubAPI.NewPeerConnection(pcConfig)
 		if err != nil {
 			p.abandon()
 			return nil, fmt.Errorf("media: publisher connection: %w", err)
