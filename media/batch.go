@@ -36,6 +36,12 @@ type batchConn struct {
 	mu      sync.Mutex
 
 	batched atomic.Uint64 // datagrams sent through a batch, for tests
+
+	// rd is the state of a raw read (batch_linux.go), used by one
+	// ReadFromAddrPort at a time: reading is its owner's flag (a second,
+	// concurrent reader reads through net.UDPConn).
+	rd      rawReader
+	reading atomic.Bool
 }
 
 func newBatchConn(conn *net.UDPConn) *batchConn {
@@ -126,8 +132,15 @@ func (c *batchConn) WriteToAddrPort(b []byte, addr netip.AddrPort) (int, error) 
 	return c.UDPConn.WriteToUDPAddrPort(b, addr)
 }
 
-// ReadFromAddrPort is the read of the ICE UDP mux.
+// ReadFromAddrPort is the read of the ICE UDP mux (its one reader
+// goroutine). See readRaw.
 func (c *batchConn) ReadFromAddrPort(b []byte) (int, netip.AddrPort, error) {
+	if c.raw != nil && c.reading.CompareAndSwap(false, true) {
+		defer c.reading.Store(false)
+		if n, addr, ok, err := c.rd.read(c.raw, b); ok {
+			return n, addr, err
+		}
+	}
 	return c.UDPConn.ReadFromUDPAddrPort(b)
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"testing"
 	"time"
 )
@@ -229,5 +230,51 @@ func BenchmarkSendBatch(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// ReadFromAddrPort returns each datagram and its sender as net.UDPConn
+// does, and honours the read deadline.
+func TestBatchConnReadsDatagrams(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		network string
+		ip      net.IP
+	}{
+		{"ipv4 socket", "udp4", net.IPv4(127, 0, 0, 1)},
+		{"dual-stack socket", "udp", net.IPv6unspecified},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newTestBatchConn(t, tc.network, tc.ip)
+			port := c.LocalAddr().(*net.UDPAddr).Port
+			sender := udpReceivers(t, 1)[0]
+			to := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}
+			buf := make([]byte, 1500)
+			for i := range 3 {
+				want := rtpDatagram(5, uint16(i), 100+i)
+				if _, err := sender.WriteTo(want, to); err != nil {
+					t.Fatal(err)
+				}
+				if err := c.SetReadDeadline(time.Now().Add(2 * time.Second)); err != nil {
+					t.Fatal(err)
+				}
+				n, from, err := c.ReadFromAddrPort(buf)
+				if err != nil {
+					t.Fatalf("read %d: %v", i, err)
+				}
+				if !bytes.Equal(buf[:n], want) {
+					t.Errorf("read %d: %d bytes, want the %d sent", i, n, len(want))
+				}
+				if got, sent := from.Addr().Unmap(), addrOf(sender); got != sent.Addr() || from.Port() != sent.Port() {
+					t.Errorf("read %d: from %v, want %v", i, from, sent)
+				}
+			}
+			if err := c.SetReadDeadline(time.Now().Add(20 * time.Millisecond)); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := c.ReadFromAddrPort(buf); !os.IsTimeout(err) {
+				t.Errorf("read with nothing sent: %v, want a timeout", err)
+			}
+		})
 	}
 }
