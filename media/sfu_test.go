@@ -106,6 +106,10 @@ func TestThreePeersExchangeMedia(t *testing.T) {
 	if st.PacketsIn == 0 || st.PacketsOut < st.PacketsIn || st.BytesOut == 0 {
 		t.Errorf("forwarding counters look wrong: %+v", st)
 	}
+	// Each peer receives 4 tracks, each registered with its batch.
+	if n := media.BatchStreams(s); n != 12 {
+		t.Errorf("%d SSRCs registered with batches, want 12 (3 subscribers × 4 tracks)", n)
+	}
 	// The forwarded packets went through Pion's write path into batches
 	// (read after the stats: the count only grows).
 	if n := media.BatchedDatagrams(s); n < st.PacketsOut/2 {
@@ -262,6 +266,10 @@ func TestLeaveAndVanish(t *testing.T) {
 	}
 	if st := s.Stats(); st.Rooms != 0 || st.Participants != 0 || st.PublishedTracks != 0 {
 		t.Errorf("stats after everyone left = %+v, want empty", st)
+	}
+	// Every subscriber track was unbound: no SSRC is left routed to a batch.
+	if n := media.BatchStreams(s); n != 0 {
+		t.Errorf("%d SSRCs still registered with batches after everyone left", n)
 	}
 	for _, c := range []*client{alice, bob, carol} {
 		c.close()
