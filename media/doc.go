@@ -38,9 +38,11 @@
 // # Forwarding and RTCP
 //
 // Each published track has one forwarder goroutine that reads RTP and writes
-// it, without holding a lock, to one TrackLocalStaticRTP per subscriber. The
-// SFU runs Pion's default interceptors (NACK generator and responder, RTCP
-// reports, TWCC), with its own NACK responder (nackResponder) that shares
+// it, without holding a lock, to one TrackLocalStaticRTP per subscriber; the
+// datagrams of one packet's fan-out leave in one sendmmsg (batchConn). The
+// SFU runs Pion's default interceptors but stats, each on the connections
+// that need it (publishers: NACK generator, receiver reports, TWCC;
+// subscribers: NACK responder, sender reports), with its own NACK responder (nackResponder) that shares
 // each packet's payload between the subscribers' retransmission histories,
 // and reads RTCP from every sender and receiver so that they run. A subscriber's PLI or FIR is forwarded to the publisher as a PLI,
 // throttled by Config.PLIThrottle per track; a new subscriber asks for a

@@ -144,7 +144,7 @@ func newParticipant(s *SFU, roomID, id string, opts JoinOptions) (*Participant, 
 		done:          make(chan struct{}),
 	}
 	var err error
-	p.sub, err = s.api.NewPeerConnection(p.pcConfig())
+	p.sub, err = s.subAPI.NewPeerConnection(p.pcConfig())
 	if err != nil {
 		return nil, fmt.Errorf("media: subscriber connection: %w", err)
 	}
@@ -177,7 +177,7 @@ func (p *Participant) pcConfig() webrtc.Configuration {
 
 // newPublisher creates a publisher connection with its handlers.
 func (p *Participant) newPublisher() (*webrtc.PeerConnection, error) {
-	pc, err := p.sfu.api.NewPeerConnection(p.pcConfig())
+	pc, err := p.sfu.pubAPI.NewPeerConnection(p.pcConfig())
 	if err != nil {
 		return nil, fmt.Errorf("media: publisher connection: %w", err)
 	}

@@ -39,6 +39,9 @@ type publishedTrack struct {
 	done           chan struct{} // closed by close
 	counters       *counters
 	pliThrottle    time.Duration
+	// batch holds the datagrams of one fan-out until they are sent
+	// together; nil without batching. Used by the forwarder only.
+	batch *sendBatch
 }
 
 func newPublishedTrack(owner *Participant, pc *webrtc.PeerConnection, remote *webrtc.TrackRemote, receiver *webrtc.RTPReceiver, seq int) *publishedTrack {
@@ -55,6 +58,9 @@ func newPublishedTrack(owner *Participant, pc *webrtc.PeerConnection, remote *we
 		done:           make(chan struct{}),
 		counters:       &owner.sfu.counters,
 		pliThrottle:    owner.sfu.cfg.PLIThrottle,
+	}
+	if owner.sfu.batch != nil {
+		t.batch = owner.sfu.batch.newBatch()
 	}
 	t.downs.Store(&[]*downTrack{})
 	return t
@@ -98,11 +104,13 @@ func (t *publishedTrack) fanOut(pkt *rtp.Packet) {
 	pkt.Header.ExtensionProfile = 0
 	pkt.Header.Extensions = nil
 	var sent uint64
+	t.batch.begin()
 	for _, d := range *t.downs.Load() {
 		if d.write(pkt) {
 			sent++
 		}
 	}
+	t.batch.flush()
 	if sent > 0 {
 		// One update per packet, not per subscriber: the counters are
 		// shared by every forwarder.
@@ -226,6 +234,9 @@ type downTrack struct {
 	sub    *Participant
 	sender *webrtc.RTPSender // set before the downTrack is shared
 	bound  atomic.Bool       // negotiated: writes reach the subscriber
+
+	ssrcMu sync.Mutex // guards ssrc
+	ssrc   uint32     // registered with the track's batch while bound; 0 when not
 }
 
 func newDownTrack(t *publishedTrack, sub *Participant) (*downTrack, error) {
@@ -244,6 +255,7 @@ func (d *downTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 	if err != nil {
 		return codec, err
 	}
+	d.registerBatch(uint32(ctx.SSRC()))
 	d.bound.Store(true)
 	if d.sub != nil {
 		d.sub.log.Debug("subscriber track bound", "track", d.track.id, "connected", d.sub.subConnected.Load())
@@ -258,7 +270,27 @@ func (d *downTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 // closes.
 func (d *downTrack) Unbind(ctx webrtc.TrackLocalContext) error {
 	d.bound.Store(false)
+	d.registerBatch(0)
 	return d.TrackLocalStaticRTP.Unbind(ctx)
+}
+
+// registerBatch routes the datagrams of ssrc (the SSRC this downTrack
+// writes with) through its track's batch, replacing the previous one; 0
+// unregisters.
+func (d *downTrack) registerBatch(ssrc uint32) {
+	b := d.track.batch
+	if b == nil {
+		return
+	}
+	d.ssrcMu.Lock()
+	defer d.ssrcMu.Unlock()
+	if d.ssrc != 0 {
+		b.conn.unregister(d.ssrc, b)
+	}
+	d.ssrc = ssrc
+	if ssrc != 0 {
+		b.conn.register(ssrc, b)
+	}
 }
 
 // write sends pkt to the subscriber; false if it was not sent.

@@ -81,7 +81,7 @@ func TestMediaTiny(t *testing.T) {
 		t.Errorf("mode %v server %v", res["mode"], res["server"])
 	}
 	checkFigures(t, res,
-		[]string{"forwarded_pps", "server_cpu_s_per_mpkt", "p50_ms", "p99_ms",
+		[]string{"forwarded_pps", "server_cpu_s_per_mpkt", "pps_per_core", "bare_pps_per_core", "p50_ms", "p99_ms",
 			"bare_forwarded_pps", "bare_cpu_s_per_mpkt", "cpu_ratio", "first_media_ms", "first_keyframe_ms"},
 		[]string{"errors", "bare_errors", "first_media_errors"})
 	for _, k := range []string{"loss_pct", "bare_loss_pct"} {

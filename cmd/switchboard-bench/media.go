@@ -89,6 +89,7 @@ type mediaResult struct {
 	ServerCPUS     float64 `json:"server_cpu_s"`
 	BenchCPUS      float64 `json:"bench_cpu_s"` // the bench process: the clients alone in child mode
 	ServerCPUPerM  float64 `json:"server_cpu_s_per_mpkt"`
+	PPSPerCore     float64 `json:"pps_per_core"` // forwarded packets per second per server core: 10⁶ / server_cpu_s_per_mpkt
 	CPUMethod      string  `json:"cpu_method"`
 	LossPct        float64 `json:"loss_pct"`
 	P50            float64 `json:"p50_ms"`
@@ -98,6 +99,7 @@ type mediaResult struct {
 	BareCPUS       float64 `json:"bare_cpu_s"`
 	BareBenchCPUS  float64 `json:"bare_bench_cpu_s"`
 	BareCPUPerM    float64 `json:"bare_cpu_s_per_mpkt"`
+	BarePPSPerCore float64 `json:"bare_pps_per_core"`
 	BareLossPct    float64 `json:"bare_loss_pct"`
 	BareP50        float64 `json:"bare_p50_ms"`
 	BareP99        float64 `json:"bare_p99_ms"`
@@ -131,6 +133,12 @@ func (r *mediaRun) loss() float64 {
 
 func (r *mediaRun) cpuPerM() float64 {
 	return ratio(r.cpu.Seconds(), float64(r.received)/1e6)
+}
+
+// ppsPerCore is the forwarded packets per second one core of the server
+// would sustain at this cost per packet: received packets per CPU second.
+func (r *mediaRun) ppsPerCore() float64 {
+	return ratio(float64(r.received), r.cpu.Seconds())
 }
 
 func runMedia(ctx context.Context, o mediaOptions, stdout, stderr io.Writer) (*mediaResult, error) {
@@ -206,6 +214,7 @@ func runMedia(ctx context.Context, o mediaOptions, stdout, stderr io.Writer) (*m
 		ServerCPUS:     round3(main.cpu.Seconds()),
 		BenchCPUS:      round3(main.benchCPU.Seconds()),
 		ServerCPUPerM:  round3(main.cpuPerM()),
+		PPSPerCore:     round3(main.ppsPerCore()),
 		CPUMethod:      cpuM,
 		LossPct:        round3(main.loss()),
 		P50:            round3(percentile(main.latencies, 50)),
@@ -215,6 +224,7 @@ func runMedia(ctx context.Context, o mediaOptions, stdout, stderr io.Writer) (*m
 		BareCPUS:       round3(base.cpu.Seconds()),
 		BareBenchCPUS:  round3(base.benchCPU.Seconds()),
 		BareCPUPerM:    round3(base.cpuPerM()),
+		BarePPSPerCore: round3(base.ppsPerCore()),
 		BareLossPct:    round3(base.loss()),
 		BareP50:        round3(percentile(base.latencies, 50)),
 		BareP99:        round3(percentile(base.latencies, 99)),
@@ -233,6 +243,7 @@ func runMedia(ctx context.Context, o mediaOptions, stdout, stderr io.Writer) (*m
 	t.row("forwarded", f(res.ForwardedPPS), f(res.BareForwarded), "packets/s received by all receivers")
 	t.row("CPU in window", f(res.ServerCPUS), f(res.BareCPUS), "s")
 	t.row("CPU per Mpkt", f(res.ServerCPUPerM), f(res.BareCPUPerM), "CPU s per million forwarded packets")
+	t.row("pps per core", f(res.PPSPerCore), f(res.BarePPSPerCore), "forwarded packets/s per server core (10⁶ / CPU per Mpkt)")
 	t.row("bench CPU", f(res.BenchCPUS), f(res.BareBenchCPUS), "s in window, bench process (clients; in-process also the server)")
 	t.row("loss", f(res.LossPct), f(res.BareLossPct), "% of sent × fan-out")
 	t.row("latency p50", f(res.P50), f(res.BareP50), "ms one way, publisher write → subscriber read")

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"strings"
 	"sync"
@@ -21,7 +22,6 @@ import (
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
-	pionmedia "github.com/pion/webrtc/v4/pkg/media"
 
 	"github.com/switchboard-rtc/switchboard/media"
 	"github.com/switchboard-rtc/switchboard/media/internal/pionlog"
@@ -42,6 +42,10 @@ const (
 	// audioFrameBytes is the Opus payload per 20 ms frame (about 26 kbit/s).
 	audioFrameBytes = 64
 	audioFrameTime  = 20 * time.Millisecond
+	// MaxVideoPayload is the largest RTP payload of the synthetic video: a
+	// frame is split into packets of at most this many bytes (the VP8
+	// payload descriptor included).
+	MaxVideoPayload = 1100
 )
 
 // Config configures a Peer.
@@ -62,6 +66,10 @@ type Config struct {
 	// has no publisher connection (an audience member).
 	Audio bool
 	Video bool
+	// NoSyntheticMedia publishes the tracks Audio and Video select but
+	// writes nothing to them: the caller writes its own RTP with WriteRTP
+	// (PLIsReceived counts the keyframe requests it should honour).
+	NoSyntheticMedia bool
 	// VideoBitrate in bit/s, VideoFPS frames per second.
 	VideoBitrate int
 	VideoFPS     int
@@ -91,6 +99,17 @@ type Config struct {
 	ICEDisconnectedTimeout time.Duration
 	ICEFailedTimeout       time.Duration
 	ICEKeepaliveInterval   time.Duration
+
+	// OnSendRTP, when set, is called with every RTP packet of the synthetic
+	// media just before the peer writes it, in the sending goroutine; kind
+	// is "audio" or "video". It may change the packet: header fields and the
+	// payload (in place, or a new one, e.g. with a trailer appended). The
+	// SSRC and payload type are set when the packet is written.
+	OnSendRTP func(kind string, pkt *rtp.Packet)
+	// OnReceiveRTP, when set, is called with every RTP packet received on
+	// the subscriber connection, in the track's reading goroutine, with the
+	// time it was read. pkt is only valid during the call.
+	OnReceiveRTP func(key TrackKey, pkt *rtp.Packet, at time.Time)
 
 	Logger *slog.Logger
 }
@@ -132,9 +151,12 @@ type Peer struct {
 	muxes []ice.UDPMux
 	// pub is the publisher connection, nil while publishing nothing
 	// (StartPublishing, StopPublishing change it, holding negMu and mu);
-	// pubStop is closed when it is taken down.
+	// pubStop is closed when it is taken down; video and audio are its
+	// tracks (nil: not published). All four are guarded by mu.
 	pub     *webrtc.PeerConnection
 	pubStop chan struct{}
+	video   *webrtc.TrackLocalStaticRTP
+	audio   *webrtc.TrackLocalStaticRTP
 	sub     *webrtc.PeerConnection
 	ip      net.IP
 	logs    logging.LoggerFactory
@@ -295,9 +317,9 @@ func (p *Peer) publish(audio, video bool) error {
 	p.mu.Unlock()
 	p.onCandidates(pc, media.TargetPublisher)
 	p.watchICE(pc, media.TargetPublisher)
-	var vt, at *webrtc.TrackLocalStaticSample
+	var vt, at *webrtc.TrackLocalStaticRTP
 	if video {
-		vt, err = webrtc.NewTrackLocalStaticSample(
+		vt, err = webrtc.NewTrackLocalStaticRTP(
 			webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "video", "peer")
 		if err != nil {
 			return fmt.Errorf("peer: video track: %w", err)
@@ -307,7 +329,7 @@ func (p *Peer) publish(audio, video bool) error {
 		}
 	}
 	if audio {
-		at, err = webrtc.NewTrackLocalStaticSample(
+		at, err = webrtc.NewTrackLocalStaticRTP(
 			webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "peer")
 		if err != nil {
 			return fmt.Errorf("peer: audio track: %w", err)
@@ -326,6 +348,12 @@ func (p *Peer) publish(audio, video bool) error {
 	}
 	p.sendDescription(media.Signal{Target: media.TargetPublisher, Type: media.SignalOffer, SDP: offer.SDP})
 
+	p.mu.Lock()
+	p.video, p.audio = vt, at
+	p.mu.Unlock()
+	if p.cfg.NoSyntheticMedia {
+		return nil
+	}
 	if vt != nil {
 		p.goTracked(func() { p.sendVideo(vt, stop) })
 	}
@@ -361,7 +389,7 @@ func (p *Peer) StopPublishing() error {
 		p.mu.Unlock()
 		return nil
 	}
-	p.pub, p.pubStop = nil, nil
+	p.pub, p.pubStop, p.video, p.audio = nil, nil, nil, nil
 	if t := p.restartBy[media.TargetPublisher]; t != nil {
 		t.Stop()
 		delete(p.restartBy, media.TargetPublisher)
@@ -396,7 +424,7 @@ func (p *Peer) goTracked(f func()) bool {
 
 // addSender publishes track and reads its RTCP: a PLI or FIR makes the next
 // video frame a keyframe.
-func (p *Peer) addSender(pc *webrtc.PeerConnection, track *webrtc.TrackLocalStaticSample) error {
+func (p *Peer) addSender(pc *webrtc.PeerConnection, track *webrtc.TrackLocalStaticRTP) error {
 	sender, err := pc.AddTrack(track)
 	if err != nil {
 		return fmt.Errorf("peer: add %s track: %w", track.Kind(), err)
@@ -410,14 +438,18 @@ func (p *Peer) addSender(pc *webrtc.PeerConnection, track *webrtc.TrackLocalStat
 	return nil
 }
 
-// sendVideo writes one frame per 1/VideoFPS until Close.
-func (p *Peer) sendVideo(track *webrtc.TrackLocalStaticSample, stop <-chan struct{}) {
+// sendVideo writes one frame per 1/VideoFPS until Close or stop, split
+// into RTP packets of at most MaxVideoPayload bytes (RFC 7741: a one-byte
+// payload descriptor, S set on a frame's first packet; the marker on its
+// last).
+func (p *Peer) sendVideo(track *webrtc.TrackLocalStaticRTP, stop <-chan struct{}) {
 	interval := time.Second / time.Duration(p.cfg.VideoFPS)
 	frameBytes := p.cfg.VideoBitrate / 8 / p.cfg.VideoFPS
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
 	var lastKeyframe time.Time
-	var seq uint32
+	var frames uint32
+	seq, ts := uint16(rand.Uint32()), rand.Uint32()
 	for {
 		select {
 		case <-p.done:
@@ -434,21 +466,32 @@ func (p *Peer) sendVideo(track *webrtc.TrackLocalStaticSample, stop <-chan struc
 			size *= 3
 			p.keyframesSent.Add(1)
 		}
-		seq++
-		if err := track.WriteSample(pionmedia.Sample{Data: makeVP8Frame(size, key, seq), Duration: interval}); err != nil {
-			p.log.Debug("write video", "err", err)
+		frames++
+		frame := makeVP8Frame(size, key, frames)
+		for off := 0; off < len(frame); {
+			n := min(len(frame)-off, MaxVideoPayload-1)
+			payload := make([]byte, 1+n)
+			if off == 0 {
+				payload[0] = 0x10 // S=1, partition 0
+			}
+			copy(payload[1:], frame[off:off+n])
+			off += n
+			pkt := &rtp.Packet{
+				Header:  rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: ts, Marker: off == len(frame)},
+				Payload: payload,
+			}
+			p.sendSynthetic(track, KindVideo, pkt)
+			seq++
 		}
+		ts += uint32(90000 / p.cfg.VideoFPS)
 	}
 }
 
 // sendAudio writes one Opus-sized frame per 20 ms until Close.
-func (p *Peer) sendAudio(track *webrtc.TrackLocalStaticSample, stop <-chan struct{}) {
+func (p *Peer) sendAudio(track *webrtc.TrackLocalStaticRTP, stop <-chan struct{}) {
 	ticker := time.NewTicker(audioFrameTime)
 	defer ticker.Stop()
-	frame := make([]byte, audioFrameBytes)
-	for i := range frame {
-		frame[i] = byte(i)
-	}
+	seq, ts := uint16(rand.Uint32()), rand.Uint32()
 	for {
 		select {
 		case <-p.done:
@@ -457,10 +500,49 @@ func (p *Peer) sendAudio(track *webrtc.TrackLocalStaticSample, stop <-chan struc
 			return
 		case <-ticker.C:
 		}
-		if err := track.WriteSample(pionmedia.Sample{Data: frame, Duration: audioFrameTime}); err != nil {
-			p.log.Debug("write audio", "err", err)
+		frame := make([]byte, audioFrameBytes)
+		for i := range frame {
+			frame[i] = byte(i)
 		}
+		p.sendSynthetic(track, KindAudio, &rtp.Packet{
+			Header:  rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: ts},
+			Payload: frame,
+		})
+		seq++
+		ts += 48000 / uint32(time.Second/audioFrameTime)
 	}
+}
+
+// Track kinds, as in TrackKey and the hooks.
+const (
+	KindAudio = "audio"
+	KindVideo = "video"
+)
+
+// sendSynthetic passes pkt through OnSendRTP and writes it.
+func (p *Peer) sendSynthetic(track *webrtc.TrackLocalStaticRTP, kind string, pkt *rtp.Packet) {
+	if p.cfg.OnSendRTP != nil {
+		p.cfg.OnSendRTP(kind, pkt)
+	}
+	if err := track.WriteRTP(pkt); err != nil {
+		p.log.Debug("write "+kind, "err", err)
+	}
+}
+
+// WriteRTP writes a raw RTP packet to the published track of kind ("audio"
+// or "video"); the peer sets its SSRC and payload type. Meant for a peer
+// with NoSyntheticMedia, whose tracks carry only what the caller writes.
+func (p *Peer) WriteRTP(kind string, pkt *rtp.Packet) error {
+	p.mu.Lock()
+	track := p.audio
+	if kind == KindVideo {
+		track = p.video
+	}
+	p.mu.Unlock()
+	if track == nil {
+		return fmt.Errorf("peer: no published %s track", kind)
+	}
+	return track.WriteRTP(pkt)
 }
 
 // receive counts one remote track until it ends. Runs in Pion's goroutine.
@@ -510,6 +592,9 @@ func (p *Peer) receive(track *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 				lastAsk = now
 				p.sendPLI(track.SSRC())
 			}
+		}
+		if p.cfg.OnReceiveRTP != nil {
+			p.cfg.OnReceiveRTP(key, &pkt, now)
 		}
 		p.statsMu.Lock()
 		st.Packets++
@@ -939,6 +1024,25 @@ func (p *Peer) LocalUfrag(t media.Target) string {
 	for _, line := range strings.Split(ld.SDP, "\n") {
 		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "a=ice-ufrag:"); ok {
 			return v
+		}
+	}
+	return ""
+}
+
+// SRTPCipher is the SRTP protection profile negotiated on connection t
+// (e.g. "SRTP_AEAD_AES_128_GCM"), "" before DTLS is up or without that
+// connection.
+func (p *Peer) SRTPCipher(t media.Target) string {
+	pc := p.sub
+	if t == media.TargetPublisher {
+		pc = p.pub
+	}
+	if pc == nil {
+		return ""
+	}
+	for _, s := range pc.GetStats() {
+		if ts, ok := s.(webrtc.TransportStats); ok && ts.SRTPCipher != "" {
+			return ts.SRTPCipher
 		}
 	}
 	return ""

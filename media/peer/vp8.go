@@ -10,7 +10,7 @@ import (
 // that the keyframe bit and, for keyframes, the start code and picture size
 // are where a decoder or a middlebox looks for them; the compressed data
 // after the header is filler and does not decode to a picture. The RTP
-// payload descriptor (RFC 7741) is written by Pion's VP8 payloader.
+// payload descriptor (RFC 7741) is written by Peer.sendVideo.
 
 const (
 	frameWidth  = 640

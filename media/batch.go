@@ -1,0 +1,199 @@
+package media
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"syscall"
+)
+
+// batchConn is the SFU's UDP socket as the ICE UDP mux sees it. It sends
+// the datagrams of one packet's fan-out with one sendmmsg instead of one
+// sendto per subscriber.
+//
+// Every write to a subscriber goes through Pion (interceptors, SRTP, ICE)
+// and ends here, in the goroutine that called it. A datagram that is an RTP
+// packet (not RTCP, STUN or DTLS: RFC 7983, RFC 5761) whose SSRC belongs to
+// a downTrack is the forwarder's: when that forwarder is inside a fan-out
+// (its sendBatch is open) the datagram is copied into the batch, and the
+// forwarder sends the whole batch when the fan-out ends. Everything else,
+// and a stream's datagrams between fan-outs (a NACK resend, when RTX was not
+// negotiated), is written at once, as before.
+//
+// Batching only changes when datagrams leave within one fan-out (a few
+// microseconds), never their content or destination. A send error of a
+// batched datagram is not reported to Pion (UDP send errors on an
+// unconnected socket are local ones, such as a full buffer, which the
+// batched send waits out as a single write does).
+type batchConn struct {
+	*net.UDPConn
+	raw syscall.RawConn // the same socket, for sendmmsg
+
+	// streams maps a downTrack's SSRC to its forwarder's batch. Replaced
+	// (never modified) under mu, read without a lock on every write.
+	streams atomic.Pointer[map[uint32]*sendBatch]
+	mu      sync.Mutex
+
+	batched atomic.Uint64 // datagrams sent through a batch, for tests
+
+	// rd is the state of a raw read (batch_linux.go), used by one
+	// ReadFromAddrPort at a time: reading is its owner's flag (a second,
+	// concurrent reader reads through net.UDPConn).
+	rd      rawReader
+	reading atomic.Bool
+}
+
+func newBatchConn(conn *net.UDPConn) *batchConn {
+	c := &batchConn{UDPConn: conn}
+	if raw, err := conn.SyscallConn(); err == nil {
+		c.raw = raw
+	}
+	c.streams.Store(&map[uint32]*sendBatch{})
+	return c
+}
+
+// maxBatch bounds the datagrams of one batch; a fan-out to more
+// subscribers sends the rest one by one. A room holds at most 50
+// participants.
+const maxBatch = 64
+
+// sendBatch collects the datagrams of one forwarder's fan-out. Only the
+// forwarder's goroutine calls begin and flush; add may be called from any
+// goroutine (Pion writes in the caller's goroutine, and another goroutine
+// may write an RTP packet of a registered SSRC, e.g. a NACK resend).
+type sendBatch struct {
+	conn *batchConn
+
+	mu   sync.Mutex // guards open and n while open
+	open bool
+	n    int
+	buf  [maxBatch][]byte // datagrams; each buffer is reused
+	dst  [maxBatch]netip.AddrPort
+	sys  mmsgState // the system's view of the batch (batch_linux.go)
+}
+
+func (c *batchConn) newBatch() *sendBatch {
+	b := &sendBatch{conn: c}
+	b.sys.init(b)
+	return b
+}
+
+// register routes the RTP datagrams of ssrc into b while b is open.
+func (c *batchConn) register(ssrc uint32, b *sendBatch) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := *c.streams.Load()
+	next := make(map[uint32]*sendBatch, len(old)+1)
+	for k, v := range old {
+		next[k] = v
+	}
+	next[ssrc] = b
+	c.streams.Store(&next)
+}
+
+// unregister undoes register(ssrc, b); it keeps a later registration of
+// the same SSRC by another batch.
+func (c *batchConn) unregister(ssrc uint32, b *sendBatch) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := *c.streams.Load()
+	if old[ssrc] != b {
+		return
+	}
+	next := make(map[uint32]*sendBatch, len(old))
+	for k, v := range old {
+		if k != ssrc {
+			next[k] = v
+		}
+	}
+	c.streams.Store(&next)
+}
+
+// rtpSSRC returns the SSRC of an RTP datagram; ok is false for anything
+// else on the port: RTCP, STUN, DTLS, TURN channel data.
+func rtpSSRC(b []byte) (ssrc uint32, ok bool) {
+	if len(b) < 12 || b[0]>>6 != 2 {
+		return 0, false
+	}
+	if pt := b[1] & 0x7f; pt >= 64 && pt <= 95 {
+		return 0, false // RTCP (RFC 5761)
+	}
+	return uint32(b[8])<<24 | uint32(b[9])<<16 | uint32(b[10])<<8 | uint32(b[11]), true
+}
+
+// WriteToAddrPort is the write of the ICE UDP mux.
+func (c *batchConn) WriteToAddrPort(b []byte, addr netip.AddrPort) (int, error) {
+	if ssrc, ok := rtpSSRC(b); ok {
+		if batch := (*c.streams.Load())[ssrc]; batch != nil && batch.add(b, addr) {
+			return len(b), nil
+		}
+	}
+	return c.UDPConn.WriteToUDPAddrPort(b, addr)
+}
+
+// ReadFromAddrPort is the read of the ICE UDP mux (its one reader
+// goroutine). See readRaw.
+func (c *batchConn) ReadFromAddrPort(b []byte) (int, netip.AddrPort, error) {
+	if c.raw != nil && c.reading.CompareAndSwap(false, true) {
+		defer c.reading.Store(false)
+		if n, addr, ok, err := c.rd.read(c.raw, b); ok {
+			return n, addr, err
+		}
+	}
+	return c.UDPConn.ReadFromUDPAddrPort(b)
+}
+
+// WriteTo writes through WriteToAddrPort when addr is a UDP address.
+func (c *batchConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	if ua, ok := addr.(*net.UDPAddr); ok {
+		return c.WriteToAddrPort(b, ua.AddrPort())
+	}
+	return c.UDPConn.WriteTo(b, addr)
+}
+
+// begin opens the batch: the forwarder's datagrams are held until flush.
+// A nil batch (batching off) does nothing.
+func (b *sendBatch) begin() {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	b.open = true
+	b.mu.Unlock()
+}
+
+// add copies a datagram into the open batch; false when the batch is
+// closed or full (the caller writes it itself).
+func (b *sendBatch) add(p []byte, addr netip.AddrPort) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.open || b.n == maxBatch {
+		return false
+	}
+	b.buf[b.n] = append(b.buf[b.n][:0], p...)
+	b.dst[b.n] = addr
+	b.n++
+	return true
+}
+
+// flush closes the batch and sends what it holds. No lock is held while
+// sending: once closed, nothing but the forwarder touches the batch.
+func (b *sendBatch) flush() {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	b.open = false
+	n := b.n
+	b.mu.Unlock()
+	if n == 0 {
+		return
+	}
+	// What sendmmsg did not take (not on this system) is written one by one.
+	for i := b.sys.send(n); i < n; i++ {
+		_, _ = b.conn.UDPConn.WriteToUDPAddrPort(b.buf[i], b.dst[i])
+	}
+	b.conn.batched.Add(uint64(n))
+	b.n = 0
+}

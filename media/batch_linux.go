@@ -1,0 +1,186 @@
+//go:build linux
+
+package media
+
+import (
+	"net"
+	"net/netip"
+	"os"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// mmsgState is a batch as sendmmsg(2) takes it, built in place once.
+//
+// The call is made with RawSyscall, not Syscall: the socket is
+// non-blocking, so the call never waits (a full socket buffer returns
+// EAGAIN, and the runtime's poller waits for it, as for any write), and the
+// goroutine keeps its P. With Syscall the runtime marks the P as in a
+// system call, and a fan-out's sendmmsg (tens of datagrams, each delivered
+// through the loopback or NIC path within the call) outlasts the 20 µs
+// after which sysmon takes the P away and hands it to another thread: a
+// futex wake and a context switch per fan-out, and sysmon kept polling at
+// its shortest interval.
+type mmsgState struct {
+	b    *sendBatch
+	hdrs [maxBatch]unix.Mmsghdr
+	iov  [maxBatch]unix.Iovec
+	sa4  [maxBatch]unix.RawSockaddrInet4
+	sa6  [maxBatch]unix.RawSockaddrInet6
+
+	// The call in progress, for write (a method value bound once:
+	// syscall.RawConn.Write takes a func, and a closure would be allocated
+	// per call).
+	from, count int
+	sent        int
+	errno       syscall.Errno
+	write       func(fd uintptr) bool
+}
+
+func (m *mmsgState) init(b *sendBatch) {
+	m.b = b
+	m.write = m.sendmmsg
+	for i := range m.hdrs {
+		m.hdrs[i].Hdr.Iov = &m.iov[i]
+		m.hdrs[i].Hdr.SetIovlen(1)
+	}
+}
+
+// send sends the batch's first n datagrams and returns how many it
+// handled: all of them, unless the socket cannot be used (then 0, and the
+// caller writes them one by one). A datagram the kernel refuses (an
+// unreachable destination) is dropped, as a single write's error is.
+func (m *mmsgState) send(n int) int {
+	raw := m.b.conn.raw
+	if raw == nil {
+		return 0
+	}
+	for i := range n {
+		m.fill(i)
+	}
+	for i := 0; i < n; {
+		m.from, m.count = i, n-i
+		if err := raw.Write(m.write); err != nil {
+			return i // closed
+		}
+		if m.errno != 0 || m.sent <= 0 {
+			i++ // the kernel refused datagram i
+			continue
+		}
+		i += m.sent
+	}
+	return n
+}
+
+// fill points header i at datagram i and its destination.
+func (m *mmsgState) fill(i int) {
+	b, dst := m.b.buf[i], m.b.dst[i]
+	m.iov[i].Base = unsafe.SliceData(b)
+	m.iov[i].SetLen(len(b))
+	h := &m.hdrs[i].Hdr
+	port := dst.Port()
+	if ip := dst.Addr().Unmap(); ip.Is4() {
+		sa := &m.sa4[i]
+		sa.Family = unix.AF_INET
+		putPort(&sa.Port, port)
+		sa.Addr = ip.As4()
+		h.Name, h.Namelen = (*byte)(unsafe.Pointer(sa)), unix.SizeofSockaddrInet4
+	} else {
+		sa := &m.sa6[i]
+		sa.Family = unix.AF_INET6
+		putPort(&sa.Port, port)
+		sa.Addr = ip.As16()
+		h.Name, h.Namelen = (*byte)(unsafe.Pointer(sa)), unix.SizeofSockaddrInet6
+	}
+}
+
+// putPort stores port in network byte order.
+func putPort(p *uint16, port uint16) {
+	b := (*[2]byte)(unsafe.Pointer(p))
+	b[0], b[1] = byte(port>>8), byte(port)
+}
+
+// sendmmsg runs inside RawConn.Write; false asks it to wait until the
+// socket is writable and call again.
+func (m *mmsgState) sendmmsg(fd uintptr) bool {
+	r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&m.hdrs[m.from])), uintptr(m.count), 0, 0, 0)
+	if e == unix.EAGAIN || e == unix.EINTR {
+		return false
+	}
+	m.sent, m.errno = int(r), e
+	return true
+}
+
+// rawReader reads one datagram with recvfrom(2) made with RawSyscall, for
+// the same reason as mmsgState's sendmmsg, which matters even more here:
+// every packet a publisher sends is one read, and a read made with Syscall
+// enters the runtime's system call state, whose entry wakes sysmon when the
+// process was idle; sysmon then polls at its shortest period (20 µs) for
+// the next millisecond. On a forwarder between packets that is most of the
+// time: sysmon's nanosleeps were 13-17 % of the server's CPU (perf, 2 ×
+// (2 + 20) at 1 Mbit/s). The socket is non-blocking: when nothing is
+// queued, recvfrom returns EAGAIN and RawConn.Read waits on the poller.
+type rawReader struct {
+	buf   []byte
+	n     int
+	from  unix.RawSockaddrAny
+	errno syscall.Errno
+	call  func(fd uintptr) bool // bound once, as mmsgState.write
+}
+
+// read fills b; ok is false when the read could not be made this way (the
+// caller then reads through net.UDPConn).
+func (r *rawReader) read(raw syscall.RawConn, b []byte) (n int, addr netip.AddrPort, ok bool, err error) {
+	if len(b) == 0 {
+		return 0, netip.AddrPort{}, false, nil
+	}
+	if r.call == nil {
+		r.call = r.recvfrom
+	}
+	r.buf = b
+	defer func() { r.buf = nil }()
+	if err := raw.Read(r.call); err != nil {
+		return 0, netip.AddrPort{}, true, err // closed
+	}
+	if r.errno != 0 {
+		return 0, netip.AddrPort{}, true, os.NewSyscallError("recvfrom", r.errno)
+	}
+	switch r.from.Addr.Family {
+	case unix.AF_INET:
+		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&r.from))
+		addr = netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), getPort(&sa.Port))
+	case unix.AF_INET6:
+		sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(&r.from))
+		ip := netip.AddrFrom16(sa.Addr)
+		if sa.Scope_id != 0 {
+			if ifi, err := net.InterfaceByIndex(int(sa.Scope_id)); err == nil {
+				ip = ip.WithZone(ifi.Name)
+			}
+		}
+		addr = netip.AddrPortFrom(ip, getPort(&sa.Port))
+	default:
+		return 0, netip.AddrPort{}, false, nil
+	}
+	return r.n, addr, true, nil
+}
+
+// recvfrom runs inside RawConn.Read; false asks it to wait until the
+// socket is readable and call again.
+func (r *rawReader) recvfrom(fd uintptr) bool {
+	size := uint32(unix.SizeofSockaddrAny)
+	n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&r.buf[0])), uintptr(len(r.buf)), 0,
+		uintptr(unsafe.Pointer(&r.from)), uintptr(unsafe.Pointer(&size)))
+	if e == unix.EAGAIN || e == unix.EINTR {
+		return false
+	}
+	r.n, r.errno = int(n), e
+	return true
+}
+
+// getPort reads a port in network byte order.
+func getPort(p *uint16) uint16 {
+	b := (*[2]byte)(unsafe.Pointer(p))
+	return uint16(b[0])<<8 | uint16(b[1])
+}

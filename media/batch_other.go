@@ -1,0 +1,22 @@
+//go:build !linux
+
+package media
+
+import (
+	"net/netip"
+	"syscall"
+)
+
+// mmsgState: no sendmmsg on this system; flush writes datagram by datagram.
+type mmsgState struct{}
+
+func (m *mmsgState) init(*sendBatch) {}
+
+func (m *mmsgState) send(int) int { return 0 }
+
+// rawReader: reads go through net.UDPConn on this system.
+type rawReader struct{}
+
+func (r *rawReader) read(syscall.RawConn, []byte) (int, netip.AddrPort, bool, error) {
+	return 0, netip.AddrPort{}, false, nil
+}
