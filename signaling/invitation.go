@@ -21,6 +21,10 @@ type invitation struct {
 	invitees   []inviteeEntry
 	timer      protocol.Timer
 	push       *protocol.OfflinePushInfo // nil: none; never changed once created
+	// ringing: created, and its ring not yet delivered (the commit is under
+	// way). A connection that opens meanwhile gets the ring live with the
+	// others, so its replay leaves the invitation out.
+	ringing bool
 }
 
 type inviteeEntry struct {
@@ -459,10 +463,11 @@ func (e *Engine) CreateInvitation(ctx context.Context, a protocol.Actor, spec In
 	e.invitations[inv.id] = inv
 	e.indexInviteesLocked(inv)
 	e.indexInviterLocked(inv)
+	inv.ringing = true
 	exceptSess, silent := except(a)
 	evs := []*outgoing{{name: protocol.EvReceiveNewInvitation, data: inv.newInvitationEvent(now),
 		users:  slices.DeleteFunc(inv.parties(), func(u string) bool { return slices.Contains(spec.NoRing, u) }),
-		except: exceptSess, silent: silent}}
+		except: exceptSess, silent: silent, settled: func() { inv.ringing = false }}}
 	// The record and the note are taken under mu: once the invitation is
 	// indexed, an answer may change its invitees' states.
 	var muts []Mutation
