@@ -23,8 +23,9 @@ const (
 	// committed since from the WAL into the database file.
 	sqliteCheckpointEvery = 100 * time.Millisecond
 	// sqliteWALMaxFrames: past this many frames in the WAL (4 KiB pages),
-	// the writer finishes the checkpoint itself between two transactions,
-	// so that the next one starts the WAL over.
+	// the writer finishes the checkpoint itself once it has nothing to do,
+	// or before its next transaction past twice as many, so that the next
+	// transaction starts the WAL over.
 	sqliteWALMaxFrames = 4000
 )
 
@@ -121,7 +122,9 @@ var sqliteSteps = []string{
 // there are new commits, alongside the writer (a PASSIVE checkpoint). The
 // WAL starts over only after a checkpoint that no commit overtook, so once
 // it holds sqliteWALMaxFrames the writer checkpoints what is left (little:
-// the checkpointer did the rest) between two transactions.
+// the checkpointer did the rest) between two transactions: as soon as it
+// has nothing to do, or before its next transaction once the WAL holds
+// twice as many.
 //
 // Times are stored as unix nanoseconds and come back in UTC, equal
 // (time.Equal) to what was stored; the zero time is kept as NULL and comes
@@ -160,7 +163,7 @@ type SQLiteStore struct {
 	// Checkpoints (see runCheckpointer).
 	ckptEvery        time.Duration
 	walMaxFrames     int64
-	ckptInWriter     atomic.Bool   // the WAL is long: the writer checkpoints before its next transaction
+	walState         atomic.Int32  // walShort, walLong or walTooLong: whether the writer is to checkpoint
 	checkpointerDone chan struct{} // closed when the checkpointer goroutine has ended
 
 	// For tests.
@@ -170,6 +173,13 @@ type SQLiteStore struct {
 }
 
 var _ Store = (*SQLiteStore)(nil)
+
+// Values of SQLiteStore.walState.
+const (
+	walShort   int32 = iota // the checkpointer keeps up
+	walLong                 // the writer checkpoints once it has nothing to do
+	walTooLong              // the writer checkpoints before its next transaction
+)
 
 // OpenSQLite opens (creating it and its directory if needed) the store at
 // path and brings its schema up to date. log may be nil.

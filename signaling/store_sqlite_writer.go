@@ -72,7 +72,7 @@ func (s *SQLiteStore) runWriter() {
 	for {
 		batch, last := s.take(buf)
 		if len(batch) > 0 {
-			if s.ckptInWriter.Swap(false) {
+			if s.walState.CompareAndSwap(walTooLong, walShort) {
 				s.checkpointInWriter()
 			}
 			s.runBatch(batch)
@@ -81,6 +81,12 @@ func (s *SQLiteStore) runWriter() {
 		}
 		if last {
 			return
+		}
+		if s.walState.Swap(walShort) != walShort {
+			// Nobody is waiting: the best time. Calls that arrive
+			// meanwhile are taken next.
+			s.checkpointInWriter()
+			continue
 		}
 		select {
 		case <-s.wake:
@@ -276,8 +282,8 @@ func (s *SQLiteStore) execResult(ctx context.Context, q string, args ...any) (sq
 // runCheckpointer is the checkpointer goroutine: every ckptEvery, if
 // something was committed since its last checkpoint, it checkpoints the WAL
 // (PASSIVE: alongside the writer, never waiting for it) on a connection of
-// the pool, and asks the writer to finish the job once the WAL holds
-// walMaxFrames. It ends when the store closes.
+// the pool, and asks the writer to finish the job (walState) once the WAL
+// holds walMaxFrames. It ends when the store closes.
 func (s *SQLiteStore) runCheckpointer() {
 	defer close(s.checkpointerDone)
 	t := time.NewTicker(s.ckptEvery)
@@ -301,14 +307,29 @@ func (s *SQLiteStore) runCheckpointer() {
 				s.log.Warn("sqlite checkpoint failed; the writer checkpoints, and this is retried", "err", err)
 			}
 			failing = true
-			s.ckptInWriter.Store(true)
+			s.walState.CompareAndSwap(walShort, walLong)
+			s.nudgeWriter()
 			continue
 		}
 		failing = false
 		done = c
-		if log >= s.walMaxFrames {
-			s.ckptInWriter.Store(true)
+		switch {
+		case log >= 2*s.walMaxFrames:
+			s.walState.Store(walTooLong)
+		case log >= s.walMaxFrames:
+			s.walState.CompareAndSwap(walShort, walLong)
+		default:
+			continue
 		}
+		s.nudgeWriter()
+	}
+}
+
+// nudgeWriter wakes the writer if it waits, so that it sees walState.
+func (s *SQLiteStore) nudgeWriter() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
 	}
 }
 
