@@ -276,7 +276,9 @@ func (e *Engine) register(s Conn) (first bool, err error) {
 		}
 	}
 	for _, inv := range sortedInvitations(e.byInvitee[user]) {
-		r.invites = append(r.invites, inv.id)
+		if !inv.ringing { // else its delivery reaches s
+			r.invites = append(r.invites, inv.id)
+		}
 	}
 	if r.upTo > 0 || len(r.invites) > 0 {
 		e.replays[s] = r
@@ -330,6 +332,9 @@ type outgoing struct {
 	// sender's quota would refuse the full copies (an answer or a cancel
 	// without its application data); nil refuses the operation instead.
 	lean any
+	// settled, if set, runs under mu once the event is delivered or its
+	// operation undone.
+	settled func()
 
 	frame   []byte
 	raw     json.RawMessage  // the encoded data, once encoded
@@ -592,6 +597,13 @@ func (e *Engine) finishNote(ctx context.Context, muts []Mutation, evs []*outgoin
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	defer func() {
+		for _, ev := range evs {
+			if ev.settled != nil {
+				ev.settled()
+			}
+		}
+	}()
 	if err != nil {
 		e.unplanLocked(evs)
 		if undo != nil {

@@ -21,6 +21,10 @@ type invitation struct {
 	invitees   []inviteeEntry
 	timer      protocol.Timer
 	push       *protocol.OfflinePushInfo // nil: none; never changed once created
+	// ringing: created, and its ring not yet delivered (the commit is under
+	// way). A connection that opens meanwhile gets the ring live with the
+	// others, so its replay leaves the invitation out.
+	ringing bool
 }
 
 type inviteeEntry struct {
@@ -254,12 +258,9 @@ func (e *Engine) fireTimeout(inv *invitation) {
 		}
 		timedOut = append(timedOut, v.user)
 		inv.setState(v.user, StateTimedOut, now)
-		if !inv.onlineOnly {
-			muts = append(muts, SetInviteeState{InviteID: inv.id, UserID: v.user, State: StateTimedOut, At: now})
-		}
 	}
 	e.removeLocked(inv)
-	if !inv.onlineOnly {
+	if !inv.onlineOnly { // the invitees' states go with it
 		muts = append(muts, DeleteInvitation{InviteID: inv.id})
 	}
 	evs := []*outgoing{{
@@ -459,10 +460,11 @@ func (e *Engine) CreateInvitation(ctx context.Context, a protocol.Actor, spec In
 	e.invitations[inv.id] = inv
 	e.indexInviteesLocked(inv)
 	e.indexInviterLocked(inv)
+	inv.ringing = true
 	exceptSess, silent := except(a)
 	evs := []*outgoing{{name: protocol.EvReceiveNewInvitation, data: inv.newInvitationEvent(now),
 		users:  slices.DeleteFunc(inv.parties(), func(u string) bool { return slices.Contains(spec.NoRing, u) }),
-		except: exceptSess, silent: silent}}
+		except: exceptSess, silent: silent, settled: func() { inv.ringing = false }}}
 	// The record and the note are taken under mu: once the invitation is
 	// indexed, an answer may change its invitees' states.
 	var muts []Mutation
@@ -557,11 +559,14 @@ func (e *Engine) answer(ctx context.Context, a protocol.Actor, args protocol.Inv
 	e.mu.Unlock()
 
 	var muts []Mutation
-	if !inv.onlineOnly {
+	switch {
+	case inv.onlineOnly:
+	case ended:
+		// The deletion takes the invitees' states with it: writing the
+		// answer first would be work for nothing.
+		muts = append(muts, DeleteInvitation{InviteID: inv.id})
+	default:
 		muts = append(muts, SetInviteeState{InviteID: inv.id, UserID: a.UserID, State: next, At: now})
-		if ended {
-			muts = append(muts, DeleteInvitation{InviteID: inv.id})
-		}
 	}
 	return e.finishNote(ctx, muts, evs, func() {
 		inv.setState(a.UserID, StatePending, now)
@@ -614,12 +619,9 @@ func (e *Engine) Cancel(ctx context.Context, a protocol.Actor, args protocol.Inv
 	var muts []Mutation
 	for _, u := range users {
 		inv.setState(u, StateCancelled, now)
-		if !inv.onlineOnly {
-			muts = append(muts, SetInviteeState{InviteID: inv.id, UserID: u, State: StateCancelled, At: now})
-		}
 	}
 	e.removeLocked(inv)
-	if !inv.onlineOnly {
+	if !inv.onlineOnly { // the invitees' states go with it
 		muts = append(muts, DeleteInvitation{InviteID: inv.id})
 	}
 	note := &InvitationNote{InviteID: inv.id, Inviter: inv.inviter, GroupID: inv.groupID, Data: inv.data,

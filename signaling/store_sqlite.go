@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 	"github.com/switchboard-rtc/switchboard/signaling/sqlitedb"
@@ -18,6 +19,14 @@ const (
 	sqliteComponent = "signaling"
 	// sqliteMaxBatch bounds how many Apply calls share one transaction.
 	sqliteMaxBatch = 256
+	// sqliteCheckpointEvery is how often the checkpointer copies what was
+	// committed since from the WAL into the database file.
+	sqliteCheckpointEvery = 100 * time.Millisecond
+	// sqliteWALMaxFrames: past this many frames in the WAL (4 KiB pages),
+	// the writer finishes the checkpoint itself once it has nothing to do,
+	// or before its next transaction past twice as many, so that the next
+	// transaction starts the WAL over.
+	sqliteWALMaxFrames = 4000
 )
 
 // sqliteSteps is the store's schema, one element per version (see
@@ -106,6 +115,17 @@ var sqliteSteps = []string{
 // callers once the COMMIT has succeeded. Load reads through the pool and does
 // not wait for the writer (WAL readers see the last commit).
 //
+// Checkpoints (copying committed pages from the WAL into the database file,
+// with two fsyncs) are not made by a COMMIT, as SQLite would every 1000
+// pages, stalling every caller queued behind it: a checkpointer goroutine
+// makes them on a connection of the pool, every sqliteCheckpointEvery while
+// there are new commits, alongside the writer (a PASSIVE checkpoint). The
+// WAL starts over only after a checkpoint that no commit overtook, so once
+// it holds sqliteWALMaxFrames the writer checkpoints what is left (little:
+// the checkpointer did the rest) between two transactions: as soon as it
+// has nothing to do, or before its next transaction once the WAL holds
+// twice as many.
+//
 // Times are stored as unix nanoseconds and come back in UTC, equal
 // (time.Equal) to what was stored; the zero time is kept as NULL and comes
 // back as the zero time. Times outside the years 1678-2262 cannot be stored.
@@ -140,6 +160,12 @@ type SQLiteStore struct {
 	conn  *sql.Conn
 	stmts map[string]*sql.Stmt
 
+	// Checkpoints (see runCheckpointer).
+	ckptEvery        time.Duration
+	walMaxFrames     int64
+	walState         atomic.Int32  // walShort, walLong or walTooLong: whether the writer is to checkpoint
+	checkpointerDone chan struct{} // closed when the checkpointer goroutine has ended
+
 	// For tests.
 	commits  atomic.Int64                           // committed transactions
 	taken    atomic.Int64                           // calls taken from the queue by the writer
@@ -148,9 +174,21 @@ type SQLiteStore struct {
 
 var _ Store = (*SQLiteStore)(nil)
 
+// Values of SQLiteStore.walState.
+const (
+	walShort   int32 = iota // the checkpointer keeps up
+	walLong                 // the writer checkpoints once it has nothing to do
+	walTooLong              // the writer checkpoints before its next transaction
+)
+
 // OpenSQLite opens (creating it and its directory if needed) the store at
 // path and brings its schema up to date. log may be nil.
 func OpenSQLite(ctx context.Context, path string, log *slog.Logger) (*SQLiteStore, error) {
+	return openSQLite(ctx, path, log, sqliteCheckpointEvery, sqliteWALMaxFrames)
+}
+
+// openSQLite is OpenSQLite with the checkpoints' settings (tests change them).
+func openSQLite(ctx context.Context, path string, log *slog.Logger, ckptEvery time.Duration, walMaxFrames int64) (*SQLiteStore, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -172,14 +210,18 @@ func OpenSQLite(ctx context.Context, path string, log *slog.Logger) (*SQLiteStor
 	}
 	wdb.SetMaxOpenConns(1)
 	s := &SQLiteStore{
-		db:         db,
-		wdb:        wdb,
-		log:        log,
-		wake:       make(chan struct{}, 1),
-		closing:    make(chan struct{}),
-		writerDone: make(chan struct{}),
+		db:               db,
+		wdb:              wdb,
+		log:              log,
+		wake:             make(chan struct{}, 1),
+		closing:          make(chan struct{}),
+		writerDone:       make(chan struct{}),
+		ckptEvery:        ckptEvery,
+		walMaxFrames:     walMaxFrames,
+		checkpointerDone: make(chan struct{}),
 	}
 	go s.runWriter()
+	go s.runCheckpointer()
 	log.Info("sqlite store open", "path", abs)
 	return s, nil
 }
@@ -201,6 +243,7 @@ func (s *SQLiteStore) Close() error {
 		s.mu.Unlock()
 		close(s.closing)
 		<-s.writerDone
+		<-s.checkpointerDone
 		if err := errors.Join(s.wdb.Close(), s.db.Close()); err != nil {
 			s.closeErr = fmt.Errorf("signaling: close sqlite store: %w", err)
 		}

@@ -57,34 +57,34 @@ func (s *SQLiteStore) apply(ctx context.Context, m Mutation) error {
 	switch m := m.(type) {
 	case PutInvitation:
 		inv := m.Invitation
-		op := fmt.Sprintf("put invitation %q", inv.ID)
+		op := func() string { return fmt.Sprintf("put invitation %q", inv.ID) } // only on failure
 		created, err := sqlitedb.Time(inv.CreatedAt)
 		if err != nil {
-			return sqliteErr(op, err)
+			return sqliteErr(op(), err)
 		}
 		deadline, err := sqlitedb.Time(inv.Deadline)
 		if err != nil {
-			return sqliteErr(op, err)
+			return sqliteErr(op(), err)
 		}
 		if err := s.exec(ctx, sqlPutInvitation, inv.ID, inv.Inviter, inv.GroupID, inv.Data, created, deadline, inv.PushInfo); err != nil {
-			return sqliteErr(op, err)
+			return sqliteErr(op(), err)
 		}
 		for i, e := range inv.Invitees {
 			if err := s.putInvitee(ctx, inv.ID, i, e); err != nil {
-				return sqliteErr(op, err)
+				return sqliteErr(op(), err)
 			}
 		}
 	case SetInviteeState:
-		op := fmt.Sprintf("set state of invitee %q of invitation %q", m.UserID, m.InviteID)
+		op := func() string { return fmt.Sprintf("set state of invitee %q of invitation %q", m.UserID, m.InviteID) }
 		if _, err := ParseInviteeState(m.State.String()); err != nil {
-			return sqliteErr(op, sqlitedb.Invalid("invalid state %v", m.State))
+			return sqliteErr(op(), sqlitedb.Invalid("invalid state %v", m.State))
 		}
 		at, err := sqlitedb.Time(m.At)
 		if err != nil {
-			return sqliteErr(op, err)
+			return sqliteErr(op(), err)
 		}
 		if err := s.exec(ctx, sqlSetInviteeState, m.State.String(), at, m.InviteID, m.UserID); err != nil {
-			return sqliteErr(op, err)
+			return sqliteErr(op(), err)
 		}
 	case SetInvitationData:
 		if err := s.exec(ctx, sqlSetInvitationData, m.Data, m.InviteID); err != nil {
@@ -96,22 +96,22 @@ func (s *SQLiteStore) apply(ctx context.Context, m Mutation) error {
 		}
 	case PutGroup:
 		g := m.Group
-		op := fmt.Sprintf("put group %q", g.ID)
+		op := func() string { return fmt.Sprintf("put group %q", g.ID) }
 		created, err := sqlitedb.Time(g.CreatedAt)
 		if err != nil {
-			return sqliteErr(op, err)
+			return sqliteErr(op(), err)
 		}
 		res, err := s.execResult(ctx, sqlPutGroup, g.ID, g.Name, g.Owner, string(g.JoinOption), created)
 		if err != nil {
-			return sqliteErr(op, err)
+			return sqliteErr(op(), err)
 		}
 		if n, err := res.RowsAffected(); err != nil {
-			return sqliteErr(op, err)
+			return sqliteErr(op(), err)
 		} else if n == 0 {
-			return sqliteErr(op, protocol.ErrGroupExists)
+			return sqliteErr(op(), protocol.ErrGroupExists)
 		}
 		if err := s.addMembers(ctx, g.ID, g.Members); err != nil {
-			return sqliteErr(op, err)
+			return sqliteErr(op(), err)
 		}
 	case AddGroupMembers:
 		if err := s.addMembers(ctx, m.GroupID, m.Members); err != nil {
@@ -129,21 +129,21 @@ func (s *SQLiteStore) apply(ctx context.Context, m Mutation) error {
 		}
 	case AppendOutbox:
 		e := m.Entry
-		op := fmt.Sprintf("append outbox entry %d for %q", e.Seq, e.UserID)
+		op := func() string { return fmt.Sprintf("append outbox entry %d for %q", e.Seq, e.UserID) }
 		created, err := sqlitedb.Time(e.CreatedAt)
 		if err != nil {
-			return sqliteErr(op, err)
+			return sqliteErr(op(), err)
 		}
 		expires, err := sqlitedb.Time(e.ExpiresAt)
 		if err != nil {
-			return sqliteErr(op, err)
+			return sqliteErr(op(), err)
 		}
 		var data any // NULL for nil Data
 		if e.Data != nil {
 			data = []byte(e.Data)
 		}
 		if err := s.exec(ctx, sqlAppendOutbox, e.Seq, e.UserID, e.Sender, e.Event, data, created, expires); err != nil {
-			return sqliteErr(op, err)
+			return sqliteErr(op(), err)
 		}
 	case DeleteOutbox:
 		if err := s.exec(ctx, sqlDeleteOutbox, m.UserID, m.UpTo); err != nil {

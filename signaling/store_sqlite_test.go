@@ -569,3 +569,114 @@ func BenchmarkSQLiteApply(b *testing.B) {
 		b.ReportMetric(float64(seq.Load())/float64(max(s.commits.Load()-commits, 1)), "calls/commit")
 	})
 }
+
+// walFileSize is the size of the WAL file of the database at path.
+func walFileSize(t *testing.T, path string) int64 {
+	t.Helper()
+	fi, err := os.Stat(path + "-wal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Size()
+}
+
+func fileSize(t *testing.T, path string) int64 {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Size()
+}
+
+// testInvitation is an invitation record with about 1 KiB of data.
+func testInvitation(id string) InvitationRecord {
+	now := time.Now()
+	return InvitationRecord{ID: id, Inviter: "alice", Data: strings.Repeat("d", 1000), CreatedAt: now, Deadline: now.Add(time.Minute),
+		Invitees: []InviteeRecord{{UserID: "bob", State: StatePending, UpdatedAt: now}}}
+}
+
+// TestSQLiteCommitsDoNotCheckpoint (issue 16): a COMMIT no longer copies
+// the WAL into the database file once the WAL holds 1000 pages, as SQLite
+// does by default (two fsyncs that every caller queued behind the writer
+// waited for): the checkpointer does, apart. With the checkpointer held
+// off, 2000 commits leave the database file as it was.
+func TestSQLiteCommitsDoNotCheckpoint(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "switchboard.db")
+	s, err := openSQLite(context.Background(), path, slog.New(slog.DiscardHandler), time.Hour, 1<<40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.Apply(ctx, PutUser{UserID: "first"}); err != nil {
+		t.Fatal(err)
+	}
+	before := fileSize(t, path)
+	for i := range 2000 {
+		if err := s.Apply(ctx, PutInvitation{Invitation: testInvitation(fmt.Sprintf("inv%05d", i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wal := walFileSize(t, path)
+	t.Logf("database file %d -> %d bytes, WAL %d bytes", before, fileSize(t, path), wal)
+	if after := fileSize(t, path); after != before {
+		t.Fatalf("the database file changed from %d to %d bytes: a commit checkpointed", before, after)
+	}
+	if wal < 1000*4096 {
+		t.Fatalf("the WAL holds %d bytes, fewer than 1000 pages: the test wrote too little", wal)
+	}
+	snap, err := s.Load(ctx)
+	if err != nil || len(snap.Invitations) != 2000 {
+		t.Fatalf("Load: %d invitations, %v", len(snap.Invitations), err)
+	}
+}
+
+// TestSQLiteWALStaysBounded (issue 16): under writes that never pause, the
+// checkpointer's checkpoints are always overtaken by a commit, so the WAL
+// would never start over; once it holds walMaxFrames the writer finishes
+// the checkpoint between two transactions and it does. Nothing is lost.
+func TestSQLiteWALStaysBounded(t *testing.T) {
+	const maxFrames = 200
+	path := filepath.Join(t.TempDir(), "switchboard.db")
+	s, err := openSQLite(context.Background(), path, slog.New(slog.DiscardHandler), 2*time.Millisecond, maxFrames)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const writers, rounds = 8, 400
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range rounds {
+				id := fmt.Sprintf("inv%d-%05d", w, i)
+				if err := s.Apply(ctx, PutInvitation{Invitation: testInvitation(id)}); err != nil {
+					t.Error(err)
+					return
+				}
+				if i%2 == 1 { // keep every other one
+					if err := s.Apply(ctx, DeleteInvitation{InviteID: id}); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	wal := walFileSize(t, path)
+	// 4 KiB pages and a 24-byte header per frame; the writer acts within a
+	// few of the checkpointer's rounds.
+	bound := int64(10*maxFrames) * (4096 + 24)
+	t.Logf("%d commits of %d writers: WAL %d bytes (bound %d), database file %d bytes", s.commits.Load(), writers, wal, bound, fileSize(t, path))
+	if wal > bound {
+		t.Fatalf("the WAL grew to %d bytes, past %d", wal, bound)
+	}
+	snap, err := s.Load(ctx)
+	if err != nil || len(snap.Invitations) != writers*rounds/2 {
+		t.Fatalf("Load: %d invitations, want %d; %v", len(snap.Invitations), writers*rounds/2, err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"fmt"
 	"sync/atomic"
+	"time"
 )
 
 // sqliteReq is one Apply call waiting for the writer. state moves from
@@ -71,12 +72,21 @@ func (s *SQLiteStore) runWriter() {
 	for {
 		batch, last := s.take(buf)
 		if len(batch) > 0 {
+			if s.walState.CompareAndSwap(walTooLong, walShort) {
+				s.checkpointInWriter()
+			}
 			s.runBatch(batch)
 			clear(batch)
 			continue
 		}
 		if last {
 			return
+		}
+		if s.walState.Swap(walShort) != walShort {
+			// Nobody is waiting: the best time. Calls that arrive
+			// meanwhile are taken next.
+			s.checkpointInWriter()
+			continue
 		}
 		select {
 		case <-s.wake:
@@ -140,6 +150,12 @@ func (s *SQLiteStore) commitBatch(reqs []*sqliteReq) (err error) {
 			return sqliteErr("connect", err)
 		}
 		s.stmts = make(map[string]*sql.Stmt)
+		// Checkpoints are the checkpointer's (runCheckpointer), not the
+		// COMMIT's.
+		if _, err := s.conn.ExecContext(ctx, "PRAGMA wal_autocheckpoint = 0"); err != nil {
+			s.dropConn()
+			return sqliteErr("connect", err)
+		}
 		if s.connHook != nil {
 			if err := s.connHook(ctx, s.conn); err != nil {
 				s.dropConn()
@@ -261,4 +277,70 @@ func (s *SQLiteStore) execResult(ctx context.Context, q string, args ...any) (sq
 		s.stmts[q] = st
 	}
 	return st.ExecContext(ctx, args...)
+}
+
+// runCheckpointer is the checkpointer goroutine: every ckptEvery, if
+// something was committed since its last checkpoint, it checkpoints the WAL
+// (PASSIVE: alongside the writer, never waiting for it) on a connection of
+// the pool, and asks the writer to finish the job (walState) once the WAL
+// holds walMaxFrames. It ends when the store closes.
+func (s *SQLiteStore) runCheckpointer() {
+	defer close(s.checkpointerDone)
+	t := time.NewTicker(s.ckptEvery)
+	defer t.Stop()
+	var done int64 // commits checkpointed
+	failing := false
+	for {
+		select {
+		case <-s.closing:
+			return
+		case <-t.C:
+		}
+		c := s.commits.Load()
+		if c == done {
+			continue
+		}
+		var busy, log, ckpt int64
+		err := s.db.QueryRowContext(context.Background(), "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &log, &ckpt)
+		if err != nil {
+			if !failing {
+				s.log.Warn("sqlite checkpoint failed; the writer checkpoints, and this is retried", "err", err)
+			}
+			failing = true
+			s.walState.CompareAndSwap(walShort, walLong)
+			s.nudgeWriter()
+			continue
+		}
+		failing = false
+		done = c
+		switch {
+		case log >= 2*s.walMaxFrames:
+			s.walState.Store(walTooLong)
+		case log >= s.walMaxFrames:
+			s.walState.CompareAndSwap(walShort, walLong)
+		default:
+			continue
+		}
+		s.nudgeWriter()
+	}
+}
+
+// nudgeWriter wakes the writer if it waits, so that it sees walState.
+func (s *SQLiteStore) nudgeWriter() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// checkpointInWriter checkpoints on the writer's connection, between two
+// transactions: no commit can overtake it, so the WAL starts over at the
+// next one. A failure only leaves the WAL long; the checkpointer asks again.
+func (s *SQLiteStore) checkpointInWriter() {
+	if s.conn == nil {
+		return
+	}
+	if _, err := s.conn.ExecContext(context.Background(), "PRAGMA wal_checkpoint(PASSIVE)"); err != nil {
+		s.log.Warn("sqlite checkpoint failed; retried", "err", err)
+	}
 }

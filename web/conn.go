@@ -1,7 +1,11 @@
 package web
 
 import (
+	"bufio"
 	"context"
+	"errors"
+	"net"
+	"net/http"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -28,22 +32,33 @@ const (
 // does not read.
 const slowCloseWait = 100 * time.Millisecond
 
-// conn is one WebSocket connection. It has exactly one reader (the HTTP
-// handler's goroutine, running readLoop) and one writer (writeLoop) that
-// writes the replay of what the user missed (pulled from the engine, never
-// queued), then drains the bounded send queue; nothing else touches ws
+// batchFlushBytes: the writer sends what it has gathered once a batch holds
+// this many bytes, and starts another.
+const batchFlushBytes = 16 << 10
+
+// conn is one WebSocket connection. It has exactly one reader (a goroutine
+// the handler starts, running readLoop) and at most one writer at a time:
+// a goroutine started when there is something to write (a queued frame,
+// the replay, a ping due, the close) that ends as soon as nothing is left,
+// so that an idle connection holds no writer goroutine and no write buffer.
+// The writer writes the replay of what the user missed (pulled from the
+// engine, never queued) first, then the queued frames, all of those queued
+// together in one write to the socket (batchConn). Nothing else touches ws
 // except WriteControl and Close, which gorilla allows concurrently.
 type conn struct {
 	srv  *Server
 	ws   *websocket.Conn
+	out  *batchConn // the socket under ws
 	user string
 	exp  time.Time
 
-	send *frameQueue   // bounded by limits.send_queue
-	done chan struct{} // closed once, by stop
+	send     *frameQueue   // bounded by limits.send_queue
+	done     chan struct{} // closed once, by stop
+	finished chan struct{} // closed by the writer once it has closed the socket
+	ping     *time.Timer   // marks a ping due every ping_interval
 
 	stopOnce  sync.Once
-	closeCode int    // set once by stop, read by writeLoop after done
+	closeCode int    // set once by stop, read by the writer once closing
 	closeText string // ditto
 	drain     bool   // ditto: flush queued frames before closing
 
@@ -63,16 +78,34 @@ func (c *conn) Deliver(frame []byte) {
 		return
 	default:
 	}
-	if !c.send.push(frame) {
+	ok, start := c.send.push(frame)
+	if !ok {
 		c.srv.metrics.sendQueueOverflow()
 		c.stop(CloseSlowConsumer, "send queue full")
+		return
+	}
+	if start {
+		go c.writer()
 	}
 }
 
 // StartReplay implements signaling.Conn: the writer writes the replay's
 // frames before any queued frame, pulling them only as fast as the client
 // reads, so that what a user missed never counts against the send queue.
-func (c *conn) StartReplay(r *signaling.Replay) { c.send.setReplay(r) }
+func (c *conn) StartReplay(r *signaling.Replay) {
+	if c.send.setReplay(r) {
+		go c.writer()
+	}
+}
+
+// armPing starts the ping timer; the writer rearms it after each ping.
+func (c *conn) armPing() {
+	c.ping = time.AfterFunc(c.srv.cfg.PingInterval, func() {
+		if c.send.setPing() {
+			go c.writer()
+		}
+	})
+}
 
 // stop asks the writer to close the connection with code at once: frames
 // still queued are dropped.
@@ -91,89 +124,89 @@ func (c *conn) stopWriter(code int, text string, drain bool) {
 		if code == CloseSlowConsumer {
 			// The writer may be blocked writing to a client that does not
 			// read: abort that write now rather than at its deadline.
-			_ = c.ws.NetConn().SetWriteDeadline(time.Now())
+			_ = c.out.SetWriteDeadline(time.Now())
+		}
+		if c.send.setClosing() {
+			go c.writer()
 		}
 	})
 }
 
-func (c *conn) writeLoop() {
+// writer writes what there is to write, then ends; once the connection is
+// closing it closes it and closes finished. The frameQueue makes sure that
+// one runs at a time and that one runs whenever there is work.
+func (c *conn) writer() {
 	cfg := c.srv.cfg
-	ping := time.NewTicker(cfg.PingInterval)
-	defer func() {
-		ping.Stop()
-		_ = c.ws.Close() // ends the reader's ReadMessage too
-	}()
-	write := func(frame []byte) bool {
-		_ = c.ws.SetWriteDeadline(time.Now().Add(cfg.WriteTimeout))
-		return c.ws.WriteMessage(websocket.TextMessage, frame) == nil
-	}
-	pinged := func() bool {
-		if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteTimeout)); err != nil {
-			c.stop(websocket.CloseAbnormalClosure, "ping failed")
-			return false
-		}
-		return true
-	}
 	for {
-		if r := c.send.replaying(); r != nil {
-			// The replay first: a batch at a time, each written before the
-			// next is asked for, so the client's reading paces it.
-			select {
-			case <-c.done:
-				c.send.endReplay()
-				c.closing(write)
-				return
-			case <-ping.C:
-				if !pinged() {
-					return
-				}
-			default:
+		job, ok := c.send.next()
+		if !ok {
+			return
+		}
+		switch {
+		case job.closing:
+			c.closing()
+			return
+		case job.ping:
+			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteTimeout)); err != nil {
+				c.stop(websocket.CloseAbnormalClosure, "ping failed")
+				continue
 			}
+			c.ping.Reset(cfg.PingInterval)
+		case job.replay != nil:
+			// A batch of the replay at a time, each written before the
+			// next is asked for, so the client's reading paces it.
 			ctx, cancel := context.WithTimeout(c.srv.ctx, cfg.WriteTimeout)
-			frames := r.Next(ctx)
+			frames := job.replay.Next(ctx)
 			cancel()
 			if frames == nil {
 				c.send.endReplay()
 				continue
 			}
-			for _, frame := range frames {
-				if !write(frame) {
-					c.stop(websocket.CloseAbnormalClosure, "write failed")
-					return
-				}
+			if !c.writeFrames(frames) {
+				c.stop(websocket.CloseAbnormalClosure, "write failed")
 			}
-			continue
-		}
-		select {
-		case <-c.send.ready:
-			for _, frame := range c.send.take() {
-				if !write(frame) {
-					c.stop(websocket.CloseAbnormalClosure, "write failed")
-					return
-				}
+		default:
+			if !c.writeFrames(job.frames) {
+				c.stop(websocket.CloseAbnormalClosure, "write failed")
 			}
-		case <-ping.C:
-			if !pinged() {
-				return
-			}
-		case <-c.done:
-			c.send.endReplay()
-			c.closing(write)
-			return
 		}
 	}
 }
 
-// closing runs the end of the writer once done is closed: flush the queue if
-// asked, then send the close frame.
-func (c *conn) closing(write func([]byte) bool) {
-	cfg := c.srv.cfg
-	if c.drain {
-		for _, frame := range c.send.take() {
-			if !write(frame) {
-				return
-			}
+// writeFrames writes frames as text messages, gathered into as few writes
+// to the socket as batchFlushBytes allows.
+func (c *conn) writeFrames(frames [][]byte) bool {
+	if len(frames) == 0 {
+		return true
+	}
+	_ = c.ws.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
+	c.out.begin()
+	for _, frame := range frames {
+		if err := c.ws.WriteMessage(websocket.TextMessage, frame); err != nil {
+			c.out.discard()
+			return false
 		}
+		if c.out.buffered() >= batchFlushBytes {
+			if c.out.flush() != nil {
+				return false
+			}
+			c.out.begin()
+		}
+	}
+	return c.out.flush() == nil
+}
+
+// closing runs the end of the writer once done is closed: flush the queue if
+// asked, then send the close frame and close the socket.
+func (c *conn) closing() {
+	defer close(c.finished)
+	defer func() { _ = c.ws.Close() }() // ends the reader's ReadMessage too
+	if c.ping != nil {
+		c.ping.Stop()
+	}
+	cfg := c.srv.cfg
+	if c.drain && !c.writeFrames(c.send.take()) {
+		return
 	}
 	if c.closeCode != websocket.CloseAbnormalClosure {
 		wait := cfg.WriteTimeout
@@ -362,77 +395,228 @@ func (r *replyCache) put(id string, frame []byte) {
 	}
 }
 
-// frameQueue is a connection's bounded send queue: pushes never block, and
-// a push past the bound fails (the owner then drops the client). Its
-// storage grows with use, so that idle connections cost little.
+// frameQueue is a connection's bounded send queue and the state of its
+// writer: pushes never block, and a push past the bound fails (the owner
+// then drops the client). Its storage grows with use, so that idle
+// connections cost little.
 //
-// While a replay is set, take returns nothing: the writer writes the
-// replay's frames first (they are pulled, never queued).
+// A writer goroutine runs while there is work (frames, the replay, a ping
+// due, the close) and ends, by next, once there is none: the calls that add
+// work return start when none runs, and the caller starts one. While a
+// replay is set, queued frames wait: the writer writes the replay's frames
+// first (they are pulled, never queued).
 type frameQueue struct {
 	limit int
-	ready chan struct{} // has a token while frames wait
 
-	mu     sync.Mutex // guards frames and replay; innermost lock
-	frames [][]byte
-	replay *signaling.Replay
+	mu      sync.Mutex // guards every field below; innermost lock
+	frames  [][]byte
+	replay  *signaling.Replay
+	pingDue bool
+	closing bool // stop was called: the writer is to close the connection
+	running bool // a writer goroutine runs
+	ended   bool // the writer has closed the connection
 }
 
-func newFrameQueue(limit int) *frameQueue {
-	return &frameQueue{limit: limit, ready: make(chan struct{}, 1)}
-}
+func newFrameQueue(limit int) *frameQueue { return &frameQueue{limit: limit} }
 
-func (q *frameQueue) push(frame []byte) bool {
-	q.mu.Lock()
-	if len(q.frames) >= q.limit {
-		q.mu.Unlock()
+// startLocked reports whether the caller must start a writer, and counts it
+// as running if so.
+func (q *frameQueue) startLocked() bool {
+	if q.running || q.ended {
 		return false
 	}
-	q.frames = append(q.frames, frame)
-	q.mu.Unlock()
-	select {
-	case q.ready <- struct{}{}:
-	default:
-	}
+	q.running = true
 	return true
 }
 
-// take returns the queued frames, oldest first, and empties the queue;
-// nothing while a replay is set.
+func (q *frameQueue) push(frame []byte) (ok, start bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.frames) >= q.limit {
+		return false, false
+	}
+	q.frames = append(q.frames, frame)
+	return true, q.startLocked()
+}
+
+func (q *frameQueue) setReplay(r *signaling.Replay) (start bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.replay = r
+	return q.startLocked()
+}
+
+func (q *frameQueue) setPing() (start bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.ended {
+		return false
+	}
+	q.pingDue = true
+	return q.startLocked()
+}
+
+func (q *frameQueue) setClosing() (start bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.closing = true
+	return q.startLocked()
+}
+
+// writeJob is one step of the writer: exactly one of its fields is set.
+type writeJob struct {
+	closing bool
+	ping    bool
+	replay  *signaling.Replay
+	frames  [][]byte
+}
+
+// next is the writer's: its next step, or ok false when there is nothing
+// left to do, in which case the writer must end (it no longer counts as
+// running). The close comes first (the replay then ends: queued frames are
+// written if the close drains), then a ping due, then the replay, then the
+// queued frames, all of them at once, oldest first.
+func (q *frameQueue) next() (job writeJob, ok bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	switch {
+	case q.closing:
+		q.replay = nil
+		q.ended = true
+		return writeJob{closing: true}, true
+	case q.pingDue:
+		q.pingDue = false
+		return writeJob{ping: true}, true
+	case q.replay != nil:
+		return writeJob{replay: q.replay}, true
+	case len(q.frames) > 0:
+		out := q.frames
+		q.frames = nil
+		return writeJob{frames: out}, true
+	}
+	q.running = false
+	return writeJob{}, false
+}
+
+// take returns the queued frames, oldest first, and empties the queue.
 func (q *frameQueue) take() [][]byte {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.replay != nil {
-		return nil
-	}
 	out := q.frames
 	q.frames = nil
 	return out
 }
 
-func (q *frameQueue) setReplay(r *signaling.Replay) {
-	q.mu.Lock()
-	q.replay = r
-	q.mu.Unlock()
-	q.signal()
-}
-
-func (q *frameQueue) replaying() *signaling.Replay {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.replay
-}
-
-// endReplay clears the replay; the frames queued meanwhile are ready.
+// endReplay clears the replay; the frames queued meanwhile are next.
 func (q *frameQueue) endReplay() {
 	q.mu.Lock()
 	q.replay = nil
 	q.mu.Unlock()
-	q.signal()
 }
 
-func (q *frameQueue) signal() {
-	select {
-	case q.ready <- struct{}{}:
-	default:
+// batchConn is the socket under a connection's websocket.Conn. While the
+// writer has a batch open (begin), what gorilla writes is gathered in one
+// buffer, borrowed from batchPool, and goes to the socket in one write at
+// flush; otherwise writes go through at once. gorilla calls Write for one
+// frame at a time, under its own write lock.
+type batchConn struct {
+	net.Conn
+	pool *sync.Pool // the server's batch buffers (*[]byte)
+	mu   sync.Mutex // guards buf; never held across I/O
+	buf  *[]byte    // the open batch; nil: none
+}
+
+// maxPooledBatch: a batch buffer that grew larger is not kept for reuse.
+const maxPooledBatch = 64 << 10
+
+// newBatchPool returns the pool of a server's batch buffers.
+func newBatchPool() *sync.Pool {
+	return &sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+}
+
+func (b *batchConn) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	if b.buf != nil {
+		*b.buf = append(*b.buf, p...)
+		b.mu.Unlock()
+		return len(p), nil
 	}
+	b.mu.Unlock()
+	return b.Conn.Write(p)
+}
+
+// begin opens a batch (the writer's).
+func (b *batchConn) begin() {
+	buf := b.pool.Get().(*[]byte)
+	b.mu.Lock()
+	b.buf = buf
+	b.mu.Unlock()
+}
+
+// buffered is the size of the open batch.
+func (b *batchConn) buffered() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.buf == nil {
+		return 0
+	}
+	return len(*b.buf)
+}
+
+// flush closes the batch and writes what it gathered.
+func (b *batchConn) flush() error {
+	buf := b.close()
+	if buf == nil {
+		return nil
+	}
+	var err error
+	if len(*buf) > 0 {
+		_, err = b.Conn.Write(*buf)
+	}
+	b.put(buf)
+	return err
+}
+
+// discard closes the batch without writing it (the connection is failing).
+func (b *batchConn) discard() {
+	if buf := b.close(); buf != nil {
+		b.put(buf)
+	}
+}
+
+func (b *batchConn) close() *[]byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	buf := b.buf
+	b.buf = nil
+	return buf
+}
+
+func (b *batchConn) put(buf *[]byte) {
+	if cap(*buf) > maxPooledBatch {
+		return
+	}
+	*buf = (*buf)[:0]
+	b.pool.Put(buf)
+}
+
+// hijackConn wraps the socket that gorilla's Upgrade takes over from the
+// HTTP server in a batchConn.
+type hijackConn struct {
+	http.ResponseWriter
+	pool *sync.Pool
+	out  *batchConn // set by Hijack
+}
+
+func (h *hijackConn) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := h.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("web: the response does not implement http.Hijacker")
+	}
+	nc, brw, err := hj.Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	h.out = &batchConn{Conn: nc, pool: h.pool}
+	return h.out, brw, nil
 }

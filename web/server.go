@@ -104,6 +104,10 @@ type Params struct {
 	OnSessionClosed []func(protocol.Session)
 }
 
+// readBufferSize is each connection's read buffer: requests are small, and
+// a larger frame is read through it in pieces.
+const readBufferSize = 1024
+
 // Server serves HTTP and WebSocket connections.
 type Server struct {
 	cfg      Config
@@ -117,6 +121,7 @@ type Server struct {
 	metrics  reporter
 	health   HealthChecker
 	upgrader websocket.Upgrader
+	batches  *sync.Pool // write batches of connections (batchConn)
 	mux      *http.ServeMux
 	handler  http.Handler // mux behind the security headers and the dev Host check
 
@@ -152,13 +157,16 @@ func New(p Params) (*Server, error) {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
-		// Read through the HTTP server's own 4 KiB reader (ReadBufferSize
-		// 0), and borrow write buffers from a pool only while writing:
-		// an idle connection holds no write buffer.
+		// A small read buffer of the connection's own (the HTTP
+		// server's 4 KiB one is let go with the request), and write
+		// buffers borrowed from a pool only while writing: an idle
+		// connection holds no write buffer.
+		ReadBufferSize:  readBufferSize,
 		WriteBufferSize: 4096,
 		WriteBufferPool: &sync.Pool{},
 		CheckOrigin:     s.checkOrigin,
 	}
+	s.batches = newBatchPool()
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("GET /healthz", s.handleHealth)
 	s.mux.HandleFunc("GET /ws", s.handleWS)
@@ -348,34 +356,44 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	s.perUser[user]++
 	s.wg.Add(1)
 	s.mu.Unlock()
-	defer func() {
+	release := func() {
 		s.mu.Lock()
 		if s.perUser[user]--; s.perUser[user] <= 0 {
 			delete(s.perUser, user)
 		}
 		s.mu.Unlock()
 		s.wg.Done()
-	}()
+	}
 
-	ws, err := s.upgrader.Upgrade(w, r, nil)
+	hj := &hijackConn{ResponseWriter: w, pool: s.batches}
+	ws, err := s.upgrader.Upgrade(hj, r, nil)
 	if err != nil {
+		release()
 		return // the upgrader has replied
 	}
 	c := &conn{
-		srv: s, ws: ws, user: claims.Subject,
-		send:    newFrameQueue(s.cfg.SendQueue),
-		done:    make(chan struct{}),
-		limiter: rate.NewLimiter(rate.Limit(s.cfg.RequestsPerSec), s.cfg.RequestBurst),
-		dedup:   newReplyCache(s.cfg.DedupWindow, s.cfg.DedupBytes),
+		srv: s, ws: ws, out: hj.out, user: claims.Subject,
+		send:     newFrameQueue(s.cfg.SendQueue),
+		done:     make(chan struct{}),
+		finished: make(chan struct{}),
+		limiter:  rate.NewLimiter(rate.Limit(s.cfg.RequestsPerSec), s.cfg.RequestBurst),
+		dedup:    newReplyCache(s.cfg.DedupWindow, s.cfg.DedupBytes),
 	}
 	if claims.ExpiresAt != nil {
 		c.exp = claims.ExpiresAt.Time
 	}
-	s.serve(c)
+	c.armPing()
+	// The connection's reader runs in a goroutine of its own, so that this
+	// handler returns and the HTTP server lets go of what it held for the
+	// request (its buffers, the request itself).
+	go func() {
+		defer release()
+		s.serve(c)
+	}()
 }
 
-// serve runs a connection until it ends: the writer in its own goroutine,
-// the reader in this one.
+// serve runs a connection until it ends: the reader in this goroutine, a
+// writer whenever there is something to write.
 func (s *Server) serve(c *conn) {
 	s.mu.Lock()
 	s.conns[c] = struct{}{}
@@ -388,13 +406,9 @@ func (s *Server) serve(c *conn) {
 		s.mu.Unlock()
 		s.metrics.connClosed()
 	}()
-
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		c.writeLoop()
-	}()
-	defer func() { <-writerDone }()
+	// The writer closes the socket, which also ends the reader, once
+	// stopped; the connection has ended when it has.
+	defer func() { <-c.finished }()
 
 	if closing {
 		c.stop(CloseGoingAway, "server shutting down")

@@ -8,6 +8,9 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"os"
+	"runtime"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,6 +28,9 @@ type sigOptions struct {
 	rate     float64
 	sample   time.Duration // soak: sample the server's resources this often (0: off)
 	noRelay  bool          // soak: skip the relay baseline run
+
+	cpuProfile  string // in-process: CPU profile of the server run's window
+	heapProfile string // in-process: in-use heap once the idle users are connected
 }
 
 func (o *sigOptions) flags(out io.Writer) *flag.FlagSet {
@@ -37,6 +43,8 @@ func (o *sigOptions) flags(out io.Writer) *flag.FlagSet {
 	fs.Float64Var(&o.rate, "rate", 0, "call setups per second over all pairs; 0: as fast as the pairs go")
 	fs.DurationVar(&o.sample, "sample", 0, "soak: sample the server's memory, goroutines and fds this often during the run (0: off)")
 	fs.BoolVar(&o.noRelay, "no-relay", false, "soak: skip the relay baseline (relay figures are then 0)")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "in-process only: write a CPU profile of the server run's window to this file (samples labelled side=server|client)")
+	fs.StringVar(&o.heapProfile, "heapprofile", "", "in-process only: write the in-use heap profile once the idle users are connected to this file, and before they connect to FILE.base")
 	o.server.register(fs)
 	return fs
 }
@@ -51,6 +59,8 @@ func (o *sigOptions) validate() error {
 		return errors.New("--duration must be positive, --warmup and --rate not negative")
 	case o.duration > time.Hour || o.warmup > time.Hour:
 		return errors.New("--duration and --warmup are capped at 1h")
+	case (o.cpuProfile != "" || o.heapProfile != "") && o.server.childMode():
+		return errors.New("--cpuprofile and --heapprofile profile the in-process server: not with --spawn or --server-bin")
 	}
 	return o.server.validate()
 }
@@ -109,7 +119,13 @@ func runSignaling(ctx context.Context, o sigOptions, stdout, stderr io.Writer) (
 		return nil, err
 	}
 	fmt.Fprintf(stderr, "signaling: starting server (%s)…\n", modeName(o.server))
-	srv, err := startServer(ctx, o.server, stderr)
+	// In-process, the server's goroutines (and those they start) carry the
+	// profiler label side=server, the clients' side=client.
+	var srv *server
+	var err error
+	pprof.Do(ctx, pprof.Labels("side", "server"), func(ctx context.Context) {
+		srv, err = startServer(ctx, o.server, stderr)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("start server: %w", err)
 	}
@@ -118,12 +134,16 @@ func runSignaling(ctx context.Context, o sigOptions, stdout, stderr io.Writer) (
 	if o.sample > 0 {
 		sm = startSampler(srv, o.sample)
 	}
-	main, err := runTarget(ctx, o, idle, sigTarget{
-		wsURL: srv.wsURL, secret: srv.secret, memory: srv.memory, cpu: srv.cpu,
-		newDriver: func(ctx context.Context, caller, callee string) (*pair, error) {
-			return dialServerPair(ctx, srv, caller, callee)
-		},
-	}, stderr)
+	var main *loadResult
+	pprof.Do(ctx, pprof.Labels("side", "client"), func(ctx context.Context) {
+		main, err = runTarget(ctx, o, idle, sigTarget{
+			wsURL: srv.wsURL, secret: srv.secret, memory: srv.memory, cpu: srv.cpu,
+			prof: &windowProfile{cpu: o.cpuProfile}, heap: o.heapProfile,
+			newDriver: func(ctx context.Context, caller, callee string) (*pair, error) {
+				return dialServerPair(ctx, srv, caller, callee)
+			},
+		}, stderr)
+	})
 	var samples []soakSample
 	if sm != nil {
 		samples = sm.finish()
@@ -241,6 +261,8 @@ type sigTarget struct {
 	secret    []byte // nil: the relay (?user=)
 	memory    func() (uint64, error)
 	cpu       func() (time.Duration, error) // nil: not measured
+	prof      *windowProfile                // nil: no CPU profile of the window
+	heap      string                        // "": no heap profiles around the idle users' connection
 	newDriver func(ctx context.Context, caller, callee string) (*pair, error)
 }
 
@@ -258,6 +280,9 @@ func runTarget(ctx context.Context, o sigOptions, idle int, tg sigTarget, stderr
 	if idle > 0 {
 		before, err := tg.memory()
 		if err != nil {
+			return nil, err
+		}
+		if err := writeHeap(suffixed(tg.heap, ".base")); err != nil {
 			return nil, err
 		}
 		iu, rep, err := startIdleUsers(ctx, tg.wsURL, tg.secret, idle)
@@ -278,6 +303,9 @@ func runTarget(ctx context.Context, o sigOptions, idle int, tg sigTarget, stderr
 			return nil, err
 		}
 		res.bytesPerConn = (float64(after) - float64(before)) / float64(idle)
+		if err := writeHeap(tg.heap); err != nil {
+			return nil, err
+		}
 	}
 
 	fmt.Fprintf(stderr, "signaling: connecting %d caller/callee pairs…\n", o.callers)
@@ -291,8 +319,22 @@ func runTarget(ctx context.Context, o sigOptions, idle int, tg sigTarget, stderr
 		return nil, err
 	}
 	fmt.Fprintf(stderr, "signaling: calling for %v + %v warmup…\n", o.duration, o.warmup)
-	runLoad(ctx, o, pairs, tg.cpu, res)
-	return res, nil
+	err = runLoad(ctx, o, pairs, tg.cpu, tg.prof, res)
+	return res, err
+}
+
+// writeHeap writes the in-use heap profile, after a GC, to path ("": none).
+func writeHeap(path string) error {
+	if path == "" {
+		return nil
+	}
+	runtime.GC()
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	err = pprof.Lookup("heap").WriteTo(f, 0)
+	return errors.Join(err, f.Close())
 }
 
 func dialPairs(ctx context.Context, n int, dial func(ctx context.Context, caller, callee string) (*pair, error)) ([]*pair, error) {
@@ -443,7 +485,7 @@ func dialRelayPair(ctx context.Context, relayURL, caller, callee string) (*pair,
 
 // runLoad runs every pair's caller and callee loops for warmup + duration
 // and gathers the figures of the calls inside the window.
-func runLoad(ctx context.Context, o sigOptions, pairs []*pair, cpu func() (time.Duration, error), res *loadResult) {
+func runLoad(ctx context.Context, o sigOptions, pairs []*pair, cpu func() (time.Duration, error), prof *windowProfile, res *loadResult) error {
 	start := time.Now()
 	winStart := start.Add(o.warmup)
 	winEnd := winStart.Add(o.duration)
@@ -455,19 +497,22 @@ func runLoad(ctx context.Context, o sigOptions, pairs []*pair, cpu func() (time.
 		tokens = pace(lctx, o.rate, len(pairs))
 	}
 	var cpuStart, cpuEnd time.Duration
+	var profErr error
 	var cpuWG sync.WaitGroup
-	if cpu != nil {
-		cpuWG.Go(func() {
-			if !sleepUntil(lctx, winStart) {
-				return
-			}
+	cpuWG.Go(func() {
+		if !sleepUntil(lctx, winStart) {
+			return
+		}
+		if cpu != nil {
 			cpuStart, _ = cpu()
-			if !sleepUntil(lctx, winEnd) {
-				return
-			}
+		}
+		profErr = prof.start()
+		sleepUntil(lctx, winEnd)
+		if cpu != nil && lctx.Err() == nil {
 			cpuEnd, _ = cpu()
-		})
-	}
+		}
+		profErr = errors.Join(profErr, prof.stop())
+	})
 
 	var callers, callees sync.WaitGroup
 	calleeCtx, stopCallees := context.WithCancel(lctx)
@@ -492,6 +537,7 @@ func runLoad(ctx context.Context, o sigOptions, pairs []*pair, cpu func() (time.
 			res.firstErr = p.firstErr
 		}
 	}
+	return profErr
 }
 
 func sleepUntil(ctx context.Context, t time.Time) bool {

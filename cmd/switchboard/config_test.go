@@ -37,6 +37,8 @@ var wantDefaults = Config{
 		TLSCert:         "",
 		TLSKey:          "",
 		ShutdownTimeout: 10 * time.Second,
+		GCPercent:       400,
+		MemoryLimitMB:   0,
 		Web: web.Config{
 			AllowedOrigins:    []string{},
 			PingInterval:      25 * time.Second,
@@ -603,6 +605,9 @@ func TestInvalidValues(t *testing.T) {
 		{name: "origin without scheme", args: []string{"--server.allowed_origins=a.example"}, key: "server.allowed_origins", msg: "scheme"},
 		{name: "tls cert without key", args: []string{"--server.tls_cert=c.pem"}, key: "server.tls_key", msg: "server.tls_cert"},
 		{name: "tls key without cert", args: []string{"--server.tls_key=k.pem"}, key: "server.tls_cert", msg: "server.tls_key"},
+		{name: "gc percent zero", args: []string{"--server.gc_percent=0"}, key: "server.gc_percent", msg: "got 0"},
+		{name: "gc off without limit", args: []string{"--server.gc_percent=-1"}, key: "server.gc_percent", msg: "server.memory_limit_mb"},
+		{name: "negative memory limit", args: []string{"--server.memory_limit_mb=-5"}, key: "server.memory_limit_mb", msg: "got -5"},
 		{name: "zero shutdown", args: []string{"--server.shutdown_timeout=0s"}, key: "server.shutdown_timeout", msg: "positive"},
 		{name: "negative write timeout", args: []string{"--server.write_timeout=-1s"}, key: "server.write_timeout", msg: "positive"},
 		{name: "ping not below pong", args: []string{"--server.ping_interval=60s"}, key: "server.ping_interval", msg: "server.pong_timeout"},

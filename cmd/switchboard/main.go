@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/switchboard-rtc/switchboard/web"
@@ -56,6 +57,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(string)
 	if cfg.Auth.Dev {
 		log.Warn("dev auth is on: anyone can get a token at /api/dev/token; set auth.dev=false in production")
 	}
+	setGC(cfg.Server, log)
 	st, err := stack.New(ctx, stack.Params{Config: cfg, Logger: log})
 	if err != nil {
 		return err
@@ -98,4 +100,14 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(string)
 		log.Warn("connections did not all close in time", "err", err)
 	}
 	return <-errc
+}
+
+// setGC tunes the garbage collector from server.gc_percent and
+// server.memory_limit_mb, in the place of GOGC and GOMEMLIMIT.
+func setGC(s stack.ServerConfig, log *slog.Logger) {
+	debug.SetGCPercent(s.GCPercent)
+	if s.MemoryLimitMB > 0 {
+		debug.SetMemoryLimit(int64(s.MemoryLimitMB) << 20)
+	}
+	log.Info("garbage collector", "gc_percent", s.GCPercent, "memory_limit_mb", s.MemoryLimitMB)
 }

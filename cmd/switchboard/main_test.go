@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"math"
 	"path/filepath"
+	"runtime/debug"
 	"testing"
 	"time"
 
@@ -42,6 +44,50 @@ func TestRunServesAndShutsDown(t *testing.T) {
 		t.Fatalf("dev token: %v %v", res, err)
 	}
 	res.Body.Close()
+	cancel()
+	select {
+	case c := <-code:
+		if c != 0 {
+			t.Fatalf("exit code %d: %s", c, errs.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("server did not stop")
+	}
+}
+
+// TestRunSetsGC (issue 16): the binary tunes the garbage collector from
+// server.gc_percent and server.memory_limit_mb, so that nobody has to export
+// GOGC or GOMEMLIMIT.
+func TestRunSetsGC(t *testing.T) {
+	prevPercent := debug.SetGCPercent(100)
+	prevLimit := debug.SetMemoryLimit(math.MaxInt64)
+	t.Cleanup(func() {
+		debug.SetGCPercent(prevPercent)
+		debug.SetMemoryLimit(prevLimit)
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addr := make(chan string, 1)
+	code := make(chan int, 1)
+	var out, errs bytes.Buffer
+	go func() {
+		code <- run(ctx, []string{"--server.addr=127.0.0.1:0", "--store.path=" + filepath.Join(t.TempDir(), "sb.db"),
+			"--media.udp_port=0", "--media.listen_ip=127.0.0.1", "--log.level=warn", "--metrics.addr=127.0.0.1:0",
+			"--server.gc_percent=250", "--server.memory_limit_mb=3000"}, &out, &errs, func(a string) { addr <- a })
+	}()
+	select {
+	case <-addr:
+	case c := <-code:
+		t.Fatalf("exited with %d: %s", c, errs.String())
+	case <-time.After(20 * time.Second):
+		t.Fatal("server did not start")
+	}
+	if got := debug.SetGCPercent(250); got != 250 {
+		t.Errorf("GC percent %d, want server.gc_percent 250", got)
+	}
+	if got := debug.SetMemoryLimit(-1); got != 3000<<20 {
+		t.Errorf("memory limit %d, want server.memory_limit_mb 3000 MiB (%d)", got, 3000<<20)
+	}
 	cancel()
 	select {
 	case c := <-code:

@@ -48,7 +48,12 @@ type ServerConfig struct {
 	TLSCert         string        `mapstructure:"tls_cert"`
 	TLSKey          string        `mapstructure:"tls_key"`
 	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
-	Web             web.Config    `mapstructure:",squash"`
+	// GCPercent and MemoryLimitMB tune the Go garbage collector of the
+	// process (runtime/debug SetGCPercent and SetMemoryLimit); the binary
+	// sets them at start, in the place of GOGC and GOMEMLIMIT.
+	GCPercent     int        `mapstructure:"gc_percent"`      // heap growth between collections, in %; -1: only the memory limit collects
+	MemoryLimitMB int        `mapstructure:"memory_limit_mb"` // soft limit of the process's Go memory, MiB; 0: none
+	Web           web.Config `mapstructure:",squash"`
 }
 
 // StoreConfig is the store section.

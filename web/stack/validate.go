@@ -82,6 +82,15 @@ func (c Config) Validate() error {
 	if w.PingInterval > 0 && w.PingInterval >= w.PongTimeout {
 		bad("server.ping_interval", "must be below server.pong_timeout (%s), got %s", w.PongTimeout, w.PingInterval)
 	}
+	if s.GCPercent < -1 || s.GCPercent == 0 {
+		bad("server.gc_percent", "must be a positive percentage, or -1 (collect only at server.memory_limit_mb), got %d", s.GCPercent)
+	}
+	if s.MemoryLimitMB < 0 {
+		bad("server.memory_limit_mb", "must not be negative, got %d", s.MemoryLimitMB)
+	}
+	if s.GCPercent == -1 && s.MemoryLimitMB == 0 {
+		bad("server.gc_percent", "-1 turns the collector off until server.memory_limit_mb, which is 0 (no limit): set server.memory_limit_mb")
+	}
 	if w.MaxConnections < 1 {
 		bad("server.max_connections", "must be a positive integer, got %d", w.MaxConnections)
 	}
