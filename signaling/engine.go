@@ -65,6 +65,7 @@ type Params struct {
 // caller gets ErrStoreUnavailable; nobody has seen an event of it.
 type Engine struct {
 	cfg   Config
+	rules rules // the decisions of the state-changing ops (tx.go)
 	store Store
 	clock protocol.Clock
 	log   *slog.Logger
@@ -101,6 +102,7 @@ func NewEngine(ctx context.Context, p Params) (*Engine, error) {
 	}
 	e := &Engine{
 		cfg:         p.Config,
+		rules:       rules{cfg: p.Config},
 		store:       p.Store,
 		clock:       p.Clock,
 		log:         p.Logger,
@@ -572,37 +574,6 @@ func (e *Engine) commit(ctx context.Context, muts []Mutation) error {
 		}
 		e.log.Error("store write failed", "err", err)
 		return protocol.ErrStoreUnavailable
-	}
-	return nil
-}
-
-// finish is finishNote without a note.
-func (e *Engine) finish(ctx context.Context, muts []Mutation, evs []*outgoing, undo func()) error {
-	return e.finishNote(ctx, muts, evs, undo, nil)
-}
-
-// finishNote commits an operation's mutations with its events' outbox entries,
-// then delivers the events and queues note for the observers. On failure it
-// calls undo under mu.
-func (e *Engine) finishNote(ctx context.Context, muts []Mutation, evs []*outgoing, undo func(), note *InvitationNote) error {
-	now := e.clock.Now()
-	outMuts, err := e.encode(evs, now)
-	if err == nil {
-		err = e.commit(ctx, append(muts, outMuts...))
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if err != nil {
-		e.unplanLocked(evs)
-		if undo != nil {
-			undo()
-		}
-		return err
-	}
-	e.deliverLocked(evs, now)
-	if note != nil {
-		note.At = now
-		e.notifyLocked(*note)
 	}
 	return nil
 }
