@@ -63,6 +63,12 @@ type tx interface {
 
 	// online reports whether user has a connection open now.
 	online(user string) bool
+	// known reports whether user has ever connected (only known users get
+	// events kept for them).
+	known(user string) bool
+	// keptBytes is what the events kept for offline users cost: those
+	// sender caused (reservations included), and in all.
+	keptBytes(sender string) (mine, total int64)
 	// customStatus is user's custom status text ("" none).
 	customStatus(user string) string
 
@@ -142,6 +148,10 @@ func (t *memTx) groupMember(id, user string) (found, member bool) {
 func (t *memTx) groupCounts(user string) (own, added int) { return t.e.groupCountsLocked(user) }
 func (t *memTx) online(user string) bool                  { return len(t.e.sessions[user]) > 0 }
 func (t *memTx) customStatus(user string) string          { return t.e.presence.custom[user] }
+func (t *memTx) known(user string) bool                   { return t.e.isKnownLocked(user) }
+func (t *memTx) keptBytes(sender string) (mine, total int64) {
+	return t.e.kept.bySender[sender], t.e.kept.total
+}
 
 func (t *memTx) apply(muts ...Mutation)           { t.muts = append(t.muts, muts...) }
 func (t *memTx) emit(evs ...*outgoing)            { t.evs = append(t.evs, evs...) }
@@ -178,7 +188,7 @@ func (e *Engine) doOr(ctx context.Context, decide func(tx) error, failed func())
 		e.mu.Unlock()
 		return nil
 	}
-	err := e.planLocked(t.evs, t.sender, t.force)
+	err := e.planLocked(t, t.evs, t.sender, t.force)
 	var changes []change
 	if err == nil {
 		changes, err = e.applyAllLocked(t.muts)
