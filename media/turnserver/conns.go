@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"time"
@@ -15,30 +16,38 @@ import (
 const maxAcceptBackoff = time.Second
 
 // conns tracks the TCP and TLS connections of both listeners: it closes one
-// past Config.MaxConnections at once, one that goes Config.AllocateTimeout
-// without an allocation, and, at Close, all of them (pion's server only
-// closes the listeners, and its per-connection goroutine would otherwise
-// run as long as the client keeps the connection open).
+// past Config.MaxConnections at once, one from a source IP that already has
+// Config.MaxConnectionsPerIP without an allocation at once, one that goes
+// Config.AllocateTimeout without an allocation, and, at Close, all of them
+// (pion's server only closes the listeners, and its per-connection
+// goroutine would otherwise run as long as the client keeps the connection
+// open).
 type conns struct {
-	max             int
+	max, perIP      int
 	allocateTimeout time.Duration
 	log             *slog.Logger
 
-	mu       sync.Mutex // guards the fields below and every trackedConn's allocs
-	open     map[string]*trackedConn
-	closed   bool
-	refused  uint64
-	timedOut uint64
+	mu        sync.Mutex // guards the fields below and every trackedConn's allocs and pending
+	open      map[string]*trackedConn
+	pending   map[netip.Addr]int // per source IP, the open connections without an allocation
+	closed    bool
+	refused   uint64
+	refusedIP uint64
+	timedOut  uint64
 }
 
 func newConns(cfg Config, log *slog.Logger) *conns {
-	return &conns{max: cfg.MaxConnections, allocateTimeout: cfg.AllocateTimeout, log: log, open: map[string]*trackedConn{}}
+	return &conns{max: cfg.MaxConnections, perIP: cfg.MaxConnectionsPerIP, allocateTimeout: cfg.AllocateTimeout, log: log,
+		open: map[string]*trackedConn{}, pending: map[netip.Addr]int{}}
 }
 
-var errTooManyConns = errors.New("turnserver: too many connections")
+var (
+	errTooManyConns      = errors.New("turnserver: too many connections")
+	errTooManyConnsPerIP = errors.New("turnserver: too many connections without an allocation from one IP")
+)
 
-// add counts c in, and starts its allocate timer, unless the cap is
-// reached or the server closed.
+// add counts c in, and starts its allocate timer, unless the server's cap
+// or its IP's is reached, or the server closed.
 func (s *conns) add(c *trackedConn) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -48,10 +57,30 @@ func (s *conns) add(c *trackedConn) error {
 	case len(s.open) >= s.max:
 		s.refused++
 		return errTooManyConns
+	case s.pending[c.ip] >= s.perIP:
+		s.refusedIP++
+		return errTooManyConnsPerIP
 	}
 	s.open[c.key] = c
+	s.setPending(c, true)
 	c.timer = time.AfterFunc(s.allocateTimeout, c.expire)
 	return nil
+}
+
+// setPending counts c in or out of its IP's connections without an
+// allocation. s.mu is held.
+func (s *conns) setPending(c *trackedConn, pending bool) {
+	switch {
+	case pending == c.pending:
+		return
+	case pending:
+		s.pending[c.ip]++
+	default:
+		if s.pending[c.ip]--; s.pending[c.ip] <= 0 {
+			delete(s.pending, c.ip)
+		}
+	}
+	c.pending = pending
 }
 
 // allocation is called when an allocation of the connection from src to
@@ -68,6 +97,7 @@ func (s *conns) allocation(src, dst net.Addr, delta int) {
 		return
 	}
 	c.allocs += delta
+	s.setPending(c, c.allocs <= 0)
 	if c.allocs > 0 {
 		c.timer.Stop()
 	} else {
@@ -81,10 +111,10 @@ func (s *conns) timedOutOne() {
 	s.mu.Unlock()
 }
 
-func (s *conns) stats() (open int, refused, timedOut uint64) {
+func (s *conns) stats() (open int, refused, refusedIP, timedOut uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.open), s.refused, s.timedOut
+	return len(s.open), s.refused, s.refusedIP, s.timedOut
 }
 
 // closeAll closes every connection; add refuses new ones.
@@ -92,7 +122,7 @@ func (s *conns) closeAll() {
 	s.mu.Lock()
 	s.closed = true
 	open := s.open
-	s.open = map[string]*trackedConn{}
+	s.open, s.pending = map[string]*trackedConn{}, map[netip.Addr]int{}
 	s.mu.Unlock()
 	for _, c := range open {
 		_ = c.Close()
@@ -132,7 +162,7 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 			continue
 		}
 		backoff = 0
-		c := &trackedConn{Conn: raw, conns: l.conns, key: connKey(raw.RemoteAddr(), raw.LocalAddr())}
+		c := &trackedConn{Conn: raw, conns: l.conns, key: connKey(raw.RemoteAddr(), raw.LocalAddr()), ip: remoteIP(raw)}
 		if l.tls != nil {
 			c.tls = tls.Server(raw, l.tls)
 			c.Conn, c.handshake = c.tls, l.handshake
@@ -142,7 +172,7 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 			_ = raw.Close()
 			return nil, err
 		case err != nil:
-			l.conns.log.Debug("TURN connection refused: turn.max_connections open", "client", raw.RemoteAddr())
+			l.conns.log.Debug("TURN connection refused", "client", raw.RemoteAddr(), "err", err)
 			if tc, ok := raw.(*net.TCPConn); ok {
 				_ = tc.SetLinger(0) // reset: nothing kept in TIME_WAIT for it
 			}
@@ -164,11 +194,13 @@ type trackedConn struct {
 
 	conns     *conns
 	key       string
+	ip        netip.Addr // the client's
 	tls       *tls.Conn
 	handshake time.Duration // TLS handshake timeout
 	shook     bool          // the handshake was attempted; Read's only (pion's one reader)
 	timer     *time.Timer   // allocate timer, set by conns.add
 	allocs    int           // guarded by conns.mu
+	pending   bool          // counted in conns.pending; guarded by conns.mu
 	once      sync.Once
 }
 
@@ -208,9 +240,18 @@ func (c *trackedConn) Close() error {
 		c.conns.mu.Lock()
 		if c.conns.open[c.key] == c {
 			delete(c.conns.open, c.key)
+			c.conns.setPending(c, false)
 		}
 		c.timer.Stop()
 		c.conns.mu.Unlock()
 	})
 	return c.Conn.Close()
+}
+
+// remoteIP is the client's IP of a TCP connection.
+func remoteIP(c net.Conn) netip.Addr {
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return a.AddrPort().Addr().Unmap()
+	}
+	return netip.Addr{}
 }

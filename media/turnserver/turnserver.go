@@ -33,6 +33,13 @@
 // Config.TLSHandshakeTimeout, is closed. Stats counts what is open and what
 // was refused.
 //
+// Per source IP: at most Config.MaxConnectionsPerIP TCP and TLS connections
+// of one IP without an allocation, one more being closed as soon as it is
+// accepted (one with an allocation is held to MaxAllocationsPerUser
+// instead); on the UDP port, a token bucket (Config.UDPRequestRate,
+// UDPRequestBurst) for the datagrams of an IP's addresses without an
+// allocation, the excess dropped before pion reads it (see limiter).
+//
 // Dependencies: like media it imports nothing of Switchboard but media.
 package turnserver
 
@@ -67,6 +74,10 @@ const (
 	DefaultTLSHandshakeTimeout   = 10 * time.Second
 	DefaultMaxAllocations        = 10000
 	DefaultMaxAllocationsPerUser = 30
+	DefaultMaxConnectionsPerIP   = 32
+	DefaultUDPRequestRate        = 50
+	DefaultUDPRequestBurst       = 200
+	DefaultUDPRateLimitIPs       = 65536
 )
 
 // ErrInvalidConfig is returned by New when Config fails validation.
@@ -111,6 +122,12 @@ type Config struct {
 	// MaxConnections caps the TCP and TLS connections open at once (both
 	// ports together); one more is closed as soon as it is accepted.
 	MaxConnections int `mapstructure:"max_connections"`
+	// MaxConnectionsPerIP caps the TCP and TLS connections of one source
+	// IP that have no allocation (not yet authenticated, or whose
+	// allocation ended); one more from that IP is closed as soon as it is
+	// accepted. A connection with an allocation does not count: it is
+	// held to MaxAllocationsPerUser instead.
+	MaxConnectionsPerIP int `mapstructure:"max_connections_per_ip"`
 	// AllocateTimeout is how long a TCP or TLS connection may go without an
 	// allocation (after connecting, or after its allocation ended) before
 	// it is closed: a client that never authenticates holds nothing long.
@@ -124,6 +141,18 @@ type Config struct {
 	// the USERID of the credentials' username); one more is refused with
 	// 486 (Allocation Quota Reached).
 	MaxAllocationsPerUser int `mapstructure:"max_allocations_per_user"`
+	// UDPRequestRate and UDPRequestBurst are the token bucket of one
+	// source IP on the UDP port: the datagrams per second it may send, and
+	// at once, from addresses that have no allocation (Binding, Allocate
+	// with or without credentials, garbage). The excess is dropped before
+	// pion parses it. Datagrams from a client address with an allocation
+	// (authenticated) are not counted.
+	UDPRequestRate  int `mapstructure:"udp_request_rate"`
+	UDPRequestBurst int `mapstructure:"udp_request_burst"`
+	// UDPRateLimitIPs caps the source IPs whose buckets are kept; past it
+	// the least recently seen one is forgotten (and starts again with a
+	// full bucket).
+	UDPRateLimitIPs int `mapstructure:"udp_rate_limit_ips"`
 
 	// CertFile and KeyFile are the PEM certificate and key for TLS
 	// (server.tls_cert and server.tls_key).
@@ -140,7 +169,9 @@ func DefaultConfig() Config {
 	return Config{UDPPort: 3478, TCPPort: 3478, TLSPort: 5349, RelayPortMin: DefaultRelayPortMin, RelayPortMax: DefaultRelayPortMax,
 		Realm: DefaultRealm, CredentialTTL: DefaultCredentialTTL,
 		MaxConnections: DefaultMaxConnections, AllocateTimeout: DefaultAllocateTimeout, TLSHandshakeTimeout: DefaultTLSHandshakeTimeout,
-		MaxAllocations: DefaultMaxAllocations, MaxAllocationsPerUser: DefaultMaxAllocationsPerUser}
+		MaxAllocations: DefaultMaxAllocations, MaxAllocationsPerUser: DefaultMaxAllocationsPerUser,
+		MaxConnectionsPerIP: DefaultMaxConnectionsPerIP, UDPRequestRate: DefaultUDPRequestRate, UDPRequestBurst: DefaultUDPRequestBurst,
+		UDPRateLimitIPs: DefaultUDPRateLimitIPs}
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -184,7 +215,9 @@ func (c Config) withDefaults() (Config, error) {
 		c.Realm = DefaultRealm
 	}
 	for name, v := range map[string]int64{"MaxConnections": int64(c.MaxConnections), "AllocateTimeout": int64(c.AllocateTimeout),
-		"TLSHandshakeTimeout": int64(c.TLSHandshakeTimeout), "MaxAllocations": int64(c.MaxAllocations), "MaxAllocationsPerUser": int64(c.MaxAllocationsPerUser)} {
+		"TLSHandshakeTimeout": int64(c.TLSHandshakeTimeout), "MaxAllocations": int64(c.MaxAllocations), "MaxAllocationsPerUser": int64(c.MaxAllocationsPerUser),
+		"MaxConnectionsPerIP": int64(c.MaxConnectionsPerIP), "UDPRequestRate": int64(c.UDPRequestRate), "UDPRequestBurst": int64(c.UDPRequestBurst),
+		"UDPRateLimitIPs": int64(c.UDPRateLimitIPs)} {
 		if v < 0 {
 			return bad("%s is negative", name)
 		}
@@ -194,6 +227,10 @@ func (c Config) withDefaults() (Config, error) {
 	c.TLSHandshakeTimeout = cmp.Or(c.TLSHandshakeTimeout, DefaultTLSHandshakeTimeout)
 	c.MaxAllocations = cmp.Or(c.MaxAllocations, DefaultMaxAllocations)
 	c.MaxAllocationsPerUser = cmp.Or(c.MaxAllocationsPerUser, DefaultMaxAllocationsPerUser)
+	c.MaxConnectionsPerIP = cmp.Or(c.MaxConnectionsPerIP, DefaultMaxConnectionsPerIP)
+	c.UDPRequestRate = cmp.Or(c.UDPRequestRate, DefaultUDPRequestRate)
+	c.UDPRequestBurst = cmp.Or(c.UDPRequestBurst, DefaultUDPRequestBurst)
+	c.UDPRateLimitIPs = cmp.Or(c.UDPRateLimitIPs, DefaultUDPRateLimitIPs)
 	if c.Host == "" {
 		c.Host = c.RelayIP
 	}
@@ -209,10 +246,11 @@ type Server struct {
 	log  *slog.Logger
 	turn *turn.Server
 
-	udp       net.PacketConn
+	udp       *net.UDPConn
 	tcp, tls  *trackingListener // tls is nil unless Config.TLS
 	conns     *conns            // of tcp and tls
 	allocs    *allocations
+	limiter   *limiter // of udp
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -225,7 +263,7 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, log: log, conns: newConns(cfg, log), allocs: newAllocations(cfg)}
+	s := &Server{cfg: cfg, log: log, conns: newConns(cfg, log), allocs: newAllocations(cfg), limiter: newLimiter(cfg)}
 	var listeners []net.Listener
 	defer func() {
 		if err != nil {
@@ -249,7 +287,11 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 		}
 		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	if s.udp, err = net.ListenPacket("udp4", net.JoinHostPort(bind, strconv.Itoa(cfg.UDPPort))); err != nil {
+	udpAddr, err := net.ResolveUDPAddr("udp4", net.JoinHostPort(bind, strconv.Itoa(cfg.UDPPort)))
+	if err != nil {
+		return nil, fmt.Errorf("turnserver: listen udp: %w", err)
+	}
+	if s.udp, err = net.ListenUDP("udp4", udpAddr); err != nil {
 		return nil, fmt.Errorf("turnserver: listen udp: %w", err)
 	}
 	tcp, err := net.Listen("tcp4", net.JoinHostPort(bind, strconv.Itoa(cfg.TCPPort)))
@@ -283,12 +325,12 @@ func New(cfg Config, log *slog.Logger) (_ *Server, err error) {
 		AuthHandler:  s.authenticate,
 		QuotaHandler: s.allocs.admit,
 		EventHandler: turn.EventHandler{
-			OnAllocationCreated: func(src, dst net.Addr, _, _, _ string, _ net.Addr, _ int) { s.conns.allocation(src, dst, 1) },
-			OnAllocationDeleted: func(src, dst net.Addr, _, _, _ string) { s.conns.allocation(src, dst, -1) },
+			OnAllocationCreated: func(src, dst net.Addr, _, _, _ string, _ net.Addr, _ int) { s.allocation(src, dst, 1) },
+			OnAllocationDeleted: func(src, dst net.Addr, _, _, _ string) { s.allocation(src, dst, -1) },
 		},
 		LoggerFactory: pionlog.Factory(log, slog.LevelError),
 		PacketConnConfigs: []turn.PacketConnConfig{
-			{PacketConn: s.udp, RelayAddressGenerator: relay(), PermissionHandler: permit},
+			{PacketConn: &limitedConn{UDPConn: s.udp, lim: s.limiter}, RelayAddressGenerator: relay(), PermissionHandler: permit},
 		},
 		ListenerConfigs: []turn.ListenerConfig{
 			{Listener: s.tcp, RelayAddressGenerator: relay(), PermissionHandler: permit},
@@ -324,6 +366,13 @@ func (s *Server) TLSAddr() *net.TCPAddr {
 	}
 	a, _ := s.tls.Addr().(*net.TCPAddr)
 	return a
+}
+
+// allocation is called by pion when an allocation of the client address src
+// on the server address dst begins (delta 1) or ends (-1).
+func (s *Server) allocation(src, dst net.Addr, delta int) {
+	s.conns.allocation(src, dst, delta)
+	s.limiter.allocation(src, delta)
 }
 
 // AllocationCount is the number of allocations alive.
@@ -397,12 +446,22 @@ type Stats struct {
 	// MaxConnections were open; ConnectionsTimedOut those closed by
 	// AllocateTimeout or TLSHandshakeTimeout.
 	ConnectionsRefused, ConnectionsTimedOut uint64
+	// ConnectionsRefusedIP counts the connections closed at once because
+	// their source IP had MaxConnectionsPerIP without an allocation.
+	ConnectionsRefusedIP uint64
+	// UDPRateLimited counts the UDP datagrams dropped by the per-IP rate
+	// limit; UDPRateLimitIPs is the number of source IPs tracked, and
+	// UDPRateLimitEvictions those forgotten at the UDPRateLimitIPs cap.
+	UDPRateLimited        uint64
+	UDPRateLimitIPs       int
+	UDPRateLimitEvictions uint64
 }
 
 // Stats returns the server's counters.
 func (s *Server) Stats() Stats {
 	var st Stats
 	st.Allocations, st.AllocationsRefusedUser, st.AllocationsRefusedServer = s.allocs.stats()
-	st.Connections, st.ConnectionsRefused, st.ConnectionsTimedOut = s.conns.stats()
+	st.Connections, st.ConnectionsRefused, st.ConnectionsRefusedIP, st.ConnectionsTimedOut = s.conns.stats()
+	st.UDPRateLimited, st.UDPRateLimitIPs, st.UDPRateLimitEvictions = s.limiter.stats()
 	return st
 }

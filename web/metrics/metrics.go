@@ -157,6 +157,17 @@ func (m *Metrics) WatchTURN(t *turnserver.Server) {
 		counter("turn_connections_timed_out_total",
 			"TURN TCP and TLS connections closed without an allocation after turn.allocate_timeout, or by turn.tls_handshake_timeout.", nil,
 			func(s turnserver.Stats) uint64 { return s.ConnectionsTimedOut }),
+		counter("turn_connections_refused_per_ip_total",
+			"TURN TCP and TLS connections closed at once because their source IP had turn.max_connections_per_ip without an allocation.", nil,
+			func(s turnserver.Stats) uint64 { return s.ConnectionsRefusedIP }),
+		counter("turn_udp_rate_limited_total",
+			"TURN UDP datagrams from addresses without an allocation dropped by the per-IP rate limit (turn.udp_request_rate, turn.udp_request_burst).", nil,
+			func(s turnserver.Stats) uint64 { return s.UDPRateLimited }),
+		gauge("turn_udp_rate_limit_ips", "Source IPs whose TURN UDP rate is tracked (at most turn.udp_rate_limit_ips).",
+			func(s turnserver.Stats) int { return s.UDPRateLimitIPs }),
+		counter("turn_udp_rate_limit_evictions_total",
+			"Source IPs forgotten by the TURN UDP rate limit at turn.udp_rate_limit_ips (least recently seen first).", nil,
+			func(s turnserver.Stats) uint64 { return s.UDPRateLimitEvictions }),
 	)
 }
 

@@ -94,6 +94,10 @@ func TestTURNMetrics(t *testing.T) {
 		"switchboard_turn_connections 1",
 		"switchboard_turn_connections_refused_total 0",
 		"switchboard_turn_connections_timed_out_total 0",
+		"switchboard_turn_connections_refused_per_ip_total 0",
+		"switchboard_turn_udp_rate_limited_total 0",
+		"switchboard_turn_udp_rate_limit_ips 1",
+		"switchboard_turn_udp_rate_limit_evictions_total 0",
 	}
 	var out string
 	for deadline := time.Now().Add(5 * time.Second); ; { // the TCP connection counts once accepted

@@ -195,13 +195,18 @@ func validateTURN(c Config, bad func(key, format string, args ...any)) {
 	for _, p := range []struct {
 		key string
 		n   int
-	}{{"turn.max_connections", tc.MaxConnections}, {"turn.max_allocations", tc.MaxAllocations}, {"turn.max_allocations_per_user", tc.MaxAllocationsPerUser}} {
+	}{{"turn.max_connections", tc.MaxConnections}, {"turn.max_allocations", tc.MaxAllocations}, {"turn.max_allocations_per_user", tc.MaxAllocationsPerUser},
+		{"turn.max_connections_per_ip", tc.MaxConnectionsPerIP}, {"turn.udp_request_rate", tc.UDPRequestRate}, {"turn.udp_request_burst", tc.UDPRequestBurst},
+		{"turn.udp_rate_limit_ips", tc.UDPRateLimitIPs}} {
 		if p.n < 1 {
 			bad(p.key, "must be a positive integer, got %d", p.n)
 		}
 	}
 	if tc.MaxAllocations >= 1 && tc.MaxAllocationsPerUser > tc.MaxAllocations {
 		bad("turn.max_allocations_per_user", "must not exceed turn.max_allocations (%d), got %d", tc.MaxAllocations, tc.MaxAllocationsPerUser)
+	}
+	if tc.MaxConnections >= 1 && tc.MaxConnectionsPerIP > tc.MaxConnections {
+		bad("turn.max_connections_per_ip", "must not exceed turn.max_connections (%d), got %d", tc.MaxConnections, tc.MaxConnectionsPerIP)
 	}
 	for _, p := range []struct {
 		key string
