@@ -59,12 +59,15 @@ type Params struct {
 // I/O or network I/O; Conn.Deliver (a non-blocking enqueue) and
 // Conn.StartReplay may be called with mu held, which keeps each user's
 // events in the order in which they were decided. Replay.Next, called by a
-// connection's writer, takes mu (and releases it around its store read). An operation runs in three steps: decide and apply in memory
-// under mu; commit the mutations to the store without mu; deliver the events
-// under mu. If the commit fails, the in-memory change is undone and the
-// caller gets ErrStoreUnavailable; nobody has seen an event of it.
+// connection's writer, takes mu (and releases it around its store read).
+// A state-changing operation is a decision (rules, see tx.go) run by do in
+// three steps: decide and apply in memory under mu; commit the mutations to
+// the store without mu; deliver the events under mu. If the commit fails,
+// the in-memory change is undone and the caller gets ErrStoreUnavailable;
+// nobody has seen an event of it.
 type Engine struct {
 	cfg   Config
+	rules rules // the decisions of the state-changing ops (tx.go)
 	store Store
 	clock protocol.Clock
 	log   *slog.Logger
@@ -101,6 +104,7 @@ func NewEngine(ctx context.Context, p Params) (*Engine, error) {
 	}
 	e := &Engine{
 		cfg:         p.Config,
+		rules:       rules{cfg: p.Config},
 		store:       p.Store,
 		clock:       p.Clock,
 		log:         p.Logger,
@@ -332,9 +336,6 @@ type outgoing struct {
 	// sender's quota would refuse the full copies (an answer or a cancel
 	// without its application data); nil refuses the operation instead.
 	lean any
-	// settled, if set, runs under mu once the event is delivered or its
-	// operation undone.
-	settled func()
 
 	frame   []byte
 	raw     json.RawMessage  // the encoded data, once encoded
@@ -352,16 +353,22 @@ type outgoing struct {
 // the pending invitations) or every event to keep has a lean form (answers
 // and cancels: they are never refused for the quota; their kept copies are
 // kept without the application data, bounded by the pending-invitation
-// caps). The AppendOutbox mutations are made by encode; finishNote releases
-// the reservations if the commit fails.
-func (e *Engine) planLocked(evs []*outgoing, sender string, force bool) error {
+// caps). The AppendOutbox mutations are made by encode; do releases the
+// reservations if the commit fails.
+//
+// What it reads (who is online, who is known, the kept bytes) it reads
+// through t, the operation's view: which copies are kept and whether the
+// operation is refused belong to the decision. The reservation and the
+// Seqs are the memory backend's.
+func (e *Engine) planLocked(t tx, evs []*outgoing, sender string, force bool) error {
 	counts := make([]int, len(evs))
-	total, err := e.sizeKeptLocked(evs, counts, sender, false)
+	total, err := sizeKept(t, evs, counts, sender, false)
 	if err != nil || total == 0 {
 		return err
 	}
 	if !force {
-		if err := e.kept.check(sender, total, e.cfg.Limits); err != nil {
+		mine, all := t.keptBytes(sender)
+		if err := checkKept(mine, all, total, e.cfg.Limits); err != nil {
 			lean := true
 			for i, ev := range evs {
 				if counts[i] > 0 && ev.lean == nil {
@@ -374,7 +381,7 @@ func (e *Engine) planLocked(evs []*outgoing, sender string, force bool) error {
 				}
 				return err
 			}
-			if total, err = e.sizeKeptLocked(evs, counts, sender, true); err != nil {
+			if total, err = sizeKept(t, evs, counts, sender, true); err != nil {
 				return err
 			}
 		}
@@ -385,7 +392,7 @@ func (e *Engine) planLocked(evs []*outgoing, sender string, force bool) error {
 			continue
 		}
 		for _, u := range ev.users {
-			if e.keepForLocked(u, ev) {
+			if keepFor(t, u, ev) {
 				if ev.offline == nil {
 					ev.offline = make(map[string]int64)
 				}
@@ -397,10 +404,10 @@ func (e *Engine) planLocked(evs []*outgoing, sender string, force bool) error {
 	return nil
 }
 
-// sizeKeptLocked encodes the kept copies of each event (its lean form if
-// lean), counts the recipients to keep them for into counts, and returns
-// their total quota cost.
-func (e *Engine) sizeKeptLocked(evs []*outgoing, counts []int, sender string, lean bool) (int64, error) {
+// sizeKept encodes the kept copies of each event (its lean form if lean),
+// counts the recipients to keep them for into counts, and returns their
+// total quota cost.
+func sizeKept(t tx, evs []*outgoing, counts []int, sender string, lean bool) (int64, error) {
 	var total int64
 	for i, ev := range evs {
 		if !ev.keep {
@@ -408,7 +415,7 @@ func (e *Engine) sizeKeptLocked(evs []*outgoing, counts []int, sender string, le
 		}
 		n := 0
 		for _, u := range ev.users {
-			if e.keepForLocked(u, ev) {
+			if keepFor(t, u, ev) {
 				n++
 			}
 		}
@@ -433,10 +440,10 @@ func (e *Engine) sizeKeptLocked(evs []*outgoing, counts []int, sender string, le
 	return total, nil
 }
 
-// keepForLocked reports whether ev is to be kept for recipient u: a known
-// user (one who has connected at least once) with no open connection.
-func (e *Engine) keepForLocked(u string, ev *outgoing) bool {
-	return u != ev.silent && len(e.sessions[u]) == 0 && e.isKnownLocked(u)
+// keepFor reports whether ev is to be kept for recipient u: a known user
+// (one who has connected at least once) with no open connection.
+func keepFor(t tx, u string, ev *outgoing) bool {
+	return u != ev.silent && !t.online(u) && t.known(u)
 }
 
 func (e *Engine) isKnownLocked(u string) bool {
@@ -577,44 +584,6 @@ func (e *Engine) commit(ctx context.Context, muts []Mutation) error {
 		}
 		e.log.Error("store write failed", "err", err)
 		return protocol.ErrStoreUnavailable
-	}
-	return nil
-}
-
-// finish is finishNote without a note.
-func (e *Engine) finish(ctx context.Context, muts []Mutation, evs []*outgoing, undo func()) error {
-	return e.finishNote(ctx, muts, evs, undo, nil)
-}
-
-// finishNote commits an operation's mutations with its events' outbox entries,
-// then delivers the events and queues note for the observers. On failure it
-// calls undo under mu.
-func (e *Engine) finishNote(ctx context.Context, muts []Mutation, evs []*outgoing, undo func(), note *InvitationNote) error {
-	now := e.clock.Now()
-	outMuts, err := e.encode(evs, now)
-	if err == nil {
-		err = e.commit(ctx, append(muts, outMuts...))
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	defer func() {
-		for _, ev := range evs {
-			if ev.settled != nil {
-				ev.settled()
-			}
-		}
-	}()
-	if err != nil {
-		e.unplanLocked(evs)
-		if undo != nil {
-			undo()
-		}
-		return err
-	}
-	e.deliverLocked(evs, now)
-	if note != nil {
-		note.At = now
-		e.notifyLocked(*note)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package signaling
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"time"
 	"unicode/utf8"
@@ -12,7 +13,8 @@ import (
 // MaxGroupNameLen bounds a group's name, in characters.
 const MaxGroupNameLen = 100
 
-// group is the engine's in-memory group. Guarded by Engine.mu.
+// group is a group in the engine's view. The memory backend's are guarded
+// by Engine.mu; a tx hands decisions copies (clone).
 type group struct {
 	id         string
 	name       string
@@ -20,6 +22,13 @@ type group struct {
 	joinOption protocol.JoinOption
 	createdAt  time.Time
 	members    map[string]MemberRecord
+}
+
+// clone is a copy of g sharing nothing changeable with it.
+func (g *group) clone() *group {
+	c := *g
+	c.members = maps.Clone(g.members)
+	return &c
 }
 
 func (g *group) has(user string) bool { _, ok := g.members[user]; return ok }
@@ -150,31 +159,31 @@ func (e *Engine) groupCountsLocked(user string) (own, added int) {
 	return own, added
 }
 
-// checkRoomLocked checks that g can take n more members.
-func (e *Engine) checkRoomLocked(g *group, n int) error {
-	if lim := e.cfg.Limits.MaxGroupMembers; lim > 0 && len(g.members)+n > lim {
+// checkRoom checks that g can take n more members.
+func (r rules) checkRoom(g *group, n int) error {
+	if lim := r.cfg.Limits.MaxGroupMembers; lim > 0 && len(g.members)+n > lim {
 		return protocol.ErrGroupFull.WithMessage("group %q would have %d members; the limit is %d", g.id, len(g.members)+n, lim)
 	}
 	return nil
 }
 
-// checkOwnGroupLocked checks that user may create or join one more group.
+// checkOwnGroup checks that user may create or join one more group.
 // Groups others added them to do not count.
-func (e *Engine) checkOwnGroupLocked(user string) error {
-	if lim := e.cfg.Limits.MaxGroupsPerUser; lim > 0 {
-		if own, _ := e.groupCountsLocked(user); own >= lim {
+func (r rules) checkOwnGroup(t tx, user string) error {
+	if lim := r.cfg.Limits.MaxGroupsPerUser; lim > 0 {
+		if own, _ := t.groupCounts(user); own >= lim {
 			return protocol.ErrTooManyGroups.WithMessage("you created or joined %d groups; the limit is %d", own, lim)
 		}
 	}
 	return nil
 }
 
-// checkAddedGroupLocked checks that others may add each of users to one
-// more group.
-func (e *Engine) checkAddedGroupLocked(users []string) error {
-	if lim := e.cfg.Limits.MaxGroupsAddedByOthers; lim > 0 {
+// checkAddedGroup checks that others may add each of users to one more
+// group.
+func (r rules) checkAddedGroup(t tx, users []string) error {
+	if lim := r.cfg.Limits.MaxGroupsAddedByOthers; lim > 0 {
 		for _, u := range users {
-			if _, added := e.groupCountsLocked(u); added >= lim {
+			if _, added := t.groupCounts(u); added >= lim {
 				return protocol.ErrTooManyGroupsAdded.WithMessage("user %q was already added to %d groups by others; the limit is %d", u, added, lim)
 			}
 		}
@@ -182,7 +191,23 @@ func (e *Engine) checkAddedGroupLocked(users []string) error {
 	return nil
 }
 
-// lookupGroupLocked finds a group that user must belong to.
+// lookupGroup returns a copy of a group, which user must belong to if
+// mustBeMember.
+func lookupGroup(t tx, groupID, user string, mustBeMember bool) (*group, error) {
+	if groupID == "" {
+		return nil, protocol.ErrInvalidParameter.WithMessage("groupID is required")
+	}
+	g, ok := t.group(groupID)
+	if !ok {
+		return nil, protocol.ErrGroupNotFound.WithMessage("group %q not found", groupID)
+	}
+	if mustBeMember && !g.has(user) {
+		return nil, protocol.ErrNotGroupMember.WithMessage("you are not a member of group %q", groupID)
+	}
+	return g, nil
+}
+
+// lookupGroupLocked finds a group that user must belong to (read-only ops).
 func (e *Engine) lookupGroupLocked(groupID, user string, mustBeMember bool) (*group, error) {
 	if groupID == "" {
 		return nil, protocol.ErrInvalidParameter.WithMessage("groupID is required")
@@ -217,43 +242,11 @@ func (e *Engine) CreateGroup(ctx context.Context, a protocol.Actor, args protoco
 		return "", err
 	}
 	members := slices.DeleteFunc(slices.Clone(args.MemberList), func(u string) bool { return u == a.UserID })
-
-	e.mu.Lock()
-	id := args.GroupID
-	if id == "" {
-		id = e.newID("grp_")
-	}
-	if e.groups[id] != nil {
-		e.mu.Unlock()
-		return "", protocol.ErrGroupExists.WithMessage("group %q already exists", id)
-	}
-	now := e.clock.Now()
-	g := &group{id: id, name: args.Name, owner: a.UserID, joinOption: join, createdAt: now,
-		members: map[string]MemberRecord{}}
-	err := e.checkRoomLocked(g, 1+len(members))
-	if err == nil {
-		err = e.checkOwnGroupLocked(a.UserID)
-	}
-	if err == nil {
-		err = e.checkAddedGroupLocked(members)
-	}
-	if err != nil {
-		e.mu.Unlock()
-		return "", err
-	}
-	g.members[a.UserID] = MemberRecord{UserID: a.UserID, Role: protocol.RoleOwner, JoinedAt: now}
-	for _, u := range members {
-		g.members[u] = MemberRecord{UserID: u, Role: protocol.RoleMember, JoinedAt: now, AddedBy: a.UserID}
-	}
-	e.putGroupLocked(g)
-	rec := GroupRecord{ID: g.id, Name: g.name, Owner: g.owner, JoinOption: g.joinOption, CreatedAt: now, Members: g.sortedMembers()}
-	evs := []*outgoing{{name: protocol.EvMemberEnter, data: protocol.MemberEnterEvent{GroupID: id, MemberList: g.memberIDs()},
-		users: g.memberIDs(), except: a.Session}}
-	e.mu.Unlock()
-	err = e.finish(ctx, []Mutation{PutGroup{Group: rec}}, evs, func() {
-		if e.groups[id] == g {
-			e.deleteGroupLocked(g)
-		}
+	var id string
+	err := e.do(ctx, func(t tx) error {
+		var err error
+		id, err = e.rules.createGroup(t, a, args.GroupID, args.Name, join, members)
+		return err
 	})
 	if err != nil {
 		return "", err
@@ -261,10 +254,46 @@ func (e *Engine) CreateGroup(ctx context.Context, a protocol.Actor, args protoco
 	return id, nil
 }
 
+// createGroup decides a new group (id "": the backend makes one) of owner
+// a with members (a not among them) and returns its ID.
+func (r rules) createGroup(t tx, a protocol.Actor, id, name string, join protocol.JoinOption, members []string) (string, error) {
+	if id == "" {
+		id = t.newID("grp_")
+	}
+	if found, _ := t.groupMember(id, a.UserID); found {
+		return "", protocol.ErrGroupExists.WithMessage("group %q already exists", id)
+	}
+	now := t.now()
+	g := &group{id: id, name: name, owner: a.UserID, joinOption: join, createdAt: now,
+		members: map[string]MemberRecord{}}
+	err := r.checkRoom(g, 1+len(members))
+	if err == nil {
+		err = r.checkOwnGroup(t, a.UserID)
+	}
+	if err == nil {
+		err = r.checkAddedGroup(t, members)
+	}
+	if err != nil {
+		return "", err
+	}
+	g.members[a.UserID] = MemberRecord{UserID: a.UserID, Role: protocol.RoleOwner, JoinedAt: now}
+	for _, u := range members {
+		g.members[u] = MemberRecord{UserID: u, Role: protocol.RoleMember, JoinedAt: now, AddedBy: a.UserID}
+	}
+	t.apply(PutGroup{Group: GroupRecord{ID: g.id, Name: g.name, Owner: g.owner, JoinOption: g.joinOption, CreatedAt: now, Members: g.sortedMembers()}})
+	ids := g.memberIDs()
+	t.emit(&outgoing{name: protocol.EvMemberEnter, data: protocol.MemberEnterEvent{GroupID: id, MemberList: ids},
+		users: slices.Clone(ids), except: a.Session})
+	return id, nil
+}
+
 // JoinGroup adds the caller to a group whose joinOption is "any".
 func (e *Engine) JoinGroup(ctx context.Context, a protocol.Actor, args protocol.GroupIDArgs) error {
-	e.mu.Lock()
-	g, err := e.lookupGroupLocked(args.GroupID, a.UserID, false)
+	return e.do(ctx, func(t tx) error { return e.rules.joinGroup(t, a, args) })
+}
+
+func (r rules) joinGroup(t tx, a protocol.Actor, args protocol.GroupIDArgs) error {
+	g, err := lookupGroup(t, args.GroupID, a.UserID, false)
 	if err == nil && g.has(a.UserID) {
 		err = protocol.ErrAlreadyMember.WithMessage("you are already a member of group %q", g.id)
 	}
@@ -272,16 +301,16 @@ func (e *Engine) JoinGroup(ctx context.Context, a protocol.Actor, args protocol.
 		err = protocol.ErrJoinForbidden.WithMessage("group %q can only be joined by invitation", g.id)
 	}
 	if err == nil {
-		err = e.checkRoomLocked(g, 1)
+		err = r.checkRoom(g, 1)
 	}
 	if err == nil {
-		err = e.checkOwnGroupLocked(a.UserID)
+		err = r.checkOwnGroup(t, a.UserID)
 	}
 	if err != nil {
-		e.mu.Unlock()
 		return err
 	}
-	return e.addMembers(ctx, a, g, []string{a.UserID}, "")
+	addMembersTo(t, a, g, []string{a.UserID}, "")
+	return nil
 }
 
 // InviteUserToGroup adds users to a group; any member may. Users already in
@@ -293,65 +322,60 @@ func (e *Engine) InviteUserToGroup(ctx context.Context, a protocol.Actor, args p
 	if err := e.checkUserList("userList", args.UserList); err != nil {
 		return err
 	}
-	e.mu.Lock()
-	g, err := e.lookupGroupLocked(args.GroupID, a.UserID, true)
+	return e.do(ctx, func(t tx) error { return e.rules.inviteUserToGroup(t, a, args) })
+}
+
+func (r rules) inviteUserToGroup(t tx, a protocol.Actor, args protocol.GroupUsersArgs) error {
+	g, err := lookupGroup(t, args.GroupID, a.UserID, true)
 	if err != nil {
-		e.mu.Unlock()
 		return err
 	}
 	add := slices.DeleteFunc(slices.Clone(args.UserList), g.has)
 	if len(add) == 0 {
-		e.mu.Unlock()
 		return nil
 	}
-	err = e.checkRoomLocked(g, len(add))
+	err = r.checkRoom(g, len(add))
 	if err == nil {
-		err = e.checkAddedGroupLocked(add)
+		err = r.checkAddedGroup(t, add)
 	}
 	if err != nil {
-		e.mu.Unlock()
 		return err
 	}
-	return e.addMembers(ctx, a, g, add, a.UserID)
+	addMembersTo(t, a, g, add, a.UserID)
+	return nil
 }
 
-// addMembers adds users to g, added by addedBy ("": they joined by
-// themselves); it is called with mu held and releases it.
-func (e *Engine) addMembers(ctx context.Context, a protocol.Actor, g *group, users []string, addedBy string) error {
-	now := e.clock.Now()
+// addMembersTo decides that users join g (a copy), added by addedBy ("": they
+// joined by themselves).
+func addMembersTo(t tx, a protocol.Actor, g *group, users []string, addedBy string) {
+	now := t.now()
 	ms := make([]MemberRecord, len(users))
 	for i, u := range users {
 		ms[i] = MemberRecord{UserID: u, Role: protocol.RoleMember, JoinedAt: now, AddedBy: addedBy}
+		g.members[u] = ms[i]
 	}
-	e.addMembersLocked(g, ms)
-	evs := []*outgoing{{name: protocol.EvMemberEnter, data: protocol.MemberEnterEvent{GroupID: g.id, MemberList: users},
-		users: g.memberIDs(), except: a.Session}}
-	e.mu.Unlock()
-	return e.finish(ctx, []Mutation{AddGroupMembers{GroupID: g.id, Members: ms}}, evs, func() {
-		e.removeMembersLocked(g, users)
-	})
+	t.apply(AddGroupMembers{GroupID: g.id, Members: ms})
+	t.emit(&outgoing{name: protocol.EvMemberEnter, data: protocol.MemberEnterEvent{GroupID: g.id, MemberList: users},
+		users: g.memberIDs(), except: a.Session})
 }
 
 // QuitGroup removes the caller from a group; the owner must dismiss instead.
 func (e *Engine) QuitGroup(ctx context.Context, a protocol.Actor, args protocol.GroupIDArgs) error {
-	e.mu.Lock()
-	g, err := e.lookupGroupLocked(args.GroupID, a.UserID, true)
+	return e.do(ctx, func(t tx) error { return e.rules.quitGroup(t, a, args) })
+}
+
+func (r rules) quitGroup(t tx, a protocol.Actor, args protocol.GroupIDArgs) error {
+	g, err := lookupGroup(t, args.GroupID, a.UserID, true)
 	if err == nil && g.owner == a.UserID {
 		err = protocol.ErrOwnerCannotQuit
 	}
 	if err != nil {
-		e.mu.Unlock()
 		return err
 	}
-	m := g.members[a.UserID]
-	recipients := g.memberIDs()
-	e.removeMembersLocked(g, []string{a.UserID})
-	evs := []*outgoing{{name: protocol.EvMemberLeave, data: protocol.MemberLeaveEvent{GroupID: g.id, Member: a.UserID},
-		users: recipients, except: a.Session}}
-	e.mu.Unlock()
-	return e.finish(ctx, []Mutation{RemoveGroupMembers{GroupID: g.id, UserIDs: []string{a.UserID}}}, evs, func() {
-		e.addMembersLocked(g, []MemberRecord{m})
-	})
+	t.apply(RemoveGroupMembers{GroupID: g.id, UserIDs: []string{a.UserID}})
+	t.emit(&outgoing{name: protocol.EvMemberLeave, data: protocol.MemberLeaveEvent{GroupID: g.id, Member: a.UserID},
+		users: g.memberIDs(), except: a.Session})
+	return nil
 }
 
 // KickGroupMember removes members; the owner only.
@@ -365,8 +389,11 @@ func (e *Engine) KickGroupMember(ctx context.Context, a protocol.Actor, args pro
 	if err := e.checkData(args.Reason); err != nil {
 		return err
 	}
-	e.mu.Lock()
-	g, err := e.lookupGroupLocked(args.GroupID, a.UserID, true)
+	return e.do(ctx, func(t tx) error { return e.rules.kickGroupMember(t, a, args) })
+}
+
+func (r rules) kickGroupMember(t tx, a protocol.Actor, args protocol.KickArgs) error {
+	g, err := lookupGroup(t, args.GroupID, a.UserID, true)
 	if err == nil && g.owner != a.UserID {
 		err = protocol.ErrNotGroupOwner.WithMessage("only the owner of %q may kick members", g.id)
 	}
@@ -383,44 +410,31 @@ func (e *Engine) KickGroupMember(ctx context.Context, a protocol.Actor, args pro
 		}
 	}
 	if err != nil {
-		e.mu.Unlock()
 		return err
 	}
-	removed := make([]MemberRecord, 0, len(args.MemberList))
-	for _, u := range args.MemberList {
-		removed = append(removed, g.members[u])
-	}
-	recipients := g.memberIDs()
-	e.removeMembersLocked(g, args.MemberList)
-	evs := []*outgoing{{name: protocol.EvMemberKicked, data: protocol.MemberKickedEvent{GroupID: g.id, OpUser: a.UserID, MemberList: args.MemberList, Reason: args.Reason},
-		users: recipients, except: a.Session}}
-	e.mu.Unlock()
-	return e.finish(ctx, []Mutation{RemoveGroupMembers{GroupID: g.id, UserIDs: args.MemberList}}, evs, func() {
-		e.addMembersLocked(g, removed)
-	})
+	t.apply(RemoveGroupMembers{GroupID: g.id, UserIDs: args.MemberList})
+	t.emit(&outgoing{name: protocol.EvMemberKicked, data: protocol.MemberKickedEvent{GroupID: g.id, OpUser: a.UserID, MemberList: args.MemberList, Reason: args.Reason},
+		users: g.memberIDs(), except: a.Session})
+	return nil
 }
 
 // DismissGroup deletes a group; the owner only.
 func (e *Engine) DismissGroup(ctx context.Context, a protocol.Actor, args protocol.GroupIDArgs) error {
-	e.mu.Lock()
-	g, err := e.lookupGroupLocked(args.GroupID, a.UserID, true)
+	return e.do(ctx, func(t tx) error { return e.rules.dismissGroup(t, a, args) })
+}
+
+func (r rules) dismissGroup(t tx, a protocol.Actor, args protocol.GroupIDArgs) error {
+	g, err := lookupGroup(t, args.GroupID, a.UserID, true)
 	if err == nil && g.owner != a.UserID {
 		err = protocol.ErrNotGroupOwner.WithMessage("only the owner of %q may dismiss it", g.id)
 	}
 	if err != nil {
-		e.mu.Unlock()
 		return err
 	}
-	recipients := g.memberIDs()
-	e.deleteGroupLocked(g)
-	evs := []*outgoing{{name: protocol.EvGroupDismissed, data: protocol.GroupDismissedEvent{GroupID: g.id, OpUser: a.UserID},
-		users: recipients, except: a.Session}}
-	e.mu.Unlock()
-	return e.finish(ctx, []Mutation{DeleteGroup{GroupID: g.id}}, evs, func() {
-		if e.groups[g.id] == nil {
-			e.putGroupLocked(g)
-		}
-	})
+	t.apply(DeleteGroup{GroupID: g.id})
+	t.emit(&outgoing{name: protocol.EvGroupDismissed, data: protocol.GroupDismissedEvent{GroupID: g.id, OpUser: a.UserID},
+		users: g.memberIDs(), except: a.Session})
+	return nil
 }
 
 // GetGroupMemberList lists a group's members; members only.

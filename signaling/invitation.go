@@ -3,13 +3,15 @@ package signaling
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 	"time"
 
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
-// invitation is the engine's in-memory invitation. Guarded by Engine.mu.
+// invitation is an invitation in the engine's view. The memory backend's
+// are guarded by Engine.mu; a tx hands decisions copies (clone).
 type invitation struct {
 	id         string
 	inviter    string
@@ -19,11 +21,11 @@ type invitation struct {
 	createdAt  time.Time
 	deadline   time.Time // zero: no timeout
 	invitees   []inviteeEntry
-	timer      protocol.Timer
-	push       *protocol.OfflinePushInfo // nil: none; never changed once created
+	timer      protocol.Timer // memory backend only
+	push       string         // offlinePushInfo as JSON; "": none; never changed once created
 	// ringing: created, and its ring not yet delivered (the commit is under
 	// way). A connection that opens meanwhile gets the ring live with the
-	// others, so its replay leaves the invitation out.
+	// others, so its replay leaves the invitation out. Memory backend only.
 	ringing bool
 }
 
@@ -31,35 +33,52 @@ type inviteeEntry struct {
 	user   string
 	state  InviteeState
 	at     time.Time
-	noRing bool // never rung (CreateInvitation's NoRing); in memory only
+	noRing bool // never rung (CreateInvitation's NoRing); not in the Store
 	pushed bool // a push request was sent for them (offline when created)
+}
+
+// clone is a copy sharing nothing changeable with inv, without its timer.
+func (inv *invitation) clone() *invitation {
+	c := *inv
+	c.timer = nil
+	c.invitees = slices.Clone(inv.invitees)
+	return &c
+}
+
+func (inv *invitation) indexOf(user string) int {
+	for i, v := range inv.invitees {
+		if v.user == user {
+			return i
+		}
+	}
+	return -1
 }
 
 // pushed reports whether a push request was sent for user.
 func (inv *invitation) pushed(user string) bool {
-	for _, v := range inv.invitees {
-		if v.user == user {
-			return v.pushed
-		}
+	if i := inv.indexOf(user); i >= 0 {
+		return inv.invitees[i].pushed
+	}
+	return false
+}
+
+func (inv *invitation) noRing(user string) bool {
+	if i := inv.indexOf(user); i >= 0 {
+		return inv.invitees[i].noRing
 	}
 	return false
 }
 
 func (inv *invitation) stateOf(user string) InviteeState {
-	for _, v := range inv.invitees {
-		if v.user == user {
-			return v.state
-		}
+	if i := inv.indexOf(user); i >= 0 {
+		return inv.invitees[i].state
 	}
 	return StateUnknown
 }
 
 func (inv *invitation) setState(user string, s InviteeState, at time.Time) {
-	for i := range inv.invitees {
-		if inv.invitees[i].user == user {
-			inv.invitees[i].state, inv.invitees[i].at = s, at
-			return
-		}
+	if i := inv.indexOf(user); i >= 0 {
+		inv.invitees[i].state, inv.invitees[i].at = s, at
 	}
 }
 
@@ -111,32 +130,38 @@ func (inv *invitation) newInvitationEvent(now time.Time) protocol.NewInvitationE
 	return ev
 }
 
+// record is inv as a record of the engine's view (OnlineOnly and NoRing
+// included: see storable).
 func (inv *invitation) record() InvitationRecord {
 	r := InvitationRecord{ID: inv.id, Inviter: inv.inviter, GroupID: inv.groupID, Data: inv.data,
-		CreatedAt: inv.createdAt, Deadline: inv.deadline}
-	if inv.push != nil {
-		b, _ := json.Marshal(inv.push) // strings only: cannot fail
-		r.PushInfo = string(b)
-	}
+		CreatedAt: inv.createdAt, Deadline: inv.deadline, PushInfo: inv.push, OnlineOnly: inv.onlineOnly}
 	for _, v := range inv.invitees {
-		r.Invitees = append(r.Invitees, InviteeRecord{UserID: v.user, State: v.state, UpdatedAt: v.at, Pushed: v.pushed})
+		r.Invitees = append(r.Invitees, InviteeRecord{UserID: v.user, State: v.state, UpdatedAt: v.at, Pushed: v.pushed, NoRing: v.noRing})
 	}
 	return r
 }
 
 func invitationFromRecord(r InvitationRecord) *invitation {
 	inv := &invitation{id: r.ID, inviter: r.Inviter, groupID: r.GroupID, data: r.Data,
-		createdAt: r.CreatedAt, deadline: r.Deadline}
-	if r.PushInfo != "" {
-		var p protocol.OfflinePushInfo
-		if json.Unmarshal([]byte(r.PushInfo), &p) == nil {
-			inv.push = &p
-		}
-	}
+		createdAt: r.CreatedAt, deadline: r.Deadline, push: r.PushInfo, onlineOnly: r.OnlineOnly}
+	inv.invitees = make([]inviteeEntry, 0, len(r.Invitees))
 	for _, v := range r.Invitees {
-		inv.invitees = append(inv.invitees, inviteeEntry{user: v.UserID, state: v.State, at: v.UpdatedAt, pushed: v.Pushed})
+		inv.invitees = append(inv.invitees, inviteeEntry{user: v.UserID, state: v.State, at: v.UpdatedAt, pushed: v.Pushed, noRing: v.NoRing})
 	}
 	return inv
+}
+
+// storable is r as the memory backend writes it to the Store: without the
+// invitees' NoRing, which was never stored.
+func storable(r InvitationRecord) InvitationRecord {
+	if !slices.ContainsFunc(r.Invitees, func(v InviteeRecord) bool { return v.NoRing }) {
+		return r
+	}
+	r.Invitees = slices.Clone(r.Invitees)
+	for i := range r.Invitees {
+		r.Invitees[i].NoRing = false
+	}
+	return r
 }
 
 func sortedInvitations(m map[string]*invitation) []*invitation {
@@ -194,6 +219,26 @@ func (e *Engine) unindexInviteeLocked(inv *invitation, user string) {
 	}
 }
 
+// setInviteeStateLocked sets user's state in inv and keeps the invitee
+// index: a pending invitee of a live stored invitation who is rung is
+// indexed, any other is not.
+func (e *Engine) setInviteeStateLocked(inv *invitation, user string, s InviteeState, at time.Time) {
+	inv.setState(user, s, at)
+	if s != StatePending {
+		e.unindexInviteeLocked(inv, user)
+		return
+	}
+	if e.invitations[inv.id] != inv || inv.onlineOnly || inv.noRing(user) {
+		return
+	}
+	m := e.byInvitee[user]
+	if m == nil {
+		m = make(map[string]*invitation)
+		e.byInvitee[user] = m
+	}
+	m[inv.id] = inv
+}
+
 // removeLocked forgets an ended invitation.
 func (e *Engine) removeLocked(inv *invitation) {
 	delete(e.invitations, inv.id)
@@ -240,60 +285,68 @@ func (e *Engine) armTimerAfterLocked(inv *invitation, d time.Duration) {
 	inv.timer = e.afterLocked(d, func() { e.fireTimeout(inv) })
 }
 
-// fireTimeout times out every invitee who has not answered. The inviter and
-// those invitees get onInvitationTimeout listing them.
+// errStaleTimer: a timer fired for an invitation that ended or was replaced
+// since it was armed.
+var errStaleTimer = errors.New("signaling: stale timer")
+
+// fireTimeout is inv's timer: the timeout decision on the memory backend.
+// If the store write fails, the invitation is put back (the undo) and its
+// timer tries again after storeRetry.
 func (e *Engine) fireTimeout(inv *invitation) {
-	e.mu.Lock()
-	if e.closed || e.invitations[inv.id] != inv {
-		e.mu.Unlock()
-		return
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := e.doOr(ctx, func(t tx) error {
+		if e.closed || e.invitations[inv.id] != inv {
+			return errStaleTimer
+		}
+		inv.timer = nil
+		return e.rules.timeout(t, inv.id)
+	}, func() {
+		if e.invitations[inv.id] != inv {
+			return
+		}
+		if inv.timer != nil {
+			inv.timer.Stop()
+		}
+		e.armTimerAfterLocked(inv, storeRetry)
+	})
+	if err != nil && !errors.Is(err, errStaleTimer) {
+		e.log.Warn("invitation timeout not stored, will retry", "invite", inv.id, "err", err)
 	}
-	inv.timer = nil
-	now := e.clock.Now()
+}
+
+// timeout times out every invitee of id who has not answered, which ends
+// it. The inviter and those invitees get onInvitationTimeout listing them.
+func (r rules) timeout(t tx, id string) error {
+	inv, ok := t.invitation(id)
+	if !ok {
+		return nil
+	}
+	now := t.now()
 	var timedOut []string
-	var muts []Mutation
 	for _, v := range inv.invitees {
 		if v.state != StatePending {
 			continue
 		}
 		timedOut = append(timedOut, v.user)
-		inv.setState(v.user, StateTimedOut, now)
+		t.apply(SetInviteeState{InviteID: inv.id, UserID: v.user, State: StateTimedOut, At: now, From: StatePending})
 	}
-	e.removeLocked(inv)
-	if !inv.onlineOnly { // the invitees' states go with it
-		muts = append(muts, DeleteInvitation{InviteID: inv.id})
-	}
-	evs := []*outgoing{{
+	t.apply(DeleteInvitation{InviteID: inv.id})
+	// The server decides it: kept past the inviter's quota, counted.
+	t.keepAs(inv.inviter, true)
+	t.emit(&outgoing{
 		name:  protocol.EvInvitationTimeout,
 		data:  protocol.TimeoutEvent{InviteID: inv.id, InviteeList: timedOut},
 		users: append([]string{inv.inviter}, timedOut...),
 		keep:  !inv.onlineOnly,
-	}}
+	})
 	note := &InvitationNote{InviteID: inv.id, Inviter: inv.inviter, GroupID: inv.groupID, Data: inv.data,
 		Invitees: inv.inviteeList(), Ended: true}
 	for _, u := range timedOut {
 		note.Changes = append(note.Changes, InviteeChange{UserID: u, State: StateTimedOut, Pushed: inv.pushed(u)})
 	}
-	if err := e.planLocked(evs, inv.inviter, true); err != nil {
-		e.log.Error("timeout event not kept", "invite", inv.id, "err", err)
-	}
-	e.mu.Unlock()
-
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	err := e.finishNote(ctx, muts, evs, func() {
-		for _, u := range timedOut {
-			inv.setState(u, StatePending, now)
-		}
-		e.restoreLocked(inv)
-		if inv.timer != nil {
-			inv.timer.Stop()
-		}
-		e.armTimerAfterLocked(inv, storeRetry)
-	}, note)
-	if err != nil {
-		e.log.Warn("invitation timeout not stored, will retry", "invite", inv.id, "err", err)
-	}
+	t.note(note)
+	return nil
 }
 
 // ---- operations ----
@@ -374,7 +427,7 @@ func (e *Engine) InviteInGroup(ctx context.Context, a protocol.Actor, args proto
 // CreateInvitation creates an invitation: the common path of invite and
 // inviteInGroup, open to the layers built on signaling.
 func (e *Engine) CreateInvitation(ctx context.Context, a protocol.Actor, spec InvitationSpec) (string, error) {
-	groupID, invitees, data, onlineOnly, timeout := spec.GroupID, spec.Invitees, spec.Data, spec.OnlineUserOnly, spec.Timeout
+	invitees := spec.Invitees
 	if len(invitees) == 0 {
 		return "", protocol.ErrInvalidParameter.WithMessage("no invitee")
 	}
@@ -394,111 +447,105 @@ func (e *Engine) CreateInvitation(ctx context.Context, a protocol.Actor, spec In
 		}
 		seen[u] = struct{}{}
 	}
-	if err := e.checkData(data); err != nil {
+	if err := e.checkData(spec.Data); err != nil {
 		return "", err
 	}
 	if err := e.checkPushInfo(spec.PushInfo); err != nil {
 		return "", err
 	}
-	d, err := e.resolveTimeout(timeout)
+	d, err := e.resolveTimeout(spec.Timeout)
 	if err != nil {
 		return "", err
 	}
 
-	e.mu.Lock()
-	if e.closed {
-		e.mu.Unlock()
-		return "", protocol.ErrShuttingDown
+	var id string
+	err = e.do(ctx, func(t tx) error {
+		if e.closed {
+			return protocol.ErrShuttingDown
+		}
+		var err error
+		id, err = e.rules.createInvitation(t, a, spec, d)
+		return err
+	})
+	if err != nil {
+		return "", err
 	}
+	return id, nil
+}
+
+// createInvitation decides a new invitation of a (its arguments checked),
+// with timeout d (0: none), and returns its ID. Its timer is armed once it
+// is committed.
+func (r rules) createInvitation(t tx, a protocol.Actor, spec InvitationSpec, d time.Duration) (string, error) {
+	groupID, invitees := spec.GroupID, spec.Invitees
 	if groupID != "" {
-		g := e.groups[groupID]
-		if g == nil {
-			e.mu.Unlock()
+		found, member := t.groupMember(groupID, a.UserID)
+		if !found {
 			return "", protocol.ErrGroupNotFound.WithMessage("group %q not found", groupID)
 		}
-		if !g.has(a.UserID) {
-			e.mu.Unlock()
+		if !member {
 			return "", protocol.ErrNotGroupMember.WithMessage("you are not a member of group %q", groupID)
 		}
 		for _, u := range invitees {
-			if !g.has(u) {
-				e.mu.Unlock()
+			if _, member := t.groupMember(groupID, u); !member {
 				return "", protocol.ErrNotGroupMember.WithMessage("%q is not a member of group %q", u, groupID)
 			}
 		}
 	}
-	if err := e.checkPendingLocked(a.UserID, invitees, onlineOnly, spec.NoRing); err != nil {
-		e.mu.Unlock()
+	if err := r.checkPending(t, a.UserID, invitees, spec.OnlineUserOnly, spec.NoRing); err != nil {
 		return "", err
 	}
 	id := spec.ID
 	if id == "" {
-		id = e.newID("inv_")
-	} else if e.invitations[id] != nil {
-		e.mu.Unlock()
+		id = t.newID("inv_")
+	} else if _, exists := t.invitation(id); exists {
 		return "", protocol.ErrAlreadyExists.WithMessage("invitation %q exists", id)
 	}
-	now := e.clock.Now()
-	inv := &invitation{id: id, inviter: a.UserID, groupID: groupID, data: data,
-		onlineOnly: onlineOnly, createdAt: now}
+	now := t.now()
+	inv := &invitation{id: id, inviter: a.UserID, groupID: groupID, data: spec.Data,
+		onlineOnly: spec.OnlineUserOnly, createdAt: now}
 	if d > 0 {
 		inv.deadline = now.Add(d)
 	}
-	if !onlineOnly && spec.PushInfo != nil {
+	var push *protocol.OfflinePushInfo
+	if !inv.onlineOnly && spec.PushInfo != nil {
 		p := *spec.PushInfo
-		inv.push = &p
+		push = &p
+		b, _ := json.Marshal(push) // strings only: cannot fail
+		inv.push = string(b)
 	}
 	var pushed []string
 	for _, u := range invitees {
 		ent := inviteeEntry{user: u, state: StatePending, at: now, noRing: slices.Contains(spec.NoRing, u)}
 		// An invitee rung with no device connected now gets a push request.
-		if ent.pushed = inv.push != nil && !ent.noRing && len(e.sessions[u]) == 0; ent.pushed {
+		if ent.pushed = push != nil && !ent.noRing && !t.online(u); ent.pushed {
 			pushed = append(pushed, u)
 		}
 		inv.invitees = append(inv.invitees, ent)
 	}
-	e.invitations[inv.id] = inv
-	e.indexInviteesLocked(inv)
-	e.indexInviterLocked(inv)
-	inv.ringing = true
+	t.apply(PutInvitation{Invitation: inv.record()})
 	exceptSess, silent := except(a)
-	evs := []*outgoing{{name: protocol.EvReceiveNewInvitation, data: inv.newInvitationEvent(now),
+	t.emit(&outgoing{name: protocol.EvReceiveNewInvitation, data: inv.newInvitationEvent(now),
 		users:  slices.DeleteFunc(inv.parties(), func(u string) bool { return slices.Contains(spec.NoRing, u) }),
-		except: exceptSess, silent: silent, settled: func() { inv.ringing = false }}}
-	// The record and the note are taken under mu: once the invitation is
-	// indexed, an answer may change its invitees' states.
-	var muts []Mutation
-	if !onlineOnly {
-		muts = []Mutation{PutInvitation{Invitation: inv.record()}}
-	}
-	note := &InvitationNote{InviteID: inv.id, Inviter: inv.inviter, GroupID: groupID, Data: data,
-		Invitees: inv.inviteeList(), Created: true, PushInfo: inv.push, Pushed: pushed, Deadline: inv.deadline}
-	e.mu.Unlock()
-	err = e.finishNote(ctx, muts, evs, func() { e.removeLocked(inv) }, note)
-	if err != nil {
-		return "", err
-	}
-	if !inv.deadline.IsZero() {
-		e.mu.Lock()
-		if e.invitations[inv.id] == inv && inv.timer == nil {
-			e.armTimerLocked(inv)
-		}
-		e.mu.Unlock()
-	}
+		except: exceptSess, silent: silent})
+	t.note(&InvitationNote{InviteID: inv.id, Inviter: inv.inviter, GroupID: groupID, Data: inv.data,
+		Invitees: inv.inviteeList(), Created: true, PushInfo: push, Pushed: pushed, Deadline: inv.deadline})
 	return inv.id, nil
 }
 
-// checkPendingLocked checks that inviter may have one more invitation in
+// checkPending checks that inviter may have one more invitation in
 // progress and that each invitee it would ring (a stored invitation) may
 // have one more ringing.
-func (e *Engine) checkPendingLocked(inviter string, invitees []string, onlineOnly bool, noRing []string) error {
-	if lim := e.cfg.Limits.MaxPendingPerInviter; lim > 0 && len(e.byInviter[inviter]) >= lim {
-		return protocol.ErrTooManyInvitations.WithMessage("you have %d invitations in progress; the limit is %d", len(e.byInviter[inviter]), lim)
+func (r rules) checkPending(t tx, inviter string, invitees []string, onlineOnly bool, noRing []string) error {
+	if lim := r.cfg.Limits.MaxPendingPerInviter; lim > 0 {
+		if n := t.liveSentBy(inviter); n >= lim {
+			return protocol.ErrTooManyInvitations.WithMessage("you have %d invitations in progress; the limit is %d", n, lim)
+		}
 	}
-	if lim := e.cfg.Limits.MaxPendingPerInvitee; lim > 0 && !onlineOnly {
+	if lim := r.cfg.Limits.MaxPendingPerInvitee; lim > 0 && !onlineOnly {
 		for _, u := range invitees {
-			if len(e.byInvitee[u]) >= lim && !slices.Contains(noRing, u) {
-				return protocol.ErrInviteePendingFull.WithMessage("%d invitations are already ringing for %q; the limit is %d", len(e.byInvitee[u]), u, lim)
+			if n := t.ringingFor(u); n >= lim && !slices.Contains(noRing, u) {
+				return protocol.ErrInviteePendingFull.WithMessage("%d invitations are already ringing for %q; the limit is %d", n, u, lim)
 			}
 		}
 	}
@@ -519,20 +566,22 @@ func (e *Engine) answer(ctx context.Context, a protocol.Actor, args protocol.Inv
 	if err := e.checkData(args.Data); err != nil {
 		return err
 	}
-	e.mu.Lock()
-	inv := e.invitations[args.InviteID]
-	if inv == nil {
-		e.mu.Unlock()
+	return e.do(ctx, func(t tx) error { return e.rules.answer(t, a, args, action) })
+}
+
+// answer decides an invitee's accept or reject; the last answer ends the
+// invitation.
+func (r rules) answer(t tx, a protocol.Actor, args protocol.InviteIDArgs, action Action) error {
+	inv, ok := t.invitation(args.InviteID)
+	if !ok {
 		return protocol.ErrInvalidInviteID.WithMessage("unknown or ended invitation %q", args.InviteID)
 	}
 	prev := inv.stateOf(a.UserID)
 	if prev == StateUnknown {
-		e.mu.Unlock()
 		return protocol.ErrInvalidInviteID.WithMessage("you are not an invitee of %q", args.InviteID)
 	}
 	next, err := NextState(prev, action)
 	if err != nil {
-		e.mu.Unlock()
 		return err
 	}
 	name := protocol.EvInviteeAccepted
@@ -540,49 +589,27 @@ func (e *Engine) answer(ctx context.Context, a protocol.Actor, args protocol.Inv
 		name = protocol.EvInviteeRejected
 	}
 	exceptSess, silent := except(a)
-	evs := []*outgoing{{name: name, data: protocol.InviteeEvent{InviteID: inv.id, Invitee: a.UserID, Data: args.Data},
+	t.keepAs(a.UserID, false)
+	t.emit(&outgoing{name: name, data: protocol.InviteeEvent{InviteID: inv.id, Invitee: a.UserID, Data: args.Data},
 		lean:  protocol.InviteeEvent{InviteID: inv.id, Invitee: a.UserID},
-		users: inv.parties(), except: exceptSess, silent: silent, keep: !inv.onlineOnly}}
-	if err := e.planLocked(evs, a.UserID, false); err != nil {
-		e.mu.Unlock()
-		return err
-	}
-	now := e.clock.Now()
-	inv.setState(a.UserID, next, now)
-	e.unindexInviteeLocked(inv, a.UserID)
+		users: inv.parties(), except: exceptSess, silent: silent, keep: !inv.onlineOnly})
+	now := t.now()
+	inv.setState(a.UserID, next, now) // the copy: does it end?
 	ended := inv.allFinal()
-	note := &InvitationNote{InviteID: inv.id, Inviter: inv.inviter, GroupID: inv.groupID, Data: inv.data,
-		Invitees: inv.inviteeList(), Changes: []InviteeChange{{UserID: a.UserID, State: next, Data: args.Data, Pushed: inv.pushed(a.UserID)}}, Ended: ended}
+	t.apply(SetInviteeState{InviteID: inv.id, UserID: a.UserID, State: next, At: now, From: prev})
 	if ended {
-		e.removeLocked(inv)
+		t.apply(DeleteInvitation{InviteID: inv.id})
 	}
-	e.mu.Unlock()
-
-	var muts []Mutation
-	switch {
-	case inv.onlineOnly:
-	case ended:
-		// The deletion takes the invitees' states with it: writing the
-		// answer first would be work for nothing.
-		muts = append(muts, DeleteInvitation{InviteID: inv.id})
-	default:
-		muts = append(muts, SetInviteeState{InviteID: inv.id, UserID: a.UserID, State: next, At: now})
-	}
-	return e.finishNote(ctx, muts, evs, func() {
-		inv.setState(a.UserID, StatePending, now)
-		if ended {
-			e.restoreLocked(inv)
-		} else {
-			e.indexInviteesLocked(inv)
-		}
-	}, note)
+	t.note(&InvitationNote{InviteID: inv.id, Inviter: inv.inviter, GroupID: inv.groupID, Data: inv.data,
+		Invitees: inv.inviteeList(), Changes: []InviteeChange{{UserID: a.UserID, State: next, Data: args.Data, Pushed: inv.pushed(a.UserID)}}, Ended: ended})
+	return nil
 }
 
-// ownInvitationLocked returns the live invitation id if a is its inviter;
-// verb names the refused op in the error.
-func (e *Engine) ownInvitationLocked(a protocol.Actor, id, verb string) (*invitation, error) {
-	inv := e.invitations[id]
-	if inv == nil {
+// ownInvitation returns a copy of the live invitation id if a is its
+// inviter; verb names the refused op in the error.
+func ownInvitation(t tx, a protocol.Actor, id, verb string) (*invitation, error) {
+	inv, ok := t.invitation(id)
+	if !ok {
 		return nil, protocol.ErrInvalidInviteID.WithMessage("unknown or ended invitation %q", id)
 	}
 	if inv.inviter != a.UserID {
@@ -596,46 +623,35 @@ func (e *Engine) Cancel(ctx context.Context, a protocol.Actor, args protocol.Inv
 	if err := e.checkData(args.Data); err != nil {
 		return err
 	}
-	e.mu.Lock()
-	inv, err := e.ownInvitationLocked(a, args.InviteID, "cancel")
+	return e.do(ctx, func(t tx) error { return e.rules.cancel(t, a, args) })
+}
+
+func (r rules) cancel(t tx, a protocol.Actor, args protocol.InviteIDArgs) error {
+	inv, err := ownInvitation(t, a, args.InviteID, "cancel")
 	if err != nil {
-		e.mu.Unlock()
 		return err
 	}
 	if inv.anyAnswered() {
-		e.mu.Unlock()
 		return protocol.ErrInvalidInviteID.WithMessage("invitation %q was already answered; it can no longer be cancelled", args.InviteID)
 	}
 	exceptSess, silent := except(a)
-	evs := []*outgoing{{name: protocol.EvInvitationCancelled, data: protocol.CancelledEvent{InviteID: inv.id, Inviter: inv.inviter, Data: args.Data},
+	t.keepAs(a.UserID, false)
+	t.emit(&outgoing{name: protocol.EvInvitationCancelled, data: protocol.CancelledEvent{InviteID: inv.id, Inviter: inv.inviter, Data: args.Data},
 		lean:  protocol.CancelledEvent{InviteID: inv.id, Inviter: inv.inviter},
-		users: inv.parties(), except: exceptSess, silent: silent, keep: !inv.onlineOnly}}
-	if err := e.planLocked(evs, a.UserID, false); err != nil {
-		e.mu.Unlock()
-		return err
-	}
-	now := e.clock.Now()
+		users: inv.parties(), except: exceptSess, silent: silent, keep: !inv.onlineOnly})
+	now := t.now()
 	users := inv.inviteeList()
-	var muts []Mutation
 	for _, u := range users {
-		inv.setState(u, StateCancelled, now)
+		t.apply(SetInviteeState{InviteID: inv.id, UserID: u, State: StateCancelled, At: now, From: StatePending})
 	}
-	e.removeLocked(inv)
-	if !inv.onlineOnly { // the invitees' states go with it
-		muts = append(muts, DeleteInvitation{InviteID: inv.id})
-	}
+	t.apply(DeleteInvitation{InviteID: inv.id})
 	note := &InvitationNote{InviteID: inv.id, Inviter: inv.inviter, GroupID: inv.groupID, Data: inv.data,
 		Invitees: users, Ended: true}
 	for _, u := range users {
 		note.Changes = append(note.Changes, InviteeChange{UserID: u, State: StateCancelled, Data: args.Data, Pushed: inv.pushed(u)})
 	}
-	e.mu.Unlock()
-	return e.finishNote(ctx, muts, evs, func() {
-		for _, u := range users {
-			inv.setState(u, StatePending, now)
-		}
-		e.restoreLocked(inv)
-	}, note)
+	t.note(note)
+	return nil
 }
 
 // ModifyInvitation replaces an invitation's data; the inviter only, and not
@@ -644,32 +660,24 @@ func (e *Engine) ModifyInvitation(ctx context.Context, a protocol.Actor, args pr
 	if err := e.checkData(args.Data); err != nil {
 		return err
 	}
-	e.mu.Lock()
-	inv, err := e.ownInvitationLocked(a, args.InviteID, "modify")
+	return e.do(ctx, func(t tx) error { return e.rules.modify(t, a, args) })
+}
+
+func (r rules) modify(t tx, a protocol.Actor, args protocol.InviteIDArgs) error {
+	inv, err := ownInvitation(t, a, args.InviteID, "modify")
 	if err != nil {
-		e.mu.Unlock()
 		return err
 	}
 	if inv.onlineOnly {
-		e.mu.Unlock()
 		return protocol.ErrInvalidParameter.WithMessage("onlineUserOnly invitations cannot be modified")
 	}
 	exceptSess, silent := except(a)
-	evs := []*outgoing{{name: protocol.EvInvitationModified, data: protocol.ModifiedEvent{InviteID: inv.id, Data: args.Data},
-		users: inv.parties(), except: exceptSess, silent: silent, keep: true}}
-	if err := e.planLocked(evs, a.UserID, false); err != nil {
-		e.mu.Unlock()
-		return err
-	}
-	prev := inv.data
-	inv.data = args.Data
-	note := &InvitationNote{InviteID: inv.id, Inviter: inv.inviter, GroupID: inv.groupID, Data: args.Data, Invitees: inv.inviteeList()}
-	e.mu.Unlock()
-	return e.finishNote(ctx, []Mutation{SetInvitationData{InviteID: inv.id, Data: args.Data}}, evs, func() {
-		if inv.data == args.Data {
-			inv.data = prev
-		}
-	}, note)
+	t.keepAs(a.UserID, false)
+	t.emit(&outgoing{name: protocol.EvInvitationModified, data: protocol.ModifiedEvent{InviteID: inv.id, Data: args.Data},
+		users: inv.parties(), except: exceptSess, silent: silent, keep: true})
+	t.apply(SetInvitationData{InviteID: inv.id, Data: args.Data})
+	t.note(&InvitationNote{InviteID: inv.id, Inviter: inv.inviter, GroupID: inv.groupID, Data: args.Data, Invitees: inv.inviteeList()})
+	return nil
 }
 
 // InvitationInfo is a read-only view of a live invitation, for the layers

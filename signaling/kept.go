@@ -22,7 +22,7 @@ func keptCost(n int) int64 { return int64(n) + keptOverhead }
 // of each sender and in all. Guarded by Engine.mu.
 //
 // A sender's count also holds reservations: the copies an operation will
-// keep once it commits (planLocked charges them, and finishNote releases
+// keep once it commits (planLocked charges them, and Engine.do releases
 // them if the commit fails).
 type keptIndex struct {
 	boxes    map[string]*keptBox
@@ -49,14 +49,15 @@ func newKeptIndex() keptIndex {
 	return keptIndex{boxes: map[string]*keptBox{}, bySender: map[string]int64{}}
 }
 
-// check reports whether sender may keep n more bytes.
-func (k *keptIndex) check(sender string, n int64, lim Limits) error {
-	if l := int64(lim.MaxOfflineBytesPerSender); l > 0 && k.bySender[sender]+n > l {
+// checkKept reports whether a sender who has mine bytes kept, on a server
+// that keeps total bytes, may keep n more.
+func checkKept(mine, total, n int64, lim Limits) error {
+	if l := int64(lim.MaxOfflineBytesPerSender); l > 0 && mine+n > l {
 		return protocol.ErrOfflineQuota.WithMessage("events kept for offline users on your behalf would take %d bytes; the limit is %d",
-			k.bySender[sender]+n, l)
+			mine+n, l)
 	}
-	if l := int64(lim.MaxOfflineBytesTotal); l > 0 && k.total+n > l {
-		return protocol.ErrOfflineStoreFull.WithMessage("the server keeps %d bytes of events for offline users; the limit is %d", k.total, l)
+	if l := int64(lim.MaxOfflineBytesTotal); l > 0 && total+n > l {
+		return protocol.ErrOfflineStoreFull.WithMessage("the server keeps %d bytes of events for offline users; the limit is %d", total, l)
 	}
 	return nil
 }

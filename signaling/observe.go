@@ -106,20 +106,19 @@ func (e *Engine) Notify(ctx context.Context, from protocol.Actor, to []string, g
 	if err := e.checkData(data); err != nil {
 		return "", err
 	}
-	e.mu.Lock()
-	id := e.newID("inv_")
-	exceptSess, silent := except(from)
-	evs := []*outgoing{{name: protocol.EvReceiveNewInvitation,
-		data:   protocol.NewInvitationEvent{InviteID: id, Inviter: from.UserID, GroupID: groupID, InviteeList: slices.Clone(to), Data: data},
-		users:  append([]string{from.UserID}, to...),
-		except: exceptSess, silent: silent, keep: true}}
-	// The server composes it (calls): kept past the sender's quota, counted.
-	if err := e.planLocked(evs, from.UserID, true); err != nil {
-		e.mu.Unlock()
-		return "", err
-	}
-	e.mu.Unlock()
-	if err := e.finish(ctx, nil, evs, nil); err != nil {
+	var id string
+	err := e.do(ctx, func(t tx) error {
+		id = t.newID("inv_")
+		exceptSess, silent := except(from)
+		// The server composes it (calls): kept past the sender's quota, counted.
+		t.keepAs(from.UserID, true)
+		t.emit(&outgoing{name: protocol.EvReceiveNewInvitation,
+			data:   protocol.NewInvitationEvent{InviteID: id, Inviter: from.UserID, GroupID: groupID, InviteeList: slices.Clone(to), Data: data},
+			users:  append([]string{from.UserID}, to...),
+			except: exceptSess, silent: silent, keep: true})
+		return nil
+	})
+	if err != nil {
 		return "", err
 	}
 	return id, nil
@@ -130,14 +129,11 @@ func (e *Engine) Notify(ctx context.Context, from protocol.Actor, to []string, g
 // they connect (stored like the invitation events). The server decides these
 // events: they are kept past any quota, counted against no sender.
 func (e *Engine) SendEvent(ctx context.Context, users []string, name string, data any, keep bool) error {
-	e.mu.Lock()
-	evs := []*outgoing{{name: name, data: data, users: users, keep: keep}}
-	if err := e.planLocked(evs, "", true); err != nil {
-		e.mu.Unlock()
-		return err
-	}
-	e.mu.Unlock()
-	return e.finish(ctx, nil, evs, nil)
+	return e.do(ctx, func(t tx) error {
+		t.keepAs("", true)
+		t.emit(&outgoing{name: name, data: data, users: users, keep: keep})
+		return nil
+	})
 }
 
 // AfterReplier is implemented by op results that have work to do once the

@@ -226,24 +226,26 @@ func (e *Engine) SetSelfStatus(ctx context.Context, a protocol.Actor, args proto
 	}
 	e.statusWrite.Lock()
 	defer e.statusWrite.Unlock()
-	e.mu.Lock()
-	same := e.presence.custom[a.UserID] == args.CustomStatus
-	e.mu.Unlock()
-	if same {
+	return e.do(ctx, func(t tx) error { return setSelfStatus(t, a, args.CustomStatus) })
+}
+
+// setSelfStatus decides a's user's new custom status text.
+func setSelfStatus(t tx, a protocol.Actor, text string) error {
+	if t.customStatus(a.UserID) == text {
 		return nil
 	}
-	if err := e.commit(ctx, []Mutation{SetCustomStatus{UserID: a.UserID, Text: args.CustomStatus}}); err != nil {
-		return err
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if args.CustomStatus == "" {
-		delete(e.presence.custom, a.UserID)
-	} else {
-		e.presence.custom[a.UserID] = args.CustomStatus
-	}
-	e.statusChangedLocked(a.UserID, true, a.Session)
+	t.apply(SetCustomStatus{UserID: a.UserID, Text: text})
+	t.statusChanged(a.UserID, a.Session)
 	return nil
+}
+
+// setCustomLocked sets user's custom status text ("" removes it).
+func (e *Engine) setCustomLocked(user, text string) {
+	if text == "" {
+		delete(e.presence.custom, user)
+	} else {
+		e.presence.custom[user] = text
+	}
 }
 
 // presenceOps are the presence ops, merged into Ops.

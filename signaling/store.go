@@ -79,6 +79,10 @@ type InvitationRecord struct {
 	// PushInfo is the invitation's offlinePushInfo encoded as JSON; "" when
 	// it has none.
 	PushInfo string
+	// OnlineOnly marks an onlineUserOnly invitation. The engine keeps those
+	// in its view only (its memory; Redis in a cluster) and never writes
+	// them to a Store, so stores never see it set and need not keep it.
+	OnlineOnly bool
 }
 
 // InviteeRecord is one invitee's state within a stored invitation.
@@ -90,6 +94,10 @@ type InviteeRecord struct {
 	// no open connection when the invitation was created): its end sends a
 	// push.stop.
 	Pushed bool
+	// NoRing marks an invitee who is never rung (InvitationSpec.NoRing).
+	// The engine's view keeps it; the memory backend clears it before its
+	// Store write (it was never stored), so stores need not keep it.
+	NoRing bool
 }
 
 // GroupRecord is a stored group.
@@ -150,11 +158,16 @@ type (
 	// nothing).
 	PutInvitation struct{ Invitation InvitationRecord }
 	// SetInviteeState records an invitee's new state; a missing invitation
-	// or invitee is a no-op.
+	// or invitee is a no-op. From is the state the engine's decision read
+	// (StateUnknown: not stated): the engine's views apply the change only
+	// from that state (compare-and-set: forward-only states never move
+	// back). Stores may ignore it for now: the engine checked it before
+	// writing, and storetest does not exercise it.
 	SetInviteeState struct {
 		InviteID, UserID string
 		State            InviteeState
 		At               time.Time
+		From             InviteeState
 	}
 	// SetInvitationData replaces an invitation's data (modifyInvitation); a
 	// missing invitation is a no-op.
