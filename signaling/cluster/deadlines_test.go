@@ -35,10 +35,6 @@ func (f *fired) poller(t *testing.T, e *env, node string, cfg cluster.Config) *c
 		f.mu.Lock()
 		f.by[d.ID] = append(f.by[d.ID], node)
 		f.late = append(f.late, time.Since(d.At))
-		f.n++
-		if f.n == f.want {
-			close(f.all)
-		}
 		noDone := f.noDone == node
 		p := f.pollers[node]
 		f.mu.Unlock()
@@ -47,6 +43,14 @@ func (f *fired) poller(t *testing.T, e *env, node string, cfg cluster.Config) *c
 				t.Error(err)
 			}
 		}
+		// Counted once Done has returned: a test that ends when the last
+		// fire is counted closes the poller (cancelling ctx) only then.
+		f.mu.Lock()
+		f.n++
+		if f.n == f.want {
+			close(f.all)
+		}
+		f.mu.Unlock()
 	}})
 	must(t, err)
 	f.mu.Lock()
