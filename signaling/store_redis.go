@@ -423,7 +423,7 @@ func (s *RedisStore) LoadOutbox(ctx context.Context, user string, afterSeq int64
 	if s.closed.Load() {
 		return nil, errRedisClosed
 	}
-	rng := &redis.ZRangeBy{Min: "(" + strconv.FormatInt(afterSeq, 10), Max: "+inf"}
+	rng := redis.ZRangeArgs{Key: s.k.obUser(user), Start: "(" + strconv.FormatInt(afterSeq, 10), Stop: "+inf", ByScore: true}
 	if limit > 0 {
 		rng.Count = int64(limit)
 	}
@@ -431,7 +431,7 @@ func (s *RedisStore) LoadOutbox(ctx context.Context, user string, afterSeq int64
 	key := s.k.obUser(user)
 	err := retryWatch(ctx, func() error {
 		return s.rdb.Watch(ctx, func(tx *redis.Tx) error {
-			seqs, err := tx.ZRangeByScore(ctx, key, rng).Result()
+			seqs, err := tx.ZRangeArgs(ctx, rng).Result()
 			if err != nil || len(seqs) == 0 {
 				out = nil
 				return err

@@ -146,7 +146,7 @@ func (q *RedisQueue) Claim(ctx context.Context, now, leaseUntil time.Time, n int
 // claimTx picks the due deliveries that head their URL and Key, by Seq,
 // and leases them in one MULTI/EXEC (wh:next watched).
 func (q *RedisQueue) claimTx(ctx context.Context, tx *redis.Tx, now, leaseUntil time.Time, n int) ([]Delivery, error) {
-	members, err := tx.ZRangeByScore(ctx, q.nextKey(), &redis.ZRangeBy{Min: "-inf", Max: strconv.FormatInt(now.UnixMilli(), 10)}).Result()
+	members, err := tx.ZRangeArgs(ctx, redis.ZRangeArgs{Key: q.nextKey(), Start: "-inf", Stop: strconv.FormatInt(now.UnixMilli(), 10), ByScore: true}).Result()
 	if err != nil || len(members) == 0 {
 		return nil, err
 	}
