@@ -361,30 +361,9 @@ type outgoing struct {
 // operation is refused belong to the decision. The reservation and the
 // Seqs are the memory backend's.
 func (e *Engine) planLocked(t tx, evs []*outgoing, sender string, force bool) error {
-	counts := make([]int, len(evs))
-	total, err := sizeKept(t, evs, counts, sender, false)
+	total, err := planKept(t, evs, sender, force, e.cfg.Limits)
 	if err != nil || total == 0 {
 		return err
-	}
-	if !force {
-		mine, all := t.keptBytes(sender)
-		if err := checkKept(mine, all, total, e.cfg.Limits); err != nil {
-			lean := true
-			for i, ev := range evs {
-				if counts[i] > 0 && ev.lean == nil {
-					lean = false
-				}
-			}
-			if !lean {
-				for _, ev := range evs {
-					ev.raw, ev.keptRaw, ev.cost = nil, nil, 0
-				}
-				return err
-			}
-			if total, err = sizeKept(t, evs, counts, sender, true); err != nil {
-				return err
-			}
-		}
 	}
 	e.kept.charge(sender, total)
 	for _, ev := range evs {
@@ -402,6 +381,39 @@ func (e *Engine) planLocked(t tx, evs []*outgoing, sender string, force bool) er
 		}
 	}
 	return nil
+}
+
+// planKept is the decision part of the planning, shared by the backends:
+// it encodes the copies to keep (their lean form past a quota, when every
+// event to keep has one) and returns their total cost, or the quota's
+// error (see planLocked).
+func planKept(t tx, evs []*outgoing, sender string, force bool, lim Limits) (int64, error) {
+	counts := make([]int, len(evs))
+	total, err := sizeKept(t, evs, counts, sender, false)
+	if err != nil || total == 0 {
+		return total, err
+	}
+	if !force {
+		mine, all := t.keptBytes(sender)
+		if err := checkKept(mine, all, total, lim); err != nil {
+			lean := true
+			for i, ev := range evs {
+				if counts[i] > 0 && ev.lean == nil {
+					lean = false
+				}
+			}
+			if !lean {
+				for _, ev := range evs {
+					ev.raw, ev.keptRaw, ev.cost = nil, nil, 0
+				}
+				return 0, err
+			}
+			if total, err = sizeKept(t, evs, counts, sender, true); err != nil {
+				return 0, err
+			}
+		}
+	}
+	return total, nil
 }
 
 // sizeKept encodes the kept copies of each event (its lean form if lean),
