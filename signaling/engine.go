@@ -50,6 +50,9 @@ type Params struct {
 	// also hear of the invitations timed out at start (AddObserver adds
 	// more later).
 	Observers []Observer
+	// Cluster, if set, runs the engine as a node of a cluster on Redis
+	// (see ClusterParams); Store must then be nil. Nil: standalone.
+	Cluster *ClusterParams
 }
 
 // Engine owns every invitation, group and presence. It keeps the
@@ -93,14 +96,19 @@ type Engine struct {
 	statusWrite sync.Mutex // serializes setSelfStatus across its store write; taken before mu
 
 	notes *opsqueue.Queue // observer calls, in decision order
+
+	cl *clusterNode // cluster mode; nil: standalone
 }
 
 // NewEngine loads the stored state, re-arms every invitation's timer from its
 // stored deadline and times out, at once, the invitations whose deadline
 // passed while the server was down.
 func NewEngine(ctx context.Context, p Params) (*Engine, error) {
-	if p.Store == nil {
+	if p.Store == nil && p.Cluster == nil {
 		return nil, errors.New("signaling: NewEngine needs a Store")
+	}
+	if p.Store != nil && p.Cluster != nil {
+		return nil, errors.New("signaling: NewEngine takes a Store or a Cluster, not both")
 	}
 	e := &Engine{
 		cfg:         p.Config,
@@ -131,6 +139,17 @@ func NewEngine(ctx context.Context, p Params) (*Engine, error) {
 	}
 	if e.newID == nil {
 		e.newID = randomID
+	}
+	if p.Cluster != nil {
+		// The state is in Redis, read by each operation; nothing to load.
+		cl, err := newClusterNode(ctx, e, *p.Cluster)
+		if err != nil {
+			e.notes.Close()
+			return nil, fmt.Errorf("signaling: cluster node: %w", err)
+		}
+		e.cl, e.store = cl, cl.store
+		e.log.Info("signaling engine joined the cluster", "node", p.Cluster.NodeID)
+		return e, nil
 	}
 	snap, err := e.store.Load(ctx)
 	if err != nil {
@@ -204,6 +223,9 @@ func (e *Engine) Close() {
 		e.purgeTimer = nil
 	}
 	e.mu.Unlock()
+	if e.cl != nil {
+		e.cl.close()
+	}
 	e.wg.Wait()
 	e.notes.Close()
 }
@@ -228,6 +250,9 @@ func randomID(prefix string) string {
 // sent. The first Attach of a user records them as known: only known users
 // get events kept for them.
 func (e *Engine) Attach(ctx context.Context, s Conn) error {
+	if e.cl != nil {
+		return e.cl.attach(ctx, s)
+	}
 	user := s.UserID()
 	first, err := e.register(s)
 	if err == nil && first {
@@ -311,6 +336,12 @@ func (e *Engine) Detach(s Conn) {
 	}
 	if r := e.replays[s]; r != nil {
 		e.endReplayLocked(r)
+	}
+	if e.cl != nil && e.cl.counted[s] {
+		delete(e.cl.counted, s)
+		e.mu.Unlock()
+		e.cl.detach(user) // the registry's write, without mu
+		e.mu.Lock()
 	}
 }
 

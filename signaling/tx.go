@@ -172,7 +172,30 @@ func (t *memTx) statusChanged(user string, skip protocol.Session) {
 // decision's delivery cannot overtake, since it too delivers under mu
 // after its own commit (see Engine).
 func (e *Engine) do(ctx context.Context, decide func(tx) error) error {
+	return e.doHint(ctx, txHint{}, decide)
+}
+
+// doHint is do, with what the decision will read named for the Redis
+// backend (cluster mode), which then reads it in one pipeline.
+func (e *Engine) doHint(ctx context.Context, h txHint, decide func(tx) error) error {
+	if e.cl != nil {
+		t, err := e.cl.do(ctx, h, decide, nil)
+		if err == nil {
+			e.cl.after(t)
+		}
+		return err
+	}
 	return e.doOr(ctx, decide, nil)
+}
+
+// closing reports whether the engine is closing, from a decision of t.
+func (e *Engine) closing(t tx) bool {
+	if _, mem := t.(*memTx); mem {
+		return e.closed // mu is held
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.closed
 }
 
 // doOr is do, with failed run under mu when the decision was taken but not
