@@ -442,6 +442,14 @@ func (t *redisTx) commit(exceptToken uint64) (selfEntry bool, err error) {
 	if err := sim.decide(k, muts); err != nil {
 		return false, err
 	}
+	// Every recipient's connections (the decision read those it needed).
+	var recipients []string
+	for _, ev := range t.evs {
+		recipients = append(recipients, ev.users...)
+	}
+	if t.load(txHint{users: recipients}); t.err != nil {
+		return false, t.err
+	}
 	batches := t.route(exceptToken)
 	_, selfEntry = batches[c.node]
 	cmds, err := t.rtx.TxPipelined(ctx, func(p redis.Pipeliner) error {
