@@ -25,10 +25,12 @@ import (
 //
 // The rules (who may do what, which events follow) are thus written once.
 // The memory backend (Engine.do, over the engine's maps with write-through
-// to the Store) is the only one so far; the Redis backend of Phase 2
-// implements the same tx with WATCHed reads and commits the queued
-// mutations with the events' stream and outbox appends in one MULTI/EXEC,
-// running the decision again from fresh reads when a watched key changed.
+// to the Store) runs standalone; the Redis backend (tx_redis.go, cluster
+// mode: Params.Cluster) implements the same tx with WATCHed reads and
+// commits the queued mutations with the events' stream and outbox appends
+// in one MULTI/EXEC, running the decision again from fresh reads when a
+// watched key changed. So far it runs the invitation ops; group ops are
+// refused in cluster mode.
 //
 // Forward-only states are compared and set: a SetInviteeState carries the
 // state the decision read (From), and a backend applies it only from that
