@@ -50,6 +50,9 @@ type Params struct {
 	// also hear of the invitations timed out at start (AddObserver adds
 	// more later).
 	Observers []Observer
+	// Cluster, if set, runs the engine as a node of a cluster on Redis
+	// (see ClusterParams); Store must then be nil. Nil: standalone.
+	Cluster *ClusterParams
 }
 
 // Engine owns every invitation, group and presence. It keeps the
@@ -93,14 +96,19 @@ type Engine struct {
 	statusWrite sync.Mutex // serializes setSelfStatus across its store write; taken before mu
 
 	notes *opsqueue.Queue // observer calls, in decision order
+
+	cl *clusterNode // cluster mode; nil: standalone
 }
 
 // NewEngine loads the stored state, re-arms every invitation's timer from its
 // stored deadline and times out, at once, the invitations whose deadline
 // passed while the server was down.
 func NewEngine(ctx context.Context, p Params) (*Engine, error) {
-	if p.Store == nil {
+	if p.Store == nil && p.Cluster == nil {
 		return nil, errors.New("signaling: NewEngine needs a Store")
+	}
+	if p.Store != nil && p.Cluster != nil {
+		return nil, errors.New("signaling: NewEngine takes a Store or a Cluster, not both")
 	}
 	e := &Engine{
 		cfg:         p.Config,
@@ -131,6 +139,17 @@ func NewEngine(ctx context.Context, p Params) (*Engine, error) {
 	}
 	if e.newID == nil {
 		e.newID = randomID
+	}
+	if p.Cluster != nil {
+		// The state is in Redis, read by each operation; nothing to load.
+		cl, err := newClusterNode(ctx, e, *p.Cluster)
+		if err != nil {
+			e.notes.Close()
+			return nil, fmt.Errorf("signaling: cluster node: %w", err)
+		}
+		e.cl, e.store = cl, cl.store
+		e.log.Info("signaling engine joined the cluster", "node", p.Cluster.NodeID)
+		return e, nil
 	}
 	snap, err := e.store.Load(ctx)
 	if err != nil {
@@ -204,6 +223,9 @@ func (e *Engine) Close() {
 		e.purgeTimer = nil
 	}
 	e.mu.Unlock()
+	if e.cl != nil {
+		e.cl.close()
+	}
 	e.wg.Wait()
 	e.notes.Close()
 }
@@ -228,6 +250,9 @@ func randomID(prefix string) string {
 // sent. The first Attach of a user records them as known: only known users
 // get events kept for them.
 func (e *Engine) Attach(ctx context.Context, s Conn) error {
+	if e.cl != nil {
+		return e.cl.attach(ctx, s)
+	}
 	user := s.UserID()
 	first, err := e.register(s)
 	if err == nil && first {
@@ -312,6 +337,12 @@ func (e *Engine) Detach(s Conn) {
 	if r := e.replays[s]; r != nil {
 		e.endReplayLocked(r)
 	}
+	if e.cl != nil && e.cl.counted[s] {
+		delete(e.cl.counted, s)
+		e.mu.Unlock()
+		e.cl.detach(user) // the registry's write, without mu
+		e.mu.Lock()
+	}
 }
 
 // Online reports how many connections user has open.
@@ -361,30 +392,9 @@ type outgoing struct {
 // operation is refused belong to the decision. The reservation and the
 // Seqs are the memory backend's.
 func (e *Engine) planLocked(t tx, evs []*outgoing, sender string, force bool) error {
-	counts := make([]int, len(evs))
-	total, err := sizeKept(t, evs, counts, sender, false)
+	total, err := planKept(t, evs, sender, force, e.cfg.Limits)
 	if err != nil || total == 0 {
 		return err
-	}
-	if !force {
-		mine, all := t.keptBytes(sender)
-		if err := checkKept(mine, all, total, e.cfg.Limits); err != nil {
-			lean := true
-			for i, ev := range evs {
-				if counts[i] > 0 && ev.lean == nil {
-					lean = false
-				}
-			}
-			if !lean {
-				for _, ev := range evs {
-					ev.raw, ev.keptRaw, ev.cost = nil, nil, 0
-				}
-				return err
-			}
-			if total, err = sizeKept(t, evs, counts, sender, true); err != nil {
-				return err
-			}
-		}
 	}
 	e.kept.charge(sender, total)
 	for _, ev := range evs {
@@ -402,6 +412,39 @@ func (e *Engine) planLocked(t tx, evs []*outgoing, sender string, force bool) er
 		}
 	}
 	return nil
+}
+
+// planKept is the decision part of the planning, shared by the backends:
+// it encodes the copies to keep (their lean form past a quota, when every
+// event to keep has one) and returns their total cost, or the quota's
+// error (see planLocked).
+func planKept(t tx, evs []*outgoing, sender string, force bool, lim Limits) (int64, error) {
+	counts := make([]int, len(evs))
+	total, err := sizeKept(t, evs, counts, sender, false)
+	if err != nil || total == 0 {
+		return total, err
+	}
+	if !force {
+		mine, all := t.keptBytes(sender)
+		if err := checkKept(mine, all, total, lim); err != nil {
+			lean := true
+			for i, ev := range evs {
+				if counts[i] > 0 && ev.lean == nil {
+					lean = false
+				}
+			}
+			if !lean {
+				for _, ev := range evs {
+					ev.raw, ev.keptRaw, ev.cost = nil, nil, 0
+				}
+				return 0, err
+			}
+			if total, err = sizeKept(t, evs, counts, sender, true); err != nil {
+				return 0, err
+			}
+		}
+	}
+	return total, nil
 }
 
 // sizeKept encodes the kept copies of each event (its lean form if lean),

@@ -459,8 +459,12 @@ func (e *Engine) CreateInvitation(ctx context.Context, a protocol.Actor, spec In
 	}
 
 	var id string
-	err = e.do(ctx, func(t tx) error {
-		if e.closed {
+	h := txHint{users: append([]string{a.UserID}, invitees...), sentBy: []string{a.UserID}, ringing: invitees}
+	if spec.ID != "" {
+		h.invs = []string{spec.ID}
+	}
+	err = e.doHint(ctx, h, func(t tx) error {
+		if e.closing(t) {
 			return protocol.ErrShuttingDown
 		}
 		var err error
@@ -566,7 +570,7 @@ func (e *Engine) answer(ctx context.Context, a protocol.Actor, args protocol.Inv
 	if err := e.checkData(args.Data); err != nil {
 		return err
 	}
-	return e.do(ctx, func(t tx) error { return e.rules.answer(t, a, args, action) })
+	return e.doHint(ctx, txHint{invs: []string{args.InviteID}}, func(t tx) error { return e.rules.answer(t, a, args, action) })
 }
 
 // answer decides an invitee's accept or reject; the last answer ends the
@@ -623,7 +627,7 @@ func (e *Engine) Cancel(ctx context.Context, a protocol.Actor, args protocol.Inv
 	if err := e.checkData(args.Data); err != nil {
 		return err
 	}
-	return e.do(ctx, func(t tx) error { return e.rules.cancel(t, a, args) })
+	return e.doHint(ctx, txHint{invs: []string{args.InviteID}}, func(t tx) error { return e.rules.cancel(t, a, args) })
 }
 
 func (r rules) cancel(t tx, a protocol.Actor, args protocol.InviteIDArgs) error {
@@ -660,7 +664,7 @@ func (e *Engine) ModifyInvitation(ctx context.Context, a protocol.Actor, args pr
 	if err := e.checkData(args.Data); err != nil {
 		return err
 	}
-	return e.do(ctx, func(t tx) error { return e.rules.modify(t, a, args) })
+	return e.doHint(ctx, txHint{invs: []string{args.InviteID}}, func(t tx) error { return e.rules.modify(t, a, args) })
 }
 
 func (r rules) modify(t tx, a protocol.Actor, args protocol.InviteIDArgs) error {
@@ -696,9 +700,17 @@ type InvitationInfo struct {
 
 // Invitation returns a live invitation's state, or false when it is unknown or ended.
 func (e *Engine) Invitation(id string) (InvitationInfo, bool) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	inv := e.invitations[id]
+	var inv *invitation
+	if e.cl != nil {
+		var err error
+		if inv, err = e.cl.invitation(id); err != nil {
+			e.log.Warn("invitation not read", "invite", id, "err", err)
+		}
+	} else {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		inv = e.invitations[id]
+	}
 	if inv == nil {
 		return InvitationInfo{}, false
 	}

@@ -37,6 +37,71 @@ type Replay struct {
 	written   []int64  // kept Seqs whose frames were written (or that expired), ordered
 	invites   []string // invitations still to ring, in order
 	ended     bool
+
+	// Cluster mode (cl set): the replay reads what was missed from Redis
+	// once ready is closed (the registry has the connection), rung holds
+	// the invitations rung to the connection (by the replay or live: one
+	// ring each), costs what each replayed kept entry counts for.
+	cl     *clusterNode
+	ready  chan struct{}
+	loaded bool
+	rung   map[string]bool
+	costs  map[int64]keptCostOf
+}
+
+// loadClusterLocked reads, once the attach is registered, what the user
+// missed; it releases e.mu while it waits and reads.
+func (r *Replay) loadClusterLocked(ctx context.Context) {
+	e := r.e
+	r.loaded = true
+	e.mu.Unlock()
+	var seqs []int64
+	var invites []string
+	var err error
+	select {
+	case <-r.ready:
+		seqs, invites, err = r.cl.missed(ctx, r.user)
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	e.mu.Lock()
+	if err != nil {
+		e.log.Warn("missed events not replayed", "user", r.user, "err", err)
+		return
+	}
+	if r.ended {
+		return
+	}
+	if len(seqs) > 0 {
+		r.seqs, r.upTo = seqs, seqs[len(seqs)-1]
+		r.costs = map[int64]keptCostOf{}
+	}
+	for _, id := range invites {
+		if !r.rung[id] {
+			r.invites = append(r.invites, id)
+		}
+	}
+}
+
+// clusterRingsLocked renders the rings of ids that still ring; it
+// releases e.mu during the read.
+func (r *Replay) clusterRingsLocked(ctx context.Context, ids []string) [][]byte {
+	e := r.e
+	e.mu.Unlock()
+	rung, frames, err := r.cl.ringFrames(ctx, r.user, ids)
+	e.mu.Lock()
+	if err != nil {
+		e.log.Warn("ringing invitations not replayed", "user", r.user, "err", err)
+		return nil
+	}
+	var out [][]byte
+	for i, id := range rung {
+		if !r.rung[id] && !r.ended {
+			r.rung[id] = true
+			out = append(out, frames[i])
+		}
+	}
+	return out
 }
 
 // Next returns the next frames to write, or nil once the replay is over.
@@ -49,6 +114,10 @@ func (r *Replay) Next(ctx context.Context) [][]byte {
 	r.written = append(r.written, r.sent...)
 	r.sent = nil
 	for !r.ended && !e.closed {
+		if r.cl != nil && !r.loaded {
+			r.loadClusterLocked(ctx)
+			continue
+		}
 		if r.upTo > 0 {
 			if r.exhausted {
 				e.endOutboxLocked(r)
@@ -78,6 +147,12 @@ func (r *Replay) Next(ctx context.Context) [][]byte {
 		n := min(len(r.invites), replayBatch)
 		ids := r.invites[:n]
 		r.invites = r.invites[n:]
+		if r.cl != nil {
+			if frames := r.clusterRingsLocked(ctx, ids); len(frames) > 0 {
+				return frames
+			}
+			continue
+		}
 		now := e.clock.Now()
 		var frames [][]byte
 		for _, id := range ids {
@@ -124,6 +199,9 @@ func (r *Replay) loadLocked(ctx context.Context) ([][]byte, error) {
 			continue
 		}
 		r.sent = append(r.sent, ent.Seq)
+		if r.costs != nil {
+			r.costs[ent.Seq] = keptCostOf{sender: ent.Sender, cost: keptCost(ent.Bytes())}
+		}
 		if !ent.ExpiresAt.IsZero() && !ent.ExpiresAt.After(now) {
 			continue // expired: not sent, deleted with the rest
 		}
@@ -151,6 +229,11 @@ func (e *Engine) endOutboxLocked(r *Replay) {
 		return
 	}
 	slices.Sort(r.written)
+	if r.cl != nil {
+		e.deleteKeptLocked(r.user, r.written, r.costs)
+		r.written = nil
+		return
+	}
 	e.kept.remove(r.user, r.written)
 	muts := make([]Mutation, len(r.written))
 	for i, seq := range r.written {

@@ -143,6 +143,8 @@ const (
 	rfSender   = "sender"
 	rfEvent    = "event"
 	rfExpires  = "expires"
+	rfOnline   = "online" // "1": an onlineUserOnly invitation (only the engine's view in a cluster holds those)
+	rfNoRing   = "noring" // packed list of the invitees never rung
 	rfInvitee  = "iv:"
 	rfMember   = "m:"
 )
@@ -373,7 +375,15 @@ func decodeInvitation(id string, h map[string]string) (InvitationRecord, error) 
 	}
 	// Explicit positions: hash order means nothing.
 	slices.SortFunc(invitees, func(a, b at) int { return cmp.Compare(a.pos, b.pos) })
+	var noRing []string
+	if v := h[rfNoRing]; v != "" {
+		if noRing, err = redisdb.Unpack(v); err != nil {
+			return r, fmt.Errorf("field %q: %w", rfNoRing, err)
+		}
+	}
+	r.OnlineOnly = h[rfOnline] == "1"
 	for _, e := range invitees {
+		e.rec.NoRing = slices.Contains(noRing, e.rec.UserID)
 		r.Invitees = append(r.Invitees, e.rec)
 	}
 	return r, nil

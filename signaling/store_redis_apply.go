@@ -489,12 +489,31 @@ func (s *redisSim) decide(k redisKeys, muts []Mutation) error {
 // WATCH then guards them, or the client).
 func (s *redisSim) commit(ctx context.Context, c redis.Cmdable) error {
 	_, err := c.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
-		for _, w := range s.writes {
-			w(ctx, pipe)
-		}
+		s.queue(ctx, pipe)
 		return nil
 	})
 	return err
+}
+
+// queue queues the writes decided so far in pipe: the caller's MULTI (the
+// Redis backend of the engine's tx puts them there with its event appends).
+func (s *redisSim) queue(ctx context.Context, pipe redis.Pipeliner) {
+	for _, w := range s.writes {
+		w(ctx, pipe)
+	}
+}
+
+// knowInvitation sets what the batch knows of invitation id from its record
+// (r nil: it does not exist), for a caller that read it itself.
+func (s *redisSim) knowInvitation(id string, r *InvitationRecord) {
+	si := &redisSimInv{invitees: map[string]*redisInvitee{}}
+	if r != nil {
+		si.exists = true
+		for i, v := range r.Invitees {
+			si.invitees[v.UserID] = &redisInvitee{pos: i, state: v.State, at: v.UpdatedAt, pushed: v.Pushed}
+		}
+	}
+	s.invs[id] = si
 }
 
 func (s *redisSim) emit(w func(context.Context, redis.Pipeliner)) { s.writes = append(s.writes, w) }
@@ -511,6 +530,19 @@ func (s *redisSim) apply(k redisKeys, m Mutation) error {
 		ord := s.nextOrd()
 		fields := []any{rfInviter, r.Inviter, rfGroup, r.GroupID, rfData, r.Data, rfCreated, redisdb.Time(r.CreatedAt),
 			rfDeadline, redisdb.Time(r.Deadline), rfPush, r.PushInfo}
+		// Kept when set (the engine's view in a cluster; a Store never gets them).
+		if r.OnlineOnly {
+			fields = append(fields, rfOnline, "1")
+		}
+		var noRing []string
+		for _, e := range r.Invitees {
+			if e.NoRing {
+				noRing = append(noRing, e.UserID)
+			}
+		}
+		if len(noRing) > 0 {
+			fields = append(fields, rfNoRing, redisdb.Pack(noRing...))
+		}
 		invitees := make(map[string]*redisInvitee, len(r.Invitees))
 		for i, e := range r.Invitees {
 			v := &redisInvitee{pos: i, state: e.State, at: e.UpdatedAt, pushed: e.Pushed}
@@ -528,6 +560,10 @@ func (s *redisSim) apply(k redisKeys, m Mutation) error {
 			return nil
 		}
 		v := *si.invitees[m.UserID]
+		if m.From != StateUnknown && v.state != m.From {
+			// Compared and set (see tx): a stale decision fails whole.
+			return fmt.Errorf("%w: invitee %q of %q is %s, not %s", errConflict, m.UserID, m.InviteID, v.state, m.From)
+		}
 		v.state, v.at = m.State, m.At
 		si.invitees[m.UserID] = &v
 		s.emit(func(ctx context.Context, p redis.Pipeliner) {

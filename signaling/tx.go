@@ -25,10 +25,12 @@ import (
 //
 // The rules (who may do what, which events follow) are thus written once.
 // The memory backend (Engine.do, over the engine's maps with write-through
-// to the Store) is the only one so far; the Redis backend of Phase 2
-// implements the same tx with WATCHed reads and commits the queued
-// mutations with the events' stream and outbox appends in one MULTI/EXEC,
-// running the decision again from fresh reads when a watched key changed.
+// to the Store) runs standalone; the Redis backend (tx_redis.go, cluster
+// mode: Params.Cluster) implements the same tx with WATCHed reads and
+// commits the queued mutations with the events' stream and outbox appends
+// in one MULTI/EXEC, running the decision again from fresh reads when a
+// watched key changed. So far it runs the invitation ops; group ops are
+// refused in cluster mode.
 //
 // Forward-only states are compared and set: a SetInviteeState carries the
 // state the decision read (From), and a backend applies it only from that
@@ -172,7 +174,30 @@ func (t *memTx) statusChanged(user string, skip protocol.Session) {
 // decision's delivery cannot overtake, since it too delivers under mu
 // after its own commit (see Engine).
 func (e *Engine) do(ctx context.Context, decide func(tx) error) error {
+	return e.doHint(ctx, txHint{}, decide)
+}
+
+// doHint is do, with what the decision will read named for the Redis
+// backend (cluster mode), which then reads it in one pipeline.
+func (e *Engine) doHint(ctx context.Context, h txHint, decide func(tx) error) error {
+	if e.cl != nil {
+		t, err := e.cl.do(ctx, h, decide, nil)
+		if err == nil {
+			e.cl.after(t)
+		}
+		return err
+	}
 	return e.doOr(ctx, decide, nil)
+}
+
+// closing reports whether the engine is closing, from a decision of t.
+func (e *Engine) closing(t tx) bool {
+	if _, mem := t.(*memTx); mem {
+		return e.closed // mu is held
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.closed
 }
 
 // doOr is do, with failed run under mu when the decision was taken but not

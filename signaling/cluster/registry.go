@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Registry records which users have connections on this node, in Redis:
@@ -269,26 +271,54 @@ func (r *Registry) Nodes(ctx context.Context, users ...string) (map[string][]str
 		return nil, fmt.Errorf("cluster: registry nodes: %w", err)
 	}
 	for c, cmd := range cmds {
-		lists, err := cmd.Slice()
-		if err != nil {
+		if err := parseNodes(cmd, users[c*nodesChunk:], out); err != nil {
 			return nil, fmt.Errorf("cluster: registry nodes: %w", err)
-		}
-		for i, l := range lists {
-			nodes, _ := l.([]any)
-			if len(nodes) == 0 {
-				continue
-			}
-			user := users[c*nodesChunk+i]
-			if _, seen := out[user]; seen {
-				continue // named twice
-			}
-			for _, n := range nodes {
-				if s, ok := n.(string); ok {
-					out[user] = append(out[user], s)
-				}
-			}
-			sort.Strings(out[user])
 		}
 	}
 	return out, nil
+}
+
+// QueueNodes queues in pipe (a caller's pipeline, typically the one that
+// WATCHes the users' ConnKey) the lookup that Registry.Nodes makes, for at
+// most a few hundred users; ParseNodes reads its result after the
+// pipeline ran. It is an EVAL (no NOSCRIPT to handle in a pipeline).
+func (k Keyspace) QueueNodes(ctx context.Context, pipe redis.Pipeliner, users []string) *redis.Cmd {
+	keys := make([]string, len(users))
+	for i, u := range users {
+		keys[i] = k.ConnKey(u)
+	}
+	return pipe.Eval(ctx, nodesOfSrc, keys, k.nodePrefix())
+}
+
+// ParseNodes adds to out, for each of users (as given to QueueNodes) that
+// has connections on live nodes, those nodes (sorted).
+func ParseNodes(cmd *redis.Cmd, users []string, out map[string][]string) error {
+	if err := parseNodes(cmd, users, out); err != nil {
+		return fmt.Errorf("cluster: nodes: %w", err)
+	}
+	return nil
+}
+
+func parseNodes(cmd *redis.Cmd, users []string, out map[string][]string) error {
+	lists, err := cmd.Slice()
+	if err != nil {
+		return err
+	}
+	for i, l := range lists {
+		nodes, _ := l.([]any)
+		if len(nodes) == 0 || i >= len(users) {
+			continue
+		}
+		user := users[i]
+		if _, seen := out[user]; seen {
+			continue // named twice
+		}
+		for _, n := range nodes {
+			if s, ok := n.(string); ok {
+				out[user] = append(out[user], s)
+			}
+		}
+		sort.Strings(out[user])
+	}
+	return nil
 }

@@ -99,7 +99,9 @@ return 1
 
 // nodesOfScript returns, for each conn:<user> key, the nodes in it whose
 // node key exists. KEYS: conn keys. ARGV: node key prefix.
-var nodesOfScript = redis.NewScript(`
+var nodesOfScript = redis.NewScript(nodesOfSrc)
+
+const nodesOfSrc = `
 local live = {}
 local out = {}
 for i, k in ipairs(KEYS) do
@@ -115,7 +117,7 @@ for i, k in ipairs(KEYS) do
   out[i] = l
 end
 return out
-`)
+`
 
 // appendSrc adds an entry to a node's stream with the next sequence
 // number, dropping the oldest past the max length. It runs as EVAL (not

@@ -1,0 +1,430 @@
+package signaling
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/switchboard-rtc/switchboard/signaling/cluster"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
+)
+
+// ClusterParams put the engine in cluster mode (Params.Cluster): its state
+// is in Redis, shared with the other nodes of the cluster, and decided
+// there by the Redis backend of the tx (tx_redis.go).
+//
+// Phase 2a: invitations (invite, inviteInGroup excepted, accept, reject,
+// cancel, modify, timeouts), delivery across nodes, the outbox of known
+// users with no connection, the replay on attach. Groups and custom status
+// are refused in cluster mode (store_unavailable with a message) until
+// their turn; presence events stay local to the node.
+type ClusterParams struct {
+	Client redis.UniversalClient // one Redis (standalone or Sentinel); owned by the caller
+	Prefix string                // of every key (RedisStore's and the cluster's)
+	NodeID string                // unique in the cluster
+	Addr   string                // advertised signaling address (membership)
+	Config cluster.Config
+}
+
+// clusterNode is the engine's part in a cluster: the Redis backend of its
+// tx, its membership, connection registry, event stream reader and timer
+// poller.
+type clusterNode struct {
+	e     *Engine
+	rdb   redis.UniversalClient
+	k     redisKeys
+	ks    cluster.Keyspace
+	node  string
+	store *RedisStore
+
+	members *cluster.Membership
+	reg     *cluster.Registry
+	reader  *cluster.Reader
+	poller  *cluster.Poller
+
+	conflicts  atomic.Int64 // attempts that lost a race for a watched key
+	lastRounds atomic.Int64 // round trips of the last committed op
+
+	counted map[Conn]bool // connections counted in the registry; guarded by Engine.mu
+
+	mu      sync.Mutex // guards excepts, next; taken after Engine.mu, never before
+	excepts map[uint64]protocol.Session
+	next    uint64
+}
+
+func newClusterNode(ctx context.Context, e *Engine, p ClusterParams) (*clusterNode, error) {
+	store, err := NewRedisStore(p.Client, p.Prefix, e.log)
+	if err != nil {
+		return nil, err
+	}
+	c := &clusterNode{e: e, rdb: p.Client, k: redisKeys{p.Prefix}, ks: cluster.NewKeyspace(p.Prefix, p.Config),
+		node: p.NodeID, store: store, excepts: map[uint64]protocol.Session{}, counted: map[Conn]bool{}}
+	cp := cluster.Params{Client: p.Client, Prefix: p.Prefix, NodeID: p.NodeID, Logger: e.log, Config: p.Config}
+	if c.reg, err = cluster.NewRegistry(cp); err != nil {
+		return nil, err
+	}
+	if c.members, err = cluster.NewMembership(cluster.MembershipParams{Params: cp, Addr: p.Addr, Registry: c.reg}); err != nil {
+		return nil, err
+	}
+	if c.reader, err = cluster.NewReader(cluster.ReaderParams{Params: cp, Handle: c.handle, Lost: c.lost}); err != nil {
+		return nil, err
+	}
+	if c.poller, err = cluster.NewPoller(cluster.PollerParams{Params: cp, Fire: c.fire}); err != nil {
+		return nil, err
+	}
+	if err := c.members.Start(ctx); err != nil {
+		return nil, err
+	}
+	for _, start := range []func() error{c.reg.Start, c.reader.Start, c.poller.Start} {
+		if err := start(); err != nil {
+			c.close()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// close stops the node's loops and leaves the cluster (reverse order of
+// start): its deadlines are fired by the others from now on.
+func (c *clusterNode) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c.poller.Close()
+	c.reader.Close()
+	if err := c.reg.Close(ctx); err != nil {
+		c.e.log.Warn("cluster registry not cleared", "err", err)
+	}
+	if err := c.members.Close(ctx); err != nil {
+		c.e.log.Warn("cluster leave failed", "err", err)
+	}
+	_ = c.store.Close()
+}
+
+// ---- the except token: the actor's connection gets a reply, not the event ----
+
+// exceptToken registers the actor's connection of evs for the stream entry
+// this node will read; the reader drops it once handled.
+func (c *clusterNode) exceptToken(evs []*outgoing) uint64 {
+	var s protocol.Session
+	for _, ev := range evs {
+		if ev.except != nil {
+			s = ev.except
+			break
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.next++
+	c.excepts[c.next] = s
+	return c.next
+}
+
+func (c *clusterNode) dropExcept(token uint64) {
+	c.mu.Lock()
+	delete(c.excepts, token)
+	c.mu.Unlock()
+}
+
+// ---- stream entries ----
+
+// streamBatch is the payload of one stream entry: the events of one
+// operation for the users of one node, in order.
+type streamBatch struct {
+	Items []streamItem `json:"i"`
+}
+
+type streamItem struct {
+	Users  []string        `json:"u"`
+	Frame  json.RawMessage `json:"f"`
+	Except uint64          `json:"x,omitempty"` // this node's token of the actor's connection
+	Ring   string          `json:"r,omitempty"` // an onReceiveNewInvitation's invite ID
+}
+
+func (b *streamBatch) encode() []byte {
+	out, _ := json.Marshal(b) // strings and raw JSON only
+	return out
+}
+
+// handle delivers one entry of this node's stream to the local
+// connections of its users, in stream (commit) order.
+func (c *clusterNode) handle(_ context.Context, ev cluster.Event) {
+	var b streamBatch
+	if err := json.Unmarshal(ev.Payload, &b); err != nil {
+		c.e.log.Error("cluster event unreadable; dropped", "id", ev.ID, "err", err)
+		return
+	}
+	e := c.e
+	var tokens []uint64
+	e.mu.Lock()
+	for _, it := range b.Items {
+		var skip protocol.Session
+		if it.Except != 0 {
+			c.mu.Lock()
+			skip = c.excepts[it.Except]
+			c.mu.Unlock()
+			tokens = append(tokens, it.Except)
+		}
+		for _, u := range it.Users {
+			for s := range e.sessions[u] {
+				if s == skip {
+					continue
+				}
+				if it.Ring != "" && !e.ringLiveLocked(s, it.Ring) {
+					continue
+				}
+				s.Deliver(it.Frame)
+			}
+		}
+	}
+	e.mu.Unlock()
+	for _, t := range tokens {
+		c.dropExcept(t)
+	}
+}
+
+// ringLiveLocked reports whether a live ring of invitation id goes to s:
+// not if s's replay rang it already; if its replay is yet to ring it, the
+// live one replaces it.
+func (e *Engine) ringLiveLocked(s Conn, id string) bool {
+	r := e.replays[s]
+	if r == nil || r.rung == nil {
+		return true
+	}
+	if r.rung[id] {
+		return false
+	}
+	r.rung[id] = true
+	r.invites = slices.DeleteFunc(r.invites, func(x string) bool { return x == id })
+	return true
+}
+
+func (c *clusterNode) lost(_ context.Context, n int64) {
+	c.e.log.Error("cluster events lost (stream overflowed or was lost)", "count", n)
+}
+
+// ---- timers ----
+
+// fire is the poller's: the timeout decision through the tx, with the
+// deadline's Done in its EXEC. A late or duplicate fire finds the
+// invitation gone or its invitees answered, and changes nothing.
+func (c *clusterNode) fire(ctx context.Context, d cluster.Due) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	id := d.ID
+	t, err := c.do(ctx, txHint{invs: []string{id}}, func(t tx) error { return c.e.rules.timeout(t, id) },
+		func(ctx context.Context, p redis.Pipeliner) { c.ks.Done(ctx, p, d) })
+	if err != nil {
+		c.e.log.Warn("invitation timeout not committed; it fires again after the lease", "invite", id, "err", err)
+		return
+	}
+	c.after(t)
+}
+
+// after runs, once an op committed, what stays on this node: the
+// observers' note and the status events.
+func (c *clusterNode) after(t *redisTx) {
+	if t == nil || (t.n == nil && len(t.statCh) == 0) {
+		return
+	}
+	e := c.e
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, s := range t.statCh {
+		e.statusChangedLocked(s.user, true, s.skip)
+	}
+	if t.n != nil {
+		n := *t.n
+		n.At = e.clock.Now()
+		e.notifyLocked(n)
+	}
+}
+
+// ---- connections ----
+
+// attach registers s here and in the registry. Its replay is started at
+// once (so that live events wait behind it) and reads, once the registry
+// has the connection, what the user missed: kept events and the
+// invitations ringing for them.
+func (c *clusterNode) attach(ctx context.Context, s Conn) error {
+	e := c.e
+	user := s.UserID()
+	ready := make(chan struct{})
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return protocol.ErrShuttingDown
+	}
+	set := e.sessions[user]
+	if lim := e.cfg.Limits.ConnectionsPerUser; lim > 0 && len(set) >= lim {
+		e.mu.Unlock()
+		return protocol.ErrTooManyConnections.WithMessage("user %s already has %d connections", user, len(set))
+	}
+	if set == nil {
+		set = make(map[Conn]struct{})
+		e.sessions[user] = set
+	}
+	set[s] = struct{}{}
+	if len(set) == 1 {
+		e.notifyPresenceLocked(user, true)
+	}
+	r := &Replay{e: e, s: s, user: user, cl: c, ready: ready, rung: map[string]bool{}}
+	e.replays[s] = r
+	s.StartReplay(r)
+	e.mu.Unlock()
+
+	err := c.store.Apply(ctx, PutUser{UserID: user})
+	if err == nil {
+		// Counted even if Add fails (see Registry.Add): Detach uncounts it.
+		e.mu.Lock()
+		c.counted[s] = true
+		e.mu.Unlock()
+		err = c.reg.Add(ctx, user)
+	}
+	if err != nil {
+		e.Detach(s)
+		close(ready)
+		e.log.Warn("cluster attach failed", "user", user, "err", err)
+		return protocol.ErrStoreUnavailable
+	}
+	close(ready)
+	return nil
+}
+
+// detach uncounts a connection that Detach removed.
+func (c *clusterNode) detach(user string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := c.reg.Remove(ctx, user); err != nil && !errors.Is(err, cluster.ErrClosed) {
+		c.e.log.Warn("cluster registry: connection removal not confirmed (retried in the background)", "user", user, "err", err)
+	}
+}
+
+// missed reads what user missed: their kept Seqs and the invitations
+// ringing for them, oldest first.
+func (c *clusterNode) missed(ctx context.Context, user string) (seqs []int64, invites []string, err error) {
+	var ob, ring *redis.StringSliceCmd
+	_, err = c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		ob = p.ZRange(ctx, c.k.obUser(user), 0, -1)
+		ring = p.ZRange(ctx, c.k.ringing(user), 0, -1)
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, m := range ob.Val() {
+		n, err := strconv.ParseInt(m, 10, 64)
+		if err != nil {
+			return nil, nil, dataErr("outbox of %q holds %q", user, m)
+		}
+		seqs = append(seqs, n)
+	}
+	slices.Sort(seqs)
+	return seqs, ring.Val(), nil
+}
+
+// ringFrames renders the rings of the invitations ids that still ring for
+// user (read from Redis now, with the time left now).
+func (c *clusterNode) ringFrames(ctx context.Context, user string, ids []string) ([]string, [][]byte, error) {
+	cmds := make([]*redis.MapStringStringCmd, len(ids))
+	_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range ids {
+			cmds[i] = p.HGetAll(ctx, c.k.inv(id))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	now := c.e.clock.Now()
+	var rung []string
+	var frames [][]byte
+	for i, id := range ids {
+		h := cmds[i].Val()
+		if len(h) == 0 {
+			continue
+		}
+		rec, err := decodeInvitation(id, h)
+		if err != nil {
+			return nil, nil, dataErr("invitation %q: %w", id, err)
+		}
+		inv := invitationFromRecord(rec)
+		if inv.stateOf(user) != StatePending || inv.noRing(user) {
+			continue
+		}
+		if frame, err := protocol.EncodeEvent(protocol.EvReceiveNewInvitation, inv.newInvitationEvent(now)); err == nil {
+			rung = append(rung, id)
+			frames = append(frames, frame)
+		}
+	}
+	return rung, frames, nil
+}
+
+// keptDeleteSrc (EVAL: it runs in a pipeline) deletes a kept entry if it is there and gives its bytes
+// back to its sender's and the total count. KEYS: obe:<seq>, obu:<user>,
+// ob, obexp, kept. ARGV: seq, sender, cost, total field.
+const keptDeleteSrc = `
+if redis.call('DEL', KEYS[1]) == 0 then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('HINCRBY', KEYS[5], ARGV[2], -tonumber(ARGV[3]))
+redis.call('HINCRBY', KEYS[5], ARGV[4], -tonumber(ARGV[3]))
+return 1
+`
+
+// keptCostOf is what a kept entry read back counts for.
+type keptCostOf struct {
+	sender string
+	cost   int64
+}
+
+// deleteKept deletes user's replayed entries, in the background.
+func (e *Engine) deleteKeptLocked(user string, seqs []int64, costs map[int64]keptCostOf) {
+	if e.closed || len(seqs) == 0 {
+		return
+	}
+	c := e.cl
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, seq := range seqs {
+				kc := costs[seq]
+				p.Eval(ctx, keptDeleteSrc, []string{c.k.obEntry(seq), c.k.obUser(user), c.k.ob(), c.k.obExp(), c.k.kept()},
+					seqMember(seq), kc.sender, kc.cost, keptTotalField)
+			}
+			return nil
+		})
+		if err != nil {
+			e.log.Warn("replayed kept events not deleted", "user", user, "n", len(seqs), "err", err)
+		}
+	}()
+}
+
+// invitation reads a live invitation from Redis (Engine.Invitation).
+func (c *clusterNode) invitation(id string) (*invitation, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	h, err := c.rdb.HGetAll(ctx, c.k.inv(id)).Result()
+	if err != nil {
+		return nil, err
+	}
+	if len(h) == 0 {
+		return nil, nil
+	}
+	r, err := decodeInvitation(id, h)
+	if err != nil {
+		return nil, fmt.Errorf("invitation %q: %w", id, err)
+	}
+	return invitationFromRecord(r), nil
+}

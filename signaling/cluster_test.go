@@ -1,0 +1,520 @@
+package signaling_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/signaling/cluster"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
+	"github.com/switchboard-rtc/switchboard/signaling/redistest"
+)
+
+// Cluster mode (phase 2a): two engines, nodes A and B, on one Redis behave
+// as one server for invitations. Each scenario runs with the parties
+// spread over the nodes in every way.
+
+const clusterWait = 5 * time.Second
+
+// countedKey marks the ctx of an operation whose round trips a test
+// counts.
+type countedKey struct{}
+
+// opRoundTrips counts the round trips (commands or pipelines) made with a
+// ctx marked countedKey: one operation's, not the node's loops'.
+type opRoundTrips struct{ n atomic.Int64 }
+
+func (r *opRoundTrips) DialHook(next redis.DialHook) redis.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) { return next(ctx, network, addr) }
+}
+
+func (r *opRoundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if ctx.Value(countedKey{}) != nil && cmd.Name() != "hello" {
+			r.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (r *opRoundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		// Not a new connection's handshake (HELLO, CLIENT SETINFO).
+		if ctx.Value(countedKey{}) != nil && len(cmds) > 0 && cmds[0].Name() != "client" && cmds[0].Name() != "hello" {
+			r.n.Add(1)
+		}
+		return next(ctx, cmds)
+	}
+}
+
+type clusterHarness struct {
+	t      *testing.T
+	srv    *redistest.Server
+	prefix string
+	cfg    signaling.Config
+	nodes  map[string]*signaling.Engine
+	rts    map[string]*opRoundTrips
+}
+
+func clusterConfig() cluster.Config {
+	c := cluster.DefaultConfig()
+	c.NodeTTL = 600 * time.Millisecond
+	c.OpTimeout = 200 * time.Millisecond
+	c.CleanupLease = 2 * time.Second
+	c.TimerPoll = 50 * time.Millisecond
+	c.TimerLease = time.Second
+	c.MaxBackoff = 200 * time.Millisecond
+	return c
+}
+
+func newClusterHarness(t *testing.T, srv *redistest.Server) *clusterHarness {
+	t.Helper()
+	h := &clusterHarness{t: t, srv: srv, prefix: "c{" + t.Name() + "}:", cfg: signaling.DefaultConfig(),
+		nodes: map[string]*signaling.Engine{}, rts: map[string]*opRoundTrips{}}
+	for _, n := range []string{"A", "B"} {
+		h.start(n)
+	}
+	return h
+}
+
+func (h *clusterHarness) start(node string) {
+	h.t.Helper()
+	opts := h.srv.Options()
+	opts.ContextTimeoutEnabled = true
+	c := redis.NewClient(opts)
+	rt := &opRoundTrips{}
+	c.AddHook(rt)
+	eng, err := signaling.NewEngine(context.Background(), signaling.Params{Config: h.cfg,
+		Logger:  testLogger(),
+		Cluster: &signaling.ClusterParams{Client: c, Prefix: h.prefix, NodeID: node, Config: clusterConfig()}})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.nodes[node], h.rts[node] = eng, rt
+	h.t.Cleanup(func() {
+		eng.Close()
+		_ = c.Close()
+	})
+}
+
+// connect attaches a connection of user on node and plays its replay.
+func (h *clusterHarness) connect(node, user string) *session {
+	h.t.Helper()
+	s := &session{user: user}
+	if err := h.nodes[node].Attach(ctx, s); err != nil {
+		h.t.Fatal(err)
+	}
+	s.drain()
+	return s
+}
+
+// sync waits until every session has handled what was committed before:
+// a marker sent to their users after it reaches each of them (a node's
+// stream is read in order). The markers are removed.
+func (h *clusterHarness) sync(ss ...*session) {
+	h.t.Helper()
+	var users []string
+	for _, s := range ss {
+		if !slices.Contains(users, s.user) {
+			users = append(users, s.user)
+		}
+	}
+	for _, eng := range h.nodes {
+		if err := eng.SendEvent(ctx, users, "sync", struct{}{}, false); err != nil {
+			h.t.Fatal(err)
+		}
+		break
+	}
+	deadline := time.Now().Add(clusterWait)
+	for _, s := range ss {
+		for !s.has("sync") {
+			if time.Now().After(deadline) {
+				h.t.Fatalf("%s: no sync marker after %v", s.user, clusterWait)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		s.mu.Lock()
+		s.evs = slices.DeleteFunc(s.evs, func(f protocol.EventFrame) bool { return f.Event == "sync" })
+		s.mu.Unlock()
+	}
+}
+
+func (s *session) has(name string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.ContainsFunc(s.evs, func(f protocol.EventFrame) bool { return f.Event == name })
+}
+
+// expect waits (sync) and checks that s got exactly the events names.
+func (h *clusterHarness) expect(s *session, names ...string) []protocol.EventFrame {
+	h.t.Helper()
+	h.sync(s)
+	evs := s.take()
+	var got []string
+	for _, e := range evs {
+		got = append(got, e.Event)
+	}
+	if !slices.Equal(got, names) {
+		h.t.Fatalf("%s got %v, want %v", s.user, got, names)
+	}
+	return evs
+}
+
+// placements are the ways to spread two parties over the nodes.
+var placements = [][2]string{{"A", "B"}, {"B", "A"}, {"A", "A"}}
+
+func TestClusterInvitations(t *testing.T) {
+	srv := redistest.Start(t)
+	scenarios := []struct {
+		name string
+		run  func(t *testing.T, h *clusterHarness, p [2]string)
+	}{
+		{"invite rings, accept reaches the inviter", func(t *testing.T, h *clusterHarness, p [2]string) {
+			alice, bob := h.connect(p[0], "alice"), h.connect(p[1], "bob")
+			carol := h.connect(p[1], "carol")
+			id, err := h.nodes[p[0]].Invite(ctx, as(alice), protocol.InviteArgs{Invitee: "bob", Data: "d", Timeout: secs(30)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ev := decode[protocol.NewInvitationEvent](t, h.expect(bob, protocol.EvReceiveNewInvitation)[0])
+			if ev.InviteID != id || ev.Inviter != "alice" || ev.Data != "d" || ev.Timeout != 30 {
+				t.Fatalf("bad ring %+v", ev)
+			}
+			h.expect(alice) // the actor's connection: a reply only
+			for _, n := range []string{"A", "B"} {
+				info, ok := h.nodes[n].Invitation(id)
+				if !ok || info.States["bob"] != signaling.StatePending {
+					t.Fatalf("node %s sees %+v, %v", n, info, ok)
+				}
+			}
+			if err := h.nodes[p[1]].Accept(ctx, as(bob), protocol.InviteIDArgs{InviteID: id, Data: "yes"}); err != nil {
+				t.Fatal(err)
+			}
+			acc := decode[protocol.InviteeEvent](t, h.expect(alice, protocol.EvInviteeAccepted)[0])
+			if acc.InviteID != id || acc.Invitee != "bob" || acc.Data != "yes" {
+				t.Fatalf("bad accept %+v", acc)
+			}
+			h.expect(bob)
+			h.expect(carol)
+			for _, n := range []string{"A", "B"} {
+				if _, ok := h.nodes[n].Invitation(id); ok {
+					t.Fatalf("node %s still sees the ended invitation", n)
+				}
+			}
+			mustCode(t, h.nodes[p[0]].Cancel(ctx, as(alice), protocol.InviteIDArgs{InviteID: id}), protocol.ErrInvalidInviteID)
+			h.noDeadlines()
+		}},
+		{"cancel", func(t *testing.T, h *clusterHarness, p [2]string) {
+			alice, bob := h.connect(p[0], "alice"), h.connect(p[1], "bob")
+			id := h.invite(p[0], alice, "bob")
+			h.expect(bob, protocol.EvReceiveNewInvitation)
+			if err := h.nodes[p[0]].Cancel(ctx, as(alice), protocol.InviteIDArgs{InviteID: id, Data: "bye"}); err != nil {
+				t.Fatal(err)
+			}
+			c := decode[protocol.CancelledEvent](t, h.expect(bob, protocol.EvInvitationCancelled)[0])
+			if c.InviteID != id || c.Data != "bye" {
+				t.Fatalf("bad cancel %+v", c)
+			}
+			h.expect(alice)
+			mustCode(t, h.nodes[p[1]].Accept(ctx, as(bob), protocol.InviteIDArgs{InviteID: id}), protocol.ErrInvalidInviteID)
+			h.noDeadlines()
+		}},
+		{"reject", func(t *testing.T, h *clusterHarness, p [2]string) {
+			alice, bob := h.connect(p[0], "alice"), h.connect(p[1], "bob")
+			id := h.invite(p[0], alice, "bob")
+			h.expect(bob, protocol.EvReceiveNewInvitation)
+			if err := h.nodes[p[1]].Reject(ctx, as(bob), protocol.InviteIDArgs{InviteID: id}); err != nil {
+				t.Fatal(err)
+			}
+			h.expect(alice, protocol.EvInviteeRejected)
+			h.expect(bob)
+			h.noDeadlines()
+		}},
+		{"modify", func(t *testing.T, h *clusterHarness, p [2]string) {
+			alice, bob := h.connect(p[0], "alice"), h.connect(p[1], "bob")
+			id := h.invite(p[0], alice, "bob")
+			h.expect(bob, protocol.EvReceiveNewInvitation)
+			if err := h.nodes[p[0]].ModifyInvitation(ctx, as(alice), protocol.InviteIDArgs{InviteID: id, Data: "v2"}); err != nil {
+				t.Fatal(err)
+			}
+			m := decode[protocol.ModifiedEvent](t, h.expect(bob, protocol.EvInvitationModified)[0])
+			if m.InviteID != id || m.Data != "v2" {
+				t.Fatalf("bad modify %+v", m)
+			}
+			if info, _ := h.nodes[p[1]].Invitation(id); info.Data != "v2" {
+				t.Fatalf("data is %q", info.Data)
+			}
+			mustCode(t, h.nodes[p[1]].ModifyInvitation(ctx, as(bob), protocol.InviteIDArgs{InviteID: id, Data: "x"}), protocol.ErrNoPermission)
+		}},
+		{"multi-device: both ring, accept on one stops the other", func(t *testing.T, h *clusterHarness, p [2]string) {
+			alice := h.connect(p[0], "alice")
+			bobA, bobB := h.connect("A", "bob"), h.connect("B", "bob")
+			id := h.invite(p[0], alice, "bob")
+			h.expect(bobA, protocol.EvReceiveNewInvitation)
+			h.expect(bobB, protocol.EvReceiveNewInvitation)
+			if err := h.nodes[p[1]].Accept(ctx, as(map[string]*session{"A": bobA, "B": bobB}[p[1]]), protocol.InviteIDArgs{InviteID: id}); err != nil {
+				t.Fatal(err)
+			}
+			h.expect(alice, protocol.EvInviteeAccepted)
+			answered, other := bobA, bobB
+			if p[1] == "B" {
+				answered, other = bobB, bobA
+			}
+			h.expect(other, protocol.EvInviteeAccepted)
+			h.expect(answered)
+		}},
+		{"offline invitee gets the ring and the kept events on the other node", func(t *testing.T, h *clusterHarness, p [2]string) {
+			alice := h.connect(p[0], "alice")
+			// bob is known (connected once, on the inviter's node), then offline.
+			h.nodes[p[0]].Detach(h.connect(p[0], "bob"))
+			id := h.invite(p[0], alice, "bob")
+			if err := h.nodes[p[0]].ModifyInvitation(ctx, as(alice), protocol.InviteIDArgs{InviteID: id, Data: "v2"}); err != nil {
+				t.Fatal(err)
+			}
+			if kept := h.kept(); kept <= 0 {
+				t.Fatalf("kept bytes %d after keeping an event", kept)
+			}
+			bob := h.connect(p[1], "bob")
+			evs := h.expect(bob, protocol.EvInvitationModified, protocol.EvReceiveNewInvitation)
+			if ring := decode[protocol.NewInvitationEvent](t, evs[1]); ring.InviteID != id || ring.Data != "v2" || ring.Timeout < 29 {
+				t.Fatalf("bad ring %+v", ring)
+			}
+			// The replayed entry is deleted and its bytes given back.
+			h.eventually(func() string {
+				if k := h.kept(); k != 0 {
+					return fmt.Sprintf("kept bytes %d once replayed", k)
+				}
+				return ""
+			})
+			// Replayed once: a device that connects later gets the ring,
+			// not the kept event.
+			bob2 := h.connect(p[0], "bob")
+			h.expect(bob2, protocol.EvReceiveNewInvitation)
+			if err := h.nodes[p[1]].Accept(ctx, as(bob), protocol.InviteIDArgs{InviteID: id}); err != nil {
+				t.Fatal(err)
+			}
+			h.expect(alice, protocol.EvInviteeAccepted)
+			h.expect(bob2, protocol.EvInviteeAccepted)
+		}},
+	}
+	for _, sc := range scenarios {
+		for _, p := range placements {
+			t.Run(fmt.Sprintf("%s/inviter on %s, invitee on %s", sc.name, p[0], p[1]), func(t *testing.T) {
+				sc.run(t, newClusterHarness(t, srv), p)
+			})
+		}
+	}
+}
+
+func (h *clusterHarness) invite(node string, from *session, to string) string {
+	h.t.Helper()
+	id, err := h.nodes[node].Invite(ctx, as(from), protocol.InviteArgs{Invitee: to, Timeout: secs(30)})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return id
+}
+
+func (h *clusterHarness) kept() int64 {
+	h.t.Helper()
+	n, err := h.srv.Client().HGet(ctx, h.prefix+"sig:kept", "*").Int64()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		h.t.Fatal(err)
+	}
+	return n
+}
+
+func (h *clusterHarness) noDeadlines() {
+	h.t.Helper()
+	if n, err := h.srv.Client().ZCard(ctx, h.prefix+"deadlines").Result(); err != nil || n != 0 {
+		h.t.Fatalf("deadlines left: %d, %v", n, err)
+	}
+}
+
+func (h *clusterHarness) eventually(cond func() string) {
+	h.t.Helper()
+	deadline := time.Now().Add(clusterWait)
+	for {
+		msg := cond()
+		if msg == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatal(msg)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestClusterTimeoutWithInviterNodeGone: the inviter's node closes; the
+// invitation times out from the other node, once.
+func TestClusterTimeoutWithInviterNodeGone(t *testing.T) {
+	srv := redistest.Start(t)
+	for _, p := range [][2]string{{"A", "B"}, {"B", "A"}} {
+		t.Run(fmt.Sprintf("inviter on %s", p[0]), func(t *testing.T) {
+			h := newClusterHarness(t, srv)
+			alice, bob := h.connect(p[0], "alice"), h.connect(p[1], "bob")
+			sent := time.Now()
+			id, err := h.nodes[p[0]].Invite(ctx, as(alice), protocol.InviteArgs{Invitee: "bob", Timeout: secs(1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			h.expect(bob, protocol.EvReceiveNewInvitation)
+			h.nodes[p[0]].Detach(alice)
+			h.nodes[p[0]].Close()
+			delete(h.nodes, p[0])
+			h.eventually(func() string {
+				if !bob.has(protocol.EvInvitationTimeout) {
+					return "no timeout"
+				}
+				return ""
+			})
+			late := time.Since(sent) - time.Second
+			evs := h.expect(bob, protocol.EvInvitationTimeout)
+			if to := decode[protocol.TimeoutEvent](t, evs[0]); to.InviteID != id || !slices.Equal(to.InviteeList, []string{"bob"}) {
+				t.Fatalf("bad timeout %+v", to)
+			}
+			t.Logf("timeout fired %v after its deadline", late)
+			if _, ok := h.nodes[p[1]].Invitation(id); ok {
+				t.Fatal("timed out invitation still live")
+			}
+			h.noDeadlines()
+			// alice, offline now, gets it kept: once, when she comes back.
+			alice2 := h.connect(p[1], "alice")
+			h.expect(alice2, protocol.EvInvitationTimeout)
+			h.expect(bob)
+		})
+	}
+}
+
+// TestClusterAcceptCancelRace: the inviter cancels on one node while the
+// invitee accepts on the other: exactly one wins, every round, and each
+// party hears the one outcome.
+func TestClusterAcceptCancelRace(t *testing.T) {
+	srv := redistest.Start(t)
+	h := newClusterHarness(t, srv)
+	alice, bob := h.connect("A", "alice"), h.connect("B", "bob")
+	const rounds = 200
+	accepted, cancelled := 0, 0
+	for round := range rounds {
+		id := h.invite("A", alice, "bob")
+		var wg sync.WaitGroup
+		var errAcc, errCan error
+		start := make(chan struct{})
+		wg.Go(func() {
+			<-start
+			errAcc = h.nodes["B"].Accept(ctx, as(bob), protocol.InviteIDArgs{InviteID: id})
+		})
+		wg.Go(func() {
+			<-start
+			errCan = h.nodes["A"].Cancel(ctx, as(alice), protocol.InviteIDArgs{InviteID: id})
+		})
+		close(start)
+		wg.Wait()
+		switch {
+		case errAcc == nil && errCan == nil:
+			t.Fatalf("round %d: both the accept and the cancel succeeded", round)
+		case errAcc == nil:
+			accepted++
+			mustCode(t, errCan, protocol.ErrInvalidInviteID)
+		case errCan == nil:
+			cancelled++
+			mustCode(t, errAcc, protocol.ErrInvalidInviteID)
+		default:
+			t.Fatalf("round %d: neither won: accept %v, cancel %v", round, errAcc, errCan)
+		}
+		if _, ok := h.nodes["B"].Invitation(id); ok {
+			t.Fatalf("round %d: the invitation outlived its outcome", round)
+		}
+	}
+	h.sync(alice, bob)
+	count := func(s *session, name string) int {
+		n := 0
+		for _, e := range s.take() {
+			if e.Event == name {
+				n++
+			} else if e.Event != protocol.EvReceiveNewInvitation {
+				t.Errorf("%s got %s", s.user, e.Event)
+			}
+		}
+		return n
+	}
+	if n := count(alice, protocol.EvInviteeAccepted); n != accepted {
+		t.Errorf("alice heard %d accepts; %d won", n, accepted)
+	}
+	if n := count(bob, protocol.EvInvitationCancelled); n != cancelled {
+		t.Errorf("bob heard %d cancels; %d won", n, cancelled)
+	}
+	t.Logf("%d rounds: %d accepted, %d cancelled", rounds, accepted, cancelled)
+	h.noDeadlines()
+}
+
+// TestClusterRoundTrips counts the Redis round trips of the operations on
+// the ring path (target: an invite in at most 4).
+func TestClusterRoundTrips(t *testing.T) {
+	srv := redistest.Start(t)
+	h := newClusterHarness(t, srv)
+	alice, bob := h.connect("A", "alice"), h.connect("B", "bob")
+	counted := context.WithValue(ctx, countedKey{}, true)
+	measure := func(node, what string, max int64, op func(context.Context) error) {
+		t.Helper()
+		rt := h.rts[node]
+		before := rt.n.Load()
+		if err := op(counted); err != nil {
+			t.Fatal(err)
+		}
+		n := rt.n.Load() - before
+		t.Logf("%s: %d round trips", what, n)
+		if n > max {
+			t.Errorf("%s took %d round trips; the target is %d", what, n, max)
+		}
+	}
+	var id string
+	measure("A", "invite", 4, func(c context.Context) error {
+		var err error
+		id, err = h.nodes["A"].Invite(c, as(alice), protocol.InviteArgs{Invitee: "bob", Timeout: secs(30)})
+		return err
+	})
+	h.expect(bob, protocol.EvReceiveNewInvitation)
+	measure("B", "accept", 4, func(c context.Context) error {
+		return h.nodes["B"].Accept(c, as(bob), protocol.InviteIDArgs{InviteID: id})
+	})
+	h.expect(alice, protocol.EvInviteeAccepted)
+}
+
+// TestClusterPrefixOnly: everything the nodes write is under the prefix.
+func TestClusterKeysUnderPrefix(t *testing.T) {
+	srv := redistest.Start(t)
+	h := newClusterHarness(t, srv)
+	alice, bob := h.connect("A", "alice"), h.connect("B", "bob")
+	h.invite("A", alice, "bob")
+	h.expect(bob, protocol.EvReceiveNewInvitation)
+	keys, err := redistest.Keys(ctx, srv.Client(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if !strings.HasPrefix(k, h.prefix) {
+			t.Errorf("key %q is not under the prefix", k)
+		}
+	}
+}
+
+func testLogger() *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}

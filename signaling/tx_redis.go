@@ -1,0 +1,658 @@
+package signaling
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/switchboard-rtc/switchboard/signaling/cluster"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
+)
+
+// The Redis backend of the tx (cluster mode, CLUSTER-DESIGN.md phase 2).
+//
+// An operation runs as one optimistic transaction on the node's Redis
+// connection: the keys it reads are WATCHed in the pipeline that reads
+// them (WATCH first), the decision (the same rules as the memory backend)
+// runs on what was read, and what it queued is written in one MULTI/EXEC
+// with the events' appends to the streams of the nodes holding the
+// recipients' connections, the kept copies for known users with none, the
+// kept-bytes counters and the invitation's deadline. If a watched key
+// changed meanwhile, EXEC does nothing and the decision runs again from
+// fresh reads (redisMaxTxAttempts times, then ErrStoreUnavailable).
+//
+// An operation names what it will read (txHint) so that its reads go in
+// one pipeline: an invite on the ring path is two round trips (read, EXEC);
+// an answer, cancel or modify three (the invitation, then its parties'
+// connections, then EXEC). A read the hint did not name costs one more
+// round trip: correct, slower. Keeping copies for offline users costs one
+// more (their outbox Seqs are taken from a counter before the EXEC, gaps on
+// a retry being harmless), and reading the kept bytes, when the quota must
+// be checked, one more.
+//
+// Keys (under the prefix, besides RedisStore's): sig:ring:<user> ZSET of
+// the invitations ringing for the user (pending, rung, not onlineUserOnly)
+// by creation (µs); sig:sent:<user> SET of the live invitations the user
+// sent; sig:obseq the outbox Seq counter; sig:kept HASH sender → bytes of
+// the copies kept on their behalf, and keptTotalField → all of them.
+
+// redisMaxTxAttempts bounds how often an operation's decision runs again
+// after a watched key changed.
+const redisMaxTxAttempts = 32
+
+// keptTotalField is the field of sig:kept holding the total ("*" is not
+// a valid user ID).
+const keptTotalField = "*"
+
+func (k redisKeys) ringing(user string) string { return k.p + "sig:ring:" + user }
+func (k redisKeys) sent(user string) string    { return k.p + "sig:sent:" + user }
+func (k redisKeys) obSeq() string              { return k.p + "sig:obseq" }
+func (k redisKeys) kept() string               { return k.p + "sig:kept" }
+
+// txHint names what an operation's decision will read, so that the Redis
+// backend reads it in one pipeline. The memory backend ignores it.
+type txHint struct {
+	invs    []string // invitations (and then their parties' connections)
+	users   []string // users whose connections and known flag are read
+	sentBy  []string // liveSentBy
+	ringing []string // ringingFor
+}
+
+// errNotInCluster refuses, in cluster mode, the operations whose Redis
+// backend is not written yet (groups: phase 2b).
+var errNotInCluster = protocol.ErrStoreUnavailable.WithMessage("this operation is not available in cluster mode yet")
+
+// redisTx is the Redis backend's tx for one attempt of one operation.
+// Reads that fail set err (the tx's methods return no error): the attempt
+// then fails with it, whatever the decision returned.
+type redisTx struct {
+	c   *clusterNode
+	ctx context.Context
+	rtx *redis.Tx
+	at  time.Time
+	err error
+
+	watching bool // a WATCH is armed on rtx (UNWATCH unless EXEC follows)
+	watched  map[string]bool
+	invs     map[string]*InvitationRecord // read (nil: absent)
+	nodes    map[string][]string          // users whose connections were read → live nodes
+	isKnown  map[string]bool              // read with nodes
+	ringN    map[string]int
+	sentN    map[string]int
+	keptRead bool
+	keptBy   map[string]int64
+	keptAll  int64
+	status   map[string]string
+
+	muts   []Mutation
+	evs    []*outgoing
+	sender string
+	force  bool
+	n      *InvitationNote
+	statCh []statusChange
+	extra  []func(context.Context, redis.Pipeliner) // queued in the EXEC too (a deadline's Done)
+	rounds int                                      // round trips of the attempt (tests count them)
+}
+
+var _ tx = (*redisTx)(nil)
+
+func newRedisTx(c *clusterNode, ctx context.Context, rtx *redis.Tx) *redisTx {
+	return &redisTx{c: c, ctx: ctx, rtx: rtx, at: c.e.clock.Now(), watched: map[string]bool{},
+		invs: map[string]*InvitationRecord{}, nodes: map[string][]string{}, isKnown: map[string]bool{},
+		ringN: map[string]int{}, sentN: map[string]int{}, keptBy: map[string]int64{}, status: map[string]string{}}
+}
+
+// read runs, in one pipeline, WATCH of the keys not watched yet, then the
+// reads queued by f. After a failure it does nothing.
+func (t *redisTx) read(keys []string, f func(redis.Pipeliner)) bool {
+	if t.err != nil {
+		return false
+	}
+	var watch []any
+	for _, k := range keys {
+		if !t.watched[k] {
+			t.watched[k] = true
+			watch = append(watch, k)
+		}
+	}
+	cmds, err := t.rtx.Pipelined(t.ctx, func(p redis.Pipeliner) error {
+		if len(watch) > 0 {
+			p.Do(t.ctx, append([]any{"watch"}, watch...)...)
+		}
+		f(p)
+		return nil
+	})
+	t.rounds++
+	if len(watch) > 0 {
+		t.watching = true
+	}
+	if err := pipelineErr(cmds, err); err != nil {
+		t.err = err
+		return false
+	}
+	return true
+}
+
+// load reads what h names (and the parties of the invitations it names):
+// one round trip, two when it names invitations.
+func (t *redisTx) load(h txHint) {
+	k := t.c.k
+	if len(h.invs) > 0 {
+		t.loadInvitations(h.invs)
+		for _, id := range h.invs {
+			if r := t.invs[id]; r != nil {
+				h.users = append(h.users, r.Inviter)
+				for _, v := range r.Invitees {
+					h.users = append(h.users, v.UserID)
+				}
+			}
+		}
+	}
+	users := t.missingUsers(h.users)
+	var ringing, sent []string
+	for _, u := range h.ringing {
+		if _, ok := t.ringN[u]; !ok && !slices.Contains(ringing, u) {
+			ringing = append(ringing, u)
+		}
+	}
+	for _, u := range h.sentBy {
+		if _, ok := t.sentN[u]; !ok && !slices.Contains(sent, u) {
+			sent = append(sent, u)
+		}
+	}
+	if len(users) == 0 && len(ringing) == 0 && len(sent) == 0 {
+		return
+	}
+	var keys []string
+	for _, u := range users {
+		keys = append(keys, t.c.ks.ConnKey(u))
+	}
+	for _, u := range ringing {
+		keys = append(keys, k.ringing(u))
+	}
+	for _, u := range sent {
+		keys = append(keys, k.sent(u))
+	}
+	var nodes *redis.Cmd
+	var known *redis.BoolSliceCmd
+	ringCmds := make([]*redis.IntCmd, len(ringing))
+	sentCmds := make([]*redis.IntCmd, len(sent))
+	if !t.read(keys, func(p redis.Pipeliner) {
+		if len(users) > 0 {
+			nodes = t.c.ks.QueueNodes(t.ctx, p, users)
+			known = p.SMIsMember(t.ctx, k.users(), stringsToAny(users)...)
+		}
+		for i, u := range ringing {
+			ringCmds[i] = p.ZCard(t.ctx, k.ringing(u))
+		}
+		for i, u := range sent {
+			sentCmds[i] = p.SCard(t.ctx, k.sent(u))
+		}
+	}) {
+		return
+	}
+	if len(users) > 0 {
+		found := map[string][]string{}
+		if err := parseNodesCmd(nodes, users, found); err != nil {
+			t.err = err
+			return
+		}
+		for i, u := range users {
+			t.nodes[u] = found[u]
+			t.isKnown[u] = known.Val()[i]
+		}
+	}
+	for i, u := range ringing {
+		t.ringN[u] = int(ringCmds[i].Val())
+	}
+	for i, u := range sent {
+		t.sentN[u] = int(sentCmds[i].Val())
+	}
+}
+
+func (t *redisTx) missingUsers(users []string) []string {
+	var out []string
+	for _, u := range users {
+		if _, ok := t.nodes[u]; !ok && !slices.Contains(out, u) {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+func (t *redisTx) loadInvitations(ids []string) {
+	var missing []string
+	for _, id := range ids {
+		if _, ok := t.invs[id]; !ok && !slices.Contains(missing, id) {
+			missing = append(missing, id)
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	keys := make([]string, len(missing))
+	for i, id := range missing {
+		keys[i] = t.c.k.inv(id)
+	}
+	cmds := make([]*redis.MapStringStringCmd, len(missing))
+	if !t.read(keys, func(p redis.Pipeliner) {
+		for i, key := range keys {
+			cmds[i] = p.HGetAll(t.ctx, key)
+		}
+	}) {
+		return
+	}
+	for i, id := range missing {
+		h := cmds[i].Val()
+		if len(h) == 0 {
+			t.invs[id] = nil
+			continue
+		}
+		r, err := decodeInvitation(id, h)
+		if err != nil {
+			t.err = dataErr("invitation %q: %w", id, err)
+			return
+		}
+		t.invs[id] = &r
+	}
+}
+
+func (t *redisTx) now() time.Time             { return t.at }
+func (t *redisTx) newID(prefix string) string { return t.c.e.newID(prefix) }
+
+func (t *redisTx) invitation(id string) (*invitation, bool) {
+	t.loadInvitations([]string{id})
+	r := t.invs[id]
+	if r == nil {
+		return nil, false
+	}
+	return invitationFromRecord(*r), true
+}
+
+func (t *redisTx) ringingFor(user string) int {
+	t.load(txHint{ringing: []string{user}})
+	return t.ringN[user]
+}
+
+func (t *redisTx) liveSentBy(user string) int {
+	t.load(txHint{sentBy: []string{user}})
+	return t.sentN[user]
+}
+
+func (t *redisTx) notInCluster() {
+	if t.err == nil {
+		t.err = errNotInCluster
+	}
+}
+
+func (t *redisTx) group(string) (*group, bool) { t.notInCluster(); return nil, false }
+func (t *redisTx) groupMember(string, string) (found, member bool) {
+	t.notInCluster()
+	return false, false
+}
+func (t *redisTx) groupCounts(string) (own, added int) { t.notInCluster(); return 0, 0 }
+
+func (t *redisTx) online(user string) bool {
+	t.load(txHint{users: []string{user}})
+	return len(t.nodes[user]) > 0
+}
+
+func (t *redisTx) known(user string) bool {
+	t.load(txHint{users: []string{user}})
+	return t.isKnown[user]
+}
+
+func (t *redisTx) keptBytes(sender string) (mine, total int64) {
+	if _, ok := t.keptBy[sender]; !ok || !t.keptRead {
+		var cmd *redis.SliceCmd
+		if !t.read([]string{t.c.k.kept()}, func(p redis.Pipeliner) {
+			cmd = p.HMGet(t.ctx, t.c.k.kept(), sender, keptTotalField)
+		}) {
+			return 0, 0
+		}
+		v := cmd.Val()
+		t.keptBy[sender] = atoi64(v[0])
+		t.keptAll, t.keptRead = atoi64(v[1]), true
+	}
+	return t.keptBy[sender], t.keptAll
+}
+
+func atoi64(v any) int64 {
+	s, _ := v.(string)
+	n, _ := strconv.ParseInt(s, 10, 64)
+	return n
+}
+
+func (t *redisTx) customStatus(user string) string {
+	if s, ok := t.status[user]; ok {
+		return s
+	}
+	if t.err != nil {
+		return ""
+	}
+	s, err := t.rtx.HGet(t.ctx, t.c.k.status(), user).Result()
+	t.rounds++
+	if err != nil && !errors.Is(err, redis.Nil) {
+		t.err = err
+	}
+	t.status[user] = s
+	return s
+}
+
+func (t *redisTx) apply(muts ...Mutation)           { t.muts = append(t.muts, muts...) }
+func (t *redisTx) emit(evs ...*outgoing)            { t.evs = append(t.evs, evs...) }
+func (t *redisTx) keepAs(sender string, force bool) { t.sender, t.force = sender, force }
+func (t *redisTx) note(n *InvitationNote)           { t.n = n }
+func (t *redisTx) statusChanged(user string, skip protocol.Session) {
+	t.statCh = append(t.statCh, statusChange{user, skip})
+}
+
+func (t *redisTx) empty() bool {
+	return len(t.muts) == 0 && len(t.evs) == 0 && t.n == nil && len(t.statCh) == 0 && len(t.extra) == 0
+}
+
+// unwatch releases a WATCH that no EXEC ended.
+func (t *redisTx) unwatch() {
+	if t.watching {
+		unwatch(t.ctx, t.rtx)
+		t.watching = false
+	}
+}
+
+// parseNodesCmd reads a QueueNodes result.
+func parseNodesCmd(cmd *redis.Cmd, users []string, out map[string][]string) error {
+	return cluster.ParseNodes(cmd, users, out)
+}
+
+// commit plans the kept copies, encodes the events and writes everything
+// the decision queued in one MULTI/EXEC (see the file's comment).
+func (t *redisTx) commit(exceptToken uint64) (selfEntry bool, err error) {
+	c, k, ctx := t.c, t.c.k, t.ctx
+	e := c.e
+	total, err := planKept(t, t.evs, t.sender, t.force, e.cfg.Limits)
+	if t.err != nil {
+		return false, t.err
+	}
+	if err != nil {
+		return false, err
+	}
+	// The copies to keep: known recipients with no live connection.
+	var keep int64
+	if total > 0 {
+		for _, ev := range t.evs {
+			if ev.cost == 0 {
+				continue
+			}
+			for _, u := range ev.users {
+				if keepFor(t, u, ev) {
+					keep++
+				}
+			}
+		}
+	}
+	if t.err != nil {
+		return false, t.err
+	}
+	if keep > 0 {
+		last, err := t.rtx.IncrBy(ctx, k.obSeq(), keep).Result()
+		t.rounds++
+		if err != nil {
+			return false, err
+		}
+		seq := last - keep
+		for _, ev := range t.evs {
+			if ev.cost == 0 {
+				continue
+			}
+			for _, u := range ev.users {
+				if keepFor(t, u, ev) {
+					if ev.offline == nil {
+						ev.offline = make(map[string]int64)
+					}
+					seq++
+					ev.offline[u] = seq
+				}
+			}
+		}
+	}
+	outMuts, err := e.encode(t.evs, t.at)
+	if err != nil {
+		return false, err
+	}
+	muts := append(slices.Clone(t.muts), outMuts...)
+	if err := checkRedisMutations(muts); err != nil {
+		return false, err
+	}
+	sim := newRedisSim(t.at.UnixMicro())
+	for id, r := range t.invs {
+		sim.knowInvitation(id, r)
+	}
+	for _, m := range muts {
+		if p, ok := m.(PutInvitation); ok {
+			if _, read := t.invs[p.Invitation.ID]; !read {
+				// A fresh random ID: nobody has it.
+				sim.knowInvitation(p.Invitation.ID, nil)
+			}
+		}
+	}
+	if err := sim.decide(k, muts); err != nil {
+		return false, err
+	}
+	// Every recipient's connections (the decision read those it needed).
+	var recipients []string
+	for _, ev := range t.evs {
+		recipients = append(recipients, ev.users...)
+	}
+	if t.load(txHint{users: recipients}); t.err != nil {
+		return false, t.err
+	}
+	batches := t.route(exceptToken)
+	_, selfEntry = batches[c.node]
+	cmds, err := t.rtx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		sim.queue(ctx, p)
+		t.queueIndexes(p)
+		if total > 0 {
+			var kept int64
+			for _, ev := range t.evs {
+				kept += ev.cost * int64(len(ev.offline))
+			}
+			if kept > 0 {
+				p.HIncrBy(ctx, k.kept(), t.sender, kept)
+				p.HIncrBy(ctx, k.kept(), keptTotalField, kept)
+			}
+		}
+		for _, node := range sortedKeys(batches) {
+			c.ks.Append(ctx, p, node, batches[node])
+		}
+		for _, f := range t.extra {
+			f(ctx, p)
+		}
+		return nil
+	})
+	t.rounds++
+	t.watching = false // EXEC (or DISCARD) ended it
+	if err != nil {
+		return false, err
+	}
+	if err := pipelineErr(cmds, nil); err != nil {
+		return false, err
+	}
+	return selfEntry, nil
+}
+
+// queueIndexes queues the writes of the cluster's indexes that the
+// mutations change: who an invitation rings, what a user sent, the
+// invitation's deadline.
+func (t *redisTx) queueIndexes(p redis.Pipeliner) {
+	ctx, k, ks := t.ctx, t.c.k, t.c.ks
+	for _, m := range t.muts {
+		switch m := m.(type) {
+		case PutInvitation:
+			r := m.Invitation
+			p.SAdd(ctx, k.sent(r.Inviter), r.ID)
+			for _, v := range r.Invitees {
+				if v.State == StatePending && !v.NoRing && !r.OnlineOnly {
+					p.ZAdd(ctx, k.ringing(v.UserID), redis.Z{Score: float64(r.CreatedAt.UnixMicro()), Member: r.ID})
+				}
+			}
+			if !r.Deadline.IsZero() {
+				ks.Schedule(ctx, p, r.ID, r.Deadline)
+			}
+		case SetInviteeState:
+			if m.State != StatePending {
+				p.ZRem(ctx, k.ringing(m.UserID), m.InviteID)
+			}
+		case DeleteInvitation:
+			r := t.record(m.InviteID)
+			if r == nil {
+				continue
+			}
+			p.SRem(ctx, k.sent(r.Inviter), r.ID)
+			for _, v := range r.Invitees {
+				p.ZRem(ctx, k.ringing(v.UserID), r.ID)
+			}
+			ks.Cancel(ctx, p, r.ID)
+		}
+	}
+}
+
+// record is the invitation id as read or put by this attempt.
+func (t *redisTx) record(id string) *InvitationRecord {
+	if r := t.invs[id]; r != nil {
+		return r
+	}
+	for _, m := range t.muts {
+		if p, ok := m.(PutInvitation); ok && p.Invitation.ID == id {
+			return &p.Invitation
+		}
+	}
+	return nil
+}
+
+// route groups the events by the nodes that hold their recipients'
+// connections: one stream entry per node (the recipients kept offline
+// are in the outbox mutations).
+func (t *redisTx) route(exceptToken uint64) map[string][]byte {
+	per := map[string]*streamBatch{}
+	for _, ev := range t.evs {
+		byNode := map[string][]string{}
+		for _, u := range ev.users {
+			if u == ev.silent {
+				continue
+			}
+			for _, n := range t.nodes[u] {
+				byNode[n] = append(byNode[n], u)
+			}
+		}
+		for n, users := range byNode {
+			b := per[n]
+			if b == nil {
+				b = &streamBatch{}
+				per[n] = b
+			}
+			it := streamItem{Users: users, Frame: ev.frame}
+			if ev.except != nil && n == t.c.node {
+				it.Except = exceptToken
+			}
+			if ev.name == protocol.EvReceiveNewInvitation {
+				if d, ok := ev.data.(protocol.NewInvitationEvent); ok {
+					it.Ring = d.InviteID
+				}
+			}
+			b.Items = append(b.Items, it)
+		}
+	}
+	out := make(map[string][]byte, len(per))
+	for n, b := range per {
+		out[n] = b.encode()
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// doRedis runs an operation's decision on the Redis backend (see the
+// file's comment); extra is queued in its EXEC. It returns the committed
+// attempt's tx, or nil when the decision queued nothing.
+func (c *clusterNode) do(ctx context.Context, h txHint, decide func(tx) error, extra func(context.Context, redis.Pipeliner)) (*redisTx, error) {
+	var token uint64
+	for range redisMaxTxAttempts {
+		var done *redisTx
+		var self bool
+		err := c.rdb.Watch(ctx, func(rtx *redis.Tx) error {
+			t := newRedisTx(c, ctx, rtx)
+			defer t.unwatch()
+			if extra != nil {
+				t.extra = append(t.extra, extra)
+			}
+			t.load(h)
+			if t.err != nil {
+				return t.err
+			}
+			err := decide(t)
+			if t.err != nil {
+				return t.err
+			}
+			if err != nil {
+				return err
+			}
+			if t.empty() {
+				done = t
+				return nil
+			}
+			if token == 0 && slices.ContainsFunc(t.evs, func(ev *outgoing) bool { return ev.except != nil }) {
+				token = c.exceptToken(t.evs)
+			}
+			var cerr error
+			self, cerr = t.commit(token)
+			if cerr == nil {
+				done = t
+			}
+			return cerr
+		})
+		if errors.Is(err, redis.TxFailedErr) {
+			c.conflicts.Add(1)
+			continue
+		}
+		if token != 0 && (err != nil || !self) {
+			c.dropExcept(token)
+		}
+		if err != nil {
+			return nil, c.txErr(ctx, err)
+		}
+		c.e.log.Debug("cluster op", "rounds", done.rounds)
+		c.lastRounds.Store(int64(done.rounds))
+		return done, nil
+	}
+	if token != 0 {
+		c.dropExcept(token)
+	}
+	c.e.log.Warn("cluster op gave up: watched keys kept changing", "attempts", redisMaxTxAttempts)
+	return nil, protocol.ErrStoreUnavailable
+}
+
+// txErr maps an attempt's error: the decision's own errors (protocol
+// errors) pass; Redis failing, or data it cannot read, is
+// ErrStoreUnavailable.
+func (c *clusterNode) txErr(ctx context.Context, err error) error {
+	var pe *protocol.Error
+	if errors.As(err, &pe) {
+		return err
+	}
+	if errors.Is(err, errStaleTimer) {
+		return err
+	}
+	c.e.log.Error("cluster op failed", "err", err, "ctx_err", ctx.Err())
+	return protocol.ErrStoreUnavailable
+}
