@@ -8,7 +8,7 @@ import (
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
-// One state machine, several backends (CLUSTER-DESIGN.md, issue 12).
+// One state machine, several backends (signaling/CLUSTER-DESIGN.md, issue 12).
 //
 // Every operation that changes state is split in two:
 //

@@ -13,7 +13,7 @@ import (
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
-// The Redis backend of the tx (cluster mode, CLUSTER-DESIGN.md phase 2).
+// The Redis backend of the tx (cluster mode, signaling/CLUSTER-DESIGN.md phase 2).
 //
 // An operation runs as one optimistic transaction on the node's Redis
 // connection: the keys it reads are WATCHed in the pipeline that reads

@@ -1,5 +1,5 @@
 // Package cluster holds the engine-independent primitives of cluster mode
-// on Redis (CLUSTER-DESIGN.md): node membership, the connection registry,
+// on Redis (signaling/CLUSTER-DESIGN.md): node membership, the connection registry,
 // per-node event streams and deadlines. It imports no engine package, so
 // that signaling, calls and rooms can all build on it.
 //

@@ -47,7 +47,7 @@ func NewKeyspace(prefix string, cfg Config) Keyspace {
 	return Keyspace{prefix: prefix, maxLen: cfg.StreamMaxLen}
 }
 
-// The keys, as in CLUSTER-DESIGN.md "Keys".
+// The keys, as in signaling/CLUSTER-DESIGN.md "Keys".
 
 // NodeKey is `node:<id>`, the node's expiring registration.
 func (k Keyspace) NodeKey(id string) string { return k.prefix + "node:" + id }
