@@ -397,21 +397,37 @@ func (e *Engine) planLocked(t tx, evs []*outgoing, sender string, force bool) er
 		return err
 	}
 	e.kept.charge(sender, total)
+	numberKept(t, evs, func() int64 {
+		e.outboxSeq++
+		return e.outboxSeq
+	})
+	return nil
+}
+
+// eachKept calls f for each copy of evs to keep, in order: for each
+// recipient u of an event with a kept cost (planKept) whom it is kept for.
+func eachKept(t tx, evs []*outgoing, f func(ev *outgoing, u string)) {
 	for _, ev := range evs {
 		if ev.cost == 0 {
 			continue
 		}
 		for _, u := range ev.users {
 			if keepFor(t, u, ev) {
-				if ev.offline == nil {
-					ev.offline = make(map[string]int64)
-				}
-				e.outboxSeq++
-				ev.offline[u] = e.outboxSeq
+				f(ev, u)
 			}
 		}
 	}
-	return nil
+}
+
+// numberKept gives each copy of evs to keep its outbox Seq, taken from
+// next (the backend's counter).
+func numberKept(t tx, evs []*outgoing, next func() int64) {
+	eachKept(t, evs, func(ev *outgoing, u string) {
+		if ev.offline == nil {
+			ev.offline = make(map[string]int64)
+		}
+		ev.offline[u] = next()
+	})
 }
 
 // planKept is the decision part of the planning, shared by the backends:

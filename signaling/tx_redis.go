@@ -383,16 +383,7 @@ func (t *redisTx) commit(exceptToken uint64) (selfEntry bool, err error) {
 	// The copies to keep: known recipients with no live connection.
 	var keep int64
 	if total > 0 {
-		for _, ev := range t.evs {
-			if ev.cost == 0 {
-				continue
-			}
-			for _, u := range ev.users {
-				if keepFor(t, u, ev) {
-					keep++
-				}
-			}
-		}
+		eachKept(t, t.evs, func(*outgoing, string) { keep++ })
 	}
 	if t.err != nil {
 		return false, t.err
@@ -404,20 +395,10 @@ func (t *redisTx) commit(exceptToken uint64) (selfEntry bool, err error) {
 			return false, err
 		}
 		seq := last - keep
-		for _, ev := range t.evs {
-			if ev.cost == 0 {
-				continue
-			}
-			for _, u := range ev.users {
-				if keepFor(t, u, ev) {
-					if ev.offline == nil {
-						ev.offline = make(map[string]int64)
-					}
-					seq++
-					ev.offline[u] = seq
-				}
-			}
-		}
+		numberKept(t, t.evs, func() int64 {
+			seq++
+			return seq
+		})
 	}
 	outMuts, err := e.encode(t.evs, t.at)
 	if err != nil {
