@@ -258,22 +258,9 @@ func (c *clusterNode) attach(ctx context.Context, s Conn) error {
 	user := s.UserID()
 	ready := make(chan struct{})
 	e.mu.Lock()
-	if e.closed {
+	if _, err := e.addSessionLocked(s); err != nil {
 		e.mu.Unlock()
-		return protocol.ErrShuttingDown
-	}
-	set := e.sessions[user]
-	if lim := e.cfg.Limits.ConnectionsPerUser; lim > 0 && len(set) >= lim {
-		e.mu.Unlock()
-		return protocol.ErrTooManyConnections.WithMessage("user %s already has %d connections", user, len(set))
-	}
-	if set == nil {
-		set = make(map[Conn]struct{})
-		e.sessions[user] = set
-	}
-	set[s] = struct{}{}
-	if len(set) == 1 {
-		e.notifyPresenceLocked(user, true)
+		return err
 	}
 	r := &Replay{e: e, s: s, user: user, cl: c, ready: ready, rung: map[string]bool{}}
 	e.replays[s] = r

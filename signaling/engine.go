@@ -266,18 +266,17 @@ func (e *Engine) Attach(ctx context.Context, s Conn) error {
 	return err
 }
 
-// register adds s to its user's connections and hands it its replay; first
-// reports that the user was not known.
-func (e *Engine) register(s Conn) (first bool, err error) {
-	user := s.UserID()
-	e.mu.Lock()
-	defer e.mu.Unlock()
+// addSessionLocked adds s to its user's connections, within
+// limits.connections_per_user (on this node), and tells the presence
+// observers when it is the user's first; n is the user's connections now.
+func (e *Engine) addSessionLocked(s Conn) (n int, err error) {
 	if e.closed {
-		return false, protocol.ErrShuttingDown
+		return 0, protocol.ErrShuttingDown
 	}
+	user := s.UserID()
 	set := e.sessions[user]
 	if lim := e.cfg.Limits.ConnectionsPerUser; lim > 0 && len(set) >= lim {
-		return false, protocol.ErrTooManyConnections.WithMessage("user %s already has %d connections", user, len(set))
+		return 0, protocol.ErrTooManyConnections.WithMessage("user %s already has %d connections", user, len(set))
 	}
 	if set == nil {
 		set = make(map[Conn]struct{})
@@ -286,6 +285,21 @@ func (e *Engine) register(s Conn) (first bool, err error) {
 	set[s] = struct{}{}
 	if len(set) == 1 {
 		e.notifyPresenceLocked(user, true)
+	}
+	return len(set), nil
+}
+
+// register adds s to its user's connections and hands it its replay; first
+// reports that the user was not known.
+func (e *Engine) register(s Conn) (first bool, err error) {
+	user := s.UserID()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n, err := e.addSessionLocked(s)
+	if err != nil {
+		return false, err
+	}
+	if n == 1 {
 		e.statusChangedLocked(user, false, nil)
 	}
 	if _, known := e.known[user]; !known {
