@@ -53,6 +53,10 @@ type clusterNode struct {
 	conflicts  atomic.Int64 // attempts that lost a race for a watched key
 	lastRounds atomic.Int64 // round trips of the last committed op
 
+	cfg       cluster.Config
+	done      chan struct{} // closed by close: the node's background work ends
+	closeOnce sync.Once
+
 	counted map[Conn]bool // connections counted in the registry; guarded by Engine.mu
 
 	mu      sync.Mutex // guards excepts, next; taken after Engine.mu, never before
@@ -66,7 +70,7 @@ func newClusterNode(ctx context.Context, e *Engine, p ClusterParams) (*clusterNo
 		return nil, err
 	}
 	c := &clusterNode{e: e, rdb: p.Client, k: redisKeys{p.Prefix}, ks: cluster.NewKeyspace(p.Prefix, p.Config),
-		node: p.NodeID, store: store, excepts: map[uint64]protocol.Session{}, counted: map[Conn]bool{}}
+		node: p.NodeID, store: store, cfg: p.Config, done: make(chan struct{}), excepts: map[uint64]protocol.Session{}, counted: map[Conn]bool{}}
 	cp := cluster.Params{Client: p.Client, Prefix: p.Prefix, NodeID: p.NodeID, Logger: e.log, Config: p.Config}
 	if c.reg, err = cluster.NewRegistry(cp); err != nil {
 		return nil, err
@@ -97,6 +101,7 @@ func newClusterNode(ctx context.Context, e *Engine, p ClusterParams) (*clusterNo
 func (c *clusterNode) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	c.closeOnce.Do(func() { close(c.done) })
 	c.poller.Close()
 	c.reader.Close()
 	if err := c.reg.Close(ctx); err != nil {
@@ -307,27 +312,90 @@ func (c *clusterNode) detach(user string) {
 	}
 }
 
-// missed reads what user missed: their kept Seqs and the invitations
-// ringing for them, oldest first.
-func (c *clusterNode) missed(ctx context.Context, user string) (seqs []int64, invites []string, err error) {
+// The replay claim: each kept event is replayed to one connection. A
+// connection's replay reads the user's outbox only if it takes the user's
+// claim sig:replay:<user> (SET NX with a lease of node_ttl, the claim's
+// value a fresh token), which it renews every node_ttl/3 while it replays
+// and releases (if still its own) once the entries it wrote are deleted:
+// a device that attaches meanwhile, on any node, gets no kept events, as
+// on one node (Engine.register); one that attaches later finds them
+// deleted. A claimer whose node dies loses the claim after node_ttl; what
+// it did not write stays kept.
+
+func (k redisKeys) replayClaim(user string) string { return k.p + "sig:replay:" + user }
+
+// renewClaimSrc extends a claim if it is still the token's.
+// KEYS: sig:replay:<user>. ARGV: token, lease ms.
+var renewClaimScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+`)
+
+// releaseClaimSrc (EVAL: it runs in a pipeline) deletes a claim if it is
+// still the token's. KEYS: sig:replay:<user>. ARGV: token.
+const releaseClaimSrc = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('DEL', KEYS[1])
+`
+
+// missed reads what user missed: their kept Seqs, if token takes their
+// replay claim (claimed), and the invitations ringing for them, oldest
+// first.
+func (c *clusterNode) missed(ctx context.Context, user, token string) (seqs []int64, invites []string, claimed bool, err error) {
+	var claim *redis.BoolCmd
 	var ob, ring *redis.StringSliceCmd
 	_, err = c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		claim = p.SetNX(ctx, c.k.replayClaim(user), token, c.cfg.NodeTTL)
 		ob = p.ZRange(ctx, c.k.obUser(user), 0, -1)
 		ring = p.ZRange(ctx, c.k.ringing(user), 0, -1)
 		return nil
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
-	for _, m := range ob.Val() {
-		n, err := strconv.ParseInt(m, 10, 64)
-		if err != nil {
-			return nil, nil, dataErr("outbox of %q holds %q", user, m)
+	if claimed = claim.Val(); claimed {
+		for _, m := range ob.Val() {
+			n, err := strconv.ParseInt(m, 10, 64)
+			if err != nil {
+				return nil, nil, true, dataErr("outbox of %q holds %q", user, m)
+			}
+			seqs = append(seqs, n)
 		}
-		seqs = append(seqs, n)
+		slices.Sort(seqs)
 	}
-	slices.Sort(seqs)
-	return seqs, ring.Val(), nil
+	return seqs, ring.Val(), claimed, nil
+}
+
+// renewClaimLocked renews the replay claim token of user every
+// node_ttl/3 until stop is closed or the node closes.
+func (c *clusterNode) renewClaimLocked(user, token string, stop <-chan struct{}) {
+	e := c.e
+	if e.closed {
+		return
+	}
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		tick := time.NewTicker(c.cfg.NodeTTL / 3)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-c.done:
+				return
+			case <-tick.C:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), c.cfg.OpTimeout)
+			ok, err := renewClaimScript.Run(ctx, c.rdb, []string{c.k.replayClaim(user)}, token, c.cfg.NodeTTL.Milliseconds()).Bool()
+			cancel()
+			if err == nil && !ok {
+				e.log.Warn("replay claim lost (Redis unavailable past node_ttl?); another connection may replay the same kept events", "user", user)
+				return
+			}
+		}
+	}()
 }
 
 // ringFrames renders the rings of the invitations ids that still ring for
@@ -386,9 +454,11 @@ type keptCostOf struct {
 	cost   int64
 }
 
-// deleteKept deletes user's replayed entries, in the background.
-func (e *Engine) deleteKeptLocked(user string, seqs []int64, costs map[int64]keptCostOf) {
-	if e.closed || len(seqs) == 0 {
+// finishReplayLocked deletes user's replayed entries, then releases
+// their replay claim token, in the background, in one pipeline (in
+// order: no other connection claims them before they are gone).
+func (e *Engine) finishReplayLocked(user, token string, seqs []int64, costs map[int64]keptCostOf) {
+	if e.closed || (len(seqs) == 0 && token == "") {
 		return
 	}
 	c := e.cl
@@ -403,10 +473,13 @@ func (e *Engine) deleteKeptLocked(user string, seqs []int64, costs map[int64]kep
 				p.Eval(ctx, keptDeleteSrc, []string{c.k.obEntry(seq), c.k.obUser(user), c.k.ob(), c.k.obExp(), c.k.kept()},
 					seqMember(seq), kc.sender, kc.cost, keptTotalField)
 			}
+			if token != "" {
+				p.Eval(ctx, releaseClaimSrc, []string{c.k.replayClaim(user)}, token)
+			}
 			return nil
 		})
 		if err != nil {
-			e.log.Warn("replayed kept events not deleted", "user", user, "n", len(seqs), "err", err)
+			e.log.Warn("replayed kept events not deleted, or replay claim not released (it expires)", "user", user, "n", len(seqs), "err", err)
 		}
 	}()
 }

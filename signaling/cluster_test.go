@@ -518,3 +518,49 @@ func testLogger() *slog.Logger {
 	}
 	return slog.New(slog.DiscardHandler)
 }
+
+// TestClusterReplayOnce: two devices of a user attach at the same moment
+// on different nodes; each kept event is replayed to exactly one of them.
+func TestClusterReplayOnce(t *testing.T) {
+	srv := redistest.Start(t)
+	h := newClusterHarness(t, srv)
+	const kept = 5
+	for round := range 10 {
+		user := fmt.Sprintf("bob%d", round)
+		h.nodes["A"].Detach(h.connect("A", user)) // known, then offline
+		for i := range kept {
+			if err := h.nodes["A"].SendEvent(ctx, []string{user}, "note", i, true); err != nil {
+				t.Fatal(err)
+			}
+		}
+		devs := []*session{{user: user}, {user: user}}
+		var wg sync.WaitGroup
+		for i, n := range []string{"A", "B"} {
+			wg.Go(func() {
+				if err := h.nodes[n].Attach(ctx, devs[i]); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		for _, s := range devs {
+			wg.Go(func() { s.drain() })
+		}
+		wg.Wait()
+		h.sync(devs...)
+		n := 0
+		for _, s := range devs {
+			for _, f := range s.take() {
+				if f.Event == "note" {
+					n++
+				}
+			}
+		}
+		if n != kept {
+			t.Fatalf("round %d: %d kept events replayed over the two devices; %d were kept", round, n, kept)
+		}
+		for i, n := range []string{"A", "B"} {
+			h.nodes[n].Detach(devs[i])
+		}
+	}
+}
