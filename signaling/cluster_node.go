@@ -15,6 +15,7 @@ import (
 
 	"github.com/switchboard-rtc/switchboard/signaling/cluster"
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
+	"github.com/switchboard-rtc/switchboard/signaling/redisdb"
 )
 
 // ClusterParams put the engine in cluster mode (Params.Cluster): its state
@@ -75,7 +76,7 @@ func newClusterNode(ctx context.Context, e *Engine, p ClusterParams) (*clusterNo
 	if c.reg, err = cluster.NewRegistry(cp); err != nil {
 		return nil, err
 	}
-	if c.members, err = cluster.NewMembership(cluster.MembershipParams{Params: cp, Addr: p.Addr, Registry: c.reg}); err != nil {
+	if c.members, err = cluster.NewMembership(cluster.MembershipParams{Params: cp, Addr: p.Addr, Registry: c.reg, DeadEvents: c.deadEvents}); err != nil {
 		return nil, err
 	}
 	if c.reader, err = cluster.NewReader(cluster.ReaderParams{Params: cp, Handle: c.handle, Lost: c.lost}); err != nil {
@@ -151,6 +152,20 @@ type streamItem struct {
 	Frame  json.RawMessage `json:"f"`
 	Except uint64          `json:"x,omitempty"` // this node's token of the actor's connection
 	Ring   string          `json:"r,omitempty"` // an onReceiveNewInvitation's invite ID
+	Keep   *streamKeep     `json:"k,omitempty"` // the event is kept for recipients gone before its delivery
+}
+
+// streamKeep is what a node needs to keep an event for a recipient who
+// has no connection left there when it reads the entry (or for the
+// recipients of a dead node's unread entries): as on one node
+// (Engine.deliverLocked), it is kept, without a quota check but charged
+// to Sender, unless the user has a connection on another node the event
+// went to. The data kept is the frame's.
+type streamKeep struct {
+	ID     string              `json:"id"`          // the event's, the same on every node (kept once per user)
+	Sender string              `json:"s,omitempty"` // whose kept bytes the copy counts against
+	Actor  string              `json:"a,omitempty"` // the actor's user: not kept for them
+	Nodes  map[string][]string `json:"n"`           // recipient (of this entry) → the nodes the event went to for them
 }
 
 func (b *streamBatch) encode() []byte {
@@ -160,7 +175,7 @@ func (b *streamBatch) encode() []byte {
 
 // handle delivers one entry of this node's stream to the local
 // connections of its users, in stream (commit) order.
-func (c *clusterNode) handle(_ context.Context, ev cluster.Event) {
+func (c *clusterNode) handle(ctx context.Context, ev cluster.Event) {
 	var b streamBatch
 	if err := json.Unmarshal(ev.Payload, &b); err != nil {
 		c.e.log.Error("cluster event unreadable; dropped", "id", ev.ID, "err", err)
@@ -168,6 +183,7 @@ func (c *clusterNode) handle(_ context.Context, ev cluster.Event) {
 	}
 	e := c.e
 	var tokens []uint64
+	var gone []keepJob
 	e.mu.Lock()
 	for _, it := range b.Items {
 		var skip protocol.Session
@@ -178,6 +194,9 @@ func (c *clusterNode) handle(_ context.Context, ev cluster.Event) {
 			tokens = append(tokens, it.Except)
 		}
 		for _, u := range it.Users {
+			if it.Keep != nil && len(e.sessions[u]) == 0 {
+				gone = append(gone, keepJob{user: u, it: it})
+			}
 			for s := range e.sessions[u] {
 				if s == skip {
 					continue
@@ -193,6 +212,112 @@ func (c *clusterNode) handle(_ context.Context, ev cluster.Event) {
 	for _, t := range tokens {
 		c.dropExcept(t)
 	}
+	for _, j := range gone {
+		if err := c.keep(context.WithoutCancel(ctx), c.node, j.user, j.it); err != nil {
+			e.log.Warn("event for a user gone before its delivery not kept", "user", j.user, "err", err)
+		}
+	}
+}
+
+type keepJob struct {
+	user string
+	it   streamItem
+}
+
+// deadEvents is Membership's DeadEvents: the unread entries of node (dead,
+// or this node leaving) go to their recipients' outboxes, as handle keeps
+// them for a recipient gone before the delivery.
+func (c *clusterNode) deadEvents(ctx context.Context, node string, events []cluster.Event) error {
+	for _, ev := range events {
+		var b streamBatch
+		if err := json.Unmarshal(ev.Payload, &b); err != nil {
+			c.e.log.Error("dead node's event unreadable; dropped", "node", node, "id", ev.ID, "err", err)
+			continue
+		}
+		for _, it := range b.Items {
+			if it.Keep == nil {
+				continue
+			}
+			for _, u := range it.Users {
+				if err := c.keep(ctx, node, u, it); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func (k redisKeys) keptOnce(id string) string { return k.p + "sig:kd:" + id }
+
+// keepScript keeps an event for a user who had a connection on node self
+// when it was decided and has none there now: unless the user is not
+// known, the event was kept for them already (by another node the event
+// went to), or one of those nodes is alive and still holds a connection of
+// theirs. It returns the outbox Seq, or 0 when not kept.
+// KEYS: conn:<user>, sig:kd:<event>, sig:obseq, sig:ob, sig:obexp,
+// sig:obu:<user>, sig:kept, sig:users.
+// ARGV: node key prefix, self, routed nodes ("\n"-separated), user,
+// sender, event, data, created, expires, expiry score, outbox entry key
+// prefix, marker ttl ms, cost, total field.
+var keepScript = redis.NewScript(`
+if redis.call('SISMEMBER', KEYS[8], ARGV[4]) == 0 then return 0 end
+local routed = {}
+for n in string.gmatch(ARGV[3], '[^\n]+') do routed[n] = true end
+local h = redis.call('HGETALL', KEYS[1])
+for i = 1, #h, 2 do
+  local n = h[i]
+  if n ~= ARGV[2] and routed[n] and tonumber(h[i + 1]) > 0 and redis.call('EXISTS', ARGV[1] .. n) == 1 then
+    return 0
+  end
+end
+if redis.call('SADD', KEYS[2], ARGV[4]) == 0 then return 0 end
+redis.call('PEXPIRE', KEYS[2], ARGV[12])
+local seq = redis.call('INCR', KEYS[3])
+redis.call('HSET', ARGV[11] .. seq, 'user', ARGV[4], 'sender', ARGV[5], 'event', ARGV[6], 'data', ARGV[7],
+  'created', ARGV[8], 'expires', ARGV[9])
+redis.call('ZADD', KEYS[6], seq, seq)
+redis.call('ZADD', KEYS[4], seq, seq)
+redis.call('ZADD', KEYS[5], ARGV[10], seq)
+redis.call('HINCRBY', KEYS[7], ARGV[5], ARGV[13])
+redis.call('HINCRBY', KEYS[7], ARGV[14], ARGV[13])
+return seq
+`)
+
+// keep keeps it for user, who had a connection on node self when it was
+// decided (see keepScript).
+func (c *clusterNode) keep(ctx context.Context, self, user string, it streamItem) error {
+	k := it.Keep
+	if user == k.Actor {
+		return nil
+	}
+	e := c.e
+	now := e.clock.Now()
+	ent := e.outboxEntry(user, 0, k.Sender, frameEvent(it.Frame), eventData(it.Frame), now)
+	if ent.Event == "" {
+		return dataErr("kept event without a name")
+	}
+	var routed []byte
+	for _, n := range k.Nodes[user] {
+		routed = append(append(routed, n...), '\n')
+	}
+	ttl := max(e.cfg.OfflineEventTTL, time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return keepScript.Run(ctx, c.rdb,
+		[]string{c.ks.ConnKey(user), c.k.keptOnce(k.ID), c.k.obSeq(), c.k.ob(), c.k.obExp(), c.k.obUser(user), c.k.kept(), c.k.users()},
+		c.ks.NodeKey(""), self, string(routed), user, ent.Sender, ent.Event, string(ent.Data),
+		redisdb.Time(ent.CreatedAt), redisdb.Time(ent.ExpiresAt), expScore(ent.ExpiresAt), c.k.obEntryOf(""),
+		ttl.Milliseconds(), keptCost(ent.Bytes()), keptTotalField).Err()
+}
+
+// frameEvent is the name of an encoded event frame.
+func frameEvent(frame []byte) string {
+	var f struct {
+		Event string `json:"event"`
+	}
+	_ = json.Unmarshal(frame, &f)
+	return f.Event
 }
 
 // ringLiveLocked reports whether a live ring of invitation id goes to s:

@@ -66,6 +66,7 @@ type clusterHarness struct {
 	cfg    signaling.Config
 	nodes  map[string]*signaling.Engine
 	rts    map[string]*opRoundTrips
+	rdbs   map[string]*redis.Client
 }
 
 func clusterConfig() cluster.Config {
@@ -82,7 +83,7 @@ func clusterConfig() cluster.Config {
 func newClusterHarness(t *testing.T, srv *redistest.Server) *clusterHarness {
 	t.Helper()
 	h := &clusterHarness{t: t, srv: srv, prefix: "c{" + t.Name() + "}:", cfg: signaling.DefaultConfig(),
-		nodes: map[string]*signaling.Engine{}, rts: map[string]*opRoundTrips{}}
+		nodes: map[string]*signaling.Engine{}, rts: map[string]*opRoundTrips{}, rdbs: map[string]*redis.Client{}}
 	for _, n := range []string{"A", "B"} {
 		h.start(n)
 	}
@@ -102,7 +103,7 @@ func (h *clusterHarness) start(node string) {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	h.nodes[node], h.rts[node] = eng, rt
+	h.nodes[node], h.rts[node], h.rdbs[node] = eng, rt, c
 	h.t.Cleanup(func() {
 		eng.Close()
 		_ = c.Close()
@@ -562,5 +563,80 @@ func TestClusterReplayOnce(t *testing.T) {
 		for i, n := range []string{"A", "B"} {
 			h.nodes[n].Detach(devs[i])
 		}
+	}
+}
+
+// kill cuts node off Redis as SIGKILL would: its loops stop reaching
+// Redis (its client is closed), its keys expire, the survivors clean up.
+func (h *clusterHarness) kill(node string) {
+	h.t.Helper()
+	if err := h.rdbs[node].Close(); err != nil {
+		h.t.Fatal(err)
+	}
+	delete(h.nodes, node)
+}
+
+// TestClusterKeptWhenGoneBeforeDelivery: an event routed to a node for a
+// user whose connection there closed before the node's reader handled it
+// is kept in the user's outbox (once), as on one node, and replayed on
+// their next connection, to any node.
+func TestClusterKeptWhenGoneBeforeDelivery(t *testing.T) {
+	srv := redistest.Start(t)
+	h := newClusterHarness(t, srv)
+	alice, bob := h.connect("A", "alice"), h.connect("B", "bob")
+	id := h.invite("A", alice, "bob")
+	h.expect(bob, protocol.EvReceiveNewInvitation)
+	h.nodes["B"].Detach(bob)
+	// The registry's removal is still on its way when the event is
+	// decided: bob looks connected on B.
+	if err := srv.Client().HSet(ctx, h.prefix+"conn:bob", "B", 1).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.nodes["A"].ModifyInvitation(ctx, as(alice), protocol.InviteIDArgs{InviteID: id, Data: "v2"}); err != nil {
+		t.Fatal(err)
+	}
+	h.eventually(func() string {
+		if k := h.kept(); k <= 0 {
+			return fmt.Sprintf("kept bytes %d: the event was not kept", k)
+		}
+		return ""
+	})
+	if err := srv.Client().HDel(ctx, h.prefix+"conn:bob", "B").Err(); err != nil {
+		t.Fatal(err)
+	}
+	bob2 := h.connect("A", "bob")
+	evs := h.expect(bob2, protocol.EvInvitationModified, protocol.EvReceiveNewInvitation)
+	if m := decode[protocol.ModifiedEvent](t, evs[0]); m.InviteID != id || m.Data != "v2" {
+		t.Fatalf("bad modify %+v", m)
+	}
+}
+
+// TestClusterDeadNodeEventsKept: the events a node had not read when it
+// died go to their users' outboxes, and reach them when they reconnect to
+// another node.
+func TestClusterDeadNodeEventsKept(t *testing.T) {
+	srv := redistest.Start(t)
+	h := newClusterHarness(t, srv)
+	alice, bob := h.connect("A", "alice"), h.connect("B", "bob")
+	id := h.invite("A", alice, "bob")
+	h.expect(bob, protocol.EvReceiveNewInvitation)
+	h.kill("B")
+	if err := h.nodes["A"].ModifyInvitation(ctx, as(alice), protocol.InviteIDArgs{InviteID: id, Data: "v2"}); err != nil {
+		t.Fatal(err)
+	}
+	// Routed to the dead node (its key had not expired yet), not kept.
+	if n, err := srv.Client().XLen(ctx, h.prefix+"ev:B").Result(); err != nil || n == 0 {
+		t.Fatalf("the event did not go to B's stream: %d entries, %v", n, err)
+	}
+	h.eventually(func() string {
+		if n, _ := srv.Client().Exists(ctx, h.prefix+"ev:B").Result(); n != 0 {
+			return "B's stream is still there: not cleaned up"
+		}
+		return ""
+	})
+	bob2 := h.connect("A", "bob")
+	evs := h.expect(bob2, protocol.EvInvitationModified, protocol.EvReceiveNewInvitation)
+	if m := decode[protocol.ModifiedEvent](t, evs[0]); m.InviteID != id || m.Data != "v2" {
+		t.Fatalf("bad modify %+v", m)
 	}
 }

@@ -539,6 +539,13 @@ func (t *redisTx) record(id string) *InvitationRecord {
 func (t *redisTx) route(exceptToken uint64) map[string][]byte {
 	per := map[string]*streamBatch{}
 	for _, ev := range t.evs {
+		var keep *streamKeep
+		if ev.keep {
+			keep = &streamKeep{ID: t.c.e.newID("kd"), Sender: t.sender, Nodes: map[string][]string{}}
+			if ev.except != nil {
+				keep.Actor = ev.except.UserID()
+			}
+		}
 		byNode := map[string][]string{}
 		for _, u := range ev.users {
 			if u == ev.silent {
@@ -555,6 +562,14 @@ func (t *redisTx) route(exceptToken uint64) map[string][]byte {
 				per[n] = b
 			}
 			it := streamItem{Users: users, Frame: ev.frame}
+			if keep != nil {
+				k := *keep
+				k.Nodes = make(map[string][]string, len(users))
+				for _, u := range users {
+					k.Nodes[u] = t.nodes[u]
+				}
+				it.Keep = &k
+			}
 			if ev.except != nil && n == t.c.node {
 				it.Except = exceptToken
 			}
