@@ -24,7 +24,9 @@ import (
 //
 // Phase 2a: invitations (invite, inviteInGroup excepted, accept, reject,
 // cancel, modify, timeouts), delivery across nodes, the outbox of known
-// users with no connection, the replay on attach. Groups and custom status
+// users with no connection (and of those whose connection closed, or whose
+// node died, before an event reached it), the replay on attach (of the
+// kept events by one connection of the user at a time, cluster-wide). Groups and custom status
 // are refused in cluster mode (store_unavailable with a message) until
 // their turn; presence events stay local to the node.
 type ClusterParams struct {

@@ -38,7 +38,21 @@ import (
 // the invitations ringing for the user (pending, rung, not onlineUserOnly)
 // by creation (µs); sig:sent:<user> SET of the live invitations the user
 // sent; sig:obseq the outbox Seq counter; sig:kept HASH sender → bytes of
-// the copies kept on their behalf, and keptTotalField → all of them.
+// the copies kept on their behalf, and keptTotalField → all of them;
+// sig:replay:<user> STRING the token of the connection replaying the
+// user's kept events (expires after node_ttl unless renewed; see
+// clusterNode.missed); sig:kd:<event> SET of the users an event routed to
+// a node was kept for after its delivery failed there (expires with the
+// offline event TTL; see keepScript).
+//
+// Delivery: an event goes, in one stream entry per node, to the nodes
+// holding its recipients' connections; the known recipients with none get
+// it in their outbox, in the same EXEC. An entry of an event to keep
+// (outgoing.keep) carries streamKeep: a node whose reader finds a
+// recipient with no connection left there keeps it for them, and so does
+// the survivor handing over a dead node's unread entries
+// (clusterNode.deadEvents), unless another node it went to still holds a
+// connection of the user (which delivers it); once per user.
 
 // redisMaxTxAttempts bounds how often an operation's decision runs again
 // after a watched key changed.
