@@ -15,6 +15,7 @@ import (
 
 	"github.com/switchboard-rtc/switchboard/signaling/cluster"
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
+	"github.com/switchboard-rtc/switchboard/signaling/redisdb"
 )
 
 // ClusterParams put the engine in cluster mode (Params.Cluster): its state
@@ -23,7 +24,9 @@ import (
 //
 // Phase 2a: invitations (invite, inviteInGroup excepted, accept, reject,
 // cancel, modify, timeouts), delivery across nodes, the outbox of known
-// users with no connection, the replay on attach. Groups and custom status
+// users with no connection (and of those whose connection closed, or whose
+// node died, before an event reached it), the replay on attach (of the
+// kept events by one connection of the user at a time, cluster-wide). Groups and custom status
 // are refused in cluster mode (store_unavailable with a message) until
 // their turn; presence events stay local to the node.
 type ClusterParams struct {
@@ -53,6 +56,10 @@ type clusterNode struct {
 	conflicts  atomic.Int64 // attempts that lost a race for a watched key
 	lastRounds atomic.Int64 // round trips of the last committed op
 
+	cfg       cluster.Config
+	done      chan struct{} // closed by close: the node's background work ends
+	closeOnce sync.Once
+
 	counted map[Conn]bool // connections counted in the registry; guarded by Engine.mu
 
 	mu      sync.Mutex // guards excepts, next; taken after Engine.mu, never before
@@ -66,12 +73,12 @@ func newClusterNode(ctx context.Context, e *Engine, p ClusterParams) (*clusterNo
 		return nil, err
 	}
 	c := &clusterNode{e: e, rdb: p.Client, k: redisKeys{p.Prefix}, ks: cluster.NewKeyspace(p.Prefix, p.Config),
-		node: p.NodeID, store: store, excepts: map[uint64]protocol.Session{}, counted: map[Conn]bool{}}
+		node: p.NodeID, store: store, cfg: p.Config, done: make(chan struct{}), excepts: map[uint64]protocol.Session{}, counted: map[Conn]bool{}}
 	cp := cluster.Params{Client: p.Client, Prefix: p.Prefix, NodeID: p.NodeID, Logger: e.log, Config: p.Config}
 	if c.reg, err = cluster.NewRegistry(cp); err != nil {
 		return nil, err
 	}
-	if c.members, err = cluster.NewMembership(cluster.MembershipParams{Params: cp, Addr: p.Addr, Registry: c.reg}); err != nil {
+	if c.members, err = cluster.NewMembership(cluster.MembershipParams{Params: cp, Addr: p.Addr, Registry: c.reg, DeadEvents: c.deadEvents}); err != nil {
 		return nil, err
 	}
 	if c.reader, err = cluster.NewReader(cluster.ReaderParams{Params: cp, Handle: c.handle, Lost: c.lost}); err != nil {
@@ -97,6 +104,7 @@ func newClusterNode(ctx context.Context, e *Engine, p ClusterParams) (*clusterNo
 func (c *clusterNode) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	c.closeOnce.Do(func() { close(c.done) })
 	c.poller.Close()
 	c.reader.Close()
 	if err := c.reg.Close(ctx); err != nil {
@@ -146,6 +154,20 @@ type streamItem struct {
 	Frame  json.RawMessage `json:"f"`
 	Except uint64          `json:"x,omitempty"` // this node's token of the actor's connection
 	Ring   string          `json:"r,omitempty"` // an onReceiveNewInvitation's invite ID
+	Keep   *streamKeep     `json:"k,omitempty"` // the event is kept for recipients gone before its delivery
+}
+
+// streamKeep is what a node needs to keep an event for a recipient who
+// has no connection left there when it reads the entry (or for the
+// recipients of a dead node's unread entries): as on one node
+// (Engine.deliverLocked), it is kept, without a quota check but charged
+// to Sender, unless the user has a connection on another node the event
+// went to. The data kept is the frame's.
+type streamKeep struct {
+	ID     string              `json:"id"`          // the event's, the same on every node (kept once per user)
+	Sender string              `json:"s,omitempty"` // whose kept bytes the copy counts against
+	Actor  string              `json:"a,omitempty"` // the actor's user: not kept for them
+	Nodes  map[string][]string `json:"n"`           // recipient (of this entry) → the nodes the event went to for them
 }
 
 func (b *streamBatch) encode() []byte {
@@ -155,7 +177,7 @@ func (b *streamBatch) encode() []byte {
 
 // handle delivers one entry of this node's stream to the local
 // connections of its users, in stream (commit) order.
-func (c *clusterNode) handle(_ context.Context, ev cluster.Event) {
+func (c *clusterNode) handle(ctx context.Context, ev cluster.Event) {
 	var b streamBatch
 	if err := json.Unmarshal(ev.Payload, &b); err != nil {
 		c.e.log.Error("cluster event unreadable; dropped", "id", ev.ID, "err", err)
@@ -163,6 +185,7 @@ func (c *clusterNode) handle(_ context.Context, ev cluster.Event) {
 	}
 	e := c.e
 	var tokens []uint64
+	var gone []keepJob
 	e.mu.Lock()
 	for _, it := range b.Items {
 		var skip protocol.Session
@@ -173,6 +196,9 @@ func (c *clusterNode) handle(_ context.Context, ev cluster.Event) {
 			tokens = append(tokens, it.Except)
 		}
 		for _, u := range it.Users {
+			if it.Keep != nil && len(e.sessions[u]) == 0 {
+				gone = append(gone, keepJob{user: u, it: it})
+			}
 			for s := range e.sessions[u] {
 				if s == skip {
 					continue
@@ -188,6 +214,112 @@ func (c *clusterNode) handle(_ context.Context, ev cluster.Event) {
 	for _, t := range tokens {
 		c.dropExcept(t)
 	}
+	for _, j := range gone {
+		if err := c.keep(context.WithoutCancel(ctx), c.node, j.user, j.it); err != nil {
+			e.log.Warn("event for a user gone before its delivery not kept", "user", j.user, "err", err)
+		}
+	}
+}
+
+type keepJob struct {
+	user string
+	it   streamItem
+}
+
+// deadEvents is Membership's DeadEvents: the unread entries of node (dead,
+// or this node leaving) go to their recipients' outboxes, as handle keeps
+// them for a recipient gone before the delivery.
+func (c *clusterNode) deadEvents(ctx context.Context, node string, events []cluster.Event) error {
+	for _, ev := range events {
+		var b streamBatch
+		if err := json.Unmarshal(ev.Payload, &b); err != nil {
+			c.e.log.Error("dead node's event unreadable; dropped", "node", node, "id", ev.ID, "err", err)
+			continue
+		}
+		for _, it := range b.Items {
+			if it.Keep == nil {
+				continue
+			}
+			for _, u := range it.Users {
+				if err := c.keep(ctx, node, u, it); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func (k redisKeys) keptOnce(id string) string { return k.p + "sig:kd:" + id }
+
+// keepScript keeps an event for a user who had a connection on node self
+// when it was decided and has none there now: unless the user is not
+// known, the event was kept for them already (by another node the event
+// went to), or one of those nodes is alive and still holds a connection of
+// theirs. It returns the outbox Seq, or 0 when not kept.
+// KEYS: conn:<user>, sig:kd:<event>, sig:obseq, sig:ob, sig:obexp,
+// sig:obu:<user>, sig:kept, sig:users.
+// ARGV: node key prefix, self, routed nodes ("\n"-separated), user,
+// sender, event, data, created, expires, expiry score, outbox entry key
+// prefix, marker ttl ms, cost, total field.
+var keepScript = redis.NewScript(`
+if redis.call('SISMEMBER', KEYS[8], ARGV[4]) == 0 then return 0 end
+local routed = {}
+for n in string.gmatch(ARGV[3], '[^\n]+') do routed[n] = true end
+local h = redis.call('HGETALL', KEYS[1])
+for i = 1, #h, 2 do
+  local n = h[i]
+  if n ~= ARGV[2] and routed[n] and tonumber(h[i + 1]) > 0 and redis.call('EXISTS', ARGV[1] .. n) == 1 then
+    return 0
+  end
+end
+if redis.call('SADD', KEYS[2], ARGV[4]) == 0 then return 0 end
+redis.call('PEXPIRE', KEYS[2], ARGV[12])
+local seq = redis.call('INCR', KEYS[3])
+redis.call('HSET', ARGV[11] .. seq, 'user', ARGV[4], 'sender', ARGV[5], 'event', ARGV[6], 'data', ARGV[7],
+  'created', ARGV[8], 'expires', ARGV[9])
+redis.call('ZADD', KEYS[6], seq, seq)
+redis.call('ZADD', KEYS[4], seq, seq)
+redis.call('ZADD', KEYS[5], ARGV[10], seq)
+redis.call('HINCRBY', KEYS[7], ARGV[5], ARGV[13])
+redis.call('HINCRBY', KEYS[7], ARGV[14], ARGV[13])
+return seq
+`)
+
+// keep keeps it for user, who had a connection on node self when it was
+// decided (see keepScript).
+func (c *clusterNode) keep(ctx context.Context, self, user string, it streamItem) error {
+	k := it.Keep
+	if user == k.Actor {
+		return nil
+	}
+	e := c.e
+	now := e.clock.Now()
+	ent := e.outboxEntry(user, 0, k.Sender, frameEvent(it.Frame), eventData(it.Frame), now)
+	if ent.Event == "" {
+		return dataErr("kept event without a name")
+	}
+	var routed []byte
+	for _, n := range k.Nodes[user] {
+		routed = append(append(routed, n...), '\n')
+	}
+	ttl := max(e.cfg.OfflineEventTTL, time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return keepScript.Run(ctx, c.rdb,
+		[]string{c.ks.ConnKey(user), c.k.keptOnce(k.ID), c.k.obSeq(), c.k.ob(), c.k.obExp(), c.k.obUser(user), c.k.kept(), c.k.users()},
+		c.ks.NodeKey(""), self, string(routed), user, ent.Sender, ent.Event, string(ent.Data),
+		redisdb.Time(ent.CreatedAt), redisdb.Time(ent.ExpiresAt), expScore(ent.ExpiresAt), c.k.obEntryOf(""),
+		ttl.Milliseconds(), keptCost(ent.Bytes()), keptTotalField).Err()
+}
+
+// frameEvent is the name of an encoded event frame.
+func frameEvent(frame []byte) string {
+	var f struct {
+		Event string `json:"event"`
+	}
+	_ = json.Unmarshal(frame, &f)
+	return f.Event
 }
 
 // ringLiveLocked reports whether a live ring of invitation id goes to s:
@@ -294,27 +426,90 @@ func (c *clusterNode) detach(user string) {
 	}
 }
 
-// missed reads what user missed: their kept Seqs and the invitations
-// ringing for them, oldest first.
-func (c *clusterNode) missed(ctx context.Context, user string) (seqs []int64, invites []string, err error) {
+// The replay claim: each kept event is replayed to one connection. A
+// connection's replay reads the user's outbox only if it takes the user's
+// claim sig:replay:<user> (SET NX with a lease of node_ttl, the claim's
+// value a fresh token), which it renews every node_ttl/3 while it replays
+// and releases (if still its own) once the entries it wrote are deleted:
+// a device that attaches meanwhile, on any node, gets no kept events, as
+// on one node (Engine.register); one that attaches later finds them
+// deleted. A claimer whose node dies loses the claim after node_ttl; what
+// it did not write stays kept.
+
+func (k redisKeys) replayClaim(user string) string { return k.p + "sig:replay:" + user }
+
+// renewClaimSrc extends a claim if it is still the token's.
+// KEYS: sig:replay:<user>. ARGV: token, lease ms.
+var renewClaimScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+`)
+
+// releaseClaimSrc (EVAL: it runs in a pipeline) deletes a claim if it is
+// still the token's. KEYS: sig:replay:<user>. ARGV: token.
+const releaseClaimSrc = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('DEL', KEYS[1])
+`
+
+// missed reads what user missed: their kept Seqs, if token takes their
+// replay claim (claimed), and the invitations ringing for them, oldest
+// first.
+func (c *clusterNode) missed(ctx context.Context, user, token string) (seqs []int64, invites []string, claimed bool, err error) {
+	var claim *redis.BoolCmd
 	var ob, ring *redis.StringSliceCmd
 	_, err = c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		claim = p.SetNX(ctx, c.k.replayClaim(user), token, c.cfg.NodeTTL)
 		ob = p.ZRange(ctx, c.k.obUser(user), 0, -1)
 		ring = p.ZRange(ctx, c.k.ringing(user), 0, -1)
 		return nil
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
-	for _, m := range ob.Val() {
-		n, err := strconv.ParseInt(m, 10, 64)
-		if err != nil {
-			return nil, nil, dataErr("outbox of %q holds %q", user, m)
+	if claimed = claim.Val(); claimed {
+		for _, m := range ob.Val() {
+			n, err := strconv.ParseInt(m, 10, 64)
+			if err != nil {
+				return nil, nil, true, dataErr("outbox of %q holds %q", user, m)
+			}
+			seqs = append(seqs, n)
 		}
-		seqs = append(seqs, n)
+		slices.Sort(seqs)
 	}
-	slices.Sort(seqs)
-	return seqs, ring.Val(), nil
+	return seqs, ring.Val(), claimed, nil
+}
+
+// renewClaimLocked renews the replay claim token of user every
+// node_ttl/3 until stop is closed or the node closes.
+func (c *clusterNode) renewClaimLocked(user, token string, stop <-chan struct{}) {
+	e := c.e
+	if e.closed {
+		return
+	}
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		tick := time.NewTicker(c.cfg.NodeTTL / 3)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-c.done:
+				return
+			case <-tick.C:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), c.cfg.OpTimeout)
+			ok, err := renewClaimScript.Run(ctx, c.rdb, []string{c.k.replayClaim(user)}, token, c.cfg.NodeTTL.Milliseconds()).Bool()
+			cancel()
+			if err == nil && !ok {
+				e.log.Warn("replay claim lost (Redis unavailable past node_ttl?); another connection may replay the same kept events", "user", user)
+				return
+			}
+		}
+	}()
 }
 
 // ringFrames renders the rings of the invitations ids that still ring for
@@ -373,9 +568,11 @@ type keptCostOf struct {
 	cost   int64
 }
 
-// deleteKept deletes user's replayed entries, in the background.
-func (e *Engine) deleteKeptLocked(user string, seqs []int64, costs map[int64]keptCostOf) {
-	if e.closed || len(seqs) == 0 {
+// finishReplayLocked deletes user's replayed entries, then releases
+// their replay claim token, in the background, in one pipeline (in
+// order: no other connection claims them before they are gone).
+func (e *Engine) finishReplayLocked(user, token string, seqs []int64, costs map[int64]keptCostOf) {
+	if e.closed || (len(seqs) == 0 && token == "") {
 		return
 	}
 	c := e.cl
@@ -390,10 +587,13 @@ func (e *Engine) deleteKeptLocked(user string, seqs []int64, costs map[int64]kep
 				p.Eval(ctx, keptDeleteSrc, []string{c.k.obEntry(seq), c.k.obUser(user), c.k.ob(), c.k.obExp(), c.k.kept()},
 					seqMember(seq), kc.sender, kc.cost, keptTotalField)
 			}
+			if token != "" {
+				p.Eval(ctx, releaseClaimSrc, []string{c.k.replayClaim(user)}, token)
+			}
 			return nil
 		})
 		if err != nil {
-			e.log.Warn("replayed kept events not deleted", "user", user, "n", len(seqs), "err", err)
+			e.log.Warn("replayed kept events not deleted, or replay claim not released (it expires)", "user", user, "n", len(seqs), "err", err)
 		}
 	}()
 }

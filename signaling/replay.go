@@ -41,12 +41,16 @@ type Replay struct {
 	// Cluster mode (cl set): the replay reads what was missed from Redis
 	// once ready is closed (the registry has the connection), rung holds
 	// the invitations rung to the connection (by the replay or live: one
-	// ring each), costs what each replayed kept entry counts for.
-	cl     *clusterNode
-	ready  chan struct{}
-	loaded bool
-	rung   map[string]bool
-	costs  map[int64]keptCostOf
+	// ring each), costs what each replayed kept entry counts for; claim is
+	// the token of the user's replay claim while the replay holds it (see
+	// clusterNode.missed), renewed until stopRenew is closed.
+	cl        *clusterNode
+	ready     chan struct{}
+	loaded    bool
+	rung      map[string]bool
+	costs     map[int64]keptCostOf
+	claim     string
+	stopRenew chan struct{}
 }
 
 // loadClusterLocked reads, once the attach is registered, what the user
@@ -57,14 +61,20 @@ func (r *Replay) loadClusterLocked(ctx context.Context) {
 	e.mu.Unlock()
 	var seqs []int64
 	var invites []string
+	var claimed bool
 	var err error
+	token := e.newID("rp")
 	select {
 	case <-r.ready:
-		seqs, invites, err = r.cl.missed(ctx, r.user)
+		seqs, invites, claimed, err = r.cl.missed(ctx, r.user, token)
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
 	e.mu.Lock()
+	if claimed && (err != nil || r.ended || len(seqs) == 0) {
+		e.finishReplayLocked(r.user, token, nil, nil)
+		claimed = false
+	}
 	if err != nil {
 		e.log.Warn("missed events not replayed", "user", r.user, "err", err)
 		return
@@ -72,9 +82,11 @@ func (r *Replay) loadClusterLocked(ctx context.Context) {
 	if r.ended {
 		return
 	}
-	if len(seqs) > 0 {
+	if claimed {
 		r.seqs, r.upTo = seqs, seqs[len(seqs)-1]
 		r.costs = map[int64]keptCostOf{}
+		r.claim, r.stopRenew = token, make(chan struct{})
+		r.cl.renewClaimLocked(r.user, token, r.stopRenew)
 	}
 	for _, id := range invites {
 		if !r.rung[id] {
@@ -225,15 +237,20 @@ func (e *Engine) endOutboxLocked(r *Replay) {
 		e.kept.tidy(r.user, box)
 	}
 	r.upTo, r.seqs = 0, nil
+	if r.cl != nil {
+		slices.Sort(r.written)
+		if r.stopRenew != nil {
+			close(r.stopRenew)
+			r.stopRenew = nil
+		}
+		e.finishReplayLocked(r.user, r.claim, r.written, r.costs)
+		r.claim, r.written = "", nil
+		return
+	}
 	if len(r.written) == 0 {
 		return
 	}
 	slices.Sort(r.written)
-	if r.cl != nil {
-		e.deleteKeptLocked(r.user, r.written, r.costs)
-		r.written = nil
-		return
-	}
 	e.kept.remove(r.user, r.written)
 	muts := make([]Mutation, len(r.written))
 	for i, seq := range r.written {

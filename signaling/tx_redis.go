@@ -38,7 +38,21 @@ import (
 // the invitations ringing for the user (pending, rung, not onlineUserOnly)
 // by creation (µs); sig:sent:<user> SET of the live invitations the user
 // sent; sig:obseq the outbox Seq counter; sig:kept HASH sender → bytes of
-// the copies kept on their behalf, and keptTotalField → all of them.
+// the copies kept on their behalf, and keptTotalField → all of them;
+// sig:replay:<user> STRING the token of the connection replaying the
+// user's kept events (expires after node_ttl unless renewed; see
+// clusterNode.missed); sig:kd:<event> SET of the users an event routed to
+// a node was kept for after its delivery failed there (expires with the
+// offline event TTL; see keepScript).
+//
+// Delivery: an event goes, in one stream entry per node, to the nodes
+// holding its recipients' connections; the known recipients with none get
+// it in their outbox, in the same EXEC. An entry of an event to keep
+// (outgoing.keep) carries streamKeep: a node whose reader finds a
+// recipient with no connection left there keeps it for them, and so does
+// the survivor handing over a dead node's unread entries
+// (clusterNode.deadEvents), unless another node it went to still holds a
+// connection of the user (which delivers it); once per user.
 
 // redisMaxTxAttempts bounds how often an operation's decision runs again
 // after a watched key changed.
@@ -520,6 +534,13 @@ func (t *redisTx) record(id string) *InvitationRecord {
 func (t *redisTx) route(exceptToken uint64) map[string][]byte {
 	per := map[string]*streamBatch{}
 	for _, ev := range t.evs {
+		var keep *streamKeep
+		if ev.keep {
+			keep = &streamKeep{ID: t.c.e.newID("kd"), Sender: t.sender, Nodes: map[string][]string{}}
+			if ev.except != nil {
+				keep.Actor = ev.except.UserID()
+			}
+		}
 		byNode := map[string][]string{}
 		for _, u := range ev.users {
 			if u == ev.silent {
@@ -536,6 +557,14 @@ func (t *redisTx) route(exceptToken uint64) map[string][]byte {
 				per[n] = b
 			}
 			it := streamItem{Users: users, Frame: ev.frame}
+			if keep != nil {
+				k := *keep
+				k.Nodes = make(map[string][]string, len(users))
+				for _, u := range users {
+					k.Nodes[u] = t.nodes[u]
+				}
+				it.Keep = &k
+			}
 			if ev.except != nil && n == t.c.node {
 				it.Except = exceptToken
 			}
