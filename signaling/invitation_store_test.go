@@ -15,20 +15,50 @@ import (
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
-// gateStore holds the first Apply after arm until release is closed.
+// gateStore holds the first Apply after armed is set until release is
+// closed, then applies it, or fails it with fail when fail is set.
 type gateStore struct {
 	signaling.Store
+	fail    error
 	armed   atomic.Bool
 	arrived chan struct{}
 	release chan struct{}
+}
+
+// newGateStore is a gateStore on a memory store.
+func newGateStore(fail error) *gateStore {
+	return &gateStore{Store: signaling.NewMemoryStore(), fail: fail, arrived: make(chan struct{}), release: make(chan struct{})}
 }
 
 func (g *gateStore) Apply(ctx context.Context, muts ...signaling.Mutation) error {
 	if g.armed.CompareAndSwap(true, false) {
 		close(g.arrived)
 		<-g.release
+		if g.fail != nil {
+			return g.fail
+		}
 	}
 	return g.Store.Apply(ctx, muts...)
+}
+
+// engineOn starts an engine on store with clock, and returns it with
+// connect, which attaches a new session of user (keeping what it receives).
+func engineOn(t *testing.T, store signaling.Store, clock *clocktest.Clock) (*signaling.Engine, func(user string) *session) {
+	t.Helper()
+	eng, err := signaling.NewEngine(context.Background(), signaling.Params{Config: signaling.DefaultConfig(), Store: store,
+		Clock: clock, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(eng.Close)
+	return eng, func(user string) *session {
+		t.Helper()
+		s := &session{user: user}
+		if err := eng.Attach(context.Background(), s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
 }
 
 // TestInviteeConnectingWhileTheInviteCommitsRingsOnce: an invitee who
@@ -38,20 +68,8 @@ func (g *gateStore) Apply(ctx context.Context, muts ...signaling.Mutation) error
 // (seen in web's TestRepeatedIdIsNeverPerformedTwice, whose invitee's
 // connection reached the engine after the client's dial returned).
 func TestInviteeConnectingWhileTheInviteCommitsRingsOnce(t *testing.T) {
-	gs := &gateStore{Store: signaling.NewMemoryStore(), arrived: make(chan struct{}), release: make(chan struct{})}
-	eng, err := signaling.NewEngine(context.Background(), signaling.Params{Config: signaling.DefaultConfig(), Store: gs,
-		Clock: clocktest.New(t0), Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(eng.Close)
-	connect := func(user string) *session {
-		s := &session{user: user}
-		if err := eng.Attach(context.Background(), s); err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
+	gs := newGateStore(nil)
+	eng, connect := engineOn(t, gs, clocktest.New(t0))
 	a := connect("alice")
 	eng.Detach(connect("bob")) // known, offline
 
@@ -117,19 +135,7 @@ func (r *recordStore) take() [][]signaling.Mutation {
 func TestEndedInvitationWritesItsDeletionOnly(t *testing.T) {
 	rs := &recordStore{Store: signaling.NewMemoryStore()}
 	clock := clocktest.New(t0)
-	eng, err := signaling.NewEngine(context.Background(), signaling.Params{Config: signaling.DefaultConfig(), Store: rs,
-		Clock: clock, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(eng.Close)
-	connect := func(user string) *session {
-		s := &session{user: user}
-		if err := eng.Attach(context.Background(), s); err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
+	eng, connect := engineOn(t, rs, clock)
 	a, b, c := connect("alice"), connect("bob"), connect("carol")
 	kinds := func(what string) []string {
 		var out []string

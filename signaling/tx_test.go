@@ -1,10 +1,7 @@
 package signaling_test
 
 import (
-	"context"
 	"errors"
-	"log/slog"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,43 +10,13 @@ import (
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
-// failOnceStore holds the first Apply after arm until release is closed,
-// then fails it.
-type failOnceStore struct {
-	signaling.Store
-	armed   atomic.Bool
-	arrived chan struct{}
-	release chan struct{}
-}
-
-func (f *failOnceStore) Apply(ctx context.Context, muts ...signaling.Mutation) error {
-	if f.armed.CompareAndSwap(true, false) {
-		close(f.arrived)
-		<-f.release
-		return errors.New("disk on fire")
-	}
-	return f.Store.Apply(ctx, muts...)
-}
-
 // TestFailedAnswerUndoKeepsAnotherAnswer: an answer whose write fails is
 // undone for its invitee only: another invitee's answer, decided and stored
 // while the failed write was in flight, stays (the undo restores what the
 // failed mutation touched, not the whole invitation as it was).
 func TestFailedAnswerUndoKeepsAnotherAnswer(t *testing.T) {
-	fs := &failOnceStore{Store: signaling.NewMemoryStore(), arrived: make(chan struct{}), release: make(chan struct{})}
-	eng, err := signaling.NewEngine(context.Background(), signaling.Params{Config: signaling.DefaultConfig(), Store: fs,
-		Clock: clocktest.New(t0), Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(eng.Close)
-	connect := func(user string) *session {
-		s := &session{user: user}
-		if err := eng.Attach(context.Background(), s); err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
+	fs := newGateStore(errors.New("disk on fire"))
+	eng, connect := engineOn(t, fs, clocktest.New(t0))
 	a, b, c := connect("alice"), connect("bob"), connect("carol")
 	connect("dave")
 	if _, err := eng.CreateGroup(ctx, as(a), protocol.CreateGroupArgs{GroupID: "g", Name: "g", MemberList: []string{"bob", "carol", "dave"}}); err != nil {
