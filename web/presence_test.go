@@ -46,16 +46,23 @@ func TestPresenceOverWebSocket(t *testing.T) {
 	if st := waitStatus(t, alice, "bob"); st.StatusType != protocol.StatusOnline {
 		t.Fatalf("bob's first device: %+v", st)
 	}
+	// bob's connections as the server counts them: a dial returns once the
+	// WebSocket is open, which can be before the server has attached it.
+	waitOnline := func(want int, when string) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); ts.engine.Online("bob") != want; {
+			if time.Now().After(deadline) {
+				t.Fatalf("bob has %d connections, want %d %s", ts.engine.Online("bob"), want, when)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 	laptop := ts.dial("bob")
+	waitOnline(2, "with the laptop")
 	_ = phone.Close()
 	// Once the server has seen the phone's close (bob still has the
 	// laptop), getUserStatus says online, and no event came.
-	for deadline := time.Now().Add(5 * time.Second); ts.engine.Online("bob") != 1; {
-		if time.Now().After(deadline) {
-			t.Fatalf("bob has %d connections, want 1 after the phone closed", ts.engine.Online("bob"))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitOnline(1, "after the phone closed")
 	if err := alice.ExpectNoEvent(ctx, 300*time.Millisecond, protocol.EvUserStatusChanged); err != nil {
 		t.Fatal(err)
 	}
