@@ -401,19 +401,8 @@ func shotPath(t *testing.T, name string) string {
 func TestBrowserClassroom(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), demoTestBudget)
 	defer cancel()
-	base := startServer(t, 0)
-	pages := startDemoPages(t, "teacher", "s1", "s2")
-	teacher, s1, s2 := pages[0], pages[1], pages[2]
-	for _, p := range pages {
-		signIn(ctx, t, p, base, p.name)
-		must(t, p.click(ctx, sel("tab-classroom"), uiWait))
-	}
-	must(t, teacher.click(ctx, sel("class-teach"), uiWait))
-	must(t, teacher.waitSel(ctx, sel("class-role", "role", "teacher"), uiWait))
-	for _, p := range []*browserPage{s1, s2} {
-		must(t, p.click(ctx, sel("class-join"), uiWait))
-		must(t, p.waitSel(ctx, sel("class-role", "role", "student"), uiWait))
-	}
+	teacher, s1, s2 := openClass(ctx, t)
+	pages := []*browserPage{teacher, s1, s2}
 	for _, u := range []string{"s1", "s2"} {
 		must(t, teacher.waitSel(ctx, sel("class-member", "user", u), uiWait))
 	}
@@ -625,4 +614,24 @@ func TestDemoScreenshots(t *testing.T) {
 	must(t, bob.click(ctx, sel("class-accept-speak"), uiWait))
 	must(t, carol.waitSel(ctx, sel("class-speaker", "state", "speaking"), uiWait))
 	shot(carol, "classroom-student")
+}
+
+// openClass signs a teacher and two students (s1, s2) in on the demo's
+// classroom tab: the teacher opens the class, the students join it.
+func openClass(ctx context.Context, t *testing.T) (teacher, s1, s2 *browserPage) {
+	t.Helper()
+	base := startServer(t, 0)
+	pages := startDemoPages(t, "teacher", "s1", "s2")
+	teacher, s1, s2 = pages[0], pages[1], pages[2]
+	for _, p := range pages {
+		signIn(ctx, t, p, base, p.name)
+		must(t, p.click(ctx, sel("tab-classroom"), uiWait))
+	}
+	must(t, teacher.click(ctx, sel("class-teach"), uiWait))
+	must(t, teacher.waitSel(ctx, sel("class-role", "role", "teacher"), uiWait))
+	for _, p := range []*browserPage{s1, s2} {
+		must(t, p.click(ctx, sel("class-join"), uiWait))
+		must(t, p.waitSel(ctx, sel("class-role", "role", "student"), uiWait))
+	}
+	return teacher, s1, s2
 }

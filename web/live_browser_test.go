@@ -64,19 +64,8 @@ func waitStreamGone(ctx context.Context, t *testing.T, p *browserPage, room, use
 func TestBrowserClassroomMedia(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), demoTestBudget)
 	defer cancel()
-	base := startServer(t, 0)
-	pages := startDemoPages(t, "teacher", "s1", "s2")
-	teacher, s1, s2 := pages[0], pages[1], pages[2]
-	for _, p := range pages {
-		signIn(ctx, t, p, base, p.name)
-		must(t, p.click(ctx, sel("tab-classroom"), uiWait))
-	}
-	must(t, teacher.click(ctx, sel("class-teach"), uiWait))
-	must(t, teacher.waitSel(ctx, sel("class-role", "role", "teacher"), uiWait))
-	for _, p := range []*browserPage{s1, s2} {
-		must(t, p.click(ctx, sel("class-join"), uiWait))
-		must(t, p.waitSel(ctx, sel("class-role", "role", "student"), uiWait))
-	}
+	teacher, s1, s2 := openClass(ctx, t)
+	pages := []*browserPage{teacher, s1, s2}
 	// The teacher reaches every student.
 	inParallel(t, []*browserPage{s1, s2}, func(_ int, p *browserPage) {
 		waitRising(ctx, t, p, classRoomJS, "teacher", "video", 30*time.Second)
