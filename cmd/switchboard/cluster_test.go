@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -377,6 +378,36 @@ func TestClusterScenarios(t *testing.T) {
 			bob2 := c.dial(t, at[2], b)
 			if ring := decodeAs[protocol.NewInvitationEvent](t, wait(t, bob2, protocol.EvReceiveNewInvitation, id)); ring.Data != "v2" {
 				t.Fatalf("late device rings with %q, want v2", ring.Data)
+			}
+		}},
+		{name: "events reach the invitee in commit order, once", parties: 2, run: func(t *testing.T, c *testCluster, at []int) {
+			a, b := c.user("alice"), c.user("bob")
+			alice, bob := c.dial(t, at[0], a), c.dial(t, at[1], b)
+			attached(t, bob)
+			id, err := alice.Invite(ctx(t), protocol.InviteArgs{Invitee: b, Data: "v1", Timeout: ptr(30)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, d := range []string{"v2", "v3", "v4"} {
+				if err := alice.ModifyInvitation(ctx(t), id, d); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := alice.Cancel(ctx(t), id, "v5"); err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, ev := range barrier(t, alice, bob, b) {
+				var d struct {
+					Data string `json:"data"`
+				}
+				_ = ev.Decode(&d)
+				got = append(got, ev.Name+":"+d.Data)
+			}
+			want := []string{protocol.EvReceiveNewInvitation + ":v1", protocol.EvInvitationModified + ":v2",
+				protocol.EvInvitationModified + ":v3", protocol.EvInvitationModified + ":v4", protocol.EvInvitationCancelled + ":v5"}
+			if !slices.Equal(got, want) {
+				t.Fatalf("bob got %v, want %v", got, want)
 			}
 		}},
 		{name: "timeout reaches both parties", parties: 2, run: func(t *testing.T, c *testCluster, at []int) {
