@@ -361,22 +361,17 @@ func (c *clusterNode) fire(ctx context.Context, d cluster.Due) {
 }
 
 // after runs, once an op committed, what stays on this node: the
-// observers' note and the status events.
+// observers' note. (Status events went with the others: statusEvents.)
 func (c *clusterNode) after(t *redisTx) {
-	if t == nil || (t.n == nil && len(t.statCh) == 0) {
+	if t == nil || t.n == nil {
 		return
 	}
 	e := c.e
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for _, s := range t.statCh {
-		e.statusChangedLocked(s.user, true, s.skip)
-	}
-	if t.n != nil {
-		n := *t.n
-		n.At = e.clock.Now()
-		e.notifyLocked(n)
-	}
+	n := *t.n
+	n.At = e.clock.Now()
+	e.notifyLocked(n)
 }
 
 // ---- connections ----
@@ -390,7 +385,8 @@ func (c *clusterNode) attach(ctx context.Context, s Conn) error {
 	user := s.UserID()
 	ready := make(chan struct{})
 	e.mu.Lock()
-	if _, err := e.addSessionLocked(s); err != nil {
+	n, err := e.addSessionLocked(s)
+	if err != nil {
 		e.mu.Unlock()
 		return err
 	}
@@ -399,7 +395,7 @@ func (c *clusterNode) attach(ctx context.Context, s Conn) error {
 	s.StartReplay(r)
 	e.mu.Unlock()
 
-	err := c.store.Apply(ctx, PutUser{UserID: user})
+	err = c.store.Apply(ctx, PutUser{UserID: user})
 	if err == nil {
 		// Counted even if Add fails (see Registry.Add): Detach uncounts it.
 		e.mu.Lock()
@@ -414,15 +410,25 @@ func (c *clusterNode) attach(ctx context.Context, s Conn) error {
 		return protocol.ErrStoreUnavailable
 	}
 	close(ready)
+	if n == 1 {
+		c.announce(ctx, user, true)
+	}
 	return nil
 }
 
-// detach uncounts a connection that Detach removed.
-func (c *clusterNode) detach(user string) {
+// detach uncounts a connection that Detach removed; last: the user has
+// no connection left on this node.
+func (c *clusterNode) detach(user string, last bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if err := c.reg.Remove(ctx, user); err != nil && !errors.Is(err, cluster.ErrClosed) {
-		c.e.log.Warn("cluster registry: connection removal not confirmed (retried in the background)", "user", user, "err", err)
+	if err := c.reg.Remove(ctx, user); err != nil {
+		if !errors.Is(err, cluster.ErrClosed) {
+			c.e.log.Warn("cluster registry: connection removal not confirmed (retried in the background)", "user", user, "err", err)
+		}
+		return
+	}
+	if last {
+		c.announce(context.Background(), user, false)
 	}
 }
 

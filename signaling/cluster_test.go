@@ -2,12 +2,14 @@ package signaling_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -82,7 +84,13 @@ func clusterConfig() cluster.Config {
 
 func newClusterHarness(t *testing.T, srv *redistest.Server) *clusterHarness {
 	t.Helper()
-	h := &clusterHarness{t: t, srv: srv, prefix: "c{" + t.Name() + "}:", cfg: signaling.DefaultConfig(),
+	return newClusterHarnessWith(t, srv, signaling.DefaultConfig())
+}
+
+// newClusterHarnessWith starts nodes A and B with the engine config cfg.
+func newClusterHarnessWith(t *testing.T, srv *redistest.Server, cfg signaling.Config) *clusterHarness {
+	t.Helper()
+	h := &clusterHarness{t: t, srv: srv, prefix: "c{" + t.Name() + "}:", cfg: cfg,
 		nodes: map[string]*signaling.Engine{}, rts: map[string]*opRoundTrips{}, rdbs: map[string]*redis.Client{}}
 	for _, n := range []string{"A", "B"} {
 		h.start(n)
@@ -123,7 +131,9 @@ func (h *clusterHarness) connect(node, user string) *session {
 
 // sync waits until every session has handled what was committed before:
 // a marker sent to their users after it reaches each of them (a node's
-// stream is read in order). The markers are removed.
+// stream is read in order). The markers are removed; each sync's marker
+// is its own (a user's other sessions get it too, and keep it until their
+// own sync).
 func (h *clusterHarness) sync(ss ...*session) {
 	h.t.Helper()
 	var users []string
@@ -132,15 +142,16 @@ func (h *clusterHarness) sync(ss ...*session) {
 			users = append(users, s.user)
 		}
 	}
+	n := syncSeq.Add(1)
 	for _, eng := range h.nodes {
-		if err := eng.SendEvent(ctx, users, "sync", struct{}{}, false); err != nil {
+		if err := eng.SendEvent(ctx, users, "sync", n, false); err != nil {
 			h.t.Fatal(err)
 		}
 		break
 	}
 	deadline := time.Now().Add(clusterWait)
 	for _, s := range ss {
-		for !s.has("sync") {
+		for !s.hasSync(n) {
 			if time.Now().After(deadline) {
 				h.t.Fatalf("%s: no sync marker after %v", s.user, clusterWait)
 			}
@@ -150,6 +161,19 @@ func (h *clusterHarness) sync(ss ...*session) {
 		s.evs = slices.DeleteFunc(s.evs, func(f protocol.EventFrame) bool { return f.Event == "sync" })
 		s.mu.Unlock()
 	}
+}
+
+// syncSeq numbers the sync markers.
+var syncSeq atomic.Int64
+
+func (s *session) hasSync(n int64) bool {
+	want := strconv.FormatInt(n, 10)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.ContainsFunc(s.evs, func(f protocol.EventFrame) bool {
+		raw, _ := f.Data.(json.RawMessage)
+		return f.Event == "sync" && string(raw) == want
+	})
 }
 
 func (s *session) has(name string) bool {

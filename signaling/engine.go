@@ -353,14 +353,19 @@ func (e *Engine) Detach(s Conn) {
 	}
 	if e.cl != nil && e.cl.counted[s] {
 		delete(e.cl.counted, s)
+		last := len(e.sessions[user]) == 0
 		e.mu.Unlock()
-		e.cl.detach(user) // the registry's write, without mu
+		e.cl.detach(user, last) // the registry's write, without mu
 		e.mu.Lock()
 	}
 }
 
-// Online reports how many connections user has open.
+// Online reports how many connections user has open (in cluster mode, on
+// the live nodes of the cluster).
 func (e *Engine) Online(user string) int {
+	if e.cl != nil {
+		return e.cl.online(user)
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return len(e.sessions[user])
