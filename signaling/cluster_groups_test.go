@@ -520,3 +520,55 @@ func TestClusterPresence(t *testing.T) {
 		})
 	}
 }
+
+// TestClusterPresenceRace: a user's two devices connect at the same moment
+// on the two nodes, then leave at the same moment: their subscriber hears
+// exactly one "online", then exactly one "offline", every round.
+func TestClusterPresenceRace(t *testing.T) {
+	srv := redistest.Start(t)
+	h := newClusterHarness(t, srv)
+	alice, bob := h.connect("A", "alice"), h.connect("B", "bob")
+	h.createGroup("A", alice, "g1", protocol.JoinAny, "bob", "carol")
+	if _, err := h.nodes["B"].SubscribeUserStatus(ctx, as(bob), protocol.UserIDListArgs{UserIDList: []string{"carol"}}); err != nil {
+		t.Fatal(err)
+	}
+	h.sync(bob)
+	bob.take()
+	const rounds = 100
+	for round := range rounds {
+		devs := []*session{{user: "carol"}, {user: "carol"}}
+		nodes := []string{"A", "B"}
+		if _, err := race(
+			func() error { return h.nodes[nodes[0]].Attach(ctx, devs[0]) },
+			func() error { return h.nodes[nodes[1]].Attach(ctx, devs[1]) }); err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range devs {
+			d.drain()
+		}
+		var got []string
+		for _, e := range h.expectAny(bob) {
+			got = append(got, string(decode[protocol.UserStatusResult](t, e).StatusList[0].StatusType))
+		}
+		if !slices.Equal(got, []string{"online"}) {
+			t.Fatalf("round %d: bob heard %v as carol's devices connected", round, got)
+		}
+		race(
+			func() error { h.nodes[nodes[0]].Detach(devs[0]); return nil },
+			func() error { h.nodes[nodes[1]].Detach(devs[1]); return nil })
+		got = nil
+		for _, e := range h.expectAny(bob) {
+			got = append(got, string(decode[protocol.UserStatusResult](t, e).StatusList[0].StatusType))
+		}
+		if !slices.Equal(got, []string{"offline"}) {
+			t.Fatalf("round %d: bob heard %v as carol's devices left", round, got)
+		}
+	}
+}
+
+// expectAny waits (sync) and returns what s got.
+func (h *clusterHarness) expectAny(s *session) []protocol.EventFrame {
+	h.t.Helper()
+	h.sync(s)
+	return s.take()
+}

@@ -22,13 +22,14 @@ import (
 // is in Redis, shared with the other nodes of the cluster, and decided
 // there by the Redis backend of the tx (tx_redis.go).
 //
-// Phase 2a: invitations (invite, inviteInGroup excepted, accept, reject,
-// cancel, modify, timeouts), delivery across nodes, the outbox of known
-// users with no connection (and of those whose connection closed, or whose
-// node died, before an event reached it), the replay on attach (of the
-// kept events by one connection of the user at a time, cluster-wide). Groups and custom status
-// are refused in cluster mode (store_unavailable with a message) until
-// their turn; presence events stay local to the node.
+// Phases 2a and 2b: invitations (invite, inviteInGroup, accept, reject,
+// cancel, modify, timeouts), groups, custom status, delivery across nodes,
+// the outbox of known users with no connection (and of those whose
+// connection closed, or whose node died, before an event reached it), the
+// replay on attach (of the kept events by one connection of the user at a
+// time, cluster-wide); the read-only views and presence (subscriptions,
+// status changes to the subscribers on any node) from Redis
+// (cluster_views.go).
 type ClusterParams struct {
 	Client redis.UniversalClient // one Redis (standalone or Sentinel); owned by the caller
 	Prefix string                // of every key (RedisStore's and the cluster's)

@@ -517,6 +517,35 @@ func TestClusterRoundTrips(t *testing.T) {
 		return h.nodes["B"].Accept(c, as(bob), protocol.InviteIDArgs{InviteID: id})
 	})
 	h.expect(alice, protocol.EvInviteeAccepted)
+
+	// Groups: a change is its reads, its recipients' connections, EXEC;
+	// a view is one round trip.
+	if _, err := h.nodes["A"].CreateGroup(ctx, as(alice), protocol.CreateGroupArgs{GroupID: "g1", Name: "g"}); err != nil {
+		t.Fatal(err)
+	}
+	measure("B", "joinGroup", 3, func(c context.Context) error {
+		return h.nodes["B"].JoinGroup(c, as(bob), protocol.GroupIDArgs{GroupID: "g1"})
+	})
+	measure("B", "getGroupMemberList", 1, func(c context.Context) error {
+		_, err := h.nodes["B"].GetGroupMemberList(c, as(bob), protocol.GroupIDArgs{GroupID: "g1"})
+		return err
+	})
+	// Its script is loaded by the first call (EVALSHA, then EVAL).
+	if _, err := h.nodes["B"].GetJoinedGroupList(ctx, as(bob)); err != nil {
+		t.Fatal(err)
+	}
+	measure("B", "getJoinedGroupList", 1, func(c context.Context) error {
+		_, err := h.nodes["B"].GetJoinedGroupList(c, as(bob))
+		return err
+	})
+	measure("B", "getUserStatus", 1, func(c context.Context) error {
+		_, err := h.nodes["B"].GetUserStatus(c, as(bob), protocol.UserIDListArgs{UserIDList: []string{"alice", "bob"}})
+		return err
+	})
+	measure("A", "inviteInGroup", 4, func(c context.Context) error {
+		_, err := h.nodes["A"].InviteInGroup(c, as(alice), protocol.InviteInGroupArgs{GroupID: "g1", InviteeList: []string{"bob"}, Timeout: secs(30)})
+		return err
+	})
 }
 
 // TestClusterPrefixOnly: everything the nodes write is under the prefix.

@@ -43,7 +43,12 @@ import (
 // user's kept events (expires after node_ttl unless renewed; see
 // clusterNode.missed); sig:kd:<event> SET of the users an event routed to
 // a node was kept for after its delivery failed there (expires with the
-// offline event TTL; see keepScript).
+// offline event TTL; see keepScript); sig:ugrp:<user> SET of the groups the
+// user is a member of, sig:ugown:<user> SET of those they created or joined
+// by themselves (groupCounts; both written with the group's mutations, in
+// their EXEC). A group is RedisStore's sig:grp:<id>, WATCHed when read: two
+// nodes racing on a group (a join and a dismissal, two joins past the
+// member cap, a quit and a kick) conflict, and the loser decides again.
 //
 // Delivery: an event goes, in one stream entry per node, to the nodes
 // holding its recipients' connections; the known recipients with none get
