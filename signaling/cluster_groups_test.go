@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
@@ -521,12 +522,34 @@ func TestClusterPresence(t *testing.T) {
 	}
 }
 
+// presenceLog is a PresenceObserver recording the transitions of one user.
+type presenceLog struct {
+	user string
+	mu   sync.Mutex
+	got  []bool
+}
+
+func (p *presenceLog) InvitationNote(signaling.InvitationNote) {}
+
+func (p *presenceLog) UserPresence(user string, online bool, _ time.Time) {
+	if user == p.user {
+		p.mu.Lock()
+		p.got = append(p.got, online)
+		p.mu.Unlock()
+	}
+}
+
 // TestClusterPresenceRace: a user's two devices connect at the same moment
 // on the two nodes, then leave at the same moment: their subscriber hears
-// exactly one "online", then exactly one "offline", every round.
+// exactly one "online", then exactly one "offline", every round, and so do
+// the presence observers of the cluster (one node's of them).
 func TestClusterPresenceRace(t *testing.T) {
 	srv := redistest.Start(t)
 	h := newClusterHarness(t, srv)
+	obs := &presenceLog{user: "carol"}
+	for _, n := range []string{"A", "B"} {
+		h.nodes[n].AddObserver(obs)
+	}
 	alice, bob := h.connect("A", "alice"), h.connect("B", "bob")
 	h.createGroup("A", alice, "g1", protocol.JoinAny, "bob", "carol")
 	if _, err := h.nodes["B"].SubscribeUserStatus(ctx, as(bob), protocol.UserIDListArgs{UserIDList: []string{"carol"}}); err != nil {
@@ -563,6 +586,29 @@ func TestClusterPresenceRace(t *testing.T) {
 		if !slices.Equal(got, []string{"offline"}) {
 			t.Fatalf("round %d: bob heard %v as carol's devices left", round, got)
 		}
+	}
+	// Two nodes' observers: their calls are in order per node only.
+	count := func() (on, off int) {
+		obs.mu.Lock()
+		defer obs.mu.Unlock()
+		for _, o := range obs.got {
+			if o {
+				on++
+			} else {
+				off++
+			}
+		}
+		return on, off
+	}
+	h.eventually(func() string {
+		if on, off := count(); on < rounds || off < rounds {
+			return fmt.Sprintf("the observers heard %d online, %d offline; %d of each happened", on, off, rounds)
+		}
+		return ""
+	})
+	h.sync(bob) // more rounds of both nodes' queues: an extra call shows
+	if on, off := count(); on != rounds || off != rounds {
+		t.Fatalf("the observers heard %d online, %d offline; %d of each happened", on, off, rounds)
 	}
 }
 

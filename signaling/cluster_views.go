@@ -39,21 +39,20 @@ func (k redisKeys) announced(user string) string { return k.p + "sig:on:" + user
 const viewTimeout = 5 * time.Second
 
 // joinedScript lists a user's groups: for each, its ID, name, owner, join
-// option, the user's packed member value and the number of members.
-// KEYS: sig:ugrp:<user>. ARGV: group key prefix, the user's member field,
-// member field prefix.
+// option, the user's packed member value and the number of members (the
+// hash's fields but the group's own four: RedisStore's layout).
+// KEYS: sig:ugrp:<user>. ARGV: group key prefix, the user's member field.
 var joinedScript = redis.NewScript(`
 local out = {}
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local k = ARGV[1] .. id
-  local h = redis.call('HMGET', k, '` + rfName + `', '` + rfOwner + `', '` + rfJoin + `', ARGV[2])
-  if h[4] then
-    local n = 0
-    local plen = string.len(ARGV[3])
-    for _, f in ipairs(redis.call('HKEYS', k)) do
-      if string.sub(f, 1, plen) == ARGV[3] then n = n + 1 end
+  local h = redis.call('HMGET', k, '` + rfName + `', '` + rfOwner + `', '` + rfJoin + `', '` + rfCreated + `', ARGV[2])
+  if h[5] then
+    local n = redis.call('HLEN', k)
+    for i = 1, 4 do
+      if h[i] then n = n - 1 end
     end
-    table.insert(out, {id, h[1] or '', h[2] or '', h[3] or '', h[4], n})
+    table.insert(out, {id, h[1] or '', h[2] or '', h[3] or '', h[5], n})
   end
 end
 return out
@@ -131,7 +130,7 @@ func (c *clusterNode) memberList(ctx context.Context, groupID, user string) (*gr
 // trip (a script over the user's group index).
 func (c *clusterNode) joinedGroups(ctx context.Context, user string) (protocol.GroupListResult, error) {
 	res := protocol.GroupListResult{GroupList: []protocol.GroupInfo{}}
-	v, err := joinedScript.Run(ctx, c.rdb, []string{c.k.userGroups(user)}, c.k.grp(""), rfMember+user, rfMember).Slice()
+	v, err := joinedScript.Run(ctx, c.rdb, []string{c.k.userGroups(user)}, c.k.grp(""), rfMember+user).Slice()
 	if err != nil {
 		return res, c.viewErr("joined group list", err)
 	}
@@ -364,7 +363,9 @@ func queueDropSubs(ctx context.Context, p redis.Pipeliner, k redisKeys, me strin
 // transaction (WATCHing the user's connections and the announced status):
 // of two nodes racing, one announces. Going offline, or online with no
 // connection elsewhere (a fresh start: their subscriptions of before, if
-// any, outlived a dead node), drops the user's subscriptions.
+// any, outlived a dead node), drops the user's subscriptions. The
+// presence observers (PresenceObserver) of the node that announces hear
+// it.
 func (c *clusterNode) announce(ctx context.Context, user string, first bool) {
 	ctx, cancel := context.WithTimeout(ctx, viewTimeout)
 	defer cancel()
@@ -394,7 +395,12 @@ func (c *clusterNode) announce(ctx context.Context, user string, first bool) {
 		c.e.log.Warn("status change not announced", "user", user, "err", err)
 		return
 	}
-	c.after(t)
+	if t != nil && len(t.announce) > 0 {
+		// The presence observers hear the cluster's transitions, once.
+		c.e.mu.Lock()
+		c.e.notifyPresenceLocked(user, t.online(user))
+		c.e.mu.Unlock()
+	}
 }
 
 // readAnnounced reads (WATCHing them) whether user's status was last

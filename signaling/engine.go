@@ -283,7 +283,7 @@ func (e *Engine) addSessionLocked(s Conn) (n int, err error) {
 		e.sessions[user] = set
 	}
 	set[s] = struct{}{}
-	if len(set) == 1 {
+	if len(set) == 1 && e.cl == nil { // cluster mode: clusterNode.announce
 		e.notifyPresenceLocked(user, true)
 	}
 	return len(set), nil
@@ -341,7 +341,7 @@ func (e *Engine) Detach(s Conn) {
 		delete(set, s)
 		if len(set) == 0 {
 			delete(e.sessions, user)
-			if had {
+			if had && e.cl == nil { // cluster mode: clusterNode.announce
 				e.notifyPresenceLocked(user, false)
 				e.dropSubscriptionsLocked(user)
 				e.statusChangedLocked(user, false, nil)
