@@ -63,6 +63,7 @@ func (r *opRoundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis
 
 type clusterHarness struct {
 	t      *testing.T
+	log    *slog.Logger
 	srv    *redistest.Server
 	prefix string
 	cfg    signaling.Config
@@ -84,13 +85,24 @@ func clusterConfig() cluster.Config {
 
 func newClusterHarness(t *testing.T, srv *redistest.Server) *clusterHarness {
 	t.Helper()
-	return newClusterHarnessWith(t, srv, signaling.DefaultConfig())
+	return newClusterHarnessOf(t, srv, signaling.DefaultConfig(), testLogger())
 }
 
 // newClusterHarnessWith starts nodes A and B with the engine config cfg.
 func newClusterHarnessWith(t *testing.T, srv *redistest.Server, cfg signaling.Config) *clusterHarness {
 	t.Helper()
-	h := &clusterHarness{t: t, srv: srv, prefix: "c{" + t.Name() + "}:", cfg: cfg,
+	return newClusterHarnessOf(t, srv, cfg, testLogger())
+}
+
+// newClusterHarnessLog is newClusterHarness with the engines logging to log.
+func newClusterHarnessLog(t *testing.T, srv *redistest.Server, log *slog.Logger) *clusterHarness {
+	t.Helper()
+	return newClusterHarnessOf(t, srv, signaling.DefaultConfig(), log)
+}
+
+func newClusterHarnessOf(t *testing.T, srv *redistest.Server, cfg signaling.Config, log *slog.Logger) *clusterHarness {
+	t.Helper()
+	h := &clusterHarness{t: t, log: log, srv: srv, prefix: "c{" + t.Name() + "}:", cfg: cfg,
 		nodes: map[string]*signaling.Engine{}, rts: map[string]*opRoundTrips{}, rdbs: map[string]*redis.Client{}}
 	for _, n := range []string{"A", "B"} {
 		h.start(n)
@@ -106,7 +118,7 @@ func (h *clusterHarness) start(node string) {
 	rt := &opRoundTrips{}
 	c.AddHook(rt)
 	eng, err := signaling.NewEngine(context.Background(), signaling.Params{Config: h.cfg,
-		Logger:  testLogger(),
+		Logger:  h.log,
 		Cluster: &signaling.ClusterParams{Client: c, Prefix: h.prefix, NodeID: node, Config: clusterConfig()}})
 	if err != nil {
 		h.t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -56,17 +57,6 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   end
 end
 return out
-`)
-
-// onlineScript counts a user's connections on live nodes.
-// KEYS: conn:<user>. ARGV: node key prefix.
-var onlineScript = redis.NewScript(`
-local h = redis.call('HGETALL', KEYS[1])
-local n = 0
-for i = 1, #h, 2 do
-  if redis.call('EXISTS', ARGV[1] .. h[i]) == 1 then n = n + tonumber(h[i + 1]) end
-end
-return n
 `)
 
 // watchersScript lists the subscribers of a user who may see their status
@@ -168,15 +158,31 @@ func (c *clusterNode) isGroupMember(groupID, user string) bool {
 	return ok
 }
 
-// online is Online: the user's connections on the live nodes of the
-// cluster; on a Redis failure, those on this node.
+// online is Online: the user's connections on the nodes the cluster
+// counts (those QueueNodes finds), one round trip; on a Redis failure,
+// those on this node.
 func (c *clusterNode) online(user string) int {
 	ctx, cancel := context.WithTimeout(context.Background(), viewTimeout)
 	defer cancel()
-	n, err := onlineScript.Run(ctx, c.rdb, []string{c.ks.ConnKey(user)}, c.ks.NodeKey("")).Int()
+	var nodesCmd *redis.Cmd
+	var counts *redis.MapStringStringCmd
+	_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		nodesCmd = c.ks.QueueNodes(ctx, p, []string{user})
+		counts = p.HGetAll(ctx, c.ks.ConnKey(user))
+		return nil
+	})
+	nodes := map[string][]string{}
+	if err == nil {
+		err = parseNodesCmd(nodesCmd, []string{user}, nodes)
+	}
 	if err != nil {
 		c.e.log.Warn("connection count not read; counting this node's", "user", user, "err", err)
 		return c.reg.Local(user)
+	}
+	n := 0
+	for _, node := range nodes[user] {
+		k, _ := strconv.Atoi(counts.Val()[node])
+		n += k
 	}
 	return n
 }
