@@ -867,3 +867,34 @@ func TestLogConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterNodeConfigs: the three example node configs in configs/ load
+// and validate, run in cluster mode on one Redis with one auth secret, and
+// differ in node ID and in every port a node binds.
+func TestClusterNodeConfigs(t *testing.T) {
+	t.Parallel()
+	seen := map[string]string{} // a value that must be unique → the file that has it
+	var redis, secret string
+	for i := 1; i <= 3; i++ {
+		path := filepath.Join("..", "..", "configs", "cluster-node"+strconv.Itoa(i)+".yaml")
+		cfg, err := LoadConfig([]string{"--config", path})
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if !cfg.Cluster.Enabled() || cfg.Cluster.NodeID == "" {
+			t.Errorf("%s: not a cluster node: %+v", path, cfg.Cluster)
+		}
+		if i == 1 {
+			redis, secret = cfg.Cluster.Redis.Addr, string(cfg.Auth.Secret)
+		} else if cfg.Cluster.Redis.Addr != redis || string(cfg.Auth.Secret) != secret {
+			t.Errorf("%s: Redis %q and secret differ from node 1's %q", path, cfg.Cluster.Redis.Addr, redis)
+		}
+		for _, v := range []string{"node " + cfg.Cluster.NodeID, "addr " + cfg.Server.Addr,
+			"udp " + strconv.Itoa(cfg.Media.SFU.UDPPort), "addr " + cfg.Metrics.Addr} {
+			if other, ok := seen[v]; ok {
+				t.Errorf("%s: %s is also %s's", path, v, other)
+			}
+			seen[v] = path
+		}
+	}
+}
