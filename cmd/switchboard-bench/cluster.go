@@ -373,6 +373,7 @@ func (c *cluster) urls() []string {
 type clusterResult struct {
 	Nodes            int           `json:"cluster_nodes"`
 	RedisAOF         string        `json:"redis_aof"`
+	StandaloneFirst  bool          `json:"standalone_first"`
 	CrossNodeSetups  int64         `json:"cross_node_setups"`
 	Setups           int64         `json:"setups"`
 	NodeCPUS         float64       `json:"node_cpu_s"`
@@ -433,44 +434,59 @@ func runSignalingCluster(ctx context.Context, o sigOptions, stdout, stderr io.Wr
 		return nil, err
 	}
 
-	fmt.Fprintf(stderr, "signaling: starting redis-server (aof %s) and %d nodes…\n", o.redisAOF, o.cluster)
-	cl, err := startCluster(ctx, o, bin, secret, stderr)
-	if err != nil {
-		return nil, fmt.Errorf("start cluster: %w", err)
+	var main, base *loadResult
+	n := o.cluster
+	runCluster := func() error {
+		fmt.Fprintf(stderr, "signaling: starting redis-server (aof %s) and %d nodes…\n", o.redisAOF, o.cluster)
+		cl, err := startCluster(ctx, o, bin, secret, stderr)
+		if err != nil {
+			return fmt.Errorf("start cluster: %w", err)
+		}
+		fmt.Fprintf(stderr, "signaling: redis at %s, nodes at %s; connecting %d idle users…\n", cl.redis.addr, strings.Join(cl.urls(), " "), idle)
+		main, err = runTarget(ctx, o, idle, sigTarget{
+			wsURL: cl.nodes[0].wsURL, wsURLs: cl.urls(), secret: secret, memory: cl.memory, counters: cl.counters,
+			newDriver: func(ctx context.Context, i int, caller, callee string) (*pair, error) {
+				// The callee is on the node after the caller's: every ring
+				// crosses nodes, and every node has callers and callees.
+				return dialServerPair(ctx, cl.nodes[i%n], cl.nodes[(i+1)%n], caller, callee)
+			},
+		}, stderr)
+		if serr := cl.stop(); serr != nil && err == nil {
+			fmt.Fprintln(stderr, "signaling: cluster stop:", serr)
+		}
+		if err != nil {
+			return fmt.Errorf("cluster run: %w", err)
+		}
+		return nil
 	}
-	fmt.Fprintf(stderr, "signaling: redis at %s, nodes at %s; connecting %d idle users…\n", cl.redis.addr, strings.Join(cl.urls(), " "), idle)
-	n := len(cl.nodes)
-	main, err := runTarget(ctx, o, idle, sigTarget{
-		wsURL: cl.nodes[0].wsURL, wsURLs: cl.urls(), secret: secret, memory: cl.memory, counters: cl.counters,
-		newDriver: func(ctx context.Context, i int, caller, callee string) (*pair, error) {
-			// The callee is on the node after the caller's: every ring
-			// crosses nodes, and every node has callers and callees.
-			return dialServerPair(ctx, cl.nodes[i%n], cl.nodes[(i+1)%n], caller, callee)
-		},
-	}, stderr)
-	if serr := cl.stop(); serr != nil && err == nil {
-		fmt.Fprintln(stderr, "signaling: cluster stop:", serr)
+	runStandalone := func() error {
+		fmt.Fprintln(stderr, "signaling: standalone baseline (the same binary)…")
+		srv, err := runChild(ctx, bin, secret, nil, o.server.verbose, stderr)
+		if err != nil {
+			return fmt.Errorf("start standalone server: %w", err)
+		}
+		base, err = runTarget(ctx, o, idle, sigTarget{
+			wsURL: srv.wsURL, secret: secret, memory: srv.memory, counters: srv.counters,
+			newDriver: func(ctx context.Context, _ int, caller, callee string) (*pair, error) {
+				return dialServerPair(ctx, srv, srv, caller, callee)
+			},
+		}, stderr)
+		if serr := srv.stop(); serr != nil && err == nil {
+			fmt.Fprintln(stderr, "signaling: standalone stop:", serr)
+		}
+		if err != nil {
+			return fmt.Errorf("standalone run: %w", err)
+		}
+		return nil
 	}
-	if err != nil {
-		return nil, fmt.Errorf("cluster run: %w", err)
+	order := []func() error{runCluster, runStandalone}
+	if o.standaloneFirst {
+		order = []func() error{runStandalone, runCluster}
 	}
-
-	fmt.Fprintln(stderr, "signaling: standalone baseline (the same binary)…")
-	srv, err := runChild(ctx, bin, secret, nil, o.server.verbose, stderr)
-	if err != nil {
-		return nil, fmt.Errorf("start standalone server: %w", err)
-	}
-	base, err := runTarget(ctx, o, idle, sigTarget{
-		wsURL: srv.wsURL, secret: secret, memory: srv.memory, counters: srv.counters,
-		newDriver: func(ctx context.Context, _ int, caller, callee string) (*pair, error) {
-			return dialServerPair(ctx, srv, srv, caller, callee)
-		},
-	}, stderr)
-	if serr := srv.stop(); serr != nil && err == nil {
-		fmt.Fprintln(stderr, "signaling: standalone stop:", serr)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("standalone run: %w", err)
+	for _, step := range order {
+		if err := step(); err != nil {
+			return nil, err
+		}
 	}
 
 	secs := o.duration.Seconds()
@@ -492,7 +508,7 @@ func runSignalingCluster(ctx context.Context, o sigOptions, stdout, stderr io.Wr
 		CPUPerSetup:  perSetup(ms(d.cpu + d.redisCPU)),
 		CPUMethod:    "nodes' and redis-server's /proc/<pid>/stat utime+stime, summed",
 		clusterResult: &clusterResult{
-			Nodes: n, RedisAOF: o.redisAOF, CrossNodeSetups: main.crossSetups, Setups: main.setups,
+			Nodes: n, RedisAOF: o.redisAOF, StandaloneFirst: o.standaloneFirst, CrossNodeSetups: main.crossSetups, Setups: main.setups,
 			NodeCPUS:         round3(d.cpu.Seconds()),
 			NodeCPUPerSetup:  perSetup(ms(d.cpu)),
 			RedisCPUS:        round3(d.redisCPU.Seconds()),
@@ -516,8 +532,12 @@ func runSignalingCluster(ctx context.Context, o sigOptions, stdout, stderr io.Wr
 	cr := res.clusterResult
 	cr.ClusterRatio = round3(ratio(res.SetupsPerS, cr.StandaloneSetupsPerS))
 
-	fmt.Fprintf(stdout, "switchboard-bench signaling: %d-node cluster on redis-server (aof %s) vs standalone, child processes, %d users (%d idle), %d pairs (caller and callee on different nodes), rate %s, warmup %v, window %v\n\n",
-		n, o.redisAOF, o.users, idle, o.callers, rateName(o.rate), o.warmup, o.duration)
+	first := "cluster first"
+	if o.standaloneFirst {
+		first = "standalone first"
+	}
+	fmt.Fprintf(stdout, "switchboard-bench signaling: %d-node cluster on redis-server (aof %s) vs standalone (%s), child processes, %d users (%d idle), %d pairs (caller and callee on different nodes), rate %s, warmup %v, window %v\n\n",
+		n, o.redisAOF, first, o.users, idle, o.callers, rateName(o.rate), o.warmup, o.duration)
 	t := newTable(stdout, "figure", "cluster", "standalone", "unit")
 	t.row("setups", f(res.SetupsPerS), f(cr.StandaloneSetupsPerS), "calls/s")
 	t.row("ring p50", f(res.RingP50), f(cr.StandaloneRingP50), "ms (invite sent → ring at callee)")

@@ -32,6 +32,9 @@ type sigOptions struct {
 	cluster  int    // --cluster N: N nodes on one Redis against a standalone server (0: off)
 	redisBin string // redis-server binary for --cluster
 	redisAOF string // the Redis persistence for --cluster: everysec, always or off
+	// standaloneFirst: --cluster runs the standalone baseline before the
+	// cluster (to alternate the order over several invocations).
+	standaloneFirst bool
 
 	cpuProfile  string // in-process: CPU profile of the server run's window
 	heapProfile string // in-process: in-use heap once the idle users are connected
@@ -49,6 +52,7 @@ func (o *sigOptions) flags(out io.Writer) *flag.FlagSet {
 	fs.BoolVar(&o.noRelay, "no-relay", false, "soak: skip the relay baseline (relay figures are then 0)")
 	fs.IntVar(&o.cluster, "cluster", 0, "run N (at least 2) switchboard nodes on one redis-server, each caller and its callee on different nodes, then a standalone server as the baseline (instead of the relay); 0: off")
 	fs.StringVar(&o.redisBin, "redis-bin", "redis-server", "--cluster: the redis-server binary (looked up in PATH)")
+	fs.BoolVar(&o.standaloneFirst, "standalone-first", false, "--cluster: run the standalone baseline before the cluster instead of after")
 	fs.StringVar(&o.redisAOF, "redis-aof", "everysec", "--cluster: Redis persistence: everysec or always (appendonly yes with that appendfsync), or off (no persistence)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "in-process only: write a CPU profile of the server run's window to this file (samples labelled side=server|client)")
 	fs.StringVar(&o.heapProfile, "heapprofile", "", "in-process only: write the in-use heap profile once the idle users are connected to this file, and before they connect to FILE.base")
