@@ -48,7 +48,7 @@ func (c Config) advertiseAddr() string {
 func openRedis(ctx context.Context, cfg ClusterConfig) (*redis.Client, error) {
 	rdb, err := redisdb.Open(ctx, cfg.Redis)
 	if err != nil {
-		return nil, fmt.Errorf("cluster mode: Redis at %s (cluster.redis.addr) is not usable: %w", cfg.Redis.Addr, err)
+		return nil, fmt.Errorf("cluster mode (cluster.redis.addr): %w", err) // it names the address
 	}
 	return rdb, nil
 }

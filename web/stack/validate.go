@@ -196,7 +196,7 @@ func validateCluster(c Config, bad func(key, format string, args ...any)) {
 		}
 	}
 	if len(c.Auth.Secret) == 0 {
-		bad("auth.secret", "must be set in cluster mode (cluster.redis.addr is set): every node must accept the tokens the others verify, so they share one secret")
+		bad("auth.secret", "must be set in cluster mode (cluster.redis.addr is set), the same on every node, so that each node accepts the tokens valid on the others")
 	}
 }
 
