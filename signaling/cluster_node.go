@@ -75,7 +75,10 @@ func newClusterNode(ctx context.Context, e *Engine, p ClusterParams) (*clusterNo
 	c := &clusterNode{e: e, rdb: p.Client, k: redisKeys{p.Prefix}, ks: cluster.NewKeyspace(p.Prefix, p.Config),
 		node: p.NodeID, store: store, cfg: p.Config, done: make(chan struct{}), excepts: map[uint64]protocol.Session{}, counted: map[Conn]bool{}}
 	cp := cluster.Params{Client: p.Client, Prefix: p.Prefix, NodeID: p.NodeID, Logger: e.log, Config: p.Config}
-	if c.reg, err = cluster.NewRegistry(cp); err != nil {
+	// A connected user is known: written again with their registry entry
+	// (after a restart of Redis that lost the data too).
+	present := func(ctx context.Context, pipe redis.Pipeliner, user string) { pipe.SAdd(ctx, c.k.users(), user) }
+	if c.reg, err = cluster.NewRegistry(cluster.RegistryParams{Params: cp, Present: present}); err != nil {
 		return nil, err
 	}
 	if c.members, err = cluster.NewMembership(cluster.MembershipParams{Params: cp, Addr: p.Addr, Registry: c.reg, DeadEvents: c.deadEvents}); err != nil {

@@ -61,6 +61,7 @@ func (r *opRoundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis
 
 type clusterHarness struct {
 	t      *testing.T
+	log    *slog.Logger
 	srv    *redistest.Server
 	prefix string
 	cfg    signaling.Config
@@ -82,7 +83,13 @@ func clusterConfig() cluster.Config {
 
 func newClusterHarness(t *testing.T, srv *redistest.Server) *clusterHarness {
 	t.Helper()
-	h := &clusterHarness{t: t, srv: srv, prefix: "c{" + t.Name() + "}:", cfg: signaling.DefaultConfig(),
+	return newClusterHarnessLog(t, srv, testLogger())
+}
+
+// newClusterHarnessLog is newClusterHarness with the engines logging to log.
+func newClusterHarnessLog(t *testing.T, srv *redistest.Server, log *slog.Logger) *clusterHarness {
+	t.Helper()
+	h := &clusterHarness{t: t, log: log, srv: srv, prefix: "c{" + t.Name() + "}:", cfg: signaling.DefaultConfig(),
 		nodes: map[string]*signaling.Engine{}, rts: map[string]*opRoundTrips{}, rdbs: map[string]*redis.Client{}}
 	for _, n := range []string{"A", "B"} {
 		h.start(n)
@@ -98,7 +105,7 @@ func (h *clusterHarness) start(node string) {
 	rt := &opRoundTrips{}
 	c.AddHook(rt)
 	eng, err := signaling.NewEngine(context.Background(), signaling.Params{Config: h.cfg,
-		Logger:  testLogger(),
+		Logger:  h.log,
 		Cluster: &signaling.ClusterParams{Client: c, Prefix: h.prefix, NodeID: node, Config: clusterConfig()}})
 	if err != nil {
 		h.t.Fatal(err)
