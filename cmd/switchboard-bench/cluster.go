@@ -140,14 +140,15 @@ type redisServer struct {
 }
 
 // redisArgs is the server's command line: loopback only, nothing written
-// outside dir, persistence as aof says (everysec or always: appendonly
-// yes with that appendfsync, as README's "Running a cluster"
-// recommends; off: neither the append-only file nor snapshots).
+// outside dir, never evicting, persistence as aof says (everysec or
+// always: appendonly yes with that appendfsync, as README's "Running a
+// cluster" recommends; off: neither the append-only file nor snapshots).
 func redisArgs(dir, port, aof string) []string {
 	args := []string{
 		"--bind", "127.0.0.1", "--port", port,
 		"--dir", dir, "--logfile", filepath.Join(dir, "redis.log"),
 		"--save", "", "--daemonize", "no",
+		"--maxmemory-policy", "noeviction",
 	}
 	if aof == "off" {
 		return append(args, "--appendonly", "no")
