@@ -414,7 +414,9 @@ func (s *Stack) Shutdown(ctx context.Context) error {
 }
 
 // Close releases everything New built, in reverse order: calls, rooms,
-// SFU, engine, store. Call Shutdown first for a graceful stop; Close ends
+// SFU, engine (in cluster mode it leaves the cluster: its deadlines fire
+// from the other nodes), webhooks, then the store (SQLite) or the Redis
+// client. Call Shutdown first for a graceful stop; Close ends
 // the WebSockets at once if it was not called.
 func (s *Stack) Close() error {
 	var errs []error
