@@ -29,8 +29,9 @@ import (
 // their deadline (measured and logged).
 //
 // The parties of the dead node reconnect once a survivor has cleaned it up
-// (as a client with a reconnection backoff would; see "What is left" in
-// CLUSTER-DESIGN.md's Status for the events decided in between). Delivery
+// (as a client with a reconnection backoff would; see the known gaps in
+// CLUSTER-DESIGN.md's Status for the events decided in between when it
+// reconnects sooner). Delivery
 // is at least once where the dead node's last batch of events had been
 // written to a connection but not yet trimmed from its stream: such a copy
 // may reach the reconnected party again; a duplicate is tolerated only
@@ -39,7 +40,7 @@ import (
 func TestClusterChaosKillNode(t *testing.T) {
 	t0 := time.Now()
 	c := startCluster(t)
-	ch := &chaos{t: t, c: c, victim: 2}
+	ch := &chaos{c: c, victim: 2}
 	phases := func(what string) { t.Logf("%v: %s", time.Since(t0).Round(time.Millisecond), what) }
 	phases("cluster started")
 	loads := []chaosLoad{
@@ -66,10 +67,10 @@ func TestClusterChaosKillNode(t *testing.T) {
 	c.kill(t, ch.victim)
 	wg.Wait()
 	c.cleanedUp(t, ch.victim)
-	// The short timeouts fire while the victim's parties are away.
-	time.Sleep(time.Until(ch.start.Add(chaosShort*time.Second + chaosAwayMargin))) // pacing
 	t.Logf("node %s killed %v into the load; cleaned up by a survivor %v later",
 		c.nodeID(ch.victim), chaosKillAt, time.Since(ch.killed).Round(time.Millisecond))
+	// The short timeouts fire while the victim's parties are away.
+	time.Sleep(time.Until(ch.start.Add(chaosShort*time.Second + chaosAwayMargin))) // pacing
 	ch.reconnect(t)
 	phases("parties reconnected")
 	for _, l := range loads {
@@ -108,12 +109,12 @@ const (
 )
 
 // chaosLoad is one kind of load of the chaos test. setup makes its
-// parties (and groups); before starts it (every reply in) before the kill; during runs concurrently
-// with the kill, spreading its requests over chaosDuring; after runs once
-// the dead node was cleaned up and its parties reconnected (to survivors),
-// and the offline parties connected: it settles what the kill interrupted
-// and does what is left; await waits for the outcomes, and check, after
-// chaosQuiet more, checks them.
+// parties (and groups); before starts it (every reply in) before the
+// kill; during runs concurrently with the kill, spreading its requests
+// over chaosDuring; after runs once the dead node was cleaned up and its
+// parties reconnected (to survivors), and the offline parties connected:
+// it settles what the kill interrupted and does what is left; await waits
+// for the outcomes, and check, chaosQuiet later, checks them.
 type chaosLoad interface {
 	setup(t *testing.T, ch *chaos)
 	before(t *testing.T, ch *chaos)
@@ -125,7 +126,6 @@ type chaosLoad interface {
 
 // chaos is the state of one chaos run.
 type chaos struct {
-	t      *testing.T
 	c      *testCluster
 	victim int // the slot killed
 	start  time.Time
@@ -166,7 +166,7 @@ func (ch *chaos) reconnect(t *testing.T) {
 	ps := slices.Clone(ch.parties)
 	ch.mu.Unlock()
 	for i, p := range ps {
-		if p.slot == ch.victim || p.slot < 0 {
+		if ch.away(p) {
 			p.connect(t, ch.c, ch.survivor(i))
 		}
 	}
