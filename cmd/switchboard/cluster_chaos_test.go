@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/switchboard-rtc/switchboard/signaling/client"
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
@@ -24,7 +27,8 @@ import (
 // exactly the one final outcome its script gave each invitee (accepted,
 // rejected, cancelled, timeout), seen once by each of its parties,
 // survivors and reconnected alike; invitations still pending ring again on
-// the new connections and can be answered there (nothing stored is lost);
+// the new connections and can be answered there (nothing stored is lost),
+// and an ended one is not left behind in Redis as live;
 // the timeouts fire from the survivors at most maxTimeoutLateness after
 // their deadline (measured and logged).
 //
@@ -596,6 +600,7 @@ func (l *invitationLoad) check(t *testing.T, ch *chaos) {
 				unsure++
 			}
 		}
+		ch.leftBehind(t, l.name, inv)
 		exp := inv.expected()
 		for _, p := range append([]*chaosParty{inv.inviter}, inv.invitees...) {
 			got := map[string][]chaosEvent{}
@@ -627,6 +632,27 @@ func (l *invitationLoad) check(t *testing.T, ch *chaos) {
 	}
 	t.Logf("%s: %d invitations checked (%d answers or cancels interrupted by the kill, retried; %d outcomes got by a reconnected party as it connected)",
 		l.name, checked, unsure, replayed)
+}
+
+// leftBehind fails t if Redis still holds an ended invitation as live:
+// its deadline, its place in the inviter's sent set (the per-inviter cap)
+// or in an invitee's ringing set (what rings on connect). The key names
+// are signaling's (store_redis.go, tx_redis.go, signaling/cluster's doc).
+func (ch *chaos) leftBehind(t *testing.T, load string, inv *chaosInv) {
+	t.Helper()
+	ctx := scenarioCtx(t)
+	rdb := ch.c.rdb
+	if err := rdb.ZScore(ctx, clusterPrefix+"deadlines", inv.id).Err(); !errors.Is(err, redis.Nil) {
+		t.Errorf("%s: %v: its deadline is still scheduled (%v)", load, inv, err)
+	}
+	if in, err := rdb.SIsMember(ctx, clusterPrefix+"sig:sent:"+inv.inviter.user, inv.id).Result(); err != nil || in {
+		t.Errorf("%s: %v: still counted as sent by its inviter (%v, %v)", load, inv, in, err)
+	}
+	for _, p := range inv.invitees {
+		if err := rdb.ZScore(ctx, clusterPrefix+"sig:ring:"+p.user, inv.id).Err(); !errors.Is(err, redis.Nil) {
+			t.Errorf("%s: %v: still ringing for %s (%v)", load, inv, p.user, err)
+		}
+	}
 }
 
 // noteLateness records how late a timeout reached p, if it was delivered
