@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -70,7 +71,13 @@ func newClusterCalls(m *Manager, p ClusterParams) (*clusterCalls, error) {
 		ks: cluster.NewKeyspace(p.Prefix+"calls:", p.Config), live: cluster.NewKeyspace(p.Prefix, p.Config), stop: make(chan struct{})}
 	poller, err := cluster.NewPoller(cluster.PollerParams{
 		Params: cluster.Params{Client: p.Client, Prefix: p.Prefix + "calls:", NodeID: p.NodeID, Logger: m.log, Config: p.Config},
-		Fire:   func(ctx context.Context, d cluster.Due) { m.setupFired(ctx, d.ID, &d) },
+		Fire: func(ctx context.Context, d cluster.Due) {
+			if inviteID, ok := strings.CutPrefix(d.ID, creationPrefix); ok {
+				cl.creationExpired(ctx, inviteID, d)
+				return
+			}
+			m.setupFired(ctx, d.ID, &d)
+		},
 	})
 	if err != nil {
 		return nil, err
@@ -110,6 +117,16 @@ func (cl *clusterCalls) close() {
 		cl.loop.Wait()
 	})
 }
+
+// createdWait is the longest a glare merge waits for the other call's
+// invitation to be created (two timer leases), and creationLease how long
+// an invitation may stay registered and not created before any node
+// abandons it (calls:deadlines member creationPrefix + invite ID): its
+// node died in between. Both follow timer_lease, the cluster's bound on a
+// node that died or is stuck with a deadline; creationLease is longer than
+// createdWait and than any CreateInvitation that still succeeds.
+func (cl *clusterCalls) createdWait() time.Duration   { return 2 * cl.cfg.TimerLease }
+func (cl *clusterCalls) creationLease() time.Duration { return 3 * cl.cfg.TimerLease }
 
 // active counts the running calls of the cluster (-1: Redis did not say).
 func (cl *clusterCalls) active() int {
@@ -212,7 +229,7 @@ func (cl *clusterCalls) reconcile() {
 // waitCreated waits until invitation inviteID of call callID is created or
 // abandoned, polling its state (at most createdWait, or until ctx ends).
 func (cl *clusterCalls) waitCreated(ctx context.Context, callID, inviteID string) error {
-	ctx, cancel := context.WithTimeout(ctx, createdWait)
+	ctx, cancel := context.WithTimeout(ctx, cl.createdWait())
 	defer cancel()
 	tick := time.NewTicker(createdPoll)
 	defer tick.Stop()
@@ -328,4 +345,35 @@ func lastHeartbeat(hbs map[string]time.Time, nodes []string) time.Time {
 		}
 	}
 	return last
+}
+
+// creationExpired abandons invitation inviteID if it is still registered
+// and not created past creationLease (the node creating it died): its
+// invitees are no longer rung by it, and a call whose first invitation it
+// was is forgotten (its room ID free again; a node's claim on it goes at
+// its next reconcile).
+func (cl *clusterCalls) creationExpired(ctx context.Context, inviteID string, d cluster.Due) {
+	m := cl.m
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	callID := ""
+	err := cl.do(ctx, func(t tx) (func(), error) {
+		callID = ""
+		c := t.byInvite(inviteID)
+		if c == nil || !c.creating[inviteID] {
+			return nil, nil
+		}
+		callID = c.rec.CallID
+		m.dropRingLocked(t, c, inviteID, sortedSet(c.pending[inviteID]))
+		if inviteID == c.rec.CallID && !c.ended {
+			t.forget(c)
+		}
+		return nil, nil
+	}, &d)
+	if err == nil && callID != "" {
+		m.log.Warn("call invitation never created (its node died?): abandoned", "call", callID, "invite", inviteID)
+	}
+	if err != nil {
+		m.log.Warn("abandoning an uncreated call invitation not committed; it fires again after the lease", "invite", inviteID, "err", err)
+	}
 }

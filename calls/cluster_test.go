@@ -52,6 +52,8 @@ type callCluster struct {
 	prefix string
 	cfg    calls.Config
 	nodes  map[string]*callNode
+	// wrap, if set for a node, wraps its engine as its manager sees it.
+	wrap map[string]func(*signaling.Engine) calls.Invitations
 }
 
 func newCallCluster(t *testing.T, srv *redistest.Server, mod func(*calls.Config)) *callCluster {
@@ -84,7 +86,11 @@ func (h *callCluster) start(name string) {
 		h.t.Fatal(err)
 	}
 	rm := newFakeRooms()
-	m, err := calls.NewManager(context.Background(), calls.Params{Config: h.cfg, Engine: eng, Rooms: rm, Records: rec, Logger: quiet(),
+	var inv calls.Invitations = eng
+	if w := h.wrap[name]; w != nil {
+		inv = w(eng)
+	}
+	m, err := calls.NewManager(context.Background(), calls.Params{Config: h.cfg, Engine: inv, Rooms: rm, Records: rec, Logger: quiet(),
 		Cluster: &calls.ClusterParams{Client: rdb, Prefix: h.prefix, NodeID: name, Config: cc}})
 	if err != nil {
 		h.t.Fatal(err)
@@ -625,4 +631,60 @@ func TestClusterRestartEndsOnlyOrphanedCalls(t *testing.T) {
 	if a := h.nodes["A"].m.Active(); a != 0 {
 		t.Fatalf("%d calls running", a)
 	}
+}
+
+// stuckEngine is an engine whose CreateInvitation waits for release: its
+// node "dies" between registering a call and creating its invitation.
+type stuckEngine struct {
+	*signaling.Engine
+	entered chan string // the invite ID being created
+	release chan struct{}
+}
+
+func (e *stuckEngine) CreateInvitation(ctx context.Context, a protocol.Actor, spec signaling.InvitationSpec) (string, error) {
+	e.entered <- spec.ID
+	<-e.release
+	return "", protocol.ErrStoreUnavailable
+}
+
+// TestClusterCallOfDeadNodeNeverCreated: A registers alice's call to bob,
+// then dies before creating its invitation. The registration does not
+// hold the two forever: B abandons it after the creation lease, and bob's
+// call to alice is then a call of its own (not a glare merge that waits for
+// a ring that never comes).
+func TestClusterCallOfDeadNodeNeverCreated(t *testing.T) {
+	srv := redistest.Start(t)
+	stuck := &stuckEngine{entered: make(chan string, 1), release: make(chan struct{})}
+	h := &callCluster{t: t, srv: srv, prefix: "cc{" + t.Name() + "}:", cfg: calls.DefaultConfig(), nodes: map[string]*callNode{},
+		wrap: map[string]func(*signaling.Engine) calls.Invitations{"A": func(e *signaling.Engine) calls.Invitations {
+			stuck.Engine = e
+			return stuck
+		}}}
+	h.cfg.Heartbeat = 0
+	h.start("A")
+	h.start("B")
+	alice := h.connect("B", "alice")
+	placed := make(chan error, 1)
+	go func() {
+		_, err := h.op("A", nil, "alice", calls.OpCall, calls.CallArgs{Invitee: "bob", MediaType: calls.MediaAudio})
+		placed <- err
+	}()
+	callID := <-stuck.entered
+	if r, ok := h.nodes["B"].m.Call(callID); !ok || !r.EndedAt.IsZero() {
+		t.Fatalf("B does not see the registered call: %+v, %v", r, ok)
+	}
+	h.nodes["A"].close() // A dies: nothing of it will create nor abandon the call
+	close(stuck.release)
+	if err := <-placed; err == nil {
+		t.Fatal("the call of a dead node was placed")
+	}
+	h.eventually("the registration abandoned", func() bool {
+		_, ok := h.nodes["B"].m.Call(callID)
+		return !ok
+	})
+	c := h.call("B", nil, "bob", "alice", nil)
+	if c.Merged || c.CallID == callID {
+		t.Fatalf("bob's call merged into the dead registration: %+v", c)
+	}
+	h.wait(alice, protocol.EvReceiveNewInvitation, 1, byCallID(c.InviteID))
 }

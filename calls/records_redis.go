@@ -45,8 +45,12 @@ const redisRecordsAttempts = 64
 // belongs where the index put it.
 //
 // Heartbeats are per node: in a cluster each server records its own, and
-// LastHeartbeat is this node's (what recovering its calls after a restart
-// needs); Heartbeats lists every node's.
+// LastHeartbeat is this node's; Heartbeats lists every node's (a restarting
+// node in cluster mode ends a call at the latest heartbeat of the nodes
+// that had it: clusterCalls.recoverOpenCalls).
+//
+// In cluster mode the manager does not call SaveCall: it commits a call's
+// record in the MULTI/EXEC of the decision that changed it (prepareSave).
 //
 // A failure of Redis wraps protocol.ErrStoreUnavailable; a record that
 // cannot be stored wraps ErrInvalidRecord.

@@ -244,6 +244,7 @@ func (m *Manager) addRingLocked(t tx, c *call, id string, invitees []string) []s
 	}
 	c.pending[id] = pend
 	c.creating[id] = true
+	t.creating(c, id)
 	t.setInvite(id, c)
 	return busy
 }

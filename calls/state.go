@@ -65,8 +65,10 @@ type tx interface {
 	// setupArmed was set or cleared by the decision).
 	armSetup(c *call)
 	stopSetup(c *call)
-	// settled says that invitation inviteID of c is created or abandoned
+	// creating says that invitation inviteID of c is registered, not yet
+	// created (c.creating has it); settled that it is created or abandoned
 	// (c.creating no longer has it): a glare merge waiting for it goes on.
+	creating(c *call, inviteID string)
 	settled(c *call, inviteID string)
 	// once queues f (observers, metrics), run once committed, in decision
 	// order on this node, before the decision's work.
@@ -217,6 +219,8 @@ func (t *memTx) stopSetup(c *call) {
 		}
 	}
 }
+
+func (t *memTx) creating(*call, string) {} // a waiter makes its channel (waitCreated)
 
 func (t *memTx) settled(_ *call, inviteID string) {
 	if ch := t.m.waiters[inviteID]; ch != nil {

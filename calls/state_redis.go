@@ -50,11 +50,12 @@ const redisCallAttempts = 32
 const endedTTL = 24 * time.Hour
 
 // createdPoll is the period at which a glare merge looks whether the
-// invitation it waits for was created, and createdWait the longest wait.
-const (
-	createdPoll = 5 * time.Millisecond
-	createdWait = 10 * time.Second
-)
+// invitation it waits for was created (clusterCalls.createdWait).
+const createdPoll = 5 * time.Millisecond
+
+// creationPrefix marks, in calls:deadlines, the deadline of an invitation
+// registered and not yet created (clusterCalls.creationLease).
+const creationPrefix = "create:"
 
 func (cl *clusterCalls) stKey(id string) string   { return cl.p + "calls:st:" + id }
 func (cl *clusterCalls) invKey(id string) string  { return cl.p + "calls:inv:" + id }
@@ -122,6 +123,7 @@ type redisTx struct {
 	err error
 
 	watched   map[string]bool
+	watching  bool                       // a WATCH is armed on rtx (UNWATCH unless EXEC follows)
 	calls     map[string]*call           // read (nil: absent) or added
 	orig      map[string]string          // encoded as read ("" : added)
 	invs      map[string]string          // invite ID → call ID, as read or set ("": none)
@@ -156,6 +158,9 @@ func (t *redisTx) read(keys []string, f func(redis.Pipeliner)) bool {
 			t.watched[k] = true
 			watch = append(watch, k)
 		}
+	}
+	if len(watch) > 1 {
+		t.watching = true
 	}
 	_, err := t.rtx.Pipelined(t.ctx, func(p redis.Pipeliner) error {
 		if len(watch) > 1 {
@@ -398,8 +403,20 @@ func (t *redisTx) stopSetup(c *call) {
 	t.queue(func(p redis.Pipeliner) { t.cl.ks.Cancel(t.ctx, p, id) })
 }
 
-func (t *redisTx) settled(*call, string) {} // the waiter polls (clusterCalls.waitCreated)
-func (t *redisTx) once(f func())         { t.onces = append(t.onces, f) }
+// creating arms the deadline that abandons the registration if it is
+// never settled (its node died between registering the invitation and
+// creating it); settled stops it. Glare waiters poll
+// (clusterCalls.waitCreated).
+func (t *redisTx) creating(_ *call, inviteID string) {
+	at := t.at.Add(t.cl.creationLease())
+	t.queue(func(p redis.Pipeliner) { t.cl.ks.Schedule(t.ctx, p, creationPrefix+inviteID, at) })
+}
+
+func (t *redisTx) settled(_ *call, inviteID string) {
+	t.queue(func(p redis.Pipeliner) { t.cl.ks.Cancel(t.ctx, p, creationPrefix+inviteID) })
+}
+
+func (t *redisTx) once(f func()) { t.onces = append(t.onces, f) }
 
 // commit writes what the decision changed in one MULTI/EXEC (see the
 // file's comment), with due's Done when a deadline fired it.
@@ -453,6 +470,9 @@ func (t *redisTx) commit(due *cluster.Due) error {
 			recs = append(recs, c.rec)
 		}
 	}
+	if len(recs) > 0 {
+		t.watching = true
+	}
 	saveRecs, err := cl.rec.prepareSave(ctx, t.rtx, recs)
 	if err != nil {
 		return err
@@ -480,7 +500,19 @@ func (t *redisTx) commit(due *cluster.Due) error {
 		}
 		return nil
 	})
+	t.watching = false // EXEC (or DISCARD) ended it
 	return err
+}
+
+// unwatch releases a WATCH that no EXEC ended (a decision that changed
+// nothing, or failed), before the connection goes back to the pool.
+func (t *redisTx) unwatch() {
+	if t.watching {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(t.ctx), time.Second)
+		defer cancel()
+		_ = t.rtx.Unwatch(ctx).Err() // a broken connection is dropped by the pool anyway
+		t.watching = false
+	}
 }
 
 // do runs decide on the Redis backend (see the file's comment), then the
@@ -493,6 +525,7 @@ func (cl *clusterCalls) do(ctx context.Context, decide decision, due *cluster.Du
 		err := cl.rdb.Watch(ctx, func(rtx *redis.Tx) error {
 			work, onces, derr = nil, nil, nil
 			t := newRedisTx(cl, ctx, rtx)
+			defer t.unwatch()
 			w, err := decide(t)
 			if t.err != nil {
 				return t.err
