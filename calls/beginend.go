@@ -75,36 +75,42 @@ func (m *Manager) MemberLeft(roomID, user string, reason rooms.LeaveReason, _ ti
 		if node, ok := c.connected[user]; !ok || node != m.node {
 			return nil, nil // not connected, or in this call's room on another node
 		}
-		now := t.now()
-		delete(c.connected, user)
-		if p := c.part(user); p != nil {
-			p.LeftAt = now
-		}
-		why := EndHangup
-		switch {
-		case c.hungUp[user]:
-		case reason == rooms.LeaveConnectionLost:
-			why = EndConnectionLost
-		case reason == rooms.LeaveKicked:
-			why = EndKicked
-		}
-		t.save(c)
-		switch {
-		case c.began() && c.rec.GroupID == "":
-			return m.endLocked(t, c, why, user), nil
-		case c.began() && len(c.connected) < 2:
-			return m.endLocked(t, c, EndAllLeft, user), nil
-		case !c.began() && user == c.rec.Caller:
-			// The caller gave up before anyone's media connected.
-			return m.endLocked(t, c, EndCancelled, user), nil
-		default:
-			c.admitted[user] = c.admitted[user] && !c.hungUp[user]
-		}
-		return nil, nil
+		return m.leftLocked(t, c, user, reason), nil
 	})
 	if err != nil {
 		m.log.Error("call media departure not recorded", "room", roomID, "user", user, "err", err)
 	}
+}
+
+// leftLocked is user's media leaving call c's room for reason: a
+// one-to-one call that began ends, a group call when fewer than two
+// remain, a call not begun when its caller leaves.
+func (m *Manager) leftLocked(t tx, c *call, user string, reason rooms.LeaveReason) func() {
+	now := t.now()
+	delete(c.connected, user)
+	if p := c.part(user); p != nil {
+		p.LeftAt = now
+	}
+	why := EndHangup
+	switch {
+	case c.hungUp[user]:
+	case reason == rooms.LeaveConnectionLost:
+		why = EndConnectionLost
+	case reason == rooms.LeaveKicked:
+		why = EndKicked
+	}
+	t.save(c)
+	switch {
+	case c.began() && c.rec.GroupID == "":
+		return m.endLocked(t, c, why, user)
+	case c.began() && len(c.connected) < 2:
+		return m.endLocked(t, c, EndAllLeft, user)
+	case !c.began() && user == c.rec.Caller:
+		// The caller gave up before anyone's media connected.
+		return m.endLocked(t, c, EndCancelled, user)
+	}
+	c.admitted[user] = c.admitted[user] && !c.hungUp[user]
+	return nil
 }
 
 // participantsLocked lists who hears a call's events: everyone admitted

@@ -96,13 +96,17 @@ func (cl *clusterCalls) start() error {
 		defer cl.loop.Done()
 		tick := time.NewTicker(cl.cfg.TimerPoll)
 		defer tick.Stop()
+		scan := time.NewTicker(cl.cfg.NodeTTL)
+		defer scan.Stop()
 		for {
 			select {
 			case <-cl.stop:
 				return
 			case <-tick.C:
+				cl.reconcile()
+			case <-scan.C:
+				cl.orphans()
 			}
-			cl.reconcile()
 		}
 	}()
 	return nil
@@ -223,6 +227,121 @@ func (cl *clusterCalls) reconcile() {
 				m.leaveRoom(id, u)
 			}
 		}
+	}
+}
+
+// orphans ends the part of the participants whose media was connected in
+// a call's room on a node that died (its node:<id> key gone) and did not
+// come back elsewhere within calls.setup_timeout of that node's last
+// heartbeat: as if their room had reported them gone with their connection
+// lost (leftLocked), at that heartbeat. A one-to-one call then ends
+// (connection_lost, ended by that participant, with the call-end invitation
+// kept for them), a group call when fewer than two remain. Every node scans
+// every node_ttl; the decision is a step like any other, so the end happens
+// once.
+func (cl *clusterCalls) orphans() {
+	m := cl.m
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ids, err := cl.rdb.SMembers(ctx, cl.runKey()).Result()
+	if err != nil || len(ids) == 0 {
+		return
+	}
+	slices.Sort(ids)
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = cl.stKey(id)
+	}
+	vals, err := cl.rdb.MGet(ctx, keys...).Result()
+	if err != nil {
+		return
+	}
+	running := map[string]*call{}
+	others := map[string]bool{}
+	for i, v := range vals {
+		s, ok := v.(string)
+		if !ok {
+			continue
+		}
+		c, err := decodeCall([]byte(s))
+		if err != nil || c.ended {
+			continue
+		}
+		running[ids[i]] = c
+		for _, n := range c.connected {
+			if n != cl.node {
+				others[n] = true
+			}
+		}
+	}
+	if len(others) == 0 {
+		return
+	}
+	nodes := sortedSet(others)
+	exists := make([]*redis.IntCmd, len(nodes))
+	if _, err := cl.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, n := range nodes {
+			exists[i] = p.Exists(ctx, cl.live.NodeKey(n))
+		}
+		return nil
+	}); err != nil {
+		return
+	}
+	hbs, err := cl.rec.Heartbeats(ctx)
+	if err != nil {
+		return
+	}
+	now := m.clock.Now()
+	dead := map[string]bool{}
+	for i, n := range nodes {
+		if exists[i].Val() == 0 && now.Sub(hbs[n]) >= m.cfg.SetupTimeout {
+			dead[n] = true
+		}
+	}
+	for _, id := range sortedSet(running) {
+		var at time.Time
+		for _, n := range running[id].connected {
+			if dead[n] && hbs[n].After(at) {
+				at = hbs[n]
+			}
+		}
+		if !slices.ContainsFunc(sortedSet(running[id].connected), func(u string) bool { return dead[running[id].connected[u]] }) {
+			continue
+		}
+		if at.IsZero() || at.After(now) {
+			at = now // no heartbeat: the end is when it was noticed
+		}
+		// Not before what the call recorded (clocks of nodes differ).
+		r := running[id].rec
+		at = latest(at, r.CreatedAt, r.BeganAt)
+		for _, p := range r.Participants {
+			at = latest(at, p.JoinedAt)
+		}
+		err := cl.doAt(ctx, at, func(t tx) (func(), error) {
+			c := t.running(id)
+			if c == nil {
+				return nil, nil
+			}
+			var works []func()
+			for _, u := range sortedSet(c.connected) {
+				if !dead[c.connected[u]] || c.ended {
+					continue
+				}
+				if w := m.leftLocked(t, c, u, rooms.LeaveConnectionLost); w != nil {
+					works = append(works, w)
+				}
+			}
+			return func() {
+				for _, w := range works {
+					w()
+				}
+			}, nil
+		}, nil)
+		if err != nil {
+			m.log.Warn("calls: media lost with a dead node not recorded", "call", id, "err", err)
+			continue
+		}
+		m.log.Info("calls: participants' media lost with their node", "call", id)
 	}
 }
 
@@ -376,4 +495,14 @@ func (cl *clusterCalls) creationExpired(ctx context.Context, inviteID string, d 
 	if err != nil {
 		m.log.Warn("abandoning an uncreated call invitation not committed; it fires again after the lease", "invite", inviteID, "err", err)
 	}
+}
+
+func latest(ts ...time.Time) time.Time {
+	var out time.Time
+	for _, t := range ts {
+		if t.After(out) {
+			out = t
+		}
+	}
+	return out
 }

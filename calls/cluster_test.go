@@ -688,3 +688,39 @@ func TestClusterCallOfDeadNodeNeverCreated(t *testing.T) {
 	}
 	h.wait(alice, protocol.EvReceiveNewInvitation, 1, byCallID(c.InviteID))
 }
+
+// TestClusterCallEndsWhenItsNodeDies: alice's connection and media are on
+// A, bob's on B; A goes away and alice does not come back. Once
+// setup_timeout has passed since A's last heartbeat, B ends the call:
+// connection_lost, ended by alice, its duration up to that heartbeat; the
+// call-end invitation is kept for alice, who gets it when she reconnects
+// (to B).
+func TestClusterCallEndsWhenItsNodeDies(t *testing.T) {
+	h := newCallCluster(t, redistest.Start(t), func(c *calls.Config) {
+		c.Heartbeat = 100 * time.Millisecond
+		c.SetupTimeout = 300 * time.Millisecond
+	})
+	alice, bob := h.connect("A", "alice"), h.connect("B", "bob")
+	c := h.connectedCall(alice, bob)
+	h.wait(bob, calls.EvCallBegin, 1, byCallID(c.CallID))
+	time.Sleep(150 * time.Millisecond) // a heartbeat of A after the begin
+	h.nodes["A"].close()
+	closed := time.Now()
+	ends := h.wait(bob, calls.EvCallEnd, 1, byCallID(c.CallID))
+	var end calls.EndEvent
+	_ = json.Unmarshal(ends[0].Data, &end)
+	if end.Reason != calls.EndConnectionLost || end.EndedBy != "alice" || end.Result != calls.ResultCompleted || end.DurationMs <= 0 {
+		t.Fatalf("onCallEnd %+v", end)
+	}
+	hist := h.history("B", "bob")
+	if len(hist) != 1 || hist[0].EndReason != calls.EndConnectionLost || hist[0].EndedAt > closed.UnixMilli() ||
+		abs(hist[0].DurationMs-(hist[0].EndedAt-hist[0].BeganAt)) > 1 {
+		t.Fatalf("bob's history: %+v (A closed at %d)", hist, closed.UnixMilli())
+	}
+	alice2 := h.connect("B", "alice")
+	h.wait(alice2, protocol.EvReceiveNewInvitation, 1, callEndInvitation(c.CallID))
+	h.wait(alice2, calls.EvCallEnd, 1, byCallID(c.CallID))
+	h.noActiveCalls()
+}
+
+func abs(n int64) int64 { return max(n, -n) }

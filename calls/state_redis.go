@@ -140,8 +140,11 @@ type redisTx struct {
 
 var _ tx = (*redisTx)(nil)
 
-func newRedisTx(cl *clusterCalls, ctx context.Context, rtx *redis.Tx) *redisTx {
-	return &redisTx{cl: cl, ctx: ctx, rtx: rtx, at: cl.m.clock.Now(), watched: map[string]bool{}, calls: map[string]*call{},
+func newRedisTx(cl *clusterCalls, ctx context.Context, rtx *redis.Tx, at time.Time) *redisTx {
+	if at.IsZero() {
+		at = cl.m.clock.Now()
+	}
+	return &redisTx{cl: cl, ctx: ctx, rtx: rtx, at: at, watched: map[string]bool{}, calls: map[string]*call{},
 		orig: map[string]string{}, invs: map[string]string{}, rooms: map[string]string{}, users: map[string]map[string]bool{},
 		forgotten: map[string]bool{}}
 }
@@ -518,13 +521,18 @@ func (t *redisTx) unwatch() {
 // do runs decide on the Redis backend (see the file's comment), then the
 // committed attempt's onces and work; due's Done goes in its EXEC.
 func (cl *clusterCalls) do(ctx context.Context, decide decision, due *cluster.Due) error {
+	return cl.doAt(ctx, time.Time{}, decide, due)
+}
+
+// doAt is do with the decision's time at (zero: now).
+func (cl *clusterCalls) doAt(ctx context.Context, at time.Time, decide decision, due *cluster.Due) error {
 	for range redisCallAttempts {
 		var work func()
 		var onces []func()
 		var derr error
 		err := cl.rdb.Watch(ctx, func(rtx *redis.Tx) error {
 			work, onces, derr = nil, nil, nil
-			t := newRedisTx(cl, ctx, rtx)
+			t := newRedisTx(cl, ctx, rtx, at)
 			defer t.unwatch()
 			w, err := decide(t)
 			if t.err != nil {
