@@ -15,12 +15,11 @@ import (
 // inviteCall reports whether invitation inviteID is a call's, and whether
 // that call has ended.
 func (m *Manager) inviteCall(ctx context.Context, inviteID string) (callID string, ended bool, err error) {
-	err = m.do(ctx, func(t tx) (func(), error) {
+	err = m.view(ctx, func(t tx) {
 		callID, ended = "", false
 		if c := t.byInvite(inviteID); c != nil {
 			callID, ended = c.rec.CallID, c.ended
 		}
-		return nil, nil
 	})
 	return callID, ended, err
 }
@@ -43,7 +42,7 @@ func (m *Manager) answer(ctx context.Context, a protocol.Actor, args protocol.In
 		err = m.eng.Reject(ctx, a, args)
 	}
 	if err == nil && callID != "" {
-		m.applyAnswer(ctx, args.InviteID, a.UserID, state, args.Data)
+		m.applyAnswer(ctx, callID, args.InviteID, a.UserID, state, args.Data)
 	}
 	return err
 }
@@ -65,21 +64,20 @@ func (m *Manager) cancel(ctx context.Context, a protocol.Actor, args protocol.In
 	ctx, done := bg()
 	defer done()
 	var users []string
-	if err := m.do(ctx, func(t tx) (func(), error) {
+	if err := m.view(ctx, func(t tx) {
 		users = nil
 		if c := t.byInvite(args.InviteID); c != nil {
 			for u := range c.pending[args.InviteID] {
 				users = append(users, u)
 			}
 		}
-		return nil, nil
 	}); err != nil {
 		m.log.Error("cancelled call invitation not recorded", "invite", args.InviteID, "err", err)
 		return nil
 	}
 	slices.Sort(users)
 	for _, u := range users {
-		m.applyAnswer(ctx, args.InviteID, u, signaling.StateCancelled, args.Data)
+		m.applyAnswer(ctx, callID, args.InviteID, u, signaling.StateCancelled, args.Data)
 	}
 	if err := m.do(ctx, func(t tx) (func(), error) {
 		c := t.running(callID)
@@ -94,11 +92,12 @@ func (m *Manager) cancel(ctx context.Context, a protocol.Actor, args protocol.In
 }
 
 // applyAnswer records an invitee's new state in the call of invitation
-// inviteID and ends the call when no one is left to take part.
-func (m *Manager) applyAnswer(ctx context.Context, inviteID, user string, state signaling.InviteeState, data string) {
+// inviteID (call callID, a hint: the invitation says which) and ends the call when no one is left to take part.
+func (m *Manager) applyAnswer(ctx context.Context, callID, inviteID, user string, state signaling.InviteeState, data string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	err := m.do(ctx, func(t tx) (func(), error) {
+		t.hint(hint{invites: []string{inviteID}, calls: []string{callID}, records: []string{callID}})
 		c := t.byInvite(inviteID)
 		if c == nil {
 			return nil, nil
@@ -209,10 +208,15 @@ func (m *Manager) setupFired(ctx context.Context, callID string, due *cluster.Du
 func (m *Manager) InvitationNote(n signaling.InvitationNote) {
 	ctx, cancel := bg()
 	defer cancel()
-	found := false
+	callID := ""
 	err := m.do(ctx, func(t tx) (func(), error) {
+		callID = ""
 		c := t.byInvite(n.InviteID)
-		if found = c != nil; found && n.Ended && c.ended {
+		if c == nil {
+			return nil, nil
+		}
+		callID = c.rec.CallID
+		if n.Ended && c.ended {
 			t.dropInvite(n.InviteID)
 		}
 		return nil, nil
@@ -221,12 +225,12 @@ func (m *Manager) InvitationNote(n signaling.InvitationNote) {
 		m.log.Error("call invitation note not handled", "invite", n.InviteID, "err", err)
 		return
 	}
-	if !found {
+	if callID == "" {
 		return
 	}
 	for _, ch := range n.Changes {
 		if ch.State == signaling.StateTimedOut {
-			m.applyAnswer(ctx, n.InviteID, ch.UserID, ch.State, "")
+			m.applyAnswer(ctx, callID, n.InviteID, ch.UserID, ch.State, "")
 		}
 	}
 }

@@ -349,12 +349,11 @@ func (m *Manager) Admit(user, roomID string) *rooms.Claim {
 	ctx, cancel := bg()
 	defer cancel()
 	callID := ""
-	err := m.do(ctx, func(t tx) (func(), error) {
+	err := m.view(ctx, func(t tx) {
 		callID = ""
 		if c := t.byRoom(roomID); c != nil && !c.ended && c.admitted[user] {
 			callID = c.rec.CallID
 		}
-		return nil, nil
 	})
 	if err != nil || callID == "" {
 		return nil
@@ -403,9 +402,8 @@ func (m *Manager) Busy(user string) bool {
 	ctx, cancel := bg()
 	defer cancel()
 	busy := false
-	_ = m.do(ctx, func(t tx) (func(), error) {
+	_ = m.view(ctx, func(t tx) {
 		busy = m.busyLocked(t, user) != nil
-		return nil, nil
 	})
 	return busy
 }
@@ -440,7 +438,7 @@ func (m *Manager) Call(callID string) (CallRecord, bool) {
 	defer cancel()
 	var rec CallRecord
 	found := false
-	_ = m.do(ctx, func(t tx) (func(), error) {
+	_ = m.view(ctx, func(t tx) {
 		c := t.running(callID)
 		if c == nil {
 			c = t.byInvite(callID)
@@ -449,7 +447,6 @@ func (m *Manager) Call(callID string) (CallRecord, bool) {
 		if found {
 			rec = copyRecord(c.rec)
 		}
-		return nil, nil
 	})
 	return rec, found
 }

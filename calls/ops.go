@@ -316,7 +316,7 @@ func (m *Manager) groupCalls(ctx context.Context, a protocol.Actor, args protoco
 		return GroupCallsResult{}, protocol.ErrNotGroupMember.WithMessage("you are not a member of group %q", args.GroupID)
 	}
 	var out GroupCallsResult
-	err := m.do(ctx, func(t tx) (func(), error) {
+	err := m.view(ctx, func(t tx) {
 		out = GroupCallsResult{Calls: []GroupCallInfo{}}
 		for _, c := range t.allRunning() {
 			if c.ended || c.rec.GroupID != args.GroupID {
@@ -331,7 +331,6 @@ func (m *Manager) groupCalls(ctx context.Context, a protocol.Actor, args protoco
 			out.Calls = append(out.Calls, GroupCallInfo{CallID: c.rec.CallID, RoomID: c.rec.RoomID, Caller: c.rec.Caller, MediaType: c.rec.MediaType,
 				CreatedAt: ms(c.rec.CreatedAt), StartTime: ms(c.rec.BeganAt), Participants: in})
 		}
-		return nil, nil
 	})
 	if err != nil {
 		return GroupCallsResult{}, err

@@ -50,7 +50,7 @@ const redisRecordsAttempts = 64
 // that had it: clusterCalls.recoverOpenCalls).
 //
 // In cluster mode the manager does not call SaveCall: it commits a call's
-// record in the MULTI/EXEC of the decision that changed it (prepareSave).
+// record in the MULTI/EXEC of the decision that changed it (queueSaves).
 //
 // A failure of Redis wraps protocol.ErrStoreUnavailable; a record that
 // cannot be stored wraps ErrInvalidRecord.
@@ -412,60 +412,42 @@ func (r *RedisRecords) Heartbeats(ctx context.Context) (map[string]time.Time, er
 	return out, nil
 }
 
-// prepareSave reads on rtx, WATCHing them, the stored versions of recs, and
-// returns what queues their replacement (SaveCall's writes) in the caller's
-// MULTI/EXEC: in cluster mode a call decision commits the records it
-// changes with the state they record, so that two nodes' saves of one call
-// cannot land out of order.
-func (r *RedisRecords) prepareSave(ctx context.Context, rtx *redis.Tx, recs []CallRecord) (func(redis.Pipeliner), error) {
-	if len(recs) == 0 {
-		return func(redis.Pipeliner) {}, nil
+// storedKeys are the keys of the stored records of calls ids (for a
+// caller's WATCH and MGET: readStored).
+func (r *RedisRecords) storedKeys(ids []string) []string {
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = r.recKey(id)
 	}
-	keys := make([]string, len(recs))
-	for i, rec := range recs {
+	return keys
+}
+
+// queueSaves queues in p (the caller's MULTI/EXEC, whose WATCH of the
+// records' keys guarantees that stored holds their current packed
+// versions, absent for none) the replacement of recs (SaveCall's writes):
+// in cluster mode a call decision commits the records it changes with the
+// state they record, so that two nodes' saves of one call cannot land out
+// of order.
+func (r *RedisRecords) queueSaves(ctx context.Context, p redis.Pipeliner, stored map[string]string, recs []CallRecord) error {
+	for _, rec := range recs {
 		if err := checkRecord(rec); err != nil {
-			return nil, fmt.Errorf("calls: redis records: save call %q: %w", rec.CallID, err)
+			return fmt.Errorf("calls: redis records: save call %q: %w", rec.CallID, err)
 		}
-		keys[i] = r.recKey(rec.CallID)
 	}
-	args := make([]any, 0, len(keys)+1)
-	args = append(args, "watch")
-	for _, k := range keys {
-		args = append(args, k)
-	}
-	var get *redis.SliceCmd
-	if _, err := rtx.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.Do(ctx, args...)
-		get = p.MGet(ctx, keys...)
-		return nil
-	}); err != nil {
-		return nil, err
-	}
-	type write struct {
-		key, packed string
-		remove, add []indexEntry
-	}
-	writes := make([]write, len(recs))
-	for i, rec := range recs {
-		w := write{key: keys[i], packed: packRecord(rec), add: r.entries(rec)}
-		if s, ok := get.Val()[i].(string); ok {
+	for _, rec := range recs {
+		if s, ok := stored[rec.CallID]; ok {
 			prev, err := unpackRecord(s)
 			if err != nil {
-				return nil, fmt.Errorf("calls: redis records: stored record %q: %w", rec.CallID, err)
+				return fmt.Errorf("calls: redis records: stored record %q: %w", rec.CallID, err)
 			}
-			w.remove = r.entries(prev)
-		}
-		writes[i] = w
-	}
-	return func(p redis.Pipeliner) {
-		for _, w := range writes {
-			for _, e := range w.remove {
+			for _, e := range r.entries(prev) {
 				p.ZRem(ctx, e.key, e.member)
 			}
-			for _, e := range w.add {
-				p.ZAdd(ctx, e.key, redis.Z{Member: e.member})
-			}
-			p.Set(ctx, w.key, w.packed, 0)
 		}
-	}, nil
+		for _, e := range r.entries(rec) {
+			p.ZAdd(ctx, e.key, redis.Z{Member: e.member})
+		}
+		p.Set(ctx, r.recKey(rec.CallID), packRecord(rec), 0)
+	}
+	return nil
 }

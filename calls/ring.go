@@ -3,6 +3,7 @@ package calls
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/switchboard-rtc/switchboard/rooms"
 	"github.com/switchboard-rtc/switchboard/signaling"
@@ -83,6 +84,7 @@ func (m *Manager) startCall(ctx context.Context, a protocol.Actor, spec signalin
 			if t.closed() {
 				return nil, protocol.ErrShuttingDown
 			}
+			t.hint(hint{users: append([]string{a.UserID}, spec.Invitees...), rooms: []string{roomID}})
 			// Glare: A calls B while B's call to A still rings. The call that
 			// rang first wins: A accepts it (the server acts for A) instead of
 			// placing a second call, and learns its callID and roomID.
@@ -137,7 +139,7 @@ func (m *Manager) startCall(ctx context.Context, a protocol.Actor, spec signalin
 	}
 	// Until the claim is set nobody can end the call (no one is admitted to
 	// its room, its IDs are not out); from here on its end releases it.
-	res, err := m.createRing(ctx, a, id, spec, busy)
+	res, err := m.createRing(ctx, a, id, id, spec, busy)
 	if err != nil {
 		m.abandon(id, spec.Invitees)
 		return nil, err
@@ -213,7 +215,7 @@ func (m *Manager) ring(ctx context.Context, a protocol.Actor, callID, id string,
 	if err != nil {
 		return CallResult{}, err
 	}
-	res, err := m.createRing(ctx, a, id, spec, busy)
+	res, err := m.createRing(ctx, a, callID, id, spec, busy)
 	if err != nil {
 		ctx, cancel := bg()
 		defer cancel()
@@ -273,16 +275,19 @@ func (m *Manager) settleLocked(t tx, c *call, id string) {
 
 // createRing creates registered invitation id in the engine (the ring).
 // On failure the caller undoes the registration.
-func (m *Manager) createRing(ctx context.Context, a protocol.Actor, id string, spec signaling.InvitationSpec, busy []string) (CallResult, error) {
+func (m *Manager) createRing(ctx context.Context, a protocol.Actor, callID, id string, spec signaling.InvitationSpec, busy []string) (CallResult, error) {
 	now := m.clock.Now()
 	spec.ID, spec.NoRing = id, busy
 	if _, err := m.eng.CreateInvitation(ctx, a, spec); err != nil {
 		return CallResult{}, err
 	}
 	var roomID string
-	bctx, cancel := bg()
+	// The invitation rings: what follows is done even if the request's ctx
+	// ends.
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	err := m.do(bctx, func(t tx) (func(), error) {
+		t.hint(hint{invites: []string{id}, calls: []string{callID}, records: []string{callID}})
 		c := t.byInvite(id)
 		if c == nil {
 			return nil, nil
@@ -323,7 +328,7 @@ func (m *Manager) rejectBusy(inviteID string, busy []string) {
 			m.log.Warn("busy rejection failed", "call", rec.CallID, "user", u, "err", err)
 			continue
 		}
-		m.applyAnswer(ctx, inviteID, u, signaling.StateRejected, LineBusy)
+		m.applyAnswer(ctx, rec.CallID, inviteID, u, signaling.StateRejected, LineBusy)
 		ev := MissedEvent{CallID: rec.CallID, Caller: rec.Caller, GroupID: rec.GroupID, MediaType: rec.MediaType,
 			Reason: "line_busy", Time: m.clock.Now().UnixMilli()}
 		if err := m.eng.SendEvent(ctx, []string{u}, EvCallMissed, ev, true); err != nil {
@@ -337,12 +342,11 @@ func (m *Manager) rejectBusy(inviteID string, busy []string) {
 func (m *Manager) recordOf(ctx context.Context, inviteID string) (CallRecord, bool) {
 	var rec CallRecord
 	found := false
-	err := m.do(ctx, func(t tx) (func(), error) {
+	err := m.view(ctx, func(t tx) {
 		c := t.byInvite(inviteID)
 		if found = c != nil; found {
 			rec = copyRecord(c.rec)
 		}
-		return nil, nil
 	})
 	return rec, err == nil && found
 }

@@ -70,9 +70,19 @@ type tx interface {
 	// (c.creating no longer has it): a glare merge waiting for it goes on.
 	creating(c *call, inviteID string)
 	settled(c *call, inviteID string)
+	// hint names what the decision will read, so that a backend that
+	// reads over a network reads it at once (Redis: one pipeline, then one
+	// for the calls it points to). A read it did not name still works.
+	hint(h hint)
 	// once queues f (observers, metrics), run once committed, in decision
 	// order on this node, before the decision's work.
 	once(f func())
+}
+
+// hint names what a decision will read: users' calls, room IDs,
+// invitations, calls, and the stored records of calls it will save.
+type hint struct {
+	users, rooms, invites, calls, records []string
 }
 
 // decision is one atomic step over the calls: it returns the work to run
@@ -106,6 +116,19 @@ func (m *Manager) do(ctx context.Context, decide decision) error {
 	if work != nil {
 		work()
 	}
+	return nil
+}
+
+// view runs a read-only look at the calls (a decision that changes
+// nothing): on Redis its reads are not WATCHed and nothing is committed, so
+// what it sees may change right after; a step that acts on it reads again.
+func (m *Manager) view(ctx context.Context, look func(t tx)) error {
+	if m.cl != nil {
+		return m.cl.view(ctx, look)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	look(&memTx{m: m, at: m.clock.Now()})
 	return nil
 }
 
@@ -200,6 +223,7 @@ func (t *memTx) save(c *call) {
 }
 
 func (t *memTx) once(f func()) { t.onces = append(t.onces, f) }
+func (t *memTx) hint(hint)     {}
 
 func (t *memTx) armSetup(c *call) {
 	m, id := t.m, c.rec.CallID

@@ -22,7 +22,7 @@ import (
 // the decision changes copies of the calls it read, and the commit writes,
 // in one MULTI/EXEC, the calls whose state changed, the index changes it
 // queued, the setup deadlines it armed or stopped and the records it saved
-// (read and WATCHed first: RedisRecords.prepareSave). If a watched key
+// (read and WATCHed first; RedisRecords.queueSaves). If a watched key
 // changed meanwhile, nothing is written and the decision runs again from
 // fresh reads (redisCallAttempts times, then ErrStoreUnavailable).
 //
@@ -122,6 +122,7 @@ type redisTx struct {
 	at  time.Time
 	err error
 
+	readOnly  bool // a view: reads are not WATCHed, nothing is committed
 	watched   map[string]bool
 	watching  bool                       // a WATCH is armed on rtx (UNWATCH unless EXEC follows)
 	calls     map[string]*call           // read (nil: absent) or added
@@ -132,6 +133,7 @@ type redisTx struct {
 	runIDs    []string                   // calls:run as read (allRunning)
 	runRead   bool
 	forgotten map[string]bool
+	stored    map[string]*string // call ID → its stored record, packed (nil: none), as read
 
 	writes []func(p redis.Pipeliner) // index changes, in order
 	saves  []string
@@ -146,7 +148,7 @@ func newRedisTx(cl *clusterCalls, ctx context.Context, rtx *redis.Tx, at time.Ti
 	}
 	return &redisTx{cl: cl, ctx: ctx, rtx: rtx, at: at, watched: map[string]bool{}, calls: map[string]*call{},
 		orig: map[string]string{}, invs: map[string]string{}, rooms: map[string]string{}, users: map[string]map[string]bool{},
-		forgotten: map[string]bool{}}
+		forgotten: map[string]bool{}, stored: map[string]*string{}}
 }
 
 // read runs, in one pipeline, WATCH of keys not watched yet, then the
@@ -161,6 +163,9 @@ func (t *redisTx) read(keys []string, f func(redis.Pipeliner)) bool {
 			t.watched[k] = true
 			watch = append(watch, k)
 		}
+	}
+	if t.readOnly {
+		watch = watch[:1]
 	}
 	if len(watch) > 1 {
 		t.watching = true
@@ -211,6 +216,136 @@ func (t *redisTx) load(ids ...string) {
 		}
 		t.calls[id], t.orig[id] = c, s
 	}
+}
+
+// readStored reads (WATCHed) the stored records of calls ids not read yet.
+func (t *redisTx) readStored(ids ...string) {
+	var missing []string
+	for _, id := range ids {
+		if _, ok := t.stored[id]; !ok && !slices.Contains(missing, id) {
+			missing = append(missing, id)
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	keys := t.cl.rec.storedKeys(missing)
+	var get *redis.SliceCmd
+	if !t.read(keys, func(p redis.Pipeliner) { get = p.MGet(t.ctx, keys...) }) {
+		return
+	}
+	for i, id := range missing {
+		if v, ok := get.Val()[i].(string); ok {
+			t.stored[id] = &v
+		} else {
+			t.stored[id] = nil
+		}
+	}
+}
+
+// hint reads what h names in one pipeline (then, in one more, the calls
+// the users' sets and the index keys point to).
+func (t *redisTx) hint(h hint) {
+	var keys []string
+	var users, rooms, invs, calls, recs []string
+	for _, u := range h.users {
+		if _, ok := t.users[u]; !ok && !slices.Contains(users, u) {
+			users = append(users, u)
+			keys = append(keys, t.cl.userKey(u))
+		}
+	}
+	for _, r := range h.rooms {
+		if _, ok := t.rooms[r]; !ok && !slices.Contains(rooms, r) {
+			rooms = append(rooms, r)
+			keys = append(keys, t.cl.roomKey(r))
+		}
+	}
+	for _, id := range h.invites {
+		if _, ok := t.invs[id]; !ok && !slices.Contains(invs, id) {
+			invs = append(invs, id)
+			keys = append(keys, t.cl.invKey(id))
+		}
+	}
+	for _, id := range h.calls {
+		if _, ok := t.calls[id]; !ok && !slices.Contains(calls, id) {
+			calls = append(calls, id)
+			keys = append(keys, t.cl.stKey(id))
+		}
+	}
+	for _, id := range h.records {
+		if _, ok := t.stored[id]; !ok && !slices.Contains(recs, id) {
+			recs = append(recs, id)
+		}
+	}
+	recKeys := t.cl.rec.storedKeys(recs)
+	keys = append(keys, recKeys...)
+	if len(keys) == 0 {
+		return
+	}
+	sets := make([]*redis.StringSliceCmd, len(users))
+	ptrs := make([]*redis.StringCmd, len(rooms)+len(invs))
+	var st, rc *redis.SliceCmd
+	if !t.read(keys, func(p redis.Pipeliner) {
+		for i, u := range users {
+			sets[i] = p.SMembers(t.ctx, t.cl.userKey(u))
+		}
+		for i, r := range rooms {
+			ptrs[i] = p.Get(t.ctx, t.cl.roomKey(r))
+		}
+		for i, id := range invs {
+			ptrs[len(rooms)+i] = p.Get(t.ctx, t.cl.invKey(id))
+		}
+		if len(calls) > 0 {
+			stKeys := make([]string, len(calls))
+			for i, id := range calls {
+				stKeys[i] = t.cl.stKey(id)
+			}
+			st = p.MGet(t.ctx, stKeys...)
+		}
+		if len(recs) > 0 {
+			rc = p.MGet(t.ctx, recKeys...)
+		}
+	}) {
+		return
+	}
+	var found []string
+	for i, u := range users {
+		set := map[string]bool{}
+		for _, id := range sets[i].Val() {
+			set[id] = true
+			found = append(found, id)
+		}
+		t.users[u] = set
+	}
+	for i, r := range rooms {
+		t.rooms[r] = ptrs[i].Val()
+		found = append(found, t.rooms[r])
+	}
+	for i, id := range invs {
+		t.invs[id] = ptrs[len(rooms)+i].Val()
+		found = append(found, t.invs[id])
+	}
+	for i, id := range calls {
+		s, ok := st.Val()[i].(string)
+		if !ok {
+			t.calls[id] = nil
+			continue
+		}
+		c, err := decodeCall([]byte(s))
+		if err != nil {
+			t.err = fmt.Errorf("call %q: %w", id, err)
+			return
+		}
+		t.calls[id], t.orig[id] = c, s
+	}
+	for i, id := range recs {
+		if v, ok := rc.Val()[i].(string); ok {
+			t.stored[id] = &v
+		} else {
+			t.stored[id] = nil
+		}
+	}
+	t.load(found...)
 }
 
 // get is call id as read (running or ended; nil: none).
@@ -473,17 +608,18 @@ func (t *redisTx) commit(due *cluster.Due) error {
 			recs = append(recs, c.rec)
 		}
 	}
-	if len(recs) > 0 {
-		t.watching = true
-	}
-	saveRecs, err := cl.rec.prepareSave(ctx, t.rtx, recs)
-	if err != nil {
-		return err
-	}
+	t.readStored(t.saves...)
 	if t.err != nil {
 		return t.err
 	}
-	_, err = t.rtx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	stored := map[string]string{}
+	for id, v := range t.stored {
+		if v != nil {
+			stored[id] = *v
+		}
+	}
+	queued := false
+	_, err := t.rtx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		for _, f := range t.writes {
 			f(p)
 		}
@@ -497,13 +633,18 @@ func (t *redisTx) commit(due *cluster.Due) error {
 				p.PExpire(ctx, cl.invKey(inv), endedTTL)
 			}
 		}
-		saveRecs(p)
+		if err := cl.rec.queueSaves(ctx, p, stored, recs); err != nil {
+			return err
+		}
 		if due != nil {
 			cl.ks.Done(ctx, p, *due)
 		}
+		queued = true
 		return nil
 	})
-	t.watching = false // EXEC (or DISCARD) ended it
+	if queued {
+		t.watching = false // EXEC (or DISCARD) ended it
+	}
 	return err
 }
 
@@ -522,6 +663,22 @@ func (t *redisTx) unwatch() {
 // committed attempt's onces and work; due's Done goes in its EXEC.
 func (cl *clusterCalls) do(ctx context.Context, decide decision, due *cluster.Due) error {
 	return cl.doAt(ctx, time.Time{}, decide, due)
+}
+
+// view runs look on fresh reads, not WATCHed, committing nothing
+// (Manager.view).
+func (cl *clusterCalls) view(ctx context.Context, look func(t tx)) error {
+	err := cl.rdb.Watch(ctx, func(rtx *redis.Tx) error {
+		t := newRedisTx(cl, ctx, rtx, time.Time{})
+		t.readOnly = true
+		look(t)
+		return t.err
+	})
+	if err != nil {
+		cl.m.log.Error("calls: cluster read failed", "err", err, "ctx_err", ctx.Err())
+		return protocol.ErrStoreUnavailable
+	}
+	return nil
 }
 
 // doAt is do with the decision's time at (zero: now).
