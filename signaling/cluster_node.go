@@ -22,13 +22,14 @@ import (
 // is in Redis, shared with the other nodes of the cluster, and decided
 // there by the Redis backend of the tx (tx_redis.go).
 //
-// Phase 2a: invitations (invite, inviteInGroup excepted, accept, reject,
-// cancel, modify, timeouts), delivery across nodes, the outbox of known
-// users with no connection (and of those whose connection closed, or whose
-// node died, before an event reached it), the replay on attach (of the
-// kept events by one connection of the user at a time, cluster-wide). Groups and custom status
-// are refused in cluster mode (store_unavailable with a message) until
-// their turn; presence events stay local to the node.
+// Phases 2a and 2b: invitations (invite, inviteInGroup, accept, reject,
+// cancel, modify, timeouts), groups, custom status, delivery across nodes,
+// the outbox of known users with no connection (and of those whose
+// connection closed, or whose node died, before an event reached it), the
+// replay on attach (of the kept events by one connection of the user at a
+// time, cluster-wide); the read-only views and presence (subscriptions,
+// status changes to the subscribers on any node) from Redis
+// (cluster_views.go).
 type ClusterParams struct {
 	Client redis.UniversalClient // one Redis (standalone or Sentinel); owned by the caller
 	Prefix string                // of every key (RedisStore's and the cluster's)
@@ -75,7 +76,10 @@ func newClusterNode(ctx context.Context, e *Engine, p ClusterParams) (*clusterNo
 	c := &clusterNode{e: e, rdb: p.Client, k: redisKeys{p.Prefix}, ks: cluster.NewKeyspace(p.Prefix, p.Config),
 		node: p.NodeID, store: store, cfg: p.Config, done: make(chan struct{}), excepts: map[uint64]protocol.Session{}, counted: map[Conn]bool{}}
 	cp := cluster.Params{Client: p.Client, Prefix: p.Prefix, NodeID: p.NodeID, Logger: e.log, Config: p.Config}
-	if c.reg, err = cluster.NewRegistry(cp); err != nil {
+	// A connected user is known: written again with their registry entry
+	// (after a restart of Redis that lost the data too).
+	present := func(ctx context.Context, pipe redis.Pipeliner, user string) { pipe.SAdd(ctx, c.k.users(), user) }
+	if c.reg, err = cluster.NewRegistry(cluster.RegistryParams{Params: cp, Present: present}); err != nil {
 		return nil, err
 	}
 	if c.members, err = cluster.NewMembership(cluster.MembershipParams{Params: cp, Addr: p.Addr, Registry: c.reg, DeadEvents: c.deadEvents}); err != nil {
@@ -361,22 +365,17 @@ func (c *clusterNode) fire(ctx context.Context, d cluster.Due) {
 }
 
 // after runs, once an op committed, what stays on this node: the
-// observers' note and the status events.
+// observers' note. (Status events went with the others: statusEvents.)
 func (c *clusterNode) after(t *redisTx) {
-	if t == nil || (t.n == nil && len(t.statCh) == 0) {
+	if t == nil || t.n == nil {
 		return
 	}
 	e := c.e
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for _, s := range t.statCh {
-		e.statusChangedLocked(s.user, true, s.skip)
-	}
-	if t.n != nil {
-		n := *t.n
-		n.At = e.clock.Now()
-		e.notifyLocked(n)
-	}
+	n := *t.n
+	n.At = e.clock.Now()
+	e.notifyLocked(n)
 }
 
 // ---- connections ----
@@ -390,7 +389,8 @@ func (c *clusterNode) attach(ctx context.Context, s Conn) error {
 	user := s.UserID()
 	ready := make(chan struct{})
 	e.mu.Lock()
-	if _, err := e.addSessionLocked(s); err != nil {
+	n, err := e.addSessionLocked(s)
+	if err != nil {
 		e.mu.Unlock()
 		return err
 	}
@@ -399,7 +399,7 @@ func (c *clusterNode) attach(ctx context.Context, s Conn) error {
 	s.StartReplay(r)
 	e.mu.Unlock()
 
-	err := c.store.Apply(ctx, PutUser{UserID: user})
+	err = c.store.Apply(ctx, PutUser{UserID: user})
 	if err == nil {
 		// Counted even if Add fails (see Registry.Add): Detach uncounts it.
 		e.mu.Lock()
@@ -414,15 +414,25 @@ func (c *clusterNode) attach(ctx context.Context, s Conn) error {
 		return protocol.ErrStoreUnavailable
 	}
 	close(ready)
+	if n == 1 {
+		c.announce(ctx, user, true)
+	}
 	return nil
 }
 
-// detach uncounts a connection that Detach removed.
-func (c *clusterNode) detach(user string) {
+// detach uncounts a connection that Detach removed; last: the user has
+// no connection left on this node.
+func (c *clusterNode) detach(user string, last bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if err := c.reg.Remove(ctx, user); err != nil && !errors.Is(err, cluster.ErrClosed) {
-		c.e.log.Warn("cluster registry: connection removal not confirmed (retried in the background)", "user", user, "err", err)
+	if err := c.reg.Remove(ctx, user); err != nil {
+		if !errors.Is(err, cluster.ErrClosed) {
+			c.e.log.Warn("cluster registry: connection removal not confirmed (retried in the background)", "user", user, "err", err)
+		}
+		return
+	}
+	if last {
+		c.announce(context.Background(), user, false)
 	}
 }
 

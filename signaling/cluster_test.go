@@ -2,12 +2,14 @@ package signaling_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -61,6 +63,7 @@ func (r *opRoundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis
 
 type clusterHarness struct {
 	t      *testing.T
+	log    *slog.Logger
 	srv    *redistest.Server
 	prefix string
 	cfg    signaling.Config
@@ -82,7 +85,24 @@ func clusterConfig() cluster.Config {
 
 func newClusterHarness(t *testing.T, srv *redistest.Server) *clusterHarness {
 	t.Helper()
-	h := &clusterHarness{t: t, srv: srv, prefix: "c{" + t.Name() + "}:", cfg: signaling.DefaultConfig(),
+	return newClusterHarnessOf(t, srv, signaling.DefaultConfig(), testLogger())
+}
+
+// newClusterHarnessWith starts nodes A and B with the engine config cfg.
+func newClusterHarnessWith(t *testing.T, srv *redistest.Server, cfg signaling.Config) *clusterHarness {
+	t.Helper()
+	return newClusterHarnessOf(t, srv, cfg, testLogger())
+}
+
+// newClusterHarnessLog is newClusterHarness with the engines logging to log.
+func newClusterHarnessLog(t *testing.T, srv *redistest.Server, log *slog.Logger) *clusterHarness {
+	t.Helper()
+	return newClusterHarnessOf(t, srv, signaling.DefaultConfig(), log)
+}
+
+func newClusterHarnessOf(t *testing.T, srv *redistest.Server, cfg signaling.Config, log *slog.Logger) *clusterHarness {
+	t.Helper()
+	h := &clusterHarness{t: t, log: log, srv: srv, prefix: "c{" + t.Name() + "}:", cfg: cfg,
 		nodes: map[string]*signaling.Engine{}, rts: map[string]*opRoundTrips{}, rdbs: map[string]*redis.Client{}}
 	for _, n := range []string{"A", "B"} {
 		h.start(n)
@@ -98,7 +118,7 @@ func (h *clusterHarness) start(node string) {
 	rt := &opRoundTrips{}
 	c.AddHook(rt)
 	eng, err := signaling.NewEngine(context.Background(), signaling.Params{Config: h.cfg,
-		Logger:  testLogger(),
+		Logger:  h.log,
 		Cluster: &signaling.ClusterParams{Client: c, Prefix: h.prefix, NodeID: node, Config: clusterConfig()}})
 	if err != nil {
 		h.t.Fatal(err)
@@ -123,7 +143,9 @@ func (h *clusterHarness) connect(node, user string) *session {
 
 // sync waits until every session has handled what was committed before:
 // a marker sent to their users after it reaches each of them (a node's
-// stream is read in order). The markers are removed.
+// stream is read in order). The markers are removed; each sync's marker
+// is its own (a user's other sessions get it too, and keep it until their
+// own sync).
 func (h *clusterHarness) sync(ss ...*session) {
 	h.t.Helper()
 	var users []string
@@ -132,15 +154,16 @@ func (h *clusterHarness) sync(ss ...*session) {
 			users = append(users, s.user)
 		}
 	}
+	n := syncSeq.Add(1)
 	for _, eng := range h.nodes {
-		if err := eng.SendEvent(ctx, users, "sync", struct{}{}, false); err != nil {
+		if err := eng.SendEvent(ctx, users, "sync", n, false); err != nil {
 			h.t.Fatal(err)
 		}
 		break
 	}
 	deadline := time.Now().Add(clusterWait)
 	for _, s := range ss {
-		for !s.has("sync") {
+		for !s.hasSync(n) {
 			if time.Now().After(deadline) {
 				h.t.Fatalf("%s: no sync marker after %v", s.user, clusterWait)
 			}
@@ -150,6 +173,19 @@ func (h *clusterHarness) sync(ss ...*session) {
 		s.evs = slices.DeleteFunc(s.evs, func(f protocol.EventFrame) bool { return f.Event == "sync" })
 		s.mu.Unlock()
 	}
+}
+
+// syncSeq numbers the sync markers.
+var syncSeq atomic.Int64
+
+func (s *session) hasSync(n int64) bool {
+	want := strconv.FormatInt(n, 10)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.ContainsFunc(s.evs, func(f protocol.EventFrame) bool {
+		raw, _ := f.Data.(json.RawMessage)
+		return f.Event == "sync" && string(raw) == want
+	})
 }
 
 func (s *session) has(name string) bool {
@@ -493,6 +529,35 @@ func TestClusterRoundTrips(t *testing.T) {
 		return h.nodes["B"].Accept(c, as(bob), protocol.InviteIDArgs{InviteID: id})
 	})
 	h.expect(alice, protocol.EvInviteeAccepted)
+
+	// Groups: a change is its reads, its recipients' connections, EXEC;
+	// a view is one round trip.
+	if _, err := h.nodes["A"].CreateGroup(ctx, as(alice), protocol.CreateGroupArgs{GroupID: "g1", Name: "g"}); err != nil {
+		t.Fatal(err)
+	}
+	measure("B", "joinGroup", 3, func(c context.Context) error {
+		return h.nodes["B"].JoinGroup(c, as(bob), protocol.GroupIDArgs{GroupID: "g1"})
+	})
+	measure("B", "getGroupMemberList", 1, func(c context.Context) error {
+		_, err := h.nodes["B"].GetGroupMemberList(c, as(bob), protocol.GroupIDArgs{GroupID: "g1"})
+		return err
+	})
+	// Its script is loaded by the first call (EVALSHA, then EVAL).
+	if _, err := h.nodes["B"].GetJoinedGroupList(ctx, as(bob)); err != nil {
+		t.Fatal(err)
+	}
+	measure("B", "getJoinedGroupList", 1, func(c context.Context) error {
+		_, err := h.nodes["B"].GetJoinedGroupList(c, as(bob))
+		return err
+	})
+	measure("B", "getUserStatus", 1, func(c context.Context) error {
+		_, err := h.nodes["B"].GetUserStatus(c, as(bob), protocol.UserIDListArgs{UserIDList: []string{"alice", "bob"}})
+		return err
+	})
+	measure("A", "inviteInGroup", 4, func(c context.Context) error {
+		_, err := h.nodes["A"].InviteInGroup(c, as(alice), protocol.InviteInGroupArgs{GroupID: "g1", InviteeList: []string{"bob"}, Timeout: secs(30)})
+		return err
+	})
 }
 
 // TestClusterPrefixOnly: everything the nodes write is under the prefix.

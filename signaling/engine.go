@@ -283,7 +283,7 @@ func (e *Engine) addSessionLocked(s Conn) (n int, err error) {
 		e.sessions[user] = set
 	}
 	set[s] = struct{}{}
-	if len(set) == 1 {
+	if len(set) == 1 && e.cl == nil { // cluster mode: clusterNode.announce
 		e.notifyPresenceLocked(user, true)
 	}
 	return len(set), nil
@@ -341,7 +341,7 @@ func (e *Engine) Detach(s Conn) {
 		delete(set, s)
 		if len(set) == 0 {
 			delete(e.sessions, user)
-			if had {
+			if had && e.cl == nil { // cluster mode: clusterNode.announce
 				e.notifyPresenceLocked(user, false)
 				e.dropSubscriptionsLocked(user)
 				e.statusChangedLocked(user, false, nil)
@@ -353,14 +353,19 @@ func (e *Engine) Detach(s Conn) {
 	}
 	if e.cl != nil && e.cl.counted[s] {
 		delete(e.cl.counted, s)
+		last := len(e.sessions[user]) == 0
 		e.mu.Unlock()
-		e.cl.detach(user) // the registry's write, without mu
+		e.cl.detach(user, last) // the registry's write, without mu
 		e.mu.Lock()
 	}
 }
 
-// Online reports how many connections user has open.
+// Online reports how many connections user has open (in cluster mode, on
+// the live nodes of the cluster).
 func (e *Engine) Online(user string) int {
+	if e.cl != nil {
+		return e.cl.online(user)
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return len(e.sessions[user])

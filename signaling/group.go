@@ -243,7 +243,11 @@ func (e *Engine) CreateGroup(ctx context.Context, a protocol.Actor, args protoco
 	}
 	members := slices.DeleteFunc(slices.Clone(args.MemberList), func(u string) bool { return u == a.UserID })
 	var id string
-	err := e.do(ctx, func(t tx) error {
+	h := txHint{counts: append([]string{a.UserID}, members...)}
+	if args.GroupID != "" {
+		h.groups = []string{args.GroupID}
+	}
+	err := e.doHint(ctx, h, func(t tx) error {
 		var err error
 		id, err = e.rules.createGroup(t, a, args.GroupID, args.Name, join, members)
 		return err
@@ -289,7 +293,8 @@ func (r rules) createGroup(t tx, a protocol.Actor, id, name string, join protoco
 
 // JoinGroup adds the caller to a group whose joinOption is "any".
 func (e *Engine) JoinGroup(ctx context.Context, a protocol.Actor, args protocol.GroupIDArgs) error {
-	return e.do(ctx, func(t tx) error { return e.rules.joinGroup(t, a, args) })
+	h := txHint{groups: []string{args.GroupID}, counts: []string{a.UserID}}
+	return e.doHint(ctx, h, func(t tx) error { return e.rules.joinGroup(t, a, args) })
 }
 
 func (r rules) joinGroup(t tx, a protocol.Actor, args protocol.GroupIDArgs) error {
@@ -322,7 +327,8 @@ func (e *Engine) InviteUserToGroup(ctx context.Context, a protocol.Actor, args p
 	if err := e.checkUserList("userList", args.UserList); err != nil {
 		return err
 	}
-	return e.do(ctx, func(t tx) error { return e.rules.inviteUserToGroup(t, a, args) })
+	h := txHint{groups: []string{args.GroupID}, counts: args.UserList}
+	return e.doHint(ctx, h, func(t tx) error { return e.rules.inviteUserToGroup(t, a, args) })
 }
 
 func (r rules) inviteUserToGroup(t tx, a protocol.Actor, args protocol.GroupUsersArgs) error {
@@ -361,7 +367,7 @@ func addMembersTo(t tx, a protocol.Actor, g *group, users []string, addedBy stri
 
 // QuitGroup removes the caller from a group; the owner must dismiss instead.
 func (e *Engine) QuitGroup(ctx context.Context, a protocol.Actor, args protocol.GroupIDArgs) error {
-	return e.do(ctx, func(t tx) error { return e.rules.quitGroup(t, a, args) })
+	return e.doHint(ctx, txHint{groups: []string{args.GroupID}}, func(t tx) error { return e.rules.quitGroup(t, a, args) })
 }
 
 func (r rules) quitGroup(t tx, a protocol.Actor, args protocol.GroupIDArgs) error {
@@ -389,7 +395,7 @@ func (e *Engine) KickGroupMember(ctx context.Context, a protocol.Actor, args pro
 	if err := e.checkData(args.Reason); err != nil {
 		return err
 	}
-	return e.do(ctx, func(t tx) error { return e.rules.kickGroupMember(t, a, args) })
+	return e.doHint(ctx, txHint{groups: []string{args.GroupID}}, func(t tx) error { return e.rules.kickGroupMember(t, a, args) })
 }
 
 func (r rules) kickGroupMember(t tx, a protocol.Actor, args protocol.KickArgs) error {
@@ -420,7 +426,7 @@ func (r rules) kickGroupMember(t tx, a protocol.Actor, args protocol.KickArgs) e
 
 // DismissGroup deletes a group; the owner only.
 func (e *Engine) DismissGroup(ctx context.Context, a protocol.Actor, args protocol.GroupIDArgs) error {
-	return e.do(ctx, func(t tx) error { return e.rules.dismissGroup(t, a, args) })
+	return e.doHint(ctx, txHint{groups: []string{args.GroupID}}, func(t tx) error { return e.rules.dismissGroup(t, a, args) })
 }
 
 func (r rules) dismissGroup(t tx, a protocol.Actor, args protocol.GroupIDArgs) error {
@@ -438,10 +444,16 @@ func (r rules) dismissGroup(t tx, a protocol.Actor, args protocol.GroupIDArgs) e
 }
 
 // GetGroupMemberList lists a group's members; members only.
-func (e *Engine) GetGroupMemberList(_ context.Context, a protocol.Actor, args protocol.GroupIDArgs) (protocol.MemberListResult, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	g, err := e.lookupGroupLocked(args.GroupID, a.UserID, true)
+func (e *Engine) GetGroupMemberList(ctx context.Context, a protocol.Actor, args protocol.GroupIDArgs) (protocol.MemberListResult, error) {
+	var g *group
+	var err error
+	if e.cl != nil {
+		g, err = e.cl.memberList(ctx, args.GroupID, a.UserID)
+	} else {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		g, err = e.lookupGroupLocked(args.GroupID, a.UserID, true)
+	}
 	if err != nil {
 		return protocol.MemberListResult{}, err
 	}
@@ -453,7 +465,10 @@ func (e *Engine) GetGroupMemberList(_ context.Context, a protocol.Actor, args pr
 }
 
 // GetJoinedGroupList lists the caller's groups, by group ID.
-func (e *Engine) GetJoinedGroupList(_ context.Context, a protocol.Actor) (protocol.GroupListResult, error) {
+func (e *Engine) GetJoinedGroupList(ctx context.Context, a protocol.Actor) (protocol.GroupListResult, error) {
+	if e.cl != nil {
+		return e.cl.joinedGroups(ctx, a.UserID)
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	res := protocol.GroupListResult{GroupList: []protocol.GroupInfo{}}
@@ -469,6 +484,9 @@ func (e *Engine) GetJoinedGroupList(_ context.Context, a protocol.Actor) (protoc
 // IsGroupMember reports whether user belongs to groupID, for the layers
 // built on signaling.
 func (e *Engine) IsGroupMember(groupID, user string) bool {
+	if e.cl != nil {
+		return e.cl.isGroupMember(groupID, user)
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	g := e.groups[groupID]

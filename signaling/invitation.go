@@ -463,6 +463,9 @@ func (e *Engine) CreateInvitation(ctx context.Context, a protocol.Actor, spec In
 	if spec.ID != "" {
 		h.invs = []string{spec.ID}
 	}
+	if spec.GroupID != "" {
+		h.groups = []string{spec.GroupID}
+	}
 	err = e.doHint(ctx, h, func(t tx) error {
 		if e.closing(t) {
 			return protocol.ErrShuttingDown

@@ -128,9 +128,12 @@ func (e *Engine) checkStatusList(users []string, allowEmpty bool) error {
 
 // GetUserStatus returns the status of each listed user as a sees it, in the
 // order listed ("unknown" for users a may not see).
-func (e *Engine) GetUserStatus(_ context.Context, a protocol.Actor, args protocol.UserIDListArgs) (protocol.UserStatusResult, error) {
+func (e *Engine) GetUserStatus(ctx context.Context, a protocol.Actor, args protocol.UserIDListArgs) (protocol.UserStatusResult, error) {
 	if err := e.checkStatusList(args.UserIDList, false); err != nil {
 		return protocol.UserStatusResult{}, err
+	}
+	if e.cl != nil {
+		return e.cl.statusList(ctx, a.UserID, args.UserIDList)
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -150,17 +153,22 @@ func (e *Engine) statusListLocked(viewer string, users []string) protocol.UserSt
 // to a (status_not_visible, naming the first who is not), and a's user may
 // have at most limits.max_status_subscriptions subscriptions
 // (too_many_status_subscriptions); on an error nothing is subscribed.
-func (e *Engine) SubscribeUserStatus(_ context.Context, a protocol.Actor, args protocol.UserIDListArgs) (protocol.UserStatusResult, error) {
+func (e *Engine) SubscribeUserStatus(ctx context.Context, a protocol.Actor, args protocol.UserIDListArgs) (protocol.UserStatusResult, error) {
 	if err := e.checkStatusList(args.UserIDList, false); err != nil {
 		return protocol.UserStatusResult{}, err
 	}
 	me := a.UserID
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	if len(e.sessions[me]) == 0 {
+		e.mu.Unlock()
 		// The connection closed meanwhile: its subscriptions would outlive it.
 		return protocol.UserStatusResult{}, protocol.ErrNotLoggedIn.WithMessage("no open connection of %s", me)
 	}
+	if e.cl != nil {
+		e.mu.Unlock()
+		return e.cl.subscribe(ctx, me, args.UserIDList)
+	}
+	defer e.mu.Unlock()
 	mine := e.presence.subs[me]
 	added := 0
 	for _, u := range args.UserIDList {
@@ -193,9 +201,12 @@ func (e *Engine) SubscribeUserStatus(_ context.Context, a protocol.Actor, args p
 
 // UnsubscribeUserStatus cancels a's user's subscriptions to the listed
 // users (users not subscribed to are skipped); an empty list cancels all.
-func (e *Engine) UnsubscribeUserStatus(_ context.Context, a protocol.Actor, args protocol.UserIDListArgs) error {
+func (e *Engine) UnsubscribeUserStatus(ctx context.Context, a protocol.Actor, args protocol.UserIDListArgs) error {
 	if err := e.checkStatusList(args.UserIDList, true); err != nil {
 		return err
+	}
+	if e.cl != nil {
+		return e.cl.unsubscribe(ctx, a.UserID, args.UserIDList)
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()

@@ -516,6 +516,19 @@ func (s *redisSim) knowInvitation(id string, r *InvitationRecord) {
 	s.invs[id] = si
 }
 
+// knowGroup sets what the batch knows of group id from its record (r nil:
+// it does not exist), for a caller that read it itself.
+func (s *redisSim) knowGroup(id string, r *GroupRecord) {
+	sg := &redisSimGroup{members: map[string]bool{}}
+	if r != nil {
+		sg.exists = true
+		for _, m := range r.Members {
+			sg.members[m.UserID] = true
+		}
+	}
+	s.groups[id] = sg
+}
+
 func (s *redisSim) emit(w func(context.Context, redis.Pipeliner)) { s.writes = append(s.writes, w) }
 
 // apply decides m on the state, records its writes and changes the state.

@@ -29,8 +29,10 @@ import (
 // mode: Params.Cluster) implements the same tx with WATCHed reads and
 // commits the queued mutations with the events' stream and outbox appends
 // in one MULTI/EXEC, running the decision again from fresh reads when a
-// watched key changed. So far it runs the invitation ops; group ops are
-// refused in cluster mode.
+// watched key changed. It runs every op: invitations (inviteInGroup
+// included), groups, custom status; in cluster mode the status changes
+// (statusChanged) go to the subscribers' nodes with the op's other events
+// (redisTx.statusEvents).
 //
 // Forward-only states are compared and set: a SetInviteeState carries the
 // state the decision read (From), and a backend applies it only from that
@@ -38,8 +40,10 @@ import (
 // twice.
 //
 // Read-only operations (Invitation, GetGroupMemberList, GetJoinedGroupList,
-// GetUserStatus, ...) and connection bookkeeping (Attach, Detach, Replay)
-// still read the memory backend's maps directly.
+// IsGroupMember, Online, GetUserStatus) read the memory backend's maps
+// standalone and Redis in cluster mode (cluster_views.go), as do the
+// presence subscriptions; connection bookkeeping (Attach, Detach, Replay)
+// is the backend's own.
 type tx interface {
 	// now is the time of the decision.
 	now() time.Time

@@ -43,7 +43,12 @@ import (
 // user's kept events (expires after node_ttl unless renewed; see
 // clusterNode.missed); sig:kd:<event> SET of the users an event routed to
 // a node was kept for after its delivery failed there (expires with the
-// offline event TTL; see keepScript).
+// offline event TTL; see keepScript); sig:ugrp:<user> SET of the groups the
+// user is a member of, sig:ugown:<user> SET of those they created or joined
+// by themselves (groupCounts; both written with the group's mutations, in
+// their EXEC). A group is RedisStore's sig:grp:<id>, WATCHed when read: two
+// nodes racing on a group (a join and a dismissal, two joins past the
+// member cap, a quit and a kick) conflict, and the loser decides again.
 //
 // Delivery: an event goes, in one stream entry per node, to the nodes
 // holding its recipients' connections; the known recipients with none get
@@ -67,6 +72,11 @@ func (k redisKeys) sent(user string) string    { return k.p + "sig:sent:" + user
 func (k redisKeys) obSeq() string              { return k.p + "sig:obseq" }
 func (k redisKeys) kept() string               { return k.p + "sig:kept" }
 
+// userGroups is the SET of the groups user is a member of; ownGroups the
+// part of it they created or joined by themselves (groupCounts).
+func (k redisKeys) userGroups(user string) string { return k.p + "sig:ugrp:" + user }
+func (k redisKeys) ownGroups(user string) string  { return k.p + "sig:ugown:" + user }
+
 // txHint names what an operation's decision will read, so that the Redis
 // backend reads it in one pipeline. The memory backend ignores it.
 type txHint struct {
@@ -74,11 +84,9 @@ type txHint struct {
 	users   []string // users whose connections and known flag are read
 	sentBy  []string // liveSentBy
 	ringing []string // ringingFor
+	groups  []string // group, groupMember
+	counts  []string // groupCounts
 }
-
-// errNotInCluster refuses, in cluster mode, the operations whose Redis
-// backend is not written yet (groups: phase 2b).
-var errNotInCluster = protocol.ErrStoreUnavailable.WithMessage("this operation is not available in cluster mode yet")
 
 // redisTx is the Redis backend's tx for one attempt of one operation.
 // Reads that fail set err (the tx's methods return no error): the attempt
@@ -101,15 +109,19 @@ type redisTx struct {
 	keptBy   map[string]int64
 	keptAll  int64
 	status   map[string]string
+	grps     map[string]*GroupRecord // read (nil: absent)
+	own      map[string]int          // groupCounts read
+	added    map[string]int
 
-	muts   []Mutation
-	evs    []*outgoing
-	sender string
-	force  bool
-	n      *InvitationNote
-	statCh []statusChange
-	extra  []func(context.Context, redis.Pipeliner) // queued in the EXEC too (a deadline's Done)
-	rounds int                                      // round trips of the attempt (tests count them)
+	muts     []Mutation
+	evs      []*outgoing
+	sender   string
+	force    bool
+	n        *InvitationNote
+	statCh   []statusChange
+	announce []string                                 // users whose status change clusterNode.announce decided
+	extra    []func(context.Context, redis.Pipeliner) // queued in the EXEC too (a deadline's Done)
+	rounds   int                                      // round trips of the attempt (tests count them)
 }
 
 var _ tx = (*redisTx)(nil)
@@ -117,7 +129,8 @@ var _ tx = (*redisTx)(nil)
 func newRedisTx(c *clusterNode, ctx context.Context, rtx *redis.Tx) *redisTx {
 	return &redisTx{c: c, ctx: ctx, rtx: rtx, at: c.e.clock.Now(), watched: map[string]bool{},
 		invs: map[string]*InvitationRecord{}, nodes: map[string][]string{}, isKnown: map[string]bool{},
-		ringN: map[string]int{}, sentN: map[string]int{}, keptBy: map[string]int64{}, status: map[string]string{}}
+		ringN: map[string]int{}, sentN: map[string]int{}, keptBy: map[string]int64{}, status: map[string]string{},
+		grps: map[string]*GroupRecord{}, own: map[string]int{}, added: map[string]int{}}
 }
 
 // read runs, in one pipeline, WATCH of the keys not watched yet, then the
@@ -167,7 +180,17 @@ func (t *redisTx) load(h txHint) {
 		}
 	}
 	users := t.missingUsers(h.users)
-	var ringing, sent []string
+	var ringing, sent, groups, counts []string
+	for _, id := range h.groups {
+		if _, ok := t.grps[id]; !ok && id != "" && !slices.Contains(groups, id) {
+			groups = append(groups, id)
+		}
+	}
+	for _, u := range h.counts {
+		if _, ok := t.own[u]; !ok && !slices.Contains(counts, u) {
+			counts = append(counts, u)
+		}
+	}
 	for _, u := range h.ringing {
 		if _, ok := t.ringN[u]; !ok && !slices.Contains(ringing, u) {
 			ringing = append(ringing, u)
@@ -178,7 +201,7 @@ func (t *redisTx) load(h txHint) {
 			sent = append(sent, u)
 		}
 	}
-	if len(users) == 0 && len(ringing) == 0 && len(sent) == 0 {
+	if len(users) == 0 && len(ringing) == 0 && len(sent) == 0 && len(groups) == 0 && len(counts) == 0 {
 		return
 	}
 	var keys []string
@@ -191,10 +214,19 @@ func (t *redisTx) load(h txHint) {
 	for _, u := range sent {
 		keys = append(keys, k.sent(u))
 	}
+	for _, id := range groups {
+		keys = append(keys, k.grp(id))
+	}
+	for _, u := range counts {
+		keys = append(keys, k.userGroups(u), k.ownGroups(u))
+	}
 	var nodes *redis.Cmd
 	var known *redis.BoolSliceCmd
 	ringCmds := make([]*redis.IntCmd, len(ringing))
 	sentCmds := make([]*redis.IntCmd, len(sent))
+	grpCmds := make([]*redis.MapStringStringCmd, len(groups))
+	allCmds := make([]*redis.IntCmd, len(counts))
+	ownCmds := make([]*redis.IntCmd, len(counts))
 	if !t.read(keys, func(p redis.Pipeliner) {
 		if len(users) > 0 {
 			nodes = t.c.ks.QueueNodes(t.ctx, p, users)
@@ -205,6 +237,13 @@ func (t *redisTx) load(h txHint) {
 		}
 		for i, u := range sent {
 			sentCmds[i] = p.SCard(t.ctx, k.sent(u))
+		}
+		for i, id := range groups {
+			grpCmds[i] = p.HGetAll(t.ctx, k.grp(id))
+		}
+		for i, u := range counts {
+			allCmds[i] = p.SCard(t.ctx, k.userGroups(u))
+			ownCmds[i] = p.SCard(t.ctx, k.ownGroups(u))
 		}
 	}) {
 		return
@@ -225,6 +264,23 @@ func (t *redisTx) load(h txHint) {
 	}
 	for i, u := range sent {
 		t.sentN[u] = int(sentCmds[i].Val())
+	}
+	for i, id := range groups {
+		h := grpCmds[i].Val()
+		if len(h) == 0 {
+			t.grps[id] = nil
+			continue
+		}
+		g, err := decodeGroup(id, h)
+		if err != nil {
+			t.err = dataErr("group %q: %w", id, err)
+			return
+		}
+		t.grps[id] = &g
+	}
+	for i, u := range counts {
+		own := int(ownCmds[i].Val())
+		t.own[u], t.added[u] = own, int(allCmds[i].Val())-own
 	}
 }
 
@@ -297,18 +353,28 @@ func (t *redisTx) liveSentBy(user string) int {
 	return t.sentN[user]
 }
 
-func (t *redisTx) notInCluster() {
-	if t.err == nil {
-		t.err = errNotInCluster
+func (t *redisTx) group(id string) (*group, bool) {
+	t.load(txHint{groups: []string{id}})
+	r := t.grps[id]
+	if r == nil {
+		return nil, false
 	}
+	return groupFromRecord(*r), true
 }
 
-func (t *redisTx) group(string) (*group, bool) { t.notInCluster(); return nil, false }
-func (t *redisTx) groupMember(string, string) (found, member bool) {
-	t.notInCluster()
-	return false, false
+func (t *redisTx) groupMember(id, user string) (found, member bool) {
+	t.load(txHint{groups: []string{id}})
+	r := t.grps[id]
+	if r == nil {
+		return false, false
+	}
+	return true, slices.ContainsFunc(r.Members, func(m MemberRecord) bool { return m.UserID == user })
 }
-func (t *redisTx) groupCounts(string) (own, added int) { t.notInCluster(); return 0, 0 }
+
+func (t *redisTx) groupCounts(user string) (own, added int) {
+	t.load(txHint{counts: []string{user}})
+	return t.own[user], t.added[user]
+}
 
 func (t *redisTx) online(user string) bool {
 	t.load(txHint{users: []string{user}})
@@ -366,7 +432,7 @@ func (t *redisTx) statusChanged(user string, skip protocol.Session) {
 }
 
 func (t *redisTx) empty() bool {
-	return len(t.muts) == 0 && len(t.evs) == 0 && t.n == nil && len(t.statCh) == 0 && len(t.extra) == 0
+	return len(t.muts) == 0 && len(t.evs) == 0 && t.n == nil && len(t.statCh) == 0 && len(t.announce) == 0 && len(t.extra) == 0
 }
 
 // unwatch releases a WATCH that no EXEC ended.
@@ -433,6 +499,30 @@ func (t *redisTx) commit(exceptToken uint64) (selfEntry bool, err error) {
 				sim.knowInvitation(p.Invitation.ID, nil)
 			}
 		}
+	}
+	// The groups the mutations touch, as read (the decision read each
+	// group it changes; one it did not is read now).
+	var touched []string
+	for _, m := range muts {
+		switch m := m.(type) {
+		case PutGroup:
+			if _, read := t.grps[m.Group.ID]; !read {
+				// A fresh random ID, or one the decision checked.
+				sim.knowGroup(m.Group.ID, nil)
+			}
+		case AddGroupMembers:
+			touched = append(touched, m.GroupID)
+		case RemoveGroupMembers:
+			touched = append(touched, m.GroupID)
+		case DeleteGroup:
+			touched = append(touched, m.GroupID)
+		}
+	}
+	if t.load(txHint{groups: touched}); t.err != nil {
+		return false, t.err
+	}
+	for id, r := range t.grps {
+		sim.knowGroup(id, r)
 	}
 	if err := sim.decide(k, muts); err != nil {
 		return false, err
@@ -511,6 +601,38 @@ func (t *redisTx) queueIndexes(p redis.Pipeliner) {
 				p.ZRem(ctx, k.ringing(v.UserID), r.ID)
 			}
 			ks.Cancel(ctx, p, r.ID)
+		case PutGroup:
+			t.indexMembers(p, m.Group.ID, m.Group.Members)
+		case AddGroupMembers:
+			if r := t.grps[m.GroupID]; r != nil {
+				add := slices.DeleteFunc(slices.Clone(m.Members), func(mr MemberRecord) bool {
+					return slices.ContainsFunc(r.Members, func(x MemberRecord) bool { return x.UserID == mr.UserID })
+				})
+				t.indexMembers(p, m.GroupID, add)
+			}
+		case RemoveGroupMembers:
+			for _, u := range m.UserIDs {
+				p.SRem(ctx, k.userGroups(u), m.GroupID)
+				p.SRem(ctx, k.ownGroups(u), m.GroupID)
+			}
+		case DeleteGroup:
+			if r := t.grps[m.GroupID]; r != nil {
+				for _, mr := range r.Members {
+					p.SRem(ctx, k.userGroups(mr.UserID), m.GroupID)
+					p.SRem(ctx, k.ownGroups(mr.UserID), m.GroupID)
+				}
+			}
+		}
+	}
+}
+
+// indexMembers queues the user → groups index writes of members joining
+// group id.
+func (t *redisTx) indexMembers(p redis.Pipeliner, id string, members []MemberRecord) {
+	for _, mr := range members {
+		p.SAdd(t.ctx, t.c.k.userGroups(mr.UserID), id)
+		if mr.AddedBy == "" {
+			p.SAdd(t.ctx, t.c.k.ownGroups(mr.UserID), id)
 		}
 	}
 }
@@ -620,6 +742,9 @@ func (c *clusterNode) do(ctx context.Context, h txHint, decide func(tx) error, e
 			if t.empty() {
 				done = t
 				return nil
+			}
+			if t.statusEvents(); t.err != nil {
+				return t.err
 			}
 			if token == 0 && slices.ContainsFunc(t.evs, func(ev *outgoing) bool { return ev.except != nil }) {
 				token = c.exceptToken(t.evs)

@@ -74,6 +74,71 @@ func TestSignalingTiny(t *testing.T) {
 		[]string{"errors", "relay_errors"})
 }
 
+// TestSignalingClusterTiny runs --cluster 2 (a real redis-server and two
+// switchboard nodes built from this tree) and the standalone baseline at
+// tiny scale: calls must complete, every one across nodes, with Redis
+// doing the work.
+func TestSignalingClusterTiny(t *testing.T) {
+	if _, err := lookRedis("redis-server"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%v (CI=true: not skipping)", err)
+		}
+		t.Skip(err)
+	}
+	res := runBench(t, "signaling", "--cluster", "2", "--users", "40", "--callers", "4",
+		"--duration", "2s", "--warmup", "500ms")
+	if res["mode"] != "signaling" || res["server"] != modeCluster || res["cluster_nodes"] != 2.0 || res["redis_aof"] != "everysec" {
+		t.Errorf("mode %v server %v cluster_nodes %v redis_aof %v", res["mode"], res["server"], res["cluster_nodes"], res["redis_aof"])
+	}
+	checkFigures(t, res,
+		[]string{"setups", "setups_per_s", "ring_p50_ms", "ring_p99_ms", "accept_p50_ms", "accept_p99_ms",
+			"bytes_per_conn", "node_cpu_ms_per_setup", "server_cpu_ms_per_setup",
+			"redis_cmds_per_setup", "redis_round_trips_per_setup",
+			"standalone_setups_per_s", "standalone_ring_p99_ms", "standalone_cpu_ms_per_setup", "cluster_ratio"},
+		[]string{"errors", "standalone_errors", "relay_setups_per_s"})
+	if res["cross_node_setups"] != res["setups"] {
+		t.Errorf("cross_node_setups %v of %v setups: every caller and callee must be on different nodes", res["cross_node_setups"], res["setups"])
+	}
+	// The calls went through Redis: each setup is at least two optimistic
+	// transactions (invite, accept) with the events appended to the
+	// nodes' streams.
+	perSetup := map[string]float64{}
+	stats, _ := res["redis_commandstats"].([]any)
+	for _, c := range stats {
+		m, _ := c.(map[string]any)
+		name, _ := m["cmd"].(string)
+		perSetup[name], _ = m["calls_per_setup"].(float64)
+	}
+	for _, cmd := range []string{"exec", "xadd", "xread"} {
+		if perSetup[cmd] < 1 {
+			t.Errorf("redis %s calls per setup = %v, want at least 1 (commandstats %v)", cmd, perSetup[cmd], perSetup)
+		}
+	}
+}
+
+func TestParseRedisInfo(t *testing.T) {
+	text := "# Stats\r\ntotal_connections_received:3\r\ntotal_commands_processed:120\r\n" +
+		"total_reads_processed:40\r\ntotal_writes_processed:38\r\n\r\n# Commandstats\r\n" +
+		"cmdstat_exec:calls=10,usec=200,usec_per_call=20.00,rejected_calls=0,failed_calls=1\r\n" +
+		"cmdstat_xadd:calls=5,usec=15,usec_per_call=3.00,rejected_calls=0,failed_calls=0\r\n"
+	ri, err := parseRedisInfo(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ri.commands != 120 || ri.reads != 40 || ri.writes != 38 ||
+		ri.cmds["exec"] != (cmdStat{calls: 10, usec: 200}) || ri.cmds["xadd"] != (cmdStat{calls: 5, usec: 15}) || len(ri.cmds) != 2 {
+		t.Errorf("parsed %+v", ri)
+	}
+	before := redisInfo{commands: 100, reads: 30, writes: 30, cmds: map[string]cmdStat{"exec": {calls: 4, usec: 80}, "xadd": {calls: 5, usec: 15}}}
+	d := counters{redis: ri}.sub(counters{redis: before}).redis
+	if d.commands != 20 || d.reads != 10 || d.writes != 8 || len(d.cmds) != 1 || d.cmds["exec"] != (cmdStat{calls: 6, usec: 120}) {
+		t.Errorf("delta %+v", d)
+	}
+	if _, err := parseRedisInfo("# Stats\r\ntotal_commands_processed:1\r\n"); err == nil {
+		t.Error("INFO without the read and write counters parsed without error")
+	}
+}
+
 func TestMediaTiny(t *testing.T) {
 	res := runBench(t, "media", "--rooms", "1", "--publishers", "1", "--subscribers", "1",
 		"--bitrate", "100000", "--fps", "10", "--duration", "2s", "--warmup", "500ms", "--calls", "1")
@@ -98,6 +163,10 @@ func TestBadUsage(t *testing.T) {
 		{"signaling", "--users", "10", "--callers", "10"},
 		{"media", "--rooms", "0"},
 		{"media", "--spawn", "--server-bin", "/bin/true"},
+		{"signaling", "--cluster", "1"},
+		{"signaling", "--cluster", "2", "--redis-aof", "sometimes"},
+		{"signaling", "--cluster", "2", "--sample", "1s"},
+		{"signaling", "--cluster", "2", "--cpuprofile", "x"},
 	} {
 		var out, errOut bytes.Buffer
 		if code := run(context.Background(), args, &out, &errOut); code != 2 {

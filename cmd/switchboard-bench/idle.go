@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,7 +29,7 @@ import (
 const (
 	roleIdleUsers = "idle-users"
 
-	envIdleURL    = "SWITCHBOARD_BENCH_URL"
+	envIdleURL    = "SWITCHBOARD_BENCH_URL" // space-separated: user i connects to the (i mod n)-th
 	envIdleUsers  = "SWITCHBOARD_BENCH_USERS"
 	envIdleSecret = "SWITCHBOARD_BENCH_SECRET" // empty: connect with ?user= (the relay)
 
@@ -55,9 +56,10 @@ type idleUsers struct {
 // idleUserID names the i-th idle user.
 func idleUserID(i int) string { return fmt.Sprintf("idle%05d", i) }
 
-// startIdleUsers starts a child that connects n idle users to wsURL and
-// keeps them connected (answering pings) until stop. secret empty: the relay.
-func startIdleUsers(ctx context.Context, wsURL string, secret []byte, n int) (*idleUsers, idleReport, error) {
+// startIdleUsers starts a child that connects n idle users to wsURLs (user
+// i to the (i mod len)-th: spread over a cluster's nodes) and keeps them
+// connected (answering pings) until stop. secret empty: the relay.
+func startIdleUsers(ctx context.Context, wsURLs []string, secret []byte, n int) (*idleUsers, idleReport, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, idleReport{}, err
@@ -65,7 +67,7 @@ func startIdleUsers(ctx context.Context, wsURL string, secret []byte, n int) (*i
 	cmd := exec.Command(exe)
 	cmd.Env = append(os.Environ(),
 		roleEnv+"="+roleIdleUsers,
-		envIdleURL+"="+wsURL,
+		envIdleURL+"="+strings.Join(wsURLs, " "),
 		envIdleUsers+"="+strconv.Itoa(n),
 		envIdleSecret+"="+string(secret),
 	)
@@ -125,10 +127,10 @@ func (u *idleUsers) stop() error {
 // runIdleUsersChild is the child's main: connect, report, wait for stdin to
 // close, disconnect.
 func runIdleUsersChild(stdin io.Reader, stdout io.Writer) error {
-	wsURL := os.Getenv(envIdleURL)
+	wsURLs := strings.Fields(os.Getenv(envIdleURL))
 	n, err := strconv.Atoi(os.Getenv(envIdleUsers))
-	if err != nil || wsURL == "" {
-		return fmt.Errorf("bad child environment: url %q users %q", wsURL, os.Getenv(envIdleUsers))
+	if err != nil || len(wsURLs) == 0 {
+		return fmt.Errorf("bad child environment: url %q users %q", os.Getenv(envIdleURL), os.Getenv(envIdleUsers))
 	}
 	secret := os.Getenv(envIdleSecret)
 	if err := raiseFileLimit(uint64(n) + 256); err != nil {
@@ -157,7 +159,7 @@ func runIdleUsersChild(stdin io.Reader, stdout io.Writer) error {
 				if i >= n {
 					return
 				}
-				c, err := dialIdle(&dialer, auth, wsURL, idleUserID(i))
+				c, err := dialIdle(&dialer, auth, wsURLs[i%len(wsURLs)], idleUserID(i))
 				mu.Lock()
 				if err != nil {
 					failed++

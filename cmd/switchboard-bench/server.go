@@ -172,6 +172,43 @@ func startChild(ctx context.Context, f serverFlags, stderr io.Writer) (_ *server
 	if err != nil {
 		return nil, err
 	}
+	bin, cleanup := f.serverBin, func() error { return nil }
+	if f.spawn {
+		if bin, cleanup, err = buildSwitchboard(ctx); err != nil {
+			return nil, err
+		}
+	}
+	s, err := runChild(ctx, bin, secret, nil, f.verbose, stderr)
+	if err != nil {
+		return nil, errors.Join(err, cleanup())
+	}
+	stop := s.stop
+	s.stop = func() error { return errors.Join(stop(), cleanup()) }
+	return s, nil
+}
+
+// buildSwitchboard runs go build of ./cmd/switchboard into a new temporary
+// directory, and returns the binary and what removes the directory.
+func buildSwitchboard(ctx context.Context) (bin string, cleanup func() error, err error) {
+	dir, err := os.MkdirTemp("", "switchboard-bench-bin-")
+	if err != nil {
+		return "", nil, err
+	}
+	cleanup = func() error { return os.RemoveAll(dir) }
+	bin = filepath.Join(dir, "switchboard")
+	bctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	out, berr := exec.CommandContext(bctx, "go", "build", "-o", bin, "github.com/switchboard-rtc/switchboard/cmd/switchboard").CombinedOutput()
+	if berr != nil {
+		return "", nil, errors.Join(fmt.Errorf("go build ./cmd/switchboard: %w\n%s", berr, out), cleanup())
+	}
+	return bin, cleanup, nil
+}
+
+// runChild runs bin as a child process on 127.0.0.1 port 0 with a store in
+// a new temporary directory, the bench's flags, then extra, and waits
+// until it serves. Its stop sends SIGTERM and removes the directory.
+func runChild(ctx context.Context, bin string, secret []byte, extra []string, verbose bool, stderr io.Writer) (_ *server, err error) {
 	dir, err := os.MkdirTemp("", "switchboard-bench-")
 	if err != nil {
 		return nil, err
@@ -181,35 +218,26 @@ func startChild(ctx context.Context, f serverFlags, stderr io.Writer) (_ *server
 			_ = os.RemoveAll(dir)
 		}
 	}()
-	bin := f.serverBin
-	if f.spawn {
-		bin = filepath.Join(dir, "switchboard")
-		bctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-		out, berr := exec.CommandContext(bctx, "go", "build", "-o", bin, "github.com/switchboard-rtc/switchboard/cmd/switchboard").CombinedOutput()
-		cancel()
-		if berr != nil {
-			return nil, fmt.Errorf("go build ./cmd/switchboard: %w\n%s", berr, out)
-		}
-	}
 	auth, err := web.NewAuthenticator(web.AuthConfig{Secret: secret})
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin,
+	args := []string{
 		"--server.addr=127.0.0.1:0",
-		"--store.path="+filepath.Join(dir, "switchboard.db"),
+		"--store.path=" + filepath.Join(dir, "switchboard.db"),
 		"--auth.dev=false",
-		"--auth.secret="+string(secret),
+		"--auth.secret=" + string(secret),
 		"--media.udp_port=0",
 		"--media.listen_ip=127.0.0.1",
 		"--media.include_loopback=true",
-		"--limits.requests_per_second="+strconv.Itoa(benchRequestsPerSecond),
-		"--limits.request_burst="+strconv.Itoa(benchRequestBurst),
+		"--limits.requests_per_second=" + strconv.Itoa(benchRequestsPerSecond),
+		"--limits.request_burst=" + strconv.Itoa(benchRequestBurst),
 		"--log.format=json",
 		"--log.level=info",
 		"--metrics.addr=",                  // /metrics on the server's own port: goroutines() reads it there
 		"--server.max_connections=1000000", // the bench's users are all connected at once
-	)
+	}
+	cmd := exec.Command(bin, append(args, extra...)...)
 	cmd.Env = os.Environ()
 	errPipe, err := cmd.StderrPipe()
 	if err != nil {
@@ -221,6 +249,7 @@ func startChild(ctx context.Context, f serverFlags, stderr io.Writer) (_ *server
 	}
 	waitc := make(chan error, 1)
 	urlc := make(chan string, 1)
+	var lastErr []byte // the child's last ERROR line, read after waitc
 	go func() {
 		sc := bufio.NewScanner(errPipe)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -239,7 +268,10 @@ func startChild(ctx context.Context, f serverFlags, stderr io.Writer) (_ *server
 				default:
 				}
 			}
-			if f.verbose && (line.Level == "WARN" || line.Level == "ERROR") {
+			if line.Level == "ERROR" {
+				lastErr = append(lastErr[:0], sc.Bytes()...)
+			}
+			if verbose && (line.Level == "WARN" || line.Level == "ERROR") {
 				fmt.Fprintf(stderr, "server: %s\n", sc.Bytes())
 			}
 		}
@@ -253,7 +285,7 @@ func startChild(ctx context.Context, f serverFlags, stderr io.Writer) (_ *server
 	select {
 	case u = <-urlc:
 	case werr := <-waitc:
-		return nil, fmt.Errorf("%s exited before serving: %v", bin, werr)
+		return nil, fmt.Errorf("%s exited before serving: %v; its last error: %s", bin, werr, lastErr)
 	case <-time.After(childReadyTimeout):
 		kill()
 		return nil, fmt.Errorf("%s did not serve within %v", bin, childReadyTimeout)

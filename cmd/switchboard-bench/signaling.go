@@ -29,6 +29,13 @@ type sigOptions struct {
 	sample   time.Duration // soak: sample the server's resources this often (0: off)
 	noRelay  bool          // soak: skip the relay baseline run
 
+	cluster  int    // --cluster N: N nodes on one Redis against a standalone server (0: off)
+	redisBin string // redis-server binary for --cluster
+	redisAOF string // the Redis persistence for --cluster: everysec, always or off
+	// standaloneFirst: --cluster runs the standalone baseline before the
+	// cluster (to alternate the order over several invocations).
+	standaloneFirst bool
+
 	cpuProfile  string // in-process: CPU profile of the server run's window
 	heapProfile string // in-process: in-use heap once the idle users are connected
 }
@@ -43,6 +50,10 @@ func (o *sigOptions) flags(out io.Writer) *flag.FlagSet {
 	fs.Float64Var(&o.rate, "rate", 0, "call setups per second over all pairs; 0: as fast as the pairs go")
 	fs.DurationVar(&o.sample, "sample", 0, "soak: sample the server's memory, goroutines and fds this often during the run (0: off)")
 	fs.BoolVar(&o.noRelay, "no-relay", false, "soak: skip the relay baseline (relay figures are then 0)")
+	fs.IntVar(&o.cluster, "cluster", 0, "run N (at least 2) switchboard nodes on one redis-server, each caller and its callee on different nodes, then a standalone server as the baseline (instead of the relay); 0: off")
+	fs.StringVar(&o.redisBin, "redis-bin", "redis-server", "--cluster: the redis-server binary (looked up in PATH)")
+	fs.BoolVar(&o.standaloneFirst, "standalone-first", false, "--cluster: run the standalone baseline before the cluster instead of after")
+	fs.StringVar(&o.redisAOF, "redis-aof", "everysec", "--cluster: Redis persistence: everysec or always (appendonly yes with that appendfsync), or off (no persistence)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "in-process only: write a CPU profile of the server run's window to this file (samples labelled side=server|client)")
 	fs.StringVar(&o.heapProfile, "heapprofile", "", "in-process only: write the in-use heap profile once the idle users are connected to this file, and before they connect to FILE.base")
 	o.server.register(fs)
@@ -59,8 +70,14 @@ func (o *sigOptions) validate() error {
 		return errors.New("--duration must be positive, --warmup and --rate not negative")
 	case o.duration > time.Hour || o.warmup > time.Hour:
 		return errors.New("--duration and --warmup are capped at 1h")
-	case (o.cpuProfile != "" || o.heapProfile != "") && o.server.childMode():
-		return errors.New("--cpuprofile and --heapprofile profile the in-process server: not with --spawn or --server-bin")
+	case (o.cpuProfile != "" || o.heapProfile != "") && (o.server.childMode() || o.cluster != 0):
+		return errors.New("--cpuprofile and --heapprofile profile the in-process server: not with --spawn, --server-bin or --cluster")
+	case o.cluster == 1 || o.cluster < 0 || o.cluster > maxClusterNodes:
+		return fmt.Errorf("--cluster must be 0 (off) or 2 to %d nodes", maxClusterNodes)
+	case o.cluster != 0 && o.sample > 0:
+		return errors.New("--sample (soak) is for one server, not with --cluster")
+	case o.redisAOF != "everysec" && o.redisAOF != "always" && o.redisAOF != "off":
+		return fmt.Errorf("--redis-aof %q: want everysec, always or off", o.redisAOF)
 	}
 	return o.server.validate()
 }
@@ -98,6 +115,8 @@ type sigResult struct {
 
 	Soak        []soakSample `json:"soak_samples,omitempty"`
 	SoakSummary *soakSummary `json:"soak,omitempty"`
+
+	*clusterResult // --cluster only: its fields are in the same object
 }
 
 // loadResult is what one run of the call loop measured.
@@ -109,9 +128,14 @@ type loadResult struct {
 	window       time.Duration
 	bytesPerConn float64
 	cpu          time.Duration // server CPU over the window (server run only)
+	delta        counters      // the counters' change over the window (server run only)
+	crossSetups  int64         // setups whose caller and callee were on different nodes
 }
 
 func runSignaling(ctx context.Context, o sigOptions, stdout, stderr io.Writer) (*sigResult, error) {
+	if o.cluster != 0 {
+		return runSignalingCluster(ctx, o, stdout, stderr)
+	}
 	idle := o.users - 2*o.callers
 	// This process holds, at most, the server's end of every connection
 	// (in-process) and both ends of the active pairs.
@@ -137,10 +161,10 @@ func runSignaling(ctx context.Context, o sigOptions, stdout, stderr io.Writer) (
 	var main *loadResult
 	pprof.Do(ctx, pprof.Labels("side", "client"), func(ctx context.Context) {
 		main, err = runTarget(ctx, o, idle, sigTarget{
-			wsURL: srv.wsURL, secret: srv.secret, memory: srv.memory, cpu: srv.cpu,
+			wsURL: srv.wsURL, secret: srv.secret, memory: srv.memory, counters: srv.counters,
 			prof: &windowProfile{cpu: o.cpuProfile}, heap: o.heapProfile,
-			newDriver: func(ctx context.Context, caller, callee string) (*pair, error) {
-				return dialServerPair(ctx, srv, caller, callee)
+			newDriver: func(ctx context.Context, _ int, caller, callee string) (*pair, error) {
+				return dialServerPair(ctx, srv, srv, caller, callee)
 			},
 		}, stderr)
 	})
@@ -164,7 +188,7 @@ func runSignaling(ctx context.Context, o sigOptions, stdout, stderr io.Writer) (
 		}
 		base, err = runTarget(ctx, o, idle, sigTarget{
 			wsURL: rl.url(), memory: inProcessMemory,
-			newDriver: func(ctx context.Context, caller, callee string) (*pair, error) {
+			newDriver: func(ctx context.Context, _ int, caller, callee string) (*pair, error) {
 				return dialRelayPair(ctx, rl.url(), caller, callee)
 			},
 		}, stderr)
@@ -255,15 +279,17 @@ func inProcessMemory() (uint64, error) {
 	return (&server{}).memory()
 }
 
-// sigTarget is what the call loop runs against: the server or the relay.
+// sigTarget is what the call loop runs against: the server, a cluster or
+// the relay.
 type sigTarget struct {
 	wsURL     string
-	secret    []byte // nil: the relay (?user=)
+	wsURLs    []string // a cluster's nodes, over which idle users are spread (nil: wsURL)
+	secret    []byte   // nil: the relay (?user=)
 	memory    func() (uint64, error)
-	cpu       func() (time.Duration, error) // nil: not measured
-	prof      *windowProfile                // nil: no CPU profile of the window
-	heap      string                        // "": no heap profiles around the idle users' connection
-	newDriver func(ctx context.Context, caller, callee string) (*pair, error)
+	counters  func() (counters, error) // nil: not measured
+	prof      *windowProfile           // nil: no CPU profile of the window
+	heap      string                   // "": no heap profiles around the idle users' connection
+	newDriver func(ctx context.Context, i int, caller, callee string) (*pair, error)
 }
 
 // Timeouts of the call loop: every wait is bounded.
@@ -285,7 +311,11 @@ func runTarget(ctx context.Context, o sigOptions, idle int, tg sigTarget, stderr
 		if err := writeHeap(suffixed(tg.heap, ".base")); err != nil {
 			return nil, err
 		}
-		iu, rep, err := startIdleUsers(ctx, tg.wsURL, tg.secret, idle)
+		urls := tg.wsURLs
+		if urls == nil {
+			urls = []string{tg.wsURL}
+		}
+		iu, rep, err := startIdleUsers(ctx, urls, tg.secret, idle)
 		if err != nil {
 			return nil, err
 		}
@@ -319,7 +349,7 @@ func runTarget(ctx context.Context, o sigOptions, idle int, tg sigTarget, stderr
 		return nil, err
 	}
 	fmt.Fprintf(stderr, "signaling: calling for %v + %v warmup…\n", o.duration, o.warmup)
-	err = runLoad(ctx, o, pairs, tg.cpu, tg.prof, res)
+	err = runLoad(ctx, o, pairs, tg.counters, tg.prof, res)
 	return res, err
 }
 
@@ -337,7 +367,7 @@ func writeHeap(path string) error {
 	return errors.Join(err, f.Close())
 }
 
-func dialPairs(ctx context.Context, n int, dial func(ctx context.Context, caller, callee string) (*pair, error)) ([]*pair, error) {
+func dialPairs(ctx context.Context, n int, dial func(ctx context.Context, i int, caller, callee string) (*pair, error)) ([]*pair, error) {
 	pairs := make([]*pair, n)
 	var (
 		next     atomic.Int64
@@ -354,7 +384,7 @@ func dialPairs(ctx context.Context, n int, dial func(ctx context.Context, caller
 				if i >= n {
 					return
 				}
-				p, err := dial(dctx, fmt.Sprintf("caller%05d", i), fmt.Sprintf("callee%05d", i))
+				p, err := dial(dctx, i, fmt.Sprintf("caller%05d", i), fmt.Sprintf("callee%05d", i))
 				if err != nil {
 					errMu.Lock()
 					if firstErr == nil {
@@ -385,6 +415,9 @@ func dialPairs(ctx context.Context, n int, dial func(ctx context.Context, caller
 type pair struct {
 	caller, callee     *client.Client
 	callerID, calleeID string
+	// crossNode: caller and callee are connected to different nodes of a
+	// cluster.
+	crossNode bool
 	// invite sends the call; for the server it waits for the reply.
 	invite func(ctx context.Context, seq int) (inviteID string, err error)
 	// accept answers the ring.
@@ -407,26 +440,28 @@ func (p *pair) close() {
 	_ = p.callee.Close()
 }
 
-// dialServerPair connects a pair to Switchboard with signed tokens.
-func dialServerPair(ctx context.Context, s *server, caller, callee string) (*pair, error) {
-	dial := func(user string) (*client.Client, error) {
+// dialServerPair connects a pair to Switchboard with signed tokens: the
+// caller to callerSrv, the callee to calleeSrv (the same server, or two
+// nodes of a cluster).
+func dialServerPair(ctx context.Context, callerSrv, calleeSrv *server, caller, callee string) (*pair, error) {
+	dial := func(s *server, user string) (*client.Client, error) {
 		tok, _, err := s.auth.Issue(user, "", 24*time.Hour)
 		if err != nil {
 			return nil, err
 		}
 		return client.Dial(ctx, s.wsURL, tok)
 	}
-	cr, err := dial(caller)
+	cr, err := dial(callerSrv, caller)
 	if err != nil {
 		return nil, err
 	}
-	ce, err := dial(callee)
+	ce, err := dial(calleeSrv, callee)
 	if err != nil {
 		_ = cr.Close()
 		return nil, err
 	}
 	timeout := 30
-	p := &pair{caller: cr, callee: ce, callerID: caller, calleeID: callee}
+	p := &pair{caller: cr, callee: ce, callerID: caller, calleeID: callee, crossNode: callerSrv != calleeSrv}
 	p.invite = func(ctx context.Context, _ int) (string, error) {
 		return cr.Invite(ctx, protocol.InviteArgs{Invitee: callee, Data: `{"bench":1}`, Timeout: &timeout})
 	}
@@ -485,7 +520,7 @@ func dialRelayPair(ctx context.Context, relayURL, caller, callee string) (*pair,
 
 // runLoad runs every pair's caller and callee loops for warmup + duration
 // and gathers the figures of the calls inside the window.
-func runLoad(ctx context.Context, o sigOptions, pairs []*pair, cpu func() (time.Duration, error), prof *windowProfile, res *loadResult) error {
+func runLoad(ctx context.Context, o sigOptions, pairs []*pair, read func() (counters, error), prof *windowProfile, res *loadResult) error {
 	start := time.Now()
 	winStart := start.Add(o.warmup)
 	winEnd := winStart.Add(o.duration)
@@ -496,20 +531,22 @@ func runLoad(ctx context.Context, o sigOptions, pairs []*pair, cpu func() (time.
 	if o.rate > 0 {
 		tokens = pace(lctx, o.rate, len(pairs))
 	}
-	var cpuStart, cpuEnd time.Duration
+	var cStart, cEnd counters
 	var profErr error
 	var cpuWG sync.WaitGroup
 	cpuWG.Go(func() {
 		if !sleepUntil(lctx, winStart) {
 			return
 		}
-		if cpu != nil {
-			cpuStart, _ = cpu()
+		var err error
+		if read != nil {
+			cStart, err = read()
 		}
-		profErr = prof.start()
+		profErr = errors.Join(err, prof.start())
 		sleepUntil(lctx, winEnd)
-		if cpu != nil && lctx.Err() == nil {
-			cpuEnd, _ = cpu()
+		if read != nil && lctx.Err() == nil {
+			cEnd, err = read()
+			profErr = errors.Join(profErr, err)
 		}
 		profErr = errors.Join(profErr, prof.stop())
 	})
@@ -527,9 +564,13 @@ func runLoad(ctx context.Context, o sigOptions, pairs []*pair, cpu func() (time.
 	cpuWG.Wait()
 
 	res.window = o.duration
-	res.cpu = cpuEnd - cpuStart
+	res.delta = cEnd.sub(cStart)
+	res.cpu = res.delta.cpu
 	for _, p := range pairs {
 		res.setups += p.setups
+		if p.crossNode {
+			res.crossSetups += p.setups
+		}
 		res.errors += p.errors
 		res.ring = append(res.ring, p.ring...)
 		res.accept = append(res.accept, p.accepted...)

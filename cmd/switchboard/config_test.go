@@ -24,6 +24,8 @@ import (
 	"github.com/switchboard-rtc/switchboard/media/turnserver"
 	"github.com/switchboard-rtc/switchboard/rooms"
 	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/signaling/cluster"
+	"github.com/switchboard-rtc/switchboard/signaling/redisdb"
 	"github.com/switchboard-rtc/switchboard/web"
 	"github.com/switchboard-rtc/switchboard/web/stack"
 	"github.com/switchboard-rtc/switchboard/web/webhook"
@@ -51,7 +53,14 @@ var wantDefaults = Config{
 		},
 	},
 	Store: stack.StoreConfig{Path: "./data/switchboard.db"},
-	Auth:  web.AuthConfig{Secret: []byte{}, Dev: true, DevTokenTTL: 24 * time.Hour},
+	Cluster: stack.ClusterConfig{
+		NodeID:        "",
+		AdvertiseAddr: "",
+		Redis:         redisdb.Config{Addr: "", Username: "", Password: "", DB: 0, TLS: false, CAFile: "", KeyPrefix: "switchboard:"},
+		Knobs: cluster.Config{NodeTTL: 3 * time.Second, CleanupLease: 10 * time.Second, TimerPoll: 200 * time.Millisecond,
+			TimerLease: 5 * time.Second, TimerBatch: 100, StreamMaxLen: 10000, StreamBatch: 100, OpTimeout: time.Second, MaxBackoff: time.Second},
+	},
+	Auth: web.AuthConfig{Secret: []byte{}, Dev: true, DevTokenTTL: 24 * time.Hour},
 	Signaling: signaling.Config{
 		DefaultTimeout:  30 * time.Second,
 		MaxTimeout:      300 * time.Second,
@@ -658,6 +667,19 @@ func TestInvalidValues(t *testing.T) {
 		{name: "unknown log level", env: []string{"SWITCHBOARD_LOG_LEVEL=verbose"}, key: "log.level", msg: `"verbose"`},
 		{name: "unknown log format", args: []string{"--log.format=xml"}, key: "log.format", msg: "text or json"},
 
+		// cluster section
+		{name: "cluster node ttl too short", args: []string{"--cluster.node_ttl=10ms"}, key: "cluster.node_ttl", msg: "below 30ms"},
+		{name: "cluster op timeout above ttl/3", args: []string{"--cluster.op_timeout=2s"}, key: "cluster.op_timeout", msg: "node_ttl/3"},
+		{name: "cluster timer lease below poll", args: []string{"--cluster.timer_lease=100ms"}, key: "cluster.timer_lease", msg: "timer_poll"},
+		{name: "cluster zero stream batch", args: []string{"--cluster.stream_batch=0"}, key: "cluster.stream_batch", msg: "at least 1"},
+		{name: "cluster without secret", args: []string{"--cluster.redis.addr=127.0.0.1:6379"}, key: "auth.secret", msg: "cluster mode"},
+		{name: "cluster redis addr without port", args: []string{"--cluster.redis.addr=redis.internal", "--auth.secret=" + longSecret}, key: "cluster.redis.addr", msg: "host:port"},
+		{name: "cluster redis negative db", args: []string{"--cluster.redis.addr=127.0.0.1:6379", "--cluster.redis.db=-1", "--auth.secret=" + longSecret}, key: "cluster.redis.db", msg: "negative"},
+		{name: "cluster redis ca without tls", args: []string{"--cluster.redis.addr=127.0.0.1:6379", "--cluster.redis.ca_file=ca.pem", "--auth.secret=" + longSecret}, key: "cluster.redis.ca_file", msg: "tls is off"},
+		{name: "cluster redis tls over unix", args: []string{"--cluster.redis.addr=unix:/run/redis.sock", "--cluster.redis.tls=true", "--auth.secret=" + longSecret}, key: "cluster.redis.tls", msg: "Unix socket"},
+		{name: "cluster bad node id", args: []string{"--cluster.redis.addr=127.0.0.1:6379", "--cluster.node_id=node 1", "--auth.secret=" + longSecret}, key: "cluster.node_id", msg: `"node 1"`},
+		{name: "cluster bad advertise addr", args: []string{"--cluster.redis.addr=127.0.0.1:6379", "--cluster.advertise_addr=10.0.0.5", "--auth.secret=" + longSecret}, key: "cluster.advertise_addr", msg: "host:port"},
+
 		// the config file itself
 		{name: "missing file", args: []string{"--config", "/nonexistent/switchboard.yaml"}, key: "config", msg: "/nonexistent/switchboard.yaml"},
 		{name: "malformed file", file: "server: [unclosed\n", key: "config", msg: "config file"},
@@ -738,6 +760,10 @@ func TestValidValues(t *testing.T) {
 		{"upper-case busy policy", []string{"--calls.busy_policy=RING"}},
 		{"stun and turn", []string{"--media.ice_servers=stun:stun.example.com:3478,turns:turn.example.com"}},
 		{"turn on loopback", []string{"--turn.enabled=true", "--media.listen_ip=127.0.0.1"}},
+		{"cluster node", []string{"--cluster.redis.addr=127.0.0.1:6379", "--cluster.node_id=n1", "--cluster.advertise_addr=10.0.0.5:8080", "--auth.secret=" + strings.Repeat("x", 32)}},
+		{"cluster on a unix socket with dev tokens", []string{"--cluster.redis.addr=unix:/run/redis/redis.sock", "--auth.secret=" + strings.Repeat("x", 32)}},
+		{"cluster over tls", []string{"--cluster.redis.addr=redis.example:6380", "--cluster.redis.tls=true", "--cluster.redis.ca_file=ca.pem", "--auth.secret=" + strings.Repeat("x", 32)}},
+		{"cluster knobs unused standalone", []string{"--cluster.redis.db=-1"}},
 		{"turn behind nat", []string{"--turn.enabled=true", "--media.nat1to1_ips=203.0.113.7", "--turn.host=turn.example.com",
 			"--turn.tls=true", "--server.tls_cert=c.pem", "--server.tls_key=k.pem", "--turn.secret=" + strings.Repeat("s", 32)}},
 	}
@@ -838,6 +864,37 @@ func TestLogConfig(t *testing.T) {
 		slog.New(h).Error("hello", "k", "v")
 		if !strings.HasPrefix(buf.String(), tt.prefix) {
 			t.Errorf("%+v: output %q, want prefix %q", tt.cfg, buf.String(), tt.prefix)
+		}
+	}
+}
+
+// TestClusterNodeConfigs: the three example node configs in configs/ load
+// and validate, run in cluster mode on one Redis with one auth secret, and
+// differ in node ID and in every port a node binds.
+func TestClusterNodeConfigs(t *testing.T) {
+	t.Parallel()
+	seen := map[string]string{} // a value that must be unique → the file that has it
+	var redis, secret string
+	for i := 1; i <= 3; i++ {
+		path := filepath.Join("..", "..", "configs", "cluster-node"+strconv.Itoa(i)+".yaml")
+		cfg, err := LoadConfig([]string{"--config", path})
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if !cfg.Cluster.Enabled() || cfg.Cluster.NodeID == "" {
+			t.Errorf("%s: not a cluster node: %+v", path, cfg.Cluster)
+		}
+		if i == 1 {
+			redis, secret = cfg.Cluster.Redis.Addr, string(cfg.Auth.Secret)
+		} else if cfg.Cluster.Redis.Addr != redis || string(cfg.Auth.Secret) != secret {
+			t.Errorf("%s: Redis %q and secret differ from node 1's %q", path, cfg.Cluster.Redis.Addr, redis)
+		}
+		for _, v := range []string{"node " + cfg.Cluster.NodeID, "addr " + cfg.Server.Addr,
+			"udp " + strconv.Itoa(cfg.Media.SFU.UDPPort), "addr " + cfg.Metrics.Addr} {
+			if other, ok := seen[v]; ok {
+				t.Errorf("%s: %s is also %s's", path, v, other)
+			}
+			seen[v] = path
 		}
 	}
 }

@@ -58,6 +58,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(string)
 		log.Warn("dev auth is on: anyone can get a token at /api/dev/token; set auth.dev=false in production")
 	}
 	setGC(cfg.Server, log)
+	if cfg.Cluster.Enabled() {
+		stack.SetRedisLogger(log) // go-redis's one logger of the process
+	}
 	st, err := stack.New(ctx, stack.Params{Config: cfg, Logger: log})
 	if err != nil {
 		return err
@@ -82,8 +85,12 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(string)
 	if cfg.Server.TLSCert != "" {
 		scheme = "https"
 	}
-	log.Info("switchboard serving", "url", fmt.Sprintf("%s://%s", scheme, ln.Addr()), "store", cfg.Store.Path,
-		"media_udp", st.SFU.UDPAddr().String())
+	where := []any{"store", cfg.Store.Path}
+	if st.NodeID != "" {
+		where = []any{"node", st.NodeID, "redis", cfg.Cluster.Redis.Addr}
+	}
+	log.Info("switchboard serving", append(append([]any{"url", fmt.Sprintf("%s://%s", scheme, ln.Addr())}, where...),
+		"media_udp", st.SFU.UDPAddr().String())...)
 	if ready != nil {
 		ready(ln.Addr().String())
 	}

@@ -46,6 +46,12 @@
 // a pending cleanup claim on itself, and has its Registry write every
 // local user again; so does the first heartbeat after Redis failed.
 //
+// After a Redis outage longer than node_ttl every node key has expired,
+// and each node registers again only when its own client reaches Redis.
+// So a node declares no other node dead within node_ttl + 1 s (go-redis
+// dials again once a second after its dials kept failing) of its own last
+// failed call of the heartbeat or the watch.
+//
 // Close order (reverse of Start): Poller, Reader, Registry, Membership.
 // Registry.Close removes the node's conn entries; Membership.Close deletes
 // node:<id> and does the node's own cleanup at once (its unread events go
@@ -56,8 +62,12 @@
 // Registry.Add and Remove count a user's connections on this node; one
 // writer goroutine writes them to Redis as absolute values, in order,
 // batched (one round trip per batch), retrying until Redis takes them.
-// Registry.Nodes answers, for many users at once, which live nodes hold
-// their connections: one round trip (a script per 256 users, pipelined).
+// Registry.Nodes answers, for many users at once, which nodes hold their
+// connections: one round trip (a script per 256 users, pipelined). A node
+// counts while it is in `nodes` (alive, or dead and not yet cleaned up:
+// its cleanup hands over what was routed there), not only while its key
+// lives: after an outage, events for a node's users go to its stream while
+// it has not registered again, instead of to their outboxes.
 //
 // # Event streams
 //
@@ -72,7 +82,13 @@
 // past it, Append drops the oldest (XADD MAXLEN =), and the Reader, which
 // checks that sequence numbers follow each other, reports the number
 // dropped to Lost before the next entry (and -1 when the sequence
-// restarted: the stream was deleted or lost).
+// restarted: the stream was deleted or lost). A reader that finds nothing
+// to read checks whether its stream was lost (its sequence below the
+// reader's, and the recorded position gone with it): the new entries may
+// have IDs below its position, so it reads the stream from its start. A
+// stream rolled back (a restart that lost the last writes of the
+// append-only file) keeps a recorded position: the reader goes on after
+// its own, handling nothing twice.
 //
 // # Deadlines
 //

@@ -62,6 +62,9 @@ func (k Keyspace) StreamKey(node string) string { return k.prefix + "ev:" + node
 // DeadlinesKey is the `deadlines` sorted set.
 func (k Keyspace) DeadlinesKey() string { return k.prefix + "deadlines" }
 
+// NodesKey is the `nodes` sorted set: node → last heartbeat.
+func (k Keyspace) NodesKey() string { return k.nodes() }
+
 func (k Keyspace) nodes() string                { return k.prefix + "nodes" }
 func (k Keyspace) nodePrefix() string           { return k.prefix + "node:" }
 func (k Keyspace) connPrefix() string           { return k.prefix + "conn:" }

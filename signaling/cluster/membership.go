@@ -63,6 +63,7 @@ type Membership struct {
 	started time.Time
 
 	lastBeat atomic.Int64 // Unix ms (local clock) of the last successful heartbeat
+	lastFail atomic.Int64 // Unix ms (local clock) of the last failed call of the heartbeat or the watch
 	cleaned  atomic.Int64 // cleanups this node completed (for tests and metrics)
 	sweeps   atomic.Int64 // looks for dead nodes completed
 }
@@ -70,6 +71,18 @@ type Membership struct {
 // maxNodes bounds the nodes LiveNodes lists and each look for dead nodes
 // handles.
 const maxNodes = 1000
+
+// redialPeriod is how long a node's client may take to reach Redis again
+// after Redis is back: once its dials kept failing (PoolSize of them),
+// go-redis fails every call at once and probes with one dial a second.
+const redialPeriod = time.Second
+
+// outageGrace is how long after its last failed call a node declares no
+// other node dead: every node's key expired during an outage longer than
+// node_ttl, and each live node registers again at its first heartbeat
+// that reaches Redis, within redialPeriod plus one heartbeat period
+// (the retries' back-off being capped there) of Redis being back.
+func (c Config) outageGrace() time.Duration { return c.NodeTTL + redialPeriod }
 
 // NewMembership returns the membership of p.NodeID.
 func NewMembership(p MembershipParams) (*Membership, error) {
@@ -164,6 +177,7 @@ func (m *Membership) heartbeats(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
+			m.lastFail.Store(time.Now().UnixMilli())
 			wait = min(rt.fail(err), period)
 			continue
 		}
@@ -191,6 +205,7 @@ func (m *Membership) watch(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
+			m.lastFail.Store(time.Now().UnixMilli())
 			wait = min(rt.fail(err), period)
 			continue
 		}
@@ -200,6 +215,9 @@ func (m *Membership) watch(ctx context.Context) {
 }
 
 // sweep finds dead nodes, and cleans up each whose cleanup it claims.
+// Within outageGrace of a failed call it only checks that Redis answers:
+// after an outage, a node whose key expired meanwhile is given the time to
+// register again before it counts as dead.
 func (m *Membership) sweep(ctx context.Context) error {
 	cctx, cancel := opCtx(ctx, m.p.Config)
 	dead, err := deadNodesScript.Run(cctx, m.p.Client, []string{m.ks.nodes()},
@@ -207,6 +225,13 @@ func (m *Membership) sweep(ctx context.Context) error {
 	cancel()
 	if err != nil {
 		return err
+	}
+	if since := time.Since(time.UnixMilli(m.lastFail.Load())); since < m.p.Config.outageGrace() {
+		if len(dead) > 0 {
+			m.p.Logger.Debug("nodes look dead just after a Redis outage; waiting for them to register again",
+				"nodes", dead, "wait", m.p.Config.outageGrace()-since)
+		}
+		return nil
 	}
 	for _, id := range dead {
 		if id == m.p.NodeID {

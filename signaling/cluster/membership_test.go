@@ -2,10 +2,13 @@ package cluster_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -36,8 +39,16 @@ func newDeadLog() *deadLog {
 
 func (e *env) member(id string, cfg cluster.Config, dl *deadLog) *member {
 	e.t.Helper()
-	p := e.params(id, cfg)
-	reg, err := cluster.NewRegistry(p)
+	return e.memberOn(e.params(id, cfg), dl)
+}
+
+// memberOn is member with its own Params (another client).
+func (e *env) memberOn(p cluster.Params, dl *deadLog) *member {
+	e.t.Helper()
+	id := p.NodeID
+	reg, err := cluster.NewRegistry(cluster.RegistryParams{Params: p, Present: func(ctx context.Context, pipe redis.Pipeliner, u string) {
+		pipe.SAdd(ctx, e.prefix+"present", u) // as the engine's known users
+	}})
 	must(e.t, err)
 	mp := cluster.MembershipParams{
 		Params: p, Addr: id + ".example:8080", MediaAddr: id + ".example:7000",
@@ -269,7 +280,8 @@ func TestDeadNodesRounds(t *testing.T) {
 
 // TestReassertAfterRedisLoss: when Redis loses the data (FLUSHALL, or a
 // restart without its append-only file), the node registers again and
-// writes every local user's entry at its next heartbeat; an outage is
+// writes every local user's entry (with the registry's Present writes) at
+// its next heartbeat; an outage is
 // logged once, and its end once.
 func TestReassertAfterRedisLoss(t *testing.T) {
 	e := newEnv(t)
@@ -326,6 +338,11 @@ func TestReassertAfterRedisLoss(t *testing.T) {
 		if n, _ := admin.Exists(ctx, ks.NodeKey("a")).Result(); n != 1 {
 			return "node key not back"
 		}
+		// The registry's Present writes too.
+		got, _ := admin.SMembers(ctx, e.prefix+"present").Result()
+		if slices.Sort(got); !slices.Equal(got, []string{"u1", "u3"}) {
+			return fmt.Sprintf("present = %v, want [u1 u3]", got)
+		}
 		return ""
 	})
 	if n := e.logs.count("redis unavailable", "loop=heartbeat"); n != 1 {
@@ -337,4 +354,103 @@ func TestReassertAfterRedisLoss(t *testing.T) {
 		}
 		return ""
 	})
+}
+
+// TestOutageDeclaresNoNodeDead: Redis is down for longer than node_ttl, so
+// every node key expires; when it is back, node a reaches it at once and
+// node b only a while later (its own link to Redis still down). a does not
+// declare b dead meanwhile. A node that did die during the outage is
+// declared dead once the grace after the outage is over.
+func TestOutageDeclaresNoNodeDead(t *testing.T) {
+	e := newEnv(t)
+	cfg := fastConfig()
+	dl := newDeadLog()
+	// b's client dials through a link that the test cuts; its pool is big
+	// enough that go-redis never stops dialing (its dial breaker would add
+	// up to a second).
+	var cut atomic.Bool
+	opts := e.srv.Options()
+	opts.ContextTimeoutEnabled = true
+	opts.DialTimeout = 200 * time.Millisecond
+	opts.PoolSize = 10000
+	opts.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if cut.Load() {
+			return nil, errors.New("link to Redis cut by the test")
+		}
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	}
+	bc := redis.NewClient(opts)
+	t.Cleanup(func() { _ = bc.Close() })
+	pb := e.params("b", cfg)
+	pb.Client = bc
+	a, b := e.member("a", cfg, dl), e.memberOn(pb, dl)
+	c := e.member("c", cfg, dl)
+	ctx := context.Background()
+	must(t, b.reg.Add(ctx, "u1"))
+
+	cut.Store(true)
+	e.srv.Kill()
+	c.kill() // dies during the outage
+	killed := time.Now()
+	eventually(t, 5*cfg.NodeTTL, func() string {
+		if time.Since(killed) < 2*cfg.NodeTTL {
+			return "outage too short"
+		}
+		if n := e.logs.count("redis unavailable", "node=a", "dead-node watch"); n == 0 {
+			return "a's watch did not notice the outage"
+		}
+		return ""
+	})
+	e.srv.Restart()
+	eventually(t, 5*cfg.NodeTTL, func() string {
+		if n := e.logs.count("redis available again", "node=a", "dead-node watch"); n == 0 {
+			return "a's watch is not back"
+		}
+		return ""
+	})
+	// a has run sweeps while b's key is still gone.
+	from := a.m.Sweeps()
+	eventually(t, 5*cfg.NodeTTL, func() string {
+		if a.m.Sweeps() < from+2 {
+			return "a did not look for dead nodes"
+		}
+		return ""
+	})
+	if n, _ := e.srv.Client().Exists(ctx, e.ks().NodeKey("b")).Result(); n != 0 {
+		t.Fatal("b's key is back before its link: the test cannot tell")
+	}
+	cut.Store(false)
+	eventually(t, 5*cfg.NodeTTL, func() string {
+		if got := liveIDs(t, a.m); !slices.Equal(got, []string{"a", "b"}) {
+			return fmt.Sprintf("live nodes %v, want [a b]", got)
+		}
+		if got := hkeys(t, e.srv.Client(), e.ks().ConnKey("u1")); !slices.Equal(got, []string{"b"}) {
+			return fmt.Sprintf("conn:u1 = %v, want [b]", got)
+		}
+		return ""
+	})
+	// c, dead, is cleaned up once the grace is over; a and b never are.
+	select {
+	case <-dl.notify:
+	case <-time.After(5 * cfg.NodeTTL):
+		t.Fatal("c, dead during the outage, was not declared dead after it")
+	}
+	from = a.m.Sweeps()
+	eventually(t, 5*cfg.NodeTTL, func() string {
+		if a.m.Sweeps() < from+3 {
+			return "a did not look for dead nodes"
+		}
+		return ""
+	})
+	dl.mu.Lock()
+	defer dl.mu.Unlock()
+	for _, d := range dl.dead {
+		if !strings.HasSuffix(d, ":c") {
+			t.Errorf("declared dead: %s (only c died)", d)
+		}
+	}
+	if len(dl.dead) != 1 {
+		t.Errorf("dead-node calls %v, want one for c", dl.dead)
+	}
 }

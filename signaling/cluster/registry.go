@@ -12,8 +12,12 @@ import (
 // Registry records which users have connections on this node, in Redis:
 // `conn:<user>` HASH node → number of connections there, and
 // `nodeusers:<node>` SET of the node's users (for the cleanup of a dead
-// node). A user is online iff some node of `conn:<user>` has a live node
-// key; Nodes answers that for many users at once.
+// node). A user is online iff some node of `conn:<user>` is in `nodes`:
+// alive, or dead and not yet cleaned up (events routed there are handed
+// over to the users' outboxes by the cleanup, after it has dropped the
+// node from their `conn:` hashes); Nodes answers that for many users at
+// once. Not the node key, which every node loses during a Redis outage
+// longer than node_ttl and gets back only at its next heartbeat.
 //
 // This node is the authority on its own connections: the counts live in
 // memory and one writer goroutine writes them to Redis as absolute values
@@ -21,7 +25,7 @@ import (
 // until it succeeds, and Resync (called by Membership after an outage, or
 // when Redis lost this node's keys) writes every local user again.
 type Registry struct {
-	p    Params
+	p    RegistryParams
 	ks   Keyspace
 	life life
 	kick chan struct{} // capacity 1: wakes the writer
@@ -43,8 +47,18 @@ const writeBatch = 512
 // calls of one Nodes go in one pipeline).
 const nodesChunk = 256
 
+// RegistryParams configure a Registry.
+type RegistryParams struct {
+	Params
+	// Present, if set, queues in the writer's pipeline the caller's own
+	// writes for a user with connections on this node, each time the
+	// user's entry is written: on a change, and again by Resync (after
+	// Redis lost data, or may have). It must only queue commands.
+	Present func(ctx context.Context, pipe redis.Pipeliner, user string)
+}
+
 // NewRegistry returns a registry of p.NodeID's connections.
-func NewRegistry(p Params) (*Registry, error) {
+func NewRegistry(p RegistryParams) (*Registry, error) {
 	if err := p.check("registry"); err != nil {
 		return nil, err
 	}
@@ -238,6 +252,9 @@ func (r *Registry) write(ctx context.Context, batch map[string]int) error {
 			if n > 0 {
 				p.HSet(ctx, r.ks.ConnKey(u), node, n)
 				p.SAdd(ctx, users, u)
+				if r.p.Present != nil {
+					r.p.Present(ctx, p, u)
+				}
 			} else {
 				p.HDel(ctx, r.ks.ConnKey(u), node)
 				p.SRem(ctx, users, u)
@@ -248,9 +265,9 @@ func (r *Registry) write(ctx context.Context, batch map[string]int) error {
 	return err
 }
 
-// Nodes returns, for each of users that has connections, the live nodes
-// that hold them (sorted); a node whose node key is gone (dead, or left)
-// is left out. It takes one round trip (script calls of nodesChunk users,
+// Nodes returns, for each of users that has connections, the nodes that
+// hold them (sorted) and are in `nodes`; a node that left, or died and was
+// cleaned up, is left out. It takes one round trip (script calls of nodesChunk users,
 // pipelined), two if Redis had lost the script. It needs neither Start
 // nor this node's registration.
 func (r *Registry) Nodes(ctx context.Context, users ...string) (map[string][]string, error) {
@@ -266,7 +283,7 @@ func (r *Registry) Nodes(ctx context.Context, users ...string) (map[string][]str
 		}
 		calls = append(calls, keys)
 	}
-	cmds, err := evalShaPipelined(ctx, r.p.Client, nodesOfScript, calls, r.ks.nodePrefix())
+	cmds, err := evalShaPipelined(ctx, r.p.Client, nodesOfScript, calls, r.ks.nodes())
 	if err != nil {
 		return nil, fmt.Errorf("cluster: registry nodes: %w", err)
 	}
@@ -287,11 +304,11 @@ func (k Keyspace) QueueNodes(ctx context.Context, pipe redis.Pipeliner, users []
 	for i, u := range users {
 		keys[i] = k.ConnKey(u)
 	}
-	return pipe.Eval(ctx, nodesOfSrc, keys, k.nodePrefix())
+	return pipe.Eval(ctx, nodesOfSrc, keys, k.nodes())
 }
 
 // ParseNodes adds to out, for each of users (as given to QueueNodes) that
-// has connections on live nodes, those nodes (sorted).
+// has connections on nodes in `nodes`, those nodes (sorted).
 func ParseNodes(cmd *redis.Cmd, users []string, out map[string][]string) error {
 	if err := parseNodes(cmd, users, out); err != nil {
 		return fmt.Errorf("cluster: nodes: %w", err)

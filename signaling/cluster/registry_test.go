@@ -15,14 +15,16 @@ import (
 
 // TestRegistryNodes: Nodes answers for a thousand users in one round trip
 // (two when Redis lost the script), leaving out users without connections
-// and nodes whose key is gone.
+// and nodes that are no longer in `nodes` (cleaned up), but not those
+// that are only without their key (dead and not yet cleaned up, or alive
+// after a Redis outage and not yet registered again).
 func TestRegistryNodes(t *testing.T) {
 	e := newEnv(t)
 	cfg := fastConfig()
 	a, b, c := e.member("a", cfg, nil), e.member("b", cfg, nil), e.member("c", cfg, nil)
 	ctx := context.Background()
 	const users = 1000
-	want := map[string][]string{}
+	want, withC := map[string][]string{}, map[string][]string{}
 	var names []string
 	for i := range users {
 		u := fmt.Sprintf("user-%d", i)
@@ -30,6 +32,7 @@ func TestRegistryNodes(t *testing.T) {
 		for _, m := range []*member{a, b, c} {
 			if i%len(m.id+"xy") == 0 || (m.id == "a" && i%2 == 1) { // a varied mix, some users nowhere
 				must(t, m.reg.Add(ctx, u))
+				withC[u] = append(withC[u], m.id)
 				if m.id != "c" {
 					want[u] = append(want[u], m.id)
 				}
@@ -37,17 +40,17 @@ func TestRegistryNodes(t *testing.T) {
 		}
 	}
 	names = append(names, "nobody", "user-1") // unknown, and named twice
-	// c dies: its entries stay until a survivor cleans up, but its key is
-	// gone at once.
+	// c dies: its key is gone at once, its entries stay until a survivor
+	// cleans up.
 	c.kill()
 	must(t, e.srv.Client().Del(ctx, e.ks().NodeKey("c")).Err())
 
 	rt := &roundTrips{}
 	client := e.client()
 	client.AddHook(rt)
-	reg, err := cluster.NewRegistry(cluster.Params{Client: client, Prefix: e.prefix, NodeID: "q", Config: cfg})
+	reg, err := cluster.NewRegistry(cluster.RegistryParams{Params: cluster.Params{Client: client, Prefix: e.prefix, NodeID: "q", Config: cfg}})
 	must(t, err)
-	check := func(what string, wantTrips int64) {
+	check := func(what string, wantTrips int64, want map[string][]string) {
 		t.Helper()
 		before := rt.n.Load()
 		got, err := reg.Nodes(ctx, names...)
@@ -65,9 +68,11 @@ func TestRegistryNodes(t *testing.T) {
 			}
 		}
 	}
-	must(t, client.ScriptFlush(ctx).Err()) // also opens the connection
-	check("script not cached", 3)          // EVALSHA (NOSCRIPT), SCRIPT LOAD, EVALSHA
-	check("script cached", 1)
+	must(t, client.ScriptFlush(ctx).Err())                          // also opens the connection
+	check("script not cached", 3, withC)                            // EVALSHA (NOSCRIPT), SCRIPT LOAD, EVALSHA
+	check("script cached", 1, withC)                                // c is not cleaned up yet
+	must(t, e.srv.Client().ZRem(ctx, e.ks().NodesKey(), "c").Err()) // the end of c's cleanup
+	check("c cleaned up", 1, want)
 }
 
 // TestRegistryConcurrent: Add and Remove from many goroutines on a few
@@ -125,7 +130,7 @@ func TestRegistryConcurrent(t *testing.T) {
 // nothing.
 func TestRegistryNotStarted(t *testing.T) {
 	e := newEnv(t)
-	reg, err := cluster.NewRegistry(e.params("a", fastConfig()))
+	reg, err := cluster.NewRegistry(cluster.RegistryParams{Params: e.params("a", fastConfig())})
 	must(t, err)
 	if err := reg.Add(context.Background(), "u"); err != cluster.ErrNotStarted {
 		t.Errorf("Add before Start: %v", err)

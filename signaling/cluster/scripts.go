@@ -97,8 +97,12 @@ redis.call('ZREM', KEYS[6], ARGV[1])
 return 1
 `)
 
-// nodesOfScript returns, for each conn:<user> key, the nodes in it whose
-// node key exists. KEYS: conn keys. ARGV: node key prefix.
+// nodesOfScript returns, for each conn:<user> key, the nodes in it that
+// are members of `nodes`: alive, or dead but not yet cleaned up (whose
+// stream the cleanup hands over). Not the node keys: those of every node
+// expire during a Redis outage longer than node_ttl, and each comes back
+// only at its node's first heartbeat after it.
+// KEYS: conn keys. ARGV: the `nodes` key.
 var nodesOfScript = redis.NewScript(nodesOfSrc)
 
 const nodesOfSrc = `
@@ -109,7 +113,7 @@ for i, k in ipairs(KEYS) do
   for _, n in ipairs(redis.call('HKEYS', k)) do
     local a = live[n]
     if a == nil then
-      a = redis.call('EXISTS', ARGV[1] .. n) == 1
+      a = redis.call('ZSCORE', ARGV[1], n) ~= false
       live[n] = a
     end
     if a then table.insert(l, n) end

@@ -120,6 +120,11 @@ func (r *Reader) run(ctx context.Context) {
 		cancel()
 		if err == redis.Nil {
 			rt.ok()
+			// Nothing after pos: if the stream was lost, its new entries
+			// may have IDs at or below pos; read it again from the start.
+			if pos.id != "0-0" && r.restarted(ctx, pos) {
+				pos.id, trimmed = "0-0", true
+			}
 			continue
 		}
 		if err != nil {
@@ -150,6 +155,34 @@ func (r *Reader) run(ctx context.Context) {
 		// memory is what matters while this node lives.
 		trimmed = r.trim(ctx, pos) == nil
 	}
+}
+
+// restarted reports whether the stream was lost and started again (Redis
+// restarted without its data, or this node was declared dead and its
+// stream handed over): its sequence is below pos's and the reader's
+// recorded position is gone with it. Its new entries get IDs from Redis's
+// clock, which may be at or below pos's (the same millisecond, or a clock
+// set back), and a read after pos would wait past them. A stream rolled
+// back instead (a restart that lost the last writes of its append-only
+// file) keeps a recorded position, and its entries up to pos were handled:
+// not restarted. An error counts as no.
+func (r *Reader) restarted(ctx context.Context, pos position) bool {
+	if pos.seq == 0 {
+		return false
+	}
+	ctx, cancel := opCtx(ctx, r.p.Config)
+	defer cancel()
+	var seq, rec *redis.StringCmd
+	_, err := r.p.Client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		seq = p.Get(ctx, r.ks.streamSeq(r.p.NodeID))
+		rec = p.Get(ctx, r.ks.streamPos(r.p.NodeID))
+		return nil
+	})
+	if err != nil && err != redis.Nil {
+		return false
+	}
+	n, _ := seq.Int64() // 0 when the key is gone
+	return n < pos.seq && rec.Err() == redis.Nil
 }
 
 // trim deletes the handled entries and records the position, in one MULTI.

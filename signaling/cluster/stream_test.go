@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -239,11 +240,126 @@ func TestReaderStreamLost(t *testing.T) {
 	w := e.client()
 	must(t, e.appendEvents(w, "a", 0, 5))
 	r.waitCount(t, 5, 5*time.Second)
-	must(t, w.Del(context.Background(), e.ks().StreamKey("a"), e.prefix+"evseq:a").Err())
+	must(t, w.Del(context.Background(), e.ks().StreamKey("a"), e.prefix+"evseq:a", e.prefix+"evpos:a").Err())
 	must(t, e.appendEvents(w, "a", 0, 3))
 	r.waitCount(t, 8, 5*time.Second)
 	evs, lost := r.snapshot()
 	if len(lost) != 1 || lost[0] != -1 || evs[5].Seq != 1 || evs[7].Seq != 3 {
 		t.Errorf("lost %v, seqs after the loss %d..%d", lost, evs[5].Seq, evs[7].Seq)
+	}
+}
+
+// TestReaderStreamLostBelowPosition: a lost stream (with the reader's
+// recorded position) starts again with
+// entry IDs at or below the reader's position (Redis restarted without
+// its data within the same millisecond, or with its clock set back): the
+// reader notices that the sequence restarted, reports it, and handles the
+// new entries instead of waiting past them.
+func TestReaderStreamLostBelowPosition(t *testing.T) {
+	e := newEnv(t)
+	r := newReceived()
+	e.reader("a", fastConfig(), r)
+	w, ctx := e.client(), context.Background()
+	must(t, e.appendEvents(w, "a", 0, 5))
+	r.waitCount(t, 5, 5*time.Second)
+	ks := e.ks()
+	must(t, w.Del(ctx, ks.StreamKey("a"), e.prefix+"evseq:a", e.prefix+"evpos:a").Err())
+	for i := 1; i <= 3; i++ {
+		_, err := w.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.Incr(ctx, e.prefix+"evseq:a")
+			p.XAdd(ctx, &redis.XAddArgs{Stream: ks.StreamKey("a"), ID: fmt.Sprintf("1-%d", i), Values: []any{"s", i, "p", fmt.Sprintf("q%d", i)}})
+			return nil
+		})
+		must(t, err)
+	}
+	r.waitCount(t, 8, 5*time.Second)
+	evs, lost := r.snapshot()
+	if len(lost) != 1 || lost[0] != -1 || string(evs[5].Payload) != "q1" || string(evs[7].Payload) != "q3" {
+		t.Errorf("lost %v, payloads after the loss %q..%q", lost, evs[5].Payload, evs[7].Payload)
+	}
+}
+
+// TestReaderStreamRolledBack: Redis comes back with the stream as it was a
+// moment before (the last writes of its append-only file lost): the
+// entries the reader had handled since are not handled again, and the new
+// ones are.
+func TestReaderStreamRolledBack(t *testing.T) {
+	e := newEnv(t)
+	r := newReceived()
+	checks := &restartChecks{key: e.prefix + "evseq:a"}
+	p := e.params("a", fastConfig())
+	p.Client.AddHook(checks)
+	rd, err := cluster.NewReader(cluster.ReaderParams{Params: p, Handle: r.handle, Lost: r.onLost})
+	must(t, err)
+	must(t, rd.Start())
+	t.Cleanup(rd.Close)
+	w, ctx := e.client(), context.Background()
+	must(t, e.appendEvents(w, "a", 0, 3))
+	r.waitCount(t, 3, 5*time.Second)
+	ks := e.ks()
+	eventually(t, 5*time.Second, func() string {
+		if n, _ := w.XLen(ctx, ks.StreamKey("a")).Result(); n != 0 {
+			return "not trimmed"
+		}
+		return ""
+	})
+	snap, err := w.Get(ctx, e.prefix+"evpos:a").Result()
+	must(t, err)
+	must(t, e.appendEvents(w, "a", 3, 5))
+	r.waitCount(t, 5, 5*time.Second)
+	// Back to the moment after the third: the fourth and fifth were
+	// appended (and are handled), neither trimmed nor recorded.
+	eventually(t, 5*time.Second, func() string {
+		if n, _ := w.XLen(ctx, ks.StreamKey("a")).Result(); n != 0 {
+			return "not trimmed"
+		}
+		return ""
+	})
+	evs, _ := r.snapshot()
+	_, err = w.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, ks.StreamKey("a"))
+		p.Set(ctx, e.prefix+"evpos:a", snap, 0)
+		p.Set(ctx, e.prefix+"evseq:a", 3, 0)
+		for _, ev := range evs[3:] {
+			p.XAdd(ctx, &redis.XAddArgs{Stream: ks.StreamKey("a"), ID: ev.ID, Values: []any{"s", ev.Seq, "p", ev.Payload}})
+		}
+		return nil
+	})
+	must(t, err)
+	// Idle reads pass (the reader checks for a restart after each)...
+	from := checks.n.Load()
+	eventually(t, 5*time.Second, func() string {
+		if checks.n.Load() < from+2 {
+			return "the reader did not check for a restart"
+		}
+		return ""
+	})
+	// ...and a new entry is handled, once.
+	must(t, e.appendEvents(w, "a", 5, 6))
+	r.waitCount(t, 6, 5*time.Second)
+	evs, _ = r.snapshot()
+	if len(evs) != 6 || string(evs[5].Payload) != "p5" {
+		t.Fatalf("handled %d events, the last %q; want 6, the last p5", len(evs), evs[len(evs)-1].Payload)
+	}
+}
+
+// restartChecks counts the reader's checks for a lost stream (pipelines
+// that read key, its sequence).
+type restartChecks struct {
+	key string
+	n   atomic.Int64
+}
+
+func (h *restartChecks) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h *restartChecks) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h *restartChecks) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		for _, c := range cmds {
+			if args := c.Args(); len(args) == 2 && c.Name() == "get" && args[1] == h.key {
+				h.n.Add(1)
+			}
+		}
+		return err
 	}
 }

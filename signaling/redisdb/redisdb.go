@@ -115,6 +115,9 @@ func (c Config) Options() (*redis.Options, error) {
 		DialerRetries: 1,
 		MaxRetries:    1,
 		DialTimeout:   DialTimeout,
+		// Commands end at their context's deadline (the cluster's
+		// op_timeout), not only at the socket timeouts.
+		ContextTimeoutEnabled: true,
 		// Maintenance notifications are a Redis Enterprise/Cloud feature
 		// that Redis 7 rejects; probing for them only adds a round trip.
 		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},

@@ -65,7 +65,7 @@ func TestOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.Network != "unix" || o.Addr != "/run/r.sock" || o.Username != "u" || o.Password != "p" || o.DB != 2 || o.TLSConfig != nil {
+	if o.Network != "unix" || o.Addr != "/run/r.sock" || o.Username != "u" || o.Password != "p" || o.DB != 2 || o.TLSConfig != nil || !o.ContextTimeoutEnabled {
 		t.Errorf("Options = %+v", o)
 	}
 	o, err = redisdb.Config{Addr: "cache.example:6380", TLS: true}.Options()

@@ -6,7 +6,8 @@
 // The server listens on a Unix socket in its directory (Start), which
 // avoids port races, or on a free loopback TCP port (StartTCP), for
 // harnesses whose child processes need an address. It runs with
-// appendonly yes, so Kill (SIGKILL) and Restart give back what was written.
+// appendonly yes, so Kill (SIGKILL) and Restart give back what was
+// written, unless started with NoPersistence (then a restart loses all).
 //
 // When redis-server is not installed the test is skipped, saying how to
 // install it, except when the environment variable CI is "true": then it
@@ -52,6 +53,7 @@ type Option func(*config)
 type config struct {
 	fsync    string // appendfsync policy
 	password string
+	volatile bool // appendonly no: a restart starts empty
 }
 
 // FsyncAlways makes the server fsync its append-only file before answering
@@ -59,6 +61,11 @@ type config struct {
 // nothing either way once a write was answered (Redis writes the file
 // before replying); always also covers a crash of the machine.
 func FsyncAlways() Option { return func(c *config) { c.fsync = "always" } }
+
+// NoPersistence runs the server without its append-only file (appendonly
+// no; snapshots are off anyway): after Kill or Stop, Restart starts it
+// empty, as a Redis run without persistence comes back after a crash.
+func NoPersistence() Option { return func(c *config) { c.volatile = true } }
 
 // Password makes the server require password (requirepass).
 func Password(password string) Option { return func(c *config) { c.password = password } }
@@ -172,13 +179,17 @@ func freePort() (int, error) {
 }
 
 // args are the server's command line: no snapshots, the append-only file
-// in dir, the log in dir.
+// (unless NoPersistence) in dir, the log in dir.
 func (s *Server) args() []string {
+	appendonly := "yes"
+	if s.cfg.volatile {
+		appendonly = "no"
+	}
 	args := []string{
 		"--dir", s.dir,
 		"--logfile", s.logPath(),
 		"--save", "",
-		"--appendonly", "yes",
+		"--appendonly", appendonly,
 		"--appendfsync", s.cfg.fsync,
 		"--daemonize", "no",
 	}
@@ -328,7 +339,7 @@ func (s *Server) Stop() {
 
 // Restart starts the server again, after Kill or Stop, on the same
 // address and directory, and waits until it answers PING (its data loaded
-// from the append-only file).
+// from the append-only file; empty with NoPersistence).
 func (s *Server) Restart() {
 	s.t.Helper()
 	s.mu.Lock()

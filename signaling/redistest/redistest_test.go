@@ -90,6 +90,23 @@ func TestTCPServerStopRestart(t *testing.T) {
 	}
 }
 
+// TestNoPersistence: a server without persistence comes back empty after
+// a kill, on the same address.
+func TestNoPersistence(t *testing.T) {
+	s := redistest.Start(t, redistest.NoPersistence())
+	c := s.Client()
+	ctx := t.Context()
+	if err := c.Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatalf("SET: %v", err)
+	}
+	s.Kill()
+	s.Restart()
+	waitUp(t, c)
+	if err := c.Get(ctx, "k").Err(); !errors.Is(err, redis.Nil) {
+		t.Fatalf("GET after kill and restart: %v, want redis.Nil (nothing kept)", err)
+	}
+}
+
 func TestPassword(t *testing.T) {
 	s := redistest.Start(t, redistest.Password("s3cret"))
 	if err := s.Client().Ping(t.Context()).Err(); err != nil {

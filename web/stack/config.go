@@ -18,6 +18,8 @@ import (
 	"github.com/switchboard-rtc/switchboard/media/turnserver"
 	"github.com/switchboard-rtc/switchboard/rooms"
 	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/signaling/cluster"
+	"github.com/switchboard-rtc/switchboard/signaling/redisdb"
 	"github.com/switchboard-rtc/switchboard/web"
 	"github.com/switchboard-rtc/switchboard/web/webhook"
 )
@@ -30,6 +32,7 @@ import (
 type Config struct {
 	Server    ServerConfig      `mapstructure:"server"`
 	Store     StoreConfig       `mapstructure:"store"`
+	Cluster   ClusterConfig     `mapstructure:"cluster"`
 	Auth      web.AuthConfig    `mapstructure:"auth"`
 	Signaling signaling.Config  `mapstructure:"signaling"`
 	Limits    LimitsConfig      `mapstructure:"limits"`
@@ -60,6 +63,25 @@ type ServerConfig struct {
 type StoreConfig struct {
 	Path string `mapstructure:"path"` // SQLite database file
 }
+
+// ClusterConfig is the cluster section: cluster.redis.addr empty runs one
+// standalone server on SQLite (store.path); set, the server is a node of a
+// cluster whose state is in that Redis (signaling/CLUSTER-DESIGN.md).
+type ClusterConfig struct {
+	// NodeID names this node in the cluster (its keys, its event stream,
+	// its call heartbeats); unique per node. "": the host name and a random
+	// suffix, new at each start.
+	NodeID string `mapstructure:"node_id"`
+	// AdvertiseAddr is the signaling address this node advertises to the
+	// other nodes and operators; "": server.addr.
+	AdvertiseAddr string         `mapstructure:"advertise_addr"`
+	Redis         redisdb.Config `mapstructure:"redis"`
+	// Knobs are the cluster primitives' timings and batch sizes.
+	Knobs cluster.Config `mapstructure:",squash"`
+}
+
+// Enabled reports whether the server runs as a node of a cluster.
+func (c ClusterConfig) Enabled() bool { return c.Redis.Addr != "" }
 
 // LimitsConfig is the limits section, made of the limits of each package.
 type LimitsConfig struct {

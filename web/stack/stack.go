@@ -64,6 +64,9 @@ type Stack struct {
 	Calls   *calls.Manager
 	Server  *web.Server
 	Metrics *metrics.Metrics // nil unless metrics.enabled
+	// NodeID is this node's ID in cluster mode (cluster.node_id, or the
+	// one generated); "" standalone.
+	NodeID string
 	// Webhooks delivers events to webhooks.urls; nil when there are none.
 	Webhooks *webhook.Sender
 
@@ -96,7 +99,39 @@ func New(ctx context.Context, p Params) (_ *Stack, err error) {
 		s.Metrics = metrics.New()
 	}
 	store, records, whQueue := p.Store, p.Records, p.WebhookQueue
-	if store == nil {
+	var clusterP *signaling.ClusterParams // cluster mode; nil: standalone
+	var health web.HealthChecker          // what /healthz asks
+	switch {
+	case cfg.Cluster.Enabled():
+		// Cluster mode: the signaling state, the call records and the
+		// webhook deliveries are in Redis, shared with the other nodes; no
+		// SQLite. Rooms and their media stay on this node (issue 13).
+		if store != nil {
+			return nil, errors.New("stack: Params.Store is for standalone mode, but cluster.redis.addr is set")
+		}
+		s.NodeID = cfg.Cluster.nodeID()
+		rdb, err := openRedis(ctx, cfg.Cluster)
+		if err != nil {
+			return nil, err
+		}
+		s.closers = append(s.closers, rdb.Close) // closed last: everything below uses it
+		prefix := cfg.Cluster.Redis.Prefix()
+		log.Info("cluster node", "node", s.NodeID, "redis", cfg.Cluster.Redis.Addr, "db", cfg.Cluster.Redis.DB,
+			"key_prefix", prefix, "advertise_addr", cfg.advertiseAddr())
+		if records == nil {
+			if records, err = calls.NewRedisRecords(rdb, prefix, s.NodeID); err != nil {
+				return nil, fmt.Errorf("call records: %w", err)
+			}
+		}
+		if whQueue == nil && len(cfg.Webhooks.URLs) > 0 {
+			if whQueue, err = webhook.NewRedisQueue(rdb, prefix); err != nil {
+				return nil, fmt.Errorf("webhook queue: %w", err)
+			}
+		}
+		clusterP = &signaling.ClusterParams{Client: rdb, Prefix: prefix, NodeID: s.NodeID,
+			Addr: cfg.advertiseAddr(), Config: cfg.Cluster.Knobs}
+		health = redisHealth{rdb: rdb, addr: cfg.Cluster.Redis.Addr, timeout: cfg.Cluster.Knobs.OpTimeout}
+	case store == nil:
 		db, err := signaling.OpenSQLite(ctx, cfg.Store.Path, log)
 		if err != nil {
 			return nil, fmt.Errorf("open store: %w", err)
@@ -137,10 +172,13 @@ func New(ctx context.Context, p Params) (_ *Stack, err error) {
 		notifier = webhook.NewNotifier(s.Webhooks)
 	}
 
-	health := web.WatchStore(store) // /healthz answers 503 while store writes fail
 	sc := cfg.Signaling
 	sc.Limits = cfg.Limits.Signaling
-	ep := signaling.Params{Config: sc, Store: s.Metrics.InstrumentStore(health), Logger: log}
+	ep := signaling.Params{Config: sc, Logger: log, Cluster: clusterP}
+	if clusterP == nil {
+		sh := web.WatchStore(store) // /healthz answers 503 while store writes fail
+		ep.Store, health = s.Metrics.InstrumentStore(sh), sh
+	}
 	if notifier != nil {
 		ep.Observers = []signaling.Observer{notifier}
 	}
@@ -187,6 +225,14 @@ func New(ctx context.Context, p Params) (_ *Stack, err error) {
 	cc.BusyPolicy = calls.BusyPolicy(strings.ToLower(string(cc.BusyPolicy)))
 	cp := calls.Params{Config: cc, Engine: s.Engine, Rooms: s.Rooms, Records: records, Clock: p.Clock,
 		Logger: log.With("component", "calls")}
+	// CLUSTER CALLS HOOK (issue 12 phase 3): in cluster mode (clusterP !=
+	// nil), the calls manager's own cluster parameters (busy lines, glare
+	// and call state on Redis) are set on cp here once calls.Params has
+	// them. Until then the manager runs as standalone with its records in
+	// Redis (RedisRecords, this node's heartbeats): busy line and glare
+	// hold per node only, and a starting node ends, with server_restart,
+	// every call open in the records, other nodes' included (their next
+	// save corrects it).
 	if s.Metrics != nil {
 		cp.Metrics = s.Metrics // not a typed nil in the interface
 	}
@@ -368,7 +414,9 @@ func (s *Stack) Shutdown(ctx context.Context) error {
 }
 
 // Close releases everything New built, in reverse order: calls, rooms,
-// SFU, engine, store. Call Shutdown first for a graceful stop; Close ends
+// SFU, engine (in cluster mode it leaves the cluster: its deadlines fire
+// from the other nodes), webhooks, then the store (SQLite) or the Redis
+// client. Call Shutdown first for a graceful stop; Close ends
 // the WebSockets at once if it was not called.
 func (s *Stack) Close() error {
 	var errs []error

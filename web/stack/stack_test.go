@@ -22,7 +22,9 @@ import (
 	"github.com/switchboard-rtc/switchboard/media/turnserver"
 	"github.com/switchboard-rtc/switchboard/rooms"
 	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/signaling/cluster"
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
+	"github.com/switchboard-rtc/switchboard/signaling/redisdb"
 	"github.com/switchboard-rtc/switchboard/web"
 	"github.com/switchboard-rtc/switchboard/web/stack"
 	"github.com/switchboard-rtc/switchboard/web/webhook"
@@ -129,6 +131,12 @@ func TestPackageDefaultsMatchYAML(t *testing.T) {
 	rc.RejoinGrace = cfg.Media.RejoinGrace
 	if def := rooms.DefaultConfig(); def != rc {
 		t.Errorf("rooms.DefaultConfig() = %+v, the YAML gives %+v", def, rc)
+	}
+	if def := cluster.DefaultConfig(); def != cfg.Cluster.Knobs {
+		t.Errorf("cluster.DefaultConfig() = %+v, the YAML gives %+v", def, cfg.Cluster.Knobs)
+	}
+	if def := redisdb.DefaultConfig(); def != cfg.Cluster.Redis {
+		t.Errorf("redisdb.DefaultConfig() = %+v, the YAML gives %+v", def, cfg.Cluster.Redis)
 	}
 	if def := turnserver.DefaultConfig(); !reflect.DeepEqual(def, cfg.TURN) {
 		t.Errorf("turnserver.DefaultConfig() = %+v, the YAML gives %+v", def, cfg.TURN)

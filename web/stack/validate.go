@@ -6,11 +6,13 @@ import (
 	"net"
 	"net/url"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/switchboard-rtc/switchboard/signaling/cluster"
 	"github.com/switchboard-rtc/switchboard/web"
 )
 
@@ -146,6 +148,7 @@ func (c Config) Validate() error {
 	if c.Media.RejoinGrace < 0 {
 		bad("media.rejoin_grace", "must not be negative, got %s", c.Media.RejoinGrace)
 	}
+	validateCluster(c, bad)
 	validateTURN(c, bad)
 	validateWebhooks(c, bad)
 	if err := checkAddr(c.Metrics.Addr); c.Metrics.Addr != "" && err != nil {
@@ -158,6 +161,43 @@ func (c Config) Validate() error {
 		bad("log.format", "want text or json, got %q", c.Log.Format)
 	}
 	return errors.Join(errs...)
+}
+
+// nodeIDPattern is what cluster.node_id may be: it names Redis keys and
+// appears in logs.
+var nodeIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// validateCluster checks the cluster section: the knobs always (with
+// cluster.Config.Validate), the rest when cluster mode is on.
+func validateCluster(c Config, bad func(key, format string, args ...any)) {
+	cc := c.Cluster
+	if err := cc.Knobs.Validate(); err != nil {
+		// Its message names the knob first: "...: node_ttl 10ms is below 30ms".
+		msg := strings.TrimPrefix(strings.TrimPrefix(err.Error(), cluster.ErrConfig.Error()), ": ")
+		knob, _, _ := strings.Cut(msg, " ")
+		bad("cluster."+knob, "%s", msg)
+	}
+	if !cc.Enabled() {
+		return
+	}
+	if err := cc.Redis.Validate(); err != nil {
+		// Each joined problem names its key first: "addr ...", "db ...".
+		for _, line := range strings.Split(strings.TrimPrefix(err.Error(), "redisdb: "), "\n") {
+			field, _, _ := strings.Cut(line, " ")
+			bad("cluster.redis."+field, "%s", line)
+		}
+	}
+	if cc.NodeID != "" && !nodeIDPattern.MatchString(cc.NodeID) {
+		bad("cluster.node_id", "want 1-64 letters, digits, '.', '_' or '-', or empty for a generated one, got %q", cc.NodeID)
+	}
+	if cc.AdvertiseAddr != "" {
+		if err := checkAddr(cc.AdvertiseAddr); err != nil {
+			bad("cluster.advertise_addr", "want host:port such as \"10.0.0.5:8080\" or empty, got %q: %v", cc.AdvertiseAddr, err)
+		}
+	}
+	if len(c.Auth.Secret) == 0 {
+		bad("auth.secret", "must be set in cluster mode (cluster.redis.addr is set), the same on every node, so that each node accepts the tokens valid on the others")
+	}
 }
 
 // validateTURN checks the turn section, and when turn.enabled, its
