@@ -724,3 +724,39 @@ func TestClusterCallEndsWhenItsNodeDies(t *testing.T) {
 }
 
 func abs(n int64) int64 { return max(n, -n) }
+
+// TestClusterGroupCall: ann on A rings bob and carol in a group call; bob
+// accepts on B; dan, not rung, finds the call on B with getGroupCalls and
+// joins it there; inviteUser on B skips those already in it; the call
+// begins with media on both nodes and ends when fewer than two remain.
+func TestClusterGroupCall(t *testing.T) {
+	h := newCallCluster(t, redistest.Start(t), nil)
+	ann, bob, carol, dan := h.connect("A", "ann"), h.connect("B", "bob"), h.connect("A", "carol"), h.connect("B", "dan")
+	gid := h.mustOp("A", ann, "ann", protocol.OpCreateGroup, protocol.CreateGroupArgs{Name: "team", MemberList: []string{"bob", "carol", "dan"}}).(protocol.GroupResult).GroupID
+	c := h.mustOp("A", ann, "ann", calls.OpGroupCall, calls.GroupCallArgs{GroupID: gid, InviteeList: []string{"bob", "carol"}, MediaType: calls.MediaAudio}).(calls.CallResult)
+	h.wait(bob, protocol.EvReceiveNewInvitation, 1, byCallID(c.InviteID))
+	h.wait(carol, protocol.EvReceiveNewInvitation, 1, byCallID(c.InviteID))
+	h.mustOp("B", bob, "bob", protocol.OpAccept, protocol.InviteIDArgs{InviteID: c.InviteID})
+	list := h.mustOp("B", dan, "dan", calls.OpGetGroupCalls, protocol.GroupIDArgs{GroupID: gid}).(calls.GroupCallsResult)
+	if len(list.Calls) != 1 || list.Calls[0].CallID != c.CallID || !slices.Equal(list.Calls[0].Participants, []string{"ann", "bob"}) {
+		t.Fatalf("getGroupCalls on B: %+v", list)
+	}
+	h.mustOp("B", dan, "dan", calls.OpJoinCall, calls.CallIDArgs{CallID: c.CallID})
+	iu := h.mustOp("B", bob, "bob", calls.OpInviteUser, calls.InviteUserArgs{CallID: c.CallID, UserList: []string{"carol", "dan"}}).(calls.InviteUserResult)
+	if len(iu.UserList) != 0 {
+		t.Fatalf("inviteUser rang %v, who are ringing or in the call", iu.UserList)
+	}
+	if !h.nodes["A"].rooms.connect(c.RoomID, "ann") || !h.nodes["B"].rooms.connect(c.RoomID, "bob") || !h.nodes["B"].rooms.connect(c.RoomID, "dan") {
+		t.Fatal("a participant not admitted to the call's room")
+	}
+	h.wait(dan, calls.EvCallBegin, 1, byCallID(c.CallID))
+	h.mustOp("A", carol, "carol", protocol.OpReject, protocol.InviteIDArgs{InviteID: c.InviteID})
+	h.mustOp("B", bob, "bob", calls.OpHangup, calls.CallIDArgs{CallID: c.CallID})
+	if r, ok := h.nodes["A"].m.Call(c.CallID); !ok || !r.EndedAt.IsZero() {
+		t.Fatalf("the call ended with two left: %+v", r)
+	}
+	h.mustOp("A", ann, "ann", calls.OpHangup, calls.CallIDArgs{CallID: c.CallID})
+	h.wait(dan, calls.EvCallEnd, 1, byCallID(c.CallID))
+	h.record("dan", c.CallID, calls.ResultCompleted, calls.EndAllLeft, "ann")
+	h.noActiveCalls()
+}
