@@ -170,7 +170,7 @@ func (t *redisTx) read(keys []string, f func(redis.Pipeliner)) bool {
 	if len(watch) > 1 {
 		t.watching = true
 	}
-	_, err := t.rtx.Pipelined(t.ctx, func(p redis.Pipeliner) error {
+	cmds, err := t.rtx.Pipelined(t.ctx, func(p redis.Pipeliner) error {
 		if len(watch) > 1 {
 			p.Do(t.ctx, watch...)
 		}
@@ -180,6 +180,12 @@ func (t *redisTx) read(keys []string, f func(redis.Pipeliner)) bool {
 	if err != nil && !errors.Is(err, redis.Nil) {
 		t.err = err
 		return false
+	}
+	for _, c := range cmds { // a missing key (redis.Nil) is an answer; another error is not
+		if err := c.Err(); err != nil && !errors.Is(err, redis.Nil) {
+			t.err = err
+			return false
+		}
 	}
 	return true
 }
