@@ -735,3 +735,46 @@ func TestClusterDeadNodeEventsKept(t *testing.T) {
 	}
 	h.expect(h.connect("A", "bob"), protocol.EvReceiveNewInvitation)
 }
+
+// TestClusterNoSelfEntry: an op's event goes to the acting node's stream
+// only when a connection there other than the acting one is to get it;
+// the actor's other device on the acting node still gets it, once, in
+// order.
+func TestClusterNoSelfEntry(t *testing.T) {
+	srv := redistest.Start(t)
+	h := newClusterHarness(t, srv)
+	alice, bob := h.connect("A", "alice"), h.connect("B", "bob")
+	h.sync(alice, bob)
+	appends := func(node string) int64 {
+		t.Helper()
+		n, err := srv.Client().Get(ctx, h.prefix+"evseq:"+node).Int64()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			t.Fatal(err)
+		}
+		return n
+	}
+	a0, b0 := appends("A"), appends("B")
+	id := h.invite("A", alice, "bob")
+	if err := h.nodes["B"].Accept(ctx, as(bob), protocol.InviteIDArgs{InviteID: id}); err != nil {
+		t.Fatal(err)
+	}
+	// The ring went to B only, the accept to A only.
+	if a, b := appends("A")-a0, appends("B")-b0; a != 1 || b != 1 {
+		t.Fatalf("appends to A %d, to B %d; want 1 and 1 (none to the actor's own node)", a, b)
+	}
+	h.expect(bob, protocol.EvReceiveNewInvitation)
+	h.expect(alice, protocol.EvInviteeAccepted)
+
+	// A second device of alice on A: the events go there too.
+	alice2 := h.connect("A", "alice")
+	id = h.invite("A", alice, "bob")
+	if err := h.nodes["A"].ModifyInvitation(ctx, as(alice), protocol.InviteIDArgs{InviteID: id, Data: "v2"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.nodes["A"].Cancel(ctx, as(alice), protocol.InviteIDArgs{InviteID: id}); err != nil {
+		t.Fatal(err)
+	}
+	h.expect(alice2, protocol.EvReceiveNewInvitation, protocol.EvInvitationModified, protocol.EvInvitationCancelled)
+	h.expect(alice)
+	h.expect(bob, protocol.EvReceiveNewInvitation, protocol.EvInvitationModified, protocol.EvInvitationCancelled)
+}

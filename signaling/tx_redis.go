@@ -653,6 +653,17 @@ func (t *redisTx) record(id string) *InvitationRecord {
 // route groups the events by the nodes that hold their recipients'
 // connections: one stream entry per node (the recipients kept offline
 // are in the outbox mutations).
+//
+// An event whose only recipient on this node is the actor, whose acting
+// connection is their only one here, gets no item on this node's stream:
+// it would be read and dropped (the acting connection gets a reply, not
+// the event; the actor's events are never kept). This is decided on the
+// node's own sessions, its authority on its connections: a connection of
+// the actor that opens here later is either in the registry before this
+// attempt's EXEC (it changes conn:<actor>, which the attempt WATCHes, and
+// the decision runs again) or after it, when the event was committed
+// before the connection existed in the cluster and the stream would
+// have given it no guarantee either.
 func (t *redisTx) route(exceptToken uint64) map[string][]byte {
 	per := map[string]*streamBatch{}
 	for _, ev := range t.evs {
@@ -673,6 +684,9 @@ func (t *redisTx) route(exceptToken uint64) map[string][]byte {
 			}
 		}
 		for n, users := range byNode {
+			if n == t.c.node && ev.except != nil && len(users) == 1 && users[0] == ev.except.UserID() && t.c.e.onlySession(ev.except) {
+				continue
+			}
 			b := per[n]
 			if b == nil {
 				b = &streamBatch{}
