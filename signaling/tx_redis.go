@@ -51,7 +51,9 @@ import (
 // member cap, a quit and a kick) conflict, and the loser decides again.
 //
 // Delivery: an event goes, in one stream entry per node, to the nodes
-// holding its recipients' connections; the known recipients with none get
+// holding its recipients' connections (not to the acting node when the
+// acting connection is the only recipient there: route); the known
+// recipients with none get
 // it in their outbox, in the same EXEC. An entry of an event to keep
 // (outgoing.keep) carries streamKeep: a node whose reader finds a
 // recipient with no connection left there keeps it for them, and so does
@@ -220,7 +222,7 @@ func (t *redisTx) load(h txHint) {
 	for _, u := range counts {
 		keys = append(keys, k.userGroups(u), k.ownGroups(u))
 	}
-	var nodes *redis.Cmd
+	var nodes *cluster.NodesQuery
 	var known *redis.BoolSliceCmd
 	ringCmds := make([]*redis.IntCmd, len(ringing))
 	sentCmds := make([]*redis.IntCmd, len(sent))
@@ -444,8 +446,8 @@ func (t *redisTx) unwatch() {
 }
 
 // parseNodesCmd reads a QueueNodes result.
-func parseNodesCmd(cmd *redis.Cmd, users []string, out map[string][]string) error {
-	return cluster.ParseNodes(cmd, users, out)
+func parseNodesCmd(q *cluster.NodesQuery, users []string, out map[string][]string) error {
+	return cluster.ParseNodes(q, users, out)
 }
 
 // commit plans the kept copies, encodes the events and writes everything
