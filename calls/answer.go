@@ -6,22 +6,34 @@ import (
 	"time"
 
 	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/signaling/cluster"
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
 // Answers: accept, reject, cancel and timeouts; the setup timer.
 
+// inviteCall reports whether invitation inviteID is a call's, and whether
+// that call has ended.
+func (m *Manager) inviteCall(ctx context.Context, inviteID string) (callID string, ended bool, err error) {
+	err = m.view(ctx, func(t tx) {
+		callID, ended = "", false
+		if c := t.byInvite(inviteID); c != nil {
+			callID, ended = c.rec.CallID, c.ended
+		}
+	})
+	return callID, ended, err
+}
+
 // answer is the accept and reject ops (and the server's own answers):
 // answers to an ended call are refused; others update the call.
 func (m *Manager) answer(ctx context.Context, a protocol.Actor, args protocol.InviteIDArgs, action signaling.Action) error {
-	m.mu.Lock()
-	c := m.byInvite[args.InviteID]
-	ended := c != nil && c.ended
-	m.mu.Unlock()
-	if ended {
-		return ErrCallEnded.WithMessage("call %s has ended", c.rec.CallID)
+	callID, ended, err := m.inviteCall(ctx, args.InviteID)
+	if err != nil {
+		return err
 	}
-	var err error
+	if ended {
+		return ErrCallEnded.WithMessage("call %s has ended", callID)
+	}
 	state := signaling.StateAccepted
 	if action == signaling.ActionAccept {
 		err = m.eng.Accept(ctx, a, args)
@@ -29,94 +41,114 @@ func (m *Manager) answer(ctx context.Context, a protocol.Actor, args protocol.In
 		state = signaling.StateRejected
 		err = m.eng.Reject(ctx, a, args)
 	}
-	if err == nil && c != nil {
-		m.applyAnswer(c, args.InviteID, a.UserID, state, args.Data)
+	if err == nil && callID != "" {
+		m.applyAnswer(ctx, callID, args.InviteID, a.UserID, state, args.Data)
 	}
 	return err
 }
 
 // cancel is the cancel op.
 func (m *Manager) cancel(ctx context.Context, a protocol.Actor, args protocol.InviteIDArgs) error {
-	m.mu.Lock()
-	c := m.byInvite[args.InviteID]
-	m.mu.Unlock()
+	callID, _, err := m.inviteCall(ctx, args.InviteID)
+	if err != nil {
+		return err
+	}
 	if err := m.eng.Cancel(ctx, a, args); err != nil {
 		return err
 	}
-	if c != nil {
-		m.mu.Lock()
-		var users []string
-		for u := range c.pending[args.InviteID] {
-			users = append(users, u)
+	if callID == "" {
+		return nil
+	}
+	// The invitation is cancelled: what follows is the server's own work,
+	// done even if the request's ctx ends.
+	ctx, done := bg()
+	defer done()
+	var users []string
+	if err := m.view(ctx, func(t tx) {
+		users = nil
+		if c := t.byInvite(args.InviteID); c != nil {
+			for u := range c.pending[args.InviteID] {
+				users = append(users, u)
+			}
 		}
-		m.mu.Unlock()
-		slices.Sort(users)
-		for _, u := range users {
-			m.applyAnswer(c, args.InviteID, u, signaling.StateCancelled, args.Data)
+	}); err != nil {
+		m.log.Error("cancelled call invitation not recorded", "invite", args.InviteID, "err", err)
+		return nil
+	}
+	slices.Sort(users)
+	for _, u := range users {
+		m.applyAnswer(ctx, callID, args.InviteID, u, signaling.StateCancelled, args.Data)
+	}
+	if err := m.do(ctx, func(t tx) (func(), error) {
+		c := t.running(callID)
+		if c != nil && !c.ended && !c.began() && !c.anyAnswered() && !c.ringing() {
+			return m.endLocked(t, c, EndCancelled, a.UserID), nil
 		}
-		m.mu.Lock()
-		if !c.ended && !c.began() && !c.anyAnswered() && !c.ringing() {
-			work := m.endLocked(c, EndCancelled, a.UserID)
-			m.mu.Unlock()
-			work()
-			return nil
-		}
-		m.mu.Unlock()
+		return nil, nil
+	}); err != nil {
+		m.log.Error("cancelled call not ended", "call", callID, "err", err)
 	}
 	return nil
 }
 
-// applyAnswer records an invitee's new state and ends the call when no one
-// is left to take part.
-func (m *Manager) applyAnswer(c *call, inviteID, user string, state signaling.InviteeState, data string) {
-	m.mu.Lock()
-	now := m.clock.Now()
-	if pend := c.pending[inviteID]; pend != nil {
-		delete(pend, user)
-	}
-	p := c.part(user)
-	if p == nil || c.ended {
-		m.mu.Unlock()
-		return
-	}
-	if state == signaling.StateAccepted {
-		// An accept always admits, also a member rung in again after they
-		// had accepted (or joined) and hung up; the record keeps its first
-		// accept.
-		c.admitted[user] = true
-		delete(c.hungUp, user)
-		m.armSetupLocked(c)
-	}
-	if p.Answer == AnswerNone || p.Answer == AnswerNoAnswer || p.Answer == AnswerRejected {
-		p.AnsweredAt = now
-		switch state {
-		case signaling.StateAccepted:
-			p.Answer = AnswerAccepted
-		case signaling.StateRejected:
-			p.Answer = AnswerRejected
-			if cd, ok, _ := ParseCallData(data); ok && cd.LineBusy {
-				p.Answer = AnswerBusy
-			}
-		case signaling.StateTimedOut:
-			p.Answer, p.AnsweredAt = AnswerNoAnswer, time.Time{}
-		case signaling.StateCancelled:
-			if p.Answer == AnswerNone {
-				p.Answer, p.AnsweredAt = AnswerCancelled, time.Time{}
+// applyAnswer records an invitee's new state in the call of invitation
+// inviteID (call callID, a hint: the invitation says which) and ends the call when no one is left to take part.
+func (m *Manager) applyAnswer(ctx context.Context, callID, inviteID, user string, state signaling.InviteeState, data string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	err := m.do(ctx, func(t tx) (func(), error) {
+		t.hint(hint{invites: []string{inviteID}, calls: []string{callID}, records: []string{callID}})
+		c := t.byInvite(inviteID)
+		if c == nil {
+			return nil, nil
+		}
+		now := t.now()
+		if pend := c.pending[inviteID]; pend != nil {
+			delete(pend, user)
+		}
+		p := c.part(user)
+		if p == nil || c.ended {
+			return nil, nil
+		}
+		if state == signaling.StateAccepted {
+			// An accept always admits, also a member rung in again after they
+			// had accepted (or joined) and hung up; the record keeps its first
+			// accept.
+			c.admitted[user] = true
+			delete(c.hungUp, user)
+			m.armSetupLocked(t, c)
+		}
+		if p.Answer == AnswerNone || p.Answer == AnswerNoAnswer || p.Answer == AnswerRejected {
+			p.AnsweredAt = now
+			switch state {
+			case signaling.StateAccepted:
+				p.Answer = AnswerAccepted
+			case signaling.StateRejected:
+				p.Answer = AnswerRejected
+				if cd, ok, _ := ParseCallData(data); ok && cd.LineBusy {
+					p.Answer = AnswerBusy
+				}
+			case signaling.StateTimedOut:
+				p.Answer, p.AnsweredAt = AnswerNoAnswer, time.Time{}
+			case signaling.StateCancelled:
+				if p.Answer == AnswerNone {
+					p.Answer, p.AnsweredAt = AnswerCancelled, time.Time{}
+				}
 			}
 		}
+		t.save(c)
+		return m.evaluateLocked(t, c, user), nil
+	})
+	if err != nil {
+		m.log.Error("call invitation answer not recorded", "invite", inviteID, "user", user, "state", state, "err", err)
 	}
-	work := m.evaluateLocked(c, user)
-	snap := copyRecord(c.rec)
-	m.mu.Unlock()
-	m.saves.save(snap)
-	work()
 }
 
 // evaluateLocked ends a call that has not begun when nobody can take part
 // any more: no invitee is ringing and none accepted.
-func (m *Manager) evaluateLocked(c *call, by string) func() {
+func (m *Manager) evaluateLocked(t tx, c *call, by string) func() {
 	if c.ended || c.began() || c.ringing() || c.anyAnswered() {
-		return func() {}
+		return nil
 	}
 	reason := EndNoAnswer
 	counts := map[Answer]int{}
@@ -135,45 +167,70 @@ func (m *Manager) evaluateLocked(c *call, by string) func() {
 	case counts[AnswerBusy] > 0:
 		reason = EndBusy
 	}
-	return m.endLocked(c, reason, by)
+	return m.endLocked(t, c, reason, by)
 }
 
 // armSetupLocked starts the timer that fails an accepted call whose media
 // never connects.
-func (m *Manager) armSetupLocked(c *call) {
-	if c.setup != nil || c.began() || m.cfg.SetupTimeout <= 0 || m.closed {
+func (m *Manager) armSetupLocked(t tx, c *call) {
+	if c.setupArmed || c.began() || m.cfg.SetupTimeout <= 0 || t.closed() {
 		return
 	}
-	m.wg.Add(1)
-	c.setup = m.clock.AfterFunc(m.cfg.SetupTimeout, func() {
-		defer m.wg.Done()
-		m.mu.Lock()
-		c.setup = nil
-		if c.ended || c.began() {
-			m.mu.Unlock()
-			return
+	c.setupArmed = true
+	t.armSetup(c)
+}
+
+// setupFired ends call callID as failed if its setup timer still runs (the
+// memory timer's callback; in cluster mode the poller's, with due).
+func (m *Manager) setupFired(ctx context.Context, callID string, due *cluster.Due) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	decide := func(t tx) (func(), error) {
+		c := t.running(callID)
+		if c == nil || !c.setupArmed || c.began() {
+			return nil, nil
 		}
-		work := m.endLocked(c, EndFailed, "")
-		m.mu.Unlock()
-		work()
-	})
+		return m.endLocked(t, c, EndFailed, ""), nil
+	}
+	var err error
+	if m.cl != nil {
+		err = m.cl.do(ctx, decide, due)
+	} else {
+		err = m.do(ctx, decide)
+	}
+	if err != nil {
+		m.log.Warn("setup timeout not committed (in a cluster it fires again after the lease)", "call", callID, "err", err)
+	}
 }
 
 // InvitationNote implements signaling.Observer: timeouts of call
 // invitations (the answers and cancels came through the ops).
 func (m *Manager) InvitationNote(n signaling.InvitationNote) {
-	m.mu.Lock()
-	c := m.byInvite[n.InviteID]
-	if c != nil && n.Ended && c.ended {
-		delete(m.byInvite, n.InviteID)
+	ctx, cancel := bg()
+	defer cancel()
+	callID := ""
+	err := m.do(ctx, func(t tx) (func(), error) {
+		callID = ""
+		c := t.byInvite(n.InviteID)
+		if c == nil {
+			return nil, nil
+		}
+		callID = c.rec.CallID
+		if n.Ended && c.ended {
+			t.dropInvite(n.InviteID)
+		}
+		return nil, nil
+	})
+	if err != nil {
+		m.log.Error("call invitation note not handled", "invite", n.InviteID, "err", err)
+		return
 	}
-	m.mu.Unlock()
-	if c == nil {
+	if callID == "" {
 		return
 	}
 	for _, ch := range n.Changes {
 		if ch.State == signaling.StateTimedOut {
-			m.applyAnswer(c, n.InviteID, ch.UserID, ch.State, "")
+			m.applyAnswer(ctx, callID, n.InviteID, ch.UserID, ch.State, "")
 		}
 	}
 }

@@ -1,7 +1,7 @@
 package calls
 
 import (
-	"context"
+	"slices"
 	"time"
 
 	"github.com/switchboard-rtc/switchboard/rooms"
@@ -14,41 +14,48 @@ import (
 // MemberConnected implements rooms.Observer: a call begins when a second
 // participant's media is connected in its room.
 func (m *Manager) MemberConnected(roomID, user string, _ rooms.Role, _ time.Time) {
-	m.mu.Lock()
-	c := m.byRoom[roomID]
-	if c == nil || c.ended || !c.admitted[user] {
-		m.mu.Unlock()
-		return
-	}
-	now := m.clock.Now()
-	c.connected[user] = true
-	if p := c.part(user); p != nil {
-		if p.JoinedAt.IsZero() {
-			p.JoinedAt = now
-		}
-		p.LeftAt = time.Time{}
-	}
+	ctx, cancel := bg()
+	defer cancel()
 	var begin *BeginEvent
 	var to []string
-	if !c.began() && len(c.connected) >= 2 {
-		c.rec.BeganAt = now
-		if c.setup != nil && c.setup.Stop() {
-			m.wg.Done()
+	err := m.do(ctx, func(t tx) (func(), error) {
+		begin, to = nil, nil
+		c := t.byRoom(roomID)
+		if c == nil || c.ended || !c.admitted[user] {
+			return nil, nil
 		}
-		c.setup = nil
-		begin = &BeginEvent{CallID: c.rec.CallID, RoomID: c.rec.RoomID, MediaType: c.rec.MediaType, StartTime: now.UnixMilli()}
-		m.stats.CallBegan(now.Sub(c.rec.CreatedAt))
-		to = m.participantsLocked(c)
+		now := t.now()
+		c.connected[user] = m.node
+		if p := c.part(user); p != nil {
+			if p.JoinedAt.IsZero() {
+				p.JoinedAt = now
+			}
+			p.LeftAt = time.Time{}
+		}
+		if !c.began() && len(c.connected) >= 2 {
+			c.rec.BeganAt = now
+			if c.setupArmed {
+				c.setupArmed = false
+				t.stopSetup(c)
+			}
+			begin = &BeginEvent{CallID: c.rec.CallID, RoomID: c.rec.RoomID, MediaType: c.rec.MediaType, StartTime: now.UnixMilli()}
+			setup, snap := now.Sub(c.rec.CreatedAt), copyRecord(c.rec)
+			t.once(func() {
+				m.stats.CallBegan(setup)
+				if m.obs != nil {
+					m.obs.CallBegan(snap)
+				}
+			})
+			to = m.participantsLocked(c)
+		}
+		t.save(c)
+		return nil, nil
+	})
+	if err != nil {
+		m.log.Error("call media connection not recorded", "room", roomID, "user", user, "err", err)
+		return
 	}
-	snap := copyRecord(c.rec)
-	if begin != nil && m.obs != nil {
-		m.obs.CallBegan(snap)
-	}
-	m.mu.Unlock()
-	m.saves.save(snap)
 	if begin != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
 		if err := m.eng.SendEvent(ctx, to, EvCallBegin, *begin, false); err != nil {
 			m.log.Warn("onCallBegin not sent", "call", begin.CallID, "err", err)
 		}
@@ -58,13 +65,28 @@ func (m *Manager) MemberConnected(roomID, user string, _ rooms.Role, _ time.Time
 // MemberLeft implements rooms.Observer: a one-to-one call ends when either
 // side leaves; a group call when fewer than two remain.
 func (m *Manager) MemberLeft(roomID, user string, reason rooms.LeaveReason, _ time.Time) {
-	m.mu.Lock()
-	c := m.byRoom[roomID]
-	if c == nil || c.ended || !c.connected[user] {
-		m.mu.Unlock()
-		return
+	ctx, cancel := bg()
+	defer cancel()
+	err := m.do(ctx, func(t tx) (func(), error) {
+		c := t.byRoom(roomID)
+		if c == nil || c.ended {
+			return nil, nil
+		}
+		if node, ok := c.connected[user]; !ok || node != m.node {
+			return nil, nil // not connected, or in this call's room on another node
+		}
+		return m.leftLocked(t, c, user, reason), nil
+	})
+	if err != nil {
+		m.log.Error("call media departure not recorded", "room", roomID, "user", user, "err", err)
 	}
-	now := m.clock.Now()
+}
+
+// leftLocked is user's media leaving call c's room for reason: a
+// one-to-one call that began ends, a group call when fewer than two
+// remain, a call not begun when its caller leaves.
+func (m *Manager) leftLocked(t tx, c *call, user string, reason rooms.LeaveReason) func() {
+	now := t.now()
 	delete(c.connected, user)
 	if p := c.part(user); p != nil {
 		p.LeftAt = now
@@ -77,22 +99,18 @@ func (m *Manager) MemberLeft(roomID, user string, reason rooms.LeaveReason, _ ti
 	case reason == rooms.LeaveKicked:
 		why = EndKicked
 	}
-	work := func() {}
+	t.save(c)
 	switch {
 	case c.began() && c.rec.GroupID == "":
-		work = m.endLocked(c, why, user)
+		return m.endLocked(t, c, why, user)
 	case c.began() && len(c.connected) < 2:
-		work = m.endLocked(c, EndAllLeft, user)
+		return m.endLocked(t, c, EndAllLeft, user)
 	case !c.began() && user == c.rec.Caller:
 		// The caller gave up before anyone's media connected.
-		work = m.endLocked(c, EndCancelled, user)
-	default:
-		c.admitted[user] = c.admitted[user] && !c.hungUp[user]
+		return m.endLocked(t, c, EndCancelled, user)
 	}
-	snap := copyRecord(c.rec)
-	m.mu.Unlock()
-	m.saves.save(snap)
-	work()
+	c.admitted[user] = c.admitted[user] && !c.hungUp[user]
+	return nil
 }
 
 // participantsLocked lists who hears a call's events: everyone admitted
@@ -108,18 +126,20 @@ func (m *Manager) participantsLocked(c *call) []string {
 }
 
 // endLocked ends a call once: it fixes the record and returns the work to
-// do outside mu: save the record, cancel what still rings, send the
-// call-end invitation (a call that began) and onCallEnd, and close the room.
-func (m *Manager) endLocked(c *call, reason EndReason, endedBy string) func() {
+// do once committed: cancel what still rings, send the call-end invitation
+// (a call that began) and onCallEnd, and close the room (this node's claim;
+// in cluster mode the other nodes release theirs when they see the call
+// ended, clusterCalls.reconcile).
+func (m *Manager) endLocked(t tx, c *call, reason EndReason, endedBy string) func() {
 	if c.ended {
-		return func() {}
+		return nil
 	}
 	c.ended = true
-	now := m.clock.Now()
-	if c.setup != nil && c.setup.Stop() {
-		m.wg.Done()
+	now := t.now()
+	if c.setupArmed {
+		c.setupArmed = false
+		t.stopSetup(c)
 	}
-	c.setup = nil
 	r := &c.rec
 	r.EndedAt, r.EndReason, r.EndedBy = now, reason, endedBy
 	if c.began() {
@@ -138,32 +158,34 @@ func (m *Manager) endLocked(c *call, reason EndReason, endedBy string) func() {
 		}
 		p.Result = participantResult(*r, p)
 	}
-	m.stats.CallEnded(r.Result)
 	to := m.participantsLocked(c)
 	var stillRinging []string
 	for id, pend := range c.pending {
 		if len(pend) > 0 {
 			stillRinging = append(stillRinging, id)
 		} else {
-			delete(m.byInvite, id)
+			t.dropInvite(id)
 		}
 	}
-	m.forgetLocked(c)
+	slices.Sort(stillRinging)
+	t.forget(c)
+	t.save(c)
 	snap := copyRecord(c.rec)
-	if m.obs != nil {
-		m.obs.CallEnded(snap)
-	}
+	t.once(func() {
+		m.stats.CallEnded(snap.Result)
+		if m.obs != nil {
+			m.obs.CallEnded(copyRecord(snap))
+		}
+	})
 	began := c.began()
-	claim := c.claim
 	stayer := ""
 	for _, u := range to {
-		if u != endedBy && (stayer == "" || c.connected[u]) {
+		if u != endedBy && (stayer == "" || c.on(u)) {
 			stayer = u
 		}
 	}
 	return func() {
-		m.saves.save(snap)
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := bg()
 		defer cancel()
 		for _, id := range stillRinging {
 			// Stop the ring: possible while nobody answered that invitation.
@@ -183,9 +205,9 @@ func (m *Manager) endLocked(c *call, reason EndReason, endedBy string) func() {
 		if err := m.eng.SendEvent(ctx, to, EvCallEnd, ev, true); err != nil {
 			m.log.Warn("onCallEnd not sent", "call", snap.CallID, "err", err)
 		}
-		if claim != nil {
+		if m.rooms != nil {
 			// Ends the call's membership of its room, and only that.
-			m.rooms.Release(claim)
+			m.releaseClaim(snap.CallID)
 		}
 	}
 }

@@ -70,14 +70,24 @@ type Params struct {
 	Logger  *slog.Logger
 
 	Observer Observer // nil: none
+
+	// Cluster puts the manager in cluster mode (nil: standalone): the
+	// calls' state is in Redis, shared with the managers of the other nodes
+	// (see ClusterParams). Engine must then be in cluster mode on the same
+	// Redis, and Records a *RedisRecords on it.
+	Cluster *ClusterParams
 }
 
 // Manager owns the calls.
 //
-// Concurrency: mu guards calls, byInvite, byRoom, byUser, closed and every
-// call's fields. It is never held across a call into the engine, rooms or
-// the record store: operations decide under mu and return the work to do
-// after unlocking (a func), which runs in order in the calling goroutine.
+// Concurrency: mu guards calls, byInvite, byRoom, byUser, closed, claims,
+// setups, waiters and every call's fields. It is never held across a call
+// into the engine, rooms, the record store or Redis: operations decide
+// under mu (the memory backend of the tx, state.go) and return the work to
+// do after unlocking (a func), which runs in order in the calling
+// goroutine. In cluster mode (cl) the calls' state is in Redis, and the
+// maps calls, byInvite, byRoom and byUser stay empty; claims (this node's
+// claims on call rooms) are node-local in both modes.
 // Lock order: none is held while taking another package's lock.
 type Manager struct {
 	cfg   Config
@@ -96,25 +106,45 @@ type Manager struct {
 	byInvite map[string]*call          // every live invitation of a call, running or ended
 	byRoom   map[string]*call          // running calls by room ID
 	byUser   map[string]map[*call]bool // running calls by participant
+	claims   map[string]*rooms.Claim   // this node's claims on call rooms, by call ID
+	setups   map[string]protocol.Timer // setup timers by call ID (standalone)
+	waiters  map[string]chan struct{}  // glare merges waiting for an invitation's creation, by invite ID (standalone)
 	hbTimer  protocol.Timer
 	wg       sync.WaitGroup // timer callbacks
+
+	cl   *clusterCalls // nil: standalone
+	node string        // this node's ID in cluster mode ("" standalone)
 }
 
+// call is one call's state: in standalone mode the live value in the
+// manager's maps, in cluster mode a copy read from Redis for one decision
+// (encoded as callState, state_redis.go).
 type call struct {
 	rec       CallRecord
 	data      string                     // the call data of the first invitation (room_id set)
 	idx       map[string]int             // user → index in rec.Participants
 	admitted  map[string]bool            // may enter the room: caller, accepted invitees, joiners
-	connected map[string]bool            // media connected in the room now
+	connected map[string]string          // media connected in the room now: user → the node of that room ("" standalone)
 	pending   map[string]map[string]bool // inviteID → invitees still ringing
-	// creating holds, for each invitation registered but not yet created
-	// in the engine (its ring not yet sent), a channel closed when that is
-	// settled: a glare merge waits for it before accepting.
-	creating map[string]chan struct{}
-	claim    *rooms.Claim // the call's room ID; nil without rooms
-	ended    bool
-	hungUp   map[string]bool // users who hung up (the next leave is a hangup)
-	setup    protocol.Timer
+	// creating holds the invitations registered but not yet created in the
+	// engine (their ring not yet sent): a glare merge waits until they are
+	// settled before accepting.
+	creating   map[string]bool
+	ended      bool
+	hungUp     map[string]bool // users who hung up (the next leave is a hangup)
+	setupArmed bool            // the setup timer runs (Config.SetupTimeout)
+	nodes      []string        // cluster mode: the nodes that changed it, sorted (the Redis backend keeps it)
+}
+
+func newCall(rec CallRecord, data string) *call {
+	return &call{rec: rec, data: data, idx: map[string]int{}, admitted: map[string]bool{rec.Caller: true}, connected: map[string]string{},
+		pending: map[string]map[string]bool{}, creating: map[string]bool{}, hungUp: map[string]bool{}}
+}
+
+// on reports whether user's media is connected in the call's room.
+func (c *call) on(user string) bool {
+	_, ok := c.connected[user]
+	return ok
 }
 
 func (c *call) began() bool { return !c.rec.BeganAt.IsZero() }
@@ -169,7 +199,8 @@ func (c *call) anyAnswered() bool {
 // that were running when the server last stopped.
 func NewManager(ctx context.Context, p Params) (*Manager, error) {
 	m := &Manager{cfg: p.Config, eng: p.Engine, rooms: p.Rooms, rec: p.Records, clock: p.Clock, log: p.Logger, stats: p.Metrics, obs: p.Observer,
-		calls: map[string]*call{}, byInvite: map[string]*call{}, byRoom: map[string]*call{}, byUser: map[string]map[*call]bool{}}
+		calls: map[string]*call{}, byInvite: map[string]*call{}, byRoom: map[string]*call{}, byUser: map[string]map[*call]bool{},
+		claims: map[string]*rooms.Claim{}, setups: map[string]protocol.Timer{}, waiters: map[string]chan struct{}{}}
 	if m.clock == nil {
 		m.clock = protocol.SystemClock{}
 	}
@@ -182,7 +213,16 @@ func NewManager(ctx context.Context, p Params) (*Manager, error) {
 	if m.stats == nil {
 		m.stats = noMetrics{}
 	}
-	if err := m.recoverOpenCalls(ctx); err != nil {
+	if p.Cluster != nil {
+		cl, err := newClusterCalls(m, *p.Cluster)
+		if err != nil {
+			return nil, err
+		}
+		m.cl, m.node = cl, p.Cluster.NodeID
+		if err := cl.recoverOpenCalls(ctx); err != nil {
+			return nil, err
+		}
+	} else if err := m.recoverOpenCalls(ctx); err != nil {
 		return nil, err
 	}
 	m.saves = newSaveQueue(m.rec, m.log)
@@ -197,6 +237,12 @@ func NewManager(ctx context.Context, p Params) (*Manager, error) {
 	m.mu.Lock()
 	m.heartbeatLocked()
 	m.mu.Unlock()
+	if m.cl != nil {
+		if err := m.cl.start(); err != nil {
+			m.Close()
+			return nil, err
+		}
+	}
 	return m, nil
 }
 
@@ -212,34 +258,41 @@ func (m *Manager) recoverOpenCalls(ctx context.Context) error {
 		return err
 	}
 	for _, r := range open {
-		end := last
-		if end.Before(r.CreatedAt) {
-			end = r.CreatedAt
-		}
-		if !r.BeganAt.IsZero() && end.Before(r.BeganAt) {
-			end = r.BeganAt
-		}
-		r.EndedAt, r.EndReason, r.EndedBy = end, EndServerRestart, ""
-		if r.BeganAt.IsZero() {
-			r.Result = ResultFailed
-		} else {
-			r.Result, r.Duration = ResultCompleted, end.Sub(r.BeganAt)
-		}
-		for i := range r.Participants {
-			p := &r.Participants[i]
-			if !p.JoinedAt.IsZero() && p.LeftAt.IsZero() {
-				p.LeftAt = end
-			}
-			if p.Result == "" {
-				p.Result = participantResult(r, p)
-			}
-		}
+		endAtRestart(&r, last)
 		if err := m.rec.SaveCall(ctx, r); err != nil {
 			return err
 		}
 		m.log.Info("call ended by server restart", "call", r.CallID, "duration", r.Duration)
 	}
 	return nil
+}
+
+// endAtRestart ends r, running when its server(s) stopped, at the last
+// heartbeat (not before it was created or began), with reason
+// server_restart.
+func endAtRestart(r *CallRecord, last time.Time) {
+	end := last
+	if end.Before(r.CreatedAt) {
+		end = r.CreatedAt
+	}
+	if !r.BeganAt.IsZero() && end.Before(r.BeganAt) {
+		end = r.BeganAt
+	}
+	r.EndedAt, r.EndReason, r.EndedBy = end, EndServerRestart, ""
+	if r.BeganAt.IsZero() {
+		r.Result = ResultFailed
+	} else {
+		r.Result, r.Duration = ResultCompleted, end.Sub(r.BeganAt)
+	}
+	for i := range r.Participants {
+		p := &r.Participants[i]
+		if !p.JoinedAt.IsZero() && p.LeftAt.IsZero() {
+			p.LeftAt = end
+		}
+		if p.Result == "" {
+			p.Result = participantResult(*r, p)
+		}
+	}
 }
 
 func (m *Manager) heartbeatLocked() {
@@ -258,14 +311,19 @@ func (m *Manager) heartbeatLocked() {
 }
 
 // Close stops the timers and flushes the records, with a last heartbeat.
+// In cluster mode the setup deadlines armed here fire on the other nodes.
 func (m *Manager) Close() {
+	if m.cl != nil {
+		m.cl.close()
+	}
 	m.mu.Lock()
 	m.closed = true
 	if m.hbTimer != nil && m.hbTimer.Stop() {
 		m.wg.Done()
 	}
-	for _, c := range m.calls {
-		if c.setup != nil && c.setup.Stop() {
+	for id, tm := range m.setups {
+		delete(m.setups, id)
+		if tm.Stop() {
 			m.wg.Done()
 		}
 	}
@@ -275,30 +333,83 @@ func (m *Manager) Close() {
 	m.saves.close()
 }
 
+// bg is the context of the work the manager does on its own (not for a
+// request), bounded.
+func bg() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), 10*time.Second)
+}
+
 // ---- admission and lookups ----
 
 // Admit implements rooms.Admitter: a running call's caller, accepted
-// invitees and joiners may enter its room, through the call's claim.
+// invitees and joiners may enter its room, through the call's claim (in
+// cluster mode this node's claim, made on first use: the participant may
+// have accepted on another node).
 func (m *Manager) Admit(user, roomID string) *rooms.Claim {
+	ctx, cancel := bg()
+	defer cancel()
+	callID := ""
+	err := m.view(ctx, func(t tx) {
+		callID = ""
+		if c := t.byRoom(roomID); c != nil && !c.ended && c.admitted[user] {
+			callID = c.rec.CallID
+		}
+	})
+	if err != nil || callID == "" {
+		return nil
+	}
+	if m.cl != nil {
+		return m.cl.localClaim(callID, roomID)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if c := m.byRoom[roomID]; c != nil && !c.ended && c.admitted[user] {
-		return c.claim
+	return m.claims[callID]
+}
+
+// setClaim records this node's claim on call callID's room.
+func (m *Manager) setClaim(callID string, claim *rooms.Claim) {
+	m.mu.Lock()
+	m.claims[callID] = claim
+	m.mu.Unlock()
+}
+
+// releaseClaim ends this node's claim on call callID's room, if it has one:
+// the members who entered through it leave the room.
+func (m *Manager) releaseClaim(callID string) {
+	m.mu.Lock()
+	claim := m.claims[callID]
+	delete(m.claims, callID)
+	m.mu.Unlock()
+	if claim != nil {
+		m.rooms.Release(claim)
 	}
-	return nil
+}
+
+// leaveRoom takes user out of call callID's room on this node (a hangup).
+func (m *Manager) leaveRoom(callID, user string) {
+	m.mu.Lock()
+	claim := m.claims[callID]
+	m.mu.Unlock()
+	if claim != nil {
+		m.rooms.LeaveClaim(claim, user)
+	}
 }
 
 // Busy reports whether user is busy: in a call that has begun or is being
 // set up (accepted, not ended), or — with BusyIncludesRinging — placing a
 // call that still rings.
 func (m *Manager) Busy(user string) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.busyLocked(user) != nil
+	ctx, cancel := bg()
+	defer cancel()
+	busy := false
+	_ = m.view(ctx, func(t tx) {
+		busy = m.busyLocked(t, user) != nil
+	})
+	return busy
 }
 
-func (m *Manager) busyLocked(user string) *call {
-	for c := range m.byUser[user] {
+func (m *Manager) busyLocked(t tx, user string) *call {
+	for _, c := range t.userCalls(user) {
 		if c.ended || !c.admitted[user] || c.hungUp[user] {
 			continue
 		}
@@ -310,8 +421,12 @@ func (m *Manager) busyLocked(user string) *call {
 	return nil
 }
 
-// Active returns how many calls are running (ringing or begun).
+// Active returns how many calls are running (ringing or begun): in cluster
+// mode, in the whole cluster (-1 when Redis cannot tell).
 func (m *Manager) Active() int {
+	if m.cl != nil {
+		return m.cl.active()
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return len(m.calls)
@@ -319,57 +434,21 @@ func (m *Manager) Active() int {
 
 // Call returns a copy of a call's record (running or not yet forgotten).
 func (m *Manager) Call(callID string) (CallRecord, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	c := m.calls[callID]
-	if c == nil {
-		c = m.byInvite[callID]
-	}
-	if c == nil {
-		return CallRecord{}, false
-	}
-	return copyRecord(c.rec), true
-}
-
-func (m *Manager) indexLocked(c *call, user string) {
-	s := m.byUser[user]
-	if s == nil {
-		s = map[*call]bool{}
-		m.byUser[user] = s
-	}
-	s[c] = true
-}
-
-func (m *Manager) unindexLocked(c *call, user string) {
-	if s := m.byUser[user]; s != nil {
-		delete(s, c)
-		if len(s) == 0 {
-			delete(m.byUser, user)
+	ctx, cancel := bg()
+	defer cancel()
+	var rec CallRecord
+	found := false
+	_ = m.view(ctx, func(t tx) {
+		c := t.running(callID)
+		if c == nil {
+			c = t.byInvite(callID)
 		}
-	}
-}
-
-// forgetLocked removes a call from the running indexes (byInvite entries of
-// invitations still ringing stay until they end).
-func (m *Manager) forgetLocked(c *call) {
-	delete(m.calls, c.rec.CallID)
-	if m.byRoom[c.rec.RoomID] == c {
-		delete(m.byRoom, c.rec.RoomID)
-	}
-	for _, p := range c.rec.Participants {
-		m.unindexLocked(c, p.UserID)
-	}
-	if !c.ended {
-		for id := range c.pending {
-			delete(m.byInvite, id)
+		found = c != nil
+		if found {
+			rec = copyRecord(c.rec)
 		}
-	}
-}
-
-func (m *Manager) snapshot(c *call) CallRecord {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return copyRecord(c.rec)
+	})
+	return rec, found
 }
 
 func copyRecord(r CallRecord) CallRecord {

@@ -352,21 +352,24 @@ func (r *fakeRooms) LeaveClaim(c *rooms.Claim, userID string) bool {
 // connect is userID's media connecting in roomID: refused (false) unless
 // an admitter admits them through the room's claim.
 func (r *fakeRooms) connect(roomID, userID string) bool {
+	// As rooms does: the admitters first (outside the lock; in cluster
+	// mode the manager claims the room ID on this node then), then the
+	// claim they admit through must be the room's.
 	r.mu.Lock()
-	c := r.claims[roomID]
 	adm := slices.Clone(r.admitters)
 	r.mu.Unlock()
-	if c == nil {
-		return false
-	}
-	admitted := false
+	var through []*rooms.Claim
 	for _, a := range adm {
-		admitted = admitted || a.Admit(userID, roomID) == c
-	}
-	if !admitted {
-		return false
+		if c := a.Admit(userID, roomID); c != nil {
+			through = append(through, c)
+		}
 	}
 	r.mu.Lock()
+	c := r.claims[roomID]
+	if c == nil || !slices.Contains(through, c) {
+		r.mu.Unlock()
+		return false
+	}
 	if r.members[roomID] == nil {
 		r.members[roomID] = map[string]bool{}
 	}

@@ -109,8 +109,8 @@ func (m *Manager) ownOps() map[string]protocol.OpFunc {
 		OpGetCallHistory: protocol.Op(func(ctx context.Context, a protocol.Actor, args HistoryArgs) (any, error) {
 			return m.history(ctx, a, args)
 		}),
-		OpGetGroupCalls: protocol.Op(func(_ context.Context, a protocol.Actor, args protocol.GroupIDArgs) (any, error) {
-			return m.groupCalls(a, args)
+		OpGetGroupCalls: protocol.Op(func(ctx context.Context, a protocol.Actor, args protocol.GroupIDArgs) (any, error) {
+			return m.groupCalls(ctx, a, args)
 		}),
 	}
 }
@@ -149,55 +149,64 @@ func parseOwnCallData(data string) CallData {
 // rejects; once it runs, the user leaves its room (a one-to-one call then
 // ends, a group call goes on while two remain).
 func (m *Manager) hangup(ctx context.Context, a protocol.Actor, args CallIDArgs) error {
-	m.mu.Lock()
-	c := m.calls[args.CallID]
-	if c == nil {
-		m.mu.Unlock()
-		return ErrCallNotFound.WithMessage("no running call %q", args.CallID)
-	}
-	p := c.part(a.UserID)
-	if p == nil {
-		m.mu.Unlock()
-		return ErrNotInCall
-	}
-	if pendingID := c.pendingInviteID(a.UserID); pendingID != "" {
-		m.mu.Unlock()
-		return m.answer(ctx, a, protocol.InviteIDArgs{InviteID: pendingID, Data: hangupData(c.rec.CallID, c.rec.RoomID, c.rec.MediaType, 0)}, signaling.ActionReject)
-	}
-	c.hungUp[a.UserID] = true
-	connected := c.connected[a.UserID]
-	claim := c.claim
-	var work func()
-	switch {
-	case connected:
-		// rooms tells MemberLeft, which ends or continues the call.
-	case a.UserID == c.rec.Caller && !c.began() && !c.anyAnswered():
-		ids := make([]string, 0, len(c.pending))
-		for id, pend := range c.pending {
-			if len(pend) > 0 {
-				ids = append(ids, id)
-			}
+	var pendingID, pendingData string
+	var connected, cancelRings bool
+	var ids []string
+	err := m.do(ctx, func(t tx) (func(), error) {
+		pendingID, pendingData, connected, cancelRings, ids = "", "", false, false, nil
+		c := t.running(args.CallID)
+		if c == nil {
+			return nil, ErrCallNotFound.WithMessage("no running call %q", args.CallID)
 		}
-		m.mu.Unlock()
+		if c.part(a.UserID) == nil {
+			return nil, ErrNotInCall
+		}
+		if id := c.pendingInviteID(a.UserID); id != "" {
+			pendingID, pendingData = id, hangupData(c.rec.CallID, c.rec.RoomID, c.rec.MediaType, 0)
+			return nil, nil
+		}
+		c.hungUp[a.UserID] = true
+		connected = c.on(a.UserID)
+		switch {
+		case connected:
+			// rooms tells MemberLeft, which ends or continues the call (in
+			// cluster mode the node of the user's room does, when it sees
+			// the hangup: clusterCalls.reconcile).
+		case a.UserID == c.rec.Caller && !c.began() && !c.anyAnswered():
+			for id, pend := range c.pending {
+				if len(pend) > 0 {
+					ids = append(ids, id)
+				}
+			}
+			slices.Sort(ids)
+			cancelRings = true
+		case !c.began() && (c.rec.GroupID == "" || a.UserID == c.rec.Caller):
+			return m.endLocked(t, c, EndHangup, a.UserID), nil
+		default:
+			delete(c.admitted, a.UserID)
+			return m.evaluateLocked(t, c, a.UserID), nil
+		}
+		return nil, nil
+	})
+	switch {
+	case err != nil:
+		return err
+	case pendingID != "":
+		return m.answer(ctx, a, protocol.InviteIDArgs{InviteID: pendingID, Data: pendingData}, signaling.ActionReject)
+	case connected:
+		m.leaveRoom(args.CallID, a.UserID)
+	case cancelRings:
 		for _, id := range ids {
 			if err := m.cancel(ctx, a, protocol.InviteIDArgs{InviteID: id}); err != nil && !errors.Is(err, protocol.ErrInvalidInviteID) {
 				return err
 			}
 		}
-		m.mu.Lock()
-		work = m.endLocked(c, EndCancelled, a.UserID)
-	case !c.began() && (c.rec.GroupID == "" || a.UserID == c.rec.Caller):
-		work = m.endLocked(c, EndHangup, a.UserID)
-	default:
-		delete(c.admitted, a.UserID)
-		work = m.evaluateLocked(c, a.UserID)
-	}
-	m.mu.Unlock()
-	if connected && claim != nil {
-		m.rooms.LeaveClaim(claim, a.UserID)
-	}
-	if work != nil {
-		work()
+		return m.do(ctx, func(t tx) (func(), error) {
+			if c := t.running(args.CallID); c != nil {
+				return m.endLocked(t, c, EndCancelled, a.UserID), nil
+			}
+			return nil, nil
+		})
 	}
 	return nil
 }
@@ -205,34 +214,37 @@ func (m *Manager) hangup(ctx context.Context, a protocol.Actor, args CallIDArgs)
 // inviteUser rings more group members into a call; those already in it or
 // ringing are skipped.
 func (m *Manager) inviteUser(ctx context.Context, a protocol.Actor, args InviteUserArgs) (InviteUserResult, error) {
-	m.mu.Lock()
-	c := m.calls[args.CallID]
-	if c == nil {
-		m.mu.Unlock()
-		return InviteUserResult{}, ErrCallNotFound.WithMessage("no running call %q", args.CallID)
-	}
-	if c.rec.GroupID == "" {
-		m.mu.Unlock()
-		return InviteUserResult{}, ErrNotGroupCall
-	}
-	if !c.admitted[a.UserID] {
-		m.mu.Unlock()
-		return InviteUserResult{}, ErrNotInCall
-	}
 	var users []string
-	for _, u := range args.UserList {
-		if !c.admitted[u] && c.pendingInviteID(u) == "" && !slices.Contains(users, u) {
-			users = append(users, u)
+	var spec signaling.InvitationSpec
+	err := m.do(ctx, func(t tx) (func(), error) {
+		users = nil
+		c := t.running(args.CallID)
+		if c == nil {
+			return nil, ErrCallNotFound.WithMessage("no running call %q", args.CallID)
 		}
+		if c.rec.GroupID == "" {
+			return nil, ErrNotGroupCall
+		}
+		if !c.admitted[a.UserID] {
+			return nil, ErrNotInCall
+		}
+		for _, u := range args.UserList {
+			if !c.admitted[u] && c.pendingInviteID(u) == "" && !slices.Contains(users, u) {
+				users = append(users, u)
+			}
+		}
+		cd, _, _ := ParseCallData(c.data)
+		spec = signaling.InvitationSpec{GroupID: c.rec.GroupID, Invitees: users, Data: cd.WithIDs(c.rec.RoomID, c.rec.CallID), Timeout: args.Timeout}
+		return nil, nil
+	})
+	if err != nil {
+		return InviteUserResult{}, err
 	}
-	cd, _, _ := ParseCallData(c.data)
-	spec := signaling.InvitationSpec{GroupID: c.rec.GroupID, Invitees: users, Data: cd.WithIDs(c.rec.RoomID, c.rec.CallID), Timeout: args.Timeout}
-	m.mu.Unlock()
 	if len(users) == 0 {
 		return InviteUserResult{UserList: []string{}}, nil
 	}
 	id := m.eng.NewID("inv_")
-	res, err := m.ring(ctx, a, c, id, spec)
+	res, err := m.ring(ctx, a, args.CallID, id, spec)
 	if err != nil {
 		return InviteUserResult{}, err
 	}
@@ -245,17 +257,21 @@ func (m *Manager) inviteUser(ctx context.Context, a protocol.Actor, args InviteU
 // joinCall lets a group member into a running group call without a ring
 // (or answers the ring they have).
 func (m *Manager) joinCall(ctx context.Context, a protocol.Actor, args CallIDArgs) (JoinResult, error) {
-	m.mu.Lock()
-	c := m.calls[args.CallID]
-	if c == nil {
-		m.mu.Unlock()
-		return JoinResult{}, ErrCallNotFound.WithMessage("no running call %q", args.CallID)
+	var res JoinResult
+	var group, pendingID string
+	var already bool
+	err := m.do(ctx, func(t tx) (func(), error) {
+		c := t.running(args.CallID)
+		if c == nil {
+			return nil, ErrCallNotFound.WithMessage("no running call %q", args.CallID)
+		}
+		res = JoinResult{CallID: c.rec.CallID, RoomID: c.rec.RoomID, MediaType: c.rec.MediaType, StartTime: ms(c.rec.BeganAt)}
+		group, pendingID, already = c.rec.GroupID, c.pendingInviteID(a.UserID), c.admitted[a.UserID]
+		return nil, nil
+	})
+	if err != nil {
+		return JoinResult{}, err
 	}
-	res := JoinResult{CallID: c.rec.CallID, RoomID: c.rec.RoomID, MediaType: c.rec.MediaType, StartTime: ms(c.rec.BeganAt)}
-	group := c.rec.GroupID
-	pendingID := c.pendingInviteID(a.UserID)
-	already := c.admitted[a.UserID]
-	m.mu.Unlock()
 	if group == "" {
 		return JoinResult{}, ErrNotGroupCall
 	}
@@ -268,47 +284,57 @@ func (m *Manager) joinCall(ctx context.Context, a protocol.Actor, args CallIDArg
 	if pendingID != "" {
 		return res, m.answer(ctx, a, protocol.InviteIDArgs{InviteID: pendingID}, signaling.ActionAccept)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if c.ended {
-		return JoinResult{}, ErrCallEnded
+	err = m.do(ctx, func(t tx) (func(), error) {
+		c := t.running(args.CallID)
+		if c == nil {
+			return nil, ErrCallEnded
+		}
+		now := t.now()
+		p := c.addPart(a.UserID, RoleJoiner, now)
+		if p.Role != RoleJoiner {
+			p.Answer, p.AnsweredAt = AnswerAccepted, now
+		}
+		c.admitted[a.UserID] = true
+		delete(c.hungUp, a.UserID)
+		t.index(c, a.UserID)
+		t.save(c)
+		return nil, nil
+	})
+	if err != nil {
+		return JoinResult{}, err
 	}
-	p := c.addPart(a.UserID, RoleJoiner, m.clock.Now())
-	if p.Role != RoleJoiner {
-		p.Answer, p.AnsweredAt = AnswerAccepted, m.clock.Now()
-	}
-	c.admitted[a.UserID] = true
-	delete(c.hungUp, a.UserID)
-	m.indexLocked(c, a.UserID)
-	m.saves.save(copyRecord(c.rec))
 	return res, nil
 }
 
 // groupCalls lists a group's running calls for one of its members, so that
 // a member who was not rung (or declined) can find one and joinCall it.
-func (m *Manager) groupCalls(a protocol.Actor, args protocol.GroupIDArgs) (GroupCallsResult, error) {
+func (m *Manager) groupCalls(ctx context.Context, a protocol.Actor, args protocol.GroupIDArgs) (GroupCallsResult, error) {
 	if args.GroupID == "" {
 		return GroupCallsResult{}, protocol.ErrInvalidParameter.WithMessage("groupID is required")
 	}
 	if !m.eng.IsGroupMember(args.GroupID, a.UserID) {
 		return GroupCallsResult{}, protocol.ErrNotGroupMember.WithMessage("you are not a member of group %q", args.GroupID)
 	}
-	m.mu.Lock()
-	out := GroupCallsResult{Calls: []GroupCallInfo{}}
-	for _, c := range m.calls {
-		if c.ended || c.rec.GroupID != args.GroupID {
-			continue
-		}
-		in := []string{}
-		for _, p := range c.rec.Participants {
-			if c.admitted[p.UserID] && !c.hungUp[p.UserID] {
-				in = append(in, p.UserID)
+	var out GroupCallsResult
+	err := m.view(ctx, func(t tx) {
+		out = GroupCallsResult{Calls: []GroupCallInfo{}}
+		for _, c := range t.allRunning() {
+			if c.ended || c.rec.GroupID != args.GroupID {
+				continue
 			}
+			in := []string{}
+			for _, p := range c.rec.Participants {
+				if c.admitted[p.UserID] && !c.hungUp[p.UserID] {
+					in = append(in, p.UserID)
+				}
+			}
+			out.Calls = append(out.Calls, GroupCallInfo{CallID: c.rec.CallID, RoomID: c.rec.RoomID, Caller: c.rec.Caller, MediaType: c.rec.MediaType,
+				CreatedAt: ms(c.rec.CreatedAt), StartTime: ms(c.rec.BeganAt), Participants: in})
 		}
-		out.Calls = append(out.Calls, GroupCallInfo{CallID: c.rec.CallID, RoomID: c.rec.RoomID, Caller: c.rec.Caller, MediaType: c.rec.MediaType,
-			CreatedAt: ms(c.rec.CreatedAt), StartTime: ms(c.rec.BeganAt), Participants: in})
+	})
+	if err != nil {
+		return GroupCallsResult{}, err
 	}
-	m.mu.Unlock()
 	slices.SortFunc(out.Calls, func(x, y GroupCallInfo) int {
 		return cmp.Or(cmp.Compare(x.CreatedAt, y.CreatedAt), cmp.Compare(x.CallID, y.CallID))
 	})
@@ -320,22 +346,24 @@ func (m *Manager) switchMediaType(ctx context.Context, a protocol.Actor, args Sw
 	if args.MediaType != MediaAudio && args.MediaType != MediaVideo {
 		return protocol.ErrInvalidParameter.WithMessage("mediaType must be %q or %q", MediaAudio, MediaVideo)
 	}
-	m.mu.Lock()
-	c := m.calls[args.CallID]
-	if c == nil {
-		m.mu.Unlock()
-		return ErrCallNotFound.WithMessage("no running call %q", args.CallID)
+	var to []string
+	err := m.do(ctx, func(t tx) (func(), error) {
+		c := t.running(args.CallID)
+		if c == nil {
+			return nil, ErrCallNotFound.WithMessage("no running call %q", args.CallID)
+		}
+		if !c.admitted[a.UserID] {
+			return nil, ErrNotInCall
+		}
+		c.rec.MediaType = args.MediaType
+		to = slices.DeleteFunc(m.participantsLocked(c), func(u string) bool { return u == a.UserID })
+		t.save(c)
+		return nil, nil
+	})
+	if err != nil {
+		return err
 	}
-	if !c.admitted[a.UserID] {
-		m.mu.Unlock()
-		return ErrNotInCall
-	}
-	c.rec.MediaType = args.MediaType
-	to := slices.DeleteFunc(m.participantsLocked(c), func(u string) bool { return u == a.UserID })
-	snap := copyRecord(c.rec)
-	m.mu.Unlock()
-	m.saves.save(snap)
-	return m.eng.SendEvent(ctx, to, EvCallMediaTypeChanged, MediaTypeEvent{CallID: snap.CallID, MediaType: args.MediaType, UserID: a.UserID}, false)
+	return m.eng.SendEvent(ctx, to, EvCallMediaTypeChanged, MediaTypeEvent{CallID: args.CallID, MediaType: args.MediaType, UserID: a.UserID}, false)
 }
 
 // history is getCallHistory.

@@ -45,8 +45,12 @@ const redisRecordsAttempts = 64
 // belongs where the index put it.
 //
 // Heartbeats are per node: in a cluster each server records its own, and
-// LastHeartbeat is this node's (what recovering its calls after a restart
-// needs); Heartbeats lists every node's.
+// LastHeartbeat is this node's; Heartbeats lists every node's (a restarting
+// node in cluster mode ends a call at the latest heartbeat of the nodes
+// that had it: clusterCalls.recoverOpenCalls).
+//
+// In cluster mode the manager does not call SaveCall: it commits a call's
+// record in the MULTI/EXEC of the decision that changed it (queueSaves).
 //
 // A failure of Redis wraps protocol.ErrStoreUnavailable; a record that
 // cannot be stored wraps ErrInvalidRecord.
@@ -406,4 +410,44 @@ func (r *RedisRecords) Heartbeats(ctx context.Context) (map[string]time.Time, er
 		out[node] = at
 	}
 	return out, nil
+}
+
+// storedKeys are the keys of the stored records of calls ids (for a
+// caller's WATCH and MGET: readStored).
+func (r *RedisRecords) storedKeys(ids []string) []string {
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = r.recKey(id)
+	}
+	return keys
+}
+
+// queueSaves queues in p (the caller's MULTI/EXEC, whose WATCH of the
+// records' keys guarantees that stored holds their current packed
+// versions, absent for none) the replacement of recs (SaveCall's writes):
+// in cluster mode a call decision commits the records it changes with the
+// state they record, so that two nodes' saves of one call cannot land out
+// of order.
+func (r *RedisRecords) queueSaves(ctx context.Context, p redis.Pipeliner, stored map[string]string, recs []CallRecord) error {
+	for _, rec := range recs {
+		if err := checkRecord(rec); err != nil {
+			return fmt.Errorf("calls: redis records: save call %q: %w", rec.CallID, err)
+		}
+	}
+	for _, rec := range recs {
+		if s, ok := stored[rec.CallID]; ok {
+			prev, err := unpackRecord(s)
+			if err != nil {
+				return fmt.Errorf("calls: redis records: stored record %q: %w", rec.CallID, err)
+			}
+			for _, e := range r.entries(prev) {
+				p.ZRem(ctx, e.key, e.member)
+			}
+		}
+		for _, e := range r.entries(rec) {
+			p.ZAdd(ctx, e.key, redis.Z{Member: e.member})
+		}
+		p.Set(ctx, r.recKey(rec.CallID), packRecord(rec), 0)
+	}
+	return nil
 }

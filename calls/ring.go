@@ -74,28 +74,47 @@ func (m *Manager) startCall(ctx context.Context, a protocol.Actor, spec signalin
 	}
 	var c *call
 	var busy []string
-	var over *call // a call to merge with whose invitation ended meanwhile
+	over := "" // a call to merge with whose invitation ended meanwhile
 	for c == nil {
-		m.mu.Lock()
-		if m.closed {
-			m.mu.Unlock()
-			return nil, protocol.ErrShuttingDown
-		}
-		// Glare: A calls B while B's call to A still rings. The call that
-		// rang first wins: A accepts it (the server acts for A) instead of
-		// placing a second call, and learns its callID and roomID.
-		if g, inviteID, creating := m.glareLocked(a.UserID, spec, over); g != nil {
-			m.mu.Unlock()
-			if creating != nil {
-				// B's call is registered but its invitation not created
-				// yet: accept once it is (B's reply and ring come first).
-				select {
-				case <-creating:
-				case <-ctx.Done():
-					return nil, protocol.ErrStoreUnavailable.WithMessage("the callee's call to you is still being placed; retry")
-				}
-				continue
+		var g *call // the call to merge with (glare)
+		var inviteID string
+		var creating, taken bool
+		err := m.do(ctx, func(t tx) (func(), error) {
+			c, busy, g, inviteID, creating, taken = nil, nil, nil, "", false, false
+			if t.closed() {
+				return nil, protocol.ErrShuttingDown
 			}
+			t.hint(hint{users: append([]string{a.UserID}, spec.Invitees...), rooms: []string{roomID}})
+			// Glare: A calls B while B's call to A still rings. The call that
+			// rang first wins: A accepts it (the server acts for A) instead of
+			// placing a second call, and learns its callID and roomID.
+			if g, inviteID, creating = m.glareLocked(t, a.UserID, spec, over); g != nil {
+				return nil, nil
+			}
+			if t.byRoom(roomID) != nil {
+				taken = true
+				return nil, nil
+			}
+			now := t.now()
+			nc := newCall(CallRecord{CallID: id, Caller: a.UserID, GroupID: spec.GroupID, RoomID: roomID, MediaType: cd.MediaType(), CreatedAt: now},
+				spec.Data)
+			nc.addPart(a.UserID, RoleCaller, now)
+			t.add(nc)
+			t.index(nc, a.UserID)
+			busy = m.addRingLocked(t, nc, id, spec.Invitees)
+			c = nc
+			return nil, nil
+		})
+		switch {
+		case err != nil:
+			return nil, err
+		case g != nil && creating:
+			// B's call is registered but its invitation not created yet:
+			// accept once it is (B's reply and ring come first).
+			if err := m.waitCreated(ctx, g.rec.CallID, inviteID); err != nil {
+				return nil, err
+			}
+		case g != nil:
 			err := m.answer(ctx, a, protocol.InviteIDArgs{InviteID: inviteID, Data: glareData}, signaling.ActionAccept)
 			if err == nil {
 				m.log.Info("glare: calls merged", "call", g.rec.CallID, "caller", g.rec.Caller, "callee", a.UserID)
@@ -104,47 +123,34 @@ func (m *Manager) startCall(ctx context.Context, a protocol.Actor, spec signalin
 			if !errors.Is(err, ErrCallEnded) && !errors.Is(err, protocol.ErrInvalidInviteID) {
 				return nil, err // e.g. the store failed: nothing changed
 			}
-			over = g // it ended meanwhile: look again, then place the call
-			continue
-		}
-		if m.byRoom[roomID] != nil {
-			m.mu.Unlock()
+			over = g.rec.CallID // it ended meanwhile: look again, then place the call
+		case taken:
 			return nil, m.roomUnavailable(a, spec)
 		}
-		now := m.clock.Now()
-		c = &call{
-			rec:  CallRecord{CallID: id, Caller: a.UserID, GroupID: spec.GroupID, RoomID: roomID, MediaType: cd.MediaType(), CreatedAt: now},
-			data: spec.Data, idx: map[string]int{}, admitted: map[string]bool{a.UserID: true}, connected: map[string]bool{},
-			pending: map[string]map[string]bool{}, creating: map[string]chan struct{}{}, hungUp: map[string]bool{},
-		}
-		c.addPart(a.UserID, RoleCaller, now)
-		m.calls[id] = c
-		m.byRoom[roomID] = c
-		m.indexLocked(c, a.UserID)
-		busy = m.addRingLocked(c, id, spec.Invitees)
-		m.mu.Unlock()
 	}
 
 	if m.rooms != nil {
 		claim, err := m.rooms.Claim(roomID)
 		if err != nil {
-			m.abandon(c, id, spec.Invitees)
+			m.abandon(id, spec.Invitees)
 			return nil, m.roomUnavailable(a, spec)
 		}
-		m.mu.Lock()
-		c.claim = claim
-		m.mu.Unlock()
+		m.setClaim(id, claim)
 	}
 	// Until the claim is set nobody can end the call (no one is admitted to
 	// its room, its IDs are not out); from here on its end releases it.
-	res, err := m.createRing(ctx, a, c, id, spec, busy)
+	res, err := m.createRing(ctx, a, id, id, spec, busy)
 	if err != nil {
-		m.abandon(c, id, spec.Invitees)
+		m.abandon(id, spec.Invitees)
 		return nil, err
 	}
 	res.CallID = id
 	return res, nil
 }
+
+// errStillPlaced refuses a glare merge whose wait for the other call's
+// invitation ended first.
+var errStillPlaced = protocol.ErrStoreUnavailable.WithMessage("the callee's call to you is still being placed; retry")
 
 // roomUnavailable is the refusal of a call whose room ID is not free: it
 // says nothing of who holds it. A group call by a non-member is refused as
@@ -156,52 +162,71 @@ func (m *Manager) roomUnavailable(a protocol.Actor, spec signaling.InvitationSpe
 	return ErrRoomUnavailable
 }
 
-// abandon forgets a call whose first invitation could not be created (or
-// whose room ID could not be claimed), and frees its room ID.
-func (m *Manager) abandon(c *call, id string, invitees []string) {
-	m.mu.Lock()
-	m.dropRingLocked(c, id, invitees)
-	m.forgetLocked(c)
-	claim := c.claim
-	m.mu.Unlock()
-	if claim != nil {
-		m.rooms.Release(claim)
+// abandon forgets call id whose first invitation (also id) could not be
+// created (or whose room ID could not be claimed), and frees its room ID.
+func (m *Manager) abandon(id string, invitees []string) {
+	ctx, cancel := bg()
+	defer cancel()
+	err := m.do(ctx, func(t tx) (func(), error) {
+		if c := t.byInvite(id); c != nil {
+			m.dropRingLocked(t, c, id, invitees)
+			t.forget(c)
+		}
+		return nil, nil
+	})
+	if err != nil {
+		m.log.Warn("abandoned call not forgotten", "call", id, "err", err)
 	}
+	m.releaseClaim(id)
 }
 
 // glareLocked finds the call that user's new one-to-one call to its
 // invitee would merge with: the invitee's call to user, still ringing for
-// user (skip excepted). creating is set while that call's invitation is not
-// created yet.
-func (m *Manager) glareLocked(user string, spec signaling.InvitationSpec, skip *call) (g *call, inviteID string, creating <-chan struct{}) {
+// user (call skip excepted). creating is set while that call's invitation
+// is not created yet.
+func (m *Manager) glareLocked(t tx, user string, spec signaling.InvitationSpec, skip string) (g *call, inviteID string, creating bool) {
 	if spec.GroupID != "" || len(spec.Invitees) != 1 {
-		return nil, "", nil
+		return nil, "", false
 	}
 	callee := spec.Invitees[0]
-	for c := range m.byUser[user] {
-		if c != skip && !c.ended && c.rec.GroupID == "" && c.rec.Caller == callee && !c.began() {
+	for _, c := range t.userCalls(user) {
+		if c.rec.CallID != skip && !c.ended && c.rec.GroupID == "" && c.rec.Caller == callee && !c.began() {
 			if id := c.pendingInviteID(user); id != "" {
-				if ch := c.creating[id]; ch != nil {
-					return c, id, ch
-				}
-				return c, id, nil
+				return c, id, c.creating[id]
 			}
 		}
 	}
-	return nil, "", nil
+	return nil, "", false
 }
 
-// ring creates invitation id of call c (registered first, so that answers
-// racing the reply find it), applying the busy policy.
-func (m *Manager) ring(ctx context.Context, a protocol.Actor, c *call, id string, spec signaling.InvitationSpec) (CallResult, error) {
-	m.mu.Lock()
-	busy := m.addRingLocked(c, id, spec.Invitees)
-	m.mu.Unlock()
-	res, err := m.createRing(ctx, a, c, id, spec, busy)
+// ring creates invitation id of running call callID (registered first, so
+// that answers racing the reply find it), applying the busy policy.
+func (m *Manager) ring(ctx context.Context, a protocol.Actor, callID, id string, spec signaling.InvitationSpec) (CallResult, error) {
+	var busy []string
+	err := m.do(ctx, func(t tx) (func(), error) {
+		busy = nil
+		c := t.running(callID)
+		if c == nil {
+			return nil, ErrCallNotFound.WithMessage("no running call %q", callID)
+		}
+		busy = m.addRingLocked(t, c, id, spec.Invitees)
+		return nil, nil
+	})
 	if err != nil {
-		m.mu.Lock()
-		m.dropRingLocked(c, id, spec.Invitees)
-		m.mu.Unlock()
+		return CallResult{}, err
+	}
+	res, err := m.createRing(ctx, a, callID, id, spec, busy)
+	if err != nil {
+		ctx, cancel := bg()
+		defer cancel()
+		if err := m.do(ctx, func(t tx) (func(), error) {
+			if c := t.byInvite(id); c != nil {
+				m.dropRingLocked(t, c, id, spec.Invitees)
+			}
+			return nil, nil
+		}); err != nil {
+			m.log.Warn("invitation not created, not forgotten", "invite", id, "err", err)
+		}
 	}
 	return res, err
 }
@@ -209,64 +234,80 @@ func (m *Manager) ring(ctx context.Context, a protocol.Actor, c *call, id string
 // addRingLocked registers invitation id of call c as ringing for
 // invitees, not yet created, and returns the busy invitees (busy policy
 // reject) who will not ring.
-func (m *Manager) addRingLocked(c *call, id string, invitees []string) []string {
+func (m *Manager) addRingLocked(t tx, c *call, id string, invitees []string) []string {
 	var busy []string
 	pend := map[string]bool{}
 	for _, u := range invitees {
-		if m.cfg.BusyPolicy == BusyReject && m.busyLocked(u) != nil {
+		if m.cfg.BusyPolicy == BusyReject && m.busyLocked(t, u) != nil {
 			busy = append(busy, u)
 		}
 		pend[u] = true
-		m.indexLocked(c, u)
+		t.index(c, u)
 	}
 	c.pending[id] = pend
-	c.creating[id] = make(chan struct{})
-	m.byInvite[id] = c
+	c.creating[id] = true
+	t.creating(c, id)
+	t.setInvite(id, c)
 	return busy
 }
 
 // dropRingLocked undoes addRingLocked for an invitation that was not
 // created.
-func (m *Manager) dropRingLocked(c *call, id string, invitees []string) {
+func (m *Manager) dropRingLocked(t tx, c *call, id string, invitees []string) {
 	delete(c.pending, id)
-	delete(m.byInvite, id)
+	t.dropInvite(id)
 	for _, u := range invitees {
 		if c.part(u) == nil {
-			m.unindexLocked(c, u)
+			t.unindex(c, u)
 		}
 	}
-	m.settleLocked(c, id)
+	m.settleLocked(t, c, id)
 }
 
 // settleLocked marks invitation id as created or abandoned: a glare merge
 // waiting for it goes on.
-func (m *Manager) settleLocked(c *call, id string) {
-	if ch := c.creating[id]; ch != nil {
-		close(ch)
+func (m *Manager) settleLocked(t tx, c *call, id string) {
+	if c.creating[id] {
 		delete(c.creating, id)
+		t.settled(c, id)
 	}
 }
 
 // createRing creates registered invitation id in the engine (the ring).
 // On failure the caller undoes the registration.
-func (m *Manager) createRing(ctx context.Context, a protocol.Actor, c *call, id string, spec signaling.InvitationSpec, busy []string) (CallResult, error) {
+func (m *Manager) createRing(ctx context.Context, a protocol.Actor, callID, id string, spec signaling.InvitationSpec, busy []string) (CallResult, error) {
 	now := m.clock.Now()
 	spec.ID, spec.NoRing = id, busy
 	if _, err := m.eng.CreateInvitation(ctx, a, spec); err != nil {
 		return CallResult{}, err
 	}
-	m.mu.Lock()
-	for _, u := range spec.Invitees {
-		role := RoleInvitee
-		p := c.addPart(u, role, now)
-		p.InvitedAt = now
+	var roomID string
+	// The invitation rings: what follows is done even if the request's ctx
+	// ends.
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	err := m.do(bctx, func(t tx) (func(), error) {
+		t.hint(hint{invites: []string{id}, calls: []string{callID}, records: []string{callID}})
+		c := t.byInvite(id)
+		if c == nil {
+			return nil, nil
+		}
+		for _, u := range spec.Invitees {
+			p := c.addPart(u, RoleInvitee, now)
+			p.InvitedAt = now
+		}
+		m.settleLocked(t, c, id)
+		t.save(c)
+		roomID = c.rec.RoomID
+		return nil, nil
+	})
+	if err != nil {
+		// The invitation rings; its answers still find the call.
+		m.log.Error("call invitation created but not recorded", "invite", id, "err", err)
 	}
-	m.settleLocked(c, id)
-	m.mu.Unlock()
-	m.saves.save(m.snapshot(c))
-	res := CallResult{InviteID: id, RoomID: c.rec.RoomID}
+	res := CallResult{InviteID: id, RoomID: roomID}
 	if len(busy) > 0 {
-		res.after = func() { m.rejectBusy(c, id, busy) }
+		res.after = func() { m.rejectBusy(id, busy) }
 	}
 	return res, nil
 }
@@ -274,22 +315,40 @@ func (m *Manager) createRing(ctx context.Context, a protocol.Actor, c *call, id 
 // rejectBusy rejects a call for busy invitees, on their behalf: the caller
 // gets onInviteeRejected with line_busy data; the busy users' devices get
 // onCallMissed instead of a ring.
-func (m *Manager) rejectBusy(c *call, inviteID string, busy []string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+func (m *Manager) rejectBusy(inviteID string, busy []string) {
+	ctx, cancel := bg()
 	defer cancel()
+	rec, ok := m.recordOf(ctx, inviteID)
+	if !ok {
+		return
+	}
 	for _, u := range busy {
 		err := m.eng.Reject(ctx, protocol.Actor{UserID: u, Silent: true}, protocol.InviteIDArgs{InviteID: inviteID, Data: LineBusy})
 		if err != nil {
-			m.log.Warn("busy rejection failed", "call", c.rec.CallID, "user", u, "err", err)
+			m.log.Warn("busy rejection failed", "call", rec.CallID, "user", u, "err", err)
 			continue
 		}
-		m.applyAnswer(c, inviteID, u, signaling.StateRejected, LineBusy)
-		ev := MissedEvent{CallID: c.rec.CallID, Caller: c.rec.Caller, GroupID: c.rec.GroupID, MediaType: c.rec.MediaType,
+		m.applyAnswer(ctx, rec.CallID, inviteID, u, signaling.StateRejected, LineBusy)
+		ev := MissedEvent{CallID: rec.CallID, Caller: rec.Caller, GroupID: rec.GroupID, MediaType: rec.MediaType,
 			Reason: "line_busy", Time: m.clock.Now().UnixMilli()}
 		if err := m.eng.SendEvent(ctx, []string{u}, EvCallMissed, ev, true); err != nil {
 			m.log.Warn("missed-call event not sent", "user", u, "err", err)
 		}
 	}
+}
+
+// recordOf returns a copy of the record of the call of invitation
+// inviteID.
+func (m *Manager) recordOf(ctx context.Context, inviteID string) (CallRecord, bool) {
+	var rec CallRecord
+	found := false
+	err := m.view(ctx, func(t tx) {
+		c := t.byInvite(inviteID)
+		if found = c != nil; found {
+			rec = copyRecord(c.rec)
+		}
+	})
+	return rec, err == nil && found
 }
 
 func (m *Manager) checkData(data string) error {

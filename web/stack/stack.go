@@ -225,14 +225,13 @@ func New(ctx context.Context, p Params) (_ *Stack, err error) {
 	cc.BusyPolicy = calls.BusyPolicy(strings.ToLower(string(cc.BusyPolicy)))
 	cp := calls.Params{Config: cc, Engine: s.Engine, Rooms: s.Rooms, Records: records, Clock: p.Clock,
 		Logger: log.With("component", "calls")}
-	// CLUSTER CALLS HOOK (issue 12 phase 3): in cluster mode (clusterP !=
-	// nil), the calls manager's own cluster parameters (busy lines, glare
-	// and call state on Redis) are set on cp here once calls.Params has
-	// them. Until then the manager runs as standalone with its records in
-	// Redis (RedisRecords, this node's heartbeats): busy line and glare
-	// hold per node only, and a starting node ends, with server_restart,
-	// every call open in the records, other nodes' included (their next
-	// save corrects it).
+	if clusterP != nil {
+		// Cluster mode: the calls' state (busy lines, glare, answers,
+		// hangups, records) is on the engine's Redis, under its prefix and
+		// node ID (calls.ClusterParams).
+		cp.Cluster = &calls.ClusterParams{Client: clusterP.Client, Prefix: clusterP.Prefix,
+			NodeID: clusterP.NodeID, Config: clusterP.Config}
+	}
 	if s.Metrics != nil {
 		cp.Metrics = s.Metrics // not a typed nil in the interface
 	}
