@@ -81,6 +81,7 @@ type chaosCall struct {
 	r              calls.CallResult
 	begin          calls.BeginEvent // if it began
 	accepted       time.Time        // when the callee's accept was sent
+	endSeen        time.Time        // when a survivor's party got onCallEnd
 }
 
 func (cc *chaosCall) String() string {
@@ -257,6 +258,7 @@ func TestClusterChaosCalls(t *testing.T) {
 			t.Fatalf("%s: the survivor's onCallEnd: %v", cc, got.err)
 		}
 		end := decodeAs[calls.EndEvent](t, got.ev)
+		cc.endSeen = killed.Add(got.after)
 		t.Logf("%s: onCallEnd %s reached the survivor %v after the kill (%v after the accept)", cc, end.Reason,
 			got.after.Round(time.Millisecond), killed.Add(got.after).Sub(cc.accepted).Round(time.Millisecond))
 		switch cc {
@@ -425,6 +427,11 @@ func TestClusterChaosCalls(t *testing.T) {
 				// up to it.
 				if ci.EndedAt > killed.UnixMilli() || ci.EndedAt < killed.Add(-chaosHeartbeat-500*time.Millisecond).UnixMilli() {
 					t.Errorf("%s: ended at %d, want the last heartbeat before the kill at %d (heartbeat %v)", cc, ci.EndedAt, killed.UnixMilli(), chaosHeartbeat)
+				}
+				// Its party was given setup_timeout from that heartbeat
+				// to come back.
+				if !cc.endSeen.IsZero() && cc.endSeen.Before(time.UnixMilli(ci.EndedAt).Add(chaosSetupTimeout)) {
+					t.Errorf("%s: ended (seen %d) before setup_timeout %v had passed since the heartbeat %d", cc, cc.endSeen.UnixMilli(), chaosSetupTimeout, ci.EndedAt)
 				}
 				if ci.BeganAt != cc.begin.StartTime || abs64(ci.DurationMs-(ci.EndedAt-ci.BeganAt)) > 1 {
 					t.Errorf("%s: began %d (onCallBegin %d), duration %d ms, ended %d", cc, ci.BeganAt, cc.begin.StartTime, ci.DurationMs, ci.EndedAt)
