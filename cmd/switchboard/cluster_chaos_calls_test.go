@@ -130,6 +130,9 @@ type arrival struct {
 //     chaosHeartbeat before the kill) and its duration up to it. The
 //     survivor gets onCallEnd; the party of the dead node, reconnecting to
 //     a survivor, gets the call-end invitation and onCallEnd, once.
+//   - back (the callee on the dead node, who reconnects to a survivor and
+//     enters the room there at once, within setup_timeout): goes on, and
+//     ends by the caller's hangup.
 //   - surv (both on survivors, running): goes on; hung up afterwards, it
 //     ends with hangup, completed, and one call-end invitation.
 //   - acc1, acc2 (accepted, no media yet, a party on the dead node): the
@@ -189,6 +192,7 @@ func TestClusterChaosCalls(t *testing.T) {
 	// then the rings: all of them are in their state at the kill.
 	run1, run2, run3, surv := running("run1", 1, chaosKilled), running("run2", chaosKilled, 2),
 		running("run3", chaosKilled, chaosKilled), running("surv", 1, 2)
+	back := running("back", 1, chaosKilled)
 	ringA := newCall("ringA", chaosKilled, 1, chaosRing)
 	ringADeadline := time.Now().Add(chaosRing * time.Second) // the deadline is before this bound
 	ringB, ringC := newCall("ringB", 1, chaosKilled, 30), newCall("ringC", 1, 2, 30)
@@ -223,6 +227,13 @@ func TestClusterChaosCalls(t *testing.T) {
 		acc2: watch(acc2.a, calls.EvCallEnd, acc2.r.CallID),
 	}
 	ringATimeout := watch(ringA.b, protocol.EvInvitationTimeout, ringA.r.InviteID)
+
+	// back's callee comes back at once: reconnects to a survivor and
+	// enters the call's room there, within setup_timeout of the dead
+	// node's last heartbeat: the call goes on.
+	backB := c.dial(t, 2, back.callee)
+	enter(backB, back.r.RoomID)
+	t.Logf("%s: the callee entered the room again on slot 2 %v after the kill", back, time.Since(killed).Round(time.Millisecond))
 
 	// Survivors act on their calls while the dead node's calls end.
 	if err := ringB.a.Do(ctx, calls.OpHangup, calls.CallIDArgs{CallID: ringB.r.CallID}, nil); err != nil {
@@ -301,6 +312,18 @@ func TestClusterChaosCalls(t *testing.T) {
 	}
 	if _, err := surv.a.WaitEvent(ctx, protocol.EvReceiveNewInvitation, isCallEnd(surv.r.CallID)); err != nil {
 		t.Fatalf("%s: call-end invitation: %v", surv, err)
+	}
+	// So did the call whose callee came back; the caller hangs it up.
+	hungUp = time.Now()
+	if err := back.a.Do(ctx, calls.OpHangup, calls.CallIDArgs{CallID: back.r.CallID}, nil); err != nil {
+		t.Fatalf("%s: hangup: %v", back, err)
+	}
+	for _, cl := range []*client.Client{back.a, backB} {
+		end := decodeAs[calls.EndEvent](t, wait(t, cl, calls.EvCallEnd, back.r.CallID))
+		if end.Reason != calls.EndHangup || end.EndedBy != back.caller || end.Result != calls.ResultCompleted ||
+			end.DurationMs < hungUp.Sub(time.UnixMilli(back.begin.StartTime)).Milliseconds() {
+			t.Fatalf("%s: onCallEnd %+v, want hangup by %s lasting past the kill", back, end, back.caller)
+		}
 	}
 
 	// The dead node's parties reconnect to a survivor once the dead node
@@ -410,6 +433,7 @@ func TestClusterChaosCalls(t *testing.T) {
 		{run2, calls.ResultCompleted, calls.EndConnectionLost, run2.caller},
 		{run3, calls.ResultCompleted, calls.EndConnectionLost, r3.EndedBy},
 		{surv, calls.ResultCompleted, calls.EndHangup, surv.caller},
+		{back, calls.ResultCompleted, calls.EndHangup, back.caller},
 	} {
 		cc := tc.cc
 		for i, u := range []string{cc.caller, cc.callee} {
