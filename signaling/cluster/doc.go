@@ -110,7 +110,7 @@
 // off from 50 ms doubling up to max_backoff, logs once when an outage
 // starts and once when it ends, and resumes by itself.
 //
-// # Config (Config, mapstructure keys; not yet in the config file)
+// # Config (Config; keys of the config file's cluster section, e.g. cluster.node_ttl)
 //
 //	node_ttl        3s     life of node:<id>; heartbeat and dead-node look every node_ttl/3
 //	cleanup_lease   10s    a survivor's claim on a dead node's cleanup
