@@ -2,16 +2,12 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/switchboard-rtc/switchboard/calls"
 	"github.com/switchboard-rtc/switchboard/media/peer"
@@ -52,24 +48,6 @@ func startClusterWith(t *testing.T, extra ...string) *testCluster {
 		c.mu.Unlock()
 	}
 	return c
-}
-
-// cleanedUp waits until a survivor has cleaned the dead node id up (it
-// left the `nodes` set): its users' unread events are in their outboxes.
-func (c *testCluster) cleanedUp(t *testing.T, id string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), clusterWait)
-	defer cancel()
-	for {
-		err := c.rdb.ZScore(ctx, clusterPrefix+"nodes", id).Err()
-		if errors.Is(err, redis.Nil) {
-			return
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("node %s killed: not cleaned up by a survivor within %v (%v)", id, clusterWait, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // chaosCall is one call of the chaos test and its two parties.
@@ -201,12 +179,8 @@ func TestClusterChaosCalls(t *testing.T) {
 	accept(acc2)
 	time.Sleep(2 * chaosHeartbeat) // a heartbeat of the node to kill after every begin
 
-	dead := c.nodeID(chaosKilled)
-	if err := c.node(chaosKilled).cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
+	c.kill(t, chaosKilled) // SIGKILL, and it has ended
 	killed := time.Now()
-	<-c.node(chaosKilled).done
 
 	// Watch the survivors' parties for the end of each call at once, so
 	// that each arrival time is measured on its own.
@@ -328,7 +302,7 @@ func TestClusterChaosCalls(t *testing.T) {
 
 	// The dead node's parties reconnect to a survivor once the dead node
 	// is cleaned up, and get what they missed.
-	c.cleanedUp(t, dead)
+	c.cleanedUp(t, chaosKilled)
 	probe := c.dial(t, 1, c.user("probe"))
 	// run3 was entirely on the dead node: no one to tell at its end; its
 	// parties, reconnected, get onCallEnd kept for them.
