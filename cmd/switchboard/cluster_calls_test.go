@@ -315,22 +315,33 @@ func TestClusterCallScenarios(t *testing.T) {
 			}
 			t.Logf("%d rounds: bob's call won %d", glareRounds, wins)
 		}},
-		// A call's invitation answered or not: at = alice, bob, the node
-		// history is read on. Rejected on bob's node; cancelled by alice's
-		// second device (on bob's node); timed out (1 s).
-		{name: "reject across nodes", placements: [][]int{{0, 1, 2}, {0, 0, 1}, {2, 1, 0}}, run: func(t *testing.T, c *testCluster, at []int) {
+		// A call's invitation answered or not. Rejected: at = alice, bob
+		// (ringing), the node bob rejects from (a second device there,
+		// unless it is bob's own node), the node history is read on.
+		{name: "reject across nodes", placements: [][]int{{0, 1, 1, 2}, {0, 0, 1, 2}, {2, 1, 1, 0}}, run: func(t *testing.T, c *testCluster, at []int) {
 			a, b := c.user("alice"), c.user("bob")
 			alice, bob := c.dial(t, at[0], a), c.dial(t, at[1], b)
+			rejecter := bob
+			if at[2] != at[1] {
+				rejecter = c.dial(t, at[2], b)
+				attached(t, rejecter)
+			}
 			call := placeCall(t, alice, b, ptr(30))
 			wait(t, bob, protocol.EvReceiveNewInvitation, call.InviteID)
-			if err := bob.Reject(callCtx(t), call.InviteID, ""); err != nil {
+			if rejecter != bob {
+				wait(t, rejecter, protocol.EvReceiveNewInvitation, call.InviteID)
+			}
+			if err := rejecter.Reject(callCtx(t), call.InviteID, ""); err != nil {
 				t.Fatal(err)
 			}
 			wait(t, alice, protocol.EvInviteeRejected, call.InviteID)
 			callEnd(t, alice, a, call.CallID, calls.EndRejected, calls.ResultRejected, b)
-			historyRecord(t, c, at[2], a, call.CallID, calls.ResultRejected, calls.EndRejected, b)
-			historyRecord(t, c, at[2], b, call.CallID, calls.ResultRejected, calls.EndRejected, b)
+			historyRecord(t, c, at[3], a, call.CallID, calls.ResultRejected, calls.EndRejected, b)
+			historyRecord(t, c, at[3], b, call.CallID, calls.ResultRejected, calls.EndRejected, b)
 		}},
+		// Cancelled by alice's second device (at[2]); timed out (1 s):
+		// at = alice, bob, the node of alice's second device or of the
+		// history read.
 		{name: "cancel across nodes", placements: [][]int{{0, 1, 2}, {0, 0, 1}, {2, 1, 0}}, run: func(t *testing.T, c *testCluster, at []int) {
 			a, b := c.user("alice"), c.user("bob")
 			alice, bob := c.dial(t, at[0], a), c.dial(t, at[1], b)
