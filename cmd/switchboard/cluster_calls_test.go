@@ -85,7 +85,7 @@ func callEnd(t *testing.T, cl *client.Client, who, callID string, reason calls.E
 	return end
 }
 
-// history reads user's call history on the node of slot i (a new device)
+// historyRecord reads user's call history on the node of slot i (a new device)
 // and returns its one record, checked against the call's outcome.
 func historyRecord(t *testing.T, c *testCluster, i int, user, callID string, result calls.Result, reason calls.EndReason, endedBy string) calls.CallInfo {
 	t.Helper()
