@@ -145,6 +145,21 @@ func (c *clusterNode) dropExcept(token uint64) {
 	c.mu.Unlock()
 }
 
+// onlySession reports whether s is its user's only connection on this
+// node.
+func (e *Engine) onlySession(s protocol.Session) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	set := e.sessions[s.UserID()]
+	if len(set) != 1 {
+		return false
+	}
+	for x := range set {
+		return x == s
+	}
+	return false
+}
+
 // ---- stream entries ----
 
 // streamBatch is the payload of one stream entry: the events of one

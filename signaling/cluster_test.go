@@ -36,7 +36,16 @@ type countedKey struct{}
 
 // opRoundTrips counts the round trips (commands or pipelines) made with a
 // ctx marked countedKey: one operation's, not the node's loops'.
-type opRoundTrips struct{ n atomic.Int64 }
+// It also counts the scripts they call (EVAL, EVALSHA).
+type opRoundTrips struct{ n, scripts atomic.Int64 }
+
+func (r *opRoundTrips) countScripts(cmds ...redis.Cmder) {
+	for _, c := range cmds {
+		if c.Name() == "eval" || c.Name() == "evalsha" {
+			r.scripts.Add(1)
+		}
+	}
+}
 
 func (r *opRoundTrips) DialHook(next redis.DialHook) redis.DialHook {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) { return next(ctx, network, addr) }
@@ -46,6 +55,7 @@ func (r *opRoundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		if ctx.Value(countedKey{}) != nil && cmd.Name() != "hello" {
 			r.n.Add(1)
+			r.countScripts(cmd)
 		}
 		return next(ctx, cmd)
 	}
@@ -56,6 +66,7 @@ func (r *opRoundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis
 		// Not a new connection's handshake (HELLO, CLIENT SETINFO).
 		if ctx.Value(countedKey{}) != nil && len(cmds) > 0 && cmds[0].Name() != "client" && cmds[0].Name() != "hello" {
 			r.n.Add(1)
+			r.countScripts(cmds...)
 		}
 		return next(ctx, cmds)
 	}
@@ -505,27 +516,39 @@ func TestClusterRoundTrips(t *testing.T) {
 	h := newClusterHarness(t, srv)
 	alice, bob := h.connect("A", "alice"), h.connect("B", "bob")
 	counted := context.WithValue(ctx, countedKey{}, true)
-	measure := func(node, what string, max int64, op func(context.Context) error) {
+	// measureScripts checks op's round trips against max and, unless
+	// scripts < 0, the scripts it calls against scripts.
+	measureScripts := func(node, what string, max, scripts int64, op func(context.Context) error) {
 		t.Helper()
 		rt := h.rts[node]
-		before := rt.n.Load()
+		before, beforeS := rt.n.Load(), rt.scripts.Load()
 		if err := op(counted); err != nil {
 			t.Fatal(err)
 		}
-		n := rt.n.Load() - before
-		t.Logf("%s: %d round trips", what, n)
+		n, s := rt.n.Load()-before, rt.scripts.Load()-beforeS
+		t.Logf("%s: %d round trips, %d scripts", what, n, s)
 		if n > max {
 			t.Errorf("%s took %d round trips; the target is %d", what, n, max)
 		}
+		if scripts >= 0 && s != scripts {
+			t.Errorf("%s called %d scripts, want %d", what, s, scripts)
+		}
+	}
+	measure := func(node, what string, max int64, op func(context.Context) error) {
+		t.Helper()
+		measureScripts(node, what, max, -1, op)
 	}
 	var id string
-	measure("A", "invite", 4, func(c context.Context) error {
+	// The ring path: the invite's reads read no script, its EXEC appends
+	// the ring to bob's node's stream (appendSrc) and nothing to alice's,
+	// where alice has no other connection; the accept likewise.
+	measureScripts("A", "invite", 2, 1, func(c context.Context) error {
 		var err error
 		id, err = h.nodes["A"].Invite(c, as(alice), protocol.InviteArgs{Invitee: "bob", Timeout: secs(30)})
 		return err
 	})
 	h.expect(bob, protocol.EvReceiveNewInvitation)
-	measure("B", "accept", 4, func(c context.Context) error {
+	measureScripts("B", "accept", 3, 1, func(c context.Context) error {
 		return h.nodes["B"].Accept(c, as(bob), protocol.InviteIDArgs{InviteID: id})
 	})
 	h.expect(alice, protocol.EvInviteeAccepted)
@@ -734,4 +757,47 @@ func TestClusterDeadNodeEventsKept(t *testing.T) {
 		t.Fatalf("kept bytes %d: a handed-over event was kept again", k)
 	}
 	h.expect(h.connect("A", "bob"), protocol.EvReceiveNewInvitation)
+}
+
+// TestClusterNoSelfEntry: an op's event goes to the acting node's stream
+// only when a connection there other than the acting one is to get it;
+// the actor's other device on the acting node still gets it, once, in
+// order.
+func TestClusterNoSelfEntry(t *testing.T) {
+	srv := redistest.Start(t)
+	h := newClusterHarness(t, srv)
+	alice, bob := h.connect("A", "alice"), h.connect("B", "bob")
+	h.sync(alice, bob)
+	appends := func(node string) int64 {
+		t.Helper()
+		n, err := srv.Client().Get(ctx, h.prefix+"evseq:"+node).Int64()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			t.Fatal(err)
+		}
+		return n
+	}
+	a0, b0 := appends("A"), appends("B")
+	id := h.invite("A", alice, "bob")
+	if err := h.nodes["B"].Accept(ctx, as(bob), protocol.InviteIDArgs{InviteID: id}); err != nil {
+		t.Fatal(err)
+	}
+	// The ring went to B only, the accept to A only.
+	if a, b := appends("A")-a0, appends("B")-b0; a != 1 || b != 1 {
+		t.Fatalf("appends to A %d, to B %d; want 1 and 1 (none to the actor's own node)", a, b)
+	}
+	h.expect(bob, protocol.EvReceiveNewInvitation)
+	h.expect(alice, protocol.EvInviteeAccepted)
+
+	// A second device of alice on A: the events go there too.
+	alice2 := h.connect("A", "alice")
+	id = h.invite("A", alice, "bob")
+	if err := h.nodes["A"].ModifyInvitation(ctx, as(alice), protocol.InviteIDArgs{InviteID: id, Data: "v2"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.nodes["A"].Cancel(ctx, as(alice), protocol.InviteIDArgs{InviteID: id}); err != nil {
+		t.Fatal(err)
+	}
+	h.expect(alice2, protocol.EvReceiveNewInvitation, protocol.EvInvitationModified, protocol.EvInvitationCancelled)
+	h.expect(alice)
+	h.expect(bob, protocol.EvReceiveNewInvitation, protocol.EvInvitationModified, protocol.EvInvitationCancelled)
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/switchboard-rtc/switchboard/signaling/cluster"
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
@@ -164,7 +165,7 @@ func (c *clusterNode) isGroupMember(groupID, user string) bool {
 func (c *clusterNode) online(user string) int {
 	ctx, cancel := context.WithTimeout(context.Background(), viewTimeout)
 	defer cancel()
-	var nodesCmd *redis.Cmd
+	var nodesCmd *cluster.NodesQuery
 	var counts *redis.MapStringStringCmd
 	_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		nodesCmd = c.ks.QueueNodes(ctx, p, []string{user})
@@ -192,7 +193,7 @@ func (c *clusterNode) online(user string) int {
 type statusReads struct {
 	viewer string
 	users  []string
-	nodes  *redis.Cmd
+	nodes  *cluster.NodesQuery
 	custom *redis.SliceCmd
 	shared []*redis.IntCmd // nil for the viewer themselves
 }

@@ -51,7 +51,9 @@ import (
 // member cap, a quit and a kick) conflict, and the loser decides again.
 //
 // Delivery: an event goes, in one stream entry per node, to the nodes
-// holding its recipients' connections; the known recipients with none get
+// holding its recipients' connections (not to the acting node when the
+// acting connection is the only recipient there: route); the known
+// recipients with none get
 // it in their outbox, in the same EXEC. An entry of an event to keep
 // (outgoing.keep) carries streamKeep: a node whose reader finds a
 // recipient with no connection left there keeps it for them, and so does
@@ -220,7 +222,7 @@ func (t *redisTx) load(h txHint) {
 	for _, u := range counts {
 		keys = append(keys, k.userGroups(u), k.ownGroups(u))
 	}
-	var nodes *redis.Cmd
+	var nodes *cluster.NodesQuery
 	var known *redis.BoolSliceCmd
 	ringCmds := make([]*redis.IntCmd, len(ringing))
 	sentCmds := make([]*redis.IntCmd, len(sent))
@@ -444,8 +446,8 @@ func (t *redisTx) unwatch() {
 }
 
 // parseNodesCmd reads a QueueNodes result.
-func parseNodesCmd(cmd *redis.Cmd, users []string, out map[string][]string) error {
-	return cluster.ParseNodes(cmd, users, out)
+func parseNodesCmd(q *cluster.NodesQuery, users []string, out map[string][]string) error {
+	return cluster.ParseNodes(q, users, out)
 }
 
 // commit plans the kept copies, encodes the events and writes everything
@@ -653,6 +655,17 @@ func (t *redisTx) record(id string) *InvitationRecord {
 // route groups the events by the nodes that hold their recipients'
 // connections: one stream entry per node (the recipients kept offline
 // are in the outbox mutations).
+//
+// An event whose only recipient on this node is the actor, whose acting
+// connection is their only one here, gets no item on this node's stream:
+// it would be read and dropped (the acting connection gets a reply, not
+// the event; the actor's events are never kept). This is decided on the
+// node's own sessions, its authority on its connections: a connection of
+// the actor that opens here later is either in the registry before this
+// attempt's EXEC (it changes conn:<actor>, which the attempt WATCHes, and
+// the decision runs again) or after it, when the event was committed
+// before the connection existed in the cluster and the stream would
+// have given it no guarantee either.
 func (t *redisTx) route(exceptToken uint64) map[string][]byte {
 	per := map[string]*streamBatch{}
 	for _, ev := range t.evs {
@@ -673,6 +686,9 @@ func (t *redisTx) route(exceptToken uint64) map[string][]byte {
 			}
 		}
 		for n, users := range byNode {
+			if n == t.c.node && ev.except != nil && len(users) == 1 && users[0] == ev.except.UserID() && t.c.e.onlySession(ev.except) {
+				continue
+			}
 			b := per[n]
 			if b == nil {
 				b = &streamBatch{}

@@ -27,9 +27,9 @@ import (
 // with clients (signaling/client) spread over the nodes. Every scenario
 // runs with its parties placed on the nodes in several ways, the same
 // node included, so that what holds on one server is checked across
-// nodes. Group and call scenarios join the table once groups and calls
-// are cluster-capable (today the engine refuses group ops in cluster
-// mode, and calls keep their busy lines per node).
+// nodes. The group, group invitation and presence rows are in
+// cluster_groups_test.go; call rows join the table once calls are
+// cluster-capable (today calls keep their busy lines per node).
 
 const (
 	clusterNodes = 3
@@ -120,10 +120,17 @@ func (c *testCluster) kill(t *testing.T, i int) {
 }
 
 // replace waits until a survivor has cleaned the killed node of slot i up
-// (it left the `nodes` set: its users' registry entries are gone and its
-// unread events are in their outboxes), then starts a new node in its
-// slot.
+// (cleanedUp), then starts a new node in its slot.
 func (c *testCluster) replace(t *testing.T, i int) {
+	t.Helper()
+	c.cleanedUp(t, i)
+	c.startNode(i)
+}
+
+// cleanedUp waits until a survivor has cleaned the killed node of slot i
+// up: it left the `nodes` set, its users' registry entries are gone and
+// its unread events are in their outboxes.
+func (c *testCluster) cleanedUp(t *testing.T, i int) {
 	t.Helper()
 	id := c.nodeID(i)
 	ctx, cancel := context.WithTimeout(context.Background(), clusterWait)
@@ -138,7 +145,6 @@ func (c *testCluster) replace(t *testing.T, i int) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	c.startNode(i)
 }
 
 // user returns a user name unique in the cluster's life (the state in
@@ -280,8 +286,8 @@ func defaultPlacements(parties int) [][]int {
 	return out
 }
 
-// spreadPlacements puts every party on a node of its own (parties <= 3),
-// in three rotations.
+// spreadPlacements puts the parties on the nodes in turn (with at most
+// three parties, each on a node of its own), in three rotations.
 func spreadPlacements(parties int) [][]int {
 	var out [][]int
 	for shift := range clusterNodes {
@@ -512,6 +518,7 @@ func TestClusterScenarios(t *testing.T) {
 			}
 		}},
 	}
+	scenarios = append(scenarios, clusterGroupScenarios()...)
 	for _, sc := range scenarios {
 		placements := sc.placements
 		if placements == nil {

@@ -5,9 +5,10 @@ import (
 	"time"
 )
 
-// Config holds the knobs of the cluster primitives (the mapstructure tags
-// are their keys, meant for the cluster section of the config file once the
-// Redis engine backend is wired; nothing reads them from a file yet).
+// Config holds the knobs of the cluster primitives. The mapstructure tags
+// are their keys in the config file's cluster section (web/stack's
+// ClusterConfig squashes this struct: `cluster.node_ttl`, ...), read when
+// cluster mode is on (`cluster.redis.addr` set).
 type Config struct {
 	// NodeTTL is the life of a node's `node:<id>` key; the node refreshes
 	// it every NodeTTL/3. A node that stops refreshing is dead once the key

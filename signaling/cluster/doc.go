@@ -63,7 +63,8 @@
 // writer goroutine writes them to Redis as absolute values, in order,
 // batched (one round trip per batch), retrying until Redis takes them.
 // Registry.Nodes answers, for many users at once, which nodes hold their
-// connections: one round trip (a script per 256 users, pipelined). A node
+// connections: one round trip (HKEYS of each user's entry and the members of
+// `nodes`, pipelined, no script; QueueNodes queues it in a caller's). A node
 // counts while it is in `nodes` (alive, or dead and not yet cleaned up:
 // its cleanup hands over what was routed there), not only while its key
 // lives: after an outage, events for a node's users go to its stream while
@@ -110,7 +111,7 @@
 // off from 50 ms doubling up to max_backoff, logs once when an outage
 // starts and once when it ends, and resumes by itself.
 //
-// # Config (Config, mapstructure keys; not yet in the config file)
+// # Config (Config; keys of the config file's cluster section, e.g. cluster.node_ttl)
 //
 //	node_ttl        3s     life of node:<id>; heartbeat and dead-node look every node_ttl/3
 //	cleanup_lease   10s    a survivor's claim on a dead node's cleanup

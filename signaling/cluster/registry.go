@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 
@@ -42,10 +43,6 @@ type Registry struct {
 
 // writeBatch is the most users one pipeline of the writer carries.
 const writeBatch = 512
-
-// nodesChunk is the most users one script call of Nodes looks up (the
-// calls of one Nodes go in one pipeline).
-const nodesChunk = 256
 
 // RegistryParams configure a Registry.
 type RegistryParams struct {
@@ -267,72 +264,68 @@ func (r *Registry) write(ctx context.Context, batch map[string]int) error {
 
 // Nodes returns, for each of users that has connections, the nodes that
 // hold them (sorted) and are in `nodes`; a node that left, or died and was
-// cleaned up, is left out. It takes one round trip (script calls of nodesChunk users,
-// pipelined), two if Redis had lost the script. It needs neither Start
-// nor this node's registration.
+// cleaned up, is left out. It takes one round trip (QueueNodes). It needs
+// neither Start nor this node's registration.
 func (r *Registry) Nodes(ctx context.Context, users ...string) (map[string][]string, error) {
 	out := make(map[string][]string, len(users))
 	if len(users) == 0 {
 		return out, nil
 	}
-	var calls [][]string
-	for i := 0; i < len(users); i += nodesChunk {
-		keys := make([]string, 0, nodesChunk)
-		for _, u := range users[i:min(i+nodesChunk, len(users))] {
-			keys = append(keys, r.ks.ConnKey(u))
-		}
-		calls = append(calls, keys)
-	}
-	cmds, err := evalShaPipelined(ctx, r.p.Client, nodesOfScript, calls, r.ks.nodes())
-	if err != nil {
+	var q *NodesQuery
+	if _, err := r.p.Client.Pipelined(ctx, func(p redisPipe) error {
+		q = r.ks.QueueNodes(ctx, p, users)
+		return nil
+	}); err != nil {
 		return nil, fmt.Errorf("cluster: registry nodes: %w", err)
 	}
-	for c, cmd := range cmds {
-		if err := parseNodes(cmd, users[c*nodesChunk:], out); err != nil {
-			return nil, fmt.Errorf("cluster: registry nodes: %w", err)
-		}
+	if err := ParseNodes(q, users, out); err != nil {
+		return nil, fmt.Errorf("cluster: registry nodes: %w", err)
 	}
 	return out, nil
 }
 
+// NodesQuery is a lookup queued by QueueNodes.
+type NodesQuery struct {
+	conns []*redis.StringSliceCmd // HKEYS conn:<user>, one per user
+	live  *redis.StringSliceCmd   // ZRANGE nodes 0 -1
+}
+
 // QueueNodes queues in pipe (a caller's pipeline, typically the one that
-// WATCHes the users' ConnKey) the lookup that Registry.Nodes makes, for at
-// most a few hundred users; ParseNodes reads its result after the
-// pipeline ran. It is an EVAL (no NOSCRIPT to handle in a pipeline).
-func (k Keyspace) QueueNodes(ctx context.Context, pipe redis.Pipeliner, users []string) *redis.Cmd {
-	keys := make([]string, len(users))
+// WATCHes the users' ConnKey) the lookup that Registry.Nodes makes: the
+// nodes of each user's `conn:` hash (HKEYS) and the members of `nodes`
+// (the cluster's nodes, a few), filtered by ParseNodes once the pipeline
+// ran. No script: a script's call costs Redis more than these commands.
+func (k Keyspace) QueueNodes(ctx context.Context, pipe redis.Pipeliner, users []string) *NodesQuery {
+	q := &NodesQuery{conns: make([]*redis.StringSliceCmd, len(users))}
 	for i, u := range users {
-		keys[i] = k.ConnKey(u)
+		q.conns[i] = pipe.HKeys(ctx, k.ConnKey(u))
 	}
-	return pipe.Eval(ctx, nodesOfSrc, keys, k.nodes())
+	q.live = pipe.ZRange(ctx, k.nodes(), 0, -1)
+	return q
 }
 
 // ParseNodes adds to out, for each of users (as given to QueueNodes) that
 // has connections on nodes in `nodes`, those nodes (sorted).
-func ParseNodes(cmd *redis.Cmd, users []string, out map[string][]string) error {
-	if err := parseNodes(cmd, users, out); err != nil {
+func ParseNodes(q *NodesQuery, users []string, out map[string][]string) error {
+	live, err := q.live.Result()
+	if err != nil {
 		return fmt.Errorf("cluster: nodes: %w", err)
 	}
-	return nil
-}
-
-func parseNodes(cmd *redis.Cmd, users []string, out map[string][]string) error {
-	lists, err := cmd.Slice()
-	if err != nil {
-		return err
-	}
-	for i, l := range lists {
-		nodes, _ := l.([]any)
-		if len(nodes) == 0 || i >= len(users) {
-			continue
+	for i, cmd := range q.conns {
+		nodes, err := cmd.Result()
+		if err != nil {
+			return fmt.Errorf("cluster: nodes: %w", err)
+		}
+		if i >= len(users) {
+			break
 		}
 		user := users[i]
 		if _, seen := out[user]; seen {
 			continue // named twice
 		}
 		for _, n := range nodes {
-			if s, ok := n.(string); ok {
-				out[user] = append(out[user], s)
+			if slices.Contains(live, n) {
+				out[user] = append(out[user], n)
 			}
 		}
 		sort.Strings(out[user])

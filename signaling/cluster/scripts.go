@@ -1,11 +1,6 @@
 package cluster
 
-import (
-	"context"
-	"strings"
-
-	"github.com/redis/go-redis/v9"
-)
+import "github.com/redis/go-redis/v9"
 
 // The Lua scripts. Each is one atomic step; they read the Redis server's
 // clock (TIME) so that every node agrees on "now" and on expiries. They
@@ -97,32 +92,6 @@ redis.call('ZREM', KEYS[6], ARGV[1])
 return 1
 `)
 
-// nodesOfScript returns, for each conn:<user> key, the nodes in it that
-// are members of `nodes`: alive, or dead but not yet cleaned up (whose
-// stream the cleanup hands over). Not the node keys: those of every node
-// expire during a Redis outage longer than node_ttl, and each comes back
-// only at its node's first heartbeat after it.
-// KEYS: conn keys. ARGV: the `nodes` key.
-var nodesOfScript = redis.NewScript(nodesOfSrc)
-
-const nodesOfSrc = `
-local live = {}
-local out = {}
-for i, k in ipairs(KEYS) do
-  local l = {}
-  for _, n in ipairs(redis.call('HKEYS', k)) do
-    local a = live[n]
-    if a == nil then
-      a = redis.call('ZSCORE', ARGV[1], n) ~= false
-      live[n] = a
-    end
-    if a then table.insert(l, n) end
-  end
-  out[i] = l
-end
-return out
-`
-
 // appendSrc adds an entry to a node's stream with the next sequence
 // number, dropping the oldest past the max length. It runs as EVAL (not
 // EVALSHA) because it is queued in callers' MULTI blocks: a NOSCRIPT error
@@ -152,31 +121,3 @@ if s and tonumber(s) == tonumber(ARGV[2]) then return redis.call('ZREM', KEYS[1]
 return 0`
 
 var doneScript = redis.NewScript(doneSrc)
-
-// isNoScript reports whether err is Redis's NOSCRIPT (the script cache was
-// emptied, by a restart or SCRIPT FLUSH).
-func isNoScript(err error) bool {
-	return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT")
-}
-
-// evalShaPipelined runs calls of one script in a pipeline with EVALSHA,
-// loading the script and running them again if Redis had lost it: one
-// round trip when the script is cached.
-func evalShaPipelined(ctx context.Context, c redis.UniversalClient, s *redis.Script, calls [][]string, argv ...any) ([]*redis.Cmd, error) {
-	for attempt := 0; ; attempt++ {
-		cmds := make([]*redis.Cmd, len(calls))
-		_, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for i, keys := range calls {
-				cmds[i] = s.EvalSha(ctx, p, keys, argv...)
-			}
-			return nil
-		})
-		if isNoScript(err) && attempt == 0 {
-			if err := s.Load(ctx, c).Err(); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		return cmds, err
-	}
-}

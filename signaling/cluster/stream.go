@@ -31,7 +31,8 @@ func (k Keyspace) Append(ctx context.Context, pipe redis.Pipeliner, node string,
 type ReaderParams struct {
 	Params
 	// Handle is called for each entry of this node's stream, in order,
-	// from one goroutine. Entries are trimmed after each batch is handled:
+	// from one goroutine. Entries are trimmed after each batch is handled
+	// (with the next read):
 	// if the node dies mid-batch, that batch's entries go to DeadEvents
 	// (at least once).
 	Handle func(ctx context.Context, ev Event)
@@ -45,8 +46,9 @@ type ReaderParams struct {
 
 // Reader reads this node's stream with XREAD BLOCK from the last entry it
 // handled, hands each entry to Handle, then trims what it handled (XTRIM
-// MINID) and records its position in `evpos:<node>` in one MULTI. It
-// resumes by itself after Redis fails or restarts.
+// MINID) and records its position in `evpos:<node>`, in the pipeline of
+// its next read (one round trip per batch). It resumes by itself after
+// Redis fails or restarts.
 type Reader struct {
 	p    ReaderParams
 	ks   Keyspace
@@ -91,9 +93,16 @@ func parsePosition(s string) position {
 
 func (r *Reader) run(ctx context.Context) {
 	rt := newRetrier(r.p.Logger, "stream reader", r.p.Config.MaxBackoff)
-	key, posKey := r.ks.StreamKey(r.p.NodeID), r.ks.streamPos(r.p.NodeID)
+	posKey := r.ks.streamPos(r.p.NodeID)
 	pos, loaded := position{id: "0-0"}, false
 	trimmed := true // the position in Redis is pos
+	defer func() {
+		// What was handled last is trimmed and recorded as the reader
+		// stops (the trim's own deadline; it runs after ctx's end).
+		if !trimmed {
+			_ = r.trim(ctx, pos)
+		}
+	}()
 	for ctx.Err() == nil {
 		if !loaded {
 			cctx, cancel := opCtx(ctx, r.p.Config)
@@ -110,13 +119,10 @@ func (r *Reader) run(ctx context.Context) {
 			}
 			loaded = true
 		}
-		if !trimmed {
-			trimmed = r.trim(ctx, pos) == nil
-		}
 		cctx, cancel := context.WithTimeout(ctx, streamBlock+r.p.Config.OpTimeout)
-		res, err := r.p.Client.XRead(cctx, &redis.XReadArgs{
-			Streams: []string{key, pos.id}, Count: r.p.Config.StreamBatch, Block: streamBlock,
-		}).Result()
+		var res []redis.XStream
+		var err error
+		res, trimmed, err = r.read(cctx, pos, trimmed)
 		cancel()
 		if err == redis.Nil {
 			rt.ok()
@@ -151,10 +157,35 @@ func (r *Reader) run(ctx context.Context) {
 				pos = position{id: msg.ID, seq: ev.Seq}
 			}
 		}
-		// A failed trim is retried before the next read; the position in
-		// memory is what matters while this node lives.
-		trimmed = r.trim(ctx, pos) == nil
+		// The trim goes with the next read (a failed one is retried with
+		// the one after); the position in memory is what matters while
+		// this node lives.
+		trimmed = false
 	}
+}
+
+// read reads the entries after pos (XREAD BLOCK). Unless trimmed, the
+// handled entries' trim and the position's record (as trim does) go
+// first, in the same pipeline: one round trip per batch read. The
+// pipeline's replies are read within the client's ReadTimeout (go-redis:
+// 3 s unless set) or ctx's deadline, whichever is first; both are above
+// streamBlock. It reports whether the trim is done.
+func (r *Reader) read(ctx context.Context, pos position, trimmed bool) ([]redis.XStream, bool, error) {
+	args := &redis.XReadArgs{Streams: []string{r.ks.StreamKey(r.p.NodeID), pos.id}, Count: r.p.Config.StreamBatch, Block: streamBlock}
+	if trimmed {
+		res, err := r.p.Client.XRead(ctx, args).Result()
+		return res, true, err
+	}
+	var trim *redis.IntCmd
+	var set *redis.StatusCmd
+	var xr *redis.XStreamSliceCmd
+	_, _ = r.p.Client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		trim, set = r.queueTrim(ctx, p, pos)
+		xr = p.XRead(ctx, args)
+		return nil
+	})
+	res, err := xr.Result()
+	return res, trim.Err() == nil && set.Err() == nil, err
 }
 
 // restarted reports whether the stream was lost and started again (Redis
@@ -191,12 +222,22 @@ func (r *Reader) restarted(ctx context.Context, pos position) bool {
 func (r *Reader) trim(ctx context.Context, pos position) error {
 	ctx, cancel := opCtx(context.WithoutCancel(ctx), r.p.Config)
 	defer cancel()
-	_, err := r.p.Client.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.XTrimMinID(ctx, r.ks.StreamKey(r.p.NodeID), nextID(pos.id))
-		p.Set(ctx, r.ks.streamPos(r.p.NodeID), pos.String(), 0)
+	_, err := r.p.Client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		r.queueTrim(ctx, p, pos)
 		return nil
 	})
 	return err
+}
+
+// queueTrim queues the deletion of the entries up to pos, then the record
+// of pos, in this order. No MULTI is needed: if the record fails after
+// the trim (Redis refuses the SET when out of memory), a reader that
+// starts again reads on from the older recorded position, after which the
+// handled entries are gone (nothing is handled twice). Redis runs the two
+// in order and refuses neither alone otherwise.
+func (r *Reader) queueTrim(ctx context.Context, p redis.Pipeliner, pos position) (*redis.IntCmd, *redis.StatusCmd) {
+	return p.XTrimMinID(ctx, r.ks.StreamKey(r.p.NodeID), nextID(pos.id)),
+		p.Set(ctx, r.ks.streamPos(r.p.NodeID), pos.String(), 0)
 }
 
 // parseEvent reads an entry written by Append.

@@ -363,3 +363,44 @@ func (h *restartChecks) ProcessPipelineHook(next redis.ProcessPipelineHook) redi
 		return err
 	}
 }
+
+// TestReaderOneRoundTripPerBatch: the trim and the position's record go
+// in the pipeline of the next read, so that a batch costs the reader one
+// round trip, not two; a new reader still goes on after the last entry
+// handled.
+func TestReaderOneRoundTripPerBatch(t *testing.T) {
+	e := newEnv(t)
+	cfg := fastConfig()
+	r := newReceived()
+	p := e.params("a", cfg)
+	rt := &roundTrips{}
+	p.Client.(*redis.Client).AddHook(rt)
+	rd, err := cluster.NewReader(cluster.ReaderParams{Params: p, Handle: r.handle, Lost: r.onLost})
+	must(t, err)
+	must(t, rd.Start())
+	t.Cleanup(rd.Close)
+	w := e.client()
+	must(t, e.appendEvents(w, "a", 0, 1))
+	r.waitCount(t, 1, 5*time.Second)
+	const n = 10
+	before := rt.n.Load()
+	start := time.Now()
+	for i := 1; i <= n; i++ {
+		must(t, e.appendEvents(w, "a", i, i+1))
+		r.waitCount(t, i+1, 5*time.Second)
+	}
+	got := rt.n.Load() - before
+	// Reads that waited streamBlock (500 ms) for nothing add one each.
+	idle := int64(time.Since(start) / (500 * time.Millisecond))
+	if got > n+1+idle {
+		t.Errorf("%d round trips for %d batches read one by one (%d idle reads at most); want one per batch", got, n, idle)
+	}
+	rd.Close()
+	must(t, e.appendEvents(w, "a", n+1, n+2))
+	r2 := newReceived()
+	e.reader("a", cfg, r2)
+	r2.waitCount(t, 1, 5*time.Second)
+	if evs, lost := r2.snapshot(); len(evs) != 1 || evs[0].Seq != n+2 || len(lost) != 0 {
+		t.Errorf("new reader: %d events, first seq %d, lost %v; want seq %d only", len(evs), evs[0].Seq, lost, n+2)
+	}
+}
