@@ -206,6 +206,9 @@ func (m *Manager) setupFired(ctx context.Context, callID string, due *cluster.Du
 // InvitationNote implements signaling.Observer: timeouts of call
 // invitations (the answers and cancels came through the ops).
 func (m *Manager) InvitationNote(n signaling.InvitationNote) {
+	if !n.Ended && !slices.ContainsFunc(n.Changes, func(ch signaling.InviteeChange) bool { return ch.State == signaling.StateTimedOut }) {
+		return // nothing to do (in cluster mode: no Redis step for every new invitation)
+	}
 	ctx, cancel := bg()
 	defer cancel()
 	callID := ""
