@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -275,25 +276,47 @@ func (k redisKeys) keptOnce(id string) string { return k.p + "sig:kd:" + id }
 // when it was decided and has none there now: unless the user is not
 // known, the event was kept for them already (by another node the event
 // went to), or one of those nodes is alive and still holds a connection of
-// theirs. It returns the outbox Seq, or 0 when not kept.
+// theirs. If the user has connections on other nodes in `nodes` that the
+// event did not go to (they connected there after it was decided: the
+// user whose node died reconnected elsewhere before its cleanup), it is
+// not kept but forwarded to those nodes' streams, for their live
+// connections, which read the outbox before (their registry entry is
+// written before their replay reads it). It returns the outbox Seq, -1
+// when forwarded, or 0 when neither.
 // KEYS: conn:<user>, sig:kd:<event>, sig:obseq, sig:ob, sig:obexp,
-// sig:obu:<user>, sig:kept, sig:users.
+// sig:obu:<user>, sig:kept, sig:users, nodes.
 // ARGV: node key prefix, self, routed nodes ("\n"-separated), user,
 // sender, event, data, created, expires, expiry score, outbox entry key
-// prefix, marker ttl ms, cost, total field.
+// prefix, marker ttl ms, cost, total field, stream key prefix, stream
+// sequence key prefix, stream max length, the forwarded entry's payload
+// before and after its JSON list of the nodes it goes to.
 var keepScript = redis.NewScript(`
 if redis.call('SISMEMBER', KEYS[8], ARGV[4]) == 0 then return 0 end
 local routed = {}
 for n in string.gmatch(ARGV[3], '[^\n]+') do routed[n] = true end
 local h = redis.call('HGETALL', KEYS[1])
+local fwd = {}
 for i = 1, #h, 2 do
   local n = h[i]
-  if n ~= ARGV[2] and routed[n] and tonumber(h[i + 1]) > 0 and redis.call('EXISTS', ARGV[1] .. n) == 1 then
-    return 0
+  if n ~= ARGV[2] and tonumber(h[i + 1]) > 0 then
+    if routed[n] then
+      if redis.call('EXISTS', ARGV[1] .. n) == 1 then return 0 end
+    elseif redis.call('ZSCORE', KEYS[9], n) then
+      table.insert(fwd, n)
+    end
   end
 end
 if redis.call('SADD', KEYS[2], ARGV[4]) == 0 then return 0 end
 redis.call('PEXPIRE', KEYS[2], ARGV[12])
+if #fwd > 0 then
+  table.sort(fwd)
+  local payload = ARGV[18] .. cjson.encode(fwd) .. ARGV[19]
+  for _, n in ipairs(fwd) do
+    local s = redis.call('INCR', ARGV[16] .. n)
+    redis.call('XADD', ARGV[15] .. n, 'MAXLEN', '=', ARGV[17], '*', 's', s, 'p', payload)
+  end
+  return -1
+end
 local seq = redis.call('INCR', KEYS[3])
 redis.call('HSET', ARGV[11] .. seq, 'user', ARGV[4], 'sender', ARGV[5], 'event', ARGV[6], 'data', ARGV[7],
   'created', ARGV[8], 'expires', ARGV[9])
@@ -306,7 +329,8 @@ return seq
 `)
 
 // keep keeps it for user, who had a connection on node self when it was
-// decided (see keepScript).
+// decided, or forwards it to the nodes where user connected since (see
+// keepScript).
 func (c *clusterNode) keep(ctx context.Context, self, user string, it streamItem) error {
 	k := it.Keep
 	if user == k.Actor {
@@ -322,14 +346,38 @@ func (c *clusterNode) keep(ctx context.Context, self, user string, it streamItem
 	for _, n := range k.Nodes[user] {
 		routed = append(append(routed, n...), '\n')
 	}
+	before, after := forwardPayload(user, it)
 	ttl := max(e.cfg.OfflineEventTTL, time.Minute)
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	return keepScript.Run(ctx, c.rdb,
-		[]string{c.ks.ConnKey(user), c.k.keptOnce(k.ID), c.k.obSeq(), c.k.ob(), c.k.obExp(), c.k.obUser(user), c.k.kept(), c.k.users()},
+		[]string{c.ks.ConnKey(user), c.k.keptOnce(k.ID), c.k.obSeq(), c.k.ob(), c.k.obExp(), c.k.obUser(user), c.k.kept(), c.k.users(), c.ks.NodesKey()},
 		c.ks.NodeKey(""), self, string(routed), user, ent.Sender, ent.Event, string(ent.Data),
 		redisdb.Time(ent.CreatedAt), redisdb.Time(ent.ExpiresAt), expScore(ent.ExpiresAt), c.k.obEntryOf(""),
-		ttl.Milliseconds(), keptCost(ent.Bytes()), keptTotalField).Err()
+		ttl.Milliseconds(), keptCost(ent.Bytes()), keptTotalField,
+		c.ks.StreamKey(""), c.ks.StreamSeqKey(""), c.cfg.StreamMaxLen, before, after).Err()
+}
+
+// forwardedMark marks the list of nodes in a forwarded entry's template.
+const forwardedMark = "\x00"
+
+// forwardPayload is the stream entry that forwards it to user's
+// connections on other nodes (keepScript), split around the JSON list of
+// those nodes, which the script fills in: the event for user alone, with
+// its ring and keep rules (a fresh keep ID: the forward is an event of its
+// own, kept once if it finds no connection there in turn), without the
+// actor's token (its node's).
+func forwardPayload(user string, it streamItem) (before, after string) {
+	k := *it.Keep
+	k.ID += ">"
+	k.Nodes = map[string][]string{user: {forwardedMark}}
+	b := streamBatch{Items: []streamItem{{Users: []string{user}, Frame: it.Frame, Ring: it.Ring, Keep: &k}}}
+	tmpl := string(b.encode())
+	mark, _ := json.Marshal([]string{forwardedMark})
+	// The list is the payload's last value (the frame, which might hold
+	// the same text, comes before it).
+	i := strings.LastIndex(tmpl, string(mark))
+	return tmpl[:i], tmpl[i+len(mark):]
 }
 
 // frameEvent is the name of an encoded event frame.

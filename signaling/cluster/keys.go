@@ -59,6 +59,12 @@ func (k Keyspace) ConnKey(user string) string { return k.prefix + "conn:" + user
 // StreamKey is `ev:<node>`, the node's event stream.
 func (k Keyspace) StreamKey(node string) string { return k.prefix + "ev:" + node }
 
+// StreamSeqKey is `evseq:<node>`, the counter of the node's stream's
+// sequence numbers. A script that appends to a stream other than through
+// Append (clusterNode's keep script, forwarding a handed-over event) takes
+// the entry's number from it and writes it as Append does.
+func (k Keyspace) StreamSeqKey(node string) string { return k.streamSeq(node) }
+
 // DeadlinesKey is the `deadlines` sorted set.
 func (k Keyspace) DeadlinesKey() string { return k.prefix + "deadlines" }
 
