@@ -33,9 +33,9 @@ import (
 // their deadline (measured and logged).
 //
 // The parties of the dead node reconnect once a survivor has cleaned it up
-// (as a client with a reconnection backoff would; see the known gaps in
-// CLUSTER-DESIGN.md's Status for the events decided in between when it
-// reconnects sooner). Delivery
+// (a party that reconnects sooner gets the events decided in between
+// live at the cleanup: TestClusterDeadNodeEventsToLiveConnection in
+// signaling covers that case). Delivery
 // is at least once where the dead node's last batch of events had been
 // written to a connection but not yet trimmed from its stream: such a copy
 // may reach the reconnected party again; a duplicate is tolerated only
