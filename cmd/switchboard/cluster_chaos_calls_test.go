@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -64,28 +63,6 @@ type chaosCall struct {
 
 func (cc *chaosCall) String() string {
 	return fmt.Sprintf("%s (caller on slot %d, callee on slot %d)", cc.name, cc.at[0], cc.at[1])
-}
-
-// isCallEnd matches the server's call-end invitation of callID.
-func isCallEnd(callID string) func(client.Event) bool {
-	return func(ev client.Event) bool {
-		var v protocol.NewInvitationEvent
-		if ev.Decode(&v) != nil {
-			return false
-		}
-		cd, ok, err := calls.ParseCallData(v.Data)
-		return ok && err == nil && cd.IsCallEnd() && cd.FromServer() && strings.Contains(v.Data, callID)
-	}
-}
-
-func countMatch(evs []client.Event, name string, match func(client.Event) bool) int {
-	n := 0
-	for _, ev := range evs {
-		if ev.Name == name && match(ev) {
-			n++
-		}
-	}
-	return n
 }
 
 // arrival is an event a watcher waited for, and when it came (since the
@@ -284,7 +261,7 @@ func TestClusterChaosCalls(t *testing.T) {
 			t.Fatalf("%s: onCallEnd %+v, want hangup by %s lasting past the kill", surv, end, surv.caller)
 		}
 	}
-	if _, err := surv.a.WaitEvent(ctx, protocol.EvReceiveNewInvitation, isCallEnd(surv.r.CallID)); err != nil {
+	if _, err := surv.a.WaitEvent(ctx, protocol.EvReceiveNewInvitation, isCallEndInvitation(surv.r.CallID)); err != nil {
 		t.Fatalf("%s: call-end invitation: %v", surv, err)
 	}
 	// So did the call whose callee came back; the caller hangs it up.
@@ -341,18 +318,18 @@ func TestClusterChaosCalls(t *testing.T) {
 			if match == nil {
 				match = byID(w.id)
 			}
-			if n := countMatch(rest, w.name, match); n != 0 {
+			if n := countIf(rest, w.name, match); n != 0 {
 				t.Errorf("%s: %s got %s %d more times", cc, user, w.name, n)
 			}
 		}
-		if n := countMatch(rest, protocol.EvReceiveNewInvitation, byID(cc.r.InviteID)); n != 0 {
+		if n := countIf(rest, protocol.EvReceiveNewInvitation, byID(cc.r.InviteID)); n != 0 {
 			t.Errorf("%s: %s rang again %d times", cc, user, n)
 		}
 		return rest
 	}
 	ended := func(cc *chaosCall) missed { return missed{name: calls.EvCallEnd, id: cc.r.CallID} }
 	callEnd := func(cc *chaosCall) missed {
-		return missed{name: protocol.EvReceiveNewInvitation, match: isCallEnd(cc.r.CallID)}
+		return missed{name: protocol.EvReceiveNewInvitation, match: isCallEndInvitation(cc.r.CallID)}
 	}
 	expect(ringA, again(ringA.caller), ringA.caller, missed{name: protocol.EvInvitationTimeout, id: ringA.r.InviteID}, ended(ringA))
 	expect(ringB, again(ringB.callee), ringB.callee, missed{name: protocol.EvInvitationCancelled, id: ringB.r.InviteID})
@@ -369,7 +346,7 @@ func TestClusterChaosCalls(t *testing.T) {
 			want = append(want, callEnd(run3))
 		}
 		rest := expect(run3, run3Again[u], u, want...)
-		if n := countMatch(rest, calls.EvCallEnd, byID(run3.r.CallID)); n != 0 {
+		if n := countIf(rest, calls.EvCallEnd, byID(run3.r.CallID)); n != 0 {
 			t.Errorf("%s: %s got onCallEnd %d more times", run3, u, n)
 		}
 		if u == r3.EndedBy {
@@ -381,7 +358,7 @@ func TestClusterChaosCalls(t *testing.T) {
 		// are not its invitee.
 		var own []protocol.NewInvitationEvent
 		for _, ev := range rest {
-			if ev.Name == protocol.EvReceiveNewInvitation && isCallEnd(run3.r.CallID)(ev) {
+			if ev.Name == protocol.EvReceiveNewInvitation && isCallEndInvitation(run3.r.CallID)(ev) {
 				own = append(own, decodeAs[protocol.NewInvitationEvent](t, ev))
 			}
 		}
