@@ -246,6 +246,22 @@ func count(evs []client.Event, name, id string) int {
 	return n
 }
 
+// ringing connects alice to node at[0] and bob to node at[1], and returns
+// once alice's invitation (timeout 30 s) rings bob.
+func ringing(t *testing.T, c *testCluster, at []int) (a, b string, alice, bob *client.Client, id string) {
+	t.Helper()
+	a, b = c.user("alice"), c.user("bob")
+	alice, bob = c.dial(t, at[0], a), c.dial(t, at[1], b)
+	ctx, cancel := context.WithTimeout(context.Background(), clusterWait)
+	defer cancel()
+	id, err := alice.Invite(ctx, protocol.InviteArgs{Invitee: b, Timeout: ptr(30)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait(t, bob, protocol.EvReceiveNewInvitation, id)
+	return a, b, alice, bob, id
+}
+
 // attached waits until the server has attached cl (a dial returns once
 // the WebSocket is open, before that): it answers requests only then.
 func attached(t *testing.T, cl *client.Client) {
@@ -339,13 +355,7 @@ func TestClusterScenarios(t *testing.T) {
 			}
 		}},
 		{name: "reject reaches the inviter", parties: 2, run: func(t *testing.T, c *testCluster, at []int) {
-			a, b := c.user("alice"), c.user("bob")
-			alice, bob := c.dial(t, at[0], a), c.dial(t, at[1], b)
-			id, err := alice.Invite(ctx(t), protocol.InviteArgs{Invitee: b, Timeout: ptr(30)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			wait(t, bob, protocol.EvReceiveNewInvitation, id)
+			_, b, alice, bob, id := ringing(t, c, at)
 			if err := bob.Reject(ctx(t), id, "busy"); err != nil {
 				t.Fatal(err)
 			}
@@ -355,13 +365,7 @@ func TestClusterScenarios(t *testing.T) {
 			}
 		}},
 		{name: "cancel stops the ringing", parties: 2, run: func(t *testing.T, c *testCluster, at []int) {
-			a, b := c.user("alice"), c.user("bob")
-			alice, bob := c.dial(t, at[0], a), c.dial(t, at[1], b)
-			id, err := alice.Invite(ctx(t), protocol.InviteArgs{Invitee: b, Timeout: ptr(30)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			wait(t, bob, protocol.EvReceiveNewInvitation, id)
+			a, _, alice, bob, id := ringing(t, c, at)
 			if err := alice.Cancel(ctx(t), id, "oops"); err != nil {
 				t.Fatal(err)
 			}
