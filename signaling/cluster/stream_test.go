@@ -262,6 +262,17 @@ func TestReaderStreamLostBelowPosition(t *testing.T) {
 	w, ctx := e.client(), context.Background()
 	must(t, e.appendEvents(w, "a", 0, 5))
 	r.waitCount(t, 5, 5*time.Second)
+	// The reader records its position in the pipeline of its next read:
+	// wait for that record, so the loss below comes after it (a record
+	// written after the loss would make the stream look rolled back).
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if pos, _ := w.Get(ctx, e.prefix+"evpos:a").Result(); strings.HasSuffix(pos, " 5") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the reader did not record its position after 5 events")
+		}
+	}
 	ks := e.ks()
 	must(t, w.Del(ctx, ks.StreamKey("a"), e.prefix+"evseq:a", e.prefix+"evpos:a").Err())
 	for i := 1; i <= 3; i++ {
