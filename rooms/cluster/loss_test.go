@@ -203,3 +203,28 @@ func TestRoomNodeUnavailable(t *testing.T) {
 		t.Fatalf("retry: %+v %v", res, err)
 	}
 }
+
+// TestMediaNodeShutdown: a media node shut down gracefully dismisses its
+// rooms with reason 4 (relayed to members connected elsewhere) and
+// releases their leases: alice, on n1, enters again at once and the room
+// is placed on a live node.
+func TestMediaNodeShutdown(t *testing.T) {
+	_, nodes := startCluster(t, 2, options{})
+	n1, n2 := nodes[0], nodes[1]
+	n2.st.RoomRelay.ForcePlacement("n2")
+	if _, err := enterRaw(t, n2, n2.dial(t, "bob"), "bob", "sd"); err != nil {
+		t.Fatal(err)
+	}
+	a := n1.dial(t, "alice")
+	if res, err := enterRaw(t, n1, a, "alice", "sd"); err != nil || res.Node != "n2" {
+		t.Fatalf("alice enters: %+v %v", res, err)
+	}
+	n2.stop()
+	if _, err := a.WaitEvent(ctxT(t), rooms.EvExitRoom, exitReason("sd", rooms.ExitMediaNodeLost)); err != nil {
+		t.Fatal(err)
+	}
+	res, err := enterRaw(t, n1, a, "alice", "sd")
+	if err != nil || res.Node != "n1" {
+		t.Fatalf("alice enters again: %+v %v", res, err)
+	}
+}
