@@ -20,18 +20,26 @@ import (
 func (r *Relay) maintain() {
 	tick := time.NewTicker(r.cfg.NodeTTL / 3)
 	defer tick.Stop()
+	watch := time.NewTicker(min(r.cfg.NodeTTL/3, watchPeriod))
+	defer watch.Stop()
 	for {
 		select {
 		case <-r.ctx.Done():
 			return
+		case <-watch.C:
+			r.watch()
 		case <-tick.C:
+			members := r.p.Rooms.Memberships()
+			r.leases(members)
+			r.reconcileUsers(members)
 		}
-		members := r.p.Rooms.Memberships()
-		r.leases(members)
-		r.reconcileUsers(members)
-		r.watch()
 	}
 }
+
+// watchPeriod bounds the period of the watch of node liveness: a dead
+// node is noticed at most this long after its key expired (one EXISTS
+// pipeline per period, only while there are nodes to watch).
+const watchPeriod = 250 * time.Millisecond
 
 // leases renews the lease of each room hosted here, dismisses (reason 4)
 // a room whose ownership another live node has taken, and releases the
