@@ -108,7 +108,7 @@ func (r *Relay) runSender(s *sender) {
 				for len(batch) < sendBatch && len(s.ch) > 0 {
 					batch = append(batch, <-s.ch)
 				}
-				r.write(s.node, batch)
+				r.write(s, batch)
 			}
 			return
 		case e := <-s.ch:
@@ -117,15 +117,44 @@ func (r *Relay) runSender(s *sender) {
 		for len(batch) < sendBatch && len(s.ch) > 0 {
 			batch = append(batch, <-s.ch)
 		}
-		r.write(s.node, batch)
+		r.write(s, batch)
 	}
 }
 
 // write appends batch to node's stream in one pipeline (and renews the
-// stream's expiry), within the request timeout: the entries are replies
-// and events someone waits for, worth more than op_timeout's bound of the
-// background loops.
-func (r *Relay) write(node string, batch []entry) {
+// stream's expiry). A failed write (Redis unreachable) is retried with
+// back-off, so that the node's entries stay in order, for at most the
+// request timeout (past it the replies are late and the events stale:
+// dropped, logged), or until the node is found dead or Close's flush ends.
+func (r *Relay) write(s *sender, batch []entry) {
+	give := time.Now().Add(r.p.RequestTimeout)
+	wait := 50 * time.Millisecond
+	for {
+		err := r.writeOnce(s.node, batch)
+		if err == nil {
+			for _, e := range batch {
+				r.count(e.kind, "sent")
+			}
+			return
+		}
+		r.failed(err)
+		if time.Now().Add(wait).After(give) {
+			r.log.Warn("relay entries not written; dropped", "to", s.node, "entries", len(batch), "err", err)
+			return
+		}
+		select {
+		case <-s.stop:
+			return
+		case <-time.After(wait):
+		}
+		if r.ctx.Err() != nil && time.Now().UnixMilli() >= r.flushBy.Load() {
+			return
+		}
+		wait = min(2*wait, r.cfg.MaxBackoff)
+	}
+}
+
+func (r *Relay) writeOnce(node string, batch []entry) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.ctx), r.p.RequestTimeout)
 	defer cancel()
 	key := r.k.stream(node)
@@ -137,14 +166,7 @@ func (r *Relay) write(node string, batch []entry) {
 		p.PExpire(ctx, key, streamTTL)
 		return nil
 	})
-	if err != nil {
-		r.failed(err)
-		r.log.Warn("relay entries not written", "to", node, "entries", len(batch), "err", err)
-		return
-	}
-	for _, e := range batch {
-		r.count(e.kind, "sent")
-	}
+	return err
 }
 
 // read reads this node's relay stream until Close. Handled entries are
