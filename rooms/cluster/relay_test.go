@@ -1,6 +1,7 @@
 package roomcluster_test
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -100,4 +101,45 @@ func relayed(t *testing.T, n *node) float64 {
 		}
 	}
 	return sum
+}
+
+// TestRelayAfterRedisRestart: Redis restarts (killed, started again from
+// its append-only file) under a room whose members are on two nodes: the
+// relay resumes by itself, the room stays one room on its node (no
+// member is told to leave), and the ops and events travel again.
+func TestRelayAfterRedisRestart(t *testing.T) {
+	srv, nodes := startCluster(t, 2, options{})
+	n1, n2 := nodes[0], nodes[1]
+	n1.st.RoomRelay.ForcePlacement("n1")
+	a, b := n1.dial(t, "alice"), n2.dial(t, "bob")
+	ra := enter(t, n1, a, "alice", "rr", roomclient.Options{})
+	rb := enter(t, n2, b, "bob", "rr", roomclient.Options{})
+	if rb.Result().Node != "n1" {
+		t.Fatalf("bob's entry on %q", rb.Result().Node)
+	}
+	eventually(t, 25*time.Second, "media both ways", func() bool { return receives(ra, 10, "bob") && receives(rb, 10, "alice") })
+
+	srv.Kill()
+	srv.Restart()
+	c := ctxT(t)
+	eventually(t, 20*time.Second, "bob's mute through n2 after the restart", func() bool {
+		return b.Do(c, rooms.OpMuteLocalVideo, rooms.MuteArgs{RoomID: "rr", Mute: true}, nil) == nil
+	})
+	if _, err := a.WaitEvent(c, rooms.EvUserVideoAvailable, byUser("bob")); err != nil {
+		t.Fatal(err)
+	}
+	flowsAgain(t, ra, "bob", 10, "bob's media at alice after the restart")
+	for _, cl := range []struct {
+		name string
+		c    interface {
+			ExpectNoEvent(context.Context, time.Duration, string) error
+		}
+	}{{"alice", a}, {"bob", b}} {
+		if err := cl.c.ExpectNoEvent(c, 0, rooms.EvExitRoom); err != nil {
+			t.Errorf("%s: %v", cl.name, err)
+		}
+	}
+	if got := hosts(nodes, "rr"); len(got) != 1 || got[0] != "n1" {
+		t.Fatalf("hosted on %v", got)
+	}
 }
