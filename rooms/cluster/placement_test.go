@@ -4,10 +4,12 @@ import (
 	"errors"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/switchboard-rtc/switchboard/calls"
 	"github.com/switchboard-rtc/switchboard/rooms"
 	"github.com/switchboard-rtc/switchboard/signaling/client"
+	"github.com/switchboard-rtc/switchboard/signaling/cluster"
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
@@ -23,7 +25,7 @@ func enterRaw(t *testing.T, n *node, c *client.Client, user, roomID string) (roo
 // same new room at the same instant: one room, on one node, named by every
 // reply; for several rooms in a row.
 func TestConcurrentFirstEntry(t *testing.T) {
-	_, nodes := startCluster(t, 3, options{})
+	srv, nodes := startCluster(t, 3, options{})
 	users := []string{"u1", "u2", "u3"}
 	conns := make([]*client.Client, 3)
 	for i, n := range nodes {
@@ -66,6 +68,20 @@ func TestConcurrentFirstEntry(t *testing.T) {
 			}
 		}
 	}
+	// Each node's heartbeat publishes the members it hosts (the load
+	// placement reads): 12 in all.
+	ks := cluster.NewKeyspace(nodes[0].st.Config.Cluster.Redis.Prefix(), nodes[0].st.Config.Cluster.Knobs)
+	eventually(t, 10*time.Second, "the nodes' published load", func() bool {
+		infos, err := ks.LiveNodes(ctxT(t), srv.Client())
+		if err != nil || len(infos) != 3 {
+			return false
+		}
+		var sum float64
+		for _, in := range infos {
+			sum += in.Load["members"]
+		}
+		return sum == 12
+	})
 }
 
 // TestMovedReforward: n1 sends an enterRoom to n2 (its placement said so)
