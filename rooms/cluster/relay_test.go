@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchboard-rtc/switchboard/media"
+	"github.com/switchboard-rtc/switchboard/media/peer"
 	"github.com/switchboard-rtc/switchboard/rooms"
 	"github.com/switchboard-rtc/switchboard/rooms/roomclient"
 )
@@ -142,4 +144,52 @@ func TestRelayAfterRedisRestart(t *testing.T) {
 	if got := hosts(nodes, "rr"); len(got) != 1 || got[0] != "n1" {
 		t.Fatalf("hosted on %v", got)
 	}
+}
+
+// TestGroupAcrossThreeNodes: three members, each connected to its own
+// node, in one room hosted on one of them: media flows between every pair;
+// a late joiner on a fourth connection (a second device's node) gets a
+// keyframe of each publisher soon after its media connects.
+func TestGroupAcrossThreeNodes(t *testing.T) {
+	_, nodes := startCluster(t, 3, options{})
+	users := []string{"ann", "ben", "cat"}
+	var rs []*roomclient.Room
+	for i, n := range nodes {
+		rs = append(rs, enter(t, n, n.dial(t, users[i]), users[i], "g3", roomclient.Options{}))
+	}
+	node := rs[0].Result().Node
+	for i, r := range rs {
+		if r.Result().Node != node {
+			t.Fatalf("%s's entry on %q, ann's on %q", users[i], r.Result().Node, node)
+		}
+	}
+	eventually(t, 25*time.Second, "media between every pair", func() bool {
+		return receives(rs[0], 10, "ben", "cat") && receives(rs[1], 10, "ann", "cat") && receives(rs[2], 10, "ann", "ben")
+	})
+	late := nodes[1]
+	if late.id == node {
+		late = nodes[2]
+	}
+	start := time.Now()
+	rd := enter(t, late, late.dial(t, "dan"), "dan", "g3", roomclient.Options{})
+	eventually(t, 25*time.Second, "the late joiner's first keyframes", func() bool {
+		got := rd.Received()
+		for _, u := range users {
+			if got[peer.TrackKey{StreamID: u, Kind: media.KindVideo}].Keyframes == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	var last time.Time
+	for _, u := range users {
+		st := rd.Received()[peer.TrackKey{StreamID: u, Kind: media.KindVideo}]
+		if st.FirstKeyframe.After(last) {
+			last = st.FirstKeyframe
+		}
+		if d := st.FirstKeyframe.Sub(st.FirstPacket); d > time.Second {
+			t.Errorf("%s's first keyframe at the late joiner %v after its first packet", u, d)
+		}
+	}
+	t.Logf("late joiner through %s (room on %s): keyframes of all three %v after its enterRoom", late.id, node, last.Sub(start).Round(time.Millisecond))
 }
