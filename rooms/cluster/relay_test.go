@@ -70,6 +70,11 @@ func TestCrossNodeRoom(t *testing.T) {
 	if _, err := b.WaitEvent(c, rooms.EvRemoteUserLeaveRoom, byUser("alice")); err != nil {
 		t.Fatal(err)
 	}
+	// Alice was the media node's only local member: the room stays for
+	// bob, connected elsewhere.
+	if got := hosts(nodes, "x1"); len(got) != 1 || got[0] != node {
+		t.Fatalf("after alice left, room x1 hosted on %v", got)
+	}
 	if err := a.Do(c, rooms.OpMuteLocalAudio, rooms.MuteArgs{RoomID: "x1", Mute: true}, nil); !errors.Is(err, rooms.ErrNotInRoom) {
 		t.Fatalf("mute after exit: %v, want not_in_room", err)
 	}
