@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"strconv"
 
 	"github.com/redis/go-redis/v9"
@@ -105,8 +106,10 @@ func (r *Relay) owner(ctx context.Context, roomID string) (string, error) {
 }
 
 // place returns the node an enterRoom of roomID goes to: its live media
-// node, else the live node with the fewest room members (ties: the lowest
-// ID), else this node.
+// node, else the live node with the fewest room members. Ties (the loads
+// are refreshed once a heartbeat) are broken by rendezvous hashing of the
+// room ID and the node ID: concurrent first entries through several nodes
+// agree on the node, and new rooms spread over the nodes.
 func (r *Relay) place(ctx context.Context, roomID string) (string, error) {
 	if n, err := r.owner(ctx, roomID); err != nil || n != "" {
 		return n, err
@@ -118,17 +121,26 @@ func (r *Relay) place(ctx context.Context, roomID string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	best, load := r.self, r.Load()["members"]
+	best, load, score := r.self, r.Load()["members"], rendezvous(roomID, r.self)
 	for _, n := range nodes {
-		l := n.Load["members"]
 		if n.ID == r.self {
 			continue
 		}
-		if l < load || (l == load && n.ID < best) {
-			best, load = n.ID, l
+		l, sc := n.Load["members"], rendezvous(roomID, n.ID)
+		if l < load || (l == load && sc > score) {
+			best, load, score = n.ID, l, sc
 		}
 	}
 	return best, nil
+}
+
+// rendezvous is node's score for roomID (highest random weight).
+func rendezvous(roomID, node string) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(roomID))
+	_, _ = h.Write([]byte{0})
+	_, _ = h.Write([]byte(node))
+	return h.Sum64()
 }
 
 // claimResult is what claimScript decided.

@@ -23,6 +23,7 @@ import (
 func TestCrossNodeRoom(t *testing.T) {
 	_, nodes := startCluster(t, 2, options{})
 	n1, n2 := nodes[0], nodes[1]
+	n1.st.RoomRelay.ForcePlacement("n1") // the room on alice's node: bob's ops are relayed
 	a, b := n1.dial(t, "alice"), n2.dial(t, "bob")
 	t0 := time.Now()
 	ra := enter(t, n1, a, "alice", "x1", roomclient.Options{})
@@ -30,7 +31,7 @@ func TestCrossNodeRoom(t *testing.T) {
 	rb := enter(t, n2, b, "bob", "x1", roomclient.Options{})
 	t.Logf("enterRoom: %v on the media node, %v relayed from the other node", t1.Sub(t0).Round(time.Microsecond), time.Since(t1).Round(time.Microsecond))
 	node := ra.Result().Node
-	if node == "" || rb.Result().Node != node {
+	if node != "n1" || rb.Result().Node != node {
 		t.Fatalf("enterRoom replies name nodes %q and %q", node, rb.Result().Node)
 	}
 	if got := hosts(nodes, "x1"); len(got) != 1 || got[0] != node {
