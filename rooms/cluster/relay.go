@@ -110,11 +110,11 @@ type Relay struct {
 	closed   bool // no new sender, remote session or request
 	conns    map[protocol.Session]*localConn
 	connByID map[string]*localConn
-	remotes  map[string]*remoteSession // by from-node "/" conn ID
-	pending  map[string]*waiter        // by request ID
-	owned    map[string]*ownedRoom     // rooms this node claimed, by room ID
-	added    map[string]map[string]bool
-	senders  map[string]*sender
+	remotes  map[string]*remoteSession  // by from-node "/" conn ID
+	pending  map[string]*waiter         // by request ID
+	owned    map[string]*ownedRoom      // rooms this node claimed, by room ID
+	added    map[string]map[string]bool // user → room IDs whose rooms:u:<user> entry this node wrote
+	senders  map[string]*sender         // by destination node
 }
 
 // localConn is a connection of this node that has members in rooms on
@@ -241,8 +241,18 @@ func (r *Relay) count(kind, dir string) {
 	if r.p.Metrics == nil {
 		return
 	}
-	names := map[string]string{kindRequest: "request", kindReply: "reply", kindEvent: "event", kindClosed: "closed"}
-	r.p.Metrics.RoomRelayMessage(names[kind], dir)
+	name := "unknown"
+	switch kind {
+	case kindRequest:
+		name = "request"
+	case kindReply:
+		name = "reply"
+	case kindEvent:
+		name = "event"
+	case kindClosed:
+		name = "closed"
+	}
+	r.p.Metrics.RoomRelayMessage(name, dir)
 }
 
 // ---- keys ----
