@@ -44,6 +44,11 @@ const DefaultRejoinTimeout = 10 * time.Second
 // the room's media node was lost, or the room moved; enter it again.
 const exitMediaNodeLost = 4
 
+// errRoomNodeUnavailable is the code of a cluster's refusal that asks for
+// a retry (11015 room_node_unavailable: the room's media node did not
+// answer); Redial's attempts go on after it.
+const errRoomNodeUnavailable = 11015
+
 // Options configure Enter.
 type Options struct {
 	Role      rooms.Role // default anchor
@@ -56,9 +61,11 @@ type Options struct {
 	// (retrying with backoff until Close) and enters the room again with
 	// its resumeToken: when the server resumed the entry, the peer and its
 	// PeerConnections go on (ICE is restarted if they are not connected);
-	// otherwise a new peer publishes the same tracks. The Room closes the
-	// clients it dialed. A refusal by the server (an error reply) ends the
-	// attempts; it is in Errors.
+	// otherwise a new peer publishes the same tracks. The new connection
+	// may be to another node of a cluster. The Room closes the clients it
+	// dialed. A refusal by the server (an error reply other than 11015
+	// room_node_unavailable, which is retried) ends the attempts; it is in
+	// Errors.
 	Redial func(ctx context.Context) (*client.Client, error)
 	// Seats and SeatMode are enterRoom's, for the entry that creates the
 	// room (ROOMS.md, "Live rooms").
@@ -93,6 +100,7 @@ type Room struct {
 	dialed   bool // c was dialed by the Room (Redial): Close closes it
 	peer     *peer.Peer
 	result   rooms.EnterResult
+	node     string            // the latest enterRoom reply's node
 	rt       *routes           // c's routes to the Room (and the peer's incoming signals)
 	out      *peer.SignalQueue // the peer's signals for the server
 	closed   bool
@@ -131,8 +139,8 @@ func Enter(ctx context.Context, c *client.Client, roomID string, opts Options) (
 	// arrive before the reply.
 	rt := r.route(c)
 	in := rt.queue()
-	var res rooms.EnterResult
-	if err := c.Do(ctx, rooms.OpEnterRoom, r.enterArgs(""), &res); err != nil {
+	res, node, err := enter(ctx, c, r.enterArgs(""))
+	if err != nil {
 		rt.stop()
 		r.cancel()
 		return nil, err
@@ -146,7 +154,7 @@ func Enter(ctx context.Context, c *client.Client, roomID string, opts Options) (
 		return nil, fmt.Errorf("roomclient: %w", err)
 	}
 	r.mu.Lock()
-	r.peer, r.result, r.rt, r.out = p, res, rt, out
+	r.peer, r.result, r.node, r.rt, r.out = p, res, node, rt, out
 	r.mu.Unlock()
 	r.setRole(res.Role)
 	r.wg.Add(4)
@@ -155,6 +163,19 @@ func Enter(ctx context.Context, c *client.Client, roomID string, opts Options) (
 	go r.followRole()
 	go r.supervise()
 	return r, nil
+}
+
+// enterReply is enterRoom's reply with the cluster's media node.
+type enterReply struct {
+	rooms.EnterResult
+	Node string `json:"node"`
+}
+
+// enter sends enterRoom on c.
+func enter(ctx context.Context, c *client.Client, args rooms.EnterArgs) (rooms.EnterResult, string, error) {
+	var res enterReply
+	err := c.Do(ctx, rooms.OpEnterRoom, args, &res)
+	return res.EnterResult, res.Node, err
 }
 
 // peerConfig is Options.Peer, with the ICE servers an enterRoom reply
@@ -260,6 +281,14 @@ func (r *Room) Result() rooms.EnterResult {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.result
+}
+
+// Node is the room's media node, from the latest enterRoom reply (a
+// cluster's node ID; "" standalone).
+func (r *Room) Node() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.node
 }
 
 // Peer is the media side, for its counters (a new one after a re-entry
@@ -415,8 +444,8 @@ func (r *Room) relocate(c *client.Client) {
 // the entry a new peer.
 func (r *Room) enterAgain(ctx context.Context, c *client.Client) error {
 	in := r.routesNow().renew()
-	var res rooms.EnterResult
-	if err := c.Do(ctx, rooms.OpEnterRoom, r.enterArgs(""), &res); err != nil {
+	res, node, err := enter(ctx, c, r.enterArgs(""))
+	if err != nil {
 		return err
 	}
 	out := peer.NewSignalQueue()
@@ -431,7 +460,7 @@ func (r *Room) enterAgain(ctx context.Context, c *client.Client) error {
 		_ = p.Close()
 		return nil
 	}
-	r.peer, r.out, r.result = p, out, res
+	r.peer, r.out, r.result, r.node = p, out, res, node
 	r.relocated++
 	r.wg.Add(2)
 	go r.pumpIn(in, p)
@@ -471,7 +500,7 @@ func (r *Room) rejoin() bool {
 			return true
 		}
 		var perr *protocol.Error
-		if errors.As(err, &perr) {
+		if errors.As(err, &perr) && perr.Code != errRoomNodeUnavailable {
 			r.fail(fmt.Errorf("roomclient: entering %s again: %w", r.roomID, err))
 			return false
 		}
@@ -484,8 +513,8 @@ func (r *Room) reenter(ctx context.Context, c *client.Client) error {
 	rt := r.route(c)
 	in := rt.queue()
 	token := r.Result().ResumeToken
-	var res rooms.EnterResult
-	if err := c.Do(ctx, rooms.OpEnterRoom, r.enterArgs(token), &res); err != nil {
+	res, node, err := enter(ctx, c, r.enterArgs(token))
+	if err != nil {
 		rt.stop()
 		return err
 	}
@@ -509,7 +538,7 @@ func (r *Room) reenter(ctx context.Context, c *client.Client) error {
 		return nil
 	}
 	oldRoutes, oldPeer, oldOut, oldClient, oldDialed := r.rt, r.peer, r.out, r.c, r.dialed
-	r.c, r.dialed, r.result, r.rt = c, true, res, rt
+	r.c, r.dialed, r.result, r.node, r.rt = c, true, res, node, rt
 	if res.Resumed {
 		r.resumed++
 	} else {
