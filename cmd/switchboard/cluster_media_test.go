@@ -180,12 +180,6 @@ func (c *testCluster) redialer(user string, i int) func(ctx context.Context) (*c
 	}
 }
 
-// enterReply is enterRoom's reply with the media node, for raw entries.
-type enterReply struct {
-	rooms.EnterResult
-	Node string `json:"node"`
-}
-
 // mediaCall is a running one-to-one video call whose parties' Rooms hear
 // each other.
 type mediaCall struct {
@@ -472,7 +466,7 @@ func TestClusterConcurrentFirstEntry(t *testing.T) {
 			conns[i] = c.dial(t, i, users[i])
 			tokens[i] = c.roomToken(t, i, users[i], roomID)
 		}
-		replies := make([]enterReply, clusterNodes)
+		replies := make([]rooms.EnterResult, clusterNodes)
 		together(func(i int) {
 			errs[i] = conns[i].Do(ctx, rooms.OpEnterRoom, rooms.EnterArgs{RoomID: roomID, RoomToken: tokens[i]}, &replies[i])
 		})
@@ -518,7 +512,7 @@ func placeApart(t *testing.T, c *testCluster, media *string) func(a0 *client.Cli
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), clusterWait)
 		defer cancel()
-		var rep enterReply
+		var rep rooms.EnterResult
 		if err := a0.Do(ctx, rooms.OpEnterRoom, rooms.EnterArgs{RoomID: r.RoomID}, &rep); err != nil {
 			t.Fatalf("the caller's first enterRoom: %v", err)
 		}
@@ -535,7 +529,7 @@ func placeApart(t *testing.T, c *testCluster, media *string) func(a0 *client.Cli
 func exitReason4(roomID string) func(client.Event) bool {
 	return func(ev client.Event) bool {
 		var e rooms.ExitRoomEvent
-		return ev.Decode(&e) == nil && e.RoomID == roomID && e.Reason == 4
+		return ev.Decode(&e) == nil && e.RoomID == roomID && e.Reason == int(rooms.ExitMediaNodeLost)
 	}
 }
 

@@ -40,15 +40,6 @@ const (
 // calls.setup_timeout's share of a call that lost its media node.
 const DefaultRejoinTimeout = 10 * time.Second
 
-// exitMediaNodeLost is onExitRoom's reason 4, media_node_lost (ROOMS.md):
-// the room's media node was lost, or the room moved; enter it again.
-const exitMediaNodeLost = 4
-
-// errRoomNodeUnavailable is the code of a cluster's refusal that asks for
-// a retry (11015 room_node_unavailable: the room's media node did not
-// answer); Redial's attempts go on after it.
-const errRoomNodeUnavailable = 11015
-
 // Options configure Enter.
 type Options struct {
 	Role      rooms.Role // default anchor
@@ -100,7 +91,6 @@ type Room struct {
 	dialed   bool // c was dialed by the Room (Redial): Close closes it
 	peer     *peer.Peer
 	result   rooms.EnterResult
-	node     string            // the latest enterRoom reply's node
 	rt       *routes           // c's routes to the Room (and the peer's incoming signals)
 	out      *peer.SignalQueue // the peer's signals for the server
 	closed   bool
@@ -139,7 +129,7 @@ func Enter(ctx context.Context, c *client.Client, roomID string, opts Options) (
 	// arrive before the reply.
 	rt := r.route(c)
 	in := rt.queue()
-	res, node, err := enter(ctx, c, r.enterArgs(""))
+	res, err := enter(ctx, c, r.enterArgs(""))
 	if err != nil {
 		rt.stop()
 		r.cancel()
@@ -154,7 +144,7 @@ func Enter(ctx context.Context, c *client.Client, roomID string, opts Options) (
 		return nil, fmt.Errorf("roomclient: %w", err)
 	}
 	r.mu.Lock()
-	r.peer, r.result, r.node, r.rt, r.out = p, res, node, rt, out
+	r.peer, r.result, r.rt, r.out = p, res, rt, out
 	r.mu.Unlock()
 	r.setRole(res.Role)
 	r.wg.Add(4)
@@ -165,17 +155,11 @@ func Enter(ctx context.Context, c *client.Client, roomID string, opts Options) (
 	return r, nil
 }
 
-// enterReply is enterRoom's reply with the cluster's media node.
-type enterReply struct {
-	rooms.EnterResult
-	Node string `json:"node"`
-}
-
 // enter sends enterRoom on c.
-func enter(ctx context.Context, c *client.Client, args rooms.EnterArgs) (rooms.EnterResult, string, error) {
-	var res enterReply
+func enter(ctx context.Context, c *client.Client, args rooms.EnterArgs) (rooms.EnterResult, error) {
+	var res rooms.EnterResult
 	err := c.Do(ctx, rooms.OpEnterRoom, args, &res)
-	return res.EnterResult, res.Node, err
+	return res, err
 }
 
 // peerConfig is Options.Peer, with the ICE servers an enterRoom reply
@@ -260,7 +244,7 @@ func (r *Room) route(c *client.Client) *routes {
 	// Observed, not taken: the application may wait for onExitRoom too.
 	stopExit := c.Observe(rooms.EvExitRoom, func(ev client.Event) {
 		var e rooms.ExitRoomEvent
-		if ev.Decode(&e) != nil || e.RoomID != r.roomID || e.Reason != exitMediaNodeLost {
+		if ev.Decode(&e) != nil || e.RoomID != r.roomID || e.Reason != int(rooms.ExitMediaNodeLost) {
 			return
 		}
 		r.mu.Lock()
@@ -288,7 +272,7 @@ func (r *Room) Result() rooms.EnterResult {
 func (r *Room) Node() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.node
+	return r.result.Node
 }
 
 // Peer is the media side, for its counters (a new one after a re-entry
@@ -444,7 +428,7 @@ func (r *Room) relocate(c *client.Client) {
 // the entry a new peer.
 func (r *Room) enterAgain(ctx context.Context, c *client.Client) error {
 	in := r.routesNow().renew()
-	res, node, err := enter(ctx, c, r.enterArgs(""))
+	res, err := enter(ctx, c, r.enterArgs(""))
 	if err != nil {
 		return err
 	}
@@ -460,7 +444,7 @@ func (r *Room) enterAgain(ctx context.Context, c *client.Client) error {
 		_ = p.Close()
 		return nil
 	}
-	r.peer, r.out, r.result, r.node = p, out, res, node
+	r.peer, r.out, r.result = p, out, res
 	r.relocated++
 	r.wg.Add(2)
 	go r.pumpIn(in, p)
@@ -500,7 +484,7 @@ func (r *Room) rejoin() bool {
 			return true
 		}
 		var perr *protocol.Error
-		if errors.As(err, &perr) && perr.Code != errRoomNodeUnavailable {
+		if errors.As(err, &perr) && !errors.Is(perr, rooms.ErrRoomNodeUnavailable) {
 			r.fail(fmt.Errorf("roomclient: entering %s again: %w", r.roomID, err))
 			return false
 		}
@@ -513,7 +497,7 @@ func (r *Room) reenter(ctx context.Context, c *client.Client) error {
 	rt := r.route(c)
 	in := rt.queue()
 	token := r.Result().ResumeToken
-	res, node, err := enter(ctx, c, r.enterArgs(token))
+	res, err := enter(ctx, c, r.enterArgs(token))
 	if err != nil {
 		rt.stop()
 		return err
@@ -538,7 +522,7 @@ func (r *Room) reenter(ctx context.Context, c *client.Client) error {
 		return nil
 	}
 	oldRoutes, oldPeer, oldOut, oldClient, oldDialed := r.rt, r.peer, r.out, r.c, r.dialed
-	r.c, r.dialed, r.result, r.node, r.rt = c, true, res, node, rt
+	r.c, r.dialed, r.result, r.rt = c, true, res, rt
 	if res.Resumed {
 		r.resumed++
 	} else {

@@ -28,11 +28,11 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // mediaNodeLost is onExitRoom's reason 4 (ROOMS.md): the room's media node
 // was lost, enter again.
-const mediaNodeLost = 4
+const mediaNodeLost = int(rooms.ExitMediaNodeLost)
 
 // errNodeUnavailable is the error a cluster answers an enterRoom with when
-// the room's media node does not answer (11015 room_node_unavailable).
-var errNodeUnavailable = &protocol.Error{Code: 11015, Reason: "room_node_unavailable", Message: "the room's media node did not answer; retry"}
+// the room's media node does not answer.
+var errNodeUnavailable = rooms.ErrRoomNodeUnavailable
 
 // lossProxy stands between one client and a real server (webtest) and acts
 // as a cluster node whose room's media node is lost: lose takes the
