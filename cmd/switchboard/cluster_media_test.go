@@ -383,6 +383,9 @@ func TestClusterMediaGroupCall(t *testing.T) {
 		t.Fatalf("joinCall: %+v %v", joined, err)
 	}
 	rd := enter(slot, dave, d)
+	// When its media connected (both PeerConnections), to 5 ms.
+	waitUntil(t, mediaWithin, "the late joiner's media to connect", rd.Peer().Connected)
+	connected := time.Now()
 	if rd.Node() != node {
 		t.Fatalf("the late joiner's enterRoom names node %q, the room is on %q", rd.Node(), node)
 	}
@@ -392,10 +395,11 @@ func TestClusterMediaGroupCall(t *testing.T) {
 	waitUntil(t, mediaWithin, "the late joiner hearing the three parties", func() bool { return hears(rd, 5, users...) })
 	for _, u := range users {
 		v := got(rd, u, media.KindVideo)
-		if k := v.FirstKeyframe.Sub(v.Started); v.Keyframes == 0 || k > time.Second {
-			t.Errorf("late joiner, video of %s: first keyframe %v after the track started, want within 1 s", u, k)
+		if k := v.FirstKeyframe.Sub(connected); v.Keyframes == 0 || k > time.Second {
+			t.Errorf("late joiner, video of %s: first keyframe %v after its media connected (track started %v after), want within 1 s",
+				u, k, v.Started.Sub(connected))
 		} else {
-			t.Logf("late joiner, video of %s: first keyframe %v after the track started", u, k.Round(time.Millisecond))
+			t.Logf("late joiner, video of %s: first keyframe %v after its media connected", u, k.Round(time.Millisecond))
 		}
 	}
 	for u, r := range rs {
@@ -610,8 +614,6 @@ func TestClusterSignalingNodeKilled(t *testing.T) {
 	aSlot, bSlot := (mSlot+1)%clusterNodes, (mSlot+2)%clusterNodes
 	t.Logf("caller on %s, callee on %s (killed), room on %s", c.nodeID(aSlot), c.nodeID(bSlot), node)
 	p := mc.rb.Peer()
-	// Received from the other party so far, by the peers that go on.
-	a0, b0 := got(mc.ra, mc.callee, media.KindVideo).Packets, got(mc.rb, mc.caller, media.KindVideo).Packets
 
 	c.kill(t, bSlot)
 	killed := time.Now()
@@ -626,10 +628,20 @@ func TestClusterSignalingNodeKilled(t *testing.T) {
 	if mc.rb.Peer() != p || mc.rb.Client() == mc.b || mc.rb.Node() != node {
 		t.Fatalf("after the resume: same peer %v, new connection %v, media node %q (was %q)", mc.rb.Peer() == p, mc.rb.Client() != mc.b, mc.rb.Node(), node)
 	}
-	waitUntil(t, mediaWithin, "media both ways after the kill", func() bool {
-		return got(mc.ra, mc.callee, media.KindVideo).Packets >= a0+30 && got(mc.rb, mc.caller, media.KindVideo).Packets >= b0+30
-	})
-	t.Logf("media both ways, 30 more packets, %v after the kill", time.Since(killed).Round(time.Millisecond))
+	flowing := func(what string) {
+		t.Helper()
+		a0, b0 := got(mc.ra, mc.callee, media.KindVideo).Packets, got(mc.rb, mc.caller, media.KindVideo).Packets
+		waitUntil(t, mediaWithin, "media both ways "+what, func() bool {
+			return got(mc.ra, mc.callee, media.KindVideo).Packets >= a0+30 && got(mc.rb, mc.caller, media.KindVideo).Packets >= b0+30
+		})
+		t.Logf("media both ways %s: 30 more packets %v after the kill", what, time.Since(killed).Round(time.Millisecond))
+	}
+	flowing("after the resume")
+	// Once the survivors noticed the death (the media node closes the dead
+	// node's sessions then), the resumed entry is still there, media too.
+	c.cleanedUp(t, bSlot)
+	t.Logf("the killed node cleaned up %v after the kill", time.Since(killed).Round(time.Millisecond))
+	flowing("after the cleanup")
 	// The resumed entry answers on the new connection; its mute is the
 	// fence: any leave the caller was sent for the callee came before it.
 	if err := mc.rb.Client().Do(ctx, rooms.OpMuteLocalVideo, rooms.MuteArgs{RoomID: mc.r.RoomID, Mute: true}, nil); err != nil {
@@ -645,6 +657,9 @@ func TestClusterSignalingNodeKilled(t *testing.T) {
 		t.Errorf("the caller: %v", err)
 	}
 	for _, r := range mc.parties() {
+		if lost, re := r.MediaLost(); lost+re != 0 {
+			t.Errorf("a Room saw %d media-node losses (%d re-entries): the media node is alive", lost, re)
+		}
 		for _, err := range r.Errors() {
 			t.Errorf("negotiation error: %v", err)
 		}
