@@ -195,9 +195,10 @@ type mediaCall struct {
 type callParty struct {
 	slot int
 	opts roomclient.Options // Peer is mediaPeer when it has neither audio nor video
-	// redial: the Room reconnects (Options.Redial) to the other party's
-	// node when its connection ends.
-	redial bool
+	// redialTo, if set, has the Room reconnect (Options.Redial) to the
+	// node of the slot it returns, given the parties' slots, when its
+	// connection ends.
+	redialTo func(callerSlot, calleeSlot int) int
 }
 
 // startMediaCall has a caller on slot caller.slot call a callee on
@@ -227,11 +228,11 @@ func startMediaCall(t *testing.T, c *testCluster, caller, callee callParty,
 			p.opts.Peer = mediaPeer
 		}
 	}
-	if caller.redial {
-		caller.opts.Redial = c.redialer(mc.caller, callee.slot)
+	if caller.redialTo != nil {
+		caller.opts.Redial = c.redialer(mc.caller, caller.redialTo(caller.slot, callee.slot))
 	}
-	if callee.redial {
-		callee.opts.Redial = c.redialer(mc.callee, caller.slot)
+	if callee.redialTo != nil {
+		callee.opts.Redial = c.redialer(mc.callee, callee.redialTo(caller.slot, callee.slot))
 	}
 	var err error
 	if mc.ra, err = roomclient.Enter(ctx, mc.a, mc.r.RoomID, caller.opts); err != nil {
@@ -573,6 +574,15 @@ func TestClusterMediaNodeKilled(t *testing.T) {
 	}
 	waitMedia(t, "after the kill", 30, mc.parties())
 	again := time.Since(killed)
+	for u, r := range mc.parties() {
+		other := mc.caller
+		if u == mc.caller {
+			other = mc.callee
+		}
+		a, v := got(r, other, media.KindAudio), got(r, other, media.KindVideo)
+		t.Logf("%s: first audio packet %v, first video keyframe %v after the kill", u,
+			a.FirstPacket.Sub(killed).Round(time.Millisecond), v.FirstKeyframe.Sub(killed).Round(time.Millisecond))
+	}
 	node := oneRoom(t, c, mc.r.RoomID, mc.parties())
 	if node == dead {
 		t.Fatalf("the room is still on the dead node %s", dead)
@@ -607,7 +617,8 @@ func TestClusterSignalingNodeKilled(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
 	defer cancel()
 	var node string
-	mc := startMediaCall(t, c, callParty{slot: 0}, callParty{redial: true}, placeApart(t, c, &node))
+	toCaller := func(callerSlot, _ int) int { return callerSlot }
+	mc := startMediaCall(t, c, callParty{slot: 0}, callParty{redialTo: toCaller}, placeApart(t, c, &node))
 	waitMedia(t, "before the kill", 30, mc.parties())
 	oneRoom(t, c, mc.r.RoomID, mc.parties())
 	mSlot := c.slotOf(t, node)
@@ -666,6 +677,62 @@ func TestClusterSignalingNodeKilled(t *testing.T) {
 	}
 	end := mc.hangUp(t)
 	ci := historyRecord(t, c, mSlot, mc.callee, mc.r.CallID, calls.ResultCompleted, calls.EndHangup, mc.caller)
+	if ci.BeganAt != mc.begin.StartTime || ci.DurationMs != end.DurationMs {
+		t.Fatalf("the callee's record %+v: want begun at %d, lasting %d ms", ci, mc.begin.StartTime, end.DurationMs)
+	}
+}
+
+// TestClusterPartyAndMediaNodeKilled: SIGKILL the node that held both the
+// room (its media node) and the callee's WebSocket: the caller, connected
+// elsewhere, gets onExitRoom reason 4 and enters again by itself; the
+// callee's Room reconnects to the third node, its resume token is stale
+// (the entry died with the node), so the reply is resumed:false and it
+// builds new media. Both end up in one room on a live node, hearing each
+// other, and the call goes on until hung up.
+func TestClusterPartyAndMediaNodeKilled(t *testing.T) {
+	c := startCluster(t)
+	var dead string
+	// The caller on another node, the callee on the media node; the
+	// callee's Room redials to the third node.
+	third := func(callerSlot, calleeSlot int) int { return 3 - callerSlot - calleeSlot }
+	mc := startMediaCall(t, c, callParty{slot: 0}, callParty{redialTo: third}, func(a0 *client.Client, r calls.CallResult) (int, int) {
+		other, _ := placeApart(t, c, &dead)(a0, r)
+		return other, c.slotOf(t, dead)
+	})
+	waitMedia(t, "before the kill", 30, mc.parties())
+	oneRoom(t, c, mc.r.RoomID, mc.parties())
+	deadSlot := c.slotOf(t, dead)
+	aSlot := (deadSlot + 1) % clusterNodes
+	t.Logf("caller on %s, callee and room on %s", c.nodeID(aSlot), dead)
+	oldA, oldB := mc.ra.Peer(), mc.rb.Peer()
+
+	c.kill(t, deadSlot)
+	killed := time.Now()
+	waitMatch(t, mc.a, rooms.EvExitRoom, exitReason4(mc.r.RoomID))
+	waitUntil(t, mediaWithin, "the caller to enter again and the callee to reconnect", func() bool {
+		_, a := mc.ra.MediaLost()
+		resumed, entered := mc.rb.Rejoins()
+		if resumed > 0 {
+			t.Fatal("the callee's entry resumed on another node after its media node died")
+		}
+		return a >= 1 && entered >= 1
+	})
+	if mc.ra.Peer() == oldA || mc.rb.Peer() == oldB || mc.rb.Result().Resumed {
+		t.Fatal("a party kept its old peer")
+	}
+	waitMedia(t, "after the kill", 30, mc.parties())
+	node := oneRoom(t, c, mc.r.RoomID, mc.parties())
+	if node == dead {
+		t.Fatalf("the room is still on the dead node %s", dead)
+	}
+	t.Logf("media node and callee's node %s killed: media both ways again through %s %v after the kill", dead, node, time.Since(killed).Round(time.Millisecond))
+	for u, r := range mc.parties() {
+		for _, err := range r.Errors() {
+			t.Errorf("%s: negotiation error: %v", u, err)
+		}
+	}
+	end := mc.hangUp(t)
+	ci := historyRecord(t, c, aSlot, mc.callee, mc.r.CallID, calls.ResultCompleted, calls.EndHangup, mc.caller)
 	if ci.BeganAt != mc.begin.StartTime || ci.DurationMs != end.DurationMs {
 		t.Fatalf("the callee's record %+v: want begun at %d, lasting %d ms", ci, mc.begin.StartTime, end.DurationMs)
 	}
