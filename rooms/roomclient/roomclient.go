@@ -36,8 +36,9 @@ const (
 	redialAttempt    = 10 * time.Second
 )
 
-// DefaultRejoinTimeout is Options.RejoinTimeout's default: about
-// calls.setup_timeout's share of a call that lost its media node.
+// DefaultRejoinTimeout is Options.RejoinTimeout's default. A call whose
+// parties are not back in its room within calls.setup_timeout (30 s by
+// default) ends; 10 s of attempts fit well within it.
 const DefaultRejoinTimeout = 10 * time.Second
 
 // Options configure Enter.
@@ -276,7 +277,7 @@ func (r *Room) Node() string {
 }
 
 // Peer is the media side, for its counters (a new one after a re-entry
-// the server did not resume).
+// the server did not resume, and after onExitRoom reason 4).
 func (r *Room) Peer() *peer.Peer {
 	r.mu.Lock()
 	defer r.mu.Unlock()
