@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -251,6 +252,17 @@ func startMediaCall(t *testing.T, c *testCluster, caller, callee callParty,
 	mc.begin = decodeAs[calls.BeginEvent](t, wait(t, mc.a, calls.EvCallBegin, mc.r.CallID))
 	wait(t, mc.b, calls.EvCallBegin, mc.r.CallID)
 	return mc
+}
+
+// ended describes the onCallEnd the caller got, if any (for failures).
+func (mc *mediaCall) ended() string {
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	ev, err := mc.ra.Client().WaitEvent(ctx, calls.EvCallEnd, byID(mc.r.CallID))
+	if err != nil {
+		return "no onCallEnd at the caller"
+	}
+	return "ended: " + ev.String()
 }
 
 func (mc *mediaCall) parties() map[string]*roomclient.Room {
@@ -544,8 +556,29 @@ func exitReason4(roomID string) func(client.Event) bool {
 // live node, and each receives the other's media again, on new peers,
 // through the new media node. The call goes on: hung up afterwards, it is
 // one call in the history (read on a survivor) whose duration covers it
-// all, kill included.
+// all, kill included. The same with SIGTERM: a node shut down gracefully
+// hands its rooms over the same way (ROOMS.md, Cluster mode).
 func TestClusterMediaNodeKilled(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGTERM} {
+		t.Run(sig.String(), func(t *testing.T) { mediaNodeStopped(t, sig) })
+	}
+}
+
+// stop sends sig to the node of slot i and waits for it to end.
+func (c *testCluster) stop(t *testing.T, i int, sig syscall.Signal) {
+	t.Helper()
+	p := c.node(i)
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(clusterWait):
+		t.Fatalf("node %s did not end within %v of %v", c.nodeID(i), clusterWait, sig)
+	}
+}
+
+func mediaNodeStopped(t *testing.T, sig syscall.Signal) {
 	c := startCluster(t)
 	var dead string
 	mc := startMediaCall(t, c, callParty{slot: 0}, callParty{}, placeApart(t, c, &dead))
@@ -558,7 +591,7 @@ func TestClusterMediaNodeKilled(t *testing.T) {
 	t.Logf("caller on %s, callee on %s, room on %s", c.nodeID(aSlot), c.nodeID(bSlot), dead)
 	oldA, oldB := mc.ra.Peer(), mc.rb.Peer()
 
-	c.kill(t, deadSlot)
+	c.stop(t, deadSlot, sig)
 	killed := time.Now()
 	for _, cl := range []*client.Client{mc.a, mc.b} {
 		waitMatch(t, cl, rooms.EvExitRoom, exitReason4(mc.r.RoomID))
@@ -567,6 +600,11 @@ func TestClusterMediaNodeKilled(t *testing.T) {
 	waitUntil(t, mediaWithin, "both Rooms to enter again", func() bool {
 		_, a := mc.ra.MediaLost()
 		_, b := mc.rb.MediaLost()
+		if a < 1 || b < 1 {
+			if errs := append(mc.ra.Errors(), mc.rb.Errors()...); len(errs) > 0 {
+				t.Fatalf("a Room gave up entering again: %v (the call: %s)", errs, mc.ended())
+			}
+		}
 		return a >= 1 && b >= 1
 	})
 	if mc.ra.Peer() == oldA || mc.rb.Peer() == oldB {
@@ -587,7 +625,7 @@ func TestClusterMediaNodeKilled(t *testing.T) {
 	if node == dead {
 		t.Fatalf("the room is still on the dead node %s", dead)
 	}
-	t.Logf("media node %s killed: media both ways again through %s %v after the kill", dead, node, again.Round(time.Millisecond))
+	t.Logf("media node %s stopped (%v): media both ways again through %s %v after it ended", dead, sig, node, again.Round(time.Millisecond))
 	for _, r := range mc.parties() {
 		if lost, re := r.MediaLost(); lost != 1 || re != 1 {
 			t.Errorf("a Room saw %d media-node losses and entered again %d times, want 1 and 1", lost, re)
