@@ -559,8 +559,11 @@ func exitReason4(roomID string) func(client.Event) bool {
 // all, kill included. The same with SIGTERM: a node shut down gracefully
 // hands its rooms over the same way (ROOMS.md, Cluster mode).
 func TestClusterMediaNodeKilled(t *testing.T) {
-	for name, sig := range map[string]syscall.Signal{"SIGKILL": syscall.SIGKILL, "SIGTERM": syscall.SIGTERM} {
-		t.Run(name, func(t *testing.T) { mediaNodeStopped(t, sig) })
+	for _, tc := range []struct {
+		name string
+		sig  syscall.Signal
+	}{{"SIGKILL", syscall.SIGKILL}, {"SIGTERM", syscall.SIGTERM}} {
+		t.Run(tc.name, func(t *testing.T) { mediaNodeStopped(t, tc.sig) })
 	}
 }
 
