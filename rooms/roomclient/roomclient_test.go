@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -54,6 +55,7 @@ type lossProxy struct {
 	own     map[string]chan struct{} // the proxy's own requests: closed at their reply
 	mute    map[string]chan struct{} // rooms whose onExitRoom reason 0 (the proxy's exitRoom) the client must not see: closed when dropped
 	enters  atomic.Int64             // enterRoom requests from the client
+	args    []rooms.EnterArgs        // their args, guarded by mu
 	refused atomic.Int64
 	wg      sync.WaitGroup
 }
@@ -130,7 +132,10 @@ func (p *lossProxy) serve(w http.ResponseWriter, r *http.Request) {
 		var req protocol.Request
 		if json.Unmarshal(data, &req) == nil && req.Op == rooms.OpEnterRoom {
 			p.enters.Add(1)
+			var args rooms.EnterArgs
+			_ = json.Unmarshal(req.Args, &args)
 			p.mu.Lock()
+			p.args = append(p.args, args)
 			refuse := p.refuse > 0
 			if refuse {
 				p.refuse--
@@ -335,8 +340,15 @@ func TestMediaNodeLostReentersWithNewMedia(t *testing.T) {
 	for _, err := range append(pr.ra.Errors(), pr.rb.Errors()...) {
 		t.Errorf("negotiation error: %v", err)
 	}
-	if n := pr.proxy.enters.Load(); n != 2 {
-		t.Errorf("%d enterRoom requests, want the first and one re-entry", n)
+	pr.proxy.mu.Lock()
+	args := slices.Clone(pr.proxy.args)
+	pr.proxy.mu.Unlock()
+	if len(args) != 2 {
+		t.Fatalf("enterRoom requests %+v, want the first and one re-entry", args)
+	}
+	if again := args[1]; again.RoomToken == "" || again.RoomToken != args[0].RoomToken || again.Role != "anchor" ||
+		again.ResumeToken != "" || again.RoomID != "lost" {
+		t.Errorf("the re-entry's args %+v, want the first's room token and role (%+v), no resume token", again, args[0])
 	}
 }
 
@@ -501,6 +513,46 @@ func TestReconnectRetriesNodeUnavailable(t *testing.T) {
 		t.Fatalf("%d refusals before the resume (want 2), same peer %v", n, ra.Peer() == p)
 	}
 	flowsAgain(t, rb, "alice", 20, "alice's media at bob after the resume")
+	for _, err := range append(ra.Errors(), rb.Errors()...) {
+		t.Errorf("negotiation error: %v", err)
+	}
+}
+
+// TestMediaNodeLostKeepsRole: an audience member whose room's media node is
+// lost enters again as audience (it publishes nothing) and still receives.
+func TestMediaNodeLostKeepsRole(t *testing.T) {
+	ctx := testCtx(t)
+	s := webtest.Start(t, webtest.Options{})
+	proxy := newLossProxy(t, s.URL)
+	b := s.Dial("bob")
+	rb, err := roomclient.Enter(ctx, b, "aud", roomclient.Options{RoomToken: s.RoomToken("bob", "aud"), Peer: peerCfg()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rb.Close()
+	a, err := client.Dial(ctx, proxy.URL(), s.Token("alice"), client.WithPingInterval(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	ra, err := roomclient.Enter(ctx, a, "aud", roomclient.Options{RoomToken: s.RoomToken("alice", "aud"), Role: rooms.RoleAudience, Peer: peerCfg()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ra.Close()
+	eventually(t, 15*time.Second, "bob's media at alice", func() bool { return packets(ra, "bob", media.KindVideo) > 10 })
+	proxy.lose(ctx, "aud")
+	eventually(t, 10*time.Second, "alice's Room to enter again", func() bool { _, re := ra.MediaLost(); return re == 1 })
+	if ra.Role() != rooms.RoleAudience || ra.Result().Role != rooms.RoleAudience {
+		t.Fatalf("role after the re-entry %q (reply %q), want audience", ra.Role(), ra.Result().Role)
+	}
+	flowsAgain(t, ra, "bob", 20, "bob's media at alice's new peer")
+	if ra.Peer().Publishes() {
+		t.Error("the audience member publishes after the re-entry")
+	}
+	if info, err := ra.Info(ctx); err != nil || !slices.Equal(info.Audience, []string{"alice"}) {
+		t.Errorf("room info %+v, %v: want alice in the audience", info, err)
+	}
 	for _, err := range append(ra.Errors(), rb.Errors()...) {
 		t.Errorf("negotiation error: %v", err)
 	}
