@@ -595,11 +595,11 @@ func mediaNodeStopped(t *testing.T, sig syscall.Signal) {
 	oldA, oldB := mc.ra.Peer(), mc.rb.Peer()
 
 	c.stop(t, deadSlot, sig)
-	killed := time.Now()
+	killed := time.Now() // the node has ended (a SIGTERMed one told its members before)
 	for _, cl := range []*client.Client{mc.a, mc.b} {
 		waitMatch(t, cl, rooms.EvExitRoom, exitReason4(mc.r.RoomID))
 	}
-	t.Logf("onExitRoom reason 4 at both %v after the kill", time.Since(killed).Round(time.Millisecond))
+	t.Logf("onExitRoom reason 4 at both %v after the node ended", time.Since(killed).Round(time.Millisecond))
 	waitUntil(t, mediaWithin, "both Rooms to enter again", func() bool {
 		_, a := mc.ra.MediaLost()
 		_, b := mc.rb.MediaLost()
@@ -621,7 +621,7 @@ func mediaNodeStopped(t *testing.T, sig syscall.Signal) {
 			other = mc.callee
 		}
 		a, v := got(r, other, media.KindAudio), got(r, other, media.KindVideo)
-		t.Logf("%s: first audio packet %v, first video keyframe %v after the kill", u,
+		t.Logf("%s: first audio packet %v, first video keyframe %v after the node ended", u,
 			a.FirstPacket.Sub(killed).Round(time.Millisecond), v.FirstKeyframe.Sub(killed).Round(time.Millisecond))
 	}
 	node := oneRoom(t, c, mc.r.RoomID, mc.parties())
