@@ -21,8 +21,11 @@ func TestCrossNodeRoom(t *testing.T) {
 	_, nodes := startCluster(t, 2, options{})
 	n1, n2 := nodes[0], nodes[1]
 	a, b := n1.dial(t, "alice"), n2.dial(t, "bob")
+	t0 := time.Now()
 	ra := enter(t, n1, a, "alice", "x1", roomclient.Options{})
+	t1 := time.Now()
 	rb := enter(t, n2, b, "bob", "x1", roomclient.Options{})
+	t.Logf("enterRoom: %v on the media node, %v relayed from the other node", t1.Sub(t0).Round(time.Microsecond), time.Since(t1).Round(time.Microsecond))
 	node := ra.Result().Node
 	if node == "" || rb.Result().Node != node {
 		t.Fatalf("enterRoom replies name nodes %q and %q", node, rb.Result().Node)
@@ -31,6 +34,8 @@ func TestCrossNodeRoom(t *testing.T) {
 		t.Fatalf("room x1 hosted on %v, reply says %s", got, node)
 	}
 	eventually(t, 25*time.Second, "media both ways", func() bool { return receives(ra, 10, "bob") && receives(rb, 10, "alice") })
+	t.Logf("media both ways %v after the first enterRoom; relay messages counted by n2 so far (bob's entry and negotiation): %v",
+		time.Since(t0).Round(time.Millisecond), relayed(t, n2))
 	c := ctxT(t)
 	if _, err := a.WaitEvent(c, rooms.EvRemoteUserEnterRoom, byUser("bob")); err != nil {
 		t.Fatal(err)
