@@ -858,6 +858,8 @@ export class Room extends Emitter {
     this.info = { host: '', seatMode: 'free', seats: [], anchors: [], audience: [] };
     /** This member's seat, -1 for none. */
     this.seatIndex = -1;
+    /** The room's media node (the enterRoom reply's `node`, cluster mode; '' standalone). */
+    this.node = '';
     /** true after onEnterRoom (media connected), false after exit. */
     this.connected = false;
     this.exited = false;
@@ -1190,6 +1192,7 @@ export class Room extends Emitter {
 
   // The live room's state of an enterRoom reply.
   #roomState(result) {
+    this.node = result.node ?? '';
     if (result.role) this.role = result.role;
     if (result.room) this.info = result.room;
     this.seatIndex = result.seatIndex ?? -1;
