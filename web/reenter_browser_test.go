@@ -27,6 +27,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/gorilla/websocket"
 
+	"github.com/switchboard-rtc/switchboard/rooms"
 	"github.com/switchboard-rtc/switchboard/web/webtest"
 )
 
@@ -44,7 +45,9 @@ type frameProxy struct {
 	refuseEnter atomic.Int32
 	refused     atomic.Int32
 
-	wg sync.WaitGroup
+	mu    sync.Mutex
+	conns map[*websocket.Conn]bool // both ends of every proxied WebSocket
+	wg    sync.WaitGroup
 }
 
 func newFrameProxy(t *testing.T, backendURL string) *frameProxy {
@@ -53,12 +56,13 @@ func newFrameProxy(t *testing.T, backendURL string) *frameProxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &frameProxy{t: t, backend: b}
+	p := &frameProxy{t: t, backend: b, conns: map[*websocket.Conn]bool{}}
 	mux := http.NewServeMux()
 	mux.Handle("/", httputil.NewSingleHostReverseProxy(b))
 	mux.HandleFunc("/ws", p.serveWS)
 	p.srv = httptest.NewServer(mux)
 	t.Cleanup(func() {
+		p.dropWebSockets()
 		p.srv.CloseClientConnections()
 		p.srv.Close()
 		p.wg.Wait()
@@ -84,6 +88,9 @@ func (p *frameProxy) serveWS(w http.ResponseWriter, r *http.Request) {
 		_ = up.Close()
 		return
 	}
+	p.mu.Lock()
+	p.conns[up], p.conns[down] = true, true
+	p.mu.Unlock()
 	var downMu sync.Mutex // two writers of down: the replies the proxy makes up, and the server's frames
 	writeDown := func(b []byte) error {
 		downMu.Lock()
@@ -122,6 +129,17 @@ func (p *frameProxy) serveWS(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	})
+}
+
+// dropWebSockets closes every proxied WebSocket (a network drop: the
+// page reconnects through the proxy).
+func (p *frameProxy) dropWebSockets() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		_ = c.Close()
+		delete(p.conns, c)
+	}
 }
 
 // refusal is the proxy's error reply to an enterRoom it refuses, or nil.
@@ -177,13 +195,14 @@ func (p *frameProxy) rewrite(b []byte) []byte {
 // connections, publishes again ('reconnecting' and 'resumed' with reason
 // 4), and each page decodes the other's video again; alice's page never
 // sees the room end. Logged: the time from the removal to alice decoding
-// bob again.
+// bob again. Then alice's WebSocket drops and her resume is refused twice
+// with 11015: retried, it keeps her place and connections.
 func TestBrowserRoomReenterMediaNodeLost(t *testing.T) {
 	chromiumPath(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*browserTestBudget)
 	defer cancel()
 	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelError}))
-	st := webtest.Start(t, webtest.Options{DevTokens: true, Logger: logger})
+	st := webtest.Start(t, webtest.Options{DevTokens: true, Logger: logger, Rooms: rooms.Config{RejoinGrace: 30 * time.Second}})
 	fp := newFrameProxy(t, st.HTTP.URL)
 	users := []string{"alice", "bob"}
 	bases := []string{fp.srv.URL, st.HTTP.URL}
@@ -248,6 +267,33 @@ func TestBrowserRoomReenterMediaNodeLost(t *testing.T) {
 		if strings.HasPrefix(n, "onExitRoom") {
 			t.Errorf("alice's page saw %s; the SDK must handle reason 4 itself", n)
 		}
+	}
+
+	// A reconnection whose resume the server cannot serve yet (11015, as
+	// from a node that does not reach the room's media node): retried
+	// until it is served, and the place is kept (resumed true, same
+	// connections).
+	evalJS[bool](ctx, alice, `(() => { window.oldPCs = [window.sbRoom.publisher, window.sbRoom.subscriber]; return true; })()`)
+	fp.refuseEnter.Store(2)
+	fp.dropWebSockets()
+	waitJS[bool](ctx, alice, 15*time.Second, `window.sbState.events.some((e) => e.name === 'resumed' && e.available === true)`, probe)
+	first = evalJS[float64](ctx, alice, framesDecodedJS(sdkRoomJS, "bob"))
+	waitJS[float64](ctx, alice, 10*time.Second, fmt.Sprintf(`(async () => { const n = await %s; return n > %v ? n : 0; })()`, framesDecodedJS(sdkRoomJS, "bob"), first), probe)
+	got = evalJS[aliceState](ctx, alice, `({
+		Exited: window.sbState.exited || window.sbRoom.exited,
+		NewPublisher: window.sbRoom.publisher !== window.oldPCs[0],
+		NewSubscriber: window.sbRoom.subscriber !== window.oldPCs[1],
+		Names: window.sbState.events.map((e) => e.name + (e.reason !== undefined ? ':' + e.reason : '')),
+		RetryCodes: window.sbState.events.filter((e) => e.name === 'reenterRetry').map((e) => e.reason),
+		Errors: window.sbState.errors,
+	})`)
+	t.Logf("alice's room events: %v", got.Names)
+	if got.Exited || got.NewPublisher || got.NewSubscriber || len(got.RetryCodes) != 4 || fp.refused.Load() != 4 {
+		t.Errorf("resume refused twice: exited %v, new publisher %v, new subscriber %v, retries %v (refused: %d); want the same connections after 2 more retries",
+			got.Exited, got.NewPublisher, got.NewSubscriber, got.RetryCodes, fp.refused.Load())
+	}
+	if evalJS[bool](ctx, bob, hasEventJS("onRemoteUserLeaveRoom", "alice", "&& e.t > window.sbState.events.findLast((x) => x.name === 'onRemoteUserEnterRoom' && x.userID === 'alice').t")) {
+		t.Errorf("bob saw alice leave after her resume: %s", evalJS[string](ctx, bob, `JSON.stringify(window.sbState.events)`))
 	}
 	for _, p := range pages {
 		if errs := evalJS[[]string](ctx, p, `window.sbState.errors`); len(errs) > 0 {
