@@ -78,34 +78,39 @@ func TestClusterBrowserCall(t *testing.T) {
 
 // TestClusterBrowserMediaNodeLost: as TestClusterBrowserCall, each page
 // behind a load balancer of its own (failoverProxy: its node first, else
-// any live node). The room's media node is SIGKILLed: both pages get
-// onExitRoom reason 4 (or, the page whose WebSocket was on that node,
-// reconnect through the balancer to another node and resume), enter the
-// room again on a live node with new connections, and decode each
-// other's video again; the call stays active on both. Logged: the time
-// from the kill to both pages decoding again.
+// any live node). The room's media node is SIGKILLed; the pages enter the
+// room again on a live node with new connections and decode each other's
+// video again; the call stays active on both. Two placements: the pages on
+// nodes 2 and 3, so that the room goes to node 1 (the lowest ID among
+// equally loaded nodes), which holds neither page's WebSocket: both pages
+// get onExitRoom reason 4; and the pages on nodes 1 and 2, the room on the
+// caller's node 1: the caller's WebSocket goes too, its page reconnects
+// through its balancer to another node and resumes (the room's node is
+// unavailable or gone: it enters again, resumed false), the callee's gets
+// reason 4. Logged: the time from the kill to both pages decoding again,
+// and each page's way back.
 func TestClusterBrowserMediaNodeLost(t *testing.T) {
 	webtest.ChromiumPath(t)
+	for _, tc := range []struct {
+		name  string
+		slots [2]int
+	}{
+		{"parties on the other nodes", [2]int{1, 2}},
+		{"media node holds the caller", [2]int{0, 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { clusterMediaNodeLost(t, tc.slots) })
+	}
+}
+
+func clusterMediaNodeLost(t *testing.T, slots [2]int) {
 	c := startCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), clusterBrowserBudget)
 	defer cancel()
-	lbs := []*failoverProxy{newFailoverProxy(t, c, 0), newFailoverProxy(t, c, 1)}
+	lbs := []*failoverProxy{newFailoverProxy(t, c, slots[0]), newFailoverProxy(t, c, slots[1])}
 	pages, nodes := clusterDemoCall(ctx, t, c, func(i int) string { return "http://" + lbs[i].addr() })
-	slot := -1
-	for i := range clusterNodes {
-		if c.nodeID(i) == nodes[0] {
-			slot = i
-		}
-	}
-	if slot < 0 {
-		t.Fatalf("media node %q is not one of the cluster's", nodes[0])
-	}
-	for _, p := range pages {
-		if _, err := webtest.Eval[bool](ctx, p, `(() => { const r = window.demo.room(); window.before = { room: r, sub: r.subscriber, pub: r.publisher }; return true; })()`); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Logf("pages on nodes %s and %s (through their balancers); killing the media node %s (slot %d)", c.nodeID(0), c.nodeID(1), nodes[0], slot)
+	slot := c.slotOf(t, nodes[0])
+	watchRoom(ctx, t, pages)
+	t.Logf("pages on nodes %s and %s (through their balancers); killing the media node %s", c.nodeID(slots[0]), c.nodeID(slots[1]), nodes[0])
 	killed := time.Now()
 	c.kill(t, slot)
 
@@ -138,14 +143,113 @@ func TestClusterBrowserMediaNodeLost(t *testing.T) {
 	}
 	t.Logf("media node SIGKILL → both pages decoding again: %v (%s %v, %s %v)", max(back[0], back[1]).Round(time.Millisecond),
 		pages[0].Name, back[0].Round(time.Millisecond), pages[1].Name, back[1].Round(time.Millisecond))
-	for _, p := range pages {
+	for i, p := range pages {
 		webtest.Must(t, p.CallState(ctx, "active", time.Second))
-		if n, err := webtest.Eval[string](ctx, p, `window.demo.room().node`); err == nil {
-			t.Logf("%s: room now on %s", p.Name, n)
+		logRoomPath(ctx, t, p)
+		// A page whose WebSocket was elsewhere heard of the loss from the
+		// server (reason 4); the other one lost its WebSocket with the node.
+		cond := `window.roomLog.some((e) => e.name === 'reconnecting' && e.reason === 4) && window.roomLog.some((e) => e.name === 'resumed' && e.reason === 4)`
+		if c.nodeID(slots[i]) == nodes[0] {
+			cond = `window.roomLog.some((e) => e.name === 'connection' && e.state === 'reconnecting') && window.roomLog.some((e) => e.name === 'resumed' && !e.resumed)`
+		}
+		if ok, err := webtest.Eval[bool](ctx, p, cond); err != nil || !ok {
+			t.Errorf("%s: its way back is not %s (%v)", p.Name, cond, err)
 		}
 		if errs := p.PageErrors(ctx); len(errs) > 0 {
 			t.Errorf("%s: page errors: %q", p.Name, errs)
 		}
+	}
+}
+
+// TestClusterBrowserSignalingNodeLost: as TestClusterBrowserMediaNodeLost,
+// but the node killed holds only one page's WebSocket (not the room's media
+// node): that page reconnects through its balancer to another node and
+// resumes its place (resumed true: the same connections go on, the video
+// keeps decoding); the other page sees no leave; the call stays active.
+func TestClusterBrowserSignalingNodeLost(t *testing.T) {
+	webtest.ChromiumPath(t)
+	c := startCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), clusterBrowserBudget)
+	defer cancel()
+	lbs := []*failoverProxy{newFailoverProxy(t, c, 0), newFailoverProxy(t, c, 1)}
+	pages, nodes := clusterDemoCall(ctx, t, c, func(i int) string { return "http://" + lbs[i].addr() })
+	victim := 0 // the page whose node is killed: pages are on slots 0 and 1
+	if c.slotOf(t, nodes[0]) == 0 {
+		victim = 1
+	}
+	watchRoom(ctx, t, pages)
+	p, other := pages[victim], pages[1-victim]
+	t.Logf("media node %s; killing %s's node %s", nodes[0], p.Name, c.nodeID(victim))
+	killed := time.Now()
+	c.kill(t, victim)
+	_, ok := webtest.Wait[bool](ctx, p, 30*time.Second, `(window.roomLog ?? []).some((e) => e.name === 'resumed')`, `{ ws: window.demo.sb?.state, log: window.roomLog }`)
+	webtest.Must(t, ok)
+	t.Logf("%s: resumed %v after the kill", p.Name, time.Since(killed).Round(time.Millisecond))
+	got, err := webtest.Eval[string](ctx, p, `JSON.stringify({ resumed: window.roomLog.find((e) => e.name === 'resumed').resumed,
+		same: window.demo.room() === window.before.room && window.demo.room().subscriber === window.before.sub })`)
+	if err != nil || got != `{"resumed":true,"same":true}` {
+		t.Errorf("%s: after the reconnection %s (%v), want resumed on the same connections", p.Name, got, err)
+	}
+	for _, pr := range [][2]*webtest.Page{{p, other}, {other, p}} {
+		dec := webtest.FramesDecodedJS("window.demo.room()", pr[1].Name)
+		first, err := webtest.Eval[float64](ctx, pr[0], dec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, ok := webtest.Wait[float64](ctx, pr[0], 10*time.Second, fmt.Sprintf(`(async () => { const n = await %s; return n > %v ? n : 0; })()`, dec, first), `window.demoState.call`)
+		webtest.Must(t, ok)
+	}
+	if left, _ := webtest.Eval[bool](ctx, other, `(window.roomLog ?? []).some((e) => e.name === 'onRemoteUserLeaveRoom')`); left {
+		t.Errorf("%s saw %s leave", other.Name, p.Name)
+	}
+	for _, p := range pages {
+		webtest.Must(t, p.CallState(ctx, "active", time.Second))
+		logRoomPath(ctx, t, p)
+		if errs := p.PageErrors(ctx); len(errs) > 0 {
+			t.Errorf("%s: page errors: %q", p.Name, errs)
+		}
+	}
+}
+
+// slotOf is the slot of the node with ID id.
+func (c *testCluster) slotOf(t *testing.T, id string) int {
+	t.Helper()
+	for i := range clusterNodes {
+		if c.nodeID(i) == id {
+			return i
+		}
+	}
+	t.Fatalf("node %q is not one of the cluster's", id)
+	return -1
+}
+
+// watchRoom keeps, in each page, its current room and connections
+// (window.before) and the room's recovery events from now on
+// (window.roomLog).
+func watchRoom(ctx context.Context, t *testing.T, pages []*webtest.Page) {
+	t.Helper()
+	for _, p := range pages {
+		if _, err := webtest.Eval[bool](ctx, p, `(() => {
+			const r = window.demo.room();
+			window.before = { room: r, sub: r.subscriber, pub: r.publisher };
+			window.roomLog = [];
+			const t0 = performance.now();
+			for (const name of ['reconnecting', 'reenterRetry', 'resumed', 'onExitRoom', 'onRemoteUserLeaveRoom', 'onRemoteUserEnterRoom']) {
+				r.on(name, (d) => window.roomLog.push({ name, ms: Math.round(performance.now() - t0), ...d }));
+			}
+			window.demo.sb.on('connectionState', (d) => window.roomLog.push({ name: 'connection', ms: Math.round(performance.now() - t0), state: d.state }));
+			return true;
+		})()`); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// logRoomPath logs how a page's room recovered (window.roomLog).
+func logRoomPath(ctx context.Context, t *testing.T, p *webtest.Page) {
+	t.Helper()
+	if s, err := webtest.Eval[string](ctx, p, `JSON.stringify({ node: window.demo.room().node, log: window.roomLog })`); err == nil {
+		t.Logf("%s: %s", p.Name, s)
 	}
 }
 
