@@ -1071,16 +1071,18 @@ export class Room extends Emitter {
     this.#roomState(result);
     const held = this.#heldSignals;
     this.#heldSignals = [];
-    if (!result.resumed) {
+    // After reason 4 the connections are gone whatever the reply says.
+    const resumed = Boolean(result.resumed) && !lost;
+    if (!resumed) {
       // The server did not keep our place: new connections, published again.
       this.#resetMedia();
       if (this.role !== 'audience' && this.#localStream) this.#enqueue(() => this.#publish());
     }
     this.#reconcile(result.participants ?? []);
     for (const s of held) this.#enqueue(() => this.#onSignal(s));
-    if (result.resumed) this.#enqueue(() => this.#afterResume());
-    if (result.resumed && this.role !== roleBefore) this.#followRole(); // switched while away
-    this.emit('resumed', lost ? { roomID: this.roomID, resumed: false, reason: ExitReason.MEDIA_NODE_LOST } : { roomID: this.roomID, resumed: Boolean(result.resumed) });
+    if (resumed) this.#enqueue(() => this.#afterResume());
+    if (resumed && this.role !== roleBefore) this.#followRole(); // switched while away
+    this.emit('resumed', lost ? { roomID: this.roomID, resumed: false, reason: ExitReason.MEDIA_NODE_LOST } : { roomID: this.roomID, resumed });
   }
 
   // After a resume: an offer or its answer may have been lost with the old
