@@ -155,6 +155,13 @@ func clusterMediaNodeLost(t *testing.T, slots [2]int) {
 		if ok, err := webtest.Eval[bool](ctx, p, cond); err != nil || !ok {
 			t.Errorf("%s: its way back is not %s (%v)", p.Name, cond, err)
 		}
+		// The call screen shows the other's new stream, playing.
+		other := pages[1-i].Name
+		_, ok := webtest.Wait[bool](ctx, p, 5*time.Second, fmt.Sprintf(`(() => {
+			const v = document.querySelector(%q);
+			return !!v && v.srcObject === window.demo.room().remoteStreams.get(%q) && v.videoWidth > 0 && !v.paused;
+		})()`, webtest.Sel("remote-video", "user", other), other), `window.demoState.callNotices`)
+		webtest.Must(t, ok)
 		if errs := p.PageErrors(ctx); len(errs) > 0 {
 			t.Errorf("%s: page errors: %q", p.Name, errs)
 		}
