@@ -56,7 +56,8 @@ func ChromiumPath(t testing.TB) string {
 	return ""
 }
 
-// Page is one Chromium process with one tab, used by one user.
+// Page is one Chromium process with one tab, used by one user. Its
+// exported fields are set by StartBrowser and only read afterwards.
 type Page struct {
 	T       testing.TB
 	Name    string
