@@ -432,8 +432,11 @@ func runFailover(ctx context.Context, cl *cluster, want int, pc peer.Config, std
 	seq := 0
 	for round := 0; len(res.media) < want && round < maxRounds && ctx.Err() == nil; round++ {
 		perKill := min(want-len(res.media), failoverPerKill)
-		victim, running, err := failoverRound(ctx, cl, perKill, &seq, pc)
+		victim, running, errs, err := failoverRound(ctx, cl, perKill, &seq, pc)
 		res.setUp += len(running)
+		for _, e := range errs {
+			res.errs = append(res.errs, fmt.Errorf("round %d: call setup: %w", round+1, e))
+		}
 		if err != nil {
 			res.errs = append(res.errs, fmt.Errorf("round %d: %w", round+1, err))
 			endAll(running)
@@ -531,10 +534,9 @@ func endAll(running []*benchCall) {
 // the most members of this round's calls and its callee on the next, so
 // that the placement (the live node with the lowest load) tends to put
 // the room on a third node.
-func failoverRound(ctx context.Context, cl *cluster, perKill int, seq *int, pc peer.Config) (victim string, running []*benchCall, err error) {
+func failoverRound(ctx context.Context, cl *cluster, perKill int, seq *int, pc peer.Config) (victim string, running []*benchCall, errs []error, err error) {
 	load := map[string]int{} // members of this round's calls per media node
 	budget := 3*len(cl.nodes) + perKill
-	var errs []error
 	for range budget {
 		nodes := slices.Clone(cl.nodes)
 		slices.SortStableFunc(nodes, func(a, b *server) int { return load[b.nodeID] - load[a.nodeID] })
@@ -543,13 +545,13 @@ func failoverRound(ctx context.Context, cl *cluster, perKill int, seq *int, pc p
 		if err != nil {
 			errs = append(errs, err)
 			if len(running) == 0 && len(errs) >= maxFailsInARow {
-				return "", nil, fmt.Errorf("the first %d calls failed: %w", len(errs), errors.Join(errs...))
+				return "", nil, nil, fmt.Errorf("the first %d calls failed; the first: %w", len(errs), errs[0])
 			}
 			continue
 		}
 		running = append(running, bc)
 		if bc.timing.media == "" {
-			return "", running, errors.New("the enterRoom reply names no media node (`node`): the room's node is unknown, nothing to kill")
+			return "", running, errs, errors.New("the enterRoom reply names no media node (`node`): the room's node is unknown, nothing to kill")
 		}
 		load[bc.timing.media] += 2
 		count := map[string]int{}
@@ -565,14 +567,14 @@ func failoverRound(ctx context.Context, cl *cluster, perKill int, seq *int, pc p
 			}
 		}
 		if count[best] >= perKill {
-			return best, running, nil
+			return best, running, errs, nil
 		}
 		victim = best
 	}
 	if victim == "" {
-		return "", running, fmt.Errorf("none of %d calls had its room on a node other than its parties' (errors: %v)", len(running), errors.Join(errs...))
+		return "", running, errs, fmt.Errorf("none of %d calls had its room on a node other than its parties' (%d failed to set up)", len(running), len(errs))
 	}
-	return victim, running, nil
+	return victim, running, errs, nil
 }
 
 // partyRecovery is one party's way back after its media node was killed.
@@ -787,21 +789,29 @@ func runMediaCluster(ctx context.Context, o mediaOptions, stdout, stderr io.Writ
 func printMediaCluster(stdout io.Writer, o mediaOptions, res *mediaClusterResult, main, base seriesResult, fo failoverResult) {
 	fmt.Fprintf(stdout, "switchboard-bench media: %d-node cluster on redis-server (aof %s) vs standalone (cluster first), child processes, %d calls each (caller and callee on different nodes), %d bit/s at %d fps\n\n",
 		o.cluster, o.redisAOF, o.calls, o.bitrate, o.fps)
+	// nf is a figure over n calls: "n/a" when none was timed.
+	nf := func(v float64, n int) string {
+		if n == 0 {
+			return "n/a"
+		}
+		return f(v)
+	}
+	cn, sn := res.CallsDone, res.StandaloneCallsDone
 	t := newTable(stdout, "figure", "cluster", "standalone", "unit")
-	t.row("calls done", fmt.Sprintf("%d of %d", res.CallsDone, o.calls), fmt.Sprintf("%d of %d", res.StandaloneCallsDone, o.calls), "calls timed (failed ones below)")
-	t.row("first media p50", f(res.FirstMediaP50), f(res.StandaloneFirstMediaP50), "ms (accept sent → a keyframe of the other's video at both parties)")
-	t.row("first media p90", f(res.FirstMediaP90), f(res.StandaloneFirstMediaP90), "ms")
-	t.row("first media p99", f(res.FirstMediaP99), f(res.StandaloneFirstMediaP99), "ms")
-	t.row("first media max", f(res.FirstMediaMax), f(res.StandaloneFirstMediaMax), "ms")
+	t.row("calls done", fmt.Sprintf("%d of %d", cn, o.calls), fmt.Sprintf("%d of %d", sn, o.calls), "calls timed (failed ones below)")
+	t.row("first media p50", nf(res.FirstMediaP50, cn), nf(res.StandaloneFirstMediaP50, sn), "ms (accept sent → a keyframe of the other's video at both parties)")
+	t.row("first media p90", nf(res.FirstMediaP90, cn), nf(res.StandaloneFirstMediaP90, sn), "ms")
+	t.row("first media p99", nf(res.FirstMediaP99, cn), nf(res.StandaloneFirstMediaP99, sn), "ms")
+	t.row("first media max", nf(res.FirstMediaMax, cn), nf(res.StandaloneFirstMediaMax, sn), "ms")
 	relay := "n/a"
 	if res.RelayMetric {
-		relay = f(res.RelayPerCall)
+		relay = nf(res.RelayPerCall, cn)
 	}
 	t.row("relayed room messages per call", relay, "-", metricRelay+`{dir="sent"}, summed over the nodes`)
-	t.row("client requests per call", f(res.RequestsPerCall), f(res.StandaloneRequestsPerCall), metricRequests+", both parties")
-	t.row("WebSocket frames per call", f(res.WSFramesPerCall), f(res.StandaloneWSFramesPerCall), "both directions, both parties, connect to close")
+	t.row("client requests per call", nf(res.RequestsPerCall, cn), nf(res.StandaloneRequestsPerCall, sn), metricRequests+", both parties")
+	t.row("WebSocket messages per call", nf(res.WSFramesPerCall, cn), nf(res.StandaloneWSFramesPerCall, sn), "data frames, both directions, both parties, connect to close")
 	t.flush()
-	fmt.Fprintf(stdout, "\nfirst_media_ratio = first_media_p50_ms / standalone_first_media_p50_ms = %s (target at most 1.5)\n", f(res.FirstMediaRatio))
+	fmt.Fprintf(stdout, "\nfirst_media_ratio = first_media_p50_ms / standalone_first_media_p50_ms = %s (target at most 1.5)\n", nf(res.FirstMediaRatio, min(cn, sn)))
 	fmt.Fprintf(stdout, "rooms of the cluster's calls: %d on the caller's node, %d on the callee's, %d on another, %d unknown (the enterRoom reply's node)\n",
 		res.RoomOnCallerNode, res.RoomOnCalleeNode, res.RoomOnOtherNode, res.RoomNodeUnknown)
 	if !res.RelayMetric {
@@ -816,10 +826,11 @@ func printMediaCluster(stdout io.Writer, o mediaOptions, res *mediaClusterResult
 	if o.failover > 0 {
 		fmt.Fprintf(stdout, "\nfailover on %d nodes: %d of %d calls timed over %d SIGKILLs of the room's media node (neither party's node; %d calls set up in all)\n",
 			res.FailoverNodes, res.FailoverCalls, o.failover, res.FailoverKills, res.FailoverCallsMade)
+		fn := res.FailoverCalls
 		t := newTable(stdout, "figure", "p50", "p90", "max", "unit")
-		t.row("kill → media again", f(res.FailoverP50), f(res.FailoverP90), f(res.FailoverMax), "ms (a keyframe of the other's video at both parties; target p50 under 5000)")
-		t.row("kill → onExitRoom 4", f(res.FailoverExitP50), "-", "-", "ms (both parties)")
-		t.row("kill → entered again", f(res.FailoverEnterP50), "-", "-", "ms (both parties)")
+		t.row("kill → media again", nf(res.FailoverP50, fn), nf(res.FailoverP90, fn), nf(res.FailoverMax, fn), "ms (a keyframe of the other's video at both parties; target p50 under 5000)")
+		t.row("kill → onExitRoom 4", nf(res.FailoverExitP50, fn), "-", "-", "ms (both parties)")
+		t.row("kill → entered again", nf(res.FailoverEnterP50, fn), "-", "-", "ms (both parties)")
 		t.flush()
 		fmt.Fprintf(stdout, "re-entry: %s\n", res.FailoverReentry)
 	}
