@@ -49,9 +49,6 @@ const (
 	// parties (calls.setup_timeout, the time a call waits for its
 	// members to come back, is 30 s by default).
 	failoverTimeout = 30 * time.Second
-	// reenterBackoffMax caps the bench's pause between two enterRoom
-	// attempts after a lost media node.
-	reenterBackoffMax = time.Second
 	// settleTimeout bounds the wait for the nodes' counters to stop moving
 	// after a series of calls.
 	settleTimeout = 3 * time.Second
@@ -63,11 +60,9 @@ const (
 	metricRequests = "switchboard_requests_total"
 )
 
-// reentryByBench says who enters the room again after onExitRoom reason 4
-// (media_node_lost): rooms/roomclient on main does not do it by itself yet,
-// so the bench does (close the Room, roomclient.Enter again on the same
-// connection, retrying with back-off until failoverTimeout).
-const reentryByBench = "bench: on onExitRoom reason 4 it closes the Room and calls roomclient.Enter again on the same connection"
+// reentryBy says who enters the room again after onExitRoom reason 4
+// (media_node_lost): the Go room client itself.
+const reentryBy = "rooms/roomclient by itself (a new peer on the same connection, Options.RejoinTimeout default)"
 
 // exitMediaNodeLost is onExitRoom's reason when the room's media node was
 // lost (ROOMS.md): the member enters again.
@@ -235,7 +230,6 @@ type benchCall struct {
 	callID, roomID string
 	caller, callee *party
 	timing         callTiming
-	pc             peer.Config
 }
 
 // end hangs up (when the caller is still connected), exits the rooms and
@@ -282,7 +276,7 @@ func setupCall(ctx context.Context, callerSrv, calleeSrv *server, callerID, call
 		cr.close(false)
 		return nil, fmt.Errorf("callee: %w", err)
 	}
-	bc := &benchCall{caller: cr, callee: ce, pc: pc}
+	bc := &benchCall{caller: cr, callee: ce}
 	defer func() {
 		if err != nil {
 			bc.end()
@@ -478,7 +472,7 @@ func runFailover(ctx context.Context, cl *cluster, want int, pc peer.Config, std
 				var pw [2]partyRecovery
 				var pg sync.WaitGroup
 				for j, pair := range [][2]*party{{bc.caller, bc.callee}, {bc.callee, bc.caller}} {
-					pg.Go(func() { pw[j] = recoverParty(ctx, pair[0], pair[1].user, bc.roomID, pc, killAt) })
+					pg.Go(func() { pw[j] = recoverParty(ctx, pair[0], pair[1].user, bc.roomID, killAt) })
 				}
 				pg.Wait()
 				if o.err = errors.Join(pw[0].err, pw[1].err); o.err != nil {
@@ -583,13 +577,17 @@ type partyRecovery struct {
 	err                  error
 }
 
-// recoverParty waits for p's onExitRoom reason 4, enters the room again
-// (the bench does it: reentryByBench) and waits for a keyframe of other's
-// video on the new Room.
-func recoverParty(ctx context.Context, p *party, other, roomID string, pc peer.Config, killAt time.Time) (pr partyRecovery) {
+// recoverParty waits for p's onExitRoom reason 4, then for its Room to
+// enter the room again by itself (rooms/roomclient does, with a new peer on
+// the same connection: reentryBy) and for a keyframe of other's video on
+// the new peer.
+func recoverParty(ctx context.Context, p *party, other, roomID string, killAt time.Time) (pr partyRecovery) {
 	ctx, cancel := context.WithDeadline(ctx, killAt.Add(failoverTimeout))
 	defer cancel()
-	for {
+	r := p.Room()
+	_, entered0 := r.MediaLost()
+	lostPeer := r.Peer()
+	for pr.exit.IsZero() {
 		select {
 		case e := <-p.exits:
 			if e.RoomID != roomID {
@@ -607,43 +605,26 @@ func recoverParty(ctx context.Context, p *party, other, roomID string, pc peer.C
 			pr.err = fmt.Errorf("%s: no onExitRoom within %v of the kill", p.user, failoverTimeout)
 			return pr
 		}
-		break
 	}
-	if old := p.setRoom(nil); old != nil {
-		old.Close()
-	}
-	var lastErr error
-	backoff := time.Duration(0)
 	for {
-		select {
-		case <-ctx.Done():
-			pr.err = fmt.Errorf("%s: not in the room again within %v of the kill: %v", p.user, failoverTimeout, lastErr)
-			return pr
-		case <-time.After(backoff):
+		if pr.entered.IsZero() {
+			if _, entered := r.MediaLost(); entered > entered0 {
+				pr.entered = time.Now()
+			}
 		}
-		backoff = min(max(2*backoff, 50*time.Millisecond), reenterBackoffMax)
-		actx, acancel := context.WithTimeout(ctx, 10*time.Second)
-		r, err := roomclient.Enter(actx, p.c, roomID, roomclient.Options{Peer: pc})
-		acancel()
-		if err == nil {
-			p.setRoom(r)
-			pr.entered = time.Now()
-			break
-		}
-		lastErr = err
-		if p.c.Err() != nil {
-			pr.err = fmt.Errorf("%s: connection lost while entering again: %v", p.user, p.c.Err())
-			return pr
-		}
-	}
-	r := p.Room()
-	for {
-		if at := keyframeAt(r, other); !at.IsZero() {
-			pr.media = at
-			return pr
+		// The lost peer's stats are the call's before the kill.
+		if np := r.Peer(); np != lostPeer && !pr.entered.IsZero() {
+			if at := np.Received()[videoOf(other)].FirstKeyframe; !at.IsZero() {
+				pr.media = at
+				return pr
+			}
 		}
 		if ctx.Err() != nil {
-			pr.err = fmt.Errorf("%s: no keyframe of %s's video within %v of the kill (errors: %v)", p.user, other, failoverTimeout, errors.Join(r.Errors()...))
+			state := "not in the room again"
+			if !pr.entered.IsZero() {
+				state = "in the room again, but no keyframe of " + other + "'s video"
+			}
+			pr.err = fmt.Errorf("%s: %s within %v of the kill (errors: %v)", p.user, state, failoverTimeout, errors.Join(r.Errors()...))
 			return pr
 		}
 		time.Sleep(2 * time.Millisecond)
@@ -754,7 +735,7 @@ func runMediaCluster(ctx context.Context, o mediaOptions, stdout, stderr io.Writ
 		FailoverErrs: len(fo.errs), FailoverCallsMade: fo.setUp,
 	}
 	if o.failover > 0 {
-		res.FailoverReentry = reentryByBench
+		res.FailoverReentry = reentryBy
 	}
 	res.FirstMediaRatio = round3(ratio(res.FirstMediaP50, res.StandaloneFirstMediaP50))
 	for _, t := range main.timings {
