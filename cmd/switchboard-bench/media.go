@@ -38,6 +38,9 @@ type mediaOptions struct {
 	redisBin string // redis-server binary for --cluster
 	redisAOF string // the Redis persistence for --cluster
 	failover int    // --cluster: calls whose media node is killed
+	// standaloneFirst: --cluster runs the standalone calls before the
+	// cluster's.
+	standaloneFirst bool
 }
 
 func (o *mediaOptions) flags(out io.Writer) *flag.FlagSet {
@@ -58,6 +61,7 @@ func (o *mediaOptions) flags(out io.Writer) *flag.FlagSet {
 		"the media load and the bare forwarder are not run; 0: off")
 	fs.StringVar(&o.redisBin, "redis-bin", "redis-server", "--cluster: the redis-server binary (looked up in PATH)")
 	fs.StringVar(&o.redisAOF, "redis-aof", "everysec", "--cluster: Redis persistence: everysec or always (appendonly yes with that appendfsync), or off")
+	fs.BoolVar(&o.standaloneFirst, "standalone-first", false, "--cluster: run the standalone calls before the cluster instead of after")
 	fs.IntVar(&o.failover, "failover", 5, "--cluster: calls to time from a SIGKILL of their room's media node (neither party's node) to media flowing again; 0 skips it")
 	o.server.register(fs)
 	return fs

@@ -70,14 +70,16 @@ const exitMediaNodeLost = 4
 
 // mediaClusterResult is the RESULT of media --cluster.
 type mediaClusterResult struct {
-	Mode      string `json:"mode"`
-	Server    string `json:"server"`
-	Nodes     int    `json:"cluster_nodes"`
-	RedisAOF  string `json:"redis_aof"`
-	Bitrate   int    `json:"bitrate"`
-	FPS       int    `json:"fps"`
-	Calls     int    `json:"calls"`
-	CallsDone int    `json:"calls_done"`
+	Mode     string `json:"mode"`
+	Server   string `json:"server"`
+	Nodes    int    `json:"cluster_nodes"`
+	RedisAOF string `json:"redis_aof"`
+	// StandaloneFirst: the standalone calls ran before the cluster's.
+	StandaloneFirst bool `json:"standalone_first"`
+	Bitrate         int  `json:"bitrate"`
+	FPS             int  `json:"fps"`
+	Calls           int  `json:"calls"`
+	CallsDone       int  `json:"calls_done"`
 	// CrossNodeCalls are the calls done whose caller and callee were on
 	// different nodes (all of them, by construction).
 	CrossNodeCalls int `json:"cross_node_calls"`
@@ -659,63 +661,73 @@ func runMediaCluster(ctx context.Context, o mediaOptions, stdout, stderr io.Writ
 	}
 	pc := peer.Config{Audio: true, Video: true, ListenIP: "127.0.0.1", IncludeLoopback: true, VideoBitrate: o.bitrate, VideoFPS: o.fps}
 
-	fmt.Fprintf(stderr, "media: starting redis-server (aof %s) and %d nodes…\n", o.redisAOF, o.cluster)
-	cl, err := startCluster(ctx, clusterSpec{nodes: o.cluster, redisBin: o.redisBin, redisAOF: o.redisAOF, verbose: o.server.verbose}, bin, secret, stderr)
-	if err != nil {
-		return nil, fmt.Errorf("start cluster: %w", err)
-	}
-	defer func() {
-		if cl != nil {
-			_ = cl.stop()
+	var (
+		main, base      seriesResult
+		before, after   scrape // the cluster's nodes' counters around main
+		sBefore, sAfter scrape // the standalone server's around base
+		fo              failoverResult
+	)
+	runCluster := func() error {
+		fmt.Fprintf(stderr, "media: starting redis-server (aof %s) and %d nodes…\n", o.redisAOF, o.cluster)
+		cl, err := startCluster(ctx, clusterSpec{nodes: o.cluster, redisBin: o.redisBin, redisAOF: o.redisAOF, verbose: o.server.verbose}, bin, secret, stderr)
+		if err != nil {
+			return fmt.Errorf("start cluster: %w", err)
 		}
-	}()
-	nodes := slices.Clone(cl.nodes)
-	fmt.Fprintf(stderr, "media: %d calls across nodes…\n", o.calls)
-	before, err := scrapeAll(ctx, nodes)
-	if err != nil {
-		return nil, err
+		defer func() {
+			if err := cl.stop(); err != nil {
+				fmt.Fprintln(stderr, "media: cluster stop:", err)
+			}
+		}()
+		nodes := slices.Clone(cl.nodes)
+		fmt.Fprintf(stderr, "media: %d calls across nodes…\n", o.calls)
+		if before, err = scrapeAll(ctx, nodes); err != nil {
+			return err
+		}
+		main = timedCalls(ctx, o.calls, "cl", func(i int) (*server, *server) {
+			return nodes[i%len(nodes)], nodes[(i+1)%len(nodes)]
+		}, pc)
+		if after, err = settledScrape(ctx, nodes); err != nil {
+			return err
+		}
+		if o.failover > 0 {
+			fmt.Fprintf(stderr, "media: failover, %d calls…\n", o.failover)
+			fo = runFailover(ctx, cl, o.failover, pc, stderr)
+		}
+		return nil
 	}
-	main := timedCalls(ctx, o.calls, "cl", func(i int) (*server, *server) {
-		return nodes[i%len(nodes)], nodes[(i+1)%len(nodes)]
-	}, pc)
-	after, err := settledScrape(ctx, nodes)
-	if err != nil {
-		return nil, err
+	runStandalone := func() error {
+		fmt.Fprintf(stderr, "media: standalone baseline (the same binary), %d calls…\n", o.calls)
+		srv, err := runChild(ctx, bin, secret, nil, o.server.verbose, stderr)
+		if err != nil {
+			return fmt.Errorf("start standalone server: %w", err)
+		}
+		defer func() {
+			if err := srv.stop(); err != nil {
+				fmt.Fprintln(stderr, "media: standalone stop:", err)
+			}
+		}()
+		if sBefore, err = scrapeAll(ctx, []*server{srv}); err != nil {
+			return err
+		}
+		base = timedCalls(ctx, o.calls, "sa", func(int) (*server, *server) { return srv, srv }, pc)
+		sAfter, err = settledScrape(ctx, []*server{srv})
+		return err
 	}
-	var fo failoverResult
-	if o.failover > 0 {
-		fmt.Fprintf(stderr, "media: failover, %d calls…\n", o.failover)
-		fo = runFailover(ctx, cl, o.failover, pc, stderr)
+	order := []func() error{runCluster, runStandalone}
+	if o.standaloneFirst {
+		order = []func() error{runStandalone, runCluster}
 	}
-	if err := cl.stop(); err != nil {
-		fmt.Fprintln(stderr, "media: cluster stop:", err)
-	}
-	cl = nil
-
-	fmt.Fprintf(stderr, "media: standalone baseline (the same binary), %d calls…\n", o.calls)
-	srv, err := runChild(ctx, bin, secret, nil, o.server.verbose, stderr)
-	if err != nil {
-		return nil, fmt.Errorf("start standalone server: %w", err)
-	}
-	sBefore, err := scrapeAll(ctx, []*server{srv})
-	if err != nil {
-		_ = srv.stop()
-		return nil, err
-	}
-	base := timedCalls(ctx, o.calls, "sa", func(int) (*server, *server) { return srv, srv }, pc)
-	sAfter, err := settledScrape(ctx, []*server{srv})
-	if serr := srv.stop(); serr != nil {
-		fmt.Fprintln(stderr, "media: standalone stop:", serr)
-	}
-	if err != nil {
-		return nil, err
+	for _, step := range order {
+		if err := step(); err != nil {
+			return nil, err
+		}
 	}
 
 	done, sDone := float64(len(main.timings)), float64(len(base.timings))
 	perCall := func(v, n float64) float64 { return round3(ratio(v, n)) }
 	b, sb := main.both(), base.both()
 	res := &mediaClusterResult{
-		Mode: "media", Server: modeCluster, Nodes: o.cluster, RedisAOF: o.redisAOF, Bitrate: o.bitrate, FPS: o.fps,
+		Mode: "media", Server: modeCluster, Nodes: o.cluster, RedisAOF: o.redisAOF, StandaloneFirst: o.standaloneFirst, Bitrate: o.bitrate, FPS: o.fps,
 		Calls: o.calls, CallsDone: len(main.timings),
 		FirstMediaP50: round3(percentile(b, 50)), FirstMediaP90: round3(percentile(b, 90)),
 		FirstMediaP99: round3(percentile(b, 99)), FirstMediaMax: round3(percentile(b, 100)),
@@ -768,8 +780,12 @@ func runMediaCluster(ctx context.Context, o mediaOptions, stdout, stderr io.Writ
 }
 
 func printMediaCluster(stdout io.Writer, o mediaOptions, res *mediaClusterResult, main, base seriesResult, fo failoverResult) {
-	fmt.Fprintf(stdout, "switchboard-bench media: %d-node cluster on redis-server (aof %s) vs standalone (cluster first), child processes, %d calls each (caller and callee on different nodes), %d bit/s at %d fps\n\n",
-		o.cluster, o.redisAOF, o.calls, o.bitrate, o.fps)
+	first := "cluster"
+	if o.standaloneFirst {
+		first = "standalone"
+	}
+	fmt.Fprintf(stdout, "switchboard-bench media: %d-node cluster on redis-server (aof %s) vs standalone (%s first), child processes, %d calls each (caller and callee on different nodes), %d bit/s at %d fps\n\n",
+		o.cluster, o.redisAOF, first, o.calls, o.bitrate, o.fps)
 	// nf is a figure over n calls: "n/a" when none was timed.
 	nf := func(v float64, n int) string {
 		if n == 0 {
