@@ -843,7 +843,7 @@ func printMediaCluster(stdout io.Writer, o mediaOptions, res *mediaClusterResult
 }
 
 // mediaNode is the room's media node named by an enterRoom reply, "" when
-// the server names none (a standalone server, or one without issue 13).
-func mediaNode(rooms.EnterResult) string {
-	return "" // rooms.EnterResult has no node yet (wip-core13)
+// the server names none (a standalone server).
+func mediaNode(res rooms.EnterResult) string {
+	return res.Node
 }
