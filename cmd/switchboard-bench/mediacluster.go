@@ -108,15 +108,15 @@ type mediaClusterResult struct {
 	// (issue 13's target: at most 1.5).
 	FirstMediaRatio float64 `json:"first_media_ratio"`
 
-	// Relayed room messages per timed call: switchboard_room_relay_messages_total
-	// with dir="sent", summed over the nodes and kinds, over the calls done.
+	// Relayed room messages per call: switchboard_room_relay_messages_total
+	// with dir="sent", summed over the nodes and kinds, over the calls run.
 	// RelayMetric is false when no node exposes the counter.
 	RelayMetric       bool               `json:"relay_metric_present"`
 	RelayPerCall      float64            `json:"relay_messages_per_call"`
 	RelayPerCallKinds map[string]float64 `json:"relay_messages_per_call_by_kind,omitempty"`
-	// Client requests (switchboard_requests_total, every node) and
-	// WebSocket frames (both directions, counted by the bench's clients)
-	// per timed call.
+	// Client requests (switchboard_requests_total, every node) per call
+	// run, and WebSocket data frames (both directions, counted by the
+	// bench's clients) per call done.
 	RequestsPerCall           float64 `json:"requests_per_call"`
 	StandaloneRequestsPerCall float64 `json:"standalone_requests_per_call"`
 	WSFramesPerCall           float64 `json:"ws_frames_per_call"`
@@ -159,9 +159,15 @@ type party struct {
 	exits      chan rooms.ExitRoomEvent
 	removeExit func()
 	drained    sync.WaitGroup
+	// seenWake (capacity 1) is signalled when seen grows.
+	seenWake   chan struct{}
+	removeSeen []func()
 
-	mu   sync.Mutex // guards room
+	mu   sync.Mutex // guards room and seen
 	room *roomclient.Room
+	// seen holds the events a whole call brings: onCallEnd, and
+	// "onUserAudioAvailable/<user>" and "onUserVideoAvailable/<user>" (on).
+	seen map[string]bool
 }
 
 func dialParty(ctx context.Context, srv *server, user string) (*party, error) {
@@ -174,7 +180,27 @@ func dialParty(ctx context.Context, srv *server, user string) (*party, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &party{user: user, srv: srv, c: c, frames: fc, exits: make(chan rooms.ExitRoomEvent, 4)}
+	p := &party{user: user, srv: srv, c: c, frames: fc, exits: make(chan rooms.ExitRoomEvent, 4),
+		seenWake: make(chan struct{}, 1), seen: map[string]bool{}}
+	for _, name := range []string{rooms.EvUserAudioAvailable, rooms.EvUserVideoAvailable, calls.EvCallEnd} {
+		p.removeSeen = append(p.removeSeen, c.Observe(name, func(ev client.Event) {
+			key := name
+			if name != calls.EvCallEnd {
+				var a rooms.AvailableEvent
+				if ev.Decode(&a) != nil || !a.Available {
+					return
+				}
+				key += "/" + a.UserID
+			}
+			p.mu.Lock()
+			p.seen[key] = true
+			p.mu.Unlock()
+			select {
+			case p.seenWake <- struct{}{}:
+			default:
+			}
+		}))
+	}
 	p.removeExit = c.Handle(rooms.EvExitRoom, func(ev client.Event) {
 		var e rooms.ExitRoomEvent
 		if ev.Decode(&e) != nil {
@@ -186,6 +212,42 @@ func dialParty(ctx context.Context, srv *server, user string) (*party, error) {
 		}
 	})
 	return p, nil
+}
+
+// knowFrom marks as seen what an enterRoom reply says the others publish.
+func (p *party) knowFrom(res rooms.EnterResult) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, pi := range res.Participants {
+		if pi.Audio {
+			p.seen[rooms.EvUserAudioAvailable+"/"+pi.UserID] = true
+		}
+		if pi.Video {
+			p.seen[rooms.EvUserVideoAvailable+"/"+pi.UserID] = true
+		}
+	}
+}
+
+// waitSeen waits until the party got every event of keys (see seen).
+func (p *party) waitSeen(ctx context.Context, keys ...string) error {
+	for {
+		p.mu.Lock()
+		var missing []string
+		for _, k := range keys {
+			if !p.seen[k] {
+				missing = append(missing, k)
+			}
+		}
+		p.mu.Unlock()
+		if len(missing) == 0 {
+			return nil
+		}
+		select {
+		case <-p.seenWake:
+		case <-ctx.Done():
+			return fmt.Errorf("%s never got %s", p.user, strings.Join(missing, ", "))
+		}
+	}
 }
 
 // Room returns the party's current Room (nil before it entered).
@@ -223,6 +285,9 @@ func (p *party) close(exit bool) {
 		}
 	}
 	p.removeExit()
+	for _, rm := range p.removeSeen {
+		rm()
+	}
 	_ = p.c.Close()
 	p.drained.Wait()
 }
@@ -234,19 +299,33 @@ type benchCall struct {
 	timing         callTiming
 }
 
-// end hangs up (when the caller is still connected), exits the rooms and
-// closes both parties.
-func (bc *benchCall) end() {
+// callEndTimeout bounds the wait for onCallEnd at both parties after the
+// hangup.
+const callEndTimeout = 5 * time.Second
+
+// end hangs up (when the caller is still connected); with whole, it waits
+// for onCallEnd at both parties (so that a call's every message is counted,
+// and a lost one is an error); then it exits the rooms and closes both
+// parties.
+func (bc *benchCall) end(whole bool) error {
+	var err error
 	if bc.caller.c.Err() == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = bc.caller.c.Do(ctx, calls.OpHangup, calls.CallIDArgs{CallID: bc.callID}, nil)
+		ctx, cancel := context.WithTimeout(context.Background(), callEndTimeout)
+		err = bc.caller.c.Do(ctx, calls.OpHangup, calls.CallIDArgs{CallID: bc.callID}, nil)
+		if err == nil && whole {
+			err = errors.Join(bc.caller.waitSeen(ctx, calls.EvCallEnd), bc.callee.waitSeen(ctx, calls.EvCallEnd))
+		}
 		cancel()
+		if err != nil {
+			err = fmt.Errorf("hangup: %w", err)
+		}
 	}
 	var wg sync.WaitGroup
 	for _, p := range []*party{bc.caller, bc.callee} {
 		wg.Go(func() { p.close(true) })
 	}
 	wg.Wait()
+	return err
 }
 
 // videoOf is the key of user's video track at a receiver.
@@ -281,7 +360,7 @@ func setupCall(ctx context.Context, callerSrv, calleeSrv *server, callerID, call
 	bc := &benchCall{caller: cr, callee: ce}
 	defer func() {
 		if err != nil {
-			bc.end()
+			_ = bc.end(false)
 		}
 	}()
 	var call calls.CallResult
@@ -329,6 +408,16 @@ func setupCall(ctx context.Context, callerSrv, calleeSrv *server, callerID, call
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+	// The call is whole when each party knows the other publishes: from its
+	// enterRoom reply, or from room events, which must reach it wherever
+	// it is connected.
+	cr.knowFrom(crRoom.Result())
+	ce.knowFrom(ceRoom.Result())
+	if err := errors.Join(
+		cr.waitSeen(ctx, rooms.EvUserAudioAvailable+"/"+calleeID, rooms.EvUserVideoAvailable+"/"+calleeID),
+		ce.waitSeen(ctx, rooms.EvUserAudioAvailable+"/"+callerID, rooms.EvUserVideoAvailable+"/"+callerID)); err != nil {
+		return nil, fmt.Errorf("room events: %w", err)
+	}
 	bc.timing.media = mediaNode(crRoom.Result())
 	bc.timing.callerNode, bc.timing.calleeNode = callerSrv.nodeID, calleeSrv.nodeID
 	cr.drainEvents()
@@ -347,6 +436,7 @@ func later(a, b time.Time) time.Time {
 type seriesResult struct {
 	timings []callTiming
 	errs    []error
+	run     int // calls attempted (done or failed)
 }
 
 func (s *seriesResult) both() []float64 {
@@ -380,12 +470,16 @@ func timedCalls(ctx context.Context, n int, prefix string, pick func(i int) (cal
 			break
 		}
 		crSrv, ceSrv := pick(i)
+		res.run++
 		bc, err := setupCall(ctx, crSrv, ceSrv, fmt.Sprintf("%s-caller-%d", prefix, i), fmt.Sprintf("%s-callee-%d", prefix, i), pc)
 		if err != nil {
 			res.errs = append(res.errs, fmt.Errorf("call %d: %w", i, err))
 			continue
 		}
-		bc.end()
+		if err := bc.end(true); err != nil {
+			res.errs = append(res.errs, fmt.Errorf("call %d: %w", i, err))
+			continue
+		}
 		// The frames of the whole call: setup, media, hangup and exit.
 		bc.timing.frames = bc.caller.frames.total() + bc.callee.frames.total()
 		res.timings = append(res.timings, bc.timing)
@@ -518,7 +612,7 @@ func eligible(bc *benchCall, cl *cluster) bool {
 func endAll(running []*benchCall) {
 	var wg sync.WaitGroup
 	for _, bc := range running {
-		wg.Go(bc.end)
+		wg.Go(func() { _ = bc.end(false) })
 	}
 	wg.Wait()
 }
@@ -724,6 +818,8 @@ func runMediaCluster(ctx context.Context, o mediaOptions, stdout, stderr io.Writ
 	}
 
 	done, sDone := float64(len(main.timings)), float64(len(base.timings))
+	// The servers' counters cover every call run, done or failed.
+	ran, sRan := float64(main.run), float64(base.run)
 	perCall := func(v, n float64) float64 { return round3(ratio(v, n)) }
 	b, sb := main.both(), base.both()
 	res := &mediaClusterResult{
@@ -736,8 +832,8 @@ func runMediaCluster(ctx context.Context, o mediaOptions, stdout, stderr io.Writ
 		StandaloneFirstMediaP50: round3(percentile(sb, 50)), StandaloneFirstMediaP90: round3(percentile(sb, 90)),
 		StandaloneFirstMediaP99: round3(percentile(sb, 99)), StandaloneFirstMediaMax: round3(percentile(sb, 100)),
 		StandaloneErrs:            len(base.errs),
-		RequestsPerCall:           perCall(after.sum(metricRequests, nil)-before.sum(metricRequests, nil), done),
-		StandaloneRequestsPerCall: perCall(sAfter.sum(metricRequests, nil)-sBefore.sum(metricRequests, nil), sDone),
+		RequestsPerCall:           perCall(after.sum(metricRequests, nil)-before.sum(metricRequests, nil), ran),
+		StandaloneRequestsPerCall: perCall(sAfter.sum(metricRequests, nil)-sBefore.sum(metricRequests, nil), sRan),
 		WSFramesPerCall:           perCall(float64(main.frames()), done),
 		StandaloneWSFramesPerCall: perCall(float64(base.frames()), sDone),
 		FailoverWanted:            o.failover, FailoverNodes: fo.nodes, FailoverKills: fo.kills, FailoverCalls: len(fo.media),
@@ -768,11 +864,11 @@ func runMediaCluster(ctx context.Context, o mediaOptions, stdout, stderr io.Writ
 	sent := map[string]string{"dir": "sent"}
 	res.RelayMetric = after.has(metricRelay)
 	if res.RelayMetric {
-		res.RelayPerCall = perCall(after.sum(metricRelay, sent)-before.sum(metricRelay, sent), done)
+		res.RelayPerCall = perCall(after.sum(metricRelay, sent)-before.sum(metricRelay, sent), ran)
 		res.RelayPerCallKinds = map[string]float64{}
 		for _, kind := range after.labelValues(metricRelay, "kind") {
 			k := map[string]string{"dir": "sent", "kind": kind}
-			res.RelayPerCallKinds[kind] = perCall(after.sum(metricRelay, k)-before.sum(metricRelay, k), done)
+			res.RelayPerCallKinds[kind] = perCall(after.sum(metricRelay, k)-before.sum(metricRelay, k), ran)
 		}
 	}
 	printMediaCluster(stdout, o, res, main, base, fo)
