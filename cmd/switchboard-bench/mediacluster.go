@@ -119,6 +119,10 @@ type mediaClusterResult struct {
 	// bench's clients) per call done.
 	RequestsPerCall           float64 `json:"requests_per_call"`
 	StandaloneRequestsPerCall float64 `json:"standalone_requests_per_call"`
+	// Redis commands, and stream appends (XADD: the room relay's and the
+	// signaling events' of issue 12), per call run, background work included.
+	RedisCmdsPerCall          float64 `json:"redis_cmds_per_call"`
+	RedisXAddPerCall          float64 `json:"redis_xadd_per_call"`
 	WSFramesPerCall           float64 `json:"ws_frames_per_call"`
 	StandaloneWSFramesPerCall float64 `json:"standalone_ws_frames_per_call"`
 
@@ -757,8 +761,9 @@ func runMediaCluster(ctx context.Context, o mediaOptions, stdout, stderr io.Writ
 
 	var (
 		main, base      seriesResult
-		before, after   scrape // the cluster's nodes' counters around main
-		sBefore, sAfter scrape // the standalone server's around base
+		before, after   scrape    // the cluster's nodes' counters around main
+		redis0, redis1  redisInfo // Redis's counters around main
+		sBefore, sAfter scrape    // the standalone server's around base
 		fo              failoverResult
 	)
 	runCluster := func() error {
@@ -777,10 +782,16 @@ func runMediaCluster(ctx context.Context, o mediaOptions, stdout, stderr io.Writ
 		if before, err = scrapeAll(ctx, nodes); err != nil {
 			return err
 		}
+		if redis0, err = cl.redis.info(); err != nil {
+			return err
+		}
 		main = timedCalls(ctx, o.calls, "cl", func(i int) (*server, *server) {
 			return nodes[i%len(nodes)], nodes[(i+1)%len(nodes)]
 		}, pc)
 		if after, err = settledScrape(ctx, nodes); err != nil {
+			return err
+		}
+		if redis1, err = cl.redis.info(); err != nil {
 			return err
 		}
 		if o.failover > 0 {
@@ -834,6 +845,8 @@ func runMediaCluster(ctx context.Context, o mediaOptions, stdout, stderr io.Writ
 		StandaloneErrs:            len(base.errs),
 		RequestsPerCall:           perCall(after.sum(metricRequests, nil)-before.sum(metricRequests, nil), ran),
 		StandaloneRequestsPerCall: perCall(sAfter.sum(metricRequests, nil)-sBefore.sum(metricRequests, nil), sRan),
+		RedisCmdsPerCall:          perCall(float64(redis1.commands-redis0.commands), ran),
+		RedisXAddPerCall:          perCall(float64(redis1.cmds["xadd"].calls-redis0.cmds["xadd"].calls), ran),
 		WSFramesPerCall:           perCall(float64(main.frames()), done),
 		StandaloneWSFramesPerCall: perCall(float64(base.frames()), sDone),
 		FailoverWanted:            o.failover, FailoverNodes: fo.nodes, FailoverKills: fo.kills, FailoverCalls: len(fo.media),
@@ -901,6 +914,8 @@ func printMediaCluster(stdout io.Writer, o mediaOptions, res *mediaClusterResult
 		relay = nf(res.RelayPerCall, cn)
 	}
 	t.row("relayed room messages per call", relay, "-", metricRelay+`{dir="sent"}, summed over the nodes`)
+	t.row("redis XADD per call", nf(res.RedisXAddPerCall, cn), "-", "stream appends: room relay and signaling events, background included")
+	t.row("redis commands per call", nf(res.RedisCmdsPerCall, cn), "-", "total_commands_processed, background included")
 	t.row("client requests per call", nf(res.RequestsPerCall, cn), nf(res.StandaloneRequestsPerCall, sn), metricRequests+", both parties")
 	t.row("WebSocket messages per call", nf(res.WSFramesPerCall, cn), nf(res.StandaloneWSFramesPerCall, sn), "data frames, both directions, both parties, connect to close")
 	t.flush()
