@@ -299,5 +299,4 @@ func hosts(nodes []*node, roomID string) []string {
 	return out
 }
 
-
 func fmtSscan(s string, v *float64) (int, error) { return fmt.Sscan(s, v) }

@@ -71,7 +71,7 @@ func (r *Relay) enter(ctx context.Context, op protocol.OpFunc, a protocol.Actor,
 	if a.Session == nil || !rooms.ValidRoomID(roomID) {
 		return op(ctx, a, raw) // its own error
 	}
-	node, err := r.place(ctx, roomID)
+	node, err := (*r.placeFn.Load())(ctx, roomID)
 	if err != nil {
 		return nil, protocol.ErrStoreUnavailable.WithMessage("the room's node could not be looked up; retry")
 	}

@@ -87,23 +87,27 @@ type Relay struct {
 	cfg   cluster.Config
 	log   *slog.Logger
 	local map[string]protocol.OpFunc // the rooms' own ops (Ops)
+	// placeFn is place (a seam: tests force a placement).
+	placeFn atomic.Pointer[placeFunc]
 	// connTag makes this process's connection IDs unique across restarts
 	// of a node with a fixed node ID.
 	connTag string
 
-	ctx    context.Context // ended by Close
+	ctx    context.Context // ended by Close: the loops and the requests running here end
 	cancel context.CancelFunc
-	flush  chan struct{} // closed by Close: the senders write what they hold and end
+	flush  chan struct{} // closed by Close: the senders write what they hold (until flushBy) and end
 	wg     sync.WaitGroup
 
 	lastFail atomic.Int64 // Unix ms of this relay's last failed Redis call
+	flushBy  atomic.Int64 // Unix ms: the senders' last writes at Close end by then
 	nextID   atomic.Uint64
 
 	// mu guards the fields below; never held across Redis I/O or a call
 	// into rooms.
 	mu       sync.Mutex
 	started  bool
-	closed   bool
+	closing  bool // Close has begun
+	closed   bool // no new sender, remote session or request
 	conns    map[protocol.Session]*localConn
 	connByID map[string]*localConn
 	remotes  map[string]*remoteSession // by from-node "/" conn ID
@@ -154,8 +158,12 @@ func New(p Params) (*Relay, error) {
 		conns: map[protocol.Session]*localConn{}, connByID: map[string]*localConn{}, remotes: map[string]*remoteSession{},
 		pending: map[string]*waiter{}, owned: map[string]*ownedRoom{}, added: map[string]map[string]bool{}, senders: map[string]*sender{}}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
+	place := placeFunc(r.place)
+	r.placeFn.Store(&place)
 	return r, nil
 }
+
+type placeFunc func(ctx context.Context, roomID string) (string, error)
 
 // NodeID is this node's ID.
 func (r *Relay) NodeID() string { return r.self }
@@ -181,10 +189,11 @@ func (r *Relay) Start() error {
 // and this node's room leases are released. Call it before rooms' Close.
 func (r *Relay) Close() {
 	r.mu.Lock()
-	if r.closed {
+	if r.closing {
 		r.mu.Unlock()
 		return
 	}
+	r.closing = true
 	started := r.started
 	r.mu.Unlock()
 	if started {
@@ -199,18 +208,10 @@ func (r *Relay) Close() {
 		owned = append(owned, id)
 	}
 	r.mu.Unlock()
+	r.flushBy.Store(time.Now().Add(flushWait).UnixMilli())
 	close(r.flush)
-	done := make(chan struct{})
-	go func() {
-		select {
-		case <-done:
-		case <-time.After(flushWait):
-		}
-		r.cancel()
-	}()
-	r.wg.Wait()
-	close(done)
 	r.cancel()
+	r.wg.Wait()
 	if len(owned) > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.OpTimeout)
 		_, _ = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {

@@ -80,7 +80,7 @@ func (r *Relay) send(node string, e entry) bool {
 	}
 }
 
-// flushed reports whether Close has ended the flush of the senders.
+// flushed reports whether Close has stopped the relay.
 func (r *Relay) flushed() bool { return r.ctx.Err() != nil }
 
 // dropSender ends node's sender (the node is dead).
@@ -98,11 +98,9 @@ func (r *Relay) runSender(s *sender) {
 		select {
 		case <-s.stop:
 			return
-		case <-r.ctx.Done():
-			return
 		case <-r.flush:
 			// Close: write what is queued, then end.
-			for len(s.ch) > 0 {
+			for len(s.ch) > 0 && time.Now().UnixMilli() < r.flushBy.Load() {
 				batch = batch[:0]
 				for len(batch) < sendBatch && len(s.ch) > 0 {
 					batch = append(batch, <-s.ch)
