@@ -64,10 +64,6 @@ const (
 // (media_node_lost): the Go room client itself.
 const reentryBy = "rooms/roomclient by itself (a new peer on the same connection, Options.RejoinTimeout default)"
 
-// exitMediaNodeLost is onExitRoom's reason when the room's media node was
-// lost (ROOMS.md): the member enters again.
-const exitMediaNodeLost = 4
-
 // mediaClusterResult is the RESULT of media --cluster.
 type mediaClusterResult struct {
 	Mode     string `json:"mode"`
@@ -693,8 +689,8 @@ func recoverParty(ctx context.Context, p *party, other, roomID string, killAt ti
 			if e.RoomID != roomID {
 				continue
 			}
-			if e.Reason != exitMediaNodeLost {
-				pr.err = fmt.Errorf("%s: onExitRoom reason %d, want %d (media_node_lost)", p.user, e.Reason, exitMediaNodeLost)
+			if e.Reason != int(rooms.ExitMediaNodeLost) {
+				pr.err = fmt.Errorf("%s: onExitRoom reason %d, want %d (media_node_lost)", p.user, e.Reason, int(rooms.ExitMediaNodeLost))
 				return pr
 			}
 			pr.exit = time.Now()
