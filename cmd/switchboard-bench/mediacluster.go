@@ -572,14 +572,21 @@ func runFailover(ctx context.Context, cl *cluster, want int, pc peer.Config, std
 				}
 				pg.Wait()
 				if o.err = errors.Join(pw[0].err, pw[1].err); o.err != nil {
+					_ = bc.end(false)
 					return
 				}
 				o.exit = ms(later(pw[0].exit, pw[1].exit).Sub(killAt))
 				o.entered = ms(later(pw[0].entered, pw[1].entered).Sub(killAt))
 				o.media = ms(later(pw[0].media, pw[1].media).Sub(killAt))
+				// The call went on through the loss: it ends now, by the
+				// caller's hangup, with onCallEnd at both parties.
+				if err := bc.end(true); err != nil {
+					o.err = fmt.Errorf("media again, but the call did not end as a running call does: %w", err)
+				}
 			})
 		}
 		wg.Wait()
+		running = slices.DeleteFunc(running, func(bc *benchCall) bool { return slices.Contains(timed, bc) })
 		for i, o := range outs {
 			if o.err != nil {
 				res.errs = append(res.errs, fmt.Errorf("round %d, call %s: %w", round+1, timed[i].callID, o.err))
