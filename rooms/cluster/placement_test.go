@@ -171,3 +171,20 @@ func TestCallRoomRefusesTokenAcrossNodes(t *testing.T) {
 		t.Fatalf("alice (the caller, on n1) enters the call's room: %+v %v", res, err)
 	}
 }
+
+// TestCallRefusedOnHostedRoom: a call cannot be placed, on any node, on
+// the room ID of a room that exists on a live node (room_unavailable):
+// carol's room is on n2, alice calls from n1 with that room ID.
+func TestCallRefusedOnHostedRoom(t *testing.T) {
+	_, nodes := startCluster(t, 2, options{})
+	n1, n2 := nodes[0], nodes[1]
+	n2.st.RoomRelay.ForcePlacement("n2")
+	if _, err := enterRaw(t, n2, n2.dial(t, "carol"), "carol", "busyroom"); err != nil {
+		t.Fatal(err)
+	}
+	a := n1.dial(t, "alice")
+	err := a.Do(ctxT(t), calls.OpCall, calls.CallArgs{Invitee: "bob", RoomID: "busyroom"}, nil)
+	if !errors.Is(err, calls.ErrRoomUnavailable) {
+		t.Fatalf("call on a hosted room's ID: %v, want room_unavailable", err)
+	}
+}

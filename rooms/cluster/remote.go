@@ -39,6 +39,9 @@ func (s *remoteSession) Deliver(frame []byte) {
 // first use); an internal request (no connection) gets one per node.
 func (r *Relay) request(from, conn string, q requestPayload) {
 	key := from + "/" + conn
+	if conn == "" {
+		key += "~" + q.User // internal requests: one queue per node and user
+	}
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
