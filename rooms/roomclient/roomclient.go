@@ -36,13 +36,10 @@ const (
 	redialAttempt    = 10 * time.Second
 )
 
-// DefaultRejoinTimeout is Options.RejoinTimeout's default: about
-// calls.setup_timeout's share of a call that lost its media node.
+// DefaultRejoinTimeout is Options.RejoinTimeout's default. A call whose
+// parties are not back in its room within calls.setup_timeout (30 s by
+// default) ends; 10 s of attempts fit well within it.
 const DefaultRejoinTimeout = 10 * time.Second
-
-// exitMediaNodeLost is onExitRoom's reason 4, media_node_lost (ROOMS.md):
-// the room's media node was lost, or the room moved; enter it again.
-const exitMediaNodeLost = 4
 
 // Options configure Enter.
 type Options struct {
@@ -56,9 +53,11 @@ type Options struct {
 	// (retrying with backoff until Close) and enters the room again with
 	// its resumeToken: when the server resumed the entry, the peer and its
 	// PeerConnections go on (ICE is restarted if they are not connected);
-	// otherwise a new peer publishes the same tracks. The Room closes the
-	// clients it dialed. A refusal by the server (an error reply) ends the
-	// attempts; it is in Errors.
+	// otherwise a new peer publishes the same tracks. The new connection
+	// may be to another node of a cluster. The Room closes the clients it
+	// dialed. A refusal by the server (an error reply other than 11015
+	// room_node_unavailable, which is retried) ends the attempts; it is in
+	// Errors.
 	Redial func(ctx context.Context) (*client.Client, error)
 	// Seats and SeatMode are enterRoom's, for the entry that creates the
 	// room (ROOMS.md, "Live rooms").
@@ -131,8 +130,8 @@ func Enter(ctx context.Context, c *client.Client, roomID string, opts Options) (
 	// arrive before the reply.
 	rt := r.route(c)
 	in := rt.queue()
-	var res rooms.EnterResult
-	if err := c.Do(ctx, rooms.OpEnterRoom, r.enterArgs(""), &res); err != nil {
+	res, err := enter(ctx, c, r.enterArgs(""))
+	if err != nil {
 		rt.stop()
 		r.cancel()
 		return nil, err
@@ -155,6 +154,13 @@ func Enter(ctx context.Context, c *client.Client, roomID string, opts Options) (
 	go r.followRole()
 	go r.supervise()
 	return r, nil
+}
+
+// enter sends enterRoom on c.
+func enter(ctx context.Context, c *client.Client, args rooms.EnterArgs) (rooms.EnterResult, error) {
+	var res rooms.EnterResult
+	err := c.Do(ctx, rooms.OpEnterRoom, args, &res)
+	return res, err
 }
 
 // peerConfig is Options.Peer, with the ICE servers an enterRoom reply
@@ -239,7 +245,7 @@ func (r *Room) route(c *client.Client) *routes {
 	// Observed, not taken: the application may wait for onExitRoom too.
 	stopExit := c.Observe(rooms.EvExitRoom, func(ev client.Event) {
 		var e rooms.ExitRoomEvent
-		if ev.Decode(&e) != nil || e.RoomID != r.roomID || e.Reason != exitMediaNodeLost {
+		if ev.Decode(&e) != nil || e.RoomID != r.roomID || e.Reason != int(rooms.ExitMediaNodeLost) {
 			return
 		}
 		r.mu.Lock()
@@ -262,8 +268,16 @@ func (r *Room) Result() rooms.EnterResult {
 	return r.result
 }
 
+// Node is the room's media node, from the latest enterRoom reply (a
+// cluster's node ID; "" standalone).
+func (r *Room) Node() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.result.Node
+}
+
 // Peer is the media side, for its counters (a new one after a re-entry
-// the server did not resume).
+// the server did not resume, and after onExitRoom reason 4).
 func (r *Room) Peer() *peer.Peer {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -415,8 +429,8 @@ func (r *Room) relocate(c *client.Client) {
 // the entry a new peer.
 func (r *Room) enterAgain(ctx context.Context, c *client.Client) error {
 	in := r.routesNow().renew()
-	var res rooms.EnterResult
-	if err := c.Do(ctx, rooms.OpEnterRoom, r.enterArgs(""), &res); err != nil {
+	res, err := enter(ctx, c, r.enterArgs(""))
+	if err != nil {
 		return err
 	}
 	out := peer.NewSignalQueue()
@@ -471,7 +485,7 @@ func (r *Room) rejoin() bool {
 			return true
 		}
 		var perr *protocol.Error
-		if errors.As(err, &perr) {
+		if errors.As(err, &perr) && !errors.Is(perr, rooms.ErrRoomNodeUnavailable) {
 			r.fail(fmt.Errorf("roomclient: entering %s again: %w", r.roomID, err))
 			return false
 		}
@@ -484,8 +498,8 @@ func (r *Room) reenter(ctx context.Context, c *client.Client) error {
 	rt := r.route(c)
 	in := rt.queue()
 	token := r.Result().ResumeToken
-	var res rooms.EnterResult
-	if err := c.Do(ctx, rooms.OpEnterRoom, r.enterArgs(token), &res); err != nil {
+	res, err := enter(ctx, c, r.enterArgs(token))
+	if err != nil {
 		rt.stop()
 		return err
 	}

@@ -28,11 +28,11 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // mediaNodeLost is onExitRoom's reason 4 (ROOMS.md): the room's media node
 // was lost, enter again.
-const mediaNodeLost = 4
+const mediaNodeLost = int(rooms.ExitMediaNodeLost)
 
 // errNodeUnavailable is the error a cluster answers an enterRoom with when
-// the room's media node does not answer (11015 room_node_unavailable).
-var errNodeUnavailable = &protocol.Error{Code: 11015, Reason: "room_node_unavailable", Message: "the room's media node did not answer; retry"}
+// the room's media node does not answer.
+var errNodeUnavailable = rooms.ErrRoomNodeUnavailable
 
 // lossProxy stands between one client and a real server (webtest) and acts
 // as a cluster node whose room's media node is lost: lose takes the
@@ -451,6 +451,56 @@ func TestReconnectNotResumedRebuildsMedia(t *testing.T) {
 	if _, err := b.WaitEvent(ctx, rooms.EvRemoteUserEnterRoom, byUser("alice")); err != nil {
 		t.Fatal(err)
 	}
+	for _, err := range append(ra.Errors(), rb.Errors()...) {
+		t.Errorf("negotiation error: %v", err)
+	}
+}
+
+// cut closes the proxied connection both ways, as a node that dies.
+func (p *lossProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_ = p.down.Close()
+	_ = p.up.Close()
+}
+
+// TestReconnectRetriesNodeUnavailable: alice's connection drops and her
+// new one (to another node, in a cluster) answers 11015 room_node_unavailable
+// twice: the Room keeps trying instead of giving up, and resumes.
+func TestReconnectRetriesNodeUnavailable(t *testing.T) {
+	ctx := testCtx(t)
+	s := webtest.Start(t, webtest.Options{Rooms: rooms.Config{RejoinGrace: 10 * time.Second}})
+	proxy := newLossProxy(t, s.URL)
+	b := s.Dial("bob")
+	rb, err := roomclient.Enter(ctx, b, "hop", roomclient.Options{RoomToken: s.RoomToken("bob", "hop"), Peer: peerCfg()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rb.Close()
+	dial := func(ctx context.Context) (*client.Client, error) {
+		return client.Dial(ctx, proxy.URL(), s.Token("alice"), client.WithPingInterval(0))
+	}
+	a, err := dial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	ra, err := roomclient.Enter(ctx, a, "hop", roomclient.Options{RoomToken: s.RoomToken("alice", "hop"), Peer: peerCfg(), Redial: dial})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ra.Close()
+	eventually(t, 15*time.Second, "media both ways", func() bool {
+		return packets(ra, "bob", media.KindVideo) > 10 && packets(rb, "alice", media.KindVideo) > 10
+	})
+	p := ra.Peer()
+	proxy.refuseNext(2)
+	proxy.cut()
+	eventually(t, 10*time.Second, "alice's Room to resume", func() bool { resumed, _ := ra.Rejoins(); return resumed == 1 })
+	if n := proxy.refused.Load(); n != 2 || ra.Peer() != p {
+		t.Fatalf("%d refusals before the resume (want 2), same peer %v", n, ra.Peer() == p)
+	}
+	flowsAgain(t, rb, "alice", 20, "alice's media at bob after the resume")
 	for _, err := range append(ra.Errors(), rb.Errors()...) {
 		t.Errorf("negotiation error: %v", err)
 	}
