@@ -1,9 +1,11 @@
 package roomcluster_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http/httptest"
 	"strings"
@@ -153,17 +155,23 @@ func startNode(t *testing.T, srv *redistest.Server, id string, o options) *node 
 	cfg.Cluster.Redis.KeyPrefix = "rc{" + t.Name() + "}:"
 	ttl := o.ttl
 	if ttl == 0 {
-		ttl = 900 * time.Millisecond
+		ttl = 1500 * time.Millisecond // short, but not so short that a loaded test machine looks dead
 	}
 	cfg.Cluster.Knobs.NodeTTL, cfg.Cluster.Knobs.OpTimeout = ttl, ttl/3
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	st, err := stack.New(context.Background(), stack.Params{Config: cfg})
+	logs := &logBuf{}
+	st, err := stack.New(context.Background(), stack.Params{Config: cfg, Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
 		t.Fatal(err)
 	}
 	n := &node{id: id, st: st, proxy: px}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("log of %s:\n%s", id, logs.String())
+		}
+	})
 	n.http = httptest.NewServer(st.Handler())
 	n.url = "ws" + strings.TrimPrefix(n.http.URL, "http") + "/ws"
 	t.Cleanup(n.stop)
@@ -264,7 +272,7 @@ func flowsAgain(t *testing.T, r *roomclient.Room, user string, n uint64, what st
 	got := r.Received()
 	a0 := got[peer.TrackKey{StreamID: user, Kind: media.KindAudio}].Packets
 	v0 := got[peer.TrackKey{StreamID: user, Kind: media.KindVideo}].Packets
-	eventually(t, 15*time.Second, what, func() bool {
+	eventually(t, 25*time.Second, what, func() bool {
 		got := r.Received()
 		return got[peer.TrackKey{StreamID: user, Kind: media.KindAudio}].Packets >= a0+n &&
 			got[peer.TrackKey{StreamID: user, Kind: media.KindVideo}].Packets >= v0+n
@@ -297,6 +305,24 @@ func hosts(nodes []*node, roomID string) []string {
 		}
 	}
 	return out
+}
+
+// logBuf is a log sink safe for the stack's goroutines.
+type logBuf struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
 }
 
 func fmtSscan(s string, v *float64) (int, error) { return fmt.Sscan(s, v) }

@@ -138,10 +138,12 @@ func (r *Relay) watch() {
 		set[n] = true
 	}
 	r.mu.Unlock()
-	delete(set, r.self)
 	if len(set) == 0 {
 		return
 	}
+	// This node's own key too: if it was gone, the others may have
+	// declared it dead and closed its connections' remote sessions.
+	set[r.self] = true
 	nodes := make([]string, 0, len(set))
 	for n := range set {
 		nodes = append(nodes, n)
@@ -164,8 +166,42 @@ func (r *Relay) watch() {
 		return // just after an outage: nodes are given the time to register again
 	}
 	for i, n := range nodes {
-		if exists[i].Val() == 0 {
+		switch {
+		case exists[i].Val() != 0:
+		case n == r.self:
+			r.selfLost()
+		default:
 			r.nodeDead(n)
+		}
+	}
+}
+
+// selfLost acts on this node's own key found gone (Redis was unreachable
+// from here past node_ttl, or lost the key): the media nodes of its
+// connections' rooms may have closed their remote sessions, so the
+// members are told to enter again (onExitRoom reason 4).
+func (r *Relay) selfLost() {
+	type exit struct {
+		s    protocol.Session
+		room string
+	}
+	var exits []exit
+	r.mu.Lock()
+	for _, lc := range r.conns {
+		for id, n := range lc.rooms {
+			if n != r.self {
+				exits = append(exits, exit{lc.s, id})
+				delete(lc.rooms, id)
+			}
+		}
+	}
+	r.mu.Unlock()
+	if len(exits) > 0 {
+		r.log.Warn("this node's key was gone (declared dead?): its members of rooms on other nodes told to enter again", "exits", len(exits))
+	}
+	for _, e := range exits {
+		if frame, err := protocol.EncodeEvent(rooms.EvExitRoom, rooms.ExitRoomEvent{RoomID: e.room, Reason: int(rooms.ExitMediaNodeLost)}); err == nil {
+			e.s.Deliver(frame)
 		}
 	}
 }

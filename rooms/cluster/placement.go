@@ -85,9 +85,19 @@ return 0
 // node_ttl/3.
 func (r *Relay) lease() int64 { return 2 * r.cfg.NodeTTL.Milliseconds() }
 
+// reqCtx bounds a Redis call made for a request: by the request's own
+// deadline, else by RequestTimeout (op_timeout is for the background
+// loops; a request may wait as long as its client does).
+func (r *Relay) reqCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, r.p.RequestTimeout)
+}
+
 // owner returns the room's media node if it is alive, else "".
 func (r *Relay) owner(ctx context.Context, roomID string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.OpTimeout)
+	ctx, cancel := r.reqCtx(ctx)
 	defer cancel()
 	s, err := ownerScript.Run(ctx, r.rdb, []string{r.k.room(roomID)}, r.k.nodePrefix()).Text()
 	r.failed(err)
@@ -101,7 +111,7 @@ func (r *Relay) place(ctx context.Context, roomID string) (string, error) {
 	if n, err := r.owner(ctx, roomID); err != nil || n != "" {
 		return n, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.OpTimeout)
+	ctx, cancel := r.reqCtx(ctx)
 	defer cancel()
 	nodes, err := r.k.keyspace(r.cfg).LiveNodes(ctx, r.rdb)
 	r.failed(err)
@@ -130,7 +140,7 @@ type claimResult struct {
 
 // claim runs claimScript for user entering roomID here.
 func (r *Relay) claim(ctx context.Context, roomID, user string) (claimResult, error) {
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.OpTimeout)
+	ctx, cancel := r.reqCtx(ctx)
 	defer cancel()
 	res, err := claimScript.Run(ctx, r.rdb, []string{r.k.room(roomID), r.k.userRooms(user), r.k.callRoom(roomID)},
 		r.k.nodePrefix(), r.self, r.lease(), roomID, r.p.MaxRoomsPerUser).Slice()

@@ -30,7 +30,7 @@ func TestCrossNodeRoom(t *testing.T) {
 	if got := hosts(nodes, "x1"); len(got) != 1 || got[0] != node {
 		t.Fatalf("room x1 hosted on %v, reply says %s", got, node)
 	}
-	eventually(t, 15*time.Second, "media both ways", func() bool { return receives(ra, 10, "bob") && receives(rb, 10, "alice") })
+	eventually(t, 25*time.Second, "media both ways", func() bool { return receives(ra, 10, "bob") && receives(rb, 10, "alice") })
 	c := ctxT(t)
 	if _, err := a.WaitEvent(c, rooms.EvRemoteUserEnterRoom, byUser("bob")); err != nil {
 		t.Fatal(err)

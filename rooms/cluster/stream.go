@@ -119,9 +119,11 @@ func (r *Relay) runSender(s *sender) {
 }
 
 // write appends batch to node's stream in one pipeline (and renews the
-// stream's expiry).
+// stream's expiry), within the request timeout: the entries are replies
+// and events someone waits for, worth more than op_timeout's bound of the
+// background loops.
 func (r *Relay) write(node string, batch []entry) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.ctx), r.cfg.OpTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.ctx), r.p.RequestTimeout)
 	defer cancel()
 	key := r.k.stream(node)
 	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
