@@ -148,7 +148,7 @@ func startNode(t *testing.T, srv *redistest.Server, id string, o options) *node 
 	if cfg.Media.RejoinGrace == 0 {
 		cfg.Media.RejoinGrace = 10 * time.Second
 	}
-	cfg.Server.Web.RequestTimeout = 3 * time.Second
+	cfg.Server.Web.RequestTimeout = 5 * time.Second
 	cfg.Metrics.Enabled, cfg.Metrics.Addr = true, ""
 	cfg.Cluster.NodeID = id
 	cfg.Cluster.Redis.Addr = px.addr()

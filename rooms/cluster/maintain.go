@@ -236,7 +236,8 @@ func (r *Relay) nodeDead(node string) {
 	for id, w := range r.pending {
 		if w.node == node {
 			delete(r.pending, id)
-			w.ch <- replyPayload{ID: id, Err: rooms.ErrRoomNodeUnavailable.WithMessage("the room's media node %s was lost; enter the room again", node)}
+			w.ch <- replyPayload{ID: id, lost: true,
+				Err: rooms.ErrRoomNodeUnavailable.WithMessage("the room's media node %s was lost; enter the room again", node)}
 		}
 	}
 	r.dropSenderLocked(node)

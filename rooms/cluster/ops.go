@@ -54,7 +54,7 @@ func (r *Relay) roomOp(ctx context.Context, name string, op protocol.OpFunc, a p
 		}
 		return res, err
 	}
-	res, _, err := r.forward(ctx, node, a, name, raw)
+	res, _, _, err := r.forward(ctx, node, a, name, raw)
 	if err == nil && name == rooms.OpExitRoom {
 		r.forgetRoom(a.Session, roomID, node)
 	}
@@ -78,14 +78,23 @@ func (r *Relay) enter(ctx context.Context, op protocol.OpFunc, a protocol.Actor,
 	for hop := 0; hop <= maxHops; hop++ {
 		var res any
 		var moved string
+		lost := false
 		if node == r.self {
 			res, moved, err = r.enterHere(ctx, a, raw)
 		} else {
-			res, moved, err = r.forward(ctx, node, a, rooms.OpEnterRoom, raw)
+			res, moved, lost, err = r.forward(ctx, node, a, rooms.OpEnterRoom, raw)
 		}
 		if moved != "" {
 			r.log.Debug("enterRoom moved", "room", roomID, "from", node, "to", moved)
 			node = moved
+			continue
+		}
+		if lost {
+			// The node it went to died meanwhile: place the room again
+			// (on a live node), within the request's deadline.
+			if node, err = (*r.placeFn.Load())(ctx, roomID); err != nil {
+				return nil, protocol.ErrStoreUnavailable.WithMessage("the room's node could not be looked up; retry")
+			}
 			continue
 		}
 		if err != nil {
@@ -162,8 +171,9 @@ func (r *Relay) enterHere(ctx context.Context, a protocol.Actor, raw json.RawMes
 }
 
 // forward sends a request to node and waits for its reply until ctx's
-// deadline: none is rooms.ErrRoomNodeUnavailable (11015).
-func (r *Relay) forward(ctx context.Context, node string, a protocol.Actor, op string, raw json.RawMessage) (json.RawMessage, string, error) {
+// deadline: none is rooms.ErrRoomNodeUnavailable (11015), as is node
+// being declared dead meanwhile (lost).
+func (r *Relay) forward(ctx context.Context, node string, a protocol.Actor, op string, raw json.RawMessage) (_ json.RawMessage, moved string, lost bool, _ error) {
 	connID := ""
 	if a.Session != nil {
 		connID = r.connOf(a.Session, node)
@@ -184,22 +194,22 @@ func (r *Relay) forward(ctx context.Context, node string, a protocol.Actor, op s
 	}()
 	payload, _ := json.Marshal(requestPayload{ID: id, User: a.UserID, Op: op, Args: raw, Deadline: deadline.UnixMilli()})
 	if !r.send(node, entry{kind: kindRequest, conn: connID, payload: payload}) {
-		return nil, "", rooms.ErrRoomNodeUnavailable
+		return nil, "", false, rooms.ErrRoomNodeUnavailable
 	}
 	select {
 	case p := <-w.ch:
 		if p.Moved != "" {
-			return nil, p.Moved, nil
+			return nil, p.Moved, false, nil
 		}
 		if p.Err != nil {
-			return nil, "", p.Err
+			return nil, "", p.lost, p.Err
 		}
 		if len(p.Result) == 0 {
 			p.Result = json.RawMessage("{}")
 		}
-		return p.Result, "", nil
+		return p.Result, "", false, nil
 	case <-ctx.Done():
-		return nil, "", rooms.ErrRoomNodeUnavailable
+		return nil, "", false, rooms.ErrRoomNodeUnavailable
 	}
 }
 
@@ -302,7 +312,7 @@ func (r *Relay) GrantSeat(roomID, host, userID, via string) error {
 		return r.p.Rooms.GrantSeat(roomID, host, userID, via)
 	}
 	args, _ := json.Marshal(grantArgs{RoomID: roomID, Host: host, UserID: userID, Via: via})
-	_, _, err = r.forward(ctx, node, protocol.Actor{UserID: userID}, opGrantSeat, args)
+	_, _, _, err = r.forward(ctx, node, protocol.Actor{UserID: userID}, opGrantSeat, args)
 	return err
 }
 

@@ -40,6 +40,9 @@ type replyPayload struct {
 	Result json.RawMessage `json:"r,omitempty"`
 	Err    *protocol.Error `json:"e,omitempty"`
 	Moved  string          `json:"m,omitempty"`
+	// lost (never on the wire): the node was declared dead while the
+	// request waited for it (Relay.nodeDead).
+	lost bool
 }
 
 // sender writes the entries for one node's stream, in order, pipelining
