@@ -91,8 +91,9 @@ func newClusterNode(ctx context.Context, e *Engine, p ClusterParams) (_ *cluster
 		}
 	}()
 	cp := cluster.Params{Client: loops, Prefix: p.Prefix, NodeID: p.NodeID, Logger: e.log, Config: p.Config}
-	// A connected user is known: written again with their registry entry
-	// (after a restart of Redis that lost the data too).
+	// A connected user is known: written with their registry entry, before
+	// it (attach writes nothing else), and again with it after a restart of
+	// Redis that lost the data.
 	present := func(ctx context.Context, pipe redis.Pipeliner, user string) { pipe.SAdd(ctx, c.k.users(), user) }
 	if c.reg, err = cluster.NewRegistry(cluster.RegistryParams{Params: cp, Present: present}); err != nil {
 		return nil, err
@@ -525,14 +526,13 @@ func (c *clusterNode) attach(ctx context.Context, s Conn) error {
 	s.StartReplay(r)
 	e.mu.Unlock()
 
-	err = c.store.Apply(ctx, PutUser{UserID: user})
-	if err == nil {
-		// Counted even if Add fails (see Registry.Add): Detach uncounts it.
-		e.mu.Lock()
-		c.counted[s] = true
-		e.mu.Unlock()
-		err = c.reg.Add(ctx, user)
-	}
+	// The user becomes known (sig:users) in the registry's write of the
+	// connection, before its entry (Present): no round trip of its own.
+	// Counted even if Add fails (see Registry.Add): Detach uncounts it.
+	e.mu.Lock()
+	c.counted[s] = true
+	e.mu.Unlock()
+	err = c.reg.Add(ctx, user)
 	if err != nil {
 		e.Detach(s)
 		close(ready)

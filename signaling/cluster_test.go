@@ -554,6 +554,12 @@ func TestClusterRoundTrips(t *testing.T) {
 		return h.nodes["B"].Accept(c, as(bob), protocol.InviteIDArgs{InviteID: id})
 	})
 	h.expect(alice, protocol.EvInviteeAccepted)
+	// A user's first connection: their presence announcement reads, its
+	// subscribers (a script), EXEC; the user is known through the
+	// registry's write (the loops' client, not counted here).
+	measure("B", "attach", 4, func(c context.Context) error {
+		return h.nodes["B"].Attach(c, &session{user: "carol"})
+	})
 	// The inviter's node learnt them when it created the invitation.
 	id = h.invite("A", alice, "bob")
 	h.expect(bob, protocol.EvReceiveNewInvitation)
