@@ -70,6 +70,10 @@ type Params struct {
 	Logger  *slog.Logger
 
 	Observer Observer // nil: none
+	// Seats grants seats for accepted mic invitations (seats.go); nil:
+	// Rooms, if it is a SeatGranter. In cluster mode the room relay, which
+	// reaches the room's media node.
+	Seats SeatGranter
 
 	// Cluster puts the manager in cluster mode (nil: standalone): the
 	// calls' state is in Redis, shared with the managers of the other nodes
@@ -232,7 +236,10 @@ func NewManager(ctx context.Context, p Params) (*Manager, error) {
 		m.rooms.AddObserver(m)
 	}
 	m.eng.AddObserver(m)
-	if g, ok := m.rooms.(SeatGranter); ok { // live rooms' mic requests and invitations (seats.go)
+	if g, ok := m.rooms.(SeatGranter); ok || p.Seats != nil { // live rooms' mic requests and invitations (seats.go)
+		if p.Seats != nil {
+			g = p.Seats
+		}
 		m.eng.AddObserver(seatInvitations{rooms: g, log: m.log})
 	}
 	m.mu.Lock()

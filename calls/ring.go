@@ -91,7 +91,7 @@ func (m *Manager) startCall(ctx context.Context, a protocol.Actor, spec signalin
 			if g, inviteID, creating = m.glareLocked(t, a.UserID, spec, over); g != nil {
 				return nil, nil
 			}
-			if t.byRoom(roomID) != nil {
+			if t.byRoom(roomID) != nil || t.roomHosted(roomID) {
 				taken = true
 				return nil, nil
 			}

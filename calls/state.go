@@ -41,6 +41,11 @@ type tx interface {
 	byInvite(inviteID string) *call
 	// byRoom is the running call that holds roomID (nil: none).
 	byRoom(roomID string) *call
+	// roomHosted reports whether a room roomID exists on a live node of
+	// the cluster (rooms/cluster's room:<id> lease), so that a new call
+	// does not take its ID (issue 13); always false standalone, where
+	// rooms.Claim refuses the ID of an existing room.
+	roomHosted(roomID string) bool
 	// userCalls are the running calls user takes part in or is rung for,
 	// by call ID.
 	userCalls(user string) []*call
@@ -147,6 +152,7 @@ func (t *memTx) closed() bool                   { return t.m.closed }
 func (t *memTx) running(callID string) *call    { return t.m.calls[callID] }
 func (t *memTx) byInvite(inviteID string) *call { return t.m.byInvite[inviteID] }
 func (t *memTx) byRoom(roomID string) *call     { return t.m.byRoom[roomID] }
+func (t *memTx) roomHosted(string) bool         { return false }
 
 func (t *memTx) userCalls(user string) []*call {
 	out := make([]*call, 0, len(t.m.byUser[user]))

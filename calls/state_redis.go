@@ -396,6 +396,26 @@ func (t *redisTx) byInvite(inviteID string) *call {
 	return t.get(t.pointer(t.invs, t.cl.invKey(inviteID), inviteID))
 }
 
+// roomHosted reads rooms/cluster's lease room:<id> (WATCHed: a room
+// claimed before EXEC makes the step run again) and whether its node is
+// alive.
+func (t *redisTx) roomHosted(roomID string) bool {
+	key := t.cl.p + "room:" + roomID
+	var owner *redis.StringCmd
+	if !t.read([]string{key}, func(p redis.Pipeliner) { owner = p.Get(t.ctx, key) }) {
+		return false
+	}
+	n := owner.Val()
+	if n == "" {
+		return false
+	}
+	var alive *redis.IntCmd
+	if !t.read(nil, func(p redis.Pipeliner) { alive = p.Exists(t.ctx, t.cl.live.NodeKey(n)) }) {
+		return false
+	}
+	return alive.Val() == 1
+}
+
 func (t *redisTx) byRoom(roomID string) *call {
 	return t.running(t.pointer(t.rooms, t.cl.roomKey(roomID), roomID))
 }

@@ -314,12 +314,19 @@ func (m *Manager) remove(roomID, userID string, why LeaveReason, exit ExitReason
 }
 
 // Dismiss closes a room: every member gets onExitRoom with reason 2.
-func (m *Manager) Dismiss(roomID string) {
+func (m *Manager) Dismiss(roomID string) { m.dismiss(roomID, ExitDismissed) }
+
+// DismissLost closes a room whose media may no longer be here (cluster
+// mode: this node lost its ownership): every member gets onExitRoom with
+// reason 4 (ExitMediaNodeLost) and enters again.
+func (m *Manager) DismissLost(roomID string) { m.dismiss(roomID, ExitMediaNodeLost) }
+
+func (m *Manager) dismiss(roomID string, exit ExitReason) {
 	m.mu.Lock()
 	var parts []*media.Participant
 	if r := m.rooms[roomID]; r != nil {
 		for _, mem := range sortedMembers(r) {
-			if p := m.removeLocked(mem, LeaveKicked, ExitDismissed); p != nil {
+			if p := m.removeLocked(mem, LeaveKicked, exit); p != nil {
 				parts = append(parts, p)
 			}
 		}

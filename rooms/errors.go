@@ -26,9 +26,12 @@ var (
 	ErrNeedsApproval    = &protocol.Error{Code: 11012, Reason: "needs_approval", Message: "the host puts audience members on a seat in this room"}
 	ErrNotHost          = &protocol.Error{Code: 11013, Reason: "not_host", Message: "only the room's host may do this"}
 	ErrNotOnSeat        = &protocol.Error{Code: 11014, Reason: "not_on_seat", Message: "the user is not on a seat"}
+	// ErrRoomNodeUnavailable: cluster mode, the room's media node did not
+	// answer within the request's deadline.
+	ErrRoomNodeUnavailable = &protocol.Error{Code: 11015, Reason: "room_node_unavailable", Message: "the room's media node did not answer; retry"}
 )
 
 // AllErrors lists the package's wire errors, for documentation tests.
 var AllErrors = []*protocol.Error{ErrNotAdmitted, ErrNotInRoom, ErrTooManyRooms, ErrCannotPublish, ErrBadSignal,
 	ErrUnexpected, ErrNegotiation, ErrTooManyTracks, ErrMediaUnavailable, ErrRoomFull,
-	ErrNoSeat, ErrNeedsApproval, ErrNotHost, ErrNotOnSeat}
+	ErrNoSeat, ErrNeedsApproval, ErrNotHost, ErrNotOnSeat, ErrRoomNodeUnavailable}

@@ -114,6 +114,9 @@ type EnterResult struct {
 	Role      Role     `json:"role"`
 	SeatIndex int      `json:"seatIndex"`
 	Room      RoomInfo `json:"room"`
+	// Node is the ID of the room's media node in cluster mode (the node
+	// whose SFU the media goes to); omitted standalone.
+	Node string `json:"node,omitempty"`
 }
 
 // SwitchRoleArgs are switchRole's args.

@@ -39,6 +39,10 @@ const (
 	ExitKicked         ExitReason = 1 // removed by the server, or the same user entered from another device
 	ExitDismissed      ExitReason = 2 // the room was closed (e.g. its call ended)
 	ExitConnectionLost ExitReason = 3 // its media failed past the grace period, or never connected within Config.ConnectTimeout
+	// ExitMediaNodeLost: cluster mode, the room's media node was lost (or
+	// lost the room's ownership): enter the room again (ROOMS.md, "Cluster
+	// mode").
+	ExitMediaNodeLost ExitReason = 4
 )
 
 // DefaultConnectTimeout is Config.ConnectTimeout's default
@@ -262,6 +266,38 @@ func (m *Manager) RoomCount() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return len(m.rooms)
+}
+
+// HasRoom reports whether roomID has a room here (members, even joining).
+func (m *Manager) HasRoom(roomID string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.rooms[roomID] != nil
+}
+
+// InRoom reports whether userID is a member of roomID here (even joining
+// or detached).
+func (m *Manager) InRoom(roomID, userID string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r := m.rooms[roomID]
+	return r != nil && r.members[userID] != nil
+}
+
+// Memberships returns, for each room here, the user IDs of its members
+// (joining and detached ones too).
+func (m *Manager) Memberships() map[string][]string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string][]string, len(m.rooms))
+	for id, r := range m.rooms {
+		users := make([]string, 0, len(r.members))
+		for u := range r.members {
+			users = append(users, u)
+		}
+		out[id] = users
+	}
+	return out
 }
 
 // Close removes every member (onExitRoom reason 2), then stops the

@@ -37,6 +37,10 @@ type ClusterParams struct {
 	NodeID string                // unique in the cluster
 	Addr   string                // advertised signaling address (membership)
 	Config cluster.Config
+	// Load, if set, gives the load figures of this node's heartbeat
+	// (cluster.Info.Load): rooms/cluster places new rooms by
+	// Load["members"].
+	Load func() cluster.Load
 }
 
 // clusterNode is the engine's part in a cluster: the Redis backend of its
@@ -98,7 +102,7 @@ func newClusterNode(ctx context.Context, e *Engine, p ClusterParams) (_ *cluster
 	if c.reg, err = cluster.NewRegistry(cluster.RegistryParams{Params: cp, Present: present}); err != nil {
 		return nil, err
 	}
-	if c.members, err = cluster.NewMembership(cluster.MembershipParams{Params: cp, Addr: p.Addr, Registry: c.reg, DeadEvents: c.deadEvents}); err != nil {
+	if c.members, err = cluster.NewMembership(cluster.MembershipParams{Params: cp, Addr: p.Addr, Load: p.Load, Registry: c.reg, DeadEvents: c.deadEvents}); err != nil {
 		return nil, err
 	}
 	if c.reader, err = cluster.NewReader(cluster.ReaderParams{Params: cp, Handle: c.handle, Lost: c.lost}); err != nil {

@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/switchboard-rtc/switchboard/web/webtest"
 )
 
 const (
@@ -44,12 +46,7 @@ func must(t *testing.T, ok bool) {
 // signIn opens the demo (small camera) and signs in as user.
 func signIn(ctx context.Context, t *testing.T, p *browserPage, base, user string) {
 	t.Helper()
-	must(t, p.open(ctx, base, "/?lowres=1"))
-	must(t, p.typeInto(ctx, `[data-testid="signin-name"]`, user))
-	must(t, p.click(ctx, `[data-testid="signin-submit"]`, uiWait))
-	must(t, p.waitSel(ctx, `[data-testid="conn-state"][data-state="connected"]`, uiWait))
-	_, ok := p.waitText(ctx, sel("me-name"), regexp.MustCompile("^"+user+"$"), uiWait)
-	must(t, ok)
+	webtest.SignIn(ctx, t, p.Page, base, user)
 }
 
 // inParallel runs f for every page at once and ends the test if one failed.
@@ -65,13 +62,7 @@ func inParallel(t *testing.T, pages []*browserPage, f func(i int, p *browserPage
 	}
 }
 
-func sel(testid string, attrs ...string) string {
-	s := fmt.Sprintf(`[data-testid=%q]`, testid)
-	for i := 0; i+1 < len(attrs); i += 2 {
-		s += fmt.Sprintf(`[data-%s=%q]`, attrs[i], attrs[i+1])
-	}
-	return s
-}
+func sel(testid string, attrs ...string) string { return webtest.Sel(testid, attrs...) }
 
 // noPageErrors fails the test for every error a page recorded.
 func noPageErrors(ctx context.Context, t *testing.T, pages ...*browserPage) {
@@ -83,62 +74,17 @@ func noPageErrors(ctx context.Context, t *testing.T, pages ...*browserPage) {
 	}
 }
 
-// localPreviewJS: the page shows its own camera's picture.
-const localPreviewJS = `(() => { const v = document.querySelector('[data-testid="local-video"]'); return !v.hidden && v.videoWidth > 0; })()`
-
 // calleeCameraJS: the page's camera was started for the call on its
-// screen (a stream, a preview shown, or the "camera" timing mark).
-const calleeCameraJS = `(() => {
-	const v = document.querySelector('[data-testid="local-video"]');
-	return !v.hidden || v.srcObject !== null || window.demoState.timings?.camera !== undefined;
-})()`
+// screen.
+const calleeCameraJS = webtest.CalleeCameraJS
 
 // connectCall: caller video-calls callee from the contact list, the callee's
-// page rings, the callee accepts, and both pages decode the other's video.
-// It returns how long after the accept each page decoded its first frame.
+// page rings, the callee accepts, and both pages decode the other's video
+// within acceptToMedia (webtest.ConnectDemoCall). It returns how long after
+// the accept each page decoded its first frame.
 func connectCall(ctx context.Context, t *testing.T, caller, callee *browserPage) (callerFirst, calleeFirst time.Duration) {
 	t.Helper()
-	must(t, caller.click(ctx, sel("contact-video-call", "user", callee.name), uiWait))
-	must(t, caller.callState(ctx, "calling", uiWait))
-	must(t, callee.callState(ctx, "ringing", uiWait))
-	_, ok := callee.waitText(ctx, sel("call-title"), regexp.MustCompile("^"+caller.name+"$"), time.Second)
-	must(t, ok)
-	// The ring tone plays, or (autoplay blocked) waits for a tap; it never breaks the page.
-	tone, ok := pageWait[string](ctx, callee, 2*time.Second, `['playing', 'blocked'].includes(window.demoState.call?.ringTone) && window.demoState.call.ringTone`, `window.demoState.call`)
-	must(t, ok)
-	t.Logf("%s: ring tone %s", callee.name, tone)
-
-	// Like a person, bob looks at the ring screen a moment: the caller's
-	// preview plays; the callee's camera stays off until the accept.
-	_, ok = pageWait[bool](ctx, caller, uiWait, localPreviewJS, `window.demoState.timings`)
-	must(t, ok)
-	if on, err := pageEval[bool](ctx, callee, calleeCameraJS); err != nil || on {
-		t.Fatalf("%s: the camera is on while it rings (%v)", callee.name, err)
-	}
-	accepted := time.Now()
-	must(t, callee.click(ctx, sel("incoming-accept"), uiWait))
-	firsts := make([]time.Duration, 2)
-	pairs := [][2]*browserPage{{caller, callee}, {callee, caller}}
-	var wg sync.WaitGroup
-	for i, pr := range pairs {
-		wg.Go(func() {
-			if at, ok := pr[0].waitDecoding(ctx, pr[1].name, acceptToMedia-time.Since(accepted)); ok {
-				firsts[i] = at.Sub(accepted)
-			}
-		})
-	}
-	wg.Wait()
-	if t.Failed() {
-		t.Fatalf("both pages must decode the other's video within %v of the accept", acceptToMedia)
-	}
-	for _, p := range []*browserPage{caller, callee} {
-		must(t, p.callState(ctx, "active", uiWait))
-		must(t, p.waitSel(ctx, sel("remote-video", "user", map[*browserPage]string{caller: callee.name, callee: caller.name}[p]), time.Second))
-	}
-	t.Logf("accept → first decoded frame: %s's page %v, %s's page %v", caller.name, firsts[0].Round(time.Millisecond), callee.name, firsts[1].Round(time.Millisecond))
-	caller.logTimings(ctx, accepted)
-	callee.logTimings(ctx, accepted)
-	return firsts[0], firsts[1]
+	return webtest.ConnectDemoCall(ctx, t, caller.Page, callee.Page, acceptToMedia)
 }
 
 // TestBrowserOneToOneCall: alice video-calls bob from the lobby; bob's page

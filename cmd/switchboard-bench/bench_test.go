@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -167,10 +169,126 @@ func TestBadUsage(t *testing.T) {
 		{"signaling", "--cluster", "2", "--redis-aof", "sometimes"},
 		{"signaling", "--cluster", "2", "--sample", "1s"},
 		{"signaling", "--cluster", "2", "--cpuprofile", "x"},
+		{"media", "--cluster", "1"},
+		{"media", "--cluster", "2", "--calls", "0"},
+		{"media", "--cluster", "2", "--failover", "-1"},
+		{"media", "--cluster", "2", "--redis-aof", "sometimes"},
+		{"media", "--cluster", "2", "--memprofile", "x"},
 	} {
 		var out, errOut bytes.Buffer
 		if code := run(context.Background(), args, &out, &errOut); code != 2 {
 			t.Errorf("%q: exit %d, want 2 (stderr %s)", args, code, errOut.String())
+		}
+	}
+}
+
+// TestMediaClusterTiny runs media --cluster 2 (a real redis-server and
+// switchboard nodes built from this tree; a third node for failover) and
+// the standalone baseline with two timed calls each and one failover:
+// every call must bring media to both parties, across nodes, with rooms
+// relayed, and media must flow again after the media node's SIGKILL.
+func TestMediaClusterTiny(t *testing.T) {
+	if _, err := lookRedis("redis-server"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%v (CI=true: not skipping)", err)
+		}
+		t.Skip(err)
+	}
+	res := runBench(t, "media", "--cluster", "2", "--calls", "2", "--failover", "1", "--bitrate", "100000", "--fps", "10")
+	if res["mode"] != "media" || res["server"] != modeCluster || res["cluster_nodes"] != 2.0 || res["failover_nodes"] != 3.0 {
+		t.Errorf("mode %v server %v cluster_nodes %v failover_nodes %v", res["mode"], res["server"], res["cluster_nodes"], res["failover_nodes"])
+	}
+	checkFigures(t, res,
+		[]string{"first_media_p50_ms", "first_media_max_ms", "standalone_first_media_p50_ms", "first_media_ratio",
+			"relay_messages_per_call", "requests_per_call", "standalone_requests_per_call", "ws_frames_per_call", "standalone_ws_frames_per_call",
+			"failover_p50_ms", "failover_exit_p50_ms", "failover_reentered_p50_ms", "failover_kills"},
+		[]string{"first_media_errors", "standalone_first_media_errors", "failover_errors", "room_node_unknown"})
+	if res["calls_done"] != 2.0 || res["cross_node_calls"] != 2.0 || res["standalone_calls_done"] != 2.0 || res["failover_calls"] != 1.0 {
+		t.Errorf("calls_done %v cross_node_calls %v standalone_calls_done %v failover_calls %v, want 2, 2, 2, 1",
+			res["calls_done"], res["cross_node_calls"], res["standalone_calls_done"], res["failover_calls"])
+	}
+	if res["relay_metric_present"] != true {
+		t.Error("no node exposes " + metricRelay)
+	}
+	// The relay's traffic ran in the window of the timed calls; the
+	// standalone server's WebSocket traffic for the same calls is no more
+	// than the cluster's (the same client operations).
+	if c, s := res["ws_frames_per_call"].(float64), res["standalone_ws_frames_per_call"].(float64); c < s/2 {
+		t.Errorf("ws_frames_per_call %v against standalone %v: the cluster's calls lost messages", c, s)
+	}
+}
+
+// TestParseMetrics reads the text format's sample lines and sums by labels.
+func TestParseMetrics(t *testing.T) {
+	text := "# HELP x y\n# TYPE switchboard_requests_total counter\n" +
+		`switchboard_requests_total{op="call",result="ok"} 3` + "\n" +
+		`switchboard_requests_total{op="enterRoom",result="ok"} 4` + "\n" +
+		`switchboard_room_relay_messages_total{dir="sent",kind="request"} 5` + "\n" +
+		`switchboard_room_relay_messages_total{dir="received",kind="request"} 5` + "\n" +
+		`switchboard_room_relay_messages_total{dir="sent",kind="event"} 7` + "\n" +
+		"go_goroutines 12\n"
+	sc, err := parseMetrics(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sc.sum(metricRequests, nil); got != 7 {
+		t.Errorf("requests %v, want 7", got)
+	}
+	if got := sc.sum(metricRelay, map[string]string{"dir": "sent"}); got != 12 {
+		t.Errorf("relay sent %v, want 12", got)
+	}
+	if got := sc.labelValues(metricRelay, "kind"); !slices.Equal(got, []string{"event", "request"}) {
+		t.Errorf("kinds %v", got)
+	}
+	if !sc.has("go_goroutines") || sc.has("nope") || sc.sum("go_goroutines", nil) != 12 {
+		t.Errorf("go_goroutines: %+v", sc)
+	}
+	if _, err := parseMetrics("switchboard_x{a=\"b\"}\n"); err == nil {
+		t.Error("a line without a value parsed")
+	}
+}
+
+// TestFrameParser counts the data frames of a WebSocket stream after its
+// HTTP head, whatever the chunks the stream arrives in: short, 16-bit and
+// 64-bit lengths, masked or not, control frames not counted.
+func TestFrameParser(t *testing.T) {
+	frame := func(opcode byte, masked bool, n int) []byte {
+		b := []byte{0x80 | opcode}
+		m := byte(0)
+		if masked {
+			m = 0x80
+		}
+		switch {
+		case n < 126:
+			b = append(b, m|byte(n))
+		case n < 1<<16:
+			b = append(b, m|126, byte(n>>8), byte(n))
+		default:
+			b = append(b, m|127, 0, 0, 0, 0, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+		}
+		if masked {
+			b = append(b, 1, 2, 3, 4)
+		}
+		return append(b, bytes.Repeat([]byte{'\r'}, n)...) // payload bytes that look like the head's end
+	}
+	var stream []byte
+	stream = append(stream, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"...)
+	stream = append(stream, frame(0x1, false, 5)...)
+	stream = append(stream, frame(0x9, false, 0)...) // ping: not counted
+	stream = append(stream, frame(0x1, true, 300)...)
+	stream = append(stream, frame(0x2, false, 70000)...)
+	stream = append(stream, frame(0x0, true, 1)...) // continuation
+	stream = append(stream, frame(0x8, true, 2)...) // close: not counted
+	for _, chunk := range []int{1, 3, 7, 64, 1 << 20} {
+		var n atomic.Int64
+		p := frameParser{n: &n}
+		for b := stream; len(b) > 0; {
+			k := min(chunk, len(b))
+			p.feed(b[:k])
+			b = b[k:]
+		}
+		if n.Load() != 4 {
+			t.Errorf("chunks of %d: %d data frames, want 4", chunk, n.Load())
 		}
 	}
 }

@@ -290,35 +290,82 @@ func (r *redisServer) stop() error {
 // cluster is a running Redis and its nodes.
 type cluster struct {
 	redis *redisServer
-	nodes []*server
+	nodes []*server // the live nodes, in start order
+	spec  clusterSpec
+	// bin and secret start more nodes (addNode); started counts every
+	// node ever started, for new node IDs.
+	bin     string
+	secret  []byte
+	started int
+	stderr  io.Writer
+}
+
+// clusterSpec is what startCluster needs from the flags.
+type clusterSpec struct {
+	nodes    int
+	redisBin string
+	redisAOF string
+	verbose  bool
 }
 
 // startCluster starts redis-server, then n nodes of bin on it (node IDs
 // bench-node1…), all with the same auth secret so that a token works on
 // every node.
-func startCluster(ctx context.Context, o sigOptions, bin string, secret []byte, stderr io.Writer) (_ *cluster, err error) {
-	rs, err := startRedis(ctx, o.redisBin, o.redisAOF)
+func startCluster(ctx context.Context, spec clusterSpec, bin string, secret []byte, stderr io.Writer) (_ *cluster, err error) {
+	rs, err := startRedis(ctx, spec.redisBin, spec.redisAOF)
 	if err != nil {
 		return nil, err
 	}
-	c := &cluster{redis: rs}
+	c := &cluster{redis: rs, spec: spec, bin: bin, secret: secret, stderr: stderr}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, c.stop())
 		}
 	}()
-	for i := range o.cluster {
-		n, err := runChild(ctx, bin, secret, []string{
-			"--cluster.redis.addr=" + rs.addr,
-			"--cluster.node_id=bench-node" + strconv.Itoa(i+1),
-		}, o.server.verbose, stderr)
-		if err != nil {
-			return nil, fmt.Errorf("node %d: %w", i+1, err)
+	for range spec.nodes {
+		if _, err := c.addNode(ctx); err != nil {
+			return nil, err
 		}
-		n.mode = modeCluster
-		c.nodes = append(c.nodes, n)
 	}
 	return c, nil
+}
+
+// addNode starts one more node (ID bench-node<k>, k counting every node
+// started so far) and adds it to the live nodes.
+func (c *cluster) addNode(ctx context.Context) (*server, error) {
+	c.started++
+	id := "bench-node" + strconv.Itoa(c.started)
+	n, err := runChild(ctx, c.bin, c.secret, []string{
+		"--cluster.redis.addr=" + c.redis.addr,
+		"--cluster.node_id=" + id,
+	}, c.spec.verbose, c.stderr)
+	if err != nil {
+		return nil, fmt.Errorf("node %s: %w", id, err)
+	}
+	n.mode, n.nodeID = modeCluster, id
+	c.nodes = append(c.nodes, n)
+	return n, nil
+}
+
+// kill sends SIGKILL to a live node, waits for it to exit and removes it
+// from the live nodes. It returns when the kill was sent.
+func (c *cluster) kill(n *server) (time.Time, error) {
+	i := slices.Index(c.nodes, n)
+	if i < 0 {
+		return time.Time{}, fmt.Errorf("node %s is not live", n.nodeID)
+	}
+	c.nodes = slices.Delete(c.nodes, i, i+1)
+	return n.sigkill()
+}
+
+// node returns the live node with this ID, or nil.
+func (c *cluster) node(id string) *server {
+	for _, n := range c.nodes {
+		if n.nodeID == id {
+			return n
+		}
+	}
+	return nil
 }
 
 // stop stops the nodes, then Redis.
@@ -349,16 +396,16 @@ func (c *cluster) counters() (counters, error) {
 }
 
 // The cluster has settled after the idle users connected when Redis
-// processes fewer than settleQuiet commands in a settlePeriod (the nodes'
+// processes fewer than idleSettleQuiet commands in an idleSettlePeriod (the nodes'
 // loops alone make a few dozen a second); the bench waits at most
-// settleTimeout for it.
+// idleSettleTimeout for it.
 const (
-	settlePeriod  = 500 * time.Millisecond
-	settleQuiet   = 250
-	settleTimeout = 60 * time.Second
+	idleSettlePeriod  = 500 * time.Millisecond
+	idleSettleQuiet   = 250
+	idleSettleTimeout = 60 * time.Second
 )
 
-// settle waits until Redis is quiet (see settleQuiet): the attach of a
+// settle waits until Redis is quiet (see idleSettleQuiet): the attach of a
 // connection continues on Redis after its handshake (its registry entry,
 // presence, replay), and without the wait the first seconds of the window
 // measured the tail of the idle users' connection storm.
@@ -372,7 +419,7 @@ func (r *redisServer) settle(ctx context.Context, stderr io.Writer) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(settlePeriod):
+		case <-time.After(idleSettlePeriod):
 		}
 		cur, err := r.info()
 		if err != nil {
@@ -380,12 +427,12 @@ func (r *redisServer) settle(ctx context.Context, stderr io.Writer) error {
 		}
 		n := cur.commands - prev.commands
 		prev = cur
-		if n < settleQuiet {
-			fmt.Fprintf(stderr, "signaling: cluster settled %v after the idle users connected (%d Redis commands in the last %v)\n", time.Since(start).Round(100*time.Millisecond), n, settlePeriod)
+		if n < idleSettleQuiet {
+			fmt.Fprintf(stderr, "signaling: cluster settled %v after the idle users connected (%d Redis commands in the last %v)\n", time.Since(start).Round(100*time.Millisecond), n, idleSettlePeriod)
 			return nil
 		}
-		if time.Since(start) > settleTimeout {
-			fmt.Fprintf(stderr, "signaling: cluster not settled after %v (%d Redis commands in the last %v); measuring anyway\n", settleTimeout, n, settlePeriod)
+		if time.Since(start) > idleSettleTimeout {
+			fmt.Fprintf(stderr, "signaling: cluster not settled after %v (%d Redis commands in the last %v); measuring anyway\n", idleSettleTimeout, n, idleSettlePeriod)
 			return nil
 		}
 	}
@@ -482,7 +529,7 @@ func runSignalingCluster(ctx context.Context, o sigOptions, stdout, stderr io.Wr
 	n := o.cluster
 	runCluster := func() error {
 		fmt.Fprintf(stderr, "signaling: starting redis-server (aof %s) and %d nodes…\n", o.redisAOF, o.cluster)
-		cl, err := startCluster(ctx, o, bin, secret, stderr)
+		cl, err := startCluster(ctx, clusterSpec{nodes: o.cluster, redisBin: o.redisBin, redisAOF: o.redisAOF, verbose: o.server.verbose}, bin, secret, stderr)
 		if err != nil {
 			return fmt.Errorf("start cluster: %w", err)
 		}

@@ -3,6 +3,7 @@
 //
 //	go run ./cmd/switchboard-bench signaling [--users N --callers N --duration D --rate R --warmup D]
 //	go run ./cmd/switchboard-bench media [--rooms N --publishers N --subscribers N --bitrate B --fps F --duration D --calls N]
+//	go run ./cmd/switchboard-bench media --cluster N [--calls N --failover N --bitrate B --fps F]
 //
 // The server runs in this process by default (wired as cmd/switchboard wires
 // it), or as a child process with --server-bin PATH or --spawn. Output is a
@@ -77,7 +78,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "switchboard-bench:", err)
 			return 2
 		}
-		res, err = runMedia(ctx, o, stdout, stderr)
+		if o.cluster != 0 {
+			res, err = runMediaCluster(ctx, o, stdout, stderr)
+		} else {
+			res, err = runMedia(ctx, o, stdout, stderr)
+		}
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0

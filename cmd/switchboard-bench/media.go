@@ -33,6 +33,14 @@ type mediaOptions struct {
 	calls       int
 	cpuProfile  string
 	memProfile  string
+
+	cluster  int    // --cluster N: calls and failover on N nodes on one Redis against a standalone server (0: off)
+	redisBin string // redis-server binary for --cluster
+	redisAOF string // the Redis persistence for --cluster
+	failover int    // --cluster: calls whose media node is killed
+	// standaloneFirst: --cluster runs the standalone calls before the
+	// cluster's.
+	standaloneFirst bool
 }
 
 func (o *mediaOptions) flags(out io.Writer) *flag.FlagSet {
@@ -48,6 +56,13 @@ func (o *mediaOptions) flags(out io.Writer) *flag.FlagSet {
 	fs.IntVar(&o.calls, "calls", 5, "real calls (call, accept, enterRoom) timed for first_media_ms; 0 skips them")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "in-process only: write a CPU profile of the server run's window to this file, the bare run's to FILE.bare (samples labelled side=server|client)")
 	fs.StringVar(&o.memProfile, "memprofile", "", "in-process only: write the allocation profile at the end of the server run's window to this file and at its start to FILE.base (bare run: FILE.bare, FILE.bare.base)")
+	fs.IntVar(&o.cluster, "cluster", 0, "run N (at least 2) switchboard nodes on one redis-server: time --calls calls whose caller and callee are on different nodes, "+
+		"then --failover media-node kills (on at least 3 nodes: more are started when N is less), then the same calls on a standalone server; "+
+		"the media load and the bare forwarder are not run; 0: off")
+	fs.StringVar(&o.redisBin, "redis-bin", "redis-server", "--cluster: the redis-server binary (looked up in PATH)")
+	fs.StringVar(&o.redisAOF, "redis-aof", "everysec", "--cluster: Redis persistence: everysec or always (appendonly yes with that appendfsync), or off")
+	fs.BoolVar(&o.standaloneFirst, "standalone-first", false, "--cluster: run the standalone calls before the cluster instead of after")
+	fs.IntVar(&o.failover, "failover", 5, "--cluster: calls to time from a SIGKILL of their room's media node (neither party's node) to media flowing again; 0 skips it")
 	o.server.register(fs)
 	return fs
 }
@@ -66,8 +81,16 @@ func (o *mediaOptions) validate() error {
 		return errors.New("--duration must be positive, --warmup and --calls not negative")
 	case o.duration > time.Hour || o.warmup > time.Hour || o.calls > 1000:
 		return errors.New("--duration and --warmup are capped at 1h, --calls at 1000")
-	case (o.cpuProfile != "" || o.memProfile != "") && o.server.childMode():
-		return errors.New("--cpuprofile and --memprofile profile the in-process server: not with --spawn or --server-bin")
+	case (o.cpuProfile != "" || o.memProfile != "") && (o.server.childMode() || o.cluster != 0):
+		return errors.New("--cpuprofile and --memprofile profile the in-process server: not with --spawn, --server-bin or --cluster")
+	case o.cluster == 1 || o.cluster < 0 || o.cluster > maxClusterNodes:
+		return fmt.Errorf("--cluster must be 0 (off) or 2 to %d nodes", maxClusterNodes)
+	case o.cluster != 0 && o.calls < 1:
+		return errors.New("--cluster times calls: --calls must be at least 1")
+	case o.failover < 0 || o.failover > 100:
+		return errors.New("--failover must be 0..100")
+	case o.redisAOF != "everysec" && o.redisAOF != "always" && o.redisAOF != "off":
+		return fmt.Errorf("--redis-aof %q: want everysec, always or off", o.redisAOF)
 	}
 	return o.server.validate()
 }

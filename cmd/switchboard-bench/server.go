@@ -17,6 +17,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -49,8 +50,13 @@ type server struct {
 	secret []byte
 	sfu    *media.SFU // in-process only
 	pid    int        // child only
+	nodeID string     // cluster node only: its cluster.node_id
 
 	stop func() error
+	// sigkill (child only) sends SIGKILL, returns when it was sent, after
+	// the process exited, and removes its directory; stop does nothing
+	// after it.
+	sigkill func() (time.Time, error)
 }
 
 // cpu returns the CPU time the server has used so far: the child's user+system
@@ -299,6 +305,7 @@ func runChild(ctx context.Context, bin string, secret []byte, extra []string, ve
 		return nil, fmt.Errorf("unexpected serving url %q", u)
 	}
 	pid := cmd.Process.Pid
+	var stopped atomic.Bool // by stop or sigkill
 	return &server{
 		mode:   modeChild,
 		wsURL:  "ws://" + host + "/ws",
@@ -306,6 +313,9 @@ func runChild(ctx context.Context, bin string, secret []byte, extra []string, ve
 		secret: secret,
 		pid:    pid,
 		stop: func() error {
+			if stopped.Swap(true) {
+				return nil
+			}
 			_ = cmd.Process.Signal(syscall.SIGTERM)
 			var werr error
 			select {
@@ -315,6 +325,15 @@ func runChild(ctx context.Context, bin string, secret []byte, extra []string, ve
 				werr = errors.New("server did not stop within 20s after SIGTERM; killed")
 			}
 			return errors.Join(werr, os.RemoveAll(dir))
+		},
+		sigkill: func() (time.Time, error) {
+			if stopped.Swap(true) {
+				return time.Time{}, errors.New("already stopped")
+			}
+			at := time.Now()
+			err := cmd.Process.Signal(syscall.SIGKILL)
+			<-waitc // the exit status of a killed process is an error: expected
+			return at, errors.Join(err, os.RemoveAll(dir))
 		},
 	}, nil
 }

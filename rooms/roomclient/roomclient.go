@@ -3,7 +3,10 @@
 // that publishes synthetic VP8 video and Opus audio and counts what it
 // receives. With Options.Redial it also survives its WebSocket: it
 // reconnects and enters the room again by itself, resuming its place
-// (ROOMS.md, Reconnecting). Tests and the benchmark use it.
+// (ROOMS.md, Reconnecting). When the server tells it that the room's media
+// node was lost (onExitRoom reason 4, a cluster), it enters the room again
+// by itself on the same connection, with new media (Options.RejoinTimeout).
+// Tests and the benchmark use it.
 //
 // Dependencies: it builds on signaling/client (the WebSocket), rooms (the
 // protocol types) and media/peer (the Pion side); nothing imports it.
@@ -33,6 +36,11 @@ const (
 	redialAttempt    = 10 * time.Second
 )
 
+// DefaultRejoinTimeout is Options.RejoinTimeout's default. A call whose
+// parties are not back in its room within calls.setup_timeout (30 s by
+// default) ends; 10 s of attempts fit well within it.
+const DefaultRejoinTimeout = 10 * time.Second
+
 // Options configure Enter.
 type Options struct {
 	Role      rooms.Role // default anchor
@@ -45,14 +53,24 @@ type Options struct {
 	// (retrying with backoff until Close) and enters the room again with
 	// its resumeToken: when the server resumed the entry, the peer and its
 	// PeerConnections go on (ICE is restarted if they are not connected);
-	// otherwise a new peer publishes the same tracks. The Room closes the
-	// clients it dialed. A refusal by the server (an error reply) ends the
-	// attempts; it is in Errors.
+	// otherwise a new peer publishes the same tracks. The new connection
+	// may be to another node of a cluster. The Room closes the clients it
+	// dialed. A refusal by the server (an error reply other than 11015
+	// room_node_unavailable, which is retried) ends the attempts; it is in
+	// Errors.
 	Redial func(ctx context.Context) (*client.Client, error)
 	// Seats and SeatMode are enterRoom's, for the entry that creates the
 	// room (ROOMS.md, "Live rooms").
 	Seats    int
 	SeatMode rooms.SeatMode
+	// RejoinTimeout bounds how long the Room keeps entering the room again
+	// after onExitRoom reason 4 (media_node_lost): it closes its peer at
+	// once, then sends enterRoom (same room token and role, no resume
+	// token) on the same connection at once and again with backoff
+	// (100 ms doubling to 2 s) until one succeeds, a new peer publishing
+	// the same tracks, or this time has passed (the last error is then in
+	// Errors). 0: DefaultRejoinTimeout; negative: it does not re-enter.
+	RejoinTimeout time.Duration
 }
 
 // Room is one participant in one room. A signaling client carries at most
@@ -74,13 +92,19 @@ type Room struct {
 	dialed   bool // c was dialed by the Room (Redial): Close closes it
 	peer     *peer.Peer
 	result   rooms.EnterResult
-	in       *peer.SignalQueue // server signals for the peer, this connection's
+	rt       *routes           // c's routes to the Room (and the peer's incoming signals)
 	out      *peer.SignalQueue // the peer's signals for the server
-	stop     func()            // removes the onRtcSignal route
 	closed   bool
 	resumed  int // re-entries the server resumed
 	reentred int // re-entries that were new entries
-	errs     []error
+	// lostOn is the connection the last onExitRoom reason 4 came on, until
+	// the supervisor takes it; lost counts those events, relocated the
+	// re-entries that followed them.
+	lostOn    *client.Client
+	lost      int
+	relocated int
+	errs      []error
+	lostWake  chan struct{} // capacity 1: lostOn was set
 
 	closing chan struct{}      // closed by Close
 	ctx     context.Context    // of the reconnection attempts; cancelled by Close
@@ -93,42 +117,50 @@ func Enter(ctx context.Context, c *client.Client, roomID string, opts Options) (
 	if opts.Role == "" {
 		opts.Role = rooms.RoleAnchor
 	}
+	if opts.RejoinTimeout == 0 {
+		opts.RejoinTimeout = DefaultRejoinTimeout
+	}
 	r := &Room{roomID: roomID, role: opts.Role, opts: opts, c: c, closing: make(chan struct{}), roleWake: make(chan struct{}, 1),
-		pubAudio: opts.Peer.Audio, pubVideo: opts.Peer.Video}
+		lostWake: make(chan struct{}, 1), pubAudio: opts.Peer.Audio, pubVideo: opts.Peer.Video}
 	if !r.pubAudio && !r.pubVideo {
 		r.pubAudio, r.pubVideo = true, true
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	// Route signals before entering: the server's subscriber offer may
 	// arrive before the reply.
-	in, stop := r.route(c)
-	var res rooms.EnterResult
-	if err := c.Do(ctx, rooms.OpEnterRoom, r.enterArgs(""), &res); err != nil {
-		stop()
+	rt := r.route(c)
+	in := rt.queue()
+	res, err := enter(ctx, c, r.enterArgs(""))
+	if err != nil {
+		rt.stop()
 		r.cancel()
 		return nil, err
 	}
 	out := peer.NewSignalQueue()
 	p, err := peer.New(r.peerConfig(res), out.Push)
 	if err != nil {
-		stop()
+		rt.stop()
 		r.cancel()
 		_ = c.Do(ctx, rooms.OpExitRoom, rooms.RoomArgs{RoomID: roomID}, nil)
 		return nil, fmt.Errorf("roomclient: %w", err)
 	}
 	r.mu.Lock()
-	r.peer, r.result, r.in, r.out, r.stop = p, res, in, out, stop
+	r.peer, r.result, r.rt, r.out = p, res, rt, out
 	r.mu.Unlock()
 	r.setRole(res.Role)
-	r.wg.Add(3)
+	r.wg.Add(4)
 	go r.pumpIn(in, p)
 	go r.pumpOut(out)
 	go r.followRole()
-	if opts.Redial != nil {
-		r.wg.Add(1)
-		go r.watch()
-	}
+	go r.supervise()
 	return r, nil
+}
+
+// enter sends enterRoom on c.
+func enter(ctx context.Context, c *client.Client, args rooms.EnterArgs) (rooms.EnterResult, error) {
+	var res rooms.EnterResult
+	err := c.Do(ctx, rooms.OpEnterRoom, args, &res)
+	return res, err
 }
 
 // peerConfig is Options.Peer, with the ICE servers an enterRoom reply
@@ -152,13 +184,47 @@ func (r *Room) enterArgs(resumeToken string) rooms.EnterArgs {
 		Seats: r.opts.Seats, SeatMode: string(r.opts.SeatMode)}
 }
 
-// route queues c's onRtcSignal events of this room.
-func (r *Room) route(c *client.Client) (*peer.SignalQueue, func()) {
+// routes are one connection's routes to the Room: its onRtcSignal events
+// of the room go to the signal queue of the entry now (a new one for each
+// entry on the connection), its onSwitchRole to the Room, and its
+// onExitRoom reason 4 wakes the supervisor.
+type routes struct {
+	mu     sync.Mutex // guards in; never held across a wait
+	in     *peer.SignalQueue
+	remove func() // the handlers and the observer
+}
+
+func (rt *routes) queue() *peer.SignalQueue {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	return rt.in
+}
+
+// renew gives the connection's signals from now on a new queue, for a new
+// entry, and closes the old one (ending its pumpIn).
+func (rt *routes) renew() *peer.SignalQueue {
 	in := peer.NewSignalQueue()
+	rt.mu.Lock()
+	old := rt.in
+	rt.in = in
+	rt.mu.Unlock()
+	old.Close()
+	return in
+}
+
+// stop removes the routes and closes the queue.
+func (rt *routes) stop() {
+	rt.remove()
+	rt.queue().Close()
+}
+
+// route routes c's events of this room to the Room.
+func (r *Room) route(c *client.Client) *routes {
+	rt := &routes{in: peer.NewSignalQueue()}
 	stop := c.Handle(rooms.EvRtcSignal, func(ev client.Event) {
 		var s rooms.SignalArgs
 		if ev.Decode(&s) == nil && s.RoomID == r.roomID {
-			in.Push(s.Signal)
+			rt.queue().Push(s.Signal)
 		}
 	})
 	stopRole := c.Handle(rooms.EvSwitchRole, func(ev client.Event) {
@@ -176,7 +242,23 @@ func (r *Room) route(c *client.Client) (*peer.SignalQueue, func()) {
 			r.setRole(e.Role)
 		}
 	})
-	return in, func() { stop(); stopRole(); in.Close() }
+	// Observed, not taken: the application may wait for onExitRoom too.
+	stopExit := c.Observe(rooms.EvExitRoom, func(ev client.Event) {
+		var e rooms.ExitRoomEvent
+		if ev.Decode(&e) != nil || e.RoomID != r.roomID || e.Reason != int(rooms.ExitMediaNodeLost) {
+			return
+		}
+		r.mu.Lock()
+		r.lostOn = c
+		r.lost++
+		r.mu.Unlock()
+		select {
+		case r.lostWake <- struct{}{}:
+		default:
+		}
+	})
+	rt.remove = func() { stop(); stopRole(); stopExit() }
+	return rt
 }
 
 // Result is the latest enterRoom reply.
@@ -186,8 +268,16 @@ func (r *Room) Result() rooms.EnterResult {
 	return r.result
 }
 
+// Node is the room's media node, from the latest enterRoom reply (a
+// cluster's node ID; "" standalone).
+func (r *Room) Node() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.result.Node
+}
+
 // Peer is the media side, for its counters (a new one after a re-entry
-// the server did not resume).
+// the server did not resume, and after onExitRoom reason 4).
 func (r *Room) Peer() *peer.Peer {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -207,6 +297,14 @@ func (r *Room) Rejoins() (resumed, entered int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.resumed, r.reentred
+}
+
+// MediaLost counts the onExitRoom reason 4 (media_node_lost) the Room got,
+// and its re-entries after them (each with a new peer).
+func (r *Room) MediaLost() (lost, reentered int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lost, r.relocated
 }
 
 // Errors returns negotiation errors seen so far (from the server or the peer).
@@ -254,21 +352,113 @@ func (r *Room) pumpOut(out *peer.SignalQueue) {
 	}
 }
 
-// watch waits for the client's connection to end and enters the room
-// again on a new one, until Close.
-func (r *Room) watch() {
+// supervise enters the room again, one recovery at a time, until Close:
+// on a new connection when the client's ends (with Options.Redial), on the
+// same one after onExitRoom reason 4.
+func (r *Room) supervise() {
 	defer r.wg.Done()
 	for {
 		c := r.Client()
+		var ended <-chan struct{}
+		if r.opts.Redial != nil {
+			ended = c.Done()
+		}
+		select {
+		case <-r.closing:
+			return
+		case <-ended:
+			if !r.rejoin() {
+				return
+			}
+		case <-r.lostWake:
+			r.mu.Lock()
+			on := r.lostOn
+			r.lostOn = nil
+			r.mu.Unlock()
+			if on == c { // not a stale one from a connection replaced since
+				r.relocate(c)
+			}
+		}
+	}
+}
+
+// relocate follows onExitRoom reason 4 on c: the room's media node is gone,
+// so the peer is closed at once (its signals must not reach the next
+// entry), then the Room enters again on c, retrying with backoff for
+// Options.RejoinTimeout. It gives up early when c ends (the reconnection
+// takes over, with Redial) or on Close.
+func (r *Room) relocate(c *client.Client) {
+	r.mu.Lock()
+	oldPeer, oldOut, rt := r.peer, r.out, r.rt
+	r.mu.Unlock()
+	rt.renew() // the lost entry's signals go nowhere
+	oldOut.Close()
+	_ = oldPeer.Close()
+	if r.opts.RejoinTimeout < 0 {
+		return
+	}
+	deadline := time.Now().Add(r.opts.RejoinTimeout)
+	backoff := time.Duration(0)
+	for attempt := 1; ; attempt++ {
 		select {
 		case <-r.closing:
 			return
 		case <-c.Done():
+			return
+		case <-time.After(backoff):
 		}
-		if !r.rejoin() {
+		r.mu.Lock()
+		r.lostOn = nil // an event of the entry lost is no new loss
+		r.mu.Unlock()
+		ctx, cancel := context.WithTimeout(r.ctx, min(time.Until(deadline), redialAttempt))
+		err := r.enterAgain(ctx, c)
+		cancel()
+		if err == nil || c.Err() != nil || r.ctx.Err() != nil {
+			return
+		}
+		backoff = min(max(2*backoff, redialBackoff), redialBackoffMax)
+		if time.Now().Add(backoff).After(deadline) {
+			r.fail(fmt.Errorf("roomclient: entering %s again after its media node was lost: gave up after %d attempts in %v: %w",
+				r.roomID, attempt, r.opts.RejoinTimeout, err))
 			return
 		}
 	}
+}
+
+// enterAgain enters the room anew on c, the Room's connection, and gives
+// the entry a new peer.
+func (r *Room) enterAgain(ctx context.Context, c *client.Client) error {
+	in := r.routesNow().renew()
+	res, err := enter(ctx, c, r.enterArgs(""))
+	if err != nil {
+		return err
+	}
+	out := peer.NewSignalQueue()
+	p, err := peer.New(r.peerConfig(res), out.Push)
+	if err != nil {
+		return fmt.Errorf("roomclient: %w", err)
+	}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		out.Close()
+		_ = p.Close()
+		return nil
+	}
+	r.peer, r.out, r.result = p, out, res
+	r.relocated++
+	r.wg.Add(2)
+	go r.pumpIn(in, p)
+	go r.pumpOut(out)
+	r.mu.Unlock()
+	r.setRole(res.Role)
+	return nil
+}
+
+func (r *Room) routesNow() *routes {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.rt
 }
 
 // rejoin dials and re-enters until it succeeds (true), the server refuses
@@ -295,7 +485,7 @@ func (r *Room) rejoin() bool {
 			return true
 		}
 		var perr *protocol.Error
-		if errors.As(err, &perr) {
+		if errors.As(err, &perr) && !errors.Is(perr, rooms.ErrRoomNodeUnavailable) {
 			r.fail(fmt.Errorf("roomclient: entering %s again: %w", r.roomID, err))
 			return false
 		}
@@ -305,11 +495,12 @@ func (r *Room) rejoin() bool {
 // reenter enters the room again on c with the resume token, and switches
 // the Room to c: the same peer when resumed, a new one otherwise.
 func (r *Room) reenter(ctx context.Context, c *client.Client) error {
-	in, stop := r.route(c)
+	rt := r.route(c)
+	in := rt.queue()
 	token := r.Result().ResumeToken
-	var res rooms.EnterResult
-	if err := c.Do(ctx, rooms.OpEnterRoom, r.enterArgs(token), &res); err != nil {
-		stop()
+	res, err := enter(ctx, c, r.enterArgs(token))
+	if err != nil {
+		rt.stop()
 		return err
 	}
 	var fresh *peer.Peer
@@ -318,21 +509,21 @@ func (r *Room) reenter(ctx context.Context, c *client.Client) error {
 		freshOut = peer.NewSignalQueue()
 		var err error
 		if fresh, err = peer.New(r.peerConfig(res), freshOut.Push); err != nil {
-			stop()
+			rt.stop()
 			return fmt.Errorf("roomclient: %w", err)
 		}
 	}
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
-		stop()
+		rt.stop()
 		if fresh != nil {
 			_ = fresh.Close()
 		}
 		return nil
 	}
-	oldStop, oldPeer, oldOut, oldClient, oldDialed := r.stop, r.peer, r.out, r.c, r.dialed
-	r.c, r.dialed, r.result, r.in, r.stop = c, true, res, in, stop
+	oldRoutes, oldPeer, oldOut, oldClient, oldDialed := r.rt, r.peer, r.out, r.c, r.dialed
+	r.c, r.dialed, r.result, r.rt = c, true, res, rt
 	if res.Resumed {
 		r.resumed++
 	} else {
@@ -349,7 +540,7 @@ func (r *Room) reenter(ctx context.Context, c *client.Client) error {
 	r.mu.Unlock()
 	r.setRole(res.Role) // it may have been switched while away
 
-	oldStop()
+	oldRoutes.stop()
 	if oldDialed {
 		_ = oldClient.Close()
 	}
@@ -394,9 +585,9 @@ func (r *Room) Close() {
 	r.closed = true
 	close(r.closing)
 	r.cancel()
-	stop, out, p, c, dialed := r.stop, r.out, r.peer, r.c, r.dialed
+	rt, out, p, c, dialed := r.rt, r.out, r.peer, r.c, r.dialed
 	r.mu.Unlock()
-	stop()
+	rt.stop()
 	out.Close()
 	_ = p.Close()
 	if dialed {

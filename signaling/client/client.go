@@ -36,8 +36,11 @@ type Client struct {
 	// reply, in the order their requests were queued.
 	mu      sync.Mutex
 	pending map[string][]*waiter
-	// handlers take events by name instead of Events; guarded by mu.
-	handlers map[string]func(Event)
+	// handlers take events by name instead of Events; observers see
+	// events by name before they go on (to a handler or Events). Both
+	// guarded by mu.
+	handlers  map[string]func(Event)
+	observers map[string][]*observer
 
 	send   chan outMsg // bounded queue drained by the writer
 	events chan Event  // written and closed by the reader only
@@ -55,6 +58,9 @@ type Client struct {
 	done       chan struct{} // closed last, after err is set
 	err        error         // why the connection ended; set before events and done close
 }
+
+// observer is one Observe registration (a pointer: removed by identity).
+type observer struct{ f func(Event) }
 
 type outMsg struct {
 	typ  int
@@ -381,6 +387,9 @@ func (c *Client) readFrames() error {
 			continue
 		}
 		if !isReply {
+			for _, o := range c.observersOf(ev.Name) {
+				o.f(ev)
+			}
 			if h := c.handler(ev.Name); h != nil {
 				h(ev)
 				continue
@@ -523,6 +532,45 @@ func (c *Client) Handle(name string, f func(Event)) (remove func()) {
 		delete(c.handlers, name)
 		c.mu.Unlock()
 	}
+}
+
+// Observe calls f with every later event named name, and lets the event go
+// on as if f were not there (to its Handle route, else Events); several
+// observers of a name are called in the order they were added. It returns
+// a function that removes this observer. f runs on the connection's reader
+// goroutine: it must not block. Media clients use it to act on an event
+// (onExitRoom) that a test or application may also wait for.
+func (c *Client) Observe(name string, f func(Event)) (remove func()) {
+	o := &observer{f: f}
+	c.mu.Lock()
+	if c.observers == nil {
+		c.observers = make(map[string][]*observer)
+	}
+	c.observers[name] = append(append([]*observer(nil), c.observers[name]...), o)
+	c.mu.Unlock()
+	return func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		list := c.observers[name]
+		for i, x := range list {
+			if x == o {
+				// A new slice: observersOf's callers may hold the old one.
+				c.observers[name] = append(append([]*observer(nil), list[:i]...), list[i+1:]...)
+				break
+			}
+		}
+		if len(c.observers[name]) == 0 {
+			delete(c.observers, name)
+		}
+	}
+}
+
+// observersOf returns the observers of name now (a slice never changed
+// in place).
+func (c *Client) observersOf(name string) []*observer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.observers[name]
 }
 
 func (c *Client) handler(name string) func(Event) {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1002,4 +1003,58 @@ func FuzzParseFrame(f *testing.F) {
 			t.Errorf("reply with both error and data: %+v", ev)
 		}
 	})
+}
+
+// TestObserveSeesEventsThatGoOn: observers of a name see each of its events
+// in order, before the event goes on to its route or to Events; a removed
+// observer sees no more, the others still do.
+func TestObserveSeesEventsThatGoOn(t *testing.T) {
+	fs := newFake(t, func(fc *fakeConn, req protocol.Request) {
+		var n struct{ N int }
+		_ = json.Unmarshal(req.Args, &n)
+		for i := range n.N {
+			fc.event("onTick", map[string]int{"i": i})
+			fc.event("onRouted", map[string]int{"i": i})
+		}
+		fc.reply(req.ID, nil, nil)
+	})
+	c := dial(t, fs)
+	ctx := testCtx(t)
+	var mu sync.Mutex
+	var first, second, routed []int
+	rec := func(to *[]int) func(Event) {
+		return func(ev Event) {
+			var d struct{ I int }
+			_ = ev.Decode(&d)
+			mu.Lock()
+			*to = append(*to, d.I)
+			mu.Unlock()
+		}
+	}
+	removeFirst := c.Observe("onTick", rec(&first))
+	c.Observe("onTick", rec(&second))
+	c.Observe("onRouted", rec(&routed))
+	c.Handle("onRouted", func(Event) {})
+	if err := c.Do(ctx, "burst", map[string]int{"n": 3}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		ev, err := c.WaitEvent(ctx, "onTick", nil)
+		var d struct{ I int }
+		if err != nil || ev.Decode(&d) != nil || d.I != i {
+			t.Fatalf("onTick %d on Events: %v %v", i, ev, err)
+		}
+	}
+	removeFirst()
+	if err := c.Do(ctx, "burst", map[string]int{"n": 2}, nil); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(first, []int{0, 1, 2}) || !slices.Equal(second, []int{0, 1, 2, 0, 1}) || !slices.Equal(routed, []int{0, 1, 2, 0, 1}) {
+		t.Fatalf("observed: first %v, second %v, routed %v", first, second, routed)
+	}
+	if err := c.ExpectNoEvent(ctx, 0, "onRouted"); err != nil {
+		t.Fatalf("a routed event reached Events: %v", err)
+	}
 }

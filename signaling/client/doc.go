@@ -33,7 +33,10 @@
 // Events are delivered on Events(), a bounded channel (WithEventBuffer,
 // default 256) that is closed when the connection ends, after the last
 // event. The application must drain it: when it is full the reader waits,
-// and replies queued behind the events wait too.
+// and replies queued behind the events wait too. Handle takes the events of
+// a name off Events (to a function on the reader goroutine); Observe only
+// looks at them on their way (a media client reacting to onExitRoom while a
+// test waits for it).
 //
 // Next, WaitEvent, WaitReply and ExpectNoEvent are helpers for tests that
 // consume Events through an internal backlog: WaitEvent keeps every event it

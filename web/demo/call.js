@@ -593,12 +593,21 @@ export class Calls {
       mark(this.app, 'mediaConnected');
       this.#maybeActive(c);
     });
+    // Reason 4 (the room's media node was lost): the SDK enters the room
+    // again by itself; the call goes on and the videos come back.
+    room.on('reconnecting', ({ reason }) => {
+      if (reason === 4 && c.state !== 'ended') this.#callNotice('Media server lost: reconnecting the call…');
+    });
+    room.on('resumed', ({ reason }) => {
+      if (reason === 4 && c.state !== 'ended') this.#callNotice('Call reconnected');
+    });
     room.on('onExitRoom', ({ reason }) => {
       if (c.state === 'ended') return;
       const texts = {
         1: 'You were removed from the call (or joined it on another device)',
         2: 'Call ended',
         3: 'Connection lost: the call was dropped',
+        4: 'The media server was lost and the call could not be reconnected',
       };
       const dur = c.startTime ? `, ${fmtDuration((Date.now() - c.startTime) / 1000)}` : '';
       this.#end(c, { text: reason === 2 ? `Call ended${dur}` : texts[reason] ?? 'You left the call', result: reason === 2 ? 'completed' : 'failed' });

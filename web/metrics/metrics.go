@@ -40,6 +40,7 @@ type Metrics struct {
 	storeApply  *prometheus.HistogramVec
 	webhooks    *prometheus.CounterVec
 	webhookTime prometheus.Histogram
+	roomRelay   *prometheus.CounterVec
 }
 
 var (
@@ -74,6 +75,9 @@ func New() *Metrics {
 		storeApply: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "switchboard", Name: "store_apply_seconds",
 			Help:    "Latency of writes to the signaling store, by outcome.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}, []string{"outcome"}),
+		roomRelay: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "switchboard", Name: "room_relay_messages_total",
+			Help: "Cluster mode: messages of the room relay (rooms/cluster) by kind (request, reply, event, closed) and direction (sent, received)."},
+			[]string{"kind", "dir"}),
 		webhooks: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "switchboard", Name: "webhook_deliveries_total",
 			Help: "Webhook delivery attempts by result (ok, failed, expired), and events dropped before being queued (dropped)."}, []string{"result"}),
 		webhookTime: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "switchboard", Name: "webhook_delivery_seconds",
@@ -81,7 +85,7 @@ func New() *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12)}),
 	}
 	reg.MustRegister(m.connections, m.rejected, m.requests, m.overflows, m.invitations, m.callSetup, m.callsEnded, m.storeApply,
-		m.webhooks, m.webhookTime)
+		m.webhooks, m.webhookTime, m.roomRelay)
 	return m
 }
 
@@ -89,6 +93,9 @@ func New() *Metrics {
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
 }
+
+// RoomRelayMessage implements rooms/cluster's Metrics.
+func (m *Metrics) RoomRelayMessage(kind, dir string) { m.roomRelay.WithLabelValues(kind, dir).Inc() }
 
 // Watch adds gauges read from the running components: active calls, rooms,
 // room members, and the SFU's forwarded packets and bytes.
@@ -100,6 +107,8 @@ func (m *Metrics) Watch(c *calls.Manager, r *rooms.Manager, sfu *media.SFU) {
 	if r != nil {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "switchboard", Name: "rooms",
 			Help: "Media rooms."}, func() float64 { n, _ := r.Counts(); return float64(n) }))
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "switchboard", Name: "rooms_hosted",
+			Help: "Media rooms hosted by this node's SFU (in cluster mode, the rooms whose media node it is)."}, func() float64 { n, _ := r.Counts(); return float64(n) }))
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "switchboard", Name: "room_participants",
 			Help: "Participants in media rooms."}, func() float64 { _, n := r.Counts(); return float64(n) }))
 	}

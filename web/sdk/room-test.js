@@ -88,7 +88,9 @@ async function main() {
   const camera = Switchboard.getCameraStream({ audio: true, video: true });
   camera.catch(() => {}); // reported below, where it is awaited
   const [roomToken, sessionToken] = await Promise.all([devToken({ user, room: roomID }), devToken({ user })]);
-  const sb = await Switchboard.connect({ token: sessionToken, getToken: () => devToken({ user }) });
+  // ?reenterTimeout=ms: how long a room tries to enter again (onExitRoom reason 4).
+  const opts = params.has('reenterTimeout') ? { reenterTimeout: Number(params.get('reenterTimeout')) } : {};
+  const sb = await Switchboard.connect({ token: sessionToken, getToken: () => devToken({ user }), ...opts });
   window.sb = sb;
   state.timings.connected = now();
   state.connectionStates.push('connected');
@@ -130,8 +132,10 @@ async function main() {
   room.on('remoteStreamRemoved', ({ userID }) => hideRemote(userID));
   room.on('error', (err) => fail('room', err));
   // Reconnection and ICE restarts (ROOMS.md, Reconnecting), with their times.
-  room.on('reconnecting', () => record('reconnecting')({}));
-  room.on('resumed', (data) => record('resumed')({ available: data.resumed }));
+  // Reason 4 (media node lost): entering again ('reconnecting' and 'resumed' with reason 4).
+  room.on('reconnecting', (data) => record('reconnecting')({ reason: data.reason }));
+  room.on('resumed', (data) => record('resumed')({ available: data.resumed, reason: data.reason }));
+  room.on('reenterRetry', (data) => record('reenterRetry')({ reason: data.code }));
   room.on('iceRestart', (data) => record('iceRestart')({ userID: data.target }));
   // Streams and events that came between the reply and these handlers.
   for (const [userID, stream] of room.remoteStreams) showRemote(userID, stream);

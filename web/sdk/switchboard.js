@@ -30,8 +30,15 @@ export const CloseCode = Object.freeze({
 
 /** onExitRoom reasons; CONNECTION_LOST is also emitted by the SDK itself
  * when the WebSocket is gone for good (no reconnection), or when a room
- * could not be entered again after a reconnection. */
-export const ExitReason = Object.freeze({ LEFT: 0, KICKED: 1, DISMISSED: 2, CONNECTION_LOST: 3 });
+ * could not be entered again after a reconnection. MEDIA_NODE_LOST (the
+ * room's media node was lost, or the room moved: cluster mode) is handled
+ * by the SDK, which enters the room again; the app sees it on onExitRoom
+ * only when that failed for reenterTimeout. */
+export const ExitReason = Object.freeze({ LEFT: 0, KICKED: 1, DISMISSED: 2, CONNECTION_LOST: 3, MEDIA_NODE_LOST: 4 });
+
+// Server errors after which entering a room again is retried: the room's
+// media node did not answer (11015), Redis is unreachable (9500).
+const RETRY_ENTER_CODES = new Set([11015, 9500]);
 
 // Client-side error reasons (code 0: not a server error code).
 const CLIENT_ERRORS = Object.freeze({
@@ -55,8 +62,16 @@ const DEFAULTS = Object.freeze({
   // connected again.
   iceRestartAfter: 2000,
   // Cap of the reconnect backoff while rooms wait to resume, so that they
-  // come back within the server's media.rejoin_grace.
+  // come back within the server's media.rejoin_grace; also the cap of the
+  // backoff between a room's attempts to enter again.
   roomBackoffMax: 2000,
+  // ms a room keeps trying to enter again (after onExitRoom reason 4, or a
+  // resume the server could not serve yet: 11015, 9500, timeout) before it
+  // gives up with onExitRoom; about the server's calls.setup_timeout (30 s).
+  reenterTimeout: 30000,
+  // ms before a room's second attempt to enter again (the first is at
+  // once); doubles up to roomBackoffMax, with jitter.
+  reenterBackoffInitial: 250,
 });
 
 /**
@@ -209,7 +224,9 @@ export class Switchboard extends Emitter {
    * token (a session JWT), getToken (async () => token, called for a fresh
    * token when the server closes with 4001 or a reconnect attempt fails),
    * reconnect (default true), backoffInitial, backoffMax, backoffFactor,
-   * maxReconnectAttempts, requestTimeout, connectTimeout (ms).
+   * maxReconnectAttempts, requestTimeout, connectTimeout (ms),
+   * iceRestartAfter, roomBackoffMax, reenterTimeout, reenterBackoffInitial
+   * (ms; rooms: see Room).
    * Rejects with a SwitchboardError (reason connect_failed) when the first
    * connection cannot be opened.
    */
@@ -516,7 +533,8 @@ export class Switchboard extends Emitter {
     if (this.#rooms.has(roomID)) throw new SwitchboardError(0, 'already_in_room', `already in room ${roomID}`);
     // The room's state exists before enterRoom is sent: the server's first
     // subscriber offer may arrive before the reply.
-    const room = new Room(this, roomID, role, localStream, rtcConfig, { roomToken, iceRestartAfter: this.#opts.iceRestartAfter });
+    const { iceRestartAfter, reenterTimeout, reenterBackoffInitial, roomBackoffMax } = this.#opts;
+    const room = new Room(this, roomID, role, localStream, rtcConfig, { roomToken, iceRestartAfter, reenterTimeout, reenterBackoffInitial, reenterBackoffMax: roomBackoffMax });
     this.#rooms.set(roomID, room);
     let result;
     try {
@@ -729,6 +747,8 @@ export class Switchboard extends Emitter {
       const room = this.#rooms.get(data.roomID);
       if (room) room._event(name, data);
       if (name === 'onRtcSignal') return; // internal to the room
+      // The room enters again by itself: it is not left.
+      if (name === 'onExitRoom' && data.reason === ExitReason.MEDIA_NODE_LOST && room && !room.exited && this.#opts.reenterTimeout > 0) return;
     }
     this.emit(name, data);
   }
@@ -772,6 +792,19 @@ function tokenSubject(token) {
  * iceRestartAfter ms, restarts ICE on the same RTCPeerConnection (the
  * publisher offers with iceRestart; for the subscriber the server is asked
  * with a restartIce signal); 'iceRestart' {target} is emitted.
+ *
+ * Media node lost (cluster mode; ROOMS.md, onExitRoom reason 4): the room's
+ * media node was lost, or the room moved. The SDK does not end the room: it
+ * closes both connections ('remoteStreamRemoved' for each stream), emits
+ * 'reconnecting' {reason: 4}, and enters the same room again (same role and
+ * roomToken; a call's admission holds) with new connections, publishing the
+ * local stream again; then 'resumed' {resumed: false, reason: 4}, and the
+ * others' streams come again with 'remoteStream'. The first attempt is at
+ * once; an attempt that fails with 11015 (room_node_unavailable), 9500
+ * (store_unavailable) or no reply is tried again with backoff
+ * (reenterBackoffInitial doubling to roomBackoffMax, with jitter) for up to
+ * reenterTimeout ms, after which the room ends with onExitRoom reason 4.
+ * A resume after a reconnection that fails this way is retried alike.
  */
 export class Room extends Emitter {
   #sb;
@@ -795,13 +828,19 @@ export class Room extends Emitter {
   #heldSignals = []; // onRtcSignal events that arrived while resuming
   #iceRestartAfter;
   #iceTimers = { publisher: null, subscriber: null };
+  #reenter; // {timeout, initial, max}: the retries of entering again, ms
+  #retryDeadline = 0; // performance.now() at which entering again gives up; 0: no failed attempt yet
+  #retryAttempt = 0;
+  #retryTimer = null;
+  #lostData = null; // the onExitRoom reason 4 this room is entering again after
 
   /** @private use sb.enterRoom */
-  constructor(sb, roomID, role, localStream, rtcConfig, { roomToken, iceRestartAfter = 2000 } = {}) {
+  constructor(sb, roomID, role, localStream, rtcConfig, { roomToken, iceRestartAfter = 2000, reenterTimeout = 30000, reenterBackoffInitial = 250, reenterBackoffMax = 2000 } = {}) {
     super();
     this.#sb = sb;
     this.#roomToken = roomToken;
     this.#iceRestartAfter = iceRestartAfter;
+    this.#reenter = { timeout: reenterTimeout, initial: reenterBackoffInitial, max: reenterBackoffMax };
     this.roomID = roomID;
     this.role = role;
     this.#localStream = localStream;
@@ -819,6 +858,8 @@ export class Room extends Emitter {
     this.info = { host: '', seatMode: 'free', seats: [], anchors: [], audience: [] };
     /** This member's seat, -1 for none. */
     this.seatIndex = -1;
+    /** The room's media node (the enterRoom reply's `node`, cluster mode; '' standalone). */
+    this.node = '';
     /** true after onEnterRoom (media connected), false after exit. */
     this.connected = false;
     this.exited = false;
@@ -949,32 +990,79 @@ export class Room extends Emitter {
       this.#finish(ExitReason.CONNECTION_LOST);
       return;
     }
+    // A retry waiting for its turn: the connection's return tries at once.
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = null;
     if (!this.#suspended) this.emit('reconnecting', { roomID: this.roomID });
     this.#suspended = true;
     this.#resuming = false;
   }
 
-  // The WebSocket is back: enter again with the resumeToken.
+  // The WebSocket is back: enter again, with the resumeToken if there is one.
   _resume() {
+    this.#enterAgain();
+  }
+
+  // The room's media node was lost (onExitRoom reason 4): new connections
+  // on the room's new media node, found by entering again.
+  #mediaNodeLost(data) {
+    const wasSuspended = this.#suspended;
+    this.#lostData = data;
+    this.#resumeToken = ''; // the place was on the lost node
+    this.#heldSignals = [];
+    this.#resetMedia();
+    this.#suspended = true;
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = null;
+    this.#retryDeadline = 0;
+    this.#retryAttempt = 0;
+    if (!wasSuspended) this.emit('reconnecting', { roomID: this.roomID, reason: ExitReason.MEDIA_NODE_LOST });
+    this.#enterAgain();
+  }
+
+  // One attempt to enter again (after a reconnection or reason 4), unless
+  // one is in flight or the WebSocket is down (its return calls _resume).
+  #enterAgain() {
+    this.#retryTimer = null;
     if (this.exited || !this.#suspended || this.#resuming) return;
+    if (this.#sb.state !== ConnectionState.CONNECTED) return;
     this.#resuming = true;
-    const args = pick({ roomID: this.roomID, role: this.role, roomToken: this.#roomToken, resumeToken: this.#resumeToken },
+    if (this.#lostData) this.#heldSignals = []; // of a failed attempt
+    const args = pick({ roomID: this.roomID, role: this.role, roomToken: this.#roomToken, resumeToken: this.#resumeToken || undefined },
       ['roomID', 'role', 'roomToken', 'resumeToken']);
     this.#sb.request('enterRoom', args).then(
       (result) => this.#resumed(result),
-      (err) => {
-        if (this.exited) return;
-        this.#resuming = false;
-        // The connection dropped again: the next one tries again.
-        if (err.reason === 'connection_lost' || err.reason === 'timeout') return;
-        this.emit('error', err);
-        this.#finish(ExitReason.CONNECTION_LOST);
-      },
+      (err) => this.#enterAgainFailed(err),
     );
+  }
+
+  #enterAgainFailed(err) {
+    if (this.exited) return;
+    this.#resuming = false;
+    // The connection dropped: its return tries again.
+    if (err.reason === 'connection_lost' || (err.reason === 'timeout' && this.#sb.state !== ConnectionState.CONNECTED)) return;
+    if (err.reason === 'timeout' || RETRY_ENTER_CODES.has(err.code)) {
+      // The room's media node did not answer: again, with backoff, until reenterTimeout.
+      const now = performance.now();
+      if (!this.#retryDeadline) this.#retryDeadline = now + this.#reenter.timeout;
+      if (now < this.#retryDeadline) {
+        const base = Math.min(this.#reenter.max, this.#reenter.initial * 2 ** this.#retryAttempt++);
+        const delay = Math.min(Math.round(base / 2 + Math.random() * (base / 2)), Math.ceil(this.#retryDeadline - now));
+        this.emit('reenterRetry', { roomID: this.roomID, code: err.code, reason: err.reason, attempt: this.#retryAttempt, delay });
+        this.#retryTimer = setTimeout(() => this.#enterAgain(), delay);
+        return;
+      }
+    }
+    this.emit('error', err);
+    this.#finish(this.#lostData ? ExitReason.MEDIA_NODE_LOST : ExitReason.CONNECTION_LOST, this.#lostData ?? undefined);
   }
 
   #resumed(result) {
     if (this.exited) return;
+    const lost = this.#lostData;
+    this.#lostData = null;
+    this.#retryDeadline = 0;
+    this.#retryAttempt = 0;
     this.#suspended = false;
     this.#resuming = false;
     this.#resumeToken = result.resumeToken ?? '';
@@ -983,16 +1071,18 @@ export class Room extends Emitter {
     this.#roomState(result);
     const held = this.#heldSignals;
     this.#heldSignals = [];
-    if (!result.resumed) {
+    // After reason 4 the connections are gone whatever the reply says.
+    const resumed = Boolean(result.resumed) && !lost;
+    if (!resumed) {
       // The server did not keep our place: new connections, published again.
       this.#resetMedia();
       if (this.role !== 'audience' && this.#localStream) this.#enqueue(() => this.#publish());
     }
     this.#reconcile(result.participants ?? []);
     for (const s of held) this.#enqueue(() => this.#onSignal(s));
-    if (result.resumed) this.#enqueue(() => this.#afterResume());
-    if (result.resumed && this.role !== roleBefore) this.#followRole(); // switched while away
-    this.emit('resumed', { roomID: this.roomID, resumed: Boolean(result.resumed) });
+    if (resumed) this.#enqueue(() => this.#afterResume());
+    if (resumed && this.role !== roleBefore) this.#followRole(); // switched while away
+    this.emit('resumed', lost ? { roomID: this.roomID, resumed: false, reason: ExitReason.MEDIA_NODE_LOST } : { roomID: this.roomID, resumed });
   }
 
   // After a resume: an offer or its answer may have been lost with the old
@@ -1104,6 +1194,7 @@ export class Room extends Emitter {
 
   // The live room's state of an enterRoom reply.
   #roomState(result) {
+    this.node = result.node ?? '';
     if (result.role) this.role = result.role;
     if (result.room) this.info = result.room;
     this.seatIndex = result.seatIndex ?? -1;
@@ -1160,6 +1251,10 @@ export class Room extends Emitter {
         this.connected = true;
         break;
       case 'onExitRoom':
+        if (data.reason === ExitReason.MEDIA_NODE_LOST && this.#reenter.timeout > 0) {
+          this.#mediaNodeLost(data);
+          return;
+        }
         this.#finish(data.reason, data);
         return;
       case 'onRemoteUserEnterRoom':
@@ -1329,6 +1424,7 @@ export class Room extends Emitter {
   #close() {
     this.exited = true;
     this.connected = false;
+    clearTimeout(this.#retryTimer);
     for (const target of ['publisher', 'subscriber']) clearTimeout(this.#iceTimers[target]);
     this.#sb._forgetRoom(this);
     for (const userID of [...this.remoteStreams.keys()]) this.#removeRemote(userID);

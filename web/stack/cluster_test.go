@@ -75,6 +75,9 @@ func TestClusterStack(t *testing.T) {
 	if st.NodeID != "n1" || !strings.Contains(logs.String(), "node=n1") {
 		t.Errorf("node ID %q, logs:\n%s", st.NodeID, logs)
 	}
+	if st.RoomRelay == nil || st.RoomRelay.NodeID() != "n1" {
+		t.Errorf("cluster mode without the room relay (rooms/cluster)")
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -19,13 +19,16 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/switchboard-rtc/switchboard/calls"
 	"github.com/switchboard-rtc/switchboard/media"
 	"github.com/switchboard-rtc/switchboard/media/turnserver"
 	"github.com/switchboard-rtc/switchboard/rooms"
+	roomcluster "github.com/switchboard-rtc/switchboard/rooms/cluster"
 	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/signaling/cluster"
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 	"github.com/switchboard-rtc/switchboard/web"
 	"github.com/switchboard-rtc/switchboard/web/metrics"
@@ -67,6 +70,9 @@ type Stack struct {
 	// NodeID is this node's ID in cluster mode (cluster.node_id, or the
 	// one generated); "" standalone.
 	NodeID string
+	// RoomRelay carries rooms across nodes in cluster mode (rooms/cluster);
+	// nil standalone.
+	RoomRelay *roomcluster.Relay
 	// Webhooks delivers events to webhooks.urls; nil when there are none.
 	Webhooks *webhook.Sender
 
@@ -100,6 +106,7 @@ func New(ctx context.Context, p Params) (_ *Stack, err error) {
 	}
 	store, records, whQueue := p.Store, p.Records, p.WebhookQueue
 	var clusterP *signaling.ClusterParams // cluster mode; nil: standalone
+	relayLoad := &loadOf{}                // the heartbeat's load, once the relay exists
 	var health web.HealthChecker          // what /healthz asks
 	switch {
 	case cfg.Cluster.Enabled():
@@ -129,7 +136,7 @@ func New(ctx context.Context, p Params) (_ *Stack, err error) {
 			}
 		}
 		clusterP = &signaling.ClusterParams{Client: rdb, Prefix: prefix, NodeID: s.NodeID,
-			Addr: cfg.advertiseAddr(), Config: cfg.Cluster.Knobs}
+			Addr: cfg.advertiseAddr(), Config: cfg.Cluster.Knobs, Load: relayLoad.load}
 		health = redisHealth{rdb: rdb, addr: cfg.Cluster.Redis.Addr, timeout: cfg.Cluster.Knobs.OpTimeout}
 	case store == nil:
 		db, err := signaling.OpenSQLite(ctx, cfg.Store.Path, log)
@@ -220,6 +227,22 @@ func New(ctx context.Context, p Params) (_ *Stack, err error) {
 	}
 	s.Rooms = rooms.NewManager(rp)
 	s.closers = append(s.closers, func() error { s.Rooms.Close(); return nil })
+	if clusterP != nil {
+		// Cluster mode: each room lives on one node, its media node; the
+		// relay places rooms and carries the requests, replies and events
+		// of members connected to other nodes (rooms/cluster). It closes
+		// before the rooms (dismissing them with reason 4: their members
+		// enter again elsewhere).
+		relay, err := roomcluster.New(roomcluster.Params{Client: clusterP.Client, Prefix: clusterP.Prefix, NodeID: clusterP.NodeID,
+			Config: clusterP.Config, Rooms: s.Rooms, MaxRoomsPerUser: rc.MaxRoomsPerUser, RequestTimeout: requestTimeout(cfg),
+			Metrics: relayMetrics(s.Metrics), Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		s.RoomRelay = relay
+		relayLoad.r.Store(relay)
+		s.closers = append(s.closers, func() error { relay.Close(); return nil })
+	}
 
 	cc := cfg.Calls
 	cc.BusyPolicy = calls.BusyPolicy(strings.ToLower(string(cc.BusyPolicy)))
@@ -239,6 +262,9 @@ func New(ctx context.Context, p Params) (_ *Stack, err error) {
 		cp.Observer = notifier
 		s.Rooms.AddObserver(notifier)
 	}
+	if s.RoomRelay != nil {
+		cp.Seats = s.RoomRelay // live rooms' seat grants reach the room's media node
+	}
 	if s.Calls, err = calls.NewManager(ctx, cp); err != nil {
 		return nil, err
 	}
@@ -255,7 +281,13 @@ func New(ctx context.Context, p Params) (_ *Stack, err error) {
 	// Each layer publishes the complete table of the ops it owns (calls
 	// wraps the engine's invitation ops itself); one merge refuses a name
 	// defined twice.
-	ops, err := web.MergeOps(s.Calls.Ops(), s.Rooms.Ops())
+	roomOps := s.Rooms.Ops()
+	closed := []func(protocol.Session){s.Rooms.SessionClosed}
+	if s.RoomRelay != nil {
+		roomOps = s.RoomRelay.Ops(roomOps)
+		closed = append(closed, s.RoomRelay.SessionClosed)
+	}
+	ops, err := web.MergeOps(s.Calls.Ops(), roomOps)
 	if err != nil {
 		return nil, err
 	}
@@ -267,7 +299,7 @@ func New(ctx context.Context, p Params) (_ *Stack, err error) {
 	}
 	wp := web.Params{
 		Config: wc, Auth: s.Auth, DevTokens: cfg.Auth.Dev, DevTokenTTL: cfg.Auth.DevTokenTTL,
-		Engine: s.Engine, Ops: ops, OnSessionClosed: []func(protocol.Session){s.Rooms.SessionClosed},
+		Engine: s.Engine, Ops: ops, OnSessionClosed: closed,
 		Logger: log, Health: health,
 	}
 	if s.Metrics != nil {
@@ -280,12 +312,48 @@ func New(ctx context.Context, p Params) (_ *Stack, err error) {
 		s.Server.Mux().Handle("GET /metrics", s.Metrics.Handler())
 	}
 	s.httpSrv = s.Server.HTTPServer()
+	if s.RoomRelay != nil {
+		if err := s.RoomRelay.Start(); err != nil {
+			return nil, err
+		}
+	}
 	if s.Metrics != nil && cfg.Metrics.Addr != "" {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", s.Metrics.Handler())
 		s.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: readHeaderTimeout}
 	}
 	return s, nil
+}
+
+// requestTimeout is the server's request deadline (web's default when
+// unset).
+func requestTimeout(cfg Config) time.Duration {
+	if t := cfg.Server.Web.RequestTimeout; t > 0 {
+		return t
+	}
+	return web.DefaultConfig().RequestTimeout
+}
+
+// relayMetrics is m as the relay's Metrics (nil, not a typed nil, when
+// metrics are off).
+func relayMetrics(m *metrics.Metrics) roomcluster.Metrics {
+	if m == nil {
+		return nil
+	}
+	return m
+}
+
+// loadOf is the load a node's heartbeat publishes: the room relay's, once
+// it is built (the engine, built first, starts the heartbeat).
+type loadOf struct {
+	r atomic.Pointer[roomcluster.Relay]
+}
+
+func (l *loadOf) load() cluster.Load {
+	if r := l.r.Load(); r != nil {
+		return r.Load()
+	}
+	return nil
 }
 
 // turnConfig completes the turn section with what other sections give: the

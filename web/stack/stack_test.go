@@ -175,6 +175,9 @@ func TestServeAndClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if st.RoomRelay != nil {
+		t.Error("standalone with a room relay")
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,8 @@
 // Package webtest starts the whole Switchboard stack in-process for tests:
 // signaling engine, SFU on loopback, rooms, calls, and the HTTP/WebSocket
 // transport on an httptest listener, built by web/stack as cmd/switchboard
-// builds it, from the embedded defaults changed by Options.
+// builds it, from the embedded defaults changed by Options. It also drives
+// headless Chromium for browser tests (browser.go, demo.go).
 package webtest
 
 import (
