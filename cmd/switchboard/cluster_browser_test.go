@@ -218,18 +218,6 @@ func TestClusterBrowserSignalingNodeLost(t *testing.T) {
 	}
 }
 
-// slotOf is the slot of the node with ID id.
-func (c *testCluster) slotOf(t *testing.T, id string) int {
-	t.Helper()
-	for i := range clusterNodes {
-		if c.nodeID(i) == id {
-			return i
-		}
-	}
-	t.Fatalf("node %q is not one of the cluster's", id)
-	return -1
-}
-
 // watchRoom keeps, in each page, its current room and connections
 // (window.before) and the room's recovery events from now on
 // (window.roomLog).
