@@ -619,7 +619,16 @@ func (t *redisTx) commit(exceptToken uint64) (selfEntry bool, err error) {
 // invitation's deadline.
 func (t *redisTx) queueIndexes(p redis.Pipeliner) {
 	ctx, k, ks := t.ctx, t.c.k, t.c.ks
-	for _, m := range t.muts {
+	// An invitation deleted by this batch leaves every invitee's ring set
+	// (below): an answer before it needs no ZREM of its own (an accept
+	// that ends the invitation: one command less).
+	lastDelete := map[string]int{}
+	for i, m := range t.muts {
+		if d, ok := m.(DeleteInvitation); ok {
+			lastDelete[d.InviteID] = i
+		}
+	}
+	for i, m := range t.muts {
 		switch m := m.(type) {
 		case PutInvitation:
 			r := m.Invitation
@@ -633,7 +642,7 @@ func (t *redisTx) queueIndexes(p redis.Pipeliner) {
 				ks.Schedule(ctx, p, r.ID, r.Deadline)
 			}
 		case SetInviteeState:
-			if m.State != StatePending {
+			if m.State != StatePending && !t.unrungLater(lastDelete, i, m.InviteID, m.UserID) {
 				p.ZRem(ctx, k.ringing(m.UserID), m.InviteID)
 			}
 		case DeleteInvitation:
@@ -669,6 +678,18 @@ func (t *redisTx) queueIndexes(p redis.Pipeliner) {
 			}
 		}
 	}
+}
+
+// unrungLater reports whether mutation i's invitation is deleted later in
+// the batch with user among its invitees (queueIndexes then removes it
+// from user's ring set).
+func (t *redisTx) unrungLater(lastDelete map[string]int, i int, id, user string) bool {
+	j, ok := lastDelete[id]
+	if !ok || j < i {
+		return false
+	}
+	r := t.record(id)
+	return r != nil && slices.ContainsFunc(r.Invitees, func(v InviteeRecord) bool { return v.UserID == user })
 }
 
 // indexMembers queues the user → groups index writes of members joining
