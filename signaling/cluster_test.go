@@ -75,7 +75,7 @@ func (r *opRoundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis
 }
 
 type clusterHarness struct {
-	t      *testing.T
+	t      testing.TB
 	log    *slog.Logger
 	srv    *redistest.Server
 	prefix string
@@ -113,7 +113,7 @@ func newClusterHarnessLog(t *testing.T, srv *redistest.Server, log *slog.Logger)
 	return newClusterHarnessOf(t, srv, signaling.DefaultConfig(), log)
 }
 
-func newClusterHarnessOf(t *testing.T, srv *redistest.Server, cfg signaling.Config, log *slog.Logger) *clusterHarness {
+func newClusterHarnessOf(t testing.TB, srv *redistest.Server, cfg signaling.Config, log *slog.Logger) *clusterHarness {
 	t.Helper()
 	h := &clusterHarness{t: t, log: log, srv: srv, prefix: "c{" + t.Name() + "}:", cfg: cfg,
 		nodes: map[string]*signaling.Engine{}, rts: map[string]*opRoundTrips{}, rdbs: map[string]*redis.Client{}}
