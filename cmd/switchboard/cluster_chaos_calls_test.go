@@ -43,10 +43,6 @@ const (
 	chaosNoticed = 2 * time.Second
 	// chaosRing is the ring timeout (s) of the call that times out.
 	chaosRing = 3
-	// chaosPlacements bounds the calls placed to get one whose room lands
-	// on the wanted side of the kill (the placement is by load and by a
-	// hash of the room ID, which the test does not choose).
-	chaosPlacements = 20
 )
 
 // startClusterWith is startCluster with extra flags for every node.
@@ -130,6 +126,7 @@ type arrival struct {
 func TestClusterChaosCalls(t *testing.T) {
 	c := startClusterWith(t, "--calls.setup_timeout="+chaosSetupTimeout.String(), "--calls.heartbeat="+chaosHeartbeat.String(),
 		"--media.rejoin_grace="+chaosRejoinGrace.String())
+	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
 	pc := peer.Config{ListenIP: "127.0.0.1", IncludeLoopback: true, Audio: true}
@@ -157,34 +154,20 @@ func TestClusterChaosCalls(t *testing.T) {
 		wait(t, cc.b, protocol.EvReceiveNewInvitation, cc.r.InviteID)
 		return cc
 	}
-	// placed places a call whose room lands on the node to kill (onDead)
-	// or on a survivor: the caller's bare enterRoom from another device
-	// places the room (and the caller's Room then replaces that entry,
-	// the room staying where it is); a call whose room landed on the other
-	// side is hung up and placed again with new users.
-	placed := func(name string, callerAt, calleeAt int, onDead bool) *chaosCall {
+	// placed places a call whose room will be on the node of slot room:
+	// the test writes the room's lease (room:<id>, the media node's ID, as
+	// the node's claim would) before anyone enters it, so that the first
+	// entry goes there (placement by load is TestClusterConcurrentFirstEntry's
+	// and TestClusterMediaCall's subject; here each row needs its room on a
+	// given side of the kill). enter checks that the room is there.
+	placed := func(name string, callerAt, calleeAt, room int) *chaosCall {
 		t.Helper()
-		for range chaosPlacements {
-			cc := newCall(name, callerAt, calleeAt, 30)
-			dev := c.dial(t, 1, cc.caller)
-			var rep rooms.EnterResult
-			if err := dev.Do(ctx, rooms.OpEnterRoom, rooms.EnterArgs{RoomID: cc.r.RoomID}, &rep); err != nil {
-				t.Fatalf("%s: the caller's first enterRoom: %v", cc, err)
-			}
-			cc.room = c.slotOf(t, rep.Node)
-			if (cc.room == chaosKilled) == onDead {
-				return cc
-			}
-			if err := dev.Do(ctx, rooms.OpExitRoom, rooms.RoomArgs{RoomID: cc.r.RoomID}, nil); err != nil {
-				t.Fatalf("%s: exitRoom: %v", cc, err)
-			}
-			if err := cc.a.Do(ctx, calls.OpHangup, calls.CallIDArgs{CallID: cc.r.CallID}, nil); err != nil {
-				t.Fatalf("%s: hangup: %v", cc, err)
-			}
-			_ = dev.Close()
+		cc := newCall(name, callerAt, calleeAt, 30)
+		cc.room = room
+		if err := c.rdb.Set(ctx, clusterPrefix+"room:"+cc.r.RoomID, c.nodeID(room), 10*time.Second).Err(); err != nil {
+			t.Fatal(err)
 		}
-		t.Fatalf("%s: no room placed on the wanted side of the kill (dead: %v) in %d calls", name, onDead, chaosPlacements)
-		return nil
+		return cc
 	}
 	accept := func(cc *chaosCall) {
 		t.Helper()
@@ -194,9 +177,9 @@ func TestClusterChaosCalls(t *testing.T) {
 		}
 		wait(t, cc.a, protocol.EvInviteeAccepted, cc.r.InviteID)
 	}
-	running := func(name string, callerAt, calleeAt int, onDead bool, ao, bo roomclient.Options) *chaosCall {
+	running := func(name string, callerAt, calleeAt, room int, ao, bo roomclient.Options) *chaosCall {
 		t.Helper()
-		cc := placed(name, callerAt, calleeAt, onDead)
+		cc := placed(name, callerAt, calleeAt, room)
 		cc.ra = enter(cc, cc.a, ao)
 		accept(cc)
 		cc.rb = enter(cc, cc.b, bo)
@@ -211,18 +194,17 @@ func TestClusterChaosCalls(t *testing.T) {
 		return got(r, user, media.KindAudio).Packets >= n
 	}
 
-	// Running calls first (media takes a while), the rooms on the node to
-	// kill first (while the loads are even), then the accepted calls,
+	// Running calls first (media takes a while), then the accepted calls,
 	// then the rings: all of them are in their state at the kill.
 	stay := roomclient.Options{RejoinTimeout: -1} // does not enter again after reason 4
-	mlost := running("mlost", 1, 2, true, stay, stay)
-	mback := running("mback", 2, 1, true, roomclient.Options{}, roomclient.Options{})
-	run1 := running("run1", 1, chaosKilled, false, roomclient.Options{}, roomclient.Options{})
-	run2 := running("run2", chaosKilled, 2, false, roomclient.Options{}, roomclient.Options{})
-	run3 := running("run3", chaosKilled, chaosKilled, false, roomclient.Options{}, roomclient.Options{})
-	surv := running("surv", 1, 2, false, roomclient.Options{}, roomclient.Options{})
+	mlost := running("mlost", 1, 2, chaosKilled, stay, stay)
+	mback := running("mback", 2, 1, chaosKilled, roomclient.Options{}, roomclient.Options{})
+	run1 := running("run1", 1, chaosKilled, 1, roomclient.Options{}, roomclient.Options{})
+	run2 := running("run2", chaosKilled, 2, 2, roomclient.Options{}, roomclient.Options{})
+	run3 := running("run3", chaosKilled, chaosKilled, 1, roomclient.Options{}, roomclient.Options{})
+	surv := running("surv", 1, 2, 2, roomclient.Options{}, roomclient.Options{})
 	back := &chaosCall{}
-	back = running("back", 1, chaosKilled, false, roomclient.Options{}, roomclient.Options{Redial: func(ctx context.Context) (*client.Client, error) {
+	back = running("back", 1, chaosKilled, 2, roomclient.Options{}, roomclient.Options{Redial: func(ctx context.Context) (*client.Client, error) {
 		return c.redialer(back.callee, 2)(ctx)
 	}})
 	for _, cc := range []*chaosCall{mlost, mback, run1, run2, run3, surv, back} {
@@ -242,6 +224,7 @@ func TestClusterChaosCalls(t *testing.T) {
 
 	c.kill(t, chaosKilled) // SIGKILL, and it has ended
 	killed := time.Now()
+	t.Logf("killed slot %d (%s) %v into the test", chaosKilled, c.nodeID(chaosKilled), killed.Sub(start).Round(time.Millisecond))
 
 	// Watch the survivors' parties for the end of each call at once, so
 	// that each arrival time is measured on its own.
@@ -386,6 +369,7 @@ func TestClusterChaosCalls(t *testing.T) {
 	// The dead node's parties reconnect to a survivor once the dead node
 	// is cleaned up, and get what they missed.
 	c.cleanedUp(t, chaosKilled)
+	t.Logf("the dead node cleaned up %v after the kill", time.Since(killed).Round(time.Millisecond))
 	probe := c.dial(t, 1, c.user("probe"))
 	// run3's parties were both on the dead node: no one to tell at its
 	// end; reconnected, they get onCallEnd kept for them.
