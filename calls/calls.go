@@ -238,6 +238,7 @@ func NewManager(ctx context.Context, p Params) (*Manager, error) {
 		}
 		m.cl, m.node = cl, p.Cluster.NodeID
 		if err := cl.recoverOpenCalls(ctx); err != nil {
+			cl.close() // its poller's client
 			return nil, err
 		}
 	} else if err := m.recoverOpenCalls(ctx); err != nil {

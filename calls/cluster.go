@@ -49,7 +49,8 @@ type clusterCalls struct {
 	rec  *RedisRecords
 
 	poller *cluster.Poller
-	obsMu  sync.Mutex // the onces (observers, metrics) of committed steps, in order on this node
+	loops  func() error // closes the poller's own client (cluster.LoopClient)
+	obsMu  sync.Mutex   // the onces (observers, metrics) of committed steps, in order on this node
 
 	stop      chan struct{}
 	loop      sync.WaitGroup
@@ -69,8 +70,11 @@ func newClusterCalls(m *Manager, p ClusterParams) (*clusterCalls, error) {
 	}
 	cl := &clusterCalls{m: m, rdb: p.Client, p: p.Prefix, node: p.NodeID, cfg: p.Config, rec: rec,
 		ks: cluster.NewKeyspace(p.Prefix+"calls:", p.Config), live: cluster.NewKeyspace(p.Prefix, p.Config), stop: make(chan struct{})}
+	// The poller on a client of its own, as the engine's loops: never
+	// queued behind the ops' connections.
+	loops, closeLoops := cluster.LoopClient(p.Client)
 	poller, err := cluster.NewPoller(cluster.PollerParams{
-		Params: cluster.Params{Client: p.Client, Prefix: p.Prefix + "calls:", NodeID: p.NodeID, Logger: m.log, Config: p.Config},
+		Params: cluster.Params{Client: loops, Prefix: p.Prefix + "calls:", NodeID: p.NodeID, Logger: m.log, Config: p.Config},
 		Fire: func(ctx context.Context, d cluster.Due) {
 			if inviteID, ok := strings.CutPrefix(d.ID, creationPrefix); ok {
 				cl.creationExpired(ctx, inviteID, d)
@@ -84,9 +88,10 @@ func newClusterCalls(m *Manager, p ClusterParams) (*clusterCalls, error) {
 		},
 	})
 	if err != nil {
+		_ = closeLoops()
 		return nil, err
 	}
-	cl.poller = poller
+	cl.poller, cl.loops = poller, closeLoops
 	return cl, nil
 }
 
@@ -123,6 +128,7 @@ func (cl *clusterCalls) close() {
 		close(cl.stop)
 		cl.poller.Close()
 		cl.loop.Wait()
+		_ = cl.loops()
 	})
 }
 

@@ -49,6 +49,7 @@ type ClusterParams struct {
 type clusterNode struct {
 	e     *Engine
 	rdb   redis.UniversalClient
+	loops func() error // closes the loops' own client (cluster.LoopClient)
 	k     redisKeys
 	ks    cluster.Keyspace
 	node  string
@@ -58,6 +59,8 @@ type clusterNode struct {
 	reg     *cluster.Registry
 	reader  *cluster.Reader
 	poller  *cluster.Poller
+
+	parties partiesHint // the parties of invitations this node rang or created
 
 	conflicts  atomic.Int64 // attempts that lost a race for a watched key
 	lastRounds atomic.Int64 // round trips of the last committed op
@@ -73,16 +76,28 @@ type clusterNode struct {
 	next    uint64
 }
 
-func newClusterNode(ctx context.Context, e *Engine, p ClusterParams) (*clusterNode, error) {
+func newClusterNode(ctx context.Context, e *Engine, p ClusterParams) (_ *clusterNode, err error) {
 	store, err := NewRedisStore(p.Client, p.Prefix, e.log)
 	if err != nil {
 		return nil, err
 	}
 	c := &clusterNode{e: e, rdb: p.Client, k: redisKeys{p.Prefix}, ks: cluster.NewKeyspace(p.Prefix, p.Config),
-		node: p.NodeID, store: store, cfg: p.Config, done: make(chan struct{}), excepts: map[uint64]protocol.Session{}, counted: map[Conn]bool{}}
-	cp := cluster.Params{Client: p.Client, Prefix: p.Prefix, NodeID: p.NodeID, Logger: e.log, Config: p.Config}
-	// A connected user is known: written again with their registry entry
-	// (after a restart of Redis that lost the data too).
+		node: p.NodeID, store: store, cfg: p.Config, done: make(chan struct{}), excepts: map[uint64]protocol.Session{}, counted: map[Conn]bool{},
+		parties: newPartiesHint()}
+	// The loops (membership, registry writer, stream reader, timer poller)
+	// on a client of their own: never queued behind the ops' connections.
+	loops, closeLoops := cluster.LoopClient(p.Client)
+	closeLoops = sync.OnceValue(closeLoops)
+	c.loops = closeLoops
+	defer func() {
+		if err != nil {
+			_ = closeLoops()
+		}
+	}()
+	cp := cluster.Params{Client: loops, Prefix: p.Prefix, NodeID: p.NodeID, Logger: e.log, Config: p.Config}
+	// A connected user is known: written with their registry entry, before
+	// it (attach writes nothing else), and again with it after a restart of
+	// Redis that lost the data.
 	present := func(ctx context.Context, pipe redis.Pipeliner, user string) { pipe.SAdd(ctx, c.k.users(), user) }
 	if c.reg, err = cluster.NewRegistry(cluster.RegistryParams{Params: cp, Present: present}); err != nil {
 		return nil, err
@@ -100,8 +115,8 @@ func newClusterNode(ctx context.Context, e *Engine, p ClusterParams) (*clusterNo
 		return nil, err
 	}
 	for _, start := range []func() error{c.reg.Start, c.reader.Start, c.poller.Start} {
-		if err := start(); err != nil {
-			c.close()
+		if err = start(); err != nil {
+			c.close() // closes the loops' client too
 			return nil, err
 		}
 	}
@@ -122,6 +137,7 @@ func (c *clusterNode) close() {
 	if err := c.members.Close(ctx); err != nil {
 		c.e.log.Warn("cluster leave failed", "err", err)
 	}
+	_ = c.loops()
 	_ = c.store.Close()
 }
 
@@ -165,6 +181,48 @@ func (e *Engine) onlySession(s protocol.Session) bool {
 	return false
 }
 
+// ---- the parties hint ----
+
+// partiesHintSize is how many invitations a generation of partiesHint
+// holds: it remembers between one and two of these.
+const partiesHintSize = 4096
+
+// partiesHint remembers the parties (inviter and invitees) of the
+// invitations this node rang (a ring entry carries them) or created, so
+// that an answer, cancel or modify of one reads its parties' connections
+// in the pipeline that reads the invitation: one round trip fewer than
+// reading the invitation first (redisTx.load). A hint, never an
+// authority: the op decides on the invitation it read and reads the
+// parties the hint missed, and a wrong guess only adds keys to the
+// WATCH. Two generations bound it: when the current one is full it
+// becomes the old one and the old one is dropped.
+type partiesHint struct {
+	mu       sync.Mutex // guards cur, old; a leaf: nothing is locked while it is held
+	cur, old map[string][]string
+}
+
+func newPartiesHint() partiesHint {
+	return partiesHint{cur: map[string][]string{}}
+}
+
+func (h *partiesHint) put(id string, users []string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.cur) >= partiesHintSize {
+		h.old, h.cur = h.cur, make(map[string][]string, partiesHintSize)
+	}
+	h.cur[id] = users
+}
+
+func (h *partiesHint) get(id string) []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if u, ok := h.cur[id]; ok {
+		return u
+	}
+	return h.old[id]
+}
+
 // ---- stream entries ----
 
 // streamBatch is the payload of one stream entry: the events of one
@@ -178,7 +236,10 @@ type streamItem struct {
 	Frame  json.RawMessage `json:"f"`
 	Except uint64          `json:"x,omitempty"` // this node's token of the actor's connection
 	Ring   string          `json:"r,omitempty"` // an onReceiveNewInvitation's invite ID
-	Keep   *streamKeep     `json:"k,omitempty"` // the event is kept for recipients gone before its delivery
+	// Parties are the ring's invitation's inviter and invitees: a hint
+	// (clusterNode.parties) for the node where the invitee answers.
+	Parties []string    `json:"p,omitempty"`
+	Keep    *streamKeep `json:"k,omitempty"` // the event is kept for recipients gone before its delivery
 }
 
 // streamKeep is what a node needs to keep an event for a recipient who
@@ -218,6 +279,9 @@ func (c *clusterNode) handle(ctx context.Context, ev cluster.Event) {
 			skip = c.excepts[it.Except]
 			c.mu.Unlock()
 			tokens = append(tokens, it.Except)
+		}
+		if it.Ring != "" && len(it.Parties) > 0 {
+			c.parties.put(it.Ring, it.Parties)
 		}
 		for _, u := range it.Users {
 			if it.Keep != nil && len(e.sessions[u]) == 0 {
@@ -466,14 +530,13 @@ func (c *clusterNode) attach(ctx context.Context, s Conn) error {
 	s.StartReplay(r)
 	e.mu.Unlock()
 
-	err = c.store.Apply(ctx, PutUser{UserID: user})
-	if err == nil {
-		// Counted even if Add fails (see Registry.Add): Detach uncounts it.
-		e.mu.Lock()
-		c.counted[s] = true
-		e.mu.Unlock()
-		err = c.reg.Add(ctx, user)
-	}
+	// The user becomes known (sig:users) in the registry's write of the
+	// connection, before its entry (Present): no round trip of its own.
+	// Counted even if Add fails (see Registry.Add): Detach uncounts it.
+	e.mu.Lock()
+	c.counted[s] = true
+	e.mu.Unlock()
+	err = c.reg.Add(ctx, user)
 	if err != nil {
 		e.Detach(s)
 		close(ready)

@@ -541,17 +541,32 @@ func TestClusterRoundTrips(t *testing.T) {
 	var id string
 	// The ring path: the invite's reads read no script, its EXEC appends
 	// the ring to bob's node's stream (appendSrc) and nothing to alice's,
-	// where alice has no other connection; the accept likewise.
+	// where alice has no other connection; the accept likewise. The
+	// accept reads the parties' connections with the invitation: bob's
+	// node learnt them from the ring (the parties hint).
 	measureScripts("A", "invite", 2, 1, func(c context.Context) error {
 		var err error
 		id, err = h.nodes["A"].Invite(c, as(alice), protocol.InviteArgs{Invitee: "bob", Timeout: secs(30)})
 		return err
 	})
 	h.expect(bob, protocol.EvReceiveNewInvitation)
-	measureScripts("B", "accept", 3, 1, func(c context.Context) error {
+	measureScripts("B", "accept", 2, 1, func(c context.Context) error {
 		return h.nodes["B"].Accept(c, as(bob), protocol.InviteIDArgs{InviteID: id})
 	})
 	h.expect(alice, protocol.EvInviteeAccepted)
+	// A user's first connection: their presence announcement reads, its
+	// subscribers (a script), EXEC; the user is known through the
+	// registry's write (the loops' client, not counted here).
+	measure("B", "attach", 4, func(c context.Context) error {
+		return h.nodes["B"].Attach(c, &session{user: "carol"})
+	})
+	// The inviter's node learnt them when it created the invitation.
+	id = h.invite("A", alice, "bob")
+	h.expect(bob, protocol.EvReceiveNewInvitation)
+	measure("A", "cancel", 2, func(c context.Context) error {
+		return h.nodes["A"].Cancel(c, as(alice), protocol.InviteIDArgs{InviteID: id})
+	})
+	h.expect(bob, protocol.EvInvitationCancelled)
 
 	// Groups: a change is its reads, its recipients' connections, EXEC;
 	// a view is one round trip.
@@ -661,6 +676,7 @@ func (h *clusterHarness) kill(node string) {
 	if err := h.rdbs[node].Close(); err != nil {
 		h.t.Fatal(err)
 	}
+	signaling.KillClusterLoops(h.nodes[node])
 	delete(h.nodes, node)
 }
 

@@ -381,7 +381,7 @@ func (c *clusterNode) announce(ctx context.Context, user string, first bool) {
 		on := t.online(user)
 		elsewhere := slices.DeleteFunc(slices.Clone(t.nodes[user]), func(n string) bool { return n == c.node })
 		fresh := first && on && len(elsewhere) == 0
-		was, subs := t.readAnnounced(user)
+		was, subs := t.readAnnounced(user, first)
 		if t.err != nil || (on == was && !fresh) {
 			return nil
 		}
@@ -411,16 +411,29 @@ func (c *clusterNode) announce(ctx context.Context, user string, first bool) {
 }
 
 // readAnnounced reads (WATCHing them) whether user's status was last
-// announced online, and their subscriptions.
-func (t *redisTx) readAnnounced(user string) (bool, []string) {
+// announced online, and their subscriptions; with custom, their custom
+// status too (not WATCHed, as customStatus reads it), which the
+// announcement of a user's first connection on a node usually needs:
+// no round trip of its own then.
+func (t *redisTx) readAnnounced(user string, custom bool) (bool, []string) {
 	k := t.c.k
 	var on *redis.IntCmd
 	var subs *redis.StringSliceCmd
+	var status *redis.StringCmd
+	if _, read := t.status[user]; read {
+		custom = false
+	}
 	if !t.read([]string{k.announced(user), k.subs(user)}, func(p redis.Pipeliner) {
 		on = p.Exists(t.ctx, k.announced(user))
 		subs = p.SMembers(t.ctx, k.subs(user))
+		if custom {
+			status = p.HGet(t.ctx, k.status(), user)
+		}
 	}) {
 		return false, nil
+	}
+	if status != nil {
+		t.status[user] = status.Val() // "" when none (redis.Nil)
 	}
 	return on.Val() == 1, subs.Val()
 }

@@ -171,13 +171,19 @@ func (t *redisTx) read(keys []string, f func(redis.Pipeliner)) bool {
 func (t *redisTx) load(h txHint) {
 	k := t.c.k
 	if len(h.invs) > 0 {
-		t.loadInvitations(h.invs)
+		// The parties this node remembers are read with the invitations
+		// (clusterNode.parties): with a right guess, the read of their
+		// connections below has nothing left to read.
+		var guess []string
+		for _, id := range h.invs {
+			if _, read := t.invs[id]; !read {
+				guess = append(guess, t.c.parties.get(id)...)
+			}
+		}
+		t.loadInvitations(h.invs, guess)
 		for _, id := range h.invs {
 			if r := t.invs[id]; r != nil {
-				h.users = append(h.users, r.Inviter)
-				for _, v := range r.Invitees {
-					h.users = append(h.users, v.UserID)
-				}
+				h.users = append(h.users, invitationParties(r)...)
 			}
 		}
 	}
@@ -222,8 +228,7 @@ func (t *redisTx) load(h txHint) {
 	for _, u := range counts {
 		keys = append(keys, k.userGroups(u), k.ownGroups(u))
 	}
-	var nodes *cluster.NodesQuery
-	var known *redis.BoolSliceCmd
+	var readUsers func()
 	ringCmds := make([]*redis.IntCmd, len(ringing))
 	sentCmds := make([]*redis.IntCmd, len(sent))
 	grpCmds := make([]*redis.MapStringStringCmd, len(groups))
@@ -231,8 +236,7 @@ func (t *redisTx) load(h txHint) {
 	ownCmds := make([]*redis.IntCmd, len(counts))
 	if !t.read(keys, func(p redis.Pipeliner) {
 		if len(users) > 0 {
-			nodes = t.c.ks.QueueNodes(t.ctx, p, users)
-			known = p.SMIsMember(t.ctx, k.users(), stringsToAny(users)...)
+			readUsers = t.queueUsers(p, users)
 		}
 		for i, u := range ringing {
 			ringCmds[i] = p.ZCard(t.ctx, k.ringing(u))
@@ -250,15 +254,9 @@ func (t *redisTx) load(h txHint) {
 	}) {
 		return
 	}
-	if len(users) > 0 {
-		found := map[string][]string{}
-		if err := parseNodesCmd(nodes, users, found); err != nil {
-			t.err = err
+	if readUsers != nil {
+		if readUsers(); t.err != nil {
 			return
-		}
-		for i, u := range users {
-			t.nodes[u] = found[u]
-			t.isKnown[u] = known.Val()[i]
 		}
 	}
 	for i, u := range ringing {
@@ -286,6 +284,35 @@ func (t *redisTx) load(h txHint) {
 	}
 }
 
+// queueUsers queues in p the reads of users' live nodes and known flags
+// (their conn: keys WATCHed by the caller); the func it returns stores
+// them, or sets err, once p ran.
+func (t *redisTx) queueUsers(p redis.Pipeliner, users []string) func() {
+	nodes := t.c.ks.QueueNodes(t.ctx, p, users)
+	known := p.SMIsMember(t.ctx, t.c.k.users(), stringsToAny(users)...)
+	return func() {
+		found := map[string][]string{}
+		if err := parseNodesCmd(nodes, users, found); err != nil {
+			t.err = err
+			return
+		}
+		for i, u := range users {
+			t.nodes[u] = found[u]
+			t.isKnown[u] = known.Val()[i]
+		}
+	}
+}
+
+// invitationParties are r's inviter and invitees.
+func invitationParties(r *InvitationRecord) []string {
+	out := make([]string, 0, 1+len(r.Invitees))
+	out = append(out, r.Inviter)
+	for _, v := range r.Invitees {
+		out = append(out, v.UserID)
+	}
+	return out
+}
+
 func (t *redisTx) missingUsers(users []string) []string {
 	var out []string
 	for _, u := range users {
@@ -296,7 +323,10 @@ func (t *redisTx) missingUsers(users []string) []string {
 	return out
 }
 
-func (t *redisTx) loadInvitations(ids []string) {
+// loadInvitations reads the invitations ids not read yet and, in the
+// same pipeline, the connections of users (the parties a hint guessed)
+// not read yet.
+func (t *redisTx) loadInvitations(ids, users []string) {
 	var missing []string
 	for _, id := range ids {
 		if _, ok := t.invs[id]; !ok && !slices.Contains(missing, id) {
@@ -306,17 +336,30 @@ func (t *redisTx) loadInvitations(ids []string) {
 	if len(missing) == 0 {
 		return
 	}
-	keys := make([]string, len(missing))
+	users = t.missingUsers(users)
+	keys := make([]string, len(missing), len(missing)+len(users))
 	for i, id := range missing {
 		keys[i] = t.c.k.inv(id)
 	}
+	for _, u := range users {
+		keys = append(keys, t.c.ks.ConnKey(u))
+	}
 	cmds := make([]*redis.MapStringStringCmd, len(missing))
+	var readUsers func()
 	if !t.read(keys, func(p redis.Pipeliner) {
-		for i, key := range keys {
-			cmds[i] = p.HGetAll(t.ctx, key)
+		for i, id := range missing {
+			cmds[i] = p.HGetAll(t.ctx, t.c.k.inv(id))
+		}
+		if len(users) > 0 {
+			readUsers = t.queueUsers(p, users)
 		}
 	}) {
 		return
+	}
+	if readUsers != nil {
+		if readUsers(); t.err != nil {
+			return
+		}
 	}
 	for i, id := range missing {
 		h := cmds[i].Val()
@@ -337,7 +380,7 @@ func (t *redisTx) now() time.Time             { return t.at }
 func (t *redisTx) newID(prefix string) string { return t.c.e.newID(prefix) }
 
 func (t *redisTx) invitation(id string) (*invitation, bool) {
-	t.loadInvitations([]string{id})
+	t.loadInvitations([]string{id}, nil)
 	r := t.invs[id]
 	if r == nil {
 		return nil, false
@@ -676,6 +719,10 @@ func (t *redisTx) route(exceptToken uint64) map[string][]byte {
 				keep.Actor = ev.except.UserID()
 			}
 		}
+		var parties []string
+		if d, ok := ev.data.(protocol.NewInvitationEvent); ok && ev.name == protocol.EvReceiveNewInvitation {
+			parties = append([]string{d.Inviter}, d.InviteeList...)
+		}
 		byNode := map[string][]string{}
 		for _, u := range ev.users {
 			if u == ev.silent {
@@ -709,6 +756,7 @@ func (t *redisTx) route(exceptToken uint64) map[string][]byte {
 			if ev.name == protocol.EvReceiveNewInvitation {
 				if d, ok := ev.data.(protocol.NewInvitationEvent); ok {
 					it.Ring = d.InviteID
+					it.Parties = parties
 				}
 			}
 			b.Items = append(b.Items, it)
@@ -781,6 +829,11 @@ func (c *clusterNode) do(ctx context.Context, h txHint, decide func(tx) error, e
 		}
 		if err != nil {
 			return nil, c.txErr(ctx, err)
+		}
+		for _, m := range done.muts {
+			if p, ok := m.(PutInvitation); ok {
+				c.parties.put(p.Invitation.ID, invitationParties(&p.Invitation))
+			}
 		}
 		c.e.log.Debug("cluster op", "rounds", done.rounds)
 		c.lastRounds.Store(int64(done.rounds))

@@ -395,6 +395,49 @@ func (c *cluster) counters() (counters, error) {
 	return out, err
 }
 
+// The cluster has settled after the idle users connected when Redis
+// processes fewer than idleSettleQuiet commands in an idleSettlePeriod (the nodes'
+// loops alone make a few dozen a second); the bench waits at most
+// idleSettleTimeout for it.
+const (
+	idleSettlePeriod  = 500 * time.Millisecond
+	idleSettleQuiet   = 250
+	idleSettleTimeout = 60 * time.Second
+)
+
+// settle waits until Redis is quiet (see idleSettleQuiet): the attach of a
+// connection continues on Redis after its handshake (its registry entry,
+// presence, replay), and without the wait the first seconds of the window
+// measured the tail of the idle users' connection storm.
+func (r *redisServer) settle(ctx context.Context, stderr io.Writer) error {
+	start := time.Now()
+	prev, err := r.info()
+	if err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(idleSettlePeriod):
+		}
+		cur, err := r.info()
+		if err != nil {
+			return err
+		}
+		n := cur.commands - prev.commands
+		prev = cur
+		if n < idleSettleQuiet {
+			fmt.Fprintf(stderr, "signaling: cluster settled %v after the idle users connected (%d Redis commands in the last %v)\n", time.Since(start).Round(100*time.Millisecond), n, idleSettlePeriod)
+			return nil
+		}
+		if time.Since(start) > idleSettleTimeout {
+			fmt.Fprintf(stderr, "signaling: cluster not settled after %v (%d Redis commands in the last %v); measuring anyway\n", idleSettleTimeout, n, idleSettlePeriod)
+			return nil
+		}
+	}
+}
+
 // memory sums the nodes' resident set sizes.
 func (c *cluster) memory() (uint64, error) {
 	var sum uint64
@@ -492,7 +535,7 @@ func runSignalingCluster(ctx context.Context, o sigOptions, stdout, stderr io.Wr
 		}
 		fmt.Fprintf(stderr, "signaling: redis at %s, nodes at %s; connecting %d idle users…\n", cl.redis.addr, strings.Join(cl.urls(), " "), idle)
 		main, err = runTarget(ctx, o, idle, sigTarget{
-			wsURL: cl.nodes[0].wsURL, wsURLs: cl.urls(), secret: secret, memory: cl.memory, counters: cl.counters,
+			wsURL: cl.nodes[0].wsURL, wsURLs: cl.urls(), secret: secret, memory: cl.memory, counters: cl.counters, settle: cl.redis.settle,
 			newDriver: func(ctx context.Context, i int, caller, callee string) (*pair, error) {
 				// The callee is on the node after the caller's: every ring
 				// crosses nodes, and every node has callers and callees.

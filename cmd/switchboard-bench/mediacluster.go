@@ -495,13 +495,6 @@ type failoverResult struct {
 	errs                 []error
 }
 
-// failoverCall is one call whose media node is killed.
-type failoverCall struct {
-	bc *benchCall
-	// victim is the media node to kill.
-	victim string
-}
-
 // runFailover sets up calls on the cluster (at least failoverNodes live
 // nodes: it starts more when needed) until a node is the media node of
 // enough calls whose parties are both on other nodes, SIGKILLs it, and

@@ -282,13 +282,18 @@ func inProcessMemory() (uint64, error) {
 // sigTarget is what the call loop runs against: the server, a cluster or
 // the relay.
 type sigTarget struct {
-	wsURL     string
-	wsURLs    []string // a cluster's nodes, over which idle users are spread (nil: wsURL)
-	secret    []byte   // nil: the relay (?user=)
-	memory    func() (uint64, error)
-	counters  func() (counters, error) // nil: not measured
-	prof      *windowProfile           // nil: no CPU profile of the window
-	heap      string                   // "": no heap profiles around the idle users' connection
+	wsURL    string
+	wsURLs   []string // a cluster's nodes, over which idle users are spread (nil: wsURL)
+	secret   []byte   // nil: the relay (?user=)
+	memory   func() (uint64, error)
+	counters func() (counters, error) // nil: not measured
+	prof     *windowProfile           // nil: no CPU profile of the window
+	heap     string                   // "": no heap profiles around the idle users' connection
+	// settle, if set, returns once the server finished the work the idle
+	// users' connections started (a cluster's attach continues on Redis
+	// after the WebSocket handshake), so that the window measures setups,
+	// not the tail of the connection storm.
+	settle    func(ctx context.Context, stderr io.Writer) error
 	newDriver func(ctx context.Context, i int, caller, callee string) (*pair, error)
 }
 
@@ -328,6 +333,11 @@ func runTarget(ctx context.Context, o sigOptions, idle int, tg sigTarget, stderr
 			return nil, fmt.Errorf("%d of %d idle users failed to connect; first error: %s", rep.Failed, idle, rep.FirstErr)
 		}
 		time.Sleep(500 * time.Millisecond) // let the handlers settle
+		if tg.settle != nil {
+			if err := tg.settle(ctx, stderr); err != nil {
+				return nil, err
+			}
+		}
 		after, err := tg.memory()
 		if err != nil {
 			return nil, err

@@ -50,7 +50,9 @@ type RegistryParams struct {
 	// Present, if set, queues in the writer's pipeline the caller's own
 	// writes for a user with connections on this node, each time the
 	// user's entry is written: on a change, and again by Resync (after
-	// Redis lost data, or may have). It must only queue commands.
+	// Redis lost data, or may have). They are queued before the entry's
+	// writes: Redis has them when it has the entry. It must only queue
+	// commands.
 	Present func(ctx context.Context, pipe redis.Pipeliner, user string)
 }
 
@@ -247,11 +249,11 @@ func (r *Registry) write(ctx context.Context, batch map[string]int) error {
 	_, err := r.p.Client.Pipelined(ctx, func(p redisPipe) error {
 		for u, n := range batch {
 			if n > 0 {
-				p.HSet(ctx, r.ks.ConnKey(u), node, n)
-				p.SAdd(ctx, users, u)
 				if r.p.Present != nil {
 					r.p.Present(ctx, p, u)
 				}
+				p.HSet(ctx, r.ks.ConnKey(u), node, n)
+				p.SAdd(ctx, users, u)
 			} else {
 				p.HDel(ctx, r.ks.ConnKey(u), node)
 				p.SRem(ctx, users, u)
