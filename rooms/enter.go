@@ -321,7 +321,9 @@ func (m *Manager) Dismiss(roomID string) { m.dismiss(roomID, LeaveKicked, ExitDi
 // onExitRoom with reason 4 (ExitMediaNodeLost) and enters again; the
 // others and the observers see it leave with LeaveMediaNodeLost (not
 // kicked: it is coming back).
-func (m *Manager) DismissLost(roomID string) { m.dismiss(roomID, LeaveMediaNodeLost, ExitMediaNodeLost) }
+func (m *Manager) DismissLost(roomID string) {
+	m.dismiss(roomID, LeaveMediaNodeLost, ExitMediaNodeLost)
+}
 
 func (m *Manager) dismiss(roomID string, why LeaveReason, exit ExitReason) {
 	m.mu.Lock()
