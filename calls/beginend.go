@@ -222,7 +222,7 @@ func (m *Manager) leftLocked(t tx, c *call, user string, reason rooms.LeaveReaso
 	why := EndHangup
 	switch {
 	case c.hungUp[user]:
-	case reason == rooms.LeaveConnectionLost:
+	case reason == rooms.LeaveConnectionLost, reason == rooms.LeaveMediaNodeLost:
 		why = EndConnectionLost
 	case reason == rooms.LeaveKicked:
 		why = EndKicked

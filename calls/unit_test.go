@@ -481,3 +481,15 @@ func TestUnitMediaNodeLostGroupCall(t *testing.T) {
 		t.Errorf("record: ended %v, want at bob's hangup", r.EndedAt)
 	}
 }
+
+// With setup_timeout off there is no wait: a participant its media node
+// lets go has lost the connection at once.
+func TestUnitMediaNodeLostNoSetupTimeout(t *testing.T) {
+	u := newUnit(t, func(c *calls.Config) { c.SetupTimeout = 0 })
+	c := u.call("alice", "bob")
+	u.mustOp("bob", protocol.OpAccept, protocol.InviteIDArgs{InviteID: c.InviteID})
+	u.connect(c.RoomID, "alice", "bob")
+	u.clock.Advance(time.Second)
+	u.rooms.leave(c.RoomID, "bob", rooms.LeaveMediaNodeLost)
+	u.ended(c.CallID, calls.ResultCompleted, calls.EndConnectionLost, "bob", "alice", "bob")
+}
