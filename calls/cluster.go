@@ -80,6 +80,10 @@ func newClusterCalls(m *Manager, p ClusterParams) (*clusterCalls, error) {
 				cl.creationExpired(ctx, inviteID, d)
 				return
 			}
+			if callID, ok := strings.CutPrefix(d.ID, lostPrefix); ok {
+				m.lostFired(ctx, callID, &d)
+				return
+			}
 			m.setupFired(ctx, d.ID, &d)
 		},
 	})
