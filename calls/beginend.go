@@ -1,10 +1,12 @@
 package calls
 
 import (
+	"context"
 	"slices"
 	"time"
 
 	"github.com/switchboard-rtc/switchboard/rooms"
+	"github.com/switchboard-rtc/switchboard/signaling/cluster"
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
@@ -31,6 +33,11 @@ func (m *Manager) MemberConnected(roomID, user string, _ rooms.Role, _ time.Time
 				p.JoinedAt = now
 			}
 			p.LeftAt = time.Time{}
+		}
+		if _, ok := c.lost[user]; ok {
+			// Back after their media node let them go: the call goes on.
+			delete(c.lost, user)
+			m.lostChangedLocked(t, c)
 		}
 		if !c.began() && len(c.connected) >= 2 {
 			c.rec.BeganAt = now
@@ -63,7 +70,9 @@ func (m *Manager) MemberConnected(roomID, user string, _ rooms.Role, _ time.Time
 }
 
 // MemberLeft implements rooms.Observer: a one-to-one call ends when either
-// side leaves; a group call when fewer than two remain.
+// side leaves; a group call when fewer than two remain. A member whose
+// media node let them go (rooms.LeaveMediaNodeLost) has not left: they are
+// coming back (lostLocked).
 func (m *Manager) MemberLeft(roomID, user string, reason rooms.LeaveReason, _ time.Time) {
 	ctx, cancel := bg()
 	defer cancel()
@@ -75,11 +84,124 @@ func (m *Manager) MemberLeft(roomID, user string, reason rooms.LeaveReason, _ ti
 		if node, ok := c.connected[user]; !ok || node != m.node {
 			return nil, nil // not connected, or in this call's room on another node
 		}
+		if reason == rooms.LeaveMediaNodeLost && !c.hungUp[user] && m.cfg.SetupTimeout > 0 {
+			m.lostLocked(t, c, user)
+			return nil, nil
+		}
 		return m.leftLocked(t, c, user, reason), nil
 	})
 	if err != nil {
 		m.log.Error("call media departure not recorded", "room", roomID, "user", user, "err", err)
 	}
+}
+
+// lostLocked is user's media node letting them go (it shut down, or lost
+// the room to another node: rooms.LeaveMediaNodeLost). Their client got
+// onExitRoom reason 4 and enters the room again, wherever it is placed
+// now: their connection is lost pending their return. The call goes on;
+// their entering again (MemberConnected, on any node) keeps them in it;
+// if they are not back within Config.SetupTimeout, they have left with
+// their connection lost at the time they were lost (lostFired).
+func (m *Manager) lostLocked(t tx, c *call, user string) {
+	now := t.now()
+	delete(c.connected, user)
+	if p := c.part(user); p != nil {
+		p.LeftAt = now
+	}
+	c.lost[user] = now
+	m.lostChangedLocked(t, c)
+	t.save(c)
+}
+
+// lostChangedLocked keeps c's lost deadline at the earliest time one of
+// c.lost is due back (its loss plus Config.SetupTimeout); none: stopped.
+func (m *Manager) lostChangedLocked(t tx, c *call) {
+	if len(c.lost) == 0 {
+		t.stopLost(c)
+		return
+	}
+	var first time.Time
+	for _, at := range c.lost {
+		if first.IsZero() || at.Before(first) {
+			first = at
+		}
+	}
+	t.armLost(c, first.Add(m.cfg.SetupTimeout))
+}
+
+// lostFired acts on call callID's lost deadline (the memory timer's
+// callback; in cluster mode the poller's, with due, so that it happens
+// once cluster-wide): the participants it lost that are not back within
+// Config.SetupTimeout have left with their connection lost (leftLocked),
+// in the order they were lost, in one step dated when the first of them
+// was lost. A one-to-one call ends (connection_lost, ended by that
+// participant, its duration up to then); a group call loses them.
+func (m *Manager) lostFired(ctx context.Context, callID string, due *cluster.Due) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	now := m.clock.Now()
+	var at time.Time
+	err := m.view(ctx, func(t tx) {
+		at = time.Time{}
+		if c := t.running(callID); c != nil {
+			if at = firstLost(c, now.Add(-m.cfg.SetupTimeout)); !at.IsZero() {
+				// Not before what the call recorded (the nodes' clocks differ).
+				at = latest(at, c.rec.CreatedAt, c.rec.BeganAt)
+			}
+		}
+	})
+	if err != nil {
+		m.log.Warn("call's lost participants not read (in a cluster the deadline fires again after the lease)", "call", callID, "err", err)
+		return
+	}
+	var gone []string
+	err = m.doAt(ctx, at, func(t tx) (func(), error) {
+		gone = nil
+		c := t.running(callID)
+		if c == nil {
+			return nil, nil // ended meanwhile: only the deadline's Done
+		}
+		due := now.Add(-m.cfg.SetupTimeout)
+		users := sortedSet(c.lost)
+		slices.SortStableFunc(users, func(a, b string) int { return c.lost[a].Compare(c.lost[b]) })
+		var works []func()
+		for _, u := range users {
+			if c.ended || c.lost[u].After(due) {
+				continue
+			}
+			gone = append(gone, u)
+			if w := m.leftLocked(t, c, u, rooms.LeaveConnectionLost); w != nil {
+				works = append(works, w)
+			}
+		}
+		if !c.ended {
+			m.lostChangedLocked(t, c) // the next one due, if any
+		}
+		return func() {
+			for _, w := range works {
+				w()
+			}
+		}, nil
+	}, due)
+	if err != nil {
+		m.log.Warn("call's lost participants not committed (in a cluster the deadline fires again after the lease)", "call", callID, "err", err)
+		return
+	}
+	if len(gone) > 0 {
+		m.log.Info("call participants not back after their media node let them go: connection lost", "call", callID, "users", gone)
+	}
+}
+
+// firstLost is when the first of c's lost participants due by due was lost
+// (zero: none is due).
+func firstLost(c *call, due time.Time) time.Time {
+	var first time.Time
+	for _, at := range c.lost {
+		if !at.After(due) && (first.IsZero() || at.Before(first)) {
+			first = at
+		}
+	}
+	return first
 }
 
 // leftLocked is user's media leaving call c's room for reason: a
@@ -88,13 +210,19 @@ func (m *Manager) MemberLeft(roomID, user string, reason rooms.LeaveReason, _ ti
 func (m *Manager) leftLocked(t tx, c *call, user string, reason rooms.LeaveReason) func() {
 	now := t.now()
 	delete(c.connected, user)
+	left := now
+	if at, ok := c.lost[user]; ok {
+		left = at // their media went with their media node then
+		delete(c.lost, user)
+		m.lostChangedLocked(t, c)
+	}
 	if p := c.part(user); p != nil {
-		p.LeftAt = now
+		p.LeftAt = left
 	}
 	why := EndHangup
 	switch {
 	case c.hungUp[user]:
-	case reason == rooms.LeaveConnectionLost:
+	case reason == rooms.LeaveConnectionLost, reason == rooms.LeaveMediaNodeLost:
 		why = EndConnectionLost
 	case reason == rooms.LeaveKicked:
 		why = EndKicked
@@ -103,7 +231,7 @@ func (m *Manager) leftLocked(t tx, c *call, user string, reason rooms.LeaveReaso
 	switch {
 	case c.began() && c.rec.GroupID == "":
 		return m.endLocked(t, c, why, user)
-	case c.began() && len(c.connected) < 2:
+	case c.began() && len(c.connected)+len(c.lost) < 2:
 		return m.endLocked(t, c, EndAllLeft, user)
 	case !c.began() && user == c.rec.Caller:
 		// The caller gave up before anyone's media connected.
@@ -139,6 +267,10 @@ func (m *Manager) endLocked(t tx, c *call, reason EndReason, endedBy string) fun
 	if c.setupArmed {
 		c.setupArmed = false
 		t.stopSetup(c)
+	}
+	if len(c.lost) > 0 {
+		clear(c.lost) // their LeftAt is when they were lost
+		t.stopLost(c)
 	}
 	r := &c.rec
 	r.EndedAt, r.EndReason, r.EndedBy = now, reason, endedBy

@@ -85,7 +85,7 @@ type Params struct {
 // Manager owns the calls.
 //
 // Concurrency: mu guards calls, byInvite, byRoom, byUser, closed, claims,
-// setups, waiters and every call's fields. It is never held across a call
+// setups, losts, waiters and every call's fields. It is never held across a call
 // into the engine, rooms, the record store or Redis: operations decide
 // under mu (the memory backend of the tx, state.go) and return the work to
 // do after unlocking (a func), which runs in order in the calling
@@ -112,6 +112,7 @@ type Manager struct {
 	byUser   map[string]map[*call]bool // running calls by participant
 	claims   map[string]*rooms.Claim   // this node's claims on call rooms, by call ID
 	setups   map[string]protocol.Timer // setup timers by call ID (standalone)
+	losts    map[string]protocol.Timer // lost deadlines by call ID (standalone)
 	waiters  map[string]chan struct{}  // glare merges waiting for an invitation's creation, by invite ID (standalone)
 	hbTimer  protocol.Timer
 	wg       sync.WaitGroup // timer callbacks
@@ -137,17 +138,30 @@ type call struct {
 	ended      bool
 	hungUp     map[string]bool // users who hung up (the next leave is a hangup)
 	setupArmed bool            // the setup timer runs (Config.SetupTimeout)
-	nodes      []string        // cluster mode: the nodes that changed it, sorted (the Redis backend keeps it)
+	// lost are the participants whose room's media node let them go
+	// (rooms.LeaveMediaNodeLost: it shut down or lost the room) and who
+	// are expected back, by when that was: a connection lost pending
+	// their return (lostLocked). The lost deadline runs while it is not
+	// empty.
+	lost  map[string]time.Time
+	nodes []string // cluster mode: the nodes that changed it, sorted (the Redis backend keeps it)
 }
 
 func newCall(rec CallRecord, data string) *call {
 	return &call{rec: rec, data: data, idx: map[string]int{}, admitted: map[string]bool{rec.Caller: true}, connected: map[string]string{},
-		pending: map[string]map[string]bool{}, creating: map[string]bool{}, hungUp: map[string]bool{}}
+		pending: map[string]map[string]bool{}, creating: map[string]bool{}, hungUp: map[string]bool{}, lost: map[string]time.Time{}}
 }
 
 // on reports whether user's media is connected in the call's room.
 func (c *call) on(user string) bool {
 	_, ok := c.connected[user]
+	return ok
+}
+
+// isLost reports whether user's media node let them go and they are not
+// back yet (call.lost).
+func (c *call) isLost(user string) bool {
+	_, ok := c.lost[user]
 	return ok
 }
 
@@ -204,7 +218,7 @@ func (c *call) anyAnswered() bool {
 func NewManager(ctx context.Context, p Params) (*Manager, error) {
 	m := &Manager{cfg: p.Config, eng: p.Engine, rooms: p.Rooms, rec: p.Records, clock: p.Clock, log: p.Logger, stats: p.Metrics, obs: p.Observer,
 		calls: map[string]*call{}, byInvite: map[string]*call{}, byRoom: map[string]*call{}, byUser: map[string]map[*call]bool{},
-		claims: map[string]*rooms.Claim{}, setups: map[string]protocol.Timer{}, waiters: map[string]chan struct{}{}}
+		claims: map[string]*rooms.Claim{}, setups: map[string]protocol.Timer{}, losts: map[string]protocol.Timer{}, waiters: map[string]chan struct{}{}}
 	if m.clock == nil {
 		m.clock = protocol.SystemClock{}
 	}
@@ -329,10 +343,12 @@ func (m *Manager) Close() {
 	if m.hbTimer != nil && m.hbTimer.Stop() {
 		m.wg.Done()
 	}
-	for id, tm := range m.setups {
-		delete(m.setups, id)
-		if tm.Stop() {
-			m.wg.Done()
+	for _, timers := range []map[string]protocol.Timer{m.setups, m.losts} {
+		for id, tm := range timers {
+			delete(timers, id)
+			if tm.Stop() {
+				m.wg.Done()
+			}
 		}
 	}
 	m.saves.heartbeat(m.clock.Now())

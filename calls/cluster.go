@@ -24,10 +24,10 @@ import (
 // with the same Prefix and NodeID (signaling.ClusterParams), and
 // Params.Records a *RedisRecords on that Redis.
 //
-// Rooms stay node-local (issue 13): a node claims a call's room ID for
-// itself when a participant enters it there (Admit), and releases the
-// claim when it sees the call ended, wherever that was decided
-// (clusterCalls.reconcile).
+// A call's room lives on one node, its media node (rooms/cluster, issue
+// 13): that node claims the call's room ID for itself when a participant
+// enters it there (Admit), and releases the claim when it sees the call
+// ended, wherever that was decided (clusterCalls.reconcile).
 type ClusterParams struct {
 	Client redis.UniversalClient // owned by the caller
 	Prefix string                // of every key: the engine's (node liveness is read under it)
@@ -78,6 +78,10 @@ func newClusterCalls(m *Manager, p ClusterParams) (*clusterCalls, error) {
 		Fire: func(ctx context.Context, d cluster.Due) {
 			if inviteID, ok := strings.CutPrefix(d.ID, creationPrefix); ok {
 				cl.creationExpired(ctx, inviteID, d)
+				return
+			}
+			if callID, ok := strings.CutPrefix(d.ID, lostPrefix); ok {
+				m.lostFired(ctx, callID, &d)
 				return
 			}
 			m.setupFired(ctx, d.ID, &d)

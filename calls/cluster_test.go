@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/switchboard-rtc/switchboard/calls"
+	"github.com/switchboard-rtc/switchboard/rooms"
 	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/signaling/cluster"
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
@@ -758,5 +759,65 @@ func TestClusterGroupCall(t *testing.T) {
 	h.mustOp("A", ann, "ann", calls.OpHangup, calls.CallIDArgs{CallID: c.CallID})
 	h.wait(dan, calls.EvCallEnd, 1, byCallID(c.CallID))
 	h.record("dan", c.CallID, calls.ResultCompleted, calls.EndAllLeft, "ann")
+	h.noActiveCalls()
+}
+
+// TestClusterMediaNodeLostCallWaits: the media node of a running call lets
+// its participants go (it shuts down, or loses the room: MemberLeft with
+// rooms.LeaveMediaNodeLost on the node of their room). The call is not
+// ended: alice enters again on the other node (admitted) and it goes on
+// past setup_timeout. Then bob's media node lets him go and he does not
+// come back: once setup_timeout has passed, the lost deadline (fired by one
+// node) ends the call once: connection_lost, ended by bob at the time he
+// was lost, with its duration, the record the same from both nodes.
+func TestClusterMediaNodeLostCallWaits(t *testing.T) {
+	const setup = 500 * time.Millisecond
+	h := newCallCluster(t, redistest.Start(t), func(c *calls.Config) { c.SetupTimeout = setup })
+	alice, bob := h.connect("A", "alice"), h.connect("B", "bob")
+	c := h.connectedCall(alice, bob)
+	if !h.nodes["A"].rooms.leave(c.RoomID, "alice", rooms.LeaveMediaNodeLost) {
+		t.Fatal("alice not in the room on A")
+	}
+	time.Sleep(setup / 2)
+	if !h.nodes["B"].rooms.connect(c.RoomID, "alice") {
+		t.Fatal("alice, let go by her media node, not admitted again (on B)")
+	}
+	time.Sleep(2 * setup) // past the lost deadline, had it stayed armed
+	if r, ok := h.nodes["A"].m.Call(c.CallID); !ok || !r.EndedAt.IsZero() {
+		t.Fatalf("the call ended although alice came back: %+v", r)
+	}
+
+	before := time.Now()
+	if !h.nodes["B"].rooms.leave(c.RoomID, "bob", rooms.LeaveMediaNodeLost) {
+		t.Fatal("bob not in the room on B")
+	}
+	after := time.Now()
+	if r, _ := h.nodes["A"].m.Call(c.CallID); !r.EndedAt.IsZero() {
+		t.Fatal("the call ended at once when bob's media node let him go")
+	}
+	ends := h.wait(alice, calls.EvCallEnd, 1, byCallID(c.CallID))
+	if waited := time.Since(after); waited < setup {
+		t.Fatalf("the call ended %v after bob was lost, before setup_timeout %v", waited, setup)
+	}
+	var end calls.EndEvent
+	_ = json.Unmarshal(ends[0].Data, &end)
+	if end.Reason != calls.EndConnectionLost || end.EndedBy != "bob" || end.Result != calls.ResultCompleted || end.DurationMs <= 0 {
+		t.Fatalf("onCallEnd %+v", end)
+	}
+	h.wait(bob, protocol.EvReceiveNewInvitation, 1, callEndInvitation(c.CallID))
+	time.Sleep(300 * time.Millisecond) // a few polls: a second fire would end it again
+	h.sync(alice, bob)
+	for _, s := range []*csession{alice, bob} {
+		if n := len(s.named(calls.EvCallEnd, byCallID(c.CallID))); n != 1 {
+			t.Fatalf("%s got %d onCallEnd, want 1", s.user, n)
+		}
+	}
+	for _, u := range []string{"alice", "bob"} {
+		ci := h.record(u, c.CallID, calls.ResultCompleted, calls.EndConnectionLost, "bob")
+		if ci.EndedAt < before.UnixMilli() || ci.EndedAt > after.UnixMilli() || ci.DurationMs != end.DurationMs ||
+			abs(ci.DurationMs-(ci.EndedAt-ci.BeganAt)) > 1 {
+			t.Fatalf("%s's record %+v: want the end when bob was lost (%d-%d), duration %d ms", u, ci, before.UnixMilli(), after.UnixMilli(), end.DurationMs)
+		}
+	}
 	h.noActiveCalls()
 }

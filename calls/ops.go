@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/switchboard-rtc/switchboard/rooms"
 	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
@@ -172,6 +173,10 @@ func (m *Manager) hangup(ctx context.Context, a protocol.Actor, args CallIDArgs)
 			// rooms tells MemberLeft, which ends or continues the call (in
 			// cluster mode the node of the user's room does, when it sees
 			// the hangup: clusterCalls.reconcile).
+		case c.isLost(a.UserID):
+			// Their media node let them go and they hang up instead of
+			// entering again: they leave now.
+			return m.leftLocked(t, c, a.UserID, rooms.LeaveLeft), nil
 		case a.UserID == c.rec.Caller && !c.began() && !c.anyAnswered():
 			for id, pend := range c.pending {
 				if len(pend) > 0 {

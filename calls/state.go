@@ -5,6 +5,8 @@ import (
 	"context"
 	"slices"
 	"time"
+
+	"github.com/switchboard-rtc/switchboard/signaling/cluster"
 )
 
 // One set of rules, two backends (signaling/CLUSTER-DESIGN.md, "Calls").
@@ -70,6 +72,11 @@ type tx interface {
 	// setupArmed was set or cleared by the decision).
 	armSetup(c *call)
 	stopSetup(c *call)
+	// armLost (re)schedules c's lost deadline at at, replacing the one
+	// scheduled; stopLost cancels it (lostChangedLocked keeps it at the
+	// earliest of c.lost plus Config.SetupTimeout).
+	armLost(c *call, at time.Time)
+	stopLost(c *call)
 	// creating says that invitation inviteID of c is registered, not yet
 	// created (c.creating has it); settled that it is created or abandoned
 	// (c.creating no longer has it): a glare merge waiting for it goes on.
@@ -98,11 +105,20 @@ type decision func(t tx) (func(), error)
 // work it returned. An error of the decision (or of the backend:
 // ErrStoreUnavailable) means nothing was committed and no work runs.
 func (m *Manager) do(ctx context.Context, decide decision) error {
+	return m.doAt(ctx, time.Time{}, decide, nil)
+}
+
+// doAt is do with the decision's time at (zero: now) and, in cluster
+// mode, due's Done in its commit (a deadline that fired it).
+func (m *Manager) doAt(ctx context.Context, at time.Time, decide decision, due *cluster.Due) error {
 	if m.cl != nil {
-		return m.cl.do(ctx, decide, nil)
+		return m.cl.doAt(ctx, at, decide, due)
+	}
+	if at.IsZero() {
+		at = m.clock.Now()
 	}
 	m.mu.Lock()
-	t := &memTx{m: m, at: m.clock.Now()}
+	t := &memTx{m: m, at: at}
 	work, err := decide(t)
 	for _, f := range t.onces {
 		f()
@@ -244,6 +260,29 @@ func (t *memTx) stopSetup(c *call) {
 	m, id := t.m, c.rec.CallID
 	if tm := m.setups[id]; tm != nil {
 		delete(m.setups, id)
+		if tm.Stop() {
+			m.wg.Done()
+		}
+	}
+}
+
+func (t *memTx) armLost(c *call, at time.Time) {
+	m, id := t.m, c.rec.CallID
+	t.stopLost(c)
+	if m.closed {
+		return // Close has stopped the timers: no new one
+	}
+	m.wg.Add(1)
+	m.losts[id] = m.clock.AfterFunc(max(at.Sub(m.clock.Now()), 0), func() {
+		defer m.wg.Done()
+		m.lostFired(context.Background(), id, nil)
+	})
+}
+
+func (t *memTx) stopLost(c *call) {
+	m, id := t.m, c.rec.CallID
+	if tm := m.losts[id]; tm != nil {
+		delete(m.losts, id)
 		if tm.Stop() {
 			m.wg.Done()
 		}

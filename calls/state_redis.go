@@ -57,6 +57,11 @@ const createdPoll = 5 * time.Millisecond
 // registered and not yet created (clusterCalls.creationLease).
 const creationPrefix = "create:"
 
+// lostPrefix marks, in calls:deadlines, the lost deadline of a call: the
+// earliest time one of its participants whose media node let them go
+// (call.lost) has not come back within Config.SetupTimeout.
+const lostPrefix = "lost:"
+
 func (cl *clusterCalls) stKey(id string) string   { return cl.p + "calls:st:" + id }
 func (cl *clusterCalls) invKey(id string) string  { return cl.p + "calls:inv:" + id }
 func (cl *clusterCalls) roomKey(id string) string { return cl.p + "calls:room:" + id }
@@ -74,6 +79,7 @@ type callState struct {
 	Ended     bool                       `json:"end,omitempty"`
 	HungUp    map[string]bool            `json:"hung,omitempty"`
 	Setup     bool                       `json:"setup,omitempty"`
+	Lost      map[string]time.Time       `json:"lost,omitempty"`
 	// Nodes are the nodes that changed the call (server_restart: see
 	// clusterCalls.recoverOpenCalls).
 	Nodes []string `json:"nodes,omitempty"`
@@ -81,7 +87,7 @@ type callState struct {
 
 func encodeCall(c *call) []byte {
 	b, _ := json.Marshal(callState{Rec: c.rec, Data: c.data, Admitted: c.admitted, Connected: c.connected, Pending: c.pending,
-		Creating: c.creating, Ended: c.ended, HungUp: c.hungUp, Setup: c.setupArmed, Nodes: c.nodes}) // strings, bools, times
+		Creating: c.creating, Ended: c.ended, HungUp: c.hungUp, Setup: c.setupArmed, Lost: c.lost, Nodes: c.nodes}) // strings, bools, times
 	return b
 }
 
@@ -95,6 +101,7 @@ func decodeCall(b []byte) (*call, error) {
 	c.connected = orEmpty(s.Connected)
 	c.creating = orEmpty(s.Creating)
 	c.hungUp = orEmpty(s.HungUp)
+	c.lost = orEmpty(s.Lost)
 	c.ended, c.setupArmed, c.nodes = s.Ended, s.Setup, s.Nodes
 	for id, pend := range s.Pending {
 		c.pending[id] = orEmpty(pend)
@@ -564,6 +571,16 @@ func (t *redisTx) armSetup(c *call) {
 
 func (t *redisTx) stopSetup(c *call) {
 	id := c.rec.CallID
+	t.queue(func(p redis.Pipeliner) { t.cl.ks.Cancel(t.ctx, p, id) })
+}
+
+func (t *redisTx) armLost(c *call, at time.Time) {
+	id := lostPrefix + c.rec.CallID
+	t.queue(func(p redis.Pipeliner) { t.cl.ks.Schedule(t.ctx, p, id, at) })
+}
+
+func (t *redisTx) stopLost(c *call) {
+	id := lostPrefix + c.rec.CallID
 	t.queue(func(p redis.Pipeliner) { t.cl.ks.Cancel(t.ctx, p, id) })
 }
 

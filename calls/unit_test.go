@@ -392,3 +392,104 @@ func TestUnitAnswerNotRinging(t *testing.T) {
 		t.Error("carol's refused accept admitted her or ended the call")
 	}
 }
+
+// The room's media node lets the participants go (cluster mode: it shuts
+// down, or loses the room: rooms.LeaveMediaNodeLost): the call is not
+// ended; they enter again and it goes on. One who does not come back within
+// setup_timeout has left with the connection lost, at the time it was lost:
+// a one-to-one call ends connection_lost with its duration up to then, once.
+func TestUnitMediaNodeLostCallWaits(t *testing.T) {
+	u := newUnit(t, func(c *calls.Config) { c.SetupTimeout = 10 * time.Second })
+	c := u.call("alice", "bob")
+	u.mustOp("bob", protocol.OpAccept, protocol.InviteIDArgs{InviteID: c.InviteID})
+	u.connect(c.RoomID, "alice", "bob")
+	u.clock.Advance(5 * time.Second)
+	for _, user := range []string{"alice", "bob"} {
+		u.rooms.leave(c.RoomID, user, rooms.LeaveMediaNodeLost)
+	}
+	if u.m.Active() != 1 || len(u.eng.eventsNamed(calls.EvCallEnd)) != 0 {
+		t.Fatal("the call ended when its media node let its participants go")
+	}
+	u.clock.Advance(3 * time.Second)
+	u.connect(c.RoomID, "alice", "bob") // their entries again: admitted
+	u.clock.Advance(time.Minute)
+	if u.m.Active() != 1 || len(u.eng.eventsNamed(calls.EvCallEnd)) != 0 {
+		t.Fatal("the call ended although both came back within setup_timeout")
+	}
+	if n := len(u.eng.eventsNamed(calls.EvCallBegin)); n != 1 {
+		t.Fatalf("%d onCallBegin, want 1 (one call)", n)
+	}
+
+	// Lost again; alice comes back, bob does not.
+	lost := t0.Add(5*time.Second + 3*time.Second + time.Minute)
+	for _, user := range []string{"bob", "alice"} {
+		u.rooms.leave(c.RoomID, user, rooms.LeaveMediaNodeLost)
+	}
+	u.clock.Advance(2 * time.Second)
+	u.connect(c.RoomID, "alice")
+	u.clock.Advance(8*time.Second - time.Millisecond)
+	if u.m.Active() != 1 {
+		t.Fatal("the call ended before setup_timeout")
+	}
+	u.clock.Advance(time.Millisecond)
+	r := u.ended(c.CallID, calls.ResultCompleted, calls.EndConnectionLost, "bob", "alice", "bob")
+	if !r.BeganAt.Equal(t0) || !r.EndedAt.Equal(lost) || r.Duration != lost.Sub(t0) {
+		t.Errorf("record: began %v ended %v duration %v, want %v, %v, %v", r.BeganAt, r.EndedAt, r.Duration, t0, lost, lost.Sub(t0))
+	}
+	if p := participant(r, "bob"); !p.LeftAt.Equal(lost) || p.Result != calls.ResultCompleted {
+		t.Errorf("bob: %+v, want left at %v", p, lost)
+	}
+	if ns := u.eng.notifyRecs(); len(ns) != 1 || ns[0].From != "alice" || !slices.Equal(ns[0].To, []string{"bob"}) {
+		t.Errorf("call-end invitations: %+v", ns)
+	}
+	u.clock.Advance(time.Minute)
+	if n := len(u.eng.eventsNamed(calls.EvCallEnd)); n != 1 {
+		t.Fatalf("%d onCallEnd, want 1", n)
+	}
+}
+
+// A group call loses a participant its media node let go who does not come
+// back, and goes on with the two who did; one lost who hangs up instead of
+// entering again leaves at once (hangup).
+func TestUnitMediaNodeLostGroupCall(t *testing.T) {
+	u := newUnit(t, func(c *calls.Config) { c.SetupTimeout = 10 * time.Second })
+	u.eng.groups["g"] = []string{"alice", "bob", "carol"}
+	c := u.mustOp("alice", calls.OpGroupCall, calls.GroupCallArgs{GroupID: "g", InviteeList: []string{"bob", "carol"}}).(calls.CallResult)
+	for _, user := range []string{"bob", "carol"} {
+		u.mustOp(user, protocol.OpAccept, protocol.InviteIDArgs{InviteID: c.InviteID})
+	}
+	u.connect(c.RoomID, "alice", "bob", "carol")
+	u.clock.Advance(time.Minute)
+	for _, user := range []string{"alice", "bob", "carol"} {
+		u.rooms.leave(c.RoomID, user, rooms.LeaveMediaNodeLost)
+	}
+	u.clock.Advance(time.Second)
+	u.connect(c.RoomID, "alice", "bob")
+	u.clock.Advance(10 * time.Second)
+	if u.m.Active() != 1 || len(u.eng.eventsNamed(calls.EvCallEnd)) != 0 {
+		t.Fatal("the group call ended with two back in it")
+	}
+	rec, _ := u.m.Call(c.CallID)
+	if p := participant(rec, "carol"); !p.LeftAt.Equal(t0.Add(time.Minute)) {
+		t.Errorf("carol, not back: %+v, want left at %v", p, t0.Add(time.Minute))
+	}
+	u.rooms.leave(c.RoomID, "bob", rooms.LeaveMediaNodeLost)
+	u.clock.Advance(time.Second)
+	u.mustOp("bob", calls.OpHangup, calls.CallIDArgs{CallID: c.CallID})
+	r := u.ended(c.CallID, calls.ResultCompleted, calls.EndAllLeft, "bob", "alice", "bob", "carol")
+	if r.EndedAt != t0.Add(time.Minute+12*time.Second) {
+		t.Errorf("record: ended %v, want at bob's hangup", r.EndedAt)
+	}
+}
+
+// With setup_timeout off there is no wait: a participant its media node
+// lets go has lost the connection at once.
+func TestUnitMediaNodeLostNoSetupTimeout(t *testing.T) {
+	u := newUnit(t, func(c *calls.Config) { c.SetupTimeout = 0 })
+	c := u.call("alice", "bob")
+	u.mustOp("bob", protocol.OpAccept, protocol.InviteIDArgs{InviteID: c.InviteID})
+	u.connect(c.RoomID, "alice", "bob")
+	u.clock.Advance(time.Second)
+	u.rooms.leave(c.RoomID, "bob", rooms.LeaveMediaNodeLost)
+	u.ended(c.CallID, calls.ResultCompleted, calls.EndConnectionLost, "bob", "alice", "bob")
+}

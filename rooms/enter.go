@@ -314,19 +314,23 @@ func (m *Manager) remove(roomID, userID string, why LeaveReason, exit ExitReason
 }
 
 // Dismiss closes a room: every member gets onExitRoom with reason 2.
-func (m *Manager) Dismiss(roomID string) { m.dismiss(roomID, ExitDismissed) }
+func (m *Manager) Dismiss(roomID string) { m.dismiss(roomID, LeaveKicked, ExitDismissed) }
 
 // DismissLost closes a room whose media may no longer be here (cluster
-// mode: this node lost its ownership): every member gets onExitRoom with
-// reason 4 (ExitMediaNodeLost) and enters again.
-func (m *Manager) DismissLost(roomID string) { m.dismiss(roomID, ExitMediaNodeLost) }
+// mode: this node lost its ownership, or shuts down): every member gets
+// onExitRoom with reason 4 (ExitMediaNodeLost) and enters again; the
+// others and the observers see it leave with LeaveMediaNodeLost (not
+// kicked: it is coming back).
+func (m *Manager) DismissLost(roomID string) {
+	m.dismiss(roomID, LeaveMediaNodeLost, ExitMediaNodeLost)
+}
 
-func (m *Manager) dismiss(roomID string, exit ExitReason) {
+func (m *Manager) dismiss(roomID string, why LeaveReason, exit ExitReason) {
 	m.mu.Lock()
 	var parts []*media.Participant
 	if r := m.rooms[roomID]; r != nil {
 		for _, mem := range sortedMembers(r) {
-			if p := m.removeLocked(mem, LeaveKicked, exit); p != nil {
+			if p := m.removeLocked(mem, why, exit); p != nil {
 				parts = append(parts, p)
 			}
 		}

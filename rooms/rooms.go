@@ -29,6 +29,12 @@ const (
 	LeaveConnectionLost LeaveReason = 1 // WebSocket closed or media failed past its grace period
 	LeaveKicked         LeaveReason = 2 // removed by the server (another device entered, the call ended)
 	LeaveSwitchedRole   LeaveReason = 3 // switched to audience: still in the room, no longer seen (TRTC's reason 3)
+	// LeaveMediaNodeLost: cluster mode, the room's media node let the
+	// member go (it shut down, or lost the room's ownership: DismissLost);
+	// the member got onExitRoom reason 4 and enters the room again, maybe
+	// on another node. Not a departure: calls keep the call going for
+	// calls.setup_timeout while the member comes back.
+	LeaveMediaNodeLost LeaveReason = 4
 )
 
 // ExitReason is onExitRoom's reason.

@@ -627,3 +627,79 @@ func TestRtcSignalErrorsNameTheField(t *testing.T) {
 		}
 	}
 }
+
+// leaves records the observers' MemberLeft calls.
+type leaves struct {
+	mu  sync.Mutex
+	got map[string]rooms.LeaveReason // user → reason
+}
+
+func (l *leaves) MemberConnected(string, string, rooms.Role, time.Time) {}
+
+func (l *leaves) MemberLeft(_, user string, reason rooms.LeaveReason, _ time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.got[user] = reason
+}
+
+func (l *leaves) reasons() map[string]rooms.LeaveReason {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[string]rooms.LeaveReason{}
+	for u, r := range l.got {
+		out[u] = r
+	}
+	return out
+}
+
+// TestDismissLostIsNotAKick: a room dismissed because its media node lets
+// its members go (cluster mode: shutdown, ownership lost) is not a kick:
+// every member gets onExitRoom reason 4, the one still in the room
+// onRemoteUserLeaveRoom reason 4 for the other, and the observers (calls)
+// MemberLeft with LeaveMediaNodeLost, so that a call waits for them to
+// enter again instead of ending as kicked.
+func TestDismissLostIsNotAKick(t *testing.T) {
+	s := newServer(t, media.Config{}, rooms.Config{}, nil)
+	obs := &leaves{got: map[string]rooms.LeaveReason{}}
+	s.Rooms.AddObserver(obs)
+	c := ctx(t)
+	conns := map[string]*client.Client{}
+	for _, u := range []string{"alice", "bob"} {
+		conns[u] = s.dial(u)
+		r, err := roomclient.Enter(c, conns[u], "lost1", roomclient.Options{RoomToken: s.roomToken(u, "lost1"), Peer: peerCfg()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		if _, err := conns[u].WaitEvent(c, rooms.EvEnterRoom, nil); err != nil {
+			t.Fatalf("%s's media: %v", u, err)
+		}
+	}
+	s.Rooms.DismissLost("lost1")
+	for _, u := range []string{"alice", "bob"} {
+		ev, err := conns[u].WaitEvent(c, rooms.EvExitRoom, nil)
+		if err != nil {
+			t.Fatalf("%s's onExitRoom: %v", u, err)
+		}
+		var e rooms.ExitRoomEvent
+		_ = ev.Decode(&e)
+		if e.Reason != int(rooms.ExitMediaNodeLost) {
+			t.Fatalf("%s's onExitRoom reason %d, want 4", u, e.Reason)
+		}
+	}
+	ev, err := conns["bob"].WaitEvent(c, rooms.EvRemoteUserLeaveRoom, byUser("alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var leave rooms.RemoteLeaveEvent
+	_ = ev.Decode(&leave)
+	if leave.Reason != int(rooms.LeaveMediaNodeLost) {
+		t.Fatalf("bob told alice left with reason %d, want 4", leave.Reason)
+	}
+	eventually(t, 5*time.Second, "both MemberLeft", func() bool { return len(obs.reasons()) == 2 })
+	for u, r := range obs.reasons() {
+		if r != rooms.LeaveMediaNodeLost {
+			t.Fatalf("MemberLeft(%s) reason %d, want LeaveMediaNodeLost (4)", u, r)
+		}
+	}
+}

@@ -584,7 +584,9 @@ export class Calls {
     });
     room.on('onRemoteUserLeaveRoom', ({ userID, reason }) => {
       this.#removeTile(c, userID);
-      if (c.state !== 'ended') this.#callNotice(reason === 1 ? `${userID} lost the connection` : `${userID} left the call`);
+      // reason 4: the room's media node let them go and they enter again
+      // (cluster mode); the page's own "reconnecting" notice says it.
+      if (c.state !== 'ended' && reason !== 4) this.#callNotice(reason === 1 ? `${userID} lost the connection` : `${userID} left the call`);
       this.#render();
     });
     room.on('onUserVideoAvailable', ({ userID }) => this.#tile(c, userID).update());
