@@ -255,16 +255,11 @@ type streamKeep struct {
 	Nodes  map[string][]string `json:"n"`           // recipient (of this entry) → the nodes the event went to for them
 }
 
-func (b *streamBatch) encode() []byte {
-	out, _ := json.Marshal(b) // strings and raw JSON only
-	return out
-}
-
 // handle delivers one entry of this node's stream to the local
 // connections of its users, in stream (commit) order.
 func (c *clusterNode) handle(ctx context.Context, ev cluster.Event) {
-	var b streamBatch
-	if err := json.Unmarshal(ev.Payload, &b); err != nil {
+	b, err := decodeStreamBatch(ev.Payload)
+	if err != nil {
 		c.e.log.Error("cluster event unreadable; dropped", "id", ev.ID, "err", err)
 		return
 	}
@@ -319,8 +314,8 @@ type keepJob struct {
 // them for a recipient gone before the delivery.
 func (c *clusterNode) deadEvents(ctx context.Context, node string, events []cluster.Event) error {
 	for _, ev := range events {
-		var b streamBatch
-		if err := json.Unmarshal(ev.Payload, &b); err != nil {
+		b, err := decodeStreamBatch(ev.Payload)
+		if err != nil {
 			c.e.log.Error("dead node's event unreadable; dropped", "node", node, "id", ev.ID, "err", err)
 			continue
 		}

@@ -36,10 +36,12 @@ type countedKey struct{}
 
 // opRoundTrips counts the round trips (commands or pipelines) made with a
 // ctx marked countedKey: one operation's, not the node's loops'.
-// It also counts the scripts they call (EVAL, EVALSHA).
-type opRoundTrips struct{ n, scripts atomic.Int64 }
+// It also counts the scripts they call (EVAL, EVALSHA), and the commands
+// (MULTI and EXEC included).
+type opRoundTrips struct{ n, scripts, cmds atomic.Int64 }
 
 func (r *opRoundTrips) countScripts(cmds ...redis.Cmder) {
+	r.cmds.Add(int64(len(cmds)))
 	for _, c := range cmds {
 		if c.Name() == "eval" || c.Name() == "evalsha" {
 			r.scripts.Add(1)
@@ -73,7 +75,7 @@ func (r *opRoundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis
 }
 
 type clusterHarness struct {
-	t      *testing.T
+	t      testing.TB
 	log    *slog.Logger
 	srv    *redistest.Server
 	prefix string
@@ -111,7 +113,7 @@ func newClusterHarnessLog(t *testing.T, srv *redistest.Server, log *slog.Logger)
 	return newClusterHarnessOf(t, srv, signaling.DefaultConfig(), log)
 }
 
-func newClusterHarnessOf(t *testing.T, srv *redistest.Server, cfg signaling.Config, log *slog.Logger) *clusterHarness {
+func newClusterHarnessOf(t testing.TB, srv *redistest.Server, cfg signaling.Config, log *slog.Logger) *clusterHarness {
 	t.Helper()
 	h := &clusterHarness{t: t, log: log, srv: srv, prefix: "c{" + t.Name() + "}:", cfg: cfg,
 		nodes: map[string]*signaling.Engine{}, rts: map[string]*opRoundTrips{}, rdbs: map[string]*redis.Client{}}
@@ -516,23 +518,31 @@ func TestClusterRoundTrips(t *testing.T) {
 	h := newClusterHarness(t, srv)
 	alice, bob := h.connect("A", "alice"), h.connect("B", "bob")
 	counted := context.WithValue(ctx, countedKey{}, true)
-	// measureScripts checks op's round trips against max and, unless
-	// scripts < 0, the scripts it calls against scripts.
-	measureScripts := func(node, what string, max, scripts int64, op func(context.Context) error) {
+	// measureCmds checks op's round trips against max, unless scripts
+	// < 0 the scripts it calls against scripts, and unless cmds < 0 its
+	// commands against cmds.
+	measureCmds := func(node, what string, max, scripts, cmds int64, op func(context.Context) error) {
 		t.Helper()
 		rt := h.rts[node]
-		before, beforeS := rt.n.Load(), rt.scripts.Load()
+		before, beforeS, beforeC := rt.n.Load(), rt.scripts.Load(), rt.cmds.Load()
 		if err := op(counted); err != nil {
 			t.Fatal(err)
 		}
-		n, s := rt.n.Load()-before, rt.scripts.Load()-beforeS
-		t.Logf("%s: %d round trips, %d scripts", what, n, s)
+		n, s, c := rt.n.Load()-before, rt.scripts.Load()-beforeS, rt.cmds.Load()-beforeC
+		t.Logf("%s: %d round trips, %d scripts, %d commands", what, n, s, c)
+		if cmds >= 0 && c > cmds {
+			t.Errorf("%s sent %d commands; the target is %d", what, c, cmds)
+		}
 		if n > max {
 			t.Errorf("%s took %d round trips; the target is %d", what, n, max)
 		}
 		if scripts >= 0 && s != scripts {
 			t.Errorf("%s called %d scripts, want %d", what, s, scripts)
 		}
+	}
+	measureScripts := func(node, what string, max, scripts int64, op func(context.Context) error) {
+		t.Helper()
+		measureCmds(node, what, max, scripts, -1, op)
 	}
 	measure := func(node, what string, max int64, op func(context.Context) error) {
 		t.Helper()
@@ -544,13 +554,21 @@ func TestClusterRoundTrips(t *testing.T) {
 	// where alice has no other connection; the accept likewise. The
 	// accept reads the parties' connections with the invitation: bob's
 	// node learnt them from the ring (the parties hint).
-	measureScripts("A", "invite", 2, 1, func(c context.Context) error {
+	// Commands (MULTI and EXEC included): the invite's reads are WATCH,
+	// ZCARD (ringing), SCARD (sent), HKEYS of both conn: hashes, ZRANGE
+	// nodes, SMISMEMBER (known); its EXEC the invitation (HSET, ZADD),
+	// the indexes (SADD, ZADD ringing, ZADD deadline) and the append. The
+	// accept's reads are WATCH, HGETALL and the parties' as above; its
+	// EXEC deletes the invitation (DEL, ZREM), its indexes (SREM, ZREM
+	// ringing, ZREM deadline) and appends: the invitee's state is not
+	// written (HSET) nor unrung (ZREM) before the deletion.
+	measureCmds("A", "invite", 2, 1, 15, func(c context.Context) error {
 		var err error
 		id, err = h.nodes["A"].Invite(c, as(alice), protocol.InviteArgs{Invitee: "bob", Timeout: secs(30)})
 		return err
 	})
 	h.expect(bob, protocol.EvReceiveNewInvitation)
-	measureScripts("B", "accept", 2, 1, func(c context.Context) error {
+	measureCmds("B", "accept", 2, 1, 14, func(c context.Context) error {
 		return h.nodes["B"].Accept(c, as(bob), protocol.InviteIDArgs{InviteID: id})
 	})
 	h.expect(alice, protocol.EvInviteeAccepted)

@@ -433,7 +433,7 @@ func (t *redisTx) readAnnounced(user string, custom bool) (bool, []string) {
 		return false, nil
 	}
 	if status != nil {
-		t.status[user] = status.Val() // "" when none (redis.Nil)
+		put(&t.status, user, status.Val()) // "" when none (redis.Nil)
 	}
 	return on.Val() == 1, subs.Val()
 }

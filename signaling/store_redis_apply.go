@@ -433,7 +433,16 @@ type redisSim struct {
 	groups map[string]*redisSimGroup
 	obs    map[int64]*redisSimOb
 	ord    int64 // the next insertion number
-	writes []func(context.Context, redis.Pipeliner)
+	writes []simWrite
+}
+
+// simWrite is a write decided by a mutation. inv, if set, names the
+// invitation whose hash fields alone it writes: a deletion of that
+// invitation later in the batch makes it moot (dropped: one command less
+// in the EXEC, the same outcome).
+type simWrite struct {
+	w   func(context.Context, redis.Pipeliner)
+	inv string
 }
 
 // redisSimInv is an invitation as far as the batch knows it: invitees
@@ -499,7 +508,7 @@ func (s *redisSim) commit(ctx context.Context, c redis.Cmdable) error {
 // Redis backend of the engine's tx puts them there with its event appends).
 func (s *redisSim) queue(ctx context.Context, pipe redis.Pipeliner) {
 	for _, w := range s.writes {
-		w(ctx, pipe)
+		w.w(ctx, pipe)
 	}
 }
 
@@ -529,7 +538,14 @@ func (s *redisSim) knowGroup(id string, r *GroupRecord) {
 	s.groups[id] = sg
 }
 
-func (s *redisSim) emit(w func(context.Context, redis.Pipeliner)) { s.writes = append(s.writes, w) }
+func (s *redisSim) emit(w func(context.Context, redis.Pipeliner)) {
+	s.writes = append(s.writes, simWrite{w: w})
+}
+
+// emitFields records a write of invitation id's hash fields only.
+func (s *redisSim) emitFields(id string, w func(context.Context, redis.Pipeliner)) {
+	s.writes = append(s.writes, simWrite{w: w, inv: id})
+}
 
 // apply decides m on the state, records its writes and changes the state.
 // The plan read every key that m's outcome depends on.
@@ -579,15 +595,17 @@ func (s *redisSim) apply(k redisKeys, m Mutation) error {
 		}
 		v.state, v.at = m.State, m.At
 		si.invitees[m.UserID] = &v
-		s.emit(func(ctx context.Context, p redis.Pipeliner) {
+		s.emitFields(m.InviteID, func(ctx context.Context, p redis.Pipeliner) {
 			p.HSet(ctx, k.inv(m.InviteID), rfInvitee+m.UserID, v.pack())
 		})
 	case SetInvitationData:
 		if s.invs[m.InviteID].exists {
-			s.emit(func(ctx context.Context, p redis.Pipeliner) { p.HSet(ctx, k.inv(m.InviteID), rfData, m.Data) })
+			s.emitFields(m.InviteID, func(ctx context.Context, p redis.Pipeliner) { p.HSet(ctx, k.inv(m.InviteID), rfData, m.Data) })
 		}
 	case DeleteInvitation:
 		s.invs[m.InviteID] = &redisSimInv{invitees: map[string]*redisInvitee{}}
+		// The DEL below undoes the batch's field writes before it.
+		s.writes = slices.DeleteFunc(s.writes, func(w simWrite) bool { return w.inv == m.InviteID })
 		s.emit(func(ctx context.Context, p redis.Pipeliner) {
 			p.Del(ctx, k.inv(m.InviteID))
 			p.ZRem(ctx, k.invs(), m.InviteID)

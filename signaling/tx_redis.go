@@ -129,10 +129,16 @@ type redisTx struct {
 var _ tx = (*redisTx)(nil)
 
 func newRedisTx(c *clusterNode, ctx context.Context, rtx *redis.Tx) *redisTx {
-	return &redisTx{c: c, ctx: ctx, rtx: rtx, at: c.e.clock.Now(), watched: map[string]bool{},
-		invs: map[string]*InvitationRecord{}, nodes: map[string][]string{}, isKnown: map[string]bool{},
-		ringN: map[string]int{}, sentN: map[string]int{}, keptBy: map[string]int64{}, status: map[string]string{},
-		grps: map[string]*GroupRecord{}, own: map[string]int{}, added: map[string]int{}}
+	// The maps are made on first use (put): an attempt fills a few.
+	return &redisTx{c: c, ctx: ctx, rtx: rtx, at: c.e.clock.Now()}
+}
+
+// put sets (*m)[k] = v, making the map if it is nil.
+func put[K comparable, V any](m *map[K]V, k K, v V) {
+	if *m == nil {
+		*m = map[K]V{}
+	}
+	(*m)[k] = v
 }
 
 // read runs, in one pipeline, WATCH of the keys not watched yet, then the
@@ -144,7 +150,7 @@ func (t *redisTx) read(keys []string, f func(redis.Pipeliner)) bool {
 	var watch []any
 	for _, k := range keys {
 		if !t.watched[k] {
-			t.watched[k] = true
+			put(&t.watched, k, true)
 			watch = append(watch, k)
 		}
 	}
@@ -260,15 +266,15 @@ func (t *redisTx) load(h txHint) {
 		}
 	}
 	for i, u := range ringing {
-		t.ringN[u] = int(ringCmds[i].Val())
+		put(&t.ringN, u, int(ringCmds[i].Val()))
 	}
 	for i, u := range sent {
-		t.sentN[u] = int(sentCmds[i].Val())
+		put(&t.sentN, u, int(sentCmds[i].Val()))
 	}
 	for i, id := range groups {
 		h := grpCmds[i].Val()
 		if len(h) == 0 {
-			t.grps[id] = nil
+			put(&t.grps, id, nil)
 			continue
 		}
 		g, err := decodeGroup(id, h)
@@ -276,11 +282,12 @@ func (t *redisTx) load(h txHint) {
 			t.err = dataErr("group %q: %w", id, err)
 			return
 		}
-		t.grps[id] = &g
+		put(&t.grps, id, &g)
 	}
 	for i, u := range counts {
 		own := int(ownCmds[i].Val())
-		t.own[u], t.added[u] = own, int(allCmds[i].Val())-own
+		put(&t.own, u, own)
+		put(&t.added, u, int(allCmds[i].Val())-own)
 	}
 }
 
@@ -297,8 +304,8 @@ func (t *redisTx) queueUsers(p redis.Pipeliner, users []string) func() {
 			return
 		}
 		for i, u := range users {
-			t.nodes[u] = found[u]
-			t.isKnown[u] = known.Val()[i]
+			put(&t.nodes, u, found[u])
+			put(&t.isKnown, u, known.Val()[i])
 		}
 	}
 }
@@ -364,7 +371,7 @@ func (t *redisTx) loadInvitations(ids, users []string) {
 	for i, id := range missing {
 		h := cmds[i].Val()
 		if len(h) == 0 {
-			t.invs[id] = nil
+			put(&t.invs, id, nil)
 			continue
 		}
 		r, err := decodeInvitation(id, h)
@@ -372,7 +379,7 @@ func (t *redisTx) loadInvitations(ids, users []string) {
 			t.err = dataErr("invitation %q: %w", id, err)
 			return
 		}
-		t.invs[id] = &r
+		put(&t.invs, id, &r)
 	}
 }
 
@@ -440,7 +447,7 @@ func (t *redisTx) keptBytes(sender string) (mine, total int64) {
 			return 0, 0
 		}
 		v := cmd.Val()
-		t.keptBy[sender] = atoi64(v[0])
+		put(&t.keptBy, sender, atoi64(v[0]))
 		t.keptAll, t.keptRead = atoi64(v[1]), true
 	}
 	return t.keptBy[sender], t.keptAll
@@ -464,7 +471,7 @@ func (t *redisTx) customStatus(user string) string {
 	if err != nil && !errors.Is(err, redis.Nil) {
 		t.err = err
 	}
-	t.status[user] = s
+	put(&t.status, user, s)
 	return s
 }
 
@@ -619,7 +626,16 @@ func (t *redisTx) commit(exceptToken uint64) (selfEntry bool, err error) {
 // invitation's deadline.
 func (t *redisTx) queueIndexes(p redis.Pipeliner) {
 	ctx, k, ks := t.ctx, t.c.k, t.c.ks
-	for _, m := range t.muts {
+	// An invitation deleted by this batch leaves every invitee's ring set
+	// (below): an answer before it needs no ZREM of its own (an accept
+	// that ends the invitation: one command less).
+	lastDelete := map[string]int{}
+	for i, m := range t.muts {
+		if d, ok := m.(DeleteInvitation); ok {
+			lastDelete[d.InviteID] = i
+		}
+	}
+	for i, m := range t.muts {
 		switch m := m.(type) {
 		case PutInvitation:
 			r := m.Invitation
@@ -633,7 +649,7 @@ func (t *redisTx) queueIndexes(p redis.Pipeliner) {
 				ks.Schedule(ctx, p, r.ID, r.Deadline)
 			}
 		case SetInviteeState:
-			if m.State != StatePending {
+			if m.State != StatePending && !t.unrungLater(lastDelete, i, m.InviteID, m.UserID) {
 				p.ZRem(ctx, k.ringing(m.UserID), m.InviteID)
 			}
 		case DeleteInvitation:
@@ -669,6 +685,18 @@ func (t *redisTx) queueIndexes(p redis.Pipeliner) {
 			}
 		}
 	}
+}
+
+// unrungLater reports whether mutation i's invitation is deleted later in
+// the batch with user among its invitees (queueIndexes then removes it
+// from user's ring set).
+func (t *redisTx) unrungLater(lastDelete map[string]int, i int, id, user string) bool {
+	j, ok := lastDelete[id]
+	if !ok || j < i {
+		return false
+	}
+	r := t.record(id)
+	return r != nil && slices.ContainsFunc(r.Invitees, func(v InviteeRecord) bool { return v.UserID == user })
 }
 
 // indexMembers queues the user → groups index writes of members joining

@@ -1,0 +1,72 @@
+package signaling_test
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
+	"github.com/switchboard-rtc/switchboard/signaling/redistest"
+)
+
+// notifySession is a connection that hands each frame to a channel (the
+// benchmark's waits), parsing nothing.
+type notifySession struct {
+	*session
+	frames chan []byte
+}
+
+func (s *notifySession) Deliver(frame []byte) {
+	select {
+	case s.frames <- frame:
+	default:
+	}
+}
+
+// wait waits for a frame of event name.
+func (s *notifySession) wait(b *testing.B, name string) {
+	want := []byte(`"event":"` + name + `"`)
+	timeout := time.After(clusterWait)
+	for {
+		select {
+		case f := <-s.frames:
+			if bytes.Contains(f, want) {
+				return
+			}
+		case <-timeout:
+			b.Fatalf("%s: no %s after %v", s.user, name, clusterWait)
+		}
+	}
+}
+
+// BenchmarkClusterSetup is a call setup of the bench's (invite on node A,
+// ring on node B, accept there, accepted on A) in one process against a
+// real redis-server: allocs/op count both nodes' (their ops, stream
+// readers and loops), ns/op is its latency on loopback, one at a time.
+func BenchmarkClusterSetup(b *testing.B) {
+	srv := redistest.Start(b)
+	h := newClusterHarnessOf(b, srv, signaling.DefaultConfig(), testLogger())
+	attach := func(node, user string) *notifySession {
+		s := &notifySession{session: &session{user: user}, frames: make(chan []byte, 64)}
+		if err := h.nodes[node].Attach(ctx, s); err != nil {
+			b.Fatal(err)
+		}
+		s.drain()
+		return s
+	}
+	alice, bob := attach("A", "alice"), attach("B", "bob")
+	asN := func(s *notifySession) protocol.Actor { return protocol.Actor{UserID: s.user, Session: s} }
+	b.ReportAllocs()
+	for b.Loop() {
+		id, err := h.nodes["A"].Invite(ctx, asN(alice), protocol.InviteArgs{Invitee: "bob", Timeout: secs(30)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		bob.wait(b, protocol.EvReceiveNewInvitation)
+		if err := h.nodes["B"].Accept(ctx, asN(bob), protocol.InviteIDArgs{InviteID: id}); err != nil {
+			b.Fatal(err)
+		}
+		alice.wait(b, protocol.EvInviteeAccepted)
+	}
+}
