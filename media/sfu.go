@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -171,6 +172,14 @@ func newAPIs(cfg Config, mux ice.UDPMux, logs logging.LoggerFactory) (publisher,
 		)
 	}
 
+	// Pion gives a candidate pair up after 8 unanswered checks (1.6 s) and
+	// never checks it again. After an ICE restart during an outage longer
+	// than that, the client's own checks are answered once the network is
+	// back (a browser's side then says "connected" and restarts no more)
+	// while the SFU's side stays "connecting" until ICE fails. Checking
+	// pairs for as long as ICE may take to fail avoids that.
+	se.SetICEMaxBindingRequests(iceMaxBindingRequests(cfg))
+
 	build := func(publisher bool) (*webrtc.API, error) {
 		m := &webrtc.MediaEngine{}
 		if err := m.RegisterDefaultCodecs(); err != nil {
@@ -254,6 +263,18 @@ const (
 	pionICEFailedTimeout       = 25 * time.Second
 	pionICEKeepaliveInterval   = 2 * time.Second
 )
+
+// pionICECheckInterval is how often Pion checks a pair while ICE is
+// checking.
+const pionICECheckInterval = 200 * time.Millisecond
+
+// iceMaxBindingRequests is how many unanswered checks of a pair the SFU
+// sends before it gives the pair up: as many as fit in the time ICE may
+// check before it fails (the disconnected and failed timeouts).
+func iceMaxBindingRequests(cfg Config) uint16 {
+	checking := orDefault(cfg.ICEDisconnectedTimeout, pionICEDisconnectedTimeout) + orDefault(cfg.ICEFailedTimeout, pionICEFailedTimeout)
+	return uint16(min(checking/pionICECheckInterval, math.MaxUint16))
+}
 
 func orDefault(d, def time.Duration) time.Duration {
 	if d > 0 {

@@ -1,9 +1,13 @@
 package rooms_test
 
 import (
+	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/pion/webrtc/v4"
 
 	"github.com/switchboard-rtc/switchboard/media"
 	"github.com/switchboard-rtc/switchboard/media/peer"
@@ -249,6 +253,97 @@ func TestICERestartAfterNetworkCut(t *testing.T) {
 		t.Errorf("ICE credentials unchanged: %v then %v", before, now)
 	}
 	if err := b.ExpectNoEvent(c, 0, rooms.EvRemoteUserLeaveRoom); err != nil {
+		t.Error(err)
+	}
+}
+
+// cuttableConn drops every datagram of the SFU's UDP socket, both ways,
+// while cut is set: the network between the SFU and everyone vanishes.
+type cuttableConn struct {
+	net.PacketConn
+	cut *atomic.Bool
+}
+
+func (c *cuttableConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		n, addr, err := c.PacketConn.ReadFrom(b)
+		if err != nil || !c.cut.Load() {
+			return n, addr, err
+		}
+	}
+}
+
+func (c *cuttableConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	if c.cut.Load() {
+		return len(b), nil
+	}
+	return c.PacketConn.WriteTo(b, addr)
+}
+
+// TestSubscriberICERestartDuringCutConnectsAfter: bob's subscriber ICE is
+// restarted (restartIce, the SFU's new offer answered) while the SFU's UDP
+// socket drops everything, and the cut lasts a few seconds more: the SFU's
+// connectivity checks of the new candidate pairs all go unanswered. Once
+// the network is back, the subscriber connection must connect again
+// without another restart (bob restarts nothing by himself here, as a
+// browser that sees its side connected does not): Pion gave a pair up
+// after 8 unanswered checks (1.6 s) and never checked it again, so the
+// SFU's side stayed "connecting" until ICE failed and bob was removed
+// (TestBrowserRoomNetworkCut, seen once under load).
+func TestSubscriberICERestartDuringCutConnectsAfter(t *testing.T) {
+	var cut atomic.Bool
+	s := newServer(t, media.Config{ICEDisconnectedGrace: 30 * time.Second,
+		WrapPacketConn: func(pc net.PacketConn) net.PacketConn { return &cuttableConn{PacketConn: pc, cut: &cut} }},
+		rooms.Config{}, nil)
+	c := ctx(t)
+	a, b := s.dial("alice"), s.dial("bob")
+	bcfg := peerCfg()
+	bcfg.NoICERestart = true
+	rb, err := roomclient.Enter(c, b, "rc", roomclient.Options{RoomToken: s.roomToken("bob", "rc"), Peer: bcfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rb.Close()
+	ra, err := roomclient.Enter(c, a, "rc", roomclient.Options{RoomToken: s.roomToken("alice", "rc"), Peer: peerCfg()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ra.Close()
+	eventually(t, 15*time.Second, "media both ways", func() bool { return receives(ra, 10, "bob") && receives(rb, 10, "alice") })
+	p := rb.Peer()
+	before := p.LocalUfrag(media.TargetSubscriber)
+
+	cut.Store(true)
+	if err := p.RestartICE(media.TargetSubscriber); err != nil {
+		t.Fatal(err)
+	}
+	// The restart is negotiated over the WebSocket, which the cut spares.
+	eventually(t, 10*time.Second, "the SFU's restart offer answered", func() bool {
+		return p.LocalUfrag(media.TargetSubscriber) != before
+	})
+	// The cut goes on past Pion's 8 checks of the new pairs (200 ms apart);
+	// how long the network stays down is the scenario, not a wait for an
+	// event.
+	time.Sleep(3 * time.Second)
+	cut.Store(false)
+	back := time.Now()
+	deadline := back.Add(15 * time.Second)
+	for {
+		if _, sub := p.States(); sub == webrtc.PeerConnectionStateConnected {
+			break
+		}
+		if time.Now().After(deadline) {
+			pub, sub := p.States()
+			t.Fatalf("bob's subscriber connection not back %v after the network: publisher %v, subscriber %v", time.Since(back).Round(time.Millisecond), pub, sub)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	flowsAgain(t, rb, "alice", 30, "alice's media at bob after the network came back")
+	t.Logf("network back to bob's subscriber connected: %v", time.Since(back).Round(time.Millisecond))
+	if n := p.ICERestarts(); n != 1 {
+		t.Errorf("bob restarted ICE %d times, want 1 (the forced one)", n)
+	}
+	if err := a.ExpectNoEvent(c, 0, rooms.EvRemoteUserLeaveRoom); err != nil {
 		t.Error(err)
 	}
 }
