@@ -506,20 +506,11 @@ func runSignalingCluster(ctx context.Context, o sigOptions, stdout, stderr io.Wr
 	if _, err := lookRedis(o.redisBin); err != nil {
 		return nil, err
 	}
-	bin := o.server.serverBin
-	if bin == "" {
-		fmt.Fprintln(stderr, "signaling: go build ./cmd/switchboard…")
-		b, cleanup, err := buildSwitchboard(ctx)
-		if err != nil {
-			return nil, err
-		}
-		defer func() {
-			if err := cleanup(); err != nil {
-				fmt.Fprintln(stderr, "signaling:", err)
-			}
-		}()
-		bin = b
+	bin, removeBin, err := serverBinary(ctx, o.server.serverBin, "signaling", stderr)
+	if err != nil {
+		return nil, err
 	}
+	defer removeBin()
 	secret, err := newSecret()
 	if err != nil {
 		return nil, err

@@ -735,20 +735,11 @@ func runMediaCluster(ctx context.Context, o mediaOptions, stdout, stderr io.Writ
 	if _, err := lookRedis(o.redisBin); err != nil {
 		return nil, err
 	}
-	bin := o.server.serverBin
-	if bin == "" {
-		fmt.Fprintln(stderr, "media: go build ./cmd/switchboard…")
-		b, cleanup, err := buildSwitchboard(ctx)
-		if err != nil {
-			return nil, err
-		}
-		defer func() {
-			if err := cleanup(); err != nil {
-				fmt.Fprintln(stderr, "media:", err)
-			}
-		}()
-		bin = b
+	bin, removeBin, err := serverBinary(ctx, o.server.serverBin, "media", stderr)
+	if err != nil {
+		return nil, err
 	}
+	defer removeBin()
 	secret, err := newSecret()
 	if err != nil {
 		return nil, err

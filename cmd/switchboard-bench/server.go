@@ -193,6 +193,25 @@ func startChild(ctx context.Context, f serverFlags, stderr io.Writer) (_ *server
 	return s, nil
 }
 
+// serverBinary returns bin, or a switchboard binary built for this run when
+// bin is empty; done removes what was built (a failure is logged to stderr
+// under mode).
+func serverBinary(ctx context.Context, bin, mode string, stderr io.Writer) (path string, done func(), err error) {
+	if bin != "" {
+		return bin, func() {}, nil
+	}
+	fmt.Fprintf(stderr, "%s: go build ./cmd/switchboard…\n", mode)
+	b, cleanup, err := buildSwitchboard(ctx)
+	if err != nil {
+		return "", nil, err
+	}
+	return b, func() {
+		if err := cleanup(); err != nil {
+			fmt.Fprintln(stderr, mode+":", err)
+		}
+	}, nil
+}
+
 // buildSwitchboard runs go build of ./cmd/switchboard into a new temporary
 // directory, and returns the binary and what removes the directory.
 func buildSwitchboard(ctx context.Context) (bin string, cleanup func() error, err error) {

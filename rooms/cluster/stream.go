@@ -4,12 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/switchboard-rtc/switchboard/signaling/cluster"
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
@@ -210,7 +209,7 @@ func (r *Relay) read() {
 			continue
 		}
 		ctx, cancel = context.WithTimeout(context.WithoutCancel(r.ctx), r.cfg.OpTimeout)
-		err = r.rdb.XTrimMinID(ctx, key, nextID(last)).Err()
+		err = r.rdb.XTrimMinID(ctx, key, cluster.NextStreamID(last)).Err()
 		cancel()
 		if err != nil {
 			r.failed(err)
@@ -257,21 +256,4 @@ func (r *Relay) handle(e entry) {
 	default:
 		r.log.Error("relay entry of unknown kind; dropped", "kind", e.kind, "from", e.from)
 	}
-}
-
-// nextID is the smallest stream ID after id ("ms-seq"), for XTRIM MINID.
-func nextID(id string) string {
-	ms, seq, ok := strings.Cut(id, "-")
-	if !ok {
-		return id
-	}
-	n, err := strconv.ParseUint(seq, 10, 64)
-	if err != nil {
-		return id
-	}
-	if n == ^uint64(0) {
-		m, _ := strconv.ParseUint(ms, 10, 64)
-		return strconv.FormatUint(m+1, 10) + "-0"
-	}
-	return ms + "-" + strconv.FormatUint(n+1, 10)
 }

@@ -383,7 +383,7 @@ func (m *Membership) handOver(ctx context.Context, node string) (bool, error) {
 	}
 	last := msgs[len(msgs)-1].ID
 	cctx, cancel = opCtx(ctx, cfg)
-	n, err := trimDeadScript.Run(cctx, m.p.Client, []string{m.ks.NodeKey(node), m.ks.StreamKey(node)}, nextID(last)).Int()
+	n, err := trimDeadScript.Run(cctx, m.p.Client, []string{m.ks.NodeKey(node), m.ks.StreamKey(node)}, NextStreamID(last)).Int()
 	cancel()
 	if err == nil && n < 0 {
 		err = errNodeBack

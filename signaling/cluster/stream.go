@@ -236,7 +236,7 @@ func (r *Reader) trim(ctx context.Context, pos position) error {
 // handled entries are gone (nothing is handled twice). Redis runs the two
 // in order and refuses neither alone otherwise.
 func (r *Reader) queueTrim(ctx context.Context, p redis.Pipeliner, pos position) (*redis.IntCmd, *redis.StatusCmd) {
-	return p.XTrimMinID(ctx, r.ks.StreamKey(r.p.NodeID), nextID(pos.id)),
+	return p.XTrimMinID(ctx, r.ks.StreamKey(r.p.NodeID), NextStreamID(pos.id)),
 		p.Set(ctx, r.ks.streamPos(r.p.NodeID), pos.String(), 0)
 }
 
@@ -252,9 +252,9 @@ func parseEvent(msg redis.XMessage) Event {
 	return ev
 }
 
-// nextID is the smallest stream ID after id ("ms-seq"), for XTRIM MINID,
-// which keeps IDs at or above it.
-func nextID(id string) string {
+// NextStreamID is the smallest stream ID after id ("ms-seq"), for XTRIM
+// MINID, which keeps IDs at or above it.
+func NextStreamID(id string) string {
 	ms, seq, ok := strings.Cut(id, "-")
 	if !ok {
 		return id
