@@ -112,7 +112,9 @@ func New(ctx context.Context, p Params) (_ *Stack, err error) {
 	case cfg.Cluster.Enabled():
 		// Cluster mode: the signaling state, the call records and the
 		// webhook deliveries are in Redis, shared with the other nodes; no
-		// SQLite. Rooms and their media stay on this node (issue 13).
+		// SQLite. A room lives on one node, its media node, and the room
+		// relay (rooms/cluster) carries the ops and events of members
+		// connected elsewhere.
 		if store != nil {
 			return nil, errors.New("stack: Params.Store is for standalone mode, but cluster.redis.addr is set")
 		}
