@@ -95,13 +95,30 @@ func (p *Participant) sendCandidate(s Signal) {
 }
 
 // holdCandidates makes the local candidates of t wait for the next
-// description queued for t: called before a SetLocalDescription that
-// gathers anew (an ICE restart), whose candidates belong to the
-// description that follows and must not reach the client before it.
+// description queued for t: called before the Pion call that may gather
+// anew (CreateOffer with ICERestart; SetRemoteDescription of an offer with
+// new ICE credentials), whose candidates belong to the description that
+// follows and must not reach the client before it: a client drops a
+// candidate whose ufrag its remote description does not have yet.
 func (p *Participant) holdCandidates(t Target) {
 	p.outMu.Lock()
 	defer p.outMu.Unlock()
 	p.descSent[t] = false
+}
+
+// releaseCandidates undoes holdCandidates when no description follows (the
+// negotiation failed): the held candidates go out now.
+func (p *Participant) releaseCandidates(t Target) {
+	p.outMu.Lock()
+	defer p.outMu.Unlock()
+	if p.descSent[t] {
+		return
+	}
+	p.descSent[t] = true
+	for _, c := range p.heldLocal[t] {
+		p.pushLocked(event{kind: eventSignal, signal: c})
+	}
+	delete(p.heldLocal, t)
 }
 
 // stopSignals drops the signals not yet delivered and refuses new ones: a

@@ -108,6 +108,8 @@ type client struct {
 	gone           chan media.LeaveReason
 	goneCount      int
 	overflow       int // signals dropped because a queue was full
+	sentToServer   []media.Signal
+	sentToPeer     []media.Signal
 }
 
 func join(t *testing.T, s *media.SFU, roomID, id string, canPublish bool, cfg peer.Config) *client {
@@ -119,8 +121,11 @@ func join(t *testing.T, s *media.SFU, roomID, id string, canPublish bool, cfg pe
 		stop:     make(chan struct{}),
 		gone:     make(chan media.LeaveReason, 4),
 	}
-	enqueue := func(q chan media.Signal) func(media.Signal) {
+	enqueue := func(q chan media.Signal, sent *[]media.Signal) func(media.Signal) {
 		return func(sig media.Signal) {
+			c.mu.Lock()
+			*sent = append(*sent, sig)
+			c.mu.Unlock()
 			select {
 			case q <- sig:
 			default:
@@ -130,7 +135,7 @@ func join(t *testing.T, s *media.SFU, roomID, id string, canPublish bool, cfg pe
 			}
 		}
 	}
-	p, err := peer.New(cfg, enqueue(c.toServer))
+	p, err := peer.New(cfg, enqueue(c.toServer, &c.sentToServer))
 	if err != nil {
 		t.Fatalf("peer.New(%s): %v", id, err)
 	}
@@ -138,7 +143,7 @@ func join(t *testing.T, s *media.SFU, roomID, id string, canPublish bool, cfg pe
 	c.joinedAt = time.Now()
 	part, err := s.Join(roomID, id, media.JoinOptions{
 		CanPublish: canPublish,
-		Send:       enqueue(c.toPeer),
+		Send:       enqueue(c.toPeer, &c.sentToPeer),
 		OnConnected: func() {
 			c.mu.Lock()
 			defer c.mu.Unlock()
@@ -221,6 +226,13 @@ func (c *client) close() {
 	c.pumps.Wait()
 	c.part.Close()
 	_ = c.peer.Close()
+}
+
+// signalsSent returns the signals each side sent so far, in order.
+func (c *client) signalsSent() (toServer, toPeer []media.Signal) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]media.Signal(nil), c.sentToServer...), append([]media.Signal(nil), c.sentToPeer...)
 }
 
 func (c *client) trackEvents() []trackEvent {

@@ -339,12 +339,15 @@ func (p *Participant) handlePublisherOffer(raw string) error {
 		return ErrCannotPublish
 	}
 	offer := webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: raw}
+	// An offer that restarts ICE makes Pion gather anew inside
+	// SetRemoteDescription: those candidates follow the answer.
+	p.holdCandidates(TargetPublisher)
 	if err := p.pub.SetRemoteDescription(offer); err != nil {
+		p.releaseCandidates(TargetPublisher)
 		return fmt.Errorf("%w: publisher offer: %v", ErrNegotiation, err)
 	}
 	answer, err := p.pub.CreateAnswer(nil)
 	if err == nil {
-		p.holdCandidates(TargetPublisher) // an ICE restart gathers anew
 		err = p.pub.SetLocalDescription(answer)
 	}
 	if err != nil {
@@ -510,12 +513,15 @@ func (p *Participant) offer() {
 		p.renegotiate = true
 		return
 	}
+	// CreateOffer with ICERestart makes Pion gather anew at once: those
+	// candidates follow the offer.
+	p.holdCandidates(TargetSubscriber)
 	offer, err := p.sub.CreateOffer(&webrtc.OfferOptions{ICERestart: p.iceRestart})
 	if err == nil {
-		p.holdCandidates(TargetSubscriber) // an ICE restart gathers anew
 		err = p.sub.SetLocalDescription(offer)
 	}
 	if err != nil {
+		p.releaseCandidates(TargetSubscriber)
 		p.log.Warn("subscriber offer failed", "err", err, "ice_restart", p.iceRestart)
 		return
 	}

@@ -746,7 +746,12 @@ func (p *Peer) HandleSignal(s media.Signal) error {
 	}
 	switch {
 	case s.Target == media.TargetSubscriber && s.Type == media.SignalOffer:
+		// An offer that restarts ICE makes Pion gather anew inside
+		// SetRemoteDescription: those candidates follow the answer, as
+		// the SFU drops a candidate whose ufrag it does not know yet.
+		p.holdCandidates(media.TargetSubscriber)
 		if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: s.SDP}); err != nil {
+			p.releaseCandidates(media.TargetSubscriber)
 			return fmt.Errorf("peer: subscriber offer: %w", err)
 		}
 		answer, err := pc.CreateAnswer(nil)
@@ -754,6 +759,7 @@ func (p *Peer) HandleSignal(s media.Signal) error {
 			err = pc.SetLocalDescription(answer)
 		}
 		if err != nil {
+			p.releaseCandidates(media.TargetSubscriber)
 			return fmt.Errorf("peer: subscriber answer: %w", err)
 		}
 		p.sendDescription(media.Signal{Target: media.TargetSubscriber, Type: media.SignalAnswer, SDP: answer.SDP})
@@ -894,12 +900,15 @@ func (p *Peer) RestartICE(t media.Target) error {
 	if p.pub == nil {
 		return errors.New("peer: no publisher connection")
 	}
+	// CreateOffer with ICERestart gathers anew at once: the new
+	// candidates follow the new offer.
+	p.holdCandidates(media.TargetPublisher)
 	offer, err := p.pub.CreateOffer(&webrtc.OfferOptions{ICERestart: true})
-	if err != nil {
-		return fmt.Errorf("peer: publisher ICE restart offer: %w", err)
+	if err == nil {
+		err = p.pub.SetLocalDescription(offer)
 	}
-	p.holdCandidates(media.TargetPublisher) // the new candidates follow the new offer
-	if err := p.pub.SetLocalDescription(offer); err != nil {
+	if err != nil {
+		p.releaseCandidates(media.TargetPublisher)
 		return fmt.Errorf("peer: publisher ICE restart offer: %w", err)
 	}
 	p.iceRestarts.Add(1)
@@ -943,10 +952,26 @@ func (p *Peer) Connected() bool {
 	return sub == webrtc.PeerConnectionStateConnected && (!p.Publishes() || pub == webrtc.PeerConnectionStateConnected)
 }
 
+// holdCandidates makes the local candidates of t wait for the next
+// description sent for t.
 func (p *Peer) holdCandidates(t media.Target) {
 	p.sigMu.Lock()
 	defer p.sigMu.Unlock()
 	p.descSent[t] = false
+}
+
+// releaseCandidates undoes holdCandidates when no description follows.
+func (p *Peer) releaseCandidates(t media.Target) {
+	p.sigMu.Lock()
+	defer p.sigMu.Unlock()
+	if p.descSent[t] {
+		return
+	}
+	p.descSent[t] = true
+	for _, c := range p.heldLocal[t] {
+		p.send(c)
+	}
+	delete(p.heldLocal, t)
 }
 
 // watchICE restarts ICE on pc by itself: at once when it fails, after
