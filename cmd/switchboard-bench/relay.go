@@ -174,23 +174,15 @@ func (r *relay) writeLoop(c *relayConn) {
 	}
 }
 
-// roleRelay is the hidden role of a relay child process (signaling mode with
-// --spawn or --server-bin): the relay then has its own CPU and memory
-// figures, read from /proc as the server's are.
+// roleRelay is the hidden role of the relay's child process (signaling
+// mode): the relay has its own CPU and memory figures, read from /proc as a
+// child server's are, and its own file descriptors.
 const roleRelay = "relay"
 
-// startRelayTarget starts the relay as a target: in a child process of the
-// bench when child is set, else in this process. Its server has the URL,
-// the child's pid (0 in-process) and stop; cpu, memory and counters work
-// as they do for a server.
-func startRelayTarget(ctx context.Context, child bool) (*server, error) {
-	if !child {
-		r, err := startRelay()
-		if err != nil {
-			return nil, err
-		}
-		return &server{mode: modeInProcess, wsURL: r.url(), stop: r.stop}, nil
-	}
+// startRelayTarget starts the relay in a child process of the bench. Its
+// server has the URL, the child's pid and stop; cpu, memory and counters
+// work as they do for a server in a child process.
+func startRelayTarget(ctx context.Context) (*server, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err

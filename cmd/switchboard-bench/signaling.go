@@ -170,10 +170,10 @@ func runSignaling(ctx context.Context, o sigOptions, stdout, stderr io.Writer) (
 	if o.noRelay {
 		rounds = 1
 	}
-	// This process holds, at most, the server's and the relay's ends of
-	// every connection (both in-process) and both ends of the active pairs
-	// of both.
-	if err := raiseFileLimit(uint64(2*o.users + 8*o.callers + 1024)); err != nil {
+	// This process holds, at most, the server's end of every connection
+	// (in-process) and both ends of the active pairs; the relay's end of
+	// its connections is in the relay's child process.
+	if err := raiseFileLimit(uint64(o.users + 6*o.callers + 1024)); err != nil {
 		return nil, err
 	}
 	fmt.Fprintf(stderr, "signaling: starting server (%s)…\n", modeName(o.server))
@@ -220,8 +220,8 @@ func runSignaling(ctx context.Context, o sigOptions, stdout, stderr io.Writer) (
 	}
 	var rl *server
 	if !o.noRelay {
-		fmt.Fprintf(stderr, "signaling: relay baseline (%s); connecting %d idle users…\n", modeName(o.server), idle)
-		rl, err = startRelayTarget(ctx, o.server.childMode())
+		fmt.Fprintf(stderr, "signaling: relay baseline (child process); connecting %d idle users…\n", idle)
+		rl, err = startRelayTarget(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("start relay: %w", err)
 		}
@@ -346,8 +346,8 @@ func runSignaling(ctx context.Context, o sigOptions, stdout, stderr io.Writer) (
 	t.row("accept p50", f(res.AcceptP50), f(res.RelayAcceptP50), "ms (accept sent → onInviteeAccepted at caller)")
 	t.row("accept p99", f(res.AcceptP99), f(res.RelayAcceptP99), "ms")
 	t.row("errors", fmt.Sprint(res.Errors), fmt.Sprint(res.RelayErrors), "failed or timed-out calls")
-	t.row("memory per idle conn", f(res.BytesPerConn), f(res.RelayBytesPerConn), "bytes ("+srv.memoryMethod()+")")
-	t.row("CPU in windows", f(res.ServerCPUS), f(res.RelayCPUS), "s ("+res.CPUMethod+")")
+	t.row("memory per idle conn", f(res.BytesPerConn), f(res.RelayBytesPerConn), "bytes (server: "+srv.memoryMethod()+"; relay: "+relayMemoryMethod(rl)+")")
+	t.row("CPU in windows", f(res.ServerCPUS), f(res.RelayCPUS), "s (server: "+res.CPUMethod+"; relay: "+res.RelayCPUMethod+")")
 	t.row("CPU per setup", f(res.CPUPerSetup), f(res.RelayCPUPerSet), "ms")
 	t.flush()
 	fmt.Fprintf(stdout, "\nrelay_ratio = setups_per_s / relay_setups_per_s = %s\n", f(res.RelayRatio))
@@ -364,6 +364,13 @@ func runSignaling(ctx context.Context, o sigOptions, stdout, stderr io.Writer) (
 		printSoak(stdout, samples, res.SoakSummary)
 	}
 	return res, nil
+}
+
+func relayMemoryMethod(rl *server) string {
+	if rl == nil {
+		return "-"
+	}
+	return rl.memoryMethod()
 }
 
 // perSetup is a window's CPU per setup in ms (0 without setups).
