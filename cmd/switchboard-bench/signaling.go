@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -129,6 +130,10 @@ type sigResult struct {
 	WindowS             float64   `json:"window_s"`
 	ServerWindows       []float64 `json:"setups_per_s_windows"`
 	RelayWindows        []float64 `json:"relay_setups_per_s_windows"`
+	ServerP99s          []float64 `json:"ring_p99_ms_windows"`
+	RelayP99s           []float64 `json:"relay_ring_p99_ms_windows"`
+	LoadStart           float64   `json:"load_start"` // 1-minute load average (/proc/loadavg), 0 if unknown
+	LoadEnd             float64   `json:"load_end"`
 	RelayRatios         []float64 `json:"relay_ratios"`
 	RelayRatioMedian    float64   `json:"relay_ratio_median"`
 	RelayRatioMin       float64   `json:"relay_ratio_min"`
@@ -252,7 +257,8 @@ func runSignaling(ctx context.Context, o sigOptions, stdout, stderr io.Writer) (
 	wo.duration = o.duration / time.Duration(rounds)
 	prof := &spanProfile{p: &windowProfile{cpu: o.cpuProfile}}
 	var sums, relaySums loadResult
-	var pairRatios, pairCPURatios, srvRates, relayRates []float64
+	var pairRatios, pairCPURatios, srvRates, relayRates, srvP99s, relayP99s []float64
+	loadStart := loadAverage()
 	for r := range rounds {
 		var rw *loadResult
 		if base != nil {
@@ -263,6 +269,7 @@ func runSignaling(ctx context.Context, o sigOptions, stdout, stderr io.Writer) (
 			}
 			relaySums.add(rw)
 			relayRates = append(relayRates, float64(rw.setups)/wo.duration.Seconds())
+			relayP99s = append(relayP99s, round3(percentile(rw.ring, 99)))
 		}
 		fmt.Fprintf(stderr, "signaling: round %d/%d: server window, %v + %v warmup…\n", r+1, rounds, wo.duration, wo.warmup)
 		sw := &loadResult{}
@@ -276,6 +283,7 @@ func runSignaling(ctx context.Context, o sigOptions, stdout, stderr io.Writer) (
 		}
 		sums.add(sw)
 		srvRates = append(srvRates, float64(sw.setups)/wo.duration.Seconds())
+		srvP99s = append(srvP99s, round3(percentile(sw.ring, 99)))
 		if rw != nil {
 			pairRatios = append(pairRatios, round3(ratio(float64(sw.setups), float64(rw.setups))))
 			pairCPURatios = append(pairCPURatios, round3(ratio(perSetup(rw), perSetup(sw))))
@@ -318,6 +326,10 @@ func runSignaling(ctx context.Context, o sigOptions, stdout, stderr io.Writer) (
 		WindowS:        wo.duration.Seconds(),
 		ServerWindows:  roundAll(srvRates),
 		RelayWindows:   roundAll(relayRates),
+		ServerP99s:     srvP99s,
+		RelayP99s:      relayP99s,
+		LoadStart:      loadStart,
+		LoadEnd:        loadAverage(),
 		RelayRatios:    pairRatios,
 		RelayCPUS:      round3(relaySums.cpu.Seconds()),
 		RelayCPUPerSet: round3(perSetup(&relaySums)),
@@ -343,6 +355,7 @@ func runSignaling(ctx context.Context, o sigOptions, stdout, stderr io.Writer) (
 	t.row("setups per window", floats(res.ServerWindows), floats(res.RelayWindows), "calls/s, in the order run")
 	t.row("ring p50", f(res.RingP50), f(res.RelayRingP50), "ms (invite sent → ring at callee)")
 	t.row("ring p99", f(res.RingP99), f(res.RelayRingP99), "ms")
+	t.row("ring p99 per window", floats(res.ServerP99s), floats(res.RelayP99s), "ms, in the order run")
 	t.row("accept p50", f(res.AcceptP50), f(res.RelayAcceptP50), "ms (accept sent → onInviteeAccepted at caller)")
 	t.row("accept p99", f(res.AcceptP99), f(res.RelayAcceptP99), "ms")
 	t.row("errors", fmt.Sprint(res.Errors), fmt.Sprint(res.RelayErrors), "failed or timed-out calls")
@@ -350,7 +363,8 @@ func runSignaling(ctx context.Context, o sigOptions, stdout, stderr io.Writer) (
 	t.row("CPU in windows", f(res.ServerCPUS), f(res.RelayCPUS), "s (server: "+res.CPUMethod+"; relay: "+res.RelayCPUMethod+")")
 	t.row("CPU per setup", f(res.CPUPerSetup), f(res.RelayCPUPerSet), "ms")
 	t.flush()
-	fmt.Fprintf(stdout, "\nrelay_ratio = setups_per_s / relay_setups_per_s = %s\n", f(res.RelayRatio))
+	fmt.Fprintf(stdout, "\nload average (1 min): %s at the first window, %s at the end\n", f(res.LoadStart), f(res.LoadEnd))
+	fmt.Fprintf(stdout, "relay_ratio = setups_per_s / relay_setups_per_s = %s\n", f(res.RelayRatio))
 	if len(pairRatios) > 0 {
 		fmt.Fprintf(stdout, "relay_ratio per (relay, server) pair of windows: %s; median %s (min %s, max %s)\n",
 			floats(pairRatios), f(res.RelayRatioMedian), f(res.RelayRatioMin), f(res.RelayRatioMax))
@@ -371,6 +385,23 @@ func relayMemoryMethod(rl *server) string {
 		return "-"
 	}
 	return rl.memoryMethod()
+}
+
+// loadAverage is the machine's 1-minute load average, 0 if unknown.
+func loadAverage() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	fields := strings.Fields(string(b))
+	if len(fields) == 0 {
+		return 0
+	}
+	v, err := strconv.ParseFloat(fields[0], 64)
+	if err != nil {
+		return 0
+	}
+	return v
 }
 
 // perSetup is a window's CPU per setup in ms (0 without setups).
