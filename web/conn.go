@@ -177,25 +177,28 @@ func (c *conn) writer() {
 
 // writeFrames writes frames as text messages, gathered into as few writes
 // to the socket as batchFlushBytes allows.
-func (c *conn) writeFrames(frames [][]byte) bool {
+func (c *conn) writeFrames(frames [][]byte) bool { return c.writeFramesErr(frames) == nil }
+
+// writeFramesErr is writeFrames with the error.
+func (c *conn) writeFramesErr(frames [][]byte) error {
 	if len(frames) == 0 {
-		return true
+		return nil
 	}
 	_ = c.ws.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
 	c.out.begin()
 	for _, frame := range frames {
 		if err := c.ws.WriteMessage(websocket.TextMessage, frame); err != nil {
 			c.out.discard()
-			return false
+			return err
 		}
 		if c.out.buffered() >= batchFlushBytes {
-			if c.out.flush() != nil {
-				return false
+			if err := c.out.flush(); err != nil {
+				return err
 			}
 			c.out.begin()
 		}
 	}
-	return c.out.flush() == nil
+	return c.out.flush()
 }
 
 // closing runs the end of the writer once done is closed: flush the queue if
@@ -358,8 +361,15 @@ func (c *conn) queue(frame []byte) {
 	case frames == nil:
 		return // a writer runs: it writes the reply in turn
 	}
-	if !c.writeFrames(frames) {
-		c.stop(websocket.CloseAbnormalClosure, "write failed")
+	if err := c.writeFramesErr(frames); err != nil {
+		if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+			// The client sends requests but does not read the replies:
+			// what the writer does for a full queue (its reading
+			// stopped meanwhile, so nothing queues up for it).
+			c.stop(CloseSlowConsumer, "replies not read")
+		} else {
+			c.stop(websocket.CloseAbnormalClosure, "write failed")
+		}
 	}
 	if c.send.release() {
 		go c.writer()

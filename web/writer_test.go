@@ -1,6 +1,7 @@
 package web_test
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -196,5 +198,70 @@ func TestReplyWrittenByTheReader(t *testing.T) {
 	t.Logf("%d request/reply round trips started %d goroutines", n, got)
 	if got > n/10 {
 		t.Fatalf("%d request/reply round trips started %d goroutines, want at most %d: the reader writes its replies", n, got, n/10)
+	}
+}
+
+// TestRequesterThatDoesNotReadIsClosed (issue 16): the reader writes its
+// replies itself, so a client that floods requests and never reads their
+// replies stops being read once its socket is full (it cannot pile replies
+// up in the server), and is closed when the write times out; the others
+// keep being served. Before, the replies filled its send queue (4002).
+func TestRequesterThatDoesNotReadIsClosed(t *testing.T) {
+	ts := newTestServer(t, func(ts *testServer) {
+		ts.webCfg.WriteTimeout = 300 * time.Millisecond
+		ts.webCfg.RequestsPerSec = 100000
+		ts.webCfg.RequestBurst = 100000
+	})
+	ctx := testCtx(t)
+	// A raw socket with a small receive buffer that never reads.
+	d := websocket.Dialer{ReadBufferSize: 256, WriteBufferSize: 64 << 10, NetDialContext: (&net.Dialer{
+		Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+			return errors.Join(err, serr)
+		},
+	}).DialContext}
+	flood, _, err := d.Dial(ts.wsURL(), http.Header{"Authorization": {"Bearer " + ts.token("flood")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer flood.Close()
+	waitAttached(t, ts.engine, "flood")
+	// Each reply echoes the 30,000-byte op name (unknown_op).
+	op := strings.Repeat("x", 30000)
+	stop := make(chan struct{})
+	var sent atomic.Int64
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := range 5000 {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_ = flood.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+			if err := flood.WriteMessage(websocket.TextMessage, fmt.Appendf(nil, `{"id":"r%d","op":%q}`, i, op)); err != nil {
+				return // the server stopped reading, or closed
+			}
+			sent.Add(1)
+		}
+	})
+	defer func() { close(stop); wg.Wait() }()
+	deadline := time.Now().Add(20 * time.Second)
+	for ts.engine.Online("flood") > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the client that does not read was never disconnected (%d requests sent)", sent.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("disconnected after %d requests", sent.Load())
+	// Others unaffected.
+	alice, bob := ts.dial("alice"), ts.dial("bob")
+	id, err := alice.Invite(ctx, protocol.InviteArgs{Invitee: "bob"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.WaitEvent(ctx, protocol.EvReceiveNewInvitation, byInvite(id)); err != nil {
+		t.Fatal(err)
 	}
 }
