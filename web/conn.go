@@ -40,9 +40,7 @@ const batchFlushBytes = 16 << 10
 // the handler starts, running readLoop) and at most one writer at a time:
 // a goroutine started when there is something to write (a queued frame,
 // the replay, a ping due, the close) that ends as soon as nothing is left,
-// so that an idle connection holds no writer goroutine and no write buffer;
-// or the reader itself, for the reply to its request when nothing else is
-// being written (conn.queue).
+// so that an idle connection holds no writer goroutine and no write buffer.
 // The writer writes the replay of what the user missed (pulled from the
 // engine, never queued) first, then the queued frames, all of those queued
 // together in one write to the socket (batchConn). Nothing else touches ws
@@ -177,28 +175,25 @@ func (c *conn) writer() {
 
 // writeFrames writes frames as text messages, gathered into as few writes
 // to the socket as batchFlushBytes allows.
-func (c *conn) writeFrames(frames [][]byte) bool { return c.writeFramesErr(frames) == nil }
-
-// writeFramesErr is writeFrames with the error.
-func (c *conn) writeFramesErr(frames [][]byte) error {
+func (c *conn) writeFrames(frames [][]byte) bool {
 	if len(frames) == 0 {
-		return nil
+		return true
 	}
 	_ = c.ws.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
 	c.out.begin()
 	for _, frame := range frames {
 		if err := c.ws.WriteMessage(websocket.TextMessage, frame); err != nil {
 			c.out.discard()
-			return err
+			return false
 		}
 		if c.out.buffered() >= batchFlushBytes {
-			if err := c.out.flush(); err != nil {
-				return err
+			if c.out.flush() != nil {
+				return false
 			}
 			c.out.begin()
 		}
 	}
-	return c.out.flush()
+	return c.out.flush() == nil
 }
 
 // closing runs the end of the writer once done is closed: flush the queue if
@@ -336,45 +331,7 @@ func (c *conn) reply(id string, result any, e *protocol.Error) []byte {
 	return frame
 }
 
-// queue queues a frame of the reader's: a reply. When no writer runs and
-// nothing else is pending, the reader writes it itself (with the write
-// deadline, no lock held) instead of starting a writer goroutine: a
-// request's reply then costs no goroutine handoff. The frameQueue counts
-// the reader as the running writer meanwhile, so that a frame delivered
-// during the write waits for it, and whatever is left when it is done goes
-// to a writer goroutine: there is still at most one writer at a time.
-func (c *conn) queue(frame []byte) {
-	select {
-	case <-c.done:
-		return
-	default:
-	}
-	frames, ok, start := c.send.pushInline(frame)
-	switch {
-	case !ok:
-		c.srv.metrics.sendQueueOverflow()
-		c.stop(CloseSlowConsumer, "send queue full")
-		return
-	case start:
-		go c.writer()
-		return
-	case frames == nil:
-		return // a writer runs: it writes the reply in turn
-	}
-	if err := c.writeFramesErr(frames); err != nil {
-		if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
-			// The client sends requests but does not read the replies:
-			// what the writer does for a full queue (its reading
-			// stopped meanwhile, so nothing queues up for it).
-			c.stop(CloseSlowConsumer, "replies not read")
-		} else {
-			c.stop(websocket.CloseAbnormalClosure, "write failed")
-		}
-	}
-	if c.send.release() {
-		go c.writer()
-	}
-}
+func (c *conn) queue(frame []byte) { c.Deliver(frame) }
 
 // replyCache keeps the ids of the last n requests of a connection and
 // their replies, the replies up to maxBytes in all (limits.dedup_window,
@@ -480,37 +437,6 @@ func (q *frameQueue) push(frame []byte) (ok, start bool) {
 	}
 	q.frames = append(q.frames, frame)
 	return true, q.startLocked()
-}
-
-// pushInline is push for the reader's reply: when no writer runs and no
-// other work waits (the queue is then empty), it returns the frame to be
-// written by the caller, who counts as the running writer until release;
-// otherwise the frame is queued as push does.
-func (q *frameQueue) pushInline(frame []byte) (frames [][]byte, ok, start bool) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if len(q.frames) >= q.limit {
-		return nil, false, false
-	}
-	if !q.running && !q.ended && !q.closing && !q.pingDue && q.replay == nil && len(q.frames) == 0 {
-		q.running = true
-		return [][]byte{frame}, true, false
-	}
-	q.frames = append(q.frames, frame)
-	return nil, true, q.startLocked()
-}
-
-// release ends an inline write (pushInline): start says the caller must
-// start a writer for the work that came meanwhile, which then counts as
-// running.
-func (q *frameQueue) release() (start bool) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.closing || q.pingDue || q.replay != nil || len(q.frames) > 0 {
-		return true // still counted as running: the new writer takes over
-	}
-	q.running = false
-	return false
 }
 
 func (q *frameQueue) setReplay(r *signaling.Replay) (start bool) {
