@@ -40,7 +40,7 @@ type sigOptions struct {
 	// cluster (to alternate the order over several invocations).
 	standaloneFirst bool
 
-	cpuProfile  string // in-process: CPU profile of the server run's window
+	cpuProfile  string // in-process: CPU profile over the server's windows
 	heapProfile string // in-process: in-use heap once the idle users are connected
 }
 
@@ -53,13 +53,13 @@ func (o *sigOptions) flags(out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "calls placed before the window opens, not measured")
 	fs.Float64Var(&o.rate, "rate", 0, "call setups per second over all pairs; 0: as fast as the pairs go")
 	fs.DurationVar(&o.sample, "sample", 0, "soak: sample the server's memory, goroutines and fds this often during the run (0: off)")
-	fs.IntVar(&o.rounds, "rounds", 3, "alternate relay and server windows this many times (relay, server, relay, …), each --duration/rounds long after its own --warmup; relay_ratio_median is the median of the pairs' ratios")
+	fs.IntVar(&o.rounds, "rounds", 3, "alternate relay and server windows this many times (relay, server, relay, …), each --duration/rounds long after its own --warmup; relay_ratio_median is the median of the pairs' ratios; not with --cluster")
 	fs.BoolVar(&o.noRelay, "no-relay", false, "soak: skip the relay baseline (relay figures are then 0)")
 	fs.IntVar(&o.cluster, "cluster", 0, "run N (at least 2) switchboard nodes on one redis-server, each caller and its callee on different nodes, then a standalone server as the baseline (instead of the relay); 0: off")
 	fs.StringVar(&o.redisBin, "redis-bin", "redis-server", "--cluster: the redis-server binary (looked up in PATH)")
 	fs.BoolVar(&o.standaloneFirst, "standalone-first", false, "--cluster: run the standalone baseline before the cluster instead of after")
 	fs.StringVar(&o.redisAOF, "redis-aof", "everysec", "--cluster: Redis persistence: everysec or always (appendonly yes with that appendfsync), or off (no persistence)")
-	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "in-process only: write a CPU profile of the server run's window to this file (samples labelled side=server|client)")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "in-process only: write a CPU profile from the server's first window to the end of its last to this file (samples labelled side=server|client)")
 	fs.StringVar(&o.heapProfile, "heapprofile", "", "in-process only: write the in-use heap profile once the idle users are connected to this file, and before they connect to FILE.base")
 	o.server.register(fs)
 	return fs
