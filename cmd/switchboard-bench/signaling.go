@@ -53,7 +53,7 @@ func (o *sigOptions) flags(out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "calls placed before the window opens, not measured")
 	fs.Float64Var(&o.rate, "rate", 0, "call setups per second over all pairs; 0: as fast as the pairs go")
 	fs.DurationVar(&o.sample, "sample", 0, "soak: sample the server's memory, goroutines and fds this often during the run (0: off)")
-	fs.IntVar(&o.rounds, "rounds", 3, "alternate relay and server windows this many times (relay, server, relay, …), each --duration/rounds long after its own --warmup; relay_ratio_median is the median of the pairs' ratios; not with --cluster")
+	fs.IntVar(&o.rounds, "rounds", 3, "alternate relay and server windows this many times (relay, server, relay, …), each --duration/rounds long after its own --warmup; relay_ratio_median is the median of the pairs' ratios; --cluster runs one window per side")
 	fs.BoolVar(&o.noRelay, "no-relay", false, "soak: skip the relay baseline (relay figures are then 0)")
 	fs.IntVar(&o.cluster, "cluster", 0, "run N (at least 2) switchboard nodes on one redis-server, each caller and its callee on different nodes, then a standalone server as the baseline (instead of the relay); 0: off")
 	fs.StringVar(&o.redisBin, "redis-bin", "redis-server", "--cluster: the redis-server binary (looked up in PATH)")
