@@ -13,7 +13,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/switchboard-rtc/switchboard/rooms"
+	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/signaling/cluster"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
 // ClusterParams put a Manager in cluster mode (Params.Cluster): every
@@ -515,4 +517,23 @@ func latest(ts ...time.Time) time.Time {
 		}
 	}
 	return out
+}
+
+// gatedInvitations is the engine's answer and cancel behind a look at the
+// invitation's call on the op's first read (cluster mode;
+// *signaling.Engine has them).
+type gatedInvitations interface {
+	AnswerGated(ctx context.Context, a protocol.Actor, args protocol.InviteIDArgs, action signaling.Action, g *signaling.ClusterGate) error
+	CancelGated(ctx context.Context, a protocol.Actor, args protocol.InviteIDArgs, g *signaling.ClusterGate) error
+}
+
+var _ gatedInvitations = (*signaling.Engine)(nil)
+
+// gated returns the engine's gated ops in cluster mode.
+func (m *Manager) gated() (gatedInvitations, bool) {
+	if m.cl == nil {
+		return nil, false
+	}
+	g, ok := m.eng.(gatedInvitations)
+	return g, ok
 }

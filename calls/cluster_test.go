@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -39,6 +40,7 @@ func callsClusterConfig() cluster.Config {
 }
 
 type callNode struct {
+	rdb    *redis.Client
 	eng    *signaling.Engine
 	m      *calls.Manager
 	rooms  *fakeRooms
@@ -98,7 +100,7 @@ func (h *callCluster) start(name string) {
 	}
 	var once sync.Once
 	var n *callNode
-	n = &callNode{eng: eng, m: m, rooms: rm, ops: m.Ops(), close: func() {
+	n = &callNode{rdb: rdb, eng: eng, m: m, rooms: rm, ops: m.Ops(), close: func() {
 		once.Do(func() {
 			n.closed = true
 			m.Close()
@@ -197,6 +199,12 @@ func (h *callCluster) connect(node, user string) *csession {
 // acting for user), then its after-reply work.
 func (h *callCluster) op(node string, s *csession, user, name string, args any) (any, error) {
 	h.t.Helper()
+	return h.opIn(context.Background(), node, s, user, name, args)
+}
+
+// opIn is op with ctx.
+func (h *callCluster) opIn(ctx context.Context, node string, s *csession, user, name string, args any) (any, error) {
+	h.t.Helper()
 	raw, err := json.Marshal(args)
 	if err != nil {
 		h.t.Fatal(err)
@@ -205,7 +213,7 @@ func (h *callCluster) op(node string, s *csession, user, name string, args any) 
 	if s != nil {
 		a.Session = s
 	}
-	res, err := h.nodes[node].ops[name](context.Background(), a, raw)
+	res, err := h.nodes[node].ops[name](ctx, a, raw)
 	if ar, ok := res.(signaling.AfterReplier); ok && err == nil {
 		ar.AfterReply()
 	}
@@ -820,4 +828,89 @@ func TestClusterMediaNodeLostCallWaits(t *testing.T) {
 		}
 	}
 	h.noActiveCalls()
+}
+
+// roundTrips counts the round trips (a command, or a pipeline) of calls
+// whose ctx carries roundTripsKey.
+type roundTrips struct{ n atomic.Int64 }
+
+type roundTripsKey struct{}
+
+func (r *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (r *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if ctx.Value(roundTripsKey{}) != nil && cmd.Name() != "hello" {
+			r.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (r *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if ctx.Value(roundTripsKey{}) != nil && len(cmds) > 0 && cmds[0].Name() != "client" && cmds[0].Name() != "hello" {
+			r.n.Add(1)
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// TestClusterAnswerRoundTrips: the calls manager's look at an
+// invitation's call goes with the engine's first read (ClusterGate): an
+// accept of a plain invitation through calls' op is the engine's 2 round
+// trips (it was 3: a GET of calls:inv first), a cancel likewise, and a
+// call's accept reads the call on the engine's connection (5 round trips
+// with the call's own step after it, was 6).
+func TestClusterAnswerRoundTrips(t *testing.T) {
+	h := newCallCluster(t, redistest.Start(t), nil)
+	alice, bob := h.connect("A", "alice"), h.connect("B", "bob")
+	rtA, rtB := &roundTrips{}, &roundTrips{}
+	h.nodes["A"].rdb.AddHook(rtA)
+	h.nodes["B"].rdb.AddHook(rtB)
+	counted := context.WithValue(context.Background(), roundTripsKey{}, true)
+	measure := func(rt *roundTrips, what string, max int64, op func() error) {
+		t.Helper()
+		before := rt.n.Load()
+		if err := op(); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		n := rt.n.Load() - before
+		t.Logf("%s: %d round trips", what, n)
+		if n > max {
+			t.Errorf("%s took %d round trips; the target is %d", what, n, max)
+		}
+	}
+	invite := func() string {
+		res := h.mustOp("A", alice, "alice", protocol.OpInvite, protocol.InviteArgs{Invitee: "bob", Timeout: ptr(30)})
+		r, ok := res.(protocol.InviteResult)
+		if !ok {
+			t.Fatalf("invite: %#v", res)
+		}
+		id := r.InviteID
+		h.wait(bob, protocol.EvReceiveNewInvitation, 1, byCallID(id))
+		return id
+	}
+	id := invite()
+	measure(rtB, "plain accept", 2, func() error {
+		_, err := h.opIn(counted, "B", bob, "bob", protocol.OpAccept, protocol.InviteIDArgs{InviteID: id})
+		return err
+	})
+	h.wait(alice, protocol.EvInviteeAccepted, 1, byCallID(id))
+	id = invite()
+	measure(rtA, "plain cancel", 2, func() error {
+		_, err := h.opIn(counted, "A", alice, "alice", protocol.OpCancel, protocol.InviteIDArgs{InviteID: id})
+		return err
+	})
+	h.wait(bob, protocol.EvInvitationCancelled, 1, byCallID(id))
+
+	c := h.call("A", alice, "alice", "bob", nil)
+	h.wait(bob, protocol.EvReceiveNewInvitation, 1, byCallID(c.InviteID))
+	measure(rtB, "call accept", 5, func() error {
+		_, err := h.opIn(counted, "B", bob, "bob", protocol.OpAccept, protocol.InviteIDArgs{InviteID: c.InviteID})
+		return err
+	})
+	h.wait(alice, protocol.EvInviteeAccepted, 1, byCallID(c.InviteID))
+	h.mustOp("A", alice, "alice", calls.OpHangup, calls.CallIDArgs{CallID: c.CallID})
+	h.wait(bob, calls.EvCallEnd, 1, byCallID(c.CallID))
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/signaling/cluster"
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
@@ -772,4 +773,23 @@ func (cl *clusterCalls) doAt(ctx context.Context, at time.Time, decide decision,
 	}
 	cl.m.log.Warn("calls: cluster step gave up: watched keys kept changing", "attempts", redisCallAttempts)
 	return protocol.ErrStoreUnavailable
+}
+
+// gate is the engine's look at invitation inviteID's call before an
+// answer or cancel (signaling.ClusterGate): its calls:inv key is read with
+// the engine's first read; when it names a call, the call is read on the
+// engine's connection, not WATCHed (as view reads), and look sees it. It
+// saves the round trip of a view before the engine's op (an invitation
+// that is no call's: one round trip fewer).
+func (cl *clusterCalls) gate(inviteID string, look func(t tx) error) *signaling.ClusterGate {
+	return &signaling.ClusterGate{Key: cl.invKey(inviteID), Check: func(ctx context.Context, callID string, rtx *redis.Tx) error {
+		t := newRedisTx(cl, ctx, rtx, time.Time{})
+		t.readOnly = true
+		t.invs[inviteID] = callID
+		err := look(t)
+		if t.err != nil {
+			return t.err // the engine logs it and answers ErrStoreUnavailable
+		}
+		return err
+	}}
 }

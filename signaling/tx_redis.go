@@ -88,6 +88,9 @@ type txHint struct {
 	ringing []string // ringingFor
 	groups  []string // group, groupMember
 	counts  []string // groupCounts
+	// peek is a key (full name) read by GET, not WATCHed, in the
+	// pipeline that reads invs (a ClusterGate's).
+	peek string
 }
 
 // redisTx is the Redis backend's tx for one attempt of one operation.
@@ -114,6 +117,7 @@ type redisTx struct {
 	grps     map[string]*GroupRecord // read (nil: absent)
 	own      map[string]int          // groupCounts read
 	added    map[string]int
+	peekVal  string // txHint.peek's value (read with the invitations)
 
 	muts     []Mutation
 	evs      []*outgoing
@@ -186,7 +190,7 @@ func (t *redisTx) load(h txHint) {
 				guess = append(guess, t.c.parties.get(id)...)
 			}
 		}
-		t.loadInvitations(h.invs, guess)
+		t.loadInvitations(h.invs, guess, h.peek)
 		for _, id := range h.invs {
 			if r := t.invs[id]; r != nil {
 				h.users = append(h.users, invitationParties(r)...)
@@ -332,8 +336,8 @@ func (t *redisTx) missingUsers(users []string) []string {
 
 // loadInvitations reads the invitations ids not read yet and, in the
 // same pipeline, the connections of users (the parties a hint guessed)
-// not read yet.
-func (t *redisTx) loadInvitations(ids, users []string) {
+// not read yet and key peek (unless "": GET, not WATCHed, into peekVal).
+func (t *redisTx) loadInvitations(ids, users []string, peek string) {
 	var missing []string
 	for _, id := range ids {
 		if _, ok := t.invs[id]; !ok && !slices.Contains(missing, id) {
@@ -353,6 +357,7 @@ func (t *redisTx) loadInvitations(ids, users []string) {
 	}
 	cmds := make([]*redis.MapStringStringCmd, len(missing))
 	var readUsers func()
+	var peeked *redis.StringCmd
 	if !t.read(keys, func(p redis.Pipeliner) {
 		for i, id := range missing {
 			cmds[i] = p.HGetAll(t.ctx, t.c.k.inv(id))
@@ -360,8 +365,14 @@ func (t *redisTx) loadInvitations(ids, users []string) {
 		if len(users) > 0 {
 			readUsers = t.queueUsers(p, users)
 		}
+		if peek != "" {
+			peeked = p.Get(t.ctx, peek)
+		}
 	}) {
 		return
+	}
+	if peeked != nil {
+		t.peekVal = peeked.Val() // "" when absent (redis.Nil is no failure: pipelineErr)
 	}
 	if readUsers != nil {
 		if readUsers(); t.err != nil {
@@ -387,7 +398,7 @@ func (t *redisTx) now() time.Time             { return t.at }
 func (t *redisTx) newID(prefix string) string { return t.c.e.newID(prefix) }
 
 func (t *redisTx) invitation(id string) (*invitation, bool) {
-	t.loadInvitations([]string{id}, nil)
+	t.loadInvitations([]string{id}, nil, "")
 	r := t.invs[id]
 	if r == nil {
 		return nil, false
