@@ -40,7 +40,7 @@ func callsClusterConfig() cluster.Config {
 }
 
 type callNode struct {
-	rdb    *redis.Client
+	rts    *roundTrips // of ops whose ctx carries roundTripsKey
 	eng    *signaling.Engine
 	m      *calls.Manager
 	rooms  *fakeRooms
@@ -78,6 +78,8 @@ func (h *callCluster) start(name string) {
 	opts := h.srv.Options()
 	opts.ContextTimeoutEnabled = true
 	rdb := redis.NewClient(opts)
+	rts := &roundTrips{}
+	rdb.AddHook(rts) // before the engine: its connections take the client's hooks when made
 	cc := callsClusterConfig()
 	eng, err := signaling.NewEngine(context.Background(), signaling.Params{Config: signaling.DefaultConfig(), Logger: quiet(),
 		Cluster: &signaling.ClusterParams{Client: rdb, Prefix: h.prefix, NodeID: name, Config: cc}})
@@ -100,7 +102,7 @@ func (h *callCluster) start(name string) {
 	}
 	var once sync.Once
 	var n *callNode
-	n = &callNode{rdb: rdb, eng: eng, m: m, rooms: rm, ops: m.Ops(), close: func() {
+	n = &callNode{rts: rts, eng: eng, m: m, rooms: rm, ops: m.Ops(), close: func() {
 		once.Do(func() {
 			n.closed = true
 			m.Close()
@@ -865,9 +867,7 @@ func (r *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 func TestClusterAnswerRoundTrips(t *testing.T) {
 	h := newCallCluster(t, redistest.Start(t), nil)
 	alice, bob := h.connect("A", "alice"), h.connect("B", "bob")
-	rtA, rtB := &roundTrips{}, &roundTrips{}
-	h.nodes["A"].rdb.AddHook(rtA)
-	h.nodes["B"].rdb.AddHook(rtB)
+	rtA, rtB := h.nodes["A"].rts, h.nodes["B"].rts
 	counted := context.WithValue(context.Background(), roundTripsKey{}, true)
 	measure := func(rt *roundTrips, what string, max int64, op func() error) {
 		t.Helper()

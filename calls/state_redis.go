@@ -126,7 +126,7 @@ func orEmpty[V any](m map[string]V) map[string]V {
 type redisTx struct {
 	cl  *clusterCalls
 	ctx context.Context
-	rtx *redis.Tx
+	rtx txConn
 	at  time.Time
 	err error
 
@@ -150,7 +150,31 @@ type redisTx struct {
 
 var _ tx = (*redisTx)(nil)
 
-func newRedisTx(cl *clusterCalls, ctx context.Context, rtx *redis.Tx, at time.Time) *redisTx {
+// txConn is the connection of a tx's attempt: a Watch's *redis.Tx, or the
+// engine's for a gate's look (readConn).
+type txConn interface {
+	Pipelined(ctx context.Context, fn func(redis.Pipeliner) error) ([]redis.Cmder, error)
+	TxPipelined(ctx context.Context, fn func(redis.Pipeliner) error) ([]redis.Cmder, error)
+	Unwatch(ctx context.Context, keys ...string) *redis.StatusCmd
+}
+
+var errReadOnly = errors.New("calls: a read-only look wrote")
+
+// readConn is the engine's connection as a gate's look uses it: reads
+// only (a read-only tx neither WATCHes nor commits).
+type readConn struct{ signaling.ClusterConn }
+
+func (readConn) TxPipelined(context.Context, func(redis.Pipeliner) error) ([]redis.Cmder, error) {
+	return nil, errReadOnly
+}
+
+func (readConn) Unwatch(ctx context.Context, _ ...string) *redis.StatusCmd {
+	cmd := redis.NewStatusCmd(ctx, "unwatch")
+	cmd.SetErr(errReadOnly)
+	return cmd
+}
+
+func newRedisTx(cl *clusterCalls, ctx context.Context, rtx txConn, at time.Time) *redisTx {
 	if at.IsZero() {
 		at = cl.m.clock.Now()
 	}
@@ -782,8 +806,8 @@ func (cl *clusterCalls) doAt(ctx context.Context, at time.Time, decide decision,
 // saves the round trip of a view before the engine's op (an invitation
 // that is no call's: one round trip fewer).
 func (cl *clusterCalls) gate(inviteID string, look func(t tx) error) *signaling.ClusterGate {
-	return &signaling.ClusterGate{Key: cl.invKey(inviteID), Check: func(ctx context.Context, callID string, rtx *redis.Tx) error {
-		t := newRedisTx(cl, ctx, rtx, time.Time{})
+	return &signaling.ClusterGate{Key: cl.invKey(inviteID), Check: func(ctx context.Context, callID string, conn signaling.ClusterConn) error {
+		t := newRedisTx(cl, ctx, readConn{conn}, time.Time{})
 		t.readOnly = true
 		t.invs[inviteID] = callID
 		err := look(t)

@@ -500,7 +500,12 @@ func (t *redisTx) statusEvents() {
 // ones (Key unread, Check not called).
 type ClusterGate struct {
 	Key   string
-	Check func(ctx context.Context, val string, conn *redis.Tx) error
+	Check func(ctx context.Context, val string, conn ClusterConn) error
+}
+
+// ClusterConn is an op's connection as a ClusterGate's Check reads on it.
+type ClusterConn interface {
+	Pipelined(ctx context.Context, fn func(redis.Pipeliner) error) ([]redis.Cmder, error)
 }
 
 // AnswerGated is Accept or Reject (action) behind g.
