@@ -241,6 +241,9 @@ func (m *Manager) InvitationNote(n signaling.InvitationNote) {
 	if !n.Ended && !slices.ContainsFunc(n.Changes, func(ch signaling.InviteeChange) bool { return ch.State == signaling.StateTimedOut }) {
 		return // nothing to do (in cluster mode: no Redis step for every new invitation)
 	}
+	if m.cl != nil && m.cl.plain.has(n.InviteID) {
+		return // no call's (cluster mode: its answer or cancel here found none)
+	}
 	ctx, cancel := bg()
 	defer cancel()
 	callID := ""

@@ -834,9 +834,26 @@ func TestClusterMediaNodeLostCallWaits(t *testing.T) {
 
 // roundTrips counts the round trips (a command, or a pipeline) of calls
 // whose ctx carries roundTripsKey.
-type roundTrips struct{ n atomic.Int64 }
+// It also counts, whatever their ctx, the commands naming key (when set).
+type roundTrips struct {
+	n     atomic.Int64
+	key   atomic.Pointer[string]
+	keyed atomic.Int64
+}
 
 type roundTripsKey struct{}
+
+func (r *roundTrips) countKeyed(cmds ...redis.Cmder) {
+	k := r.key.Load()
+	if k == nil {
+		return
+	}
+	for _, c := range cmds {
+		if slices.ContainsFunc(c.Args(), func(a any) bool { s, ok := a.(string); return ok && strings.HasSuffix(s, *k) }) {
+			r.keyed.Add(1)
+		}
+	}
+}
 
 func (r *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
 
@@ -845,6 +862,7 @@ func (r *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		if ctx.Value(roundTripsKey{}) != nil && cmd.Name() != "hello" {
 			r.n.Add(1)
 		}
+		r.countKeyed(cmd)
 		return next(ctx, cmd)
 	}
 }
@@ -854,6 +872,7 @@ func (r *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 		if ctx.Value(roundTripsKey{}) != nil && len(cmds) > 0 && cmds[0].Name() != "client" && cmds[0].Name() != "hello" {
 			r.n.Add(1)
 		}
+		r.countKeyed(cmds...)
 		return next(ctx, cmds)
 	}
 }
@@ -863,7 +882,8 @@ func (r *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 // accept of a plain invitation through calls' op is the engine's 2 round
 // trips (it was 3: a GET of calls:inv first), a cancel likewise, and a
 // call's accept reads the call on the engine's connection (5 round trips
-// with the call's own step after it, was 6).
+// with the call's own step after it, was 6). The note of a plain
+// invitation's end then reads nothing (it was a WATCH, GET and UNWATCH).
 func TestClusterAnswerRoundTrips(t *testing.T) {
 	h := newCallCluster(t, redistest.Start(t), nil)
 	alice, bob := h.connect("A", "alice"), h.connect("B", "bob")
@@ -892,11 +912,22 @@ func TestClusterAnswerRoundTrips(t *testing.T) {
 		return id
 	}
 	id := invite()
+	key := "calls:inv:" + id
+	rtB.key.Store(&key)
 	measure(rtB, "plain accept", 2, func() error {
 		_, err := h.opIn(counted, "B", bob, "bob", protocol.OpAccept, protocol.InviteIDArgs{InviteID: id})
 		return err
 	})
 	h.wait(alice, protocol.EvInviteeAccepted, 1, byCallID(id))
+	// The note of the invitation's end (B's calls manager learns it on
+	// its notes goroutine; here also at once) reads nothing: the accept's
+	// look found no call. Only the accept's own GET named the key.
+	h.nodes["B"].m.InvitationNote(signaling.InvitationNote{InviteID: id, Inviter: "alice", Invitees: []string{"bob"}, Ended: true,
+		Changes: []signaling.InviteeChange{{UserID: "bob", State: signaling.StateAccepted}}})
+	if n := rtB.keyed.Load(); n != 1 {
+		t.Errorf("%d commands named %s on B, want 1 (the accept's look)", n, key)
+	}
+	rtB.key.Store(nil)
 	id = invite()
 	measure(rtA, "plain cancel", 2, func() error {
 		_, err := h.opIn(counted, "A", alice, "alice", protocol.OpCancel, protocol.InviteIDArgs{InviteID: id})

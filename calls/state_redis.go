@@ -804,9 +804,14 @@ func (cl *clusterCalls) doAt(ctx context.Context, at time.Time, decide decision,
 // the engine's first read; when it names a call, the call is read on the
 // engine's connection, not WATCHed (as view reads), and look sees it. It
 // saves the round trip of a view before the engine's op (an invitation
-// that is no call's: one round trip fewer).
+// that is no call's: one round trip fewer), and an invitation found to be
+// no call's is remembered (plainInvites): the note of its end then costs
+// no Redis step either.
 func (cl *clusterCalls) gate(inviteID string, look func(t tx) error) *signaling.ClusterGate {
 	return &signaling.ClusterGate{Key: cl.invKey(inviteID), Check: func(ctx context.Context, callID string, conn signaling.ClusterConn) error {
+		if callID == "" {
+			cl.plain.add(inviteID)
+		}
 		t := newRedisTx(cl, ctx, readConn{conn}, time.Time{})
 		t.readOnly = true
 		t.invs[inviteID] = callID
