@@ -516,12 +516,7 @@ func (e *Engine) AnswerGated(ctx context.Context, a protocol.Actor, args protoco
 	if err := e.checkData(args.Data); err != nil {
 		return err
 	}
-	return e.doHint(ctx, txHint{invs: []string{args.InviteID}, peek: g.Key}, func(t tx) error {
-		if err := g.check(t); err != nil {
-			return err
-		}
-		return e.rules.answer(t, a, args, action)
-	})
+	return e.doGated(ctx, args.InviteID, g, func(t tx) error { return e.rules.answer(t, a, args, action) })
 }
 
 // CancelGated is Cancel behind g.
@@ -532,12 +527,21 @@ func (e *Engine) CancelGated(ctx context.Context, a protocol.Actor, args protoco
 	if err := e.checkData(args.Data); err != nil {
 		return err
 	}
-	return e.doHint(ctx, txHint{invs: []string{args.InviteID}, peek: g.Key}, func(t tx) error {
+	return e.doGated(ctx, args.InviteID, g, func(t tx) error { return e.rules.cancel(t, a, args) })
+}
+
+// doGated runs decide on invitation id behind g (cluster mode).
+func (e *Engine) doGated(ctx context.Context, id string, g *ClusterGate, decide func(tx) error) error {
+	t, err := e.cl.doPeek(ctx, txHint{invs: []string{id}}, g.Key, func(t tx) error {
 		if err := g.check(t); err != nil {
 			return err
 		}
-		return e.rules.cancel(t, a, args)
-	})
+		return decide(t)
+	}, nil)
+	if err == nil {
+		e.cl.after(t)
+	}
+	return err
 }
 
 // check runs g.Check on the value its key had in t's first read.

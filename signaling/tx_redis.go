@@ -88,9 +88,6 @@ type txHint struct {
 	ringing []string // ringingFor
 	groups  []string // group, groupMember
 	counts  []string // groupCounts
-	// peek is a key (full name) read by GET, not WATCHed, in the
-	// pipeline that reads invs (a ClusterGate's).
-	peek string
 }
 
 // redisTx is the Redis backend's tx for one attempt of one operation.
@@ -117,7 +114,9 @@ type redisTx struct {
 	grps     map[string]*GroupRecord // read (nil: absent)
 	own      map[string]int          // groupCounts read
 	added    map[string]int
-	peekVal  string // txHint.peek's value (read with the invitations)
+	peek     string           // a key read by GET, not WATCHed, with the first invitations' read (a ClusterGate's)
+	peekCmd  *redis.StringCmd // its read
+	peekVal  string           // and its value ("" when absent)
 
 	muts     []Mutation
 	evs      []*outgoing
@@ -190,7 +189,7 @@ func (t *redisTx) load(h txHint) {
 				guess = append(guess, t.c.parties.get(id)...)
 			}
 		}
-		t.loadInvitations(h.invs, guess, h.peek)
+		t.loadInvitations(h.invs, guess)
 		for _, id := range h.invs {
 			if r := t.invs[id]; r != nil {
 				h.users = append(h.users, invitationParties(r)...)
@@ -336,8 +335,9 @@ func (t *redisTx) missingUsers(users []string) []string {
 
 // loadInvitations reads the invitations ids not read yet and, in the
 // same pipeline, the connections of users (the parties a hint guessed)
-// not read yet and key peek (unless "": GET, not WATCHed, into peekVal).
-func (t *redisTx) loadInvitations(ids, users []string, peek string) {
+// not read yet, and t.peek once (unless "": GET, not WATCHed, into
+// peekVal).
+func (t *redisTx) loadInvitations(ids, users []string) {
 	var missing []string
 	for _, id := range ids {
 		if _, ok := t.invs[id]; !ok && !slices.Contains(missing, id) {
@@ -357,7 +357,6 @@ func (t *redisTx) loadInvitations(ids, users []string, peek string) {
 	}
 	cmds := make([]*redis.MapStringStringCmd, len(missing))
 	var readUsers func()
-	var peeked *redis.StringCmd
 	if !t.read(keys, func(p redis.Pipeliner) {
 		for i, id := range missing {
 			cmds[i] = p.HGetAll(t.ctx, t.c.k.inv(id))
@@ -365,14 +364,14 @@ func (t *redisTx) loadInvitations(ids, users []string, peek string) {
 		if len(users) > 0 {
 			readUsers = t.queueUsers(p, users)
 		}
-		if peek != "" {
-			peeked = p.Get(t.ctx, peek)
+		if t.peek != "" && t.peekCmd == nil {
+			t.peekCmd = p.Get(t.ctx, t.peek)
 		}
 	}) {
 		return
 	}
-	if peeked != nil {
-		t.peekVal = peeked.Val() // "" when absent (redis.Nil is no failure: pipelineErr)
+	if t.peekCmd != nil && t.peekVal == "" {
+		t.peekVal = t.peekCmd.Val() // "" when absent (redis.Nil is no failure: pipelineErr)
 	}
 	if readUsers != nil {
 		if readUsers(); t.err != nil {
@@ -398,7 +397,7 @@ func (t *redisTx) now() time.Time             { return t.at }
 func (t *redisTx) newID(prefix string) string { return t.c.e.newID(prefix) }
 
 func (t *redisTx) invitation(id string) (*invitation, bool) {
-	t.loadInvitations([]string{id}, nil, "")
+	t.loadInvitations([]string{id}, nil)
 	r := t.invs[id]
 	if r == nil {
 		return nil, false
@@ -821,12 +820,19 @@ func sortedKeys[V any](m map[string]V) []string {
 // file's comment); extra is queued in its EXEC. It returns the committed
 // attempt's tx, or nil when the decision queued nothing.
 func (c *clusterNode) do(ctx context.Context, h txHint, decide func(tx) error, extra func(context.Context, redis.Pipeliner)) (*redisTx, error) {
+	return c.doPeek(ctx, h, "", decide, extra)
+}
+
+// doPeek is do with key peek (unless "") read by GET, not WATCHed, with
+// the invitations h names (redisTx.peekVal; a ClusterGate's key).
+func (c *clusterNode) doPeek(ctx context.Context, h txHint, peek string, decide func(tx) error, extra func(context.Context, redis.Pipeliner)) (*redisTx, error) {
 	var token uint64
 	for range redisMaxTxAttempts {
 		var done *redisTx
 		var self bool
 		err := c.rdb.Watch(ctx, func(rtx *redis.Tx) error {
 			t := newRedisTx(c, ctx, rtx)
+			t.peek = peek
 			defer t.unwatch()
 			if extra != nil {
 				t.extra = append(t.extra, extra)
