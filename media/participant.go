@@ -85,6 +85,9 @@ type Participant struct {
 	// closeConnections once closing is set.
 	pub *webrtc.PeerConnection
 	sub *webrtc.PeerConnection
+	// fast sends the subscriber connection's RTP outside Pion once it can
+	// (fastpath.go).
+	fast *fastPath
 
 	subConnected atomic.Bool // subscriber connection is connected now
 
@@ -144,7 +147,8 @@ func newParticipant(s *SFU, roomID, id string, opts JoinOptions) (*Participant, 
 		done:          make(chan struct{}),
 	}
 	var err error
-	p.sub, err = s.subAPI.NewPeerConnection(p.pcConfig())
+	p.fast = newFastPath(s.batch, &s.counters)
+	p.sub, err = s.sub.newPeerConnection(p.pcConfig(), p.fast)
 	if err != nil {
 		return nil, fmt.Errorf("media: subscriber connection: %w", err)
 	}
@@ -709,6 +713,9 @@ func (p *Participant) checkConnections() {
 	}
 	p.mu.Unlock()
 
+	if subState == webrtc.PeerConnectionStateConnected {
+		p.fast.decide()
+	}
 	for _, d := range refresh {
 		if d.bound.Load() {
 			d.track.requestKeyframe()
