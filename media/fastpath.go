@@ -163,7 +163,9 @@ func (f *fastPath) prepare() (ctx *srtp.Context, relayed bool, err error) {
 	if err != nil {
 		return nil, false, err
 	}
-	f.setPair(pair)
+	if dst, ok := directRoute(pair); ok {
+		f.dst.CompareAndSwap(nil, &dst) // unless the handler has a newer one
+	}
 	return ctx, false, nil
 }
 
