@@ -4,6 +4,10 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/pion/webrtc/v4"
+
+	"github.com/switchboard-rtc/switchboard/media/turnserver"
 )
 
 // The subscriber receives (so decrypts) forwarded audio and video, a
@@ -36,6 +40,38 @@ func TestFastPathOffWithoutBatching(t *testing.T) {
 	eventually(t, 10*time.Second, "bob receiving alice", func() bool { return receiving(sub, 50, pub) })
 	if st := s.Stats(); st.PacketsOutFast != 0 {
 		t.Errorf("fast path sent %d without batching", st.PacketsOutFast)
+	}
+	checkClean(t, pub, sub)
+}
+
+// A subscriber that reaches the SFU only through TURN (its selected pair's
+// remote candidate is a relay) stays on Pion's path: media flows, and
+// nothing was sent by the fast path.
+func TestFastPathRelayedPairStaysOnPion(t *testing.T) {
+	cfg := turnserver.DefaultConfig()
+	cfg.Enabled = true
+	cfg.UDPPort, cfg.TCPPort, cfg.TLSPort, cfg.ListenIP, cfg.RelayIP = 0, 0, 0, "127.0.0.1", "127.0.0.1"
+	cfg.Secret = "fastpath-test-secret-0123456789"
+	ts, err := turnserver.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ts.Close() })
+
+	s := newSFU(t, testConfig())
+	pub := join(t, s, "room1", "alice", true, peerConfig(true))
+	subCfg := peerConfig(false)
+	for _, srv := range ts.ICEServers("bob") {
+		subCfg.ICEServers = append(subCfg.ICEServers, webrtc.ICEServer{URLs: srv.URLs, Username: srv.Username, Credential: srv.Credential})
+	}
+	subCfg.ICETransportPolicy = webrtc.ICETransportPolicyRelay
+	sub := join(t, s, "room1", "bob", false, subCfg)
+	eventually(t, 15*time.Second, "bob receiving alice through TURN", func() bool { return receiving(sub, 50, pub) })
+	if _, pair := sub.peer.SelectedPairs(); pair == nil || pair.Local.Typ != webrtc.ICECandidateTypeRelay {
+		t.Fatalf("bob's subscriber pair %v, want a relayed one", pair)
+	}
+	if st := s.Stats(); st.PacketsOutFast != 0 {
+		t.Errorf("fast path sent %d packets to a relayed subscriber", st.PacketsOutFast)
 	}
 	checkClean(t, pub, sub)
 }
