@@ -56,7 +56,7 @@ type fastPath struct {
 
 	mu      sync.Mutex // guards the fields below
 	ctx     *srtp.Context
-	hdr     rtp.Header            // scratch for EncryptRTP
+	hdr     rtp.Header             // scratch for EncryptRTP
 	handoff map[uint32]*seqTracker // SSRCs Pion sent before the switch
 }
 
