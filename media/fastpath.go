@@ -2,6 +2,7 @@ package media
 
 import (
 	"errors"
+	"log/slog"
 	"net/netip"
 	"reflect"
 	"strings"
@@ -37,8 +38,7 @@ import (
 // that the first packet sent on the fast path continues the rollover counter
 // Pion's context used. A connection stays on Pion's path for good when
 // its selected pair is relayed at that moment (a relay candidate on either
-// side), when it negotiated RTP header encryption (cryptex), when batching
-// is off (Config.WrapPacketConn: tests that must see every write), or when
+// side), when batching is off (Config.WrapPacketConn: tests that must see every write), or when
 // the keys cannot be had.
 //
 // After the decision the destination follows the selected pair (ICE
@@ -111,12 +111,13 @@ func directRoute(pair *webrtc.ICECandidatePair) (netip.AddrPort, bool) {
 // decide switches the connection to the fast path when it can be taken, or
 // to Pion's path for good; it leaves it undecided while DTLS or ICE is not
 // up yet. Called when the connection connects.
-func (f *fastPath) decide() {
+func (f *fastPath) decide(log *slog.Logger) {
 	if f.state.Load() != fastUndecided {
 		return
 	}
 	ctx, relayed, err := f.prepare()
-	if ctx == nil && err == nil {
+	if ctx == nil && err == nil && !relayed {
+		log.Debug("subscriber send path undecided: DTLS or ICE not up")
 		return // not ready yet: the next connect decides
 	}
 	f.mu.Lock()
@@ -127,10 +128,12 @@ func (f *fastPath) decide() {
 	if err != nil || relayed {
 		f.state.Store(fastOff)
 		f.handoff = nil
+		log.Info("subscriber send path: Pion", "relayed", relayed, "err", err)
 		return
 	}
 	f.ctx = ctx
 	f.state.Store(fastOn)
+	log.Debug("subscriber send path: fast")
 }
 
 // prepare returns the connection's outgoing SRTP context; nil and no error
@@ -152,9 +155,6 @@ func (f *fastPath) prepare() (ctx *srtp.Context, relayed bool, err error) {
 	if rd == nil {
 		return nil, false, nil
 	}
-	if strings.Contains(rd.SDP, "a=cryptex") {
-		return nil, false, errors.New("media: header encryption negotiated")
-	}
 	conn := dtlsConn(dt)
 	if conn == nil {
 		return nil, false, errors.New("media: DTLS connection not reachable")
@@ -163,10 +163,36 @@ func (f *fastPath) prepare() (ctx *srtp.Context, relayed bool, err error) {
 	if err != nil {
 		return nil, false, err
 	}
+	if err := ctx.UpdateOptions(srtp.Cryptex(cryptexMode(rd.SDP))); err != nil {
+		return nil, false, err
+	}
 	if dst, ok := directRoute(pair); ok {
 		f.dst.CompareAndSwap(nil, &dst) // unless the handler has a newer one
 	}
 	return ctx, false, nil
+}
+
+// cryptexMode is the header encryption (RFC 9335) Pion's own context uses
+// to send on a connection whose remote description is sdp, under the SFU's
+// policy (Pion's default, negotiate): enabled when the client declared
+// a=cryptex (Pion refuses a description that declares it for some RTP
+// sections and not others).
+func cryptexMode(sdp string) srtp.CryptexMode {
+	if strings.Contains(sdp, "a=cryptex") {
+		return srtp.CryptexModeEnabled
+	}
+	return srtp.CryptexModeDisabled
+}
+
+// remoteDescription follows a new remote description of the connection:
+// the header encryption it declares applies to the packets sent from now
+// on, as in Pion's context.
+func (f *fastPath) remoteDescription(sdp string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.ctx != nil {
+		_ = f.ctx.UpdateOptions(srtp.Cryptex(cryptexMode(sdp)))
+	}
 }
 
 // dtlsConn is the DTLS connection of t. Pion does not export it; its field

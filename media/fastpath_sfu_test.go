@@ -2,11 +2,13 @@ package media_test
 
 import (
 	"net"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/pion/webrtc/v4"
 
+	"github.com/switchboard-rtc/switchboard/media"
 	"github.com/switchboard-rtc/switchboard/media/turnserver"
 )
 
@@ -25,6 +27,25 @@ func TestFastPathCarriesForwardedMedia(t *testing.T) {
 	}
 	if st.PacketsDroppedFast != 0 {
 		t.Errorf("fast path dropped %d", st.PacketsDroppedFast)
+	}
+	checkClean(t, pub, sub)
+}
+
+// A subscriber joining a room whose tracks are already published connects
+// with an answer that declares header encryption (Pion's clients declare
+// a=cryptex): the fast path takes it too, with the same encryption, and the
+// subscriber decrypts what it sends.
+func TestFastPathLateSubscriberWithCryptex(t *testing.T) {
+	s := newSFU(t, testConfig())
+	pub := join(t, s, "room1", "alice", true, peerConfig(true))
+	eventually(t, 10*time.Second, "alice publishing", func() bool { return s.Stats().PublishedTracks == 2 })
+	sub := join(t, s, "room1", "bob", false, peerConfig(false))
+	eventually(t, 10*time.Second, "bob receiving alice", func() bool { return receiving(sub, 100, pub) })
+	if !answeredWithCryptex(sub) {
+		t.Log("the client's answers did not declare a=cryptex")
+	}
+	if st := s.Stats(); st.PacketsOutFast == 0 || st.PacketsOutFast < st.PacketsOut*9/10 {
+		t.Errorf("fast path sent %d of %d forwarded packets", st.PacketsOutFast, st.PacketsOut)
 	}
 	checkClean(t, pub, sub)
 }
@@ -74,4 +95,16 @@ func TestFastPathRelayedPairStaysOnPion(t *testing.T) {
 		t.Errorf("fast path sent %d packets to a relayed subscriber", st.PacketsOutFast)
 	}
 	checkClean(t, pub, sub)
+}
+
+// answeredWithCryptex reports whether one of c's subscriber answers
+// declared header encryption.
+func answeredWithCryptex(c *client) bool {
+	toServer, _ := c.signalsSent()
+	for _, sig := range toServer {
+		if sig.Type == media.SignalAnswer && strings.Contains(sig.SDP, "a=cryptex") {
+			return true
+		}
+	}
+	return false
 }

@@ -304,3 +304,35 @@ func BenchmarkFastPathWrite(b *testing.B) {
 		}
 	}
 }
+
+// With header encryption declared by the client's answer, a packet whose
+// header cryptex changes (CSRCs, no extension) is sent as Pion's context
+// would send it: the receiver's cryptex context decrypts it; without the
+// answer's a=cryptex it is sent in the clear header form.
+func TestFastPathFollowsCryptex(t *testing.T) {
+	x := newFastFixture(t, false)
+	x.f.state.Store(fastOn)
+	x.f.remoteDescription("v=0\r\na=cryptex\r\n")
+	if err := x.dec.UpdateOptions(srtp.Cryptex(srtp.CryptexModeRequired)); err != nil {
+		t.Fatal(err)
+	}
+	h := &rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: 7, SSRC: 1111, CSRC: []uint32{42}}
+	if _, err := x.write.Write(h, []byte{1, 2, 3}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if p := x.receive(t); p.SequenceNumber != 7 || len(p.CSRC) != 1 || p.CSRC[0] != 42 {
+		t.Errorf("got %+v", p.Header)
+	}
+
+	x.f.remoteDescription("v=0\r\n")
+	if err := x.dec.UpdateOptions(srtp.Cryptex(srtp.CryptexModeDisabled)); err != nil {
+		t.Fatal(err)
+	}
+	h.SequenceNumber = 8
+	if _, err := x.write.Write(h, []byte{1, 2, 3}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if p := x.receive(t); p.SequenceNumber != 8 || p.CSRC[0] != 42 {
+		t.Errorf("got %+v", p.Header)
+	}
+}

@@ -384,6 +384,7 @@ func (p *Participant) handleSubscriberAnswer(raw string) error {
 		return fmt.Errorf("%w: subscriber answer: %v", ErrNegotiation, err)
 	}
 	p.offerPending = false
+	p.fast.remoteDescription(raw)
 	p.log.Debug("subscriber answer applied", "renegotiate", p.renegotiate)
 	again := p.renegotiate
 	p.renegotiate = false
@@ -714,7 +715,7 @@ func (p *Participant) checkConnections() {
 	p.mu.Unlock()
 
 	if subState == webrtc.PeerConnectionStateConnected {
-		p.fast.decide()
+		p.fast.decide(p.log)
 	}
 	for _, d := range refresh {
 		if d.bound.Load() {
