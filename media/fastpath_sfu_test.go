@@ -3,12 +3,15 @@ package media_test
 import (
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/switchboard-rtc/switchboard/media"
+	"github.com/switchboard-rtc/switchboard/media/peer"
 	"github.com/switchboard-rtc/switchboard/media/turnserver"
 )
 
@@ -107,4 +110,65 @@ func answeredWithCryptex(c *client) bool {
 		}
 	}
 	return false
+}
+
+// A subscriber decrypts forwarded packets across a sequence number wrap:
+// the fast path's rollover counter follows the stream (a wrong one fails
+// the receiver's authentication check and the packets after the wrap
+// would never arrive).
+func TestFastPathRolloverAtSubscriber(t *testing.T) {
+	s := newSFU(t, testConfig())
+	pubCfg := peerConfig(true)
+	pubCfg.Audio = false
+	pubCfg.NoSyntheticMedia = true
+	pub := join(t, s, "room1", "alice", true, pubCfg)
+
+	var mu sync.Mutex
+	var wrapped, afterWrap int
+	var last uint16
+	subCfg := peerConfig(false)
+	subCfg.NoKeyframeRequests = true
+	subCfg.OnReceiveRTP = func(_ peer.TrackKey, pkt *rtp.Packet, _ time.Time) {
+		mu.Lock()
+		defer mu.Unlock()
+		if pkt.SequenceNumber < last && last-pkt.SequenceNumber > 1<<15 {
+			wrapped++
+		}
+		if wrapped > 0 && pkt.SequenceNumber < 1<<15 {
+			afterWrap++
+		}
+		last = pkt.SequenceNumber
+	}
+	sub := join(t, s, "room1", "bob", false, subCfg)
+
+	// A VP8 keyframe payload: descriptor (S=1, PID 0) and a key frame tag.
+	payload := []byte{0x10, 0x00, 0x00, 0x00, 0x9d, 0x01, 0x2a, 0x10, 0x00, 0x10, 0x00}
+	seq := uint16(65000)
+	write := func() {
+		t.Helper()
+		seq++
+		pkt := &rtp.Packet{Header: rtp.Header{Version: 2, Marker: true, SequenceNumber: seq, Timestamp: uint32(seq) * 3000}, Payload: payload}
+		if err := pub.peer.WriteRTP(peer.KindVideo, pkt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 10*time.Second, "bob receiving alice's video", func() bool {
+		write()
+		return sub.peer.Received()[peer.TrackKey{StreamID: "alice", Kind: "video"}].Packets > 0
+	})
+	for seq != 200 {
+		write()
+		if seq%50 == 0 {
+			time.Sleep(5 * time.Millisecond) // keep the socket buffers from overflowing
+		}
+	}
+	eventually(t, 10*time.Second, "packets after the wrap decrypted", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return wrapped == 1 && afterWrap >= 150
+	})
+	if st := s.Stats(); st.PacketsOutFast < st.PacketsOut*9/10 {
+		t.Errorf("fast path sent %d of %d", st.PacketsOutFast, st.PacketsOut)
+	}
+	checkClean(t, pub, sub)
 }
