@@ -172,3 +172,29 @@ func TestFastPathRolloverAtSubscriber(t *testing.T) {
 	}
 	checkClean(t, pub, sub)
 }
+
+// After an ICE restart of the subscriber connection the fast path goes on
+// sending (to the newly selected pair) and the subscriber keeps receiving.
+func TestFastPathAfterICERestart(t *testing.T) {
+	s := newSFU(t, testConfig())
+	pub := join(t, s, "room1", "alice", true, peerConfig(true))
+	sub := join(t, s, "room1", "bob", false, peerConfig(false))
+	eventually(t, 10*time.Second, "bob receiving alice", func() bool { return receiving(sub, 50, pub) })
+	before := sub.peer.LocalUfrag(media.TargetSubscriber)
+	if err := sub.peer.RestartICE(media.TargetSubscriber); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "bob's subscriber connection restarted", func() bool {
+		return sub.peer.LocalUfrag(media.TargetSubscriber) != before && sub.peer.Connected()
+	})
+	fast := s.Stats().PacketsOutFast
+	got := sub.peer.Received()[peer.TrackKey{StreamID: "alice", Kind: "video"}].Packets
+	eventually(t, 10*time.Second, "more video through the fast path", func() bool {
+		return s.Stats().PacketsOutFast > fast+50 &&
+			sub.peer.Received()[peer.TrackKey{StreamID: "alice", Kind: "video"}].Packets > got+50
+	})
+	if st := s.Stats(); st.PacketsDroppedFast != 0 {
+		t.Errorf("fast path dropped %d", st.PacketsDroppedFast)
+	}
+	checkClean(t, pub, sub)
+}
