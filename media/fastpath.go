@@ -38,8 +38,8 @@ import (
 // that the first packet sent on the fast path continues the rollover counter
 // Pion's context used. A connection stays on Pion's path for good when
 // its selected pair is relayed at that moment (a relay candidate on either
-// side), when batching is off (Config.WrapPacketConn: tests that must see every write), or when
-// the keys cannot be had.
+// side), when batching is off (Config.WrapPacketConn: tests that must see
+// every write), or when the keys cannot be had.
 //
 // After the decision the destination follows the selected pair (ICE
 // restarts). The SFU's local candidates are host candidates on the shared
@@ -58,6 +58,7 @@ type fastPath struct {
 	ctx     *srtp.Context
 	hdr     rtp.Header             // scratch for EncryptRTP
 	handoff map[uint32]*seqTracker // SSRCs Pion sent before the switch
+	cryptex srtp.CryptexMode       // as the last answer applied declared
 }
 
 const (
@@ -131,6 +132,12 @@ func (f *fastPath) decide(log *slog.Logger) {
 		log.Info("subscriber send path: Pion", "relayed", relayed, "err", err)
 		return
 	}
+	if err := ctx.UpdateOptions(srtp.Cryptex(f.cryptex)); err != nil {
+		f.state.Store(fastOff)
+		f.handoff = nil
+		log.Info("subscriber send path: Pion", "err", err)
+		return
+	}
 	f.ctx = ctx
 	f.state.Store(fastOn)
 	log.Debug("subscriber send path: fast")
@@ -163,9 +170,6 @@ func (f *fastPath) prepare() (ctx *srtp.Context, relayed bool, err error) {
 	if err != nil {
 		return nil, false, err
 	}
-	if err := ctx.UpdateOptions(srtp.Cryptex(cryptexMode(rd.SDP))); err != nil {
-		return nil, false, err
-	}
 	if dst, ok := directRoute(pair); ok {
 		f.dst.CompareAndSwap(nil, &dst) // unless the handler has a newer one
 	}
@@ -184,14 +188,15 @@ func cryptexMode(sdp string) srtp.CryptexMode {
 	return srtp.CryptexModeDisabled
 }
 
-// remoteDescription follows a new remote description of the connection:
-// the header encryption it declares applies to the packets sent from now
-// on, as in Pion's context.
+// remoteDescription follows a new remote description of the connection
+// (called for every answer applied): the header encryption it declares
+// applies to the packets sent from now on, as in Pion's context.
 func (f *fastPath) remoteDescription(sdp string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.cryptex = cryptexMode(sdp)
 	if f.ctx != nil {
-		_ = f.ctx.UpdateOptions(srtp.Cryptex(cryptexMode(sdp)))
+		_ = f.ctx.UpdateOptions(srtp.Cryptex(f.cryptex))
 	}
 }
 
