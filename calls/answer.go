@@ -27,19 +27,38 @@ func (m *Manager) inviteCall(ctx context.Context, inviteID string) (callID strin
 // answer is the accept and reject ops (and the server's own answers):
 // answers to an ended call are refused; others update the call.
 func (m *Manager) answer(ctx context.Context, a protocol.Actor, args protocol.InviteIDArgs, action signaling.Action) error {
-	callID, ended, err := m.inviteCall(ctx, args.InviteID)
-	if err != nil {
-		return err
-	}
-	if ended {
-		return ErrCallEnded.WithMessage("call %s has ended", callID)
-	}
 	state := signaling.StateAccepted
-	if action == signaling.ActionAccept {
-		err = m.eng.Accept(ctx, a, args)
-	} else {
+	if action == signaling.ActionReject {
 		state = signaling.StateRejected
-		err = m.eng.Reject(ctx, a, args)
+	}
+	var callID string
+	var err error
+	if g, ok := m.gated(); ok {
+		// Cluster mode: the look at the call goes with the engine's
+		// first read (clusterCalls.gate).
+		err = g.AnswerGated(ctx, a, args, action, m.cl.gate(args.InviteID, func(t tx) error {
+			callID = ""
+			if c := t.byInvite(args.InviteID); c != nil {
+				if c.ended {
+					return ErrCallEnded.WithMessage("call %s has ended", c.rec.CallID)
+				}
+				callID = c.rec.CallID
+			}
+			return nil
+		}))
+	} else {
+		var ended bool
+		if callID, ended, err = m.inviteCall(ctx, args.InviteID); err != nil {
+			return err
+		}
+		if ended {
+			return ErrCallEnded.WithMessage("call %s has ended", callID)
+		}
+		if action == signaling.ActionAccept {
+			err = m.eng.Accept(ctx, a, args)
+		} else {
+			err = m.eng.Reject(ctx, a, args)
+		}
 	}
 	if err == nil && callID != "" {
 		m.applyAnswer(ctx, callID, args.InviteID, a.UserID, state, args.Data)
@@ -49,12 +68,25 @@ func (m *Manager) answer(ctx context.Context, a protocol.Actor, args protocol.In
 
 // cancel is the cancel op.
 func (m *Manager) cancel(ctx context.Context, a protocol.Actor, args protocol.InviteIDArgs) error {
-	callID, _, err := m.inviteCall(ctx, args.InviteID)
-	if err != nil {
-		return err
-	}
-	if err := m.eng.Cancel(ctx, a, args); err != nil {
-		return err
+	var callID string
+	if g, ok := m.gated(); ok {
+		if err := g.CancelGated(ctx, a, args, m.cl.gate(args.InviteID, func(t tx) error {
+			callID = ""
+			if c := t.byInvite(args.InviteID); c != nil {
+				callID = c.rec.CallID
+			}
+			return nil
+		})); err != nil {
+			return err
+		}
+	} else {
+		var err error
+		if callID, _, err = m.inviteCall(ctx, args.InviteID); err != nil {
+			return err
+		}
+		if err := m.eng.Cancel(ctx, a, args); err != nil {
+			return err
+		}
 	}
 	if callID == "" {
 		return nil
@@ -208,6 +240,9 @@ func (m *Manager) setupFired(ctx context.Context, callID string, due *cluster.Du
 func (m *Manager) InvitationNote(n signaling.InvitationNote) {
 	if !n.Ended && !slices.ContainsFunc(n.Changes, func(ch signaling.InviteeChange) bool { return ch.State == signaling.StateTimedOut }) {
 		return // nothing to do (in cluster mode: no Redis step for every new invitation)
+	}
+	if m.cl != nil && m.cl.plain.has(n.InviteID) {
+		return // no call's (cluster mode: its answer or cancel here found none)
 	}
 	ctx, cancel := bg()
 	defer cancel()

@@ -13,7 +13,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/switchboard-rtc/switchboard/rooms"
+	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/signaling/cluster"
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
 // ClusterParams put a Manager in cluster mode (Params.Cluster): every
@@ -51,6 +53,7 @@ type clusterCalls struct {
 	poller *cluster.Poller
 	loops  func() error // closes the poller's own client (cluster.LoopClient)
 	obsMu  sync.Mutex   // the onces (observers, metrics) of committed steps, in order on this node
+	plain  plainInvites // invitations the gate found no call for
 
 	stop      chan struct{}
 	loop      sync.WaitGroup
@@ -515,4 +518,58 @@ func latest(ts ...time.Time) time.Time {
 		}
 	}
 	return out
+}
+
+// gatedInvitations is the engine's answer and cancel behind a look at the
+// invitation's call on the op's first read (cluster mode;
+// *signaling.Engine has them).
+type gatedInvitations interface {
+	AnswerGated(ctx context.Context, a protocol.Actor, args protocol.InviteIDArgs, action signaling.Action, g *signaling.ClusterGate) error
+	CancelGated(ctx context.Context, a protocol.Actor, args protocol.InviteIDArgs, g *signaling.ClusterGate) error
+}
+
+var _ gatedInvitations = (*signaling.Engine)(nil)
+
+// gated returns the engine's gated ops in cluster mode.
+func (m *Manager) gated() (gatedInvitations, bool) {
+	if m.cl == nil {
+		return nil, false
+	}
+	g, ok := m.eng.(gatedInvitations)
+	return g, ok
+}
+
+// plainInvites are the invitations whose answer or cancel on this node
+// found no call (clusterCalls.gate: their calls:inv key absent in the
+// engine's read): the note of their end needs no Redis step
+// (Manager.InvitationNote). A call's calls:inv key is written before its
+// invitation exists (startCall registers the call, then creates the
+// invitation under the ID it chose), and no call takes an existing
+// invitation's ID, so an invitation found without one never gets one. At
+// most two generations of plainGen IDs; an ID that fell out costs the
+// note's step, as before.
+type plainInvites struct {
+	mu       sync.Mutex
+	cur, old map[string]struct{}
+}
+
+const plainGen = 4096
+
+func (p *plainInvites) add(id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cur == nil || len(p.cur) >= plainGen {
+		p.old, p.cur = p.cur, make(map[string]struct{}, 64)
+	}
+	p.cur[id] = struct{}{}
+}
+
+func (p *plainInvites) has(id string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.cur[id]
+	if !ok {
+		_, ok = p.old[id]
+	}
+	return ok
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -39,6 +40,7 @@ func callsClusterConfig() cluster.Config {
 }
 
 type callNode struct {
+	rts    *roundTrips // of ops whose ctx carries roundTripsKey
 	eng    *signaling.Engine
 	m      *calls.Manager
 	rooms  *fakeRooms
@@ -76,6 +78,8 @@ func (h *callCluster) start(name string) {
 	opts := h.srv.Options()
 	opts.ContextTimeoutEnabled = true
 	rdb := redis.NewClient(opts)
+	rts := &roundTrips{}
+	rdb.AddHook(rts) // before the engine: its connections take the client's hooks when made
 	cc := callsClusterConfig()
 	eng, err := signaling.NewEngine(context.Background(), signaling.Params{Config: signaling.DefaultConfig(), Logger: quiet(),
 		Cluster: &signaling.ClusterParams{Client: rdb, Prefix: h.prefix, NodeID: name, Config: cc}})
@@ -98,7 +102,7 @@ func (h *callCluster) start(name string) {
 	}
 	var once sync.Once
 	var n *callNode
-	n = &callNode{eng: eng, m: m, rooms: rm, ops: m.Ops(), close: func() {
+	n = &callNode{rts: rts, eng: eng, m: m, rooms: rm, ops: m.Ops(), close: func() {
 		once.Do(func() {
 			n.closed = true
 			m.Close()
@@ -197,6 +201,12 @@ func (h *callCluster) connect(node, user string) *csession {
 // acting for user), then its after-reply work.
 func (h *callCluster) op(node string, s *csession, user, name string, args any) (any, error) {
 	h.t.Helper()
+	return h.opIn(context.Background(), node, s, user, name, args)
+}
+
+// opIn is op with ctx.
+func (h *callCluster) opIn(ctx context.Context, node string, s *csession, user, name string, args any) (any, error) {
+	h.t.Helper()
 	raw, err := json.Marshal(args)
 	if err != nil {
 		h.t.Fatal(err)
@@ -205,7 +215,7 @@ func (h *callCluster) op(node string, s *csession, user, name string, args any) 
 	if s != nil {
 		a.Session = s
 	}
-	res, err := h.nodes[node].ops[name](context.Background(), a, raw)
+	res, err := h.nodes[node].ops[name](ctx, a, raw)
 	if ar, ok := res.(signaling.AfterReplier); ok && err == nil {
 		ar.AfterReply()
 	}
@@ -820,4 +830,118 @@ func TestClusterMediaNodeLostCallWaits(t *testing.T) {
 		}
 	}
 	h.noActiveCalls()
+}
+
+// roundTrips counts the round trips (a command, or a pipeline) of calls
+// whose ctx carries roundTripsKey.
+// It also counts, whatever their ctx, the commands naming key (when set).
+type roundTrips struct {
+	n     atomic.Int64
+	key   atomic.Pointer[string]
+	keyed atomic.Int64
+}
+
+type roundTripsKey struct{}
+
+func (r *roundTrips) countKeyed(cmds ...redis.Cmder) {
+	k := r.key.Load()
+	if k == nil {
+		return
+	}
+	for _, c := range cmds {
+		if slices.ContainsFunc(c.Args(), func(a any) bool { s, ok := a.(string); return ok && strings.HasSuffix(s, *k) }) {
+			r.keyed.Add(1)
+		}
+	}
+}
+
+func (r *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (r *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if ctx.Value(roundTripsKey{}) != nil && cmd.Name() != "hello" {
+			r.n.Add(1)
+		}
+		r.countKeyed(cmd)
+		return next(ctx, cmd)
+	}
+}
+
+func (r *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if ctx.Value(roundTripsKey{}) != nil && len(cmds) > 0 && cmds[0].Name() != "client" && cmds[0].Name() != "hello" {
+			r.n.Add(1)
+		}
+		r.countKeyed(cmds...)
+		return next(ctx, cmds)
+	}
+}
+
+// TestClusterAnswerRoundTrips: the calls manager's look at an
+// invitation's call goes with the engine's first read (ClusterGate): an
+// accept of a plain invitation through calls' op is the engine's 2 round
+// trips (it was 3: a GET of calls:inv first), a cancel likewise, and a
+// call's accept reads the call on the engine's connection (5 round trips
+// with the call's own step after it, was 6). The note of a plain
+// invitation's end then reads nothing (it was a WATCH, GET and UNWATCH).
+func TestClusterAnswerRoundTrips(t *testing.T) {
+	h := newCallCluster(t, redistest.Start(t), nil)
+	alice, bob := h.connect("A", "alice"), h.connect("B", "bob")
+	rtA, rtB := h.nodes["A"].rts, h.nodes["B"].rts
+	counted := context.WithValue(context.Background(), roundTripsKey{}, true)
+	measure := func(rt *roundTrips, what string, max int64, op func() error) {
+		t.Helper()
+		before := rt.n.Load()
+		if err := op(); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		n := rt.n.Load() - before
+		t.Logf("%s: %d round trips", what, n)
+		if n > max {
+			t.Errorf("%s took %d round trips; the target is %d", what, n, max)
+		}
+	}
+	invite := func() string {
+		res := h.mustOp("A", alice, "alice", protocol.OpInvite, protocol.InviteArgs{Invitee: "bob", Timeout: ptr(30)})
+		r, ok := res.(protocol.InviteResult)
+		if !ok {
+			t.Fatalf("invite: %#v", res)
+		}
+		id := r.InviteID
+		h.wait(bob, protocol.EvReceiveNewInvitation, 1, byCallID(id))
+		return id
+	}
+	id := invite()
+	key := "calls:inv:" + id
+	rtB.key.Store(&key)
+	measure(rtB, "plain accept", 2, func() error {
+		_, err := h.opIn(counted, "B", bob, "bob", protocol.OpAccept, protocol.InviteIDArgs{InviteID: id})
+		return err
+	})
+	h.wait(alice, protocol.EvInviteeAccepted, 1, byCallID(id))
+	// The note of the invitation's end (B's calls manager learns it on
+	// its notes goroutine; here also at once) reads nothing: the accept's
+	// look found no call. Only the accept's own GET named the key.
+	h.nodes["B"].m.InvitationNote(signaling.InvitationNote{InviteID: id, Inviter: "alice", Invitees: []string{"bob"}, Ended: true,
+		Changes: []signaling.InviteeChange{{UserID: "bob", State: signaling.StateAccepted}}})
+	if n := rtB.keyed.Load(); n != 1 {
+		t.Errorf("%d commands named %s on B, want 1 (the accept's look)", n, key)
+	}
+	rtB.key.Store(nil)
+	id = invite()
+	measure(rtA, "plain cancel", 2, func() error {
+		_, err := h.opIn(counted, "A", alice, "alice", protocol.OpCancel, protocol.InviteIDArgs{InviteID: id})
+		return err
+	})
+	h.wait(bob, protocol.EvInvitationCancelled, 1, byCallID(id))
+
+	c := h.call("A", alice, "alice", "bob", nil)
+	h.wait(bob, protocol.EvReceiveNewInvitation, 1, byCallID(c.InviteID))
+	measure(rtB, "call accept", 5, func() error {
+		_, err := h.opIn(counted, "B", bob, "bob", protocol.OpAccept, protocol.InviteIDArgs{InviteID: c.InviteID})
+		return err
+	})
+	h.wait(alice, protocol.EvInviteeAccepted, 1, byCallID(c.InviteID))
+	h.mustOp("A", alice, "alice", calls.OpHangup, calls.CallIDArgs{CallID: c.CallID})
+	h.wait(bob, calls.EvCallEnd, 1, byCallID(c.CallID))
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/signaling/cluster"
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
@@ -125,7 +126,7 @@ func orEmpty[V any](m map[string]V) map[string]V {
 type redisTx struct {
 	cl  *clusterCalls
 	ctx context.Context
-	rtx *redis.Tx
+	rtx txConn
 	at  time.Time
 	err error
 
@@ -149,7 +150,31 @@ type redisTx struct {
 
 var _ tx = (*redisTx)(nil)
 
-func newRedisTx(cl *clusterCalls, ctx context.Context, rtx *redis.Tx, at time.Time) *redisTx {
+// txConn is the connection of a tx's attempt: a Watch's *redis.Tx, or the
+// engine's for a gate's look (readConn).
+type txConn interface {
+	Pipelined(ctx context.Context, fn func(redis.Pipeliner) error) ([]redis.Cmder, error)
+	TxPipelined(ctx context.Context, fn func(redis.Pipeliner) error) ([]redis.Cmder, error)
+	Unwatch(ctx context.Context, keys ...string) *redis.StatusCmd
+}
+
+var errReadOnly = errors.New("calls: a read-only look wrote")
+
+// readConn is the engine's connection as a gate's look uses it: reads
+// only (a read-only tx neither WATCHes nor commits).
+type readConn struct{ signaling.ClusterConn }
+
+func (readConn) TxPipelined(context.Context, func(redis.Pipeliner) error) ([]redis.Cmder, error) {
+	return nil, errReadOnly
+}
+
+func (readConn) Unwatch(ctx context.Context, _ ...string) *redis.StatusCmd {
+	cmd := redis.NewStatusCmd(ctx, "unwatch")
+	cmd.SetErr(errReadOnly)
+	return cmd
+}
+
+func newRedisTx(cl *clusterCalls, ctx context.Context, rtx txConn, at time.Time) *redisTx {
 	if at.IsZero() {
 		at = cl.m.clock.Now()
 	}
@@ -772,4 +797,28 @@ func (cl *clusterCalls) doAt(ctx context.Context, at time.Time, decide decision,
 	}
 	cl.m.log.Warn("calls: cluster step gave up: watched keys kept changing", "attempts", redisCallAttempts)
 	return protocol.ErrStoreUnavailable
+}
+
+// gate is the engine's look at invitation inviteID's call before an
+// answer or cancel (signaling.ClusterGate): its calls:inv key is read with
+// the engine's first read; when it names a call, the call is read on the
+// engine's connection, not WATCHed (as view reads), and look sees it. It
+// saves the round trip of a view before the engine's op (an invitation
+// that is no call's: one round trip fewer), and an invitation found to be
+// no call's is remembered (plainInvites): the note of its end then costs
+// no Redis step either.
+func (cl *clusterCalls) gate(inviteID string, look func(t tx) error) *signaling.ClusterGate {
+	return &signaling.ClusterGate{Key: cl.invKey(inviteID), Check: func(ctx context.Context, callID string, conn signaling.ClusterConn) error {
+		if callID == "" {
+			cl.plain.add(inviteID)
+		}
+		t := newRedisTx(cl, ctx, readConn{conn}, time.Time{})
+		t.readOnly = true
+		t.invs[inviteID] = callID
+		err := look(t)
+		if t.err != nil {
+			return t.err // the engine logs it and answers ErrStoreUnavailable
+		}
+		return err
+	}}
 }

@@ -85,6 +85,9 @@ type Participant struct {
 	// closeConnections once closing is set.
 	pub *webrtc.PeerConnection
 	sub *webrtc.PeerConnection
+	// fast sends the subscriber connection's RTP outside Pion once it can
+	// (fastpath.go).
+	fast *fastPath
 
 	subConnected atomic.Bool // subscriber connection is connected now
 
@@ -144,7 +147,8 @@ func newParticipant(s *SFU, roomID, id string, opts JoinOptions) (*Participant, 
 		done:          make(chan struct{}),
 	}
 	var err error
-	p.sub, err = s.subAPI.NewPeerConnection(p.pcConfig())
+	p.fast = newFastPath(s.batch, &s.counters)
+	p.sub, err = s.sub.newPeerConnection(p.pcConfig(), p.fast)
 	if err != nil {
 		return nil, fmt.Errorf("media: subscriber connection: %w", err)
 	}
@@ -380,6 +384,7 @@ func (p *Participant) handleSubscriberAnswer(raw string) error {
 		return fmt.Errorf("%w: subscriber answer: %v", ErrNegotiation, err)
 	}
 	p.offerPending = false
+	p.fast.remoteDescription(raw)
 	p.log.Debug("subscriber answer applied", "renegotiate", p.renegotiate)
 	again := p.renegotiate
 	p.renegotiate = false
@@ -709,6 +714,9 @@ func (p *Participant) checkConnections() {
 	}
 	p.mu.Unlock()
 
+	if subState == webrtc.PeerConnectionStateConnected {
+		p.fast.decide(p.log)
+	}
 	for _, d := range refresh {
 		if d.bound.Load() {
 			d.track.requestKeyframe()

@@ -18,6 +18,7 @@ import (
 	"github.com/pion/interceptor"
 	"github.com/pion/interceptor/pkg/nack"
 	"github.com/pion/interceptor/pkg/report"
+	"github.com/pion/interceptor/pkg/twcc"
 	"github.com/pion/logging"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
@@ -39,10 +40,10 @@ const MaxIDLength = 64
 type SFU struct {
 	cfg Config
 	log *slog.Logger
-	// pubAPI makes publisher connections, subAPI subscriber connections:
+	// pubAPI makes publisher connections, sub subscriber connections:
 	// each runs only the interceptors its direction needs.
 	pubAPI *webrtc.API
-	subAPI *webrtc.API
+	sub    subscriberAPI
 	mux    ice.UDPMux
 	conn   net.PacketConn
 	batch  *batchConn // nil when Config.WrapPacketConn is set
@@ -121,7 +122,7 @@ func New(cfg Config, log *slog.Logger) (*SFU, error) {
 		cfg:    cfg,
 		log:    log,
 		pubAPI: pubAPI,
-		subAPI: subAPI,
+		sub:    subAPI,
 		mux:    mux,
 		conn:   conn,
 		batch:  batch,
@@ -135,7 +136,7 @@ func New(cfg Config, log *slog.Logger) (*SFU, error) {
 // newAPIs builds the webrtc.APIs of the SFU's publisher and subscriber
 // connections: default codecs, the interceptors each direction uses (see
 // registerInterceptors), the shared UDP mux, and no mDNS.
-func newAPIs(cfg Config, mux ice.UDPMux, logs logging.LoggerFactory) (publisher, subscriber *webrtc.API, err error) {
+func newAPIs(cfg Config, mux ice.UDPMux, logs logging.LoggerFactory) (publisher *webrtc.API, subscriber subscriberAPI, err error) {
 	se := webrtc.SettingEngine{LoggerFactory: logs}
 	se.SetICEUDPMux(mux)
 	se.SetIncludeLoopbackCandidate(cfg.IncludeLoopback)
@@ -161,7 +162,7 @@ func newAPIs(cfg Config, mux ice.UDPMux, logs logging.LoggerFactory) (publisher,
 			Mode:            webrtc.ICEAddressRewriteReplace,
 		})
 		if err != nil {
-			return nil, nil, fmt.Errorf("%w: NAT1To1IPs: %v", ErrInvalidConfig, err)
+			return nil, subscriberAPI{}, fmt.Errorf("%w: NAT1To1IPs: %v", ErrInvalidConfig, err)
 		}
 	}
 	if cfg.ICEDisconnectedTimeout > 0 || cfg.ICEFailedTimeout > 0 || cfg.ICEKeepaliveInterval > 0 {
@@ -180,28 +181,56 @@ func newAPIs(cfg Config, mux ice.UDPMux, logs logging.LoggerFactory) (publisher,
 	// pairs for as long as ICE may take to fail avoids that.
 	se.SetICEMaxBindingRequests(iceMaxBindingRequests(cfg))
 
-	build := func(publisher bool) (*webrtc.API, error) {
+	build := func(publisher bool) (*webrtc.MediaEngine, []interceptor.Factory, error) {
 		m := &webrtc.MediaEngine{}
 		if err := m.RegisterDefaultCodecs(); err != nil {
-			return nil, fmt.Errorf("media: codecs: %w", err)
+			return nil, nil, fmt.Errorf("media: codecs: %w", err)
 		}
-		ir := &interceptor.Registry{}
-		if err := registerInterceptors(m, ir, publisher); err != nil {
-			return nil, fmt.Errorf("media: interceptors: %w", err)
+		factories, err := registerInterceptors(m, publisher)
+		if err != nil {
+			return nil, nil, fmt.Errorf("media: interceptors: %w", err)
 		}
-		return webrtc.NewAPI(
-			webrtc.WithSettingEngine(se),
-			webrtc.WithMediaEngine(m),
-			webrtc.WithInterceptorRegistry(ir),
-		), nil
+		return m, factories, nil
 	}
-	if publisher, err = build(true); err != nil {
-		return nil, nil, err
+	m, factories, err := build(true)
+	if err != nil {
+		return nil, subscriberAPI{}, err
 	}
-	if subscriber, err = build(false); err != nil {
-		return nil, nil, err
+	ir := &interceptor.Registry{}
+	for _, f := range factories {
+		ir.Add(f)
 	}
-	return publisher, subscriber, nil
+	publisher = webrtc.NewAPI(webrtc.WithSettingEngine(se), webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir))
+	m, factories, err = build(false)
+	if err != nil {
+		return nil, subscriberAPI{}, err
+	}
+	return publisher, subscriberAPI{se: se, media: m, factories: factories}, nil
+}
+
+// subscriberAPI makes subscriber connections. Each gets an API of its own
+// (a few words: the media engine is copied by every new connection
+// anyway) whose innermost interceptor is the connection's fastPath.
+type subscriberAPI struct {
+	se        webrtc.SettingEngine
+	media     *webrtc.MediaEngine
+	factories []interceptor.Factory
+}
+
+// newPeerConnection makes a subscriber connection that sends through f.
+func (a subscriberAPI) newPeerConnection(cfg webrtc.Configuration, f *fastPath) (*webrtc.PeerConnection, error) {
+	ir := &interceptor.Registry{}
+	ir.Add(&fastPathTail{f: f}) // first: innermost, just above SRTP
+	for _, fac := range a.factories {
+		ir.Add(fac)
+	}
+	api := webrtc.NewAPI(webrtc.WithSettingEngine(a.se), webrtc.WithMediaEngine(a.media), webrtc.WithInterceptorRegistry(ir))
+	pc, err := api.NewPeerConnection(cfg)
+	if err != nil {
+		return nil, err
+	}
+	f.attach(pc)
+	return pc, nil
 }
 
 // registerInterceptors registers, in the order of
@@ -218,43 +247,48 @@ func newAPIs(cfg Config, mux ice.UDPMux, logs logging.LoggerFactory) (publisher,
 // feeds PeerConnection.GetStats's RTP stream figures, which the SFU never
 // reads, at a locked update per packet in each direction (7 % of the
 // server's CPU in the fan-out's profile).
-func registerInterceptors(m *webrtc.MediaEngine, ir *interceptor.Registry, publisher bool) error {
+func registerInterceptors(m *webrtc.MediaEngine, publisher bool) ([]interceptor.Factory, error) {
+	var factories []interceptor.Factory
 	m.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack"}, webrtc.RTPCodecTypeVideo)
 	m.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack", Parameter: "pli"}, webrtc.RTPCodecTypeVideo)
 	if publisher {
 		generator, err := nack.NewGeneratorInterceptor()
 		if err != nil {
-			return err
+			return nil, err
 		}
-		ir.Add(generator)
+		factories = append(factories, generator)
 		receiverReports, err := report.NewReceiverInterceptor()
 		if err != nil {
-			return err
+			return nil, err
 		}
-		ir.Add(receiverReports)
+		factories = append(factories, receiverReports)
 	} else {
-		ir.Add(nackResponderFactory{})
+		factories = append(factories, nackResponderFactory{})
 		senderReports, err := report.NewSenderInterceptor()
 		if err != nil {
-			return err
+			return nil, err
 		}
-		ir.Add(senderReports)
+		factories = append(factories, senderReports)
 	}
 	if err := webrtc.ConfigureSimulcastExtensionHeaders(m); err != nil {
-		return err
+		return nil, err
 	}
-	if publisher {
-		return webrtc.ConfigureTWCCSender(m, ir)
-	}
-	// The same negotiation as ConfigureTWCCSender, without its feedback
-	// interceptor: a subscriber connection receives no media.
+	// TWCC's negotiation, as webrtc.ConfigureTWCCSender; only publisher
+	// connections, which receive media, run its feedback interceptor.
 	for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
 		m.RegisterFeedback(webrtc.RTCPFeedback{Type: webrtc.TypeRTCPFBTransportCC}, kind)
 		if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.TransportCCURI}, kind); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil
+	if publisher {
+		feedback, err := twcc.NewSenderInterceptor()
+		if err != nil {
+			return nil, err
+		}
+		factories = append(factories, feedback)
+	}
+	return factories, nil
 }
 
 // Pion's ICE timer defaults, used when only some timers are configured.
@@ -455,11 +489,18 @@ type Stats struct {
 	// (including the one sent when a subscriber is added).
 	KeyframeRequestsIn  uint64
 	KeyframeRequestsOut uint64
+	// PacketsOutFast counts RTP datagrams (forwarded, and resent on NACK)
+	// sent by the fast path, outside Pion's SRTP session (fastpath.go);
+	// PacketsDroppedFast those it dropped because the selected pair could
+	// not be reached through the shared socket.
+	PacketsOutFast     uint64
+	PacketsDroppedFast uint64
 }
 
 type counters struct {
 	packetsIn, bytesIn, packetsOut, bytesOut atomic.Uint64
 	keyframeRequestsIn, keyframeRequestsOut  atomic.Uint64
+	fastOut, fastDropped                     atomic.Uint64
 }
 
 // Stats returns the SFU's counters.
@@ -471,6 +512,8 @@ func (s *SFU) Stats() Stats {
 		BytesOut:            s.counters.bytesOut.Load(),
 		KeyframeRequestsIn:  s.counters.keyframeRequestsIn.Load(),
 		KeyframeRequestsOut: s.counters.keyframeRequestsOut.Load(),
+		PacketsOutFast:      s.counters.fastOut.Load(),
+		PacketsDroppedFast:  s.counters.fastDropped.Load(),
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -237,6 +237,20 @@ type downTrack struct {
 
 	ssrcMu sync.Mutex // guards ssrc
 	ssrc   uint32     // registered with the track's batch while bound; 0 when not
+
+	// out is where write sends: the binding's stream (the top of the
+	// subscriber connection's interceptor chain), SSRC and payload type;
+	// nil while unbound. hdr is the forwarder's copy of the header it
+	// rewrites (only the forwarder writes).
+	out atomic.Pointer[downBinding]
+	hdr rtp.Header
+}
+
+// downBinding is a downTrack's negotiated stream.
+type downBinding struct {
+	stream webrtc.TrackLocalWriter
+	ssrc   uint32
+	pt     uint8
 }
 
 func newDownTrack(t *publishedTrack, sub *Participant) (*downTrack, error) {
@@ -255,6 +269,7 @@ func (d *downTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 	if err != nil {
 		return codec, err
 	}
+	d.out.Store(&downBinding{stream: ctx.WriteStream(), ssrc: uint32(ctx.SSRC()), pt: uint8(codec.PayloadType)})
 	d.registerBatch(uint32(ctx.SSRC()))
 	d.bound.Store(true)
 	if d.sub != nil {
@@ -270,6 +285,7 @@ func (d *downTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 // closes.
 func (d *downTrack) Unbind(ctx webrtc.TrackLocalContext) error {
 	d.bound.Store(false)
+	d.out.Store(nil)
 	d.registerBatch(0)
 	return d.TrackLocalStaticRTP.Unbind(ctx)
 }
@@ -293,12 +309,22 @@ func (d *downTrack) registerBatch(ssrc uint32) {
 	}
 }
 
-// write sends pkt to the subscriber; false if it was not sent.
+// write sends pkt to the subscriber; false if it was not sent. It does
+// what TrackLocalStaticRTP.WriteRTP does for its one binding (SSRC and
+// payload type rewritten on a copy of the header) without its packet pool
+// and lock.
 func (d *downTrack) write(pkt *rtp.Packet) bool {
-	if !d.bound.Load() {
+	b := d.out.Load()
+	if b == nil || !d.bound.Load() {
 		return false
 	}
-	return d.WriteRTP(pkt) == nil
+	d.hdr = pkt.Header
+	d.hdr.SSRC, d.hdr.PayloadType = b.ssrc, b.pt
+	if pkt.PaddingSize != 0 && d.hdr.PaddingSize == 0 { //nolint:staticcheck // as TrackLocalStaticRTP
+		d.hdr.PaddingSize = pkt.PaddingSize //nolint:staticcheck
+	}
+	_, err := b.stream.WriteRTP(&d.hdr, pkt.Payload)
+	return err == nil
 }
 
 // readRTCP reads the subscriber's RTCP for this track, which runs the NACK

@@ -835,3 +835,32 @@ func TestClusterNoSelfEntry(t *testing.T) {
 	h.expect(alice)
 	h.expect(bob, protocol.EvReceiveNewInvitation, protocol.EvInvitationModified, protocol.EvInvitationCancelled)
 }
+
+// TestClusterOpAfterConnectionsKilled: the ops' connections, held by the
+// node between ops, all dropped by Redis while idle (as a restart of Redis
+// does): the next op on each node still succeeds (its first read fails on
+// the dead connection, and the attempt runs again on a new one, as
+// go-redis's check of a pooled connection did for Watch).
+func TestClusterOpAfterConnectionsKilled(t *testing.T) {
+	srv := redistest.Start(t)
+	h := newClusterHarness(t, srv)
+	alice, bob := h.connect("A", "alice"), h.connect("B", "bob")
+	id := h.invite("A", alice, "bob")
+	h.expect(bob, protocol.EvReceiveNewInvitation)
+	admin := redis.NewClient(srv.Options())
+	defer admin.Close()
+	if n, err := admin.ClientKillByFilter(ctx, "TYPE", "normal", "SKIPME", "yes").Result(); err != nil || n == 0 {
+		t.Fatalf("CLIENT KILL: %d, %v", n, err)
+	}
+	if err := h.nodes["B"].Accept(ctx, as(bob), protocol.InviteIDArgs{InviteID: id}); err != nil {
+		t.Fatalf("accept after the connections were killed: %v", err)
+	}
+	h.expect(alice, protocol.EvInviteeAccepted)
+	if _, err := admin.ClientKillByFilter(ctx, "TYPE", "normal", "SKIPME", "yes").Result(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.nodes["A"].Invite(ctx, as(alice), protocol.InviteArgs{Invitee: "bob", Timeout: secs(30)}); err != nil {
+		t.Fatalf("invite after the connections were killed: %v", err)
+	}
+	h.expect(bob, protocol.EvReceiveNewInvitation)
+}

@@ -486,3 +486,69 @@ func (t *redisTx) statusEvents() {
 			users: users, except: ch.skip})
 	}
 }
+
+// A ClusterGate lets the layer above the engine (calls) look at its own
+// state of an invitation before an answer or a cancel is decided, on the
+// op's first read instead of a round trip of its own: Key (a full Redis
+// key) is read with GET, not WATCHed, in the pipeline that WATCHes and
+// reads the invitation, and Check runs on its value ("" when absent)
+// before each attempt's decision, with the op's connection (its WATCH
+// armed) for any further read; a read there must not WATCH or write (a
+// look, as a read-only view is). An error from Check ends the op with it
+// (a protocol error as it is, any other as ErrStoreUnavailable); nothing
+// is written. Cluster mode only: standalone, the gated ops are the plain
+// ones (Key unread, Check not called).
+type ClusterGate struct {
+	Key   string
+	Check func(ctx context.Context, val string, conn ClusterConn) error
+}
+
+// ClusterConn is an op's connection as a ClusterGate's Check reads on it.
+type ClusterConn interface {
+	Pipelined(ctx context.Context, fn func(redis.Pipeliner) error) ([]redis.Cmder, error)
+}
+
+// AnswerGated is Accept or Reject (action) behind g.
+func (e *Engine) AnswerGated(ctx context.Context, a protocol.Actor, args protocol.InviteIDArgs, action Action, g *ClusterGate) error {
+	if e.cl == nil || g == nil {
+		return e.answer(ctx, a, args, action)
+	}
+	if err := e.checkData(args.Data); err != nil {
+		return err
+	}
+	return e.doGated(ctx, args.InviteID, g, func(t tx) error { return e.rules.answer(t, a, args, action) })
+}
+
+// CancelGated is Cancel behind g.
+func (e *Engine) CancelGated(ctx context.Context, a protocol.Actor, args protocol.InviteIDArgs, g *ClusterGate) error {
+	if e.cl == nil || g == nil {
+		return e.Cancel(ctx, a, args)
+	}
+	if err := e.checkData(args.Data); err != nil {
+		return err
+	}
+	return e.doGated(ctx, args.InviteID, g, func(t tx) error { return e.rules.cancel(t, a, args) })
+}
+
+// doGated runs decide on invitation id behind g (cluster mode).
+func (e *Engine) doGated(ctx context.Context, id string, g *ClusterGate, decide func(tx) error) error {
+	t, err := e.cl.doPeek(ctx, txHint{invs: []string{id}}, g.Key, func(t tx) error {
+		if err := g.check(t); err != nil {
+			return err
+		}
+		return decide(t)
+	}, nil)
+	if err == nil {
+		e.cl.after(t)
+	}
+	return err
+}
+
+// check runs g.Check on the value its key had in t's first read.
+func (g *ClusterGate) check(t tx) error {
+	rt, ok := t.(*redisTx)
+	if !ok || rt.err != nil {
+		return nil // the memory backend has no gate; a failed read fails the attempt
+	}
+	return g.Check(rt.ctx, rt.peekVal, rt.rtx)
+}

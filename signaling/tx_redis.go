@@ -114,6 +114,9 @@ type redisTx struct {
 	grps     map[string]*GroupRecord // read (nil: absent)
 	own      map[string]int          // groupCounts read
 	added    map[string]int
+	peek     string           // a key read by GET, not WATCHed, with the first invitations' read (a ClusterGate's)
+	peekCmd  *redis.StringCmd // its read
+	peekVal  string           // and its value ("" when absent)
 
 	muts     []Mutation
 	evs      []*outgoing
@@ -332,7 +335,8 @@ func (t *redisTx) missingUsers(users []string) []string {
 
 // loadInvitations reads the invitations ids not read yet and, in the
 // same pipeline, the connections of users (the parties a hint guessed)
-// not read yet.
+// not read yet, and t.peek once (unless "": GET, not WATCHed, into
+// peekVal).
 func (t *redisTx) loadInvitations(ids, users []string) {
 	var missing []string
 	for _, id := range ids {
@@ -360,8 +364,14 @@ func (t *redisTx) loadInvitations(ids, users []string) {
 		if len(users) > 0 {
 			readUsers = t.queueUsers(p, users)
 		}
+		if t.peek != "" && t.peekCmd == nil {
+			t.peekCmd = p.Get(t.ctx, t.peek)
+		}
 	}) {
 		return
+	}
+	if t.peekCmd != nil && t.peekVal == "" {
+		t.peekVal = t.peekCmd.Val() // "" when absent (redis.Nil is no failure: pipelineErr)
 	}
 	if readUsers != nil {
 		if readUsers(); t.err != nil {
@@ -810,12 +820,19 @@ func sortedKeys[V any](m map[string]V) []string {
 // file's comment); extra is queued in its EXEC. It returns the committed
 // attempt's tx, or nil when the decision queued nothing.
 func (c *clusterNode) do(ctx context.Context, h txHint, decide func(tx) error, extra func(context.Context, redis.Pipeliner)) (*redisTx, error) {
+	return c.doPeek(ctx, h, "", decide, extra)
+}
+
+// doPeek is do with key peek (unless "") read by GET, not WATCHed, with
+// the invitations h names (redisTx.peekVal; a ClusterGate's key).
+func (c *clusterNode) doPeek(ctx context.Context, h txHint, peek string, decide func(tx) error, extra func(context.Context, redis.Pipeliner)) (*redisTx, error) {
 	var token uint64
 	for range redisMaxTxAttempts {
 		var done *redisTx
 		var self bool
 		err := c.rdb.Watch(ctx, func(rtx *redis.Tx) error {
 			t := newRedisTx(c, ctx, rtx)
+			t.peek = peek
 			defer t.unwatch()
 			if extra != nil {
 				t.extra = append(t.extra, extra)

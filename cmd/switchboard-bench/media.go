@@ -108,7 +108,8 @@ type mediaResult struct {
 	WarmupS     float64 `json:"warmup_s"`
 
 	ForwardedPPS   float64 `json:"forwarded_pps"`
-	SFUPacketsOut  float64 `json:"sfu_packets_out_per_s"` // in-process only: SFU.Stats()
+	SFUPacketsOut  float64 `json:"sfu_packets_out_per_s"`      // in-process only: SFU.Stats()
+	SFUFastOut     float64 `json:"sfu_packets_out_fast_per_s"` // in-process only: of which through the fast path
 	ServerCPUS     float64 `json:"server_cpu_s"`
 	BenchCPUS      float64 `json:"bench_cpu_s"` // the bench process: the clients alone in child mode
 	ServerCPUPerM  float64 `json:"server_cpu_s_per_mpkt"`
@@ -142,6 +143,7 @@ type mediaRun struct {
 	cpu                time.Duration
 	benchCPU           time.Duration // this process in the window
 	sfuOut             uint64
+	sfuOutFast         uint64
 	errs               []error
 }
 
@@ -234,6 +236,7 @@ func runMedia(ctx context.Context, o mediaOptions, stdout, stderr io.Writer) (*m
 		Bitrate: o.bitrate, FPS: o.fps, DurationS: secs, WarmupS: o.warmup.Seconds(),
 		ForwardedPPS:   round3(main.pps(o.duration)),
 		SFUPacketsOut:  round3(float64(main.sfuOut) / secs),
+		SFUFastOut:     round3(float64(main.sfuOutFast) / secs),
 		ServerCPUS:     round3(main.cpu.Seconds()),
 		BenchCPUS:      round3(main.benchCPU.Seconds()),
 		ServerCPUPerM:  round3(main.cpuPerM()),
@@ -276,7 +279,7 @@ func runMedia(ctx context.Context, o mediaOptions, stdout, stderr io.Writer) (*m
 	fmt.Fprintf(stdout, "\ncpu_ratio = server_cpu_s_per_mpkt / bare_cpu_s_per_mpkt = %s\n", f(res.CPURatio))
 	fmt.Fprintf(stdout, "CPU method: %s\n", cpuM)
 	if srvOut := res.SFUPacketsOut; srvOut > 0 {
-		fmt.Fprintf(stdout, "SFU.Stats() packets out: %s/s\n", f(srvOut))
+		fmt.Fprintf(stdout, "SFU.Stats() packets out: %s/s (fast path: %s/s)\n", f(srvOut), f(res.SFUFastOut))
 	}
 	if o.calls > 0 {
 		fmt.Fprintf(stdout, "first media after accept (%d calls): first video packet p50 %s ms (max %s), first keyframe p50 %s ms, %d failed\n",
@@ -434,7 +437,9 @@ func runMediaLoad(ctx context.Context, o mediaOptions, j joiner, cpu func() (tim
 		return nil, err
 	}
 	if sfu != nil {
-		run.sfuOut = sfu.Stats().PacketsOut - st0.PacketsOut
+		st1 := sfu.Stats()
+		run.sfuOut = st1.PacketsOut - st0.PacketsOut
+		run.sfuOutFast = st1.PacketsOutFast - st0.PacketsOutFast
 	}
 	run.cpu = cpu1 - cpu0
 	run.benchCPU = self1 - self0

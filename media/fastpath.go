@@ -1,0 +1,353 @@
+package media
+
+import (
+	"errors"
+	"log/slog"
+	"net/netip"
+	"reflect"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/pion/dtls/v3"
+	"github.com/pion/interceptor"
+	"github.com/pion/rtp"
+	"github.com/pion/srtp/v3"
+	"github.com/pion/webrtc/v4"
+)
+
+// fastPath sends a subscriber connection's RTP without Pion's SRTP session
+// and ICE connection: once the connection's DTLS is up, it derives the SRTP
+// keys (RFC 5764) from the DTLS connection, encrypts each packet with an
+// SRTP context of its own and hands the datagram to the shared socket
+// (batchConn, so a fan-out still leaves in one sendmmsg) addressed to the
+// selected candidate pair's remote address.
+//
+// It sits in the connection's interceptor chain as the innermost
+// interceptor (fastPathTail), just above Pion's SRTP writer: everything
+// above it runs as before, for both paths, so the NACK responder keeps its
+// history and resends through it (also the RTX stream), and the sender
+// report interceptor counts every packet and octet it sends.
+//
+// The decision is made once per connection, when it first connects (state
+// goes from undecided to fast or pion), and never undone: two SRTP contexts
+// encrypting one SSRC must agree on its rollover counter, and Pion's is out
+// of reach. Until then (before DTLS, without a selected pair) packets go
+// through Pion, and the tail tracks each SSRC's extended sequence number so
+// that the first packet sent on the fast path continues the rollover counter
+// Pion's context used. A connection stays on Pion's path for good when
+// its selected pair is relayed at that moment (a relay candidate on either
+// side), when batching is off (Config.WrapPacketConn: tests that must see
+// every write), or when the keys cannot be had.
+//
+// After the decision the destination follows the selected pair (ICE
+// restarts). The SFU's local candidates are host candidates on the shared
+// socket, so the only pair the socket cannot serve is one whose local
+// candidate is a relay; packets are then dropped (and counted), not sent
+// through Pion with a rollover counter its context does not know.
+type fastPath struct {
+	conn     *batchConn // nil: batching off, the fast path is never taken
+	pc       *webrtc.PeerConnection
+	counters *counters
+
+	state atomic.Int32 // fastUndecided, fastOn, fastOff
+	dst   atomic.Pointer[netip.AddrPort]
+
+	mu      sync.Mutex // guards the fields below
+	ctx     *srtp.Context
+	hdr     rtp.Header             // scratch for EncryptRTP
+	handoff map[uint32]*seqTracker // SSRCs Pion sent before the switch
+	cryptex srtp.CryptexMode       // as the last answer applied declared
+}
+
+const (
+	fastUndecided int32 = iota
+	fastOn
+	fastOff
+)
+
+// errNoDirectRoute is a fast-path write while the selected pair cannot be
+// reached through the shared socket.
+var errNoDirectRoute = errors.New("media: no direct route to the subscriber")
+
+func newFastPath(conn *batchConn, c *counters) *fastPath {
+	return &fastPath{conn: conn, counters: c, handoff: make(map[uint32]*seqTracker)}
+}
+
+// attach watches pc's selected candidate pair. Called once, before pc
+// negotiates.
+func (f *fastPath) attach(pc *webrtc.PeerConnection) {
+	f.pc = pc
+	if f.conn == nil {
+		f.state.Store(fastOff)
+		return
+	}
+	pc.SCTP().Transport().ICETransport().OnSelectedCandidatePairChange(f.setPair)
+}
+
+// setPair routes fast-path datagrams to pair's remote address, or nowhere
+// when the socket cannot reach it.
+func (f *fastPath) setPair(pair *webrtc.ICECandidatePair) {
+	if dst, ok := directRoute(pair); ok {
+		f.dst.Store(&dst)
+	} else {
+		f.dst.Store(nil)
+	}
+}
+
+// directRoute is pair's remote address when the shared socket sends on the
+// pair (its local candidate is not a relay).
+func directRoute(pair *webrtc.ICECandidatePair) (netip.AddrPort, bool) {
+	if pair == nil || pair.Local == nil || pair.Remote == nil || pair.Local.Typ == webrtc.ICECandidateTypeRelay {
+		return netip.AddrPort{}, false
+	}
+	ip, err := netip.ParseAddr(pair.Remote.Address)
+	if err != nil {
+		return netip.AddrPort{}, false
+	}
+	return netip.AddrPortFrom(ip.Unmap(), pair.Remote.Port), true
+}
+
+// decide switches the connection to the fast path when it can be taken, or
+// to Pion's path for good; it leaves it undecided while DTLS or ICE is not
+// up yet. Called when the connection connects.
+func (f *fastPath) decide(log *slog.Logger) {
+	if f.state.Load() != fastUndecided {
+		return
+	}
+	ctx, relayed, err := f.prepare()
+	if ctx == nil && err == nil && !relayed {
+		log.Debug("subscriber send path undecided: DTLS or ICE not up")
+		return // not ready yet: the next connect decides
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.state.Load() != fastUndecided {
+		return
+	}
+	if err != nil || relayed {
+		f.state.Store(fastOff)
+		f.handoff = nil
+		log.Info("subscriber send path: Pion", "relayed", relayed, "err", err)
+		return
+	}
+	if err := ctx.UpdateOptions(srtp.Cryptex(f.cryptex)); err != nil {
+		f.state.Store(fastOff)
+		f.handoff = nil
+		log.Info("subscriber send path: Pion", "err", err)
+		return
+	}
+	f.ctx = ctx
+	f.state.Store(fastOn)
+	log.Debug("subscriber send path: fast")
+}
+
+// prepare returns the connection's outgoing SRTP context; nil and no error
+// while not ready; relayed when the selected pair is a relayed one (the
+// connection then stays on Pion's path).
+func (f *fastPath) prepare() (ctx *srtp.Context, relayed bool, err error) {
+	dt := f.pc.SCTP().Transport()
+	if dt.State() != webrtc.DTLSTransportStateConnected {
+		return nil, false, nil
+	}
+	pair, err := dt.ICETransport().GetSelectedCandidatePair()
+	if err != nil || pair == nil {
+		return nil, false, nil
+	}
+	if pair.Local.Typ == webrtc.ICECandidateTypeRelay || pair.Remote.Typ == webrtc.ICECandidateTypeRelay {
+		return nil, true, nil
+	}
+	rd := f.pc.RemoteDescription()
+	if rd == nil {
+		return nil, false, nil
+	}
+	conn := dtlsConn(dt)
+	if conn == nil {
+		return nil, false, errors.New("media: DTLS connection not reachable")
+	}
+	ctx, err = srtpSendContext(conn, !strings.Contains(rd.SDP, "a=setup:passive"))
+	if err != nil {
+		return nil, false, err
+	}
+	if dst, ok := directRoute(pair); ok {
+		f.dst.CompareAndSwap(nil, &dst) // unless the handler has a newer one
+	}
+	return ctx, false, nil
+}
+
+// cryptexMode is the header encryption (RFC 9335) Pion's own context uses
+// to send on a connection whose remote description is sdp, under the SFU's
+// policy (Pion's default, negotiate): enabled when the client declared
+// a=cryptex (Pion refuses a description that declares it for some RTP
+// sections and not others).
+func cryptexMode(sdp string) srtp.CryptexMode {
+	if strings.Contains(sdp, "a=cryptex") {
+		return srtp.CryptexModeEnabled
+	}
+	return srtp.CryptexModeDisabled
+}
+
+// remoteDescription follows a new remote description of the connection
+// (called for every answer applied): the header encryption it declares
+// applies to the packets sent from now on, as in Pion's context.
+func (f *fastPath) remoteDescription(sdp string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.cryptex = cryptexMode(sdp)
+	if f.ctx != nil {
+		_ = f.ctx.UpdateOptions(srtp.Cryptex(f.cryptex))
+	}
+}
+
+// dtlsConn is the DTLS connection of t. Pion does not export it; its field
+// is read once DTLS has connected (t.State took t's lock after the
+// connection was stored under it). nil when this Pion version has no such
+// field (TestFastPathDecryptsAtSubscriber then fails).
+func dtlsConn(t *webrtc.DTLSTransport) *dtls.Conn {
+	v := reflect.ValueOf(t).Elem().FieldByName("conn")
+	if !v.IsValid() || v.Type() != reflect.TypeFor[*dtls.Conn]() {
+		return nil
+	}
+	return *(**dtls.Conn)(unsafe.Pointer(v.UnsafeAddr()))
+}
+
+// srtpSendContext derives the local SRTP keys of conn as Pion does (RFC
+// 5764 section 4.2 keying material, with the negotiated profile). The SFU
+// is the subscriber connection's DTLS server unless the client's answer
+// took the passive role.
+func srtpSendContext(conn *dtls.Conn, server bool) (*srtp.Context, error) {
+	dp, ok := conn.SelectedSRTPProtectionProfile()
+	if !ok {
+		return nil, errors.New("media: no SRTP profile negotiated")
+	}
+	var profile srtp.ProtectionProfile
+	switch dp {
+	case dtls.SRTP_AEAD_AES_128_GCM:
+		profile = srtp.ProtectionProfileAeadAes128Gcm
+	case dtls.SRTP_AEAD_AES_256_GCM:
+		profile = srtp.ProtectionProfileAeadAes256Gcm
+	case dtls.SRTP_AES128_CM_HMAC_SHA1_80:
+		profile = srtp.ProtectionProfileAes128CmHmacSha1_80
+	default:
+		return nil, errors.New("media: unsupported SRTP profile")
+	}
+	state, ok := conn.ConnectionState()
+	if !ok {
+		return nil, errors.New("media: no DTLS state")
+	}
+	cfg := srtp.Config{Profile: profile}
+	if err := cfg.ExtractSessionKeysFromDTLS(&state, !server); err != nil {
+		return nil, err
+	}
+	return srtp.CreateContext(cfg.Keys.LocalMasterKey, cfg.Keys.LocalMasterSalt, profile)
+}
+
+// seqTracker follows one SSRC's extended sequence number on Pion's path
+// (RFC 3550 A.1, as SRTP's rollover counter).
+type seqTracker struct {
+	index uint64
+}
+
+func newSeqTracker(seq uint16) *seqTracker { return &seqTracker{index: uint64(seq)} }
+
+// ext is seq's extended sequence number, taken as the closest one to the
+// highest seen.
+func (t *seqTracker) ext(seq uint16) uint64 {
+	diff := int64(int16(seq - uint16(t.index)))
+	if ext := int64(t.index) + diff; ext >= 0 {
+		return uint64(ext)
+	}
+	return uint64(seq)
+}
+
+func (t *seqTracker) update(seq uint16) {
+	if ext := t.ext(seq); ext > t.index {
+		t.index = ext
+	}
+}
+
+// datagramPool holds the buffers fast-path datagrams are encrypted into: a
+// buffer is owned by one write from encryption until the socket (or the
+// batch, which copies it) has it.
+var datagramPool = sync.Pool{New: func() any {
+	b := make([]byte, 1500)
+	return &b
+}}
+
+// write sends one RTP packet on the fast path; handled is false when the
+// connection is not on it (the caller writes through Pion).
+func (f *fastPath) write(h *rtp.Header, payload []byte) (handled bool, n int, err error) {
+	switch f.state.Load() {
+	case fastOff:
+		return false, 0, nil
+	case fastUndecided:
+		f.mu.Lock()
+		state := f.state.Load()
+		if state == fastUndecided {
+			if t := f.handoff[h.SSRC]; t != nil {
+				t.update(h.SequenceNumber)
+			} else {
+				f.handoff[h.SSRC] = newSeqTracker(h.SequenceNumber)
+			}
+		}
+		f.mu.Unlock()
+		if state != fastOn {
+			return false, 0, nil
+		}
+	}
+	dst := f.dst.Load()
+	if dst == nil {
+		f.counters.fastDropped.Add(1)
+		return true, 0, errNoDirectRoute
+	}
+	bp := datagramPool.Get().(*[]byte)
+	defer datagramPool.Put(bp)
+	_, size := rtp.HeaderAndPacketMarshalSize(h, payload) //nolint:staticcheck // as srtp.SessionSRTP
+	buf := *bp
+	if cap(buf) < size+32 {
+		buf = make([]byte, size+32)
+		*bp = buf
+	}
+	buf = buf[:cap(buf)]
+	if _, err := rtp.MarshalPacketTo(buf, h, payload); err != nil { //nolint:staticcheck // as srtp.SessionSRTP
+		return true, 0, err
+	}
+	f.mu.Lock()
+	if len(f.handoff) > 0 {
+		if t := f.handoff[h.SSRC]; t != nil {
+			// Continue the rollover counter of Pion's context.
+			f.ctx.SetROC(h.SSRC, uint32(t.ext(h.SequenceNumber)>>16))
+			delete(f.handoff, h.SSRC)
+		}
+	}
+	out, err := f.ctx.EncryptRTP(buf, buf[:size], &f.hdr)
+	f.mu.Unlock()
+	if err != nil {
+		return true, 0, err
+	}
+	if _, err := f.conn.WriteToAddrPort(out, *dst); err != nil {
+		return true, 0, err
+	}
+	f.counters.fastOut.Add(1)
+	return true, len(payload), nil
+}
+
+// fastPathTail is the innermost interceptor of a subscriber connection:
+// each of its local streams writes through the fast path when the
+// connection is on it, else on to Pion's SRTP writer.
+type fastPathTail struct {
+	interceptor.NoOp
+	f *fastPath
+}
+
+func (t *fastPathTail) NewInterceptor(string) (interceptor.Interceptor, error) { return t, nil }
+
+func (t *fastPathTail) BindLocalStream(_ *interceptor.StreamInfo, writer interceptor.RTPWriter) interceptor.RTPWriter {
+	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
+		if handled, n, err := t.f.write(h, payload); handled {
+			return n, err
+		}
+		return writer.Write(h, payload, a)
+	})
+}
