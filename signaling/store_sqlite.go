@@ -167,9 +167,11 @@ type SQLiteStore struct {
 	checkpointerDone chan struct{} // closed when the checkpointer goroutine has ended
 
 	// For tests.
-	commits  atomic.Int64                           // committed transactions
-	taken    atomic.Int64                           // calls taken from the queue by the writer
-	connHook func(context.Context, *sql.Conn) error // runs on each new writer connection; set before the first Apply
+	commits      atomic.Int64                           // committed transactions
+	batchRetries atomic.Int64                           // batches run again with savepoints after a call failed
+	savepoints   atomic.Int64                           // savepoints made (one per call of a batch run again)
+	taken        atomic.Int64                           // calls taken from the queue by the writer
+	connHook     func(context.Context, *sql.Conn) error // runs on each new writer connection; set before the first Apply
 }
 
 var _ Store = (*SQLiteStore)(nil)

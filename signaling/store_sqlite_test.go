@@ -20,6 +20,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -198,6 +199,39 @@ func TestSQLiteGroupCommit(t *testing.T) {
 	ids := groupIDs(t, s)
 	if ids["bad"] || len(ids) != n+2 {
 		t.Errorf("stored groups %v, want taken, first and g0-g%d", ids, n-1)
+	}
+	if got := s.batchRetries.Load(); got != 1 {
+		t.Errorf("the batch with a failing call was run %d times again, want once (with savepoints)", got)
+	}
+}
+
+// TestSQLiteBatchWithoutSavepoints (issue 16): a batch in which no call
+// fails runs its calls without a savepoint each (two statements per call
+// fewer); before, every call of a batch had its SAVEPOINT and RELEASE.
+func TestSQLiteBatchWithoutSavepoints(t *testing.T) {
+	s, _ := openTestSQLite(t)
+	const n = 20
+	rest := make(map[string][]Mutation)
+	for i := range n {
+		id := fmt.Sprintf("g%d", i)
+		rest[id] = []Mutation{PutGroup{Group: testGroup(id)}, PutUser{UserID: id}}
+	}
+	commitsBefore := s.commits.Load()
+	release, results := queueBatch(t, s, PutGroup{Group: testGroup("first")}, rest)
+	release()
+	for range n + 1 {
+		if r := <-results; r.err != nil {
+			t.Errorf("call %s: %v", r.id, r.err)
+		}
+	}
+	if got := s.commits.Load() - commitsBefore; got != 2 {
+		t.Errorf("%d calls took %d commits, want 2 (the first alone, then one batch)", n+1, got)
+	}
+	if sp, re := s.savepoints.Load(), s.batchRetries.Load(); sp != 0 || re != 0 {
+		t.Errorf("a batch without failures made %d savepoints and %d retries, want none", sp, re)
+	}
+	if ids := groupIDs(t, s); len(ids) != n+1 {
+		t.Errorf("stored %d groups, want %d", len(ids), n+1)
 	}
 }
 
@@ -679,4 +713,40 @@ func TestSQLiteWALStaysBounded(t *testing.T) {
 	if err != nil || len(snap.Invitations) != writers*rounds/2 {
 		t.Fatalf("Load: %d invitations, want %d; %v", len(snap.Invitations), writers*rounds/2, err)
 	}
+}
+
+// BenchmarkSQLiteInvitationLife is what a call setup writes: an invitation
+// with one invitee (the invite), then its deletion (the accept), from many
+// callers at once (group commit), with time-ordered ids as the engine's.
+// It reports the writer's CPU per invitation (process CPU ÷ invitations).
+func BenchmarkSQLiteInvitationLife(b *testing.B) {
+	s, _ := openTestSQLite(b)
+	ctx := context.Background()
+	var seq atomic.Int64
+	base := time.Now().UnixNano()
+	b.SetParallelism(50) // 50×GOMAXPROCS callers, like the bench's pairs
+	b.ReportAllocs()
+	var ru0, ru1 syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			n := seq.Add(1)
+			id := fmt.Sprintf("%016x-bench-%08d", base+n, n)
+			now := time.Now()
+			inv := InvitationRecord{ID: id, Inviter: "caller", Data: `{"bench":1}`, CreatedAt: now, Deadline: now.Add(30 * time.Second),
+				Invitees: []InviteeRecord{{UserID: "callee", State: StatePending, UpdatedAt: now}}}
+			if err := s.Apply(ctx, PutInvitation{Invitation: inv}); err != nil {
+				b.Error(err)
+				return
+			}
+			if err := s.Apply(ctx, DeleteInvitation{InviteID: id}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+	cpu := time.Duration(syscall.TimevalToNsec(ru1.Utime)+syscall.TimevalToNsec(ru1.Stime)) -
+		time.Duration(syscall.TimevalToNsec(ru0.Utime)+syscall.TimevalToNsec(ru0.Stime))
+	b.ReportMetric(float64(cpu.Microseconds())/float64(max(seq.Load(), 1)), "cpu-µs/invitation")
 }

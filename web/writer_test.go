@@ -1,6 +1,8 @@
 package web_test
 
 import (
+	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -8,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -142,4 +145,68 @@ func TestIdleConnectionHoldsNoWriter(t *testing.T) {
 		t.Fatalf("%d idle connections hold %d goroutines, want at most one each", idle, n-base)
 	}
 	t.Logf("%d idle connections hold %d goroutines", idle, n-base)
+}
+
+// TestRequesterThatDoesNotReadIsClosed: a client that floods requests and
+// never reads their replies is disconnected (its replies fill the send
+// queue: 4002), and the others keep being served. A guard for any change
+// to who writes the replies (issue 16 tried the reader writing them).
+func TestRequesterThatDoesNotReadIsClosed(t *testing.T) {
+	ts := newTestServer(t, func(ts *testServer) {
+		ts.webCfg.WriteTimeout = 300 * time.Millisecond
+		ts.webCfg.RequestsPerSec = 100000
+		ts.webCfg.RequestBurst = 100000
+	})
+	ctx := testCtx(t)
+	// A raw socket with a small receive buffer that never reads.
+	d := websocket.Dialer{ReadBufferSize: 256, WriteBufferSize: 64 << 10, NetDialContext: (&net.Dialer{
+		Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+			return errors.Join(err, serr)
+		},
+	}).DialContext}
+	flood, _, err := d.Dial(ts.wsURL(), http.Header{"Authorization": {"Bearer " + ts.token("flood")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer flood.Close()
+	waitAttached(t, ts.engine, "flood")
+	// Each reply echoes the 30,000-byte op name (unknown_op).
+	op := strings.Repeat("x", 30000)
+	stop := make(chan struct{})
+	var sent atomic.Int64
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := range 5000 {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_ = flood.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+			if err := flood.WriteMessage(websocket.TextMessage, fmt.Appendf(nil, `{"id":"r%d","op":%q}`, i, op)); err != nil {
+				return // the server stopped reading, or closed
+			}
+			sent.Add(1)
+		}
+	})
+	defer func() { close(stop); wg.Wait() }()
+	deadline := time.Now().Add(20 * time.Second)
+	for ts.engine.Online("flood") > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the client that does not read was never disconnected (%d requests sent)", sent.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("disconnected after %d requests", sent.Load())
+	// Others unaffected.
+	alice, bob := ts.dial("alice"), ts.dial("bob")
+	id, err := alice.Invite(ctx, protocol.InviteArgs{Invitee: "bob"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.WaitEvent(ctx, protocol.EvReceiveNewInvitation, byInvite(id)); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -76,6 +76,38 @@ func TestSignalingTiny(t *testing.T) {
 		[]string{"errors", "relay_errors"})
 }
 
+// TestSignalingRoundsSpawn alternates relay and server windows with both in
+// child processes: every window has setups, each (relay, server) pair has
+// its ratios, and the relay's CPU is measured like the server's.
+func TestSignalingRoundsSpawn(t *testing.T) {
+	res := runBench(t, "signaling", "--spawn", "--users", "30", "--callers", "3", "--duration", "1500ms", "--warmup", "200ms", "--rounds", "3")
+	if res["server"] != modeChild || res["rounds"] != 3.0 || res["window_s"] != 0.5 {
+		t.Errorf("server %v rounds %v window_s %v", res["server"], res["rounds"], res["window_s"])
+	}
+	for _, k := range []string{"setups_per_s_windows", "relay_setups_per_s_windows", "relay_ratios", "relay_cpu_ratios"} {
+		vs, ok := res[k].([]any)
+		if !ok || len(vs) != 3 {
+			t.Errorf("%s = %v, want 3 values", k, res[k])
+			continue
+		}
+		for _, v := range vs {
+			if x, ok := v.(float64); !ok || x <= 0 {
+				t.Errorf("%s = %v, want positive values", k, res[k])
+			}
+		}
+	}
+	checkFigures(t, res,
+		[]string{"server_cpu_ms_per_setup", "relay_cpu_ms_per_setup", "relay_cpu_ratio", "relay_cpu_ratio_median",
+			"relay_ratio", "relay_ratio_median", "relay_ratio_min", "relay_ratio_max"},
+		[]string{"errors", "relay_errors"})
+	if lo, med, hi := res["relay_ratio_min"].(float64), res["relay_ratio_median"].(float64), res["relay_ratio_max"].(float64); lo > med || med > hi {
+		t.Errorf("relay_ratio min %v median %v max %v", lo, med, hi)
+	}
+	if m := res["relay_cpu_method"].(string); !strings.Contains(m, "/proc") {
+		t.Errorf("relay_cpu_method %q: want the child's /proc figures", m)
+	}
+}
+
 // TestSignalingClusterTiny runs --cluster 2 (a real redis-server and two
 // switchboard nodes built from this tree) and the standalone baseline at
 // tiny scale: calls must complete, every one across nodes, with Redis
@@ -166,6 +198,8 @@ func TestBadUsage(t *testing.T) {
 		{"media", "--rooms", "0"},
 		{"media", "--spawn", "--server-bin", "/bin/true"},
 		{"signaling", "--cluster", "1"},
+		{"signaling", "--rounds", "0"},
+		{"signaling", "--rounds", "10", "--duration", "500ms"},
 		{"signaling", "--cluster", "2", "--redis-aof", "sometimes"},
 		{"signaling", "--cluster", "2", "--sample", "1s"},
 		{"signaling", "--cluster", "2", "--cpuprofile", "x"},

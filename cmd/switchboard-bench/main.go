@@ -143,6 +143,8 @@ func runRole(role string) int {
 		err = runIdleUsersChild(os.Stdin, os.Stdout)
 	case roleBareForwarder:
 		err = runBareForwarderChild(os.Stdin, os.Stdout)
+	case roleRelay:
+		err = runRelayChild(os.Stdin, os.Stdout)
 	default:
 		err = fmt.Errorf("unknown role %q", role)
 	}

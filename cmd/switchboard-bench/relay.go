@@ -1,10 +1,16 @@
 package main
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"sync"
 	"time"
 
@@ -166,4 +172,83 @@ func (r *relay) writeLoop(c *relayConn) {
 			return
 		}
 	}
+}
+
+// roleRelay is the hidden role of the relay's child process (signaling
+// mode): the relay has its own CPU and memory figures, read from /proc as a
+// child server's are, and its own file descriptors.
+const roleRelay = "relay"
+
+// startRelayTarget starts the relay in a child process of the bench. Its
+// server has the URL, the child's pid and stop; cpu, memory and counters
+// work as they do for a server in a child process.
+func startRelayTarget(ctx context.Context) (*server, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), roleEnv+"="+roleRelay)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	waitc := make(chan error, 1)
+	urlc := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		if sc.Scan() {
+			urlc <- sc.Text()
+		}
+		_, _ = io.Copy(io.Discard, stdout)
+		waitc <- cmd.Wait()
+	}()
+	var u string
+	select {
+	case u = <-urlc:
+	case err := <-waitc:
+		return nil, fmt.Errorf("relay child exited: %v", err)
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		<-waitc
+		return nil, errors.New("relay child did not start in 30s")
+	case <-ctx.Done():
+		_ = cmd.Process.Kill()
+		<-waitc
+		return nil, ctx.Err()
+	}
+	return &server{mode: modeChild, wsURL: u, pid: cmd.Process.Pid, stop: func() error {
+		_ = stdin.Close()
+		select {
+		case err := <-waitc:
+			return err
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+			<-waitc
+			return errors.New("relay child did not exit; killed")
+		}
+	}}, nil
+}
+
+// runRelayChild serves a relay until stdin closes; its URL is the one line
+// on stdout.
+func runRelayChild(stdin io.Reader, stdout io.Writer) error {
+	r, err := startRelay()
+	if err != nil {
+		return err
+	}
+	if _, err := fmt.Fprintln(stdout, r.url()); err != nil {
+		_ = r.stop()
+		return err
+	}
+	_, _ = io.Copy(io.Discard, stdin)
+	return r.stop()
 }

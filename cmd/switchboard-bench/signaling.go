@@ -11,6 +11,9 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,6 +31,7 @@ type sigOptions struct {
 	rate     float64
 	sample   time.Duration // soak: sample the server's resources this often (0: off)
 	noRelay  bool          // soak: skip the relay baseline run
+	rounds   int           // relay and server windows alternated this many times
 
 	cluster  int    // --cluster N: N nodes on one Redis against a standalone server (0: off)
 	redisBin string // redis-server binary for --cluster
@@ -36,7 +40,7 @@ type sigOptions struct {
 	// cluster (to alternate the order over several invocations).
 	standaloneFirst bool
 
-	cpuProfile  string // in-process: CPU profile of the server run's window
+	cpuProfile  string // in-process: CPU profile over the server's windows
 	heapProfile string // in-process: in-use heap once the idle users are connected
 }
 
@@ -49,12 +53,13 @@ func (o *sigOptions) flags(out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "calls placed before the window opens, not measured")
 	fs.Float64Var(&o.rate, "rate", 0, "call setups per second over all pairs; 0: as fast as the pairs go")
 	fs.DurationVar(&o.sample, "sample", 0, "soak: sample the server's memory, goroutines and fds this often during the run (0: off)")
+	fs.IntVar(&o.rounds, "rounds", 3, "alternate relay and server windows this many times (relay, server, relay, …), each --duration/rounds long after its own --warmup; relay_ratio_median is the median of the pairs' ratios; --cluster runs one window per side")
 	fs.BoolVar(&o.noRelay, "no-relay", false, "soak: skip the relay baseline (relay figures are then 0)")
 	fs.IntVar(&o.cluster, "cluster", 0, "run N (at least 2) switchboard nodes on one redis-server, each caller and its callee on different nodes, then a standalone server as the baseline (instead of the relay); 0: off")
 	fs.StringVar(&o.redisBin, "redis-bin", "redis-server", "--cluster: the redis-server binary (looked up in PATH)")
 	fs.BoolVar(&o.standaloneFirst, "standalone-first", false, "--cluster: run the standalone baseline before the cluster instead of after")
 	fs.StringVar(&o.redisAOF, "redis-aof", "everysec", "--cluster: Redis persistence: everysec or always (appendonly yes with that appendfsync), or off (no persistence)")
-	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "in-process only: write a CPU profile of the server run's window to this file (samples labelled side=server|client)")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "in-process only: write a CPU profile from the server's first window to the end of its last to this file (samples labelled side=server|client)")
 	fs.StringVar(&o.heapProfile, "heapprofile", "", "in-process only: write the in-use heap profile once the idle users are connected to this file, and before they connect to FILE.base")
 	o.server.register(fs)
 	return fs
@@ -68,6 +73,10 @@ func (o *sigOptions) validate() error {
 		return fmt.Errorf("--users (%d) must be at least 2 × --callers (%d): every pair is two connected users", o.users, o.callers)
 	case o.duration <= 0 || o.warmup < 0 || o.rate < 0:
 		return errors.New("--duration must be positive, --warmup and --rate not negative")
+	case o.rounds < 1 || o.rounds > 100:
+		return errors.New("--rounds must be 1 to 100")
+	case o.duration/time.Duration(o.rounds) < 100*time.Millisecond:
+		return errors.New("--duration/--rounds must be at least 100ms")
 	case o.duration > time.Hour || o.warmup > time.Hour:
 		return errors.New("--duration and --warmup are capped at 1h")
 	case (o.cpuProfile != "" || o.heapProfile != "") && (o.server.childMode() || o.cluster != 0):
@@ -113,6 +122,31 @@ type sigResult struct {
 	RelayBytesPerConn float64 `json:"relay_bytes_per_conn"`
 	RelayRatio        float64 `json:"relay_ratio"`
 
+	// The alternated windows (see --rounds): the rates of each window in
+	// the order run, the ratio of each (relay, server) pair of windows and
+	// their median and extremes; CPU per setup of the relay, and the relay's
+	// CPU per setup over the server's (pooled and per pair).
+	Rounds              int       `json:"rounds"`
+	WindowS             float64   `json:"window_s"`
+	ServerWindows       []float64 `json:"setups_per_s_windows"`
+	RelayWindows        []float64 `json:"relay_setups_per_s_windows"`
+	ServerP99s          []float64 `json:"ring_p99_ms_windows"`
+	RelayP99s           []float64 `json:"relay_ring_p99_ms_windows"`
+	LoadStart           float64   `json:"load_start"` // 1-minute load average (/proc/loadavg), 0 if unknown
+	LoadEnd             float64   `json:"load_end"`
+	RelayRatios         []float64 `json:"relay_ratios"`
+	RelayRatioMedian    float64   `json:"relay_ratio_median"`
+	RelayRatioMin       float64   `json:"relay_ratio_min"`
+	RelayRatioMax       float64   `json:"relay_ratio_max"`
+	RelayCPUS           float64   `json:"relay_cpu_s"`
+	RelayCPUPerSet      float64   `json:"relay_cpu_ms_per_setup"`
+	RelayCPUMethod      string    `json:"relay_cpu_method"`
+	RelayCPURatio       float64   `json:"relay_cpu_ratio"`
+	RelayCPURatios      []float64 `json:"relay_cpu_ratios"`
+	RelayCPURatioMedian float64   `json:"relay_cpu_ratio_median"`
+	RelayCPURatioMin    float64   `json:"relay_cpu_ratio_min"`
+	RelayCPURatioMax    float64   `json:"relay_cpu_ratio_max"`
+
 	Soak        []soakSample `json:"soak_samples,omitempty"`
 	SoakSummary *soakSummary `json:"soak,omitempty"`
 
@@ -137,9 +171,14 @@ func runSignaling(ctx context.Context, o sigOptions, stdout, stderr io.Writer) (
 		return runSignalingCluster(ctx, o, stdout, stderr)
 	}
 	idle := o.users - 2*o.callers
+	rounds := o.rounds
+	if o.noRelay {
+		rounds = 1
+	}
 	// This process holds, at most, the server's end of every connection
-	// (in-process) and both ends of the active pairs.
-	if err := raiseFileLimit(uint64(o.users + 4*o.callers + 1024)); err != nil {
+	// (in-process) and both ends of the active pairs; the relay's end of
+	// its connections is in the relay's child process.
+	if err := raiseFileLimit(uint64(o.users + 6*o.callers + 1024)); err != nil {
 		return nil, err
 	}
 	fmt.Fprintf(stderr, "signaling: starting server (%s)…\n", modeName(o.server))
@@ -153,104 +192,291 @@ func runSignaling(ctx context.Context, o sigOptions, stdout, stderr io.Writer) (
 	if err != nil {
 		return nil, fmt.Errorf("start server: %w", err)
 	}
+	defer func() {
+		if srv != nil {
+			if err := srv.stop(); err != nil {
+				fmt.Fprintln(stderr, "signaling: server stop:", err)
+			}
+		}
+	}()
 	fmt.Fprintf(stderr, "signaling: server %s at %s; connecting %d idle users…\n", srv.mode, srv.wsURL, idle)
 	var sm *sampler
 	if o.sample > 0 {
 		sm = startSampler(srv, o.sample)
 	}
-	var main *loadResult
+	// Both targets are set up first (the server's idle users, then the
+	// relay's: each one's memory is measured while only its own connect),
+	// then the windows alternate, relay first.
+	var main, base *preparedTarget
 	pprof.Do(ctx, pprof.Labels("side", "client"), func(ctx context.Context) {
-		main, err = runTarget(ctx, o, idle, sigTarget{
+		main, err = prepareTarget(ctx, o, idle, sigTarget{
 			wsURL: srv.wsURL, secret: srv.secret, memory: srv.memory, counters: srv.counters,
-			prof: &windowProfile{cpu: o.cpuProfile}, heap: o.heapProfile,
+			heap: o.heapProfile,
 			newDriver: func(ctx context.Context, _ int, caller, callee string) (*pair, error) {
 				return dialServerPair(ctx, srv, srv, caller, callee)
 			},
 		}, stderr)
 	})
-	var samples []soakSample
-	if sm != nil {
-		samples = sm.finish()
-	}
-	if serr := srv.stop(); serr != nil && err == nil {
-		fmt.Fprintln(stderr, "signaling: server stop:", serr)
+	if main != nil {
+		defer main.close(stderr)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("server run: %w", err)
 	}
-
-	base := &loadResult{}
+	var rl *server
 	if !o.noRelay {
-		fmt.Fprintf(stderr, "signaling: relay baseline; connecting %d idle users…\n", idle)
-		rl, err := startRelay()
+		fmt.Fprintf(stderr, "signaling: relay baseline (child process); connecting %d idle users…\n", idle)
+		rl, err = startRelayTarget(ctx)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("start relay: %w", err)
 		}
-		base, err = runTarget(ctx, o, idle, sigTarget{
-			wsURL: rl.url(), memory: inProcessMemory,
+		defer func() {
+			if err := rl.stop(); err != nil {
+				fmt.Fprintln(stderr, "signaling: relay stop:", err)
+			}
+		}()
+		base, err = prepareTarget(ctx, o, idle, sigTarget{
+			wsURL: rl.wsURL, memory: rl.memory, counters: rl.counters,
 			newDriver: func(ctx context.Context, _ int, caller, callee string) (*pair, error) {
-				return dialRelayPair(ctx, rl.url(), caller, callee)
+				return dialRelayPair(ctx, rl.wsURL, caller, callee)
 			},
 		}, stderr)
-		if rerr := rl.stop(); rerr != nil && err == nil {
-			fmt.Fprintln(stderr, "signaling: relay stop:", rerr)
+		if base != nil {
+			defer base.close(stderr)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("relay run: %w", err)
 		}
 	}
 
+	// The windows: relay, server, relay, server, … each --duration/rounds
+	// long after its own --warmup. The CPU profile spans the server's
+	// windows (the relay's windows in between add only client samples, or
+	// none when the relay is a child).
+	wo := o
+	wo.duration = o.duration / time.Duration(rounds)
+	prof := &spanProfile{p: &windowProfile{cpu: o.cpuProfile}}
+	var sums, relaySums loadResult
+	var pairRatios, pairCPURatios, srvRates, relayRates, srvP99s, relayP99s []float64
+	loadStart := loadAverage()
+	for r := range rounds {
+		var rw *loadResult
+		if base != nil {
+			fmt.Fprintf(stderr, "signaling: round %d/%d: relay window, %v + %v warmup…\n", r+1, rounds, wo.duration, wo.warmup)
+			rw = &loadResult{}
+			if err := runLoad(ctx, wo, base.pairs, base.tg.counters, nil, rw); err != nil {
+				return nil, fmt.Errorf("relay run: %w", err)
+			}
+			relaySums.add(rw)
+			relayRates = append(relayRates, float64(rw.setups)/wo.duration.Seconds())
+			relayP99s = append(relayP99s, round3(percentile(rw.ring, 99)))
+		}
+		fmt.Fprintf(stderr, "signaling: round %d/%d: server window, %v + %v warmup…\n", r+1, rounds, wo.duration, wo.warmup)
+		sw := &loadResult{}
+		prof.last = r == rounds-1
+		err = nil
+		pprof.Do(ctx, pprof.Labels("side", "client"), func(ctx context.Context) {
+			err = runLoad(ctx, wo, main.pairs, main.tg.counters, prof, sw)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("server run: %w", err)
+		}
+		sums.add(sw)
+		srvRates = append(srvRates, float64(sw.setups)/wo.duration.Seconds())
+		srvP99s = append(srvP99s, round3(percentile(sw.ring, 99)))
+		if rw != nil {
+			pairRatios = append(pairRatios, round3(ratio(float64(sw.setups), float64(rw.setups))))
+			pairCPURatios = append(pairCPURatios, round3(ratio(perSetup(rw), perSetup(sw))))
+		}
+	}
+	sums.bytesPerConn = main.bytesPerConn
+	if base != nil {
+		relaySums.bytesPerConn = base.bytesPerConn
+	}
+	var samples []soakSample
+	if sm != nil {
+		samples = sm.finish()
+	}
+
 	secs := o.duration.Seconds()
 	res := &sigResult{
 		Mode: "signaling", Server: srv.mode, Users: o.users, IdleUsers: idle, Callers: o.callers,
 		DurationS: secs, WarmupS: o.warmup.Seconds(), Rate: o.rate,
-		SetupsPerS:   round3(float64(main.setups) / secs),
-		RingP50:      round3(percentile(main.ring, 50)),
-		RingP99:      round3(percentile(main.ring, 99)),
-		AcceptP50:    round3(percentile(main.accept, 50)),
-		AcceptP99:    round3(percentile(main.accept, 99)),
-		Errors:       main.errors,
-		BytesPerConn: round3(main.bytesPerConn),
+		SetupsPerS:   round3(float64(sums.setups) / secs),
+		RingP50:      round3(percentile(sums.ring, 50)),
+		RingP99:      round3(percentile(sums.ring, 99)),
+		AcceptP50:    round3(percentile(sums.accept, 50)),
+		AcceptP99:    round3(percentile(sums.accept, 99)),
+		Errors:       sums.errors,
+		BytesPerConn: round3(sums.bytesPerConn),
 		MemMethod:    srv.memoryMethod() + ", idle users connected from a child process",
-		ServerCPUS:   round3(main.cpu.Seconds()),
-		CPUPerSetup:  round3(ratio(ms(main.cpu), float64(main.setups))),
+		ServerCPUS:   round3(sums.cpu.Seconds()),
+		CPUPerSetup:  round3(perSetup(&sums)),
 		CPUMethod:    cpuMethod(srv),
 
-		RelaySetupsPerS:   round3(float64(base.setups) / secs),
-		RelayRingP50:      round3(percentile(base.ring, 50)),
-		RelayRingP99:      round3(percentile(base.ring, 99)),
-		RelayAcceptP50:    round3(percentile(base.accept, 50)),
-		RelayAcceptP99:    round3(percentile(base.accept, 99)),
-		RelayErrors:       base.errors,
-		RelayBytesPerConn: round3(base.bytesPerConn),
+		RelaySetupsPerS:   round3(float64(relaySums.setups) / secs),
+		RelayRingP50:      round3(percentile(relaySums.ring, 50)),
+		RelayRingP99:      round3(percentile(relaySums.ring, 99)),
+		RelayAcceptP50:    round3(percentile(relaySums.accept, 50)),
+		RelayAcceptP99:    round3(percentile(relaySums.accept, 99)),
+		RelayErrors:       relaySums.errors,
+		RelayBytesPerConn: round3(relaySums.bytesPerConn),
+
+		Rounds:         rounds,
+		WindowS:        wo.duration.Seconds(),
+		ServerWindows:  roundAll(srvRates),
+		RelayWindows:   roundAll(relayRates),
+		ServerP99s:     srvP99s,
+		RelayP99s:      relayP99s,
+		LoadStart:      loadStart,
+		LoadEnd:        loadAverage(),
+		RelayRatios:    pairRatios,
+		RelayCPUS:      round3(relaySums.cpu.Seconds()),
+		RelayCPUPerSet: round3(perSetup(&relaySums)),
+		RelayCPUMethod: "-",
+		RelayCPURatios: pairCPURatios,
 	}
 	res.RelayRatio = round3(ratio(res.SetupsPerS, res.RelaySetupsPerS))
+	res.RelayRatioMedian, res.RelayRatioMin, res.RelayRatioMax = spread(pairRatios)
+	res.RelayCPURatio = round3(ratio(res.RelayCPUPerSet, res.CPUPerSetup))
+	res.RelayCPURatioMedian, res.RelayCPURatioMin, res.RelayCPURatioMax = spread(pairCPURatios)
+	if rl != nil {
+		res.RelayCPUMethod = cpuMethod(rl)
+	}
 	if sm != nil {
 		res.Soak = samples
 		res.SoakSummary = summarize(samples, o.warmup)
 	}
 
-	fmt.Fprintf(stdout, "switchboard-bench signaling: server %s, %d users (%d idle), %d pairs, rate %s, warmup %v, window %v\n\n",
-		srv.mode, o.users, idle, o.callers, rateName(o.rate), o.warmup, o.duration)
+	fmt.Fprintf(stdout, "switchboard-bench signaling: server %s, %d users (%d idle), %d pairs, rate %s, %d rounds of (relay, server) windows of %v, each after a warmup of %v\n\n",
+		srv.mode, o.users, idle, o.callers, rateName(o.rate), rounds, wo.duration, o.warmup)
 	t := newTable(stdout, "figure", "switchboard", "relay", "unit")
-	t.row("setups", f(res.SetupsPerS), f(res.RelaySetupsPerS), "calls/s")
+	t.row("setups", f(res.SetupsPerS), f(res.RelaySetupsPerS), "calls/s (all windows of the side)")
+	t.row("setups per window", floats(res.ServerWindows), floats(res.RelayWindows), "calls/s, in the order run")
 	t.row("ring p50", f(res.RingP50), f(res.RelayRingP50), "ms (invite sent → ring at callee)")
 	t.row("ring p99", f(res.RingP99), f(res.RelayRingP99), "ms")
+	t.row("ring p99 per window", floats(res.ServerP99s), floats(res.RelayP99s), "ms, in the order run")
 	t.row("accept p50", f(res.AcceptP50), f(res.RelayAcceptP50), "ms (accept sent → onInviteeAccepted at caller)")
 	t.row("accept p99", f(res.AcceptP99), f(res.RelayAcceptP99), "ms")
 	t.row("errors", fmt.Sprint(res.Errors), fmt.Sprint(res.RelayErrors), "failed or timed-out calls")
-	t.row("memory per idle conn", f(res.BytesPerConn), f(res.RelayBytesPerConn), "bytes ("+srv.memoryMethod()+")")
-	t.row("server CPU in window", f(res.ServerCPUS), "-", "s ("+res.CPUMethod+")")
-	t.row("server CPU per setup", f(res.CPUPerSetup), "-", "ms")
+	t.row("memory per idle conn", f(res.BytesPerConn), f(res.RelayBytesPerConn), "bytes (server: "+srv.memoryMethod()+"; relay: "+relayMemoryMethod(rl)+")")
+	t.row("CPU in windows", f(res.ServerCPUS), f(res.RelayCPUS), "s (server: "+res.CPUMethod+"; relay: "+res.RelayCPUMethod+")")
+	t.row("CPU per setup", f(res.CPUPerSetup), f(res.RelayCPUPerSet), "ms")
 	t.flush()
-	fmt.Fprintf(stdout, "\nrelay_ratio = setups_per_s / relay_setups_per_s = %s\n", f(res.RelayRatio))
-	if main.firstErr != nil {
-		fmt.Fprintf(stdout, "first error: %v\n", main.firstErr)
+	fmt.Fprintf(stdout, "\nload average (1 min): %s at the first window, %s at the end\n", f(res.LoadStart), f(res.LoadEnd))
+	fmt.Fprintf(stdout, "relay_ratio = setups_per_s / relay_setups_per_s = %s\n", f(res.RelayRatio))
+	if len(pairRatios) > 0 {
+		fmt.Fprintf(stdout, "relay_ratio per (relay, server) pair of windows: %s; median %s (min %s, max %s)\n",
+			floats(pairRatios), f(res.RelayRatioMedian), f(res.RelayRatioMin), f(res.RelayRatioMax))
+		fmt.Fprintf(stdout, "relay_cpu_ratio = relay CPU per setup / server CPU per setup = %s; per pair %s; median %s (min %s, max %s)\n",
+			f(res.RelayCPURatio), floats(pairCPURatios), f(res.RelayCPURatioMedian), f(res.RelayCPURatioMin), f(res.RelayCPURatioMax))
+	}
+	if sums.firstErr != nil {
+		fmt.Fprintf(stdout, "first error: %v\n", sums.firstErr)
 	}
 	if sm != nil {
 		printSoak(stdout, samples, res.SoakSummary)
 	}
 	return res, nil
+}
+
+func relayMemoryMethod(rl *server) string {
+	if rl == nil {
+		return "-"
+	}
+	return rl.memoryMethod()
+}
+
+// loadAverage is the machine's 1-minute load average, 0 if unknown.
+func loadAverage() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	fields := strings.Fields(string(b))
+	if len(fields) == 0 {
+		return 0
+	}
+	v, err := strconv.ParseFloat(fields[0], 64)
+	if err != nil {
+		return 0
+	}
+	return v
+}
+
+// perSetup is a window's CPU per setup in ms (0 without setups).
+func perSetup(r *loadResult) float64 { return ratio(ms(r.cpu), float64(r.setups)) }
+
+// add adds a window's figures to r.
+func (r *loadResult) add(w *loadResult) {
+	r.setups += w.setups
+	r.ring = append(r.ring, w.ring...)
+	r.accept = append(r.accept, w.accept...)
+	r.errors += w.errors
+	if r.firstErr == nil {
+		r.firstErr = w.firstErr
+	}
+	r.window += w.window
+	r.cpu += w.cpu
+	r.crossSetups += w.crossSetups
+}
+
+// spread returns the median, min and max of vs (0s when empty).
+func spread(vs []float64) (med, lo, hi float64) {
+	if len(vs) == 0 {
+		return 0, 0, 0
+	}
+	s := slices.Clone(vs)
+	slices.Sort(s)
+	n := len(s)
+	med = s[n/2]
+	if n%2 == 0 {
+		med = (s[n/2-1] + s[n/2]) / 2
+	}
+	return round3(med), s[0], s[n-1]
+}
+
+func roundAll(vs []float64) []float64 {
+	out := make([]float64, len(vs))
+	for i, v := range vs {
+		out[i] = round3(v)
+	}
+	return out
+}
+
+// floats formats vs for the table.
+func floats(vs []float64) string {
+	if len(vs) == 0 {
+		return "-"
+	}
+	parts := make([]string, len(vs))
+	for i, v := range vs {
+		parts[i] = f(v)
+	}
+	return strings.Join(parts, " ")
+}
+
+// spanProfile runs one CPU profile over several windows: from the start of
+// the first to the end of the one marked last.
+type spanProfile struct {
+	p       *windowProfile
+	started bool
+	last    bool // the next window is the last: stop ends the profile
+}
+
+func (s *spanProfile) start() error {
+	if s.started {
+		return nil
+	}
+	s.started = true
+	return s.p.start()
+}
+
+func (s *spanProfile) stop() error {
+	if !s.last {
+		return nil
+	}
+	return s.p.stop()
 }
 
 func modeName(f serverFlags) string {
@@ -287,7 +513,7 @@ type sigTarget struct {
 	secret   []byte   // nil: the relay (?user=)
 	memory   func() (uint64, error)
 	counters func() (counters, error) // nil: not measured
-	prof     *windowProfile           // nil: no CPU profile of the window
+	prof     windowHooks              // nil: no CPU profile of the window
 	heap     string                   // "": no heap profiles around the idle users' connection
 	// settle, if set, returns once the server finished the work the idle
 	// users' connections started (a cluster's attach continues on Redis
@@ -307,7 +533,45 @@ const (
 // runTarget measures one target: memory per idle connection, then the call
 // loop.
 func runTarget(ctx context.Context, o sigOptions, idle int, tg sigTarget, stderr io.Writer) (*loadResult, error) {
-	res := &loadResult{}
+	pt, err := prepareTarget(ctx, o, idle, tg, stderr)
+	if pt != nil {
+		defer pt.close(stderr)
+	}
+	if err != nil {
+		return nil, err
+	}
+	res := &loadResult{bytesPerConn: pt.bytesPerConn}
+	fmt.Fprintf(stderr, "signaling: calling for %v + %v warmup…\n", o.duration, o.warmup)
+	err = runLoad(ctx, o, pt.pairs, tg.counters, tg.prof, res)
+	return res, err
+}
+
+// preparedTarget is a target with its idle users connected and its pairs
+// dialed, ready for windows of the call loop.
+type preparedTarget struct {
+	tg           sigTarget
+	idle         *idleUsers
+	pairs        []*pair
+	bytesPerConn float64
+}
+
+// close hangs up the pairs and the idle users.
+func (pt *preparedTarget) close(stderr io.Writer) {
+	for _, p := range pt.pairs {
+		p.close()
+	}
+	if pt.idle != nil {
+		if err := pt.idle.stop(); err != nil {
+			fmt.Fprintln(stderr, "signaling: idle users:", err)
+		}
+	}
+}
+
+// prepareTarget connects the idle users (measuring the memory they cost),
+// then the pairs. On error the returned target, if not nil, must still be
+// closed.
+func prepareTarget(ctx context.Context, o sigOptions, idle int, tg sigTarget, stderr io.Writer) (*preparedTarget, error) {
+	pt := &preparedTarget{tg: tg}
 	if idle > 0 {
 		before, err := tg.memory()
 		if err != nil {
@@ -324,43 +588,30 @@ func runTarget(ctx context.Context, o sigOptions, idle int, tg sigTarget, stderr
 		if err != nil {
 			return nil, err
 		}
-		defer func() {
-			if err := iu.stop(); err != nil {
-				fmt.Fprintln(stderr, "signaling: idle users:", err)
-			}
-		}()
+		pt.idle = iu
 		if rep.Failed > 0 {
-			return nil, fmt.Errorf("%d of %d idle users failed to connect; first error: %s", rep.Failed, idle, rep.FirstErr)
+			return pt, fmt.Errorf("%d of %d idle users failed to connect; first error: %s", rep.Failed, idle, rep.FirstErr)
 		}
 		time.Sleep(500 * time.Millisecond) // let the handlers settle
 		if tg.settle != nil {
 			if err := tg.settle(ctx, stderr); err != nil {
-				return nil, err
+				return pt, err
 			}
 		}
 		after, err := tg.memory()
 		if err != nil {
-			return nil, err
+			return pt, err
 		}
-		res.bytesPerConn = (float64(after) - float64(before)) / float64(idle)
+		pt.bytesPerConn = (float64(after) - float64(before)) / float64(idle)
 		if err := writeHeap(tg.heap); err != nil {
-			return nil, err
+			return pt, err
 		}
 	}
 
 	fmt.Fprintf(stderr, "signaling: connecting %d caller/callee pairs…\n", o.callers)
 	pairs, err := dialPairs(ctx, o.callers, tg.newDriver)
-	defer func() {
-		for _, p := range pairs {
-			p.close()
-		}
-	}()
-	if err != nil {
-		return nil, err
-	}
-	fmt.Fprintf(stderr, "signaling: calling for %v + %v warmup…\n", o.duration, o.warmup)
-	err = runLoad(ctx, o, pairs, tg.counters, tg.prof, res)
-	return res, err
+	pt.pairs = pairs
+	return pt, err
 }
 
 // writeHeap writes the in-use heap profile, after a GC, to path ("": none).
@@ -436,6 +687,9 @@ type pair struct {
 	inviteAt atomic.Int64 // unix ns: when the current invite was sent
 	acceptAt atomic.Int64 // unix ns: when the current accept was sent
 
+	// Written by the caller goroutine only, kept over windows.
+	seq int
+
 	// Written by the callee goroutine only.
 	ring []float64
 	// Written by the caller goroutine only.
@@ -443,6 +697,12 @@ type pair struct {
 	setups   int64
 	errors   int64
 	firstErr error
+}
+
+// reset clears the figures of the last window.
+func (p *pair) reset() {
+	p.ring, p.accepted = nil, nil
+	p.setups, p.errors, p.firstErr = 0, 0, nil
 }
 
 func (p *pair) close() {
@@ -528,9 +788,21 @@ func dialRelayPair(ctx context.Context, relayURL, caller, callee string) (*pair,
 	return p, nil
 }
 
+// windowHooks start and stop what runs over a window (a CPU profile).
+type windowHooks interface {
+	start() error
+	stop() error
+}
+
 // runLoad runs every pair's caller and callee loops for warmup + duration
 // and gathers the figures of the calls inside the window.
-func runLoad(ctx context.Context, o sigOptions, pairs []*pair, read func() (counters, error), prof *windowProfile, res *loadResult) error {
+func runLoad(ctx context.Context, o sigOptions, pairs []*pair, read func() (counters, error), prof windowHooks, res *loadResult) error {
+	if prof == nil {
+		prof = (*windowProfile)(nil)
+	}
+	for _, p := range pairs {
+		p.reset()
+	}
 	start := time.Now()
 	winStart := start.Add(o.warmup)
 	winEnd := winStart.Add(o.duration)
@@ -640,7 +912,9 @@ func (p *pair) fail(err error) {
 // callerLoop places calls one after the other until the window closes: send
 // the invite, wait for onInviteeAccepted.
 func (p *pair) callerLoop(ctx context.Context, tokens <-chan struct{}, winStart, winEnd time.Time) {
-	for seq := 1; ; seq++ {
+	for {
+		p.seq++ // the ids of a relay's calls stay unique over windows
+		seq := p.seq
 		if tokens != nil {
 			select {
 			case <-tokens:
