@@ -303,14 +303,16 @@ func (f *fastPath) write(h *rtp.Header, payload []byte) (handled bool, n int, er
 	}
 	bp := datagramPool.Get().(*[]byte)
 	defer datagramPool.Put(bp)
-	_, size := rtp.HeaderAndPacketMarshalSize(h, payload) //nolint:staticcheck // as srtp.SessionSRTP
+	//lint:ignore SA1019 the writer's (header, payload) form, as srtp.SessionSRTP marshals it
+	_, size := rtp.HeaderAndPacketMarshalSize(h, payload)
 	buf := *bp
 	if cap(buf) < size+32 {
 		buf = make([]byte, size+32)
 		*bp = buf
 	}
 	buf = buf[:cap(buf)]
-	if _, err := rtp.MarshalPacketTo(buf, h, payload); err != nil { //nolint:staticcheck // as srtp.SessionSRTP
+	//lint:ignore SA1019 as above
+	if _, err := rtp.MarshalPacketTo(buf, h, payload); err != nil {
 		return true, 0, err
 	}
 	f.mu.Lock()

@@ -26,10 +26,9 @@ type fastFixture struct {
 	nacks nackReader
 	read  interceptor.RTCPReader
 
-	recv   *net.UDPConn
-	dec    *srtp.Context
-	reps   chan *rtcp.SenderReport
-	closer []func() error
+	recv *net.UDPConn
+	dec  *srtp.Context
+	reps chan *rtcp.SenderReport
 }
 
 var (

@@ -500,11 +500,6 @@ func cpuMethod(s *server) string {
 	return "getrusage(RUSAGE_SELF): includes the bench's clients"
 }
 
-// inProcessMemory is server.memory for a server in this process.
-func inProcessMemory() (uint64, error) {
-	return (&server{}).memory()
-}
-
 // sigTarget is what the call loop runs against: the server, a cluster or
 // the relay.
 type sigTarget struct {
