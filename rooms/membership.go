@@ -74,7 +74,10 @@ func deliver(s protocol.Session, name string, data any) {
 func (m *Manager) sendSignal(mem *member, s media.Signal) {
 	m.mu.Lock() // a resume may rebind mem.sess
 	defer m.mu.Unlock()
-	if !mem.detached {
+	// A member that is gone says nothing more: its participant's last
+	// callbacks may still run after the exitRoom reply (or a replacing
+	// entry), and the client would take them for the new entry's.
+	if !mem.detached && !mem.gone {
 		deliver(mem.sess, EvRtcSignal, SignalArgs{RoomID: mem.roomID, Signal: s})
 	}
 }

@@ -703,3 +703,47 @@ func TestDismissLostIsNotAKick(t *testing.T) {
 		}
 	}
 }
+
+// TestNoSignalAfterExit: a media signal that the participant's Pion
+// callbacks produce after its membership ended (a late candidate, an
+// answer in flight) is not delivered: the exitRoom reply is the member's
+// last word, so a new entry of the same user on the same connection never
+// takes a previous entry's answer for its own (seen in TestMediaNodeLost:
+// the new publisher connection applied the old participant's answer and
+// checked the wrong ICE credentials until the test gave up).
+func TestNoSignalAfterExit(t *testing.T) {
+	s := newServer(t, media.Config{}, rooms.Config{}, nil)
+	c := ctx(t)
+	a := s.dial("alice")
+	if err := a.Do(c, rooms.OpEnterRoom, rooms.EnterArgs{RoomID: "late", RoomToken: s.roomToken("alice", "late")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	send := s.Rooms.SignalSenderForTest("late", "alice")
+	if send == nil {
+		t.Fatal("no membership")
+	}
+	marker := func(tag string) media.Signal {
+		init := webrtc.ICECandidateInit{Candidate: "candidate:1 1 udp 1 127.0.0.1 9 typ host " + tag}
+		return media.Signal{Target: media.TargetSubscriber, Type: media.SignalCandidate, Candidate: &init}
+	}
+	carries := func(tag string) func(client.Event) bool {
+		return func(e client.Event) bool { return strings.Contains(string(e.Data), tag) }
+	}
+	send(marker("before-exit"))
+	if _, err := a.WaitEvent(c, rooms.EvRtcSignal, carries("before-exit")); err != nil {
+		t.Fatalf("a signal of the member: %v", err)
+	}
+	if err := a.Do(c, rooms.OpExitRoom, rooms.RoomArgs{RoomID: "late"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	send(marker("after-exit"))
+	// A request answered after the late signal: anything it sent is read.
+	if err := a.Do(c, rooms.OpExitRoom, rooms.RoomArgs{RoomID: "late"}, nil); !errors.Is(err, rooms.ErrNotInRoom) {
+		t.Fatalf("second exitRoom: %v", err)
+	}
+	wc, cancel := context.WithTimeout(c, 300*time.Millisecond)
+	defer cancel()
+	if ev, err := a.WaitEvent(wc, rooms.EvRtcSignal, carries("after-exit")); err == nil {
+		t.Fatalf("signal delivered after exitRoom: %s", ev.Data)
+	}
+}
