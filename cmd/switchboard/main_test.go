@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"math"
+	"os"
 	"path/filepath"
 	"runtime/debug"
 	"testing"
@@ -12,7 +13,16 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain checks for leaked goroutines, then removes the server binary
+// that the process tests built (35 MB in the temp dir per run otherwise).
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		if binPath != "" {
+			_ = os.RemoveAll(filepath.Dir(binPath))
+		}
+		os.Exit(code)
+	}))
+}
 
 // TestRunServesAndShutsDown starts the real server (SQLite, SFU, rooms,
 // calls, transport) on loopback, checks /healthz, and stops it cleanly.
