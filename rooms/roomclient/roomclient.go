@@ -129,13 +129,14 @@ func Enter(ctx context.Context, c *client.Client, roomID string, opts Options) (
 	// Route signals before entering: the server's subscriber offer may
 	// arrive before the reply.
 	rt := r.route(c)
-	in := rt.queue()
+	rt.begin()
 	res, err := enter(ctx, c, r.enterArgs(""))
 	if err != nil {
 		rt.stop()
 		r.cancel()
 		return nil, err
 	}
+	in := rt.entered()
 	out := peer.NewSignalQueue()
 	p, err := peer.New(r.peerConfig(res), out.Push)
 	if err != nil {
@@ -188,10 +189,47 @@ func (r *Room) enterArgs(resumeToken string) rooms.EnterArgs {
 // of the room go to the signal queue of the entry now (a new one for each
 // entry on the connection), its onSwitchRole to the Room, and its
 // onExitRoom reason 4 wakes the supervisor.
+//
+// While an enterRoom is on its way (begin to entered), an onExitRoom of the
+// room ends an older entry on this connection (the server replaces it, or
+// it ended otherwise): the signals queued before it are that entry's, the
+// server sends none of its after, and they are dropped. Without that, a
+// new peer took the old participant's publisher answer for its own.
 type routes struct {
-	mu     sync.Mutex // guards in; never held across a wait
-	in     *peer.SignalQueue
-	remove func() // the handlers and the observer
+	mu       sync.Mutex // guards in and entering; never held across a wait
+	in       *peer.SignalQueue
+	entering bool
+	remove   func() // the handlers and the observer
+}
+
+// begin marks an enterRoom on its way.
+func (rt *routes) begin() {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	rt.entering = true
+}
+
+// entered ends begin, once the enterRoom reply is in, and returns the
+// entry's queue.
+func (rt *routes) entered() *peer.SignalQueue {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	rt.entering = false
+	return rt.in
+}
+
+// olderEntryEnded drops the signals queued for an entry that ended while
+// an enterRoom is on its way.
+func (rt *routes) olderEntryEnded() {
+	rt.mu.Lock()
+	if !rt.entering {
+		rt.mu.Unlock()
+		return
+	}
+	old := rt.in
+	rt.in = peer.NewSignalQueue()
+	rt.mu.Unlock()
+	old.Close()
 }
 
 func (rt *routes) queue() *peer.SignalQueue {
@@ -245,7 +283,11 @@ func (r *Room) route(c *client.Client) *routes {
 	// Observed, not taken: the application may wait for onExitRoom too.
 	stopExit := c.Observe(rooms.EvExitRoom, func(ev client.Event) {
 		var e rooms.ExitRoomEvent
-		if ev.Decode(&e) != nil || e.RoomID != r.roomID || e.Reason != int(rooms.ExitMediaNodeLost) {
+		if ev.Decode(&e) != nil || e.RoomID != r.roomID {
+			return
+		}
+		rt.olderEntryEnded()
+		if e.Reason != int(rooms.ExitMediaNodeLost) {
 			return
 		}
 		r.mu.Lock()
@@ -428,8 +470,11 @@ func (r *Room) relocate(c *client.Client) {
 // enterAgain enters the room anew on c, the Room's connection, and gives
 // the entry a new peer.
 func (r *Room) enterAgain(ctx context.Context, c *client.Client) error {
-	in := r.routesNow().renew()
+	rt := r.routesNow()
+	rt.renew()
+	rt.begin()
 	res, err := enter(ctx, c, r.enterArgs(""))
+	in := rt.entered()
 	if err != nil {
 		return err
 	}
@@ -496,13 +541,14 @@ func (r *Room) rejoin() bool {
 // the Room to c: the same peer when resumed, a new one otherwise.
 func (r *Room) reenter(ctx context.Context, c *client.Client) error {
 	rt := r.route(c)
-	in := rt.queue()
+	rt.begin()
 	token := r.Result().ResumeToken
 	res, err := enter(ctx, c, r.enterArgs(token))
 	if err != nil {
 		rt.stop()
 		return err
 	}
+	in := rt.entered()
 	var fresh *peer.Peer
 	var freshOut *peer.SignalQueue
 	if !res.Resumed {
