@@ -337,12 +337,31 @@ func startBare(ctx context.Context, child bool) (*bareTarget, error) {
 		}
 		return &bareTarget{url: b.url(), stop: b.stop}, nil
 	}
+	c, err := startChildRole(ctx, roleBareForwarder, "bare forwarder")
+	if err != nil {
+		return nil, err
+	}
+	return &bareTarget{url: c.url, pid: c.pid, stop: c.stop}, nil
+}
+
+// childRole is this binary running one role (roleEnv) in a child process:
+// the URL it printed on its first stdout line, its pid, and stop, which
+// closes its stdin (the child's signal to end) and waits for it.
+type childRole struct {
+	url  string
+	pid  int
+	stop func() error
+}
+
+// startChildRole starts this binary as role in a child process and waits
+// for its URL; what names the role in errors.
+func startChildRole(ctx context.Context, role, what string) (*childRole, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), roleEnv+"="+roleBareForwarder)
+	cmd.Env = append(os.Environ(), roleEnv+"="+role)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err
@@ -369,17 +388,17 @@ func startBare(ctx context.Context, child bool) (*bareTarget, error) {
 	select {
 	case u = <-urlc:
 	case err := <-waitc:
-		return nil, fmt.Errorf("bare forwarder child exited: %v", err)
+		return nil, fmt.Errorf("%s child exited: %v", what, err)
 	case <-time.After(30 * time.Second):
 		_ = cmd.Process.Kill()
 		<-waitc
-		return nil, errors.New("bare forwarder child did not start in 30s")
+		return nil, fmt.Errorf("%s child did not start in 30s", what)
 	case <-ctx.Done():
 		_ = cmd.Process.Kill()
 		<-waitc
 		return nil, ctx.Err()
 	}
-	return &bareTarget{url: u, pid: cmd.Process.Pid, stop: func() error {
+	return &childRole{url: u, pid: cmd.Process.Pid, stop: func() error {
 		_ = stdin.Close()
 		select {
 		case err := <-waitc:
@@ -387,7 +406,7 @@ func startBare(ctx context.Context, child bool) (*bareTarget, error) {
 		case <-time.After(15 * time.Second):
 			_ = cmd.Process.Kill()
 			<-waitc
-			return errors.New("bare forwarder child did not exit; killed")
+			return fmt.Errorf("%s child did not exit; killed", what)
 		}
 	}}, nil
 }

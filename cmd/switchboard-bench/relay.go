@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,8 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"sync"
 	"time"
 
@@ -183,59 +180,11 @@ const roleRelay = "relay"
 // server has the URL, the child's pid and stop; cpu, memory and counters
 // work as they do for a server in a child process.
 func startRelayTarget(ctx context.Context) (*server, error) {
-	exe, err := os.Executable()
+	c, err := startChildRole(ctx, roleRelay, "relay")
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), roleEnv+"="+roleRelay)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	waitc := make(chan error, 1)
-	urlc := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		if sc.Scan() {
-			urlc <- sc.Text()
-		}
-		_, _ = io.Copy(io.Discard, stdout)
-		waitc <- cmd.Wait()
-	}()
-	var u string
-	select {
-	case u = <-urlc:
-	case err := <-waitc:
-		return nil, fmt.Errorf("relay child exited: %v", err)
-	case <-time.After(30 * time.Second):
-		_ = cmd.Process.Kill()
-		<-waitc
-		return nil, errors.New("relay child did not start in 30s")
-	case <-ctx.Done():
-		_ = cmd.Process.Kill()
-		<-waitc
-		return nil, ctx.Err()
-	}
-	return &server{mode: modeChild, wsURL: u, pid: cmd.Process.Pid, stop: func() error {
-		_ = stdin.Close()
-		select {
-		case err := <-waitc:
-			return err
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			<-waitc
-			return errors.New("relay child did not exit; killed")
-		}
-	}}, nil
+	return &server{mode: modeChild, wsURL: c.url, pid: c.pid, stop: c.stop}, nil
 }
 
 // runRelayChild serves a relay until stdin closes; its URL is the one line
