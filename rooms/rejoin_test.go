@@ -3,7 +3,6 @@ package rooms_test
 import (
 	"net"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -257,29 +256,6 @@ func TestICERestartAfterNetworkCut(t *testing.T) {
 	}
 }
 
-// cuttableConn drops every datagram of the SFU's UDP socket, both ways,
-// while cut is set: the network between the SFU and everyone vanishes.
-type cuttableConn struct {
-	net.PacketConn
-	cut *atomic.Bool
-}
-
-func (c *cuttableConn) ReadFrom(b []byte) (int, net.Addr, error) {
-	for {
-		n, addr, err := c.PacketConn.ReadFrom(b)
-		if err != nil || !c.cut.Load() {
-			return n, addr, err
-		}
-	}
-}
-
-func (c *cuttableConn) WriteTo(b []byte, addr net.Addr) (int, error) {
-	if c.cut.Load() {
-		return len(b), nil
-	}
-	return c.PacketConn.WriteTo(b, addr)
-}
-
 // TestSubscriberICERestartDuringCutConnectsAfter: bob's subscriber ICE is
 // restarted (restartIce, the SFU's new offer answered) while the SFU's UDP
 // socket drops everything, and the cut lasts a few seconds more: the SFU's
@@ -291,9 +267,11 @@ func (c *cuttableConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 // SFU's side stayed "connecting" until ICE failed and bob was removed
 // (TestBrowserRoomNetworkCut, seen once under load).
 func TestSubscriberICERestartDuringCutConnectsAfter(t *testing.T) {
-	var cut atomic.Bool
+	// The SFU's UDP socket: cutting it drops every datagram both ways, the
+	// network between the SFU and everyone vanishes.
+	var sock *peer.CuttableConn
 	s := newServer(t, media.Config{ICEDisconnectedGrace: 30 * time.Second,
-		WrapPacketConn: func(pc net.PacketConn) net.PacketConn { return &cuttableConn{PacketConn: pc, cut: &cut} }},
+		WrapPacketConn: func(pc net.PacketConn) net.PacketConn { sock = peer.NewCuttableConn(pc); return sock }},
 		rooms.Config{}, nil)
 	c := ctx(t)
 	a, b := s.dial("alice"), s.dial("bob")
@@ -313,7 +291,7 @@ func TestSubscriberICERestartDuringCutConnectsAfter(t *testing.T) {
 	p := rb.Peer()
 	before := p.LocalUfrag(media.TargetSubscriber)
 
-	cut.Store(true)
+	sock.SetCut(true)
 	if err := p.RestartICE(media.TargetSubscriber); err != nil {
 		t.Fatal(err)
 	}
@@ -325,7 +303,7 @@ func TestSubscriberICERestartDuringCutConnectsAfter(t *testing.T) {
 	// how long the network stays down is the scenario, not a wait for an
 	// event.
 	time.Sleep(3 * time.Second)
-	cut.Store(false)
+	sock.SetCut(false)
 	back := time.Now()
 	deadline := back.Add(15 * time.Second)
 	for {

@@ -147,7 +147,7 @@ type Peer struct {
 
 	// Each connection has its own UDP socket, as in a browser: the SFU's
 	// shared port tells connections apart by the client's address.
-	conns []*cuttableConn // appended under mu
+	conns []*CuttableConn // appended under mu
 	muxes []ice.UDPMux
 	// pub is the publisher connection, nil while publishing nothing
 	// (StartPublishing, StopPublishing change it, holding negMu and mu);
@@ -247,7 +247,7 @@ func (p *Peer) newConnection(ip net.IP, logs logging.LoggerFactory) (*webrtc.Pee
 	if err != nil {
 		return nil, fmt.Errorf("peer: listen udp: %w", err)
 	}
-	conn := &cuttableConn{PacketConn: udp}
+	conn := NewCuttableConn(udp)
 	mux := webrtc.NewICEUDPMux(logs.NewLogger("udpmux"), conn)
 	p.mu.Lock()
 	p.conns = append(p.conns, conn)
@@ -706,7 +706,7 @@ func (p *Peer) Cut() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, c := range p.conns {
-		c.cut.Store(true)
+		c.SetCut(true)
 	}
 }
 
@@ -715,7 +715,7 @@ func (p *Peer) Restore() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, c := range p.conns {
-		c.cut.Store(false)
+		c.SetCut(false)
 	}
 }
 
