@@ -37,6 +37,11 @@ type batchConn struct {
 
 	batched atomic.Uint64 // datagrams sent through a batch, for tests
 
+	// rx maps a publisher connection's remote address to its fast
+	// receive path (rxfast.go). Replaced (never modified) under mu, read
+	// without a lock on every read.
+	rx atomic.Pointer[map[netip.AddrPort]*rxPath]
+
 	// rd is the state of a raw read (batch_linux.go), used by one
 	// ReadFromAddrPort at a time: reading is its owner's flag (a second,
 	// concurrent reader reads through net.UDPConn).
@@ -50,7 +55,54 @@ func newBatchConn(conn *net.UDPConn) *batchConn {
 		c.raw = raw
 	}
 	c.streams.Store(&map[uint32]*sendBatch{})
+	c.rx.Store(&map[netip.AddrPort]*rxPath{})
 	return c
+}
+
+// registerRx routes the RTP datagrams from addr to r.
+func (c *batchConn) registerRx(addr netip.AddrPort, r *rxPath) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := *c.rx.Load()
+	next := make(map[netip.AddrPort]*rxPath, len(old)+1)
+	for k, v := range old {
+		next[k] = v
+	}
+	next[addr] = r
+	c.rx.Store(&next)
+}
+
+// unregisterRx undoes registerRx(addr, r); it keeps a later registration
+// of the same address by another connection.
+func (c *batchConn) unregisterRx(addr netip.AddrPort, r *rxPath) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := *c.rx.Load()
+	if old[addr] != r {
+		return
+	}
+	next := make(map[netip.AddrPort]*rxPath, len(old))
+	for k, v := range old {
+		if k != addr {
+			next[k] = v
+		}
+	}
+	c.rx.Store(&next)
+}
+
+// receive hands an RTP datagram from a publisher connection on the fast
+// receive path to it; false when it is Pion's.
+func (c *batchConn) receive(p []byte, addr netip.AddrPort) bool {
+	m := *c.rx.Load()
+	if len(m) == 0 {
+		return false
+	}
+	ssrc, ok := rtpSSRC(p)
+	if !ok {
+		return false
+	}
+	r := m[netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())]
+	return r != nil && r.receive(p, ssrc)
 }
 
 // maxBatch bounds the datagrams of one batch; a fan-out to more
@@ -133,8 +185,18 @@ func (c *batchConn) WriteToAddrPort(b []byte, addr netip.AddrPort) (int, error) 
 }
 
 // ReadFromAddrPort is the read of the ICE UDP mux (its one reader
-// goroutine). See readRaw.
+// goroutine). See readRaw. A datagram the fast receive path takes is
+// forwarded here, and the next one read.
 func (c *batchConn) ReadFromAddrPort(b []byte) (int, netip.AddrPort, error) {
+	for {
+		n, addr, err := c.readOne(b)
+		if err != nil || !c.receive(b[:n], addr) {
+			return n, addr, err
+		}
+	}
+}
+
+func (c *batchConn) readOne(b []byte) (int, netip.AddrPort, error) {
 	if c.raw != nil && c.reading.CompareAndSwap(false, true) {
 		defer c.reading.Store(false)
 		if n, addr, ok, err := c.rd.read(c.raw, b); ok {

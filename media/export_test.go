@@ -16,3 +16,23 @@ func BatchStreams(s *SFU) int {
 	}
 	return len(*s.batch.streams.Load())
 }
+
+// RxAddrs counts the publisher addresses registered with s's fast receive
+// path.
+func RxAddrs(s *SFU) int {
+	if s.batch == nil {
+		return 0
+	}
+	return len(*s.batch.rx.Load())
+}
+
+// PublisherState is the state of p's publisher connection as the SFU sees
+// it ("none" without one).
+func PublisherState(p *Participant) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.pub == nil {
+		return "none"
+	}
+	return p.pub.ConnectionState().String()
+}
