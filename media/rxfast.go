@@ -80,8 +80,10 @@ type rxPath struct {
 type rxStream struct {
 	track   *publishedTrack
 	chain   interceptor.RTPReader
-	rtx     bool
-	started bool // under rxPath.mu: the rollover counter was carried over
+	rtx     bool   // an RTX stream: its packets repair the track's
+	pt      uint8  // the track's payload type and SSRC, for RTX
+	ssrc    uint32 //
+	started bool   // under rxPath.mu: the rollover counter was carried over
 
 	pkt   rtp.Packet
 	ext   [8]rtp.Extension // backing array of pkt's header extensions
@@ -227,8 +229,16 @@ func srtpReceiveContext(conn *dtls.Conn, client bool) (*srtp.Context, error) {
 	if err := cfg.ExtractSessionKeysFromDTLS(&state, client); err != nil {
 		return nil, err
 	}
-	return srtp.CreateContext(cfg.Keys.RemoteMasterKey, cfg.Keys.RemoteMasterSalt, profile,
-		srtp.Cryptex(srtp.CryptexModeEnabled))
+	return newRxContext(cfg.Keys.RemoteMasterKey, cfg.Keys.RemoteMasterSalt, profile)
+}
+
+// rxReplayWindow is the SRTP replay protection window, as Pion's SRTP
+// session's default (a bare srtp.Context has none).
+const rxReplayWindow = 64
+
+// newRxContext is an incoming SRTP context as Pion's session makes one.
+func newRxContext(key, salt []byte, profile srtp.ProtectionProfile) (*srtp.Context, error) {
+	return srtp.CreateContext(key, salt, profile, srtp.SRTPReplayProtection(rxReplayWindow), srtp.Cryptex(srtp.CryptexModeEnabled))
 }
 
 // srtpProfile is the SRTP profile negotiated on conn.
@@ -254,7 +264,7 @@ func (r *rxPath) bindChain(ssrc uint32, chain interceptor.RTPReader) {
 	defer r.mu.Unlock()
 	r.chains[ssrc] = chain
 	if s := (*r.streams.Load())[ssrc]; s != nil {
-		r.setStreamLocked(ssrc, &rxStream{track: s.track, rtx: s.rtx})
+		r.setStreamLocked(ssrc, &rxStream{track: s.track, rtx: s.rtx, pt: s.pt, ssrc: s.ssrc})
 	}
 }
 
@@ -277,9 +287,10 @@ func (r *rxPath) register(t *publishedTrack) {
 	if r.closed {
 		return
 	}
-	r.setStreamLocked(uint32(t.remote.SSRC()), &rxStream{track: t})
+	ssrc := uint32(t.remote.SSRC())
+	r.setStreamLocked(ssrc, &rxStream{track: t})
 	if rtx := uint32(t.remote.RtxSSRC()); rtx != 0 {
-		r.setStreamLocked(rtx, &rxStream{track: t, rtx: true})
+		r.setStreamLocked(rtx, &rxStream{track: t, rtx: true, pt: uint8(t.remote.PayloadType()), ssrc: ssrc})
 	}
 }
 

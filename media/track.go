@@ -124,7 +124,7 @@ func (t *publishedTrack) receiveFast(s *rxStream, b []byte) {
 		return
 	}
 	if s.rtx {
-		orig, ok := rtxToOriginal(b, uint8(t.remote.PayloadType()), uint32(t.remote.SSRC()))
+		orig, ok := rtxToOriginal(b, s.pt, s.ssrc)
 		if !ok {
 			return // a probe: nothing to forward
 		}
