@@ -37,10 +37,10 @@ type batchConn struct {
 
 	batched atomic.Uint64 // datagrams sent through a batch, for tests
 
-	// rx maps a publisher connection's remote address to its fast
-	// receive path (rxfast.go). Replaced (never modified) under mu, read
-	// without a lock on every read.
-	rx atomic.Pointer[map[netip.AddrPort]*rxPath]
+	// rx maps the SSRC of a published track (or its RTX stream) to its
+	// connection's fast receive path (rxfast.go). Replaced (never
+	// modified) under mu, read without a lock on every read.
+	rx atomic.Pointer[map[uint32]*rxPath]
 
 	// rd is the state of a raw read (batch_linux.go), used by one
 	// ReadFromAddrPort at a time: reading is its owner's flag (a second,
@@ -55,35 +55,39 @@ func newBatchConn(conn *net.UDPConn) *batchConn {
 		c.raw = raw
 	}
 	c.streams.Store(&map[uint32]*sendBatch{})
-	c.rx.Store(&map[netip.AddrPort]*rxPath{})
+	c.rx.Store(&map[uint32]*rxPath{})
 	return c
 }
 
-// registerRx routes the RTP datagrams from addr to r.
-func (c *batchConn) registerRx(addr netip.AddrPort, r *rxPath) {
+// registerRx routes the RTP datagrams of ssrc to r, unless another
+// connection's fast receive path has it (an SSRC two publishers chose:
+// the second stays on Pion's path).
+func (c *batchConn) registerRx(ssrc uint32, r *rxPath) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	old := *c.rx.Load()
-	next := make(map[netip.AddrPort]*rxPath, len(old)+1)
+	if old[ssrc] != nil {
+		return
+	}
+	next := make(map[uint32]*rxPath, len(old)+1)
 	for k, v := range old {
 		next[k] = v
 	}
-	next[addr] = r
+	next[ssrc] = r
 	c.rx.Store(&next)
 }
 
-// unregisterRx undoes registerRx(addr, r); it keeps a later registration
-// of the same address by another connection.
-func (c *batchConn) unregisterRx(addr netip.AddrPort, r *rxPath) {
+// unregisterRx undoes registerRx(ssrc, r).
+func (c *batchConn) unregisterRx(ssrc uint32, r *rxPath) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	old := *c.rx.Load()
-	if old[addr] != r {
+	if old[ssrc] != r {
 		return
 	}
-	next := make(map[netip.AddrPort]*rxPath, len(old))
+	next := make(map[uint32]*rxPath, len(old))
 	for k, v := range old {
-		if k != addr {
+		if k != ssrc {
 			next[k] = v
 		}
 	}
@@ -101,8 +105,8 @@ func (c *batchConn) receive(p []byte, addr netip.AddrPort) bool {
 	if !ok {
 		return false
 	}
-	r := m[netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())]
-	return r != nil && r.receive(p, ssrc)
+	r := m[ssrc]
+	return r != nil && r.receive(p, ssrc, netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port()))
 }
 
 // maxBatch bounds the datagrams of one batch; a fan-out to more

@@ -17,9 +17,8 @@ func BatchStreams(s *SFU) int {
 	return len(*s.batch.streams.Load())
 }
 
-// RxAddrs counts the publisher addresses registered with s's fast receive
-// path.
-func RxAddrs(s *SFU) int {
+// RxStreams counts the SSRCs registered with s's fast receive path.
+func RxStreams(s *SFU) int {
 	if s.batch == nil {
 		return 0
 	}

@@ -185,7 +185,7 @@ func (p *Participant) pcConfig() webrtc.Configuration {
 // newPublisher creates a publisher connection with its handlers, and its
 // fast receive path.
 func (p *Participant) newPublisher() (*webrtc.PeerConnection, *rxPath, error) {
-	rx := newRxPath(p.sfu.batch, &p.sfu.counters)
+	rx := newRxPath(p.sfu.batch, &p.sfu.counters, p.log)
 	pc, err := p.sfu.pubAPI.newPeerConnection(p.pcConfig(), rx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("media: publisher connection: %w", err)
@@ -729,7 +729,7 @@ func (p *Participant) checkConnections() {
 		p.fast.decide(p.log)
 	}
 	if pubRx != nil {
-		pubRx.decide(p.log)
+		pubRx.decide()
 	}
 	for _, d := range refresh {
 		if d.bound.Load() {

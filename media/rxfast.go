@@ -25,16 +25,15 @@ import (
 // the SRTP session's read loop, the track's forwarder), each hand-off a
 // wake-up. Once the connection is connected and its keys can be had, the
 // SFU's socket wrapper (batchConn, whose read is the UDP mux's one reader
-// goroutine) recognises an RTP datagram (RFC 7983, RFC 5761) from the
-// selected pair's remote address whose SSRC is that of a track the
-// connection publishes (or of its RTX stream), decrypts it with an SRTP
-// context of its own (the remote keys of the RFC 5764 keying material, with
+// goroutine) recognises an RTP datagram (RFC 7983, RFC 5761) whose SSRC
+// is that of a track the connection publishes (or of its RTX stream),
+// decrypts it with an SRTP context of its own (the remote keys of the RFC 5764 keying material, with
 // its replay protection and rollover counter), runs it through the
 // connection's receive interceptors (the NACK generator, receiver reports,
 // TWCC feedback: the same chain Pion would run, captured when Pion bound the
 // stream, with rxSource in the place of Pion's SRTP reader) and fans it out
-// there. Everything else on the port (RTCP, STUN, DTLS, other SSRCs, other
-// addresses, packets before the switch) goes to Pion as before, and the
+// there. Everything else on the port (RTCP, STUN, DTLS, other SSRCs,
+// packets before the switch) goes to Pion as before, and the
 // track's forwarder goroutine forwards what Pion delivers; a track's two
 // sources fan out one at a time (publishedTrack.fanMu).
 //
@@ -43,11 +42,17 @@ import (
 // SSRC decrypted here starts from it. The connection stays on Pion's path
 // for good when its selected pair is relayed when it connects, when
 // batching is off (Config.WrapPacketConn) or when the keys cannot be had.
-// Later selected pairs (ICE restarts) add their remote address; an address
-// stays the connection's until it closes, so a packet still in flight from
-// the previous pair is not handed to Pion's context, whose rollover counter
-// is stale by then. Each packet is authenticated by the connection's keys,
-// so an address is only a routing hint.
+//
+// Packets are routed by SSRC, not by address: a browser may send on a
+// valid pair other than the one Pion selected (Chromium with a loopback and
+// a LAN address sends from the LAN one while Pion keeps the loopback pair
+// it nominated first), and an ICE restart moves the pair. The SRTP
+// authentication decides: a packet that fails it from an address the
+// connection is known to use (the selected pairs' remote addresses, and
+// those of packets that passed it) is dropped, as Pion would, and so is a
+// replay; from any other address it goes to Pion (another connection
+// using the same SSRC: the SSRC stays on Pion's path for the connection
+// that registered it second).
 //
 // ICE liveness does not need the media: Pion's agent sends a binding
 // request on the selected pair every ICEKeepaliveInterval (2 s) and counts
@@ -64,12 +69,14 @@ type rxPath struct {
 	// modified) under mu, read without a lock by the socket's reader.
 	streams atomic.Pointer[map[uint32]*rxStream]
 
+	log *slog.Logger
+
 	mu       sync.Mutex // guards the fields below
 	ctx      *srtp.Context
 	hdr      rtp.Header                       // scratch for DecryptRTP
 	chains   map[uint32]interceptor.RTPReader // each SSRC's full receive chain, as Pion bound it
 	trackers map[uint32]*seqTracker           // what Pion delivered, per SSRC
-	addrs    []netip.AddrPort                 // registered with conn
+	addrs    []netip.AddrPort                 // where the peer is known to send from
 	closed   bool
 	slab     []byte // where decrypted packets are carved from
 }
@@ -91,8 +98,8 @@ type rxStream struct {
 	n     int // the packet rxSource returns
 }
 
-func newRxPath(conn *batchConn, c *counters) *rxPath {
-	r := &rxPath{conn: conn, counters: c, chains: make(map[uint32]interceptor.RTPReader), trackers: make(map[uint32]*seqTracker)}
+func newRxPath(conn *batchConn, c *counters, log *slog.Logger) *rxPath {
+	r := &rxPath{conn: conn, counters: c, log: log, chains: make(map[uint32]interceptor.RTPReader), trackers: make(map[uint32]*seqTracker)}
 	r.streams.Store(&map[uint32]*rxStream{})
 	if conn == nil {
 		r.state.Store(fastOff)
@@ -108,43 +115,48 @@ func (r *rxPath) attach(pc *webrtc.PeerConnection) {
 		return
 	}
 	pc.SCTP().Transport().ICETransport().OnSelectedCandidatePairChange(func(pair *webrtc.ICECandidatePair) {
-		if r.state.Load() != fastOn {
-			return
-		}
 		if addr, ok := directRoute(pair); ok {
-			r.addAddr(addr)
+			r.mu.Lock()
+			r.addAddrLocked(addr)
+			r.mu.Unlock()
 		}
+		r.decide()
 	})
 }
 
-// maxRxAddrs bounds the addresses one connection keeps (ICE restarts).
-const maxRxAddrs = 4
+// maxRxAddrs bounds the addresses one connection keeps.
+const maxRxAddrs = 8
 
-// addAddr routes addr's datagrams to r.
-func (r *rxPath) addAddr(addr netip.AddrPort) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		return
-	}
+// addAddrLocked records that the peer sends from addr. r.mu held.
+func (r *rxPath) addAddrLocked(addr netip.AddrPort) {
 	for _, a := range r.addrs {
 		if a == addr {
 			return
 		}
 	}
 	if len(r.addrs) == maxRxAddrs {
-		r.conn.unregisterRx(r.addrs[0], r)
 		r.addrs = append(r.addrs[:0], r.addrs[1:]...)
 	}
 	r.addrs = append(r.addrs, addr)
-	r.conn.registerRx(addr, r)
+}
+
+// knownAddrLocked reports whether the peer is known to send from addr.
+// r.mu held.
+func (r *rxPath) knownAddrLocked(addr netip.AddrPort) bool {
+	for _, a := range r.addrs {
+		if a == addr {
+			return true
+		}
+	}
+	return false
 }
 
 // decide switches the connection to the fast receive path, or to Pion's
 // for good; it leaves it undecided while DTLS or ICE is not up yet. Called
-// when the publisher connection connects.
-func (r *rxPath) decide(log *slog.Logger) {
-	if r.state.Load() != fastUndecided {
+// when the publisher connection connects, when its selected pair changes
+// and when a track starts (whichever finds it ready first).
+func (r *rxPath) decide() {
+	if r == nil || r.state.Load() != fastUndecided {
 		return
 	}
 	ctx, addr, relayed, err := r.prepare()
@@ -152,21 +164,22 @@ func (r *rxPath) decide(log *slog.Logger) {
 		return
 	}
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	if r.state.Load() != fastUndecided || r.closed {
-		r.mu.Unlock()
 		return
 	}
 	if err != nil || relayed {
 		r.state.Store(fastOff)
-		r.mu.Unlock()
-		log.Info("publisher receive path: Pion", "relayed", relayed, "err", err)
+		r.log.Info("publisher receive path: Pion", "relayed", relayed, "err", err)
 		return
 	}
 	r.ctx = ctx
+	r.addAddrLocked(addr)
 	r.state.Store(fastOn)
-	r.mu.Unlock()
-	r.addAddr(addr)
-	log.Debug("publisher receive path: fast")
+	for ssrc := range *r.streams.Load() {
+		r.conn.registerRx(ssrc, r)
+	}
+	r.log.Debug("publisher receive path: fast")
 }
 
 // prepare returns the connection's incoming SRTP context and the selected
@@ -328,6 +341,14 @@ func (r *rxPath) setStreamLocked(ssrc uint32, s *rxStream) {
 		}
 	}
 	r.streams.Store(&next)
+	if r.conn == nil {
+		return
+	}
+	if next[ssrc] != nil && r.state.Load() == fastOn && !r.closed {
+		r.conn.registerRx(ssrc, r)
+	} else if next[ssrc] == nil {
+		r.conn.unregisterRx(ssrc, r)
+	}
 }
 
 // seenPion follows a packet Pion delivered to the forwarder: h is its
@@ -372,10 +393,11 @@ func (r *rxPath) close() {
 	defer r.mu.Unlock()
 	r.closed = true
 	r.state.Store(fastOff)
-	for _, a := range r.addrs {
-		r.conn.unregisterRx(a, r)
+	if r.conn != nil {
+		for ssrc := range *r.streams.Load() {
+			r.conn.unregisterRx(ssrc, r)
+		}
 	}
-	r.addrs = nil
 	r.streams.Store(&map[uint32]*rxStream{})
 }
 
@@ -386,10 +408,10 @@ func (r *rxPath) close() {
 // ~50 video packets instead of one per packet).
 const rxSlabSize = 64 << 10
 
-// receive handles an RTP datagram with SSRC ssrc from one of r's
-// addresses: false when it is not the fast path's (the caller hands it to
-// Pion); true when it was forwarded or dropped.
-func (r *rxPath) receive(p []byte, ssrc uint32) bool {
+// receive handles an RTP datagram with SSRC ssrc from addr: false when it
+// is not the fast path's (the caller hands it to Pion); true when it was
+// forwarded or dropped.
+func (r *rxPath) receive(p []byte, ssrc uint32, addr netip.AddrPort) bool {
 	s := (*r.streams.Load())[ssrc]
 	if s == nil {
 		return false
@@ -411,11 +433,20 @@ func (r *rxPath) receive(p []byte, ssrc uint32) bool {
 	}
 	free := r.slab[len(r.slab):cap(r.slab)]
 	out, err := r.ctx.DecryptRTP(free[:0:len(p)], p, &r.hdr)
+	known := r.knownAddrLocked(addr)
 	if err == nil {
 		r.slab = r.slab[:len(r.slab)+len(out)]
+		if !known {
+			r.addAddrLocked(addr)
+		}
 	}
 	r.mu.Unlock()
 	if err != nil {
+		if !known {
+			// Not this connection's (or a forgery, or a replay from
+			// elsewhere: Pion drops those).
+			return false
+		}
 		r.counters.fastInDropped.Add(1)
 		return true
 	}

@@ -3,6 +3,8 @@ package media
 import (
 	"errors"
 	"fmt"
+	"log/slog"
+	"net/netip"
 	"sync"
 	"testing"
 
@@ -27,6 +29,8 @@ type rxFixture struct {
 	rtcp []rtcp.Packet // what the interceptors sent to the publisher
 }
 
+var rxTestAddr = netip.MustParseAddrPort("127.0.0.1:5004")
+
 const (
 	rxTestSSRC    = 1111
 	rxTestRTXSSRC = 2222
@@ -36,7 +40,8 @@ const (
 func newRxFixture(tb testing.TB, subscribers int, writes *int) *rxFixture {
 	tb.Helper()
 	x := &rxFixture{}
-	x.r = newRxPath(nil, &counters{})
+	x.r = newRxPath(nil, &counters{}, slog.New(slog.DiscardHandler))
+	x.r.addrs = []netip.AddrPort{rxTestAddr}
 	var err error
 	x.r.ctx, err = newRxContext(testMasterKey, testMasterSalt, srtp.ProtectionProfileAeadAes128Gcm)
 	if err != nil {
@@ -121,7 +126,7 @@ func TestRxFastContinuesRolloverCounter(t *testing.T) {
 		x.r.seen(rxTestSSRC, seq)             // as the forwarder does
 	}
 	for seq := uint16(2); seq < 10; seq++ {
-		if !x.r.receive(x.packet(t, rxTestSSRC, seq, payload), rxTestSSRC) {
+		if !x.r.receive(x.packet(t, rxTestSSRC, seq, payload), rxTestSSRC, rxTestAddr) {
 			t.Fatalf("packet %d not taken", seq)
 		}
 	}
@@ -136,13 +141,35 @@ func TestRxFastContinuesRolloverCounter(t *testing.T) {
 	}
 	// A replayed packet is refused.
 	replay := x.packet(t, rxTestSSRC, 10, payload)
-	x.r.receive(replay, rxTestSSRC)
-	x.r.receive(replay, rxTestSSRC)
+	x.r.receive(replay, rxTestSSRC, rxTestAddr)
+	x.r.receive(replay, rxTestSSRC, rxTestAddr)
 	if got := x.r.counters.fastInDropped.Load(); got != 1 {
 		t.Errorf("replay: %d dropped, want 1", got)
 	}
+	// A packet that fails authentication from an address the connection
+	// does not use is Pion's (another connection's SSRC); from one it uses
+	// it is dropped. One that passes it teaches the address (a browser
+	// sending on another valid pair).
+	forged := x.packet(t, rxTestSSRC, 11, payload)
+	forged[len(forged)-1] ^= 1
+	elsewhere := netip.MustParseAddrPort("192.0.2.7:6000")
+	if x.r.receive(forged, rxTestSSRC, elsewhere) {
+		t.Error("a packet failing authentication from elsewhere was not handed to Pion")
+	}
+	if !x.r.receive(forged, rxTestSSRC, rxTestAddr) || x.r.counters.fastInDropped.Load() != 2 {
+		t.Error("a packet failing authentication from the peer's address was not dropped")
+	}
+	if !x.r.receive(x.packet(t, rxTestSSRC, 12, payload), rxTestSSRC, elsewhere) || x.r.counters.fastIn.Load() != 10 {
+		t.Error("an authentic packet from another address was not forwarded")
+	}
+	x.r.mu.Lock()
+	learnt := x.r.knownAddrLocked(elsewhere)
+	x.r.mu.Unlock()
+	if !learnt {
+		t.Error("the address of an authentic packet was not learnt")
+	}
 	// An unknown SSRC is Pion's.
-	if x.r.receive(x.packet(t, 4444, 1, payload), 4444) {
+	if x.r.receive(x.packet(t, 4444, 1, payload), 4444, rxTestAddr) {
 		t.Error("a packet of an unknown SSRC was taken")
 	}
 }
@@ -163,11 +190,11 @@ func TestRxFastRepairsFromRTX(t *testing.T) {
 	x.r.mu.Unlock()
 
 	rtxPayload := []byte{0x01, 0x2c, 0x10, 0x00, 0x9d} // OSN 300, then the original payload
-	if !x.r.receive(x.packet(t, rxTestRTXSSRC, 7, rtxPayload), rxTestRTXSSRC) {
+	if !x.r.receive(x.packet(t, rxTestRTXSSRC, 7, rtxPayload), rxTestRTXSSRC, rxTestAddr) {
 		t.Fatal("RTX packet not taken")
 	}
 	probe := x.packet(t, rxTestRTXSSRC, 8, []byte{0x01})
-	x.r.receive(probe, rxTestRTXSSRC)
+	x.r.receive(probe, rxTestRTXSSRC, rxTestAddr)
 	if len(got) != 1 {
 		t.Fatalf("%d packets forwarded, want 1", len(got))
 	}
@@ -207,7 +234,7 @@ func BenchmarkRxFast(b *testing.B) {
 					}
 					b.StartTimer()
 				}
-				x.r.receive(pkts[i%len(pkts)], rxTestSSRC)
+				x.r.receive(pkts[i%len(pkts)], rxTestSSRC, rxTestAddr)
 			}
 			b.StopTimer()
 			if d := x.r.counters.fastInDropped.Load(); d != 0 {

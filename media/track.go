@@ -101,6 +101,7 @@ func (t *publishedTrack) forward() {
 		t.rx.seenPion(&pkt.Header, attr)
 		if !registered {
 			registered = true
+			t.rx.decide()
 			t.rx.register(t)
 		}
 		t.counters.packetsIn.Add(1)
