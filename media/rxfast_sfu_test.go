@@ -1,8 +1,12 @@
 package media_test
 
 import (
+	"errors"
+	"os"
 	"regexp"
+	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -294,4 +298,33 @@ func TestRxFastRelayedPublisherStaysOnPion(t *testing.T) {
 		t.Errorf("fast receive path took %d packets of a relayed publisher", st.PacketsInFast)
 	}
 	checkClean(t, pub, sub)
+}
+
+// The SFU's UDP port gets the receive buffer Config.UDPReadBuffer asks for
+// (up to the kernel's cap): the fast receive path forwards in the port's
+// reader goroutine, and this is what absorbs a moment without CPU.
+func TestUDPReadBuffer(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("reads SO_RCVBUF")
+	}
+	cfg := testConfig()
+	cfg.UDPReadBuffer = 1 << 20
+	s := newSFU(t, cfg)
+	got, err := media.ReadBuffer(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := 1 << 20
+	if b, err := os.ReadFile("/proc/sys/net/core/rmem_max"); err == nil {
+		if limit, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && limit < want {
+			want = limit
+		}
+	}
+	if got < want { // Linux reports twice what was set
+		t.Errorf("SO_RCVBUF %d, want at least %d", got, want)
+	}
+	cfg.UDPReadBuffer = -1
+	if _, err := media.New(cfg, nil); !errors.Is(err, media.ErrInvalidConfig) {
+		t.Errorf("negative UDPReadBuffer: %v, want ErrInvalidConfig", err)
+	}
 }

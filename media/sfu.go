@@ -88,6 +88,9 @@ func New(cfg Config, log *slog.Logger) (*SFU, error) {
 	if err != nil {
 		return nil, fmt.Errorf("media: listen udp: %w", err)
 	}
+	if err := conn.SetReadBuffer(cfg.UDPReadBuffer); err != nil {
+		log.Warn("udp receive buffer not set", "bytes", cfg.UDPReadBuffer, "err", err)
+	}
 
 	// The fan-out's datagrams leave in batches through batchConn, unless a
 	// wrapper must see every write (tests that cut the network).
