@@ -44,32 +44,12 @@ const (
 )
 
 func (s *SQLiteStore) applyAll(ctx context.Context, muts []Mutation) error {
-	for i, m := range muts {
-		if st, ok := m.(SetInviteeState); ok && deletedLater(muts[i+1:], st.InviteID) {
-			// The last answer: the invitation (and its invitees, ON DELETE
-			// CASCADE) is deleted further on in the same transaction, so
-			// the update would be undone at once. Its state is still
-			// checked, as apply would.
-			if _, err := ParseInviteeState(st.State.String()); err != nil {
-				return sqliteErr(fmt.Sprintf("set state of invitee %q of invitation %q", st.UserID, st.InviteID), sqlitedb.Invalid("invalid state %v", st.State))
-			}
-			continue
-		}
+	for _, m := range muts {
 		if err := s.apply(ctx, m); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-// deletedLater reports whether muts delete invitation id.
-func deletedLater(muts []Mutation, id string) bool {
-	for _, m := range muts {
-		if d, ok := m.(DeleteInvitation); ok && d.InviteID == id {
-			return true
-		}
-	}
-	return false
 }
 
 // apply runs one mutation inside the writer's transaction.

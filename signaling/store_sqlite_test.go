@@ -26,7 +26,6 @@ import (
 	"time"
 
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
-	"github.com/switchboard-rtc/switchboard/signaling/sqlitedb"
 )
 
 // openTestSQLite opens a store in a fresh directory, closed when the test ends.
@@ -289,50 +288,6 @@ func TestSQLiteBatchGathersReadyCallers(t *testing.T) {
 	t.Logf("%d calls, %d commits", n*rounds, commits)
 	if commits > 2*rounds {
 		t.Errorf("%d rounds of %d callers ready together took %d commits, want at most %d", rounds, n, commits, 2*rounds)
-	}
-}
-
-// TestSQLiteLastAnswerSkipsUpdate (issue 16): the last answer of an
-// invitation commits its invitee's state and the invitation's deletion
-// together; the update, undone by the deletion in the same transaction, is
-// not run. An invalid state is still refused, and an answer that does not
-// end the invitation is still stored.
-func TestSQLiteLastAnswerSkipsUpdate(t *testing.T) {
-	s, _ := openTestSQLite(t)
-	now := time.Unix(1_700_000_000, 0)
-	inv := InvitationRecord{ID: "inv1", Inviter: "a", Data: "{}", CreatedAt: now, Deadline: now.Add(time.Minute),
-		Invitees: []InviteeRecord{{UserID: "b", State: StatePending, UpdatedAt: now}, {UserID: "c", State: StatePending, UpdatedAt: now}}}
-	if err := s.Apply(t.Context(), PutInvitation{Invitation: inv}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Apply(t.Context(), SetInviteeState{InviteID: "inv1", UserID: "b", State: StateAccepted, At: now, From: StatePending},
-		DeleteInvitation{InviteID: "inv1"}); err != nil {
-		t.Fatal(err)
-	}
-	if s.stmts[sqlSetInviteeState] != nil {
-		t.Error("the update of an invitee whose invitation is deleted in the same call was run")
-	}
-	if snap, err := s.Load(t.Context()); err != nil || len(snap.Invitations) != 0 {
-		t.Fatalf("Load = %d invitations, %v; want none", len(snap.Invitations), err)
-	}
-	err := s.Apply(t.Context(), SetInviteeState{InviteID: "inv1", UserID: "b", State: InviteeState(99), At: now},
-		DeleteInvitation{InviteID: "inv1"})
-	var invalid *sqlitedb.InvalidError
-	if !errors.As(err, &invalid) {
-		t.Errorf("an invalid state before a deletion = %v, want refused as invalid", err)
-	}
-	// An answer that does not end the invitation is stored as before.
-	inv.ID = "inv2"
-	if err := s.Apply(t.Context(), PutInvitation{Invitation: inv}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Apply(t.Context(), SetInviteeState{InviteID: "inv2", UserID: "b", State: StateRejected, At: now, From: StatePending},
-		DeleteInvitation{InviteID: "inv1"}); err != nil {
-		t.Fatal(err)
-	}
-	snap, err := s.Load(t.Context())
-	if err != nil || len(snap.Invitations) != 1 || snap.Invitations[0].Invitees[0].State != StateRejected {
-		t.Fatalf("Load = %+v, %v; want inv2 with b rejected", snap.Invitations, err)
 	}
 }
 
@@ -816,9 +771,7 @@ func BenchmarkSQLiteInvitationLife(b *testing.B) {
 				b.Error(err)
 				return
 			}
-			// The last answer, as the engine commits it.
-			if err := s.Apply(ctx, SetInviteeState{InviteID: id, UserID: "callee", State: StateAccepted, At: time.Now(), From: StatePending},
-				DeleteInvitation{InviteID: id}); err != nil {
+			if err := s.Apply(ctx, DeleteInvitation{InviteID: id}); err != nil {
 				b.Error(err)
 				return
 			}
