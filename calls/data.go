@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
@@ -167,7 +168,7 @@ func ClientData(data string) (string, error) {
 	if isCall && d.IsCallEnd() {
 		return markClient(d.fields), nil
 	}
-	if !strings.HasPrefix(strings.TrimSpace(data), "{") {
+	if !strings.HasPrefix(strings.TrimSpace(data), "{") || !mayNameSender(data) {
 		return data, nil
 	}
 	var top map[string]json.RawMessage
@@ -180,6 +181,24 @@ func ClientData(data string) (string, error) {
 		}
 	}
 	return data, nil
+}
+
+// mayNameSender reports whether data may hold a key that letter case
+// aside reads "sender": without an escape, a byte outside ASCII (Unicode
+// folds 'ſ' to 's') or "sender" in any case, no key of it can, and the
+// decoding is spared.
+func mayNameSender(data string) bool {
+	const word = "sender"
+	for i := 0; i < len(data); i++ {
+		c := data[i]
+		if c == '\\' || c >= utf8.RuneSelf {
+			return true
+		}
+		if c|0x20 == 's' && len(data)-i >= len(word) && strings.EqualFold(data[i:i+len(word)], word) {
+			return true
+		}
+	}
+	return false
 }
 
 // markClient renders top with every sender key (any letter case) replaced

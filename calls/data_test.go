@@ -140,6 +140,37 @@ func TestClientData(t *testing.T) {
 	}
 }
 
+// TestClientDataSenderSpellings (issue 16): data that cannot name a sender
+// is passed on without being decoded; every spelling of a sender key is
+// still marked as the client's.
+func TestClientDataSenderSpellings(t *testing.T) {
+	for _, in := range []string{`{"bench":1}`, `{"a":"send","b":"ender"}`, `{"sendr":1}`} {
+		if out, err := calls.ClientData(in); err != nil || out != in {
+			t.Errorf("ClientData(%s) = %s, %v; want it unchanged", in, out, err)
+		}
+	}
+	for _, in := range []string{`{"sender":"server"}`, `{"SeNdEr":"server","x":1}`, `{"\u0073ender":"server"}`,
+		`{"\u0053ENDER":"x"}`, "{\"\u017fender\":\"server\"}", `{"x":1,"Sender":null}`} {
+		out, err := calls.ClientData(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var top map[string]json.RawMessage
+		if err := json.Unmarshal([]byte(out), &top); err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for k := range top {
+			if strings.EqualFold(k, "sender") {
+				n++
+			}
+		}
+		if n != 1 || string(top["sender"]) != `"client"` {
+			t.Errorf("ClientData(%s) = %s, want one sender, the client", in, out)
+		}
+	}
+}
+
 // FuzzClientData: whatever an app sends, the data passed on never carries a
 // sender other than "client" (in any letter case) and is never the
 // server's call end; passing it through again changes nothing.
@@ -170,4 +201,15 @@ func FuzzClientData(f *testing.F) {
 			t.Fatalf("not idempotent: %s -> %s (%v)", out, again, err)
 		}
 	})
+}
+
+// BenchmarkClientData is an invite's data on its way in (issue 16): data
+// that names no sender is passed on without being decoded.
+func BenchmarkClientData(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if out, err := calls.ClientData(`{"bench":1}`); err != nil || out != `{"bench":1}` {
+			b.Fatal(out, err)
+		}
+	}
 }

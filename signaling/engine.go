@@ -551,11 +551,7 @@ func (e *Engine) encode(evs []*outgoing, now time.Time) ([]Mutation, error) {
 			}
 			ev.raw = data
 		}
-		var err error
-		ev.frame, err = json.Marshal(protocol.EventFrame{Event: ev.name, Data: data})
-		if err != nil {
-			return nil, err
-		}
+		ev.frame = protocol.EncodeEventRaw(ev.name, data) // data is json.Marshal's
 		kept := ev.keptRaw
 		if kept == nil {
 			kept = data

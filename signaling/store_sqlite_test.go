@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -256,6 +257,37 @@ func TestSQLiteGroupCommitUnderLoad(t *testing.T) {
 	t.Logf("%d calls, %d commits", calls, commits)
 	if commits >= calls {
 		t.Errorf("%d concurrent calls took %d commits, want fewer", calls, commits)
+	}
+}
+
+// TestSQLiteBatchGathersReadyCallers (issue 16): callers that are ready to
+// run when the writer wakes join its batch. On one P, the writer woken by
+// the first caller used to run before the other callers ready to run, and
+// commit each call alone; it now yields to them first, so they share a
+// commit.
+func TestSQLiteBatchGathersReadyCallers(t *testing.T) {
+	s, _ := openTestSQLite(t)
+	if err := s.Apply(t.Context(), PutUser{UserID: "warm"}); err != nil {
+		t.Fatal(err) // the writer's connection and statements are ready
+	}
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	const n, rounds = 16, 5
+	commitsBefore := s.commits.Load()
+	for r := range rounds {
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				if err := s.Apply(context.Background(), PutUser{UserID: fmt.Sprintf("u%d-%d", r, i)}); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	commits := s.commits.Load() - commitsBefore
+	t.Logf("%d calls, %d commits", n*rounds, commits)
+	if commits > 2*rounds {
+		t.Errorf("%d rounds of %d callers ready together took %d commits, want at most %d", rounds, n, commits, 2*rounds)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"fmt"
+	"runtime"
 	"sync/atomic"
 	"time"
 )
@@ -70,6 +71,13 @@ func (s *SQLiteStore) runWriter() {
 	defer s.dropConn()
 	buf := make([]*sqliteReq, 0, sqliteMaxBatch)
 	for {
+		// Let the goroutines that are ready to run go first (requests being
+		// decided: they are about to call Apply), so that they join this
+		// batch rather than each waiting for a commit of its own. With
+		// nothing else ready this returns at once; under load it is what
+		// makes the batches grow (issue 16: 1.7 calls per commit at the
+		// bench's max rate without it, 13-14 with it).
+		runtime.Gosched()
 		batch, last := s.take(buf)
 		if len(batch) > 0 {
 			if s.walState.CompareAndSwap(walTooLong, walShort) {

@@ -124,7 +124,7 @@ func (c *conn) stopWriter(code int, text string, drain bool) {
 		if code == CloseSlowConsumer {
 			// The writer may be blocked writing to a client that does not
 			// read: abort that write now rather than at its deadline.
-			_ = c.out.SetWriteDeadline(time.Now())
+			c.out.abortWrites()
 		}
 		if c.send.setClosing() {
 			go c.writer()
@@ -519,11 +519,40 @@ func (q *frameQueue) endReplay() {
 // buffer, borrowed from batchPool, and goes to the socket in one write at
 // flush; otherwise writes go through at once. gorilla calls Write for one
 // frame at a time, under its own write lock.
+//
+// The write deadline gorilla sets before each frame is only noted while a
+// batch is open, and set on the socket once, at flush: one deadline per
+// write to the socket rather than per frame. abortWrites (the slow
+// consumer's stop) sets it at once, and it then stays: a flush does not
+// undo it.
 type batchConn struct {
 	net.Conn
-	pool *sync.Pool // the server's batch buffers (*[]byte)
-	mu   sync.Mutex // guards buf; never held across I/O
-	buf  *[]byte    // the open batch; nil: none
+	pool     *sync.Pool // the server's batch buffers (*[]byte)
+	mu       sync.Mutex // guards buf, deadline and aborted, and the socket's write deadline; never held across I/O
+	buf      *[]byte    // the open batch; nil: none
+	deadline time.Time  // the last deadline asked for in the open batch
+	asked    bool       // a deadline was asked for in the open batch
+	aborted  bool       // abortWrites was called
+}
+
+func (b *batchConn) SetWriteDeadline(t time.Time) error {
+	b.mu.Lock()
+	if b.buf != nil {
+		b.deadline, b.asked = t, true
+		b.mu.Unlock()
+		return nil
+	}
+	b.mu.Unlock()
+	return b.Conn.SetWriteDeadline(t)
+}
+
+// abortWrites makes a write in progress, and those of the open batch,
+// fail now.
+func (b *batchConn) abortWrites() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.aborted = true
+	_ = b.Conn.SetWriteDeadline(time.Now())
 }
 
 // maxPooledBatch: a batch buffer that grew larger is not kept for reuse.
@@ -565,12 +594,11 @@ func (b *batchConn) buffered() int {
 
 // flush closes the batch and writes what it gathered.
 func (b *batchConn) flush() error {
-	buf := b.close()
+	buf, err := b.closeForWrite()
 	if buf == nil {
 		return nil
 	}
-	var err error
-	if len(*buf) > 0 {
+	if err == nil && len(*buf) > 0 {
 		_, err = b.Conn.Write(*buf)
 	}
 	b.put(buf)
@@ -584,11 +612,25 @@ func (b *batchConn) discard() {
 	}
 }
 
+// closeForWrite closes the batch and sets the write deadline it asked for,
+// unless writes were aborted; in one critical section with abortWrites, so
+// that an abort is never undone.
+func (b *batchConn) closeForWrite() (*[]byte, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	buf, deadline, asked := b.buf, b.deadline, b.asked
+	b.buf, b.deadline, b.asked = nil, time.Time{}, false
+	if buf == nil || len(*buf) == 0 || b.aborted || !asked {
+		return buf, nil
+	}
+	return buf, b.Conn.SetWriteDeadline(deadline) // sets a timer: no I/O
+}
+
 func (b *batchConn) close() *[]byte {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	buf := b.buf
-	b.buf = nil
+	b.buf, b.deadline, b.asked = nil, time.Time{}, false
 	return buf
 }
 

@@ -1,9 +1,13 @@
 package web
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
+	"os"
 	"testing"
+	"time"
 )
 
 // TestReplyCacheBounds: whatever the sizes, the cache keeps at most n ids
@@ -36,5 +40,49 @@ func TestReplyCacheBounds(t *testing.T) {
 				t.Fatalf("after %d puts: id-%d lost its body before the older id-%d", i+1, j, oldestKept)
 			}
 		}
+	}
+}
+
+// TestBatchConnAbortOutlastsBatch (issue 16): the write deadline of a
+// batch is set on the socket at its flush; the slow consumer's abort,
+// coming while a batch is open, is not undone by that flush.
+func TestBatchConnAbortOutlastsBatch(t *testing.T) {
+	server, client := net.Pipe() // writes block until the other end reads
+	defer client.Close()
+	defer server.Close()
+	b := &batchConn{Conn: server, pool: newBatchPool()}
+
+	b.begin()
+	_ = b.SetWriteDeadline(time.Now().Add(time.Minute)) // as gorilla does before each frame
+	_, _ = b.Write([]byte("frame"))
+	b.abortWrites()
+	_ = b.SetWriteDeadline(time.Now().Add(time.Minute)) // a later frame of the batch
+	done := make(chan error, 1)
+	go func() { done <- b.flush() }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("flush after abort = %v, want the deadline exceeded", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the flush after the abort waited for a reader that never reads")
+	}
+
+	// Without an abort, the batch's deadline is the one set at flush.
+	s2, c2 := net.Pipe()
+	defer c2.Close()
+	defer s2.Close()
+	b2 := &batchConn{Conn: s2, pool: newBatchPool()}
+	_ = b2.SetWriteDeadline(time.Now()) // outside a batch: set at once
+	b2.begin()
+	_ = b2.SetWriteDeadline(time.Now().Add(time.Minute))
+	_, _ = b2.Write([]byte("frame"))
+	go func() { done <- b2.flush() }()
+	buf := make([]byte, 16)
+	if n, err := c2.Read(buf); err != nil || string(buf[:n]) != "frame" {
+		t.Fatalf("read %q, %v; want the batch", buf[:n], err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("flush = %v", err)
 	}
 }

@@ -29,7 +29,13 @@ type countingListener struct {
 
 type countingConn struct {
 	net.Conn
-	writes atomic.Int64
+	writes    atomic.Int64
+	deadlines atomic.Int64 // write deadlines set
+}
+
+func (c *countingConn) SetWriteDeadline(t time.Time) error {
+	c.deadlines.Add(1)
+	return c.Conn.SetWriteDeadline(t)
 }
 
 func (c *countingConn) Write(p []byte) (int, error) {
@@ -94,6 +100,11 @@ func TestFramesWrittenTogetherInOneWrite(t *testing.T) {
 		t.Fatalf("%d frames took %d writes to the socket (handshake included), want at most %d", pending, n, 1+pending/32)
 	} else {
 		t.Logf("%d frames in %d writes (handshake included)", pending, n)
+	}
+	// One write deadline per write to the socket, not one per frame (and
+	// the two of the handshake: set, then cleared).
+	if d := conns[0].deadlines.Load(); d > 2+pending/32 {
+		t.Fatalf("%d frames in %d writes set %d write deadlines, want at most %d", pending, conns[0].writes.Load(), d, 2+pending/32)
 	}
 }
 

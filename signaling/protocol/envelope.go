@@ -39,6 +39,15 @@ const requestForm = `a request is {"id":string,"op":string,"args":object}`
 // still carries the id when it could be read, so the reply can name it.
 // Error messages name the field as the client wrote it (PROTOCOL.md).
 func DecodeRequest(frame []byte) (Request, *Error) {
+	if req, ok := decodeRequestFast(frame); ok {
+		return req, nil
+	}
+	return decodeRequest(frame)
+}
+
+// decodeRequest is DecodeRequest through encoding/json: every frame the
+// fast path does not take, and every error.
+func decodeRequest(frame []byte) (Request, *Error) {
 	var req Request
 	if !utf8.Valid(frame) {
 		return req, ErrMalformedRequest.WithMessage("the frame is not valid UTF-8")
@@ -105,10 +114,27 @@ func DecodeArgs[T any](raw json.RawMessage) (T, *Error) {
 // EncodeEvent renders an event frame once, so that it can be queued to many
 // connections.
 func EncodeEvent(name string, data any) ([]byte, error) {
-	return json.Marshal(EventFrame{Event: name, Data: data})
+	raw, err := json.Marshal(data)
+	if err != nil {
+		return nil, err
+	}
+	return EncodeEventRaw(name, raw), nil
 }
 
-// EncodeReply renders a reply frame.
+// EncodeEventRaw renders an event frame around data that json.Marshal
+// encoded (compact, HTML characters escaped): the same bytes as
+// EncodeEvent(name, v) where data is json.Marshal(v).
+func EncodeEventRaw(name string, data json.RawMessage) []byte {
+	b := make([]byte, 0, len(`{"event":,"data":}`)+len(name)+2+len(data))
+	b = append(b, `{"event":`...)
+	b = appendString(b, name)
+	b = append(b, `,"data":`...)
+	b = append(b, data...)
+	return append(b, '}')
+}
+
+// EncodeReply renders a reply frame: the bytes json.Marshal renders for
+// Reply, the envelope written by hand.
 func EncodeReply(id string, result any, e *Error) ([]byte, error) {
 	if e != nil {
 		return json.Marshal(Reply{ID: id, Error: e})
@@ -116,5 +142,152 @@ func EncodeReply(id string, result any, e *Error) ([]byte, error) {
 	if result == nil {
 		result = struct{}{}
 	}
-	return json.Marshal(Reply{ID: id, Result: result})
+	raw, err := json.Marshal(result)
+	if err != nil {
+		return nil, err
+	}
+	b := make([]byte, 0, len(`{"id":,"result":}`)+len(id)+2+len(raw))
+	b = append(b, `{"id":`...)
+	b = appendString(b, id)
+	b = append(b, `,"result":`...)
+	b = append(b, raw...)
+	return append(b, '}'), nil
+}
+
+// appendString appends s as encoding/json writes a string: as it is when
+// it has nothing to escape (printable ASCII but for ", \, <, > and &),
+// through json.Marshal otherwise.
+func appendString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s) // a string always encodes
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+// decodeRequestFast decodes the common shape of a request without
+// encoding/json's reflection: an object of the keys "id", "op" and "args"
+// (each at most once, spelled so), id and op strings without escapes or
+// control characters, args an object (or absent), and nothing after it.
+// It reports ok only for a frame that decodeRequest accepts, with the same
+// Request; anything else (errors included) is left to decodeRequest.
+func decodeRequestFast(frame []byte) (req Request, ok bool) {
+	if !utf8.Valid(frame) {
+		return Request{}, false
+	}
+	i := skipSpace(frame, 0)
+	if i >= len(frame) || frame[i] != '{' {
+		return Request{}, false
+	}
+	var seenID, seenOp, seenArgs bool
+	i++
+	for {
+		i = skipSpace(frame, i)
+		key, next, ok := plainString(frame, i)
+		if !ok {
+			return Request{}, false
+		}
+		i = skipSpace(frame, next)
+		if i >= len(frame) || frame[i] != ':' {
+			return Request{}, false
+		}
+		i = skipSpace(frame, i+1)
+		switch {
+		case key == "id" && !seenID:
+			seenID = true
+			if req.ID, i, ok = plainString(frame, i); !ok {
+				return Request{}, false
+			}
+		case key == "op" && !seenOp:
+			seenOp = true
+			if req.Op, i, ok = plainString(frame, i); !ok {
+				return Request{}, false
+			}
+		case key == "args" && !seenArgs:
+			seenArgs = true
+			end, ok := objectEnd(frame, i)
+			if !ok || !json.Valid(frame[i:end]) {
+				return Request{}, false
+			}
+			req.Args = json.RawMessage(bytes.Clone(frame[i:end]))
+			i = end
+		default:
+			return Request{}, false
+		}
+		i = skipSpace(frame, i)
+		if i >= len(frame) {
+			return Request{}, false
+		}
+		if frame[i] == '}' {
+			break
+		}
+		if frame[i] != ',' {
+			return Request{}, false
+		}
+		i++
+	}
+	if skipSpace(frame, i+1) != len(frame) {
+		return Request{}, false
+	}
+	if req.ID == "" || len(req.ID) > MaxRequestIDLen || req.Op == "" {
+		return Request{}, false
+	}
+	return req, true
+}
+
+// skipSpace returns the index of the first byte at or after i that is not
+// JSON white space.
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// plainString reads a JSON string starting at b[i] that has no escape and
+// no control character, returning it and the index after it.
+func plainString(b []byte, i int) (s string, next int, ok bool) {
+	if i >= len(b) || b[i] != '"' {
+		return "", 0, false
+	}
+	for j := i + 1; j < len(b); j++ {
+		switch c := b[j]; {
+		case c == '"':
+			return string(b[i+1 : j]), j + 1, true
+		case c == '\\' || c < 0x20:
+			return "", 0, false
+		}
+	}
+	return "", 0, false
+}
+
+// objectEnd returns the index after the JSON object starting at b[i],
+// matching braces outside strings; the caller validates what it spans.
+func objectEnd(b []byte, i int) (int, bool) {
+	if i >= len(b) || b[i] != '{' {
+		return 0, false
+	}
+	depth := 0
+	for j := i; j < len(b); j++ {
+		switch b[j] {
+		case '"':
+			for j++; j < len(b) && b[j] != '"'; j++ {
+				if b[j] == '\\' {
+					j++
+				}
+			}
+		case '{', '[':
+			depth++
+		case '}', ']':
+			depth--
+			if depth == 0 {
+				return j + 1, b[j] == '}'
+			}
+		}
+	}
+	return 0, false
 }
