@@ -37,6 +37,11 @@ type batchConn struct {
 
 	batched atomic.Uint64 // datagrams sent through a batch, for tests
 
+	// rx maps the SSRC of a published track (or its RTX stream) to its
+	// connection's fast receive path (rxfast.go). Replaced (never
+	// modified) under mu, read without a lock on every read.
+	rx atomic.Pointer[map[uint32]*rxPath]
+
 	// rd is the state of a raw read (batch_linux.go), used by one
 	// ReadFromAddrPort at a time: reading is its owner's flag (a second,
 	// concurrent reader reads through net.UDPConn).
@@ -50,7 +55,58 @@ func newBatchConn(conn *net.UDPConn) *batchConn {
 		c.raw = raw
 	}
 	c.streams.Store(&map[uint32]*sendBatch{})
+	c.rx.Store(&map[uint32]*rxPath{})
 	return c
+}
+
+// registerRx routes the RTP datagrams of ssrc to r, unless another
+// connection's fast receive path has it (an SSRC two publishers chose:
+// the second stays on Pion's path).
+func (c *batchConn) registerRx(ssrc uint32, r *rxPath) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := *c.rx.Load()
+	if old[ssrc] != nil {
+		return
+	}
+	next := make(map[uint32]*rxPath, len(old)+1)
+	for k, v := range old {
+		next[k] = v
+	}
+	next[ssrc] = r
+	c.rx.Store(&next)
+}
+
+// unregisterRx undoes registerRx(ssrc, r).
+func (c *batchConn) unregisterRx(ssrc uint32, r *rxPath) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := *c.rx.Load()
+	if old[ssrc] != r {
+		return
+	}
+	next := make(map[uint32]*rxPath, len(old))
+	for k, v := range old {
+		if k != ssrc {
+			next[k] = v
+		}
+	}
+	c.rx.Store(&next)
+}
+
+// receive hands an RTP datagram from a publisher connection on the fast
+// receive path to it; false when it is Pion's.
+func (c *batchConn) receive(p []byte, addr netip.AddrPort) bool {
+	m := *c.rx.Load()
+	if len(m) == 0 {
+		return false
+	}
+	ssrc, ok := rtpSSRC(p)
+	if !ok {
+		return false
+	}
+	r := m[ssrc]
+	return r != nil && r.receive(p, ssrc, netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port()))
 }
 
 // maxBatch bounds the datagrams of one batch; a fan-out to more
@@ -133,8 +189,18 @@ func (c *batchConn) WriteToAddrPort(b []byte, addr netip.AddrPort) (int, error) 
 }
 
 // ReadFromAddrPort is the read of the ICE UDP mux (its one reader
-// goroutine). See readRaw.
+// goroutine). See readRaw. A datagram the fast receive path takes is
+// forwarded here, and the next one read.
 func (c *batchConn) ReadFromAddrPort(b []byte) (int, netip.AddrPort, error) {
+	for {
+		n, addr, err := c.readOne(b)
+		if err != nil || !c.receive(b[:n], addr) {
+			return n, addr, err
+		}
+	}
+}
+
+func (c *batchConn) readOne(b []byte) (int, netip.AddrPort, error) {
 	if c.raw != nil && c.reading.CompareAndSwap(false, true) {
 		defer c.reading.Store(false)
 		if n, addr, ok, err := c.rd.read(c.raw, b); ok {

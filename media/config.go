@@ -13,6 +13,7 @@ const (
 	DefaultICEFailedGrace          = 0
 	DefaultPLIThrottle             = 500 * time.Millisecond
 	DefaultMaxTracksPerParticipant = 4
+	DefaultUDPReadBuffer           = 4 << 20
 )
 
 // ICEServer is a STUN or TURN server handed to clients. The SFU itself never
@@ -68,6 +69,13 @@ type Config struct {
 	// may publish at once. 0 means DefaultMaxTracksPerParticipant. The
 	// composition fills it from limits.max_tracks_per_participant.
 	MaxTracksPerParticipant int `mapstructure:"-"`
+	// UDPReadBuffer is the receive buffer the SFU asks the kernel for on
+	// its UDP port, in bytes (SO_RCVBUF; Linux caps it at
+	// net.core.rmem_max). The fast receive path forwards in the socket's
+	// reader goroutine, so a moment without CPU is absorbed here, where
+	// Pion's path had its own buffers between goroutines. 0 means
+	// DefaultUDPReadBuffer.
+	UDPReadBuffer int `mapstructure:"udp_read_buffer"`
 	// WrapPacketConn, when set, wraps the UDP socket before the SFU uses
 	// it. Tests use it to cut the network under browsers, whose sockets
 	// DevTools network emulation does not reach.
@@ -107,6 +115,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MaxTracksPerParticipant < 0 {
 		return c, fmt.Errorf("%w: MaxTracksPerParticipant is negative", ErrInvalidConfig)
+	}
+	if c.UDPReadBuffer < 0 {
+		return c, fmt.Errorf("%w: UDPReadBuffer is negative", ErrInvalidConfig)
+	}
+	if c.UDPReadBuffer == 0 {
+		c.UDPReadBuffer = DefaultUDPReadBuffer
 	}
 	if c.ICEDisconnectedGrace == 0 {
 		c.ICEDisconnectedGrace = DefaultICEDisconnectedGrace

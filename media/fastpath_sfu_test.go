@@ -62,8 +62,8 @@ func TestFastPathOffWithoutBatching(t *testing.T) {
 	pub := join(t, s, "room1", "alice", true, peerConfig(true))
 	sub := join(t, s, "room1", "bob", false, peerConfig(false))
 	eventually(t, 10*time.Second, "bob receiving alice", func() bool { return receiving(sub, 50, pub) })
-	if st := s.Stats(); st.PacketsOutFast != 0 {
-		t.Errorf("fast path sent %d without batching", st.PacketsOutFast)
+	if st := s.Stats(); st.PacketsOutFast != 0 || st.PacketsInFast != 0 {
+		t.Errorf("fast paths sent %d and received %d without batching", st.PacketsOutFast, st.PacketsInFast)
 	}
 	checkClean(t, pub, sub)
 }

@@ -85,6 +85,9 @@ type Participant struct {
 	// closeConnections once closing is set.
 	pub *webrtc.PeerConnection
 	sub *webrtc.PeerConnection
+	// pubRx receives pub's RTP outside Pion once it can (rxfast.go);
+	// written and read with pub.
+	pubRx *rxPath
 	// fast sends the subscriber connection's RTP outside Pion once it can
 	// (fastpath.go).
 	fast *fastPath
@@ -162,7 +165,7 @@ func newParticipant(s *SFU, roomID, id string, opts JoinOptions) (*Participant, 
 	p.watch(p.sub, TargetSubscriber)
 
 	if opts.CanPublish {
-		p.pub, err = p.newPublisher()
+		p.pub, p.pubRx, err = p.newPublisher()
 		if err != nil {
 			p.abandon()
 			return nil, err
@@ -179,17 +182,19 @@ func (p *Participant) pcConfig() webrtc.Configuration {
 	}
 }
 
-// newPublisher creates a publisher connection with its handlers.
-func (p *Participant) newPublisher() (*webrtc.PeerConnection, error) {
-	pc, err := p.sfu.pubAPI.NewPeerConnection(p.pcConfig())
+// newPublisher creates a publisher connection with its handlers, and its
+// fast receive path.
+func (p *Participant) newPublisher() (*webrtc.PeerConnection, *rxPath, error) {
+	rx := newRxPath(p.sfu.batch, &p.sfu.counters, p.log)
+	pc, err := p.sfu.pubAPI.newPeerConnection(p.pcConfig(), rx)
 	if err != nil {
-		return nil, fmt.Errorf("media: publisher connection: %w", err)
+		return nil, nil, fmt.Errorf("media: publisher connection: %w", err)
 	}
 	p.watch(pc, TargetPublisher)
 	pc.OnTrack(func(remote *webrtc.TrackRemote, receiver *webrtc.RTPReceiver) {
 		p.onRemoteTrack(pc, remote, receiver)
 	})
-	return pc, nil
+	return pc, rx, nil
 }
 
 // SetCanPublish gives the participant a publisher connection (true), on
@@ -200,6 +205,7 @@ func (p *Participant) newPublisher() (*webrtc.PeerConnection, error) {
 // already so; ErrClosed after it left.
 func (p *Participant) SetCanPublish(on bool) error {
 	var pc *webrtc.PeerConnection
+	var rx *rxPath
 	if on {
 		p.mu.Lock()
 		has, closing := p.pub != nil, p.closing
@@ -211,7 +217,7 @@ func (p *Participant) SetCanPublish(on bool) error {
 			return nil
 		}
 		var err error
-		if pc, err = p.newPublisher(); err != nil {
+		if pc, rx, err = p.newPublisher(); err != nil {
 			return err
 		}
 		p.outMu.Lock() // a new connection: its candidates wait for its first answer
@@ -227,18 +233,19 @@ func (p *Participant) SetCanPublish(on bool) error {
 		}
 		return ErrClosed
 	}
-	old := p.pub
+	old, oldRx := p.pub, p.pubRx
 	if on && old != nil { // a concurrent SetCanPublish(true) won
 		p.mu.Unlock()
 		_ = pc.Close()
 		return nil
 	}
-	p.pub = pc
+	p.pub, p.pubRx = pc, rx
 	p.conn[1] = connWatch{}
 	delete(p.pendingRemote, TargetPublisher)
 	p.mu.Unlock()
 	if !on && old != nil {
 		p.log.Info("publisher connection taken away")
+		oldRx.close()
 		// Closing ends the read loops: the forwarders end its tracks.
 		if err := old.GracefulClose(); err != nil {
 			p.log.Debug("close publisher connection", "err", err)
@@ -613,7 +620,7 @@ func (p *Participant) onRemoteTrack(pc *webrtc.PeerConnection, remote *webrtc.Tr
 	}
 	p.liveTracks++
 	p.trackSeq++
-	t := newPublishedTrack(p, pc, remote, receiver, p.trackSeq)
+	t := newPublishedTrack(p, pc, p.pubRx, remote, receiver, p.trackSeq)
 	p.wg.Add(3) // forwarder (this goroutine), RTCP reader, keyframe requester
 	p.mu.Unlock()
 	defer p.wg.Done()
@@ -672,8 +679,12 @@ func (p *Participant) checkConnections() {
 	}
 
 	pubState := "none"
+	var pubRx *rxPath
 	if p.pub != nil {
 		pubState = p.pub.ConnectionState().String()
+		if p.pub.ConnectionState() == webrtc.PeerConnectionStateConnected {
+			pubRx = p.pubRx
+		}
 	}
 	var deadline time.Time
 	lost := false
@@ -716,6 +727,9 @@ func (p *Participant) checkConnections() {
 
 	if subState == webrtc.PeerConnectionStateConnected {
 		p.fast.decide(p.log)
+	}
+	if pubRx != nil {
+		pubRx.decide()
 	}
 	for _, d := range refresh {
 		if d.bound.Load() {
@@ -775,8 +789,9 @@ func (p *Participant) abandon() {
 // closeConnections closes both connections and waits for Pion's goroutines.
 func (p *Participant) closeConnections() {
 	p.mu.Lock() // closing is set: pub changes no more
-	pub := p.pub
+	pub, pubRx := p.pub, p.pubRx
 	p.mu.Unlock()
+	pubRx.close()
 	if pub != nil {
 		if err := pub.GracefulClose(); err != nil {
 			p.log.Debug("close publisher connection", "err", err)

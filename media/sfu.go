@@ -42,7 +42,7 @@ type SFU struct {
 	log *slog.Logger
 	// pubAPI makes publisher connections, sub subscriber connections:
 	// each runs only the interceptors its direction needs.
-	pubAPI *webrtc.API
+	pubAPI publisherAPI
 	sub    subscriberAPI
 	mux    ice.UDPMux
 	conn   net.PacketConn
@@ -87,6 +87,9 @@ func New(cfg Config, log *slog.Logger) (*SFU, error) {
 	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: ip, Port: cfg.UDPPort})
 	if err != nil {
 		return nil, fmt.Errorf("media: listen udp: %w", err)
+	}
+	if err := conn.SetReadBuffer(cfg.UDPReadBuffer); err != nil {
+		log.Warn("udp receive buffer not set", "bytes", cfg.UDPReadBuffer, "err", err)
 	}
 
 	// The fan-out's datagrams leave in batches through batchConn, unless a
@@ -136,7 +139,7 @@ func New(cfg Config, log *slog.Logger) (*SFU, error) {
 // newAPIs builds the webrtc.APIs of the SFU's publisher and subscriber
 // connections: default codecs, the interceptors each direction uses (see
 // registerInterceptors), the shared UDP mux, and no mDNS.
-func newAPIs(cfg Config, mux ice.UDPMux, logs logging.LoggerFactory) (publisher *webrtc.API, subscriber subscriberAPI, err error) {
+func newAPIs(cfg Config, mux ice.UDPMux, logs logging.LoggerFactory) (publisher publisherAPI, subscriber subscriberAPI, err error) {
 	se := webrtc.SettingEngine{LoggerFactory: logs}
 	se.SetICEUDPMux(mux)
 	se.SetIncludeLoopbackCandidate(cfg.IncludeLoopback)
@@ -162,7 +165,7 @@ func newAPIs(cfg Config, mux ice.UDPMux, logs logging.LoggerFactory) (publisher 
 			Mode:            webrtc.ICEAddressRewriteReplace,
 		})
 		if err != nil {
-			return nil, subscriberAPI{}, fmt.Errorf("%w: NAT1To1IPs: %v", ErrInvalidConfig, err)
+			return publisherAPI{}, subscriberAPI{}, fmt.Errorf("%w: NAT1To1IPs: %v", ErrInvalidConfig, err)
 		}
 	}
 	if cfg.ICEDisconnectedTimeout > 0 || cfg.ICEFailedTimeout > 0 || cfg.ICEKeepaliveInterval > 0 {
@@ -194,18 +197,41 @@ func newAPIs(cfg Config, mux ice.UDPMux, logs logging.LoggerFactory) (publisher 
 	}
 	m, factories, err := build(true)
 	if err != nil {
-		return nil, subscriberAPI{}, err
+		return publisherAPI{}, subscriberAPI{}, err
 	}
-	ir := &interceptor.Registry{}
-	for _, f := range factories {
-		ir.Add(f)
-	}
-	publisher = webrtc.NewAPI(webrtc.WithSettingEngine(se), webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir))
+	publisher = publisherAPI{se: se, media: m, factories: factories}
 	m, factories, err = build(false)
 	if err != nil {
-		return nil, subscriberAPI{}, err
+		return publisherAPI{}, subscriberAPI{}, err
 	}
 	return publisher, subscriberAPI{se: se, media: m, factories: factories}, nil
+}
+
+// publisherAPI makes publisher connections. Each gets an API of its own
+// whose receive chain starts with rxSource (innermost, in the place of
+// Pion's SRTP reader) and ends with rxCapture (outermost), so that the
+// connection's fast receive path runs the same interceptors Pion would.
+type publisherAPI struct {
+	se        webrtc.SettingEngine
+	media     *webrtc.MediaEngine
+	factories []interceptor.Factory
+}
+
+// newPeerConnection makes a publisher connection that receives through r.
+func (a publisherAPI) newPeerConnection(cfg webrtc.Configuration, r *rxPath) (*webrtc.PeerConnection, error) {
+	ir := &interceptor.Registry{}
+	ir.Add(&rxSource{})
+	for _, fac := range a.factories {
+		ir.Add(fac)
+	}
+	ir.Add(&rxCapture{r: r})
+	api := webrtc.NewAPI(webrtc.WithSettingEngine(a.se), webrtc.WithMediaEngine(a.media), webrtc.WithInterceptorRegistry(ir))
+	pc, err := api.NewPeerConnection(cfg)
+	if err != nil {
+		return nil, err
+	}
+	r.attach(pc)
+	return pc, nil
 }
 
 // subscriberAPI makes subscriber connections. Each gets an API of its own
@@ -495,25 +521,34 @@ type Stats struct {
 	// not be reached through the shared socket.
 	PacketsOutFast     uint64
 	PacketsDroppedFast uint64
+	// PacketsInFast counts RTP packets from publishers received by the
+	// fast receive path (rxfast.go, RTX included), outside Pion's ICE
+	// connection and SRTP session; PacketsInFastDropped those it dropped
+	// (authentication or replay check failed, malformed).
+	PacketsInFast        uint64
+	PacketsInFastDropped uint64
 }
 
 type counters struct {
 	packetsIn, bytesIn, packetsOut, bytesOut atomic.Uint64
 	keyframeRequestsIn, keyframeRequestsOut  atomic.Uint64
 	fastOut, fastDropped                     atomic.Uint64
+	fastIn, fastInDropped                    atomic.Uint64
 }
 
 // Stats returns the SFU's counters.
 func (s *SFU) Stats() Stats {
 	st := Stats{
-		PacketsIn:           s.counters.packetsIn.Load(),
-		BytesIn:             s.counters.bytesIn.Load(),
-		PacketsOut:          s.counters.packetsOut.Load(),
-		BytesOut:            s.counters.bytesOut.Load(),
-		KeyframeRequestsIn:  s.counters.keyframeRequestsIn.Load(),
-		KeyframeRequestsOut: s.counters.keyframeRequestsOut.Load(),
-		PacketsOutFast:      s.counters.fastOut.Load(),
-		PacketsDroppedFast:  s.counters.fastDropped.Load(),
+		PacketsIn:            s.counters.packetsIn.Load(),
+		BytesIn:              s.counters.bytesIn.Load(),
+		PacketsOut:           s.counters.packetsOut.Load(),
+		BytesOut:             s.counters.bytesOut.Load(),
+		KeyframeRequestsIn:   s.counters.keyframeRequestsIn.Load(),
+		KeyframeRequestsOut:  s.counters.keyframeRequestsOut.Load(),
+		PacketsOutFast:       s.counters.fastOut.Load(),
+		PacketsDroppedFast:   s.counters.fastDropped.Load(),
+		PacketsInFast:        s.counters.fastIn.Load(),
+		PacketsInFastDropped: s.counters.fastInDropped.Load(),
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

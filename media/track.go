@@ -40,12 +40,18 @@ type publishedTrack struct {
 	counters       *counters
 	pliThrottle    time.Duration
 	// batch holds the datagrams of one fan-out until they are sent
-	// together; nil without batching. Used by the forwarder only.
+	// together; nil without batching. Used under fanMu.
 	batch *sendBatch
+	// rx is the publisher connection's fast receive path (rxfast.go).
+	rx *rxPath
+	// fanMu serialises the fan-outs of the track's two sources: the
+	// forwarder (what Pion delivers) and the fast receive path.
+	fanMu sync.Mutex
 }
 
-func newPublishedTrack(owner *Participant, pc *webrtc.PeerConnection, remote *webrtc.TrackRemote, receiver *webrtc.RTPReceiver, seq int) *publishedTrack {
+func newPublishedTrack(owner *Participant, pc *webrtc.PeerConnection, rx *rxPath, remote *webrtc.TrackRemote, receiver *webrtc.RTPReceiver, seq int) *publishedTrack {
 	t := &publishedTrack{
+		rx:             rx,
 		owner:          owner,
 		pc:             pc,
 		remote:         remote,
@@ -72,11 +78,18 @@ func newPublishedTrack(owner *Participant, pc *webrtc.PeerConnection, remote *we
 // Each packet gets a buffer of its own that is never modified after the
 // read: every subscriber's nackResponder keeps a reference to its payload
 // for retransmissions instead of a copy.
+//
+// Once Pion has delivered the track's first packet, the connection's fast
+// receive path takes its packets (rxfast.go) when it is on; the forwarder
+// then only forwards what still comes through Pion, and tells the fast
+// path where each SSRC's sequence numbers stand (the rollover counter).
 func (t *publishedTrack) forward() {
+	defer t.rx.unregister(t)
 	buf := make([]byte, 1500)
 	var pkt rtp.Packet
+	registered := false
 	for {
-		n, _, err := t.remote.Read(buf)
+		n, attr, err := t.remote.Read(buf)
 		if err != nil {
 			return
 		}
@@ -85,10 +98,47 @@ func (t *publishedTrack) forward() {
 		if err := pkt.Unmarshal(data); err != nil {
 			continue
 		}
+		t.rx.seenPion(&pkt.Header, attr)
+		if !registered {
+			registered = true
+			t.rx.decide()
+			t.rx.register(t)
+		}
 		t.counters.packetsIn.Add(1)
 		t.counters.bytesIn.Add(uint64(n))
 		t.fanOut(&pkt)
 	}
+}
+
+// receiveFast forwards a packet of s decrypted by the fast receive path,
+// after running it through the connection's receive interceptors. b is
+// the packet, in a buffer of its own.
+func (t *publishedTrack) receiveFast(s *rxStream, b []byte) {
+	t.fanMu.Lock()
+	defer t.fanMu.Unlock()
+	s.pkt.Header.Extensions = s.ext[:0]
+	if err := s.pkt.Unmarshal(b); err != nil {
+		t.counters.fastInDropped.Add(1)
+		return
+	}
+	if err := s.read(b); err != nil {
+		return
+	}
+	if s.rtx {
+		orig, ok := rtxToOriginal(b, s.pt, s.ssrc)
+		if !ok {
+			return // a probe: nothing to forward
+		}
+		s.pkt.Header.Extensions = s.ext[:0]
+		if err := s.pkt.Unmarshal(orig); err != nil {
+			return
+		}
+		b = orig
+	}
+	t.counters.packetsIn.Add(1)
+	t.counters.bytesIn.Add(uint64(len(b)))
+	t.counters.fastIn.Add(1)
+	t.fanOutLocked(&s.pkt)
 }
 
 // fanOut writes pkt to every subscriber. It holds no lock: it reads a
@@ -98,6 +148,13 @@ func (t *publishedTrack) forward() {
 // pkt's header extensions; the writes copy the header before rewriting SSRC
 // and payload type per subscriber.
 func (t *publishedTrack) fanOut(pkt *rtp.Packet) {
+	t.fanMu.Lock()
+	defer t.fanMu.Unlock()
+	t.fanOutLocked(pkt)
+}
+
+// fanOutLocked is fanOut with fanMu held.
+func (t *publishedTrack) fanOutLocked(pkt *rtp.Packet) {
 	// Header extension IDs were negotiated with the publisher, not with the
 	// subscribers: drop them (the subscriber's interceptors add their own).
 	pkt.Header.Extension = false
@@ -240,8 +297,8 @@ type downTrack struct {
 
 	// out is where write sends: the binding's stream (the top of the
 	// subscriber connection's interceptor chain), SSRC and payload type;
-	// nil while unbound. hdr is the forwarder's copy of the header it
-	// rewrites (only the forwarder writes).
+	// nil while unbound. hdr is the fan-out's copy of the header it
+	// rewrites (written under the track's fanMu).
 	out atomic.Pointer[downBinding]
 	hdr rtp.Header
 }

@@ -90,7 +90,7 @@ var wantDefaults = Config{
 	Calls: calls.Config{BusyPolicy: "reject", SetupTimeout: 30 * time.Second, Heartbeat: 5 * time.Second},
 	Media: stack.MediaConfig{
 		SFU: media.Config{UDPPort: 7882, NAT1To1IPs: []string{}, IncludeLoopback: true,
-			ICEDisconnectedGrace: 10 * time.Second, PLIThrottle: 500 * time.Millisecond},
+			ICEDisconnectedGrace: 10 * time.Second, PLIThrottle: 500 * time.Millisecond, UDPReadBuffer: 4 << 20},
 		ICEServers:     []string{},
 		ConnectTimeout: 30 * time.Second,
 		RejoinGrace:    15 * time.Second,

@@ -110,6 +110,11 @@ type Config struct {
 	// the subscriber connection, in the track's reading goroutine, with the
 	// time it was read. pkt is only valid during the call.
 	OnReceiveRTP func(key TrackKey, pkt *rtp.Packet, at time.Time)
+	// OnPublisherRTCP, when set, is called with the RTCP each published
+	// track's sender reads (the SFU's NACKs, receiver reports, TWCC
+	// feedback, keyframe requests), in the sender's reading goroutine;
+	// kind is "audio" or "video".
+	OnPublisherRTCP func(kind string, pkts []rtcp.Packet)
 
 	Logger *slog.Logger
 }
@@ -429,10 +434,15 @@ func (p *Peer) addSender(pc *webrtc.PeerConnection, track *webrtc.TrackLocalStat
 	if err != nil {
 		return fmt.Errorf("peer: add %s track: %w", track.Kind(), err)
 	}
+	kind := track.Kind().String()
 	p.goTracked(func() {
-		ReadKeyframeRequests(sender, func() {
+		readSenderRTCP(sender, func() {
 			p.plisReceived.Add(1)
 			p.forceKeyframe.Store(true)
+		}, func(pkts []rtcp.Packet) {
+			if p.cfg.OnPublisherRTCP != nil {
+				p.cfg.OnPublisherRTCP(kind, pkts)
+			}
 		})
 	})
 	return nil
@@ -858,6 +868,12 @@ func (p *Peer) Close() error {
 // ReadKeyframeRequests reads a sender's RTCP until the sender closes (the
 // interceptors need it read) and calls onRequest for every PLI or FIR.
 func ReadKeyframeRequests(s *webrtc.RTPSender, onRequest func()) {
+	readSenderRTCP(s, onRequest, nil)
+}
+
+// readSenderRTCP is ReadKeyframeRequests that also hands every RTCP
+// compound packet read to onRTCP (when not nil).
+func readSenderRTCP(s *webrtc.RTPSender, onRequest func(), onRTCP func([]rtcp.Packet)) {
 	buf := make([]byte, 1500)
 	for {
 		n, _, err := s.Read(buf)
@@ -867,6 +883,9 @@ func ReadKeyframeRequests(s *webrtc.RTPSender, onRequest func()) {
 		pkts, err := rtcp.Unmarshal(buf[:n])
 		if err != nil {
 			continue
+		}
+		if onRTCP != nil {
+			onRTCP(pkts)
 		}
 		for _, pkt := range pkts {
 			switch pkt.(type) {

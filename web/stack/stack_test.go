@@ -146,6 +146,7 @@ func TestPackageDefaultsMatchYAML(t *testing.T) {
 		"ICEDisconnectedGrace":    {media.DefaultICEDisconnectedGrace, m.ICEDisconnectedGrace},
 		"ICEFailedGrace":          {time.Duration(media.DefaultICEFailedGrace), m.ICEFailedGrace},
 		"PLIThrottle":             {media.DefaultPLIThrottle, m.PLIThrottle},
+		"UDPReadBuffer":           {media.DefaultUDPReadBuffer, m.UDPReadBuffer},
 		"MaxTracksPerParticipant": {media.DefaultMaxTracksPerParticipant, cfg.Limits.MaxTracksPerParticipant},
 	} {
 		if got[0] != got[1] {

@@ -93,6 +93,9 @@ func (c Config) Validate() error {
 	if s.GCPercent == -1 && s.MemoryLimitMB == 0 {
 		bad("server.gc_percent", "-1 turns the collector off until server.memory_limit_mb, which is 0 (no limit): set server.memory_limit_mb")
 	}
+	if m.UDPReadBuffer < 1 {
+		bad("media.udp_read_buffer", "must be a positive number of bytes, got %d", m.UDPReadBuffer)
+	}
 	if w.MaxConnections < 1 {
 		bad("server.max_connections", "must be a positive integer, got %d", w.MaxConnections)
 	}
