@@ -2,8 +2,14 @@ package signaling_test
 
 import (
 	"bytes"
+	"context"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
@@ -43,7 +49,9 @@ func (s *notifySession) wait(b *testing.B, name string) {
 // BenchmarkClusterSetup is a call setup of the bench's (invite on node A,
 // ring on node B, accept there, accepted on A) in one process against a
 // real redis-server: allocs/op count both nodes' (their ops, stream
-// readers and loops), ns/op is its latency on loopback, one at a time.
+// readers and loops), ns/op is its latency on loopback, one at a time;
+// cpu-µs/op is this process's CPU (user + system: both nodes and the
+// benchmark's waits) and redis-cpu-µs/op redis-server's, per setup.
 func BenchmarkClusterSetup(b *testing.B) {
 	srv := redistest.Start(b)
 	h := newClusterHarnessOf(b, srv, signaling.DefaultConfig(), testLogger())
@@ -58,6 +66,8 @@ func BenchmarkClusterSetup(b *testing.B) {
 	alice, bob := attach("A", "alice"), attach("B", "bob")
 	asN := func(s *notifySession) protocol.Actor { return protocol.Actor{UserID: s.user, Session: s} }
 	b.ReportAllocs()
+	rc := srv.Client()
+	cpu0, rcpu0 := processCPU(b), redisCPU(b, rc)
 	for b.Loop() {
 		id, err := h.nodes["A"].Invite(ctx, asN(alice), protocol.InviteArgs{Invitee: "bob", Timeout: secs(30)})
 		if err != nil {
@@ -69,4 +79,35 @@ func BenchmarkClusterSetup(b *testing.B) {
 		}
 		alice.wait(b, protocol.EvInviteeAccepted)
 	}
+	b.ReportMetric((processCPU(b)-cpu0)/float64(b.N), "cpu-µs/op")
+	b.ReportMetric((redisCPU(b, rc)-rcpu0)/float64(b.N), "redis-cpu-µs/op")
+}
+
+// processCPU is this process's user + system CPU time in µs.
+func processCPU(b *testing.B) float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e3
+}
+
+// redisCPU is redis-server's user + system CPU time in µs (INFO cpu).
+func redisCPU(b *testing.B, c *redis.Client) float64 {
+	info, err := c.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var sum float64
+	for _, line := range strings.Split(info, "\r\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if ok && (k == "used_cpu_sys" || k == "used_cpu_user") {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			sum += f * 1e6
+		}
+	}
+	return sum
 }
