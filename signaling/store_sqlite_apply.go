@@ -190,12 +190,28 @@ func (s *SQLiteStore) apply(ctx context.Context, m Mutation) error {
 
 // sqliteInviteesJSON appends the invitees column of an invitation to b: a
 // JSON array of [user_id, state, updated_at (unix ns, null for the zero
-// time), pushed (0 or 1)], in the invitees' order.
+// time), pushed (0 or 1)], in the invitees' order. A user named twice is
+// refused, as the primary key of sig_invitees did before version 5.
 func sqliteInviteesJSON(b []byte, invitees []InviteeRecord) ([]byte, error) {
+	var seen map[string]bool // for long lists; short ones are scanned
+	if len(invitees) > 16 {
+		seen = make(map[string]bool, len(invitees))
+	}
 	b = append(b, '[')
 	for i, e := range invitees {
 		if _, err := ParseInviteeState(e.State.String()); err != nil {
 			return nil, sqlitedb.Invalid("invitee %q: invalid state %v", e.UserID, e.State)
+		}
+		dup := seen[e.UserID]
+		if seen != nil {
+			seen[e.UserID] = true
+		} else {
+			for _, o := range invitees[:i] {
+				dup = dup || o.UserID == e.UserID
+			}
+		}
+		if dup {
+			return nil, sqlitedb.Invalid("invitee %q named twice", e.UserID)
 		}
 		at, err := sqlitedb.Time(e.UpdatedAt)
 		if err != nil {

@@ -144,6 +144,28 @@ func TestSQLiteUpgradeFromVersion4MovesInvitees(t *testing.T) {
 	}
 }
 
+// TestSQLiteInviteeNamedTwiceRefused: an invitation naming a user twice is
+// refused and leaves nothing, as the primary key of sig_invitees made it
+// before the invitees moved into the invitation's row; short and long
+// lists alike.
+func TestSQLiteInviteeNamedTwiceRefused(t *testing.T) {
+	s := openSQLiteAt(t, filepath.Join(t.TempDir(), "dup.db"))
+	for _, n := range []int{2, 40} {
+		inv := InvitationRecord{ID: "dup-" + itoa(int64(n)), Inviter: "alice"}
+		for i := range n - 1 {
+			inv.Invitees = append(inv.Invitees, InviteeRecord{UserID: "u" + itoa(int64(i)), State: StatePending})
+		}
+		inv.Invitees = append(inv.Invitees, InviteeRecord{UserID: "u0", State: StatePending})
+		if err := s.Apply(t.Context(), PutInvitation{Invitation: inv}); err == nil {
+			t.Errorf("%d invitees, u0 twice: stored", n)
+		}
+	}
+	snap, err := s.Load(t.Context())
+	if err != nil || len(snap.Invitations) != 0 {
+		t.Errorf("after refused invitations: %+v, %v", snap.Invitations, err)
+	}
+}
+
 // invitationsEqual compares records with time.Equal.
 func invitationsEqual(a, b []InvitationRecord) bool {
 	return slices.EqualFunc(a, b, func(x, y InvitationRecord) bool {
