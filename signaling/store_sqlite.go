@@ -33,7 +33,8 @@ const (
 // sqlitedb.Migrate).
 //
 // Times are INTEGER unix nanoseconds (UTC), NULL for the zero time.
-// Invitees keep their position in the invitation; members are returned
+// Invitees keep their position in the invitation (since version 5 they
+// are a JSON array in the invitation's row); members are returned
 // owner first, then by join time, then in insertion order (rowid).
 var sqliteSteps = []string{
 	`CREATE TABLE sig_invitations (
@@ -101,6 +102,15 @@ var sqliteSteps = []string{
 		user_id       TEXT PRIMARY KEY,
 		custom_status TEXT NOT NULL
 	) STRICT, WITHOUT ROWID;`,
+	// Version 5: an invitation's invitees are kept in its row (a JSON array
+	// of [user_id, state, updated_at, pushed] in invitation order), so that
+	// putting an invitation is one statement and deleting it needs no
+	// cascade. The rows of sig_invitees move there, ordered by pos.
+	`ALTER TABLE sig_invitations ADD COLUMN invitees TEXT NOT NULL DEFAULT '[]';
+	UPDATE sig_invitations SET invitees = (
+		SELECT json_group_array(json_array(user_id, state, updated_at, pushed) ORDER BY pos)
+		FROM sig_invitees WHERE invite_id = sig_invitations.id);
+	DROP TABLE sig_invitees;`,
 }
 
 // SQLiteStore is the Store kept in one SQLite file (modernc.org/sqlite, no
@@ -159,6 +169,8 @@ type SQLiteStore struct {
 	// Owned by the writer goroutine.
 	conn  *sql.Conn
 	stmts map[string]*sql.Stmt
+	// jsonBuf is reused to build an invitation's invitees column.
+	jsonBuf []byte
 
 	// Checkpoints (see runCheckpointer).
 	ckptEvery        time.Duration

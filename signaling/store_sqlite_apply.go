@@ -2,7 +2,9 @@ package signaling
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"strconv"
 
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 	"github.com/switchboard-rtc/switchboard/signaling/sqlitedb"
@@ -16,11 +18,15 @@ const (
 	sqlSavepoint     = `SAVEPOINT apply`
 	sqlRelease       = `RELEASE apply`
 	sqlRollbackTo    = `ROLLBACK TO apply`
-	sqlPutInvitation = `INSERT INTO sig_invitations (id, inviter, group_id, data, created_at, deadline, push_info)
-		VALUES (?, ?, ?, ?, ?, ?, ?)`
-	sqlPutInvitee = `INSERT INTO sig_invitees (invite_id, user_id, pos, state, updated_at, pushed)
-		VALUES (?, ?, ?, ?, ?, ?)`
-	sqlSetInviteeState   = `UPDATE sig_invitees SET state = ?, updated_at = ? WHERE invite_id = ? AND user_id = ?`
+	sqlPutInvitation = `INSERT INTO sig_invitations (id, inviter, group_id, data, created_at, deadline, push_info, invitees)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`
+	// sqlSetInviteeState changes the state and time of the first element
+	// of the invitation's invitees naming the user (?4); none: nothing.
+	sqlSetInviteeState = `UPDATE sig_invitations
+		SET invitees = json_replace(invitees, '$[' || e.key || '][1]', ?1, '$[' || e.key || '][2]', ?2)
+		FROM (SELECT j.key FROM sig_invitations AS i, json_each(i.invitees) AS j
+			WHERE i.id = ?3 AND j.value ->> 0 = ?4 LIMIT 1) AS e
+		WHERE id = ?3`
 	sqlSetInvitationData = `UPDATE sig_invitations SET data = ? WHERE id = ?`
 	sqlDeleteInvitation  = `DELETE FROM sig_invitations WHERE id = ?`
 	sqlPutGroup          = `INSERT INTO sig_groups (id, name, owner, join_option, created_at)
@@ -66,13 +72,13 @@ func (s *SQLiteStore) apply(ctx context.Context, m Mutation) error {
 		if err != nil {
 			return sqliteErr(op(), err)
 		}
-		if err := s.exec(ctx, sqlPutInvitation, inv.ID, inv.Inviter, inv.GroupID, inv.Data, created, deadline, inv.PushInfo); err != nil {
+		invitees, err := sqliteInviteesJSON(s.jsonBuf[:0], inv.Invitees)
+		if err != nil {
 			return sqliteErr(op(), err)
 		}
-		for i, e := range inv.Invitees {
-			if err := s.putInvitee(ctx, inv.ID, i, e); err != nil {
-				return sqliteErr(op(), err)
-			}
+		s.jsonBuf = invitees
+		if err := s.exec(ctx, sqlPutInvitation, inv.ID, inv.Inviter, inv.GroupID, inv.Data, created, deadline, inv.PushInfo, string(invitees)); err != nil {
+			return sqliteErr(op(), err)
 		}
 	case SetInviteeState:
 		op := func() string { return fmt.Sprintf("set state of invitee %q of invitation %q", m.UserID, m.InviteID) }
@@ -182,15 +188,69 @@ func (s *SQLiteStore) apply(ctx context.Context, m Mutation) error {
 	return nil
 }
 
-func (s *SQLiteStore) putInvitee(ctx context.Context, inviteID string, pos int, e InviteeRecord) error {
-	if _, err := ParseInviteeState(e.State.String()); err != nil {
-		return sqlitedb.Invalid("invitee %q: invalid state %v", e.UserID, e.State)
+// sqliteInviteesJSON appends the invitees column of an invitation to b: a
+// JSON array of [user_id, state, updated_at (unix ns, null for the zero
+// time), pushed (0 or 1)], in the invitees' order. A user named twice is
+// refused, as the primary key of sig_invitees did before version 5.
+func sqliteInviteesJSON(b []byte, invitees []InviteeRecord) ([]byte, error) {
+	var seen map[string]bool // for long lists; short ones are scanned
+	if len(invitees) > 16 {
+		seen = make(map[string]bool, len(invitees))
 	}
-	at, err := sqlitedb.Time(e.UpdatedAt)
-	if err != nil {
-		return err
+	b = append(b, '[')
+	for i, e := range invitees {
+		if _, err := ParseInviteeState(e.State.String()); err != nil {
+			return nil, sqlitedb.Invalid("invitee %q: invalid state %v", e.UserID, e.State)
+		}
+		dup := seen[e.UserID]
+		if seen != nil {
+			seen[e.UserID] = true
+		} else {
+			for _, o := range invitees[:i] {
+				dup = dup || o.UserID == e.UserID
+			}
+		}
+		if dup {
+			return nil, sqlitedb.Invalid("invitee %q named twice", e.UserID)
+		}
+		at, err := sqlitedb.Time(e.UpdatedAt)
+		if err != nil {
+			return nil, err
+		}
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '[')
+		b = appendJSONString(b, e.UserID)
+		b = append(b, ',')
+		b = appendJSONString(b, e.State.String())
+		b = append(b, ',')
+		if at == nil {
+			b = append(b, "null"...)
+		} else {
+			b = strconv.AppendInt(b, at.(int64), 10)
+		}
+		if e.Pushed {
+			b = append(b, ",1]"...)
+		} else {
+			b = append(b, ",0]"...)
+		}
 	}
-	return s.exec(ctx, sqlPutInvitee, inviteID, e.UserID, pos, e.State.String(), at, e.Pushed)
+	return append(b, ']'), nil
+}
+
+// appendJSONString appends s as a JSON string: as it is when it has
+// nothing to escape, through json.Marshal otherwise.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			q, _ := json.Marshal(s) // a string always encodes
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 func (s *SQLiteStore) addMembers(ctx context.Context, groupID string, members []MemberRecord) error {

@@ -3,6 +3,7 @@ package signaling
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 
 	"github.com/switchboard-rtc/switchboard/signaling/sqlitedb"
@@ -79,44 +80,56 @@ func (s *SQLiteStore) LoadOutbox(ctx context.Context, user string, afterSeq int6
 }
 
 func loadInvitations(ctx context.Context, tx *sql.Tx, snap *Snapshot) error {
-	index := make(map[string]int)
-	err := sqliteRows(ctx, tx, `SELECT id, inviter, group_id, data, created_at, deadline, push_info
+	return sqliteRows(ctx, tx, `SELECT id, inviter, group_id, data, created_at, deadline, push_info, invitees
 		FROM sig_invitations ORDER BY rowid`,
 		func(rows *sql.Rows) error {
 			var r InvitationRecord
 			var created, deadline sql.NullInt64
-			if err := rows.Scan(&r.ID, &r.Inviter, &r.GroupID, &r.Data, &created, &deadline, &r.PushInfo); err != nil {
+			var invitees []byte
+			if err := rows.Scan(&r.ID, &r.Inviter, &r.GroupID, &r.Data, &created, &deadline, &r.PushInfo, &invitees); err != nil {
 				return err
 			}
 			r.CreatedAt, r.Deadline = sqlitedb.TimeOf(created), sqlitedb.TimeOf(deadline)
-			index[r.ID] = len(snap.Invitations)
+			var err error
+			if r.Invitees, err = sqliteParseInvitees(invitees); err != nil {
+				return fmt.Errorf("invitation %q: %w", r.ID, err)
+			}
 			snap.Invitations = append(snap.Invitations, r)
 			return nil
 		})
-	if err != nil {
-		return err
+}
+
+// sqliteParseInvitees is the inverse of sqliteInviteesJSON.
+func sqliteParseInvitees(b []byte) ([]InviteeRecord, error) {
+	var elems [][]json.RawMessage
+	if err := json.Unmarshal(b, &elems); err != nil {
+		return nil, fmt.Errorf("invitees: %w", err)
 	}
-	return sqliteRows(ctx, tx, `SELECT invite_id, user_id, state, updated_at, pushed
-		FROM sig_invitees ORDER BY invite_id, pos`,
-		func(rows *sql.Rows) error {
-			var id, state string
-			var e InviteeRecord
-			var at sql.NullInt64
-			if err := rows.Scan(&id, &e.UserID, &state, &at, &e.Pushed); err != nil {
-				return err
+	var out []InviteeRecord
+	for _, el := range elems {
+		var e InviteeRecord
+		var state string
+		var at *int64
+		var pushed int
+		if len(el) != 4 {
+			return nil, fmt.Errorf("invitees: element of %d values, want 4", len(el))
+		}
+		for i, dst := range []any{&e.UserID, &state, &at, &pushed} {
+			if err := json.Unmarshal(el[i], dst); err != nil {
+				return nil, fmt.Errorf("invitees: %w", err)
 			}
-			var err error
-			if e.State, err = ParseInviteeState(state); err != nil {
-				return fmt.Errorf("invitation %q, invitee %q: %w", id, e.UserID, err)
-			}
-			e.UpdatedAt = sqlitedb.TimeOf(at)
-			i, ok := index[id]
-			if !ok { // foreign keys make this impossible
-				return fmt.Errorf("invitee %q of missing invitation %q", e.UserID, id)
-			}
-			snap.Invitations[i].Invitees = append(snap.Invitations[i].Invitees, e)
-			return nil
-		})
+		}
+		var err error
+		if e.State, err = ParseInviteeState(state); err != nil {
+			return nil, fmt.Errorf("invitee %q: %w", e.UserID, err)
+		}
+		if at != nil {
+			e.UpdatedAt = sqlitedb.TimeOf(sql.NullInt64{Int64: *at, Valid: true})
+		}
+		e.Pushed = pushed != 0
+		out = append(out, e)
+	}
+	return out, nil
 }
 
 func loadGroups(ctx context.Context, tx *sql.Tx, snap *Snapshot) error {

@@ -342,11 +342,18 @@ func (c *conn) queue(frame []byte) { c.Deliver(frame) }
 // connections cost little.
 type replyCache struct {
 	n, maxBytes int
-	bytes       int      // sum of the kept bodies
-	order       []string // ring of ids, grown up to n
-	next        int      // once full: the oldest id's index
-	bare        int      // the oldest bare entries of the ring (no body)
-	m           map[string][]byte
+	bytes       int            // sum of the kept bodies
+	ring        []replyEntry   // the ids with their bodies, grown up to n
+	next        int            // once full: the oldest entry's index
+	bare        int            // the oldest bare entries of the ring (no body)
+	m           map[string]int // id → its index in ring
+}
+
+// replyEntry is a request id of the replyCache and its reply (nil: not
+// kept).
+type replyEntry struct {
+	id    string
+	frame []byte
 }
 
 func newReplyCache(n, maxBytes int) *replyCache { return &replyCache{n: n, maxBytes: maxBytes} }
@@ -354,44 +361,49 @@ func newReplyCache(n, maxBytes int) *replyCache { return &replyCache{n: n, maxBy
 // get returns a request id's reply; known says whether the id was
 // performed, and frame is nil when its reply is no longer kept.
 func (r *replyCache) get(id string) (frame []byte, known bool) {
-	frame, known = r.m[id]
-	return frame, known
+	i, known := r.m[id]
+	if !known {
+		return nil, false
+	}
+	return r.ring[i].frame, true
 }
 
+// put adds an id the cache does not know (get said so: the reader never
+// performs a known id) with its reply, forgetting the oldest id once it
+// holds n.
 func (r *replyCache) put(id string, frame []byte) {
 	if r.n == 0 {
 		return
 	}
 	if r.m == nil {
-		r.m = make(map[string][]byte)
-	}
-	if _, dup := r.m[id]; dup {
-		return // the reader never performs a known id
-	}
-	if len(r.order) < r.n {
-		r.order = append(r.order, id)
-	} else {
-		old := r.order[r.next]
-		r.bytes -= len(r.m[old])
-		delete(r.m, old)
-		r.order[r.next] = id
-		r.next = (r.next + 1) % r.n
-		r.bare = max(r.bare-1, 0)
+		r.m = make(map[string]int)
 	}
 	if len(frame) > r.maxBytes {
 		frame = nil
 	}
-	r.m[id] = frame
+	i := len(r.ring)
+	if i < r.n {
+		r.ring = append(r.ring, replyEntry{id: id, frame: frame})
+	} else {
+		i = r.next
+		old := &r.ring[i]
+		r.bytes -= len(old.frame)
+		delete(r.m, old.id)
+		*old = replyEntry{id: id, frame: frame}
+		r.next = (r.next + 1) % r.n
+		r.bare = max(r.bare-1, 0)
+	}
+	r.m[id] = i
 	r.bytes += len(frame)
 	// Drop the oldest bodies until the kept ones fit.
 	start := 0
-	if len(r.order) == r.n {
+	if len(r.ring) == r.n {
 		start = r.next
 	}
-	for ; r.bytes > r.maxBytes && r.bare < len(r.order); r.bare++ {
-		k := r.order[(start+r.bare)%len(r.order)]
-		r.bytes -= len(r.m[k])
-		r.m[k] = nil
+	for ; r.bytes > r.maxBytes && r.bare < len(r.ring); r.bare++ {
+		e := &r.ring[(start+r.bare)%len(r.ring)]
+		r.bytes -= len(e.frame)
+		e.frame = nil
 	}
 }
 

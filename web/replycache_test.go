@@ -22,10 +22,13 @@ func TestReplyCacheBounds(t *testing.T) {
 		size[i] = rng.IntN(1200)
 		r.put(fmt.Sprint("id-", i), make([]byte, size[i]))
 		bytes := 0
-		for _, f := range r.m {
-			bytes += len(f)
+		for id, k := range r.m {
+			if r.ring[k].id != id {
+				t.Fatalf("after %d puts: %s maps to the entry of %s", i+1, id, r.ring[k].id)
+			}
+			bytes += len(r.ring[k].frame)
 		}
-		if len(r.m) > n || bytes > maxBytes || bytes != r.bytes {
+		if len(r.m) > n || len(r.ring) > n || bytes > maxBytes || bytes != r.bytes {
 			t.Fatalf("after %d puts: %d ids, %d bytes (counted %d)", i+1, len(r.m), bytes, r.bytes)
 		}
 		oldestKept := -1
@@ -84,5 +87,37 @@ func TestBatchConnAbortOutlastsBatch(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Fatalf("flush = %v", err)
+	}
+}
+
+// BenchmarkReplyCache: a request's look-up and record in the duplicate-id
+// cache, over many connections' caches (cold in the CPU's caches, as on a
+// server of many connections), each past its window of 256 ids.
+func BenchmarkReplyCache(b *testing.B) {
+	const caches, window = 4096, 256
+	ids := make([]string, 1<<14)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("req-%d", i)
+	}
+	cs := make([]*replyCache, caches)
+	seq := make([]int, caches)
+	frame := make([]byte, 120)
+	for i := range cs {
+		cs[i] = newReplyCache(window, 64<<10)
+		for range window {
+			cs[i].put(ids[seq[i]%len(ids)], frame)
+			seq[i]++
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		c := (i * 1031) % caches
+		id := ids[seq[c]%len(ids)]
+		seq[c]++
+		if _, known := cs[c].get(id); known {
+			b.Fatal("a new id is known")
+		}
+		cs[c].put(id, frame)
 	}
 }
