@@ -45,6 +45,7 @@ func newBenchTrack(tb testing.TB, n int, writes *int) *publishedTrack {
 		streamID:       "pub",
 		keyframeWanted: make(chan struct{}, 1),
 		done:           make(chan struct{}),
+		queue:          make(chan []byte, trackQueueLen),
 		counters:       &counters{},
 	}
 	t.downs.Store(&[]*downTrack{})

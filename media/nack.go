@@ -23,8 +23,9 @@ import (
 //
 // Contract: a payload written through a stream of this API must never be
 // modified afterwards. The SFU's only local streams are its downTracks,
-// written by publishedTrack.fanOut, and publishedTrack.forward gives each
-// packet it reads a buffer of its own that nothing modifies.
+// written by publishedTrack.fanOut, and every packet in a track's queue
+// (readPion's copy, or the fast receive path's slice of a chunk) has a
+// buffer of its own that nothing modifies.
 //
 // As Pion's responder: only streams that negotiated "nack" feedback keep a
 // history; it holds the last nackHistory sequence numbers of the stream's

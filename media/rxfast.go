@@ -31,11 +31,14 @@ import (
 // its replay protection and rollover counter), runs it through the
 // connection's receive interceptors (the NACK generator, receiver reports,
 // TWCC feedback: the same chain Pion would run, captured when Pion bound the
-// stream, with rxSource in the place of Pion's SRTP reader) and fans it out
-// there. Everything else on the port (RTCP, STUN, DTLS, other SSRCs,
-// packets before the switch) goes to Pion as before, and the
-// track's forwarder goroutine forwards what Pion delivers; a track's two
-// sources fan out one at a time (publishedTrack.fanMu).
+// stream, with rxSource in the place of Pion's SRTP reader) and hands it
+// to the track's forwarder goroutine through the track's bounded queue
+// (one hand-off, where Pion's path has five): the fan-outs of different
+// tracks run in parallel, each track's in order. When the queue is full
+// the packet is dropped before it is decrypted (Stats.PacketsInQueueDropped):
+// the socket's reader never waits. Everything else on the port (RTCP, STUN,
+// DTLS, other SSRCs, packets before the switch) goes to Pion as before, and
+// the track's forwarder forwards what Pion delivers through the same queue.
 //
 // The rollover counter continues Pion's: the forwarder follows the extended
 // sequence number of what Pion delivered (seen), and the first packet of an
@@ -82,9 +85,10 @@ type rxPath struct {
 }
 
 // rxStream is one SSRC received on the fast path: a published track's
-// main stream, or its RTX stream. pkt and attrs are used under the track's
-// fanMu.
+// main stream, or its RTX stream. pkt and attrs are used under mu (by the
+// socket's reader).
 type rxStream struct {
+	mu      sync.Mutex
 	track   *publishedTrack
 	chain   interceptor.RTPReader
 	rtx     bool   // an RTX stream: its packets repair the track's
@@ -416,10 +420,19 @@ func (r *rxPath) receive(p []byte, ssrc uint32, addr netip.AddrPort) bool {
 	if s == nil {
 		return false
 	}
+	full := s.track.queueFull()
 	r.mu.Lock()
 	if r.ctx == nil || r.closed {
 		r.mu.Unlock()
 		return false
+	}
+	if full && r.knownAddrLocked(addr) {
+		// The forwarder is behind: drop the packet before the SRTP context
+		// and the interceptors see it, so that the NACK generator asks for
+		// it again (and the congestion feedback reports it lost).
+		r.mu.Unlock()
+		r.counters.fastInQueueDropped.Add(1)
+		return true
 	}
 	if !s.started {
 		// Continue the rollover counter of Pion's context.
@@ -473,7 +486,7 @@ var rtpHeaderAttr = func() any {
 }()
 
 // read runs s's packet (s.pkt, n bytes in b) through its receive chain.
-// Called under the track's fanMu.
+// Called under s.mu.
 func (s *rxStream) read(b []byte) error {
 	clear(s.attrs)
 	s.attrs[rxAttrKey{}] = s

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/pion/interceptor"
 	"github.com/pion/rtcp"
@@ -27,6 +28,22 @@ type rxFixture struct {
 
 	mu   sync.Mutex
 	rtcp []rtcp.Packet // what the interceptors sent to the publisher
+
+	pkt rtp.Packet // drain's, as the forwarder's
+	ext [8]rtp.Extension
+}
+
+// drain fans out what the track's queue holds, in the calling goroutine,
+// as the forwarder goroutine does.
+func (x *rxFixture) drain() {
+	for {
+		select {
+		case b := <-x.track.queue:
+			x.track.forwardPacket(&x.pkt, x.ext[:0], b)
+		default:
+			return
+		}
+	}
 }
 
 var rxTestAddr = netip.MustParseAddrPort("127.0.0.1:5004")
@@ -130,6 +147,7 @@ func TestRxFastContinuesRolloverCounter(t *testing.T) {
 			t.Fatalf("packet %d not taken", seq)
 		}
 	}
+	x.drain()
 	if got := x.r.counters.fastInDropped.Load(); got != 0 {
 		t.Fatalf("%d packets dropped: the rollover counter did not continue", got)
 	}
@@ -195,6 +213,7 @@ func TestRxFastRepairsFromRTX(t *testing.T) {
 	}
 	probe := x.packet(t, rxTestRTXSSRC, 8, []byte{0x01})
 	x.r.receive(probe, rxTestRTXSSRC, rxTestAddr)
+	x.drain()
 	if len(got) != 1 {
 		t.Fatalf("%d packets forwarded, want 1", len(got))
 	}
@@ -211,7 +230,8 @@ func (w captureWriter) Write(b []byte) (int, error)                   { return l
 
 // BenchmarkRxFast measures the fast receive path for one packet: decrypt,
 // the publisher's receive interceptors (NACK generator, receiver reports,
-// TWCC feedback), and the fan-out to N subscribers that discard it. It
+// TWCC feedback), the hand-off through the track's queue and the fan-out
+// to N subscribers that discard it (both halves in one goroutine here). It
 // reports allocations per packet: the path makes none (a 64 KiB chunk per
 // ~60 packets of 1,100 bytes is the only one, which rounds to 0).
 func BenchmarkRxFast(b *testing.B) {
@@ -235,11 +255,133 @@ func BenchmarkRxFast(b *testing.B) {
 					b.StartTimer()
 				}
 				x.r.receive(pkts[i%len(pkts)], rxTestSSRC, rxTestAddr)
+				x.drain()
 			}
 			b.StopTimer()
 			if d := x.r.counters.fastInDropped.Load(); d != 0 {
 				b.Fatalf("%d dropped", d)
 			}
 		})
+	}
+}
+
+// The socket's reader hands each packet to the track's forwarder through a
+// bounded queue and never waits for it: with the forwarder held up inside a
+// fan-out, the reader fills the queue and then drops (counted), and the
+// forwarder, once free, forwards what was queued in arrival order. A
+// dropped packet was not decrypted (nor seen by the interceptors), so its
+// retransmission is accepted.
+func TestRxFastQueueFullDropsWithoutBlockingAndKeepsOrder(t *testing.T) {
+	writes := 0
+	x := newRxFixture(t, 1, &writes)
+	entered, release := make(chan struct{}), make(chan struct{})
+	var mu sync.Mutex
+	var seqs []uint16
+	progress := make(chan struct{}, 1) // a packet was forwarded
+	d := (*x.track.downs.Load())[0]
+	d.out.Store(&downBinding{stream: captureWriter(func(h *rtp.Header, _ []byte) {
+		mu.Lock()
+		seqs = append(seqs, h.SequenceNumber)
+		first := len(seqs) == 1
+		mu.Unlock()
+		select {
+		case progress <- struct{}{}:
+		default:
+		}
+		if first {
+			close(entered)
+			<-release // the forwarder is held up in its first fan-out
+		}
+	}), ssrc: 5555, pt: 96})
+	forwarded := func() []uint16 {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]uint16(nil), seqs...)
+	}
+	waitForwarded := func(n int) []uint16 {
+		t.Helper()
+		timeout := time.After(5 * time.Second)
+		for {
+			got := forwarded()
+			if len(got) >= n {
+				return got
+			}
+			select {
+			case <-progress:
+			case <-timeout:
+				t.Fatalf("%d packets forwarded, want %d", len(got), n)
+			}
+		}
+	}
+
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		x.track.forwardQueue(stop)
+	}()
+	defer func() {
+		close(stop)
+		<-stopped
+	}()
+
+	payload := []byte{0x10, 0x00, 0x9d}
+	const extra = 10
+	total := uint16(1 + trackQueueLen + extra)
+	pkts := make([][]byte, total+1)
+	for seq := range pkts {
+		pkts[seq] = x.packet(t, rxTestSSRC, uint16(seq), payload)
+	}
+	if !x.r.receive(pkts[0], rxTestSSRC, rxTestAddr) {
+		t.Fatal("packet 0 not taken")
+	}
+	select {
+	case <-entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the forwarder did not start the first fan-out")
+	}
+
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		for seq := uint16(1); seq < total; seq++ {
+			if !x.r.receive(pkts[seq], rxTestSSRC, rxTestAddr) {
+				t.Errorf("packet %d not taken", seq)
+			}
+		}
+	}()
+	select {
+	case <-read:
+	case <-time.After(5 * time.Second):
+		close(release)
+		t.Fatal("the reader blocked on a held-up forwarder")
+	}
+	if got := x.r.counters.fastInQueueDropped.Load(); got != extra {
+		t.Errorf("%d packets dropped on a full queue, want %d", got, extra)
+	}
+	if got := x.r.counters.fastInDropped.Load(); got != 0 {
+		t.Errorf("%d packets dropped by the SRTP checks, want 0", got)
+	}
+	if got := x.r.counters.fastIn.Load(); got != 1+trackQueueLen {
+		t.Errorf("%d packets received, want %d", got, 1+trackQueueLen)
+	}
+
+	close(release)
+	waitForwarded(1 + trackQueueLen)
+	// A packet dropped on the full queue, sent again (a retransmission
+	// without RTX), is not refused as a replay.
+	if !x.r.receive(pkts[1+trackQueueLen], rxTestSSRC, rxTestAddr) {
+		t.Fatal("retransmission not taken")
+	}
+	got := waitForwarded(2 + trackQueueLen)
+	if len(got) != 2+trackQueueLen {
+		t.Fatalf("%d packets forwarded, want %d", len(got), 2+trackQueueLen)
+	}
+	for i, seq := range got {
+		if seq != uint16(i) {
+			t.Fatalf("packet %d forwarded as %d-th: order not kept (%v)", seq, i, got[max(0, i-3):min(len(got), i+3)])
+		}
+	}
+	if got := x.r.counters.fastInDropped.Load(); got != 0 {
+		t.Errorf("the retransmission of a dropped packet was refused (%d dropped)", got)
 	}
 }

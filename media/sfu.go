@@ -527,6 +527,10 @@ type Stats struct {
 	// (authentication or replay check failed, malformed).
 	PacketsInFast        uint64
 	PacketsInFastDropped uint64
+	// PacketsInQueueDropped counts packets of the fast receive path
+	// dropped because the track's forwarder queue was full (the socket's
+	// reader never waits for a forwarder).
+	PacketsInQueueDropped uint64
 }
 
 type counters struct {
@@ -534,21 +538,23 @@ type counters struct {
 	keyframeRequestsIn, keyframeRequestsOut  atomic.Uint64
 	fastOut, fastDropped                     atomic.Uint64
 	fastIn, fastInDropped                    atomic.Uint64
+	fastInQueueDropped                       atomic.Uint64
 }
 
 // Stats returns the SFU's counters.
 func (s *SFU) Stats() Stats {
 	st := Stats{
-		PacketsIn:            s.counters.packetsIn.Load(),
-		BytesIn:              s.counters.bytesIn.Load(),
-		PacketsOut:           s.counters.packetsOut.Load(),
-		BytesOut:             s.counters.bytesOut.Load(),
-		KeyframeRequestsIn:   s.counters.keyframeRequestsIn.Load(),
-		KeyframeRequestsOut:  s.counters.keyframeRequestsOut.Load(),
-		PacketsOutFast:       s.counters.fastOut.Load(),
-		PacketsDroppedFast:   s.counters.fastDropped.Load(),
-		PacketsInFast:        s.counters.fastIn.Load(),
-		PacketsInFastDropped: s.counters.fastInDropped.Load(),
+		PacketsIn:             s.counters.packetsIn.Load(),
+		BytesIn:               s.counters.bytesIn.Load(),
+		PacketsOut:            s.counters.packetsOut.Load(),
+		BytesOut:              s.counters.bytesOut.Load(),
+		KeyframeRequestsIn:    s.counters.keyframeRequestsIn.Load(),
+		KeyframeRequestsOut:   s.counters.keyframeRequestsOut.Load(),
+		PacketsOutFast:        s.counters.fastOut.Load(),
+		PacketsDroppedFast:    s.counters.fastDropped.Load(),
+		PacketsInFast:         s.counters.fastIn.Load(),
+		PacketsInFastDropped:  s.counters.fastInDropped.Load(),
+		PacketsInQueueDropped: s.counters.fastInQueueDropped.Load(),
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -40,14 +40,20 @@ type publishedTrack struct {
 	counters       *counters
 	pliThrottle    time.Duration
 	// batch holds the datagrams of one fan-out until they are sent
-	// together; nil without batching. Used under fanMu.
+	// together; nil without batching. Used by the forwarder goroutine only.
 	batch *sendBatch
 	// rx is the publisher connection's fast receive path (rxfast.go).
 	rx *rxPath
-	// fanMu serialises the fan-outs of the track's two sources: the
-	// forwarder (what Pion delivers) and the fast receive path.
-	fanMu sync.Mutex
+	// queue carries the track's packets to its forwarder goroutine, which
+	// fans them out one at a time, in order: from the fast receive path
+	// (the socket's reader, which never waits: it drops a packet when the
+	// queue is full) and from the goroutine reading Pion's track.
+	queue chan []byte
 }
+
+// trackQueueLen is the capacity of a track's queue: about half a second
+// of a 10 Mbit/s video track, or a large keyframe.
+const trackQueueLen = 512
 
 func newPublishedTrack(owner *Participant, pc *webrtc.PeerConnection, rx *rxPath, remote *webrtc.TrackRemote, receiver *webrtc.RTPReceiver, seq int) *publishedTrack {
 	t := &publishedTrack{
@@ -62,6 +68,7 @@ func newPublishedTrack(owner *Participant, pc *webrtc.PeerConnection, rx *rxPath
 		streamID:       owner.id,
 		keyframeWanted: make(chan struct{}, 1),
 		done:           make(chan struct{}),
+		queue:          make(chan []byte, trackQueueLen),
 		counters:       &owner.sfu.counters,
 		pliThrottle:    owner.sfu.cfg.PLIThrottle,
 	}
@@ -75,16 +82,54 @@ func newPublishedTrack(owner *Participant, pc *webrtc.PeerConnection, rx *rxPath
 // forward copies RTP from the publisher to every subscriber until the track
 // ends (the client stopped sending it or the connection closed).
 //
-// Each packet gets a buffer of its own that is never modified after the
+// Each packet has a buffer of its own that is never modified after the
 // read: every subscriber's nackResponder keeps a reference to its payload
 // for retransmissions instead of a copy.
 //
-// Once Pion has delivered the track's first packet, the connection's fast
-// receive path takes its packets (rxfast.go) when it is on; the forwarder
-// then only forwards what still comes through Pion, and tells the fast
-// path where each SSRC's sequence numbers stand (the rollover counter).
+// The forwarder goroutine (this one) fans out, one at a time and in order,
+// the packets of the track's queue. They come from two sources: readPion
+// (a goroutine reading what Pion delivers, ended with the track) and, once
+// Pion has delivered the track's first packet and the connection's fast
+// receive path is on (rxfast.go), the socket's reader, which decrypts the
+// track's packets and runs them through the receive interceptors itself.
 func (t *publishedTrack) forward() {
 	defer t.rx.unregister(t)
+	pion := make(chan struct{})
+	go t.readPion(pion)
+	t.forwardQueue(pion)
+}
+
+// forwardQueue fans out the packets of the track's queue until stop is
+// closed.
+func (t *publishedTrack) forwardQueue(stop <-chan struct{}) {
+	var pkt rtp.Packet
+	var ext [8]rtp.Extension // backing array of pkt's header extensions
+	for {
+		select {
+		case b := <-t.queue:
+			t.forwardPacket(&pkt, ext[:0], b)
+		case <-stop:
+			return
+		}
+	}
+}
+
+// forwardPacket fans out b, parsed into pkt (ext backs its header
+// extensions, so that parsing does not allocate).
+func (t *publishedTrack) forwardPacket(pkt *rtp.Packet, ext []rtp.Extension, b []byte) {
+	pkt.Header.Extensions = ext
+	if err := pkt.Unmarshal(b); err != nil {
+		return // checked by the sender: not reached
+	}
+	t.fanOut(pkt)
+}
+
+// readPion reads what Pion delivers of the track into its queue until the
+// track ends, then closes done. It tells the fast path where each SSRC's
+// sequence numbers stand (the rollover counter), and registers the track
+// with it after the first packet.
+func (t *publishedTrack) readPion(done chan<- struct{}) {
+	defer close(done)
 	buf := make([]byte, 1500)
 	var pkt rtp.Packet
 	registered := false
@@ -99,23 +144,26 @@ func (t *publishedTrack) forward() {
 			continue
 		}
 		t.rx.seenPion(&pkt.Header, attr)
+		t.counters.packetsIn.Add(1)
+		t.counters.bytesIn.Add(uint64(n))
+		// The forwarder drains the queue until this goroutine ends: the
+		// send waits at worst for its fan-outs.
+		t.queue <- data
 		if !registered {
 			registered = true
 			t.rx.decide()
 			t.rx.register(t)
 		}
-		t.counters.packetsIn.Add(1)
-		t.counters.bytesIn.Add(uint64(n))
-		t.fanOut(&pkt)
 	}
 }
 
-// receiveFast forwards a packet of s decrypted by the fast receive path,
-// after running it through the connection's receive interceptors. b is
-// the packet, in a buffer of its own.
+// receiveFast queues a packet of s decrypted by the fast receive path for
+// the forwarder, after running it through the connection's receive
+// interceptors. b is the packet, in a buffer of its own. Called by the
+// socket's reader: it never waits.
 func (t *publishedTrack) receiveFast(s *rxStream, b []byte) {
-	t.fanMu.Lock()
-	defer t.fanMu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.pkt.Header.Extensions = s.ext[:0]
 	if err := s.pkt.Unmarshal(b); err != nil {
 		t.counters.fastInDropped.Add(1)
@@ -135,26 +183,29 @@ func (t *publishedTrack) receiveFast(s *rxStream, b []byte) {
 		}
 		b = orig
 	}
+	select {
+	case t.queue <- b:
+	default:
+		// The forwarder is behind (readPion filled the queue after
+		// rxPath.receive found room).
+		t.counters.fastInQueueDropped.Add(1)
+		return
+	}
 	t.counters.packetsIn.Add(1)
 	t.counters.bytesIn.Add(uint64(len(b)))
 	t.counters.fastIn.Add(1)
-	t.fanOutLocked(&s.pkt)
 }
 
-// fanOut writes pkt to every subscriber. It holds no lock: it reads a
-// snapshot of the subscriber list. Each write encrypts and hands one
-// datagram to the shared UDP socket without waiting for the subscriber, so a
-// slow or vanished subscriber costs the same as a live one. fanOut strips
-// pkt's header extensions; the writes copy the header before rewriting SSRC
-// and payload type per subscriber.
+// queueFull reports whether the forwarder's queue has no room left.
+func (t *publishedTrack) queueFull() bool { return len(t.queue) == cap(t.queue) }
+
+// fanOut writes pkt to every subscriber. Called by the forwarder goroutine
+// only. It holds no lock: it reads a snapshot of the subscriber list. Each
+// write encrypts and hands one datagram to the shared UDP socket without
+// waiting for the subscriber, so a slow or vanished subscriber costs the
+// same as a live one. fanOut strips pkt's header extensions; the writes
+// copy the header before rewriting SSRC and payload type per subscriber.
 func (t *publishedTrack) fanOut(pkt *rtp.Packet) {
-	t.fanMu.Lock()
-	defer t.fanMu.Unlock()
-	t.fanOutLocked(pkt)
-}
-
-// fanOutLocked is fanOut with fanMu held.
-func (t *publishedTrack) fanOutLocked(pkt *rtp.Packet) {
 	// Header extension IDs were negotiated with the publisher, not with the
 	// subscribers: drop them (the subscriber's interceptors add their own).
 	pkt.Header.Extension = false
@@ -298,7 +349,7 @@ type downTrack struct {
 	// out is where write sends: the binding's stream (the top of the
 	// subscriber connection's interceptor chain), SSRC and payload type;
 	// nil while unbound. hdr is the fan-out's copy of the header it
-	// rewrites (written under the track's fanMu).
+	// rewrites (written by the track's forwarder goroutine).
 	out atomic.Pointer[downBinding]
 	hdr rtp.Header
 }
