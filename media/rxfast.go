@@ -460,12 +460,22 @@ func (r *rxPath) receive(p []byte, ssrc uint32, addr netip.AddrPort) bool {
 			// elsewhere: Pion drops those).
 			return false
 		}
-		r.counters.fastInDropped.Add(1)
+		if isReplay(err) {
+			r.counters.fastInReplayed.Add(1)
+		} else {
+			r.counters.fastInDropped.Add(1)
+		}
 		return true
 	}
 	s.track.receiveFast(s, out[:len(out):len(out)])
 	return true
 }
+
+// isReplay reports whether err is the SRTP context's replay refusal (a
+// packet already received). pion/srtp does not export that error's type or
+// sentinel; its text is stable ("... duplicated packet"). Only the error
+// path calls this.
+func isReplay(err error) bool { return strings.HasSuffix(err.Error(), "duplicated packet") }
 
 // rxAttrKey marks a packet the fast path passes down the receive chain.
 type rxAttrKey struct{}

@@ -524,9 +524,15 @@ type Stats struct {
 	// PacketsInFast counts RTP packets from publishers received by the
 	// fast receive path (rxfast.go, RTX included), outside Pion's ICE
 	// connection and SRTP session; PacketsInFastDropped those it dropped
-	// (authentication or replay check failed, malformed).
-	PacketsInFast        uint64
-	PacketsInFastDropped uint64
+	// (authentication failed, malformed); PacketsInFastReplayed the replays
+	// it dropped (a packet already received: Pion's session drops them the
+	// same way). A publisher's NACK responder resends the same stored RTX
+	// packet on every NACK for a packet, and the NACK generator, which sees
+	// the main stream only, goes on asking for a packet RTX repaired, so
+	// replays are expected whenever packets are lost and repaired.
+	PacketsInFast         uint64
+	PacketsInFastDropped  uint64
+	PacketsInFastReplayed uint64
 	// PacketsInQueueDropped counts packets of the fast receive path
 	// dropped because the track's forwarder queue was full (the socket's
 	// reader never waits for a forwarder).
@@ -537,7 +543,7 @@ type counters struct {
 	packetsIn, bytesIn, packetsOut, bytesOut atomic.Uint64
 	keyframeRequestsIn, keyframeRequestsOut  atomic.Uint64
 	fastOut, fastDropped                     atomic.Uint64
-	fastIn, fastInDropped                    atomic.Uint64
+	fastIn, fastInDropped, fastInReplayed    atomic.Uint64
 	fastInQueueDropped                       atomic.Uint64
 }
 
@@ -554,6 +560,7 @@ func (s *SFU) Stats() Stats {
 		PacketsDroppedFast:    s.counters.fastDropped.Load(),
 		PacketsInFast:         s.counters.fastIn.Load(),
 		PacketsInFastDropped:  s.counters.fastInDropped.Load(),
+		PacketsInFastReplayed: s.counters.fastInReplayed.Load(),
 		PacketsInQueueDropped: s.counters.fastInQueueDropped.Load(),
 	}
 	s.mu.Lock()
