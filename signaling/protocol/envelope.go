@@ -139,12 +139,12 @@ func EncodeReply(id string, result any, e *Error) ([]byte, error) {
 	if e != nil {
 		return json.Marshal(Reply{ID: id, Error: e})
 	}
-	if result == nil {
-		result = struct{}{}
-	}
-	raw, err := json.Marshal(result)
-	if err != nil {
-		return nil, err
+	raw := []byte("{}") // json.Marshal(struct{}{})
+	if result != nil {
+		var err error
+		if raw, err = MarshalData(result); err != nil {
+			return nil, err
+		}
 	}
 	b := make([]byte, 0, len(`{"id":,"result":}`)+len(id)+2+len(raw))
 	b = append(b, `{"id":`...)

@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"encoding/json"
+	"reflect"
 	"strconv"
 	"sync"
 	"unicode/utf8"
@@ -11,6 +12,15 @@ import (
 // reflection (issue 16): MarshalData gives json.Marshal's bytes, written by
 // hand for the types below (TestMarshalDataMatches, FuzzMarshalData) and by
 // encoding/json for anything else.
+
+// JSONAppender is a type outside this package (an op's result) that
+// appends json.Marshal's bytes of itself; MarshalData uses it.
+type JSONAppender interface {
+	AppendJSON(b []byte) []byte
+}
+
+// AppendString appends s as json.Marshal writes it, for JSONAppenders.
+func AppendString(b []byte, s string) []byte { return appendString(b, s) }
 
 // MarshalData is json.Marshal(v), byte for byte.
 func MarshalData(v any) ([]byte, error) {
@@ -31,6 +41,13 @@ func MarshalData(v any) ([]byte, error) {
 		app = d.appendJSON
 	case ModifiedEvent:
 		app = d.appendJSON
+	case InviteResult:
+		app = d.appendJSON
+	case JSONAppender:
+		if rv := reflect.ValueOf(v); rv.Kind() == reflect.Pointer && rv.IsNil() {
+			return json.Marshal(v) // null
+		}
+		app = d.AppendJSON
 	default:
 		return json.Marshal(v)
 	}
@@ -51,6 +68,12 @@ var dataBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b 
 
 // maxPooledData bounds a buffer kept for reuse (a larger one is dropped).
 const maxPooledData = 16 << 10
+
+func (d *InviteResult) appendJSON(b []byte) []byte {
+	b = append(b, `{"inviteID":`...)
+	b = appendString(b, d.InviteID)
+	return append(b, '}')
+}
 
 func (d *NewInvitationEvent) appendJSON(b []byte) []byte {
 	b = append(b, `{"inviteID":`...)

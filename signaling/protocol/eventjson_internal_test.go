@@ -64,7 +64,9 @@ func randStrings(r *rand.Rand) []string {
 // drawn at random.
 func randEvent(r *rand.Rand) any {
 	s := func() string { return randString(r) }
-	switch r.IntN(6) {
+	switch r.IntN(7) {
+	case 6:
+		return InviteResult{InviteID: s()}
 	case 0:
 		return NewInvitationEvent{InviteID: s(), Inviter: s(), GroupID: s(), InviteeList: randStrings(r), Data: s(),
 			Timeout: int(r.Int64N(1<<40)) - 1<<39, TimeoutMs: r.Int64() - r.Int64(), OnlineUserOnly: r.IntN(2) == 0}
