@@ -59,6 +59,21 @@ type CallResult struct {
 	after func() // busy rejections, run once the reply is queued
 }
 
+// AppendJSON implements protocol.JSONAppender: json.Marshal's bytes
+// (TestCallResultAppendJSON).
+func (r CallResult) AppendJSON(b []byte) []byte {
+	b = append(b, `{"inviteID":`...)
+	b = protocol.AppendString(b, r.InviteID)
+	b = append(b, `,"callID":`...)
+	b = protocol.AppendString(b, r.CallID)
+	b = append(b, `,"roomID":`...)
+	b = protocol.AppendString(b, r.RoomID)
+	if r.Merged {
+		b = append(b, `,"merged":true`...)
+	}
+	return append(b, '}')
+}
+
 // AfterReply implements signaling.AfterReplier.
 func (r CallResult) AfterReply() {
 	if r.after != nil {

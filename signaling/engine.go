@@ -505,7 +505,7 @@ func sizeKept(t tx, evs []*outgoing, counts []int, sender string, lean bool) (in
 		if lean {
 			data = ev.lean
 		}
-		raw, err := json.Marshal(data)
+		raw, err := protocol.MarshalData(data)
 		if err != nil {
 			return 0, fmt.Errorf("signaling: encode %s: %w", ev.name, err)
 		}
@@ -546,7 +546,7 @@ func (e *Engine) encode(evs []*outgoing, now time.Time) ([]Mutation, error) {
 		data := ev.raw
 		if data == nil {
 			var err error
-			if data, err = json.Marshal(ev.data); err != nil {
+			if data, err = protocol.MarshalData(ev.data); err != nil {
 				return nil, fmt.Errorf("signaling: encode %s: %w", ev.name, err)
 			}
 			ev.raw = data

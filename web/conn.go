@@ -223,10 +223,20 @@ func (c *conn) closing() {
 func (c *conn) readLoop(ctx context.Context) {
 	cfg := c.srv.cfg
 	c.ws.SetReadLimit(cfg.MaxFrameBytes)
-	_ = c.ws.SetReadDeadline(time.Now().Add(cfg.PongTimeout))
-	c.ws.SetPongHandler(func(string) error {
-		return c.ws.SetReadDeadline(time.Now().Add(cfg.PongTimeout))
-	})
+	// The read deadline is pong_timeout after the client's last message (or
+	// pong), up to idleSlack later: it is moved (a runtime timer update, not
+	// free at thousands of requests per second) only when idleSlack has
+	// passed since it was last set, to setAt+pong_timeout+idleSlack, so a
+	// connection is never closed sooner than pong_timeout after its last
+	// message (TestIdleDeadlineFollowsLastMessage).
+	slack := idleSlack(cfg.PongTimeout)
+	var setAt time.Time
+	setDeadline := func(now time.Time) error {
+		setAt = now
+		return c.ws.SetReadDeadline(now.Add(cfg.PongTimeout + slack))
+	}
+	_ = setDeadline(time.Now())
+	c.ws.SetPongHandler(func(string) error { return setDeadline(time.Now()) })
 	for {
 		mt, data, err := c.ws.ReadMessage()
 		if err != nil {
@@ -237,7 +247,9 @@ func (c *conn) readLoop(ctx context.Context) {
 			c.stop(websocket.CloseAbnormalClosure, "")
 			return
 		}
-		_ = c.ws.SetReadDeadline(time.Now().Add(cfg.PongTimeout))
+		if now := time.Now(); now.Sub(setAt) >= slack {
+			_ = setDeadline(now)
+		}
 		switch {
 		case mt != websocket.TextMessage:
 			c.reply("", nil, protocol.ErrMalformedRequest.WithMessage("only text frames carry requests"))
@@ -249,6 +261,10 @@ func (c *conn) readLoop(ctx context.Context) {
 		c.handle(ctx, data)
 	}
 }
+
+// idleSlack is how much later than pong_timeout after its last message a
+// connection may be closed: 1/64 of it (under a second for the default 60s).
+func idleSlack(pongTimeout time.Duration) time.Duration { return pongTimeout / 64 }
 
 // handle performs one request and queues its reply.
 //

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 
 	"log/slog"
 	"net/http"
@@ -591,6 +592,47 @@ func TestDeadPeerDetected(t *testing.T) {
 	if _, err := live.GetJoinedGroupList(testCtx(t)); err != nil {
 		t.Fatalf("live client dropped too: %v", err)
 	}
+}
+
+// TestIdleDeadlineFollowsLastMessage: a connection is closed pong_timeout
+// after the client's last message, not sooner (the read deadline is moved
+// lazily: see readLoop), and not much later. The client sends requests for
+// most of the timeout, then nothing, and answers no ping.
+func TestIdleDeadlineFollowsLastMessage(t *testing.T) {
+	ts := newTestServer(t, func(ts *testServer) {
+		ts.webCfg.PingInterval = 50 * time.Millisecond
+		ts.webCfg.PongTimeout = 640 * time.Millisecond
+	})
+	h := http.Header{"Authorization": {"Bearer " + ts.token("quiet")}}
+	ws, _, err := websocket.DefaultDialer.Dial(ts.wsURL(), h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	waitAttached(t, ts.engine, "quiet")
+	var last time.Time
+	for i := range 25 {
+		frame := fmt.Sprintf(`{"id":"%d","op":"getJoinedGroupList"}`, i)
+		if err := ws.WriteMessage(websocket.TextMessage, []byte(frame)); err != nil {
+			t.Fatal(err)
+		}
+		last = time.Now()
+		time.Sleep(20 * time.Millisecond) // paces the requests (under the rate limit)
+	}
+	for ts.engine.Online("quiet") > 0 {
+		if time.Since(last) > 5*time.Second {
+			t.Fatal("idle connection not closed")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	el := time.Since(last)
+	if el < ts.webCfg.PongTimeout {
+		t.Fatalf("closed %v after the last message, before the pong timeout (%v)", el, ts.webCfg.PongTimeout)
+	}
+	if el > ts.webCfg.PongTimeout+time.Second {
+		t.Fatalf("closed %v after the last message, the pong timeout is %v", el, ts.webCfg.PongTimeout)
+	}
+	t.Logf("closed %v after the last message (pong timeout %v)", el, ts.webCfg.PongTimeout)
 }
 
 func TestTimeoutFiresOnServerClock(t *testing.T) {

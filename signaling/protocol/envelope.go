@@ -114,7 +114,7 @@ func DecodeArgs[T any](raw json.RawMessage) (T, *Error) {
 // EncodeEvent renders an event frame once, so that it can be queued to many
 // connections.
 func EncodeEvent(name string, data any) ([]byte, error) {
-	raw, err := json.Marshal(data)
+	raw, err := MarshalData(data)
 	if err != nil {
 		return nil, err
 	}
@@ -139,12 +139,12 @@ func EncodeReply(id string, result any, e *Error) ([]byte, error) {
 	if e != nil {
 		return json.Marshal(Reply{ID: id, Error: e})
 	}
-	if result == nil {
-		result = struct{}{}
-	}
-	raw, err := json.Marshal(result)
-	if err != nil {
-		return nil, err
+	raw := []byte("{}") // json.Marshal(struct{}{})
+	if result != nil {
+		var err error
+		if raw, err = MarshalData(result); err != nil {
+			return nil, err
+		}
 	}
 	b := make([]byte, 0, len(`{"id":,"result":}`)+len(id)+2+len(raw))
 	b = append(b, `{"id":`...)
@@ -152,21 +152,6 @@ func EncodeReply(id string, result any, e *Error) ([]byte, error) {
 	b = append(b, `,"result":`...)
 	b = append(b, raw...)
 	return append(b, '}'), nil
-}
-
-// appendString appends s as encoding/json writes a string: as it is when
-// it has nothing to escape (printable ASCII but for ", \, <, > and &),
-// through json.Marshal otherwise.
-func appendString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			q, _ := json.Marshal(s) // a string always encodes
-			return append(b, q...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
 }
 
 // decodeRequestFast decodes the common shape of a request without
