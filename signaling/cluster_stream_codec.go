@@ -6,6 +6,8 @@ import (
 	"errors"
 	"slices"
 	"strconv"
+
+	"github.com/switchboard-rtc/switchboard/signaling/protocol"
 )
 
 // The stream entries' codec (CLUSTER-DESIGN.md "Costs, and where the time
@@ -52,7 +54,7 @@ func (b *streamBatch) encode() []byte {
 
 func (it *streamItem) appendJSON(out []byte) []byte {
 	out = append(out, `{"u":`...)
-	out = appendStrings(out, it.Users)
+	out = protocol.AppendJSONStrings(out, it.Users)
 	out = append(out, `,"f":`...)
 	if len(it.Frame) == 0 {
 		out = append(out, "null"...)
@@ -71,22 +73,22 @@ func (it *streamItem) appendJSON(out []byte) []byte {
 	}
 	if it.Ring != "" {
 		out = append(out, `,"r":`...)
-		out = appendString(out, it.Ring)
+		out = protocol.AppendJSONString(out, it.Ring)
 	}
 	if len(it.Parties) > 0 {
 		out = append(out, `,"p":`...)
-		out = appendStrings(out, it.Parties)
+		out = protocol.AppendJSONStrings(out, it.Parties)
 	}
 	if k := it.Keep; k != nil {
 		out = append(out, `,"k":{"id":`...)
-		out = appendString(out, k.ID)
+		out = protocol.AppendJSONString(out, k.ID)
 		if k.Sender != "" {
 			out = append(out, `,"s":`...)
-			out = appendString(out, k.Sender)
+			out = protocol.AppendJSONString(out, k.Sender)
 		}
 		if k.Actor != "" {
 			out = append(out, `,"a":`...)
-			out = appendString(out, k.Actor)
+			out = protocol.AppendJSONString(out, k.Actor)
 		}
 		out = append(out, `,"n":`...)
 		if k.Nodes == nil {
@@ -103,9 +105,9 @@ func (it *streamItem) appendJSON(out []byte) []byte {
 				if i > 0 {
 					out = append(out, ',')
 				}
-				out = appendString(out, u)
+				out = protocol.AppendJSONString(out, u)
 				out = append(out, ':')
-				out = appendStrings(out, k.Nodes[u])
+				out = protocol.AppendJSONStrings(out, k.Nodes[u])
 			}
 			out = append(out, '}')
 		}
@@ -121,38 +123,6 @@ func stringsLen(ss []string) int {
 		n += len(s) + 3
 	}
 	return n
-}
-
-func appendStrings(out []byte, ss []string) []byte {
-	if ss == nil {
-		return append(out, "null"...)
-	}
-	out = append(out, '[')
-	for i, s := range ss {
-		if i > 0 {
-			out = append(out, ',')
-		}
-		out = appendString(out, s)
-	}
-	return append(out, ']')
-}
-
-// plainByte is a byte encoding/json writes unescaped in a string.
-func plainByte(c byte) bool {
-	return c >= 0x20 && c < 0x7f && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
-}
-
-// appendString appends s as encoding/json quotes it.
-func appendString(out []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if !plainByte(s[i]) {
-			q, _ := json.Marshal(s) // escapes, non-ASCII, invalid UTF-8: its rules
-			return append(out, q...)
-		}
-	}
-	out = append(out, '"')
-	out = append(out, s...)
-	return append(out, '"')
 }
 
 // compactJSON reports whether frame has no byte that json.Marshal of a

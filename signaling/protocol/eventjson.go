@@ -131,6 +131,13 @@ func (d *ModifiedEvent) appendJSON(b []byte) []byte {
 	return append(b, '}')
 }
 
+// AppendJSONString appends s as json.Marshal writes it (for other
+// hand-written encoders, e.g. the cluster's stream codec).
+func AppendJSONString(b []byte, s string) []byte { return appendString(b, s) }
+
+// AppendJSONStrings appends ss as json.Marshal writes a []string (nil: null).
+func AppendJSONStrings(b []byte, ss []string) []byte { return appendStrings(b, ss) }
+
 // appendStrings appends ss as encoding/json writes a []string (nil: null).
 func appendStrings(b []byte, ss []string) []byte {
 	if ss == nil {
