@@ -24,9 +24,10 @@ type Event struct {
 // the append needs no script (a script's call cost Redis about three times
 // the XADD's). It is above any millisecond clock (year 287,000), so that
 // the first append to a stream written by an older build (IDs from
-// Redis's clock, the number in an "s" field) works; a node of an older
-// build cannot append to a stream after it (see CLUSTER-DESIGN.md,
-// "Session 8").
+// Redis's clock, the number in an "s" field) works, and an older build's
+// append after it (XADD *, its clock below the stream's last ID) gets the
+// ID StreamIDMs-<next>: the numbering goes on (an older build's reader
+// reports entries without an "s" field as a loss, and handles them).
 const StreamIDMs = "9000000000000000"
 
 // streamAppendID is the ID argument of XADD for an Append.

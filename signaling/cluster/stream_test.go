@@ -251,8 +251,9 @@ func TestReaderStreamLost(t *testing.T) {
 
 // TestReaderOlderBuildEntries: a stream written by an older build (IDs
 // from Redis's clock, the sequence number in an "s" field, the counter in
-// evseq) takes Append's entries after its own, and the reader handles
-// both, in order, reporting the restart of the numbering once.
+// evseq) takes Append's entries after its own, an older build's append
+// after those goes on with Append's numbering, and the reader handles
+// them all, in order, reporting the restart of the numbering once.
 func TestReaderOlderBuildEntries(t *testing.T) {
 	e := newEnv(t)
 	w, ctx := e.client(), context.Background()
@@ -266,15 +267,20 @@ func TestReaderOlderBuildEntries(t *testing.T) {
 		must(t, err)
 	}
 	must(t, e.appendEvents(w, "a", 0, 2))
+	// An older build's append after them (its script: INCR, XADD *) gets
+	// the next number in its ID (Redis's clock is below the stream's top).
+	must(t, w.Eval(ctx, "local s = redis.call('INCR', KEYS[2])\n"+
+		"return redis.call('XADD', KEYS[1], 'MAXLEN', '=', ARGV[1], '*', 's', s, 'p', ARGV[2])",
+		[]string{ks.StreamKey("a"), e.prefix + "evseq:a"}, 1000, "old4").Err())
 	r := newReceived()
 	e.reader("a", fastConfig(), r)
-	r.waitCount(t, 5, 5*time.Second)
+	r.waitCount(t, 6, 5*time.Second)
 	evs, lost := r.snapshot()
 	var got []string
 	for _, ev := range evs {
 		got = append(got, fmt.Sprintf("%d:%s", ev.Seq, ev.Payload))
 	}
-	if want := "1:old1 2:old2 3:old3 1:p0 2:p1"; strings.Join(got, " ") != want || len(lost) != 1 || lost[0] != -1 {
+	if want := "1:old1 2:old2 3:old3 1:p0 2:p1 3:old4"; strings.Join(got, " ") != want || len(lost) != 1 || lost[0] != -1 {
 		t.Errorf("handled %v, lost %v; want %s and one restart (-1)", got, lost, want)
 	}
 	if !strings.HasPrefix(evs[4].ID, cluster.StreamIDMs+"-") {
