@@ -350,9 +350,10 @@ func (k redisKeys) keptOnce(id string) string { return k.p + "sig:kd:" + id }
 // sig:obu:<user>, sig:kept, sig:users, nodes.
 // ARGV: node key prefix, self, routed nodes ("\n"-separated), user,
 // sender, event, data, created, expires, expiry score, outbox entry key
-// prefix, marker ttl ms, cost, total field, stream key prefix, stream
-// sequence key prefix, stream max length, the forwarded entry's payload
-// before and after its JSON list of the nodes it goes to.
+// prefix, marker ttl ms, cost, total field, stream key prefix, the
+// stream entry ID to append with (cluster.StreamAppendID), stream max
+// length, the forwarded entry's payload before and after its JSON list of
+// the nodes it goes to.
 var keepScript = redis.NewScript(`
 if redis.call('SISMEMBER', KEYS[8], ARGV[4]) == 0 then return 0 end
 local routed = {}
@@ -375,8 +376,7 @@ if #fwd > 0 then
   table.sort(fwd)
   local payload = ARGV[18] .. cjson.encode(fwd) .. ARGV[19]
   for _, n in ipairs(fwd) do
-    local s = redis.call('INCR', ARGV[16] .. n)
-    redis.call('XADD', ARGV[15] .. n, 'MAXLEN', '=', ARGV[17], '*', 's', s, 'p', payload)
+    redis.call('XADD', ARGV[15] .. n, 'MAXLEN', '=', ARGV[17], ARGV[16], 'p', payload)
   end
   return -1
 end
@@ -418,7 +418,7 @@ func (c *clusterNode) keep(ctx context.Context, self, user string, it streamItem
 		c.ks.NodeKey(""), self, string(routed), user, ent.Sender, ent.Event, string(ent.Data),
 		redisdb.Time(ent.CreatedAt), redisdb.Time(ent.ExpiresAt), expScore(ent.ExpiresAt), c.k.obEntryOf(""),
 		ttl.Milliseconds(), keptCost(ent.Bytes()), keptTotalField,
-		c.ks.StreamKey(""), c.ks.StreamSeqKey(""), c.cfg.StreamMaxLen, before, after).Err()
+		c.ks.StreamKey(""), cluster.StreamAppendID(), c.cfg.StreamMaxLen, before, after).Err()
 }
 
 // forwardedMark marks the list of nodes in a forwarded entry's template.

@@ -21,8 +21,8 @@
 //	cleanup:<id>     STRING, the survivor that claimed a dead node's cleanup (expires after cleanup_lease)
 //	conn:<user>      HASH node → number of the user's connections there
 //	nodeusers:<id>   SET of the users with connections on the node
-//	ev:<id>          STREAM of events for the node's users: fields s (sequence), p (payload)
-//	evseq:<id>       STRING, the stream's last sequence number
+//	ev:<id>          STREAM of events for the node's users: ID StreamIDMs-<sequence - 1>, field p (payload)
+//	evseq:<id>       STRING, an older build's sequence counter (fields s, p; IDs from Redis's clock); deleted with the stream
 //	evpos:<id>       STRING "<entry ID> <sequence>", the last entry the node's reader handled
 //	deadlines        ZSET deadline ID → deadline (ms), or end of a claim's lease
 //
@@ -74,7 +74,8 @@
 //
 // Keyspace.Append queues, in the caller's MULTI, an entry on ev:<node>
 // with the stream's next sequence number (so per-user order is commit
-// order). Each node's Reader reads its stream with XREAD BLOCK from the
+// order): a plain XADD with the ID StreamIDMs-*, whose second part Redis
+// numbers 0, 1, 2... in the stream. Each node's Reader reads its stream with XREAD BLOCK from the
 // last entry it handled, calls Handle for each entry in order, then trims
 // the handled entries (XTRIM MINID) and records evpos:<node> in one
 // MULTI. There is no pub/sub: a read that fails (Redis down, restarted) is
@@ -86,7 +87,8 @@
 // restarted: the stream was deleted or lost). A reader that finds nothing
 // to read checks whether its stream was lost (its sequence below the
 // reader's, and the recorded position gone with it): the new entries may
-// have IDs below its position, so it reads the stream from its start. A
+// have IDs below its position (the numbering restarts at 0), so it reads
+// the stream from its start. A
 // stream rolled back (a restart that lost the last writes of the
 // append-only file) keeps a recorded position: the reader goes on after
 // its own, handling nothing twice.

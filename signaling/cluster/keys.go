@@ -59,12 +59,6 @@ func (k Keyspace) ConnKey(user string) string { return k.prefix + "conn:" + user
 // StreamKey is `ev:<node>`, the node's event stream.
 func (k Keyspace) StreamKey(node string) string { return k.prefix + "ev:" + node }
 
-// StreamSeqKey is `evseq:<node>`, the counter of the node's stream's
-// sequence numbers. A script that appends to a stream other than through
-// Append (clusterNode's keep script, forwarding a handed-over event) takes
-// the entry's number from it and writes it as Append does.
-func (k Keyspace) StreamSeqKey(node string) string { return k.streamSeq(node) }
-
 // DeadlinesKey is the `deadlines` sorted set.
 func (k Keyspace) DeadlinesKey() string { return k.prefix + "deadlines" }
 
@@ -77,6 +71,10 @@ func (k Keyspace) connPrefix() string           { return k.prefix + "conn:" }
 func (k Keyspace) cleanup(id string) string     { return k.prefix + "cleanup:" + id }
 func (k Keyspace) nodeUsers(node string) string { return k.prefix + "nodeusers:" + node }
 func (k Keyspace) streamPos(node string) string { return k.prefix + "evpos:" + node }
+
+// streamSeq is `evseq:<node>`, the counter an older build numbered the
+// stream's entries with (Append numbers them in their IDs now); a dead
+// node's cleanup deletes it.
 func (k Keyspace) streamSeq(node string) string { return k.prefix + "evseq:" + node }
 
 // redisPipe is the pipeline type go-redis hands to Pipelined.

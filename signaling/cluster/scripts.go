@@ -92,14 +92,6 @@ redis.call('ZREM', KEYS[6], ARGV[1])
 return 1
 `)
 
-// appendSrc adds an entry to a node's stream with the next sequence
-// number, dropping the oldest past the max length. It runs as EVAL (not
-// EVALSHA) because it is queued in callers' MULTI blocks: a NOSCRIPT error
-// there would let the rest of the transaction commit without the event.
-// KEYS: ev:<node>, evseq:<node>. ARGV: max length, payload.
-const appendSrc = `local s = redis.call('INCR', KEYS[2])
-return redis.call('XADD', KEYS[1], 'MAXLEN', '=', ARGV[1], '*', 's', s, 'p', ARGV[2])`
-
 // claimDueScript claims up to ARGV[1] due deadlines: it re-scores them to
 // now + lease and returns {lease end ms, {member, score, ...}}.
 // KEYS: deadlines. ARGV: limit, lease ms.

@@ -12,19 +12,39 @@ import (
 
 // Event is one entry of a node's stream `ev:<node>`.
 type Event struct {
-	ID      string // the stream entry ID (Redis's clock, ms-seq)
+	ID      string // the stream entry ID (StreamIDMs-n, n = Seq-1; an entry of an older build: Redis's clock, ms-seq)
 	Seq     int64  // its number in the stream: 1, 2, 3... (restarts if the stream is deleted or lost)
 	Payload []byte
 }
 
+// StreamIDMs is the first part of every stream entry ID Append writes:
+// XADD with the ID StreamIDMs-* numbers the entries itself (Redis gives
+// the second part the last entry's plus one, from 0 in a stream that is
+// new or was lost), so an entry's ID is its sequence number (Seq - 1) and
+// the append needs no script (a script's call cost Redis about three times
+// the XADD's). It is above any millisecond clock (year 287,000), so that
+// the first append to a stream written by an older build (IDs from
+// Redis's clock, the number in an "s" field) works, and an older build's
+// append after it (XADD *, its clock below the stream's last ID) gets the
+// ID StreamIDMs-<next>: the numbering goes on (an older build's reader
+// reports entries without an "s" field as a loss, and handles them).
+const StreamIDMs = "9000000000000000"
+
+// streamAppendID is the ID argument of XADD for an Append.
+const streamAppendID = StreamIDMs + "-*"
+
+// StreamAppendID is the XADD ID argument of an append (for scripts that
+// append as Append does).
+func StreamAppendID() string { return streamAppendID }
+
 // Append queues, in pipe (typically the caller's MULTI/EXEC, next to the
 // state change that decided the event), the append of payload to node's
-// stream. The entry gets the stream's next sequence number; past
-// Config.StreamMaxLen entries, the oldest is dropped (the node's Reader
-// reports the gap to its Lost handler). The returned command's value,
-// after Exec, is the entry ID.
+// stream. The entry gets the stream's next sequence number (its ID,
+// StreamIDMs); past Config.StreamMaxLen entries, the oldest is dropped
+// (the node's Reader reports the gap to its Lost handler). The returned
+// command's value, after Exec, is the entry ID.
 func (k Keyspace) Append(ctx context.Context, pipe redis.Pipeliner, node string, payload []byte) *redis.Cmd {
-	return pipe.Eval(ctx, appendSrc, []string{k.StreamKey(node), k.streamSeq(node)}, k.maxLen, payload)
+	return pipe.Do(ctx, "xadd", k.StreamKey(node), "maxlen", k.maxLen, streamAppendID, "p", payload)
 }
 
 // ReaderParams configure a Reader.
@@ -203,17 +223,28 @@ func (r *Reader) restarted(ctx context.Context, pos position) bool {
 	}
 	ctx, cancel := opCtx(ctx, r.p.Config)
 	defer cancel()
-	var seq, rec *redis.StringCmd
-	_, err := r.p.Client.Pipelined(ctx, func(p redis.Pipeliner) error {
-		seq = p.Get(ctx, r.ks.streamSeq(r.p.NodeID))
+	var info *redis.XInfoStreamCmd
+	var rec *redis.StringCmd
+	_, _ = r.p.Client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		info = p.XInfoStream(ctx, r.ks.StreamKey(r.p.NodeID))
 		rec = p.Get(ctx, r.ks.streamPos(r.p.NodeID))
 		return nil
 	})
-	if err != nil && err != redis.Nil {
+	if rec.Err() != redis.Nil {
+		return false // recorded (rolled back at most), or an error
+	}
+	var n int64 // the stream's last sequence number; 0 when it is gone
+	switch err := info.Err(); {
+	case err == nil:
+		var ok bool
+		if n, ok = seqOfID(info.Val().LastGeneratedID); !ok {
+			return false // an older build's entries: numbered in them
+		}
+	case strings.Contains(err.Error(), "no such key"):
+	default:
 		return false
 	}
-	n, _ := seq.Int64() // 0 when the key is gone
-	return n < pos.seq && rec.Err() == redis.Nil
+	return n < pos.seq
 }
 
 // trim deletes the handled entries and records the position, in one MULTI.
@@ -240,10 +271,27 @@ func (r *Reader) queueTrim(ctx context.Context, p redis.Pipeliner, pos position)
 		p.Set(ctx, r.ks.streamPos(r.p.NodeID), pos.String(), 0)
 }
 
-// parseEvent reads an entry written by Append.
+// seqOfID is the sequence number of an entry ID Append wrote (false: not
+// one: 0-0, or an older build's).
+func seqOfID(id string) (int64, bool) {
+	ms, n, ok := strings.Cut(id, "-")
+	if !ok || ms != StreamIDMs {
+		return 0, false
+	}
+	v, err := strconv.ParseInt(n, 10, 64)
+	if err != nil || v < 0 || v == 1<<63-1 {
+		return 0, false
+	}
+	return v + 1, true
+}
+
+// parseEvent reads an entry written by Append (or by an older build's
+// append script: the number in its "s" field).
 func parseEvent(msg redis.XMessage) Event {
 	ev := Event{ID: msg.ID}
-	if s, ok := msg.Values["s"].(string); ok {
+	if seq, ok := seqOfID(msg.ID); ok {
+		ev.Seq = seq
+	} else if s, ok := msg.Values["s"].(string); ok {
 		ev.Seq, _ = strconv.ParseInt(s, 10, 64)
 	}
 	if p, ok := msg.Values["p"].(string); ok {

@@ -249,6 +249,45 @@ func TestReaderStreamLost(t *testing.T) {
 	}
 }
 
+// TestReaderOlderBuildEntries: a stream written by an older build (IDs
+// from Redis's clock, the sequence number in an "s" field, the counter in
+// evseq) takes Append's entries after its own, an older build's append
+// after those goes on with Append's numbering, and the reader handles
+// them all, in order, reporting the restart of the numbering once.
+func TestReaderOlderBuildEntries(t *testing.T) {
+	e := newEnv(t)
+	w, ctx := e.client(), context.Background()
+	ks := e.ks()
+	for i := 1; i <= 3; i++ {
+		_, err := w.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.Incr(ctx, e.prefix+"evseq:a")
+			p.XAdd(ctx, &redis.XAddArgs{Stream: ks.StreamKey("a"), Values: []any{"s", i, "p", fmt.Sprintf("old%d", i)}})
+			return nil
+		})
+		must(t, err)
+	}
+	must(t, e.appendEvents(w, "a", 0, 2))
+	// An older build's append after them (its script: INCR, XADD *) gets
+	// the next number in its ID (Redis's clock is below the stream's top).
+	must(t, w.Eval(ctx, "local s = redis.call('INCR', KEYS[2])\n"+
+		"return redis.call('XADD', KEYS[1], 'MAXLEN', '=', ARGV[1], '*', 's', s, 'p', ARGV[2])",
+		[]string{ks.StreamKey("a"), e.prefix + "evseq:a"}, 1000, "old4").Err())
+	r := newReceived()
+	e.reader("a", fastConfig(), r)
+	r.waitCount(t, 6, 5*time.Second)
+	evs, lost := r.snapshot()
+	var got []string
+	for _, ev := range evs {
+		got = append(got, fmt.Sprintf("%d:%s", ev.Seq, ev.Payload))
+	}
+	if want := "1:old1 2:old2 3:old3 1:p0 2:p1 3:old4"; strings.Join(got, " ") != want || len(lost) != 1 || lost[0] != -1 {
+		t.Errorf("handled %v, lost %v; want %s and one restart (-1)", got, lost, want)
+	}
+	if !strings.HasPrefix(evs[4].ID, cluster.StreamIDMs+"-") {
+		t.Errorf("appended entry ID %q, want %s-1", evs[4].ID, cluster.StreamIDMs)
+	}
+}
+
 // TestReaderStreamLostBelowPosition: a lost stream (with the reader's
 // recorded position) starts again with
 // entry IDs at or below the reader's position (Redis restarted without
@@ -274,14 +313,18 @@ func TestReaderStreamLostBelowPosition(t *testing.T) {
 		}
 	}
 	ks := e.ks()
-	must(t, w.Del(ctx, ks.StreamKey("a"), e.prefix+"evseq:a", e.prefix+"evpos:a").Err())
+	must(t, w.Del(ctx, ks.StreamKey("a"), e.prefix+"evpos:a").Err())
 	for i := 1; i <= 3; i++ {
 		_, err := w.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			p.Incr(ctx, e.prefix+"evseq:a")
-			p.XAdd(ctx, &redis.XAddArgs{Stream: ks.StreamKey("a"), ID: fmt.Sprintf("1-%d", i), Values: []any{"s", i, "p", fmt.Sprintf("q%d", i)}})
+			ks.Append(ctx, p, "a", []byte(fmt.Sprintf("q%d", i)))
 			return nil
 		})
 		must(t, err)
+	}
+	// The new entries are numbered from the start again: their IDs are
+	// below the reader's position.
+	if info := w.XInfoStream(ctx, ks.StreamKey("a")).Val(); info.LastGeneratedID != cluster.StreamIDMs+"-2" {
+		t.Fatalf("last ID after the loss %q, want %s-2", info.LastGeneratedID, cluster.StreamIDMs)
 	}
 	r.waitCount(t, 8, 5*time.Second)
 	evs, lost := r.snapshot()
@@ -297,7 +340,7 @@ func TestReaderStreamLostBelowPosition(t *testing.T) {
 func TestReaderStreamRolledBack(t *testing.T) {
 	e := newEnv(t)
 	r := newReceived()
-	checks := &restartChecks{key: e.prefix + "evseq:a"}
+	checks := &restartChecks{key: e.ks().StreamKey("a")}
 	p := e.params("a", fastConfig())
 	p.Client.AddHook(checks)
 	rd, err := cluster.NewReader(cluster.ReaderParams{Params: p, Handle: r.handle, Lost: r.onLost})
@@ -330,9 +373,8 @@ func TestReaderStreamRolledBack(t *testing.T) {
 	_, err = w.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.Del(ctx, ks.StreamKey("a"))
 		p.Set(ctx, e.prefix+"evpos:a", snap, 0)
-		p.Set(ctx, e.prefix+"evseq:a", 3, 0)
 		for _, ev := range evs[3:] {
-			p.XAdd(ctx, &redis.XAddArgs{Stream: ks.StreamKey("a"), ID: ev.ID, Values: []any{"s", ev.Seq, "p", ev.Payload}})
+			p.XAdd(ctx, &redis.XAddArgs{Stream: ks.StreamKey("a"), ID: ev.ID, Values: []any{"p", ev.Payload}})
 		}
 		return nil
 	})
@@ -355,7 +397,7 @@ func TestReaderStreamRolledBack(t *testing.T) {
 }
 
 // restartChecks counts the reader's checks for a lost stream (pipelines
-// that read key, its sequence).
+// that read key's XINFO STREAM, its last sequence number).
 type restartChecks struct {
 	key string
 	n   atomic.Int64
@@ -367,7 +409,7 @@ func (h *restartChecks) ProcessPipelineHook(next redis.ProcessPipelineHook) redi
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		err := next(ctx, cmds)
 		for _, c := range cmds {
-			if args := c.Args(); len(args) == 2 && c.Name() == "get" && args[1] == h.key {
+			if args := c.Args(); len(args) == 3 && c.Name() == "xinfo" && args[2] == h.key {
 				h.n.Add(1)
 			}
 		}

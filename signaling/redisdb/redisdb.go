@@ -157,7 +157,65 @@ func Open(ctx context.Context, cfg Config) (*redis.Client, error) {
 		_ = c.Close()
 		return nil, fmt.Errorf("redisdb: cannot use redis at %s (db %d): %w", cfg.Addr, cfg.DB, err)
 	}
+	if err := checkVersion(pctx, c); err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("redisdb: cannot use redis at %s: %w", cfg.Addr, err)
+	}
 	return c, nil
+}
+
+// MinVersion is the oldest Redis the stores work with: the event streams'
+// appends name an entry ID's first part and let Redis number the second
+// (XADD key <ms>-*), which Redis 7.0 introduced.
+var MinVersion = [2]int{7, 0}
+
+// checkVersion refuses a Redis older than MinVersion, whose refusals would
+// otherwise come only with the first appends. A server that does not let
+// this user run INFO (an ACL without +info) is not refused: its version
+// cannot be read, and its first append would say so.
+func checkVersion(ctx context.Context, c *redis.Client) error {
+	info, err := c.Info(ctx, "server").Result()
+	if err != nil {
+		if strings.Contains(err.Error(), "NOPERM") {
+			return nil
+		}
+		return fmt.Errorf("INFO server: %w", err)
+	}
+	v, ok := infoField(info, "redis_version")
+	if !ok {
+		return nil
+	}
+	if !versionAtLeast(v, MinVersion) {
+		return fmt.Errorf("redis %s is too old: Switchboard needs Redis %d.%d or later", v, MinVersion[0], MinVersion[1])
+	}
+	return nil
+}
+
+// infoField returns the value of name in the text of an INFO reply.
+func infoField(info, name string) (string, bool) {
+	for line := range strings.SplitSeq(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimRight(line, "\r"), name+":"); ok {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// versionAtLeast reports whether the dotted version v (e.g. "7.0.15") is at
+// least min's major.minor. A version that does not parse passes: servers
+// that speak the protocol under another numbering are not refused on a
+// guess.
+func versionAtLeast(v string, min [2]int) bool {
+	parts := strings.SplitN(v, ".", 3)
+	if len(parts) < 2 {
+		return true
+	}
+	major, err1 := strconv.Atoi(parts[0])
+	minor, err2 := strconv.Atoi(parts[1])
+	if err1 != nil || err2 != nil {
+		return true
+	}
+	return major > min[0] || (major == min[0] && minor >= min[1])
 }
 
 // Canceled reports whether err comes from a context that ended (the caller
