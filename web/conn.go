@@ -229,6 +229,8 @@ func (c *conn) readLoop(ctx context.Context) {
 	// passed since it was last set, to setAt+pong_timeout+idleSlack, so a
 	// connection is never closed sooner than pong_timeout after its last
 	// message (TestIdleDeadlineFollowsLastMessage).
+	reqs := newRequestContexts(ctx)
+	defer reqs.close()
 	slack := idleSlack(cfg.PongTimeout)
 	var setAt time.Time
 	setDeadline := func(now time.Time) error {
@@ -258,7 +260,7 @@ func (c *conn) readLoop(ctx context.Context) {
 			c.stopAfterQueued(CloseInvalidUTF8, "text frame is not valid UTF-8")
 			return
 		}
-		c.handle(ctx, data)
+		c.handle(reqs, data)
 	}
 }
 
@@ -275,7 +277,7 @@ func idleSlack(pongTimeout time.Duration) time.Duration { return pongTimeout / 6
 // reply is no longer kept. Replies of requests that
 // were not performed (malformed, rate_limited, store_unavailable,
 // shutting_down) are not kept, so the client may retry with the same id.
-func (c *conn) handle(ctx context.Context, data []byte) {
+func (c *conn) handle(reqs *requestContexts, data []byte) {
 	req, derr := protocol.DecodeRequest(data)
 	if derr != nil {
 		c.reply(req.ID, nil, derr)
@@ -305,9 +307,9 @@ func (c *conn) handle(ctx context.Context, data []byte) {
 		c.reply(req.ID, nil, protocol.ErrUnknownOp.WithMessage("unknown op %q", req.Op))
 		return
 	}
-	rctx, cancel := context.WithTimeout(ctx, c.srv.cfg.RequestTimeout)
+	rctx := reqs.begin(c.srv.cfg.RequestTimeout)
 	result, err := op(rctx, protocol.Actor{UserID: c.user, Session: c}, req.Args)
-	cancel()
+	reqs.end(rctx)
 	werr := protocol.AsError(err)
 	reason := "ok"
 	if werr != nil {
