@@ -17,7 +17,7 @@ func stdMaker(parent context.Context, timeout time.Duration) (context.Context, f
 }
 
 // connMaker keeps one requestContexts per parent, as a connection does.
-func connMaker(t *testing.T) ctxMaker {
+func connMaker(t testing.TB) ctxMaker {
 	all := map[context.Context]*requestContexts{}
 	t.Cleanup(func() {
 		for _, rs := range all {
@@ -196,4 +196,26 @@ func TestRequestContextValues(t *testing.T) {
 		t.Fatalf("%d AfterFunc registrations after the derived context's cancel, want 0", n)
 	}
 	rs.end(c)
+}
+
+// BenchmarkRequestContext is one request's context as the reader makes it:
+// made under the server's context, asked for Done (the store's Apply
+// does), ended. "WithTimeout" is what readLoop did before (issue 16).
+func BenchmarkRequestContext(b *testing.B) {
+	parent, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for name, mk := range map[string]ctxMaker{"WithTimeout": stdMaker, "requestContexts": connMaker(b)} {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				c, end := mk(parent, 10*time.Second)
+				select {
+				case <-c.Done():
+					b.Fatal("done at once")
+				default:
+				}
+				end()
+			}
+		})
+	}
 }
