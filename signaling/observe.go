@@ -58,7 +58,7 @@ func (e *Engine) notifyPresenceLocked(user string, online bool) {
 	if len(e.observers) == 0 {
 		return
 	}
-	obs := slices.Clone(e.observers)
+	obs := e.observers // never written in place: AddObserver
 	at := e.clock.Now()
 	e.notes.Push(func() {
 		for _, o := range obs {
@@ -80,7 +80,9 @@ type Observer interface {
 // AddObserver adds an observer; call it before serving.
 func (e *Engine) AddObserver(o Observer) {
 	e.mu.Lock()
-	e.observers = append(e.observers, o)
+	// A new array: the notes already queued hold the old one, which is
+	// never written again (so they need no copy of it).
+	e.observers = append(slices.Clip(e.observers), o)
 	e.mu.Unlock()
 }
 
@@ -88,7 +90,7 @@ func (e *Engine) notifyLocked(n InvitationNote) {
 	if len(e.observers) == 0 {
 		return
 	}
-	obs := slices.Clone(e.observers)
+	obs := e.observers // never written in place: AddObserver
 	e.notes.Push(func() {
 		for _, o := range obs {
 			o.InvitationNote(n)

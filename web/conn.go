@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -229,6 +230,8 @@ func (c *conn) readLoop(ctx context.Context) {
 	// passed since it was last set, to setAt+pong_timeout+idleSlack, so a
 	// connection is never closed sooner than pong_timeout after its last
 	// message (TestIdleDeadlineFollowsLastMessage).
+	reqs := newRequestContexts(ctx)
+	defer reqs.close()
 	slack := idleSlack(cfg.PongTimeout)
 	var setAt time.Time
 	setDeadline := func(now time.Time) error {
@@ -238,8 +241,14 @@ func (c *conn) readLoop(ctx context.Context) {
 	_ = setDeadline(time.Now())
 	c.ws.SetPongHandler(func(string) error { return setDeadline(time.Now()) })
 	for {
-		mt, data, err := c.ws.ReadMessage()
+		// gorilla's ReadMessage, into a buffer of the server's pool rather
+		// than a new one per message (issue 16): nothing keeps data past
+		// handle (the request's id, op and args are copied out of it).
+		buf := c.srv.reads.Get().(*[]byte)
+		mt, data, err := readMessage(c.ws, (*buf)[:0])
+		*buf = data[:0]
 		if err != nil {
+			c.srv.reads.Put(buf)
 			// A frame over the read limit makes gorilla send close 1009
 			// itself (websocket.ErrReadLimit); a client's close frame is
 			// answered by gorilla's close handler. Either way the writer
@@ -253,12 +262,51 @@ func (c *conn) readLoop(ctx context.Context) {
 		switch {
 		case mt != websocket.TextMessage:
 			c.reply("", nil, protocol.ErrMalformedRequest.WithMessage("only text frames carry requests"))
-			continue
 		case !utf8.Valid(data):
+			c.srv.reads.Put(buf)
 			c.stopAfterQueued(CloseInvalidUTF8, "text frame is not valid UTF-8")
 			return
+		default:
+			c.handle(reqs, data)
 		}
-		c.handle(ctx, data)
+		if cap(*buf) <= maxPooledRead {
+			c.srv.reads.Put(buf)
+		}
+	}
+}
+
+// maxPooledRead: a read buffer that grew larger is not kept for reuse.
+const maxPooledRead = 64 << 10
+
+// newReadPool returns the pool of a server's read buffers.
+func newReadPool() *sync.Pool {
+	return &sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+}
+
+// readMessage is ws.ReadMessage appending the message to buf.
+func readMessage(ws *websocket.Conn, buf []byte) (messageType int, data []byte, err error) {
+	mt, r, err := ws.NextReader()
+	if err != nil {
+		return mt, buf, err
+	}
+	data, err = appendAll(buf, r)
+	return mt, data, err
+}
+
+// appendAll is io.ReadAll appending to b.
+func appendAll(b []byte, r io.Reader) ([]byte, error) {
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err != nil {
+			if err == io.EOF { //nolint:errorlint // io.ReadAll's test: Read returns io.EOF itself
+				return b, nil
+			}
+			return b, err
+		}
 	}
 }
 
@@ -275,7 +323,7 @@ func idleSlack(pongTimeout time.Duration) time.Duration { return pongTimeout / 6
 // reply is no longer kept. Replies of requests that
 // were not performed (malformed, rate_limited, store_unavailable,
 // shutting_down) are not kept, so the client may retry with the same id.
-func (c *conn) handle(ctx context.Context, data []byte) {
+func (c *conn) handle(reqs *requestContexts, data []byte) {
 	req, derr := protocol.DecodeRequest(data)
 	if derr != nil {
 		c.reply(req.ID, nil, derr)
@@ -305,9 +353,9 @@ func (c *conn) handle(ctx context.Context, data []byte) {
 		c.reply(req.ID, nil, protocol.ErrUnknownOp.WithMessage("unknown op %q", req.Op))
 		return
 	}
-	rctx, cancel := context.WithTimeout(ctx, c.srv.cfg.RequestTimeout)
+	rctx := reqs.begin(c.srv.cfg.RequestTimeout)
 	result, err := op(rctx, protocol.Actor{UserID: c.user, Session: c}, req.Args)
-	cancel()
+	reqs.end(rctx)
 	werr := protocol.AsError(err)
 	reason := "ok"
 	if werr != nil {

@@ -122,6 +122,7 @@ type Server struct {
 	health   HealthChecker
 	upgrader websocket.Upgrader
 	batches  *sync.Pool // write batches of connections (batchConn)
+	reads    *sync.Pool // read buffers of connections (readLoop)
 	mux      *http.ServeMux
 	handler  http.Handler // mux behind the security headers and the dev Host check
 
@@ -167,6 +168,7 @@ func New(p Params) (*Server, error) {
 		CheckOrigin:     s.checkOrigin,
 	}
 	s.batches = newBatchPool()
+	s.reads = newReadPool()
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("GET /healthz", s.handleHealth)
 	s.mux.HandleFunc("GET /ws", s.handleWS)

@@ -103,6 +103,16 @@ func DecodeArgs[T any](raw json.RawMessage) (T, *Error) {
 	if len(raw) == 0 || string(raw) == "null" {
 		return v, nil
 	}
+	if decodeArgsFast(reflect.ValueOf(&v).Elem(), raw) {
+		return v, nil
+	}
+	return decodeArgsJSON[T](raw) // afresh: the fast path may have set fields
+}
+
+// decodeArgsJSON is DecodeArgs through encoding/json: every args value the
+// fast path does not take, and every error.
+func decodeArgsJSON[T any](raw json.RawMessage) (T, *Error) {
+	var v T
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&v); err != nil {
@@ -172,10 +182,11 @@ func decodeRequestFast(frame []byte) (req Request, ok bool) {
 	i++
 	for {
 		i = skipSpace(frame, i)
-		key, next, ok := plainString(frame, i)
+		k, next, ok := plainBytes(frame, i)
 		if !ok {
 			return Request{}, false
 		}
+		key := string(k) // compared only: no copy
 		i = skipSpace(frame, next)
 		if i >= len(frame) || frame[i] != ':' {
 			return Request{}, false
@@ -236,18 +247,27 @@ func skipSpace(b []byte, i int) int {
 // plainString reads a JSON string starting at b[i] that has no escape and
 // no control character, returning it and the index after it.
 func plainString(b []byte, i int) (s string, next int, ok bool) {
-	if i >= len(b) || b[i] != '"' {
+	raw, next, ok := plainBytes(b, i)
+	if !ok {
 		return "", 0, false
+	}
+	return string(raw), next, true
+}
+
+// plainBytes is plainString without the copy: the string's bytes in b.
+func plainBytes(b []byte, i int) (s []byte, next int, ok bool) {
+	if i >= len(b) || b[i] != '"' {
+		return nil, 0, false
 	}
 	for j := i + 1; j < len(b); j++ {
 		switch c := b[j]; {
 		case c == '"':
-			return string(b[i+1 : j]), j + 1, true
+			return b[i+1 : j], j + 1, true
 		case c == '\\' || c < 0x20:
-			return "", 0, false
+			return nil, 0, false
 		}
 	}
-	return "", 0, false
+	return nil, 0, false
 }
 
 // objectEnd returns the index after the JSON object starting at b[i],
