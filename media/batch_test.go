@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -276,5 +277,55 @@ func TestBatchConnReadsDatagrams(t *testing.T) {
 				t.Errorf("read with nothing sent: %v, want a timeout", err)
 			}
 		})
+	}
+}
+
+// The reader is fresh (it may fan packets out itself) from its first read
+// after finding the socket empty until it has gone on reading without
+// finding it empty for inlineBudget; then it is fresh again after the
+// socket runs empty.
+func TestBatchConnReadIsFreshWhileKeepingUp(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("reads go through net.UDPConn: never fresh")
+	}
+	c := newTestBatchConn(t, "udp4", net.IPv4(127, 0, 0, 1))
+	to := c.LocalAddr().(*net.UDPAddr)
+	sender := udpReceivers(t, 1)[0]
+	buf := make([]byte, 1500)
+	read := func(deadline time.Duration) (bool, error) {
+		t.Helper()
+		if err := c.SetReadDeadline(time.Now().Add(deadline)); err != nil {
+			t.Fatal(err)
+		}
+		_, _, fresh, err := c.readOne(buf)
+		return fresh, err
+	}
+	send := func(n int) {
+		t.Helper()
+		for i := range n {
+			if _, err := sender.WriteTo(rtpDatagram(5, uint16(i), 100), to); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := read(20 * time.Millisecond); !os.IsTimeout(err) {
+		t.Fatalf("read with nothing sent: %v, want a timeout", err)
+	}
+	send(3)
+	if fresh, err := read(2 * time.Second); err != nil || !fresh {
+		t.Fatalf("first read after an empty socket: fresh %v, err %v; want fresh", fresh, err)
+	}
+	c.streak = c.streak.Add(-inlineBudget) // reading without a break for that long
+	for i := range 2 {
+		if fresh, err := read(2 * time.Second); err != nil || fresh {
+			t.Fatalf("read %d of a long streak: fresh %v, err %v; want not fresh", i, fresh, err)
+		}
+	}
+	if _, err := read(20 * time.Millisecond); !os.IsTimeout(err) {
+		t.Fatalf("read of an empty socket: %v, want a timeout", err)
+	}
+	send(1)
+	if fresh, err := read(2 * time.Second); err != nil || !fresh {
+		t.Fatalf("read after catching up: fresh %v, err %v; want fresh", fresh, err)
 	}
 }
