@@ -36,7 +36,8 @@ type batchConn struct {
 	streams atomic.Pointer[map[uint32]*sendBatch]
 	mu      sync.Mutex
 
-	batched atomic.Uint64 // datagrams sent through a batch, for tests
+	batched    atomic.Uint64 // datagrams sent through a batch, for tests
+	rawWritten atomic.Uint64 // datagrams written at once by writeRaw, for tests
 
 	// rx maps the SSRC of a published track (or its RTX stream) to its
 	// connection's fast receive path (rxfast.go). Replaced (never
@@ -186,6 +187,12 @@ func (c *batchConn) WriteToAddrPort(b []byte, addr netip.AddrPort) (int, error) 
 	if ssrc, ok := rtpSSRC(b); ok {
 		if batch := (*c.streams.Load())[ssrc]; batch != nil && batch.add(b, addr) {
 			return len(b), nil
+		}
+	}
+	if c.raw != nil {
+		if n, ok, err := writeRaw(c.raw, b, addr); ok {
+			c.rawWritten.Add(1)
+			return n, err
 		}
 	}
 	return c.UDPConn.WriteToUDPAddrPort(b, addr)

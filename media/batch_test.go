@@ -113,6 +113,11 @@ func TestBatchConnHoldsFanOutUntilFlush(t *testing.T) {
 					t.Fatalf("datagram % x not written at once (got % x)", o[:2], got)
 				}
 			}
+			// Written with RawSyscall (not through net.UDPConn, whose
+			// system call entry wakes the runtime's sysmon).
+			if got, want := c.rawWritten.Load(), uint64(len(others)); runtime.GOOS == "linux" && got != want {
+				t.Errorf("%d datagrams written raw, want %d", got, want)
+			}
 			for i, s := range subs {
 				if got, ok := pending(t, s, 50*time.Millisecond); ok {
 					t.Fatalf("subscriber %d got % x before the flush", i, got[:12])
