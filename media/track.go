@@ -104,7 +104,9 @@ func newPublishedTrack(owner *Participant, pc *webrtc.PeerConnection, rx *rxPath
 // (a goroutine reading what Pion delivers, ended with the track) and, once
 // Pion has delivered the track's first packet and the connection's fast
 // receive path is on (rxfast.go), the socket's reader, which decrypts the
-// track's packets and runs them through the receive interceptors itself.
+// track's packets and runs them through the receive interceptors itself,
+// and fans a packet out itself when nothing of the track is pending here
+// (forwardInline).
 func (t *publishedTrack) forward() {
 	defer t.rx.unregister(t)
 	pion := make(chan struct{})
