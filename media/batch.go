@@ -6,7 +6,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"time"
 )
 
 // batchConn is the SFU's UDP socket as the ICE UDP mux sees it. It sends
@@ -49,7 +48,6 @@ type batchConn struct {
 	// concurrent reader reads through net.UDPConn).
 	rd      rawReader
 	reading atomic.Bool
-	streak  time.Time // when the reader last read after finding the socket empty; rd's
 }
 
 func newBatchConn(conn *net.UDPConn) *batchConn {
@@ -98,9 +96,8 @@ func (c *batchConn) unregisterRx(ssrc uint32, r *rxPath) {
 }
 
 // receive hands an RTP datagram from a publisher connection on the fast
-// receive path to it; false when it is Pion's. inline: the reader keeps up
-// with the socket, and may fan the packet out itself.
-func (c *batchConn) receive(p []byte, addr netip.AddrPort, inline bool) bool {
+// receive path to it; false when it is Pion's.
+func (c *batchConn) receive(p []byte, addr netip.AddrPort) bool {
 	m := *c.rx.Load()
 	if len(m) == 0 {
 		return false
@@ -110,7 +107,7 @@ func (c *batchConn) receive(p []byte, addr netip.AddrPort, inline bool) bool {
 		return false
 	}
 	r := m[ssrc]
-	return r != nil && r.receiveFrom(p, ssrc, netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port()), inline)
+	return r != nil && r.receive(p, ssrc, netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port()))
 }
 
 // maxBatch bounds the datagrams of one batch; a fan-out to more
@@ -209,39 +206,21 @@ func (c *batchConn) WriteToAddrPort(b []byte, addr netip.AddrPort) (int, error) 
 // forwarded here, and the next one read.
 func (c *batchConn) ReadFromAddrPort(b []byte) (int, netip.AddrPort, error) {
 	for {
-		n, addr, fresh, err := c.readOne(b)
-		if err != nil || !c.receive(b[:n], addr, fresh) {
+		n, addr, err := c.readOne(b)
+		if err != nil || !c.receive(b[:n], addr) {
 			return n, addr, err
 		}
 	}
 }
 
-// inlineBudget is how long the socket's reader may go on reading without
-// finding the socket empty and still fan packets out itself
-// (publishedTrack.forwardInline). Past it the reader is behind (a burst
-// larger than it fans out in that time, or the reader was descheduled):
-// it hands every packet to its track's forwarder, so that the fan-outs of
-// different tracks run in parallel, until it has caught up. It bounds the
-// delay an inline fan-out adds to the other tracks' packets.
-const inlineBudget = 500 * time.Microsecond
-
-// readOne reads one datagram. fresh reports that the reader keeps up: it
-// read through rawReader, which found the socket empty less than
-// inlineBudget ago (counted from the first read after that).
-func (c *batchConn) readOne(b []byte) (n int, addr netip.AddrPort, fresh bool, err error) {
+func (c *batchConn) readOne(b []byte) (int, netip.AddrPort, error) {
 	if c.raw != nil && c.reading.CompareAndSwap(false, true) {
 		defer c.reading.Store(false)
 		if n, addr, ok, err := c.rd.read(c.raw, b); ok {
-			now := time.Now()
-			if c.rd.waited {
-				c.rd.waited = false
-				c.streak = now
-			}
-			return n, addr, err == nil && now.Sub(c.streak) < inlineBudget, err
+			return n, addr, err
 		}
 	}
-	n, addr, err = c.UDPConn.ReadFromUDPAddrPort(b)
-	return n, addr, false, err
+	return c.UDPConn.ReadFromUDPAddrPort(b)
 }
 
 // WriteTo writes through WriteToAddrPort when addr is a UDP address.

@@ -129,9 +129,6 @@ type rawReader struct {
 	from  unix.RawSockaddrAny
 	errno syscall.Errno
 	call  func(fd uintptr) bool // bound once, as mmsgState.write
-	// waited is set when a read found the socket empty (and waited on
-	// the poller); batchConn.readOne clears it.
-	waited bool
 }
 
 // read fills b; ok is false when the read could not be made this way (the
@@ -177,7 +174,6 @@ func (r *rawReader) recvfrom(fd uintptr) bool {
 	n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&r.buf[0])), uintptr(len(r.buf)), 0,
 		uintptr(unsafe.Pointer(&r.from)), uintptr(unsafe.Pointer(&size)))
 	if e == unix.EAGAIN || e == unix.EINTR {
-		r.waited = r.waited || e == unix.EAGAIN
 		return false
 	}
 	r.n, r.errno = int(n), e

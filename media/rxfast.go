@@ -416,13 +416,6 @@ const rxSlabSize = 64 << 10
 // is not the fast path's (the caller hands it to Pion); true when it was
 // forwarded or dropped.
 func (r *rxPath) receive(p []byte, ssrc uint32, addr netip.AddrPort) bool {
-	return r.receiveFrom(p, ssrc, addr, false)
-}
-
-// receiveFrom is receive; inline lets the caller (the socket's reader,
-// while it keeps up) fan the packet out itself when the track's forwarder
-// has nothing pending (publishedTrack.forwardInline).
-func (r *rxPath) receiveFrom(p []byte, ssrc uint32, addr netip.AddrPort, inline bool) bool {
 	s := (*r.streams.Load())[ssrc]
 	if s == nil {
 		return false
@@ -474,7 +467,7 @@ func (r *rxPath) receiveFrom(p []byte, ssrc uint32, addr netip.AddrPort, inline 
 		}
 		return true
 	}
-	s.track.receiveFast(s, out[:len(out):len(out)], inline)
+	s.track.receiveFast(s, out[:len(out):len(out)])
 	return true
 }
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -29,6 +28,9 @@ type rxFixture struct {
 
 	mu   sync.Mutex
 	rtcp []rtcp.Packet // what the interceptors sent to the publisher
+
+	pkt rtp.Packet // drain's, as the forwarder's
+	ext [8]rtp.Extension
 }
 
 // drain fans out what the track's queue holds, in the calling goroutine,
@@ -37,7 +39,7 @@ func (x *rxFixture) drain() {
 	for {
 		select {
 		case b := <-x.track.queue:
-			x.track.forwardQueued(b)
+			x.track.forwardPacket(&x.pkt, x.ext[:0], b)
 		default:
 			return
 		}
@@ -381,105 +383,5 @@ func TestRxFastQueueFullDropsWithoutBlockingAndKeepsOrder(t *testing.T) {
 	}
 	if got := x.r.counters.fastInDropped.Load(); got != 0 {
 		t.Errorf("the retransmission of a dropped packet was refused (%d dropped)", got)
-	}
-}
-
-// The socket's reader fans a packet out itself (inline) only when nothing
-// of the track is queued or being fanned out: a packet that finds one
-// queued, or the forwarder inside a fan-out, goes through the queue
-// behind it, so the track's packets keep their order.
-func TestRxFastInlineOnlyWhenNothingIsPending(t *testing.T) {
-	writes := 0
-	x := newRxFixture(t, 1, &writes)
-	var seqs []uint16
-	d := (*x.track.downs.Load())[0]
-	d.out.Store(&downBinding{stream: captureWriter(func(h *rtp.Header, _ []byte) {
-		seqs = append(seqs, h.SequenceNumber)
-	}), ssrc: 5555, pt: 96})
-	payload := []byte{0x10, 0x00, 0x9d}
-	receive := func(seq uint16, inline bool) {
-		t.Helper()
-		if !x.r.receiveFrom(x.packet(t, rxTestSSRC, seq, payload), rxTestSSRC, rxTestAddr, inline) {
-			t.Fatalf("packet %d not taken", seq)
-		}
-	}
-	want := func(w ...uint16) {
-		t.Helper()
-		if fmt.Sprint(seqs) != fmt.Sprint(w) {
-			t.Fatalf("forwarded %v, want %v (queued: %d)", seqs, w, len(x.track.queue))
-		}
-	}
-
-	receive(0, true)
-	want(0) // forwarded in the reader, nothing queued
-	if n := len(x.track.queue); n != 0 {
-		t.Fatalf("%d packets queued, want 0", n)
-	}
-	receive(1, false) // handed off: the forwarder has it pending
-	receive(2, true)  // must not overtake packet 1
-	want(0)
-	x.drain()
-	want(0, 1, 2)
-
-	x.track.fanMu.Lock() // the forwarder inside a fan-out
-	receive(3, true)
-	x.track.fanMu.Unlock()
-	want(0, 1, 2)
-	x.drain()
-	want(0, 1, 2, 3)
-	receive(4, true)
-	want(0, 1, 2, 3, 4)
-	if got := x.track.pending.Load(); got != 0 {
-		t.Errorf("pending = %d after the queue drained, want 0", got)
-	}
-	if got := x.r.counters.fastIn.Load(); got != 5 {
-		t.Errorf("fastIn = %d, want 5", got)
-	}
-}
-
-// With the forwarder goroutine running, a reader that forwards inline
-// when it can and hands off otherwise delivers every packet once, in
-// order (and, under -race, shares nothing unguarded with the forwarder).
-func TestRxFastInlineAndForwarderKeepOrder(t *testing.T) {
-	writes := 0
-	x := newRxFixture(t, 2, &writes)
-	var mu sync.Mutex
-	var seqs []uint16
-	d := (*x.track.downs.Load())[0]
-	d.out.Store(&downBinding{stream: captureWriter(func(h *rtp.Header, _ []byte) {
-		mu.Lock()
-		seqs = append(seqs, h.SequenceNumber)
-		mu.Unlock()
-	}), ssrc: 5555, pt: 96})
-	stop, stopped := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(stopped)
-		x.track.forwardQueue(stop)
-	}()
-	const total = trackQueueLen - 12 // never a full queue: nothing dropped
-	payload := []byte{0x10, 0x00, 0x9d}
-	for seq := range uint16(total) {
-		if !x.r.receiveFrom(x.packet(t, rxTestSSRC, seq, payload), rxTestSSRC, rxTestAddr, seq%3 != 0) {
-			t.Fatalf("packet %d not taken", seq)
-		}
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for x.track.pending.Load() != 0 && time.Now().Before(deadline) {
-		runtime.Gosched()
-	}
-	close(stop)
-	<-stopped
-	mu.Lock()
-	defer mu.Unlock()
-	if len(seqs) != total {
-		t.Fatalf("%d packets forwarded, want %d", len(seqs), total)
-	}
-	for i, seq := range seqs {
-		if seq != uint16(i) {
-			t.Fatalf("packet %d forwarded as %d-th: order not kept", seq, i)
-		}
-	}
-	if got := x.r.counters.fastInQueueDropped.Load(); got != 0 {
-		t.Errorf("%d dropped on a full queue, want 0", got)
 	}
 }
