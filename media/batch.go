@@ -35,7 +35,8 @@ type batchConn struct {
 	streams atomic.Pointer[map[uint32]*sendBatch]
 	mu      sync.Mutex
 
-	batched atomic.Uint64 // datagrams sent through a batch, for tests
+	batched    atomic.Uint64 // datagrams sent through a batch, for tests
+	rawWritten atomic.Uint64 // datagrams written at once by writeRaw, for tests
 
 	// rx maps the SSRC of a published track (or its RTX stream) to its
 	// connection's fast receive path (rxfast.go). Replaced (never
@@ -127,6 +128,12 @@ type sendBatch struct {
 	buf  [maxBatch][]byte // datagrams; each buffer is reused
 	dst  [maxBatch]netip.AddrPort
 	sys  mmsgState // the system's view of the batch (batch_linux.go)
+
+	// fast counts the datagrams the fast path put in the batch since the
+	// last flush, which adds them to fastOut (one update of the shared
+	// counter per fan-out, not per subscriber).
+	fast    uint64
+	fastOut *atomic.Uint64
 }
 
 func (c *batchConn) newBatch() *sendBatch {
@@ -183,6 +190,12 @@ func (c *batchConn) WriteToAddrPort(b []byte, addr netip.AddrPort) (int, error) 
 	if ssrc, ok := rtpSSRC(b); ok {
 		if batch := (*c.streams.Load())[ssrc]; batch != nil && batch.add(b, addr) {
 			return len(b), nil
+		}
+	}
+	if c.raw != nil {
+		if n, ok, err := writeRaw(c.raw, b, addr); ok {
+			c.rawWritten.Add(1)
+			return n, err
 		}
 	}
 	return c.UDPConn.WriteToUDPAddrPort(b, addr)
@@ -243,6 +256,47 @@ func (b *sendBatch) add(p []byte, addr netip.AddrPort) bool {
 	return true
 }
 
+// lockBatch returns the batch the datagrams of ssrc go into, locked, when
+// it is open and has room; else nil (the datagram is written at once). The
+// caller fills slotLocked, commits it and unlocks.
+func (c *batchConn) lockBatch(ssrc uint32) *sendBatch {
+	if c == nil {
+		return nil
+	}
+	b := (*c.streams.Load())[ssrc]
+	if b == nil {
+		return nil
+	}
+	b.mu.Lock()
+	if !b.open || b.n == maxBatch {
+		b.mu.Unlock()
+		return nil
+	}
+	return b
+}
+
+// slotLocked is the buffer of the batch's next datagram, at least size
+// bytes. b.mu held.
+func (b *sendBatch) slotLocked(size int) []byte {
+	buf := b.buf[b.n]
+	if cap(buf) < size {
+		buf = make([]byte, max(size, 1500))
+		b.buf[b.n] = buf
+	}
+	return buf[:cap(buf)]
+}
+
+// commitLocked adds p (slotLocked's buffer, or one that replaces it) to
+// the batch, sent to addr; fastOut counts it when the batch is sent. b.mu
+// held.
+func (b *sendBatch) commitLocked(p []byte, addr netip.AddrPort, fastOut *atomic.Uint64) {
+	b.buf[b.n] = p
+	b.dst[b.n] = addr
+	b.n++
+	b.fast++
+	b.fastOut = fastOut
+}
+
 // flush closes the batch and sends what it holds. No lock is held while
 // sending: once closed, nothing but the forwarder touches the batch.
 func (b *sendBatch) flush() {
@@ -262,4 +316,8 @@ func (b *sendBatch) flush() {
 	}
 	b.conn.batched.Add(uint64(n))
 	b.n = 0
+	if b.fast > 0 {
+		b.fastOut.Add(b.fast)
+		b.fast = 0
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 	"syscall"
 	"unsafe"
 
@@ -183,4 +184,77 @@ func (r *rawReader) recvfrom(fd uintptr) bool {
 func getPort(p *uint16) uint16 {
 	b := (*[2]byte)(unsafe.Pointer(p))
 	return uint16(b[0])<<8 | uint16(b[1])
+}
+
+// rawWriter sends one datagram with sendto(2) made with RawSyscall: the
+// writes that are not batched (Pion's RTCP, STUN, DTLS, and a stream's
+// datagrams between fan-outs), for the reason given at rawReader. A
+// write through net.UDPConn enters the runtime's system call state, and
+// that entry wakes sysmon whenever every P was idle, which on this server
+// is between two bursts of packets; sysmon then polls every 20 µs for the
+// next millisecond. The sender reports and ICE checks of a few dozen
+// connections (a hundred or more writes per second) kept it polling:
+// runtime.sysmon was 5-6 % of the server's CPU (perf).
+type rawWriter struct {
+	b       []byte
+	sa4     unix.RawSockaddrInet4
+	sa6     unix.RawSockaddrInet6
+	name    unsafe.Pointer
+	namelen uintptr
+	n       int
+	errno   syscall.Errno
+	call    func(fd uintptr) bool // bound once, as mmsgState.write
+}
+
+// rawWriters holds rawWriters: WriteToAddrPort is called from any
+// goroutine.
+var rawWriters = sync.Pool{New: func() any {
+	w := &rawWriter{}
+	w.call = w.sendto
+	return w
+}}
+
+// writeRaw writes b to addr; ok is false when the write could not be
+// made this way (an address with a zone: the caller then writes through
+// net.UDPConn).
+func writeRaw(raw syscall.RawConn, b []byte, addr netip.AddrPort) (n int, ok bool, err error) {
+	w := rawWriters.Get().(*rawWriter)
+	defer rawWriters.Put(w)
+	port := addr.Port()
+	switch ip := addr.Addr().Unmap(); {
+	case ip.Is4():
+		w.sa4 = unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: ip.As4()}
+		putPort(&w.sa4.Port, port)
+		w.name, w.namelen = unsafe.Pointer(&w.sa4), unix.SizeofSockaddrInet4
+	case ip.Is6() && ip.Zone() == "":
+		w.sa6 = unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: ip.As16()}
+		putPort(&w.sa6.Port, port)
+		w.name, w.namelen = unsafe.Pointer(&w.sa6), unix.SizeofSockaddrInet6
+	default:
+		return 0, false, nil
+	}
+	w.b = b
+	defer func() { w.b = nil }()
+	if err := raw.Write(w.call); err != nil {
+		return 0, true, err // closed
+	}
+	if w.errno != 0 {
+		return 0, true, os.NewSyscallError("sendto", w.errno)
+	}
+	return w.n, true, nil
+}
+
+// sendto runs inside RawConn.Write; false asks it to wait until the
+// socket is writable and call again.
+func (w *rawWriter) sendto(fd uintptr) bool {
+	var p unsafe.Pointer
+	if len(w.b) > 0 {
+		p = unsafe.Pointer(&w.b[0])
+	}
+	n, _, e := unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(p), uintptr(len(w.b)), 0, uintptr(w.name), w.namelen)
+	if e == unix.EAGAIN || e == unix.EINTR {
+		return false
+	}
+	w.n, w.errno = int(n), e
+	return true
 }

@@ -20,3 +20,8 @@ type rawReader struct{}
 func (r *rawReader) read(syscall.RawConn, []byte) (int, netip.AddrPort, bool, error) {
 	return 0, netip.AddrPort{}, false, nil
 }
+
+// writeRaw: writes go through net.UDPConn on this system.
+func writeRaw(syscall.RawConn, []byte, netip.AddrPort) (int, bool, error) {
+	return 0, false, nil
+}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -111,6 +112,11 @@ func TestBatchConnHoldsFanOutUntilFlush(t *testing.T) {
 				if !ok || !bytes.Equal(got, o) {
 					t.Fatalf("datagram % x not written at once (got % x)", o[:2], got)
 				}
+			}
+			// Written with RawSyscall (not through net.UDPConn, whose
+			// system call entry wakes the runtime's sysmon).
+			if got, want := c.rawWritten.Load(), uint64(len(others)); runtime.GOOS == "linux" && got != want {
+				t.Errorf("%d datagrams written raw, want %d", got, want)
 			}
 			for i, s := range subs {
 				if got, ok := pending(t, s, 50*time.Millisecond); ok {

@@ -301,30 +301,28 @@ func (f *fastPath) write(h *rtp.Header, payload []byte) (handled bool, n int, er
 		f.counters.fastDropped.Add(1)
 		return true, 0, errNoDirectRoute
 	}
-	bp := datagramPool.Get().(*[]byte)
-	defer datagramPool.Put(bp)
 	//lint:ignore SA1019 the writer's (header, payload) form, as srtp.SessionSRTP marshals it
 	_, size := rtp.HeaderAndPacketMarshalSize(h, payload)
+	// Inside a fan-out the datagram is encrypted straight into its slot
+	// of the open batch (no copy); otherwise into a pooled buffer, written
+	// at once.
+	if b := f.conn.lockBatch(h.SSRC); b != nil {
+		defer b.mu.Unlock()
+		out, err := f.encrypt(b.slotLocked(size+srtpOverhead), h, payload, size)
+		if err != nil {
+			return true, 0, err
+		}
+		b.commitLocked(out, *dst, &f.counters.fastOut)
+		return true, len(payload), nil
+	}
+	bp := datagramPool.Get().(*[]byte)
+	defer datagramPool.Put(bp)
 	buf := *bp
-	if cap(buf) < size+32 {
-		buf = make([]byte, size+32)
+	if cap(buf) < size+srtpOverhead {
+		buf = make([]byte, size+srtpOverhead)
 		*bp = buf
 	}
-	buf = buf[:cap(buf)]
-	//lint:ignore SA1019 as above
-	if _, err := rtp.MarshalPacketTo(buf, h, payload); err != nil {
-		return true, 0, err
-	}
-	f.mu.Lock()
-	if len(f.handoff) > 0 {
-		if t := f.handoff[h.SSRC]; t != nil {
-			// Continue the rollover counter of Pion's context.
-			f.ctx.SetROC(h.SSRC, uint32(t.ext(h.SequenceNumber)>>16))
-			delete(f.handoff, h.SSRC)
-		}
-	}
-	out, err := f.ctx.EncryptRTP(buf, buf[:size], &f.hdr)
-	f.mu.Unlock()
+	out, err := f.encrypt(buf[:cap(buf)], h, payload, size)
 	if err != nil {
 		return true, 0, err
 	}
@@ -333,6 +331,29 @@ func (f *fastPath) write(h *rtp.Header, payload []byte) (handled bool, n int, er
 	}
 	f.counters.fastOut.Add(1)
 	return true, len(payload), nil
+}
+
+// srtpOverhead is room enough for what SRTP appends to a packet (the
+// authentication tag: 16 bytes with AEAD, 10 with HMAC-SHA1-80).
+const srtpOverhead = 32
+
+// encrypt marshals (h, payload), size bytes, into buf and encrypts it in
+// place; buf has room for the authentication tag.
+func (f *fastPath) encrypt(buf []byte, h *rtp.Header, payload []byte, size int) ([]byte, error) {
+	//lint:ignore SA1019 as in write
+	if _, err := rtp.MarshalPacketTo(buf, h, payload); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.handoff) > 0 {
+		if t := f.handoff[h.SSRC]; t != nil {
+			// Continue the rollover counter of Pion's context.
+			f.ctx.SetROC(h.SSRC, uint32(t.ext(h.SequenceNumber)>>16))
+			delete(f.handoff, h.SSRC)
+		}
+	}
+	return f.ctx.EncryptRTP(buf, buf[:size], &f.hdr)
 }
 
 // fastPathTail is the innermost interceptor of a subscriber connection:

@@ -335,3 +335,39 @@ func TestFastPathFollowsCryptex(t *testing.T) {
 		t.Errorf("got %+v", p.Header)
 	}
 }
+
+// Inside a fan-out (the SSRC's batch open) a fast-path datagram is
+// encrypted straight into the batch and leaves with it, counted in
+// PacketsOutFast when the batch is sent; outside one it is written at
+// once and counted then.
+func TestFastPathEncryptsIntoOpenBatch(t *testing.T) {
+	x := newFastFixture(t, false)
+	x.f.state.Store(fastOn)
+	b := x.f.conn.newBatch()
+	x.f.conn.register(1111, b)
+	b.begin()
+	x.send(t, 1)
+	x.send(t, 2)
+	b.mu.Lock()
+	held := b.n
+	b.mu.Unlock()
+	if held != 2 || x.f.counters.fastOut.Load() != 0 {
+		t.Fatalf("open batch holds %d datagrams, %d counted before the flush; want 2, 0", held, x.f.counters.fastOut.Load())
+	}
+	b.flush()
+	for _, want := range []uint16{1, 2} {
+		if p := x.receive(t); p.SequenceNumber != want {
+			t.Fatalf("got packet %d, want %d", p.SequenceNumber, want)
+		}
+	}
+	if got := x.f.counters.fastOut.Load(); got != 2 {
+		t.Errorf("PacketsOutFast %d after the flush, want 2", got)
+	}
+	x.send(t, 3) // batch closed: at once
+	if p := x.receive(t); p.SequenceNumber != 3 {
+		t.Fatalf("got packet %d, want 3", p.SequenceNumber)
+	}
+	if got := x.f.counters.fastOut.Load(); got != 3 {
+		t.Errorf("PacketsOutFast %d, want 3", got)
+	}
+}
