@@ -184,6 +184,10 @@ type SQLiteStore struct {
 	savepoints   atomic.Int64                           // savepoints made (one per call of a batch run again)
 	taken        atomic.Int64                           // calls taken from the queue by the writer
 	connHook     func(context.Context, *sql.Conn) error // runs on each new writer connection; set before the first Apply
+
+	// tooLongMissed counts the writer's checkpoints before a batch, the WAL
+	// being too long, that were not made (for tests).
+	tooLongMissed atomic.Int64
 }
 
 var _ Store = (*SQLiteStore)(nil)
