@@ -134,7 +134,8 @@ var sqliteSteps = []string{
 // it holds sqliteWALMaxFrames the writer checkpoints what is left (little:
 // the checkpointer did the rest) between two transactions: as soon as it
 // has nothing to do, or before its next transaction once the WAL holds
-// twice as many.
+// twice as many (the checkpointer then stays out of its way: SQLite
+// checkpoints on one connection at a time and fails the other's at once).
 //
 // Times are stored as unix nanoseconds and come back in UTC, equal
 // (time.Equal) to what was stored; the zero time is kept as NULL and comes
