@@ -181,8 +181,21 @@ func retryBusy(ctx context.Context, write func() error) error {
 		if err == nil || !sqlitedb.Busy(err) || ctx.Err() != nil || time.Since(start) >= recordsBusyRetryFor {
 			return err
 		}
+		// A busy error that came without the busy handler's wait (SQLite
+		// returns some at once) is not retried in a tight loop.
+		t := time.NewTimer(recordsBusyPause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
 	}
 }
+
+// recordsBusyPause separates two runs of a write that found the database
+// locked.
+const recordsBusyPause = 10 * time.Millisecond
 
 // saveCall runs SaveCall's transaction once.
 func (s *SQLiteRecords) saveCall(ctx context.Context, rec CallRecord) (err error) {
