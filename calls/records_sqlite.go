@@ -116,8 +116,8 @@ const (
 // It writes through the pool it was given: each SaveCall is one transaction
 // that takes SQLite's write lock at BEGIN (sqlitedb.DSN, which
 // signaling.OpenSQLite uses, sets _txlock=immediate) and waits up to the DSN's busy timeout while the
-// signaling store's writer holds it. Reads see the last commit and wait for
-// nothing.
+// signaling store's writer holds it; one that still finds it held is run
+// again (retryBusy). Reads see the last commit and wait for nothing.
 //
 // Times are stored as unix nanoseconds and come back in UTC, equal
 // (time.Equal) to what was stored; the zero time comes back as the zero time.
@@ -144,15 +144,61 @@ func NewSQLiteRecords(ctx context.Context, db *sql.DB) (*SQLiteRecords, error) {
 
 // SaveCall implements RecordStore: the call row is inserted or replaced and
 // its participant rows replaced, in one transaction.
-func (s *SQLiteRecords) SaveCall(ctx context.Context, rec CallRecord) (err error) {
-	defer func() {
-		if err != nil {
-			err = fmt.Errorf("calls: sqlite records: save call %q: %w", rec.CallID, err)
-		}
-	}()
-	if err := checkRecord(rec); err != nil {
-		return err
+func (s *SQLiteRecords) SaveCall(ctx context.Context, rec CallRecord) error {
+	err := checkRecord(rec)
+	if err == nil {
+		err = retryBusy(ctx, func() error { return s.saveCall(ctx, rec) })
 	}
+	if err != nil {
+		return fmt.Errorf("calls: sqlite records: save call %q: %w", rec.CallID, err)
+	}
+	return nil
+}
+
+// recordsBusyRetryFor is how long a write that found the database locked
+// past the busy timeout is run again from the start (while its ctx lasts).
+const recordsBusyRetryFor = 2 * sqlitedb.BusyTimeout
+
+// retryBusy runs write, one whole write transaction or statement, again
+// while it fails with SQLITE_BUSY, for up to recordsBusyRetryFor and while
+// ctx lasts.
+//
+// SQLite's busy handler is not fair: a connection waiting for the write
+// lock polls it, less and less often (every 100 ms after the first 228
+// ms), and one that asks right after a COMMIT takes it first. Under a
+// steady flow of writes (the signaling store's writer at full load, or
+// concurrent SaveCall calls), each waiting up to the busy timeout while
+// another commits back to back, a wait could end without ever finding the
+// lock free, and the record would be lost. Each run starts the polling
+// over, quick at first. BEGIN IMMEDIATE is where SQLITE_BUSY comes from
+// (once it holds the write lock, nothing in a transaction waits for
+// another connection), so nothing was written and running the write again
+// is safe; SaveCall and Heartbeat are idempotent anyway.
+func retryBusy(ctx context.Context, write func() error) error {
+	start := time.Now()
+	for {
+		err := write()
+		if err == nil || !sqlitedb.Busy(err) || ctx.Err() != nil || time.Since(start) >= recordsBusyRetryFor {
+			return err
+		}
+		// A busy error that came without the busy handler's wait (SQLite
+		// returns some at once) is not retried in a tight loop.
+		t := time.NewTimer(recordsBusyPause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+	}
+}
+
+// recordsBusyPause separates two runs of a write that found the database
+// locked.
+const recordsBusyPause = 10 * time.Millisecond
+
+// saveCall runs SaveCall's transaction once.
+func (s *SQLiteRecords) saveCall(ctx context.Context, rec CallRecord) (err error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return dbErr("begin", err)
@@ -329,7 +375,11 @@ func (s *SQLiteRecords) Heartbeat(ctx context.Context, at time.Time) error {
 	if err := checkHeartbeat(at); err != nil {
 		return fmt.Errorf("calls: sqlite records: heartbeat: %w", err)
 	}
-	if _, err := s.db.ExecContext(ctx, sqlHeartbeat, at.UnixNano()); err != nil {
+	err := retryBusy(ctx, func() error {
+		_, err := s.db.ExecContext(ctx, sqlHeartbeat, at.UnixNano())
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("calls: sqlite records: heartbeat: %w", dbErr("put", err))
 	}
 	return nil

@@ -2,6 +2,7 @@ package calls_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"github.com/switchboard-rtc/switchboard/calls/recordtest"
 	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
+	"github.com/switchboard-rtc/switchboard/signaling/sqlitedb"
 )
 
 // recordsSignalingStore opens a signaling store at path, closed when tb ends.
@@ -140,6 +142,94 @@ func TestSQLiteRecordsWithSignalingStore(t *testing.T) {
 	}
 	if n != workers*perWorker {
 		t.Errorf("History(bob) lists %d calls, want %d", n, workers*perWorker)
+	}
+}
+
+// TestSQLiteRecordsOutwaitBusyTimeout holds SQLite's write lock from
+// another connection for several busy timeouts: SaveCall and Heartbeat, one
+// at a time, wait for it (running their transaction again each time the
+// busy timeout ends) rather than fail with SQLITE_BUSY, which lost the
+// record. This is what a writer that SQLite's busy handler starves sees
+// (the flaky failure of the Concurrency contract test under load: BEGIN
+// IMMEDIATE, "database is locked (5) (SQLITE_BUSY)" after 5 s of
+// polling while other writers committed back to back). With ctx ended, the
+// write gives up.
+func TestSQLiteRecordsOutwaitBusyTimeout(t *testing.T) {
+	const busyTimeout = 50 * time.Millisecond
+	path := filepath.Join(t.TempDir(), "switchboard.db")
+	store := recordsSignalingStore(t, path)
+	db, err := sql.Open("sqlite", sqlitedb.DSNBusy(path, busyTimeout))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	recs, err := calls.NewSQLiteRecords(t.Context(), db)
+	if err != nil {
+		t.Fatalf("NewSQLiteRecords: %v", err)
+	}
+	holder, err := store.DB().Conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+
+	writes := []struct {
+		name  string
+		write func(context.Context) error
+	}{
+		{"SaveCall", func(ctx context.Context) error {
+			return recs.SaveCall(ctx, recordsCall("locked", "alice", recordsT0, "bob"))
+		}},
+		{"Heartbeat", func(ctx context.Context) error { return recs.Heartbeat(ctx, recordsT0) }},
+	}
+	for _, w := range writes {
+		if _, err := holder.ExecContext(t.Context(), "BEGIN IMMEDIATE"); err != nil {
+			t.Fatalf("BEGIN IMMEDIATE: %v", err)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+		done := make(chan error, 1)
+		go func() { done <- w.write(ctx) }()
+		select {
+		case err := <-done:
+			t.Fatalf("%s returned %v while another connection held the write lock", w.name, err)
+		case <-time.After(4 * busyTimeout):
+		}
+		if _, err := holder.ExecContext(t.Context(), "ROLLBACK"); err != nil {
+			t.Fatalf("ROLLBACK: %v", err)
+		}
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("%s after the lock was released: %v", w.name, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s still waits 30 s after the lock was released", w.name)
+		}
+		cancel()
+	}
+	if recs, _, err := recs.History(t.Context(), "bob", calls.FilterAll, 10, ""); err != nil || len(recs) != 1 {
+		t.Errorf("History(bob): %d calls, %v; want the saved one", len(recs), err)
+	}
+	if at, err := recs.LastHeartbeat(t.Context()); err != nil || !at.Equal(recordsT0) {
+		t.Errorf("LastHeartbeat: %v, %v; want %v", at, err, recordsT0)
+	}
+
+	// The lock held until ctx ends: the write returns then, with the
+	// context's error, and writes nothing.
+	if _, err := holder.ExecContext(t.Context(), "BEGIN IMMEDIATE"); err != nil {
+		t.Fatalf("BEGIN IMMEDIATE: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 4*busyTimeout)
+	defer cancel()
+	err = recs.SaveCall(ctx, recordsCall("never", "alice", recordsT0.Add(time.Second), "bob"))
+	if err == nil || ctx.Err() == nil {
+		t.Errorf("SaveCall with the lock held past its ctx: %v before ctx ended (%v)", err, ctx.Err())
+	}
+	if _, err := holder.ExecContext(t.Context(), "ROLLBACK"); err != nil {
+		t.Fatalf("ROLLBACK: %v", err)
+	}
+	if recs, _, err := recs.History(t.Context(), "bob", calls.FilterAll, 10, ""); err != nil || len(recs) != 1 {
+		t.Errorf("History(bob): %d calls, %v; want only the first one", len(recs), err)
 	}
 }
 

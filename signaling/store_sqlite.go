@@ -134,7 +134,8 @@ var sqliteSteps = []string{
 // it holds sqliteWALMaxFrames the writer checkpoints what is left (little:
 // the checkpointer did the rest) between two transactions: as soon as it
 // has nothing to do, or before its next transaction once the WAL holds
-// twice as many.
+// twice as many (the checkpointer then stays out of its way: SQLite
+// checkpoints on one connection at a time and fails the other's at once).
 //
 // Times are stored as unix nanoseconds and come back in UTC, equal
 // (time.Equal) to what was stored; the zero time is kept as NULL and comes
@@ -184,6 +185,10 @@ type SQLiteStore struct {
 	savepoints   atomic.Int64                           // savepoints made (one per call of a batch run again)
 	taken        atomic.Int64                           // calls taken from the queue by the writer
 	connHook     func(context.Context, *sql.Conn) error // runs on each new writer connection; set before the first Apply
+
+	// tooLongMissed counts the writer's checkpoints before a batch, the WAL
+	// being too long, that were not made (for tests).
+	tooLongMissed atomic.Int64
 }
 
 var _ Store = (*SQLiteStore)(nil)

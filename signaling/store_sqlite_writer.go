@@ -80,8 +80,13 @@ func (s *SQLiteStore) runWriter() {
 		runtime.Gosched()
 		batch, last := s.take(buf)
 		if len(batch) > 0 {
-			if s.walState.CompareAndSwap(walTooLong, walShort) {
-				s.checkpointInWriter()
+			// Until it succeeds, this is tried again before each batch.
+			if s.walState.Load() == walTooLong {
+				if s.checkpointInWriter() {
+					s.walState.CompareAndSwap(walTooLong, walShort)
+				} else {
+					s.tooLongMissed.Add(1)
+				}
 			}
 			s.runBatch(batch)
 			clear(batch)
@@ -90,11 +95,16 @@ func (s *SQLiteStore) runWriter() {
 		if last {
 			return
 		}
-		if s.walState.Swap(walShort) != walShort {
+		if st := s.walState.Load(); st != walShort {
 			// Nobody is waiting: the best time. Calls that arrive
-			// meanwhile are taken next.
-			s.checkpointInWriter()
-			continue
+			// meanwhile are taken next. If another connection's checkpoint
+			// was in the way, a long WAL waits for the checkpointer to ask
+			// again (it checkpoints meanwhile), a too long one for the next
+			// batch.
+			if s.checkpointInWriter() || st == walLong {
+				s.walState.CompareAndSwap(st, walShort)
+				continue
+			}
 		}
 		select {
 		case <-s.wake:
@@ -331,7 +341,12 @@ func (s *SQLiteStore) runCheckpointer() {
 		case <-t.C:
 		}
 		c := s.commits.Load()
-		if c == done {
+		if c == done || s.walState.Load() == walTooLong {
+			// Nothing new; or the writer is to checkpoint before its next
+			// transaction, and a checkpoint here would be in its way: only
+			// one connection at a time checkpoints, and SQLite does not
+			// wait for the other (PASSIVE or not), so the writer's would
+			// fail and the WAL grow by another batch (issue 16).
 			continue
 		}
 		var busy, log, ckpt int64
@@ -369,12 +384,21 @@ func (s *SQLiteStore) nudgeWriter() {
 
 // checkpointInWriter checkpoints on the writer's connection, between two
 // transactions: no commit can overtake it, so the WAL starts over at the
-// next one. A failure only leaves the WAL long; the checkpointer asks again.
-func (s *SQLiteStore) checkpointInWriter() {
+// next one. It reports whether the checkpoint was made: it is not when
+// another connection was checkpointing (SQLite then returns at once, with
+// busy set) or on a failure; the WAL is only left long.
+func (s *SQLiteStore) checkpointInWriter() bool {
 	if s.conn == nil {
-		return
+		return false
 	}
-	if _, err := s.conn.ExecContext(context.Background(), "PRAGMA wal_checkpoint(PASSIVE)"); err != nil {
+	var busy, log, ckpt int64
+	err := s.conn.QueryRowContext(context.Background(), "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &log, &ckpt)
+	switch {
+	case err != nil:
 		s.log.Warn("sqlite checkpoint failed; retried", "err", err)
+		return false
+	case busy != 0:
+		return false
 	}
+	return true
 }

@@ -59,8 +59,13 @@ func Open(ctx context.Context, path string) (*sql.DB, string, error) {
 // IMMEDIATE), so that a read-then-write transaction cannot fail half-way
 // with SQLITE_BUSY; read-only transactions still use a plain BEGIN.
 func DSN(path string) string {
+	return DSNBusy(path, BusyTimeout)
+}
+
+// DSNBusy is DSN with another busy timeout (tests shorten it).
+func DSNBusy(path string, busyTimeout time.Duration) string {
 	q := url.Values{}
-	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", BusyTimeout.Milliseconds()))
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds()))
 	q.Add("_pragma", "foreign_keys(1)")
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous(NORMAL)")
@@ -119,6 +124,15 @@ func Invalid(format string, args ...any) error {
 // gave up), as opposed to the database failing.
 func Canceled(err error) bool {
 	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// Busy reports whether err is SQLite's "database is locked"
+// (SQLITE_BUSY, with any extended code): another connection held the lock
+// past the busy timeout. Nothing was written; a whole write transaction may
+// be run again.
+func Busy(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_BUSY
 }
 
 // Logical reports whether err is about the data or the caller (an
