@@ -256,14 +256,18 @@ func (b *sendBatch) add(p []byte, addr netip.AddrPort) bool {
 	return true
 }
 
-// lockBatch returns the batch the datagrams of ssrc go into, locked, when
-// it is open and has room; else nil (the datagram is written at once). The
-// caller fills slotLocked, commits it and unlocks.
-func (c *batchConn) lockBatch(ssrc uint32) *sendBatch {
+// lockBatch returns the batch the datagrams of ssrc go into (known, when
+// not nil: the caller's fan-out), locked, when it is open and has room;
+// else nil (the datagram is written at once). The caller fills
+// slotLocked, commits it and unlocks.
+func (c *batchConn) lockBatch(ssrc uint32, known *sendBatch) *sendBatch {
 	if c == nil {
 		return nil
 	}
-	b := (*c.streams.Load())[ssrc]
+	b := known
+	if b == nil {
+		b = (*c.streams.Load())[ssrc]
+	}
 	if b == nil {
 		return nil
 	}

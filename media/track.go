@@ -212,9 +212,12 @@ func (t *publishedTrack) fanOut(pkt *rtp.Packet) {
 	pkt.Header.ExtensionProfile = 0
 	pkt.Header.Extensions = nil
 	var sent uint64
+	// The sender reports take the time of a packet that starts a frame:
+	// the same for every subscriber.
+	now := time.Now()
 	t.batch.begin()
 	for _, d := range *t.downs.Load() {
-		if d.write(pkt) {
+		if d.write(pkt, now) {
 			sent++
 		}
 	}
@@ -359,6 +362,10 @@ type downBinding struct {
 	stream webrtc.TrackLocalWriter
 	ssrc   uint32
 	pt     uint8
+	// direct is the stream's interceptor state on the subscriber
+	// connection (fastPath.streams), found at the first write after the
+	// chain was bound (Pion binds the track before the chain).
+	direct atomic.Pointer[sendStream]
 }
 
 func newDownTrack(t *publishedTrack, sub *Participant) (*downTrack, error) {
@@ -420,8 +427,10 @@ func (d *downTrack) registerBatch(ssrc uint32) {
 // write sends pkt to the subscriber; false if it was not sent. It does
 // what TrackLocalStaticRTP.WriteRTP does for its one binding (SSRC and
 // payload type rewritten on a copy of the header) without its packet pool
-// and lock.
-func (d *downTrack) write(pkt *rtp.Packet) bool {
+// and lock. On the fast path it does what the subscriber connection's
+// interceptors do for the packet itself (fastPath.writeDirect), else it
+// writes through them. now is the fan-out's time.
+func (d *downTrack) write(pkt *rtp.Packet, now time.Time) bool {
 	b := d.out.Load()
 	if b == nil || !d.bound.Load() {
 		return false
@@ -431,8 +440,29 @@ func (d *downTrack) write(pkt *rtp.Packet) bool {
 	if pkt.PaddingSize != 0 && d.hdr.PaddingSize == 0 { //nolint:staticcheck // as TrackLocalStaticRTP
 		d.hdr.PaddingSize = pkt.PaddingSize //nolint:staticcheck
 	}
+	if s := d.directStream(b); s != nil {
+		if handled, err := d.sub.fast.writeDirect(s, d.track.batch, &d.hdr, pkt.Payload, now); handled {
+			return err == nil
+		}
+	}
 	_, err := b.stream.WriteRTP(&d.hdr, pkt.Payload)
 	return err == nil
+}
+
+// directStream is b's interceptor state when the subscriber connection
+// is on the fast path and the stream's chain is bound; else nil.
+func (d *downTrack) directStream(b *downBinding) *sendStream {
+	if d.sub == nil || d.sub.fast == nil || d.sub.fast.state.Load() != fastOn {
+		return nil
+	}
+	if s := b.direct.Load(); s != nil {
+		return s
+	}
+	s := d.sub.fast.streams.lookup(b.ssrc)
+	if s != nil {
+		b.direct.Store(s)
+	}
+	return s
 }
 
 // readRTCP reads the subscriber's RTCP for this track, which runs the NACK
