@@ -1,6 +1,7 @@
 package media
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"sync"
@@ -48,6 +49,7 @@ type batchConn struct {
 	// concurrent reader reads through net.UDPConn).
 	rd      rawReader
 	reading atomic.Bool
+	held    heldPacket // the packet the reader holds; the reading flag's owner's
 }
 
 func newBatchConn(conn *net.UDPConn) *batchConn {
@@ -96,8 +98,9 @@ func (c *batchConn) unregisterRx(ssrc uint32, r *rxPath) {
 }
 
 // receive hands an RTP datagram from a publisher connection on the fast
-// receive path to it; false when it is Pion's.
-func (c *batchConn) receive(p []byte, addr netip.AddrPort) bool {
+// receive path to it; false when it is Pion's. A packet to forward is put
+// into hold when hold is not nil (see ReadFromAddrPort).
+func (c *batchConn) receive(p []byte, addr netip.AddrPort, hold *heldPacket) bool {
 	m := *c.rx.Load()
 	if len(m) == 0 {
 		return false
@@ -107,7 +110,7 @@ func (c *batchConn) receive(p []byte, addr netip.AddrPort) bool {
 		return false
 	}
 	r := m[ssrc]
-	return r != nil && r.receive(p, ssrc, netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port()))
+	return r != nil && r.receiveHold(p, ssrc, netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port()), hold)
 }
 
 // maxBatch bounds the datagrams of one batch; a fan-out to more
@@ -204,24 +207,48 @@ func (c *batchConn) WriteToAddrPort(b []byte, addr netip.AddrPort) (int, error) 
 // ReadFromAddrPort is the read of the ICE UDP mux (its one reader
 // goroutine). See readRaw. A datagram the fast receive path takes is
 // forwarded here, and the next one read.
+//
+// The reader holds a packet of the fast receive path (after decryption and
+// the receive interceptors) while it reads the next datagram without
+// waiting: when one was waiting, the held packet goes to its track's
+// forwarder goroutine (the hand-off: fan-outs of different tracks run in
+// parallel, and the reader reads on); when the socket is empty, the reader
+// fans the held packet out itself if nothing of its track is pending
+// (publishedTrack.forwardInline), which saves waking the forwarder
+// goroutine and a thread for it. So an inline fan-out never delays a
+// datagram that was already waiting, and a reader with a backlog hands
+// every packet off.
 func (c *batchConn) ReadFromAddrPort(b []byte) (int, netip.AddrPort, error) {
+	if c.raw == nil || !c.reading.CompareAndSwap(false, true) {
+		for {
+			n, addr, err := c.UDPConn.ReadFromUDPAddrPort(b)
+			if err != nil || !c.receive(b[:n], addr, nil) {
+				return n, addr, err
+			}
+		}
+	}
+	defer c.reading.Store(false)
 	for {
-		n, addr, err := c.readOne(b)
-		if err != nil || !c.receive(b[:n], addr) {
+		nowait := c.held.track != nil
+		n, addr, ok, err := c.rd.read(c.raw, b, nowait)
+		if nowait {
+			if ok && errors.Is(err, errWouldBlock) {
+				c.held.release(true)
+				continue
+			}
+			c.held.release(false)
+		}
+		if !ok {
+			n, addr, err = c.UDPConn.ReadFromUDPAddrPort(b)
+		}
+		if err != nil || !c.receive(b[:n], addr, &c.held) {
 			return n, addr, err
 		}
 	}
 }
 
-func (c *batchConn) readOne(b []byte) (int, netip.AddrPort, error) {
-	if c.raw != nil && c.reading.CompareAndSwap(false, true) {
-		defer c.reading.Store(false)
-		if n, addr, ok, err := c.rd.read(c.raw, b); ok {
-			return n, addr, err
-		}
-	}
-	return c.UDPConn.ReadFromUDPAddrPort(b)
-}
+// errWouldBlock is a read without waiting that found the socket empty.
+var errWouldBlock = errors.New("media: no datagram waiting")
 
 // WriteTo writes through WriteToAddrPort when addr is a UDP address.
 func (c *batchConn) WriteTo(b []byte, addr net.Addr) (int, error) {
