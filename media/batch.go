@@ -49,7 +49,7 @@ type batchConn struct {
 	// concurrent reader reads through net.UDPConn).
 	rd      rawReader
 	reading atomic.Bool
-	held    heldRun // the packets the reader holds; the reading flag's owner's
+	held    heldPacket // the packet the reader holds; the reading flag's owner's
 }
 
 func newBatchConn(conn *net.UDPConn) *batchConn {
@@ -98,9 +98,9 @@ func (c *batchConn) unregisterRx(ssrc uint32, r *rxPath) {
 }
 
 // receive hands an RTP datagram from a publisher connection on the fast
-// receive path to it; false when it is Pion's. A packet to forward is
-// added to hold when hold is not nil (see ReadFromAddrPort).
-func (c *batchConn) receive(p []byte, addr netip.AddrPort, hold *heldRun) bool {
+// receive path to it; false when it is Pion's. A packet to forward is put
+// into hold when hold is not nil (see ReadFromAddrPort).
+func (c *batchConn) receive(p []byte, addr netip.AddrPort, hold *heldPacket) bool {
 	m := *c.rx.Load()
 	if len(m) == 0 {
 		return false
@@ -208,18 +208,16 @@ func (c *batchConn) WriteToAddrPort(b []byte, addr netip.AddrPort) (int, error) 
 // goroutine). See readRaw. A datagram the fast receive path takes is
 // forwarded here, and the next one read.
 //
-// The reader holds the packets of the fast receive path (after decryption
-// and the receive interceptors) while it reads the next datagram without
-// waiting. When the socket is empty, it fans them out itself if nothing
-// of their track is pending (publishedTrack.forwardInline), which saves
-// waking the track's forwarder goroutine and a thread for it. When the
-// next datagram is the same track's (a video frame's packets come
-// together) and its forwarder is idle, the run grows, up to maxHeld
-// packets. Anything else (another track's packet, RTCP, STUN, a full run)
-// sends the run to its forwarder (the hand-off: the fan-outs of different
-// tracks run in parallel, and the reader reads on). So an inline fan-out
-// never delays a datagram that was already waiting, and a reader with a
-// backlog of mixed traffic hands its packets off.
+// The reader holds a packet of the fast receive path (after decryption and
+// the receive interceptors) while it reads the next datagram without
+// waiting: when one was waiting, the held packet goes to its track's
+// forwarder goroutine (the hand-off: fan-outs of different tracks run in
+// parallel, and the reader reads on); when the socket is empty, the reader
+// fans the held packet out itself if nothing of its track is pending
+// (publishedTrack.forwardInline), which saves waking the forwarder
+// goroutine and a thread for it. So an inline fan-out never delays a
+// datagram that was already waiting, and a reader with a backlog hands
+// every packet off.
 func (c *batchConn) ReadFromAddrPort(b []byte) (int, netip.AddrPort, error) {
 	if c.raw == nil || !c.reading.CompareAndSwap(false, true) {
 		for {
@@ -231,42 +229,22 @@ func (c *batchConn) ReadFromAddrPort(b []byte) (int, netip.AddrPort, error) {
 	}
 	defer c.reading.Store(false)
 	for {
-		nowait := c.held.n > 0
+		nowait := c.held.track != nil
 		n, addr, ok, err := c.rd.read(c.raw, b, nowait)
 		if nowait {
 			if ok && errors.Is(err, errWouldBlock) {
 				c.held.release(true)
 				continue
 			}
-			if !ok || err != nil || !c.held.extends(c.trackOf(b[:n])) {
-				c.held.release(false)
-			}
+			c.held.release(false)
 		}
 		if !ok {
 			n, addr, err = c.UDPConn.ReadFromUDPAddrPort(b)
 		}
 		if err != nil || !c.receive(b[:n], addr, &c.held) {
-			c.held.release(false)
 			return n, addr, err
 		}
 	}
-}
-
-// trackOf is the published track p (a datagram) is a packet of on the
-// fast receive path, or nil.
-func (c *batchConn) trackOf(p []byte) *publishedTrack {
-	ssrc, ok := rtpSSRC(p)
-	if !ok {
-		return nil
-	}
-	r := (*c.rx.Load())[ssrc]
-	if r == nil {
-		return nil
-	}
-	if s := (*r.streams.Load())[ssrc]; s != nil {
-		return s.track
-	}
-	return nil
 }
 
 // errWouldBlock is a read without waiting that found the socket empty.

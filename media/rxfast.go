@@ -419,9 +419,9 @@ func (r *rxPath) receive(p []byte, ssrc uint32, addr netip.AddrPort) bool {
 	return r.receiveHold(p, ssrc, addr, nil)
 }
 
-// receiveHold is receive; a packet to forward is added to hold when hold
+// receiveHold is receive; a packet to forward is put into hold when hold
 // is not nil (publishedTrack.receiveFast).
-func (r *rxPath) receiveHold(p []byte, ssrc uint32, addr netip.AddrPort, hold *heldRun) bool {
+func (r *rxPath) receiveHold(p []byte, ssrc uint32, addr netip.AddrPort, hold *heldPacket) bool {
 	s := (*r.streams.Load())[ssrc]
 	if s == nil {
 		return false

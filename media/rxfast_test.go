@@ -384,104 +384,82 @@ func TestRxFastQueueFullDropsWithoutBlockingAndKeepsOrder(t *testing.T) {
 	}
 }
 
-// The socket's reader fans packets out itself only when it found the
-// socket empty and nothing of their track is pending, and holds at most
-// maxHeld packets of one track meanwhile: maxHeld+2 datagrams waiting are
-// all handed to the forwarder, in order (the run is full, then the
-// forwarder has packets pending); a run of three, and a lone packet, are
-// fanned out by the reader, in order. No forwarder goroutine runs here, so
-// a queued packet stays queued until the test forwards it.
+// The socket's reader hands a packet to its track's forwarder when another
+// datagram was waiting behind it, and fans it out itself only when it
+// found the socket empty and nothing of the track is pending: three
+// datagrams waiting are all queued, in order (the last one too: the
+// forwarder has two pending), and a lone one is fanned out by the reader
+// (no forwarder goroutine runs here, so a queued packet would stay
+// queued).
 func TestReaderFansOutInlineOnlyWhenSocketEmpty(t *testing.T) {
 	writes := 0
 	x := newRxFixture(t, 1, &writes)
-	fanned := make(chan uint16, 64)
+	fanned := make(chan uint16, 16)
 	d := (*x.track.downs.Load())[0]
 	d.out.Store(&downBinding{stream: captureWriter(func(h *rtp.Header, _ []byte) { fanned <- h.SequenceNumber }), ssrc: 5555, pt: 96})
+
+	server, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := newBatchConn(server)
+	conn.registerRx(rxTestSSRC, x.r)
+	client, err := net.DialUDP("udp4", nil, server.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = client.Close() }()
 	payload := []byte{0x10, 0x00, 0x9d}
-	seq := uint16(0)
-
-	// reader is the SFU's socket with its reader running, after n
-	// datagrams were written to it (loopback delivers within the write:
-	// all are waiting when the reader starts); send writes more.
-	reader := func(n int) (send func(int), stop func()) {
-		server, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
+	for seq := uint16(1); seq <= 3; seq++ {
+		if _, err := client.Write(x.packet(t, rxTestSSRC, seq, payload)); err != nil {
 			t.Fatal(err)
-		}
-		conn := newBatchConn(server)
-		conn.registerRx(rxTestSSRC, x.r)
-		client, err := net.DialUDP("udp4", nil, server.LocalAddr().(*net.UDPAddr))
-		if err != nil {
-			t.Fatal(err)
-		}
-		send = func(n int) {
-			t.Helper()
-			for range n {
-				seq++
-				if _, err := client.Write(x.packet(t, rxTestSSRC, seq, payload)); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-		send(n)
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			buf := make([]byte, 1500)
-			_, _, _ = conn.ReadFromAddrPort(buf) // returns when the socket closes
-		}()
-		return send, func() {
-			_ = client.Close()
-			_ = server.Close()
-			select {
-			case <-done:
-			case <-time.After(5 * time.Second):
-				t.Fatal("the reader did not end with the socket")
-			}
-		}
-	}
-	expectFanned := func(from, to uint16) {
-		t.Helper()
-		for want := from; want <= to; want++ {
-			select {
-			case got := <-fanned:
-				if got != want {
-					t.Fatalf("packet %d fanned out, want %d", got, want)
-				}
-			case <-time.After(5 * time.Second):
-				t.Fatalf("packet %d not fanned out (%d queued)", want, len(x.track.queue))
-			}
 		}
 	}
 
-	// A backlog longer than a run: all queued.
-	_, stop := reader(maxHeld + 2)
+	done := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 1500)
+		_, _, err := conn.ReadFromAddrPort(buf) // returns when the socket closes
+		done <- err
+	}()
 	deadline := time.After(5 * time.Second)
-	for len(x.track.queue) < maxHeld+2 {
+	for len(x.track.queue) < 3 {
 		select {
 		case seq := <-fanned:
-			t.Fatalf("packet %d fanned out by the reader with a backlog", seq)
+			t.Fatalf("packet %d fanned out by the reader with datagrams waiting", seq)
 		case <-deadline:
-			t.Fatalf("%d packets queued, want %d", len(x.track.queue), maxHeld+2)
+			t.Fatalf("%d packets queued, want 3", len(x.track.queue))
 		case <-time.After(time.Millisecond):
 		}
 	}
-	stop()
-	for range maxHeld + 2 {
+	for want := uint16(1); want <= 3; want++ {
 		x.track.forwardQueued(<-x.track.queue)
+		if got := <-fanned; got != want {
+			t.Fatalf("queued packet %d forwarded as %d", got, want)
+		}
 	}
-	expectFanned(1, maxHeld+2)
 
-	// A run of three, then a lone packet: fanned out by the reader.
-	send, stop := reader(3)
-	expectFanned(maxHeld+3, maxHeld+5)
-	send(1)
-	expectFanned(maxHeld+6, maxHeld+6)
-	stop()
-	if n := len(x.track.queue); n != 0 || x.track.pending.Load() != 0 {
-		t.Errorf("%d queued, %d pending after the inline fan-outs; want 0, 0", n, x.track.pending.Load())
+	if _, err := client.Write(x.packet(t, rxTestSSRC, 4, payload)); err != nil {
+		t.Fatal(err)
 	}
-	if got := x.r.counters.fastIn.Load(); got != maxHeld+6 {
-		t.Errorf("PacketsInFast %d, want %d", got, maxHeld+6)
+	select {
+	case seq := <-fanned:
+		if seq != 4 {
+			t.Fatalf("reader fanned out packet %d, want 4", seq)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("the lone packet was not fanned out by the reader (%d queued)", len(x.track.queue))
+	}
+	if n := len(x.track.queue); n != 0 || x.track.pending.Load() != 0 {
+		t.Errorf("%d queued, %d pending after the inline fan-out; want 0, 0", n, x.track.pending.Load())
+	}
+	if got := x.r.counters.fastIn.Load(); got != 4 {
+		t.Errorf("PacketsInFast %d, want 4", got)
+	}
+	_ = server.Close()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the reader did not end with the socket")
 	}
 }

@@ -214,13 +214,13 @@ func (t *publishedTrack) readPion(done chan<- struct{}) {
 // it knows whether another datagram is waiting), else through the
 // forwarder's queue. b is the packet, in a buffer of its own. Called by
 // the socket's reader: it never waits.
-func (t *publishedTrack) receiveFast(s *rxStream, b []byte, hold *heldRun) {
+func (t *publishedTrack) receiveFast(s *rxStream, b []byte, hold *heldPacket) {
 	b, ok := s.receive(b, t.counters)
 	if !ok {
 		return
 	}
 	if hold != nil {
-		hold.add(t, b)
+		*hold = heldPacket{track: t, pkt: b}
 		return
 	}
 	t.deliver(b, false)
@@ -244,49 +244,22 @@ func (t *publishedTrack) deliver(b []byte, inline bool) {
 	t.counters.fastIn.Add(1)
 }
 
-// maxHeld bounds the packets of one run the socket's reader holds.
-const maxHeld = 8
-
-// heldRun is the packets of one track, in arrival order, that the
-// socket's reader holds while it reads the next datagram (see
-// batchConn.ReadFromAddrPort).
-type heldRun struct {
+// heldPacket is a packet of the fast receive path that the socket's
+// reader holds while it reads the next datagram.
+type heldPacket struct {
 	track *publishedTrack
-	pkts  [maxHeld][]byte
-	n     int
+	pkt   []byte
 }
 
-// add holds b, a packet of t; a run of another track, or a full one, is
-// handed to its forwarder first.
-func (h *heldRun) add(t *publishedTrack, b []byte) {
-	if h.n > 0 && (h.track != t || h.n == maxHeld) {
-		h.release(false)
-	}
-	h.track = t
-	h.pkts[h.n] = b
-	h.n++
-}
-
-// extends reports whether t's next packet joins the run: the run is t's,
-// has room, and t's forwarder has nothing pending (else the run goes to
-// the forwarder, which is awake anyway).
-func (h *heldRun) extends(t *publishedTrack) bool {
-	return h.n > 0 && h.n < maxHeld && h.track == t && t.pending.Load() == 0
-}
-
-// release delivers the held packets, in order: inline (fanned out by the
-// caller) when the reader found the socket empty, else through the
-// forwarder's queue.
-func (h *heldRun) release(inline bool) {
-	if h.n == 0 {
+// release delivers the held packet, if any: inline when the reader found
+// the socket empty.
+func (h *heldPacket) release(inline bool) {
+	if h.track == nil {
 		return
 	}
-	t := h.track
-	for i := range h.n {
-		t.deliver(h.pkts[i], inline)
-		h.pkts[i] = nil
-	}
-	h.track, h.n = nil, 0
+	t, b := h.track, h.pkt
+	*h = heldPacket{}
+	t.deliver(b, inline)
 }
 
 // receive runs b through the stream's receive interceptors and returns
