@@ -437,6 +437,7 @@ func TestFastPathFanOutWritesDirect(t *testing.T) {
 	// Sender reports: the 10 packets (2 through the chain, 8 direct, not
 	// the resends), 40 octets, RTP time from the last frame.
 	deadline := time.After(5 * time.Second)
+reports:
 	for {
 		select {
 		case sr := <-x.reps:
@@ -449,9 +450,16 @@ func TestFastPathFanOutWritesDirect(t *testing.T) {
 			if sr.RTPTime < 900 || sr.RTPTime > 900+90000*5 {
 				t.Errorf("sender report RTP time %d, want 900 and on", sr.RTPTime)
 			}
-			return
+			break reports
 		case <-deadline:
 			t.Fatal("no sender report")
 		}
+	}
+
+	// Zero allocations per forwarded packet on this path (the packet's
+	// buffer is the receive path's).
+	pkt := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 100, SequenceNumber: 10, SSRC: 5}, Payload: []byte{0, 0, 0xAB, 0xCD}}
+	if n := testing.AllocsPerRun(50, func() { pkt.SequenceNumber++; pkt.Timestamp += 90; track.fanOut(pkt) }); n != 0 {
+		t.Errorf("%v allocations per fan-out on the fast path, want 0", n)
 	}
 }
