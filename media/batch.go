@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // batchConn is the SFU's UDP socket as the ICE UDP mux sees it. It sends
@@ -50,7 +51,23 @@ type batchConn struct {
 	rd      rawReader
 	reading atomic.Bool
 	held    heldPacket // the packet the reader holds; the reading flag's owner's
+	// inlineOff is when the reader may fan out inline again after an
+	// inline fan-out that took longer than inlineSlow; the reading flag's
+	// owner's.
+	inlineOff time.Time
 }
+
+// inlineSlow is how long an inline fan-out may take (a few hundred
+// microseconds of CPU for tens of subscribers) before the reader takes it
+// for a sign that the machine is short of CPU: the reader was descheduled
+// during it, and every datagram behind it waited. The reader then hands
+// every packet off for inlineBackoff: on a machine short of CPU the
+// kernel shares it per thread, and the reader alone doing fan-outs gets
+// less of it than the reader and the forwarders together.
+const (
+	inlineSlow    = 2 * time.Millisecond
+	inlineBackoff = 2 * time.Second
+)
 
 func newBatchConn(conn *net.UDPConn) *batchConn {
 	c := &batchConn{UDPConn: conn}
@@ -233,7 +250,7 @@ func (c *batchConn) ReadFromAddrPort(b []byte) (int, netip.AddrPort, error) {
 		n, addr, ok, err := c.rd.read(c.raw, b, nowait)
 		if nowait {
 			if ok && errors.Is(err, errWouldBlock) {
-				c.held.release(true)
+				c.releaseEmpty()
 				continue
 			}
 			c.held.release(false)
@@ -244,6 +261,20 @@ func (c *batchConn) ReadFromAddrPort(b []byte) (int, netip.AddrPort, error) {
 		if err != nil || !c.receive(b[:n], addr, &c.held) {
 			return n, addr, err
 		}
+	}
+}
+
+// releaseEmpty delivers the held packet after the reader found the socket
+// empty: inline, unless inline fan-outs are off for now (inlineOff).
+func (c *batchConn) releaseEmpty() {
+	start := time.Now()
+	if start.Before(c.inlineOff) {
+		c.held.release(false)
+		return
+	}
+	c.held.release(true)
+	if time.Since(start) > inlineSlow {
+		c.inlineOff = time.Now().Add(inlineBackoff)
 	}
 }
 

@@ -463,3 +463,65 @@ func TestReaderFansOutInlineOnlyWhenSocketEmpty(t *testing.T) {
 		t.Fatal("the reader did not end with the socket")
 	}
 }
+
+// An inline fan-out that takes longer than inlineSlow (the reader was
+// short of CPU) turns inline fan-outs off for inlineBackoff: the next lone
+// packet goes to the forwarder's queue.
+func TestReaderStopsInlineAfterSlowFanOut(t *testing.T) {
+	writes := 0
+	x := newRxFixture(t, 1, &writes)
+	fanned := make(chan uint16, 16)
+	d := (*x.track.downs.Load())[0]
+	d.out.Store(&downBinding{stream: captureWriter(func(h *rtp.Header, _ []byte) {
+		if h.SequenceNumber == 1 {
+			time.Sleep(inlineSlow + time.Millisecond) // the slow fan-out itself
+		}
+		fanned <- h.SequenceNumber
+	}), ssrc: 5555, pt: 96})
+
+	server, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := newBatchConn(server)
+	conn.registerRx(rxTestSSRC, x.r)
+	client, err := net.DialUDP("udp4", nil, server.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = client.Close() }()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 1500)
+		_, _, _ = conn.ReadFromAddrPort(buf) // returns when the socket closes
+	}()
+	payload := []byte{0x10, 0x00, 0x9d}
+	if _, err := client.Write(x.packet(t, rxTestSSRC, 1, payload)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-fanned:
+	case <-time.After(5 * time.Second):
+		t.Fatal("packet 1 not fanned out by the reader")
+	}
+	if _, err := client.Write(x.packet(t, rxTestSSRC, 2, payload)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(5 * time.Second)
+	for len(x.track.queue) == 0 {
+		select {
+		case seq := <-fanned:
+			t.Fatalf("packet %d fanned out by the reader after a slow inline fan-out", seq)
+		case <-deadline:
+			t.Fatal("packet 2 not queued")
+		case <-time.After(time.Millisecond):
+		}
+	}
+	_ = server.Close()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the reader did not end with the socket")
+	}
+}
