@@ -60,12 +60,15 @@ type batchConn struct {
 // inlineSlow is how long an inline fan-out may take (a few hundred
 // microseconds of CPU for tens of subscribers) before the reader takes it
 // for a sign that the machine is short of CPU: the reader was descheduled
-// during it, and every datagram behind it waited. The reader then hands
-// every packet off for inlineBackoff: on a machine short of CPU the
-// kernel shares it per thread, and the reader alone doing fan-outs gets
-// less of it than the reader and the forwarders together.
+// during it for several scheduler slices, and every datagram behind it
+// waited. The reader then hands every packet off for inlineBackoff: on a
+// machine short of CPU the kernel shares it per thread, and the reader
+// alone doing fan-outs gets less of it than the reader and the forwarders
+// together. (At 2 ms it turned inline fan-outs off most of the time on a
+// loaded 2-core machine, where the receivers woken by a fan-out's
+// sendmmsg preempt it: session 9 in cmd/switchboard-bench/README.)
 const (
-	inlineSlow    = 2 * time.Millisecond
+	inlineSlow    = 10 * time.Millisecond
 	inlineBackoff = 2 * time.Second
 )
 
