@@ -1,11 +1,13 @@
 package media
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // batchConn is the SFU's UDP socket as the ICE UDP mux sees it. It sends
@@ -48,7 +50,27 @@ type batchConn struct {
 	// concurrent reader reads through net.UDPConn).
 	rd      rawReader
 	reading atomic.Bool
+	held    heldPacket // the packet the reader holds; the reading flag's owner's
+	// inlineOff is when the reader may fan out inline again after an
+	// inline fan-out that took longer than inlineSlow; the reading flag's
+	// owner's.
+	inlineOff time.Time
 }
+
+// inlineSlow is how long an inline fan-out may take (a few hundred
+// microseconds of CPU for tens of subscribers) before the reader takes it
+// for a sign that the machine is short of CPU: the reader was descheduled
+// during it for several scheduler slices, and every datagram behind it
+// waited. The reader then hands every packet off for inlineBackoff: on a
+// machine short of CPU the kernel shares it per thread, and the reader
+// alone doing fan-outs gets less of it than the reader and the forwarders
+// together. (At 2 ms it turned inline fan-outs off most of the time on a
+// loaded 2-core machine, where the receivers woken by a fan-out's
+// sendmmsg preempt it: session 9 in cmd/switchboard-bench/README.)
+const (
+	inlineSlow    = 10 * time.Millisecond
+	inlineBackoff = 2 * time.Second
+)
 
 func newBatchConn(conn *net.UDPConn) *batchConn {
 	c := &batchConn{UDPConn: conn}
@@ -96,8 +118,9 @@ func (c *batchConn) unregisterRx(ssrc uint32, r *rxPath) {
 }
 
 // receive hands an RTP datagram from a publisher connection on the fast
-// receive path to it; false when it is Pion's.
-func (c *batchConn) receive(p []byte, addr netip.AddrPort) bool {
+// receive path to it; false when it is Pion's. A packet to forward is put
+// into hold when hold is not nil (see ReadFromAddrPort).
+func (c *batchConn) receive(p []byte, addr netip.AddrPort, hold *heldPacket) bool {
 	m := *c.rx.Load()
 	if len(m) == 0 {
 		return false
@@ -107,7 +130,7 @@ func (c *batchConn) receive(p []byte, addr netip.AddrPort) bool {
 		return false
 	}
 	r := m[ssrc]
-	return r != nil && r.receive(p, ssrc, netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port()))
+	return r != nil && r.receiveHold(p, ssrc, netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port()), hold)
 }
 
 // maxBatch bounds the datagrams of one batch; a fan-out to more
@@ -204,24 +227,62 @@ func (c *batchConn) WriteToAddrPort(b []byte, addr netip.AddrPort) (int, error) 
 // ReadFromAddrPort is the read of the ICE UDP mux (its one reader
 // goroutine). See readRaw. A datagram the fast receive path takes is
 // forwarded here, and the next one read.
+//
+// The reader holds a packet of the fast receive path (after decryption and
+// the receive interceptors) while it reads the next datagram without
+// waiting: when one was waiting, the held packet goes to its track's
+// forwarder goroutine (the hand-off: fan-outs of different tracks run in
+// parallel, and the reader reads on); when the socket is empty, the reader
+// fans the held packet out itself if nothing of its track is pending
+// (publishedTrack.forwardInline), which saves waking the forwarder
+// goroutine and a thread for it. So an inline fan-out never delays a
+// datagram that was already waiting, and a reader with a backlog hands
+// every packet off.
 func (c *batchConn) ReadFromAddrPort(b []byte) (int, netip.AddrPort, error) {
+	if c.raw == nil || !c.reading.CompareAndSwap(false, true) {
+		for {
+			n, addr, err := c.UDPConn.ReadFromUDPAddrPort(b)
+			if err != nil || !c.receive(b[:n], addr, nil) {
+				return n, addr, err
+			}
+		}
+	}
+	defer c.reading.Store(false)
 	for {
-		n, addr, err := c.readOne(b)
-		if err != nil || !c.receive(b[:n], addr) {
+		nowait := c.held.track != nil
+		n, addr, ok, err := c.rd.read(c.raw, b, nowait)
+		if nowait {
+			if ok && errors.Is(err, errWouldBlock) {
+				c.releaseEmpty()
+				continue
+			}
+			c.held.release(false)
+		}
+		if !ok {
+			n, addr, err = c.UDPConn.ReadFromUDPAddrPort(b)
+		}
+		if err != nil || !c.receive(b[:n], addr, &c.held) {
 			return n, addr, err
 		}
 	}
 }
 
-func (c *batchConn) readOne(b []byte) (int, netip.AddrPort, error) {
-	if c.raw != nil && c.reading.CompareAndSwap(false, true) {
-		defer c.reading.Store(false)
-		if n, addr, ok, err := c.rd.read(c.raw, b); ok {
-			return n, addr, err
-		}
+// releaseEmpty delivers the held packet after the reader found the socket
+// empty: inline, unless inline fan-outs are off for now (inlineOff).
+func (c *batchConn) releaseEmpty() {
+	start := time.Now()
+	if start.Before(c.inlineOff) {
+		c.held.release(false)
+		return
 	}
-	return c.UDPConn.ReadFromUDPAddrPort(b)
+	c.held.release(true)
+	if time.Since(start) > inlineSlow {
+		c.inlineOff = time.Now().Add(inlineBackoff)
+	}
 }
+
+// errWouldBlock is a read without waiting that found the socket empty.
+var errWouldBlock = errors.New("media: no datagram waiting")
 
 // WriteTo writes through WriteToAddrPort when addr is a UDP address.
 func (c *batchConn) WriteTo(b []byte, addr net.Addr) (int, error) {
@@ -256,14 +317,18 @@ func (b *sendBatch) add(p []byte, addr netip.AddrPort) bool {
 	return true
 }
 
-// lockBatch returns the batch the datagrams of ssrc go into, locked, when
-// it is open and has room; else nil (the datagram is written at once). The
-// caller fills slotLocked, commits it and unlocks.
-func (c *batchConn) lockBatch(ssrc uint32) *sendBatch {
+// lockBatch returns the batch the datagrams of ssrc go into (known, when
+// not nil: the caller's fan-out), locked, when it is open and has room;
+// else nil (the datagram is written at once). The caller fills
+// slotLocked, commits it and unlocks.
+func (c *batchConn) lockBatch(ssrc uint32, known *sendBatch) *sendBatch {
 	if c == nil {
 		return nil
 	}
-	b := (*c.streams.Load())[ssrc]
+	b := known
+	if b == nil {
+		b = (*c.streams.Load())[ssrc]
+	}
 	if b == nil {
 		return nil
 	}

@@ -129,21 +129,28 @@ type rawReader struct {
 	from  unix.RawSockaddrAny
 	errno syscall.Errno
 	call  func(fd uintptr) bool // bound once, as mmsgState.write
+	// nowait makes recvfrom return when the socket is empty (errno
+	// EAGAIN) instead of waiting on the poller.
+	nowait bool
 }
 
 // read fills b; ok is false when the read could not be made this way (the
-// caller then reads through net.UDPConn).
-func (r *rawReader) read(raw syscall.RawConn, b []byte) (n int, addr netip.AddrPort, ok bool, err error) {
+// caller then reads through net.UDPConn). With nowait it does not wait
+// for a datagram: err is errWouldBlock when none is waiting.
+func (r *rawReader) read(raw syscall.RawConn, b []byte, nowait bool) (n int, addr netip.AddrPort, ok bool, err error) {
 	if len(b) == 0 {
 		return 0, netip.AddrPort{}, false, nil
 	}
 	if r.call == nil {
 		r.call = r.recvfrom
 	}
-	r.buf = b
+	r.buf, r.nowait = b, nowait
 	defer func() { r.buf = nil }()
 	if err := raw.Read(r.call); err != nil {
 		return 0, netip.AddrPort{}, true, err // closed
+	}
+	if r.errno == unix.EAGAIN {
+		return 0, netip.AddrPort{}, true, errWouldBlock
 	}
 	if r.errno != 0 {
 		return 0, netip.AddrPort{}, true, os.NewSyscallError("recvfrom", r.errno)
@@ -173,7 +180,7 @@ func (r *rawReader) recvfrom(fd uintptr) bool {
 	size := uint32(unix.SizeofSockaddrAny)
 	n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&r.buf[0])), uintptr(len(r.buf)), 0,
 		uintptr(unsafe.Pointer(&r.from)), uintptr(unsafe.Pointer(&size)))
-	if e == unix.EAGAIN || e == unix.EINTR {
+	if e == unix.EINTR || (e == unix.EAGAIN && !r.nowait) {
 		return false
 	}
 	r.n, r.errno = int(n), e

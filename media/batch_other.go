@@ -17,7 +17,7 @@ func (m *mmsgState) send(int) int { return 0 }
 // rawReader: reads go through net.UDPConn on this system.
 type rawReader struct{}
 
-func (r *rawReader) read(syscall.RawConn, []byte) (int, netip.AddrPort, bool, error) {
+func (r *rawReader) read(syscall.RawConn, []byte, bool) (int, netip.AddrPort, bool, error) {
 	return 0, netip.AddrPort{}, false, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/pion/dtls/v3"
@@ -54,6 +55,10 @@ type fastPath struct {
 	state atomic.Int32 // fastUndecided, fastOn, fastOff
 	dst   atomic.Pointer[netip.AddrPort]
 
+	// streams are the connection's local streams as its interceptors bound
+	// them, for writeDirect.
+	streams sendStreams
+
 	mu      sync.Mutex // guards the fields below
 	ctx     *srtp.Context
 	hdr     rtp.Header             // scratch for EncryptRTP
@@ -72,7 +77,7 @@ const (
 var errNoDirectRoute = errors.New("media: no direct route to the subscriber")
 
 func newFastPath(conn *batchConn, c *counters) *fastPath {
-	return &fastPath{conn: conn, counters: c, handoff: make(map[uint32]*seqTracker)}
+	return &fastPath{conn: conn, counters: c, handoff: make(map[uint32]*seqTracker), streams: sendStreams{m: make(map[uint32]*sendStream)}}
 }
 
 // attach watches pc's selected candidate pair. Called once, before pc
@@ -276,8 +281,10 @@ var datagramPool = sync.Pool{New: func() any {
 }}
 
 // write sends one RTP packet on the fast path; handled is false when the
-// connection is not on it (the caller writes through Pion).
-func (f *fastPath) write(h *rtp.Header, payload []byte) (handled bool, n int, err error) {
+// connection is not on it (the caller writes through Pion). batch, when
+// not nil, is the batch h.SSRC is registered with (the caller knows it):
+// no look-up by SSRC.
+func (f *fastPath) write(h *rtp.Header, payload []byte, batch *sendBatch) (handled bool, n int, err error) {
 	switch f.state.Load() {
 	case fastOff:
 		return false, 0, nil
@@ -306,7 +313,7 @@ func (f *fastPath) write(h *rtp.Header, payload []byte) (handled bool, n int, er
 	// Inside a fan-out the datagram is encrypted straight into its slot
 	// of the open batch (no copy); otherwise into a pooled buffer, written
 	// at once.
-	if b := f.conn.lockBatch(h.SSRC); b != nil {
+	if b := f.conn.lockBatch(h.SSRC, batch); b != nil {
 		defer b.mu.Unlock()
 		out, err := f.encrypt(b.slotLocked(size+srtpOverhead), h, payload, size)
 		if err != nil {
@@ -368,9 +375,80 @@ func (t *fastPathTail) NewInterceptor(string) (interceptor.Interceptor, error) {
 
 func (t *fastPathTail) BindLocalStream(_ *interceptor.StreamInfo, writer interceptor.RTPWriter) interceptor.RTPWriter {
 	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
-		if handled, n, err := t.f.write(h, payload); handled {
+		if handled, n, err := t.f.write(h, payload, nil); handled {
 			return n, err
 		}
 		return writer.Write(h, payload, a)
 	})
+}
+
+// sendStreams is a subscriber connection's local streams, by SSRC, as the
+// SFU's interceptors bound them: the NACK responder's history and the
+// sender reports' counts. With them a fan-out on the fast path does for a
+// packet what the interceptor chain above fastPathTail does (writeDirect)
+// without writing through it.
+type sendStreams struct {
+	mu sync.Mutex // guards m
+	m  map[uint32]*sendStream
+}
+
+// sendStream is one local stream's interceptor state; not modified once
+// reports is set (the sender reports are bound last: outermost).
+type sendStream struct {
+	nack    *nackStream // nil: the stream negotiated no NACK
+	reports *srStream
+}
+
+// setNack records the NACK history of a stream being bound.
+func (r *sendStreams) setNack(ssrc uint32, n *nackStream) {
+	r.mu.Lock()
+	r.m[ssrc] = &sendStream{nack: n}
+	r.mu.Unlock()
+}
+
+// setReports records the sender report state of a stream being bound,
+// which completes it.
+func (r *sendStreams) setReports(ssrc uint32, rep *srStream) {
+	r.mu.Lock()
+	s := &sendStream{reports: rep}
+	if old := r.m[ssrc]; old != nil && old.reports == nil {
+		s.nack = old.nack
+	}
+	r.m[ssrc] = s
+	r.mu.Unlock()
+}
+
+// remove forgets a stream being unbound.
+func (r *sendStreams) remove(ssrc uint32) {
+	r.mu.Lock()
+	delete(r.m, ssrc)
+	r.mu.Unlock()
+}
+
+// lookup is ssrc's stream once its whole chain is bound; else nil.
+func (r *sendStreams) lookup(ssrc uint32) *sendStream {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s := r.m[ssrc]; s != nil && s.reports != nil {
+		return s
+	}
+	return nil
+}
+
+// writeDirect sends one forwarded packet of s on the fast path, doing
+// first what the chain above fastPathTail does for it: the sender reports
+// count it (now is the fan-out's time), the NACK responder keeps it.
+// handled is false when the connection is not on the fast path (the
+// caller writes through the chain). batch is the fan-out's batch, which
+// h.SSRC is registered with.
+func (f *fastPath) writeDirect(s *sendStream, batch *sendBatch, h *rtp.Header, payload []byte, now time.Time) (handled bool, err error) {
+	if f.state.Load() != fastOn {
+		return false, nil
+	}
+	s.reports.count(h, len(payload), now)
+	if s.nack != nil {
+		s.nack.record(h, payload)
+	}
+	_, _, err = f.write(h, payload, batch)
+	return true, err
 }

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/pion/interceptor"
-	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/srtp/v3"
@@ -61,15 +60,8 @@ func newFastFixture(t testing.TB, rtx bool) *fastFixture {
 
 	// The chain of a subscriber connection: tail innermost.
 	tail := &fastPathTail{f: x.f}
-	nackI, _ := nackResponderFactory{}.NewInterceptor("")
-	srF, err := report.NewSenderInterceptor(report.SenderInterval(20 * time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srI, err := srF.NewInterceptor("")
-	if err != nil {
-		t.Fatal(err)
-	}
+	nackI, _ := nackResponderFactory{reg: &x.f.streams}.NewInterceptor("")
+	srI, _ := senderReportsFactory{reg: &x.f.streams, interval: 20 * time.Millisecond}.NewInterceptor("")
 	info := &interceptor.StreamInfo{SSRC: 1111, ClockRate: 90000, RTCPFeedback: []interceptor.RTCPFeedback{{Type: "nack"}}}
 	if rtx {
 		info.SSRCRetransmission, info.PayloadTypeRetransmission = 2222, 97
@@ -369,5 +361,105 @@ func TestFastPathEncryptsIntoOpenBatch(t *testing.T) {
 	}
 	if got := x.f.counters.fastOut.Load(); got != 3 {
 		t.Errorf("PacketsOutFast %d, want 3", got)
+	}
+}
+
+// chainStream is a downTrack binding's stream that writes through the
+// fixture's interceptor chain and counts the writes.
+type chainStream struct {
+	w      interceptor.RTPWriter
+	writes int
+}
+
+func (c *chainStream) WriteRTP(h *rtp.Header, payload []byte) (int, error) {
+	c.writes++
+	return c.w.Write(h, payload, nil)
+}
+func (c *chainStream) Write([]byte) (int, error) { return 0, nil }
+
+// On the fast path a fan-out writes each packet without the interceptor
+// chain (writeDirect), and does what the chain does for it: the datagram
+// leaves in the fan-out's batch and decrypts at the subscriber, the NACK
+// responder resends it, and the sender reports count it with the packets
+// written through the chain before the switch.
+func TestFastPathFanOutWritesDirect(t *testing.T) {
+	x := newFastFixture(t, false)
+	track := &publishedTrack{kind: webrtc.RTPCodecTypeVideo, counters: x.f.counters, batch: x.f.conn.newBatch()}
+	track.downs.Store(&[]*downTrack{})
+	d := &downTrack{track: track, sub: &Participant{fast: x.f}}
+	chain := &chainStream{w: x.write}
+	d.out.Store(&downBinding{stream: chain, ssrc: 1111, pt: 96})
+	d.bound.Store(true)
+	d.registerBatch(1111)
+	if !track.addDown(d) {
+		t.Fatal("track closed")
+	}
+	fan := func(seq uint16) {
+		pkt := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 100, SequenceNumber: seq, Timestamp: 90 * uint32(seq), SSRC: 5}, Payload: []byte{byte(seq >> 8), byte(seq), 0xAB, 0xCD}}
+		track.fanOut(pkt)
+	}
+
+	// Undecided: through the chain (to Pion's writer, below the tail).
+	fan(1)
+	fan(2)
+	if chain.writes != 2 || len(x.pion.all()) != 2 {
+		t.Fatalf("before the switch: %d chain writes, %d at Pion; want 2, 2", chain.writes, len(x.pion.all()))
+	}
+	x.f.state.Store(fastOn)
+	for seq := uint16(3); seq <= 10; seq++ {
+		fan(seq)
+		p := x.receive(t)
+		if p.SequenceNumber != seq || p.SSRC != 1111 || p.PayloadType != 96 || p.Payload[1] != byte(seq) {
+			t.Fatalf("got %+v payload %x, want seq %d on SSRC 1111, PT 96", p.Header, p.Payload, seq)
+		}
+	}
+	if chain.writes != 2 {
+		t.Errorf("%d writes through the chain on the fast path, want none", chain.writes-2)
+	}
+	if got := x.f.conn.batched.Load(); got != 8 {
+		t.Errorf("%d datagrams sent in batches, want 8", got)
+	}
+
+	// The NACK responder holds the directly written packets.
+	raw, _ := rtcp.Marshal([]rtcp.Packet{&rtcp.TransportLayerNack{MediaSSRC: 1111, Nacks: rtcp.NackPairsFromSequenceNumbers([]uint16{4, 9})}})
+	x.nacks <- raw
+	if _, _, err := x.read.Read(make([]byte, 1500), nil); err != nil {
+		t.Fatal(err)
+	}
+	got := map[uint16]bool{}
+	for range 2 {
+		got[x.receive(t).SequenceNumber] = true
+	}
+	if !got[4] || !got[9] {
+		t.Errorf("resent %v, want 4 and 9", got)
+	}
+
+	// Sender reports: the 10 packets (2 through the chain, 8 direct, not
+	// the resends), 40 octets, RTP time from the last frame.
+	deadline := time.After(5 * time.Second)
+reports:
+	for {
+		select {
+		case sr := <-x.reps:
+			if sr.PacketCount < 10 {
+				continue
+			}
+			if sr.PacketCount != 10 || sr.OctetCount != 40 || sr.SSRC != 1111 {
+				t.Errorf("sender report %+v, want 10 packets, 40 octets", sr)
+			}
+			if sr.RTPTime < 900 || sr.RTPTime > 900+90000*5 {
+				t.Errorf("sender report RTP time %d, want 900 and on", sr.RTPTime)
+			}
+			break reports
+		case <-deadline:
+			t.Fatal("no sender report")
+		}
+	}
+
+	// Zero allocations per forwarded packet on this path (the packet's
+	// buffer is the receive path's).
+	pkt := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 100, SequenceNumber: 10, SSRC: 5}, Payload: []byte{0, 0, 0xAB, 0xCD}}
+	if n := testing.AllocsPerRun(50, func() { pkt.SequenceNumber++; pkt.Timestamp += 90; track.fanOut(pkt) }); n != 0 {
+		t.Errorf("%v allocations per fan-out on the fast path, want 0", n)
 	}
 }

@@ -45,23 +45,28 @@ type nackResponder struct {
 
 	rtxSeq atomic.Uint32 // next RTX sequence number (low 16 bits)
 	now    func() time.Time
+	reg    *sendStreams // the connection's streams for the fast path; nil in tests
 }
 
 // nackHistory is the packets kept per stream, as Pion's default
 // ResponderSize. A power of two.
 const nackHistory = 1024
 
-// nackResponderFactory makes one nackResponder per PeerConnection.
-type nackResponderFactory struct{}
+// nackResponderFactory makes one nackResponder per PeerConnection; reg,
+// when set, is the connection's registry its streams are added to.
+type nackResponderFactory struct {
+	reg *sendStreams
+}
 
-func (nackResponderFactory) NewInterceptor(string) (interceptor.Interceptor, error) {
-	r := &nackResponder{streams: make(map[uint32]*nackStream), now: time.Now}
+func (f nackResponderFactory) NewInterceptor(string) (interceptor.Interceptor, error) {
+	r := &nackResponder{streams: make(map[uint32]*nackStream), now: time.Now, reg: f.reg}
 	r.rtxSeq.Store(rand.Uint32())
 	return r, nil
 }
 
 // nackStream is the history of one local stream.
 type nackStream struct {
+	r       *nackResponder
 	writer  interceptor.RTPWriter // the next writer (SRTP)
 	rtxSSRC uint32                // 0 without RTX
 	rtxPT   uint8
@@ -101,23 +106,32 @@ func (r *nackResponder) BindLocalStream(info *interceptor.StreamInfo, writer int
 	if !streamSupportsNack(info) {
 		return writer
 	}
-	s := &nackStream{writer: writer}
+	s := &nackStream{r: r, writer: writer}
 	if info.SSRCRetransmission != 0 && info.PayloadTypeRetransmission != 0 {
 		s.rtxSSRC, s.rtxPT = info.SSRCRetransmission, info.PayloadTypeRetransmission
 	}
 	r.mu.Lock()
 	r.streams[info.SSRC] = s
 	r.mu.Unlock()
+	if r.reg != nil {
+		r.reg.setNack(info.SSRC, s)
+	}
 	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
 		if h.SSRC == info.SSRC {
-			var rtxSeq uint16
-			if s.rtxSSRC != 0 {
-				rtxSeq = uint16(r.rtxSeq.Add(1) - 1)
-			}
-			s.add(h, payload, rtxSeq)
+			s.record(h, payload)
 		}
 		return writer.Write(h, payload, a)
 	})
+}
+
+// record stores a packet of the stream's main SSRC, with the RTX sequence
+// number its resends will carry.
+func (s *nackStream) record(h *rtp.Header, payload []byte) {
+	var rtxSeq uint16
+	if s.rtxSSRC != 0 {
+		rtxSeq = uint16(s.r.rtxSeq.Add(1) - 1)
+	}
+	s.add(h, payload, rtxSeq)
 }
 
 // add stores a packet, dropping the ones its sequence number skips over, as

@@ -416,6 +416,12 @@ const rxSlabSize = 64 << 10
 // is not the fast path's (the caller hands it to Pion); true when it was
 // forwarded or dropped.
 func (r *rxPath) receive(p []byte, ssrc uint32, addr netip.AddrPort) bool {
+	return r.receiveHold(p, ssrc, addr, nil)
+}
+
+// receiveHold is receive; a packet to forward is put into hold when hold
+// is not nil (publishedTrack.receiveFast).
+func (r *rxPath) receiveHold(p []byte, ssrc uint32, addr netip.AddrPort, hold *heldPacket) bool {
 	s := (*r.streams.Load())[ssrc]
 	if s == nil {
 		return false
@@ -467,7 +473,7 @@ func (r *rxPath) receive(p []byte, ssrc uint32, addr netip.AddrPort) bool {
 		}
 		return true
 	}
-	s.track.receiveFast(s, out[:len(out):len(out)])
+	s.track.receiveFast(s, out[:len(out):len(out)], hold)
 	return true
 }
 

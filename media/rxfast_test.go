@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"sync"
 	"testing"
@@ -28,9 +29,6 @@ type rxFixture struct {
 
 	mu   sync.Mutex
 	rtcp []rtcp.Packet // what the interceptors sent to the publisher
-
-	pkt rtp.Packet // drain's, as the forwarder's
-	ext [8]rtp.Extension
 }
 
 // drain fans out what the track's queue holds, in the calling goroutine,
@@ -39,7 +37,7 @@ func (x *rxFixture) drain() {
 	for {
 		select {
 		case b := <-x.track.queue:
-			x.track.forwardPacket(&x.pkt, x.ext[:0], b)
+			x.track.forwardQueued(b)
 		default:
 			return
 		}
@@ -383,5 +381,147 @@ func TestRxFastQueueFullDropsWithoutBlockingAndKeepsOrder(t *testing.T) {
 	}
 	if got := x.r.counters.fastInDropped.Load(); got != 0 {
 		t.Errorf("the retransmission of a dropped packet was refused (%d dropped)", got)
+	}
+}
+
+// The socket's reader hands a packet to its track's forwarder when another
+// datagram was waiting behind it, and fans it out itself only when it
+// found the socket empty and nothing of the track is pending: three
+// datagrams waiting are all queued, in order (the last one too: the
+// forwarder has two pending), and a lone one is fanned out by the reader
+// (no forwarder goroutine runs here, so a queued packet would stay
+// queued).
+func TestReaderFansOutInlineOnlyWhenSocketEmpty(t *testing.T) {
+	writes := 0
+	x := newRxFixture(t, 1, &writes)
+	fanned := make(chan uint16, 16)
+	d := (*x.track.downs.Load())[0]
+	d.out.Store(&downBinding{stream: captureWriter(func(h *rtp.Header, _ []byte) { fanned <- h.SequenceNumber }), ssrc: 5555, pt: 96})
+
+	server, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := newBatchConn(server)
+	conn.registerRx(rxTestSSRC, x.r)
+	client, err := net.DialUDP("udp4", nil, server.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = client.Close() }()
+	payload := []byte{0x10, 0x00, 0x9d}
+	for seq := uint16(1); seq <= 3; seq++ {
+		if _, err := client.Write(x.packet(t, rxTestSSRC, seq, payload)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	done := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 1500)
+		_, _, err := conn.ReadFromAddrPort(buf) // returns when the socket closes
+		done <- err
+	}()
+	deadline := time.After(5 * time.Second)
+	for len(x.track.queue) < 3 {
+		select {
+		case seq := <-fanned:
+			t.Fatalf("packet %d fanned out by the reader with datagrams waiting", seq)
+		case <-deadline:
+			t.Fatalf("%d packets queued, want 3", len(x.track.queue))
+		case <-time.After(time.Millisecond):
+		}
+	}
+	for want := uint16(1); want <= 3; want++ {
+		x.track.forwardQueued(<-x.track.queue)
+		if got := <-fanned; got != want {
+			t.Fatalf("queued packet %d forwarded as %d", got, want)
+		}
+	}
+
+	if _, err := client.Write(x.packet(t, rxTestSSRC, 4, payload)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case seq := <-fanned:
+		if seq != 4 {
+			t.Fatalf("reader fanned out packet %d, want 4", seq)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("the lone packet was not fanned out by the reader (%d queued)", len(x.track.queue))
+	}
+	if n := len(x.track.queue); n != 0 || x.track.pending.Load() != 0 {
+		t.Errorf("%d queued, %d pending after the inline fan-out; want 0, 0", n, x.track.pending.Load())
+	}
+	if got := x.r.counters.fastIn.Load(); got != 4 {
+		t.Errorf("PacketsInFast %d, want 4", got)
+	}
+	_ = server.Close()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the reader did not end with the socket")
+	}
+}
+
+// An inline fan-out that takes longer than inlineSlow (the reader was
+// short of CPU) turns inline fan-outs off for inlineBackoff: the next lone
+// packet goes to the forwarder's queue.
+func TestReaderStopsInlineAfterSlowFanOut(t *testing.T) {
+	writes := 0
+	x := newRxFixture(t, 1, &writes)
+	fanned := make(chan uint16, 16)
+	d := (*x.track.downs.Load())[0]
+	d.out.Store(&downBinding{stream: captureWriter(func(h *rtp.Header, _ []byte) {
+		if h.SequenceNumber == 1 {
+			time.Sleep(inlineSlow + time.Millisecond) // the slow fan-out itself
+		}
+		fanned <- h.SequenceNumber
+	}), ssrc: 5555, pt: 96})
+
+	server, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := newBatchConn(server)
+	conn.registerRx(rxTestSSRC, x.r)
+	client, err := net.DialUDP("udp4", nil, server.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = client.Close() }()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 1500)
+		_, _, _ = conn.ReadFromAddrPort(buf) // returns when the socket closes
+	}()
+	payload := []byte{0x10, 0x00, 0x9d}
+	if _, err := client.Write(x.packet(t, rxTestSSRC, 1, payload)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-fanned:
+	case <-time.After(5 * time.Second):
+		t.Fatal("packet 1 not fanned out by the reader")
+	}
+	if _, err := client.Write(x.packet(t, rxTestSSRC, 2, payload)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(5 * time.Second)
+	for len(x.track.queue) == 0 {
+		select {
+		case seq := <-fanned:
+			t.Fatalf("packet %d fanned out by the reader after a slow inline fan-out", seq)
+		case <-deadline:
+			t.Fatal("packet 2 not queued")
+		case <-time.After(time.Millisecond):
+		}
+	}
+	_ = server.Close()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the reader did not end with the socket")
 	}
 }

@@ -250,6 +250,10 @@ func (a subscriberAPI) newPeerConnection(cfg webrtc.Configuration, f *fastPath) 
 	for _, fac := range a.factories {
 		ir.Add(fac)
 	}
+	// The NACK responder, then the sender reports (outermost): both add
+	// their streams to the connection's registry (fastPath.writeDirect).
+	ir.Add(nackResponderFactory{reg: &f.streams})
+	ir.Add(senderReportsFactory{reg: &f.streams})
 	api := webrtc.NewAPI(webrtc.WithSettingEngine(a.se), webrtc.WithMediaEngine(a.media), webrtc.WithInterceptorRegistry(ir))
 	pc, err := api.NewPeerConnection(cfg)
 	if err != nil {
@@ -267,8 +271,8 @@ func (a subscriberAPI) newPeerConnection(cfg webrtc.Configuration, f *fastPath) 
 //
 // A publisher connection only receives media: NACK generator, RTCP receiver
 // reports, TWCC feedback. A subscriber connection only sends media: the NACK
-// responder (nackResponder, in the place of Pion's) and RTCP sender reports;
-// it runs no NACK generator, whose 100 ms timer would tick for nothing on
+// responder and RTCP sender reports, the SFU's own in the place of Pion's
+// (nackResponder, senderReports; subscriberAPI adds them per connection); it runs no NACK generator, whose 100 ms timer would tick for nothing on
 // every subscriber connection. Neither runs the stats interceptor: it only
 // feeds PeerConnection.GetStats's RTP stream figures, which the SFU never
 // reads, at a locked update per packet in each direction (7 % of the
@@ -288,14 +292,10 @@ func registerInterceptors(m *webrtc.MediaEngine, publisher bool) ([]interceptor.
 			return nil, err
 		}
 		factories = append(factories, receiverReports)
-	} else {
-		factories = append(factories, nackResponderFactory{})
-		senderReports, err := report.NewSenderInterceptor()
-		if err != nil {
-			return nil, err
-		}
-		factories = append(factories, senderReports)
 	}
+	// A subscriber connection's NACK responder and sender reports are the
+	// SFU's own (nackResponder, senderReports), added per connection by
+	// subscriberAPI.newPeerConnection.
 	if err := webrtc.ConfigureSimulcastExtensionHeaders(m); err != nil {
 		return nil, err
 	}

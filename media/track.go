@@ -49,6 +49,18 @@ type publishedTrack struct {
 	// (the socket's reader, which never waits: it drops a packet when the
 	// queue is full) and from the goroutine reading Pion's track.
 	queue chan []byte
+	// pending counts the packets handed to the forwarder (queued, or being
+	// fanned out) and not fanned out yet. The socket's reader fans a packet
+	// out itself (forwardInline) only when it is 0, so the track's packets
+	// keep their order.
+	pending atomic.Int32
+	// fanMu is held by whoever fans out a packet of the track (the
+	// forwarder, or the socket's reader inline): one fan-out at a time, so
+	// the batch and the downTracks' scratch headers have one user. The
+	// reader never waits for it (TryLock).
+	fanMu sync.Mutex
+	pkt   rtp.Packet       // the packet being fanned out; under fanMu
+	ext   [8]rtp.Extension // backing array of pkt's header extensions
 }
 
 // trackQueueLen is the capacity of a track's queue: about half a second
@@ -102,26 +114,65 @@ func (t *publishedTrack) forward() {
 // forwardQueue fans out the packets of the track's queue until stop is
 // closed.
 func (t *publishedTrack) forwardQueue(stop <-chan struct{}) {
-	var pkt rtp.Packet
-	var ext [8]rtp.Extension // backing array of pkt's header extensions
 	for {
 		select {
 		case b := <-t.queue:
-			t.forwardPacket(&pkt, ext[:0], b)
+			t.forwardQueued(b)
 		case <-stop:
 			return
 		}
 	}
 }
 
-// forwardPacket fans out b, parsed into pkt (ext backs its header
-// extensions, so that parsing does not allocate).
-func (t *publishedTrack) forwardPacket(pkt *rtp.Packet, ext []rtp.Extension, b []byte) {
-	pkt.Header.Extensions = ext
-	if err := pkt.Unmarshal(b); err != nil {
+// forwardQueued fans out b, a packet taken from the queue.
+func (t *publishedTrack) forwardQueued(b []byte) {
+	t.fanMu.Lock()
+	defer t.fanMu.Unlock()
+	t.forwardPacket(b)
+	t.pending.Add(-1)
+}
+
+// enqueue hands b to the forwarder, waiting for room when wait is set;
+// false when it was not queued (the queue is full).
+func (t *publishedTrack) enqueue(b []byte, wait bool) bool {
+	t.pending.Add(1)
+	if wait {
+		t.queue <- b
+		return true
+	}
+	select {
+	case t.queue <- b:
+		return true
+	default:
+		t.pending.Add(-1)
+		return false
+	}
+}
+
+// forwardInline fans out b in the calling goroutine (the socket's reader,
+// which found the socket empty after b: see batchConn.ReadFromAddrPort)
+// when nothing of the track is queued or being fanned out, so that b keeps
+// its place; false when the caller must queue it instead. It never waits
+// for the forwarder.
+func (t *publishedTrack) forwardInline(b []byte) bool {
+	if t.pending.Load() != 0 || !t.fanMu.TryLock() {
+		return false
+	}
+	defer t.fanMu.Unlock()
+	if t.pending.Load() != 0 {
+		return false // queued in between: b comes after it
+	}
+	t.forwardPacket(b)
+	return true
+}
+
+// forwardPacket fans out b, parsed into t.pkt. t.fanMu held.
+func (t *publishedTrack) forwardPacket(b []byte) {
+	t.pkt.Header.Extensions = t.ext[:0]
+	if err := t.pkt.Unmarshal(b); err != nil {
 		return // checked by the sender: not reached
 	}
-	t.fanOut(pkt)
+	t.fanOut(&t.pkt)
 }
 
 // readPion reads what Pion delivers of the track into its queue until the
@@ -148,7 +199,7 @@ func (t *publishedTrack) readPion(done chan<- struct{}) {
 		t.counters.bytesIn.Add(uint64(n))
 		// The forwarder drains the queue until this goroutine ends: the
 		// send waits at worst for its fan-outs.
-		t.queue <- data
+		t.enqueue(data, true)
 		if !registered {
 			registered = true
 			t.rx.decide()
@@ -157,43 +208,86 @@ func (t *publishedTrack) readPion(done chan<- struct{}) {
 	}
 }
 
-// receiveFast queues a packet of s decrypted by the fast receive path for
-// the forwarder, after running it through the connection's receive
-// interceptors. b is the packet, in a buffer of its own. Called by the
-// socket's reader: it never waits.
-func (t *publishedTrack) receiveFast(s *rxStream, b []byte) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.pkt.Header.Extensions = s.ext[:0]
-	if err := s.pkt.Unmarshal(b); err != nil {
-		t.counters.fastInDropped.Add(1)
+// receiveFast forwards a packet of s decrypted by the fast receive path,
+// after running it through the connection's receive interceptors: into
+// hold when hold is not nil (the socket's reader, which delivers it once
+// it knows whether another datagram is waiting), else through the
+// forwarder's queue. b is the packet, in a buffer of its own. Called by
+// the socket's reader: it never waits.
+func (t *publishedTrack) receiveFast(s *rxStream, b []byte, hold *heldPacket) {
+	b, ok := s.receive(b, t.counters)
+	if !ok {
 		return
 	}
-	if err := s.read(b); err != nil {
+	if hold != nil {
+		*hold = heldPacket{track: t, pkt: b}
 		return
 	}
-	if s.rtx {
-		orig, ok := rtxToOriginal(b, s.pt, s.ssrc)
-		if !ok {
-			return // a probe: nothing to forward
-		}
-		s.pkt.Header.Extensions = s.ext[:0]
-		if err := s.pkt.Unmarshal(orig); err != nil {
+	t.deliver(b, false)
+}
+
+// deliver forwards b, a packet of the fast receive path: in the calling
+// goroutine when inline is set and the track's forwarder has nothing
+// pending (forwardInline), else through the forwarder's queue. It never
+// waits.
+func (t *publishedTrack) deliver(b []byte, inline bool) {
+	if !inline || !t.forwardInline(b) {
+		if !t.enqueue(b, false) {
+			// The forwarder is behind (readPion filled the queue after
+			// rxPath.receive found room).
+			t.counters.fastInQueueDropped.Add(1)
 			return
 		}
-		b = orig
-	}
-	select {
-	case t.queue <- b:
-	default:
-		// The forwarder is behind (readPion filled the queue after
-		// rxPath.receive found room).
-		t.counters.fastInQueueDropped.Add(1)
-		return
 	}
 	t.counters.packetsIn.Add(1)
 	t.counters.bytesIn.Add(uint64(len(b)))
 	t.counters.fastIn.Add(1)
+}
+
+// heldPacket is a packet of the fast receive path that the socket's
+// reader holds while it reads the next datagram.
+type heldPacket struct {
+	track *publishedTrack
+	pkt   []byte
+}
+
+// release delivers the held packet, if any: inline when the reader found
+// the socket empty.
+func (h *heldPacket) release(inline bool) {
+	if h.track == nil {
+		return
+	}
+	t, b := h.track, h.pkt
+	*h = heldPacket{}
+	t.deliver(b, inline)
+}
+
+// receive runs b through the stream's receive interceptors and returns
+// the packet to forward (an RTX packet turned into the one it repairs);
+// false when there is none.
+func (s *rxStream) receive(b []byte, c *counters) ([]byte, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pkt.Header.Extensions = s.ext[:0]
+	if err := s.pkt.Unmarshal(b); err != nil {
+		c.fastInDropped.Add(1)
+		return nil, false
+	}
+	if err := s.read(b); err != nil {
+		return nil, false
+	}
+	if s.rtx {
+		orig, ok := rtxToOriginal(b, s.pt, s.ssrc)
+		if !ok {
+			return nil, false // a probe: nothing to forward
+		}
+		s.pkt.Header.Extensions = s.ext[:0]
+		if err := s.pkt.Unmarshal(orig); err != nil {
+			return nil, false
+		}
+		b = orig
+	}
+	return b, true
 }
 
 // queueFull reports whether the forwarder's queue has no room left.
@@ -212,9 +306,12 @@ func (t *publishedTrack) fanOut(pkt *rtp.Packet) {
 	pkt.Header.ExtensionProfile = 0
 	pkt.Header.Extensions = nil
 	var sent uint64
+	// The sender reports take the time of a packet that starts a frame:
+	// the same for every subscriber.
+	now := time.Now()
 	t.batch.begin()
 	for _, d := range *t.downs.Load() {
-		if d.write(pkt) {
+		if d.write(pkt, now) {
 			sent++
 		}
 	}
@@ -359,6 +456,10 @@ type downBinding struct {
 	stream webrtc.TrackLocalWriter
 	ssrc   uint32
 	pt     uint8
+	// direct is the stream's interceptor state on the subscriber
+	// connection (fastPath.streams), found at the first write after the
+	// chain was bound (Pion binds the track before the chain).
+	direct atomic.Pointer[sendStream]
 }
 
 func newDownTrack(t *publishedTrack, sub *Participant) (*downTrack, error) {
@@ -420,8 +521,10 @@ func (d *downTrack) registerBatch(ssrc uint32) {
 // write sends pkt to the subscriber; false if it was not sent. It does
 // what TrackLocalStaticRTP.WriteRTP does for its one binding (SSRC and
 // payload type rewritten on a copy of the header) without its packet pool
-// and lock.
-func (d *downTrack) write(pkt *rtp.Packet) bool {
+// and lock. On the fast path it does what the subscriber connection's
+// interceptors do for the packet itself (fastPath.writeDirect), else it
+// writes through them. now is the fan-out's time.
+func (d *downTrack) write(pkt *rtp.Packet, now time.Time) bool {
 	b := d.out.Load()
 	if b == nil || !d.bound.Load() {
 		return false
@@ -431,8 +534,29 @@ func (d *downTrack) write(pkt *rtp.Packet) bool {
 	if pkt.PaddingSize != 0 && d.hdr.PaddingSize == 0 { //nolint:staticcheck // as TrackLocalStaticRTP
 		d.hdr.PaddingSize = pkt.PaddingSize //nolint:staticcheck
 	}
+	if s := d.directStream(b); s != nil {
+		if handled, err := d.sub.fast.writeDirect(s, d.track.batch, &d.hdr, pkt.Payload, now); handled {
+			return err == nil
+		}
+	}
 	_, err := b.stream.WriteRTP(&d.hdr, pkt.Payload)
 	return err == nil
+}
+
+// directStream is b's interceptor state when the subscriber connection
+// is on the fast path and the stream's chain is bound; else nil.
+func (d *downTrack) directStream(b *downBinding) *sendStream {
+	if d.sub == nil || d.sub.fast == nil || d.sub.fast.state.Load() != fastOn {
+		return nil
+	}
+	if s := b.direct.Load(); s != nil {
+		return s
+	}
+	s := d.sub.fast.streams.lookup(b.ssrc)
+	if s != nil {
+		b.direct.Store(s)
+	}
+	return s
 }
 
 // readRTCP reads the subscriber's RTCP for this track, which runs the NACK
