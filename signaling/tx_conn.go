@@ -529,4 +529,3 @@ func intArg(a any) (int, bool) {
 	}
 	return 0, false
 }
-

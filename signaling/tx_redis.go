@@ -94,11 +94,11 @@ type txHint struct {
 // Reads that fail set err (the tx's methods return no error): the attempt
 // then fails with it, whatever the decision returned.
 type redisTx struct {
-	c   *clusterNode
+	c    *clusterNode
 	ctx  context.Context
 	conn txConn // alone on a pooled connection, or in a lane (tx_conn.go)
 	at   time.Time
-	err error
+	err  error
 
 	watching bool // a WATCH is armed on rtx (UNWATCH unless EXEC follows)
 	watched  map[string]bool
