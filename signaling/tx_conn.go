@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -122,8 +123,9 @@ type gangs struct {
 	rdb    redis.UniversalClient
 	cfg    GangConfig
 	op     time.Duration // deadline of a lane's round trips (cluster.op_timeout)
-	join   chan *gangMember
-	done   chan struct{}
+	join    chan *gangMember
+	joining atomic.Int32 // attempts waiting for a lane (tests)
+	done    chan struct{}
 	wg     sync.WaitGroup
 	closed sync.Once
 	// Counted for tests and the bench: attempts that joined a lane, EXECs
@@ -198,6 +200,7 @@ type gangReq struct {
 
 // gangMember is an attempt's side of a lane (its txConn).
 type gangMember struct {
+	ctx     context.Context // its operation's (the lane's round trips carry its values)
 	reqs    chan<- gangReq
 	reply   chan error // the lane's answer to each request, and its start
 	scratch redis.Pipeliner
@@ -207,12 +210,16 @@ type gangMember struct {
 // run runs body as a member of a lane, or alone if no lane takes it
 // before ctx ends or the node closes.
 func (g *gangs) run(ctx context.Context, body func(txConn) error) error {
-	m := &gangMember{reply: make(chan error, 1), scratch: g.rdb.Pipeline()}
+	m := &gangMember{ctx: ctx, reply: make(chan error, 1), scratch: g.rdb.Pipeline()}
+	g.joining.Add(1)
 	select {
 	case g.join <- m:
+		g.joining.Add(-1)
 	case <-ctx.Done():
+		g.joining.Add(-1)
 		return ctx.Err()
 	case <-g.done:
+		g.joining.Add(-1)
 		return errors.New("signaling: cluster node closing")
 	}
 	if err := <-m.reply; err != nil {
@@ -305,7 +312,8 @@ func (g *gangs) lane() {
 
 // gang runs one shared transaction of members (see txConn).
 func (g *gangs) gang(members []*gangMember, reqs chan gangReq, timer *time.Timer) {
-	ctx, cancel := context.WithTimeout(context.Background(), g.op)
+	// The first member's values (not its end: the others' rounds go on).
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(members[0].ctx), g.op)
 	defer cancel()
 	var execs, refused int64
 	defer func() { g.stats.add(int64(len(members)), execs, refused) }()

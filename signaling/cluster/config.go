@@ -64,7 +64,7 @@ func DefaultConfig() Config {
 		StreamBatch:  100,
 		OpTimeout:    time.Second,
 		MaxBackoff:   time.Second,
-		OpLanes:      4,
+		OpLanes:      2,
 		OpGangMax:    32,
 		OpGangWait:   50 * time.Millisecond,
 	}
