@@ -116,7 +116,7 @@ func newClusterNode(ctx context.Context, e *Engine, p ClusterParams) (_ *cluster
 		return nil, err
 	}
 	if p.Config.OpLanes > 0 {
-		c.gangs = newGangs(p.Client, GangConfig{Lanes: p.Config.OpLanes, Max: p.Config.OpGangMax, Wait: p.Config.OpGangWait}, p.Config.OpTimeout)
+		c.gangs = newGangs(p.Client, GangConfig{Lanes: p.Config.OpLanes, Max: p.Config.OpGangMax, Wait: p.Config.OpGangWait})
 	}
 	for _, start := range []func() error{c.reg.Start, c.reader.Start, c.poller.Start} {
 		if err = start(); err != nil {

@@ -120,14 +120,14 @@ type GangConfig struct {
 
 // gangs are a node's lanes of shared transactions.
 type gangs struct {
-	rdb    redis.UniversalClient
-	cfg    GangConfig
-	op     time.Duration // deadline of a lane's round trips (cluster.op_timeout)
+	rdb     redis.UniversalClient
+	cfg     GangConfig
+	op      time.Duration // deadline of a lane's round trips (cluster.op_timeout)
 	join    chan *gangMember
 	joining atomic.Int32 // attempts waiting for a lane (tests)
 	done    chan struct{}
-	wg     sync.WaitGroup
-	closed sync.Once
+	wg      sync.WaitGroup
+	closed  sync.Once
 	// Counted for tests and the bench: attempts that joined a lane, EXECs
 	// a lane sent, attempts a lane sent back to run alone.
 	stats gangStats
@@ -159,8 +159,8 @@ func (s *gangStats) get() GangStats {
 	return GangStats{s.members, s.execs, s.refused}
 }
 
-func newGangs(rdb redis.UniversalClient, cfg GangConfig, op time.Duration) *gangs {
-	g := &gangs{rdb: rdb, cfg: cfg, op: op, join: make(chan *gangMember), done: make(chan struct{})}
+func newGangs(rdb redis.UniversalClient, cfg GangConfig) *gangs {
+	g := &gangs{rdb: rdb, cfg: cfg, join: make(chan *gangMember), done: make(chan struct{})}
 	for range cfg.Lanes {
 		g.wg.Add(1)
 		go g.lane()
@@ -312,8 +312,14 @@ func (g *gangs) lane() {
 
 // gang runs one shared transaction of members (see txConn).
 func (g *gangs) gang(members []*gangMember, reqs chan gangReq, timer *time.Timer) {
-	// The first member's values (not its end: the others' rounds go on).
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(members[0].ctx), g.op)
+	// The first member's values, and the latest of the members' deadlines
+	// (none if one has none, as alone: then the connection's timeouts
+	// bound each round trip); not their ends: a member whose context ends
+	// still gets the lane's answers, and the others' rounds go on.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(members[0].ctx))
+	if dl, ok := latestDeadline(members); ok {
+		ctx, cancel = context.WithDeadline(context.WithoutCancel(members[0].ctx), dl)
+	}
 	defer cancel()
 	var execs, refused int64
 	defer func() { g.stats.add(int64(len(members)), execs, refused) }()
@@ -417,6 +423,22 @@ func (g *gangs) gang(members []*gangMember, reqs chan gangReq, timer *time.Timer
 			m.reply <- err
 		}
 	}
+}
+
+// latestDeadline is the latest deadline of members' contexts, if they all
+// have one.
+func latestDeadline(members []*gangMember) (time.Time, bool) {
+	var latest time.Time
+	for _, m := range members {
+		dl, ok := m.ctx.Deadline()
+		if !ok {
+			return time.Time{}, false
+		}
+		if dl.After(latest) {
+			latest = dl
+		}
+	}
+	return latest, true
 }
 
 // roundErr is what a member's commands of a round got: the round's error
@@ -536,4 +558,13 @@ func intArg(a any) (int, bool) {
 		return n, err == nil
 	}
 	return 0, false
+}
+
+// SharedTxStats are the counts of this node's shared transactions, and
+// whether it runs any (cluster mode with cluster.op_lanes > 0).
+func (e *Engine) SharedTxStats() (GangStats, bool) {
+	if e.cl == nil || e.cl.gangs == nil {
+		return GangStats{}, false
+	}
+	return e.cl.gangs.stats.get(), true
 }

@@ -80,7 +80,7 @@ func runLane(t *testing.T, g *gangs, ops []laneOp) []error {
 func TestLaneSharesOneTransaction(t *testing.T) {
 	srv := redistest.Start(t)
 	rdb := srv.Client()
-	g := newGangs(rdb, GangConfig{Lanes: 1, Max: 64, Wait: time.Second}, 5*time.Second)
+	g := newGangs(rdb, GangConfig{Lanes: 1, Max: 64, Wait: time.Second})
 	defer g.close()
 	var ops []laneOp
 	for i := range 40 {
@@ -112,7 +112,7 @@ func TestLaneSharesOneTransaction(t *testing.T) {
 func TestLaneRefusesWhatAnotherReads(t *testing.T) {
 	srv := redistest.Start(t)
 	rdb := srv.Client()
-	g := newGangs(rdb, GangConfig{Lanes: 1, Max: 64, Wait: time.Second}, 5*time.Second)
+	g := newGangs(rdb, GangConfig{Lanes: 1, Max: 64, Wait: time.Second})
 	defer g.close()
 	ctx := context.Background()
 	const n = 20
@@ -194,7 +194,7 @@ func TestLaneRefusesWhatAnotherReads(t *testing.T) {
 func TestLaneGoesOnWithoutALateAttempt(t *testing.T) {
 	srv := redistest.Start(t)
 	rdb := srv.Client()
-	g := newGangs(rdb, GangConfig{Lanes: 1, Max: 64, Wait: 20 * time.Millisecond}, 5*time.Second)
+	g := newGangs(rdb, GangConfig{Lanes: 1, Max: 64, Wait: 20 * time.Millisecond})
 	defer g.close()
 	ops := []laneOp{{name: "slow", reads: []string{"lane:slow"}, writes: []string{"lane:slow"}, pause: 300 * time.Millisecond}}
 	for i := range 5 {
