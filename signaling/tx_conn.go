@@ -225,9 +225,9 @@ func (g *gangs) run(ctx context.Context, body func(txConn) error) error {
 	if err := <-m.reply; err != nil {
 		return err
 	}
-	err := body(m)
-	m.reqs <- gangReq{m: m, kind: gangLeave}
-	return err
+	// Even if body panics (a recovered panic must not hold the lane).
+	defer func() { m.reqs <- gangReq{m: m, kind: gangLeave} }()
+	return body(m)
 }
 
 // ask sends r and waits for the lane's answer; a failure of the round as
