@@ -60,8 +60,9 @@ type clusterNode struct {
 	reader  *cluster.Reader
 	poller  *cluster.Poller
 
-	parties partiesHint // the parties of invitations this node rang or created
-	gangs   *gangs      // the lanes of shared transactions; nil: every attempt alone
+	parties  partiesHint  // the parties of invitations this node rang or created
+	gangs    *gangs       // the lanes of shared transactions; nil: every attempt alone
+	inflight atomic.Int32 // operations in doPeek (with gangs)
 
 	conflicts  atomic.Int64 // attempts that lost a race for a watched key
 	lastRounds atomic.Int64 // round trips of the last committed op

@@ -831,6 +831,13 @@ func (c *clusterNode) do(ctx context.Context, h txHint, decide func(tx) error, e
 func (c *clusterNode) doPeek(ctx context.Context, h txHint, peek string, decide func(tx) error, extra func(context.Context, redis.Pipeliner)) (*redisTx, error) {
 	var token uint64
 	refused, conflicted := 0, false
+	// Alone while no other operation of this node is in flight: a lane
+	// only pays when there is someone to share it with (its hand-offs
+	// would add to the latency of an operation alone).
+	shared := c.gangs != nil && c.inflight.Add(1) > 1
+	if c.gangs != nil {
+		defer c.inflight.Add(-1)
+	}
 	for range redisMaxTxAttempts {
 		var done *redisTx
 		var self bool
@@ -870,7 +877,7 @@ func (c *clusterNode) doPeek(ctx context.Context, h txHint, peek string, decide 
 			return cerr
 		}
 		var err error
-		if c.gangs != nil && refused < gangRetries && !conflicted {
+		if shared && refused < gangRetries && !conflicted {
 			// In a lane until refused gangRetries times; alone once a
 			// WATCHed key changed (tx_conn.go).
 			err = c.gangs.run(ctx, body)
