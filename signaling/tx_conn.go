@@ -122,7 +122,6 @@ type GangConfig struct {
 type gangs struct {
 	rdb     redis.UniversalClient
 	cfg     GangConfig
-	op      time.Duration // deadline of a lane's round trips (cluster.op_timeout)
 	join    chan *gangMember
 	joining atomic.Int32 // attempts waiting for a lane (tests)
 	done    chan struct{}
