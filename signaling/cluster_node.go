@@ -60,7 +60,9 @@ type clusterNode struct {
 	reader  *cluster.Reader
 	poller  *cluster.Poller
 
-	parties partiesHint // the parties of invitations this node rang or created
+	parties  partiesHint  // the parties of invitations this node rang or created
+	gangs    *gangs       // the lanes of shared transactions; nil: every attempt alone
+	inflight atomic.Int32 // operations in doPeek (with gangs)
 
 	conflicts  atomic.Int64 // attempts that lost a race for a watched key
 	lastRounds atomic.Int64 // round trips of the last committed op
@@ -114,6 +116,9 @@ func newClusterNode(ctx context.Context, e *Engine, p ClusterParams) (_ *cluster
 	if err := c.members.Start(ctx); err != nil {
 		return nil, err
 	}
+	if p.Config.OpLanes > 0 {
+		c.gangs = newGangs(p.Client, GangConfig{Lanes: p.Config.OpLanes, Max: p.Config.OpGangMax, Wait: p.Config.OpGangWait})
+	}
 	for _, start := range []func() error{c.reg.Start, c.reader.Start, c.poller.Start} {
 		if err = start(); err != nil {
 			c.close() // closes the loops' client too
@@ -129,6 +134,9 @@ func (c *clusterNode) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	c.closeOnce.Do(func() { close(c.done) })
+	if c.gangs != nil {
+		c.gangs.close()
+	}
 	c.poller.Close()
 	c.reader.Close()
 	if err := c.reg.Close(ctx); err != nil {

@@ -873,3 +873,77 @@ func TestClusterOpAfterConnectionsKilled(t *testing.T) {
 	}
 	h.expect(bob, protocol.EvReceiveNewInvitation)
 }
+
+// TestClusterSharedTransactions: operations in flight together on a node
+// share its lanes' transactions (cluster.op_lanes), and each outcome is
+// the one they would have alone: 30 invitations to 30 users all ring
+// once; 20 invitations to one user whose ring limit is 1 store exactly
+// one (the others read the ring count that one writes: refused in the
+// lane, they run again and find the limit reached).
+func TestClusterSharedTransactions(t *testing.T) {
+	srv := redistest.Start(t)
+	cfg := signaling.DefaultConfig()
+	cfg.Limits.MaxPendingPerInvitee = 1
+	h := newClusterHarnessWith(t, srv, cfg)
+	race := func(n int, from func(i int) *session, to func(i int) string) []error {
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i := range n {
+			wg.Go(func() {
+				<-start
+				_, errs[i] = h.nodes["A"].Invite(ctx, as(from(i)), protocol.InviteArgs{Invitee: to(i), Timeout: secs(30)})
+			})
+		}
+		close(start)
+		wg.Wait()
+		return errs
+	}
+	var callers, callees []*session
+	for i := range 30 {
+		callers = append(callers, h.connect("A", fmt.Sprintf("caller%d", i)))
+		callees = append(callees, h.connect("B", fmt.Sprintf("callee%d", i)))
+	}
+	for i, err := range race(30, func(i int) *session { return callers[i] }, func(i int) string { return callees[i].user }) {
+		if err != nil {
+			t.Fatalf("invite %d: %v", i, err)
+		}
+	}
+	for _, s := range callees {
+		h.expect(s, protocol.EvReceiveNewInvitation)
+	}
+	h.sync(callees...)
+	for _, s := range callees {
+		if evs := s.take(); len(evs) != 0 {
+			t.Fatalf("%s got %d more events after its ring", s.user, len(evs))
+		}
+	}
+	st, on := h.nodes["A"].SharedTxStats()
+	if !on || st.Members == 0 {
+		t.Fatalf("no invite ran in a shared transaction (stats %+v, on %v)", st, on)
+	}
+	t.Logf("30 invites: %+v", st)
+
+	target := h.connect("B", "target")
+	stored := 0
+	for i, err := range race(20, func(i int) *session { return callers[i] }, func(int) string { return "target" }) {
+		switch {
+		case err == nil:
+			stored++
+		default:
+			if !isCode(err, protocol.ErrInviteePendingFull) {
+				t.Fatalf("invite %d: %v, want %v", i, err, protocol.ErrInviteePendingFull)
+			}
+		}
+	}
+	if stored != 1 {
+		t.Fatalf("%d invitations stored for a user whose limit is 1", stored)
+	}
+	h.expect(target, protocol.EvReceiveNewInvitation)
+	h.sync(target)
+	if evs := target.take(); len(evs) != 0 {
+		t.Fatalf("the target got %d more events: %v", len(evs), evs)
+	}
+	after, _ := h.nodes["A"].SharedTxStats()
+	t.Logf("20 invites to one user: %d attempts in lanes, %d EXECs, %d refused", after.Members-st.Members, after.Execs-st.Execs, after.Refused-st.Refused)
+}

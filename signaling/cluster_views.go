@@ -468,7 +468,7 @@ func (t *redisTx) statusEvents() {
 			custom = t.customStatus(ch.user)
 		}
 		on := t.online(ch.user)
-		users, err := watchersScript.Run(t.ctx, t.rtx, []string{t.c.k.watchers(ch.user), t.c.k.userGroups(ch.user)},
+		users, err := runScript(t.ctx, t.conn, watchersScript, []string{t.c.k.watchers(ch.user), t.c.k.userGroups(ch.user)},
 			t.c.k.userGroups(""), ch.user).StringSlice()
 		t.rounds++
 		if err != nil && !errors.Is(err, redis.Nil) {
@@ -550,5 +550,5 @@ func (g *ClusterGate) check(t tx) error {
 	if !ok || rt.err != nil {
 		return nil // the memory backend has no gate; a failed read fails the attempt
 	}
-	return g.Check(rt.ctx, rt.peekVal, rt.rtx)
+	return g.Check(rt.ctx, rt.peekVal, rt.conn)
 }

@@ -94,11 +94,11 @@ type txHint struct {
 // Reads that fail set err (the tx's methods return no error): the attempt
 // then fails with it, whatever the decision returned.
 type redisTx struct {
-	c   *clusterNode
-	ctx context.Context
-	rtx *redis.Tx
-	at  time.Time
-	err error
+	c    *clusterNode
+	ctx  context.Context
+	conn txConn // alone on a pooled connection, or in a lane (tx_conn.go)
+	at   time.Time
+	err  error
 
 	watching bool // a WATCH is armed on rtx (UNWATCH unless EXEC follows)
 	watched  map[string]bool
@@ -131,9 +131,9 @@ type redisTx struct {
 
 var _ tx = (*redisTx)(nil)
 
-func newRedisTx(c *clusterNode, ctx context.Context, rtx *redis.Tx) *redisTx {
+func newRedisTx(c *clusterNode, ctx context.Context, conn txConn) *redisTx {
 	// The maps are made on first use (put): an attempt fills a few.
-	return &redisTx{c: c, ctx: ctx, rtx: rtx, at: c.e.clock.Now()}
+	return &redisTx{c: c, ctx: ctx, conn: conn, at: c.e.clock.Now()}
 }
 
 // put sets (*m)[k] = v, making the map if it is nil.
@@ -150,20 +150,14 @@ func (t *redisTx) read(keys []string, f func(redis.Pipeliner)) bool {
 	if t.err != nil {
 		return false
 	}
-	var watch []any
+	var watch []string
 	for _, k := range keys {
 		if !t.watched[k] {
 			put(&t.watched, k, true)
 			watch = append(watch, k)
 		}
 	}
-	cmds, err := t.rtx.Pipelined(t.ctx, func(p redis.Pipeliner) error {
-		if len(watch) > 0 {
-			p.Do(t.ctx, append([]any{"watch"}, watch...)...)
-		}
-		f(p)
-		return nil
-	})
+	cmds, err := t.conn.read(t.ctx, watch, f)
 	t.rounds++
 	if len(watch) > 0 {
 		t.watching = true
@@ -476,7 +470,12 @@ func (t *redisTx) customStatus(user string) string {
 	if t.err != nil {
 		return ""
 	}
-	s, err := t.rtx.HGet(t.ctx, t.c.k.status(), user).Result()
+	var cmd *redis.StringCmd
+	_, _ = t.conn.Pipelined(t.ctx, func(p redis.Pipeliner) error {
+		cmd = p.HGet(t.ctx, t.c.k.status(), user)
+		return nil
+	})
+	s, err := cmd.Result()
 	t.rounds++
 	if err != nil && !errors.Is(err, redis.Nil) {
 		t.err = err
@@ -500,7 +499,7 @@ func (t *redisTx) empty() bool {
 // unwatch releases a WATCH that no EXEC ended.
 func (t *redisTx) unwatch() {
 	if t.watching {
-		unwatch(t.ctx, t.rtx)
+		t.conn.unwatch(t.ctx)
 		t.watching = false
 	}
 }
@@ -531,7 +530,12 @@ func (t *redisTx) commit(exceptToken uint64) (selfEntry bool, err error) {
 		return false, t.err
 	}
 	if keep > 0 {
-		last, err := t.rtx.IncrBy(ctx, k.obSeq(), keep).Result()
+		var cmd *redis.IntCmd
+		_, _ = t.conn.Pipelined(ctx, func(p redis.Pipeliner) error {
+			cmd = p.IncrBy(ctx, k.obSeq(), keep)
+			return nil
+		})
+		last, err := cmd.Result()
 		t.rounds++
 		if err != nil {
 			return false, err
@@ -599,7 +603,7 @@ func (t *redisTx) commit(exceptToken uint64) (selfEntry bool, err error) {
 	}
 	batches := t.route(exceptToken)
 	_, selfEntry = batches[c.node]
-	cmds, err := t.rtx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	cmds, err := t.conn.exec(ctx, func(p redis.Pipeliner) {
 		sim.queue(ctx, p)
 		t.queueIndexes(p)
 		if total > 0 {
@@ -618,7 +622,6 @@ func (t *redisTx) commit(exceptToken uint64) (selfEntry bool, err error) {
 		for _, f := range t.extra {
 			f(ctx, p)
 		}
-		return nil
 	})
 	t.rounds++
 	t.watching = false // EXEC (or DISCARD) ended it
@@ -827,11 +830,19 @@ func (c *clusterNode) do(ctx context.Context, h txHint, decide func(tx) error, e
 // the invitations h names (redisTx.peekVal; a ClusterGate's key).
 func (c *clusterNode) doPeek(ctx context.Context, h txHint, peek string, decide func(tx) error, extra func(context.Context, redis.Pipeliner)) (*redisTx, error) {
 	var token uint64
+	refused, conflicted := 0, false
+	// Alone while no other operation of this node is in flight: a lane
+	// only pays when there is someone to share it with (its hand-offs
+	// would add to the latency of an operation alone).
+	shared := c.gangs != nil && c.inflight.Add(1) > 1
+	if c.gangs != nil {
+		defer c.inflight.Add(-1)
+	}
 	for range redisMaxTxAttempts {
 		var done *redisTx
 		var self bool
-		err := c.rdb.Watch(ctx, func(rtx *redis.Tx) error {
-			t := newRedisTx(c, ctx, rtx)
+		body := func(conn txConn) error {
+			t := newRedisTx(c, ctx, conn)
 			t.peek = peek
 			defer t.unwatch()
 			if extra != nil {
@@ -864,8 +875,21 @@ func (c *clusterNode) doPeek(ctx context.Context, h txHint, peek string, decide 
 				done = t
 			}
 			return cerr
-		})
+		}
+		var err error
+		if shared && refused < gangRetries && !conflicted {
+			// In a lane until refused gangRetries times; alone once a
+			// WATCHed key changed (tx_conn.go).
+			err = c.gangs.run(ctx, body)
+		} else {
+			err = c.rdb.Watch(ctx, func(rtx *redis.Tx) error { return body(soloConn{rtx}) })
+		}
+		if errors.Is(err, errGangRefused) {
+			refused++
+			continue
+		}
 		if errors.Is(err, redis.TxFailedErr) {
+			conflicted = true
 			c.conflicts.Add(1)
 			continue
 		}

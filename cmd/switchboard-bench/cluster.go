@@ -208,7 +208,13 @@ func startRedisOnce(ctx context.Context, bin, dir, aof string) (*redisServer, er
 	}
 	r := &redisServer{cmd: cmd, dir: dir, addr: addr, waitc: make(chan error, 1)}
 	go func() { r.waitc <- cmd.Wait() }()
-	rdb, err := redisdb.Open(ctx, redisdb.Config{Addr: addr})
+	// redisdb.Open asks the server its version at once: first wait until
+	// it listens (a loaded machine starts it in more than a moment).
+	err = r.waitListening(ctx)
+	var rdb *redis.Client
+	if err == nil {
+		rdb, err = redisdb.Open(ctx, redisdb.Config{Addr: addr})
+	}
 	if err == nil {
 		r.rdb = rdb
 		err = r.waitReady(ctx)
@@ -222,6 +228,27 @@ func startRedisOnce(ctx context.Context, bin, dir, aof string) (*redisServer, er
 		return nil, fmt.Errorf("%s on %s: %w%s", bin, addr, err, logTail(filepath.Join(dir, "redis.log")))
 	}
 	return r, nil
+}
+
+// waitListening dials the server's port until it accepts a connection,
+// the process exits or redisReadyTimeout passes.
+func (r *redisServer) waitListening(ctx context.Context) error {
+	deadline := time.Now().Add(redisReadyTimeout)
+	for {
+		c, err := net.DialTimeout("tcp", r.addr, time.Second)
+		if err == nil {
+			return c.Close()
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("not listening within %v: %w", redisReadyTimeout, err)
+		}
+		select {
+		case werr := <-r.waitc:
+			r.waitc <- werr
+			return fmt.Errorf("exited before listening (%v)", werr)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // waitReady polls PING until it answers, the process exits or

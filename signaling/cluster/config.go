@@ -39,6 +39,17 @@ type Config struct {
 	// MaxBackoff bounds the wait between a loop's attempts while Redis
 	// fails (it doubles from 50 ms up to this).
 	MaxBackoff time.Duration `mapstructure:"max_backoff"`
+	// OpLanes is how many shared transactions a node runs at once
+	// (signaling's operations: the first attempt of each joins one with
+	// the others waiting, on one connection; see signaling/CLUSTER-DESIGN.md
+	// "Shared transactions"); 0: every operation runs alone.
+	OpLanes int `mapstructure:"op_lanes"`
+	// OpGangMax is the most operations in one shared transaction.
+	OpGangMax int `mapstructure:"op_gang_max"`
+	// OpGangWait is how long a shared transaction waits for a late
+	// operation's next step before it goes on without it (which then runs
+	// again, alone).
+	OpGangWait time.Duration `mapstructure:"op_gang_wait"`
 }
 
 // DefaultConfig returns the defaults documented in the package doc.
@@ -53,6 +64,9 @@ func DefaultConfig() Config {
 		StreamBatch:  100,
 		OpTimeout:    time.Second,
 		MaxBackoff:   time.Second,
+		OpLanes:      2,
+		OpGangMax:    32,
+		OpGangWait:   50 * time.Millisecond,
 	}
 }
 
@@ -77,6 +91,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: stream_batch %d must be at least 1", ErrConfig, c.StreamBatch)
 	case c.MaxBackoff < minBackoff:
 		return fmt.Errorf("%w: max_backoff %v is below %v", ErrConfig, c.MaxBackoff, minBackoff)
+	case c.OpLanes < 0:
+		return fmt.Errorf("%w: op_lanes %d must not be negative (0: every operation alone)", ErrConfig, c.OpLanes)
+	case c.OpLanes > 0 && c.OpGangMax < 1:
+		return fmt.Errorf("%w: op_gang_max %d must be at least 1", ErrConfig, c.OpGangMax)
+	case c.OpLanes > 0 && (c.OpGangWait <= 0 || c.OpGangWait > c.OpTimeout):
+		return fmt.Errorf("%w: op_gang_wait %v must be positive and at most op_timeout (%v)", ErrConfig, c.OpGangWait, c.OpTimeout)
 	}
 	return nil
 }

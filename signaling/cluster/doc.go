@@ -124,4 +124,7 @@
 //	stream_batch    100    most entries read (and trimmed, or handed over) at once
 //	op_timeout      1s     deadline of each Redis call of a loop (at most node_ttl/3)
 //	max_backoff     1s     longest wait between a loop's attempts while Redis fails
+//	op_lanes        2      shared transactions of signaling's operations at once (0: each alone)
+//	op_gang_max     32     most operations in one shared transaction
+//	op_gang_wait    50ms   a shared transaction goes on without a late operation after this
 package cluster

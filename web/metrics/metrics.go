@@ -122,6 +122,21 @@ func (m *Metrics) Watch(c *calls.Manager, r *rooms.Manager, sfu *media.SFU) {
 	}
 }
 
+// WatchSharedTx adds the counters of a cluster node's shared transactions
+// (cluster.op_lanes): operations that ran in one, the MULTI/EXECs sent for
+// them, and those sent back to run again alone.
+func (m *Metrics) WatchSharedTx(stats func() (members, execs, refused int64)) {
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "switchboard", Name: "cluster_shared_tx_ops_total",
+		Help: "Cluster mode: operation attempts that ran in a shared transaction (cluster.op_lanes)."},
+		func() float64 { n, _, _ := stats(); return float64(n) }))
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "switchboard", Name: "cluster_shared_tx_execs_total",
+		Help: "Cluster mode: MULTI/EXECs of shared transactions, each committing one or more operations."},
+		func() float64 { _, n, _ := stats(); return float64(n) }))
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "switchboard", Name: "cluster_shared_tx_refused_total",
+		Help: "Cluster mode: operation attempts a shared transaction sent back to run again alone (they read what another one wrote, or were late)."},
+		func() float64 { _, _, n := stats(); return float64(n) }))
+}
+
 // WatchWebhooks adds the gauge of the webhook deliveries queued.
 func (m *Metrics) WatchWebhooks(w interface{ QueueLen() int }) {
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "switchboard", Name: "webhook_queue_length",

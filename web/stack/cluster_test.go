@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -116,6 +118,18 @@ func TestClusterStack(t *testing.T) {
 	id, err := alice.Invite(ctx, protocol.InviteArgs{Invitee: "bob", Timeout: ptr(60)})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The node counts its shared transactions (cluster.op_lanes) in its
+	// metrics (an operation alone, as this invite, runs in none).
+	if st.Metrics == nil {
+		t.Fatal("metrics off in the cluster config")
+	}
+	rec := httptest.NewRecorder()
+	st.Metrics.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	for _, m := range []string{"switchboard_cluster_shared_tx_ops_total", "switchboard_cluster_shared_tx_execs_total"} {
+		if !regexp.MustCompile(`(?m)^` + m + ` [0-9]`).MatchString(rec.Body.String()) {
+			t.Errorf("%s not in the metrics:\n%s", m, grepLines(rec.Body.String(), "shared_tx"))
+		}
 	}
 	other, err := signaling.NewEngine(ctx, signaling.Params{Config: cfg.Signaling, Logger: slog.New(slog.DiscardHandler),
 		Cluster: &signaling.ClusterParams{Client: srv.Client(), Prefix: cfg.Cluster.Redis.KeyPrefix, NodeID: "n2", Config: cfg.Cluster.Knobs}})
@@ -231,4 +245,14 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

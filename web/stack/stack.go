@@ -278,6 +278,12 @@ func New(ctx context.Context, p Params) (_ *Stack, err error) {
 			s.Metrics.WatchWebhooks(s.Webhooks)
 		}
 		s.Metrics.WatchTURN(s.TURN)
+		if _, on := s.Engine.SharedTxStats(); on {
+			s.Metrics.WatchSharedTx(func() (members, execs, refused int64) {
+				st, _ := s.Engine.SharedTxStats()
+				return st.Members, st.Execs, st.Refused
+			})
+		}
 	}
 
 	// Each layer publishes the complete table of the ops it owns (calls
