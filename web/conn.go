@@ -603,6 +603,7 @@ func (q *frameQueue) endReplay() {
 // undo it.
 type batchConn struct {
 	net.Conn
+	raw      *rawIO     // the socket's reads and writes (nil: Conn's own)
 	pool     *sync.Pool // the server's batch buffers (*[]byte)
 	mu       sync.Mutex // guards buf, deadline and aborted, and the socket's write deadline; never held across I/O
 	buf      *[]byte    // the open batch; nil: none
@@ -647,7 +648,22 @@ func (b *batchConn) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	b.mu.Unlock()
+	return b.write(p)
+}
+
+// write writes p to the socket.
+func (b *batchConn) write(p []byte) (int, error) {
+	if b.raw != nil {
+		return b.raw.Write(p)
+	}
 	return b.Conn.Write(p)
+}
+
+func (b *batchConn) Read(p []byte) (int, error) {
+	if b.raw != nil {
+		return b.raw.Read(p)
+	}
+	return b.Conn.Read(p)
 }
 
 // begin opens a batch (the writer's).
@@ -675,7 +691,7 @@ func (b *batchConn) flush() error {
 		return nil
 	}
 	if err == nil && len(*buf) > 0 {
-		_, err = b.Conn.Write(*buf)
+		_, err = b.write(*buf)
 	}
 	b.put(buf)
 	return err
@@ -735,6 +751,6 @@ func (h *hijackConn) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	h.out = &batchConn{Conn: nc, pool: h.pool}
+	h.out = &batchConn{Conn: nc, raw: newRawIO(nc), pool: h.pool}
 	return h.out, brw, nil
 }
