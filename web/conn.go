@@ -3,6 +3,7 @@ package web
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -175,26 +176,45 @@ func (c *conn) writer() {
 }
 
 // writeFrames writes frames as text messages, gathered into as few writes
-// to the socket as batchFlushBytes allows.
+// to the socket as batchFlushBytes allows. The messages are framed here
+// (appendTextFrame: the frame gorilla's WriteMessage writes for a server
+// without compression, byte for byte), straight into the batch: no copy
+// through gorilla's write buffer, no lock and deadline per frame (issue 16).
+// Only the writer writes data frames; gorilla's WriteControl (pings, the
+// close) is used by the writer too, never while a batch is open.
 func (c *conn) writeFrames(frames [][]byte) bool {
 	if len(frames) == 0 {
 		return true
 	}
-	_ = c.ws.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
+	deadline := time.Now().Add(c.srv.cfg.WriteTimeout)
 	c.out.begin()
+	_ = c.out.SetWriteDeadline(deadline) // noted by the open batch, set at flush
 	for _, frame := range frames {
-		if err := c.ws.WriteMessage(websocket.TextMessage, frame); err != nil {
-			c.out.discard()
-			return false
-		}
-		if c.out.buffered() >= batchFlushBytes {
+		if c.out.appendTextFrame(frame) >= batchFlushBytes {
 			if c.out.flush() != nil {
 				return false
 			}
 			c.out.begin()
+			_ = c.out.SetWriteDeadline(deadline)
 		}
 	}
 	return c.out.flush() == nil
+}
+
+// appendTextFrame appends payload to b as one final, unmasked WebSocket
+// text frame (RFC 6455 5.2: what a server sends) and returns len(b).
+func appendTextFrame(b, payload []byte) []byte {
+	const finText = 0x80 | websocket.TextMessage
+	switch n := len(payload); {
+	case n <= 125:
+		b = append(b, finText, byte(n))
+	case n <= 0xffff:
+		b = append(b, finText, 126, byte(n>>8), byte(n))
+	default:
+		b = append(b, finText, 127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	return append(b, payload...)
 }
 
 // closing runs the end of the writer once done is closed: flush the queue if
@@ -674,13 +694,12 @@ func (b *batchConn) begin() {
 	b.mu.Unlock()
 }
 
-// buffered is the size of the open batch.
-func (b *batchConn) buffered() int {
+// appendTextFrame adds payload to the open batch as a text message
+// (appendTextFrame) and returns the size of the batch.
+func (b *batchConn) appendTextFrame(payload []byte) int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.buf == nil {
-		return 0
-	}
+	*b.buf = appendTextFrame(*b.buf, payload)
 	return len(*b.buf)
 }
 
@@ -697,13 +716,6 @@ func (b *batchConn) flush() error {
 	return err
 }
 
-// discard closes the batch without writing it (the connection is failing).
-func (b *batchConn) discard() {
-	if buf := b.close(); buf != nil {
-		b.put(buf)
-	}
-}
-
 // closeForWrite closes the batch and sets the write deadline it asked for,
 // unless writes were aborted; in one critical section with abortWrites, so
 // that an abort is never undone.
@@ -716,14 +728,6 @@ func (b *batchConn) closeForWrite() (*[]byte, error) {
 		return buf, nil
 	}
 	return buf, b.Conn.SetWriteDeadline(deadline) // sets a timer: no I/O
-}
-
-func (b *batchConn) close() *[]byte {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	buf := b.buf
-	b.buf, b.deadline, b.asked = nil, time.Time{}, false
-	return buf
 }
 
 func (b *batchConn) put(buf *[]byte) {
