@@ -611,16 +611,17 @@ func (q *frameQueue) endReplay() {
 }
 
 // batchConn is the socket under a connection's websocket.Conn. While the
-// writer has a batch open (begin), what gorilla writes is gathered in one
-// buffer, borrowed from batchPool, and goes to the socket in one write at
-// flush; otherwise writes go through at once. gorilla calls Write for one
-// frame at a time, under its own write lock.
+// writer has a batch open (begin), the data frames it adds
+// (appendTextFrame) and what gorilla writes (a control frame: gorilla calls
+// Write for one frame at a time, under its own write lock) are gathered in
+// one buffer, borrowed from batchPool, and go to the socket in one write at
+// flush; otherwise writes go through at once. The socket is read and
+// written through rawIO when it has a file descriptor.
 //
-// The write deadline gorilla sets before each frame is only noted while a
-// batch is open, and set on the socket once, at flush: one deadline per
-// write to the socket rather than per frame. abortWrites (the slow
-// consumer's stop) sets it at once, and it then stays: a flush does not
-// undo it.
+// A write deadline set while a batch is open is only noted, and set on the
+// socket once, at flush: one deadline per write to the socket rather than
+// per frame. abortWrites (the slow consumer's stop) sets it at once, and it
+// then stays: a flush does not undo it.
 type batchConn struct {
 	net.Conn
 	raw      *rawIO     // the socket's reads and writes (nil: Conn's own)
