@@ -111,7 +111,12 @@ func (inv *invitation) anyAnswered() bool {
 // parties is the inviter followed by every invitee: who hears the
 // invitation's events.
 func (inv *invitation) parties() []string {
-	return append([]string{inv.inviter}, inv.inviteeList()...)
+	out := make([]string, 1, 1+len(inv.invitees))
+	out[0] = inv.inviter
+	for _, v := range inv.invitees {
+		out = append(out, v.user)
+	}
+	return out
 }
 
 func (inv *invitation) newInvitationEvent(now time.Time) protocol.NewInvitationEvent {
@@ -434,13 +439,19 @@ func (e *Engine) CreateInvitation(ctx context.Context, a protocol.Actor, spec In
 	if lim := e.cfg.Limits.MaxInvitees; lim > 0 && len(invitees) > lim {
 		return "", protocol.ErrListTooLarge.WithMessage("inviteeList has %d users; the limit is %d", len(invitees), lim)
 	}
-	seen := make(map[string]struct{}, len(invitees))
+	var seen map[string]struct{} // one invitee (a call): no list to check
+	if len(invitees) > 1 {
+		seen = make(map[string]struct{}, len(invitees))
+	}
 	for _, u := range invitees {
 		if !protocol.ValidUserID(u) {
 			return "", protocol.ErrInvalidParameter.WithMessage("invalid user ID %q", u)
 		}
 		if u == a.UserID {
 			return "", protocol.ErrInvalidParameter.WithMessage("cannot invite yourself")
+		}
+		if seen == nil {
+			continue
 		}
 		if _, dup := seen[u]; dup {
 			return "", protocol.ErrInvalidParameter.WithMessage("user %q is listed twice", u)
@@ -459,12 +470,15 @@ func (e *Engine) CreateInvitation(ctx context.Context, a protocol.Actor, spec In
 	}
 
 	var id string
-	h := txHint{users: append([]string{a.UserID}, invitees...), sentBy: []string{a.UserID}, ringing: invitees}
-	if spec.ID != "" {
-		h.invs = []string{spec.ID}
-	}
-	if spec.GroupID != "" {
-		h.groups = []string{spec.GroupID}
+	var h txHint // what the Redis backend reads; standalone: nothing
+	if e.cl != nil {
+		h = txHint{users: append([]string{a.UserID}, invitees...), sentBy: []string{a.UserID}, ringing: invitees}
+		if spec.ID != "" {
+			h.invs = []string{spec.ID}
+		}
+		if spec.GroupID != "" {
+			h.groups = []string{spec.GroupID}
+		}
 	}
 	err = e.doHint(ctx, h, func(t tx) error {
 		if e.closing(t) {
@@ -559,6 +573,15 @@ func (r rules) checkPending(t tx, inviter string, invitees []string, onlineOnly 
 	return nil
 }
 
+// invHint is the hint of an op on invitation id: that invitation, read by
+// the Redis backend; standalone, nothing.
+func (e *Engine) invHint(id string) txHint {
+	if e.cl == nil {
+		return txHint{}
+	}
+	return txHint{invs: []string{id}}
+}
+
 // Accept is an invitee's acceptance.
 func (e *Engine) Accept(ctx context.Context, a protocol.Actor, args protocol.InviteIDArgs) error {
 	return e.answer(ctx, a, args, ActionAccept)
@@ -573,7 +596,7 @@ func (e *Engine) answer(ctx context.Context, a protocol.Actor, args protocol.Inv
 	if err := e.checkData(args.Data); err != nil {
 		return err
 	}
-	return e.doHint(ctx, txHint{invs: []string{args.InviteID}}, func(t tx) error { return e.rules.answer(t, a, args, action) })
+	return e.doHint(ctx, e.invHint(args.InviteID), func(t tx) error { return e.rules.answer(t, a, args, action) })
 }
 
 // answer decides an invitee's accept or reject; the last answer ends the
@@ -630,7 +653,7 @@ func (e *Engine) Cancel(ctx context.Context, a protocol.Actor, args protocol.Inv
 	if err := e.checkData(args.Data); err != nil {
 		return err
 	}
-	return e.doHint(ctx, txHint{invs: []string{args.InviteID}}, func(t tx) error { return e.rules.cancel(t, a, args) })
+	return e.doHint(ctx, e.invHint(args.InviteID), func(t tx) error { return e.rules.cancel(t, a, args) })
 }
 
 func (r rules) cancel(t tx, a protocol.Actor, args protocol.InviteIDArgs) error {
@@ -667,7 +690,7 @@ func (e *Engine) ModifyInvitation(ctx context.Context, a protocol.Actor, args pr
 	if err := e.checkData(args.Data); err != nil {
 		return err
 	}
-	return e.doHint(ctx, txHint{invs: []string{args.InviteID}}, func(t tx) error { return e.rules.modify(t, a, args) })
+	return e.doHint(ctx, e.invHint(args.InviteID), func(t tx) error { return e.rules.modify(t, a, args) })
 }
 
 func (r rules) modify(t tx, a protocol.Actor, args protocol.InviteIDArgs) error {

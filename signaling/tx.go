@@ -3,6 +3,7 @@ package signaling
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
@@ -237,7 +238,7 @@ func (e *Engine) doOr(ctx context.Context, decide func(tx) error, failed func())
 	now := e.clock.Now()
 	outMuts, err := e.encode(t.evs, now)
 	if err == nil {
-		err = e.commit(ctx, append(storeBatch(changes), outMuts...))
+		err = e.commit(ctx, append(storeBatch(changes, len(outMuts)), outMuts...))
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -271,28 +272,27 @@ func (e *Engine) doOr(ctx context.Context, decide func(tx) error, failed func())
 // states with it, so writing them first would be work for nothing. The
 // decision still states them (SetInviteeState with From): they are applied,
 // compared and set, in the engine's view.
-func storeBatch(changes []change) []Mutation {
-	var deleted map[string]bool
+func storeBatch(changes []change, extra int) []Mutation {
+	// The deleted invitations, in a small list (an op deletes one or none).
+	var buf [2]string
+	deleted := buf[:0]
 	for _, c := range changes {
 		if d, ok := c.m.(DeleteInvitation); ok && c.store {
-			if deleted == nil {
-				deleted = make(map[string]bool)
-			}
-			deleted[d.InviteID] = true
+			deleted = append(deleted, d.InviteID)
 		}
 	}
-	muts := make([]Mutation, 0, len(changes))
+	muts := make([]Mutation, 0, len(changes)+extra)
 	for _, c := range changes {
 		if !c.store {
 			continue
 		}
 		switch m := c.m.(type) {
 		case SetInviteeState:
-			if deleted[m.InviteID] {
+			if slices.Contains(deleted, m.InviteID) {
 				continue
 			}
 		case SetInvitationData:
-			if deleted[m.InviteID] {
+			if slices.Contains(deleted, m.InviteID) {
 				continue
 			}
 		}

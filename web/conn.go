@@ -3,6 +3,7 @@ package web
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -175,26 +176,45 @@ func (c *conn) writer() {
 }
 
 // writeFrames writes frames as text messages, gathered into as few writes
-// to the socket as batchFlushBytes allows.
+// to the socket as batchFlushBytes allows. The messages are framed here
+// (appendTextFrame: the frame gorilla's WriteMessage writes for a server
+// without compression, byte for byte), straight into the batch: no copy
+// through gorilla's write buffer, no lock and deadline per frame (issue 16).
+// Only the writer writes data frames; gorilla's WriteControl (pings, the
+// close) is used by the writer too, never while a batch is open.
 func (c *conn) writeFrames(frames [][]byte) bool {
 	if len(frames) == 0 {
 		return true
 	}
-	_ = c.ws.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
+	deadline := time.Now().Add(c.srv.cfg.WriteTimeout)
 	c.out.begin()
+	_ = c.out.SetWriteDeadline(deadline) // noted by the open batch, set at flush
 	for _, frame := range frames {
-		if err := c.ws.WriteMessage(websocket.TextMessage, frame); err != nil {
-			c.out.discard()
-			return false
-		}
-		if c.out.buffered() >= batchFlushBytes {
+		if c.out.appendTextFrame(frame) >= batchFlushBytes {
 			if c.out.flush() != nil {
 				return false
 			}
 			c.out.begin()
+			_ = c.out.SetWriteDeadline(deadline)
 		}
 	}
 	return c.out.flush() == nil
+}
+
+// appendTextFrame appends payload to b as one final, unmasked WebSocket
+// text frame (RFC 6455 5.2: what a server sends) and returns len(b).
+func appendTextFrame(b, payload []byte) []byte {
+	const finText = 0x80 | websocket.TextMessage
+	switch n := len(payload); {
+	case n <= 125:
+		b = append(b, finText, byte(n))
+	case n <= 0xffff:
+		b = append(b, finText, 126, byte(n>>8), byte(n))
+	default:
+		b = append(b, finText, 127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	return append(b, payload...)
 }
 
 // closing runs the end of the writer once done is closed: flush the queue if
@@ -591,18 +611,20 @@ func (q *frameQueue) endReplay() {
 }
 
 // batchConn is the socket under a connection's websocket.Conn. While the
-// writer has a batch open (begin), what gorilla writes is gathered in one
-// buffer, borrowed from batchPool, and goes to the socket in one write at
-// flush; otherwise writes go through at once. gorilla calls Write for one
-// frame at a time, under its own write lock.
+// writer has a batch open (begin), the data frames it adds
+// (appendTextFrame) and what gorilla writes (a control frame: gorilla calls
+// Write for one frame at a time, under its own write lock) are gathered in
+// one buffer, borrowed from batchPool, and go to the socket in one write at
+// flush; otherwise writes go through at once. The socket is read and
+// written through rawIO when it has a file descriptor.
 //
-// The write deadline gorilla sets before each frame is only noted while a
-// batch is open, and set on the socket once, at flush: one deadline per
-// write to the socket rather than per frame. abortWrites (the slow
-// consumer's stop) sets it at once, and it then stays: a flush does not
-// undo it.
+// A write deadline set while a batch is open is only noted, and set on the
+// socket once, at flush: one deadline per write to the socket rather than
+// per frame. abortWrites (the slow consumer's stop) sets it at once, and it
+// then stays: a flush does not undo it.
 type batchConn struct {
 	net.Conn
+	raw      *rawIO     // the socket's reads and writes (nil: Conn's own)
 	pool     *sync.Pool // the server's batch buffers (*[]byte)
 	mu       sync.Mutex // guards buf, deadline and aborted, and the socket's write deadline; never held across I/O
 	buf      *[]byte    // the open batch; nil: none
@@ -647,7 +669,22 @@ func (b *batchConn) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	b.mu.Unlock()
+	return b.write(p)
+}
+
+// write writes p to the socket.
+func (b *batchConn) write(p []byte) (int, error) {
+	if b.raw != nil {
+		return b.raw.Write(p)
+	}
 	return b.Conn.Write(p)
+}
+
+func (b *batchConn) Read(p []byte) (int, error) {
+	if b.raw != nil {
+		return b.raw.Read(p)
+	}
+	return b.Conn.Read(p)
 }
 
 // begin opens a batch (the writer's).
@@ -658,13 +695,12 @@ func (b *batchConn) begin() {
 	b.mu.Unlock()
 }
 
-// buffered is the size of the open batch.
-func (b *batchConn) buffered() int {
+// appendTextFrame adds payload to the open batch as a text message
+// (appendTextFrame) and returns the size of the batch.
+func (b *batchConn) appendTextFrame(payload []byte) int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.buf == nil {
-		return 0
-	}
+	*b.buf = appendTextFrame(*b.buf, payload)
 	return len(*b.buf)
 }
 
@@ -675,17 +711,10 @@ func (b *batchConn) flush() error {
 		return nil
 	}
 	if err == nil && len(*buf) > 0 {
-		_, err = b.Conn.Write(*buf)
+		_, err = b.write(*buf)
 	}
 	b.put(buf)
 	return err
-}
-
-// discard closes the batch without writing it (the connection is failing).
-func (b *batchConn) discard() {
-	if buf := b.close(); buf != nil {
-		b.put(buf)
-	}
 }
 
 // closeForWrite closes the batch and sets the write deadline it asked for,
@@ -700,14 +729,6 @@ func (b *batchConn) closeForWrite() (*[]byte, error) {
 		return buf, nil
 	}
 	return buf, b.Conn.SetWriteDeadline(deadline) // sets a timer: no I/O
-}
-
-func (b *batchConn) close() *[]byte {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	buf := b.buf
-	b.buf, b.deadline, b.asked = nil, time.Time{}, false
-	return buf
 }
 
 func (b *batchConn) put(buf *[]byte) {
@@ -735,6 +756,6 @@ func (h *hijackConn) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	h.out = &batchConn{Conn: nc, pool: h.pool}
+	h.out = &batchConn{Conn: nc, raw: newRawIO(nc), pool: h.pool}
 	return h.out, brw, nil
 }
