@@ -233,42 +233,41 @@ func startRedisOnce(ctx context.Context, bin, dir, aof string) (*redisServer, er
 // waitListening dials the server's port until it accepts a connection,
 // the process exits or redisReadyTimeout passes.
 func (r *redisServer) waitListening(ctx context.Context) error {
-	deadline := time.Now().Add(redisReadyTimeout)
-	for {
+	return r.poll(ctx, "listening", func() error {
 		c, err := net.DialTimeout("tcp", r.addr, time.Second)
 		if err == nil {
-			return c.Close()
+			err = c.Close()
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("not listening within %v: %w", redisReadyTimeout, err)
-		}
-		select {
-		case werr := <-r.waitc:
-			r.waitc <- werr
-			return fmt.Errorf("exited before listening (%v)", werr)
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+		return err
+	})
 }
 
 // waitReady polls PING until it answers, the process exits or
 // redisReadyTimeout passes.
 func (r *redisServer) waitReady(ctx context.Context) error {
+	return r.poll(ctx, "answering PING", func() error {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		return r.rdb.Ping(pctx).Err()
+	})
+}
+
+// poll runs try every 10 ms until it succeeds, the process exits or
+// redisReadyTimeout passes; what names the wait in its errors.
+func (r *redisServer) poll(ctx context.Context, what string, try func() error) error {
 	deadline := time.Now().Add(redisReadyTimeout)
 	for {
-		pctx, cancel := context.WithTimeout(ctx, time.Second)
-		err := r.rdb.Ping(pctx).Err()
-		cancel()
+		err := try()
 		if err == nil {
 			return nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("no answer to PING within %v: %w", redisReadyTimeout, err)
+			return fmt.Errorf("not %s within %v: %w", what, redisReadyTimeout, err)
 		}
 		select {
 		case werr := <-r.waitc:
 			r.waitc <- werr
-			return fmt.Errorf("exited before answering PING (%v)", werr)
+			return fmt.Errorf("exited before %s (%v)", what, werr)
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
