@@ -58,7 +58,8 @@ var wantDefaults = Config{
 		AdvertiseAddr: "",
 		Redis:         redisdb.Config{Addr: "", Username: "", Password: "", DB: 0, TLS: false, CAFile: "", KeyPrefix: "switchboard:"},
 		Knobs: cluster.Config{NodeTTL: 3 * time.Second, CleanupLease: 10 * time.Second, TimerPoll: 200 * time.Millisecond,
-			TimerLease: 5 * time.Second, TimerBatch: 100, StreamMaxLen: 10000, StreamBatch: 100, OpTimeout: time.Second, MaxBackoff: time.Second},
+			TimerLease: 5 * time.Second, TimerBatch: 100, StreamMaxLen: 10000, StreamBatch: 100, OpTimeout: time.Second, MaxBackoff: time.Second,
+			OpLanes: 2, OpGangMax: 32, OpGangWait: 50 * time.Millisecond},
 	},
 	Auth: web.AuthConfig{Secret: []byte{}, Dev: true, DevTokenTTL: 24 * time.Hour},
 	Signaling: signaling.Config{
