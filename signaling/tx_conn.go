@@ -315,9 +315,11 @@ func (g *gangs) gang(members []*gangMember, reqs chan gangReq, timer *time.Timer
 	// (none if one has none, as alone: then the connection's timeouts
 	// bound each round trip); not their ends: a member whose context ends
 	// still gets the lane's answers, and the others' rounds go on.
-	ctx, cancel := context.WithCancel(context.WithoutCancel(members[0].ctx))
+	base := context.WithoutCancel(members[0].ctx)
+	ctx, cancel := context.WithCancel(base)
 	if dl, ok := latestDeadline(members); ok {
-		ctx, cancel = context.WithDeadline(context.WithoutCancel(members[0].ctx), dl)
+		cancel()
+		ctx, cancel = context.WithDeadline(base, dl)
 	}
 	defer cancel()
 	var execs, refused int64
