@@ -98,6 +98,26 @@ func (x *fastFixture) send(t *testing.T, seq uint16) {
 	}
 }
 
+// nack sends a NACK of seqs for SSRC 1111 and checks that each is resent.
+func (x *fastFixture) nack(t *testing.T, seqs ...uint16) {
+	t.Helper()
+	raw, _ := rtcp.Marshal([]rtcp.Packet{&rtcp.TransportLayerNack{MediaSSRC: 1111, Nacks: rtcp.NackPairsFromSequenceNumbers(seqs)}})
+	x.nacks <- raw
+	if _, _, err := x.read.Read(make([]byte, 1500), nil); err != nil {
+		t.Fatal(err)
+	}
+	got := map[uint16]bool{}
+	for range seqs {
+		got[x.receive(t).SequenceNumber] = true
+	}
+	for _, s := range seqs {
+		if !got[s] {
+			t.Errorf("resent %v, want %v", got, seqs)
+			return
+		}
+	}
+}
+
 // receive decrypts the next datagram; it fails the test when it does not
 // arrive or does not decrypt.
 func (x *fastFixture) receive(t *testing.T) rtp.Packet {
@@ -149,18 +169,7 @@ func TestFastPathRolloverNackAndReports(t *testing.T) {
 	}
 
 	// NACK of a packet from before the wrap (ROC 0) and one after.
-	raw, _ := rtcp.Marshal([]rtcp.Packet{&rtcp.TransportLayerNack{MediaSSRC: 1111, Nacks: rtcp.NackPairsFromSequenceNumbers([]uint16{65533, 2})}})
-	x.nacks <- raw
-	if _, _, err := x.read.Read(make([]byte, 1500), nil); err != nil {
-		t.Fatal(err)
-	}
-	got := map[uint16]bool{}
-	for range 2 {
-		got[x.receive(t).SequenceNumber] = true
-	}
-	if !got[65533] || !got[2] {
-		t.Errorf("resent %v, want 65533 and 2", got)
-	}
+	x.nack(t, 65533, 2)
 
 	// A sender report counts the 12 packets (not the resends) and their
 	// payload octets, as Pion's path does.
@@ -421,18 +430,7 @@ func TestFastPathFanOutWritesDirect(t *testing.T) {
 	}
 
 	// The NACK responder holds the directly written packets.
-	raw, _ := rtcp.Marshal([]rtcp.Packet{&rtcp.TransportLayerNack{MediaSSRC: 1111, Nacks: rtcp.NackPairsFromSequenceNumbers([]uint16{4, 9})}})
-	x.nacks <- raw
-	if _, _, err := x.read.Read(make([]byte, 1500), nil); err != nil {
-		t.Fatal(err)
-	}
-	got := map[uint16]bool{}
-	for range 2 {
-		got[x.receive(t).SequenceNumber] = true
-	}
-	if !got[4] || !got[9] {
-		t.Errorf("resent %v, want 4 and 9", got)
-	}
+	x.nack(t, 4, 9)
 
 	// Sender reports: the 10 packets (2 through the chain, 8 direct, not
 	// the resends), 40 octets, RTP time from the last frame.
