@@ -201,3 +201,87 @@ func TestOpenRawConnsWork(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// The pool's peek (peekConn): with nothing to read the callback is not run
+// (its own peek would find EAGAIN and leave the check at healthy); with
+// data waiting or the peer gone it runs, and finds that.
+func TestPeekConnRunsTheCallbackOnlyWhenTheSocketHasSomething(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		accepted <- c
+	}()
+	d, err := rawDialer((&net.Dialer{Timeout: time.Second}).DialContext)(t.Context(), "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	peer := <-accepted
+	if peer == nil {
+		t.Fatal("accept failed")
+	}
+	rc, err := d.(syscall.Conn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// peek is go-redis's callback (internal/pool.checkSyscallConn).
+	peek := func() (ran bool, n int, perr error) {
+		err := rc.Read(func(fd uintptr) bool {
+			ran = true
+			var b [1]byte
+			n, _, perr = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			return true
+		})
+		if err != nil {
+			t.Fatalf("RawConn.Read: %v", err)
+		}
+		return ran, n, perr
+	}
+	if ran, _, _ := peek(); ran {
+		t.Error("the callback ran on an empty socket")
+	}
+	if _, err := peer.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ran, n, perr := peek()
+		if ran {
+			if n != 1 || perr != nil {
+				t.Errorf("the callback's peek with data waiting: %d, %v", n, perr)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the callback never ran with data waiting")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	buf := make([]byte, 1)
+	if _, err := io.ReadFull(d, buf); err != nil {
+		t.Fatal(err)
+	}
+	_ = peer.Close()
+	for {
+		ran, n, perr := peek()
+		if ran {
+			if n != 0 || perr != nil {
+				t.Errorf("the callback's peek after the peer closed: %d, %v; want 0, nil (the end)", n, perr)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the callback never ran after the peer closed")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
