@@ -122,8 +122,9 @@ type GangConfig struct {
 type gangs struct {
 	rdb     redis.UniversalClient
 	cfg     GangConfig
-	join    chan *gangMember
-	joining atomic.Int32 // attempts waiting for a lane (tests)
+	join    chan *gangMember // each with its first request
+	scratch sync.Pool        // redis.Pipeliner: the members' queues
+	joining atomic.Int32     // attempts waiting for a lane (tests)
 	done    chan struct{}
 	wg      sync.WaitGroup
 	closed  sync.Once
@@ -199,41 +200,49 @@ type gangReq struct {
 
 // gangMember is an attempt's side of a lane (its txConn).
 type gangMember struct {
+	g       *gangs
 	ctx     context.Context // its operation's (the lane's round trips carry its values)
-	reqs    chan<- gangReq
-	reply   chan error // the lane's answer to each request, and its start
+	first   gangReq         // its first request, sent with its join
+	reqs    chan<- gangReq  // its lane's, set by the lane before it answers the first request
+	reply   chan error      // the lane's answer to each request
 	scratch redis.Pipeliner
 	watch   []string // the keys it WATCHed (read by the lane after a request)
 }
 
-// run runs body as a member of a lane, or alone if no lane takes it
-// before ctx ends or the node closes.
+// run runs body as a member of a lane. The attempt joins a lane with its
+// first request (one hand-off fewer than a join answered before the first
+// request), so an attempt that asks nothing never takes a lane's place.
 func (g *gangs) run(ctx context.Context, body func(txConn) error) error {
-	m := &gangMember{ctx: ctx, reply: make(chan error, 1), scratch: g.rdb.Pipeline()}
-	g.joining.Add(1)
-	select {
-	case g.join <- m:
-		g.joining.Add(-1)
-	case <-ctx.Done():
-		g.joining.Add(-1)
-		return ctx.Err()
-	case <-g.done:
-		g.joining.Add(-1)
-		return errors.New("signaling: cluster node closing")
+	m := &gangMember{g: g, ctx: ctx, reply: make(chan error, 1)}
+	if p, ok := g.scratch.Get().(redis.Pipeliner); ok {
+		m.scratch = p
+	} else {
+		m.scratch = g.rdb.Pipeline()
 	}
-	if err := <-m.reply; err != nil {
-		return err
-	}
-	// Even if body panics (a recovered panic must not hold the lane).
-	defer func() { m.reqs <- gangReq{m: m, kind: gangLeave} }()
+	defer func() {
+		// Even if body panics (a recovered panic must not hold the lane).
+		if m.reqs != nil {
+			m.reqs <- gangReq{m: m, kind: gangLeave}
+		}
+		m.scratch.Discard()
+		g.scratch.Put(m.scratch)
+	}()
 	return body(m)
 }
 
 // ask sends r and waits for the lane's answer; a failure of the round as
-// a whole goes to each of r's commands that has no error of its own.
+// a whole goes to each of r's commands that has no error of its own. The
+// first request joins a lane; if none takes it before ctx ends or the node
+// closes, or the lane cannot start (no connection), it fails, and so does
+// every later one that would join again.
 func (m *gangMember) ask(r gangReq) error {
-	m.reqs <- r
-	err := <-m.reply
+	var err error
+	if m.reqs != nil {
+		m.reqs <- r
+		err = <-m.reply
+	} else {
+		err = m.join(r)
+	}
 	if err != nil {
 		for _, c := range r.cmds {
 			if c.Err() == nil {
@@ -242,6 +251,25 @@ func (m *gangMember) ask(r gangReq) error {
 		}
 	}
 	return err
+}
+
+// join sends r, m's first request, with m's join, and waits for the
+// lane's answer to it.
+func (m *gangMember) join(r gangReq) error {
+	g := m.g
+	m.first = r
+	g.joining.Add(1)
+	select {
+	case g.join <- m:
+		g.joining.Add(-1)
+	case <-m.ctx.Done():
+		g.joining.Add(-1)
+		return m.ctx.Err()
+	case <-g.done:
+		g.joining.Add(-1)
+		return errors.New("signaling: cluster node closing")
+	}
+	return <-m.reply
 }
 
 func (m *gangMember) queue(f func(redis.Pipeliner)) []redis.Cmder {
@@ -325,14 +353,15 @@ func (g *gangs) gang(members []*gangMember, reqs chan gangReq, timer *time.Timer
 	var execs, refused int64
 	defer func() { g.stats.add(int64(len(members)), execs, refused) }()
 	err := g.rdb.Watch(ctx, func(rtx *redis.Tx) error {
+		pending := make([]gangReq, 0, len(members))
 		for _, m := range members {
 			m.reqs = reqs
-			m.reply <- nil
+			pending = append(pending, m.first)
+			m.first = gangReq{}
 		}
 		active := len(members)
 		armed := false // a WATCH sent since the last EXEC
 		spent := false // the EXEC ran: every later request is refused
-		var pending []gangReq
 		for active > 0 {
 			// Wait until every active member asked something, or g.cfg.Wait
 			// passed with at least one request pending.
@@ -419,9 +448,12 @@ func (g *gangs) gang(members []*gangMember, reqs chan gangReq, timer *time.Timer
 		return nil
 	})
 	if err != nil {
-		// Only before the function ran (it returns nil): nobody started.
+		// Only before the function ran (it returns nil): nobody started,
+		// and their first requests fail (m.reqs stays nil: no leave).
 		for _, m := range members {
-			m.reply <- err
+			r := m.first
+			m.first = gangReq{}
+			m.reply <- roundErr(r.cmds, err)
 		}
 	}
 }

@@ -50,7 +50,14 @@ func runLane(t *testing.T, g *gangs, ops []laneOp) []error {
 	hold, held := make(chan struct{}), make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		_ = g.run(context.Background(), func(txConn) error {
+		_ = g.run(context.Background(), func(conn txConn) error {
+			// An attempt joins a lane with its first request.
+			if _, err := conn.Pipelined(context.Background(), func(p redis.Pipeliner) error {
+				p.Ping(context.Background())
+				return nil
+			}); err != nil {
+				t.Errorf("the holder's read: %v", err)
+			}
 			close(held)
 			<-hold
 			return nil
@@ -238,5 +245,84 @@ func TestGangWriteKeys(t *testing.T) {
 	p.Do(ctx, "sunionstore", "dst", "a", "b")
 	if _, known := gangWriteKeys(p.Cmds()); known {
 		t.Fatal("SUNIONSTORE's keys reported as known")
+	}
+}
+
+// TestLaneJoinsWithFirstRequest: an attempt joins a lane with its first
+// request, not before: one that asks nothing runs at once while the only
+// lane is busy, and one whose context ends while it waits for a lane gets
+// the context's error on its first request's commands, sends no leave, and
+// the lane serves the next attempts.
+func TestLaneJoinsWithFirstRequest(t *testing.T) {
+	srv := redistest.Start(t)
+	g := newGangs(srv.Client(), GangConfig{Lanes: 1, Max: 8, Wait: time.Second})
+	defer g.close()
+	hold, held := make(chan struct{}), make(chan struct{})
+	release := sync.OnceFunc(func() { close(hold) })
+	defer release() // before g.close, if the test fails while the lane is held
+	holderDone := make(chan error, 1)
+	go func() {
+		holderDone <- g.run(context.Background(), func(conn txConn) error {
+			_, err := conn.Pipelined(context.Background(), func(p redis.Pipeliner) error {
+				p.Ping(context.Background())
+				return nil
+			})
+			close(held)
+			<-hold
+			return err
+		})
+	}()
+	<-held
+
+	idle := make(chan error, 1)
+	go func() { idle <- g.run(context.Background(), func(txConn) error { return nil }) }()
+	select {
+	case err := <-idle:
+		if err != nil {
+			t.Fatalf("an attempt that asks nothing: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("an attempt that asks nothing waited for the busy lane")
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var cmds []redis.Cmder
+	late := make(chan error, 1)
+	go func() {
+		late <- g.run(ctx, func(conn txConn) error {
+			var err error
+			cmds, err = conn.read(ctx, []string{"lane:join:k"}, func(p redis.Pipeliner) { p.Get(ctx, "lane:join:k") })
+			return err
+		})
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for g.joining.Load() < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the attempt does not wait for the lane")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if err := <-late; !errors.Is(err, context.Canceled) {
+		t.Fatalf("an attempt whose context ended before a lane took it: %v", err)
+	}
+	for _, c := range cmds {
+		if !errors.Is(c.Err(), context.Canceled) {
+			t.Errorf("its command %v: %v, want the context's error", c.Args(), c.Err())
+		}
+	}
+
+	release()
+	if err := <-holderDone; err != nil {
+		t.Fatalf("holder: %v", err)
+	}
+	if err := runLane(t, g, []laneOp{{name: "a", reads: []string{"lane:join:a"}, writes: []string{"lane:join:a"}}}); err[0] != nil {
+		t.Fatalf("the lane after: %v", err[0])
+	}
+	if v := srv.Client().Get(context.Background(), "lane:join:a").Val(); v != "a" {
+		t.Fatalf("the write after: %q", v)
+	}
+	if st := g.stats.get(); st.Members != 3 {
+		t.Errorf("stats %+v: want 3 members (the holder, runLane's holder and op), not the idle or the cancelled attempt", st)
 	}
 }

@@ -138,6 +138,8 @@ func (c Config) Options() (*redis.Options, error) {
 		}
 		opts.TLSConfig = tc
 	}
+	// Reads and writes without the scheduler's system-call state (rawConn).
+	opts.Dialer = rawDialer(redis.NewDialer(opts))
 	return opts, nil
 }
 
