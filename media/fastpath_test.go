@@ -84,7 +84,7 @@ func newFastFixture(t testing.TB, rtx bool) *fastFixture {
 	t.Cleanup(func() {
 		_ = srI.Close()
 		_ = nackI.Close()
-		_ = send.Close()
+		_ = x.f.conn.Close()
 		_ = recv.Close()
 	})
 	return x
