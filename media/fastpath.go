@@ -527,17 +527,22 @@ func (r *sendStreams) lookup(ssrc uint32) *sendStream {
 
 // writeDirect sends one forwarded packet of s on the fast path, doing
 // first what the chain above fastPathTail does for it: the sender reports
-// count it (now is the fan-out's time), the NACK responder keeps it.
-// handled is false when the connection is not on the fast path (the
+// count it (now is the fan-out's time), the NACK responder keeps it (in
+// hist, the track's shared history that the fan-out wrote it to, when not
+// nil). handled is false when the connection is not on the fast path (the
 // caller writes through the chain). batch is the fan-out's batch, which
 // h.SSRC is registered with.
-func (f *fastPath) writeDirect(s *sendStream, batch *sendBatch, h *rtp.Header, payload []byte, now time.Time) (handled bool, err error) {
+func (f *fastPath) writeDirect(s *sendStream, batch *sendBatch, hist *trackHistory, h *rtp.Header, payload []byte, now time.Time) (handled bool, err error) {
 	if f.state.Load() != fastOn {
 		return false, nil
 	}
 	s.reports.count(h, len(payload), now)
 	if s.nack != nil {
-		s.nack.record(h, payload)
+		if hist != nil {
+			s.nack.share(hist, h)
+		} else {
+			s.nack.record(h, payload)
+		}
 	}
 	var roc *sendROC
 	if f.gcm != nil {

@@ -461,3 +461,86 @@ reports:
 		t.Errorf("%v allocations per fan-out on the fast path, want 0", n)
 	}
 }
+
+// A video track's fan-out stores each packet once in the track's shared
+// history (trackHistory); the subscriber streams it writes directly keep
+// none of their own, and resend from it with their own SSRC and payload
+// type (or over RTX, with RTX sequence numbers drawn at the resend);
+// packets written through the chain before the switch are resent from
+// the stream's own history.
+func TestFastPathSharesTrackNackHistory(t *testing.T) {
+	for _, rtx := range []bool{false, true} {
+		x := newFastFixture(t, rtx)
+		track := &publishedTrack{kind: webrtc.RTPCodecTypeVideo, counters: x.f.counters, batch: x.f.conn.newBatch(), hist: &trackHistory{}}
+		track.downs.Store(&[]*downTrack{})
+		d := &downTrack{track: track, sub: &Participant{fast: x.f}}
+		d.out.Store(&downBinding{stream: &chainStream{w: x.write}, ssrc: 1111, pt: 96})
+		d.bound.Store(true)
+		d.registerBatch(1111)
+		if !track.addDown(d) {
+			t.Fatal("track closed")
+		}
+		fan := func(seq uint16) {
+			track.fanOut(&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 100, SequenceNumber: seq, Timestamp: 90 * uint32(seq), SSRC: 5}, Payload: []byte{byte(seq >> 8), byte(seq), 0xAB}})
+		}
+		fan(1) // undecided: through the chain
+		x.f.state.Store(fastOn)
+		for seq := uint16(2); seq <= 6; seq++ {
+			fan(seq)
+			x.receive(t)
+		}
+		s := x.f.streams.lookup(1111)
+		if s == nil || s.nack.shared.Load() != track.hist {
+			t.Fatal("the stream does not use the track's history")
+		}
+		for seq := uint16(2); seq <= 6; seq++ {
+			if s.nack.slots[seq%nackHistory].stored {
+				t.Errorf("packet %d stored in the stream's own history", seq)
+			}
+		}
+		raw, _ := rtcp.Marshal([]rtcp.Packet{&rtcp.TransportLayerNack{MediaSSRC: 1111, Nacks: rtcp.NackPairsFromSequenceNumbers([]uint16{1, 3, 5})}})
+		x.nacks <- raw
+		if _, _, err := x.read.Read(make([]byte, 1500), nil); err != nil {
+			t.Fatal(err)
+		}
+		got := map[uint16]bool{}
+		rtxSeqs := map[uint16]bool{}
+		for range 3 {
+			p := x.receive(t)
+			seq := p.SequenceNumber
+			if rtx {
+				if p.SSRC != 2222 || p.PayloadType != 97 || len(p.Payload) < 3 {
+					t.Fatalf("resend %+v, want RTX on 2222, PT 97", p.Header)
+				}
+				rtxSeqs[seq] = true
+				seq = uint16(p.Payload[0])<<8 | uint16(p.Payload[1])
+				p.Payload = p.Payload[2:]
+			} else if p.SSRC != 1111 || p.PayloadType != 96 {
+				t.Fatalf("resend %+v, want SSRC 1111, PT 96", p.Header)
+			}
+			if p.Payload[1] != byte(seq) || p.Payload[2] != 0xAB {
+				t.Errorf("resend of %d carries %x", seq, p.Payload)
+			}
+			got[seq] = true
+		}
+		if !got[1] || !got[3] || !got[5] {
+			t.Errorf("resent %v, want 1, 3, 5", got)
+		}
+		if rtx && len(rtxSeqs) != 3 {
+			t.Errorf("RTX sequence numbers %v, want 3 different", rtxSeqs)
+		}
+		// A second NACK within RTT+5 ms resends nothing.
+		x.nacks <- raw
+		if _, _, err := x.read.Read(make([]byte, 1500), nil); err != nil {
+			t.Fatal(err)
+		}
+		if b, ok := pending(t, x.recv, 100*time.Millisecond); ok {
+			t.Errorf("resent again at once: % x", b[:12])
+		}
+
+		pkt := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 100, SequenceNumber: 6, SSRC: 5}, Payload: []byte{0, 0, 0xAB}}
+		if n := testing.AllocsPerRun(50, func() { pkt.SequenceNumber++; pkt.Timestamp += 90; track.fanOut(pkt) }); n != 0 {
+			t.Errorf("%v allocations per fan-out, want 0", n)
+		}
+	}
+}
