@@ -59,8 +59,8 @@ type fastPath struct {
 	// them, for writeDirect.
 	streams sendStreams
 
-	// gcm, when not nil (an AEAD profile), encrypts while no header
-	// encryption applies (cryptexOn false), without ctx; each SSRC's
+	// gcm, when not nil (an AEAD profile), encrypts the packets header
+	// encryption does not change (see encrypt), without ctx; each SSRC's
 	// rollover counter is then in rocs, for ctx too. Set before the state
 	// becomes fastOn, never changed afterwards.
 	gcm       *gcmSender
@@ -390,10 +390,14 @@ func (f *fastPath) encrypt(buf []byte, h *rtp.Header, payload []byte, hdrLen, si
 		if roc == nil {
 			roc = f.roc(h.SSRC, h.SequenceNumber)
 		}
-		if !f.cryptexOn.Load() {
+		// With header encryption (RFC 9335) a packet with neither header
+		// extension nor CSRC (every forwarded one: fanOut strips the
+		// extensions) is encrypted as without it.
+		if !f.cryptexOn.Load() || (!h.Extension && len(h.CSRC) == 0) {
 			return f.gcm.seal(roc, buf, hdrLen, size, h.SSRC, h.SequenceNumber), nil
 		}
-		// Header encryption: Pion's context, at this SSRC's counter.
+		// Header encryption that changes the packet: Pion's context, at
+		// this SSRC's counter.
 		roc.mu.Lock()
 		defer roc.mu.Unlock()
 		f.mu.Lock()

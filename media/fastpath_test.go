@@ -323,16 +323,25 @@ func TestFastPathFollowsCryptex(t *testing.T) {
 	if p := x.receive(t); p.SequenceNumber != 7 || len(p.CSRC) != 1 || p.CSRC[0] != 42 {
 		t.Errorf("got %+v", p.Header)
 	}
+	// Neither CSRC nor extension (every forwarded packet): header
+	// encryption changes nothing, the fast path's own AEAD sender takes it.
+	plain := &rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: 8, SSRC: 1111}
+	if _, err := x.write.Write(plain, []byte{4, 5, 6}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if p := x.receive(t); p.SequenceNumber != 8 || p.Payload[0] != 4 {
+		t.Errorf("got %+v", p.Header)
+	}
 
 	x.f.remoteDescription("v=0\r\n")
 	if err := x.dec.UpdateOptions(srtp.Cryptex(srtp.CryptexModeDisabled)); err != nil {
 		t.Fatal(err)
 	}
-	h.SequenceNumber = 8
+	h.SequenceNumber = 9
 	if _, err := x.write.Write(h, []byte{1, 2, 3}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if p := x.receive(t); p.SequenceNumber != 8 || p.CSRC[0] != 42 {
+	if p := x.receive(t); p.SequenceNumber != 9 || p.CSRC[0] != 42 {
 		t.Errorf("got %+v", p.Header)
 	}
 }

@@ -32,8 +32,9 @@ import (
 // main SSRC; a NACKed packet still held is resent at most once per RTT+5 ms
 // (RTT from the subscriber's report blocks), on the RTX SSRC with the
 // original sequence number in front of the payload (RFC 4588) when RTX was
-// negotiated, else as it was; RTX sequence numbers are drawn per stored
-// packet from one random-start counter per PeerConnection; resends are
+// negotiated, else as it was; RTX sequence numbers are drawn from one
+// random-start counter per PeerConnection, per stored packet (or, for a
+// packet of a track's shared history, trackHistory, per resend); resends are
 // written below the stats and report interceptors, straight to SRTP, from a
 // goroutine per NACK. Pion's bitrate cap on resends applies only when a
 // congestion controller sets a target bitrate, which the SFU does not run.

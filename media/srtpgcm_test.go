@@ -32,6 +32,12 @@ func TestGCMSenderLikePion(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// Header encryption (cryptex) leaves a packet with neither
+		// extension nor CSRC as it is without it.
+		pionCryptex, err := srtp.CreateContext(tc.key, testMasterSalt, tc.profile, srtp.Cryptex(srtp.CryptexModeEnabled))
+		if err != nil {
+			t.Fatal(err)
+		}
 		roc := &sendROC{t: seqTracker{index: 65533}}
 		for i, seq := range []uint16{65533, 65534, 65535, 0, 1, 65534, 2} {
 			h := rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: seq, Timestamp: 3000 * uint32(i), SSRC: 0xCAFE}
@@ -59,6 +65,15 @@ func TestGCMSenderLikePion(t *testing.T) {
 			got := g.seal(roc, buf, hdrLen, size, h.SSRC, seq)
 			if !bytes.Equal(got, want) {
 				t.Fatalf("%v seq %d: differs from Pion's context", tc.profile, seq)
+			}
+			if !h.Extension && len(h.CSRC) == 0 {
+				withCryptex, err := pionCryptex.EncryptRTP(nil, plain, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(got, withCryptex) {
+					t.Fatalf("%v seq %d: differs from Pion's context with cryptex", tc.profile, seq)
+				}
 			}
 			out, err := dec.DecryptRTP(nil, got, nil)
 			if err != nil || !bytes.Equal(out, plain) {
