@@ -474,9 +474,10 @@ reports:
 // A video track's fan-out stores each packet once in the track's shared
 // history (trackHistory); the subscriber streams it writes directly keep
 // none of their own, and resend from it with their own SSRC and payload
-// type (or over RTX, with RTX sequence numbers drawn at the resend);
+// type (or over RTX, with RTX sequence numbers drawn at the first resend);
 // packets written through the chain before the switch are resent from
-// the stream's own history.
+// the stream's own history. A packet resent twice over RTX is the same
+// RTX packet.
 func TestFastPathSharesTrackNackHistory(t *testing.T) {
 	for _, rtx := range []bool{false, true} {
 		x := newFastFixture(t, rtx)
@@ -545,6 +546,20 @@ func TestFastPathSharesTrackNackHistory(t *testing.T) {
 		}
 		if b, ok := pending(t, x.recv, 100*time.Millisecond); ok {
 			t.Errorf("resent again at once: % x", b[:12])
+		}
+		// After RTT+5 ms (no RTT measured: 5 ms, long past) a packet is
+		// resent again, over RTX with the RTX sequence number of its
+		// first resend.
+		if rtx {
+			x.nacks <- raw
+			if _, _, err := x.read.Read(make([]byte, 1500), nil); err != nil {
+				t.Fatal(err)
+			}
+			for range 3 {
+				if p := x.receive(t); !rtxSeqs[p.SequenceNumber] {
+					t.Errorf("second resend with RTX sequence number %d, not one of the first %v", p.SequenceNumber, rtxSeqs)
+				}
+			}
 		}
 
 		pkt := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 100, SequenceNumber: 6, SSRC: 5}, Payload: []byte{0, 0, 0xAB}}

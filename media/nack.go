@@ -33,8 +33,8 @@ import (
 // (RTT from the subscriber's report blocks), on the RTX SSRC with the
 // original sequence number in front of the payload (RFC 4588) when RTX was
 // negotiated, else as it was; RTX sequence numbers are drawn from one
-// random-start counter per PeerConnection, per stored packet (or, for a
-// packet of a track's shared history, trackHistory, per resend); resends are
+// random-start counter per PeerConnection, per stored packet (for a packet
+// of a track's shared history, trackHistory, at its first resend); resends are
 // written below the stats and report interceptors, straight to SRTP, from a
 // goroutine per NACK. Pion's bitrate cap on resends applies only when a
 // congestion controller sets a target bitrate, which the SFU does not run.
@@ -108,7 +108,7 @@ type nackSlot struct {
 // type (which the stream puts back when it resends). With a history per
 // subscriber stream each fan-out wrote one cold slot (header and payload
 // reference) per subscriber. RTX sequence numbers are drawn when a packet
-// from it is resent, not when it is stored.
+// from it is first resent, not when it is stored.
 type trackHistory struct {
 	mu      sync.Mutex // guards the fields below
 	slots   [nackHistory]histSlot
@@ -325,8 +325,11 @@ func (r *nackResponder) resend(nack *rtcp.TransportLayerNack) {
 
 // resendOne writes packet seq unless it is gone, being resent, or was
 // resent less than RTT+5 ms ago. A packet from the shared history is sent
-// with the stream's SSRC and payload type, and a fresh RTX sequence
-// number; its slot of the stream's own history keeps its resend state.
+// with the stream's SSRC and payload type; its slot of the stream's own
+// history keeps its resend state and its RTX sequence number, drawn at its
+// first resend and kept for the next ones (as a stored packet's: the
+// same packet resent twice is the same RTX packet, which the receiver's
+// SRTP drops as a replay when it has the first).
 func (s *nackStream) resendOne(seq uint16, now func() time.Time) {
 	s.mu.Lock()
 	slot := &s.slots[seq%nackHistory]
@@ -343,7 +346,11 @@ func (s *nackStream) resendOne(seq uint16, now func() time.Time) {
 		h.SSRC, h.PayloadType = s.ssrc, s.pt
 		if !slot.stored || slot.seq != seq {
 			*slot = nackSlot{stored: true, seq: seq, shared: true}
+			if s.rtxSSRC != 0 {
+				slot.rtxSeq = uint16(s.r.rtxSeq.Add(1) - 1)
+			}
 		}
+		rtxSeq = slot.rtxSeq
 	} else {
 		diff := s.highest - seq
 		if !slot.stored || slot.shared || slot.seq != seq || diff >= 1<<15 || diff >= nackHistory {
@@ -361,9 +368,6 @@ func (s *nackStream) resendOne(seq uint16, now func() time.Time) {
 	s.mu.Unlock()
 
 	if s.rtxSSRC != 0 {
-		if fromShared {
-			rtxSeq = uint16(s.r.rtxSeq.Add(1) - 1)
-		}
 		h, payload = rtxPacket(h, payload, s.rtxSSRC, s.rtxPT, rtxSeq)
 	}
 	_, err := s.writer.Write(&h, payload, interceptor.Attributes{})
