@@ -32,6 +32,13 @@ type batchConn struct {
 	*net.UDPConn
 	raw syscall.RawConn // the same socket, for sendmmsg
 
+	// side is a second socket on the same port that only sends the
+	// batches (batch_linux.go, openSideSocket); nil when it could not be
+	// had (then the batches go through raw). sideClose closes it.
+	side      syscall.RawConn
+	sideClose func() error
+	sideSent  atomic.Uint64 // datagrams sent through side, for tests
+
 	// streams maps a downTrack's SSRC to its forwarder's batch. Replaced
 	// (never modified) under mu, read without a lock on every write.
 	streams atomic.Pointer[map[uint32]*sendBatch]
@@ -76,6 +83,7 @@ func newBatchConn(conn *net.UDPConn) *batchConn {
 	c := &batchConn{UDPConn: conn}
 	if raw, err := conn.SyscallConn(); err == nil {
 		c.raw = raw
+		c.side, c.sideClose = openSideSocket(raw)
 	}
 	c.streams.Store(&map[uint32]*sendBatch{})
 	c.rx.Store(&map[uint32]*rxPath{})
@@ -283,6 +291,15 @@ func (c *batchConn) releaseEmpty() {
 
 // errWouldBlock is a read without waiting that found the socket empty.
 var errWouldBlock = errors.New("media: no datagram waiting")
+
+// Close closes the socket and the side socket.
+func (c *batchConn) Close() error {
+	err := c.UDPConn.Close()
+	if c.sideClose != nil {
+		_ = c.sideClose()
+	}
+	return err
+}
 
 // WriteTo writes through WriteToAddrPort when addr is a UDP address.
 func (c *batchConn) WriteTo(b []byte, addr net.Addr) (int, error) {

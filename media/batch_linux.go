@@ -3,6 +3,7 @@
 package media
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"os"
@@ -37,12 +38,15 @@ type mmsgState struct {
 	from, count int
 	sent        int
 	errno       syscall.Errno
+	again       bool // the side socket's buffer was full
 	write       func(fd uintptr) bool
+	writeSide   func(fd uintptr) bool
 }
 
 func (m *mmsgState) init(b *sendBatch) {
 	m.b = b
 	m.write = m.sendmmsg
+	m.writeSide = m.sendmmsgSide
 	for i := range m.hdrs {
 		m.hdrs[i].Hdr.Iov = &m.iov[i]
 		m.hdrs[i].Hdr.SetIovlen(1)
@@ -52,7 +56,10 @@ func (m *mmsgState) init(b *sendBatch) {
 // send sends the batch's first n datagrams and returns how many it
 // handled: all of them, unless the socket cannot be used (then 0, and the
 // caller writes them one by one). A datagram the kernel refuses (an
-// unreachable destination) is dropped, as a single write's error is.
+// unreachable destination) is dropped, as a single write's error is. The
+// datagrams go through the side socket when there is one; what it cannot
+// take at once (its buffer full) goes through the port's own socket,
+// which waits on the poller as any write.
 func (m *mmsgState) send(n int) int {
 	raw := m.b.conn.raw
 	if raw == nil {
@@ -61,10 +68,16 @@ func (m *mmsgState) send(n int) int {
 	for i := range n {
 		m.fill(i)
 	}
+	side := m.b.conn.side
 	for i := 0; i < n; {
 		m.from, m.count = i, n-i
-		if err := raw.Write(m.write); err != nil {
-			return i // closed
+		m.again = false
+		if side == nil || side.Write(m.writeSide) != nil || m.again {
+			if err := raw.Write(m.write); err != nil {
+				return i // closed
+			}
+		} else if m.sent > 0 {
+			m.b.conn.sideSent.Add(uint64(m.sent))
 		}
 		if m.errno != 0 || m.sent <= 0 {
 			i++ // the kernel refused datagram i
@@ -112,6 +125,109 @@ func (m *mmsgState) sendmmsg(fd uintptr) bool {
 	}
 	m.sent, m.errno = int(r), e
 	return true
+}
+
+// sendmmsgSide runs inside the side socket's RawConn.Write: that socket
+// is not in the poller, so the call never waits (MSG_DONTWAIT); a full
+// buffer sets again.
+func (m *mmsgState) sendmmsgSide(fd uintptr) bool {
+	for {
+		r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&m.hdrs[m.from])), uintptr(m.count), unix.MSG_DONTWAIT, 0, 0)
+		switch e {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			m.again = true
+		default:
+			m.sent, m.errno = int(r), e
+		}
+		return true
+	}
+}
+
+// openSideSocket opens a second UDP socket bound to the address of raw's
+// socket, which only sends: the batches of the fan-outs leave through it.
+//
+// Why: the kernel frees each datagram sent (on the loopback when it is
+// delivered, on a NIC when it is transmitted) and then tells the sending
+// socket's waiters that it is writable (sock_wfree, EPOLLOUT). The port's
+// own socket is in the Go runtime's poller (edge-triggered, read and
+// write), so every datagram sent through it runs the poller's callback
+// under its lock and wakes a thread parked in epoll_wait, which finds
+// nothing to do and parks again: per datagram sent, for every subscriber.
+// The side socket is never polled (a blocking descriptor that os.NewFile
+// leaves out of the poller; its sends do not wait: MSG_DONTWAIT), so
+// nothing waits on it and nobody is woken.
+//
+// Both sockets are in one SO_REUSEPORT group with a classic BPF program
+// that picks the group's first socket, the port's own, for every
+// datagram that arrives: the side socket receives nothing. SO_REUSEPORT
+// is set on the port's socket after its bind (the choice of an ephemeral
+// port is not affected). Any step that fails leaves the port as it was
+// (nil: the batches go through the port's own socket).
+func openSideSocket(raw syscall.RawConn) (syscall.RawConn, func() error) {
+	var (
+		sa      unix.Sockaddr
+		family  int
+		v6only  int
+		failure error
+	)
+	err := raw.Control(func(fd uintptr) {
+		if sa, failure = unix.Getsockname(int(fd)); failure != nil {
+			return
+		}
+		switch sa.(type) {
+		case *unix.SockaddrInet4:
+			family = unix.AF_INET
+		case *unix.SockaddrInet6:
+			family = unix.AF_INET6
+			if v6only, failure = unix.GetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_V6ONLY); failure != nil {
+				return
+			}
+		default:
+			failure = errors.New("media: not an IP socket")
+			return
+		}
+		failure = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	})
+	if err != nil || failure != nil {
+		return nil, nil
+	}
+	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+	if err != nil {
+		return nil, nil
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			_ = unix.Close(fd)
+		}
+	}()
+	if family == unix.AF_INET6 {
+		if unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, v6only) != nil {
+			return nil, nil
+		}
+	}
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1) != nil {
+		return nil, nil
+	}
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 0) // the kernel's minimum
+	if unix.Bind(fd, sa) != nil {
+		return nil, nil
+	}
+	// Until the program is attached the group spreads arrivals over both
+	// sockets; the SFU has no peer yet.
+	first := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0}}
+	if unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF, &unix.SockFprog{Len: 1, Filter: &first[0]}) != nil {
+		return nil, nil
+	}
+	f := os.NewFile(uintptr(fd), "media-side-socket")
+	side, err := f.SyscallConn()
+	if err != nil {
+		return nil, nil
+	}
+	ok = true
+	return side, f.Close
 }
 
 // rawReader reads one datagram with recvfrom(2) made with RawSyscall, for

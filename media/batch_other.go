@@ -25,3 +25,6 @@ func (r *rawReader) read(syscall.RawConn, []byte, bool) (int, netip.AddrPort, bo
 func writeRaw(syscall.RawConn, []byte, netip.AddrPort) (int, bool, error) {
 	return 0, false, nil
 }
+
+// openSideSocket: no side socket on this system.
+func openSideSocket(syscall.RawConn) (syscall.RawConn, func() error) { return nil, nil }

@@ -66,8 +66,9 @@ func newTestBatchConn(t *testing.T, network string, ip net.IP) *batchConn {
 	if err != nil {
 		t.Skipf("listen %s %v: %v", network, ip, err)
 	}
-	t.Cleanup(func() { _ = conn.Close() })
-	return newBatchConn(conn)
+	c := newBatchConn(conn)
+	t.Cleanup(func() { _ = c.Close() })
+	return c
 }
 
 // The datagrams of a registered stream written while its batch is open
@@ -194,8 +195,8 @@ func BenchmarkSendBatch(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				defer conn.Close()
 				c := newBatchConn(conn)
+				defer c.Close()
 				subs := udpReceivers(b, n)
 				done := make(chan struct{})
 				for _, s := range subs {

@@ -59,11 +59,19 @@ type fastPath struct {
 	// them, for writeDirect.
 	streams sendStreams
 
+	// gcm, when not nil (an AEAD profile), encrypts the packets header
+	// encryption does not change (see encrypt), without ctx; each SSRC's
+	// rollover counter is then in rocs, for ctx too. Set before the state
+	// becomes fastOn, never changed afterwards.
+	gcm       *gcmSender
+	cryptexOn atomic.Bool // cryptex is CryptexModeEnabled
+
 	mu      sync.Mutex // guards the fields below
 	ctx     *srtp.Context
 	hdr     rtp.Header             // scratch for EncryptRTP
 	handoff map[uint32]*seqTracker // SSRCs Pion sent before the switch
 	cryptex srtp.CryptexMode       // as the last answer applied declared
+	rocs    map[uint32]*sendROC    // with gcm: the rollover counter of each SSRC sent
 }
 
 const (
@@ -77,7 +85,7 @@ const (
 var errNoDirectRoute = errors.New("media: no direct route to the subscriber")
 
 func newFastPath(conn *batchConn, c *counters) *fastPath {
-	return &fastPath{conn: conn, counters: c, handoff: make(map[uint32]*seqTracker), streams: sendStreams{m: make(map[uint32]*sendStream)}}
+	return &fastPath{conn: conn, counters: c, handoff: make(map[uint32]*seqTracker), rocs: make(map[uint32]*sendROC), streams: sendStreams{m: make(map[uint32]*sendStream)}}
 }
 
 // attach watches pc's selected candidate pair. Called once, before pc
@@ -121,7 +129,7 @@ func (f *fastPath) decide(log *slog.Logger) {
 	if f.state.Load() != fastUndecided {
 		return
 	}
-	ctx, relayed, err := f.prepare()
+	ctx, gcm, relayed, err := f.prepare()
 	if ctx == nil && err == nil && !relayed {
 		log.Debug("subscriber send path undecided: DTLS or ICE not up")
 		return // not ready yet: the next connect decides
@@ -143,42 +151,43 @@ func (f *fastPath) decide(log *slog.Logger) {
 		log.Info("subscriber send path: Pion", "err", err)
 		return
 	}
-	f.ctx = ctx
+	f.ctx, f.gcm = ctx, gcm
 	f.state.Store(fastOn)
 	log.Debug("subscriber send path: fast")
 }
 
-// prepare returns the connection's outgoing SRTP context; nil and no error
-// while not ready; relayed when the selected pair is a relayed one (the
-// connection then stays on Pion's path).
-func (f *fastPath) prepare() (ctx *srtp.Context, relayed bool, err error) {
+// prepare returns the connection's outgoing SRTP context, and its AEAD
+// sender for an AEAD profile; nil and no error while not ready; relayed
+// when the selected pair is a relayed one (the connection then stays on
+// Pion's path).
+func (f *fastPath) prepare() (ctx *srtp.Context, gcm *gcmSender, relayed bool, err error) {
 	dt := f.pc.SCTP().Transport()
 	if dt.State() != webrtc.DTLSTransportStateConnected {
-		return nil, false, nil
+		return nil, nil, false, nil
 	}
 	pair, err := dt.ICETransport().GetSelectedCandidatePair()
 	if err != nil || pair == nil {
-		return nil, false, nil
+		return nil, nil, false, nil
 	}
 	if pair.Local.Typ == webrtc.ICECandidateTypeRelay || pair.Remote.Typ == webrtc.ICECandidateTypeRelay {
-		return nil, true, nil
+		return nil, nil, true, nil
 	}
 	rd := f.pc.RemoteDescription()
 	if rd == nil {
-		return nil, false, nil
+		return nil, nil, false, nil
 	}
 	conn := dtlsConn(dt)
 	if conn == nil {
-		return nil, false, errors.New("media: DTLS connection not reachable")
+		return nil, nil, false, errors.New("media: DTLS connection not reachable")
 	}
-	ctx, err = srtpSendContext(conn, !strings.Contains(rd.SDP, "a=setup:passive"))
+	ctx, gcm, err = srtpSendContext(conn, !strings.Contains(rd.SDP, "a=setup:passive"))
 	if err != nil {
-		return nil, false, err
+		return nil, nil, false, err
 	}
 	if dst, ok := directRoute(pair); ok {
 		f.dst.CompareAndSwap(nil, &dst) // unless the handler has a newer one
 	}
-	return ctx, false, nil
+	return ctx, gcm, false, nil
 }
 
 // cryptexMode is the header encryption (RFC 9335) Pion's own context uses
@@ -200,6 +209,7 @@ func (f *fastPath) remoteDescription(sdp string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.cryptex = cryptexMode(sdp)
+	f.cryptexOn.Store(f.cryptex == srtp.CryptexModeEnabled)
 	if f.ctx != nil {
 		_ = f.ctx.UpdateOptions(srtp.Cryptex(f.cryptex))
 	}
@@ -218,13 +228,14 @@ func dtlsConn(t *webrtc.DTLSTransport) *dtls.Conn {
 }
 
 // srtpSendContext derives the local SRTP keys of conn as Pion does (RFC
-// 5764 section 4.2 keying material, with the negotiated profile). The SFU
-// is the subscriber connection's DTLS server unless the client's answer
-// took the passive role.
-func srtpSendContext(conn *dtls.Conn, server bool) (*srtp.Context, error) {
+// 5764 section 4.2 keying material, with the negotiated profile), and for
+// an AEAD profile also the fast path's own sender (gcmSender). The SFU is
+// the subscriber connection's DTLS server unless the client's answer took
+// the passive role.
+func srtpSendContext(conn *dtls.Conn, server bool) (*srtp.Context, *gcmSender, error) {
 	dp, ok := conn.SelectedSRTPProtectionProfile()
 	if !ok {
-		return nil, errors.New("media: no SRTP profile negotiated")
+		return nil, nil, errors.New("media: no SRTP profile negotiated")
 	}
 	var profile srtp.ProtectionProfile
 	switch dp {
@@ -235,17 +246,34 @@ func srtpSendContext(conn *dtls.Conn, server bool) (*srtp.Context, error) {
 	case dtls.SRTP_AES128_CM_HMAC_SHA1_80:
 		profile = srtp.ProtectionProfileAes128CmHmacSha1_80
 	default:
-		return nil, errors.New("media: unsupported SRTP profile")
+		return nil, nil, errors.New("media: unsupported SRTP profile")
 	}
 	state, ok := conn.ConnectionState()
 	if !ok {
-		return nil, errors.New("media: no DTLS state")
+		return nil, nil, errors.New("media: no DTLS state")
 	}
 	cfg := srtp.Config{Profile: profile}
 	if err := cfg.ExtractSessionKeysFromDTLS(&state, !server); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return srtp.CreateContext(cfg.Keys.LocalMasterKey, cfg.Keys.LocalMasterSalt, profile)
+	return sendKeys(cfg.Keys.LocalMasterKey, cfg.Keys.LocalMasterSalt, profile)
+}
+
+// sendKeys is the SRTP context of a master key and salt, and the AEAD
+// sender for an AEAD profile (nil for the others).
+func sendKeys(key, salt []byte, profile srtp.ProtectionProfile) (*srtp.Context, *gcmSender, error) {
+	ctx, err := srtp.CreateContext(key, salt, profile)
+	if err != nil {
+		return nil, nil, err
+	}
+	if profile != srtp.ProtectionProfileAeadAes128Gcm && profile != srtp.ProtectionProfileAeadAes256Gcm {
+		return ctx, nil, nil
+	}
+	gcm, err := newGCMSender(key, salt)
+	if err != nil {
+		return nil, nil, err
+	}
+	return ctx, gcm, nil
 }
 
 // seqTracker follows one SSRC's extended sequence number on Pion's path
@@ -285,6 +313,12 @@ var datagramPool = sync.Pool{New: func() any {
 // not nil, is the batch h.SSRC is registered with (the caller knows it):
 // no look-up by SSRC.
 func (f *fastPath) write(h *rtp.Header, payload []byte, batch *sendBatch) (handled bool, n int, err error) {
+	return f.writeROC(h, payload, batch, nil)
+}
+
+// writeROC is write with h.SSRC's rollover counter when the caller has it
+// (roc, with gcm), else nil.
+func (f *fastPath) writeROC(h *rtp.Header, payload []byte, batch *sendBatch, roc *sendROC) (handled bool, n int, err error) {
 	switch f.state.Load() {
 	case fastOff:
 		return false, 0, nil
@@ -309,13 +343,13 @@ func (f *fastPath) write(h *rtp.Header, payload []byte, batch *sendBatch) (handl
 		return true, 0, errNoDirectRoute
 	}
 	//lint:ignore SA1019 the writer's (header, payload) form, as srtp.SessionSRTP marshals it
-	_, size := rtp.HeaderAndPacketMarshalSize(h, payload)
+	hdrLen, size := rtp.HeaderAndPacketMarshalSize(h, payload)
 	// Inside a fan-out the datagram is encrypted straight into its slot
 	// of the open batch (no copy); otherwise into a pooled buffer, written
 	// at once.
 	if b := f.conn.lockBatch(h.SSRC, batch); b != nil {
 		defer b.mu.Unlock()
-		out, err := f.encrypt(b.slotLocked(size+srtpOverhead), h, payload, size)
+		out, err := f.encrypt(b.slotLocked(size+srtpOverhead), h, payload, hdrLen, size, roc)
 		if err != nil {
 			return true, 0, err
 		}
@@ -329,7 +363,7 @@ func (f *fastPath) write(h *rtp.Header, payload []byte, batch *sendBatch) (handl
 		buf = make([]byte, size+srtpOverhead)
 		*bp = buf
 	}
-	out, err := f.encrypt(buf[:cap(buf)], h, payload, size)
+	out, err := f.encrypt(buf[:cap(buf)], h, payload, hdrLen, size, roc)
 	if err != nil {
 		return true, 0, err
 	}
@@ -344,12 +378,33 @@ func (f *fastPath) write(h *rtp.Header, payload []byte, batch *sendBatch) (handl
 // authentication tag: 16 bytes with AEAD, 10 with HMAC-SHA1-80).
 const srtpOverhead = 32
 
-// encrypt marshals (h, payload), size bytes, into buf and encrypts it in
-// place; buf has room for the authentication tag.
-func (f *fastPath) encrypt(buf []byte, h *rtp.Header, payload []byte, size int) ([]byte, error) {
+// encrypt marshals (h, payload), size bytes of which hdrLen of header,
+// into buf and encrypts it in place; buf has room for the authentication
+// tag. roc is h.SSRC's rollover counter when the caller has it (with gcm).
+func (f *fastPath) encrypt(buf []byte, h *rtp.Header, payload []byte, hdrLen, size int, roc *sendROC) ([]byte, error) {
 	//lint:ignore SA1019 as in write
 	if _, err := rtp.MarshalPacketTo(buf, h, payload); err != nil {
 		return nil, err
+	}
+	if f.gcm != nil {
+		if roc == nil {
+			roc = f.roc(h.SSRC, h.SequenceNumber)
+		}
+		// With header encryption (RFC 9335) a packet with neither header
+		// extension nor CSRC (every forwarded one: fanOut strips the
+		// extensions) is encrypted as without it.
+		if !f.cryptexOn.Load() || (!h.Extension && len(h.CSRC) == 0) {
+			return f.gcm.seal(roc, buf, hdrLen, size, h.SSRC, h.SequenceNumber), nil
+		}
+		// Header encryption that changes the packet: Pion's context, at
+		// this SSRC's counter.
+		roc.mu.Lock()
+		defer roc.mu.Unlock()
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.ctx.SetROC(h.SSRC, uint32(roc.t.ext(h.SequenceNumber)>>16))
+		roc.t.update(h.SequenceNumber)
+		return f.ctx.EncryptRTP(buf, buf[:size], &f.hdr)
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -361,6 +416,42 @@ func (f *fastPath) encrypt(buf []byte, h *rtp.Header, payload []byte, size int) 
 		}
 	}
 	return f.ctx.EncryptRTP(buf, buf[:size], &f.hdr)
+}
+
+// roc is the rollover counter of ssrc (with gcm), made at its first packet
+// on the fast path, seq: it continues Pion's context's when Pion sent
+// the SSRC before the switch.
+func (f *fastPath) roc(ssrc uint32, seq uint16) *sendROC {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r := f.rocs[ssrc]
+	if r == nil {
+		r = &sendROC{t: seqTracker{index: uint64(seq)}}
+		if t := f.handoff[ssrc]; t != nil {
+			r.t = *t
+			delete(f.handoff, ssrc)
+		}
+		f.rocs[ssrc] = r
+	}
+	return r
+}
+
+// rolloverCounter is the rollover counter ssrc's last packet sent on the
+// fast path had (for tests).
+func (f *fastPath) rolloverCounter(ssrc uint32) uint32 {
+	if f.gcm == nil {
+		roc, _ := f.ctx.ROC(ssrc)
+		return roc
+	}
+	f.mu.Lock()
+	r := f.rocs[ssrc]
+	f.mu.Unlock()
+	if r == nil {
+		return 0
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return uint32(r.t.index >> 16)
 }
 
 // fastPathTail is the innermost interceptor of a subscriber connection:
@@ -397,6 +488,9 @@ type sendStreams struct {
 type sendStream struct {
 	nack    *nackStream // nil: the stream negotiated no NACK
 	reports *srStream
+	// roc is the stream's rollover counter (with gcm), found at its first
+	// direct write.
+	roc atomic.Pointer[sendROC]
 }
 
 // setNack records the NACK history of a stream being bound.
@@ -437,18 +531,30 @@ func (r *sendStreams) lookup(ssrc uint32) *sendStream {
 
 // writeDirect sends one forwarded packet of s on the fast path, doing
 // first what the chain above fastPathTail does for it: the sender reports
-// count it (now is the fan-out's time), the NACK responder keeps it.
-// handled is false when the connection is not on the fast path (the
+// count it (now is the fan-out's time), the NACK responder keeps it (in
+// hist, the track's shared history that the fan-out wrote it to, when not
+// nil). handled is false when the connection is not on the fast path (the
 // caller writes through the chain). batch is the fan-out's batch, which
 // h.SSRC is registered with.
-func (f *fastPath) writeDirect(s *sendStream, batch *sendBatch, h *rtp.Header, payload []byte, now time.Time) (handled bool, err error) {
+func (f *fastPath) writeDirect(s *sendStream, batch *sendBatch, hist *trackHistory, h *rtp.Header, payload []byte, now time.Time) (handled bool, err error) {
 	if f.state.Load() != fastOn {
 		return false, nil
 	}
 	s.reports.count(h, len(payload), now)
 	if s.nack != nil {
-		s.nack.record(h, payload)
+		if hist != nil {
+			s.nack.share(hist, h)
+		} else {
+			s.nack.record(h, payload)
+		}
 	}
-	_, _, err = f.write(h, payload, batch)
+	var roc *sendROC
+	if f.gcm != nil {
+		if roc = s.roc.Load(); roc == nil {
+			roc = f.roc(h.SSRC, h.SequenceNumber)
+			s.roc.Store(roc)
+		}
+	}
+	_, _, err = f.writeROC(h, payload, batch, roc)
 	return true, err
 }

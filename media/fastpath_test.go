@@ -47,7 +47,7 @@ func newFastFixture(t testing.TB, rtx bool) *fastFixture {
 	}
 	x := &fastFixture{recv: recv, pion: newRecordWriter(), nacks: make(nackReader, 8), reps: make(chan *rtcp.SenderReport, 16)}
 	x.f = newFastPath(newBatchConn(send), &counters{})
-	x.f.ctx, err = srtp.CreateContext(testMasterKey, testMasterSalt, srtp.ProtectionProfileAeadAes128Gcm)
+	x.f.ctx, x.f.gcm, err = sendKeys(testMasterKey, testMasterSalt, srtp.ProtectionProfileAeadAes128Gcm)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +84,7 @@ func newFastFixture(t testing.TB, rtx bool) *fastFixture {
 	t.Cleanup(func() {
 		_ = srI.Close()
 		_ = nackI.Close()
-		_ = send.Close()
+		_ = x.f.conn.Close()
 		_ = recv.Close()
 	})
 	return x
@@ -158,7 +158,7 @@ func TestFastPathRolloverNackAndReports(t *testing.T) {
 			t.Fatalf("got seq %d payload %x, want seq %d", p.SequenceNumber, p.Payload, seq)
 		}
 	}
-	if roc, _ := x.f.ctx.ROC(1111); roc != 1 {
+	if roc := x.f.rolloverCounter(1111); roc != 1 {
 		t.Errorf("rollover counter %d after the wrap, want 1", roc)
 	}
 	if n := len(x.pion.all()); n != 0 {
@@ -221,7 +221,7 @@ func TestFastPathHandoff(t *testing.T) {
 	}
 	x.f.state.Store(fastOn)
 	x.send(t, 0)
-	if roc, _ := x.f.ctx.ROC(1111); roc != 1 {
+	if roc := x.f.rolloverCounter(1111); roc != 1 {
 		t.Errorf("rollover counter %d after the handoff across a wrap, want 1", roc)
 	}
 	x.dec.SetROC(1111, 1) // the receiver saw Pion's packets of ROC 0
@@ -323,16 +323,25 @@ func TestFastPathFollowsCryptex(t *testing.T) {
 	if p := x.receive(t); p.SequenceNumber != 7 || len(p.CSRC) != 1 || p.CSRC[0] != 42 {
 		t.Errorf("got %+v", p.Header)
 	}
+	// Neither CSRC nor extension (every forwarded packet): header
+	// encryption changes nothing, the fast path's own AEAD sender takes it.
+	plain := &rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: 8, SSRC: 1111}
+	if _, err := x.write.Write(plain, []byte{4, 5, 6}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if p := x.receive(t); p.SequenceNumber != 8 || p.Payload[0] != 4 {
+		t.Errorf("got %+v", p.Header)
+	}
 
 	x.f.remoteDescription("v=0\r\n")
 	if err := x.dec.UpdateOptions(srtp.Cryptex(srtp.CryptexModeDisabled)); err != nil {
 		t.Fatal(err)
 	}
-	h.SequenceNumber = 8
+	h.SequenceNumber = 9
 	if _, err := x.write.Write(h, []byte{1, 2, 3}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if p := x.receive(t); p.SequenceNumber != 8 || p.CSRC[0] != 42 {
+	if p := x.receive(t); p.SequenceNumber != 9 || p.CSRC[0] != 42 {
 		t.Errorf("got %+v", p.Header)
 	}
 }
@@ -459,5 +468,103 @@ reports:
 	pkt := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 100, SequenceNumber: 10, SSRC: 5}, Payload: []byte{0, 0, 0xAB, 0xCD}}
 	if n := testing.AllocsPerRun(50, func() { pkt.SequenceNumber++; pkt.Timestamp += 90; track.fanOut(pkt) }); n != 0 {
 		t.Errorf("%v allocations per fan-out on the fast path, want 0", n)
+	}
+}
+
+// A video track's fan-out stores each packet once in the track's shared
+// history (trackHistory); the subscriber streams it writes directly keep
+// none of their own, and resend from it with their own SSRC and payload
+// type (or over RTX, with RTX sequence numbers drawn at the first resend);
+// packets written through the chain before the switch are resent from
+// the stream's own history. A packet resent twice over RTX is the same
+// RTX packet.
+func TestFastPathSharesTrackNackHistory(t *testing.T) {
+	for _, rtx := range []bool{false, true} {
+		x := newFastFixture(t, rtx)
+		track := &publishedTrack{kind: webrtc.RTPCodecTypeVideo, counters: x.f.counters, batch: x.f.conn.newBatch(), hist: &trackHistory{}}
+		track.downs.Store(&[]*downTrack{})
+		d := &downTrack{track: track, sub: &Participant{fast: x.f}}
+		d.out.Store(&downBinding{stream: &chainStream{w: x.write}, ssrc: 1111, pt: 96})
+		d.bound.Store(true)
+		d.registerBatch(1111)
+		if !track.addDown(d) {
+			t.Fatal("track closed")
+		}
+		fan := func(seq uint16) {
+			track.fanOut(&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 100, SequenceNumber: seq, Timestamp: 90 * uint32(seq), SSRC: 5}, Payload: []byte{byte(seq >> 8), byte(seq), 0xAB}})
+		}
+		fan(1) // undecided: through the chain
+		x.f.state.Store(fastOn)
+		for seq := uint16(2); seq <= 6; seq++ {
+			fan(seq)
+			x.receive(t)
+		}
+		s := x.f.streams.lookup(1111)
+		if s == nil || s.nack.shared.Load() != track.hist {
+			t.Fatal("the stream does not use the track's history")
+		}
+		for seq := uint16(2); seq <= 6; seq++ {
+			if s.nack.slots[seq%nackHistory].stored {
+				t.Errorf("packet %d stored in the stream's own history", seq)
+			}
+		}
+		raw, _ := rtcp.Marshal([]rtcp.Packet{&rtcp.TransportLayerNack{MediaSSRC: 1111, Nacks: rtcp.NackPairsFromSequenceNumbers([]uint16{1, 3, 5})}})
+		x.nacks <- raw
+		if _, _, err := x.read.Read(make([]byte, 1500), nil); err != nil {
+			t.Fatal(err)
+		}
+		got := map[uint16]bool{}
+		rtxSeqs := map[uint16]bool{}
+		for range 3 {
+			p := x.receive(t)
+			seq := p.SequenceNumber
+			if rtx {
+				if p.SSRC != 2222 || p.PayloadType != 97 || len(p.Payload) < 3 {
+					t.Fatalf("resend %+v, want RTX on 2222, PT 97", p.Header)
+				}
+				rtxSeqs[seq] = true
+				seq = uint16(p.Payload[0])<<8 | uint16(p.Payload[1])
+				p.Payload = p.Payload[2:]
+			} else if p.SSRC != 1111 || p.PayloadType != 96 {
+				t.Fatalf("resend %+v, want SSRC 1111, PT 96", p.Header)
+			}
+			if p.Payload[1] != byte(seq) || p.Payload[2] != 0xAB {
+				t.Errorf("resend of %d carries %x", seq, p.Payload)
+			}
+			got[seq] = true
+		}
+		if !got[1] || !got[3] || !got[5] {
+			t.Errorf("resent %v, want 1, 3, 5", got)
+		}
+		if rtx && len(rtxSeqs) != 3 {
+			t.Errorf("RTX sequence numbers %v, want 3 different", rtxSeqs)
+		}
+		// A second NACK within RTT+5 ms resends nothing.
+		x.nacks <- raw
+		if _, _, err := x.read.Read(make([]byte, 1500), nil); err != nil {
+			t.Fatal(err)
+		}
+		if b, ok := pending(t, x.recv, 100*time.Millisecond); ok {
+			t.Errorf("resent again at once: % x", b[:12])
+		}
+		// After RTT+5 ms (no RTT measured: 5 ms, long past) a packet is
+		// resent again, over RTX with the RTX sequence number of its
+		// first resend.
+		if rtx {
+			x.nacks <- raw
+			if _, _, err := x.read.Read(make([]byte, 1500), nil); err != nil {
+				t.Fatal(err)
+			}
+			for range 3 {
+				if p := x.receive(t); !rtxSeqs[p.SequenceNumber] {
+					t.Errorf("second resend with RTX sequence number %d, not one of the first %v", p.SequenceNumber, rtxSeqs)
+				}
+			}
+		}
+
+		pkt := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 100, SequenceNumber: 6, SSRC: 5}, Payload: []byte{0, 0, 0xAB}}
+		if n := testing.AllocsPerRun(50, func() { pkt.SequenceNumber++; pkt.Timestamp += 90; track.fanOut(pkt) }); n != 0 {
+			t.Errorf("%v allocations per fan-out, want 0", n)
+		}
 	}
 }

@@ -32,8 +32,9 @@ import (
 // main SSRC; a NACKed packet still held is resent at most once per RTT+5 ms
 // (RTT from the subscriber's report blocks), on the RTX SSRC with the
 // original sequence number in front of the payload (RFC 4588) when RTX was
-// negotiated, else as it was; RTX sequence numbers are drawn per stored
-// packet from one random-start counter per PeerConnection; resends are
+// negotiated, else as it was; RTX sequence numbers are drawn from one
+// random-start counter per PeerConnection, per stored packet (for a packet
+// of a track's shared history, trackHistory, at its first resend); resends are
 // written below the stats and report interceptors, straight to SRTP, from a
 // goroutine per NACK. Pion's bitrate cap on resends applies only when a
 // congestion controller sets a target bitrate, which the SFU does not run.
@@ -68,8 +69,17 @@ func (f nackResponderFactory) NewInterceptor(string) (interceptor.Interceptor, e
 type nackStream struct {
 	r       *nackResponder
 	writer  interceptor.RTPWriter // the next writer (SRTP)
+	ssrc    uint32                // the stream's main SSRC
 	rtxSSRC uint32                // 0 without RTX
 	rtxPT   uint8
+
+	// shared, once set (the first packet a fan-out wrote directly, see
+	// share), holds the stream's packets from then on: its own slots keep
+	// the packets before, and the resend state of the shared ones.
+	shared atomic.Pointer[trackHistory]
+	// pt is the stream's payload type, which the shared history does not
+	// have; set with shared, under mu.
+	pt uint8
 
 	mu         sync.Mutex // guards the fields below
 	slots      [nackHistory]nackSlot
@@ -88,6 +98,77 @@ type nackSlot struct {
 	payload    []byte
 	lastResend time.Time
 	pending    bool // a resend is being written
+	shared     bool // only the resend state of a packet of the shared history
+}
+
+// trackHistory is the NACK history of one published track, shared by the
+// nackStreams of its subscribers whose packets are written directly
+// (fastPath.writeDirect): each forwarded packet is stored once, by the
+// fan-out, as it is sent to every subscriber but for the SSRC and payload
+// type (which the stream puts back when it resends). With a history per
+// subscriber stream each fan-out wrote one cold slot (header and payload
+// reference) per subscriber. RTX sequence numbers are drawn when a packet
+// from it is first resent, not when it is stored.
+type trackHistory struct {
+	mu      sync.Mutex // guards the fields below
+	slots   [nackHistory]histSlot
+	highest uint16
+	started bool
+}
+
+type histSlot struct {
+	stored  bool
+	seq     uint16
+	header  rtp.Header
+	payload []byte
+}
+
+// add stores a forwarded packet, dropping the ones its sequence number
+// skips over, as nackStream.add. Called by the track's fan-out only.
+func (t *trackHistory) add(h *rtp.Header, payload []byte) {
+	seq := h.SequenceNumber
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.started {
+		diff := seq - t.highest
+		if diff == 0 {
+			return
+		}
+		if diff < 1<<15 {
+			for i := t.highest + 1; i != seq; i++ {
+				t.slots[i%nackHistory] = histSlot{}
+			}
+			t.highest = seq
+		}
+	} else {
+		t.highest, t.started = seq, true
+	}
+	t.slots[seq%nackHistory] = histSlot{stored: true, seq: seq, header: h.Clone(), payload: payload}
+}
+
+// get returns packet seq while the history holds it.
+func (t *trackHistory) get(seq uint16) (rtp.Header, []byte, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	slot := &t.slots[seq%nackHistory]
+	diff := t.highest - seq
+	if !slot.stored || slot.seq != seq || diff >= 1<<15 || diff >= nackHistory {
+		return rtp.Header{}, nil, false
+	}
+	return slot.header, slot.payload, true
+}
+
+// share makes the stream's history from h (a packet the fan-out writes
+// directly, which hist stores) on the track's shared hist. One atomic load
+// per packet once done.
+func (s *nackStream) share(hist *trackHistory, h *rtp.Header) {
+	if s.shared.Load() == hist {
+		return
+	}
+	s.mu.Lock()
+	s.pt = h.PayloadType
+	s.shared.Store(hist)
+	s.mu.Unlock()
 }
 
 // streamSupportsNack reports whether the stream negotiated generic NACK, as
@@ -106,7 +187,7 @@ func (r *nackResponder) BindLocalStream(info *interceptor.StreamInfo, writer int
 	if !streamSupportsNack(info) {
 		return writer
 	}
-	s := &nackStream{r: r, writer: writer}
+	s := &nackStream{r: r, writer: writer, ssrc: info.SSRC}
 	if info.SSRCRetransmission != 0 && info.PayloadTypeRetransmission != 0 {
 		s.rtxSSRC, s.rtxPT = info.SSRCRetransmission, info.PayloadTypeRetransmission
 	}
@@ -243,14 +324,40 @@ func (r *nackResponder) resend(nack *rtcp.TransportLayerNack) {
 }
 
 // resendOne writes packet seq unless it is gone, being resent, or was
-// resent less than RTT+5 ms ago.
+// resent less than RTT+5 ms ago. A packet from the shared history is sent
+// with the stream's SSRC and payload type; its slot of the stream's own
+// history keeps its resend state and its RTX sequence number, drawn at its
+// first resend and kept for the next ones (as a stored packet's: the
+// same packet resent twice is the same RTX packet, which the receiver's
+// SRTP drops as a replay when it has the first).
 func (s *nackStream) resendOne(seq uint16, now func() time.Time) {
 	s.mu.Lock()
 	slot := &s.slots[seq%nackHistory]
-	diff := s.highest - seq
-	if !slot.stored || slot.seq != seq || diff >= 1<<15 || diff >= nackHistory {
-		s.mu.Unlock()
-		return
+	var (
+		h       rtp.Header
+		payload []byte
+		rtxSeq  uint16
+	)
+	fromShared := false
+	if hist := s.shared.Load(); hist != nil {
+		h, payload, fromShared = hist.get(seq)
+	}
+	if fromShared {
+		h.SSRC, h.PayloadType = s.ssrc, s.pt
+		if !slot.stored || slot.seq != seq {
+			*slot = nackSlot{stored: true, seq: seq, shared: true}
+			if s.rtxSSRC != 0 {
+				slot.rtxSeq = uint16(s.r.rtxSeq.Add(1) - 1)
+			}
+		}
+		rtxSeq = slot.rtxSeq
+	} else {
+		diff := s.highest - seq
+		if !slot.stored || slot.shared || slot.seq != seq || diff >= 1<<15 || diff >= nackHistory {
+			s.mu.Unlock()
+			return
+		}
+		h, payload, rtxSeq = slot.header, slot.payload, slot.rtxSeq
 	}
 	interval := s.rtt + 5*time.Millisecond
 	if slot.pending || (!slot.lastResend.IsZero() && now().Sub(slot.lastResend) < interval) {
@@ -258,7 +365,6 @@ func (s *nackStream) resendOne(seq uint16, now func() time.Time) {
 		return
 	}
 	slot.pending = true
-	h, payload, rtxSeq := slot.header, slot.payload, slot.rtxSeq
 	s.mu.Unlock()
 
 	if s.rtxSSRC != 0 {

@@ -456,7 +456,7 @@ func TestReaderFansOutInlineOnlyWhenSocketEmpty(t *testing.T) {
 	if got := x.r.counters.fastIn.Load(); got != 4 {
 		t.Errorf("PacketsInFast %d, want 4", got)
 	}
-	_ = server.Close()
+	_ = conn.Close()
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):
@@ -518,7 +518,7 @@ func TestReaderStopsInlineAfterSlowFanOut(t *testing.T) {
 		case <-time.After(time.Millisecond):
 		}
 	}
-	_ = server.Close()
+	_ = conn.Close()
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):

@@ -61,6 +61,10 @@ type publishedTrack struct {
 	fanMu sync.Mutex
 	pkt   rtp.Packet       // the packet being fanned out; under fanMu
 	ext   [8]rtp.Extension // backing array of pkt's header extensions
+	// hist is the NACK history of the packets fanned out, shared by the
+	// subscriber streams written directly (trackHistory); video only (the
+	// SFU negotiates NACK for video), nil for audio.
+	hist *trackHistory
 }
 
 // trackQueueLen is the capacity of a track's queue: about half a second
@@ -86,6 +90,9 @@ func newPublishedTrack(owner *Participant, pc *webrtc.PeerConnection, rx *rxPath
 	}
 	if owner.sfu.batch != nil {
 		t.batch = owner.sfu.batch.newBatch()
+	}
+	if t.kind == webrtc.RTPCodecTypeVideo {
+		t.hist = &trackHistory{}
 	}
 	t.downs.Store(&[]*downTrack{})
 	return t
@@ -309,6 +316,13 @@ func (t *publishedTrack) fanOut(pkt *rtp.Packet) {
 	// The sender reports take the time of a packet that starts a frame:
 	// the same for every subscriber.
 	now := time.Now()
+	if t.hist != nil {
+		h := pkt.Header
+		if pkt.PaddingSize != 0 && h.PaddingSize == 0 { //nolint:staticcheck // as downTrack.write
+			h.PaddingSize = pkt.PaddingSize //nolint:staticcheck
+		}
+		t.hist.add(&h, pkt.Payload)
+	}
 	t.batch.begin()
 	for _, d := range *t.downs.Load() {
 		if d.write(pkt, now) {
@@ -535,7 +549,7 @@ func (d *downTrack) write(pkt *rtp.Packet, now time.Time) bool {
 		d.hdr.PaddingSize = pkt.PaddingSize //nolint:staticcheck
 	}
 	if s := d.directStream(b); s != nil {
-		if handled, err := d.sub.fast.writeDirect(s, d.track.batch, &d.hdr, pkt.Payload, now); handled {
+		if handled, err := d.sub.fast.writeDirect(s, d.track.batch, d.track.hist, &d.hdr, pkt.Payload, now); handled {
 			return err == nil
 		}
 	}
