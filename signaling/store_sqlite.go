@@ -122,8 +122,10 @@ var sqliteSteps = []string{
 // and commits concurrent Apply calls together (group commit): it takes up to
 // sqliteMaxBatch waiting calls, runs each inside its own SAVEPOINT of one
 // transaction, so that a failing call is rolled back alone, and answers the
-// callers once the COMMIT has succeeded. Load reads through the pool and does
-// not wait for the writer (WAL readers see the last commit).
+// callers once the COMMIT has succeeded. Under load it may wait a little for
+// more calls before it begins a transaction (SQLiteOptions.CommitWait; see
+// gather). Load reads through the pool and does not wait for the writer (WAL
+// readers see the last commit).
 //
 // Checkpoints (copying committed pages from the WAL into the database file,
 // with two fsyncs) are not made by a COMMIT, as SQLite would every 1000
