@@ -122,8 +122,10 @@ var sqliteSteps = []string{
 // and commits concurrent Apply calls together (group commit): it takes up to
 // sqliteMaxBatch waiting calls, runs each inside its own SAVEPOINT of one
 // transaction, so that a failing call is rolled back alone, and answers the
-// callers once the COMMIT has succeeded. Load reads through the pool and does
-// not wait for the writer (WAL readers see the last commit).
+// callers once the COMMIT has succeeded. Under load it may wait a little for
+// more calls before it begins a transaction (SQLiteOptions.CommitWait; see
+// gather). Load reads through the pool and does not wait for the writer (WAL
+// readers see the last commit).
 //
 // Checkpoints (copying committed pages from the WAL into the database file,
 // with two fsyncs) are not made by a COMMIT, as SQLite would every 1000
@@ -172,6 +174,12 @@ type SQLiteStore struct {
 	stmts map[string]*sql.Stmt
 	// jsonBuf is reused to build an invitation's invitees column.
 	jsonBuf []byte
+	// The group-commit wait (see gather); commitWait 0: none.
+	commitWait  time.Duration
+	commitMin   int         // store.commit_batch
+	lastCommit  time.Time   // when the writer's last transaction ended
+	gatherTimer *time.Timer // reused by gather
+	gatherOff   time.Time   // gather does not wait before this
 
 	// Checkpoints (see runCheckpointer).
 	ckptEvery        time.Duration
@@ -201,13 +209,52 @@ const (
 )
 
 // OpenSQLite opens (creating it and its directory if needed) the store at
-// path and brings its schema up to date. log may be nil.
+// path and brings its schema up to date, without a group-commit wait. log
+// may be nil.
 func OpenSQLite(ctx context.Context, path string, log *slog.Logger) (*SQLiteStore, error) {
-	return openSQLite(ctx, path, log, sqliteCheckpointEvery, sqliteWALMaxFrames)
+	return OpenSQLiteWith(ctx, path, log, SQLiteOptions{})
+}
+
+// SQLiteOptions are an SQLiteStore's settings (store.* in the server's
+// configuration).
+type SQLiteOptions struct {
+	// CommitWait and CommitBatch are the writer's group-commit wait (see
+	// SQLiteStore): while calls arrive faster than one per CommitWait, a
+	// transaction that would hold fewer than CommitBatch calls waits up to
+	// CommitWait for more. CommitWait 0 (or CommitBatch at most 1): no wait.
+	CommitWait  time.Duration
+	CommitBatch int
+}
+
+// OpenSQLiteWith is OpenSQLite with options.
+func OpenSQLiteWith(ctx context.Context, path string, log *slog.Logger, o SQLiteOptions) (*SQLiteStore, error) {
+	s, err := openSQLiteNoStart(ctx, path, log, sqliteCheckpointEvery, sqliteWALMaxFrames)
+	if err != nil {
+		return nil, err
+	}
+	s.commitWait, s.commitMin = o.CommitWait, min(o.CommitBatch, sqliteMaxBatch)
+	s.start()
+	return s, nil
 }
 
 // openSQLite is OpenSQLite with the checkpoints' settings (tests change them).
 func openSQLite(ctx context.Context, path string, log *slog.Logger, ckptEvery time.Duration, walMaxFrames int64) (*SQLiteStore, error) {
+	s, err := openSQLiteNoStart(ctx, path, log, ckptEvery, walMaxFrames)
+	if err != nil {
+		return nil, err
+	}
+	s.start()
+	return s, nil
+}
+
+// start starts the writer and the checkpointer.
+func (s *SQLiteStore) start() {
+	go s.runWriter()
+	go s.runCheckpointer()
+}
+
+// openSQLiteNoStart opens the store; start starts its goroutines.
+func openSQLiteNoStart(ctx context.Context, path string, log *slog.Logger, ckptEvery time.Duration, walMaxFrames int64) (*SQLiteStore, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -239,8 +286,6 @@ func openSQLite(ctx context.Context, path string, log *slog.Logger, ckptEvery ti
 		walMaxFrames:     walMaxFrames,
 		checkpointerDone: make(chan struct{}),
 	}
-	go s.runWriter()
-	go s.runCheckpointer()
 	log.Info("sqlite store open", "path", abs)
 	return s, nil
 }

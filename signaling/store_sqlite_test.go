@@ -789,3 +789,109 @@ func BenchmarkSQLiteInvitationLife(b *testing.B) {
 		time.Duration(syscall.TimevalToNsec(ru0.Utime)+syscall.TimevalToNsec(ru0.Stime))
 	b.ReportMetric(float64(cpu.Microseconds())/float64(max(seq.Load(), 1)), "cpu-µs/invitation")
 }
+
+// openSQLiteWait opens a store with a group-commit wait, closed when the
+// test ends.
+func openSQLiteWait(t *testing.T, wait time.Duration, batch int) *SQLiteStore {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "switchboard.db")
+	s, err := OpenSQLiteWith(context.Background(), path, slog.New(slog.DiscardHandler), SQLiteOptions{CommitWait: wait, CommitBatch: batch})
+	if err != nil {
+		t.Fatalf("OpenSQLiteWith: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return s
+}
+
+// TestSQLiteCommitWaitGathersCalls (issue 16): under load (the last commit
+// just ended), calls that arrive one after the other, none waiting for
+// another, share one transaction: the writer waits up to store.commit_wait
+// for store.commit_batch of them. Without the wait each is committed as it
+// arrives (the first is never seen queued).
+func TestSQLiteCommitWaitGathersCalls(t *testing.T) {
+	const batch = 6
+	s := openSQLiteWait(t, time.Minute, batch)
+	if err := s.Apply(t.Context(), PutUser{UserID: "warm"}); err != nil {
+		t.Fatal(err) // and the last commit has just ended
+	}
+	commitsBefore := s.commits.Load()
+	errs := make(chan error, batch)
+	for i := range batch {
+		go func() { errs <- s.Apply(context.Background(), PutUser{UserID: fmt.Sprintf("u%d", i)}) }()
+		if i < batch-1 {
+			// The writer keeps each call queued while it waits for more.
+			waitUntil(t, fmt.Sprintf("%d calls are queued", i+1), func() bool { return s.queueLen() == i+1 })
+		}
+	}
+	for range batch {
+		select {
+		case err := <-errs:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a call was not committed once the batch was full")
+		}
+	}
+	if c := s.commits.Load() - commitsBefore; c != 1 {
+		t.Fatalf("%d calls took %d commits, want 1", batch, c)
+	}
+	users := snapshotUsers(t, s)
+	for i := range batch {
+		if !users[fmt.Sprintf("u%d", i)] {
+			t.Errorf("user u%d not stored", i)
+		}
+	}
+}
+
+// TestSQLiteCommitWaitSparesSequentialCaller: a caller that waits for each
+// commit before its next call gains nothing from the wait; after one wait
+// that gathered nothing the writer stops waiting (for gatherBackoff waits'
+// time), so such a caller is held up by at most one commit_wait, not one
+// per call.
+func TestSQLiteCommitWaitSparesSequentialCaller(t *testing.T) {
+	const wait, calls = 500 * time.Millisecond, 10
+	s := openSQLiteWait(t, wait, 8)
+	if err := s.Apply(t.Context(), PutUser{UserID: "warm"}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for i := range calls {
+		if err := s.Apply(t.Context(), PutUser{UserID: fmt.Sprintf("u%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	took := time.Since(start)
+	t.Logf("%d sequential calls took %v", calls, took)
+	if took >= 4*wait { // without the back-off: calls × wait
+		t.Fatalf("%d sequential calls took %v: held up by the commit wait (%v) more than once", calls, took, wait)
+	}
+	// An idle spell: the next call is committed at once.
+	time.Sleep(wait)
+	s.gatherOff = time.Time{} // the writer is idle: nothing else touches it
+	start = time.Now()
+	if err := s.Apply(t.Context(), PutUser{UserID: "after-idle"}); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took >= wait {
+		t.Fatalf("a call after an idle spell took %v: it waited for company", took)
+	}
+}
+
+// snapshotUsers returns the users the store has recorded.
+func snapshotUsers(t *testing.T, s *SQLiteStore) map[string]bool {
+	t.Helper()
+	snap, err := s.Load(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := make(map[string]bool)
+	for _, u := range snap.Users {
+		m[u] = true
+	}
+	return m
+}

@@ -52,7 +52,7 @@ var wantDefaults = Config{
 			MaxConnections:    10000,
 		},
 	},
-	Store: stack.StoreConfig{Path: "./data/switchboard.db"},
+	Store: stack.StoreConfig{Path: "./data/switchboard.db", CommitWait: time.Millisecond, CommitBatch: 8},
 	Cluster: stack.ClusterConfig{
 		NodeID:        "",
 		AdvertiseAddr: "",
@@ -622,6 +622,8 @@ func TestInvalidValues(t *testing.T) {
 		{name: "negative write timeout", args: []string{"--server.write_timeout=-1s"}, key: "server.write_timeout", msg: "positive"},
 		{name: "ping not below pong", args: []string{"--server.ping_interval=60s"}, key: "server.ping_interval", msg: "server.pong_timeout"},
 		{name: "empty store path", env: []string{"SWITCHBOARD_STORE_PATH= "}, key: "store.path", msg: "empty"},
+		{name: "negative commit wait", args: []string{"--store.commit_wait=-1ms"}, key: "store.commit_wait", msg: "got -1ms"},
+		{name: "commit batch of one", args: []string{"--store.commit_batch=1"}, key: "store.commit_batch", msg: "got 1"},
 		{name: "webhook url scheme", args: []string{"--webhooks.urls=ftp://x.example/h", "--webhooks.secret=" + longSecret}, key: "webhooks.urls", msg: "ftp://x.example/h"},
 		{name: "webhook without secret", args: []string{"--webhooks.urls=https://x.example/h"}, key: "webhooks.secret", msg: "at least 32 bytes"},
 		{name: "webhook retry max below min", args: []string{"--webhooks.retry_min=10s", "--webhooks.retry_max=5s"}, key: "webhooks.retry_max", msg: "webhooks.retry_min"},

@@ -62,6 +62,11 @@ type ServerConfig struct {
 // StoreConfig is the store section.
 type StoreConfig struct {
 	Path string `mapstructure:"path"` // SQLite database file
+	// CommitWait and CommitBatch are the SQLite writer's group-commit wait
+	// (signaling.SQLiteOptions): under load, a transaction of fewer than
+	// CommitBatch calls waits up to CommitWait for more. 0: none.
+	CommitWait  time.Duration `mapstructure:"commit_wait"`
+	CommitBatch int           `mapstructure:"commit_batch"`
 }
 
 // ClusterConfig is the cluster section: cluster.redis.addr empty runs one

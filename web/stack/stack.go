@@ -141,7 +141,9 @@ func New(ctx context.Context, p Params) (_ *Stack, err error) {
 			Addr: cfg.advertiseAddr(), Config: cfg.Cluster.Knobs, Load: relayLoad.load}
 		health = redisHealth{rdb: rdb, addr: cfg.Cluster.Redis.Addr, timeout: cfg.Cluster.Knobs.OpTimeout}
 	case store == nil:
-		db, err := signaling.OpenSQLite(ctx, cfg.Store.Path, log)
+		db, err := signaling.OpenSQLiteWith(ctx, cfg.Store.Path, log, signaling.SQLiteOptions{
+			CommitWait: cfg.Store.CommitWait, CommitBatch: cfg.Store.CommitBatch,
+		})
 		if err != nil {
 			return nil, fmt.Errorf("open store: %w", err)
 		}

@@ -106,6 +106,12 @@ func (c Config) Validate() error {
 	if strings.TrimSpace(c.Store.Path) == "" {
 		bad("store.path", "must not be empty")
 	}
+	if c.Store.CommitWait < 0 || c.Store.CommitWait > time.Second {
+		bad("store.commit_wait", "must be 0s (no wait) to 1s, got %v", c.Store.CommitWait)
+	}
+	if c.Store.CommitBatch < 2 || c.Store.CommitBatch > 256 {
+		bad("store.commit_batch", "must be 2 to 256, got %d", c.Store.CommitBatch)
+	}
 	if !c.Auth.Dev && len(c.Auth.Secret) < web.MinSecretLen {
 		bad("auth.secret", "must be at least %d bytes when auth.dev is false, got %d bytes", web.MinSecretLen, len(c.Auth.Secret))
 	}
