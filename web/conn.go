@@ -17,6 +17,7 @@ import (
 
 	"github.com/switchboard-rtc/switchboard/signaling"
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
+	"github.com/switchboard-rtc/switchboard/signaling/rawio"
 )
 
 // WebSocket close codes the server uses (documented in PROTOCOL.md).
@@ -616,7 +617,7 @@ func (q *frameQueue) endReplay() {
 // Write for one frame at a time, under its own write lock) are gathered in
 // one buffer, borrowed from batchPool, and go to the socket in one write at
 // flush; otherwise writes go through at once. The socket is read and
-// written through rawIO when it has a file descriptor.
+// written through rawio.IO when it has a file descriptor.
 //
 // A write deadline set while a batch is open is only noted, and set on the
 // socket once, at flush: one deadline per write to the socket rather than
@@ -624,7 +625,7 @@ func (q *frameQueue) endReplay() {
 // then stays: a flush does not undo it.
 type batchConn struct {
 	net.Conn
-	raw      *rawIO     // the socket's reads and writes (nil: Conn's own)
+	raw      *rawio.IO  // the socket's reads and writes (nil: Conn's own)
 	pool     *sync.Pool // the server's batch buffers (*[]byte)
 	mu       sync.Mutex // guards buf, deadline and aborted, and the socket's write deadline; never held across I/O
 	buf      *[]byte    // the open batch; nil: none
@@ -756,6 +757,6 @@ func (h *hijackConn) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	h.out = &batchConn{Conn: nc, raw: newRawIO(nc), pool: h.pool}
+	h.out = &batchConn{Conn: nc, raw: rawio.New(nc), pool: h.pool}
 	return h.out, brw, nil
 }

@@ -198,7 +198,7 @@ func (c *cappedConn) Close() error {
 }
 
 // SyscallConn is the socket's, as on a bare *net.TCPConn (the WebSocket
-// transport reads and writes it raw: rawIO).
+// transport reads and writes it raw: rawio.IO).
 func (c *cappedConn) SyscallConn() (syscall.RawConn, error) {
 	if sc, ok := c.Conn.(syscall.Conn); ok {
 		return sc.SyscallConn()

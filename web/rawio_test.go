@@ -15,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/switchboard-rtc/switchboard/signaling"
+	"github.com/switchboard-rtc/switchboard/signaling/rawio"
 )
 
 // tcpPair returns the two ends of a loopback TCP connection: a the
@@ -51,14 +52,14 @@ func tcpPair(t *testing.T) (a, b net.Conn) {
 	return a, b
 }
 
-// TestRawIOLikeNetConn checks rawIO's Read and Write against what
+// TestRawIOLikeNetConn checks rawio.IO's Read and Write against what
 // net.Conn gives: the bytes (a write larger than the socket buffers, so
 // that it waits for the peer to read), the deadlines' errors, io.EOF at
 // the peer's close, net.ErrClosed after the local close.
 func TestRawIOLikeNetConn(t *testing.T) {
 	a, b := tcpPair(t)
 	// Through cappedConn, as the server's sockets come.
-	r := newRawIO(&cappedConn{Conn: a, l: &capListener{}})
+	r := rawio.New(&cappedConn{Conn: a, l: &capListener{}})
 	if r == nil {
 		t.Fatal("no raw I/O for a TCP connection")
 	}
@@ -132,7 +133,7 @@ func TestRawIOLikeNetConn(t *testing.T) {
 // is read.
 func TestRawIOEndOfStream(t *testing.T) {
 	a, b := tcpPair(t)
-	r := newRawIO(a)
+	r := rawio.New(a)
 	if _, err := b.Write([]byte("bye")); err != nil {
 		t.Fatal(err)
 	}
@@ -153,10 +154,10 @@ func TestRawIOOnlyForSockets(t *testing.T) {
 	p1, p2 := net.Pipe()
 	defer p1.Close()
 	defer p2.Close()
-	if r := newRawIO(p1); r != nil {
+	if r := rawio.New(p1); r != nil {
 		t.Fatal("raw I/O for a pipe")
 	}
-	if r := newRawIO(&cappedConn{Conn: p1, l: &capListener{}}); r != nil {
+	if r := rawio.New(&cappedConn{Conn: p1, l: &capListener{}}); r != nil {
 		t.Fatal("raw I/O for a pipe behind cappedConn")
 	}
 }
@@ -166,7 +167,7 @@ func TestRawIOOnlyForSockets(t *testing.T) {
 // close), as with net.Conn.
 func TestBlockedRawReadEndsAtClose(t *testing.T) {
 	a, _ := tcpPair(t)
-	r := newRawIO(a)
+	r := rawio.New(a)
 	errc := make(chan error, 1)
 	go func() {
 		_, err := r.Read(make([]byte, 8))
@@ -185,7 +186,7 @@ func TestBlockedRawReadEndsAtClose(t *testing.T) {
 
 // TestServerSocketsGoRaw: the WebSocket connections of a real server, on
 // the server's own listener (capListener, cappedConn), read and write
-// their socket through rawIO, and a request and its reply get through.
+// their socket through rawio.IO, and a request and its reply get through.
 func TestServerSocketsGoRaw(t *testing.T) {
 	quiet := slog.New(slog.DiscardHandler)
 	auth, err := NewAuthenticator(AuthConfig{Secret: []byte("0123456789abcdef0123456789abcdef")})
@@ -245,7 +246,7 @@ func TestServerSocketsGoRaw(t *testing.T) {
 	}
 	for c := range srv.conns {
 		if c.out.raw == nil {
-			t.Fatal("the server's connection reads and writes through net.Conn, not rawIO")
+			t.Fatal("the server's connection reads and writes through net.Conn, not rawio.IO")
 		}
 	}
 }

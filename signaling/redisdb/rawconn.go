@@ -2,28 +2,18 @@ package redisdb
 
 import (
 	"context"
-	"io"
 	"net"
-	"os"
-	"sync"
 	"syscall"
 	"unsafe"
+
+	"github.com/switchboard-rtc/switchboard/signaling/rawio"
 )
 
 // rawConn is a connection to Redis (TCP or a Unix socket, no TLS) whose
-// Read and Write are read(2) and write(2) made with syscall.RawSyscall in
-// the socket's RawConn callbacks (signaling/CLUSTER-DESIGN.md, "Session 10").
-//
-// net.Conn's Read and Write enter the scheduler's system-call state for
-// each call. When every P of the process was idle, sysmon sleeps until
-// such a call wakes it; then it polls every 20 µs until it has found
-// nothing to do for a millisecond and more. A node goes idle and busy
-// again hundreds of times a second, and its operations' round trips to
-// Redis were the calls that woke sysmon: at the bench's max rate sysmon's
-// polling was 7 % of a node's CPU. The socket is non-blocking, so neither
-// raw call ever blocks: one that would returns EAGAIN and the RawConn waits
-// for the socket in the runtime's poller, as net.Conn does, with the same
-// deadlines (go-redis sets them on the conn) and the same end at Close.
+// Read and Write are package rawio's: read(2) and write(2) without the
+// scheduler's system-call state, which woke sysmon for a node's round trips
+// to Redis (at the bench's max rate its polling was 7 % of a node's CPU;
+// signaling/CLUSTER-DESIGN.md, "Session 10").
 //
 // Everything else is the socket's own (deadlines, addresses, Close, and
 // SyscallConn, with which go-redis's pool checks an idle connection's
@@ -32,18 +22,7 @@ import (
 type rawConn struct {
 	net.Conn // *net.TCPConn or *net.UnixConn
 	rc       syscall.RawConn
-
-	rmu   sync.Mutex // one Read at a time; guards the read state
-	rbuf  []byte
-	rn    int
-	rerr  syscall.Errno
-	readF func(fd uintptr) bool
-
-	wmu    sync.Mutex // one Write at a time; guards the write state
-	wbuf   []byte
-	wn     int
-	werr   syscall.Errno
-	writeF func(fd uintptr) bool
+	raw      *rawio.IO
 }
 
 // rawDialer is dial (go-redis's own dialer for the options) with its
@@ -69,9 +48,11 @@ func newRawConn(c net.Conn) net.Conn {
 	if err != nil {
 		return c
 	}
-	r := &rawConn{Conn: c, rc: rc}
-	r.readF, r.writeF = r.readFD, r.writeFD
-	return r
+	raw := rawio.New(c)
+	if raw == nil {
+		return c
+	}
+	return &rawConn{Conn: c, rc: rc, raw: raw}
 }
 
 // SyscallConn is what go-redis's pool peeks through to check an idle
@@ -115,93 +96,8 @@ func (p peekConn) Read(f func(fd uintptr) bool) error {
 	return p.RawConn.Read(f)
 }
 
-// Read is net.Conn's Read.
-func (r *rawConn) Read(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	r.rmu.Lock()
-	defer r.rmu.Unlock()
-	r.rbuf, r.rn, r.rerr = p, 0, 0
-	err := r.rc.Read(r.readF)
-	n, errno := r.rn, r.rerr
-	r.rbuf = nil
-	switch {
-	case err != nil:
-		return 0, r.opError("read", err)
-	case errno != 0:
-		return 0, r.opError("read", os.NewSyscallError("read", errno))
-	case n == 0:
-		return 0, io.EOF
-	}
-	return n, nil
-}
+// Read is net.Conn's Read, made raw.
+func (r *rawConn) Read(p []byte) (int, error) { return r.raw.Read(p) }
 
-// readFD is Read's RawConn callback: false waits until the socket is
-// readable (or the deadline passes, or the conn is closed).
-func (r *rawConn) readFD(fd uintptr) bool {
-	for {
-		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&r.rbuf[0])), uintptr(len(r.rbuf)))
-		switch e {
-		case 0:
-			r.rn = int(n)
-			return true
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			return false
-		}
-		r.rerr = e
-		return true
-	}
-}
-
-// Write is net.Conn's Write: it returns once all of p is written, or with
-// the error that stopped it.
-func (r *rawConn) Write(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	r.wmu.Lock()
-	defer r.wmu.Unlock()
-	r.wbuf, r.wn, r.werr = p, 0, 0
-	err := r.rc.Write(r.writeF)
-	n, errno := r.wn, r.werr
-	r.wbuf = nil
-	switch {
-	case err != nil:
-		return n, r.opError("write", err)
-	case errno != 0:
-		return n, r.opError("write", os.NewSyscallError("write", errno))
-	}
-	return n, nil
-}
-
-// writeFD is Write's RawConn callback: it writes until all is written, or
-// waits (false) while the socket's buffer is full.
-func (r *rawConn) writeFD(fd uintptr) bool {
-	for r.wn < len(r.wbuf) {
-		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&r.wbuf[r.wn])), uintptr(len(r.wbuf)-r.wn))
-		switch e {
-		case 0:
-			r.wn += int(n)
-			continue
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			return false
-		}
-		r.werr = e
-		return true
-	}
-	return true
-}
-
-// opError is err as net.Conn's Read and Write report it; the RawConn's own
-// errors (deadline, closed) keep their Err.
-func (r *rawConn) opError(op string, err error) error {
-	if oe, ok := err.(*net.OpError); ok { //nolint:errorlint // the RawConn returns it as it is
-		err = oe.Err
-	}
-	return &net.OpError{Op: op, Net: r.LocalAddr().Network(), Source: r.LocalAddr(), Addr: r.RemoteAddr(), Err: err}
-}
+// Write is net.Conn's Write, made raw.
+func (r *rawConn) Write(p []byte) (int, error) { return r.raw.Write(p) }
