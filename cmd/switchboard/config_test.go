@@ -52,7 +52,7 @@ var wantDefaults = Config{
 			MaxConnections:    10000,
 		},
 	},
-	Store: stack.StoreConfig{Path: "./data/switchboard.db", CommitWait: time.Millisecond, CommitBatch: 8},
+	Store: stack.StoreConfig{Path: "./data/switchboard.db", CommitWait: 0, CommitBatch: 8},
 	Cluster: stack.ClusterConfig{
 		NodeID:        "",
 		AdvertiseAddr: "",
