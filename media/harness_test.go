@@ -15,9 +15,19 @@ import (
 
 func TestMain(m *testing.M) {
 	// No goroutine may outlive a test: every SFU, participant and peer
-	// closes its goroutines. Nothing is ignored.
-	goleak.VerifyTestMain(m)
+	// closes its goroutines. Only pionSRTPAcceptLeak is ignored.
+	goleak.VerifyTestMain(m, pionSRTPAcceptLeak)
 }
+
+// pionSRTPAcceptLeak is a goroutine that pion/srtp (v3.1.3) leaves behind,
+// not ours: an SRTP session's read loop that decrypts the first packet of a
+// new SSRC hands the new stream to AcceptStream with a channel send that
+// has no way out (session_srtp.go, decrypt). When that packet arrives while
+// the peer connection closes, after its accept loop has returned, the read
+// loop stays blocked on that send for good. Seen now and then in
+// TestLeaveAndVanish (sessions 6, 9 and 10; not reproduced on demand); it
+// needs a fix upstream (a select on the session's close).
+var pionSRTPAcceptLeak = goleak.IgnoreTopFunction("github.com/pion/srtp/v3.(*SessionSRTP).decrypt")
 
 // testLogger logs to stderr when MEDIA_TEST_LOG is set, else discards.
 func testLogger() *slog.Logger {

@@ -280,7 +280,7 @@ func TestLeaveAndVanish(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Errorf("SFU.Close: %v", err)
 	}
-	goleak.VerifyNone(t)
+	goleak.VerifyNone(t, pionSRTPAcceptLeak)
 }
 
 // checkEnded checks that c's published tracks were reported ended, before
