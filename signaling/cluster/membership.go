@@ -93,13 +93,16 @@ func NewMembership(p MembershipParams) (*Membership, error) {
 }
 
 // Start registers the node (one heartbeat, which must succeed) and starts
-// the heartbeat and the look for dead nodes.
+// the heartbeat and the look for dead nodes. The registration may take up
+// to NodeTTL, not OpTimeout: it is a new client's first call (its dial,
+// handshake and the script's load come with it), and there is no key yet
+// that a slow call could outlive.
 func (m *Membership) Start(ctx context.Context) error {
 	if err := m.life.err(); !errors.Is(err, ErrNotStarted) {
 		return ErrStarted
 	}
 	m.started = time.Now()
-	ctx, cancel := opCtx(ctx, m.p.Config)
+	ctx, cancel := context.WithTimeout(ctx, m.p.Config.NodeTTL)
 	defer cancel()
 	if _, err := m.beat(ctx); err != nil {
 		return fmt.Errorf("cluster: register node %s: %w", m.p.NodeID, err)

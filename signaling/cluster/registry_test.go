@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -20,7 +21,13 @@ import (
 // after a Redis outage and not yet registered again).
 func TestRegistryNodes(t *testing.T) {
 	e := newEnv(t)
-	cfg := fastConfig()
+	// No timing is tested here: c "dies" by its key's deletion, and no
+	// survivor may clean it up before the first check. With a minute's
+	// node_ttl, a and b list c as dead (last heartbeat older than the TTL)
+	// only a minute after its last heartbeat, whatever the machine's load;
+	// op_timeout is the default's (a thousand writes on a loaded machine).
+	cfg := cluster.DefaultConfig()
+	cfg.NodeTTL = time.Minute
 	a, b, c := e.member("a", cfg, nil), e.member("b", cfg, nil), e.member("c", cfg, nil)
 	ctx := context.Background()
 	const users = 1000
