@@ -540,6 +540,14 @@ func (c *clusterNode) attach(ctx context.Context, s Conn) error {
 	c.counted[s] = true
 	e.mu.Unlock()
 	err = c.reg.Add(ctx, user)
+	if err != nil && !errors.Is(err, cluster.ErrClosed) && ctx.Err() == nil {
+		// One write failed (a timeout on a loaded Redis): the writer
+		// retries it. Refused only if Redis has not got it within
+		// node_ttl (past which this node's own key would be gone too).
+		fctx, cancel := context.WithTimeout(ctx, c.cfg.NodeTTL)
+		err = c.reg.Flush(fctx)
+		cancel()
+	}
 	if err != nil {
 		e.Detach(s)
 		close(ready)
@@ -558,7 +566,15 @@ func (c *clusterNode) attach(ctx context.Context, s Conn) error {
 func (c *clusterNode) detach(user string, last bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if err := c.reg.Remove(ctx, user); err != nil {
+	err := c.reg.Remove(ctx, user)
+	if err != nil && !errors.Is(err, cluster.ErrClosed) && ctx.Err() == nil {
+		// One write failed (a timeout on a loaded Redis): the writer
+		// retries it. The user's last connection here is announced gone
+		// only once Redis has the removal (announce reads the registry):
+		// returning now would lose the "offline" for good.
+		err = c.reg.Flush(ctx)
+	}
+	if err != nil {
 		if !errors.Is(err, cluster.ErrClosed) {
 			c.e.log.Warn("cluster registry: connection removal not confirmed (retried in the background)", "user", user, "err", err)
 		}
