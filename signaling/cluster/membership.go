@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -187,6 +188,11 @@ func (m *Membership) heartbeats(ctx context.Context) {
 		wait = period
 		recovered := rt.ok()
 		if !res.hadKey {
+			// This node was stalled or cut off past node_ttl (or Redis
+			// stalled, and every key expired at once): the others' keys
+			// may have expired for the same reason. The grace of an
+			// outage, as after a failed call.
+			m.lastFail.Store(time.Now().UnixMilli())
 			m.p.Logger.Warn("node key was gone (expired, or Redis lost data); registered again",
 				"cleanup_was_claimed", res.voided, "was_in_nodes", res.wasListed)
 		}
@@ -218,9 +224,10 @@ func (m *Membership) watch(ctx context.Context) {
 }
 
 // sweep finds dead nodes, and cleans up each whose cleanup it claims.
-// Within outageGrace of a failed call it only checks that Redis answers:
-// after an outage, a node whose key expired meanwhile is given the time to
-// register again before it counts as dead.
+// Within outageGrace of a failed call, or of finding this node's own key
+// gone, it only checks that Redis answers: after an outage or a stall (of
+// this process, of the host, of Redis), a node whose key expired
+// meanwhile is given the time to register again before it counts as dead.
 func (m *Membership) sweep(ctx context.Context) error {
 	cctx, cancel := opCtx(ctx, m.p.Config)
 	dead, err := deadNodesScript.Run(cctx, m.p.Client, []string{m.ks.nodes()},
@@ -228,6 +235,13 @@ func (m *Membership) sweep(ctx context.Context) error {
 	cancel()
 	if err != nil {
 		return err
+	}
+	if slices.Contains(dead, m.p.NodeID) {
+		// This node's own key expired: it was stalled or cut off past
+		// node_ttl, or Redis was (every key expired at once). The others
+		// may be as alive as it is: they get the outage's grace to
+		// register again before any counts as dead.
+		m.lastFail.Store(time.Now().UnixMilli())
 	}
 	if since := time.Since(time.UnixMilli(m.lastFail.Load())); since < m.p.Config.outageGrace() {
 		if len(dead) > 0 {
@@ -237,9 +251,6 @@ func (m *Membership) sweep(ctx context.Context) error {
 		return nil
 	}
 	for _, id := range dead {
-		if id == m.p.NodeID {
-			continue // this node's own key expired: the heartbeat restores it
-		}
 		ok, err := m.claim(ctx, id)
 		if err != nil {
 			return err
