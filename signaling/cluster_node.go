@@ -540,14 +540,6 @@ func (c *clusterNode) attach(ctx context.Context, s Conn) error {
 	c.counted[s] = true
 	e.mu.Unlock()
 	err = c.reg.Add(ctx, user)
-	if err != nil && !errors.Is(err, cluster.ErrClosed) && ctx.Err() == nil {
-		// One write failed (a timeout on a loaded Redis): the writer
-		// retries it. Refused only if Redis has not got it within
-		// node_ttl (past which this node's own key would be gone too).
-		fctx, cancel := context.WithTimeout(ctx, c.cfg.NodeTTL)
-		err = c.reg.Flush(fctx)
-		cancel()
-	}
 	if err != nil {
 		e.Detach(s)
 		close(ready)
@@ -571,8 +563,12 @@ func (c *clusterNode) detach(user string, last bool) {
 		// One write failed (a timeout on a loaded Redis): the writer
 		// retries it. The user's last connection here is announced gone
 		// only once Redis has the removal (announce reads the registry):
-		// returning now would lose the "offline" for good.
-		err = c.reg.Flush(ctx)
+		// returning now would lose the "offline" for good. At most
+		// node_ttl more (past it this node's own key is gone too: an
+		// outage, during which a closing connection is let go soon).
+		fctx, cancel := context.WithTimeout(ctx, c.cfg.NodeTTL)
+		err = c.reg.Flush(fctx)
+		cancel()
 	}
 	if err != nil {
 		if !errors.Is(err, cluster.ErrClosed) {
