@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -610,6 +612,78 @@ func TestClusterPresenceRace(t *testing.T) {
 	if on, off := count(); on != rounds || off != rounds {
 		t.Fatalf("the observers heard %d online, %d offline; %d of each happened", on, off, rounds)
 	}
+}
+
+// TestClusterOfflineAfterFailedRemoval: the registry's write of a user's
+// last connection's removal fails once (as a timeout on a loaded Redis
+// does; the writer retries it): the user's subscriber still hears
+// "offline", once, and the presence observers too. (The node gave up the
+// announcement at the first failed write: the subscriber never heard it.)
+func TestClusterOfflineAfterFailedRemoval(t *testing.T) {
+	srv := redistest.Start(t)
+	h := newClusterHarness(t, srv)
+	obs := &presenceLog{user: "carol"}
+	h.nodes["A"].AddObserver(obs)
+	alice, bob := h.connect("A", "alice"), h.connect("B", "bob")
+	h.createGroup("A", alice, "g1", protocol.JoinAny, "bob", "carol")
+	if _, err := h.nodes["B"].SubscribeUserStatus(ctx, as(bob), protocol.UserIDListArgs{UserIDList: []string{"carol"}}); err != nil {
+		t.Fatal(err)
+	}
+	h.sync(bob)
+	bob.take()
+	carol := h.connect("A", "carol")
+	status := func() []string {
+		var got []string
+		for _, e := range h.expectAny(bob) {
+			got = append(got, string(decode[protocol.UserStatusResult](t, e).StatusList[0].StatusType))
+		}
+		return got
+	}
+	if got := status(); !slices.Equal(got, []string{"online"}) {
+		t.Fatalf("bob heard %v as carol connected", got)
+	}
+	// HDEL of a string fails (WRONGTYPE) until the test deletes it: the
+	// registry's write of carol's removal fails, and its retries too.
+	rc, conn := srv.Client(), h.prefix+"conn:carol"
+	wrongType := func() int {
+		info, err := rc.Info(ctx, "errorstats").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, after, _ := strings.Cut(info, "errorstat_WRONGTYPE:count=")
+		n, _ := strconv.Atoi(strings.TrimSpace(strings.SplitN(after, "\r", 2)[0]))
+		return n
+	}
+	before := wrongType()
+	if err := rc.Set(ctx, conn, "not a hash", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	detached := make(chan struct{})
+	go func() {
+		defer close(detached)
+		h.nodes["A"].Detach(carol)
+	}()
+	h.eventually(func() string {
+		if wrongType() == before {
+			return "the registry's write of carol's removal did not fail"
+		}
+		return ""
+	})
+	if err := rc.Del(ctx, conn).Err(); err != nil {
+		t.Fatal(err)
+	}
+	<-detached
+	if got := status(); !slices.Equal(got, []string{"offline"}) {
+		t.Fatalf("bob heard %v as carol's connection closed (its removal's first write failed)", got)
+	}
+	h.eventually(func() string {
+		obs.mu.Lock()
+		defer obs.mu.Unlock()
+		if !slices.Equal(obs.got, []bool{true, false}) {
+			return fmt.Sprintf("the observers heard %v, want [true false]", obs.got)
+		}
+		return ""
+	})
 }
 
 // expectAny waits (sync) and returns what s got.

@@ -558,7 +558,19 @@ func (c *clusterNode) attach(ctx context.Context, s Conn) error {
 func (c *clusterNode) detach(user string, last bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if err := c.reg.Remove(ctx, user); err != nil {
+	err := c.reg.Remove(ctx, user)
+	if err != nil && !errors.Is(err, cluster.ErrClosed) && ctx.Err() == nil {
+		// One write failed (a timeout on a loaded Redis): the writer
+		// retries it. The user's last connection here is announced gone
+		// only once Redis has the removal (announce reads the registry):
+		// returning now would lose the "offline" for good. At most
+		// node_ttl more (past it this node's own key is gone too: an
+		// outage, during which a closing connection is let go soon).
+		fctx, cancel := context.WithTimeout(ctx, c.cfg.NodeTTL)
+		err = c.reg.Flush(fctx)
+		cancel()
+	}
+	if err != nil {
 		if !errors.Is(err, cluster.ErrClosed) {
 			c.e.log.Warn("cluster registry: connection removal not confirmed (retried in the background)", "user", user, "err", err)
 		}

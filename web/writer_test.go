@@ -181,7 +181,6 @@ func TestRequesterThatDoesNotReadIsClosed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer flood.Close()
 	waitAttached(t, ts.engine, "flood")
 	// Each reply echoes the 30,000-byte op name (unknown_op).
 	op := strings.Repeat("x", 30000)
@@ -195,14 +194,19 @@ func TestRequesterThatDoesNotReadIsClosed(t *testing.T) {
 				return
 			default:
 			}
-			_ = flood.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+			// No write deadline: a server that stops reading for a while
+			// (its reader blocked writing a reply, or not scheduled on a
+			// loaded machine) blocks the flood until it reads again or
+			// closes the connection. The flood ended at the first 200 ms
+			// stall once, before enough replies were due to fill the
+			// queue: the server then had no reason to disconnect it.
 			if err := flood.WriteMessage(websocket.TextMessage, fmt.Appendf(nil, `{"id":"r%d","op":%q}`, i, op)); err != nil {
-				return // the server stopped reading, or closed
+				return // the server closed the connection (or the test did)
 			}
 			sent.Add(1)
 		}
 	})
-	defer func() { close(stop); wg.Wait() }()
+	defer func() { close(stop); _ = flood.Close(); wg.Wait() }()
 	deadline := time.Now().Add(20 * time.Second)
 	for ts.engine.Online("flood") > 0 {
 		if time.Now().After(deadline) {

@@ -50,7 +50,9 @@
 // and each node registers again only when its own client reaches Redis.
 // So a node declares no other node dead within node_ttl + 1 s (go-redis
 // dials again once a second after its dials kept failing) of its own last
-// failed call of the heartbeat or the watch.
+// failed call of the heartbeat or the watch, nor of finding its own key
+// expired (it was paused past node_ttl, or Redis was and every key
+// expired at once: the others may be as alive as it is).
 //
 // Close order (reverse of Start): Poller, Reader, Registry, Membership.
 // Registry.Close removes the node's conn entries; Membership.Close deletes

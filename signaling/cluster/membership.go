@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -93,13 +94,16 @@ func NewMembership(p MembershipParams) (*Membership, error) {
 }
 
 // Start registers the node (one heartbeat, which must succeed) and starts
-// the heartbeat and the look for dead nodes.
+// the heartbeat and the look for dead nodes. The registration may take up
+// to NodeTTL, not OpTimeout: it is a new client's first call (its dial,
+// handshake and the script's load come with it), and there is no key yet
+// that a slow call could outlive.
 func (m *Membership) Start(ctx context.Context) error {
 	if err := m.life.err(); !errors.Is(err, ErrNotStarted) {
 		return ErrStarted
 	}
 	m.started = time.Now()
-	ctx, cancel := opCtx(ctx, m.p.Config)
+	ctx, cancel := context.WithTimeout(ctx, m.p.Config.NodeTTL)
 	defer cancel()
 	if _, err := m.beat(ctx); err != nil {
 		return fmt.Errorf("cluster: register node %s: %w", m.p.NodeID, err)
@@ -184,6 +188,11 @@ func (m *Membership) heartbeats(ctx context.Context) {
 		wait = period
 		recovered := rt.ok()
 		if !res.hadKey {
+			// This node was stalled or cut off past node_ttl (or Redis
+			// stalled, and every key expired at once): the others' keys
+			// may have expired for the same reason. The grace of an
+			// outage, as after a failed call.
+			m.lastFail.Store(time.Now().UnixMilli())
 			m.p.Logger.Warn("node key was gone (expired, or Redis lost data); registered again",
 				"cleanup_was_claimed", res.voided, "was_in_nodes", res.wasListed)
 		}
@@ -215,9 +224,10 @@ func (m *Membership) watch(ctx context.Context) {
 }
 
 // sweep finds dead nodes, and cleans up each whose cleanup it claims.
-// Within outageGrace of a failed call it only checks that Redis answers:
-// after an outage, a node whose key expired meanwhile is given the time to
-// register again before it counts as dead.
+// Within outageGrace of a failed call, or of finding this node's own key
+// gone, it only checks that Redis answers: after an outage or a stall (of
+// this process, of the host, of Redis), a node whose key expired
+// meanwhile is given the time to register again before it counts as dead.
 func (m *Membership) sweep(ctx context.Context) error {
 	cctx, cancel := opCtx(ctx, m.p.Config)
 	dead, err := deadNodesScript.Run(cctx, m.p.Client, []string{m.ks.nodes()},
@@ -225,6 +235,13 @@ func (m *Membership) sweep(ctx context.Context) error {
 	cancel()
 	if err != nil {
 		return err
+	}
+	if slices.Contains(dead, m.p.NodeID) {
+		// This node's own key expired: it was stalled or cut off past
+		// node_ttl, or Redis was (every key expired at once). The others
+		// may be as alive as it is: they get the outage's grace to
+		// register again before any counts as dead.
+		m.lastFail.Store(time.Now().UnixMilli())
 	}
 	if since := time.Since(time.UnixMilli(m.lastFail.Load())); since < m.p.Config.outageGrace() {
 		if len(dead) > 0 {
@@ -234,9 +251,6 @@ func (m *Membership) sweep(ctx context.Context) error {
 		return nil
 	}
 	for _, id := range dead {
-		if id == m.p.NodeID {
-			continue // this node's own key expired: the heartbeat restores it
-		}
 		ok, err := m.claim(ctx, id)
 		if err != nil {
 			return err

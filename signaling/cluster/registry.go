@@ -134,6 +134,34 @@ func (r *Registry) change(ctx context.Context, user string, d int) error {
 	return r.wait(ctx, s)
 }
 
+// Flush waits until every change counted so far is in Redis, through the
+// writer's retries: a failed write does not end it (unlike Add and
+// Remove, which return the first failure of a write covering them); ctx's
+// end or the registry's Close does.
+func (r *Registry) Flush(ctx context.Context) error {
+	if err := r.life.err(); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	s := r.seq
+	r.mu.Unlock()
+	for {
+		r.mu.Lock()
+		written, ch := r.written, r.notify
+		r.mu.Unlock()
+		if written >= s {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-r.life.done:
+			return ErrClosed
+		}
+	}
+}
+
 // Local returns the number of user's connections on this node.
 func (r *Registry) Local(user string) int {
 	r.mu.Lock()
