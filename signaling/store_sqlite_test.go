@@ -694,8 +694,11 @@ func TestSQLiteCommitsDoNotCheckpoint(t *testing.T) {
 		t.Fatalf("the WAL holds %d bytes, fewer than 1000 pages: the test wrote too little", wal)
 	}
 	snap, err := s.Load(ctx)
-	if err != nil || len(snap.Invitations) != 2000 {
-		t.Fatalf("Load: %d invitations, %v", len(snap.Invitations), err)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if len(snap.Invitations) != 2000 {
+		t.Fatalf("Load: %d invitations, want 2000", len(snap.Invitations))
 	}
 }
 

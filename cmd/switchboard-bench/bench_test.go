@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -74,6 +76,51 @@ func TestSignalingTiny(t *testing.T) {
 		[]string{"setups_per_s", "ring_p50_ms", "ring_p99_ms", "accept_p50_ms", "accept_p99_ms",
 			"bytes_per_conn", "relay_setups_per_s", "relay_ratio", "relay_bytes_per_conn"},
 		[]string{"errors", "relay_errors"})
+}
+
+// TestSignalingRingLog: --ring-log writes one line per ring of both sides'
+// windows and warmups, with the invite's send time inside the run; every
+// measured setup rang inside its window, so each side has at least as many
+// "window" lines as it counted setups.
+func TestSignalingRingLog(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rings.txt")
+	start := time.Now()
+	res := runBench(t, "signaling", "--users", "40", "--callers", "4", "--duration", "1s", "--warmup", "300ms", "--rounds", "2", "--ring-log", path)
+	end := time.Now()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	measured := map[string]int{}
+	phases := map[string]bool{}
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) != 5 {
+			t.Fatalf("line %q: want 5 fields", line)
+		}
+		side, round, phase := f[0], f[1], f[2]
+		at, err1 := strconv.ParseInt(f[3], 10, 64)
+		ms, err2 := strconv.ParseFloat(f[4], 64)
+		switch {
+		case side != "server" && side != "relay", round != "1" && round != "2", phase != "window" && phase != "warmup", err1 != nil, err2 != nil:
+			t.Fatalf("line %q: bad field", line)
+		case time.Unix(0, at).Before(start) || time.Unix(0, at).After(end), ms < 0:
+			t.Fatalf("line %q: send time or latency out of the run", line)
+		}
+		phases[phase] = true
+		if phase == "window" {
+			measured[side]++
+		}
+	}
+	for side, key := range map[string]string{"server": "setups_per_s", "relay": "relay_setups_per_s"} {
+		setups := int(res[key].(float64) + 0.5) // --duration 1s: setups per second is the count
+		if setups == 0 || measured[side] < setups {
+			t.Errorf("%s: %d measured rings logged for %d setups", side, measured[side], setups)
+		}
+	}
+	if !phases["warmup"] {
+		t.Error("no warmup rings logged")
+	}
 }
 
 // TestSignalingRoundsSpawn alternates relay and server windows with both in
@@ -203,6 +250,7 @@ func TestBadUsage(t *testing.T) {
 		{"signaling", "--cluster", "2", "--redis-aof", "sometimes"},
 		{"signaling", "--cluster", "2", "--sample", "1s"},
 		{"signaling", "--cluster", "2", "--cpuprofile", "x"},
+		{"signaling", "--cluster", "2", "--ring-log", "x"},
 		{"media", "--cluster", "1"},
 		{"media", "--cluster", "2", "--calls", "0"},
 		{"media", "--cluster", "2", "--failover", "-1"},

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -42,6 +43,7 @@ type sigOptions struct {
 
 	cpuProfile  string // in-process: CPU profile over the server's windows
 	heapProfile string // in-process: in-use heap once the idle users are connected
+	ringLog     string // every measured call's invite time and ring latency, per window (standalone)
 }
 
 func (o *sigOptions) flags(out io.Writer) *flag.FlagSet {
@@ -61,6 +63,7 @@ func (o *sigOptions) flags(out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.redisAOF, "redis-aof", "everysec", "--cluster: Redis persistence: everysec or always (appendonly yes with that appendfsync), or off (no persistence)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "in-process only: write a CPU profile from the server's first window to the end of its last to this file (samples labelled side=server|client)")
 	fs.StringVar(&o.heapProfile, "heapprofile", "", "in-process only: write the in-use heap profile once the idle users are connected to this file, and before they connect to FILE.base")
+	fs.StringVar(&o.ringLog, "ring-log", "", "write one line per ring to this file: side (server|relay), round, phase (window: measured; warmup), the invite's send time (unix ns) and its ring latency in ms, to line a slow window up with the server's own logs (e.g. GODEBUG=gctrace=1); not with --cluster")
 	o.server.register(fs)
 	return fs
 }
@@ -85,6 +88,8 @@ func (o *sigOptions) validate() error {
 		return fmt.Errorf("--cluster must be 0 (off) or 2 to %d nodes", maxClusterNodes)
 	case o.cluster != 0 && o.sample > 0:
 		return errors.New("--sample (soak) is for one server, not with --cluster")
+	case o.cluster != 0 && o.ringLog != "":
+		return errors.New("--ring-log is for one server, not with --cluster")
 	case o.redisAOF != "everysec" && o.redisAOF != "always" && o.redisAOF != "off":
 		return fmt.Errorf("--redis-aof %q: want everysec, always or off", o.redisAOF)
 	}
@@ -157,6 +162,7 @@ type sigResult struct {
 type loadResult struct {
 	setups       int64
 	ring, accept []float64 // ms, calls whose invite was sent in the window
+	rings        []ringRec // every ring of the run, warmup included (for --ring-log)
 	errors       int64
 	firstErr     error
 	window       time.Duration
@@ -256,6 +262,11 @@ func runSignaling(ctx context.Context, o sigOptions, stdout, stderr io.Writer) (
 	wo := o
 	wo.duration = o.duration / time.Duration(rounds)
 	prof := &spanProfile{p: &windowProfile{cpu: o.cpuProfile}}
+	rlog, err := openRingLog(o.ringLog)
+	if err != nil {
+		return nil, err
+	}
+	defer rlog.close(stderr)
 	var sums, relaySums loadResult
 	var pairRatios, pairCPURatios, srvRates, relayRates, srvP99s, relayP99s []float64
 	loadStart := loadAverage()
@@ -268,6 +279,7 @@ func runSignaling(ctx context.Context, o sigOptions, stdout, stderr io.Writer) (
 				return nil, fmt.Errorf("relay run: %w", err)
 			}
 			relaySums.add(rw)
+			rlog.write("relay", r+1, rw)
 			relayRates = append(relayRates, float64(rw.setups)/wo.duration.Seconds())
 			relayP99s = append(relayP99s, round3(percentile(rw.ring, 99)))
 		}
@@ -282,6 +294,7 @@ func runSignaling(ctx context.Context, o sigOptions, stdout, stderr io.Writer) (
 			return nil, fmt.Errorf("server run: %w", err)
 		}
 		sums.add(sw)
+		rlog.write("server", r+1, sw)
 		srvRates = append(srvRates, float64(sw.setups)/wo.duration.Seconds())
 		srvP99s = append(srvP99s, round3(percentile(sw.ring, 99)))
 		if rw != nil {
@@ -686,7 +699,8 @@ type pair struct {
 	seq int
 
 	// Written by the callee goroutine only.
-	ring []float64
+	ring  []float64
+	rings []ringRec // every ring, warmup included (for --ring-log)
 	// Written by the caller goroutine only.
 	accepted []float64
 	setups   int64
@@ -696,7 +710,7 @@ type pair struct {
 
 // reset clears the figures of the last window.
 func (p *pair) reset() {
-	p.ring, p.accepted = nil, nil
+	p.ring, p.rings, p.accepted = nil, nil, nil
 	p.setups, p.errors, p.firstErr = 0, 0, nil
 }
 
@@ -850,6 +864,7 @@ func runLoad(ctx context.Context, o sigOptions, pairs []*pair, read func() (coun
 		}
 		res.errors += p.errors
 		res.ring = append(res.ring, p.ring...)
+		res.rings = append(res.rings, p.rings...)
 		res.accept = append(res.accept, p.accepted...)
 		if res.firstErr == nil && p.firstErr != nil {
 			res.firstErr = p.firstErr
@@ -980,13 +995,68 @@ func (p *pair) calleeLoop(ctx context.Context, winStart, winEnd time.Time) {
 		if err := ev.Decode(&d); err != nil {
 			continue
 		}
-		if !sent.Before(winStart) && sent.Before(winEnd) {
+		inWindow := !sent.Before(winStart) && sent.Before(winEnd)
+		if inWindow {
 			p.ring = append(p.ring, ms(now.Sub(sent)))
 		}
+		p.rings = append(p.rings, ringRec{at: sent.UnixNano(), ms: ms(now.Sub(sent)), measured: inWindow})
 		p.acceptAt.Store(time.Now().UnixNano())
 		actx, cancel := context.WithTimeout(ctx, callStepTimeout)
 		// A failed accept fails the caller's wait, which counts the error.
 		_ = p.accept(actx, d.InviteID)
 		cancel()
+	}
+}
+
+// ringRec is one ring as --ring-log writes it.
+type ringRec struct {
+	at       int64   // unix ns: when its invite was sent
+	ms       float64 // ring latency
+	measured bool    // sent inside the window (else in its warmup or after)
+}
+
+// ringLog is --ring-log's file: one line per ring, "side round phase
+// sent_unix_ns ring_ms", phase "window" (measured) or "warmup" (nil: no
+// log). The first write error is kept and
+// reported at close; later lines are dropped.
+type ringLog struct {
+	f   *os.File
+	w   *bufio.Writer
+	err error
+}
+
+func openRingLog(path string) (*ringLog, error) {
+	if path == "" {
+		return nil, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--ring-log: %w", err)
+	}
+	return &ringLog{f: f, w: bufio.NewWriter(f)}, nil
+}
+
+func (l *ringLog) write(side string, window int, r *loadResult) {
+	if l == nil || l.err != nil {
+		return
+	}
+	for _, rr := range r.rings {
+		phase := "warmup"
+		if rr.measured {
+			phase = "window"
+		}
+		if _, err := fmt.Fprintf(l.w, "%s %d %s %d %.3f\n", side, window, phase, rr.at, rr.ms); err != nil {
+			l.err = err
+			return
+		}
+	}
+}
+
+func (l *ringLog) close(stderr io.Writer) {
+	if l == nil {
+		return
+	}
+	if err := errors.Join(l.err, l.w.Flush(), l.f.Close()); err != nil {
+		fmt.Fprintln(stderr, "signaling: --ring-log:", err)
 	}
 }
