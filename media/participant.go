@@ -797,6 +797,7 @@ func (p *Participant) closeConnections() {
 			p.log.Debug("close publisher connection", "err", err)
 		}
 	}
+	p.fast.closeRTCP()
 	if err := p.sub.GracefulClose(); err != nil {
 		p.log.Debug("close subscriber connection", "err", err)
 	}
