@@ -51,9 +51,6 @@ type batchConn struct {
 	// connection's fast receive path (rxfast.go). Replaced (never
 	// modified) under mu, read without a lock on every read.
 	rx atomic.Pointer[map[uint32]*rxPath]
-	// rtcp maps the remote address of a subscriber connection on the fast
-	// path to it, for its client's RTCP (rtcpfast.go). Replaced under mu.
-	rtcp atomic.Pointer[map[netip.AddrPort]*fastPath]
 
 	// rd is the state of a raw read (batch_linux.go), used by one
 	// ReadFromAddrPort at a time: reading is its owner's flag (a second,
@@ -90,42 +87,7 @@ func newBatchConn(conn *net.UDPConn) *batchConn {
 	}
 	c.streams.Store(&map[uint32]*sendBatch{})
 	c.rx.Store(&map[uint32]*rxPath{})
-	c.rtcp.Store(&map[netip.AddrPort]*fastPath{})
 	return c
-}
-
-// registerRTCP routes the RTCP datagrams from addr to f, unless another
-// connection has the address.
-func (c *batchConn) registerRTCP(addr netip.AddrPort, f *fastPath) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	old := *c.rtcp.Load()
-	if old[addr] != nil {
-		return
-	}
-	next := make(map[netip.AddrPort]*fastPath, len(old)+1)
-	for k, v := range old {
-		next[k] = v
-	}
-	next[addr] = f
-	c.rtcp.Store(&next)
-}
-
-// unregisterRTCP undoes registerRTCP(addr, f).
-func (c *batchConn) unregisterRTCP(addr netip.AddrPort, f *fastPath) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	old := *c.rtcp.Load()
-	if old[addr] != f {
-		return
-	}
-	next := make(map[netip.AddrPort]*fastPath, len(old))
-	for k, v := range old {
-		if k != addr {
-			next[k] = v
-		}
-	}
-	c.rtcp.Store(&next)
 }
 
 // registerRx routes the RTP datagrams of ssrc to r, unless another
@@ -167,14 +129,6 @@ func (c *batchConn) unregisterRx(ssrc uint32, r *rxPath) {
 // receive path to it; false when it is Pion's. A packet to forward is put
 // into hold when hold is not nil (see ReadFromAddrPort).
 func (c *batchConn) receive(p []byte, addr netip.AddrPort, hold *heldPacket) bool {
-	if isRTCP(p) {
-		m := *c.rtcp.Load()
-		if len(m) == 0 {
-			return false
-		}
-		f := m[netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())]
-		return f != nil && f.receiveRTCP(p)
-	}
 	m := *c.rx.Load()
 	if len(m) == 0 {
 		return false

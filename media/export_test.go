@@ -60,16 +60,3 @@ func ReadBuffer(s *SFU) (int, error) {
 	}
 	return size, serr
 }
-
-// RTCPInFast counts the client RTCP datagrams s's subscriber connections
-// took outside Pion (rtcpfast.go).
-func RTCPInFast(s *SFU) uint64 { return s.counters.fastRTCPIn.Load() }
-
-// RTCPRoutes counts the subscriber connections whose client RTCP s's
-// socket reader takes.
-func RTCPRoutes(s *SFU) int {
-	if s.batch == nil {
-		return 0
-	}
-	return len(*s.batch.rtcp.Load())
-}

@@ -72,15 +72,6 @@ type fastPath struct {
 	handoff map[uint32]*seqTracker // SSRCs Pion sent before the switch
 	cryptex srtp.CryptexMode       // as the last answer applied declared
 	rocs    map[uint32]*sendROC    // with gcm: the rollover counter of each SSRC sent
-
-	// The client's RTCP on the fast path (rtcpfast.go).
-	rtcpMu     sync.Mutex    // guards the fields below
-	rtcpCtx    *srtp.Context // set before the state becomes fastOn
-	rtcpBuf    []byte
-	rtcpAddr   netip.AddrPort // where it is registered with conn
-	rtcpClosed bool
-	downsMu    sync.Mutex            // guards downs
-	downs      map[uint32]*downTrack // the connection's tracks by SSRC
 }
 
 const (
@@ -94,7 +85,7 @@ const (
 var errNoDirectRoute = errors.New("media: no direct route to the subscriber")
 
 func newFastPath(conn *batchConn, c *counters) *fastPath {
-	return &fastPath{conn: conn, counters: c, handoff: make(map[uint32]*seqTracker), rocs: make(map[uint32]*sendROC), streams: sendStreams{m: make(map[uint32]*sendStream)}, rtcpBuf: make([]byte, 1500), downs: make(map[uint32]*downTrack)}
+	return &fastPath{conn: conn, counters: c, handoff: make(map[uint32]*seqTracker), rocs: make(map[uint32]*sendROC), streams: sendStreams{m: make(map[uint32]*sendStream)}}
 }
 
 // attach watches pc's selected candidate pair. Called once, before pc
@@ -116,7 +107,6 @@ func (f *fastPath) setPair(pair *webrtc.ICECandidatePair) {
 	} else {
 		f.dst.Store(nil)
 	}
-	f.routeRTCP()
 }
 
 // directRoute is pair's remote address when the shared socket sends on the
@@ -139,7 +129,7 @@ func (f *fastPath) decide(log *slog.Logger) {
 	if f.state.Load() != fastUndecided {
 		return
 	}
-	ctx, gcm, rtcpCtx, relayed, err := f.prepare()
+	ctx, gcm, relayed, err := f.prepare()
 	if ctx == nil && err == nil && !relayed {
 		log.Debug("subscriber send path undecided: DTLS or ICE not up")
 		return // not ready yet: the next connect decides
@@ -162,51 +152,42 @@ func (f *fastPath) decide(log *slog.Logger) {
 		return
 	}
 	f.ctx, f.gcm = ctx, gcm
-	f.rtcpMu.Lock()
-	f.rtcpCtx = rtcpCtx
-	f.rtcpMu.Unlock()
 	f.state.Store(fastOn)
 	log.Debug("subscriber send path: fast")
-	f.routeRTCP()
 }
 
 // prepare returns the connection's outgoing SRTP context, and its AEAD
 // sender for an AEAD profile; nil and no error while not ready; relayed
 // when the selected pair is a relayed one (the connection then stays on
 // Pion's path).
-func (f *fastPath) prepare() (ctx *srtp.Context, gcm *gcmSender, rtcpCtx *srtp.Context, relayed bool, err error) {
+func (f *fastPath) prepare() (ctx *srtp.Context, gcm *gcmSender, relayed bool, err error) {
 	dt := f.pc.SCTP().Transport()
 	if dt.State() != webrtc.DTLSTransportStateConnected {
-		return nil, nil, nil, false, nil
+		return nil, nil, false, nil
 	}
 	pair, err := dt.ICETransport().GetSelectedCandidatePair()
 	if err != nil || pair == nil {
-		return nil, nil, nil, false, nil
+		return nil, nil, false, nil
 	}
 	if pair.Local.Typ == webrtc.ICECandidateTypeRelay || pair.Remote.Typ == webrtc.ICECandidateTypeRelay {
-		return nil, nil, nil, true, nil
+		return nil, nil, true, nil
 	}
 	rd := f.pc.RemoteDescription()
 	if rd == nil {
-		return nil, nil, nil, false, nil
+		return nil, nil, false, nil
 	}
 	conn := dtlsConn(dt)
 	if conn == nil {
-		return nil, nil, nil, false, errors.New("media: DTLS connection not reachable")
+		return nil, nil, false, errors.New("media: DTLS connection not reachable")
 	}
-	server := !strings.Contains(rd.SDP, "a=setup:passive")
-	ctx, gcm, err = srtpSendContext(conn, server)
+	ctx, gcm, err = srtpSendContext(conn, !strings.Contains(rd.SDP, "a=setup:passive"))
 	if err != nil {
-		return nil, nil, nil, false, err
-	}
-	rtcpCtx, err = srtcpReceiveContext(conn, !server)
-	if err != nil {
-		return nil, nil, nil, false, err
+		return nil, nil, false, err
 	}
 	if dst, ok := directRoute(pair); ok {
 		f.dst.CompareAndSwap(nil, &dst) // unless the handler has a newer one
 	}
-	return ctx, gcm, rtcpCtx, false, nil
+	return ctx, gcm, false, nil
 }
 
 // cryptexMode is the header encryption (RFC 9335) Pion's own context uses
@@ -512,9 +493,6 @@ func (t *fastPathTail) BindLocalStream(_ *interceptor.StreamInfo, writer interce
 type sendStreams struct {
 	mu sync.Mutex // guards m
 	m  map[uint32]*sendStream
-	// responder is the connection's NACK responder, for the client's RTCP
-	// on the fast path (rtcpfast.go).
-	responder atomic.Pointer[nackResponder]
 }
 
 // sendStream is one local stream's interceptor state; not modified once

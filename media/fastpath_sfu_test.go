@@ -198,30 +198,3 @@ func TestFastPathAfterICERestart(t *testing.T) {
 	}
 	checkClean(t, pub, sub)
 }
-
-// A subscriber's RTCP (receiver reports, keyframe requests) reaches the SFU
-// outside Pion once its connection is on the fast path, and a keyframe
-// request taken that way reaches the publisher; a participant that leaves
-// takes its route with it.
-func TestFastPathTakesSubscriberRTCP(t *testing.T) {
-	s := newSFU(t, testConfig())
-	pub := join(t, s, "room1", "alice", true, peerConfig(true))
-	sub := join(t, s, "room1", "bob", false, peerConfig(false))
-	eventually(t, 10*time.Second, "bob receiving alice", func() bool { return receiving(sub, 100, pub) })
-	eventually(t, 5*time.Second, "receiver reports on the fast path", func() bool { return media.RTCPInFast(s) > 0 })
-	if n := media.RTCPRoutes(s); n != 2 {
-		t.Errorf("%d RTCP routes, want 2 (alice's and bob's subscriber connections)", n)
-	}
-	waitKeyframeRequestsQuiet(t, s)
-	aliceVideo := peer.TrackKey{StreamID: "alice", Kind: media.KindVideo}
-	plis, in, fast := pub.peer.PLIsReceived(), s.Stats().KeyframeRequestsIn, media.RTCPInFast(s)
-	if err := sub.peer.RequestKeyframe(aliceVideo); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 2*time.Second, "bob's PLI at alice", func() bool {
-		return pub.peer.PLIsReceived() > plis && s.Stats().KeyframeRequestsIn > in && media.RTCPInFast(s) > fast
-	})
-	checkClean(t, pub, sub)
-	sub.part.Close()
-	eventually(t, 5*time.Second, "bob's route gone", func() bool { return media.RTCPRoutes(s) == 1 })
-}

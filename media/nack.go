@@ -62,9 +62,6 @@ type nackResponderFactory struct {
 func (f nackResponderFactory) NewInterceptor(string) (interceptor.Interceptor, error) {
 	r := &nackResponder{streams: make(map[uint32]*nackStream), now: time.Now, reg: f.reg}
 	r.rtxSeq.Store(rand.Uint32())
-	if f.reg != nil {
-		f.reg.responder.Store(r)
-	}
 	return r, nil
 }
 

@@ -797,7 +797,6 @@ func (p *Participant) closeConnections() {
 			p.log.Debug("close publisher connection", "err", err)
 		}
 	}
-	p.fast.closeRTCP()
 	if err := p.sub.GracefulClose(); err != nil {
 		p.log.Debug("close subscriber connection", "err", err)
 	}

@@ -548,7 +548,6 @@ type counters struct {
 	fastOut, fastDropped                     atomic.Uint64
 	fastIn, fastInDropped, fastInReplayed    atomic.Uint64
 	fastInQueueDropped                       atomic.Uint64
-	fastRTCPIn, fastRTCPReplayed             atomic.Uint64 // rtcpfast.go; tests
 }
 
 // Stats returns the SFU's counters.

@@ -494,9 +494,6 @@ func (d *downTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 	}
 	d.out.Store(&downBinding{stream: ctx.WriteStream(), ssrc: uint32(ctx.SSRC()), pt: uint8(codec.PayloadType)})
 	d.registerBatch(uint32(ctx.SSRC()))
-	if d.sub != nil && d.sub.fast != nil {
-		d.sub.fast.setDown(uint32(ctx.SSRC()), d)
-	}
 	d.bound.Store(true)
 	if d.sub != nil {
 		d.sub.log.Debug("subscriber track bound", "track", d.track.id, "connected", d.sub.subConnected.Load())
@@ -513,9 +510,6 @@ func (d *downTrack) Unbind(ctx webrtc.TrackLocalContext) error {
 	d.bound.Store(false)
 	d.out.Store(nil)
 	d.registerBatch(0)
-	if d.sub != nil && d.sub.fast != nil {
-		d.sub.fast.setDown(uint32(ctx.SSRC()), nil)
-	}
 	return d.TrackLocalStaticRTP.Unbind(ctx)
 }
 
