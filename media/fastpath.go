@@ -382,6 +382,21 @@ const srtpOverhead = 32
 // into buf and encrypts it in place; buf has room for the authentication
 // tag. roc is h.SSRC's rollover counter when the caller has it (with gcm).
 func (f *fastPath) encrypt(buf []byte, h *rtp.Header, payload []byte, hdrLen, size int, roc *sendROC) ([]byte, error) {
+	// With header encryption (RFC 9335) a packet with neither header
+	// extension nor CSRC (every forwarded one: fanOut strips the
+	// extensions) is encrypted as without it.
+	if f.gcm != nil && h.PaddingSize == 0 && (!f.cryptexOn.Load() || (!h.Extension && len(h.CSRC) == 0)) {
+		// Only the header is marshalled: AES-GCM reads the payload where
+		// it is and writes the ciphertext after the header (no copy of
+		// the payload into buf first).
+		if _, err := h.MarshalTo(buf); err != nil {
+			return nil, err
+		}
+		if roc == nil {
+			roc = f.roc(h.SSRC, h.SequenceNumber)
+		}
+		return f.gcm.sealFrom(roc, buf, hdrLen, payload, h.SSRC, h.SequenceNumber), nil
+	}
 	//lint:ignore SA1019 as in write
 	if _, err := rtp.MarshalPacketTo(buf, h, payload); err != nil {
 		return nil, err
@@ -390,9 +405,6 @@ func (f *fastPath) encrypt(buf []byte, h *rtp.Header, payload []byte, hdrLen, si
 		if roc == nil {
 			roc = f.roc(h.SSRC, h.SequenceNumber)
 		}
-		// With header encryption (RFC 9335) a packet with neither header
-		// extension nor CSRC (every forwarded one: fanOut strips the
-		// extensions) is encrypted as without it.
 		if !f.cryptexOn.Load() || (!h.Extension && len(h.CSRC) == 0) {
 			return f.gcm.seal(roc, buf, hdrLen, size, h.SSRC, h.SequenceNumber), nil
 		}

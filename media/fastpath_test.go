@@ -61,7 +61,8 @@ func newFastFixture(t testing.TB, rtx bool) *fastFixture {
 	// The chain of a subscriber connection: tail innermost.
 	tail := &fastPathTail{f: x.f}
 	nackI, _ := nackResponderFactory{reg: &x.f.streams}.NewInterceptor("")
-	srI, _ := senderReportsFactory{reg: &x.f.streams, interval: 20 * time.Millisecond}.NewInterceptor("")
+	clock := newReportClock(20 * time.Millisecond)
+	srI, _ := senderReportsFactory{reg: &x.f.streams, clock: clock}.NewInterceptor("")
 	info := &interceptor.StreamInfo{SSRC: 1111, ClockRate: 90000, RTCPFeedback: []interceptor.RTCPFeedback{{Type: "nack"}}}
 	if rtx {
 		info.SSRCRetransmission, info.PayloadTypeRetransmission = 2222, 97
@@ -83,6 +84,7 @@ func newFastFixture(t testing.TB, rtx bool) *fastFixture {
 	}))
 	t.Cleanup(func() {
 		_ = srI.Close()
+		clock.close()
 		_ = nackI.Close()
 		_ = x.f.conn.Close()
 		_ = recv.Close()

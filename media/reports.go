@@ -11,11 +11,16 @@ import (
 
 // senderReports sends the RTCP sender reports of a subscriber connection's
 // streams. It replaces Pion's report.SenderInterceptor (interceptor v0.1.51,
-// default options) and behaves like it on the wire: every interval (1 s)
-// one report per stream that has sent a packet, with the packet and
-// payload octet counts of the packets written through it (not the NACK
-// responder's resends, which are written below it) and the RTP time of the
-// last in-order packet's frame carried forward to the report's NTP time.
+// default options) and behaves like it on the wire but for the packing:
+// every interval (1 s) one report per stream that has sent a packet, with
+// the packet and payload octet counts of the packets written through it
+// (not the NACK responder's resends, which are written below it) and the
+// RTP time of the last in-order packet's frame carried forward to the
+// report's NTP time. The reports of one connection's streams leave
+// together, as one compound RTCP packet (one SRTCP encryption and one
+// datagram per connection, where Pion writes one per stream), and the
+// reports of every connection are sent by one goroutine per SFU
+// (reportClock) instead of one ticker per connection.
 //
 // Unlike Pion's it registers each stream with the connection's fast path
 // (sendStreams), so that a fan-out on the fast path accounts a packet with
@@ -23,35 +28,108 @@ import (
 // chain, and it takes the time only for a packet that starts a new frame.
 type senderReports struct {
 	interceptor.NoOp
-	reg      *sendStreams // nil: streams are not registered (tests)
-	interval time.Duration
-	now      func() time.Time
+	reg   *sendStreams // nil: streams are not registered (tests)
+	clock *reportClock
 
-	mu      sync.Mutex // guards streams and closed
+	mu      sync.Mutex // guards streams, writer and closed
 	streams map[uint32]*srStream
+	writer  interceptor.RTCPWriter // nil until BindRTCPWriter
 	closed  bool
-	done    chan struct{}
-	wg      sync.WaitGroup
+	// sending counts the clock's sends in progress (taken under the
+	// clock's lock while registered): Close waits for them, so that
+	// nothing is written after it returns.
+	sending sync.WaitGroup
+	pkts    []rtcp.Packet // the clock goroutine's
 }
 
 // senderReportInterval is Pion's default.
 const senderReportInterval = time.Second
 
-// senderReportsFactory makes one senderReports per connection.
+// senderReportsFactory makes one senderReports per connection, sent by
+// clock.
 type senderReportsFactory struct {
-	reg      *sendStreams
-	interval time.Duration // 0: senderReportInterval
+	reg   *sendStreams
+	clock *reportClock
 }
 
 func (f senderReportsFactory) NewInterceptor(string) (interceptor.Interceptor, error) {
-	return newSenderReports(f.reg, f.interval), nil
+	return newSenderReports(f.reg, f.clock), nil
 }
 
-func newSenderReports(reg *sendStreams, interval time.Duration) *senderReports {
+func newSenderReports(reg *sendStreams, clock *reportClock) *senderReports {
+	return &senderReports{reg: reg, clock: clock, streams: make(map[uint32]*srStream)}
+}
+
+// reportClock sends the sender reports of every subscriber connection of
+// an SFU from one goroutine, every interval. One timer for the SFU: a
+// ticker per connection woke a thread for each connection every second,
+// and each stream's report was an RTCP write of its own through Pion
+// (SRTCP, ICE, a sendto).
+type reportClock struct {
+	interval time.Duration
+	now      func() time.Time
+
+	mu   sync.Mutex // guards set and the registrations' sending.Add
+	set  map[*senderReports]struct{}
+	done chan struct{}
+	wg   sync.WaitGroup
+	list []*senderReports // the goroutine's
+}
+
+// newReportClock starts the clock; close ends it.
+func newReportClock(interval time.Duration) *reportClock {
 	if interval <= 0 {
 		interval = senderReportInterval
 	}
-	return &senderReports{reg: reg, interval: interval, now: time.Now, streams: make(map[uint32]*srStream), done: make(chan struct{})}
+	c := &reportClock{interval: interval, now: time.Now, set: make(map[*senderReports]struct{}), done: make(chan struct{})}
+	c.wg.Add(1)
+	go c.loop()
+	return c
+}
+
+func (c *reportClock) loop() {
+	defer c.wg.Done()
+	ticker := time.NewTicker(c.interval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ticker.C:
+		case <-c.done:
+			return
+		}
+		c.mu.Lock()
+		c.list = c.list[:0]
+		for r := range c.set {
+			r.sending.Add(1)
+			c.list = append(c.list, r)
+		}
+		c.mu.Unlock()
+		now := c.now()
+		for i, r := range c.list {
+			r.send(now)
+			r.sending.Done()
+			c.list[i] = nil
+		}
+	}
+}
+
+// add and remove (un)register a connection's reports.
+func (c *reportClock) add(r *senderReports) {
+	c.mu.Lock()
+	c.set[r] = struct{}{}
+	c.mu.Unlock()
+}
+
+func (c *reportClock) remove(r *senderReports) {
+	c.mu.Lock()
+	delete(c.set, r)
+	c.mu.Unlock()
+}
+
+// close stops the clock (after every connection closed).
+func (c *reportClock) close() {
+	close(c.done)
+	c.wg.Wait()
 }
 
 // srStream is the sender report state of one local stream.
@@ -137,52 +215,57 @@ func (r *senderReports) UnbindLocalStream(info *interceptor.StreamInfo) {
 	}
 }
 
-// BindRTCPWriter starts the reports' loop, which ends with Close.
+// BindRTCPWriter registers the connection with the clock, which writes
+// its reports through writer until Close.
 func (r *senderReports) BindRTCPWriter(writer interceptor.RTCPWriter) interceptor.RTCPWriter {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.closed {
+	if r.closed || r.writer != nil {
 		return writer
 	}
-	r.wg.Add(1)
-	go r.loop(writer)
+	r.writer = writer
+	r.clock.add(r)
 	return writer
 }
 
-func (r *senderReports) loop(writer interceptor.RTCPWriter) {
-	defer r.wg.Done()
-	ticker := time.NewTicker(r.interval)
-	defer ticker.Stop()
-	var streams []*srStream
-	for {
-		select {
-		case <-ticker.C:
-		case <-r.done:
-			return
-		}
-		streams = streams[:0]
-		r.mu.Lock()
-		for _, s := range r.streams {
-			streams = append(streams, s)
-		}
-		r.mu.Unlock()
-		now := r.now()
-		for _, s := range streams {
-			if rep := s.report(now); rep != nil {
-				_, _ = writer.Write([]rtcp.Packet{rep}, interceptor.Attributes{})
-			}
-		}
-	}
-}
-
-// Close ends the reports' loop.
-func (r *senderReports) Close() error {
+// send writes the reports due at now of the streams that have sent a
+// packet, as one compound RTCP packet. Called by the clock's goroutine
+// only, with no lock held during the write.
+func (r *senderReports) send(now time.Time) {
 	r.mu.Lock()
-	if !r.closed {
-		r.closed = true
-		close(r.done)
+	writer := r.writer
+	pkts := r.pkts[:0]
+	for _, s := range r.streams {
+		if rep := s.report(now); rep != nil {
+			pkts = append(pkts, rep)
+		}
 	}
 	r.mu.Unlock()
-	r.wg.Wait()
+	if writer != nil {
+		for rest := pkts; len(rest) > 0; {
+			n := min(len(rest), reportsPerPacket)
+			_, _ = writer.Write(rest[:n], interceptor.Attributes{})
+			rest = rest[n:]
+		}
+	}
+	clear(pkts)
+	r.pkts = pkts[:0]
+}
+
+// reportsPerPacket bounds a compound packet: 32 sender reports without
+// report blocks are 896 bytes, under any path's MTU with SRTCP's overhead.
+const reportsPerPacket = 32
+
+// Close stops the connection's reports; nothing is written once it
+// returns.
+func (r *senderReports) Close() error {
+	r.mu.Lock()
+	closed, bound := r.closed, r.writer != nil
+	r.closed = true
+	r.mu.Unlock()
+	if !closed && bound {
+		r.clock.remove(r)
+		r.sending.Wait()
+	}
 	return nil
 }

@@ -121,6 +121,7 @@ func New(cfg Config, log *slog.Logger) (*SFU, error) {
 		return nil, fmt.Errorf("media: dtls certificate: %w", err)
 	}
 
+	subAPI.reports = newReportClock(senderReportInterval)
 	s := &SFU{
 		cfg:    cfg,
 		log:    log,
@@ -241,6 +242,7 @@ type subscriberAPI struct {
 	se        webrtc.SettingEngine
 	media     *webrtc.MediaEngine
 	factories []interceptor.Factory
+	reports   *reportClock // sends every connection's sender reports
 }
 
 // newPeerConnection makes a subscriber connection that sends through f.
@@ -253,7 +255,7 @@ func (a subscriberAPI) newPeerConnection(cfg webrtc.Configuration, f *fastPath) 
 	// The NACK responder, then the sender reports (outermost): both add
 	// their streams to the connection's registry (fastPath.writeDirect).
 	ir.Add(nackResponderFactory{reg: &f.streams})
-	ir.Add(senderReportsFactory{reg: &f.streams})
+	ir.Add(senderReportsFactory{reg: &f.streams, clock: a.reports})
 	api := webrtc.NewAPI(webrtc.WithSettingEngine(a.se), webrtc.WithMediaEngine(a.media), webrtc.WithInterceptorRegistry(ir))
 	pc, err := api.NewPeerConnection(cfg)
 	if err != nil {
@@ -386,6 +388,7 @@ func (s *SFU) Close() error {
 	}
 	wg.Wait()
 	s.events.Wait()
+	s.sub.reports.close()
 	err := s.mux.Close()
 	s.log.Info("sfu closed")
 	if err != nil && !errors.Is(err, net.ErrClosed) {

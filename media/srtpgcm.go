@@ -98,6 +98,14 @@ type sendROC struct {
 // highest sent (a resend of an older packet keeps its own), as in Pion's
 // context.
 func (g *gcmSender) seal(r *sendROC, buf []byte, hdrLen, size int, ssrc uint32, seq uint16) []byte {
+	return g.sealFrom(r, buf, hdrLen, buf[hdrLen:size], ssrc, seq)
+}
+
+// sealFrom is seal of the packet whose header is buf[:hdrLen] and whose
+// payload (with any padding) is payload, read where it is: the
+// ciphertext and tag are written to buf[hdrLen:], which has room for
+// them. payload is either buf[hdrLen:] itself or does not overlap buf.
+func (g *gcmSender) sealFrom(r *sendROC, buf []byte, hdrLen int, payload []byte, ssrc uint32, seq uint16) []byte {
 	r.mu.Lock()
 	roc := uint32(r.t.ext(seq) >> 16)
 	r.t.update(seq)
@@ -110,7 +118,7 @@ func (g *gcmSender) seal(r *sendROC, buf []byte, hdrLen, size int, ssrc uint32, 
 	for i := range n {
 		n[i] ^= g.salt[i]
 	}
-	out := g.aead.Seal(buf[hdrLen:hdrLen], n[:], buf[hdrLen:size], buf[:hdrLen])
+	out := g.aead.Seal(buf[hdrLen:hdrLen], n[:], payload, buf[:hdrLen])
 	r.mu.Unlock()
 	return buf[:hdrLen+len(out)]
 }

@@ -64,9 +64,18 @@ func TestGCMSenderLikePion(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// sealFrom, reading the payload where it is (the fan-out's
+			// form), at the same counter as seal below.
+			roc2 := &sendROC{t: roc.t}
+			buf2 := make([]byte, size+srtpOverhead)
+			copy(buf2, buf[:hdrLen])
+			got2 := g.sealFrom(roc2, buf2, hdrLen, plain[hdrLen:], h.SSRC, seq)
 			got := g.seal(roc, buf, hdrLen, size, h.SSRC, seq)
 			if !bytes.Equal(got, want) {
 				t.Fatalf("%v seq %d: differs from Pion's context", tc.profile, seq)
+			}
+			if !bytes.Equal(got2, want) || roc2.t != roc.t {
+				t.Fatalf("%v seq %d: sealFrom differs from Pion's context", tc.profile, seq)
 			}
 			if !h.Extension && len(h.CSRC) == 0 {
 				withCryptex, err := pionCryptex.EncryptRTP(nil, plain, nil)
