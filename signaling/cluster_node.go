@@ -117,7 +117,7 @@ func newClusterNode(ctx context.Context, e *Engine, p ClusterParams) (_ *cluster
 		return nil, err
 	}
 	if p.Config.OpLanes > 0 {
-		c.gangs = newGangs(p.Client, GangConfig{Lanes: p.Config.OpLanes, Max: p.Config.OpGangMax, Wait: p.Config.OpGangWait})
+		c.gangs = newGangs(p.Client, GangConfig{Lanes: p.Config.OpLanes, Max: p.Config.OpGangMax, Wait: p.Config.OpGangWait, SharedKey: c.ks.NodesKey()})
 	}
 	for _, start := range []func() error{c.reg.Start, c.reader.Start, c.poller.Start} {
 		if err = start(); err != nil {

@@ -116,6 +116,11 @@ type GangConfig struct {
 	// an attempt descheduled for long, or waiting for something another
 	// attempt of the lane holds, can cost the others.
 	Wait time.Duration
+	// SharedKey, if set, is a key whose whole-range reads (ZRANGE key 0
+	// -1, not WATCHed: the cluster's live nodes) a lane makes once per
+	// round for all its members, after every other read of the round
+	// (sharedReads).
+	SharedKey string
 }
 
 // gangs are a node's lanes of shared transactions.
@@ -310,12 +315,21 @@ func (m *gangMember) exec(_ context.Context, f func(redis.Pipeliner)) ([]redis.C
 // unwatch does nothing: the lane ends the WATCH once its members are done.
 func (m *gangMember) unwatch(context.Context) {}
 
+// laneScratch is what a lane reuses from one shared transaction and round
+// to the next.
+type laneScratch struct {
+	pending, reads, execReqs []gangReq
+	adm                      admitScratch
+	shared                   sharedReads
+}
+
 // lane runs shared transactions one after the other until the node closes.
 func (g *gangs) lane() {
 	defer g.wg.Done()
 	reqs := make(chan gangReq, g.cfg.Max)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	sc := &laneScratch{}
 	for {
 		var first *gangMember
 		select {
@@ -333,12 +347,12 @@ func (g *gangs) lane() {
 				break more
 			}
 		}
-		g.gang(members, reqs, timer)
+		g.gang(members, reqs, timer, sc)
 	}
 }
 
 // gang runs one shared transaction of members (see txConn).
-func (g *gangs) gang(members []*gangMember, reqs chan gangReq, timer *time.Timer) {
+func (g *gangs) gang(members []*gangMember, reqs chan gangReq, timer *time.Timer, sc *laneScratch) {
 	// The first member's values, and the latest of the members' deadlines
 	// (none if one has none, as alone: then the connection's timeouts
 	// bound each round trip); not their ends: a member whose context ends
@@ -353,7 +367,8 @@ func (g *gangs) gang(members []*gangMember, reqs chan gangReq, timer *time.Timer
 	var execs, refused int64
 	defer func() { g.stats.add(int64(len(members)), execs, refused) }()
 	err := g.rdb.Watch(ctx, func(rtx *redis.Tx) error {
-		pending := make([]gangReq, 0, len(members))
+		pending := sc.pending[:0]
+		defer func() { sc.pending = clear0(pending) }()
 		for _, m := range members {
 			m.reqs = reqs
 			pending = append(pending, m.first)
@@ -399,7 +414,7 @@ func (g *gangs) gang(members []*gangMember, reqs chan gangReq, timer *time.Timer
 			if len(pending) == 0 {
 				continue
 			}
-			var reads, execReqs []gangReq
+			reads, execReqs := sc.reads[:0], sc.execReqs[:0]
 			for _, r := range pending {
 				if r.kind == gangRead {
 					reads = append(reads, r)
@@ -409,20 +424,28 @@ func (g *gangs) gang(members []*gangMember, reqs chan gangReq, timer *time.Timer
 			}
 			if len(reads) > 0 {
 				p := rtx.Pipeline()
+				sh := &sc.shared
+				sh.reset(g.cfg.SharedKey)
 				for _, r := range reads {
-					_ = p.BatchProcess(ctx, r.cmds...)
+					sh.add(ctx, p, r.cmds)
 					armed = armed || len(r.watch) > 0
 				}
+				sh.queue(ctx, p)
 				_, err := p.Exec(ctx)
+				sh.copy()
 				for _, r := range reads {
 					r.m.reply <- roundErr(r.cmds, err)
 				}
-				pending = execReqs
+				// The EXEC requests go on in pending (reused: reads and
+				// execReqs are the scratch's).
+				pending = append(pending[:0], execReqs...)
+				sc.reads, sc.execReqs = clear0(reads), clear0(execReqs)
 				continue
 			}
+			sc.reads, sc.execReqs = reads, clear0(execReqs)
 			// Only EXECs pending: every member still active asked for one
 			// (or was too late, and will be refused).
-			in, out := admit(pending)
+			in, out := sc.adm.admit(pending)
 			if len(in) > 0 {
 				tp := rtx.TxPipeline()
 				for _, r := range in {
@@ -440,7 +463,7 @@ func (g *gangs) gang(members []*gangMember, reqs chan gangReq, timer *time.Timer
 				r.m.reply <- errGangRefused
 			}
 			spent = true
-			pending = nil
+			pending = pending[:0]
 		}
 		if armed {
 			unwatch(ctx, rtx)
@@ -488,27 +511,133 @@ func roundErr(cmds []redis.Cmder, err error) error {
 	return err
 }
 
+// clear0 empties s, dropping what its elements held, and keeps its
+// array.
+func clear0[T any](s []T) []T {
+	clear(s)
+	return s[:0]
+}
+
+// sharedReads makes the whole-range reads of a lane's shared key (see
+// GangConfig.SharedKey) once per round: the first member's command goes at
+// the end of the round's pipeline, after every member's WATCH and other
+// reads, and the others' get its reply. Not WATCHed, such a read only has
+// to come after what its member read before it in the round (the nodes'
+// registry entries before the live nodes: a node is in `nodes` before any
+// entry names it), which the end of the round is; Redis may run other
+// clients' commands between those of one pipeline anyway.
+type sharedReads struct {
+	key     string
+	lead    *redis.StringSliceCmd
+	follows []*redis.StringSliceCmd
+}
+
+func (s *sharedReads) reset(key string) {
+	s.key, s.lead = key, nil
+	s.follows = clear0(s.follows)
+}
+
+// add queues cmds on p but the shared reads among them.
+func (s *sharedReads) add(ctx context.Context, p redis.Pipeliner, cmds []redis.Cmder) {
+	from := 0
+	for i, c := range cmds {
+		sc, ok := s.shared(c)
+		if !ok {
+			continue
+		}
+		if from < i {
+			_ = p.BatchProcess(ctx, cmds[from:i]...)
+		}
+		from = i + 1
+		if s.lead == nil {
+			s.lead = sc
+		} else {
+			s.follows = append(s.follows, sc)
+		}
+	}
+	if from < len(cmds) {
+		_ = p.BatchProcess(ctx, cmds[from:]...)
+	}
+}
+
+// shared tells whether c is a whole-range read of the shared key.
+func (s *sharedReads) shared(c redis.Cmder) (*redis.StringSliceCmd, bool) {
+	if s.key == "" {
+		return nil, false
+	}
+	sc, ok := c.(*redis.StringSliceCmd)
+	if !ok {
+		return nil, false
+	}
+	args := sc.Args()
+	if len(args) != 4 {
+		return nil, false
+	}
+	if name, _ := args[0].(string); name != "zrange" {
+		return nil, false
+	}
+	if key, _ := args[1].(string); key != s.key {
+		return nil, false
+	}
+	start, ok1 := intArg(args[2])
+	stop, ok2 := intArg(args[3])
+	return sc, ok1 && ok2 && start == 0 && stop == -1
+}
+
+// queue queues the round's one shared read, last.
+func (s *sharedReads) queue(ctx context.Context, p redis.Pipeliner) {
+	if s.lead != nil {
+		_ = p.BatchProcess(ctx, s.lead)
+	}
+}
+
+// copy gives every other member's command the shared read's reply (or
+// error), once the round ran.
+func (s *sharedReads) copy() {
+	if s.lead == nil {
+		return
+	}
+	val, err := s.lead.Val(), s.lead.Err()
+	for _, f := range s.follows {
+		f.SetVal(slices.Clone(val))
+		f.SetErr(err)
+	}
+	s.lead = nil
+	s.follows = clear0(s.follows)
+}
+
+// admitScratch is admit's key sets, reused by a lane.
+type admitScratch struct {
+	reads, writes map[string]bool
+	keys          []string
+	in, out       []gangReq // the last answer (valid until the next call)
+}
+
 // admit splits the EXEC requests of a lane into those committed together
 // and those sent back: in lane order, a request is admitted when no key
 // it writes was WATCHed by an admitted one and none it WATCHed is written
 // by one; a request with a command whose keys are unknown only alone.
-func admit(reqs []gangReq) (in, out []gangReq) {
-	var reads, writes map[string]bool
+// Its answer is valid until its next call (the arrays are reused).
+func (a *admitScratch) admit(reqs []gangReq) (in, out []gangReq) {
+	clear(a.reads)
+	clear(a.writes)
+	in, out = clear0(a.in), clear0(a.out)
 	alone := false
 	for _, r := range reqs {
-		w, known := gangWriteKeys(r.cmds)
+		w, known := gangWriteKeysTo(a.keys[:0], r.cmds)
+		a.keys = w
 		ok := !alone && (known || len(in) == 0)
 		for _, k := range w {
 			if !ok {
 				break
 			}
-			ok = !reads[k]
+			ok = !a.reads[k]
 		}
 		for _, k := range r.m.watch {
 			if !ok {
 				break
 			}
-			ok = !writes[k]
+			ok = !a.writes[k]
 		}
 		if !ok {
 			out = append(out, r)
@@ -517,12 +646,14 @@ func admit(reqs []gangReq) (in, out []gangReq) {
 		in = append(in, r)
 		alone = !known
 		for _, k := range r.m.watch {
-			put(&reads, k, true)
+			put(&a.reads, k, true)
 		}
 		for _, k := range w {
-			put(&writes, k, true)
+			put(&a.writes, k, true)
 		}
 	}
+	clear(a.keys)
+	a.in, a.out = in, out
 	return in, out
 }
 
@@ -530,7 +661,11 @@ func admit(reqs []gangReq) (in, out []gangReq) {
 // writes it or not: more keys only send more attempts back), and whether
 // every command's keys are known.
 func gangWriteKeys(cmds []redis.Cmder) ([]string, bool) {
-	var keys []string
+	return gangWriteKeysTo(nil, cmds)
+}
+
+// gangWriteKeysTo is gangWriteKeys appending to keys.
+func gangWriteKeysTo(keys []string, cmds []redis.Cmder) ([]string, bool) {
 	for _, c := range cmds {
 		args := c.Args()
 		if len(args) < 2 {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -325,4 +327,135 @@ func TestLaneJoinsWithFirstRequest(t *testing.T) {
 	if st := g.stats.get(); st.Members != 3 {
 		t.Errorf("stats %+v: want 3 members (the holder, runLane's holder and op), not the idle or the cancelled attempt", st)
 	}
+}
+
+// TestLaneSharesTheNodesRead: the members of a lane that read the whole
+// shared key (the live nodes) in one round get one ZRANGE's reply between
+// them, each a copy of its own, and its error when it fails; their other
+// reads run as before, and a range that is not the whole key is not
+// shared.
+func TestLaneSharesTheNodesRead(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client()
+	ctx := context.Background()
+	g := newGangs(rdb, GangConfig{Lanes: 1, Max: 64, Wait: time.Second, SharedKey: "lane:nodes"})
+	defer g.close()
+	if err := rdb.ZAdd(ctx, "lane:nodes", redis.Z{Score: 1, Member: "n1"}, redis.Z{Score: 2, Member: "n2"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	zrangeCalls := func() int {
+		info, err := rdb.Info(ctx, "commandstats").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		for _, line := range strings.Split(info, "\r\n") {
+			if v, ok := strings.CutPrefix(line, "cmdstat_zrange:calls="); ok {
+				n, _ = strconv.Atoi(v[:strings.IndexByte(v, ',')])
+			}
+		}
+		return n
+	}
+	const n = 12
+	got := make([][]string, n)
+	part := make([][]string, n)
+	gets := make([]string, n)
+	run := func(key string) []error {
+		var ops []func(txConn) error
+		for i := range n {
+			ops = append(ops, func(conn txConn) error {
+				var whole, some *redis.StringSliceCmd
+				var get *redis.StringCmd
+				if _, err := conn.read(ctx, []string{fmt.Sprintf("lane:w:%d", i)}, func(p redis.Pipeliner) {
+					whole = p.ZRange(ctx, key, 0, -1)
+					get = p.Get(ctx, fmt.Sprintf("lane:v:%d", i))
+					some = p.ZRange(ctx, key, 0, 0)
+				}); err != nil && !errors.Is(err, redis.Nil) {
+					return err
+				}
+				if err := whole.Err(); err != nil {
+					return err
+				}
+				got[i], part[i], gets[i] = whole.Val(), some.Val(), get.Val()
+				return nil
+			})
+		}
+		return runLaneBodies(t, g, ops)
+	}
+	for i := range n {
+		rdb.Set(ctx, fmt.Sprintf("lane:v:%d", i), fmt.Sprint(i), 0)
+	}
+	before := zrangeCalls()
+	for i, err := range run("lane:nodes") {
+		if err != nil {
+			t.Fatalf("op %d: %v", i, err)
+		}
+	}
+	// One whole-range read for the round, and each member's own partial one.
+	if calls := zrangeCalls() - before; calls != 1+n {
+		t.Fatalf("%d ZRANGE calls for %d members: want 1 shared and %d partial", calls, n, n)
+	}
+	for i := range n {
+		if !slices.Equal(got[i], []string{"n1", "n2"}) || !slices.Equal(part[i], []string{"n1"}) || gets[i] != fmt.Sprint(i) {
+			t.Fatalf("op %d read %v, %v, %q", i, got[i], part[i], gets[i])
+		}
+	}
+	got[0][0] = "changed"
+	if got[1][0] != "n1" {
+		t.Fatal("the members share one slice")
+	}
+	// Another key's whole range is each member's own.
+	rdb.ZAdd(ctx, "lane:other", redis.Z{Score: 1, Member: "x"})
+	before = zrangeCalls()
+	for i, err := range run("lane:other") {
+		if err != nil {
+			t.Fatalf("op %d: %v", i, err)
+		}
+	}
+	if calls := zrangeCalls() - before; calls != 2*n {
+		t.Fatalf("%d ZRANGE calls of another key for %d members: want %d", calls, n, 2*n)
+	}
+	// The shared read's error is every member's.
+	rdb.Del(ctx, "lane:nodes")
+	rdb.Set(ctx, "lane:nodes", "not a sorted set", 0)
+	for i, err := range run("lane:nodes") {
+		if err == nil || !strings.Contains(err.Error(), "WRONGTYPE") {
+			t.Fatalf("op %d: %v, want WRONGTYPE", i, err)
+		}
+	}
+}
+
+// runLaneBodies is runLane for bodies of any shape.
+func runLaneBodies(t *testing.T, g *gangs, bodies []func(txConn) error) []error {
+	t.Helper()
+	hold, held := make(chan struct{}), make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		_ = g.run(context.Background(), func(conn txConn) error {
+			if _, err := conn.Pipelined(context.Background(), func(p redis.Pipeliner) error {
+				p.Ping(context.Background())
+				return nil
+			}); err != nil {
+				t.Errorf("the holder's read: %v", err)
+			}
+			close(held)
+			<-hold
+			return nil
+		})
+	})
+	<-held
+	errs := make([]error, len(bodies))
+	for i, body := range bodies {
+		wg.Go(func() { errs[i] = g.run(context.Background(), body) })
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for int(g.joining.Load()) < len(bodies) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d ops wait for the lane", g.joining.Load(), len(bodies))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(hold)
+	wg.Wait()
+	return errs
 }

@@ -511,7 +511,11 @@ type clusterResult struct {
 	StandaloneBytesPerCon float64 `json:"standalone_bytes_per_conn"`
 	StandaloneCPUS        float64 `json:"standalone_cpu_s"`
 	StandaloneCPUPerSetup float64 `json:"standalone_cpu_ms_per_setup"`
-	ClusterRatio          float64 `json:"cluster_ratio"`
+	// The bench's own CPU (its pairs' clients, in this process) per setup
+	// in each window: both runs share the machine with it.
+	BenchCPUPerSetup           float64 `json:"bench_cpu_ms_per_setup"`
+	StandaloneBenchCPUPerSetup float64 `json:"standalone_bench_cpu_ms_per_setup"`
+	ClusterRatio               float64 `json:"cluster_ratio"`
 }
 
 // cmdPerSetup is one Redis command's calls and time per setup in the
@@ -626,15 +630,17 @@ func runSignalingCluster(ctx context.Context, o sigOptions, stdout, stderr io.Wr
 			RedisReadsPerSet: perSetup(float64(d.redis.reads)),
 			RedisCmdStats:    cmdStats(d.redis.cmds, setups),
 
-			StandaloneSetupsPerS:  round3(float64(base.setups) / secs),
-			StandaloneRingP50:     round3(percentile(base.ring, 50)),
-			StandaloneRingP99:     round3(percentile(base.ring, 99)),
-			StandaloneAcceptP50:   round3(percentile(base.accept, 50)),
-			StandaloneAcceptP99:   round3(percentile(base.accept, 99)),
-			StandaloneErrors:      base.errors,
-			StandaloneBytesPerCon: round3(base.bytesPerConn),
-			StandaloneCPUS:        round3(base.cpu.Seconds()),
-			StandaloneCPUPerSetup: round3(ratio(ms(base.cpu), float64(base.setups))),
+			StandaloneSetupsPerS:       round3(float64(base.setups) / secs),
+			StandaloneRingP50:          round3(percentile(base.ring, 50)),
+			StandaloneRingP99:          round3(percentile(base.ring, 99)),
+			StandaloneAcceptP50:        round3(percentile(base.accept, 50)),
+			StandaloneAcceptP99:        round3(percentile(base.accept, 99)),
+			StandaloneErrors:           base.errors,
+			StandaloneBytesPerCon:      round3(base.bytesPerConn),
+			StandaloneCPUS:             round3(base.cpu.Seconds()),
+			StandaloneCPUPerSetup:      round3(ratio(ms(base.cpu), float64(base.setups))),
+			BenchCPUPerSetup:           perSetup(ms(main.benchCPU)),
+			StandaloneBenchCPUPerSetup: round3(ratio(ms(base.benchCPU), float64(base.setups))),
 		},
 	}
 	cr := res.clusterResult
@@ -659,6 +665,7 @@ func runSignalingCluster(ctx context.Context, o sigOptions, stdout, stderr io.Wr
 	t.row("redis CPU per setup", f(cr.RedisCPUPerSetup), "-", "ms")
 	t.row("server CPU per setup", f(res.CPUPerSetup), f(cr.StandaloneCPUPerSetup), "ms (nodes + redis)")
 	t.row("server CPU in window", f(res.ServerCPUS), f(cr.StandaloneCPUS), "s")
+	t.row("bench CPU per setup", f(cr.BenchCPUPerSetup), f(cr.StandaloneBenchCPUPerSetup), "ms (this process: the pairs' clients)")
 	t.row("redis commands per setup", f(cr.RedisCmdsPerSet), "-", "total_commands_processed")
 	t.row("redis round trips per setup", f(cr.RedisRTPerSetup), "-", "total_writes_processed: replies written")
 	t.flush()

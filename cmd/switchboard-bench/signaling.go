@@ -170,6 +170,7 @@ type loadResult struct {
 	cpu          time.Duration // server CPU over the window (server run only)
 	delta        counters      // the counters' change over the window (server run only)
 	crossSetups  int64         // setups whose caller and callee were on different nodes
+	benchCPU     time.Duration // this process's CPU over the window (the pairs' clients)
 }
 
 func runSignaling(ctx context.Context, o sigOptions, stdout, stderr io.Writer) (*sigResult, error) {
@@ -823,6 +824,7 @@ func runLoad(ctx context.Context, o sigOptions, pairs []*pair, read func() (coun
 		tokens = pace(lctx, o.rate, len(pairs))
 	}
 	var cStart, cEnd counters
+	var bStart, bEnd time.Duration
 	var profErr error
 	var cpuWG sync.WaitGroup
 	cpuWG.Go(func() {
@@ -833,8 +835,10 @@ func runLoad(ctx context.Context, o sigOptions, pairs []*pair, read func() (coun
 		if read != nil {
 			cStart, err = read()
 		}
+		bStart, _ = selfCPU()
 		profErr = errors.Join(err, prof.start())
 		sleepUntil(lctx, winEnd)
+		bEnd, _ = selfCPU()
 		if read != nil && lctx.Err() == nil {
 			cEnd, err = read()
 			profErr = errors.Join(profErr, err)
@@ -857,6 +861,7 @@ func runLoad(ctx context.Context, o sigOptions, pairs []*pair, read func() (coun
 	res.window = o.duration
 	res.delta = cEnd.sub(cStart)
 	res.cpu = res.delta.cpu
+	res.benchCPU = bEnd - bStart
 	for _, p := range pairs {
 		res.setups += p.setups
 		if p.crossNode {
