@@ -131,7 +131,7 @@ func (r *Registry) change(ctx context.Context, user string, d int) error {
 	s := r.seq
 	r.mu.Unlock()
 	r.wake()
-	return r.wait(ctx, s)
+	return r.waitFor(ctx, s, false)
 }
 
 // Flush waits until every change counted so far is in Redis, through the
@@ -145,21 +145,7 @@ func (r *Registry) Flush(ctx context.Context) error {
 	r.mu.Lock()
 	s := r.seq
 	r.mu.Unlock()
-	for {
-		r.mu.Lock()
-		written, ch := r.written, r.notify
-		r.mu.Unlock()
-		if written >= s {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-r.life.done:
-			return ErrClosed
-		}
-	}
+	return r.waitFor(ctx, s, true)
 }
 
 // Local returns the number of user's connections on this node.
@@ -187,9 +173,10 @@ func (r *Registry) wake() {
 	}
 }
 
-// wait returns when call s is in Redis (nil), or a write covering it
-// failed (that error), or ctx ends, or the registry closes.
-func (r *Registry) wait(ctx context.Context, s uint64) error {
+// waitFor returns when change s is in Redis (nil), or a write covering it
+// failed (that error; unless throughFailures: then the writer's retries
+// are waited for), or ctx ends, or the registry closes.
+func (r *Registry) waitFor(ctx context.Context, s uint64, throughFailures bool) error {
 	for {
 		r.mu.Lock()
 		written, failed, err, ch := r.written, r.failed, r.failErr, r.notify
@@ -197,7 +184,7 @@ func (r *Registry) wait(ctx context.Context, s uint64) error {
 		switch {
 		case written >= s:
 			return nil
-		case failed >= s:
+		case !throughFailures && failed >= s:
 			return fmt.Errorf("cluster: registry write: %w", err)
 		}
 		select {
