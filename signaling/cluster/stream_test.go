@@ -240,6 +240,10 @@ func TestReaderStreamLost(t *testing.T) {
 	w := e.client()
 	must(t, e.appendEvents(w, "a", 0, 5))
 	r.waitCount(t, 5, 5*time.Second)
+	// The reader records its position in its next read: the loss below
+	// must come after that record (one written after it would put the
+	// position back, and the new stream would look rolled back).
+	e.waitPosition(t, w, "a", 5)
 	must(t, w.Del(context.Background(), e.ks().StreamKey("a"), e.prefix+"evseq:a", e.prefix+"evpos:a").Err())
 	must(t, e.appendEvents(w, "a", 0, 3))
 	r.waitCount(t, 8, 5*time.Second)
@@ -304,14 +308,7 @@ func TestReaderStreamLostBelowPosition(t *testing.T) {
 	// The reader records its position in the pipeline of its next read:
 	// wait for that record, so the loss below comes after it (a record
 	// written after the loss would make the stream look rolled back).
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if pos, _ := w.Get(ctx, e.prefix+"evpos:a").Result(); strings.HasSuffix(pos, " 5") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the reader did not record its position after 5 events")
-		}
-	}
+	e.waitPosition(t, w, "a", 5)
 	ks := e.ks()
 	must(t, w.Del(ctx, ks.StreamKey("a"), e.prefix+"evpos:a").Err())
 	for i := 1; i <= 3; i++ {
@@ -455,5 +452,20 @@ func TestReaderOneRoundTripPerBatch(t *testing.T) {
 	r2.waitCount(t, 1, 5*time.Second)
 	if evs, lost := r2.snapshot(); len(evs) != 1 || evs[0].Seq != n+2 || len(lost) != 0 {
 		t.Errorf("new reader: %d events, first seq %d, lost %v; want seq %d only", len(evs), evs[0].Seq, lost, n+2)
+	}
+}
+
+// waitPosition waits (at most 5 s) until the reader of node has recorded
+// its position after its seq-th event.
+func (e *env) waitPosition(t *testing.T, w *redis.Client, node string, seq int) {
+	t.Helper()
+	suffix := fmt.Sprintf(" %d", seq)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if pos, _ := w.Get(context.Background(), e.prefix+"evpos:"+node).Result(); strings.HasSuffix(pos, suffix) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the reader did not record its position after %d events", seq)
+		}
 	}
 }
