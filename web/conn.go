@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"math"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"sync"
@@ -101,13 +103,32 @@ func (c *conn) StartReplay(r *signaling.Replay) {
 	}
 }
 
-// armPing starts the ping timer; the writer rearms it after each ping.
+// armPing starts the ping timer; the writer rearms it after each ping,
+// ping_interval later. The first ping comes at a random point of the first
+// interval: connections made together (every client reconnecting after a
+// restart or a network outage, a load test's idle users) would otherwise
+// ping together every ping_interval from then on, one burst of writes and
+// pongs that delays every other frame for as long as it takes. Spread, the
+// same pings cost the same, a few at a time. Only the first is sooner than
+// ping_interval, so no liveness check gets later.
 func (c *conn) armPing() {
-	c.ping = time.AfterFunc(c.srv.cfg.PingInterval, func() {
+	// The timer is set before it is started: the writer it starts (with a
+	// first delay of a few nanoseconds, at once) rearms it through c.ping.
+	c.ping = time.AfterFunc(math.MaxInt64, func() {
 		if c.send.setPing() {
 			go c.writer()
 		}
 	})
+	c.ping.Reset(firstPingDelay(c.srv.cfg.PingInterval))
+}
+
+// firstPingDelay is the delay of a connection's first ping: uniform in
+// (0, interval].
+func firstPingDelay(interval time.Duration) time.Duration {
+	if interval <= 0 {
+		return interval
+	}
+	return 1 + rand.N(interval)
 }
 
 // stop asks the writer to close the connection with code at once: frames

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -591,6 +592,66 @@ func TestDeadPeerDetected(t *testing.T) {
 	}
 	if _, err := live.GetJoinedGroupList(testCtx(t)); err != nil {
 		t.Fatalf("live client dropped too: %v", err)
+	}
+}
+
+// TestFirstPingsSpread: connections made together do not ping together.
+// Each one's first ping comes at a random point of its first ping_interval
+// (never later), so the pings of a crowd that reconnects at once (after a
+// restart) are spread over the interval instead of landing in one burst
+// every ping_interval.
+func TestFirstPingsSpread(t *testing.T) {
+	const interval = 400 * time.Millisecond
+	ts := newTestServer(t, func(ts *testServer) {
+		ts.webCfg.PingInterval = interval
+		ts.webCfg.PongTimeout = 10 * time.Second
+	})
+	const n = 30
+	firsts := make(chan time.Duration, n) // each connection's first ping, after its own dial
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for i := range n {
+		h := http.Header{"Authorization": {"Bearer " + ts.token(fmt.Sprintf("crowd%02d", i))}}
+		dialed := time.Now()
+		ws, _, err := websocket.DefaultDialer.Dial(ts.wsURL(), h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.Close()
+		var once sync.Once
+		ws.SetPingHandler(func(string) error {
+			once.Do(func() { firsts <- time.Since(dialed) })
+			return nil
+		})
+		wg.Go(func() {
+			for {
+				if _, _, err := ws.NextReader(); err != nil {
+					return // closed at the end
+				}
+			}
+		})
+	}
+	var got []time.Duration
+	deadline := time.After(interval + 2*time.Second)
+	for len(got) < n {
+		select {
+		case d := <-firsts:
+			got = append(got, d)
+		case <-deadline:
+			t.Fatalf("%d of %d connections pinged within %v", len(got), n, interval+2*time.Second)
+		}
+	}
+	slices.Sort(got)
+	t.Logf("first pings %v to %v after their dials (ping_interval %v)", got[0], got[n-1], interval)
+	// All within the first interval (a loaded machine may fire a timer
+	// late) ...
+	if got[n-1] > interval+time.Second {
+		t.Errorf("a first ping came %v after its dial: later than ping_interval %v", got[n-1], interval)
+	}
+	// ... and spread over it: 30 uniform draws span less than half the
+	// interval with probability 30/2^29.
+	if spread := got[n-1] - got[0]; spread < interval/2 {
+		t.Errorf("the first pings of %d connections made together came within %v of each other (ping_interval %v): not spread", n, spread, interval)
 	}
 }
 
