@@ -116,7 +116,7 @@ func (c *conn) armPing() {
 	// first delay of a few nanoseconds, at once) rearms it through c.ping.
 	c.ping = time.AfterFunc(math.MaxInt64, func() {
 		if c.send.setPing() {
-			go c.writer()
+			c.writer() // in the timer's own goroutine: no second one per ping
 		}
 	})
 	c.ping.Reset(firstPingDelay(c.srv.cfg.PingInterval))
