@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"sync"
@@ -147,7 +148,12 @@ func (c *relayConn) deliver(frame []byte) {
 
 func (r *relay) writeLoop(c *relayConn) {
 	defer r.wg.Done()
+	// The first ping at a random point of the first interval, then every
+	// interval, as the server's transport does (its connections made
+	// together do not ping together).
 	ping := time.NewTicker(relayPingInterval)
+	ping.Reset(1 + rand.N(relayPingInterval))
+	first := true
 	defer func() {
 		ping.Stop()
 		_ = c.ws.Close()
@@ -164,6 +170,10 @@ func (r *relay) writeLoop(c *relayConn) {
 			if c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(relayWriteTimeout)) != nil {
 				c.stop()
 				return
+			}
+			if first {
+				first = false
+				ping.Reset(relayPingInterval)
 			}
 		case <-c.done:
 			return

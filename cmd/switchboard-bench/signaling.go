@@ -43,6 +43,7 @@ type sigOptions struct {
 
 	cpuProfile  string // in-process: CPU profile over the server's windows
 	heapProfile string // in-process: in-use heap once the idle users are connected
+	memProfile  string // in-process: allocations over the server's windows
 	ringLog     string // every measured call's invite time and ring latency, per window (standalone)
 }
 
@@ -62,6 +63,7 @@ func (o *sigOptions) flags(out io.Writer) *flag.FlagSet {
 	fs.BoolVar(&o.standaloneFirst, "standalone-first", false, "--cluster: run the standalone baseline before the cluster instead of after")
 	fs.StringVar(&o.redisAOF, "redis-aof", "everysec", "--cluster: Redis persistence: everysec or always (appendonly yes with that appendfsync), or off (no persistence)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "in-process only: write a CPU profile from the server's first window to the end of its last to this file (samples labelled side=server|client)")
+	fs.StringVar(&o.memProfile, "memprofile", "", "in-process only: write the allocation profile at the end of the server's last window to this file and at the start of its first to FILE.base (go tool pprof -base FILE.base; the relay's windows in between allocate only the clients')")
 	fs.StringVar(&o.heapProfile, "heapprofile", "", "in-process only: write the in-use heap profile once the idle users are connected to this file, and before they connect to FILE.base")
 	fs.StringVar(&o.ringLog, "ring-log", "", "write one line per ring to this file: side (server|relay), round, phase (window: measured; warmup), the invite's send time (unix ns) and its ring latency in ms, to line a slow window up with the server's own logs (e.g. GODEBUG=gctrace=1); not with --cluster")
 	o.server.register(fs)
@@ -82,8 +84,8 @@ func (o *sigOptions) validate() error {
 		return errors.New("--duration/--rounds must be at least 100ms")
 	case o.duration > time.Hour || o.warmup > time.Hour:
 		return errors.New("--duration and --warmup are capped at 1h")
-	case (o.cpuProfile != "" || o.heapProfile != "") && (o.server.childMode() || o.cluster != 0):
-		return errors.New("--cpuprofile and --heapprofile profile the in-process server: not with --spawn, --server-bin or --cluster")
+	case (o.cpuProfile != "" || o.heapProfile != "" || o.memProfile != "") && (o.server.childMode() || o.cluster != 0):
+		return errors.New("--cpuprofile, --memprofile and --heapprofile profile the in-process server: not with --spawn, --server-bin or --cluster")
 	case o.cluster == 1 || o.cluster < 0 || o.cluster > maxClusterNodes:
 		return fmt.Errorf("--cluster must be 0 (off) or 2 to %d nodes", maxClusterNodes)
 	case o.cluster != 0 && o.sample > 0:
@@ -262,7 +264,7 @@ func runSignaling(ctx context.Context, o sigOptions, stdout, stderr io.Writer) (
 	// none when the relay is a child).
 	wo := o
 	wo.duration = o.duration / time.Duration(rounds)
-	prof := &spanProfile{p: &windowProfile{cpu: o.cpuProfile}}
+	prof := &spanProfile{p: &windowProfile{cpu: o.cpuProfile, mem: o.memProfile}}
 	rlog, err := openRingLog(o.ringLog)
 	if err != nil {
 		return nil, err
