@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"strconv"
@@ -479,12 +480,18 @@ func truncate(b []byte) []byte {
 // writes control frames, which gorilla allows concurrently).
 func (c *Client) writeLoop() {
 	defer close(c.writerDone)
+	// The first ping at a random point of the first interval, then every
+	// interval, as the server does: the clients of one process that dial
+	// together (a gateway, a load test) do not ping together.
 	var tick <-chan time.Time
+	var ticker *time.Ticker
 	if c.opts.pingInterval > 0 {
-		t := time.NewTicker(c.opts.pingInterval)
-		defer t.Stop()
-		tick = t.C
+		ticker = time.NewTicker(c.opts.pingInterval)
+		ticker.Reset(1 + rand.N(c.opts.pingInterval))
+		defer ticker.Stop()
+		tick = ticker.C
 	}
+	first := true
 	for {
 		select {
 		case m := <-c.send:
@@ -497,6 +504,10 @@ func (c *Client) writeLoop() {
 			if err := c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait)); err != nil {
 				c.writeFailed(err)
 				return
+			}
+			if first {
+				first = false
+				ticker.Reset(c.opts.pingInterval)
 			}
 		case <-c.closing:
 			msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")

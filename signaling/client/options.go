@@ -108,7 +108,8 @@ func WithReadTimeout(d time.Duration) Option {
 }
 
 // WithPingInterval sets how often the client pings the server (default
-// 30s); the server's pongs extend the read timeout. 0 disables pings.
+// 30s; the first ping comes at a random point of the first interval); the
+// server's pongs extend the read timeout. 0 disables pings.
 func WithPingInterval(d time.Duration) Option {
 	return func(o *options) { o.pingInterval = d }
 }
