@@ -180,13 +180,7 @@ func (e *Engine) onlySession(s protocol.Session) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	set := e.sessions[s.UserID()]
-	if len(set) != 1 {
-		return false
-	}
-	for x := range set {
-		return x == s
-	}
-	return false
+	return len(set) == 1 && set[0] == s
 }
 
 // ---- the parties hint ----
@@ -290,7 +284,7 @@ func (c *clusterNode) handle(ctx context.Context, ev cluster.Event) {
 			if it.Keep != nil && len(e.sessions[u]) == 0 {
 				gone = append(gone, keepJob{user: u, it: it})
 			}
-			for s := range e.sessions[u] {
+			for _, s := range e.sessions[u] {
 				if s == skip {
 					continue
 				}

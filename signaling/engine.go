@@ -83,12 +83,13 @@ type Engine struct {
 	invitations map[string]*invitation
 	byInvitee   map[string]map[string]*invitation // user → pending stored invitations they are invited to
 	byInviter   map[string]map[string]*invitation // user → live invitations they sent
+	invMaps     invMapPool                        // emptied maps of byInvitee and byInviter
 	groups      map[string]*group
 	userGroups  map[string]map[string]struct{} // user → group IDs
-	sessions    map[string]map[Conn]struct{}
-	replays     map[Conn]*Replay    // connections whose replay has not ended
-	known       map[string]struct{} // users who have connected at least once
-	kept        keptIndex           // what is in the store's outbox, without the data
+	sessions    map[string]connList            // user → their connections on this node
+	replays     map[Conn]*Replay               // connections whose replay has not ended
+	known       map[string]struct{}            // users who have connected at least once
+	kept        keptIndex                      // what is in the store's outbox, without the data
 	outboxSeq   int64
 	purgeTimer  protocol.Timer
 	observers   []Observer
@@ -122,7 +123,7 @@ func NewEngine(ctx context.Context, p Params) (*Engine, error) {
 		byInviter:   make(map[string]map[string]*invitation),
 		groups:      make(map[string]*group),
 		userGroups:  make(map[string]map[string]struct{}),
-		sessions:    make(map[string]map[Conn]struct{}),
+		sessions:    make(map[string]connList),
 		replays:     make(map[Conn]*Replay),
 		known:       make(map[string]struct{}),
 		kept:        newKeptIndex(),
@@ -278,11 +279,10 @@ func (e *Engine) addSessionLocked(s Conn) (n int, err error) {
 	if lim := e.cfg.Limits.ConnectionsPerUser; lim > 0 && len(set) >= lim {
 		return 0, protocol.ErrTooManyConnections.WithMessage("user %s already has %d connections", user, len(set))
 	}
-	if set == nil {
-		set = make(map[Conn]struct{})
+	if !slices.Contains(set, s) {
+		set = append(set, s)
 		e.sessions[user] = set
 	}
-	set[s] = struct{}{}
 	if len(set) == 1 && e.cl == nil { // cluster mode: clusterNode.announce
 		e.notifyPresenceLocked(user, true)
 	}
@@ -337,8 +337,9 @@ func (e *Engine) Detach(s Conn) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if set := e.sessions[user]; set != nil {
-		_, had := set[s]
-		delete(set, s)
+		had := slices.Contains(set, s)
+		set = set.without(s)
+		e.sessions[user] = set
 		if len(set) == 0 {
 			delete(e.sessions, user)
 			if had && e.cl == nil { // cluster mode: clusterNode.announce
@@ -369,6 +370,18 @@ func (e *Engine) Online(user string) int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return len(e.sessions[user])
+}
+
+// connList is a user's connections on this node: a slice, not a set (a
+// user has a few at most; delivery walks it for every event they get).
+type connList []Conn
+
+// without returns l less s, in place (the order of the others is kept).
+func (l connList) without(s Conn) connList {
+	if i := slices.Index(l, s); i >= 0 {
+		l = slices.Delete(l, i, i+1)
+	}
+	return l
 }
 
 // ---- event delivery ----
@@ -578,7 +591,7 @@ func (e *Engine) deliverLocked(evs []*outgoing, now time.Time) {
 				continue
 			}
 			set := e.sessions[u]
-			for s := range set {
+			for _, s := range set {
 				if s != ev.except {
 					s.Deliver(ev.frame)
 				}

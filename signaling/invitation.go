@@ -190,7 +190,7 @@ func (e *Engine) indexInviteesLocked(inv *invitation) {
 		}
 		m := e.byInvitee[v.user]
 		if m == nil {
-			m = make(map[string]*invitation)
+			m = e.invMaps.get()
 			e.byInvitee[v.user] = m
 		}
 		m[inv.id] = inv
@@ -200,7 +200,7 @@ func (e *Engine) indexInviteesLocked(inv *invitation) {
 func (e *Engine) indexInviterLocked(inv *invitation) {
 	m := e.byInviter[inv.inviter]
 	if m == nil {
-		m = make(map[string]*invitation)
+		m = e.invMaps.get()
 		e.byInviter[inv.inviter] = m
 	}
 	m[inv.id] = inv
@@ -211,6 +211,7 @@ func (e *Engine) unindexInviterLocked(inv *invitation) {
 		delete(m, inv.id)
 		if len(m) == 0 {
 			delete(e.byInviter, inv.inviter)
+			e.invMaps.put(m)
 		}
 	}
 }
@@ -220,6 +221,7 @@ func (e *Engine) unindexInviteeLocked(inv *invitation, user string) {
 		delete(m, inv.id)
 		if len(m) == 0 {
 			delete(e.byInvitee, user)
+			e.invMaps.put(m)
 		}
 	}
 }
@@ -238,10 +240,37 @@ func (e *Engine) setInviteeStateLocked(inv *invitation, user string, s InviteeSt
 	}
 	m := e.byInvitee[user]
 	if m == nil {
-		m = make(map[string]*invitation)
+		m = e.invMaps.get()
 		e.byInvitee[user] = m
 	}
 	m[inv.id] = inv
+}
+
+// invMapPool keeps the emptied per-user maps of byInvitee and byInviter
+// for reuse: a user's map is made when their first invitation starts and
+// dropped when their last ends, twice per call setup on a busy server.
+// Guarded by the engine's mu.
+type invMapPool struct{ free []map[string]*invitation }
+
+// invMapPoolSize bounds the maps kept for reuse.
+const invMapPoolSize = 256
+
+func (p *invMapPool) get() map[string]*invitation {
+	n := len(p.free)
+	if n == 0 {
+		return make(map[string]*invitation)
+	}
+	m := p.free[n-1]
+	p.free[n-1] = nil
+	p.free = p.free[:n-1]
+	return m
+}
+
+// put keeps m, which is empty, unless the pool is full.
+func (p *invMapPool) put(m map[string]*invitation) {
+	if len(p.free) < invMapPoolSize {
+		p.free = append(p.free, m)
+	}
 }
 
 // removeLocked forgets an ended invitation.

@@ -82,7 +82,7 @@ func (e *Engine) statusChangedLocked(user string, self bool, skip protocol.Sessi
 				return
 			}
 		}
-		for s := range e.sessions[to] {
+		for _, s := range e.sessions[to] {
 			if s != skip {
 				s.Deliver(frame)
 			}
