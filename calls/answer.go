@@ -24,6 +24,15 @@ func (m *Manager) inviteCall(ctx context.Context, inviteID string) (callID strin
 	return callID, ended, err
 }
 
+// hasInvite reports whether inviteID is a live invitation of a call
+// (standalone only: the cluster's calls are in Redis).
+func (m *Manager) hasInvite(inviteID string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.byInvite[inviteID]
+	return ok
+}
+
 // answer is the accept and reject ops (and the server's own answers):
 // answers to an ended call are refused; others update the call.
 func (m *Manager) answer(ctx context.Context, a protocol.Actor, args protocol.InviteIDArgs, action signaling.Action) error {
@@ -243,6 +252,12 @@ func (m *Manager) InvitationNote(n signaling.InvitationNote) {
 	}
 	if m.cl != nil && m.cl.plain.has(n.InviteID) {
 		return // no call's (cluster mode: its answer or cancel here found none)
+	}
+	if m.cl == nil && !m.hasInvite(n.InviteID) {
+		// Standalone: no call's invitation (a call registers its
+		// invitation before creating it); the common case of plain
+		// signaling, which needs no transaction.
+		return
 	}
 	ctx, cancel := bg()
 	defer cancel()
