@@ -2,6 +2,7 @@ package web
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -48,8 +50,11 @@ const batchFlushBytes = 16 << 10
 // so that an idle connection holds no writer goroutine and no write buffer.
 // The writer writes the replay of what the user missed (pulled from the
 // engine, never queued) first, then the queued frames, all of those queued
-// together in one write to the socket (batchConn). Nothing else touches ws
-// except WriteControl and Close, which gorilla allows concurrently.
+// together in one write to the socket (batchConn). The reader takes the
+// writer's part for a reply when no writer runs and nothing waits
+// (writeReply): it writes what the socket takes without waiting and leaves
+// the rest, if any, to a writer. Nothing else touches ws except
+// WriteControl and Close, which gorilla allows concurrently.
 type conn struct {
 	srv  *Server
 	ws   *websocket.Conn
@@ -170,6 +175,10 @@ func (c *conn) writer() {
 		case job.closing:
 			c.closing()
 			return
+		case job.rest != nil:
+			if !c.writeRest(job.rest) {
+				c.stop(websocket.CloseAbnormalClosure, "write failed")
+			}
 		case job.ping:
 			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteTimeout)); err != nil {
 				c.stop(websocket.CloseAbnormalClosure, "ping failed")
@@ -223,6 +232,41 @@ func (c *conn) writeFrames(frames [][]byte) bool {
 	return c.out.flush() == nil
 }
 
+// writeRest writes the end of a frame that writeReply wrote in part.
+func (c *conn) writeRest(rest []byte) bool {
+	_ = c.out.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
+	_, err := c.out.write(rest)
+	return err == nil
+}
+
+// writeReply sends the reply to a request. The reader writes it itself when
+// no writer runs and nothing waits to be written (the usual case: a client
+// waits for its reply before its next request), as much of it as the socket
+// takes without waiting; a writer writes the rest, if any. That saves
+// starting a writer goroutine for every request, and the reply leaves
+// sooner. Otherwise the reply is queued after what waits, as any frame.
+func (c *conn) writeReply(frame []byte) {
+	select {
+	case <-c.done:
+		return
+	default:
+	}
+	if !c.send.claimIdle() {
+		c.queue(frame)
+		return
+	}
+	rest, err := c.out.tryWriteFrame(frame, c.srv.cfg.WriteTimeout)
+	if err != nil {
+		rest = nil
+	}
+	if c.send.release(rest) {
+		go c.writer()
+	}
+	if err != nil {
+		c.stop(websocket.CloseAbnormalClosure, "write failed")
+	}
+}
+
 // appendTextFrame appends payload to b as one final, unmasked WebSocket
 // text frame (RFC 6455 5.2: what a server sends) and returns len(b).
 func appendTextFrame(b, payload []byte) []byte {
@@ -248,7 +292,11 @@ func (c *conn) closing() {
 		c.ping.Stop()
 	}
 	cfg := c.srv.cfg
-	if c.drain && !c.writeFrames(c.send.take()) {
+	rest, frames := c.send.take()
+	if rest != nil && !c.writeRest(rest) {
+		return // a frame cut short: no close frame after it
+	}
+	if c.drain && !c.writeFrames(frames) {
 		return
 	}
 	if c.closeCode != websocket.CloseAbnormalClosure {
@@ -382,7 +430,7 @@ func (c *conn) handle(reqs *requestContexts, data []byte) {
 			c.reply(req.ID, nil, protocol.ErrDuplicateID.WithMessage("request %q was already performed on this connection; its reply is no longer kept (limits.dedup_bytes)", req.ID))
 			return
 		}
-		c.queue(frame)
+		c.writeReply(frame)
 		return
 	}
 	if !c.limiter.Allow() {
@@ -433,7 +481,7 @@ func (c *conn) reply(id string, result any, e *protocol.Error) []byte {
 		c.srv.log.Error("encode reply", "err", err)
 		frame, _ = protocol.EncodeReply(id, nil, &protocol.Error{Code: 9599, Reason: "internal_error", Message: "could not encode the reply"})
 	}
-	c.queue(frame)
+	c.writeReply(frame)
 	return frame
 }
 
@@ -528,6 +576,7 @@ type frameQueue struct {
 
 	mu      sync.Mutex // guards every field below; innermost lock
 	frames  [][]byte
+	rest    []byte // the unwritten end of a frame the reader wrote in part (writeReply): written first
 	replay  *signaling.Replay
 	pingDue bool
 	closing bool // stop was called: the writer is to close the connection
@@ -545,6 +594,33 @@ func (q *frameQueue) startLocked() bool {
 	}
 	q.running = true
 	return true
+}
+
+// claimIdle makes the caller the writer, if no writer runs and there is
+// nothing to write: it then writes at once, and calls release when done.
+func (q *frameQueue) claimIdle() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.running || q.ended || q.closing || q.pingDue || q.replay != nil || len(q.frames) > 0 {
+		return false
+	}
+	q.running = true
+	return true
+}
+
+// release ends the writing of claimIdle's caller, with rest the end of its
+// frame that the socket did not take; start reports that there is work
+// left (rest, or what was added meanwhile) and that the caller must start
+// a writer, which counts as running.
+func (q *frameQueue) release(rest []byte) (start bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.rest = rest
+	if q.rest != nil || q.closing || q.pingDue || q.replay != nil || len(q.frames) > 0 {
+		return true
+	}
+	q.running = false
+	return false
 }
 
 func (q *frameQueue) push(frame []byte) (ok, start bool) {
@@ -584,6 +660,7 @@ func (q *frameQueue) setClosing() (start bool) {
 // writeJob is one step of the writer: exactly one of its fields is set.
 type writeJob struct {
 	closing bool
+	rest    []byte // frameQueue.rest: raw bytes, already framed
 	ping    bool
 	replay  *signaling.Replay
 	frames  [][]byte
@@ -602,6 +679,10 @@ func (q *frameQueue) next() (job writeJob, ok bool) {
 		q.replay = nil
 		q.ended = true
 		return writeJob{closing: true}, true
+	case q.rest != nil:
+		out := q.rest
+		q.rest = nil
+		return writeJob{rest: out}, true
 	case q.pingDue:
 		q.pingDue = false
 		return writeJob{ping: true}, true
@@ -616,13 +697,14 @@ func (q *frameQueue) next() (job writeJob, ok bool) {
 	return writeJob{}, false
 }
 
-// take returns the queued frames, oldest first, and empties the queue.
-func (q *frameQueue) take() [][]byte {
+// take returns the queued frames, oldest first, and empties the queue;
+// rest is the end of a frame written in part, to write before them.
+func (q *frameQueue) take() (rest []byte, frames [][]byte) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	out := q.frames
-	q.frames = nil
-	return out
+	rest, frames = q.rest, q.frames
+	q.rest, q.frames = nil, nil
+	return rest, frames
 }
 
 // endReplay clears the replay; the frames queued meanwhile are next.
@@ -653,6 +735,7 @@ type batchConn struct {
 	deadline time.Time  // the last deadline asked for in the open batch
 	asked    bool       // a deadline was asked for in the open batch
 	aborted  bool       // abortWrites was called
+	set      time.Time  // the write deadline on the socket (zero: none)
 }
 
 func (b *batchConn) SetWriteDeadline(t time.Time) error {
@@ -662,7 +745,8 @@ func (b *batchConn) SetWriteDeadline(t time.Time) error {
 		b.mu.Unlock()
 		return nil
 	}
-	b.mu.Unlock()
+	defer b.mu.Unlock()
+	b.set = t
 	return b.Conn.SetWriteDeadline(t)
 }
 
@@ -672,7 +756,8 @@ func (b *batchConn) abortWrites() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.aborted = true
-	_ = b.Conn.SetWriteDeadline(time.Now())
+	b.set = time.Now()
+	_ = b.Conn.SetWriteDeadline(b.set)
 }
 
 // maxPooledBatch: a batch buffer that grew larger is not kept for reuse.
@@ -707,6 +792,49 @@ func (b *batchConn) Read(p []byte) (int, error) {
 		return b.raw.Read(p)
 	}
 	return b.Conn.Read(p)
+}
+
+// tryWriteFrame writes payload as a text message, as much of it as the
+// socket takes without waiting (the reader's writeReply, while it is the
+// writer); rest is a copy of the part not written (nil: all was). Without
+// raw I/O nothing is written here: rest is the whole frame.
+//
+// A write deadline that has passed (the last write's, long ago) would fail
+// the attempt: it is moved to timeout from now first; one still ahead is
+// left (an attempt never waits for it), and so is an abort's.
+func (b *batchConn) tryWriteFrame(payload []byte, timeout time.Duration) (rest []byte, err error) {
+	if err := b.freshDeadline(timeout); err != nil {
+		return nil, err
+	}
+	buf := b.pool.Get().(*[]byte)
+	*buf = appendTextFrame((*buf)[:0], payload)
+	n := 0
+	if b.raw != nil {
+		n, err = b.raw.TryWrite(*buf)
+	}
+	if err == nil && n < len(*buf) {
+		rest = bytes.Clone((*buf)[n:])
+	}
+	b.put(buf)
+	return rest, err
+}
+
+// freshDeadline moves a write deadline that has passed to timeout from
+// now, unless writes were aborted.
+func (b *batchConn) freshDeadline(timeout time.Duration) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.aborted {
+		return os.ErrDeadlineExceeded
+	}
+	if b.set.IsZero() {
+		return nil
+	}
+	if now := time.Now(); !now.Before(b.set) {
+		b.set = now.Add(timeout)
+		return b.Conn.SetWriteDeadline(b.set)
+	}
+	return nil
 }
 
 // begin opens a batch (the writer's).
@@ -750,6 +878,7 @@ func (b *batchConn) closeForWrite() (*[]byte, error) {
 	if buf == nil || len(*buf) == 0 || b.aborted || !asked {
 		return buf, nil
 	}
+	b.set = deadline
 	return buf, b.Conn.SetWriteDeadline(deadline) // sets a timer: no I/O
 }
 

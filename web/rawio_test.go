@@ -250,3 +250,39 @@ func TestServerSocketsGoRaw(t *testing.T) {
 		}
 	}
 }
+
+// TestRawIOTryWrite: TryWrite writes what the socket takes now and returns
+// without waiting for the rest (a peer that does not read), with no error;
+// the peer then reads exactly the bytes taken. A deadline that has passed
+// fails it at once, as it does Write.
+func TestRawIOTryWrite(t *testing.T) {
+	a, b := tcpPair(t)
+	r := rawio.New(a)
+	_ = a.(*net.TCPConn).SetWriteBuffer(16 << 10)
+	_ = b.(*net.TCPConn).SetReadBuffer(16 << 10)
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<18) // 4 MiB
+	done := make(chan struct{})
+	var n int
+	var err error
+	go func() {
+		defer close(done)
+		n, err = r.TryWrite(big)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("TryWrite waited for the peer to read")
+	}
+	if err != nil || n <= 0 || n >= len(big) {
+		t.Fatalf("TryWrite to a peer that does not read = %d, %v; want part of the %d bytes, nil", n, err, len(big))
+	}
+	got := make([]byte, n)
+	_ = b.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(b, got); err != nil || !bytes.Equal(got, big[:n]) {
+		t.Fatalf("the peer read %v; want the %d bytes taken", err, n)
+	}
+	_ = a.SetWriteDeadline(time.Now().Add(-time.Second))
+	if _, err := r.TryWrite([]byte("x")); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("TryWrite past its deadline = %v; want a timeout", err)
+	}
+}

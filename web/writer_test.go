@@ -1,12 +1,17 @@
 package web_test
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"runtime"
+	"runtime/metrics"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -161,7 +166,8 @@ func TestIdleConnectionHoldsNoWriter(t *testing.T) {
 // TestRequesterThatDoesNotReadIsClosed: a client that floods requests and
 // never reads their replies is disconnected (its replies fill the send
 // queue: 4002), and the others keep being served. A guard for any change
-// to who writes the replies (issue 16 tried the reader writing them).
+// to who writes the replies (the reader writes them when nothing waits:
+// never waiting for the socket).
 func TestRequesterThatDoesNotReadIsClosed(t *testing.T) {
 	ts := newTestServer(t, func(ts *testServer) {
 		ts.webCfg.WriteTimeout = 300 * time.Millisecond
@@ -223,5 +229,175 @@ func TestRequesterThatDoesNotReadIsClosed(t *testing.T) {
 	}
 	if _, err := bob.WaitEvent(ctx, protocol.EvReceiveNewInvitation, byInvite(id)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// goroutinesCreated is the number of goroutines the process has created.
+func goroutinesCreated() uint64 {
+	s := []metrics.Sample{{Name: "/sched/goroutines-created:goroutines"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+// TestReaderWritesReplies (issue 16): a reply that has nothing queued
+// before it is written by the connection's reader, not by a writer
+// goroutine started for it: a client's requests one after the other start
+// no goroutine at all (the server started one per reply before).
+func TestReaderWritesReplies(t *testing.T) {
+	const requests = 200
+	ts := newTestServer(t, func(ts *testServer) {
+		ts.webCfg.PingInterval = time.Hour
+		ts.webCfg.RequestsPerSec, ts.webCfg.RequestBurst = 1e6, 1e6
+	})
+	c, _, err := websocket.DefaultDialer.Dial(ts.wsURL(), http.Header{"Authorization": {"Bearer " + ts.token("alice")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitAttached(t, ts.engine, "alice")
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	roundTrip := func(i int) {
+		id := fmt.Sprintf("r%d", i)
+		if err := c.WriteMessage(websocket.TextMessage, fmt.Appendf(nil, `{"id":%q,"op":"getJoinedGroupList"}`, id)); err != nil {
+			t.Fatal(err)
+		}
+		var reply struct {
+			ID    string          `json:"id"`
+			Error json.RawMessage `json:"error"`
+		}
+		if err := c.ReadJSON(&reply); err != nil {
+			t.Fatal(err)
+		}
+		if reply.ID != id || reply.Error != nil {
+			t.Fatalf("reply %+v; want %s, no error", reply, id)
+		}
+	}
+	roundTrip(0) // whatever a first request starts once
+	before := goroutinesCreated()
+	for i := 1; i <= requests; i++ {
+		roundTrip(i)
+	}
+	if n := goroutinesCreated() - before; n > requests/10 {
+		t.Fatalf("%d requests and their replies started %d goroutines; want (almost) none", requests, n)
+	} else {
+		t.Logf("%d requests and their replies started %d goroutines", requests, n)
+	}
+}
+
+// TestReplyCutShortIsFinishedFirst (issue 16): when the socket takes only
+// part of a reply the reader writes (a client that does not read), a
+// writer writes the rest, and the frames queued meanwhile come after it,
+// whole and in order, once the client reads.
+func TestReplyCutShortIsFinishedFirst(t *testing.T) {
+	ts := newTestServer(t, func(ts *testServer) {
+		ts.webCfg.PingInterval = time.Hour
+		ts.webCfg.MaxFrameBytes = 4*int64(maxSendBuffer(t)) + 1024
+	})
+	// A receive buffer of 4 KiB, not read until the end.
+	d := websocket.Dialer{ReadBufferSize: 1024, NetDialContext: (&net.Dialer{
+		Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+			return errors.Join(err, serr)
+		},
+	}).DialContext}
+	c, _, err := d.Dial(ts.wsURL(), http.Header{"Authorization": {"Bearer " + ts.token("alice")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitAttached(t, ts.engine, "alice")
+	// The unknown_op reply echoes the op's name: twice what the server's
+	// send buffer may grow to (net.ipv4.tcp_wmem's maximum).
+	op := strings.Repeat("x", 2*maxSendBuffer(t))
+	if err := c.WriteMessage(websocket.TextMessage, fmt.Appendf(nil, `{"id":"big","op":%q}`, op)); err != nil {
+		t.Fatal(err)
+	}
+	// The reader wrote what the socket took and a writer waits to write
+	// the rest.
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(goroutineStacks(), "(*conn).writeRest") {
+		if time.Now().After(deadline) {
+			t.Fatal("no writer is writing the rest of the reply cut short")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Queued behind it: a reply and an event.
+	if err := c.WriteMessage(websocket.TextMessage, []byte(`{"id":"small","op":"getJoinedGroupList"}`)); err != nil {
+		t.Fatal(err)
+	}
+	bob := ts.dial("bob")
+	if _, err := bob.Invite(testCtx(t), protocol.InviteArgs{Invitee: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	var got []string
+	for len(got) < 3 {
+		var f struct {
+			ID    string `json:"id"`
+			Event string `json:"event"`
+			Error *struct {
+				Message string `json:"message"`
+			} `json:"error"`
+		}
+		if err := c.ReadJSON(&f); err != nil {
+			t.Fatalf("after %q: %v", got, err)
+		}
+		if f.ID == "big" && (f.Error == nil || !strings.Contains(f.Error.Message, op)) {
+			t.Fatal("the reply cut short did not arrive whole")
+		}
+		got = append(got, f.ID+f.Event)
+	}
+	if want := []string{"big", "small", protocol.EvReceiveNewInvitation}; !slices.Equal(got, want) {
+		t.Fatalf("frames %q; want %q", got, want)
+	}
+}
+
+// goroutineStacks returns the stacks of every goroutine.
+func goroutineStacks() string {
+	buf := make([]byte, 1<<20)
+	return string(buf[:runtime.Stack(buf, true)])
+}
+
+// maxSendBuffer is the largest a TCP socket's send buffer grows to:
+// net.ipv4.tcp_wmem's maximum (4 MiB when it cannot be read).
+func maxSendBuffer(t *testing.T) int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_wmem")
+	if err != nil {
+		return 4 << 20
+	}
+	f := strings.Fields(string(b))
+	n, err := strconv.Atoi(f[len(f)-1])
+	if err != nil || n <= 0 {
+		t.Fatalf("net.ipv4.tcp_wmem is %q", b)
+	}
+	return n
+}
+
+// TestReplyAfterWriteTimeoutPassed (issue 16): the write deadline a writer
+// set for its last write has passed by the time the reader writes a reply
+// (the connection was quiet for longer than write_timeout): the reply goes
+// out all the same.
+func TestReplyAfterWriteTimeoutPassed(t *testing.T) {
+	ts := newTestServer(t, func(ts *testServer) {
+		ts.webCfg.PingInterval = time.Hour
+		ts.webCfg.WriteTimeout = 50 * time.Millisecond
+	})
+	ctx := testCtx(t)
+	alice, bob := ts.dial("alice"), ts.dial("bob")
+	// An event: a writer writes it, with a write deadline 50 ms later.
+	id, err := bob.Invite(ctx, protocol.InviteArgs{Invitee: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.WaitEvent(ctx, protocol.EvReceiveNewInvitation, byInvite(id)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if err := alice.Reject(ctx, id, ""); err != nil {
+		t.Fatalf("the reply after a quiet spell longer than write_timeout: %v", err)
+	}
+	if n := ts.engine.Online("alice"); n != 1 {
+		t.Fatalf("alice has %d connections; want 1", n)
 	}
 }

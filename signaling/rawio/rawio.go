@@ -41,11 +41,12 @@ type IO struct {
 	rerr  syscall.Errno
 	readF func(fd uintptr) bool // r.readFD, bound once
 
-	wmu    sync.Mutex // guards the write state; held for one Write
-	wbuf   []byte
-	wn     int
-	werr   syscall.Errno
-	writeF func(fd uintptr) bool // r.writeFD, bound once
+	wmu       sync.Mutex // guards the write state; held for one Write
+	wbuf      []byte
+	wn        int
+	werr      syscall.Errno
+	writeF    func(fd uintptr) bool // r.writeFD, bound once
+	tryWriteF func(fd uintptr) bool // r.tryWriteFD, bound once
 }
 
 // New returns the raw I/O of c, or nil when c is not a socket whose
@@ -61,7 +62,7 @@ func New(c net.Conn) *IO {
 		return nil
 	}
 	r := &IO{rc: rc, local: c.LocalAddr(), peer: c.RemoteAddr()}
-	r.readF, r.writeF = r.readFD, r.writeFD
+	r.readF, r.writeF, r.tryWriteF = r.readFD, r.writeFD, r.tryWriteFD
 	return r
 }
 
@@ -125,6 +126,35 @@ func (r *IO) Write(p []byte) (int, error) {
 		return n, r.opError("write", os.NewSyscallError("write", errno))
 	}
 	return n, nil
+}
+
+// TryWrite writes what the socket takes of p now, without waiting for it
+// to take more: n < len(p) with a nil error when its buffer is full. The
+// errors are Write's (a deadline that has passed fails it at once).
+func (r *IO) TryWrite(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	r.wbuf, r.wn, r.werr = p, 0, 0
+	err := r.rc.Write(r.tryWriteF)
+	n, errno := r.wn, r.werr
+	r.wbuf = nil
+	switch {
+	case err != nil:
+		return n, r.opError("write", err)
+	case errno != 0:
+		return n, r.opError("write", os.NewSyscallError("write", errno))
+	}
+	return n, nil
+}
+
+// tryWriteFD is the RawConn callback of TryWrite: writeFD that stops, rather
+// than waits, when the socket's buffer is full.
+func (r *IO) tryWriteFD(fd uintptr) bool {
+	r.writeFD(fd)
+	return true
 }
 
 // writeFD is the RawConn callback of Write: it writes until all is
