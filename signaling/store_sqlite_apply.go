@@ -49,42 +49,13 @@ const (
 	sqlDeleteCustomStatus = `DELETE FROM sig_user_status WHERE user_id = ?`
 )
 
-// applyAll applies one call's mutations in order. A change to an
-// invitation that a later mutation of the same call deletes is not written:
-// the call is applied whole or not at all, so nobody can read the row in
-// between (a one-to-one accept is SetInviteeState then DeleteInvitation: the
-// UPDATE, which rewrites the invitees' JSON, would be the costliest
-// statement of a call setup).
 func (s *SQLiteStore) applyAll(ctx context.Context, muts []Mutation) error {
-	for i, m := range muts {
-		if deletedAfter(m, muts[i+1:]) {
-			continue
-		}
+	for _, m := range muts {
 		if err := s.apply(ctx, m); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-// deletedAfter reports whether m only changes an invitation that one of
-// later deletes.
-func deletedAfter(m Mutation, later []Mutation) bool {
-	var id string
-	switch m := m.(type) {
-	case SetInviteeState:
-		id = m.InviteID
-	case SetInvitationData:
-		id = m.InviteID
-	default:
-		return false
-	}
-	for _, l := range later {
-		if d, ok := l.(DeleteInvitation); ok && d.InviteID == id {
-			return true
-		}
-	}
-	return false
 }
 
 // apply runs one mutation inside the writer's transaction.

@@ -26,7 +26,6 @@ import (
 	"time"
 
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
-	"github.com/switchboard-rtc/switchboard/signaling/sqlitedb"
 )
 
 // openTestSQLite opens a store in a fresh directory, closed when the test ends.
@@ -759,8 +758,7 @@ func TestSQLiteWALStaysBounded(t *testing.T) {
 }
 
 // BenchmarkSQLiteInvitationLife is what a call setup writes: an invitation
-// with one invitee (the invite), then the invitee's state and the deletion
-// in one call (the accept), from many
+// with one invitee (the invite), then its deletion (the accept), from many
 // callers at once (group commit), with time-ordered ids as the engine's.
 // It reports the writer's CPU per invitation (process CPU ÷ invitations).
 func BenchmarkSQLiteInvitationLife(b *testing.B) {
@@ -783,9 +781,7 @@ func BenchmarkSQLiteInvitationLife(b *testing.B) {
 				b.Error(err)
 				return
 			}
-			// The one-to-one accept: the invitee's state, and the end.
-			if err := s.Apply(ctx, SetInviteeState{InviteID: id, UserID: "callee", State: StateAccepted, At: time.Now(), From: StatePending},
-				DeleteInvitation{InviteID: id}); err != nil {
+			if err := s.Apply(ctx, DeleteInvitation{InviteID: id}); err != nil {
 				b.Error(err)
 				return
 			}
@@ -901,61 +897,4 @@ func snapshotUsers(t *testing.T, s *SQLiteStore) map[string]bool {
 		m[u] = true
 	}
 	return m
-}
-
-// TestSQLiteSkipsChangeOfDeletedInvitation (issue 16): one call's change
-// to an invitation that a later mutation of the same call deletes (a
-// one-to-one accept: SetInviteeState, DeleteInvitation) writes no UPDATE;
-// alone, the same change does. A trigger logs the UPDATEs the writer runs.
-func TestSQLiteSkipsChangeOfDeletedInvitation(t *testing.T) {
-	s, path := openTestSQLite(t)
-	ctx := context.Background()
-	db, _, err := sqlitedb.Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := db.ExecContext(ctx, `CREATE TABLE upd_log (id TEXT);
-		CREATE TRIGGER log_upd AFTER UPDATE ON sig_invitations BEGIN INSERT INTO upd_log VALUES (new.id); END`); err != nil {
-		t.Fatal(err)
-	}
-	updates := func() (ids []string) {
-		rows, err := db.QueryContext(ctx, `SELECT id FROM upd_log`)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				t.Fatal(err)
-			}
-			ids = append(ids, id)
-		}
-		return ids
-	}
-	now := time.Now()
-	for _, id := range []string{"ended", "open"} {
-		if err := s.Apply(ctx, PutInvitation{Invitation: testInvitation(id)}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := s.Apply(ctx, SetInviteeState{InviteID: "ended", UserID: "bob", State: StateAccepted, At: now, From: StatePending},
-		SetInvitationData{InviteID: "ended", Data: "x"}, DeleteInvitation{InviteID: "ended"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Apply(ctx, SetInviteeState{InviteID: "open", UserID: "bob", State: StateAccepted, At: now, From: StatePending},
-		DeleteInvitation{InviteID: "other"}); err != nil {
-		t.Fatal(err)
-	}
-	if got := updates(); len(got) != 1 || got[0] != "open" {
-		t.Fatalf("UPDATEs run on %q; want only on the invitation not deleted", got)
-	}
-	snap, err := s.Load(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(snap.Invitations) != 1 || snap.Invitations[0].ID != "open" || snap.Invitations[0].Invitees[0].State != StateAccepted {
-		t.Fatalf("stored invitations %+v; want only open, bob accepted", snap.Invitations)
-	}
 }
