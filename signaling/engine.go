@@ -29,6 +29,19 @@ type Conn interface {
 	StartReplay(r *Replay)
 }
 
+// KickConn is a Conn whose writing of the events an operation delivers
+// the engine starts itself, once it has released its lock: DeliverLater
+// queues frame as Deliver does, but where Deliver would start writing it
+// returns kick instead, and the engine then calls Kick, without its locks
+// (the connection may write to its socket there, never waiting for it).
+// The engine delivers an operation's events to a KickConn this way; every
+// other delivery goes through Deliver.
+type KickConn interface {
+	Conn
+	DeliverLater(frame []byte) (kick bool)
+	Kick()
+}
+
 // except returns the connection of a that gets a reply rather than the
 // event, and the user none of whose connections gets it (Actor.Silent).
 func except(a protocol.Actor) (protocol.Session, string) {
@@ -584,7 +597,10 @@ func (e *Engine) outboxEntry(user string, seq int64, sender, name string, data j
 // A recipient kept offline at decision time who has connected since gets the
 // event live (and its stored copy is deleted); a recipient who was online at
 // decision time but has no connection now gets it kept in the outbox.
-func (e *Engine) deliverLocked(evs []*outgoing, now time.Time) {
+//
+// The connections to kick (KickConn) are appended to kicks; the caller
+// kicks them once it has released mu.
+func (e *Engine) deliverLocked(evs []*outgoing, now time.Time, kicks []KickConn) []KickConn {
 	for _, ev := range evs {
 		for _, u := range ev.users {
 			if u == ev.silent {
@@ -592,9 +608,16 @@ func (e *Engine) deliverLocked(evs []*outgoing, now time.Time) {
 			}
 			set := e.sessions[u]
 			for _, s := range set {
-				if s != ev.except {
-					s.Deliver(ev.frame)
+				if s == ev.except {
+					continue
 				}
+				if k, ok := s.(KickConn); ok {
+					if k.DeliverLater(ev.frame) {
+						kicks = append(kicks, k)
+					}
+					continue
+				}
+				s.Deliver(ev.frame)
 			}
 			seq, wasOffline := ev.offline[u]
 			switch {
@@ -616,6 +639,7 @@ func (e *Engine) deliverLocked(evs []*outgoing, now time.Time) {
 			}
 		}
 	}
+	return kicks
 }
 
 // eventData extracts the data of an encoded event frame.

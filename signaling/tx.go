@@ -240,8 +240,14 @@ func (e *Engine) doOr(ctx context.Context, decide func(tx) error, failed func())
 	if err == nil {
 		err = e.commit(ctx, append(storeBatch(changes, len(outMuts)), outMuts...))
 	}
+	var kicks []KickConn
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer func() {
+		e.mu.Unlock()
+		for _, k := range kicks {
+			k.Kick()
+		}
+	}()
 	if err != nil {
 		e.unplanLocked(t.evs)
 		undoLocked(changes)
@@ -255,7 +261,7 @@ func (e *Engine) doOr(ctx context.Context, decide func(tx) error, failed func())
 			c.committed()
 		}
 	}
-	e.deliverLocked(t.evs, now)
+	kicks = e.deliverLocked(t.evs, now, kicks)
 	for _, s := range t.status {
 		e.statusChangedLocked(s.user, true, s.skip)
 	}

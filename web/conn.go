@@ -53,7 +53,9 @@ const batchFlushBytes = 16 << 10
 // together in one write to the socket (batchConn). The reader takes the
 // writer's part for a reply when no writer runs and nothing waits
 // (writeReply): it writes what the socket takes without waiting and leaves
-// the rest, if any, to a writer. Nothing else touches ws except
+// the rest, if any, to a writer; so does the goroutine of an operation that
+// delivered events here (DeliverLater, Kick: another connection's reader,
+// once the engine's lock is released). Nothing else touches ws except
 // WriteControl and Close, which gorilla allows concurrently.
 type conn struct {
 	srv  *Server
@@ -76,7 +78,7 @@ type conn struct {
 	dedup   *replyCache // used by the reader only
 }
 
-var _ signaling.Conn = (*conn)(nil)
+var _ signaling.KickConn = (*conn)(nil)
 
 func (c *conn) UserID() string { return c.user }
 
@@ -95,7 +97,74 @@ func (c *conn) Deliver(frame []byte) {
 		return
 	}
 	if start {
-		go c.writer()
+		c.startWriter()
+	}
+}
+
+// DeliverLater implements signaling.KickConn: Deliver, but where Deliver
+// would start a writer the caller is the writer, and must call Kick.
+func (c *conn) DeliverLater(frame []byte) (kick bool) {
+	select {
+	case <-c.done:
+		return false
+	default:
+	}
+	ok, start := c.send.push(frame)
+	if !ok {
+		c.srv.metrics.sendQueueOverflow()
+		c.stop(CloseSlowConsumer, "send queue full")
+		return false
+	}
+	return start
+}
+
+// Kick implements signaling.KickConn: the caller, writer since
+// DeliverLater, writes the queued frames as much as the socket takes
+// without waiting, as writeReply does a reply, when they are all there is
+// to write and fit in one batch; a writer goroutine does the rest, and
+// anything else.
+func (c *conn) Kick() {
+	frames, start := c.send.more(batchFlushBytes)
+	if start {
+		c.startWriter() // never in the caller's goroutine: a writer waits for the socket
+	}
+	if frames != nil {
+		c.writeNow(frames)
+	}
+}
+
+// writeNowRounds bounds the rounds of writeNow: the frames queued while it
+// wrote are written in the next, up to this many in all.
+const writeNowRounds = 3
+
+// writeNow is writeReply's and Kick's, whose caller is the writer: it
+// writes frames as much as the socket takes without waiting, then the
+// frames queued meanwhile (a reply that could not be written at once
+// because the caller was writing), for a few rounds; a writer goroutine
+// does the rest, and anything else.
+func (c *conn) writeNow(frames [][]byte) {
+	for round := 1; ; round++ {
+		rest, err := c.out.tryWriteFrames(frames, c.srv.cfg.WriteTimeout)
+		if err != nil {
+			if c.send.release(nil) {
+				c.startWriter()
+			}
+			c.stop(websocket.CloseAbnormalClosure, "write failed")
+			return
+		}
+		if rest != nil || round == writeNowRounds {
+			if c.send.release(rest) {
+				c.startWriter()
+			}
+			return
+		}
+		var start bool
+		if frames, start = c.send.more(batchFlushBytes); start {
+			c.startWriter()
+		}
+		if frames == nil {
+			return
+		}
 	}
 }
 
@@ -104,7 +173,7 @@ func (c *conn) Deliver(frame []byte) {
 // reads, so that what a user missed never counts against the send queue.
 func (c *conn) StartReplay(r *signaling.Replay) {
 	if c.send.setReplay(r) {
-		go c.writer()
+		c.startWriter()
 	}
 }
 
@@ -156,9 +225,16 @@ func (c *conn) stopWriter(code int, text string, drain bool) {
 			c.out.abortWrites()
 		}
 		if c.send.setClosing() {
-			go c.writer()
+			c.startWriter()
 		}
 	})
+}
+
+// startWriter starts a writer goroutine (the frameQueue counts it as
+// running).
+func (c *conn) startWriter() {
+	c.srv.writersStarted.Add(1)
+	go c.writer()
 }
 
 // writer writes what there is to write, then ends; once the connection is
@@ -255,16 +331,8 @@ func (c *conn) writeReply(frame []byte) {
 		c.queue(frame)
 		return
 	}
-	rest, err := c.out.tryWriteFrame(frame, c.srv.cfg.WriteTimeout)
-	if err != nil {
-		rest = nil
-	}
-	if c.send.release(rest) {
-		go c.writer()
-	}
-	if err != nil {
-		c.stop(websocket.CloseAbnormalClosure, "write failed")
-	}
+	one := [1][]byte{frame}
+	c.writeNow(one[:])
 }
 
 // appendTextFrame appends payload to b as one final, unmasked WebSocket
@@ -623,6 +691,32 @@ func (q *frameQueue) release(rest []byte) (start bool) {
 	return false
 }
 
+// more is writeNow's and Kick's, whose caller is the writer: the queued
+// frames, when they are all there is to write and hold at most limit
+// bytes; when there is nothing, the caller is no longer the writer; when
+// there is anything else, start says that the caller must start a writer
+// (which counts as running) and nothing is taken.
+func (q *frameQueue) more(limit int) (frames [][]byte, start bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closing || q.rest != nil || q.pingDue || q.replay != nil {
+		return nil, true
+	}
+	if len(q.frames) == 0 {
+		q.running = false
+		return nil, false
+	}
+	n := 0
+	for _, f := range q.frames {
+		if n += len(f); n > limit {
+			return nil, true
+		}
+	}
+	frames = q.frames
+	q.frames = nil
+	return frames, false
+}
+
 func (q *frameQueue) push(frame []byte) (ok, start bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -794,20 +888,23 @@ func (b *batchConn) Read(p []byte) (int, error) {
 	return b.Conn.Read(p)
 }
 
-// tryWriteFrame writes payload as a text message, as much of it as the
-// socket takes without waiting (the reader's writeReply, while it is the
+// tryWriteFrames writes payloads as text messages, in one write, as much
+// as the socket takes without waiting (writeNow, while its caller is the
 // writer); rest is a copy of the part not written (nil: all was). Without
-// raw I/O nothing is written here: rest is the whole frame.
+// raw I/O nothing is written here: rest is all of it.
 //
 // A write deadline that has passed (the last write's, long ago) would fail
 // the attempt: it is moved to timeout from now first; one still ahead is
 // left (an attempt never waits for it), and so is an abort's.
-func (b *batchConn) tryWriteFrame(payload []byte, timeout time.Duration) (rest []byte, err error) {
+func (b *batchConn) tryWriteFrames(payloads [][]byte, timeout time.Duration) (rest []byte, err error) {
 	if err := b.freshDeadline(timeout); err != nil {
 		return nil, err
 	}
 	buf := b.pool.Get().(*[]byte)
-	*buf = appendTextFrame((*buf)[:0], payload)
+	*buf = (*buf)[:0]
+	for _, p := range payloads {
+		*buf = appendTextFrame(*buf, p)
+	}
 	n := 0
 	if b.raw != nil {
 		n, err = b.raw.TryWrite(*buf)

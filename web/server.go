@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -125,6 +126,8 @@ type Server struct {
 	reads    *sync.Pool // read buffers of connections (readLoop)
 	mux      *http.ServeMux
 	handler  http.Handler // mux behind the security headers and the dev Host check
+
+	writersStarted atomic.Int64 // writer goroutines started (tests: export_test.go)
 
 	ctx    context.Context // cancelled when Shutdown's deadline passes
 	cancel context.CancelFunc

@@ -9,7 +9,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"runtime"
-	"runtime/metrics"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/switchboard-rtc/switchboard/signaling/client"
 	"github.com/switchboard-rtc/switchboard/signaling/protocol"
+	"github.com/switchboard-rtc/switchboard/web"
 )
 
 // countingListener counts the writes to each connection it accepts.
@@ -232,17 +232,10 @@ func TestRequesterThatDoesNotReadIsClosed(t *testing.T) {
 	}
 }
 
-// goroutinesCreated is the number of goroutines the process has created.
-func goroutinesCreated() uint64 {
-	s := []metrics.Sample{{Name: "/sched/goroutines-created:goroutines"}}
-	metrics.Read(s)
-	return s[0].Value.Uint64()
-}
-
 // TestReaderWritesReplies (issue 16): a reply that has nothing queued
 // before it is written by the connection's reader, not by a writer
 // goroutine started for it: a client's requests one after the other start
-// no goroutine at all (the server started one per reply before).
+// no writer (the server started one per reply before).
 func TestReaderWritesReplies(t *testing.T) {
 	const requests = 200
 	ts := newTestServer(t, func(ts *testServer) {
@@ -272,15 +265,15 @@ func TestReaderWritesReplies(t *testing.T) {
 			t.Fatalf("reply %+v; want %s, no error", reply, id)
 		}
 	}
-	roundTrip(0) // whatever a first request starts once
-	before := goroutinesCreated()
+	roundTrip(0)
+	before := web.WritersStarted(ts.srv)
 	for i := 1; i <= requests; i++ {
 		roundTrip(i)
 	}
-	if n := goroutinesCreated() - before; n > requests/10 {
-		t.Fatalf("%d requests and their replies started %d goroutines; want (almost) none", requests, n)
+	if n := web.WritersStarted(ts.srv) - before; n > requests/10 {
+		t.Fatalf("%d requests and their replies started %d writer goroutines; want (almost) none", requests, n)
 	} else {
-		t.Logf("%d requests and their replies started %d goroutines", requests, n)
+		t.Logf("%d requests and their replies started %d writer goroutines", requests, n)
 	}
 }
 
@@ -399,5 +392,130 @@ func TestReplyAfterWriteTimeoutPassed(t *testing.T) {
 	}
 	if n := ts.engine.Online("alice"); n != 1 {
 		t.Fatalf("alice has %d connections; want 1", n)
+	}
+}
+
+// TestOperationEventsStartNoWriter (issue 16): the events an operation
+// delivers are written by the goroutine that performed it, once the engine
+// has released its lock (signaling.KickConn), and the replies by the
+// reader, not by a writer goroutine started for each: call setups between
+// two clients that read start no writer (four per setup before: two
+// replies, the ring and onInviteeAccepted).
+func TestOperationEventsStartNoWriter(t *testing.T) {
+	const setups = 100
+	ts := newTestServer(t, func(ts *testServer) {
+		ts.webCfg.PingInterval = time.Hour
+		ts.webCfg.RequestsPerSec, ts.webCfg.RequestBurst = 1e6, 1e6
+	})
+	dial := func(user string) *websocket.Conn {
+		c, _, err := websocket.DefaultDialer.Dial(ts.wsURL(), http.Header{"Authorization": {"Bearer " + ts.token(user)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		waitAttached(t, ts.engine, user)
+		_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		return c
+	}
+	caller, callee := dial("caller"), dial("callee")
+	type frame struct {
+		ID    string `json:"id"`
+		Event string `json:"event"`
+		Data  struct {
+			InviteID string `json:"inviteID"`
+		} `json:"data"`
+		Error json.RawMessage `json:"error"`
+	}
+	read := func(c *websocket.Conn) frame {
+		var f frame
+		if err := c.ReadJSON(&f); err != nil {
+			t.Fatal(err)
+		}
+		if f.Error != nil {
+			t.Fatalf("error reply %s", f.Error)
+		}
+		return f
+	}
+	setup := func(i int) {
+		if err := caller.WriteMessage(websocket.TextMessage, fmt.Appendf(nil, `{"id":"i%d","op":"invite","args":{"invitee":"callee"}}`, i)); err != nil {
+			t.Fatal(err)
+		}
+		if f := read(caller); f.ID != fmt.Sprintf("i%d", i) {
+			t.Fatalf("caller got %+v; want the invite's reply", f)
+		}
+		ring := read(callee)
+		if ring.Event != protocol.EvReceiveNewInvitation {
+			t.Fatalf("callee got %+v; want the ring", ring)
+		}
+		if err := callee.WriteMessage(websocket.TextMessage, fmt.Appendf(nil, `{"id":"a%d","op":"accept","args":{"inviteID":%q}}`, i, ring.Data.InviteID)); err != nil {
+			t.Fatal(err)
+		}
+		if f := read(callee); f.ID != fmt.Sprintf("a%d", i) {
+			t.Fatalf("callee got %+v; want the accept's reply", f)
+		}
+		if f := read(caller); f.Event != protocol.EvInviteeAccepted {
+			t.Fatalf("caller got %+v; want onInviteeAccepted", f)
+		}
+	}
+	setup(0)
+	before := web.WritersStarted(ts.srv)
+	for i := 1; i <= setups; i++ {
+		setup(i)
+	}
+	if n := web.WritersStarted(ts.srv) - before; n > setups/10 {
+		t.Fatalf("%d call setups started %d writer goroutines; want (almost) none", setups, n)
+	} else {
+		t.Logf("%d call setups started %d writer goroutines", setups, n)
+	}
+}
+
+// TestEventRecipientThatDoesNotReadIsClosed: a user who never reads the
+// events others' operations send them is disconnected once their queue is
+// full (4002), and the operations that send them (whose goroutines try
+// the recipient's socket, signaling.KickConn) are never held up by it.
+func TestEventRecipientThatDoesNotReadIsClosed(t *testing.T) {
+	// A sender that waited for the recipient's socket would wait this long.
+	const writeTimeout = 2 * time.Second
+	ts := newTestServer(t, func(ts *testServer) {
+		ts.webCfg.PingInterval = time.Hour
+		ts.webCfg.WriteTimeout = writeTimeout
+		ts.webCfg.RequestsPerSec, ts.webCfg.RequestBurst = 1e6, 1e6
+	})
+	ctx := testCtx(t)
+	d := websocket.Dialer{ReadBufferSize: 256, NetDialContext: (&net.Dialer{
+		Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+			return errors.Join(err, serr)
+		},
+	}).DialContext}
+	deaf, _, err := d.Dial(ts.wsURL(), http.Header{"Authorization": {"Bearer " + ts.token("deaf")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer deaf.Close()
+	waitAttached(t, ts.engine, "deaf")
+	bob := ts.dial("bob")
+	data := strings.Repeat("d", 8000)
+	deadline := time.Now().Add(30 * time.Second)
+	slowest, n := time.Duration(0), 0
+	for ts.engine.Online("deaf") > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the user who does not read was never disconnected (%d invitations)", n)
+		}
+		start := time.Now()
+		id, err := bob.Invite(ctx, protocol.InviteArgs{Invitee: "deaf", Data: data})
+		if err == nil {
+			err = bob.Cancel(ctx, id, "")
+		}
+		if err != nil {
+			t.Fatalf("invitation %d: %v", n, err)
+		}
+		slowest = max(slowest, time.Since(start))
+		n++
+	}
+	t.Logf("disconnected after %d invitations of 8 kB; slowest invite and cancel %v", n, slowest)
+	if slowest >= writeTimeout*3/4 {
+		t.Fatalf("an invite and cancel took %v: the sender waited for the recipient's socket", slowest)
 	}
 }
