@@ -109,36 +109,22 @@ func (r *IO) readFD(fd uintptr) bool {
 
 // Write is net.Conn's Write: it returns once all of p is written, or with
 // the error that stopped it.
-func (r *IO) Write(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	r.wmu.Lock()
-	defer r.wmu.Unlock()
-	r.wbuf, r.wn, r.werr = p, 0, 0
-	err := r.rc.Write(r.writeF)
-	n, errno := r.wn, r.werr
-	r.wbuf = nil
-	switch {
-	case err != nil:
-		return n, r.opError("write", err)
-	case errno != 0:
-		return n, r.opError("write", os.NewSyscallError("write", errno))
-	}
-	return n, nil
-}
+func (r *IO) Write(p []byte) (int, error) { return r.write(p, r.writeF) }
 
 // TryWrite writes what the socket takes of p now, without waiting for it
 // to take more: n < len(p) with a nil error when its buffer is full. The
 // errors are Write's (a deadline that has passed fails it at once).
-func (r *IO) TryWrite(p []byte) (int, error) {
+func (r *IO) TryWrite(p []byte) (int, error) { return r.write(p, r.tryWriteF) }
+
+// write writes p through the RawConn callback f (writeFD or tryWriteFD).
+func (r *IO) write(p []byte, f func(fd uintptr) bool) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
 	r.wbuf, r.wn, r.werr = p, 0, 0
-	err := r.rc.Write(r.tryWriteF)
+	err := r.rc.Write(f)
 	n, errno := r.wn, r.werr
 	r.wbuf = nil
 	switch {
