@@ -85,18 +85,7 @@ func (c *conn) UserID() string { return c.user }
 // Deliver queues a frame without blocking; a full queue disconnects the
 // client, which never slows anyone else.
 func (c *conn) Deliver(frame []byte) {
-	select {
-	case <-c.done:
-		return
-	default:
-	}
-	ok, start := c.send.push(frame)
-	if !ok {
-		c.srv.metrics.sendQueueOverflow()
-		c.stop(CloseSlowConsumer, "send queue full")
-		return
-	}
-	if start {
+	if c.DeliverLater(frame) {
 		c.startWriter()
 	}
 }
@@ -669,11 +658,17 @@ func (q *frameQueue) startLocked() bool {
 func (q *frameQueue) claimIdle() bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.running || q.ended || q.closing || q.pingDue || q.replay != nil || len(q.frames) > 0 {
+	if q.running || q.ended || q.otherWorkLocked() || len(q.frames) > 0 {
 		return false
 	}
 	q.running = true
 	return true
+}
+
+// otherWorkLocked reports whether there is work other than queued frames:
+// the close, the end of a frame cut short, a ping, the replay.
+func (q *frameQueue) otherWorkLocked() bool {
+	return q.closing || q.rest != nil || q.pingDue || q.replay != nil
 }
 
 // release ends the writing of claimIdle's caller, with rest the end of its
@@ -684,7 +679,7 @@ func (q *frameQueue) release(rest []byte) (start bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.rest = rest
-	if q.rest != nil || q.closing || q.pingDue || q.replay != nil || len(q.frames) > 0 {
+	if q.otherWorkLocked() || len(q.frames) > 0 {
 		return true
 	}
 	q.running = false
@@ -699,7 +694,7 @@ func (q *frameQueue) release(rest []byte) (start bool) {
 func (q *frameQueue) more(limit int) (frames [][]byte, start bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.closing || q.rest != nil || q.pingDue || q.replay != nil {
+	if q.otherWorkLocked() {
 		return nil, true
 	}
 	if len(q.frames) == 0 {
